@@ -1,0 +1,227 @@
+using System.Runtime.ExceptionServices;
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime;
+
+/// <summary>
+/// The gevent-style entry points: spawn greenlets on the calling thread's hub, sleep, yield, join and wait
+/// cooperatively.
+/// </summary>
+/// <example>
+/// <code>
+/// var a = Green.Spawn(() => { Green.Sleep(100); Console.WriteLine("a"); });
+/// var b = Green.Spawn(() => Console.WriteLine("b"));
+/// Green.JoinAll([a, b]);   // prints b, then a
+/// </code>
+/// </example>
+public static class Green
+{
+    /// <summary>Creates and starts a stackful greenlet running <paramref name="body"/> (after those already scheduled).</summary>
+    public static Greenlet Spawn(Action body, string? name = null)
+    {
+        var g = new Greenlet(body, name);
+        g.Start();
+        return g;
+    }
+
+    /// <summary>Creates and starts a stackful greenlet whose result is <paramref name="body"/>'s value.</summary>
+    public static Greenlet<T> Spawn<T>(Func<T> body, string? name = null)
+    {
+        var g = new Greenlet<T>(body, name);
+        g.Start();
+        return g;
+    }
+
+    /// <summary>Creates and starts a stackless greenlet: <paramref name="body"/> runs on the hub and its continuations are posted back to it.</summary>
+    /// <remarks>A body that throws before returning its task is a failed greenlet, exactly like a stackful one.
+    /// Cooperative blocking calls (<see cref="Sleep(TimeSpan)"/>, <see cref="Wait(Task, TimeSpan?)"/>) inside it still work: the greenlet then keeps
+    /// the current thread as its carrier while the hub moves on.</remarks>
+    public static Greenlet Spawn(Func<Task> body, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        var g = Greenlet.CreateStackless(body, name);
+        g.Start();
+        return g;
+    }
+
+    /// <summary>Creates and starts a stackless greenlet whose result is the task's result.</summary>
+    public static Greenlet<T> Spawn<T>(Func<Task<T>> body, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        var g = Greenlet<T>.CreateStackless(body, name);
+        g.Start();
+        return g;
+    }
+
+    /// <summary>Creates a stackful greenlet that starts after <paramref name="delay"/>.</summary>
+    public static Greenlet SpawnLater(TimeSpan delay, Action body, string? name = null)
+    {
+        var g = new Greenlet(body, name);
+        g.StartLater(delay);
+        return g;
+    }
+
+    /// <summary>The greenlet running now: the thread's main greenlet when no spawned greenlet runs, the hub greenlet inside callbacks.</summary>
+    public static Greenlet Current => Hub.Current.CurrentGreenlet;
+
+    /// <summary>Suspends the current greenlet for <paramref name="delay"/> while others run. <c>Sleep(0)</c> is <see cref="Yield"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The delay is negative.</exception>
+    public static void Sleep(TimeSpan delay)
+    {
+        if (delay < TimeSpan.Zero)
+            throw new ArgumentOutOfRangeException(nameof(delay), delay, "The delay must not be negative.");
+        var hub = Hub.Current;
+        if (delay == TimeSpan.Zero)
+        {
+            hub.YieldCurrent();
+            return;
+        }
+        var token = hub.BeginPark(WaitReason.Sleep);
+        var timer = hub.AddWakeTimer(delay, token);
+        try
+        {
+            hub.EndPark(token);
+        }
+        finally
+        {
+            timer.Cancel();
+        }
+    }
+
+    /// <summary>Suspends the current greenlet for <paramref name="milliseconds"/> ms. <c>Sleep(0)</c> is <see cref="Yield"/>.</summary>
+    public static void Sleep(int milliseconds)
+    {
+        if (milliseconds < 0)
+            throw new ArgumentOutOfRangeException(nameof(milliseconds), milliseconds, "The delay must not be negative.");
+        Sleep(TimeSpan.FromMilliseconds(milliseconds));
+    }
+
+    /// <summary>Lets every greenlet that is ready run once, then continues: the current greenlet goes to the back of the ready queue.</summary>
+    public static void Yield() => Hub.Current.YieldCurrent();
+
+    /// <summary>
+    /// Waits until the greenlets have finished — all of them, or <paramref name="count"/> of them — or the
+    /// timeout elapsed. Hub-only.
+    /// </summary>
+    /// <param name="greenlets">The greenlets to wait for (of the calling thread's hub).</param>
+    /// <param name="timeout">How long to wait; null waits as long as it takes.</param>
+    /// <param name="raiseError">Rethrow the earliest failure (first to fail in time, not first in the list) as soon as one is seen.</param>
+    /// <param name="count">Return as soon as this many have finished.</param>
+    /// <returns>The finished greenlets, in the order they finished.</returns>
+    public static IReadOnlyList<Greenlet> JoinAll(IEnumerable<Greenlet> greenlets, TimeSpan? timeout = null, bool raiseError = false, int? count = null)
+    {
+        ArgumentNullException.ThrowIfNull(greenlets);
+        if (timeout is { } t && t < TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(timeout), t, "The timeout must not be negative.");
+        if (count is < 0) throw new ArgumentOutOfRangeException(nameof(count), count, "count must not be negative.");
+        var hub = Hub.Current;
+        var all = greenlets.ToList();
+        foreach (var g in all)
+        {
+            ArgumentNullException.ThrowIfNull(g, nameof(greenlets));
+            if (g.Hub != hub) throw new InvalidOperationException($"{g} belongs to {g.Hub}; join it from that hub's thread or await it.");
+        }
+        var done = all.Where(g => g.Dead).Distinct().OrderBy(g => g.FinishSequence).ToList();
+        int wanted = Math.Min(count ?? int.MaxValue, all.Distinct().Count());
+        Greenlet? failure = raiseError ? done.FirstOrDefault(g => g.Exception != null) : null;
+        if (failure == null && done.Count < wanted && timeout != TimeSpan.Zero)
+        {
+            var token = hub.BeginPark(WaitReason.Join);
+            Action<Greenlet> onDead = g =>
+            {
+                if (done.Contains(g)) return;
+                done.Add(g);
+                if (done.Count >= wanted || (raiseError && g.Exception != null)) hub.TryWake(token);
+            };
+            var pending = all.Where(g => !g.Dead).Distinct().ToList();
+            HubTimer? timer = null;
+            try
+            {
+                foreach (var g in pending) g.AddLink(onDead, LinkKind.All);
+                if (timeout is { } limit) timer = hub.AddWakeTimer(limit, token, Hub.TimedOut);
+            }
+            catch
+            {
+                hub.CancelPark(token);
+                throw;
+            }
+            try
+            {
+                hub.EndPark(token);
+            }
+            finally
+            {
+                timer?.Cancel();
+                foreach (var g in pending) g.Unlink(onDead);
+            }
+            if (raiseError) failure = done.FirstOrDefault(g => g.Exception != null);
+        }
+        if (failure != null) ExceptionDispatchInfo.Throw(failure.Exception!);
+        return done;
+    }
+
+    /// <summary>Kills every greenlet (see <see cref="Greenlet.Kill"/>) and, when <paramref name="block"/>, waits up to <paramref name="timeout"/> for all of them to die.</summary>
+    public static void KillAll(IEnumerable<Greenlet> greenlets, Exception? exception = null, bool block = true, TimeSpan? timeout = null)
+    {
+        ArgumentNullException.ThrowIfNull(greenlets);
+        var all = greenlets.ToList();
+        foreach (var g in all) g.Kill(exception, block: false);
+        var hub = Hub.CurrentOrNull;
+        if (block && hub != null && hub.CanBlockHere)
+        {
+            var mine = all.Where(g => g.Hub == hub && !g.Dead).ToList();
+            if (mine.Count > 0) JoinAll(mine, timeout);
+        }
+    }
+
+    /// <summary>
+    /// Waits for <paramref name="task"/> to complete. On a hub's thread only the current greenlet waits: the
+    /// others run meanwhile. Off a hub it is a plain blocking wait. Rethrows the task's exception (unwrapped).
+    /// </summary>
+    /// <exception cref="TimeoutException">The task did not complete within <paramref name="timeout"/>.</exception>
+    public static void Wait(Task task, TimeSpan? timeout = null)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        WaitCompletion(task, timeout);
+        task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>Waits for <paramref name="task"/> and returns its result; see <see cref="Wait(Task, TimeSpan?)"/>.</summary>
+    public static T Wait<T>(Task<T> task, TimeSpan? timeout = null)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        WaitCompletion(task, timeout);
+        return task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>Waits for <paramref name="task"/>; see <see cref="Wait(Task, TimeSpan?)"/>.</summary>
+    public static void Wait(ValueTask task, TimeSpan? timeout = null)
+    {
+        if (task.IsCompleted)
+        {
+            task.GetAwaiter().GetResult();
+            return;
+        }
+        Wait(task.AsTask(), timeout);
+    }
+
+    /// <summary>Waits for <paramref name="task"/> and returns its result; see <see cref="Wait(Task, TimeSpan?)"/>.</summary>
+    public static T Wait<T>(ValueTask<T> task, TimeSpan? timeout = null) =>
+        task.IsCompleted ? task.GetAwaiter().GetResult() : Wait(task.AsTask(), timeout);
+
+    private static void WaitCompletion(Task task, TimeSpan? timeout)
+    {
+        if (timeout is { } t && t < TimeSpan.Zero && t != Timeout.InfiniteTimeSpan)
+            throw new ArgumentOutOfRangeException(nameof(timeout), t, "The timeout must not be negative.");
+        if (task.IsCompleted) return;
+        var hub = Hub.CurrentOrNull;
+        if (hub == null || !hub.CanBlockHere)
+        {
+            if (!((IAsyncResult)task).AsyncWaitHandle.WaitOne(timeout ?? Timeout.InfiniteTimeSpan))
+                throw new TimeoutException($"The task did not complete within {timeout}.");
+            return;
+        }
+        hub.WaitForTask(task, timeout, WaitReason.Task);
+        if (!task.IsCompleted)
+            throw new TimeoutException($"The task did not complete within {timeout}.");
+    }
+}

@@ -1,0 +1,54 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace GreenRuntime;
+
+/// <summary>Settings of one <see cref="Hub"/>. Every property has a documented default and range.</summary>
+public sealed class HubOptions
+{
+    /// <summary>Where the hub logs (failed greenlets, failing callbacks, blocked hub). Default: no logging.</summary>
+    public ILoggerFactory LoggerFactory { get; init; } = NullLoggerFactory.Instance;
+
+    /// <summary>
+    /// How long one greenlet may hold the baton before the blocking monitor reports it. Default 100 ms;
+    /// null disables the monitor. Must be positive.
+    /// </summary>
+    public TimeSpan? MaxBlockingTime { get; init; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>Stack size of carrier threads, in bytes. Default 256 KiB; range 128 KiB – 64 MiB.</summary>
+    /// <remarks>Stack size only changes virtual memory; a parked carrier costs about 40 KiB of real memory
+    /// whatever its size. Below 128 KiB a deep call chain risks a StackOverflow, which .NET cannot catch.</remarks>
+    public int CarrierStackSize { get; init; } = 256 * 1024;
+
+    /// <summary>
+    /// The most carrier threads the hub may use at once, which bounds the number of stackful greenlets that
+    /// can be alive (started and not finished). Default 10,000; range 2 – 15,000. Linux's default
+    /// <c>vm.max_map_count</c> limits a process to about 16,000 threads and the runtime aborts past it, so the
+    /// hub refuses to start a greenlet beyond this cap with an <see cref="InvalidOperationException"/> instead.
+    /// </summary>
+    public int MaxCarriers { get; init; } = 10_000;
+
+    /// <summary>
+    /// Pin the hub's thread and every carrier that runs for it to the CPU the hub was created on. Waking a
+    /// thread parked on the same CPU costs about half as much as waking one on another CPU. Default false.
+    /// </summary>
+    public bool PinCarriersToOneCpu { get; init; }
+
+    /// <summary>Record the stack trace where each greenlet was spawned, for run-info. Default false (it costs a stack walk per spawn).</summary>
+    public bool TrackSpawnStacks { get; init; }
+
+    /// <summary>The hub's only source of time. Default <see cref="TimeProvider.System"/>.</summary>
+    public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
+
+    internal void Validate()
+    {
+        ArgumentNullException.ThrowIfNull(LoggerFactory);
+        ArgumentNullException.ThrowIfNull(TimeProvider);
+        if (MaxBlockingTime is { } max && max <= TimeSpan.Zero)
+            throw new ArgumentOutOfRangeException(nameof(MaxBlockingTime), max, "MaxBlockingTime must be positive, or null to disable the blocking monitor.");
+        if (CarrierStackSize is < 128 * 1024 or > 64 * 1024 * 1024)
+            throw new ArgumentOutOfRangeException(nameof(CarrierStackSize), CarrierStackSize, "CarrierStackSize must be between 128 KiB and 64 MiB.");
+        if (MaxCarriers is < 2 or > 15_000)
+            throw new ArgumentOutOfRangeException(nameof(MaxCarriers), MaxCarriers, "MaxCarriers must be between 2 and 15,000 (the process aborts near 16,000 threads).");
+    }
+}

@@ -1,0 +1,100 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+
+namespace GreenRuntime.Scheduling;
+
+/// <summary>
+/// An OS thread that can hold a hub's baton. Pooled carriers are background threads that wait in the
+/// <see cref="CarrierPool"/> for a job; each hub's own thread (the one that created it) is a carrier too,
+/// permanently owned by the hub's main greenlet.
+/// </summary>
+/// <remarks>
+/// A carrier is either <em>free</em> (<see cref="Owner"/> is null: nothing of a greenlet's stack lives on
+/// this thread, so it may run unstarted greenlets and stackless continuations inline) or <em>owned</em> by
+/// the one greenlet whose suspended stack it keeps. Every <see cref="Parker.Park()"/> of a carrier has
+/// exactly one matching wake: either "your owner was resumed, you hold the baton" (owned) or "here is a
+/// job, you hold the baton" (free, in the pool).
+/// </remarks>
+[DebuggerDisplay("Carrier #{Id} owner={Owner}")]
+internal sealed class Carrier
+{
+    private static int s_nextId;
+
+    [ThreadStatic] private static Carrier? t_current;
+
+    public readonly int Id = Interlocked.Increment(ref s_nextId);
+    public readonly Parker Parker = new();
+
+    /// <summary>The greenlet whose stack this thread keeps, or null when free. Written only by the baton holder.</summary>
+    public Greenlet? Owner;
+
+    /// <summary>The hub a pooled carrier must run the scheduler of when it is next unparked.</summary>
+    public Hub? Job;
+
+    /// <summary>The CPU this thread was last pinned to, or -1.</summary>
+    public int PinnedCpu = -1;
+
+    public readonly bool IsPooled;
+    private readonly CarrierPool? _pool;
+
+    private Carrier(CarrierPool? pool)
+    {
+        _pool = pool;
+        IsPooled = pool != null;
+    }
+
+    /// <summary>The carrier of the calling thread, created for threads that are not pooled carriers.</summary>
+    public static Carrier ForCurrentThread() => t_current ??= new Carrier(null);
+
+    internal static Carrier StartPooled(CarrierPool pool, int stackSize)
+    {
+        var carrier = new Carrier(pool);
+        var thread = new Thread(carrier.PoolLoop, stackSize) { IsBackground = true, Name = $"GreenRuntime carrier #{carrier.Id}" };
+        thread.UnsafeStart();
+        return carrier;
+    }
+
+    private void PoolLoop()
+    {
+        t_current = this;
+        while (true)
+        {
+            Parker.Park();
+            var hub = Job;
+            if (hub == null)
+                continue; // a stale permit; a pooled carrier only runs when given a job
+            Job = null;
+            hub.RunAsFreeCarrier(this);
+            // The baton has been handed away: nothing below may touch the hub.
+            _pool!.Return(this);
+        }
+    }
+
+    /// <summary>Pins the calling thread (which must be this carrier's) to one CPU.</summary>
+    public void PinTo(int cpu)
+    {
+        if (PinnedCpu == cpu || cpu < 0 || !OperatingSystem.IsLinux()) return;
+        if (Affinity.TryPin(cpu)) PinnedCpu = cpu;
+    }
+}
+
+/// <summary>sched_setaffinity for the calling thread (Linux).</summary>
+internal static unsafe class Affinity
+{
+    public static int CurrentCpu() => OperatingSystem.IsLinux() ? SchedGetCpu() : -1;
+
+    public static bool TryPin(int cpu)
+    {
+        if (cpu < 0 || cpu >= 1024) return false;
+        var mask = stackalloc ulong[16];
+        for (int i = 0; i < 16; i++) mask[i] = 0;
+        mask[cpu / 64] = 1UL << (cpu % 64);
+        return SchedSetAffinity(0, 128, mask) == 0;
+    }
+
+    [DllImport("libc", EntryPoint = "sched_setaffinity")]
+    private static extern int SchedSetAffinity(int pid, nint size, ulong* mask);
+
+    [DllImport("libc", EntryPoint = "sched_getcpu")]
+    private static extern int SchedGetCpu();
+}

@@ -1,0 +1,99 @@
+// Greenlet lifecycle on the hub: start, kill, finish, and the list of greenlets alive.
+// All of it is hub-only (the baton holder).
+
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime;
+
+public sealed partial class Hub
+{
+    private Greenlet? _aliveHead;
+    private int _aliveCount;
+    private int _aliveStackful;
+    private long _finishSequence;
+
+    /// <summary>Greenlets started and not yet finished.</summary>
+    internal int AliveCount => _aliveCount;
+
+    internal List<Greenlet> AliveGreenlets()
+    {
+        var list = new List<Greenlet>(_aliveCount);
+        for (var g = _aliveHead; g != null; g = g.NextAlive) list.Add(g);
+        list.Reverse(); // oldest first
+        return list;
+    }
+
+    /// <summary>Whether blocking is allowed here (not inside a callback).</summary>
+    internal bool CanBlockHere => _callbackDepth == 0;
+
+    internal void StartGreenlet(Greenlet g, bool first = false)
+    {
+        if (!g.IsStackless && _aliveStackful >= Options.MaxCarriers - 1)
+            throw new InvalidOperationException($"Cannot start {g}: {this} already has {_aliveStackful} stackful greenlets alive, and each needs a carrier thread while suspended. The cap is HubOptions.MaxCarriers = {Options.MaxCarriers}; raise it (the process limit is about 16,000 threads) or use a GreenPool/stackless greenlets to bound concurrency.");
+        g.MarkStarted();
+        g.State = GreenletState.Scheduled;
+        if (!g.IsStackless) _aliveStackful++;
+        g.NextAlive = _aliveHead;
+        if (_aliveHead != null) _aliveHead.PrevAlive = g;
+        _aliveHead = g;
+        _aliveCount++;
+        if (first) _ready.PushFront(RunItem.ForStart(g));
+        else _ready.PushBack(RunItem.ForStart(g));
+    }
+
+    internal void KillGreenlet(Greenlet g, Exception exception)
+    {
+        AssertOnHub();
+        switch (g.State)
+        {
+            case GreenletState.Dead:
+                return;
+            case GreenletState.Created:
+            case GreenletState.Scheduled:
+                g.StartTimer?.Cancel();
+                g.StartTimer = null;
+                Finish(g, null, exception);
+                return;
+            case GreenletState.Running:
+                if (g == _current) throw exception;
+                g.PendingException = exception;
+                return;
+            case GreenletState.Parked:
+                TryWake(new WakeToken(g, g.ParkSequence), null, exception);
+                return;
+            case GreenletState.Ready:
+                g.PendingException = exception;
+                return;
+            case GreenletState.Awaiting:
+                g.PendingException = exception;
+                Finish(g, null, exception);
+                return;
+        }
+    }
+
+    /// <summary>Records the outcome of <paramref name="g"/> and schedules its links. Called once per greenlet.</summary>
+    internal void Finish(Greenlet g, object? value, Exception? error)
+    {
+        if (g.State == GreenletState.Dead) return;
+        bool alive = g.Started && (g.PrevAlive != null || g.NextAlive != null || _aliveHead == g);
+        g.State = GreenletState.Dead;
+        g.WaitReason = WaitReason.None;
+        g.SetResult(value, error);
+        g.FinishSequence = ++_finishSequence;
+        if (alive)
+        {
+            if (g.PrevAlive != null) g.PrevAlive.NextAlive = g.NextAlive;
+            else _aliveHead = g.NextAlive;
+            if (g.NextAlive != null) g.NextAlive.PrevAlive = g.PrevAlive;
+            g.PrevAlive = g.NextAlive = null;
+            _aliveCount--;
+            if (!g.IsStackless) _aliveStackful--;
+        }
+        if (g.Exception != null)
+            Log.GreenletFailed(_logger, g.Exception, g.ToString(), g.Exception.GetType().Name);
+        if (g.HasLinks)
+            _ready.PushBack(RunItem.ForCallback(static s => ((Greenlet)s!).NotifyLinks(), g));
+        if (g.StartedBySwitch && g.Parent is { State: GreenletState.Parked, WaitReason: WaitReason.Switch } parent)
+            TryWake(new WakeToken(parent, parent.ParkSequence), g.Value, g.Exception, first: true);
+    }
+}

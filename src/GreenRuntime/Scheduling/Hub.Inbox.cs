@@ -1,0 +1,40 @@
+// The inbox: the only way other threads reach a hub.
+//
+// Producers (task continuations, I/O completions, Post, Kill from another thread) enqueue a RunItem and
+// unpark the inbox signal. The baton holder drains the inbox at the start of every scheduling step and,
+// when it has nothing to run, parks on the signal until the next timer deadline. The signal's permit makes
+// the race benign: a post that lands between "inbox is empty" and "park" leaves a permit, so the park
+// returns at once. Unpark is one atomic exchange when nobody sleeps.
+
+using System.Collections.Concurrent;
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime;
+
+public sealed partial class Hub
+{
+    private readonly ConcurrentQueue<RunItem> _inbox = new();
+    private readonly Parker _inboxSignal = new();
+
+    /// <summary>Queues an item for the hub. From the baton holder it goes straight to the ready queue.</summary>
+    internal void PostItem(in RunItem item)
+    {
+        if (t_current == this)
+        {
+            if (item.Kind == RunKind.Wake) TryWake(item.Token, item.State, item.Error);
+            else _ready.PushBack(item);
+            return;
+        }
+        _inbox.Enqueue(item);
+        _inboxSignal.Unpark();
+    }
+
+    private void DrainInbox()
+    {
+        while (_inbox.TryDequeue(out var item))
+        {
+            if (item.Kind == RunKind.Wake) TryWake(item.Token, item.State, item.Error);
+            else _ready.PushBack(item);
+        }
+    }
+}

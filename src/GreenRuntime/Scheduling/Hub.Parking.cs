@@ -1,0 +1,122 @@
+// Parking: how a greenlet gives up the baton and how exactly one waker gets it back.
+//
+// A blocking operation on a greenlet is always the same three steps, all on the hub:
+//   1. token = BeginPark(reason)  — the greenlet is marked Parked with a fresh sequence number.
+//   2. register wakers            — hand the token to whatever will end the wait: a timer, an event's waiter
+//                                   list, a task continuation (PostWake from any thread), Kill.
+//   3. EndPark(token)             — run the scheduler until the greenlet is resumed, then return the value
+//                                   the winning waker passed, or throw the exception it passed.
+// Every park has exactly one wake: TryWake succeeds only for the current token of a Parked greenlet, so a
+// timeout racing an event, or a kill racing a completion, is decided by whichever comes first, and the
+// losers are told (false) so they can clean up. Code between steps 1 and 3 must not block; if it throws,
+// it calls CancelPark.
+
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime;
+
+public sealed partial class Hub
+{
+    /// <summary>Step 1: marks the current greenlet parked. Throws an exception pending for it (kill, timeout) instead.</summary>
+    internal WakeToken BeginPark(WaitReason reason)
+    {
+        AssertMayBlock();
+        var g = _current;
+        if (g.PendingException is { } pending)
+        {
+            if (g.State != GreenletState.Dead) g.PendingException = null;
+            throw pending;
+        }
+        g.State = GreenletState.Parked;
+        g.WaitReason = reason;
+        g.ParkedAt = _time.GetTimestamp();
+        return new WakeToken(g, ++g.ParkSequence);
+    }
+
+    /// <summary>Undoes <see cref="BeginPark"/> when registering the wakers failed.</summary>
+    internal void CancelPark(in WakeToken token)
+    {
+        var g = token.Greenlet;
+        if (token.IsCurrent || g.State == GreenletState.Ready)
+        {
+            g.ParkSequence++;
+            g.State = GreenletState.Running;
+            g.WaitReason = WaitReason.None;
+            g.ResumeError = null;
+            g.ResumeValue = null;
+        }
+    }
+
+    /// <summary>Step 3: gives the baton away until a waker resumes this park.</summary>
+    /// <returns>The value the waker passed.</returns>
+    internal object? EndPark(in WakeToken token)
+    {
+        var g = token.Greenlet;
+        if (g != _current)
+            throw new InvalidOperationException($"Internal error: {_current} tried to suspend a park of {g}.");
+        var self = Carrier.ForCurrentThread();
+        var previousOwner = self.Owner;
+        self.Owner = g;
+        g.Carrier = self;
+        Schedule(self);
+        // Resumed: Schedule returns only when this greenlet was picked from the ready queue.
+        if (_current != g || g.State != GreenletState.Running)
+            throw new InvalidOperationException($"Internal error: {g} resumed while {_current} holds the baton (every park has exactly one wake).");
+        self.Owner = previousOwner;
+        if (previousOwner != g) g.Carrier = null;
+        g.WaitReason = WaitReason.None;
+        var error = g.ResumeError;
+        var value = g.ResumeValue;
+        g.ResumeError = null;
+        g.ResumeValue = null;
+        if (g.PendingException is { } pending)
+        {
+            if (g.State != GreenletState.Dead) g.PendingException = null;
+            error = pending;
+        }
+        if (error != null) throw error;
+        return value;
+    }
+
+    /// <summary>Parks the current greenlet with no waker but <see cref="TryWake"/> by its token (for callers that register first).</summary>
+    internal object? Park(WaitReason reason) => EndPark(BeginPark(reason));
+
+    /// <summary>
+    /// Resumes the park named by <paramref name="token"/> with a value or an exception to throw in it.
+    /// Hub-only. Returns false, doing nothing, if that park already ended.
+    /// </summary>
+    internal bool TryWake(in WakeToken token, object? value = null, Exception? error = null, bool first = false)
+    {
+        if (!token.IsCurrent)
+            return false;
+        var g = token.Greenlet;
+        g.State = GreenletState.Ready;
+        g.ResumeValue = value;
+        g.ResumeError = error;
+        if (first) _ready.PushFront(RunItem.ForResume(g));
+        else _ready.PushBack(RunItem.ForResume(g));
+        return true;
+    }
+
+    /// <summary><see cref="TryWake"/> from any thread: the wake is queued in the inbox.</summary>
+    internal void PostWake(in WakeToken token, object? value = null, Exception? error = null) =>
+        PostItem(RunItem.ForWake(token, value, error));
+
+    /// <summary>Puts the current greenlet at the back of the ready queue and parks it.</summary>
+    internal void YieldCurrent()
+    {
+        var token = BeginPark(WaitReason.Yield);
+        TryWake(token);
+        EndPark(token);
+    }
+
+    /// <summary>Throws when the caller may not park: off the hub, or inside a callback.</summary>
+    internal void AssertMayBlock()
+    {
+        AssertOnHub();
+        if (_callbackDepth > 0)
+            throw new InvalidOperationException("Link callbacks, timer callbacks and Hub.Post actions run on the hub and must not block (no Sleep, Join, Wait or blocking I/O there). Spawn a greenlet from the callback to do blocking work.");
+        if (_disposed)
+            throw new ObjectDisposedException(ToString(), "The hub has been disposed.");
+    }
+}

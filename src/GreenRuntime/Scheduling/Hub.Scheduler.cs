@@ -1,0 +1,344 @@
+// The scheduler: how the baton moves between the threads of one hub.
+//
+// Glossary
+//   hub       the scheduler state of one logical thread: ready queue, timers, inbox (this type).
+//   greenlet  a unit of cooperative work. Stackful greenlets run synchronous code; stackless greenlets run
+//             async code whose continuations are posted to the hub.
+//   carrier   an OS thread that runs greenlet or hub code. A suspended stackful greenlet keeps its stack on
+//             its carrier, which is parked meanwhile. A carrier with no suspended greenlet on it is "free".
+//   baton     the right to run code of the hub. Exactly one carrier holds it (Invariant 1); all others of
+//             the hub are parked in their Parker.
+//   inbox     a thread-safe queue through which other threads (I/O completions, Post, Kill) reach the hub.
+//
+// Design chosen: the hub is a data structure, not a thread. The thread that gives up the baton runs the
+// scheduler itself (Schedule below) and hands the baton directly to the next carrier: a stackful switch is
+// one futex hand-off (~3 µs), not two as a greenlet -> hub thread -> greenlet design would cost.
+//
+// Rejected designs
+//   * A dedicated hub thread (gevent's shape): two hand-offs per switch.
+//   * Running every greenlet on the thread that happens to hold the baton: a greenlet that blocks in
+//     synchronous code would pin every greenlet below it on that thread's stack; CoreCLR cannot switch
+//     stacks on one thread (no fibers), so a suspended stackful greenlet must own a parked thread.
+//   * Monitor/SemaphoreSlim hand-offs: they spin, and degrade to milliseconds with thousands of parked
+//     threads (notes/baton.md).
+//
+// The protocol (Schedule), run by the thread holding the baton whenever the code it runs cannot go on:
+//   1. Drain the inbox into the ready queue.
+//   2. Fire due timers (hub callbacks: they may wake greenlets, never block).
+//   3. Take the next ready item.
+//      a. A callback runs here and now, whatever this thread keeps on its stack (it cannot block).
+//      b. Resuming greenlet G: if G's stack is on this very thread, return into it. Otherwise wake G's
+//         carrier (handing it the baton) and park this thread: until its own greenlet is resumed if it
+//         keeps one, or back in the carrier pool if it is free.
+//      c. Starting a greenlet or running a stackless continuation: if this thread is free it runs the item
+//         inline (a greenlet that never blocks costs about a function call); if it keeps a suspended stack
+//         it must not (the new code could block on top of it), so it hands the baton and the item to a
+//         free pooled carrier and parks.
+//   4. Nothing ready: wait for the inbox until the next timer's deadline. If nothing at all can ever wake
+//      anyone, throw LoopExitException into the main greenlet.
+//
+// Where code may run: everything in this file runs only on the baton holder, except PostItem and the
+// Parker calls, which any thread may make.
+
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime;
+
+public sealed partial class Hub
+{
+    private readonly Deque<RunItem> _ready = new();
+    private Greenlet _current = null!;
+    private int _callbackDepth;
+    private int _batonHolder;
+
+    /// <summary>Stackless greenlets that are alive and awaiting something: they keep LoopExit away.</summary>
+    private int _awaitingStackless;
+
+    /// <summary>Cooperative waits on something outside the hub (tasks, I/O): they keep LoopExit away.</summary>
+    private int _pendingExternal;
+
+    internal int ReadyCount => _ready.Count;
+
+    /// <summary>The greenlet running now on this hub (the hub greenlet inside callbacks).</summary>
+    internal Greenlet CurrentGreenlet => _current;
+
+    /// <summary>
+    /// Runs the scheduler on the baton holder <paramref name="self"/> until either the greenlet this thread
+    /// keeps (<c>self.Owner</c>) is resumed, or — for a free carrier — the baton has been handed away.
+    /// </summary>
+    private void Schedule(Carrier self)
+    {
+        AssertBatonHeld();
+        while (true)
+        {
+            if (!TryTakeNext(out var item))
+                continue;
+            switch (item.Kind)
+            {
+                case RunKind.Callback:
+                    RunCallback((Action<object?>)item.Callback!, item.State);
+                    break;
+
+                case RunKind.Resume:
+                {
+                    var g = item.Greenlet!;
+                    var target = g.Carrier!;
+                    g.State = GreenletState.Running;
+                    _current = g;
+                    if (target == self)
+                        return;
+                    HandBaton(target);
+                    if (self.Owner != null)
+                    {
+                        ParkUntilOwnerResumes(self);
+                        return;
+                    }
+                    return; // a free carrier goes back to the pool; the baton is gone
+                }
+
+                case RunKind.Start:
+                case RunKind.Continuation:
+                    if (item.Kind == RunKind.Start && item.Greenlet!.State != GreenletState.Scheduled)
+                        break; // killed before it ran
+                    if (self.Owner == null)
+                    {
+                        RunInline(self, item);
+                        break;
+                    }
+                    // This thread keeps a suspended stack: new code must start on a free thread.
+                    _ready.PushFront(item);
+                    var free = RentCarrier();
+                    free.Job = this;
+                    HandBaton(free);
+                    ParkUntilOwnerResumes(self);
+                    return;
+
+                default:
+                    throw new InvalidOperationException($"Internal error: unexpected {item.Kind} item in the ready queue of {this}.");
+            }
+        }
+    }
+
+    /// <summary>Entry point of a pooled carrier given this hub as its job: it holds the baton and keeps no stack.</summary>
+    internal void RunAsFreeCarrier(Carrier self)
+    {
+        t_current = this;
+        TakeBaton();
+        if (_cpu >= 0) self.PinTo(_cpu);
+        Schedule(self);
+        t_current = null;
+    }
+
+    private void ParkUntilOwnerResumes(Carrier self)
+    {
+        self.Parker.Park();
+        // The only wake of an owned carrier is "your owner was resumed" (Schedule, case Resume).
+        TakeBaton();
+        Debug.Assert(_current == self.Owner, $"Invariant broken: carrier #{self.Id} woke while {_current} holds the baton, not its owner {self.Owner}.");
+    }
+
+    private void HandBaton(Carrier target)
+    {
+        ReleaseBaton();
+        target.Parker.Unpark();
+    }
+
+    private Carrier RentCarrier() => _pool.Rent();
+
+    private void RunInline(Carrier self, in RunItem item)
+    {
+        var g = item.Greenlet!;
+        if (item.Kind == RunKind.Start)
+        {
+            if (g.IsStackless) StartStackless(g);
+            else RunStackful(self, g);
+        }
+        else
+        {
+            RunContinuation(g, (SendOrPostCallback)item.Callback!, item.State);
+        }
+        _current = HubGreenlet;
+    }
+
+    private void RunStackful(Carrier self, Greenlet g)
+    {
+        self.Owner = g;
+        g.Carrier = self;
+        g.State = GreenletState.Running;
+        _current = g;
+        object? value = null;
+        Exception? error = null;
+        try
+        {
+            value = g.InvokeStackful();
+        }
+        catch (Exception e)
+        {
+            error = e;
+        }
+        AssertBatonHeld();
+        self.Owner = null;
+        g.Carrier = null;
+        Finish(g, value, error);
+    }
+
+    private void StartStackless(Greenlet g)
+    {
+        g.State = GreenletState.Running;
+        _current = g;
+        var saved = SynchronizationContext.Current;
+        SynchronizationContext.SetSynchronizationContext(g.SyncContext);
+        Task task;
+        try
+        {
+            task = g.InvokeStackless();
+        }
+        catch (Exception e)
+        {
+            SynchronizationContext.SetSynchronizationContext(saved);
+            Finish(g, null, e);
+            return;
+        }
+        SynchronizationContext.SetSynchronizationContext(saved);
+        if (task.IsCompleted)
+        {
+            FinishStackless(g, task);
+            return;
+        }
+        g.State = GreenletState.Awaiting;
+        _awaitingStackless++;
+        task.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(() => PostItem(RunItem.ForCallback(s_finishStackless, g)));
+    }
+
+    private static readonly Action<object?> s_finishStackless = static state =>
+    {
+        var g = (Greenlet)state!;
+        var hub = g.Hub;
+        if (g.State == GreenletState.Dead)
+        {
+            hub._awaitingStackless--; // killed while awaiting: already finished, only the bookkeeping is left
+            return;
+        }
+        hub._awaitingStackless--;
+        hub.FinishStackless(g, g.StacklessTask!);
+    };
+
+    private void FinishStackless(Greenlet g, Task task)
+    {
+        if (task.IsCompletedSuccessfully) Finish(g, g.ResultOf(task), null);
+        else if (task.IsCanceled) Finish(g, null, new TaskCanceledException(task));
+        else Finish(g, null, task.Exception!.InnerExceptions.Count == 1 ? task.Exception.InnerException! : task.Exception);
+    }
+
+    private void RunContinuation(Greenlet g, SendOrPostCallback callback, object? state)
+    {
+        var saved = SynchronizationContext.Current;
+        SynchronizationContext.SetSynchronizationContext(g.SyncContext);
+        if (g.State != GreenletState.Dead) g.State = GreenletState.Running;
+        _current = g;
+        try
+        {
+            callback(state);
+        }
+        catch (Exception e)
+        {
+            // Continuations of async methods capture their exceptions in their task; only async void lands here.
+            Log.ContinuationFailed(_logger, e, g.ToString());
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(saved);
+        }
+        if (g.State == GreenletState.Running) g.State = GreenletState.Awaiting;
+    }
+
+    private void RunCallback(Action<object?> callback, object? state)
+    {
+        var saved = _current;
+        _current = HubGreenlet;
+        _callbackDepth++;
+        try
+        {
+            callback(state);
+        }
+        catch (Exception e)
+        {
+            Log.CallbackFailed(_logger, e, callback.Method.Name);
+        }
+        finally
+        {
+            _callbackDepth--;
+            _current = saved;
+        }
+    }
+
+    /// <summary>Steps 1, 2 and 4 of the protocol: returns the next ready item, or false after an idle wait.</summary>
+    private bool TryTakeNext(out RunItem item)
+    {
+        DrainInbox();
+        if (_timers.Count > 0) FireDueTimers();
+        if (_ready.TryPopFront(out item))
+            return true;
+        IdleWait();
+        return false;
+    }
+
+    private void IdleWait()
+    {
+        long timeoutNs = -1;
+        if (_timers.TryPeekDeadline(out var deadline))
+        {
+            timeoutNs = Math.Max(0, TicksToNanoseconds(deadline - _time.GetTimestamp()));
+            if (timeoutNs == 0) return;
+        }
+        else if (_pendingExternal == 0 && _awaitingStackless == 0 && _inbox.IsEmpty)
+        {
+            if (RaiseLoopExit()) return;
+        }
+        _inboxSignal.Park(timeoutNs);
+    }
+
+    /// <summary>Nothing can ever wake anyone: fail the main greenlet's blocking call instead of hanging.</summary>
+    private bool RaiseLoopExit()
+    {
+        var main = MainGreenlet;
+        if (main.State == GreenletState.Parked)
+            return TryWake(new WakeToken(main, main.ParkSequence), null, new LoopExitException($"This operation would block forever: {main} is waiting ({main.WaitReason}) and no greenlet is ready, no timer is pending and no operation is outstanding on {this}."));
+        return false;
+    }
+
+    private long TicksToNanoseconds(long timestampTicks) => (long)(timestampTicks * (1_000_000_000.0 / _time.TimestampFrequency));
+
+    // Invariant 1 checks. The holder is recorded in every build (one store); it is compared only in DEBUG.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void TakeBaton()
+    {
+        AssertBatonFree();
+        _batonHolder = Environment.CurrentManagedThreadId;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void ReleaseBaton()
+    {
+        AssertBatonHeld();
+        _batonHolder = 0;
+    }
+
+    [Conditional("DEBUG")]
+    private void AssertBatonFree()
+    {
+        var holder = Volatile.Read(ref _batonHolder);
+        if (holder != 0 && holder != Environment.CurrentManagedThreadId)
+            throw new InvalidOperationException($"Invariant 1 broken: thread {Environment.CurrentManagedThreadId} takes the baton of {this} while thread {holder} still holds it.");
+    }
+
+    [Conditional("DEBUG")]
+    internal void AssertBatonHeld()
+    {
+        var holder = Volatile.Read(ref _batonHolder);
+        if (holder != Environment.CurrentManagedThreadId)
+            throw new InvalidOperationException($"Invariant 1 broken: thread {Environment.CurrentManagedThreadId} runs code of {this} without holding its baton (holder: {holder}).");
+    }
+}

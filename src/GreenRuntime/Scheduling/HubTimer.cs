@@ -1,0 +1,77 @@
+namespace GreenRuntime.Scheduling;
+
+/// <summary>
+/// A one-shot callback the hub runs on its baton at (or after) a monotonic deadline. Timers fire in
+/// deadline order, ties in creation order. A cancelled timer stays in the heap and is discarded when it
+/// reaches the top, so cancelling is O(1) and costs nothing at fire time but a pop.
+/// </summary>
+/// <remarks>Timer callbacks run on the hub and must not block (parking in one throws).</remarks>
+internal sealed class HubTimer
+{
+    internal readonly long Deadline;
+    internal readonly long Sequence;
+    private Action<object?>? _callback;
+    private readonly object? _state;
+
+    internal HubTimer(long deadline, long sequence, Action<object?> callback, object? state)
+    {
+        Deadline = deadline;
+        Sequence = sequence;
+        _callback = callback;
+        _state = state;
+    }
+
+    public bool IsCancelled => _callback == null;
+
+    /// <summary>Stops the timer from firing. Hub-only; idempotent; harmless after it fired.</summary>
+    public void Cancel() => _callback = null;
+
+    internal void Fire()
+    {
+        var cb = _callback;
+        _callback = null;
+        cb?.Invoke(_state);
+    }
+}
+
+/// <summary>The hub's timer heap, keyed by (deadline, sequence). Hub-only.</summary>
+internal sealed class TimerHeap
+{
+    private readonly PriorityQueue<HubTimer, (long, long)> _heap = new();
+    private long _sequence;
+
+    public int Count => _heap.Count;
+
+    public HubTimer Add(long deadline, Action<object?> callback, object? state)
+    {
+        var timer = new HubTimer(deadline, _sequence++, callback, state);
+        _heap.Enqueue(timer, (deadline, timer.Sequence));
+        return timer;
+    }
+
+    /// <summary>The earliest live deadline, dropping cancelled timers on the way.</summary>
+    public bool TryPeekDeadline(out long deadline)
+    {
+        while (_heap.TryPeek(out var timer, out _))
+        {
+            if (!timer.IsCancelled)
+            {
+                deadline = timer.Deadline;
+                return true;
+            }
+            _heap.Dequeue();
+        }
+        deadline = 0;
+        return false;
+    }
+
+    /// <summary>Removes and returns the next live timer due at <paramref name="now"/>, if any.</summary>
+    public HubTimer? PopDue(long now)
+    {
+        if (TryPeekDeadline(out var deadline) && deadline <= now)
+            return _heap.Dequeue();
+        return null;
+    }
+
+    public IEnumerable<HubTimer> Live() => _heap.UnorderedItems.Select(e => e.Element).Where(t => !t.IsCancelled);
+}

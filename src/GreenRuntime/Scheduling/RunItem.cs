@@ -1,0 +1,47 @@
+namespace GreenRuntime.Scheduling;
+
+internal enum RunKind : byte
+{
+    /// <summary>Run a started greenlet's body for the first time.</summary>
+    Start,
+    /// <summary>Resume a parked greenlet on the carrier that keeps its stack.</summary>
+    Resume,
+    /// <summary>Run one continuation of a stackless greenlet under its synchronization context.</summary>
+    Continuation,
+    /// <summary>Run a hub callback (links, posts): may not block.</summary>
+    Callback,
+    /// <summary>Inbox only: call TryWake with the token, from another thread.</summary>
+    Wake,
+}
+
+/// <summary>One entry of the ready queue or the inbox. A struct so queueing does not allocate.</summary>
+internal readonly struct RunItem
+{
+    public readonly RunKind Kind;
+    public readonly int Sequence;
+    public readonly Greenlet? Greenlet;
+    public readonly Delegate? Callback;
+    public readonly object? State;
+    public readonly Exception? Error;
+
+    private RunItem(RunKind kind, Greenlet? greenlet, Delegate? callback, object? state, int sequence = 0, Exception? error = null)
+    {
+        Error = error;
+        Kind = kind;
+        Greenlet = greenlet;
+        Callback = callback;
+        State = state;
+        Sequence = sequence;
+    }
+
+    public static RunItem ForStart(Greenlet g) => new(RunKind.Start, g, null, null);
+    public static RunItem ForResume(Greenlet g) => new(RunKind.Resume, g, null, null);
+    public static RunItem ForContinuation(Greenlet g, SendOrPostCallback d, object? state) => new(RunKind.Continuation, g, d, state);
+    public static RunItem ForCallback(Action<object?> callback, object? state) => new(RunKind.Callback, null, callback, state);
+
+    /// <summary>A cross-thread wake that resumes the park with a value or throws <paramref name="error"/> into it.</summary>
+    public static RunItem ForWake(WakeToken token, object? value, Exception? error) =>
+        new(RunKind.Wake, token.Greenlet, null, value, token.Sequence, error);
+
+    public WakeToken Token => new(Greenlet!, Sequence);
+}

@@ -1,0 +1,21 @@
+namespace GreenRuntime.Scheduling;
+
+/// <summary>
+/// The right to resume one particular park of one greenlet. Every park has exactly one wake: whoever
+/// calls Hub.TryWake first with the token wins, and every
+/// later attempt (a timeout racing an event, a kill racing a completion) returns false and does nothing.
+/// </summary>
+internal readonly struct WakeToken
+{
+    public readonly Greenlet Greenlet;
+    public readonly int Sequence;
+
+    public WakeToken(Greenlet greenlet, int sequence)
+    {
+        Greenlet = greenlet;
+        Sequence = sequence;
+    }
+
+    /// <summary>Whether this token still names the greenlet's current park.</summary>
+    public bool IsCurrent => Greenlet.State == GreenletState.Parked && Greenlet.ParkSequence == Sequence;
+}
