@@ -15,6 +15,15 @@ public sealed class HubOptions
     /// </summary>
     public TimeSpan? MaxBlockingTime { get; init; } = TimeSpan.FromMilliseconds(100);
 
+    /// <summary>
+    /// Whether the blocking monitor captures the stack of the blocked thread for its report. Default true.
+    /// </summary>
+    /// <remarks>On Linux the stack is read by the runtime's <c>createdump</c> tool (crash-report mode, no dump file),
+    /// which <b>pauses the whole process for about half a second</b>; captures are therefore limited to one per
+    /// 10 seconds per process. Turn this off where such a pause is not acceptable: reports then name the greenlet
+    /// and the duration only. See docs/diagnostics.md.</remarks>
+    public bool CaptureBlockedStacks { get; init; } = true;
+
     /// <summary>Stack size of carrier threads, in bytes. Default 256 KiB; range 128 KiB – 64 MiB.</summary>
     /// <remarks>Stack size only changes virtual memory; a parked carrier costs about 40 KiB of real memory
     /// whatever its size. Below 128 KiB a deep call chain risks a StackOverflow, which .NET cannot catch.</remarks>

@@ -32,6 +32,7 @@ public sealed partial class Hub
             throw new InvalidOperationException($"Cannot start {g}: {this} already has {_aliveStackful} stackful greenlets alive, and each needs a carrier thread while suspended. The cap is HubOptions.MaxCarriers = {Options.MaxCarriers}; raise it (the process limit is about 16,000 threads) or use a GreenPool/stackless greenlets to bound concurrency.");
         g.MarkStarted();
         g.State = GreenletState.Scheduled;
+        _spawnedCount++;
         if (!g.IsStackless) _aliveStackful++;
         g.NextAlive = _aliveHead;
         if (_aliveHead != null) _aliveHead.PrevAlive = g;
@@ -88,6 +89,8 @@ public sealed partial class Hub
             g.PrevAlive = g.NextAlive = null;
             _aliveCount--;
             if (!g.IsStackless) _aliveStackful--;
+            _finishedCount++;
+            if (g.Exception != null) _failedCount++;
         }
         if (g.Exception != null)
             Log.GreenletFailed(_logger, g.Exception, g.ToString(), g.Exception.GetType().Name);

@@ -87,6 +87,7 @@ public sealed partial class Hub
                     var target = g.Carrier!;
                     g.State = GreenletState.Running;
                     _current = g;
+                    NoteSwitch();
                     if (target == self)
                         return;
                     HandBaton(target);
@@ -168,6 +169,7 @@ public sealed partial class Hub
         g.Carrier = self;
         g.State = GreenletState.Running;
         _current = g;
+        NoteSwitch();
         object? value = null;
         Exception? error = null;
         try
@@ -188,6 +190,7 @@ public sealed partial class Hub
     {
         g.State = GreenletState.Running;
         _current = g;
+        NoteSwitch();
         var saved = SynchronizationContext.Current;
         SynchronizationContext.SetSynchronizationContext(g.SyncContext);
         Task task;
@@ -238,6 +241,7 @@ public sealed partial class Hub
         SynchronizationContext.SetSynchronizationContext(g.SyncContext);
         if (g.State != GreenletState.Dead) g.State = GreenletState.Running;
         _current = g;
+        NoteSwitch();
         try
         {
             callback(state);
@@ -259,6 +263,7 @@ public sealed partial class Hub
         var saved = _current;
         _current = HubGreenlet;
         _callbackDepth++;
+        NoteBatonEpoch();
         try
         {
             callback(state);
@@ -271,6 +276,7 @@ public sealed partial class Hub
         {
             _callbackDepth--;
             _current = saved;
+            NoteBatonEpoch();
         }
     }
 
@@ -297,7 +303,9 @@ public sealed partial class Hub
         {
             if (RaiseLoopExit()) return;
         }
+        NoteIdle(true);
         _inboxSignal.Park(timeoutNs);
+        NoteIdle(false);
     }
 
     /// <summary>Nothing can ever wake anyone: fail the main greenlet's blocking call instead of hanging.</summary>
@@ -317,6 +325,7 @@ public sealed partial class Hub
     {
         AssertBatonFree();
         _batonHolder = Environment.CurrentManagedThreadId;
+        _batonHolderOsThread = Diagnostics.OsThread.CurrentId; // for the blocking monitor's stack capture
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
