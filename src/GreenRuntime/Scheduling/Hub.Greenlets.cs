@@ -28,8 +28,6 @@ public sealed partial class Hub
 
     internal void StartGreenlet(Greenlet g, bool first = false)
     {
-        if (!g.IsStackless && _aliveStackful >= Options.MaxCarriers - 1)
-            throw new InvalidOperationException($"Cannot start {g}: {this} already has {_aliveStackful} stackful greenlets alive, and each needs a carrier thread while suspended. The cap is HubOptions.MaxCarriers = {Options.MaxCarriers}; raise it (the process limit is about 16,000 threads) or use a GreenPool/stackless greenlets to bound concurrency.");
         g.MarkStarted();
         g.State = GreenletState.Scheduled;
         if (!g.IsStackless) _aliveStackful++;
