@@ -126,9 +126,9 @@ public static class Green
         if (failure == null && done.Count < wanted && timeout != TimeSpan.Zero)
         {
             var token = hub.BeginPark(WaitReason.Join);
+            // Each pending greenlet is linked once and a link fires once, so no duplicate check is needed.
             Action<Greenlet> onDead = g =>
             {
-                if (done.Contains(g)) return;
                 done.Add(g);
                 if (done.Count >= wanted || (raiseError && g.Exception != null)) hub.TryWake(token);
             };
