@@ -114,4 +114,29 @@ public class StacklessTests : HubTest
         gate.SetResult();
         Green.Sleep(5);
     }
+
+    [Test]
+    public void ManyStacklessSleepersNeedNoThreads()
+    {
+        var pool = GreenRuntime.Scheduling.CarrierPool.For(Hub.Options.CarrierStackSize);
+        var before = pool.Created;
+        int woke = 0;
+        var gs = Enumerable.Range(0, 20_000).Select(i => Green.Spawn(async () =>
+        {
+            await Green.SleepAsync(TimeSpan.FromMilliseconds(i % 50));
+            woke++;
+        })).ToList();
+        Green.JoinAll(gs);
+        Assert.That(woke, Is.EqualTo(20_000));
+        Assert.That(pool.Created - before, Is.LessThanOrEqualTo(2), "stackless sleepers park no thread");
+    }
+
+    [Test]
+    public void SleepAsyncWakesInDeadlineOrder()
+    {
+        var order = new List<int>();
+        var gs = new[] { 30, 10, 20 }.Select(ms => Green.Spawn(async () => { await Green.SleepAsync(TimeSpan.FromMilliseconds(ms)); order.Add(ms); })).ToList();
+        Green.JoinAll(gs);
+        Assert.That(order, Is.EqualTo(new[] { 10, 20, 30 }));
+    }
 }
