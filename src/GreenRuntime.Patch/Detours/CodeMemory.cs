@@ -22,28 +22,89 @@ internal static class CodeMemory
 
     public static int PageSize { get; } = Environment.SystemPageSize;
 
-    public static List<Region> ReadMaps()
+    /// <remarks>
+    /// Read with raw open/read syscalls, never with managed file I/O: the engine must not call methods it
+    /// may be detouring (RandomAccess.ReadAtOffset sits under every FileStream read), least of all between
+    /// writing a jump and returning the Detour whose original the replacement needs.
+    /// </remarks>
+    public static unsafe List<Region> ReadMaps()
     {
+        byte[] text = ReadProcFile("/proc/self/maps");
         var regions = new List<Region>();
-        foreach (string line in File.ReadLines("/proc/self/maps"))
+        int lineStart = 0;
+        for (int i = 0; i <= text.Length; i++)
         {
-            string[] parts = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
-            if (parts.Length < 2)
+            if (i < text.Length && text[i] != (byte)'\n')
             {
                 continue;
             }
 
-            int dash = parts[0].IndexOf('-', StringComparison.Ordinal);
-            ulong start = ulong.Parse(parts[0].AsSpan(0, dash), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
-            ulong end = ulong.Parse(parts[0].AsSpan(dash + 1), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
-            string perms = parts[1];
-            int protection = (perms[0] == 'r' ? Libc.ProtRead : 0)
-                | (perms[1] == 'w' ? Libc.ProtWrite : 0)
-                | (perms[2] == 'x' ? Libc.ProtExec : 0);
-            regions.Add(new Region(start, end, protection, parts.Length > 5 ? parts[5].Trim() : ""));
+            if (i > lineStart)
+            {
+                regions.Add(ParseLine(System.Text.Encoding.UTF8.GetString(text, lineStart, i - lineStart)));
+            }
+
+            lineStart = i + 1;
         }
 
         return regions;
+    }
+
+    private static Region ParseLine(string line)
+    {
+        string[] parts = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
+        int dash = parts[0].IndexOf('-', StringComparison.Ordinal);
+        ulong start = ulong.Parse(parts[0].AsSpan(0, dash), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+        ulong end = ulong.Parse(parts[0].AsSpan(dash + 1), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+        string perms = parts[1];
+        int protection = (perms[0] == 'r' ? Libc.ProtRead : 0)
+            | (perms[1] == 'w' ? Libc.ProtWrite : 0)
+            | (perms[2] == 'x' ? Libc.ProtExec : 0);
+        return new Region(start, end, protection, parts.Length > 5 ? parts[5].Trim() : "");
+    }
+
+    private static unsafe byte[] ReadProcFile(string path)
+    {
+        int fd = Libc.Open(path, 0);
+        if (fd < 0)
+        {
+            throw new InvalidOperationException($"Cannot open {path} (errno {Marshal.GetLastPInvokeError()}).");
+        }
+
+        try
+        {
+            byte[] buffer = new byte[256 * 1024];
+            int length = 0;
+            while (true)
+            {
+                if (length == buffer.Length)
+                {
+                    Array.Resize(ref buffer, buffer.Length * 2);
+                }
+
+                nint n;
+                fixed (byte* p = &buffer[length])
+                {
+                    n = Libc.Read(fd, p, buffer.Length - length);
+                }
+
+                if (n < 0)
+                {
+                    throw new InvalidOperationException($"Cannot read {path} (errno {Marshal.GetLastPInvokeError()}).");
+                }
+
+                if (n == 0)
+                {
+                    return buffer.AsSpan(0, length).ToArray();
+                }
+
+                length += (int)n;
+            }
+        }
+        finally
+        {
+            _ = Libc.Close(fd);
+        }
     }
 
     /// <summary>Returns the mapping that contains <paramref name="address"/>, or null if none does.</summary>
