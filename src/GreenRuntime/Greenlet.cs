@@ -190,13 +190,14 @@ public partial class Greenlet
     private void KillFromOtherThread(Exception exception, bool block, TimeSpan? timeout)
     {
         if (Dead) return;
-        using var done = block ? new ManualResetEventSlim() : null;
+        // Not disposed: the link may still fire after a timed-out wait gave up on it.
+        var done = block ? new ManualResetEventSlim() : null;
         Hub.Post(() =>
         {
             Hub.KillGreenlet(this, exception);
             if (done != null) AddLink(_ => done.Set(), LinkKind.All);
         });
-        if (done != null && !done.Wait(timeout ?? Timeout.InfiniteTimeSpan)) { }
+        done?.Wait(timeout ?? Timeout.InfiniteTimeSpan);
     }
 
     /// <summary>

@@ -138,7 +138,7 @@ public sealed partial class Hub
     {
         t_current = this;
         TakeBaton();
-        if (_cpu >= 0) self.PinTo(_cpu);
+        self.PinTo(_cpu); // pins for a pinned hub; undoes the pin a previous hub left otherwise
         Schedule(self);
         t_current = null;
     }
