@@ -62,7 +62,12 @@ internal sealed class Carrier
         _originalMask = Affinity.Save();
         while (true)
         {
-            Parker.Park();
+            if (!Parker.Park(CarrierPool.IdleTimeoutNs))
+            {
+                if (_pool!.TryRetire(this))
+                    return; // the thread ends; the pool no longer knows this carrier
+                continue;   // rented while timing out: the job's permit is on its way
+            }
             var hub = Job;
             if (hub == null)
                 continue; // a stale permit; a pooled carrier only runs when given a job
