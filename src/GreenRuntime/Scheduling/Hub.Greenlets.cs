@@ -63,6 +63,8 @@ public sealed partial class Hub
                 g.PendingException = exception;
                 return;
             case GreenletState.Awaiting:
+                // Dead now: it no longer keeps LoopExit away, even if what it awaits never completes.
+                _awaitingStackless--;
                 g.PendingException = exception;
                 Finish(g, null, exception);
                 return;

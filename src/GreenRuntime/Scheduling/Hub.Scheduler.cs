@@ -244,10 +244,7 @@ public sealed partial class Hub
         var g = (Greenlet)state!;
         var hub = g.Hub;
         if (g.State == GreenletState.Dead)
-        {
-            hub._awaitingStackless--; // killed while awaiting: already finished, only the bookkeeping is left
-            return;
-        }
+            return; // killed while awaiting: already finished and uncounted by KillGreenlet
         hub._awaitingStackless--;
         hub.FinishStackless(g, g.StacklessTask!);
     };
