@@ -3,8 +3,11 @@
 // Glossary: baton epoch, blocked episode — see Scheduling/Hub.Diagnostics.cs.
 //
 // Protocol (Run), every interval = MaxBlockingTime / 4 (between 5 ms and 250 ms):
-//   1. Sample the hub's baton epoch. A new epoch: remember when it was first seen; if the previous epoch had been
-//      reported, log that it ended (event 12).
+//   1. Sample the hub's baton epoch. A new epoch: start its clock at zero; if the previous epoch had been reported,
+//      log that it ended (event 12). The same epoch: add the time since the last sample, but at most
+//      max(interval, MaxBlockingTime / 2): a gap longer than that means this thread itself did not run (the process
+//      was frozen by a stack capture, a GC suspended all threads, the machine is overloaded), which is not the
+//      holder's fault.
 //   2. Same epoch, hub not idle, not reported yet, seen for at least MaxBlockingTime, and something else wants the
 //      baton (Hub.ReadOthersWaiting): a blocked episode. Count it, capture the holder thread's stack
 //      (ThreadStackCapture, unless disabled or rate-limited), log one warning (event 10 or 11) and raise
@@ -37,6 +40,7 @@ internal sealed class BlockingMonitor
     private readonly ILogger _logger;
     private readonly long _maxTicks;
     private readonly int _intervalMs;
+    private readonly long _intervalTicks;
     private readonly bool _captureStacks;
     private readonly ManualResetEventSlim _stop = new();
 
@@ -47,6 +51,7 @@ internal sealed class BlockingMonitor
         _logger = hub.Logger;
         _maxTicks = (long)(max.TotalSeconds * Stopwatch.Frequency);
         _intervalMs = (int)Math.Clamp(max.TotalMilliseconds / 4, 5, 250);
+        _intervalTicks = _intervalMs * Stopwatch.Frequency / 1000;
         _captureStacks = hub.Options.CaptureBlockedStacks;
     }
 
@@ -64,7 +69,8 @@ internal sealed class BlockingMonitor
 
     private void Run()
     {
-        long epoch = -1, firstSeen = 0;
+        long epoch = -1, held = 0, lastSample = Stopwatch.GetTimestamp();
+        long maxStep = Math.Max(_intervalTicks, _maxTicks / 2);
         bool reported = false, endUncertain = false;
         string? reportedHolder = null;
         while (!_stop.Wait(_intervalMs))
@@ -74,29 +80,33 @@ internal sealed class BlockingMonitor
             try
             {
                 long now = Stopwatch.GetTimestamp();
+                // Time this thread saw pass, at most maxStep per sample: when it did not run for longer (the process
+                // was frozen by a stack capture, a GC suspended every thread, the machine is overloaded), the holder
+                // is not blamed for that time.
+                long step = Math.Min(now - lastSample, maxStep);
+                lastSample = now;
                 long current = hub.ReadBatonEpoch();
                 if (current != epoch)
                 {
                     if (reported)
                     {
                         // After a capture the monitor looks again only once it is done, so the end is a bound.
-                        Log.HubUnblocked(_logger, reportedHolder!, _hubName, endUncertain ? "at most" : "about", TicksToMs(now - firstSeen));
+                        Log.HubUnblocked(_logger, reportedHolder!, _hubName, endUncertain ? "at most" : "about", TicksToMs(held + step));
                     }
                     epoch = current;
-                    firstSeen = now;
+                    held = 0;
                     reported = false;
                     continue;
                 }
-                if (reported || hub.ReadIdle())
-                    continue;
-                if (now - firstSeen < _maxTicks)
+                held += step;
+                if (reported || hub.ReadIdle() || held < _maxTicks)
                     continue;
                 var holder = hub.ReadBatonGreenlet();
                 if (!hub.ReadOthersWaiting(holder))
                     continue;
                 reported = true;
                 reportedHolder = holder == hub.HubGreenlet ? "a hub callback" : holder.ToString();
-                endUncertain = Report(hub, holder, epoch, now - firstSeen);
+                endUncertain = Report(hub, holder, epoch, held);
             }
             catch (Exception e)
             {

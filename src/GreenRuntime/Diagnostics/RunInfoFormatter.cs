@@ -37,8 +37,8 @@ internal static class RunInfoFormatter
             }
         }
         var c = info.Carriers;
-        sb.Append(inv, $"  carriers ({c.StackSize / 1024} KiB stacks, pool shared by every hub): {c.Created} created, {c.Idle} idle, {c.Busy} busy; ");
-        sb.Append(inv, $"{c.HeldByThisHub} stackful greenlets of this hub alive").AppendLine();
+        sb.Append(inv, $"  carriers ({c.StackSize / 1024} KiB stacks, pool shared by every hub): {c.Threads} threads, {c.Idle} idle, {c.Busy} busy; ");
+        sb.Append(inv, $"{c.HeldByThisHub} held by this hub").AppendLine();
         return sb.ToString();
     }
 

@@ -52,6 +52,12 @@ internal static class ThreadStackCapture
     /// <summary>The outcome: either the frames (innermost first) or why there are none.</summary>
     public readonly record struct Result(IReadOnlyList<string>? Frames, string? Failure, TimeSpan Duration);
 
+    /// <summary>
+    /// Above this many threads in the process, no capture is tried. createdump walks every thread, and its pause grows
+    /// with them: measured here (2 vCPU, loaded) 0.7 s with 9 threads, 3.5 s with 211, 13.5 s with 1,012.
+    /// </summary>
+    internal static int MaxThreads = 128;
+
     private static int s_warmedUp;
     private static readonly ManualResetEventSlim s_warmUpDone = new();
 
@@ -116,6 +122,9 @@ internal static class ThreadStackCapture
             return new(null, "stack capture is implemented for Linux only (it uses the runtime's createdump crash reports)", TimeSpan.Zero);
         if (osThreadId <= 0)
             return new(null, "the blocked thread's OS id is unknown", TimeSpan.Zero);
+        int threads = CountThreads();
+        if (threads > MaxThreads)
+            return new(null, $"the process has {threads} threads; createdump walks every one of them and would pause the process for seconds (captures are made only with at most {MaxThreads} threads)", TimeSpan.Zero);
         if (!Monitor.TryEnter(s_gate))
             return new(null, "another stack capture was in progress in this process", TimeSpan.Zero);
         try
@@ -191,6 +200,19 @@ internal static class ThreadStackCapture
         {
             TryDelete(reportPath);
             TryDelete(basePath);
+        }
+    }
+
+    /// <summary>Threads of this process now (Linux: entries of /proc/self/task), or 0 if unknown.</summary>
+    internal static int CountThreads()
+    {
+        try
+        {
+            return Directory.EnumerateDirectories("/proc/self/task").Count();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return 0;
         }
     }
 

@@ -201,9 +201,9 @@ public sealed partial class Hub
             Carriers = new CarrierPoolInfo
             {
                 StackSize = _pool.StackSize,
-                Created = _pool.Created,
+                Threads = _pool.Created,
                 Idle = _pool.Idle,
-                HeldByThisHub = _aliveStackful,
+                HeldByThisHub = _carriersInUse,
             },
         };
     }

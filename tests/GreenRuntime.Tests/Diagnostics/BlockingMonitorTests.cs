@@ -44,6 +44,20 @@ public class BlockingMonitorTests
         return _hub;
     }
 
+    /// <summary>
+    /// Stack captures are refused above ThreadStackCapture.MaxThreads threads (createdump's pause grows with them).
+    /// Tests that ran before may have left many idle carriers; the pool retires them after 10 s idle.
+    /// </summary>
+    private static void WaitUntilFewThreads()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(40);
+        while (ThreadStackCapture.CountThreads() > ThreadStackCapture.MaxThreads / 2 && DateTime.UtcNow < deadline)
+            Thread.Sleep(100);
+        Assert.That(ThreadStackCapture.CountThreads(), Is.LessThanOrEqualTo(ThreadStackCapture.MaxThreads),
+            "the process keeps too many threads for a stack capture");
+    }
+
     /// <summary>Waits cooperatively (the hub idles meanwhile, which is never an episode) until reports arrived, then a
     /// few sampling intervals more, in which a second report would show up.</summary>
     private void WaitForReports(int count)
@@ -56,6 +70,7 @@ public class BlockingMonitorTests
     [Test]
     public void A_greenlet_that_spins_300_ms_produces_exactly_one_report_naming_it_and_its_frame()
     {
+        WaitUntilFewThreads();
         CreateHub(TimeSpan.FromMilliseconds(100));
         // Every spin must give exactly one report naming the spinner. The stack must name the spinning frame; on a
         // heavily loaded machine createdump may start too late for a 300 ms episode, so up to three spins are allowed
@@ -97,6 +112,7 @@ public class BlockingMonitorTests
     [Test]
     public void An_unpatched_Thread_Sleep_is_caught_while_it_still_sleeps()
     {
+        WaitUntilFewThreads();
         CreateHub(TimeSpan.FromMilliseconds(100));
         var sleeper = Green.Spawn(() => Busy.UnpatchedThreadSleep(TimeSpan.FromMilliseconds(400)), "legacy");
         sleeper.Join();

@@ -1,0 +1,203 @@
+using System.Diagnostics;
+using Iced.Intel;
+
+namespace GreenRuntime.Detours;
+
+/// <summary>
+/// Builds the code that runs a method's original body after its first bytes were overwritten: the
+/// overwritten instructions, relocated to near memory, followed by a jump back into the body.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Only instructions whose effect does not depend on where they execute, apart from RIP-relative operands
+/// and conditional branches (which Iced's BlockEncoder re-encodes for the new address), are relocated. A
+/// <c>call</c> is never relocated: it would push a return address inside the trampoline, which the runtime's
+/// unwinder does not know, and a GC stack walk or an exception passing through that frame would fail.
+/// Anything the decoder does not understand is refused with a message that names the instruction.
+/// </para>
+/// <para>
+/// The relocated instructions are prologue instructions. A thread running them is not at a GC safe point
+/// (prologues are never interruptible), so the runtime never needs to unwind from inside the trampoline;
+/// once it jumps back, the body's own unwind information describes the state exactly, because the same
+/// instructions have run.
+/// </para>
+/// </remarks>
+internal static class Trampoline
+{
+    private const int MaxTrampolineBytes = 64;
+    private const int BackwardScanBytes = 4096;
+
+    /// <summary>The instructions a jump of <see cref="RuntimeLayout.JumpSize"/> bytes at a body would overwrite.</summary>
+    internal sealed class Prologue(nint body, List<Instruction> instructions, int length)
+    {
+        public nint Body { get; } = body;
+        public List<Instruction> Instructions { get; } = instructions;
+
+        /// <summary>Bytes covered by <see cref="Instructions"/> (at least the jump size).</summary>
+        public int Length { get; } = length;
+    }
+
+    /// <summary>
+    /// Decodes the start of a body and checks that the jump can be written over it and that the covered
+    /// instructions can be relocated. Throws <see cref="NotSupportedException"/> naming the reason if not.
+    /// </summary>
+    public static unsafe Prologue Analyze(nint body, string methodName)
+    {
+        var reader = new UnsafeCodeReader((byte*)body, 64);
+        var decoder = Decoder.Create(64, reader, (ulong)body, DecoderOptions.None);
+        var instructions = new List<Instruction>();
+        int length = 0;
+        while (length < RuntimeLayout.JumpSize)
+        {
+            decoder.Decode(out Instruction instruction);
+            CheckRelocatable(instruction, body, length, methodName);
+            instructions.Add(instruction);
+            length += instruction.Length;
+        }
+
+        CheckNoBranchIntoPrologue(body, length, methodName);
+        return new Prologue(body, instructions, length);
+    }
+
+    /// <summary>Assembles the trampoline in near memory and returns its address.</summary>
+    public static nint Build(Prologue prologue)
+    {
+        var block = new List<Instruction>(prologue.Instructions)
+        {
+            Instruction.CreateBranch(Code.Jmp_rel32_64, (ulong)(prologue.Body + prologue.Length)),
+        };
+
+        nint address = NearAllocator.Allocate(prologue.Body, MaxTrampolineBytes);
+        var writer = new ByteWriter();
+        if (!BlockEncoder.TryEncode(64, new InstructionBlock(writer, block, (ulong)address), out string? error, out _))
+        {
+            throw new NotSupportedException($"Could not relocate the prologue of the original body: {error}");
+        }
+
+        byte[] code = writer.ToArray();
+        if (code.Length > MaxTrampolineBytes)
+        {
+            throw new InvalidOperationException(
+                $"Internal error: the relocated prologue needs {code.Length} bytes; at most {MaxTrampolineBytes} were reserved.");
+        }
+
+        CodeMemory.WriteCode(address, code);
+        return address;
+    }
+
+    /// <summary>
+    /// Returns an address reachable with rel32 from <paramref name="from"/> that jumps to
+    /// <paramref name="target"/>: the target itself if in reach, else a near <c>jmp [rip+0]; dq target</c> stub.
+    /// </summary>
+    public static nint ReachableJumpTarget(nint from, nint target)
+    {
+        if (NearAllocator.InReach(from, target))
+        {
+            return target;
+        }
+
+        nint stub = NearAllocator.Allocate(from, 14);
+        Span<byte> code = stackalloc byte[14];
+        code[0] = 0xFF;
+        code[1] = 0x25;
+        BitConverter.TryWriteBytes(code.Slice(2, 4), 0);
+        BitConverter.TryWriteBytes(code.Slice(6, 8), (long)target);
+        CodeMemory.WriteCode(stub, code);
+        return stub;
+    }
+
+    private static void CheckRelocatable(in Instruction instruction, nint body, int offset, string methodName)
+    {
+        if (instruction.IsInvalid)
+        {
+            throw new NotSupportedException(
+                $"Cannot detour {methodName}: the byte at body offset {offset} does not decode as an instruction.");
+        }
+
+        switch (instruction.FlowControl)
+        {
+            case FlowControl.Next:
+                break;
+            case FlowControl.ConditionalBranch:
+                ulong target = instruction.NearBranchTarget;
+                if (target > (ulong)body && target < (ulong)body + RuntimeLayout.JumpSize + 15)
+                {
+                    throw new NotSupportedException(
+                        $"Cannot detour {methodName}: a branch in its first bytes targets the bytes the jump would overwrite.");
+                }
+
+                break;
+            case FlowControl.Return:
+            case FlowControl.UnconditionalBranch:
+            case FlowControl.IndirectBranch:
+            case FlowControl.Interrupt:
+            case FlowControl.Exception:
+                throw new NotSupportedException(
+                    $"Cannot detour {methodName}: its body is too small for a {RuntimeLayout.JumpSize}-byte jump " +
+                    $"(it ends with '{instruction}' at offset {offset}). Detour a larger method that calls it.");
+            case FlowControl.Call:
+            case FlowControl.IndirectCall:
+                throw new NotSupportedException(
+                    $"Cannot detour {methodName}: the first {RuntimeLayout.JumpSize} bytes of its body contain a call " +
+                    $"('{instruction}'); relocating it would put a return address the runtime cannot unwind on the stack.");
+            default:
+                throw new NotSupportedException(
+                    $"Cannot detour {methodName}: the instruction '{instruction}' at body offset {offset} cannot be relocated.");
+        }
+    }
+
+    /// <summary>
+    /// Best-effort scan of the rest of the body for a branch back into the overwritten bytes (possible when
+    /// the prologue is shorter than the jump, e.g. a recursive tail call turned into a loop). The body's
+    /// length is not known, so the scan stops at padding (int3), an undecodable byte, or after 4 KB.
+    /// </summary>
+    private static unsafe void CheckNoBranchIntoPrologue(nint body, int length, string methodName)
+    {
+        CodeMemory.Region? region = CodeMemory.FindRegion(body);
+        int limit = region is { } r ? (int)Math.Min(BackwardScanBytes, (long)(r.End - (ulong)body)) : length;
+
+        var decoder = Decoder.Create(64, new UnsafeCodeReader((byte*)body, limit), (ulong)body, DecoderOptions.None);
+        ulong end = (ulong)body + (ulong)limit;
+        while (decoder.IP < end)
+        {
+            decoder.Decode(out Instruction instruction);
+            if (instruction.IsInvalid || instruction.Code == Code.Int3)
+            {
+                return;
+            }
+
+            if (instruction.FlowControl is FlowControl.ConditionalBranch or FlowControl.UnconditionalBranch
+                && instruction.Op0Kind is OpKind.NearBranch64)
+            {
+                ulong target = instruction.NearBranchTarget;
+                if (target > (ulong)body && target < (ulong)body + (ulong)length)
+                {
+                    throw new NotSupportedException(
+                        $"Cannot detour {methodName}: its code branches back into its first {length} bytes " +
+                        $"(from 0x{instruction.IP:x}), which the jump would overwrite.");
+                }
+            }
+        }
+    }
+
+    /// <summary>Reads code bytes straight from memory, never past <c>limit</c>.</summary>
+    private sealed unsafe class UnsafeCodeReader(byte* start, int limit) : CodeReader
+    {
+        private int position;
+
+        public override int ReadByte() => position < limit ? start[position++] : -1;
+    }
+
+    private sealed class ByteWriter : CodeWriter
+    {
+        private readonly List<byte> bytes = new();
+
+        public override void WriteByte(byte value) => bytes.Add(value);
+
+        public byte[] ToArray() => bytes.ToArray();
+    }
+
+    [Conditional("DEBUG")]
+    internal static void AssertCovers(Prologue prologue) =>
+        Debug.Assert(prologue.Length >= RuntimeLayout.JumpSize, "A prologue must cover every byte the jump overwrites.");
+}
