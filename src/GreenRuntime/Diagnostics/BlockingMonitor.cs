@@ -69,7 +69,7 @@ internal sealed class BlockingMonitor
 
     private void Run()
     {
-        long epoch = -1, held = 0, lastSample = Stopwatch.GetTimestamp();
+        long epoch = -1, held = 0, lastSample = Stopwatch.GetTimestamp(), reportedAt = 0, heldAtReport = 0;
         long maxStep = Math.Max(_intervalTicks, _maxTicks / 2);
         bool reported = false, endUncertain = false;
         string? reportedHolder = null;
@@ -90,8 +90,12 @@ internal sealed class BlockingMonitor
                 {
                     if (reported)
                     {
-                        // After a capture the monitor looks again only once it is done, so the end is a bound.
-                        Log.HubUnblocked(_logger, reportedHolder!, _hubName, endUncertain ? "at most" : "about", TicksToMs(held + step));
+                        // After a capture the monitor looks again only once it is done, so only a bound is known:
+                        // the episode ended between the report and now.
+                        if (endUncertain)
+                            Log.HubUnblocked(_logger, reportedHolder!, _hubName, "at most", TicksToMs(heldAtReport + now - reportedAt));
+                        else
+                            Log.HubUnblocked(_logger, reportedHolder!, _hubName, "about", TicksToMs(held + step));
                     }
                     epoch = current;
                     held = 0;
@@ -106,6 +110,8 @@ internal sealed class BlockingMonitor
                     continue;
                 reported = true;
                 reportedHolder = holder == hub.HubGreenlet ? "a hub callback" : holder.ToString();
+                reportedAt = now;
+                heldAtReport = held;
                 endUncertain = Report(hub, holder, epoch, held);
             }
             catch (Exception e)

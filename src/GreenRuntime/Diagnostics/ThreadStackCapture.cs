@@ -8,8 +8,10 @@
 // Design chosen: the runtime's own `createdump` tool (shipped next to libcoreclr.so in every shared-framework
 // install) in crash-report-only mode. `createdump --crashreportonly -f BASE PID` ptrace-attaches every thread,
 // walks each one with the runtime's DAC, writes BASE.crashreport.json (managed method names per OS thread id, about
-// 50 KB, no dump file) and detaches. Measured here (.NET 10.0.12, linux-x64, 2 vCPU): about 450 ms per capture,
-// during which the whole process is paused (a ticker thread saw gaps of 350–450 ms). No NuGet package needed.
+// 50 KB, no dump file) and detaches. Measured here (.NET 10.0.12, linux-x64, 2 vCPU): 0.45–1.3 s per capture for a
+// process of ~10 threads, during which the whole process is paused (a ticker thread saw gaps of 0.35–1.2 s, the
+// larger ones on a machine loaded by other builds); the pause grows with the thread count (see MaxThreads), so no
+// capture is tried above 64 threads. No NuGet package needed.
 //
 // Protocol (Capture):
 //   1. Start `/bin/sh -c 'read _; timeout -s KILL T createdump ...; [ $? = 0 ] || kill -CONT PID'` with stdin
@@ -34,6 +36,10 @@
 //   * EventPipe's sample profiler (DiagnosticsClient + TraceEvent): stacks arrive as addresses that need method
 //     rundown to resolve, and sampling threads blocked in native code is what it does worst.
 //   * The stack at release (Environment.StackTrace on the next switch): by then the blocking frame has returned.
+//   * Not tried yet, and the likely next step: an EventPipe session on our own process with the sample profiler
+//     (what `dotnet-stack report` does): the runtime suspends threads GC-style for one sample, no ptrace, so the cost
+//     does not grow with threads (dotnet-stack took 3.3 s wall with 10 and with 1,000 threads, most of it tool start-up,
+//     and found a spinning frame). Needs DiagnosticsClient + TraceEvent to resolve the stacks' method names.
 
 using System.Diagnostics;
 using System.Globalization;
@@ -54,9 +60,9 @@ internal static class ThreadStackCapture
 
     /// <summary>
     /// Above this many threads in the process, no capture is tried. createdump walks every thread, and its pause grows
-    /// with them: measured here (2 vCPU, loaded) 0.7 s with 9 threads, 3.5 s with 211, 13.5 s with 1,012.
+    /// with them: measured here (2 vCPU, loaded) 0.7 s with 9 threads, 2.6 s with ~60, 3.5 s with 211, 13.5 s with 1,012.
     /// </summary>
-    internal static int MaxThreads = 128;
+    internal static int MaxThreads = 64;
 
     private static int s_warmedUp;
     private static readonly ManualResetEventSlim s_warmUpDone = new();
