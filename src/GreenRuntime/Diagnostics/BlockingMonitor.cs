@@ -69,7 +69,7 @@ internal sealed class BlockingMonitor
 
     private void Run()
     {
-        long epoch = -1, held = 0, lastSample = Stopwatch.GetTimestamp(), reportedAt = 0, heldAtReport = 0;
+        long epoch = -1, held = 0, lastSample = Stopwatch.GetTimestamp(), reportedAt = 0, heldAtReport = 0, lastReportedEpoch = -1;
         long maxStep = Math.Max(_intervalTicks, _maxTicks / 2);
         bool reported = false, endUncertain = false;
         string? reportedHolder = null;
@@ -110,6 +110,7 @@ internal sealed class BlockingMonitor
                     continue;
                 reported = true;
                 reportedHolder = holder == hub.HubGreenlet ? "a hub callback" : holder.ToString();
+                AssertFirstReportOfEpoch(epoch, ref lastReportedEpoch);
                 reportedAt = now;
                 heldAtReport = held;
                 endUncertain = Report(hub, holder, epoch, held);
@@ -211,6 +212,14 @@ internal sealed class BlockingMonitor
                    || frame.StartsWith("GreenRuntime.Scheduling.Carrier.PoolLoop", StringComparison.Ordinal);
         }
         return false;
+    }
+
+    [Conditional("DEBUG")]
+    private static void AssertFirstReportOfEpoch(long epoch, ref long lastReportedEpoch)
+    {
+        if (epoch == lastReportedEpoch)
+            throw new InvalidOperationException($"Invariant broken: the blocking monitor reported baton epoch {epoch} twice; an episode is reported once.");
+        lastReportedEpoch = epoch;
     }
 
     private static bool HasNamedManagedFrame(IReadOnlyList<string> frames)

@@ -59,9 +59,12 @@ public sealed partial class Hub
     /// </remarks>
     public event EventHandler<HubBlockedReport>? Blocked;
 
+    // Invariant (the baton record): only the baton holder writes _batonEpoch, _switchCount and _idle, so plain
+    // increments cannot lose updates. Checked in DEBUG by AssertBatonHeld.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void NoteSwitch()
     {
+        AssertBatonHeld();
         _switchCount++;
         _batonEpoch++;
     }
@@ -72,6 +75,7 @@ public sealed partial class Hub
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void NoteIdle(bool idle)
     {
+        AssertBatonHeld();
         _idle = idle;
         _batonEpoch++;
     }
