@@ -65,6 +65,7 @@ public sealed partial class Hub
             case GreenletState.Awaiting:
                 g.PendingException = exception;
                 Finish(g, null, exception);
+                g.FailAsyncWaits(exception); // a primitive's Task it awaits faults, so its finally blocks run
                 return;
         }
     }
