@@ -38,12 +38,12 @@ public class EventTests : HubTest
         var e = new Event();
         var results = new List<bool>();
         var gs = Enumerable.Range(0, n).Select(_ => Green.Spawn(async () => results.Add(await e.WaitAsync()))).ToList();
-        var stackful = Enumerable.Range(0, n).Select(_ => Green.Spawn(() => results.Add(e.Wait()))).ToList();
+        var stackful = Enumerable.Range(0, Math.Min(n, 100)).Select(_ => Green.Spawn(() => results.Add(e.Wait()))).ToList();
         Green.Sleep(1);
         e.Set();
         e.Clear();
-        Assert.That(Green.JoinAll(gs.Concat(stackful), TimeSpan.FromSeconds(10)), Has.Count.EqualTo(2 * n));
-        Assert.That(results, Has.Count.EqualTo(2 * n).And.All.True);
+        Assert.That(Green.JoinAll(gs.Concat(stackful), TimeSpan.FromSeconds(10)), Has.Count.EqualTo(n + Math.Min(n, 100)));
+        Assert.That(results, Has.Count.EqualTo(n + Math.Min(n, 100)).And.All.True);
     }
 
     [Test]
