@@ -32,6 +32,9 @@ internal static class Libc
     [DllImport("libc", SetLastError = true, EntryPoint = "read")]
     public static extern unsafe nint Read(int fd, byte* buffer, nint count);
 
+    [DllImport("libc", EntryPoint = "nanosleep")]
+    public static extern unsafe int NanoSleep(long* request, long* remaining);
+
     [DllImport("libc", EntryPoint = "close")]
     public static extern int Close(int fd);
 

@@ -68,6 +68,7 @@ public sealed partial class Hub
                 _awaitingStackless--;
                 g.PendingException = exception;
                 Finish(g, null, exception);
+                g.FailAsyncWaits(exception); // a primitive's Task it awaits faults, so its finally blocks run
                 return;
         }
     }
