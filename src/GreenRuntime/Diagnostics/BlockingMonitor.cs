@@ -4,10 +4,9 @@
 //
 // Protocol (Run), every interval = MaxBlockingTime / 4 (between 5 ms and 250 ms):
 //   1. Sample the hub's baton epoch. A new epoch: start its clock at zero; if the previous epoch had been reported,
-//      log that it ended (event 12). The same epoch: add the time since the last sample, but at most
-//      max(interval, MaxBlockingTime / 2): a gap longer than that means this thread itself did not run (the process
-//      was frozen by a stack capture, a GC suspended all threads, the machine is overloaded), which is not the
-//      holder's fault.
+//      log that it ended (event 12). The same epoch: add the real time since the last sample, less the time the
+//      process was frozen by stack captures (ThreadStackCapture.CaptureTicks) or paused by the GC
+//      (GC.GetTotalPauseDuration): every thread was stopped then, so the holder is not to blame for it.
 //   2. Same epoch, hub not idle, not reported yet, seen for at least MaxBlockingTime, and something else wants the
 //      baton (Hub.ReadOthersWaiting): a blocked episode. Count it, capture the holder thread's stack
 //      (ThreadStackCapture, unless disabled or rate-limited), log one warning (event 10 or 11) and raise
@@ -40,7 +39,6 @@ internal sealed class BlockingMonitor
     private readonly ILogger _logger;
     private readonly long _maxTicks;
     private readonly int _intervalMs;
-    private readonly long _intervalTicks;
     private readonly bool _captureStacks;
     private readonly ManualResetEventSlim _stop = new();
 
@@ -51,7 +49,6 @@ internal sealed class BlockingMonitor
         _logger = hub.Logger;
         _maxTicks = (long)(max.TotalSeconds * Stopwatch.Frequency);
         _intervalMs = (int)Math.Clamp(max.TotalMilliseconds / 4, 5, 250);
-        _intervalTicks = _intervalMs * Stopwatch.Frequency / 1000;
         _captureStacks = hub.Options.CaptureBlockedStacks;
     }
 
@@ -70,7 +67,8 @@ internal sealed class BlockingMonitor
     private void Run()
     {
         long epoch = -1, held = 0, lastSample = Stopwatch.GetTimestamp(), reportedAt = 0, heldAtReport = 0, lastReportedEpoch = -1;
-        long maxStep = Math.Max(_intervalTicks, _maxTicks / 2);
+        long lastCapture = ThreadStackCapture.CaptureTicks(lastSample);
+        long lastGcPause = GcPauseTicks();
         bool reported = false, endUncertain = false;
         string? reportedHolder = null;
         while (!_stop.Wait(_intervalMs))
@@ -80,11 +78,13 @@ internal sealed class BlockingMonitor
             try
             {
                 long now = Stopwatch.GetTimestamp();
-                // Time this thread saw pass, at most maxStep per sample: when it did not run for longer (the process
-                // was frozen by a stack capture, a GC suspended every thread, the machine is overloaded), the holder
-                // is not blamed for that time.
-                long step = Math.Min(now - lastSample, maxStep);
+                // Real time since the last sample, less the time the process was frozen by a stack capture or paused
+                // by the GC (all threads stopped: the holder could not have yielded either).
+                long capture = ThreadStackCapture.CaptureTicks(now), gcPause = GcPauseTicks();
+                long step = Math.Max(0, now - lastSample - (capture - lastCapture) - (gcPause - lastGcPause));
                 lastSample = now;
+                lastCapture = capture;
+                lastGcPause = gcPause;
                 long current = hub.ReadBatonEpoch();
                 if (current != epoch)
                 {
@@ -221,6 +221,8 @@ internal sealed class BlockingMonitor
             throw new InvalidOperationException($"Invariant broken: the blocking monitor reported baton epoch {epoch} twice; an episode is reported once.");
         lastReportedEpoch = epoch;
     }
+
+    private static long GcPauseTicks() => (long)(GC.GetTotalPauseDuration().TotalSeconds * Stopwatch.Frequency);
 
     private static bool HasNamedManagedFrame(IReadOnlyList<string> frames)
     {

@@ -64,6 +64,18 @@ internal static class ThreadStackCapture
     /// </summary>
     internal static int MaxThreads = 64;
 
+    private static long s_captureTicks, s_captureStartedAt;
+
+    /// <summary>
+    /// Stopwatch ticks spent in captures so far, including the one in progress up to <paramref name="now"/>: an upper
+    /// bound of the time the process was frozen by them. The blocking monitors do not count that time against a holder.
+    /// </summary>
+    public static long CaptureTicks(long now)
+    {
+        long started = Volatile.Read(ref s_captureStartedAt);
+        return Volatile.Read(ref s_captureTicks) + (started != 0 ? Math.Max(0, now - started) : 0);
+    }
+
     private static int s_warmedUp;
     private static readonly ManualResetEventSlim s_warmUpDone = new();
 
@@ -133,6 +145,7 @@ internal static class ThreadStackCapture
             return new(null, $"the process has {threads} threads; createdump walks every one of them and would pause the process for seconds (captures are made only with at most {MaxThreads} threads)", TimeSpan.Zero);
         if (!Monitor.TryEnter(s_gate))
             return new(null, "another stack capture was in progress in this process", TimeSpan.Zero);
+        Volatile.Write(ref s_captureStartedAt, started);
         try
         {
             var (frames, failure) = CaptureLocked(osThreadId, timeout);
@@ -144,6 +157,8 @@ internal static class ThreadStackCapture
         }
         finally
         {
+            Interlocked.Add(ref s_captureTicks, Stopwatch.GetTimestamp() - started);
+            Volatile.Write(ref s_captureStartedAt, 0);
             Monitor.Exit(s_gate);
         }
     }
