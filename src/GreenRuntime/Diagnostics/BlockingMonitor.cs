@@ -121,7 +121,7 @@ internal sealed class BlockingMonitor
                 Log.MonitorFailed(_logger, e, _hubName);
             }
         }
-        _stop.Dispose();
+        // _stop is not disposed: Stop may still be called after this thread ended (it has no kernel handle to free).
     }
 
     /// <returns>Whether a stack capture was attempted (the monitor was then not sampling for a while).</returns>
