@@ -156,7 +156,7 @@ public sealed partial class Hub
     {
         if (IsOnHubThread) return BuildRunInfo();
         HubRunInfo? info = null;
-        using var done = new ManualResetEventSlim();
+        var done = new ManualResetEventSlim(); // not disposed: after a timeout the hub may still run the request
         Post(() =>
         {
             info = BuildRunInfo();
