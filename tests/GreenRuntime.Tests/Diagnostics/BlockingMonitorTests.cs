@@ -213,7 +213,9 @@ public class BlockingMonitorTests
         var b = Green.Spawn(() => Busy.SpinWithoutYielding(TimeSpan.FromMilliseconds(400)), "b");
         Green.JoinAll([a, b]);
         WaitForReports(2);
-        Assert.That(_reports.Select(r => r.Holder), Is.EqualTo(new[] { a.ToString(), b.ToString() }));
+        Assert.That(_reports.Select(r => r.Holder), Is.EqualTo(new[] { a.ToString(), b.ToString() }),
+            () => "log: " + string.Join(" | ", _logs.Entries.Select(e => e.Message)) + $"; GC pause total {GC.GetTotalPauseDuration()}; "
+                  + _hub!.FormatRunInfo());
     }
 
     [Test]
