@@ -6,7 +6,8 @@
 //   1. Sample the hub's baton epoch. A new epoch: start its clock at zero; if the previous epoch had been reported,
 //      log that it ended (event 12). The same epoch: add the real time since the last sample, less the time the
 //      process was frozen by stack captures (ThreadStackCapture.CaptureTicks) or paused by the GC
-//      (GC.GetTotalPauseDuration): every thread was stopped then, so the holder is not to blame for it.
+//      (GC.GetTotalPauseDuration) — every thread was stopped then, so the holder is not to blame — but never more
+//      than this thread overslept its interval (it is frozen with the others).
 //   2. Same epoch, hub not idle, not reported yet, seen for at least MaxBlockingTime, and something else wants the
 //      baton (Hub.ReadOthersWaiting): a blocked episode. Count it, capture the holder thread's stack
 //      (ThreadStackCapture, unless disabled or rate-limited), log one warning (event 10 or 11) and raise
@@ -39,6 +40,7 @@ internal sealed class BlockingMonitor
     private readonly ILogger _logger;
     private readonly long _maxTicks;
     private readonly int _intervalMs;
+    private readonly long _intervalTicks;
     private readonly bool _captureStacks;
     private readonly ManualResetEventSlim _stop = new();
 
@@ -49,6 +51,7 @@ internal sealed class BlockingMonitor
         _logger = hub.Logger;
         _maxTicks = (long)(max.TotalSeconds * Stopwatch.Frequency);
         _intervalMs = (int)Math.Clamp(max.TotalMilliseconds / 4, 5, 250);
+        _intervalTicks = _intervalMs * Stopwatch.Frequency / 1000;
         _captureStacks = hub.Options.CaptureBlockedStacks;
     }
 
@@ -79,9 +82,13 @@ internal sealed class BlockingMonitor
             {
                 long now = Stopwatch.GetTimestamp();
                 // Real time since the last sample, less the time the process was frozen by a stack capture or paused
-                // by the GC (all threads stopped: the holder could not have yielded either).
+                // by the GC (all threads stopped: the holder could not have yielded either). A capture's duration also
+                // covers time in which the process ran (createdump starting, the report being read), so what is
+                // discounted is at most how late this thread woke up: it was frozen too.
                 long capture = ThreadStackCapture.CaptureTicks(now), gcPause = GcPauseTicks();
-                long step = Math.Max(0, now - lastSample - (capture - lastCapture) - (gcPause - lastGcPause));
+                long gap = now - lastSample;
+                long stopped = Math.Min((capture - lastCapture) + (gcPause - lastGcPause), Math.Max(0, gap - _intervalTicks));
+                long step = gap - stopped;
                 lastSample = now;
                 lastCapture = capture;
                 lastGcPause = gcPause;
