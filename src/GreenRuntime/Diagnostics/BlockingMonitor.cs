@@ -15,7 +15,8 @@
 // Invariant: at most one report per epoch (the `reported` flag is cleared only when the epoch changes).
 // Cost: a sample is a few field reads and no allocation; the thread sleeps on a ManualResetEventSlim between
 // samples. Time is real time (Stopwatch), not HubOptions.TimeProvider: a blocked thread blocks in real time.
-// The first monitor with stack capture on warms the capture up once per process (ThreadStackCapture.WarmUpInBackground).
+// An epoch held for half of MaxBlockingTime while others wait warms the stack capture up, once per process and in the
+// background (ThreadStackCapture.WarmUpInBackground), so that the first capture starts fast.
 // The monitor holds the hub only weakly and stops when the hub is disposed (or collected undisposed).
 
 using System.Diagnostics;
@@ -58,7 +59,6 @@ internal sealed class BlockingMonitor
     public static BlockingMonitor Start(Hub hub, TimeSpan max)
     {
         var monitor = new BlockingMonitor(hub, max);
-        if (monitor._captureStacks) ThreadStackCapture.WarmUpInBackground();
         var thread = new Thread(monitor.Run, 256 * 1024) { IsBackground = true, Name = $"GreenRuntime monitor {hub}" };
         thread.UnsafeStart();
         return monitor;
@@ -110,8 +110,16 @@ internal sealed class BlockingMonitor
                     continue;
                 }
                 held += step;
-                if (reported || hub.ReadIdle() || held < _maxTicks)
+                if (reported || hub.ReadIdle())
                     continue;
+                if (held < _maxTicks)
+                {
+                    // Suspicious: warm the capture up now (once per process, in the background) so that a first
+                    // capture starts fast. Not at start-up: spawning a process then slows every program's start.
+                    if (_captureStacks && held >= _maxTicks / 2 && hub.ReadOthersWaiting(hub.ReadBatonGreenlet()))
+                        ThreadStackCapture.WarmUpInBackground();
+                    continue;
+                }
                 var holder = hub.ReadBatonGreenlet();
                 if (!hub.ReadOthersWaiting(holder))
                     continue;

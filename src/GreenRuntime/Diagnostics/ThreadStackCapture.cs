@@ -82,7 +82,8 @@ internal static class ThreadStackCapture
     /// <summary>
     /// Prepares a first capture, once per process: the first Process.Start and the first run of createdump are slow
     /// (measured 90–160 ms before the process is frozen, against 5–20 ms afterwards), long enough for a 300 ms
-    /// episode to end before its snapshot. The first monitor with stack capture on calls this when it starts.
+    /// episode to end before its snapshot. A monitor calls this when an epoch reaches half of MaxBlockingTime (not at
+    /// start-up: a process spawn there slowed timing-sensitive start-up code measurably).
     /// Runs <c>createdump --help</c> (which only prints its usage) on a background thread; never throws.
     /// </summary>
     public static void WarmUpInBackground()
