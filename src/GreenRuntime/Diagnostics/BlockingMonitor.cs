@@ -11,7 +11,9 @@
 //   2. Same epoch, hub not idle, not reported yet, seen for at least MaxBlockingTime, and something else wants the
 //      baton (Hub.ReadOthersWaiting): a blocked episode. Count it, capture the holder thread's stack
 //      (ThreadStackCapture, unless disabled or rate-limited), log one warning (event 10 or 11) and raise
-//      Hub.Blocked. The episode is reported once however long it lasts.
+//      Hub.Blocked. The episode is reported once however long it lasts. A stack that stops in a runtime stub before
+//      any named frame is retried once while the episode lasts; a stack whose top is the scheduler (taken after the
+//      holder released the baton) is dropped with that reason.
 // Invariant: at most one report per epoch (the `reported` flag is cleared only when the epoch changes).
 // Cost: a sample is a few field reads and no allocation; the thread sleeps on a ManualResetEventSlim between
 // samples. Time is real time (Stopwatch), not HubOptions.TimeProvider: a blocked thread blocks in real time.
