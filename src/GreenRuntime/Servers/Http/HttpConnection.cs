@@ -232,7 +232,8 @@ internal sealed class HttpConnection
                     ServerLog.HttpHandlerFailed(Logger, e, _method, _target, _remote.ToString()!, e.GetType().Name, "the response had started, so the connection was closed");
                     return false;
                 }
-                ServerLog.HttpHandlerFailed(Logger, e, _method, _target, _remote.ToString()!, e.GetType().Name, $"answered {status}");
+                if (status == 500) ServerLog.HttpHandlerFailed(Logger, e, _method, _target, _remote.ToString()!, e.GetType().Name, "answered 500");
+                else ServerLog.BadRequest(Logger, _remote.ToString()!, status, e.Message);
                 response.ResetForError(status, status == 500 ? "The server failed to handle the request.\n" : e.Message + "\n");
                 if (status != 500) _mustClose = true;
             }
