@@ -17,6 +17,10 @@ using System.Reflection;
 using System.Text;
 using GreenRuntime;
 using GreenRuntime.Servers;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
 
 var mode = args.Length > 0 ? args[0] : "bench";
 switch (mode)
@@ -27,11 +31,17 @@ switch (mode)
     case "threads":
         ServeThreads(PortArg(1, 8081));
         break;
+    case "hello-green":
+        ServeHelloGreen(PortArg(1, 8082));
+        break;
+    case "hello-kestrel":
+        ServeHelloKestrel(PortArg(1, 8083));
+        break;
     case "bench":
         Bench(args.Length > 1 ? int.Parse(args[1]) : 1000, args.Length > 2 ? int.Parse(args[2]) : 10);
         break;
     default:
-        Console.Error.WriteLine("usage: HttpServerExample green|threads [port] | bench [connections] [seconds]");
+        Console.Error.WriteLine("usage: HttpServerExample green|threads|hello-green|hello-kestrel [port] | bench [connections] [seconds]");
         Environment.Exit(2);
         break;
 }
@@ -51,6 +61,35 @@ static void ServeGreen(int port)
     server.Start();
     Console.WriteLine($"green server on http://{server.LocalEndPoint}/");
     server.ServeForever();
+}
+
+// A handler that does not block, for comparing the server's own cost with Kestrel's.
+static void ServeHelloGreen(int port)
+{
+    using var hub = new Hub(new HubOptions { MaxBlockingTime = null });
+    var server = new HttpServer(new IPEndPoint(IPAddress.Loopback, port), ctx =>
+    {
+        ctx.Response.ContentType = "text/plain";
+        ctx.Response.Write("Hello, World!");
+    });
+    server.Start();
+    Console.WriteLine($"hello (green) on http://{server.LocalEndPoint}/");
+    server.ServeForever();
+}
+
+static void ServeHelloKestrel(int port)
+{
+    var builder = WebApplication.CreateSlimBuilder();
+    builder.Logging.ClearProviders();
+    builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, port));
+    var app = builder.Build();
+    app.Run((RequestDelegate)(ctx =>
+    {
+        ctx.Response.ContentType = "text/plain";
+        return ctx.Response.WriteAsync("Hello, World!");
+    }));
+    Console.WriteLine($"hello (Kestrel) on http://127.0.0.1:{port}/");
+    app.Run();
 }
 
 static void ServeThreads(int port)

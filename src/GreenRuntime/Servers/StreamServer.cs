@@ -225,6 +225,8 @@ public sealed class StreamServer : IDisposable
     /// <see cref="DefaultStopTimeout"/>) for running handlers, then kills the rest and closes their sockets.
     /// Idempotent. Hub-only.
     /// </summary>
+    /// <remarks>Called from a hub callback (e.g. <c>hub.Post(() => server.Stop())</c> from a Ctrl+C handler) it cannot
+    /// wait, so running handlers are killed at once; spawn a greenlet that calls Stop to keep the grace period.</remarks>
     public void Stop(TimeSpan? timeout = null)
     {
         if (timeout is { } t && t < TimeSpan.Zero)

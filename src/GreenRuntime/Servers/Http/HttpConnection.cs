@@ -36,6 +36,8 @@ using Microsoft.Extensions.Logging;
 namespace GreenRuntime.Servers;
 
 /// <summary>Serves one connection of an <see cref="HttpServer"/>; see the header comment for the protocol.</summary>
+/// <remarks>Invariant: 0 ≤ _start ≤ _end ≤ _buffer.Length, and [_start, _end) are exactly the bytes received and not
+/// yet consumed (checked by <see cref="AssertBuffer"/> wherever the bounds move).</remarks>
 internal sealed class HttpConnection
 {
     private const int DrainLimit = 256 * 1024;
@@ -271,6 +273,7 @@ internal sealed class HttpConnection
         int n = _io.Receive(_buffer.AsMemory(_end), timeout);
         if (n == 0) return false;
         _end += n;
+        AssertBuffer();
         return true;
     }
 
@@ -280,7 +283,15 @@ internal sealed class HttpConnection
         int n = Math.Min(destination.Length, Buffered);
         _buffer.AsSpan(_start, n).CopyTo(destination);
         _start += n;
+        AssertBuffer();
         return n;
+    }
+
+    [System.Diagnostics.Conditional("DEBUG")]
+    private void AssertBuffer()
+    {
+        if (_start < 0 || _start > _end || _end > _buffer.Length)
+            throw new InvalidOperationException($"Internal error: the input buffer bounds are broken (start {_start}, end {_end}, capacity {_buffer.Length}); every reader must consume only bytes it was given.");
     }
 
     /// <summary>Reads one CRLF-terminated line of at most <paramref name="maxLength"/> bytes and consumes it; the span is valid until the next read.</summary>
