@@ -287,7 +287,7 @@ public sealed class HttpResponse
         else if (_isHead) _framing = Framing.None;
         else if (!_http10) _framing = Framing.Chunked;
         else _framing = Framing.UntilClose;
-        _keepAlive = _connection.RequestAllowsKeepAlive && !_handlerClose && !mustClose && _framing != Framing.UntilClose && !_connection.ServerStopping;
+        _keepAlive = _connection.RequestAllowsKeepAlive && !_handlerClose && !mustClose && _framing != Framing.UntilClose && !_connection.ServerStopping && !_connection.ServerFull;
 
         o.Append("HTTP/1.1 "u8);
         o.AppendDecimal(_statusCode);

@@ -15,6 +15,8 @@ namespace GreenRuntime.Servers;
 /// malformed, 408 head too slow, 413 body too large, 414/431 head too large, 417 unknown Expect, 501 unsupported
 /// Transfer-Encoding, 505 unknown HTTP version; a handler exception gives 500 (logged), or closes the connection if
 /// the response had started. Limits and timeouts are in <see cref="HttpServerOptions"/>.</para>
+/// <para>At <see cref="HttpServerOptions.MaxConnections"/>, keep-alive yields to waiting clients: responses say
+/// <c>Connection: close</c> and idle keep-alive connections are closed, so clients queued in the backlog get served.</para>
 /// <para>The HTTP types live in <c>GreenRuntime.Servers</c> because <c>HttpContext</c>, <c>HttpRequest</c> and
 /// <c>HttpResponse</c> would collide with ASP.NET Core's in projects that import both.</para>
 /// </remarks>
@@ -51,6 +53,7 @@ public sealed class HttpServer : IDisposable
         {
             ConfigureAccepted = static s => s.NoDelay = true,
             DisplayName = "HttpServer",
+            OnFull = CloseIdleConnections,
         };
     }
 
@@ -113,6 +116,14 @@ public sealed class HttpServer : IDisposable
 
     /// <inheritdoc/>
     public override string ToString() => _server.ToString();
+
+    internal bool IsFull => _server.IsFull;
+
+    /// <summary>At capacity, idle keep-alive connections are the cheapest to give up: closing one is a normal HTTP event the client retries.</summary>
+    private void CloseIdleConnections()
+    {
+        foreach (var idle in _idle.ToList()) idle.Greenlet.Kill(block: false);
+    }
 
     internal void SetIdle(HttpConnection connection, bool idle)
     {

@@ -131,6 +131,12 @@ public sealed class StreamServer : IDisposable
     /// <summary>Marks the server as stopping before <see cref="Stop"/> runs, so handlers see <see cref="IsStopping"/> while the caller closes idle work.</summary>
     internal void BeginStopping() => _stopping = true;
 
+    /// <summary>Whether every slot is taken (the accept loop waits for one).</summary>
+    internal bool IsFull => _hub != null && _connections.Count >= _maxConnections;
+
+    /// <summary>Called on the accept loop when every slot is taken, before it waits (HttpServer closes idle keep-alive connections). Must not block.</summary>
+    internal Action? OnFull { get; init; }
+
     /// <summary>Configures each accepted socket before its handler runs (HttpServer turns Nagle off).</summary>
     internal Action<Socket>? ConfigureAccepted { get; init; }
 
@@ -275,7 +281,11 @@ public sealed class StreamServer : IDisposable
         int backoffMs = 5;
         while (true)
         {
-            while (_connections.Count >= _maxConnections) WaitForSlot(hub);
+            while (_connections.Count >= _maxConnections)
+            {
+                OnFull?.Invoke();
+                if (_connections.Count >= _maxConnections) WaitForSlot(hub);
+            }
             Socket socket;
             try
             {

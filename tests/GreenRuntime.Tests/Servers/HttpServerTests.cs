@@ -464,6 +464,78 @@ public class HttpServerTests : ServerTest
     }
 
     [Test]
+    public void SlowBodiesAndIdleConnectionsTimeOutWithoutLeakingGreenlets()
+    {
+        int baseline = Hub.AliveCount;
+        Serve(Describe, new HttpServerOptions { IoTimeout = TimeSpan.FromMilliseconds(200), KeepAliveTimeout = TimeSpan.FromMilliseconds(300) });
+        var (stalledBody, idleClosed) = Client(() =>
+        {
+            using var a = Connect(_server.LocalEndPoint);
+            SendText(a, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc"); // 7 bytes never come
+            var stalled = new ResponseReader(a).Read();
+            using var b = Connect(_server.LocalEndPoint);
+            SendText(b, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            var reader = new ResponseReader(b);
+            reader.ReadRequired();
+            var watch = Stopwatch.StartNew();
+            bool closed = reader.AtEnd; // the server closes the idle keep-alive connection
+            return (stalled, closed && watch.Elapsed < TimeSpan.FromSeconds(10));
+        });
+        Assert.That(stalledBody, Is.Not.Null.And.Property("Status").EqualTo(408), "a body that stops arriving fails the handler's read: 408 and close");
+        Assert.That(idleClosed, Is.True);
+        WaitUntil(() => Hub.AliveCount == baseline + 1, "only the accept loop is left");
+    }
+
+    [Test]
+    public void StopLetsARequestInProgressFinishWithConnectionClose()
+    {
+        bool started = false;
+        Serve(ctx =>
+        {
+            started = true;
+            while (_server.IsAccepting) Green.Sleep(5); // until Stop has begun (accepting ends first)
+            Green.Sleep(50);
+            ctx.Response.Write("finished");
+        });
+        var endPoint = _server.LocalEndPoint;
+        var client = Task.Run(() =>
+        {
+            using var s = Connect(endPoint);
+            SendText(s, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            var reader = new ResponseReader(s);
+            return (reader.ReadRequired(), reader.AtEnd);
+        });
+        WaitUntil(() => started, "the request is in progress");
+        _server.Stop(TimeSpan.FromSeconds(5));
+        var (response, closed) = Green.Wait(client, TimeSpan.FromSeconds(10));
+        Assert.That(response.BodyText, Is.EqualTo("finished"));
+        Assert.That(response.Header("Connection"), Is.EqualTo("close"));
+        Assert.That(closed, Is.True);
+    }
+
+    [Test]
+    public void MaxConnectionsQueuesExtraClientsInsteadOfFailingThem()
+    {
+        int running = 0, peak = 0;
+        Serve(ctx =>
+        {
+            running++;
+            peak = Math.Max(peak, running);
+            Green.Sleep(100);
+            running--;
+            ctx.Response.Write("ok");
+        }, new HttpServerOptions { MaxConnections = 3 });
+        var bodies = ClientAsync(async () =>
+        {
+            using var client = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 10 });
+            var all = Enumerable.Range(0, 10).Select(_ => client.GetStringAsync($"{_base}/")).ToList();
+            return await Task.WhenAll(all);
+        });
+        Assert.That(bodies, Is.All.EqualTo("ok"));
+        Assert.That(peak, Is.EqualTo(3));
+    }
+
+    [Test]
     public void OptionsAreValidated()
     {
         Assert.That(() => new HttpServer(AnyLoopbackPort, Describe, new HttpServerOptions { MaxRequestHeaderCount = 0 }), Throws.InstanceOf<ArgumentOutOfRangeException>());

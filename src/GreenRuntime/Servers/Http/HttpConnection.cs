@@ -77,6 +77,7 @@ internal sealed class HttpConnection
     public byte[] Date => _server.DateCache.Current;
     public string? ServerHeader => _options.ServerHeader;
     public bool ServerStopping => _server.IsStopping;
+    public bool ServerFull => _server.IsFull;
     public bool RequestAllowsKeepAlive => _requestKeepAlive && !_mustClose;
     public string CurrentMethod => _method;
     public string CurrentTarget => _target;
@@ -121,7 +122,8 @@ internal sealed class HttpConnection
     private void Serve()
     {
         bool first = true;
-        while (!_server.IsStopping)
+        // A connection accepted before Stop still gets its first request served (within Stop's grace period).
+        while (first || !_server.IsStopping)
         {
             int headLength;
             try
@@ -145,6 +147,7 @@ internal sealed class HttpConnection
     {
         if (!first && Buffered == 0)
         {
+            if (_server.IsFull) return 0; // clients wait for a slot: do not hold one idle
             _server.SetIdle(this, true);
             try
             {

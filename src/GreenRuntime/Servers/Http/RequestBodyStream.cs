@@ -76,7 +76,13 @@ internal sealed class RequestBodyStream : Stream
         {
             return _chunked ? ReadChunked(buffer) : ReadLength(buffer);
         }
-        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or TimeoutException or ObjectDisposedException)
+        catch (TimeoutException e)
+        {
+            _broken = new HttpProtocolException(408, $"The request body stopped arriving: {e.Message}");
+            _connection.MarkMustClose();
+            throw _broken;
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or ObjectDisposedException)
         {
             _broken = e as HttpProtocolException ?? (e is IOException io ? io : new IOException($"Reading the request body failed: {e.Message}", e));
             _connection.MarkMustClose();
