@@ -179,7 +179,10 @@ public static class Patch
         catch (Exception e) when (e is NotSupportedException or InvalidOperationException or ArgumentException or PlatformNotSupportedException)
         {
             point.Slot.AbortPatching();
-            refused.Add(new RefusedMethod(set.Name, target, point.Description, e.Message));
+            string covered = point.CoveredBy is { } funnel && s_applied.Keys.Any(m => $"{m.DeclaringType?.FullName}.{m.Name}({string.Join(", ", m.GetParameters().Select(p => p.ParameterType.Name))})" == funnel)
+                ? $" Its calls still reach {funnel}, which is patched, so they are cooperative anyway."
+                : "";
+            refused.Add(new RefusedMethod(set.Name, target, point.Description, e.Message + covered));
             return;
         }
         point.Slot.Bind(detour);

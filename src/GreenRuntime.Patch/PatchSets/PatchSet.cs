@@ -51,4 +51,6 @@ internal abstract class PatchSet
 /// <param name="Slot">Where the replacement finds the original.</param>
 /// <param name="WarmUp">Calls the target once before it is detoured, so that it has compiled code and a
 /// fixed-up precode (see TailCallGuard); null when PrepareMethod is enough.</param>
-internal sealed record PatchPoint(string Description, MethodInfo? Target, MethodInfo Replacement, IOriginalSlot Slot, Action? WarmUp = null);
+/// <param name="CoveredBy">When the target only forwards to another patched point, that point: a refusal of
+/// this one then says that its calls are cooperative anyway.</param>
+internal sealed record PatchPoint(string Description, MethodInfo? Target, MethodInfo Replacement, IOriginalSlot Slot, Action? WarmUp = null, string? CoveredBy = null);

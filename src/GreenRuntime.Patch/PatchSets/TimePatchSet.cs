@@ -15,7 +15,7 @@ internal sealed class TimePatchSet : PatchSet
     public override IReadOnlyList<PatchPoint> Points { get; } =
     [
         Point(typeof(Thread), nameof(Thread.Sleep), [typeof(int)], typeof(CooperativeTime), nameof(CooperativeTime.Sleep), CooperativeTime.SleepInt),
-        Point(typeof(Thread), nameof(Thread.Sleep), [typeof(TimeSpan)], typeof(CooperativeTime), nameof(CooperativeTime.Sleep), CooperativeTime.SleepTimeSpan),
+        Point(typeof(Thread), nameof(Thread.Sleep), [typeof(TimeSpan)], typeof(CooperativeTime), nameof(CooperativeTime.Sleep), CooperativeTime.SleepTimeSpan) with { CoveredBy = "System.Threading.Thread.Sleep(Int32)" },
         Point(typeof(Thread), nameof(Thread.Yield), [], typeof(CooperativeTime), nameof(CooperativeTime.Yield), CooperativeTime.YieldSlot),
     ];
 
