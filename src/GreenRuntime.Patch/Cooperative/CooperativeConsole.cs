@@ -3,47 +3,78 @@ using GreenRuntime.Scheduling;
 namespace GreenRuntime.Cooperative;
 
 /// <summary>
-/// <c>Console.ReadLine</c> and <c>Console.Read</c> on a greenlet: the read runs on a thread-pool thread while
-/// only the greenlet waits.
+/// Reads of <see cref="Console.In"/> on a greenlet (<c>Console.ReadLine</c>, <c>Console.Read</c>,
+/// <c>Console.In.ReadLine/Read</c>): the read runs on a thread-pool thread while only the greenlet waits.
 /// </summary>
 /// <remarks>
-/// A read on stdin cannot be cancelled. When the waiting greenlet is killed, the read it started stays
-/// pending and its result is kept: the next <c>Console.ReadLine</c> (resp. <c>Console.Read</c>), on a
-/// greenlet or not, returns it instead of reading again, so no input is lost.
+/// <para>The patch point is the internal <c>System.IO.SyncTextReader</c> that <see cref="Console.In"/> is
+/// (<c>Console.ReadLine</c> itself cannot be detoured on .NET 10: a call sits in its first bytes). The same
+/// type also backs every <see cref="TextReader.Synchronized"/> reader; those run the original.</para>
+/// <para>A read on stdin cannot be cancelled. When the waiting greenlet is killed, the read it started stays
+/// pending and its result is kept: the next read of the same kind on <see cref="Console.In"/>, on a greenlet
+/// or not, returns it instead of reading again, so no input is lost.</para>
 /// </remarks>
 internal static class CooperativeConsole
 {
-    internal static readonly OriginalSlot<Func<string?>> ReadLineSlot = new(static () => Console.ReadLine());
-    internal static readonly OriginalSlot<Func<int>> ReadSlot = new(static () => Console.Read());
+    internal delegate int ReadBlockFn(TextReader reader, char[] buffer, int index, int count);
 
-    private static Task<string?>? s_pendingLine;
-    private static Task<int>? s_pendingChar;
+    internal static readonly OriginalSlot<Func<TextReader, string?>> ReadLineSlot = new(static r => r.ReadLine());
+    internal static readonly OriginalSlot<Func<TextReader, int>> ReadSlot = new(static r => r.Read());
 
-    public static string? ReadLine() => ReadVia(ref s_pendingLine, ReadLineSlot.Call);
+    private static readonly Pending<string?> s_pendingLine = new();
+    private static readonly Pending<int> s_pendingChar = new();
 
-    public static int Read() => ReadVia(ref s_pendingChar, ReadSlot.Call);
+    /// <summary>Replaces <c>SyncTextReader.ReadLine()</c>.</summary>
+    public static string? ReadLine(TextReader reader) => ReadVia(reader, s_pendingLine, ReadLineSlot.Call);
 
-    private static T ReadVia<T>(ref Task<T>? pending, Func<T> original)
+    /// <summary>Replaces <c>SyncTextReader.Read()</c>.</summary>
+    public static int Read(TextReader reader) => ReadVia(reader, s_pendingChar, ReadSlot.Call);
+
+    private static T ReadVia<T>(TextReader reader, Pending<T> pending, Func<TextReader, T> original)
     {
         var hub = Cooperative.ParkingHub();
-        var leftover = Interlocked.Exchange(ref pending, null);
+        bool isStdin = ReferenceEquals(reader, Console.In);
+        if (!isStdin) return original(reader);
+        var leftover = pending.Take(reader);
         if (hub is null)
         {
-            if (leftover is null) return original();
+            if (leftover is null) return original(reader);
             Cooperative.WaitBlocking(leftover);
             return leftover.GetAwaiter().GetResult();
         }
-        var read = leftover ?? Task.Run(original);
+        var read = leftover ?? Task.Run(() => original(reader));
         try
         {
             Cooperative.Park(hub, read, null, WaitReason.Other);
         }
         catch
         {
-            // Killed: keep the read for the next caller unless someone already started another one.
-            Interlocked.CompareExchange(ref pending, read, null);
+            pending.Keep(reader, read); // killed: the next reader gets this read's result
             throw;
         }
         return read.GetAwaiter().GetResult();
+    }
+
+    /// <summary>A read abandoned by a killed greenlet, kept for the next reader of the same TextReader.</summary>
+    private sealed class Pending<T>
+    {
+        private (TextReader Reader, Task<T> Read)? _kept;
+        private readonly Lock _gate = new();
+
+        public Task<T>? Take(TextReader reader)
+        {
+            lock (_gate)
+            {
+                if (_kept is not { } kept || !ReferenceEquals(kept.Reader, reader)) return null;
+                _kept = null;
+                return kept.Read;
+            }
+        }
+
+        public void Keep(TextReader reader, Task<T> read)
+        {
+            lock (_gate)
+                _kept ??= (reader, read);
+        }
     }
 }
