@@ -14,7 +14,7 @@ namespace GreenRuntime;
 /// Green.JoinAll([a, b]);   // prints b, then a
 /// </code>
 /// </example>
-public static class Green
+public static partial class Green
 {
     /// <summary>Creates and starts a stackful greenlet running <paramref name="body"/> (after those already scheduled).</summary>
     public static Greenlet Spawn(Action body, string? name = null)
@@ -96,6 +96,23 @@ public static class Green
         Sleep(TimeSpan.FromMilliseconds(milliseconds));
     }
 
+    /// <summary>
+    /// The async sleep for stackless greenlets: completes after <paramref name="delay"/> on the hub's own timer
+    /// heap, without parking a thread. <c>await Green.SleepAsync(TimeSpan.Zero)</c> yields like <see cref="Yield"/>.
+    /// </summary>
+    /// <remarks>Must be called on a hub (its thread or one of its greenlets); the continuation runs wherever the
+    /// awaiting code's synchronization context sends it — on the hub for stackless greenlets.</remarks>
+    public static Task SleepAsync(TimeSpan delay)
+    {
+        if (delay < TimeSpan.Zero)
+            throw new ArgumentOutOfRangeException(nameof(delay), delay, "The delay must not be negative.");
+        var hub = Hub.Current;
+        hub.AssertOnHub();
+        var done = new TaskCompletionSource();
+        hub.AddTimer(delay, static s => ((TaskCompletionSource)s!).SetResult(), done);
+        return done.Task;
+    }
+
     /// <summary>Lets every greenlet that is ready run once, then continues: the current greenlet goes to the back of the ready queue.</summary>
     public static void Yield() => Hub.Current.YieldCurrent();
 
@@ -126,9 +143,9 @@ public static class Green
         if (failure == null && done.Count < wanted && timeout != TimeSpan.Zero)
         {
             var token = hub.BeginPark(WaitReason.Join);
+            // Each pending greenlet is linked once and a link fires once, so no duplicate check is needed.
             Action<Greenlet> onDead = g =>
             {
-                if (done.Contains(g)) return;
                 done.Add(g);
                 if (done.Count >= wanted || (raiseError && g.Exception != null)) hub.TryWake(token);
             };

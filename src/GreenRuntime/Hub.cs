@@ -31,6 +31,7 @@ public sealed partial class Hub : IDisposable
     private readonly CarrierPool _pool;
     private readonly Carrier _mainCarrier;
     private readonly int _cpu = -1;
+    private readonly ulong[]? _mainAffinity;
     private bool _disposed;
 
     /// <summary>Creates a hub and binds it to the calling thread until it is disposed.</summary>
@@ -57,6 +58,7 @@ public sealed partial class Hub : IDisposable
         if (options.PinCarriersToOneCpu)
         {
             _cpu = Affinity.CurrentCpu();
+            _mainAffinity = Affinity.Save();
             _mainCarrier.PinTo(_cpu);
         }
         TakeBaton();
@@ -121,6 +123,11 @@ public sealed partial class Hub : IDisposable
         }
         _disposed = true;
         t_current = null;
+        if (_mainAffinity != null)
+        {
+            Affinity.Restore(_mainAffinity); // the hub's thread is the user's: give its CPUs back
+            _mainCarrier.PinnedCpu = -1;
+        }
     }
 
     /// <summary>Describes the hub for logs.</summary>

@@ -28,8 +28,6 @@ public sealed partial class Hub
 
     internal void StartGreenlet(Greenlet g, bool first = false)
     {
-        if (!g.IsStackless && _aliveStackful >= Options.MaxCarriers - 1)
-            throw new InvalidOperationException($"Cannot start {g}: {this} already has {_aliveStackful} stackful greenlets alive, and each needs a carrier thread while suspended. The cap is HubOptions.MaxCarriers = {Options.MaxCarriers}; raise it (the process limit is about 16,000 threads) or use a GreenPool/stackless greenlets to bound concurrency.");
         g.MarkStarted();
         g.State = GreenletState.Scheduled;
         if (!g.IsStackless) _aliveStackful++;
@@ -65,8 +63,11 @@ public sealed partial class Hub
                 g.PendingException = exception;
                 return;
             case GreenletState.Awaiting:
+                // Dead now: it no longer keeps LoopExit away, even if what it awaits never completes.
+                _awaitingStackless--;
                 g.PendingException = exception;
                 Finish(g, null, exception);
+                g.FailAsyncWaits(exception); // a primitive's Task it awaits faults, so its finally blocks run
                 return;
         }
     }

@@ -59,6 +59,11 @@ public sealed partial class Hub
     /// <summary>Cooperative waits on something outside the hub (tasks, I/O): they keep LoopExit away.</summary>
     private int _pendingExternal;
 
+    /// <summary>Pooled carriers rented by this hub and not yet returned (the main thread is not counted).</summary>
+    private int _carriersInUse;
+
+    internal int CarriersInUse => _carriersInUse;
+
     internal int ReadyCount => _ready.Count;
 
     /// <summary>The greenlet running now on this hub (the hub greenlet inside callbacks).</summary>
@@ -89,12 +94,14 @@ public sealed partial class Hub
                     _current = g;
                     if (target == self)
                         return;
-                    HandBaton(target);
                     if (self.Owner != null)
                     {
+                        HandBaton(target);
                         ParkUntilOwnerResumes(self);
                         return;
                     }
+                    if (self.IsPooled) _carriersInUse--;
+                    HandBaton(target);
                     return; // a free carrier goes back to the pool; the baton is gone
                 }
 
@@ -108,6 +115,11 @@ public sealed partial class Hub
                         break;
                     }
                     // This thread keeps a suspended stack: new code must start on a free thread.
+                    if (_carriersInUse >= Options.MaxCarriers)
+                    {
+                        RefuseForLackOfCarriers(item.Greenlet!);
+                        break;
+                    }
                     _ready.PushFront(item);
                     var free = RentCarrier();
                     free.Job = this;
@@ -126,7 +138,7 @@ public sealed partial class Hub
     {
         t_current = this;
         TakeBaton();
-        if (_cpu >= 0) self.PinTo(_cpu);
+        self.PinTo(_cpu); // pins for a pinned hub; undoes the pin a previous hub left otherwise
         Schedule(self);
         t_current = null;
     }
@@ -145,7 +157,22 @@ public sealed partial class Hub
         target.Parker.Unpark();
     }
 
-    private Carrier RentCarrier() => _pool.Rent();
+    private Carrier RentCarrier()
+    {
+        _carriersInUse++;
+        return _pool.Rent();
+    }
+
+    /// <summary>
+    /// Every carrier the hub may use keeps a suspended greenlet: rather than exceed the cap (the runtime aborts
+    /// near 16k threads), the greenlet that would need one more fails with an exception that says what to do.
+    /// </summary>
+    private void RefuseForLackOfCarriers(Greenlet g)
+    {
+        var error = new InvalidOperationException($"Cannot run {g}: all {_carriersInUse} carrier threads of {this} keep suspended greenlets. The cap is HubOptions.MaxCarriers = {Options.MaxCarriers}; raise it (a process aborts near 16,000 threads) or bound concurrency with a pool or stackless greenlets.");
+        if (g.State == GreenletState.Scheduled) Finish(g, null, error);
+        else KillGreenlet(g, error);
+    }
 
     private void RunInline(Carrier self, in RunItem item)
     {
@@ -217,10 +244,7 @@ public sealed partial class Hub
         var g = (Greenlet)state!;
         var hub = g.Hub;
         if (g.State == GreenletState.Dead)
-        {
-            hub._awaitingStackless--; // killed while awaiting: already finished, only the bookkeeping is left
-            return;
-        }
+            return; // killed while awaiting: already finished and uncounted by KillGreenlet
         hub._awaitingStackless--;
         hub.FinishStackless(g, g.StacklessTask!);
     };

@@ -1,0 +1,16 @@
+// Micro-benchmarks.
+//   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- --filter '*'   BenchmarkDotNet, all classes
+//   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick          best-of-3 figures, one JSON line
+//                                                                                   per workload, shaped like the
+//                                                                                   gevent programs in ../shared/bench
+using BenchmarkDotNet.Running;
+using GreenRuntime.Benchmarks;
+
+if (args is ["quick", ..])
+{
+    QuickRun.Run(args.Length > 1 ? int.Parse(args[1]) : 1_000_000);
+    return;
+}
+BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+
+public partial class Program;

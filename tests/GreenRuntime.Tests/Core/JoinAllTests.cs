@@ -1,0 +1,74 @@
+namespace GreenRuntime.Tests.Core;
+
+/// <summary>gevent's test__joinall.py: raise_error, count, timeout.</summary>
+public class JoinAllTests : HubTest
+{
+    [Test]
+    public void ReturnsAllInCompletionOrder()
+    {
+        var slow = Green.Spawn(() => Green.Sleep(30));
+        var fast = Green.Spawn(() => Green.Sleep(1));
+        var done = Green.JoinAll([slow, fast]);
+        Assert.That(done, Is.EqualTo(new[] { fast, slow }));
+    }
+
+    [Test]
+    public void RaiseErrorRethrowsTheEarliestFailureInTimeNotInTheList()
+    {
+        var late = Green.Spawn(() => { Green.Sleep(40); throw new InvalidOperationException("late"); });
+        var early = Green.Spawn(() => { Green.Sleep(5); throw new ArgumentException("early"); });
+        var ex = Assert.Throws<ArgumentException>(() => Green.JoinAll([late, early], raiseError: true));
+        Assert.That(ex!.Message, Is.EqualTo("early"));
+        Assert.That(late.Dead, Is.False, "raiseError returns as soon as the first failure is seen");
+        late.Kill();
+    }
+
+    [Test]
+    public void RaiseErrorWithAlreadyFailedGreenletsPicksTheFirstToFail()
+    {
+        var a = Green.Spawn(() => { Green.Sleep(20); throw new InvalidOperationException("second"); });
+        var b = Green.Spawn(() => { Green.Sleep(5); throw new ArgumentException("first"); });
+        Green.JoinAll([a, b]);
+        var ex = Assert.Throws<ArgumentException>(() => Green.JoinAll([a, b], raiseError: true));
+        Assert.That(ex!.Message, Is.EqualTo("first"));
+    }
+
+    [Test]
+    public void WithoutRaiseErrorFailuresAreReturned()
+    {
+        var a = Green.Spawn(() => throw new Exception());
+        var done = Green.JoinAll([a]);
+        Assert.That(done, Is.EqualTo(new[] { a }));
+        Assert.That(a.Successful, Is.False);
+    }
+
+    [Test]
+    public void CountReturnsAsSoonAsThatManyFinished()
+    {
+        var gs = Enumerable.Range(0, 5).Select(i => Green.Spawn(() => Green.Sleep(i == 0 ? 1 : 2000))).ToList();
+        var done = Green.JoinAll(gs, count: 1);
+        Assert.That(done, Is.EqualTo(new[] { gs[0] }));
+        Green.KillAll(gs);
+    }
+
+    [Test]
+    public void TimeoutReturnsTheFinishedOnes()
+    {
+        var quick = Green.Spawn(() => { });
+        var slow = Green.Spawn(() => Green.Sleep(5000));
+        var done = Green.JoinAll([quick, slow], timeout: TimeSpan.FromMilliseconds(30));
+        Assert.That(done, Is.EqualTo(new[] { quick }));
+        slow.Kill();
+    }
+
+    [Test]
+    public void EmptyListReturnsAtOnce() => Assert.That(Green.JoinAll([]), Is.Empty);
+
+    [Test]
+    public void BadArgumentsAreRefused()
+    {
+        Assert.Throws<ArgumentNullException>(() => Green.JoinAll(null!));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Green.JoinAll([], timeout: TimeSpan.FromSeconds(-1)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Green.JoinAll([], count: -1));
+    }
+}

@@ -1,0 +1,163 @@
+namespace GreenRuntime.Tests.Core;
+
+/// <summary>Kill variants (gevent's test__greenlet.py kill cases).</summary>
+public class KillTests : HubTest
+{
+    [Test]
+    public void KillBeforeStartNeverRunsTheBodyAndFiresLinksOnce()
+    {
+        var ran = false;
+        var links = 0;
+        var g = new Greenlet(() => ran = true);
+        g.Link(_ => links++);
+        g.Kill();
+        g.Kill();
+        Green.Sleep(10);
+        Assert.Multiple(() =>
+        {
+            Assert.That(ran, Is.False);
+            Assert.That(links, Is.EqualTo(1));
+            Assert.That(g.Dead, Is.True);
+            Assert.That(g.Successful, Is.True);
+            Assert.That(g.Value, Is.InstanceOf<GreenletExit>());
+        });
+    }
+
+    [Test]
+    public void KillAfterSpawnBeforeItRanNeverRunsTheBody()
+    {
+        var ran = false;
+        var g = Green.Spawn(() => ran = true);
+        g.Kill();
+        Green.Sleep(0);
+        Assert.That(ran, Is.False);
+        Assert.That(g.Dead, Is.True);
+    }
+
+    [Test]
+    public void KillWhileSleepingRaisesGreenletExitAndCountsAsSuccess()
+    {
+        var reachedFinally = false;
+        var g = Green.Spawn(() =>
+        {
+            try { Green.Sleep(10_000); }
+            finally { reachedFinally = true; }
+        });
+        Green.Sleep(0);
+        Assert.That(g.State, Is.EqualTo(GreenletState.Parked));
+        Assert.That(g.WaitReason, Is.EqualTo(WaitReason.Sleep));
+        g.Kill();
+        Assert.Multiple(() =>
+        {
+            Assert.That(g.Dead, Is.True, "Kill(block: true) returns once the target is dead");
+            Assert.That(reachedFinally, Is.True);
+            Assert.That(g.Successful, Is.True);
+            Assert.That(g.Exception, Is.Null);
+        });
+    }
+
+    [Test]
+    public void KillWithAnotherExceptionMakesItAFailure()
+    {
+        var g = Green.Spawn(() => Green.Sleep(10_000));
+        Green.Sleep(0);
+        var error = new ApplicationException("stop");
+        g.Kill(error);
+        Assert.That(g.Successful, Is.False);
+        Assert.That(g.Exception, Is.SameAs(error));
+        Assert.Throws<ApplicationException>(() => g.Get());
+    }
+
+    [Test]
+    public void NonBlockingKillReturnsBeforeTheTargetDies()
+    {
+        var g = Green.Spawn(() => Green.Sleep(10_000));
+        Green.Sleep(0);
+        g.Kill(block: false);
+        Assert.That(g.Dead, Is.False);
+        g.Join();
+        Assert.That(g.Dead, Is.True);
+    }
+
+    [Test]
+    public void AGreenletMayCatchTheKillAndFinishItsWork()
+    {
+        var g = Green.Spawn(() =>
+        {
+            try { Green.Sleep(10_000); }
+            catch (GreenletExit) { Green.Sleep(5); return 5; }
+            return 0;
+        });
+        Green.Sleep(0);
+        g.Kill();
+        Assert.That(g.Get(), Is.EqualTo(5));
+    }
+
+    [Test]
+    public void KillWakesAGreenletBlockedInJoinAndInWait()
+    {
+        var other = Green.Spawn(() => Green.Sleep(10_000));
+        var joiner = Green.Spawn(() => other.Join());
+        var waiter = Green.Spawn(() => Green.Wait(new TaskCompletionSource().Task));
+        Green.Sleep(0);
+        Green.KillAll([joiner, waiter]);
+        Assert.That(joiner.Dead && waiter.Dead, Is.True);
+        Assert.That(other.Dead, Is.False);
+        other.Kill();
+    }
+
+    [Test]
+    public void KillingADeadGreenletIsHarmless()
+    {
+        var g = Green.Spawn(() => 3);
+        g.Join();
+        g.Kill();
+        Assert.That(g.Get(), Is.EqualTo(3));
+    }
+
+    [Test]
+    public void KillFromAnotherThreadIsSafe()
+    {
+        var g = Green.Spawn(() => Green.Sleep(10_000));
+        Green.Sleep(0);
+        var killer = new Thread(() => g.Kill());
+        killer.Start();
+        g.Join(TimeSpan.FromSeconds(10));
+        killer.Join();
+        Assert.That(g.Dead, Is.True);
+    }
+
+    [Test]
+    public void KillingItselfThrowsAtOnce()
+    {
+        var after = false;
+        var g = Green.Spawn(() =>
+        {
+            Green.Current.Kill();
+            after = true;
+        });
+        g.Join();
+        Assert.That(after, Is.False);
+        Assert.That(g.Successful, Is.True);
+    }
+
+    [Test]
+    public void KillAllWithTimeoutReturnsEvenIfOneResists()
+    {
+        var stubborn = Green.Spawn(() =>
+        {
+            while (true)
+            {
+                try { Green.Sleep(10_000); }
+                catch (GreenletExit) { }
+            }
+        });
+        var meek = Green.Spawn(() => Green.Sleep(10_000));
+        Green.Sleep(0);
+        Green.KillAll([stubborn, meek], timeout: TimeSpan.FromMilliseconds(50));
+        Assert.That(meek.Dead, Is.True);
+        Assert.That(stubborn.Dead, Is.False);
+        stubborn.Kill(new OperationCanceledException());
+        Assert.That(stubborn.Dead, Is.True);
+    }
+}

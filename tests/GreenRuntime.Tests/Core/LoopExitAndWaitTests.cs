@@ -1,0 +1,85 @@
+namespace GreenRuntime.Tests.Core;
+
+/// <summary>LoopExit and Green.Wait.</summary>
+public class LoopExitAndWaitTests : HubTest
+{
+    [Test]
+    public void JoiningAGreenletThatCanNeverFinishRaisesLoopExit()
+    {
+        var stuck = Green.Spawn(() => Hub.Park(WaitReason.Event)); // parked with no waker at all
+        Green.Sleep(0);
+        var e = Assert.Throws<LoopExitException>(() => stuck.Join());
+        Assert.That(e!.Message, Does.Contain("would block forever"));
+        stuck.Kill();
+        Assert.That(stuck.Dead, Is.True);
+    }
+
+    [Test]
+    public void TheMainGreenletBlockingAloneRaisesLoopExit() =>
+        Assert.Throws<LoopExitException>(() => Hub.Park(WaitReason.Event));
+
+    [Test]
+    public void LoopExitIsNotRaisedWhileATaskIsOutstanding()
+    {
+        var task = Task.Delay(30).ContinueWith(_ => 5);
+        Assert.That(Green.Wait(task), Is.EqualTo(5));
+    }
+
+    [Test]
+    public void WaitParksOnlyTheCallingGreenlet()
+    {
+        var tcs = new TaskCompletionSource<int>();
+        var progress = 0;
+        var waiter = Green.Spawn(() => Green.Wait(tcs.Task));
+        var worker = Green.Spawn(() =>
+        {
+            for (int i = 0; i < 5; i++) { progress++; Green.Sleep(1); }
+            Task.Run(() => tcs.SetResult(11));
+        });
+        Assert.That(waiter.Get(), Is.EqualTo(11));
+        Assert.That(progress, Is.EqualTo(5));
+        worker.Join();
+    }
+
+    [Test]
+    public void WaitRethrowsTheTaskExceptionUnwrapped()
+    {
+        var task = Task.Run(() => throw new FormatException("bad"));
+        Assert.Throws<FormatException>(() => Green.Wait(task));
+    }
+
+    [Test]
+    public void WaitTimesOut()
+    {
+        var never = new TaskCompletionSource().Task;
+        Assert.Throws<TimeoutException>(() => Green.Wait(never, TimeSpan.FromMilliseconds(20)));
+    }
+
+    [Test]
+    public void WaitOnValueTasks()
+    {
+        Assert.That(Green.Wait(new ValueTask<int>(3)), Is.EqualTo(3));
+        Assert.That(Green.Wait(new ValueTask<int>(Task.Delay(5).ContinueWith(_ => 4))), Is.EqualTo(4));
+        Green.Wait(new ValueTask(Task.Delay(5)));
+    }
+
+    [Test]
+    public void WaitOffAHubIsAPlainBlockingWait()
+    {
+        int result = 0;
+        var t = new Thread(() => result = Green.Wait(Task.Delay(10).ContinueWith(_ => 8)));
+        t.Start();
+        t.Join();
+        Assert.That(result, Is.EqualTo(8));
+    }
+
+    [Test]
+    public void ATaskCompletedByAnotherGreenletWakesTheWaiter()
+    {
+        var tcs = new TaskCompletionSource<string>();
+        var waiter = Green.Spawn(() => Green.Wait(tcs.Task));
+        var setter = Green.Spawn(() => tcs.SetResult("same hub"));
+        Assert.That(waiter.Get(), Is.EqualTo("same hub"));
+        setter.Join();
+    }
+}

@@ -1,0 +1,71 @@
+namespace GreenRuntime.Tests.Core;
+
+/// <summary>FIFO start order, Sleep(0) round robin (test__sleep0.py) and timer order.</summary>
+public class OrderTests : HubTest
+{
+    [Test]
+    public void TheSeedExampleInterleavesExactly()
+    {
+        var output = new List<string>();
+        void Count(string name, int from)
+        {
+            for (int i = from; i < from + 5; i++)
+            {
+                output.Add($"{name} {i}");
+                Green.Sleep(0);
+            }
+        }
+        Green.JoinAll([Green.Spawn(() => Count("f1", 1)), Green.Spawn(() => Count("f2", 6))]);
+        Assert.That(output, Is.EqualTo(new[] { "f1 1", "f2 6", "f1 2", "f2 7", "f1 3", "f2 8", "f1 4", "f2 9", "f1 5", "f2 10" }));
+    }
+
+    [Test]
+    public void StartOrderIsSpawnOrder()
+    {
+        var order = new List<int>();
+        var gs = Enumerable.Range(0, 100).Select(i => Green.Spawn(() => order.Add(i))).ToList();
+        Green.JoinAll(gs);
+        Assert.That(order, Is.EqualTo(Enumerable.Range(0, 100)));
+    }
+
+    [Test]
+    public void SleepZeroGoesToTheBackOfTheReadyQueue()
+    {
+        var order = new List<string>();
+        var a = Green.Spawn(() => { order.Add("a1"); Green.Sleep(0); order.Add("a2"); });
+        var b = Green.Spawn(() => order.Add("b"));
+        var c = Green.Spawn(() => order.Add("c"));
+        Green.JoinAll([a, b, c]);
+        Assert.That(order, Is.EqualTo(new[] { "a1", "b", "c", "a2" }));
+    }
+
+    [Test]
+    public void MainGreenletSleepZeroLetsEveryReadyGreenletRunOnce()
+    {
+        var order = new List<string>();
+        Green.Spawn(() => { order.Add("x1"); Green.Sleep(0); order.Add("x2"); });
+        Green.Spawn(() => order.Add("y"));
+        Green.Sleep(0);
+        order.Add("main");
+        Green.Sleep(0);
+        Assert.That(order, Is.EqualTo(new[] { "x1", "y", "main", "x2" }));
+    }
+
+    [Test]
+    public void TimersFireInDeadlineOrder()
+    {
+        var order = new List<int>();
+        var gs = new[] { 40, 10, 30, 20, 0 }.Select(ms => Green.Spawn(() => { Green.Sleep(ms); order.Add(ms); })).ToList();
+        Green.JoinAll(gs);
+        Assert.That(order, Is.EqualTo(new[] { 0, 10, 20, 30, 40 }));
+    }
+
+    [Test]
+    public void SleepTakesAtLeastTheDelayAndSleepersOverlap()
+    {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var gs = Enumerable.Range(0, 20).Select(_ => Green.Spawn(() => Green.Sleep(100))).ToList();
+        Green.JoinAll(gs);
+        Assert.That(watch.ElapsedMilliseconds, Is.InRange(95, 1900), "20 sleeps of 100 ms overlap instead of taking 2 s");
+    }
+}

@@ -1,0 +1,151 @@
+namespace GreenRuntime.Tests.Core;
+
+/// <summary>Stackless greenlets and their interplay with stackful ones.</summary>
+public class StacklessTests : HubTest
+{
+    [Test]
+    public void AsyncBodyRunsOnTheHubAndReturnsItsValue()
+    {
+        var hubThreadsOnly = true;
+        var g = Green.Spawn(async () =>
+        {
+            for (int i = 0; i < 3; i++)
+            {
+                await Task.Yield();
+                hubThreadsOnly &= Hub.Current == Hub;
+            }
+            return 9;
+        });
+        Assert.That(g.Get(), Is.EqualTo(9));
+        Assert.That(hubThreadsOnly, Is.True);
+        Assert.That(g.IsStackless, Is.True);
+    }
+
+    [Test]
+    public void ContinuationsAfterRealAsyncWorkComeBackToTheHub()
+    {
+        var g = Green.Spawn(async () =>
+        {
+            await Task.Delay(20);
+            Assert.That(Green.Current.IsStackless, Is.True);
+            await Task.Run(() => Thread.Sleep(5));
+            return Hub.Current == Hub;
+        });
+        Assert.That(g.Get(), Is.True);
+    }
+
+    [Test]
+    public void ALambdaThatOnlyThrowsIsAFailedGreenlet()
+    {
+        var g = Green.Spawn(() => { throw new InvalidOperationException("sync throw"); });
+        g.Join();
+        Assert.That(g.Successful, Is.False);
+        Assert.That(g.Exception!.Message, Is.EqualTo("sync throw"));
+    }
+
+    [Test]
+    public void AnAsyncExceptionFailsTheGreenlet()
+    {
+        var g = Green.Spawn(async () => { await Task.Yield(); throw new ArgumentException("async"); });
+        var e = Assert.Throws<ArgumentException>(() => g.Get());
+        Assert.That(e!.Message, Is.EqualTo("async"));
+    }
+
+    [Test]
+    public void StacklessAndStackfulInterleaveUnderOneBaton()
+    {
+        var order = new List<string>();
+        var stackful = Green.Spawn(() =>
+        {
+            for (int i = 0; i < 3; i++) { order.Add("sf" + i); Green.Sleep(0); }
+        });
+        var stackless = Green.Spawn(async () =>
+        {
+            for (int i = 0; i < 3; i++) { order.Add("sl" + i); await Task.Yield(); }
+        });
+        Green.JoinAll([stackful, stackless]);
+        Assert.That(order, Is.EqualTo(new[] { "sf0", "sl0", "sf1", "sl1", "sf2", "sl2" }));
+    }
+
+    [Test]
+    public void AwaitAGreenletFromAStacklessOneAndJoinAStacklessOneFromAStackfulOne()
+    {
+        var stackful = Green.Spawn(() => { Green.Sleep(10); return 4; });
+        var stackless = Green.Spawn(async () => await stackful + 1);
+        var joiner = Green.Spawn(() => stackless.Get() * 10);
+        Assert.That(joiner.Get(), Is.EqualTo(50));
+    }
+
+    [Test]
+    public void ABlockingCallInsideAStacklessGreenletIsStillCooperative()
+    {
+        var order = new List<string>();
+        var blocking = Green.Spawn(async () =>
+        {
+            await Task.Yield();
+            order.Add("before sleep");
+            Green.Sleep(30);
+            order.Add("after sleep");
+        });
+        var other = Green.Spawn(() => { Green.Sleep(5); order.Add("other ran meanwhile"); });
+        Green.JoinAll([blocking, other]);
+        Assert.That(order, Is.EqualTo(new[] { "before sleep", "other ran meanwhile", "after sleep" }));
+    }
+
+    [Test]
+    public void AwaitAGreenletFromAnotherThread()
+    {
+        var g = Green.Spawn(() => { Green.Sleep(10); return "done"; });
+        var awaited = Task.Run(async () => await g);
+        g.Join();
+        Assert.That(Green.Wait(awaited, TimeSpan.FromSeconds(10)), Is.EqualTo("done"));
+    }
+
+    [Test]
+    public void KillingAnAwaitingStacklessGreenletEndsItAtOnce()
+    {
+        var gate = new TaskCompletionSource();
+        var g = Green.Spawn(async () => await gate.Task);
+        Green.Sleep(0);
+        Assert.That(g.State, Is.EqualTo(GreenletState.Awaiting));
+        g.Kill();
+        Assert.That(g.Dead, Is.True);
+        Assert.That(g.Successful, Is.True);
+        gate.SetResult();
+        Green.Sleep(5);
+    }
+
+    [Test]
+    public void ManyStacklessSleepersNeedNoThreads()
+    {
+        var pool = GreenRuntime.Scheduling.CarrierPool.For(Hub.Options.CarrierStackSize);
+        var before = pool.Created;
+        int woke = 0;
+        var gs = Enumerable.Range(0, 20_000).Select(i => Green.Spawn(async () =>
+        {
+            await Green.SleepAsync(TimeSpan.FromMilliseconds(i % 50));
+            woke++;
+        })).ToList();
+        Green.JoinAll(gs);
+        Assert.That(woke, Is.EqualTo(20_000));
+        Assert.That(pool.Created - before, Is.LessThanOrEqualTo(2), "stackless sleepers park no thread");
+    }
+
+    [Test]
+    public void SleepAsyncWakesInDeadlineOrder()
+    {
+        var order = new List<int>();
+        var gs = new[] { 30, 10, 20 }.Select(ms => Green.Spawn(async () => { await Green.SleepAsync(TimeSpan.FromMilliseconds(ms)); order.Add(ms); })).ToList();
+        Green.JoinAll(gs);
+        Assert.That(order, Is.EqualTo(new[] { 10, 20, 30 }));
+    }
+
+    [Test]
+    public void AKilledStacklessGreenletNoLongerKeepsLoopExitAway()
+    {
+        var g = Green.Spawn(async () => await new TaskCompletionSource().Task);
+        Green.Sleep(0);
+        g.Kill();
+        Assert.Throws<LoopExitException>(() => Hub.Park(WaitReason.Event));
+    }
+}

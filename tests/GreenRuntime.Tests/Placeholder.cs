@@ -1,1 +1,0 @@
-namespace GreenRuntime.Tests;
