@@ -102,6 +102,7 @@ public static class Patch
     {
         int count;
         ILogger logger;
+        using (Cooperative.Cooperative.Bypass())
         lock (s_gate)
         {
             foreach (var entry in s_applied.Values.Reverse()) entry.Detour.Dispose();
@@ -119,6 +120,9 @@ public static class Patch
         var patched = new List<PatchedMethod>();
         var already = new List<PatchedMethod>();
         var refused = new List<RefusedMethod>();
+        // Bypass: whatever the engine calls while creating detours (it may be a method patched a moment ago)
+        // runs the original, even when Patch is called from a greenlet.
+        using (Cooperative.Cooperative.Bypass())
         lock (s_gate)
         {
             s_lastLoggerFactory = loggerFactory;
