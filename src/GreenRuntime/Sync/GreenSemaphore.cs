@@ -83,12 +83,8 @@ public class GreenSemaphore
         if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException<bool>(pending);
         if (hub.IsOnHubThread && TryAcquireCore()) return Task.FromResult(true);
         var w = Waiter<bool>.ForTask(hub, owner);
-        Blocking.OnHub(hub, () =>
-        {
-            if (TryAcquireCore()) w.TryServe(true);
-            else if (timeout == TimeSpan.Zero) w.TryServe(false);
-            else w.ArmTask(_waiters, timeout, cancellationToken, null, timeoutValue: false);
-        });
+        if (hub.IsOnHubThread) StartAcquire(w, timeout, cancellationToken);
+        else Blocking.PostStart(hub, StartAcquire, w, timeout, cancellationToken);
         return w.Task;
     }
 
@@ -147,4 +143,12 @@ public class GreenSemaphore
 
     /// <summary>Describes the semaphore for logs.</summary>
     public override string ToString() => $"<{GetType().Name} count={Count}>";
+
+    // Applies a Task-form wait on the hub (kept out of the public method so its fast path allocates no closure).
+    private void StartAcquire(Waiter<bool> w, TimeSpan? timeout, CancellationToken cancellationToken)
+    {
+            if (TryAcquireCore()) w.TryServe(true);
+            else if (timeout == TimeSpan.Zero) w.TryServe(false);
+            else w.ArmTask(_waiters, timeout, cancellationToken, null, timeoutValue: false);
+    }
 }
