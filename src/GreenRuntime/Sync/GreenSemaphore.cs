@@ -8,6 +8,8 @@ namespace GreenRuntime;
 /// while there is none; <see cref="Release"/> returns one.
 /// </summary>
 /// <remarks>
+/// <para>Invariant S: a positive <see cref="Count"/> implies no live waiter (a release goes to the first live waiter
+/// before it is counted). Checked in DEBUG after every change.</para>
 /// <para>FIFO-fair: <see cref="Release"/> hands its permit straight to the longest-waiting greenlet, so a greenlet
 /// that arrives later (even one calling <see cref="TryAcquire"/>) cannot barge ahead, and no waiter is starved. A
 /// waiter whose timeout expired is skipped and never consumes a permit.</para>
@@ -101,6 +103,14 @@ public class GreenSemaphore
         if (_waiters.ServeFirst(true) != null) return;
         CheckRelease(_count);
         _count++;
+        AssertInvariant();
+    }
+
+    [Conditional("DEBUG")]
+    private void AssertInvariant()
+    {
+        if (_count > 0 && _waiters.HasLive)
+            throw new InvalidOperationException($"Invariant S broken: {this} counts {_count} permit(s) while a greenlet waits for one.");
     }
 
     /// <summary>Lets a subclass refuse a release that would take the count past its bound.</summary>

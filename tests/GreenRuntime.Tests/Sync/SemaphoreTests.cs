@@ -78,8 +78,8 @@ public class SemaphoreTests : HubTest
         var s = new GreenSemaphore(2);
         int inside = 0, maxInside = 0;
         var gs = Enumerable.Range(0, 10).Select(i => i % 2 == 0
-            ? Green.Spawn(() => { using (s.Enter()) { inside++; maxInside = Math.Max(maxInside, inside); Green.Sleep(1); inside--; } })
-            : Green.Spawn(async () => { using (await s.EnterAsync()) { inside++; maxInside = Math.Max(maxInside, inside); await Task.Delay(1); inside--; } })).ToList();
+            ? Green.Spawn(() => { using (s.Enter()) { inside++; maxInside = Math.Max(maxInside, inside); Green.Sleep(20); inside--; } })
+            : Green.Spawn(async () => { using (await s.EnterAsync()) { inside++; maxInside = Math.Max(maxInside, inside); await Task.Delay(20); inside--; } })).ToList();
         Green.JoinAll(gs, raiseError: true);
         Assert.That(maxInside, Is.EqualTo(2));
         Assert.That(s.Count, Is.EqualTo(2));
