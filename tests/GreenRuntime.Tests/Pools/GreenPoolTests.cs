@@ -225,4 +225,14 @@ public class GreenPoolTests : HubTest
         pool.Join();
         Assert.That(pool.FreeCount, Is.EqualTo(1));
     }
+
+    [Test]
+    public void SpawnInMainOnAFullPoolWhoseMembersNeverFinishRaisesLoopExit()
+    {
+        var pool = new GreenPool(1);
+        var never = new Event();
+        pool.Spawn(() => never.Wait());
+        Assert.Throws<LoopExitException>(() => pool.Spawn(() => { }));
+        Assert.That(pool.Count, Is.EqualTo(1), "the refused spawn took no slot");
+    }
 }

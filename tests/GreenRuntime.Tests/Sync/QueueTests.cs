@@ -332,4 +332,22 @@ public class QueueTests : HubTest
         for (int i = 0; i < 5000 && !condition(); i++) Green.Sleep(1);
         Assert.That(condition(), Is.True, "the condition did not become true within 5 s");
     }
+
+    [Test]
+    public void KilledStacklessGetterDoesNotSwallowALaterItem()
+    {
+        var q = new GreenPriorityQueue<int>();
+        bool unwound = false;
+        var victim = Green.Spawn(async () =>
+        {
+            try { return await q.GetAsync(); }
+            finally { unwound = true; }
+        });
+        Green.Sleep(0);
+        victim.Kill();
+        q.Put(3);
+        Green.Sleep(1);
+        Assert.That(unwound, Is.True, "the awaited task faulted, so the finally block ran");
+        Assert.That(q.TryGet(out var item) && item == 3, Is.True);
+    }
 }

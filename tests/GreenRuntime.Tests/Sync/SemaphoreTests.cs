@@ -156,4 +156,17 @@ public class SemaphoreTests : HubTest
         Green.JoinAll([a, b], raiseError: true);
         Assert.That(order, Is.EqualTo(new[] { "a in", "a out", "b" }));
     }
+
+    [Test]
+    public void BoundedSemaphoreFromAStacklessGreenlet()
+    {
+        var s = new BoundedSemaphore(1);
+        var g = Green.Spawn(async () =>
+        {
+            using (await s.EnterAsync()) await Task.Yield();
+            try { s.Release(); return "released twice"; }
+            catch (InvalidOperationException) { return "refused"; }
+        });
+        Assert.That(g.Get(), Is.EqualTo("refused"));
+    }
 }
