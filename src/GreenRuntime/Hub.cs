@@ -63,6 +63,7 @@ public sealed partial class Hub : IDisposable
         }
         TakeBaton();
         t_current = this;
+        StartDiagnostics();
     }
 
     /// <summary>The calling thread's hub, created with default options on first use.</summary>
@@ -122,6 +123,7 @@ public sealed partial class Hub : IDisposable
                 if (!g.Dead) Log.StuckAtDispose(_logger, g.ToString());
         }
         _disposed = true;
+        StopDiagnostics();
         t_current = null;
         if (_mainAffinity != null)
         {

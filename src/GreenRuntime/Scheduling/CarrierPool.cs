@@ -36,6 +36,15 @@ internal sealed class CarrierPool
         }
     }
 
+    /// <summary>Every pool of the process (one per carrier stack size), for metrics.</summary>
+    public static CarrierPool[] All()
+    {
+        lock (s_pools) return s_pools.Values.ToArray();
+    }
+
+    /// <summary>Stack size of this pool's threads, in bytes.</summary>
+    public int StackSize => _stackSize;
+
     /// <summary>Carrier threads of this pool alive now, idle or working.</summary>
     public int Created => Volatile.Read(ref _created);
 

@@ -30,6 +30,7 @@ public sealed partial class Hub
     {
         g.MarkStarted();
         g.State = GreenletState.Scheduled;
+        _spawnedCount++;
         if (!g.IsStackless) _aliveStackful++;
         g.NextAlive = _aliveHead;
         if (_aliveHead != null) _aliveHead.PrevAlive = g;
@@ -89,6 +90,8 @@ public sealed partial class Hub
             g.PrevAlive = g.NextAlive = null;
             _aliveCount--;
             if (!g.IsStackless) _aliveStackful--;
+            _finishedCount++;
+            if (g.Exception != null) _failedCount++;
         }
         if (g.Exception != null)
             Log.GreenletFailed(_logger, g.Exception, g.ToString(), g.Exception.GetType().Name);

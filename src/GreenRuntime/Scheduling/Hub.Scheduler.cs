@@ -92,6 +92,7 @@ public sealed partial class Hub
                     var target = g.Carrier!;
                     g.State = GreenletState.Running;
                     _current = g;
+                    NoteSwitch();
                     if (target == self)
                         return;
                     if (self.Owner != null)
@@ -195,6 +196,7 @@ public sealed partial class Hub
         g.Carrier = self;
         g.State = GreenletState.Running;
         _current = g;
+        NoteSwitch();
         object? value = null;
         Exception? error = null;
         try
@@ -215,6 +217,7 @@ public sealed partial class Hub
     {
         g.State = GreenletState.Running;
         _current = g;
+        NoteSwitch();
         var saved = SynchronizationContext.Current;
         SynchronizationContext.SetSynchronizationContext(g.SyncContext);
         Task task;
@@ -262,6 +265,7 @@ public sealed partial class Hub
         SynchronizationContext.SetSynchronizationContext(g.SyncContext);
         if (g.State != GreenletState.Dead) g.State = GreenletState.Running;
         _current = g;
+        NoteSwitch();
         try
         {
             callback(state);
@@ -283,6 +287,7 @@ public sealed partial class Hub
         var saved = _current;
         _current = HubGreenlet;
         _callbackDepth++;
+        NoteBatonEpoch();
         try
         {
             callback(state);
@@ -295,6 +300,7 @@ public sealed partial class Hub
         {
             _callbackDepth--;
             _current = saved;
+            NoteBatonEpoch();
         }
     }
 
@@ -321,7 +327,9 @@ public sealed partial class Hub
         {
             if (RaiseLoopExit()) return;
         }
+        NoteIdle(true);
         _inboxSignal.Park(timeoutNs);
+        NoteIdle(false);
     }
 
     /// <summary>Nothing can ever wake anyone: fail the main greenlet's blocking call instead of hanging.</summary>
@@ -341,6 +349,7 @@ public sealed partial class Hub
     {
         AssertBatonFree();
         _batonHolder = Environment.CurrentManagedThreadId;
+        _batonHolderOsThread = Diagnostics.OsThread.CurrentId; // for the blocking monitor's stack capture
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

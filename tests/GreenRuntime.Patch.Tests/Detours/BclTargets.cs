@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using System.Reflection;
 using System.Runtime.CompilerServices;
+using DetourTargets;
 using GreenRuntime.Detours;
 using Microsoft.Win32.SafeHandles;
 
@@ -42,7 +43,7 @@ internal static class BclTargets
     public static MethodInfo Receive { get; } = typeof(Socket).GetMethod(
         nameof(Socket.Receive), [typeof(byte[]), typeof(int), typeof(int), typeof(SocketFlags), typeof(SocketError).MakeByRefType()])!;
 
-    public static MethodInfo Compute { get; } = typeof(SurvivalUserTarget).GetMethod(nameof(SurvivalUserTarget.Compute))!;
+    public static MethodInfo Compute { get; } = typeof(TieredTargets).GetMethod(nameof(TieredTargets.Compute))!;
 
     public static Detour DetourSleep()
     {
@@ -139,10 +140,4 @@ internal static class BclTargets
     }
 
     private static MethodInfo R(string name) => typeof(BclTargets).GetMethod(name)!;
-}
-
-/// <summary>A small user method the JIT would normally inline (no NoInlining).</summary>
-public static class SurvivalUserTarget
-{
-    public static int Compute(int x) => ((x ^ (x >> 3)) * 7) + (x & 0xF0) - 11;
 }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net.Sockets;
 using System.Reflection;
 using System.Reflection.Emit;
+using DetourTargets;
 using GreenRuntime.Detours;
 using Microsoft.Win32.SafeHandles;
 using static GreenRuntime.Patch.Tests.Detours.BclTargets;
@@ -35,6 +36,9 @@ public class SurvivalTests
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         var buffer = new byte[8];
 
+        // A normal call first puts Compute in the tiering pipeline (via the prestub), so it gets call-counted
+        // and its tier-1 compile is attempted (and refused) while detoured.
+        _ = TieredTargets.Compute(1);
         using Detour compute = DetourCompute();
         using Detour sleep = DetourSleep();
         using Detour read = DetourReadAtOffset();
@@ -202,7 +206,7 @@ public class SurvivalTests
         }
     }
 
-    private static int ComputeDirect(int x) => SurvivalUserTarget.Compute(x);
+    private static int ComputeDirect(int x) => TieredTargets.Compute(x);
 
     private static void SleepDirect(int ms) => Thread.Sleep(ms);
 
@@ -243,7 +247,7 @@ public class SurvivalTests
     {
         private static int Zero => System.Runtime.CompilerServices.Unsafe.SizeOf<T>() - 1;
 
-        public static int Compute(int x) => SurvivalUserTarget.Compute(x) + Zero;
+        public static int Compute(int x) => TieredTargets.Compute(x) + Zero;
 
         public static void Sleep(int ms) => Thread.Sleep(ms + Zero);
 
