@@ -14,7 +14,7 @@ namespace GreenRuntime;
 /// Green.JoinAll([a, b]);   // prints b, then a
 /// </code>
 /// </example>
-public static class Green
+public static partial class Green
 {
     /// <summary>Creates and starts a stackful greenlet running <paramref name="body"/> (after those already scheduled).</summary>
     public static Greenlet Spawn(Action body, string? name = null)

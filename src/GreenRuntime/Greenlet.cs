@@ -30,7 +30,11 @@ public partial class Greenlet
     private object? _value;
     private Exception? _exception;
     private bool _successful;
-    private List<(Action<Greenlet> Callback, LinkKind Kind)>? _links;
+    // Links: the first one inline (most greenlets have one: a joiner or a pool), the rest in a list, so that a
+    // spawn+join does not allocate a list per greenlet.
+    private (Action<Greenlet>? Callback, LinkKind Kind) _firstLink;
+    private List<(Action<Greenlet> Callback, LinkKind Kind)>? _moreLinks;
+    private string? _name;
 
     // Scheduler state: written only by the baton holder of Hub.
     internal GreenletState State_ = GreenletState.Created;
@@ -57,7 +61,7 @@ public partial class Greenlet
         Hub = Hub.Current;
         _body = body;
         Id = Interlocked.Increment(ref s_nextId);
-        Name = name ?? $"Greenlet-{Id}";
+        _name = name;
         IsStackless = stackless;
         Parent = Hub.CurrentGreenlet;
         if (stackless) SyncContext = new HubSynchronizationContext(this);
@@ -68,7 +72,7 @@ public partial class Greenlet
     {
         Hub = hub;
         Id = Interlocked.Increment(ref s_nextId);
-        Name = name;
+        _name = name;
     }
 
     internal static Greenlet CreateSpecial(Hub hub, string name) => new(hub, name);
@@ -80,7 +84,7 @@ public partial class Greenlet
     public long Id { get; }
 
     /// <summary>The name given at creation, or <c>Greenlet-{Id}</c>.</summary>
-    public string Name { get; }
+    public string Name => _name ??= $"Greenlet-{Id}";
 
     /// <summary>The greenlet that created this one. When it finishes after being entered with <see cref="Switch"/>, control returns to its parent.</summary>
     public Greenlet? Parent { get; }
@@ -186,13 +190,14 @@ public partial class Greenlet
     private void KillFromOtherThread(Exception exception, bool block, TimeSpan? timeout)
     {
         if (Dead) return;
-        using var done = block ? new ManualResetEventSlim() : null;
+        // Not disposed: the link may still fire after a timed-out wait gave up on it.
+        var done = block ? new ManualResetEventSlim() : null;
         Hub.Post(() =>
         {
             Hub.KillGreenlet(this, exception);
             if (done != null) AddLink(_ => done.Set(), LinkKind.All);
         });
-        if (done != null && !done.Wait(timeout ?? Timeout.InfiniteTimeSpan)) { }
+        done?.Wait(timeout ?? Timeout.InfiniteTimeSpan);
     }
 
     /// <summary>
@@ -240,7 +245,8 @@ public partial class Greenlet
     public void Unlink(Action<Greenlet> callback)
     {
         Hub.AssertOnHub();
-        _links?.RemoveAll(l => l.Callback == callback);
+        if (_firstLink.Callback == callback) _firstLink = default;
+        _moreLinks?.RemoveAll(l => l.Callback == callback);
     }
 
     internal void AddLink(Action<Greenlet> callback, LinkKind kind)
@@ -256,7 +262,8 @@ public partial class Greenlet
             }, (this, callback, kind)));
             return;
         }
-        (_links ??= new()).Add((callback, kind));
+        if (_firstLink.Callback == null && _moreLinks == null) _firstLink = (callback, kind);
+        else (_moreLinks ??= new()).Add((callback, kind));
     }
 
     private bool Matches(LinkKind kind) => kind == LinkKind.All || (kind == LinkKind.Value) == _successful;
@@ -264,24 +271,29 @@ public partial class Greenlet
     /// <summary>Runs the links registered before the greenlet finished. Called once, as a hub callback.</summary>
     internal void NotifyLinks()
     {
-        var links = _links;
-        _links = null;
-        if (links == null) return;
-        foreach (var (callback, kind) in links)
+        var (first, firstKind) = _firstLink;
+        var more = _moreLinks;
+        _firstLink = default;
+        _moreLinks = null;
+        if (first != null) RunLink(first, firstKind);
+        if (more != null)
+            foreach (var (callback, kind) in more) RunLink(callback, kind);
+    }
+
+    private void RunLink(Action<Greenlet> callback, LinkKind kind)
+    {
+        if (!Matches(kind)) return;
+        try
         {
-            if (!Matches(kind)) continue;
-            try
-            {
-                callback(this);
-            }
-            catch (Exception e)
-            {
-                Log.CallbackFailed(Hub.Logger, e, callback.Method.Name);
-            }
+            callback(this);
+        }
+        catch (Exception e)
+        {
+            Log.CallbackFailed(Hub.Logger, e, callback.Method.Name);
         }
     }
 
-    internal bool HasLinks => _links is { Count: > 0 };
+    internal bool HasLinks => _firstLink.Callback != null || _moreLinks is { Count: > 0 };
 
     /// <summary>Records the outcome. Called once by the hub.</summary>
     internal void SetResult(object? value, Exception? error)

@@ -31,6 +31,7 @@ public sealed partial class Hub : IDisposable
     private readonly CarrierPool _pool;
     private readonly Carrier _mainCarrier;
     private readonly int _cpu = -1;
+    private readonly ulong[]? _mainAffinity;
     private bool _disposed;
 
     /// <summary>Creates a hub and binds it to the calling thread until it is disposed.</summary>
@@ -57,10 +58,12 @@ public sealed partial class Hub : IDisposable
         if (options.PinCarriersToOneCpu)
         {
             _cpu = Affinity.CurrentCpu();
+            _mainAffinity = Affinity.Save();
             _mainCarrier.PinTo(_cpu);
         }
         TakeBaton();
         t_current = this;
+        StartDiagnostics();
     }
 
     /// <summary>The calling thread's hub, created with default options on first use.</summary>
@@ -120,7 +123,13 @@ public sealed partial class Hub : IDisposable
                 if (!g.Dead) Log.StuckAtDispose(_logger, g.ToString());
         }
         _disposed = true;
+        StopDiagnostics();
         t_current = null;
+        if (_mainAffinity != null)
+        {
+            Affinity.Restore(_mainAffinity); // the hub's thread is the user's: give its CPUs back
+            _mainCarrier.PinnedCpu = -1;
+        }
     }
 
     /// <summary>Describes the hub for logs.</summary>

@@ -15,6 +15,16 @@ public sealed class HubOptions
     /// </summary>
     public TimeSpan? MaxBlockingTime { get; init; } = TimeSpan.FromMilliseconds(100);
 
+    /// <summary>
+    /// Whether the blocking monitor captures the stack of the blocked thread for its report. Default true.
+    /// </summary>
+    /// <remarks>On Linux the stack is read by the runtime's <c>createdump</c> tool (crash-report mode, no dump file),
+    /// which <b>pauses the whole process</b> while it walks every thread: about 0.5–1.3 s with ten threads, longer with
+    /// more. Captures are therefore made at most once per 10 seconds per process, and not at all when the process has
+    /// more than 64 threads (each parked stackful greenlet keeps one). Turn this off where such a pause is not
+    /// acceptable: reports then name the greenlet and the duration only. See docs/diagnostics.md.</remarks>
+    public bool CaptureBlockedStacks { get; init; } = true;
+
     /// <summary>Stack size of carrier threads, in bytes. Default 256 KiB; range 128 KiB – 64 MiB.</summary>
     /// <remarks>Stack size only changes virtual memory; a parked carrier costs about 40 KiB of real memory
     /// whatever its size. Below 128 KiB a deep call chain risks a StackOverflow, which .NET cannot catch.</remarks>
@@ -30,7 +40,8 @@ public sealed class HubOptions
 
     /// <summary>
     /// Pin the hub's thread and every carrier that runs for it to the CPU the hub was created on. Waking a
-    /// thread parked on the same CPU costs about half as much as waking one on another CPU. Default false.
+    /// thread parked on the same CPU costs about half as much as waking one on another CPU. Default false. The
+    /// hub's thread gets its original CPU mask back when the hub is disposed; pooled carriers re-pin per hub.
     /// </summary>
     public bool PinCarriersToOneCpu { get; init; }
 

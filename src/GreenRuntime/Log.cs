@@ -19,4 +19,21 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 4, Level = LogLevel.Warning, Message = "{Greenlet} did not die when its hub was disposed; it is probably blocked in a call that is not cooperative")]
     public static partial void StuckAtDispose(ILogger logger, string greenlet);
+
+    // 10–19: the blocking monitor (Diagnostics/BlockingMonitor.cs). The stack is the one of the thread holding the
+    // baton, captured while it was still blocked (see docs/diagnostics.md for how and what it costs).
+    [LoggerMessage(EventId = 10, Level = LogLevel.Warning, Message = "{Holder} has held the baton of {Hub} for {Milliseconds} ms without yielding: every other greenlet of the hub is blocked. It is here (stack captured while blocked{StackNote}):\n{Stack}")]
+    public static partial void HubBlocked(ILogger logger, string holder, string hub, long milliseconds, string stackNote, string stack);
+
+    [LoggerMessage(EventId = 11, Level = LogLevel.Warning, Message = "{Holder} has held the baton of {Hub} for {Milliseconds} ms without yielding: every other greenlet of the hub is blocked. No stack: {Reason}")]
+    public static partial void HubBlockedWithoutStack(ILogger logger, string holder, string hub, long milliseconds, string reason);
+
+    [LoggerMessage(EventId = 12, Level = LogLevel.Information, Message = "{Holder} released the baton of {Hub} after {Bound} {Milliseconds} ms")]
+    public static partial void HubUnblocked(ILogger logger, string holder, string hub, string bound, long milliseconds);
+
+    [LoggerMessage(EventId = 13, Level = LogLevel.Error, Message = "The blocking monitor of {Hub} failed; it keeps watching")]
+    public static partial void MonitorFailed(ILogger logger, Exception exception, string hub);
+
+    [LoggerMessage(EventId = 14, Level = LogLevel.Error, Message = "A handler of Hub.Blocked of {Hub} threw")]
+    public static partial void BlockedHandlerFailed(ILogger logger, Exception exception, string hub);
 }

@@ -17,11 +17,18 @@ internal static unsafe class CodeLocator
     private const int MaxHops = 8;
 
     /// <summary>The result of a walk.</summary>
-    internal readonly record struct Body(nint Address, bool StartsWithJump, nint JumpTarget);
+    /// <param name="Address">The body.</param>
+    /// <param name="StartsWithJump">The body starts with an unconditional jump (someone patched it).</param>
+    /// <param name="JumpTarget">Where that jump goes.</param>
+    /// <param name="Cell">
+    /// The runtime data cell the last stub read the body's address from (0 if it came from an immediate).
+    /// </param>
+    internal readonly record struct Body(nint Address, bool StartsWithJump, nint JumpTarget, nint Cell);
 
     public static Body FindBody(nint entry)
     {
         nint p = entry;
+        nint cell = 0;
         for (int hop = 0; hop < MaxHops; hop++)
         {
             if (!CodeMemory.IsReadable(p, 24))
@@ -31,48 +38,54 @@ internal static unsafe class CodeLocator
                     "differs from the one verified for this runtime.");
             }
 
-            nint next = NextHop(p);
-            if (next == 0)
+            nint nextCell = NextHopCell(p, out bool immediate);
+            if (nextCell == 0 && !immediate)
             {
                 nint jumpTarget = ForeignJumpTarget(p);
-                return new Body(p, jumpTarget != 0, jumpTarget);
+                return new Body(p, jumpTarget != 0, jumpTarget, cell);
             }
 
-            p = next;
+            cell = nextCell;
+            p = immediate ? *(nint*)(p + 2) : *(nint*)nextCell;
         }
 
         throw new InvalidOperationException(
             $"Internal error: more than {MaxHops} entry stubs in front of the body that starts at 0x{entry:x}.");
     }
 
-    /// <summary>Returns where a recognised runtime stub at <paramref name="p"/> goes, or 0 if it is not one.</summary>
-    private static nint NextHop(nint p)
+    /// <summary>
+    /// If a recognised runtime stub is at <paramref name="p"/>, returns the address of the data cell it
+    /// jumps through (or sets <paramref name="immediate"/> for the jump stub whose target is an immediate);
+    /// otherwise returns 0.
+    /// </summary>
+    private static nint NextHopCell(nint p, out bool immediate)
     {
         byte* b = (byte*)p;
+        immediate = false;
 
         // FixupPrecode: jmp [rip+X]; mov r10, [rip+Y]; jmp [rip+Z]. The first jump's cell is the target.
         if (b[0] == 0xFF && b[1] == 0x25 && b[6] == 0x4C && b[7] == 0x8B && b[8] == 0x15 && b[13] == 0xFF && b[14] == 0x25)
         {
-            return *(nint*)(p + 6 + *(int*)(p + 2));
+            return p + 6 + *(int*)(p + 2);
         }
 
         // StubPrecode: mov r10, [rip+X]; jmp [rip+Y].
         if (b[0] == 0x4C && b[1] == 0x8B && b[2] == 0x15 && b[7] == 0xFF && b[8] == 0x25)
         {
-            return *(nint*)(p + 13 + *(int*)(p + 9));
+            return p + 13 + *(int*)(p + 9);
         }
 
         // Call-counting stub: mov rax, [rip+X]; dec word [rax]; je +6; jmp [rip+Y] (code); jmp [rip+Z] (completion).
         if (b[0] == 0x48 && b[1] == 0x8B && b[2] == 0x05 && b[7] == 0x66 && b[8] == 0xFF && b[9] == 0x08
             && b[10] == 0x74 && b[11] == 0x06 && b[12] == 0xFF && b[13] == 0x25)
         {
-            return *(nint*)(p + 18 + *(int*)(p + 14));
+            return p + 18 + *(int*)(p + 14);
         }
 
         // Runtime jump stub: mov rax, imm64; jmp rax.
         if (b[0] == 0x48 && b[1] == 0xB8 && b[10] == 0xFF && b[11] == 0xE0)
         {
-            return *(nint*)(p + 2);
+            immediate = true;
         }
 
         return 0;

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Globalization;
 using System.Runtime.InteropServices;
 
 namespace GreenRuntime.Detours;
@@ -22,50 +21,150 @@ internal static class CodeMemory
 
     public static int PageSize { get; } = Environment.SystemPageSize;
 
+    /// <remarks>
+    /// Read with raw open/read syscalls, never with managed file I/O: the engine must not call methods it
+    /// may be detouring (RandomAccess.ReadAtOffset sits under every FileStream read), least of all between
+    /// writing a jump and returning the Detour whose original the replacement needs.
+    /// </remarks>
     public static List<Region> ReadMaps()
     {
-        var regions = new List<Region>();
-        foreach (string line in File.ReadLines("/proc/self/maps"))
+        byte[] text = ReadProcFile("/proc/self/maps", out int length);
+        var regions = new List<Region>(1024);
+        int i = 0;
+        while (i < length)
         {
-            string[] parts = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
-            if (parts.Length < 2)
+            // "start-end perms offset dev inode   path\n"
+            ulong start = ParseHex(text, ref i);
+            i++; // '-'
+            ulong end = ParseHex(text, ref i);
+            i++; // ' '
+            int protection = (text[i] == 'r' ? Libc.ProtRead : 0)
+                | (text[i + 1] == 'w' ? Libc.ProtWrite : 0)
+                | (text[i + 2] == 'x' ? Libc.ProtExec : 0);
+            int lineEnd = Array.IndexOf(text, (byte)'\n', i, length - i);
+            if (lineEnd < 0)
             {
-                continue;
+                lineEnd = length;
             }
 
-            int dash = parts[0].IndexOf('-', StringComparison.Ordinal);
-            ulong start = ulong.Parse(parts[0].AsSpan(0, dash), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
-            ulong end = ulong.Parse(parts[0].AsSpan(dash + 1), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
-            string perms = parts[1];
-            int protection = (perms[0] == 'r' ? Libc.ProtRead : 0)
-                | (perms[1] == 'w' ? Libc.ProtWrite : 0)
-                | (perms[2] == 'x' ? Libc.ProtExec : 0);
-            regions.Add(new Region(start, end, protection, parts.Length > 5 ? parts[5].Trim() : ""));
+            int slash = Array.IndexOf(text, (byte)'/', i, lineEnd - i);
+            string path = slash < 0 ? "" : System.Text.Encoding.UTF8.GetString(text, slash, lineEnd - slash);
+            regions.Add(new Region(start, end, protection, path));
+            i = lineEnd + 1;
         }
 
         return regions;
     }
 
+    private static ulong ParseHex(byte[] text, ref int i)
+    {
+        ulong value = 0;
+        while (true)
+        {
+            int c = text[i];
+            int digit = c is >= '0' and <= '9' ? c - '0' : c is >= 'a' and <= 'f' ? c - 'a' + 10 : -1;
+            if (digit < 0)
+            {
+                return value;
+            }
+
+            value = (value << 4) | (uint)digit;
+            i++;
+        }
+    }
+
+    [ThreadStatic]
+    private static byte[]? mapsBuffer;
+
+    /// <summary>Reads a whole /proc file into a per-thread buffer; returns it and the length read.</summary>
+    private static unsafe byte[] ReadProcFile(string path, out int length)
+    {
+        int fd = Libc.Open(path, 0);
+        if (fd < 0)
+        {
+            throw new InvalidOperationException($"Cannot open {path} (errno {Marshal.GetLastPInvokeError()}).");
+        }
+
+        try
+        {
+            byte[] buffer = mapsBuffer ??= new byte[256 * 1024];
+            length = 0;
+            while (true)
+            {
+                if (length == buffer.Length)
+                {
+                    Array.Resize(ref buffer, buffer.Length * 2);
+                    mapsBuffer = buffer;
+                }
+
+                nint n;
+                fixed (byte* p = &buffer[length])
+                {
+                    n = Libc.Read(fd, p, buffer.Length - length);
+                }
+
+                if (n < 0)
+                {
+                    throw new InvalidOperationException($"Cannot read {path} (errno {Marshal.GetLastPInvokeError()}).");
+                }
+
+                if (n == 0)
+                {
+                    return buffer;
+                }
+
+                length += (int)n;
+            }
+        }
+        finally
+        {
+            _ = Libc.Close(fd);
+        }
+    }
+
+    /// <summary>
+    /// Re-reads the memory map. Called at the start of every engine operation (under the engine lock);
+    /// lookups in between use this snapshot and re-read only on a miss. Within one operation the only
+    /// protection changes to code we touch are our own, and each of those is undone before it returns.
+    /// </summary>
+    public static void Refresh() => snapshot = ReadMaps();
+
+    private static List<Region>? snapshot;
+
     /// <summary>Returns the mapping that contains <paramref name="address"/>, or null if none does.</summary>
     public static Region? FindRegion(nint address)
     {
-        ulong a = (ulong)address;
-        foreach (Region r in ReadMaps())
-        {
-            if (a >= r.Start && a < r.End)
-            {
-                return r;
-            }
-        }
+        return Find(snapshot ??= ReadMaps()) ?? Find(snapshot = ReadMaps());
 
-        return null;
+        Region? Find(List<Region> regions)
+        {
+            ulong a = (ulong)address;
+            foreach (Region r in regions)
+            {
+                if (a >= r.Start && a < r.End)
+                {
+                    return r;
+                }
+            }
+
+            return null;
+        }
     }
 
     /// <summary>True if <paramref name="length"/> bytes at <paramref name="address"/> are mapped readable.</summary>
+    /// <remarks>Uses the snapshot, and re-reads the map before answering no (reserved pages get committed).</remarks>
     public static bool IsReadable(nint address, int length)
     {
-        Region? r = FindRegion(address);
-        return r is { } region && (region.Protection & Libc.ProtRead) != 0 && (ulong)address + (ulong)length <= region.End;
+        return Check(FindRegion(address)) || (Refresh2() && Check(FindRegion(address)));
+
+        bool Check(Region? r) =>
+            r is { } region && (region.Protection & Libc.ProtRead) != 0 && (ulong)address + (ulong)length <= region.End;
+
+        static bool Refresh2()
+        {
+            Refresh();
+            return true;
+        }
     }
 
     /// <summary>
@@ -99,6 +198,8 @@ internal static class CodeMemory
         nint last = (address + length - 1) & ~(nint)(PageSize - 1);
         nuint span = (nuint)(last - first + PageSize);
 
+        // Always fresh: a stale protection restored afterwards could take a committed page away.
+        Refresh();
         Region? region = FindRegion(first);
         Region? lastRegion = FindRegion(last);
         if (region is null || lastRegion is null)

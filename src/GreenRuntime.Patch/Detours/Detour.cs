@@ -52,7 +52,9 @@
 //   7. Walk to the body again and re-check it (a tier-1 compile may have finished between 5 and 6).
 //   8. Build the trampoline near the body; if the replacement is beyond rel32 reach, a near jump stub.
 //   9. Set the NotInline bit (CAS on the 32-bit word at MethodDesc+4).
-//  10. Splice `E9 rel32` into the aligned qword holding the body start and compare-exchange it in.
+//  10. Divert new calls around the body's first instructions (point the runtime cell that leads to the
+//      body at the trampoline), wait 25 ms (nanosleep) so preempted threads run again, splice `E9 rel32` into the aligned qword holding the body
+//      start and compare-exchange it in, then point the cell back at the body.
 //  11. Walk once more; if a compile that was already running published another body meanwhile, patch
 //      that one too.
 //
@@ -62,10 +64,12 @@
 // nothing would be gained), and leaving it is always safe. Trampolines and stubs are never freed: a thread
 // may still be running one.
 //
-// Known hazard, accepted: a thread preempted exactly between two instructions inside the first 5 bytes
-// of a body, resumed after the patch is written, would execute the middle of the jump. Prologues are not
-// GC-interruptible, so this needs an OS preemption at that exact instruction boundary; it is documented
-// in docs/detours.md and exercised by the hammer test.
+// Known hazard, reduced but not eliminated: the jump overwrites several instructions, so a thread that
+// has executed the first of them (`push rbp`) and not the rest would resume inside the jump's
+// displacement. Step 10's diversion plus a 25 ms wait lets such threads leave the window; a thread kept
+// off the CPU right there for the whole wait, or one entering through a backpatched vtable slot, is not
+// covered. Dispose
+// has no such hazard (no thread can be inside a single jump instruction). See docs/detours.md.
 
 using System.Collections.Concurrent;
 using System.Diagnostics;
@@ -104,6 +108,9 @@ namespace GreenRuntime.Detours;
 [DebuggerDisplay("{Description,nq} applied={IsApplied}")]
 public sealed class Detour : IDisposable
 {
+    /// <summary>How long <see cref="Quiesce"/> waits: 25 ms, several CFS scheduling periods.</summary>
+    private const long QuiesceNanoseconds = 25_000_000;
+
     private static readonly Lock Gate = new();
     private static readonly Dictionary<nint, Detour> Active = new();
     private static Exception? supportFailure;
@@ -212,6 +219,7 @@ public sealed class Detour : IDisposable
                 return;
             }
 
+            CodeMemory.Refresh();
             foreach (BodyPatch patch in patches)
             {
                 if (!CodeMemory.CompareExchangeCode(patch.Qword, patch.Patched, patch.Original))
@@ -266,6 +274,7 @@ public sealed class Detour : IDisposable
     private static unsafe Detour CreateLocked(MethodBase target, MethodInfo replacement)
     {
         TargetRules.Validate(target, replacement);
+        CodeMemory.Refresh();
         string name = TargetRules.Describe(target);
         nint md = target.MethodHandle.Value;
 
@@ -300,13 +309,14 @@ public sealed class Detour : IDisposable
 
         // Step 8.
         nint trampoline = Trampoline.Build(prologue);
+        CodeMemory.Refresh();
         var detour = new Detour(target, replacement, md, trampoline);
 
         // Step 9.
         SetNotInline(md);
 
         // Steps 10-11.
-        detour.PatchBody(body, replacementEntry, name);
+        detour.PatchBody(body, current.Cell, trampoline, replacementEntry, name);
         for (int i = 0; i < 3; i++)
         {
             CodeLocator.Body later = CodeLocator.FindBody(entry);
@@ -315,8 +325,17 @@ public sealed class Detour : IDisposable
                 break;
             }
 
-            _ = Trampoline.Analyze(later.Address, name);
-            detour.PatchBody(later.Address, replacementEntry, name);
+            try
+            {
+                nint laterTrampoline = Trampoline.Build(Trampoline.Analyze(later.Address, name));
+                detour.PatchBody(later.Address, later.Cell, laterTrampoline, replacementEntry, name);
+            }
+            catch (NotSupportedException)
+            {
+                // The first body is patched and must stay owned by a registered Detour (or Dispose could
+                // never undo it); an unpatchable late body only means some calls reach the original.
+                break;
+            }
         }
 
         detour.applied = true;
@@ -358,7 +377,22 @@ public sealed class Detour : IDisposable
         while ((old & RuntimeLayout.NotInlineMask) == 0 && Interlocked.CompareExchange(ref word, old | RuntimeLayout.NotInlineMask, old) != old);
     }
 
-    private unsafe void PatchBody(nint body, nint replacementEntry, string name)
+    /// <summary>
+    /// Writes the jump over the start of <paramref name="body"/>, first steering new calls around it.
+    /// </summary>
+    /// <remarks>
+    /// The jump replaces several instructions (a prologue usually starts with the 1-byte <c>push rbp</c>).
+    /// A thread that has executed the first of them and not yet the others would, after the write, resume
+    /// in the middle of the jump's displacement: on a running core the store triggers a pipeline restart
+    /// exactly at that boundary (seen as a NullReferenceException / SIGSEGV in the hammer test). So new
+    /// calls are first diverted: the runtime cell the last entry stub jumps through (FixupPrecode target or
+    /// call-counting target) is pointed at the trampoline, which runs the same prologue elsewhere and jumps
+    /// back past it. After a wait of a few scheduling periods, no thread that was inside the overwritten bytes is still there; the jump is
+    /// written and the cell is pointed back at the (now patched) body. Callers that reach the body without
+    /// that cell (backpatched vtable slots of virtual methods) and a thread kept off the CPU inside the
+    /// first instructions for the whole wait are not covered; see docs/detours.md.
+    /// </remarks>
+    private unsafe void PatchBody(nint body, nint cell, nint bodyTrampoline, nint replacementEntry, string name)
     {
         nint jumpTarget = Trampoline.ReachableJumpTarget(body, replacementEntry);
         nint qword = body & ~(nint)7;
@@ -371,13 +405,42 @@ public sealed class Detour : IDisposable
         BitConverter.TryWriteBytes(bytes.Slice(offset + 1, 4), checked((int)(jumpTarget - (body + RuntimeLayout.JumpSize))));
         long patched = BitConverter.ToInt64(bytes);
 
-        if (!CodeMemory.CompareExchangeCode(qword, original, patched))
+        bool diverted = cell != 0
+            && CodeMemory.FindRegion(cell) is { } region && (region.Protection & Libc.ProtWrite) != 0
+            && Interlocked.CompareExchange(ref *(nint*)cell, bodyTrampoline, body) == body;
+        if (diverted)
+        {
+            Quiesce();
+        }
+
+        bool swapped = CodeMemory.CompareExchangeCode(qword, original, patched);
+        if (diverted)
+        {
+            // If the runtime re-pointed the cell meanwhile (call counting, a publish), its value wins.
+            _ = Interlocked.CompareExchange(ref *(nint*)cell, body, bodyTrampoline);
+        }
+
+        if (!swapped)
         {
             throw new InvalidOperationException(
                 $"Internal error: the first bytes of {name}'s body changed while the detour was being written.");
         }
 
         patches.Add(new BodyPatch(body, qword, original, patched));
+    }
+
+    /// <summary>
+    /// Lets threads that were already entering the body finish its first instructions. A running thread
+    /// needs nanoseconds; a thread the OS preempted right there needs to be scheduled again, so the wait
+    /// spans a few scheduler periods and gives up the CPU (nanosleep, not Thread.Sleep, which may be the
+    /// very method being detoured).
+    /// </summary>
+    private static unsafe void Quiesce()
+    {
+        long* request = stackalloc long[2];
+        request[0] = 0;
+        request[1] = QuiesceNanoseconds;
+        _ = Libc.NanoSleep(request, null);
     }
 
     private Delegate BuildOriginal(Type delegateType)

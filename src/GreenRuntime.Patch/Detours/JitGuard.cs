@@ -28,15 +28,16 @@ namespace GreenRuntime.Detours;
 /// Invariants: (1) the table only grows: an entry is written before the count that covers it is published,
 /// so the stub never reads an unwritten entry; entries are never removed, because a method whose tier-up was
 /// refused must never be handed a fresh body whose start is not patched (after a detour is disposed its
-/// method simply stays at its current tier). (2) The stub and table pages are never freed or rewritten after
-/// installation: a JIT thread may be inside the stub at any moment. (3) Only methods that already have a
+/// method simply stays at its current tier). (2) The last qword of the table page counts refusals (the stub increments it with a locked add). (3) The stub and table pages are never freed or rewritten after
+/// installation: a JIT thread may be inside the stub at any moment. (4) Only methods that already have a
 /// body are added (refusing a first compile would make every call throw InvalidProgramException).
 /// </para>
 /// </remarks>
 internal static unsafe class JitGuard
 {
     private const int TableBytes = 64 * 1024;
-    private const int Capacity = (TableBytes / 8) - 1;
+    private const int RefusalCounterOffset = TableBytes - 8;
+    private const int Capacity = (TableBytes / 8) - 2;
 
     private static nint table;
     private static nint stub;
@@ -111,6 +112,9 @@ internal static unsafe class JitGuard
         AssertInvariants();
     }
 
+    /// <summary>How many compiles the guard has refused so far (diagnostics and tests).</summary>
+    public static long RefusedCompiles => table == 0 ? 0 : Volatile.Read(ref *(long*)(table + RefusalCounterOffset));
+
     /// <summary>True if the method is in the refusal table.</summary>
     public static bool Contains(nint methodDesc) => Members.Contains(methodDesc);
 
@@ -172,6 +176,8 @@ internal static unsafe class JitGuard
         a.Label(ref miss);
         a.jmp(__qword_ptr[originalCell]);
         a.Label(ref hit);
+        a.mov(r10, (ulong)refusalTable);
+        a.@lock.inc(__qword_ptr[r10 + RefusalCounterOffset]);
         a.mov(eax, RuntimeLayout.CorJitBadCode);
         a.ret();
         a.Label(ref originalCell);

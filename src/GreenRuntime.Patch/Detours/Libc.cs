@@ -26,6 +26,18 @@ internal static class Libc
     [DllImport("libc", SetLastError = true, EntryPoint = "mmap")]
     public static extern nint MMap(nint address, nuint length, int protection, int flags, int fd, nint offset);
 
+    [DllImport("libc", SetLastError = true, EntryPoint = "open")]
+    public static extern int Open([MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags);
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "read")]
+    public static extern unsafe nint Read(int fd, byte* buffer, nint count);
+
+    [DllImport("libc", EntryPoint = "nanosleep")]
+    public static extern unsafe int NanoSleep(long* request, long* remaining);
+
+    [DllImport("libc", EntryPoint = "close")]
+    public static extern int Close(int fd);
+
     [DllImport("libc", SetLastError = true, EntryPoint = "munmap")]
     public static extern int MUnmap(nint address, nuint length);
 }

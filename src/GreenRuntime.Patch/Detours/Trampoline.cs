@@ -59,9 +59,24 @@ internal static class Trampoline
         return new Prologue(body, instructions, length);
     }
 
-    /// <summary>Assembles the trampoline in near memory and returns its address.</summary>
+    /// <summary>Trampolines by body: a body restored by Dispose has exactly its old bytes, so its trampoline is reused.</summary>
+    private static readonly Dictionary<nint, nint> TrampolinesByBody = new();
+
+    /// <summary>Near jump stubs by destination (a few per replacement at most).</summary>
+    private static readonly Dictionary<nint, List<nint>> StubsByTarget = new();
+
+    /// <summary>
+    /// Returns the trampoline for the body (assembling it in near memory the first time). Caller holds the
+    /// engine lock. Reuse matters: near memory is scarce and never freed, and a detour may be created and
+    /// disposed thousands of times.
+    /// </summary>
     public static nint Build(Prologue prologue)
     {
+        if (TrampolinesByBody.TryGetValue(prologue.Body, out nint existing))
+        {
+            return existing;
+        }
+
         var block = new List<Instruction>(prologue.Instructions)
         {
             Instruction.CreateBranch(Code.Jmp_rel32_64, (ulong)(prologue.Body + prologue.Length)),
@@ -82,6 +97,7 @@ internal static class Trampoline
         }
 
         CodeMemory.WriteCode(address, code);
+        TrampolinesByBody.Add(prologue.Body, address);
         return address;
     }
 
@@ -96,6 +112,20 @@ internal static class Trampoline
             return target;
         }
 
+        if (!StubsByTarget.TryGetValue(target, out List<nint>? stubs))
+        {
+            stubs = new List<nint>();
+            StubsByTarget.Add(target, stubs);
+        }
+
+        foreach (nint existing in stubs)
+        {
+            if (NearAllocator.InReach(from, existing))
+            {
+                return existing;
+            }
+        }
+
         nint stub = NearAllocator.Allocate(from, 14);
         Span<byte> code = stackalloc byte[14];
         code[0] = 0xFF;
@@ -103,6 +133,7 @@ internal static class Trampoline
         BitConverter.TryWriteBytes(code.Slice(2, 4), 0);
         BitConverter.TryWriteBytes(code.Slice(6, 8), (long)target);
         CodeMemory.WriteCode(stub, code);
+        stubs.Add(stub);
         return stub;
     }
 

@@ -54,12 +54,20 @@ internal sealed class Carrier
         return carrier;
     }
 
+    private ulong[]? _originalMask;
+
     private void PoolLoop()
     {
         t_current = this;
+        _originalMask = Affinity.Save();
         while (true)
         {
-            Parker.Park();
+            if (!Parker.Park(CarrierPool.IdleTimeoutNs))
+            {
+                if (_pool!.TryRetire(this))
+                    return; // the thread ends; the pool no longer knows this carrier
+                continue;   // rented while timing out: the job's permit is on its way
+            }
             var hub = Job;
             if (hub == null)
                 continue; // a stale permit; a pooled carrier only runs when given a job
@@ -70,11 +78,19 @@ internal sealed class Carrier
         }
     }
 
-    /// <summary>Pins the calling thread (which must be this carrier's) to one CPU.</summary>
+    /// <summary>Pins the calling thread (which must be this carrier's) to one CPU; a negative cpu undoes an earlier pin.</summary>
     public void PinTo(int cpu)
     {
-        if (PinnedCpu == cpu || cpu < 0 || !OperatingSystem.IsLinux()) return;
-        if (Affinity.TryPin(cpu)) PinnedCpu = cpu;
+        if (PinnedCpu == cpu || !OperatingSystem.IsLinux()) return;
+        if (cpu < 0)
+        {
+            Affinity.Restore(_originalMask);
+            PinnedCpu = -1;
+        }
+        else if (Affinity.TryPin(cpu))
+        {
+            PinnedCpu = cpu;
+        }
     }
 }
 
@@ -91,6 +107,25 @@ internal static unsafe class Affinity
         mask[cpu / 64] = 1UL << (cpu % 64);
         return SchedSetAffinity(0, 128, mask) == 0;
     }
+
+    /// <summary>The calling thread's CPU mask (Linux), to restore with <see cref="Restore"/>; null if unavailable.</summary>
+    public static ulong[]? Save()
+    {
+        if (!OperatingSystem.IsLinux()) return null;
+        var mask = new ulong[16];
+        fixed (ulong* p = mask)
+            return SchedGetAffinity(0, 128, p) >= 0 ? mask : null;
+    }
+
+    public static void Restore(ulong[]? mask)
+    {
+        if (mask == null) return;
+        fixed (ulong* p = mask)
+            SchedSetAffinity(0, 128, p);
+    }
+
+    [DllImport("libc", EntryPoint = "sched_getaffinity")]
+    private static extern int SchedGetAffinity(int pid, nint size, ulong* mask);
 
     [DllImport("libc", EntryPoint = "sched_setaffinity")]
     private static extern int SchedSetAffinity(int pid, nint size, ulong* mask);

@@ -30,6 +30,7 @@ public sealed partial class Hub
     {
         g.MarkStarted();
         g.State = GreenletState.Scheduled;
+        _spawnedCount++;
         if (!g.IsStackless) _aliveStackful++;
         g.NextAlive = _aliveHead;
         if (_aliveHead != null) _aliveHead.PrevAlive = g;
@@ -63,8 +64,11 @@ public sealed partial class Hub
                 g.PendingException = exception;
                 return;
             case GreenletState.Awaiting:
+                // Dead now: it no longer keeps LoopExit away, even if what it awaits never completes.
+                _awaitingStackless--;
                 g.PendingException = exception;
                 Finish(g, null, exception);
+                g.FailAsyncWaits(exception); // a primitive's Task it awaits faults, so its finally blocks run
                 return;
         }
     }
@@ -86,6 +90,8 @@ public sealed partial class Hub
             g.PrevAlive = g.NextAlive = null;
             _aliveCount--;
             if (!g.IsStackless) _aliveStackful--;
+            _finishedCount++;
+            if (g.Exception != null) _failedCount++;
         }
         if (g.Exception != null)
             Log.GreenletFailed(_logger, g.Exception, g.ToString(), g.Exception.GetType().Name);

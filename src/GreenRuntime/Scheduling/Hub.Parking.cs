@@ -30,6 +30,7 @@ public sealed partial class Hub
         g.State = GreenletState.Parked;
         g.WaitReason = reason;
         g.ParkedAt = _time.GetTimestamp();
+        _waitCounts[(int)reason]++;
         return new WakeToken(g, ++g.ParkSequence);
     }
 

@@ -92,6 +92,7 @@ public sealed partial class Hub
                     var target = g.Carrier!;
                     g.State = GreenletState.Running;
                     _current = g;
+                    NoteSwitch();
                     if (target == self)
                         return;
                     if (self.Owner != null)
@@ -138,7 +139,7 @@ public sealed partial class Hub
     {
         t_current = this;
         TakeBaton();
-        if (_cpu >= 0) self.PinTo(_cpu);
+        self.PinTo(_cpu); // pins for a pinned hub; undoes the pin a previous hub left otherwise
         Schedule(self);
         t_current = null;
     }
@@ -195,6 +196,7 @@ public sealed partial class Hub
         g.Carrier = self;
         g.State = GreenletState.Running;
         _current = g;
+        NoteSwitch();
         object? value = null;
         Exception? error = null;
         try
@@ -215,6 +217,7 @@ public sealed partial class Hub
     {
         g.State = GreenletState.Running;
         _current = g;
+        NoteSwitch();
         var saved = SynchronizationContext.Current;
         SynchronizationContext.SetSynchronizationContext(g.SyncContext);
         Task task;
@@ -244,10 +247,7 @@ public sealed partial class Hub
         var g = (Greenlet)state!;
         var hub = g.Hub;
         if (g.State == GreenletState.Dead)
-        {
-            hub._awaitingStackless--; // killed while awaiting: already finished, only the bookkeeping is left
-            return;
-        }
+            return; // killed while awaiting: already finished and uncounted by KillGreenlet
         hub._awaitingStackless--;
         hub.FinishStackless(g, g.StacklessTask!);
     };
@@ -265,6 +265,7 @@ public sealed partial class Hub
         SynchronizationContext.SetSynchronizationContext(g.SyncContext);
         if (g.State != GreenletState.Dead) g.State = GreenletState.Running;
         _current = g;
+        NoteSwitch();
         try
         {
             callback(state);
@@ -286,6 +287,7 @@ public sealed partial class Hub
         var saved = _current;
         _current = HubGreenlet;
         _callbackDepth++;
+        NoteBatonEpoch();
         try
         {
             callback(state);
@@ -298,6 +300,7 @@ public sealed partial class Hub
         {
             _callbackDepth--;
             _current = saved;
+            NoteBatonEpoch();
         }
     }
 
@@ -324,7 +327,9 @@ public sealed partial class Hub
         {
             if (RaiseLoopExit()) return;
         }
+        NoteIdle(true);
         _inboxSignal.Park(timeoutNs);
+        NoteIdle(false);
     }
 
     /// <summary>Nothing can ever wake anyone: fail the main greenlet's blocking call instead of hanging.</summary>
@@ -344,6 +349,7 @@ public sealed partial class Hub
     {
         AssertBatonFree();
         _batonHolder = Environment.CurrentManagedThreadId;
+        _batonHolderOsThread = Diagnostics.OsThread.CurrentId; // for the blocking monitor's stack capture
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

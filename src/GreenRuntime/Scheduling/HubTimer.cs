@@ -23,6 +23,9 @@ internal sealed class HubTimer
 
     public bool IsCancelled => _callback == null;
 
+    /// <summary>The state the callback will receive (read by run-info to tell what a parked greenlet waits for).</summary>
+    internal object? State => _state;
+
     /// <summary>Stops the timer from firing. Hub-only; idempotent; harmless after it fired.</summary>
     public void Cancel() => _callback = null;
 

@@ -50,7 +50,7 @@ internal sealed unsafe class Parker : IDisposable
         if (_fallback != null)
             return _fallback.WaitOne(timeoutNs < 0 ? Timeout.Infinite : (int)Math.Min(int.MaxValue, (timeoutNs + 999_999) / 1_000_000));
 
-        long deadline = timeoutNs < 0 ? long.MaxValue : Environment.TickCount64 * 1_000_000 + timeoutNs;
+        long deadline = timeoutNs < 0 ? long.MaxValue : NowNs() + timeoutNs;
         while (true)
         {
             if (Interlocked.CompareExchange(ref *_word, NoPermit, Permit) == Permit)
@@ -63,7 +63,7 @@ internal sealed unsafe class Parker : IDisposable
             }
             else
             {
-                long left = deadline - Environment.TickCount64 * 1_000_000;
+                long left = deadline - NowNs();
                 if (left <= 0)
                 {
                     // Withdraw the sleeping mark; a permit may have raced in, which we then take.
@@ -74,6 +74,9 @@ internal sealed unsafe class Parker : IDisposable
             }
         }
     }
+
+    // Environment.TickCount64 is coarse (milliseconds, and CLOCK_MONOTONIC_COARSE on Linux): timer wake-ups need the fine clock.
+    private static long NowNs() => (long)(System.Diagnostics.Stopwatch.GetTimestamp() * (1_000_000_000.0 / System.Diagnostics.Stopwatch.Frequency));
 
     /// <summary>Makes the permit available and wakes the owner if it sleeps. Safe from any thread.</summary>
     public void Unpark()

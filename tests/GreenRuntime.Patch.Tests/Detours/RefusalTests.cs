@@ -103,14 +103,47 @@ public class RefusalTests
             "hidden return buffer");
 
     [Test]
-    public void BodyTooSmall() =>
+    public void BodyTooSmall()
+    {
+        // Version.Major is `mov eax, [rdi+8]; ret` (4 bytes) once optimized: ReadyToRun, tier-1 or full-opt.
+        // (This test project is built without optimization, so a tiny method of its own would get a frame.)
+        // With ReadyToRun off, wait for tiering to replace its tier-0 body.
+        MethodInfo major = typeof(Version).GetProperty(nameof(Version.Major))!.GetMethod!;
+        var version = new Version(1, 2);
+        var deadline = DateTime.UtcNow.AddSeconds(15);
+        using var never = new ManualResetEvent(false);
+        while (!IsTiny(major))
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                Assert.Inconclusive("Version.Major never got an optimized (tiny) body in this configuration.");
+            }
 
-        // Version.Major is a ReadyToRun `mov eax, [rdi+8]; ret`: 4 bytes (this test project is built without
-        // optimization, so a tiny method of its own would still get a frame).
-        Refused<NotSupportedException>(
-            typeof(Version).GetProperty(nameof(Version.Major))!.GetMethod!,
-            Method(typeof(RefusalReplacements), nameof(RefusalReplacements.VersionMajor)),
-            "too small");
+            for (int i = 0; i < 1000; i++)
+            {
+                _ = version.Major;
+            }
+
+            never.WaitOne(20);
+        }
+
+        Refused<NotSupportedException>(major, Method(typeof(RefusalReplacements), nameof(RefusalReplacements.VersionMajor)), "too small");
+
+        static bool IsTiny(MethodInfo method)
+        {
+            RuntimeHelpers.PrepareMethod(method.MethodHandle);
+            nint body = CodeLocator.FindBody(method.MethodHandle.GetFunctionPointer()).Address;
+            try
+            {
+                _ = Trampoline.Analyze(body, "probe");
+                return false;
+            }
+            catch (NotSupportedException e) when (e.Message.Contains("too small"))
+            {
+                return true;
+            }
+        }
+    }
 
     [Test]
     public void AlreadyDetouredByUs()

@@ -139,4 +139,13 @@ public class StacklessTests : HubTest
         Green.JoinAll(gs);
         Assert.That(order, Is.EqualTo(new[] { 10, 20, 30 }));
     }
+
+    [Test]
+    public void AKilledStacklessGreenletNoLongerKeepsLoopExitAway()
+    {
+        var g = Green.Spawn(async () => await new TaskCompletionSource().Task);
+        Green.Sleep(0);
+        g.Kill();
+        Assert.Throws<LoopExitException>(() => Hub.Park(WaitReason.Event));
+    }
 }

@@ -50,3 +50,23 @@ public class StressTests : HubTest
         Hub = new Hub();
     }
 }
+
+public class CarrierPoolTests
+{
+    [Test]
+    public void IdleCarriersAboveTheMinimumRetireAfterTheTimeout()
+    {
+        // A pool of its own (odd stack size) so other tests' carriers do not interfere.
+        var pool = GreenRuntime.Scheduling.CarrierPool.For(256 * 1024 + 4096);
+        using (var hub = new Hub(new HubOptions { CarrierStackSize = 256 * 1024 + 4096 }))
+        {
+            var gs = Enumerable.Range(0, 40).Select(_ => Green.Spawn(() => Green.Sleep(20))).ToList();
+            Green.JoinAll(gs);
+        }
+        Assert.That(pool.Created, Is.GreaterThan(GreenRuntime.Scheduling.CarrierPool.MinIdle));
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (pool.Created > GreenRuntime.Scheduling.CarrierPool.MinIdle && DateTime.UtcNow < deadline) Thread.Sleep(100);
+        Assert.That(pool.Created, Is.EqualTo(GreenRuntime.Scheduling.CarrierPool.MinIdle));
+        Assert.That(pool.Idle, Is.EqualTo(pool.Created));
+    }
+}

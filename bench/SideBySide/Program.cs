@@ -1,0 +1,39 @@
+// Side-by-side benchmarks: GreenRuntime against gevent and Go on the same workloads, in the same run.
+//
+//   dotnet run -c Release --project bench/SideBySide            all workloads, best of 3, writes docs/BENCHMARKS.md
+//   dotnet run -c Release --project bench/SideBySide -- --rounds 1 --only switch
+//
+// Each system runs each workload in its own process (so memory figures are per process), alternating
+// GreenRuntime / gevent / Go for every round; the best round of each counts. gevent and Go come from the
+// anchor programs in ../shared/bench (installed with apt if missing; a column is skipped with a message
+// when they cannot be had).
+using GreenRuntime.SideBySide;
+
+if (args is ["worker", var workload, ..])
+{
+    Console.WriteLine(Workloads.RunWorker(workload, args.Skip(2).ToArray()));
+    return 0;
+}
+
+var rounds = 3;
+string? only = null;
+string? output = null;
+for (int i = 0; i < args.Length; i++)
+{
+    switch (args[i])
+    {
+        case "--rounds" when i + 1 < args.Length: rounds = int.Parse(args[++i]); break;
+        case "--only" when i + 1 < args.Length: only = args[++i]; break;
+        case "--output" when i + 1 < args.Length: output = args[++i]; break;
+        default:
+            Console.Error.WriteLine($"unknown argument '{args[i]}'. Usage: [--rounds N] [--only <workload name part>] [--output <markdown file>]");
+            return 2;
+    }
+}
+if (rounds < 1) { Console.Error.WriteLine("--rounds must be at least 1"); return 2; }
+
+var repo = Harness.FindRepositoryRoot();
+var anchors = Anchors.Locate(repo);
+var results = Harness.RunAll(anchors, rounds, only);
+Report.Write(results, output ?? Path.Combine(repo, "docs", "BENCHMARKS.md"), Path.Combine(repo, "docs", "charts"), rounds);
+return 0;

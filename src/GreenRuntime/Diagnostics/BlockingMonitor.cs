@@ -1,0 +1,243 @@
+// The blocking monitor: gevent's "what is blocking my loop?", one background thread per hub.
+//
+// Glossary: baton epoch, blocked episode — see Scheduling/Hub.Diagnostics.cs.
+//
+// Protocol (Run), every interval = MaxBlockingTime / 4 (between 5 ms and 250 ms):
+//   1. Sample the hub's baton epoch. A new epoch: start its clock at zero; if the previous epoch had been reported,
+//      log that it ended (event 12). The same epoch: add the time since the last sample, but at most
+//      max(interval, MaxBlockingTime / 2): a gap longer than that means this thread itself did not run (the process
+//      was frozen by a stack capture, a GC suspended all threads, the machine is overloaded), which is not the
+//      holder's fault.
+//   2. Same epoch, hub not idle, not reported yet, seen for at least MaxBlockingTime, and something else wants the
+//      baton (Hub.ReadOthersWaiting): a blocked episode. Count it, capture the holder thread's stack
+//      (ThreadStackCapture, unless disabled or rate-limited), log one warning (event 10 or 11) and raise
+//      Hub.Blocked. The episode is reported once however long it lasts.
+// Invariant: at most one report per epoch (the `reported` flag is cleared only when the epoch changes).
+// Cost: a sample is a few field reads and no allocation; the thread sleeps on a ManualResetEventSlim between
+// samples. Time is real time (Stopwatch), not HubOptions.TimeProvider: a blocked thread blocks in real time.
+// The first monitor with stack capture on warms the capture up once per process (ThreadStackCapture.WarmUpInBackground).
+// The monitor holds the hub only weakly and stops when the hub is disposed (or collected undisposed).
+
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+
+namespace GreenRuntime.Diagnostics;
+
+/// <summary>Watches one hub for greenlets that keep the baton too long. See the header comment.</summary>
+internal sealed class BlockingMonitor
+{
+    /// <summary>Minimum time between two stack captures in the process: each one pauses the process for ~0.5 s.
+    /// Tests lower it.</summary>
+    internal static TimeSpan MinCaptureInterval = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long createdump may take before it is killed.</summary>
+    internal static TimeSpan CaptureTimeout = TimeSpan.FromSeconds(10);
+
+    private static long s_lastCapture = long.MinValue / 2;
+
+    private readonly WeakReference<Hub> _hub;
+    private readonly string _hubName;
+    private readonly ILogger _logger;
+    private readonly long _maxTicks;
+    private readonly int _intervalMs;
+    private readonly long _intervalTicks;
+    private readonly bool _captureStacks;
+    private readonly ManualResetEventSlim _stop = new();
+
+    private BlockingMonitor(Hub hub, TimeSpan max)
+    {
+        _hub = new WeakReference<Hub>(hub);
+        _hubName = hub.ToString();
+        _logger = hub.Logger;
+        _maxTicks = (long)(max.TotalSeconds * Stopwatch.Frequency);
+        _intervalMs = (int)Math.Clamp(max.TotalMilliseconds / 4, 5, 250);
+        _intervalTicks = _intervalMs * Stopwatch.Frequency / 1000;
+        _captureStacks = hub.Options.CaptureBlockedStacks;
+    }
+
+    public static BlockingMonitor Start(Hub hub, TimeSpan max)
+    {
+        var monitor = new BlockingMonitor(hub, max);
+        if (monitor._captureStacks) ThreadStackCapture.WarmUpInBackground();
+        var thread = new Thread(monitor.Run, 256 * 1024) { IsBackground = true, Name = $"GreenRuntime monitor {hub}" };
+        thread.UnsafeStart();
+        return monitor;
+    }
+
+    /// <summary>Asks the thread to end. It does not wait: a capture in progress finishes on its own.</summary>
+    public void Stop() => _stop.Set();
+
+    private void Run()
+    {
+        long epoch = -1, held = 0, lastSample = Stopwatch.GetTimestamp(), reportedAt = 0, heldAtReport = 0, lastReportedEpoch = -1;
+        long maxStep = Math.Max(_intervalTicks, _maxTicks / 2);
+        bool reported = false, endUncertain = false;
+        string? reportedHolder = null;
+        while (!_stop.Wait(_intervalMs))
+        {
+            if (!_hub.TryGetTarget(out var hub) || hub.IsDisposed)
+                break;
+            try
+            {
+                long now = Stopwatch.GetTimestamp();
+                // Time this thread saw pass, at most maxStep per sample: when it did not run for longer (the process
+                // was frozen by a stack capture, a GC suspended every thread, the machine is overloaded), the holder
+                // is not blamed for that time.
+                long step = Math.Min(now - lastSample, maxStep);
+                lastSample = now;
+                long current = hub.ReadBatonEpoch();
+                if (current != epoch)
+                {
+                    if (reported)
+                    {
+                        // After a capture the monitor looks again only once it is done, so only a bound is known:
+                        // the episode ended between the report and now.
+                        if (endUncertain)
+                            Log.HubUnblocked(_logger, reportedHolder!, _hubName, "at most", TicksToMs(heldAtReport + now - reportedAt));
+                        else
+                            Log.HubUnblocked(_logger, reportedHolder!, _hubName, "about", TicksToMs(held + step));
+                    }
+                    epoch = current;
+                    held = 0;
+                    reported = false;
+                    continue;
+                }
+                held += step;
+                if (reported || hub.ReadIdle() || held < _maxTicks)
+                    continue;
+                var holder = hub.ReadBatonGreenlet();
+                if (!hub.ReadOthersWaiting(holder))
+                    continue;
+                reported = true;
+                reportedHolder = holder == hub.HubGreenlet ? "a hub callback" : holder.ToString();
+                AssertFirstReportOfEpoch(epoch, ref lastReportedEpoch);
+                reportedAt = now;
+                heldAtReport = held;
+                endUncertain = Report(hub, holder, epoch, held);
+            }
+            catch (Exception e)
+            {
+                // The monitor must never take the process down; a failure costs one report at most.
+                Log.MonitorFailed(_logger, e, _hubName);
+            }
+        }
+        _stop.Dispose();
+    }
+
+    /// <returns>Whether a stack capture was attempted (the monitor was then not sampling for a while).</returns>
+    private bool Report(Hub hub, Greenlet holder, long epoch, long heldTicks)
+    {
+        hub.NoteBlockedEpisode();
+        bool isCallback = holder == hub.HubGreenlet;
+        string holderName = isCallback ? "a hub callback" : holder.ToString();
+        int osThread = hub.ReadBatonHolderOsThread();
+
+        string? stack = null, reason = null;
+        bool certain = false;
+        var duration = TimeSpan.Zero;
+        if (!_captureStacks)
+        {
+            reason = "stack capture is off (HubOptions.CaptureBlockedStacks = false)";
+        }
+        else if (!TryClaimCaptureSlot(out var sinceLast))
+        {
+            reason = $"the last stack capture in this process was {sinceLast.TotalSeconds:F1} s ago; captures pause the process for about 0.5 s, so at most one is made per {MinCaptureInterval.TotalSeconds:F0} s";
+        }
+        else
+        {
+            var result = ThreadStackCapture.Capture(osThread, CaptureTimeout);
+            duration = result.Duration;
+            if (result.Frames is { } first && !HasNamedManagedFrame(first) && hub.ReadBatonEpoch() == epoch)
+            {
+                // The thread was stopped inside a runtime stub (e.g. a P/Invoke transition) and the walk ended there;
+                // it still blocks, so one more snapshot almost always lands in user code.
+                var retry = ThreadStackCapture.Capture(osThread, CaptureTimeout);
+                duration += retry.Duration;
+                if (retry.Frames is { } second && HasNamedManagedFrame(second)) result = retry;
+            }
+            if (result.Frames is { } stub && !HasNamedManagedFrame(stub))
+            {
+                reason = "the stack walk stopped in a runtime stub before reaching managed code (" + string.Join(" <- ", stub) + ")";
+            }
+            else if (result.Frames is { } frames)
+            {
+                certain = hub.ReadBatonEpoch() == epoch;
+                if (!certain && ShowsScheduler(frames))
+                    reason = "the greenlet released the baton before the snapshot was taken";
+                else
+                    stack = ThreadStackCapture.Format(frames);
+            }
+            else
+            {
+                reason = result.Failure;
+            }
+        }
+
+        var report = new HubBlockedReport
+        {
+            HubId = hub.Id,
+            Greenlet = isCallback ? null : holder,
+            Holder = holderName,
+            BlockedFor = TimeSpan.FromSeconds(heldTicks / (double)Stopwatch.Frequency),
+            OsThreadId = Math.Max(0, osThread),
+            StackTrace = stack,
+            StackUnavailableReason = reason,
+            StackCertain = certain,
+            CaptureDuration = duration,
+            DetectedAt = DateTimeOffset.UtcNow,
+        };
+        long ms = TicksToMs(heldTicks);
+        if (stack != null)
+        {
+            var note = certain ? "" : "; it released the baton while the capture finished";
+            Log.HubBlocked(_logger, holderName, _hubName, ms, note, stack);
+        }
+        else
+        {
+            Log.HubBlockedWithoutStack(_logger, holderName, _hubName, ms, reason!);
+        }
+        hub.RaiseBlocked(report);
+        return duration > TimeSpan.Zero;
+    }
+
+    /// <summary>A stack whose innermost managed frame is the scheduler's park belongs to a thread that had already
+    /// given the baton away: it says nothing about the episode.</summary>
+    private static bool ShowsScheduler(IReadOnlyList<string> frames)
+    {
+        foreach (var frame in frames)
+        {
+            if (frame.StartsWith('[')) continue;
+            return frame.StartsWith("GreenRuntime.Scheduling.Parker.", StringComparison.Ordinal)
+                   || frame.StartsWith("GreenRuntime.Hub.IdleWait", StringComparison.Ordinal)
+                   || frame.StartsWith("GreenRuntime.Scheduling.Carrier.PoolLoop", StringComparison.Ordinal);
+        }
+        return false;
+    }
+
+    [Conditional("DEBUG")]
+    private static void AssertFirstReportOfEpoch(long epoch, ref long lastReportedEpoch)
+    {
+        if (epoch == lastReportedEpoch)
+            throw new InvalidOperationException($"Invariant broken: the blocking monitor reported baton epoch {epoch} twice; an episode is reported once.");
+        lastReportedEpoch = epoch;
+    }
+
+    private static bool HasNamedManagedFrame(IReadOnlyList<string> frames)
+    {
+        foreach (var frame in frames)
+            if (!frame.StartsWith('[')) return true;
+        return false;
+    }
+
+    private static bool TryClaimCaptureSlot(out TimeSpan sinceLast)
+    {
+        long now = Stopwatch.GetTimestamp();
+        long last = Interlocked.Read(ref s_lastCapture);
+        sinceLast = TimeSpan.FromSeconds((now - last) / (double)Stopwatch.Frequency);
+        if (sinceLast < MinCaptureInterval)
+            return false;
+        return Interlocked.CompareExchange(ref s_lastCapture, now, last) == last;
+    }
+
+    private static long TicksToMs(long ticks) => ticks * 1000 / Stopwatch.Frequency;
+}

@@ -1,0 +1,23 @@
+namespace GreenRuntime;
+
+/// <summary>Statistics of the carrier-thread pool a hub draws from (shared by every hub with the same carrier stack size).</summary>
+public sealed class CarrierPoolInfo
+{
+    internal CarrierPoolInfo() { }
+
+    /// <summary>Stack size of the pool's threads, in bytes (<see cref="HubOptions.CarrierStackSize"/>).</summary>
+    public int StackSize { get; internal init; }
+
+    /// <summary>Carrier threads of the pool alive now, idle or busy (idle ones above a small minimum retire after 10 s).</summary>
+    public int Threads { get; internal init; }
+
+    /// <summary>Threads parked in the pool, ready for work.</summary>
+    public int Idle { get; internal init; }
+
+    /// <summary>Threads out of the pool: keeping a suspended greenlet's stack or running hub code, for any hub.</summary>
+    public int Busy => Math.Max(0, Threads - Idle);
+
+    /// <summary>Pooled carriers this hub holds now: each keeps a suspended greenlet's stack or runs the hub's code
+    /// (the hub's own thread is not counted). Bounded by <see cref="HubOptions.MaxCarriers"/>.</summary>
+    public int HeldByThisHub { get; internal init; }
+}

@@ -1,0 +1,161 @@
+// Groups and pools: GreenGroup tracks a set of greenlets (each leaves the set when it dies); GreenPool is a group
+// with a size, whose Spawn waits for a free slot. The slots are a FIFO-fair GreenSemaphore: a slot is taken before
+// the greenlet is created and given back by the greenlet's death link, so at most Size members are ever alive and
+// blocked spawners are served in arrival order. Map/IMap/IMapUnordered (GreenGroup.Mapping.cs) run a feeder greenlet
+// that spawns one member per input item (waiting for slots) and collect completions through a GreenQueue.
+
+using System.Collections;
+using System.Diagnostics;
+using GreenRuntime.Sync;
+
+namespace GreenRuntime;
+
+/// <summary>
+/// A set of greenlets that can be joined and killed together, like gevent's <c>Group</c>. A greenlet leaves the
+/// group when it dies. Hub-only.
+/// </summary>
+/// <example>
+/// <code>
+/// var group = new GreenGroup();
+/// foreach (var url in urls) group.Spawn(() => Fetch(url));
+/// group.Join();
+/// </code>
+/// </example>
+[DebuggerDisplay("{GetType().Name,nq} Count={Count}")]
+public partial class GreenGroup : IEnumerable<Greenlet>
+{
+    private readonly Dictionary<Greenlet, LinkedListNode<Greenlet>> _index = new();
+    private readonly LinkedList<Greenlet> _members = new();
+    private readonly Action<Greenlet> _onDead;
+
+    /// <summary>Creates an empty group.</summary>
+    public GreenGroup() => _onDead = g => Discard(g);
+
+    /// <summary>How many greenlets are in the group (alive, or dead with their removal still queued).</summary>
+    public int Count => _members.Count;
+
+    /// <summary>Whether <paramref name="greenlet"/> is in the group.</summary>
+    public bool Contains(Greenlet greenlet) => greenlet != null && _index.ContainsKey(greenlet);
+
+    /// <summary>Spawns a stackful greenlet in the group.</summary>
+    public Greenlet Spawn(Action body, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        return SpawnCore(() => new Greenlet(body, name));
+    }
+
+    /// <summary>Spawns a stackful greenlet with a result in the group.</summary>
+    public Greenlet<T> Spawn<T>(Func<T> body, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        return SpawnCore(() => new Greenlet<T>(body, name));
+    }
+
+    /// <summary>Spawns a stackless greenlet in the group.</summary>
+    public Greenlet Spawn(Func<Task> body, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        return SpawnCore(() => Greenlet.CreateStackless(body, name));
+    }
+
+    /// <summary>Spawns a stackless greenlet with a result in the group.</summary>
+    public Greenlet<T> Spawn<T>(Func<Task<T>> body, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        return SpawnCore(() => Greenlet<T>.CreateStackless(body, name));
+    }
+
+    private TGreenlet SpawnCore<TGreenlet>(Func<TGreenlet> create) where TGreenlet : Greenlet
+    {
+        ReserveSlot();
+        TGreenlet g;
+        try
+        {
+            g = create();
+        }
+        catch
+        {
+            ReturnSlot();
+            throw;
+        }
+        Track(g);
+        g.Start();
+        return g;
+    }
+
+    /// <summary>Waits for room for one more member (a pool's slot). The group has no limit.</summary>
+    private protected virtual void ReserveSlot() { }
+
+    /// <summary>Gives back what <see cref="ReserveSlot"/> took.</summary>
+    private protected virtual void ReturnSlot() { }
+
+    /// <summary>Adds a greenlet (started or not) to the group; it leaves when it dies. No-op if already a member.</summary>
+    public virtual void Add(Greenlet greenlet)
+    {
+        ArgumentNullException.ThrowIfNull(greenlet);
+        if (Contains(greenlet)) return;
+        ReserveSlot();
+        Track(greenlet);
+    }
+
+    private protected void Track(Greenlet greenlet)
+    {
+        Hub.Current.AssertOnHub();
+        _index[greenlet] = _members.AddLast(greenlet);
+        greenlet.AddLink(_onDead, LinkKind.All);
+    }
+
+    /// <summary>Removes a greenlet from the group without touching it. No-op if it is not a member.</summary>
+    public void Discard(Greenlet greenlet)
+    {
+        ArgumentNullException.ThrowIfNull(greenlet);
+        if (!_index.Remove(greenlet, out var node)) return;
+        _members.Remove(node);
+        greenlet.Unlink(_onDead);
+        ReturnSlot();
+    }
+
+    /// <summary>Waits until every member has died (including members added meanwhile).</summary>
+    /// <param name="timeout">How long to wait; null waits as long as it takes.</param>
+    /// <param name="raiseError">Rethrow the first failure of a member seen while joining.</param>
+    /// <returns>false if some member was still alive after <paramref name="timeout"/>.</returns>
+    public bool Join(TimeSpan? timeout = null, bool raiseError = false)
+    {
+        Blocking.ValidateTimeout(timeout);
+        var hub = Hub.Current;
+        var clock = hub.Options.TimeProvider;
+        long start = clock.GetTimestamp();
+        while (true)
+        {
+            var alive = _members.Where(g => !g.Dead).ToList();
+            if (alive.Count == 0) return true;
+            TimeSpan? left = null;
+            if (Blocking.IsFinite(timeout))
+            {
+                left = timeout!.Value - clock.GetElapsedTime(start);
+                if (left < TimeSpan.Zero) return false;
+            }
+            Green.JoinAll(alive, left, raiseError);
+        }
+    }
+
+    /// <summary>Kills every member (see <see cref="Greenlet.Kill"/>) and, when <paramref name="block"/>, waits up to <paramref name="timeout"/> for them to die.</summary>
+    public void Kill(Exception? exception = null, bool block = true, TimeSpan? timeout = null) =>
+        Green.KillAll(_members.ToList(), exception, block, timeout);
+
+    /// <summary>Kills one member.</summary>
+    /// <exception cref="ArgumentException">It is not a member.</exception>
+    public void KillOne(Greenlet greenlet, Exception? exception = null, bool block = true, TimeSpan? timeout = null)
+    {
+        if (!Contains(greenlet)) throw new ArgumentException($"{greenlet} is not in this group.", nameof(greenlet));
+        greenlet.Kill(exception, block, timeout);
+    }
+
+    /// <summary>The members, oldest first (a snapshot).</summary>
+    public IEnumerator<Greenlet> GetEnumerator() => _members.ToList().GetEnumerator();
+
+    IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+
+    /// <summary>Describes the group for logs.</summary>
+    public override string ToString() => $"<{GetType().Name} count={Count}>";
+}

@@ -1,0 +1,238 @@
+// Diagnostics hooks of the hub: the baton record the blocking monitor samples, the counters that metrics read,
+// and run-info.
+//
+// Glossary
+//   baton epoch   a number the baton holder bumps whenever what holds the baton changes: a greenlet switch, a hub
+//                 callback starting or ending, the hub going idle or waking up. An epoch that lasts longer than
+//                 MaxBlockingTime while the hub is not idle is a *blocked episode*: one greenlet (or callback)
+//                 kept the baton and everything else of the hub waited.
+//   monitor       one background thread per hub (Diagnostics/BlockingMonitor.cs) that samples the epoch.
+//
+// Design chosen: the scheduler only writes plain fields — two increments per switch, a bool when it idles, one
+// thread-static read when a thread takes the baton — and never reads a clock for diagnostics. Everything else
+// happens on other threads, which read those fields without locks and tolerate stale values: a sample that is a
+// few nanoseconds old only shifts a report by one sampling interval.
+//
+// Rejected designs
+//   * A timestamp per switch (Stopwatch.GetTimestamp, ~20 ns): a large share of a stackless switch, and the monitor
+//     measures an epoch's length well enough (to one sampling interval) by itself.
+//   * Counter.Add on every switch/spawn: even disabled instruments cost a call and a check on the hot path;
+//     Observable instruments read these fields only when a listener polls (about once a second).
+//   * A monitor that interrupts the blocked thread to read its stack: .NET on Linux has no way to run code on, or
+//     suspend, another managed thread from inside the process (see Diagnostics/ThreadStackCapture.cs).
+//
+// Where code may run: Note* run on the baton holder only; the Read* accessors are for any thread.
+
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using GreenRuntime.Diagnostics;
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime;
+
+public sealed partial class Hub
+{
+    internal static readonly int WaitReasonCount = Enum.GetValues<WaitReason>().Length;
+
+    // Written by the baton holder only (plain stores), read by the monitor and metrics threads.
+    private long _batonEpoch;
+    private long _switchCount;
+    private bool _idle;
+    private int _batonHolderOsThread;
+    private readonly long[] _waitCounts = new long[WaitReasonCount];
+    private long _spawnedCount, _finishedCount, _failedCount;
+
+    // Written by the monitor thread (Interlocked).
+    private long _blockedEpisodes;
+
+    private BlockingMonitor? _monitor;
+
+    /// <summary>
+    /// Raised when the blocking monitor finds that one greenlet (or a hub callback) has held the baton for longer
+    /// than <see cref="HubOptions.MaxBlockingTime"/>: once per episode, while the holder is still blocked.
+    /// </summary>
+    /// <remarks>
+    /// <para>Handlers run on the hub's monitor thread, not on the hub: they must be thread-safe and must not call
+    /// hub-only APIs. A handler that throws is logged and ignored. The same report is logged as a warning
+    /// (event id 10 or 11) through <see cref="HubOptions.LoggerFactory"/>.</para>
+    /// <para>Raised only when the monitor is on (<see cref="HubOptions.MaxBlockingTime"/> not null).</para>
+    /// </remarks>
+    public event EventHandler<HubBlockedReport>? Blocked;
+
+    // Invariant (the baton record): only the baton holder writes _batonEpoch, _switchCount and _idle, so plain
+    // increments cannot lose updates. Checked in DEBUG by AssertBatonHeld.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void NoteSwitch()
+    {
+        AssertBatonHeld();
+        _switchCount++;
+        _batonEpoch++;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void NoteBatonEpoch() => _batonEpoch++;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void NoteIdle(bool idle)
+    {
+        AssertBatonHeld();
+        _idle = idle;
+        _batonEpoch++;
+    }
+
+    private void StartDiagnostics()
+    {
+        GreenMetrics.Register(this);
+        if (Options.MaxBlockingTime is { } max)
+            _monitor = BlockingMonitor.Start(this, max);
+    }
+
+    private void StopDiagnostics()
+    {
+        _monitor?.Stop();
+        _monitor = null;
+        GreenMetrics.Unregister(this);
+    }
+
+    // ---- Read from any thread (monitor, metrics). Values may be a little stale. ----
+
+    internal long ReadBatonEpoch() => Volatile.Read(ref _batonEpoch);
+    internal bool ReadIdle() => Volatile.Read(ref _idle);
+    internal Greenlet ReadBatonGreenlet() => Volatile.Read(ref _current);
+    internal int ReadBatonHolderOsThread() => Volatile.Read(ref _batonHolderOsThread);
+    internal long ReadSwitches() => Volatile.Read(ref _switchCount);
+    internal long ReadSpawned() => Volatile.Read(ref _spawnedCount);
+    internal long ReadFinished() => Volatile.Read(ref _finishedCount);
+    internal long ReadFailed() => Volatile.Read(ref _failedCount);
+    internal long ReadWaits(WaitReason reason) => Volatile.Read(ref _waitCounts[(int)reason]);
+    internal long ReadBlockedEpisodes() => Volatile.Read(ref _blockedEpisodes);
+    internal int ReadAlive() => Volatile.Read(ref _aliveCount);
+    internal int ReadTimerCount() => _timers.Count;
+
+    /// <summary>
+    /// Whether anything but <paramref name="holder"/> wants the baton: another greenlet alive, a timer, a queued item
+    /// or an outstanding operation. A main greenlet that runs its own code while the hub has nothing else to do
+    /// blocks nobody (a plain program that merely created a hub, or a test between two cooperative calls).
+    /// </summary>
+    internal bool ReadOthersWaiting(Greenlet holder)
+    {
+        if (holder != MainGreenlet) return true; // a spawned greenlet or a callback runs: the main greenlet waits for the hub
+        return Volatile.Read(ref _aliveCount) > 0 || _timers.Count > 0 || _ready.Count > 0 || !_inbox.IsEmpty
+               || Volatile.Read(ref _pendingExternal) > 0;
+    }
+
+    internal void NoteBlockedEpisode() => Interlocked.Increment(ref _blockedEpisodes);
+
+    /// <summary>Raises <see cref="Blocked"/> on the calling (monitor) thread; handler failures are logged.</summary>
+    internal void RaiseBlocked(HubBlockedReport report)
+    {
+        var handlers = Blocked;
+        if (handlers == null) return;
+        foreach (EventHandler<HubBlockedReport> handler in handlers.GetInvocationList())
+        {
+            try
+            {
+                handler(this, report);
+            }
+            catch (Exception e)
+            {
+                Log.BlockedHandlerFailed(_logger, e, ToString());
+            }
+        }
+    }
+
+    // ---- Run info (hub-only) ----
+
+    /// <summary>
+    /// A snapshot of every live greenlet of this hub (the main greenlet first, then spawned ones, oldest first),
+    /// with its state and what it waits for, plus scheduler and carrier-pool statistics.
+    /// </summary>
+    /// <remarks>From the hub (its thread or a greenlet) the snapshot is taken at once. From another thread it is
+    /// taken on the hub through <see cref="Post"/>, so it waits until the hub next runs its scheduler, at most
+    /// 5 seconds.</remarks>
+    /// <exception cref="TimeoutException">Called from another thread and the hub did not get to it within 5 seconds
+    /// (it is blocked, or its main thread is not in a cooperative call).</exception>
+    public HubRunInfo GetRunInfo()
+    {
+        if (IsOnHubThread) return BuildRunInfo();
+        HubRunInfo? info = null;
+        using var done = new ManualResetEventSlim();
+        Post(() =>
+        {
+            info = BuildRunInfo();
+            done.Set();
+        });
+        if (!done.Wait(TimeSpan.FromSeconds(5)))
+            throw new TimeoutException($"{this} did not run the run-info request within 5 seconds: it is blocked (see Hub.Blocked) or its main thread is not in a cooperative call. Call GetRunInfo from the hub's thread or a greenlet instead.");
+        return info!;
+    }
+
+    /// <summary>
+    /// <see cref="GetRunInfo"/> as readable text: one line per greenlet (id, name, kind, state, wait, parent, time since
+    /// its last switch, and the spawn stack when <see cref="HubOptions.TrackSpawnStacks"/> is on), then the carriers.
+    /// </summary>
+    public string FormatRunInfo() => RunInfoFormatter.Format(GetRunInfo());
+
+    private HubRunInfo BuildRunInfo()
+    {
+        AssertOnHub();
+        long now = _time.GetTimestamp();
+        // What each parked greenlet's timer will do: a wake at a deadline (sleep, or a timeout of another wait).
+        var deadlines = new Dictionary<Greenlet, long>();
+        foreach (var timer in _timers.Live())
+        {
+            if (timer.State is TimerWake { Token: var token } && token.IsCurrent)
+            {
+                if (!deadlines.TryGetValue(token.Greenlet, out var d) || timer.Deadline < d)
+                    deadlines[token.Greenlet] = timer.Deadline;
+            }
+        }
+        var list = new List<GreenletRunInfo>(_aliveCount + 1) { Describe(MainGreenlet, now, deadlines) };
+        foreach (var g in AliveGreenlets())
+            list.Add(Describe(g, now, deadlines));
+        return new HubRunInfo
+        {
+            HubId = Id,
+            Hub = ToString(),
+            Taken = _time.GetUtcNow(),
+            Current = _current == HubGreenlet ? "hub callback" : _current.ToString(),
+            Greenlets = list,
+            ReadyCount = _ready.Count,
+            TimerCount = _timers.Count,
+            Switches = _switchCount,
+            BlockedEpisodes = ReadBlockedEpisodes(),
+            MonitorOn = _monitor != null,
+            Carriers = new CarrierPoolInfo
+            {
+                StackSize = _pool.StackSize,
+                Threads = _pool.Created,
+                Idle = _pool.Idle,
+                HeldByThisHub = _carriersInUse,
+            },
+        };
+    }
+
+    private GreenletRunInfo Describe(Greenlet g, long now, Dictionary<Greenlet, long> deadlines)
+    {
+        TimeSpan? wakesIn = deadlines.TryGetValue(g, out var deadline) ? Elapsed(now, deadline) : null;
+        TimeSpan? since = g.State is GreenletState.Parked or GreenletState.Ready && g.ParkedAt != 0 ? Elapsed(g.ParkedAt, now) : null;
+        return new GreenletRunInfo
+        {
+            Id = g.Id,
+            Name = g.Name,
+            IsStackless = g.IsStackless,
+            IsMain = g == MainGreenlet,
+            IsCurrent = g == _current,
+            State = g.State,
+            WaitReason = g.WaitReason,
+            WakesIn = wakesIn,
+            SinceLastSwitch = since,
+            ParentId = g.Parent?.Id,
+            ParentName = g.Parent?.Name,
+            SpawnStack = g.SpawnStack,
+        };
+    }
+
+    private TimeSpan Elapsed(long from, long to) =>
+        TimeSpan.FromSeconds(Math.Max(0, to - from) / (double)_time.TimestampFrequency);
+}

@@ -1,0 +1,426 @@
+// Queues: GreenQueue<T> (FIFO) and its storage variants GreenPriorityQueue<T>, LifoQueue<T>, JoinableQueue<T>.
+//
+// Glossary: store = the items held by the queue; getter/putter = a waiter blocked in Get/Put; hand-off = a Put
+// that gives its item straight to a waiting getter without storing it.
+//
+// Invariants (checked by AssertInvariants in DEBUG after every state change):
+//   Q1. A live getter waits only while the store is empty (an item never sits in the store while a getter waits).
+//   Q2. A live putter waits only while the store is full (a slot is never free while a putter waits).
+// Both follow from the protocol: Put hands its item to the first live getter before storing; Get refills the
+// store from the first live putters (taking their items and waking them) as soon as it frees a slot. Waiters are
+// served in FIFO order, and an expired waiter is never served (Waiter.cs), so it never swallows an item.
+
+using System.Collections;
+using System.Diagnostics;
+using GreenRuntime.Sync;
+
+namespace GreenRuntime;
+
+/// <summary>
+/// A FIFO queue for greenlets, like gevent's <c>Queue</c>: <see cref="Get"/> blocks while it is empty, and
+/// <see cref="Put"/> blocks while a bounded queue is full.
+/// </summary>
+/// <remarks>
+/// <para>Blocked getters and putters are served first come, first served. A getter whose timeout expired never
+/// takes an item; an item handed to a getter that is killed before it resumes goes back to the head of the queue.
+/// A putter blocked on a full queue has its item moved into the queue by the <see cref="Get"/> that frees the slot,
+/// so its item is in the queue even if the putter is killed before it resumes.</para>
+/// <para>Non-blocking forms: <see cref="TryPut"/>/<see cref="TryGet"/> return false; <see cref="Put"/>/<see cref="Get"/>
+/// with a zero timeout throw <see cref="QueueFullException"/>/<see cref="QueueEmptyException"/> (gevent's
+/// <c>put_nowait</c>/<c>get_nowait</c>).</para>
+/// <para>Thread safety: every method may be called from a foreign thread. <see cref="Put"/> on an unbounded queue
+/// is posted to the hub and returns at once; the other calls are applied on the hub while the calling thread waits
+/// (cooperatively if it is another hub's thread). <see cref="Count"/> read from a foreign thread is a recent value.</para>
+/// <para>Enumerating the queue takes items (blocking) until it is <see cref="Close">closed</see> and empty.</para>
+/// </remarks>
+/// <typeparam name="T">The item type.</typeparam>
+/// <example>
+/// <code>
+/// var q = new GreenQueue&lt;int&gt;(maxSize: 2);
+/// var consumer = Green.Spawn(() => { foreach (var x in q) Console.WriteLine(x); });
+/// for (int i = 0; i &lt; 5; i++) q.Put(i);   // blocks whenever two items wait
+/// q.Close();
+/// consumer.Join();
+/// </code>
+/// </example>
+[DebuggerDisplay("{GetType().Name,nq} Count={Count} MaxSize={MaxSize} Getters={_getters.Count} Putters={_putters.Count} Closed={_closed}")]
+public class GreenQueue<T> : IEnumerable<T>
+{
+    private readonly WaiterList<T> _getters = new();
+    private readonly WaiterList<T> _putters = new();
+    private readonly WaiterList<bool> _peekers = new();
+    private readonly ItemDeque<T>? _fifo;
+    private Hub? _hub;
+    private volatile bool _closed;
+    private volatile int _count;
+
+    /// <summary>Creates an empty queue.</summary>
+    /// <param name="maxSize">The most items it holds before <see cref="Put"/> blocks; null for unbounded. Use <see cref="GreenChannel{T}"/> for a zero-capacity rendezvous.</param>
+    public GreenQueue(int? maxSize = null) : this(maxSize, fifo: true) { }
+
+    private protected GreenQueue(int? maxSize, bool fifo)
+    {
+        if (maxSize is < 1)
+            throw new ArgumentOutOfRangeException(nameof(maxSize), maxSize, "maxSize must be at least 1, or null for an unbounded queue. For a zero-capacity rendezvous use GreenChannel<T>.");
+        MaxSize = maxSize;
+        if (fifo) _fifo = new ItemDeque<T>();
+        _hub = Hub.CurrentOrNull;
+    }
+
+    /// <summary>The capacity, or null when unbounded.</summary>
+    public int? MaxSize { get; }
+
+    /// <summary>How many items the queue holds.</summary>
+    public int Count => _count;
+
+    /// <summary>Whether the queue holds no item.</summary>
+    public bool IsEmpty => _count == 0;
+
+    /// <summary>Whether a bounded queue holds <see cref="MaxSize"/> items (an unbounded queue is never full).</summary>
+    public bool IsFull => MaxSize is { } max && _count >= max;
+
+    /// <summary>Whether <see cref="Close"/> has been called.</summary>
+    public bool IsClosed => _closed;
+
+    // ---- storage: FIFO here; the subclasses override all five --------------------------------------------------
+
+    private protected virtual int StoredCount => _fifo!.Count;
+    private protected virtual void StoreItem(T item) => _fifo!.PushBack(item);
+    private protected virtual T TakeItem() => _fifo!.PopFront();
+    private protected virtual T PeekItem() => _fifo!.PeekFront();
+    /// <summary>Returns an item that a killed getter never saw, so it is the next one taken.</summary>
+    private protected virtual void ReturnItem(T item) => _fifo!.PushFront(item);
+    private protected virtual IEnumerable<T> Snapshot() => _fifo!.Snapshot();
+
+    /// <summary>Called on the hub each time an item enters the queue (stored or handed to a getter).</summary>
+    private protected virtual void OnItemAdded() { }
+
+    // ---- put ---------------------------------------------------------------------------------------------------
+
+    /// <summary>Adds <paramref name="item"/> without blocking.</summary>
+    /// <returns>false if the queue is full.</returns>
+    /// <exception cref="InvalidOperationException">The queue is closed.</exception>
+    public bool TryPut(T item)
+    {
+        var hub = Blocking.Bind(ref _hub, this);
+        if (!hub.IsOnHubThread)
+        {
+            if (MaxSize == null)
+            {
+                Put(item);
+                return true;
+            }
+            return Blocking.Ask(hub, () => TryPutCore(item));
+        }
+        return TryPutCore(item);
+    }
+
+    /// <summary>Adds <paramref name="item"/>, waiting while the queue is full.</summary>
+    /// <param name="item">The item.</param>
+    /// <param name="timeout">How long to wait for a free slot; null waits as long as it takes; zero does not wait.</param>
+    /// <exception cref="QueueFullException">Still full after <paramref name="timeout"/>.</exception>
+    /// <exception cref="InvalidOperationException">The queue is closed (also when it is closed while waiting).</exception>
+    /// <exception cref="LoopExitException">Called from the main greenlet on a full queue that nothing else can drain.</exception>
+    public void Put(T item, TimeSpan? timeout = null)
+    {
+        Blocking.ValidateTimeout(timeout);
+        var hub = Blocking.Bind(ref _hub, this);
+        if (!hub.IsOnHubThread)
+        {
+            if (MaxSize == null)
+            {
+                ThrowIfClosed();
+                hub.Post(() => PutPosted(item));
+                return;
+            }
+            Blocking.BlockOn(PutAsync(item, timeout));
+            return;
+        }
+        if (TryPutCore(item)) return;
+        if (timeout == TimeSpan.Zero) throw Full(timeout);
+        if (Blocking.Park(hub, _putters, WaitReason.Queue, timeout, item) == null) throw Full(timeout);
+    }
+
+    /// <summary>Adds <paramref name="item"/> without blocking a thread: the task completes once the item is in the queue.</summary>
+    /// <exception cref="QueueFullException">The task faults with it when the queue is still full after <paramref name="timeout"/>.</exception>
+    public Task PutAsync(T item, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
+    {
+        Blocking.ValidateTimeout(timeout);
+        if (cancellationToken.IsCancellationRequested) return Task.FromCanceled(cancellationToken);
+        var hub = Blocking.Bind(ref _hub, this);
+        var owner = Blocking.TaskOwner(hub);
+        if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException(pending);
+        if (hub.IsOnHubThread && !_closed && TryPutCore(item)) return Task.CompletedTask;
+        var w = Waiter<T>.ForTask(hub, owner, item);
+        Blocking.OnHub(hub, () =>
+        {
+            try
+            {
+                if (TryPutCore(item)) w.TryServe();
+                else if (timeout == TimeSpan.Zero) w.Fail(Full(timeout));
+                else w.ArmTask(_putters, timeout, cancellationToken, () => Full(timeout));
+            }
+            catch (Exception e)
+            {
+                w.Fail(e);
+            }
+        });
+        return w.Task;
+    }
+
+    private void PutPosted(T item)
+    {
+        if (!TryPutCore(item))
+            throw new InvalidOperationException($"Internal error: an unbounded {this} refused an item.");
+    }
+
+    private bool TryPutCore(T item)
+    {
+        ThrowIfClosed();
+        if (StoredCount == 0 && _getters.ServeFirst(item) != null)
+        {
+            OnItemAdded();
+            AssertInvariants();
+            return true;
+        }
+        if (MaxSize is { } max && StoredCount >= max) return false;
+        StoreItem(item);
+        _count = StoredCount;
+        OnItemAdded();
+        _peekers.ServeAll(true);
+        AssertInvariants();
+        return true;
+    }
+
+    // ---- get ---------------------------------------------------------------------------------------------------
+
+    /// <summary>Takes the next item without blocking.</summary>
+    /// <returns>false if the queue is empty.</returns>
+    public bool TryGet(out T item)
+    {
+        var hub = Blocking.Bind(ref _hub, this);
+        if (!hub.IsOnHubThread)
+        {
+            var (ok, value) = Blocking.Ask(hub, () => TryGetCore(out var v) ? (true, v) : (false, default(T)!));
+            item = value;
+            return ok;
+        }
+        return TryGetCore(out item);
+    }
+
+    /// <summary>Takes the next item, waiting while the queue is empty.</summary>
+    /// <param name="timeout">How long to wait for an item; null waits as long as it takes; zero does not wait.</param>
+    /// <exception cref="QueueEmptyException">Still empty after <paramref name="timeout"/>, or closed and empty.</exception>
+    /// <exception cref="LoopExitException">Called from the main greenlet on an empty queue that nothing else can fill.</exception>
+    public T Get(TimeSpan? timeout = null)
+    {
+        if (!TakeOrClosed(timeout, out var item)) throw ClosedAndEmpty();
+        return item;
+    }
+
+    /// <summary>Blocking take; false only when the queue is closed and empty. Throws QueueEmpty on timeout.</summary>
+    private bool TakeOrClosed(TimeSpan? timeout, out T item)
+    {
+        Blocking.ValidateTimeout(timeout);
+        var hub = Blocking.Bind(ref _hub, this);
+        if (!hub.IsOnHubThread)
+        {
+            var t = GetAsync(timeout);
+            try
+            {
+                item = Blocking.BlockOn(t);
+                return true;
+            }
+            catch (QueueEmptyException e) when (e.IsClosed)
+            {
+                item = default!;
+                return false;
+            }
+        }
+        if (TryGetCore(out item)) return true;
+        if (_closed) return false;
+        if (timeout == TimeSpan.Zero) throw Empty(timeout);
+        Waiter<T>? w;
+        try
+        {
+            w = Blocking.Park(hub, _getters, WaitReason.Queue, timeout, default!, GiveBack);
+        }
+        catch (QueueEmptyException e) when (e.IsClosed)
+        {
+            item = default!;
+            return false; // woken by Close
+        }
+        if (w == null) throw Empty(timeout);
+        item = w.Item;
+        return true;
+    }
+
+    /// <summary>Takes the next item without blocking a thread.</summary>
+    /// <exception cref="QueueEmptyException">The task faults with it when the queue is still empty after <paramref name="timeout"/>, or closed and empty.</exception>
+    public Task<T> GetAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default)
+    {
+        Blocking.ValidateTimeout(timeout);
+        if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<T>(cancellationToken);
+        var hub = Blocking.Bind(ref _hub, this);
+        var owner = Blocking.TaskOwner(hub);
+        if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException<T>(pending);
+        if (hub.IsOnHubThread && TryGetCore(out var ready)) return Task.FromResult(ready);
+        var w = Waiter<T>.ForTask(hub, owner);
+        Blocking.OnHub(hub, () =>
+        {
+            if (TryGetCore(out var item)) w.TryServe(item);
+            else if (_closed) w.Fail(ClosedAndEmpty());
+            else if (timeout == TimeSpan.Zero) w.Fail(Empty(timeout));
+            else w.ArmTask(_getters, timeout, cancellationToken, () => Empty(timeout));
+        });
+        return w.Task;
+    }
+
+    private bool TryGetCore(out T item)
+    {
+        if (StoredCount == 0)
+        {
+            item = default!;
+            return false;
+        }
+        item = TakeItem();
+        // Q2: a slot is free, so the first live putters move their items in (and are woken).
+        while ((MaxSize == null || StoredCount < MaxSize) && _putters.ServeFirstWithOwnItem() is { } putter)
+        {
+            StoreItem(putter.Item);
+            OnItemAdded();
+        }
+        _count = StoredCount;
+        AssertInvariants();
+        return true;
+    }
+
+    /// <summary>A getter was handed an item but resumed with an exception (killed): the item goes back to the head.</summary>
+    private void GiveBack(Waiter<T> w)
+    {
+        var item = w.Item;
+        if (_getters.ServeFirst(item) != null) return;
+        ReturnItem(item);
+        _count = StoredCount;
+        _peekers.ServeAll(true);
+        AssertInvariants();
+    }
+
+    // ---- peek --------------------------------------------------------------------------------------------------
+
+    /// <summary>Returns the next item without removing it or blocking.</summary>
+    /// <returns>false if the queue is empty.</returns>
+    public bool TryPeek(out T item)
+    {
+        var hub = Blocking.Bind(ref _hub, this);
+        if (!hub.IsOnHubThread)
+        {
+            var (ok, value) = Blocking.Ask(hub, () => StoredCount > 0 ? (true, PeekItem()) : (false, default(T)!));
+            item = value;
+            return ok;
+        }
+        if (StoredCount > 0)
+        {
+            item = PeekItem();
+            return true;
+        }
+        item = default!;
+        return false;
+    }
+
+    /// <summary>Returns the next item without removing it, waiting while the queue is empty.</summary>
+    /// <remarks>An item handed directly to a waiting <see cref="Get"/> never sits in the queue, so a peeker does not see it.</remarks>
+    /// <exception cref="QueueEmptyException">Still empty after <paramref name="timeout"/>, or closed and empty.</exception>
+    public T Peek(TimeSpan? timeout = null)
+    {
+        Blocking.ValidateTimeout(timeout);
+        var hub = Blocking.Bind(ref _hub, this);
+        if (!hub.IsOnHubThread)
+        {
+            // A foreign thread polls through the hub: peeking is rare, and this keeps the hub-side state simple.
+            var clock = hub.Options.TimeProvider;
+            long began = clock.GetTimestamp();
+            while (true)
+            {
+                if (TryPeek(out var seen)) return seen;
+                if (_closed) throw ClosedAndEmpty();
+                if (Blocking.IsFinite(timeout) && clock.GetElapsedTime(began) >= timeout!.Value) throw Empty(timeout);
+                Thread.Sleep(1);
+            }
+        }
+        var time = hub.Options.TimeProvider;
+        long start = time.GetTimestamp();
+        while (true)
+        {
+            if (StoredCount > 0) return PeekItem();
+            if (_closed) throw ClosedAndEmpty();
+            TimeSpan? left = timeout;
+            if (Blocking.IsFinite(timeout))
+            {
+                left = timeout!.Value - time.GetElapsedTime(start);
+                if (left <= TimeSpan.Zero) throw Empty(timeout);
+            }
+            if (Blocking.Park(hub, _peekers, WaitReason.Queue, left) == null) throw Empty(timeout);
+        }
+    }
+
+    // ---- close -------------------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Marks the queue complete: later puts throw <see cref="InvalidOperationException"/>, blocked putters fail
+    /// with it, and once the items left are taken, getters (and enumerators) see the end. Idempotent; safe from any thread.
+    /// </summary>
+    public void Close()
+    {
+        var hub = Blocking.Bind(ref _hub, this);
+        if (!hub.IsOnHubThread)
+        {
+            _closed = true;
+            hub.Post(Close);
+            return;
+        }
+        _closed = true;
+        _putters.FailAll(() => new InvalidOperationException($"{this} was closed while the put waited; its item was not added."));
+        // Q1: getters wait only while the store is empty, so each of them sees the end now.
+        _getters.FailAll(ClosedAndEmpty);
+        _peekers.FailAll(ClosedAndEmpty);
+    }
+
+    private void ThrowIfClosed()
+    {
+        if (_closed) throw new InvalidOperationException($"{this} is closed; no item can be added. Create a new queue, or do not close it while producers still put.");
+    }
+
+    // ---- enumeration -------------------------------------------------------------------------------------------
+
+    /// <summary>Takes items (blocking while empty) until the queue is closed and empty.</summary>
+    public IEnumerator<T> GetEnumerator()
+    {
+        while (TakeOrClosed(null, out var item)) yield return item;
+    }
+
+    IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+
+    /// <summary>A copy of the items, in the order they would be taken. Hub-only.</summary>
+    public IReadOnlyList<T> ToList()
+    {
+        Blocking.Bind(ref _hub, this).AssertOnHub();
+        return Snapshot().ToList();
+    }
+
+    /// <summary>Describes the queue for logs.</summary>
+    public override string ToString() => $"<{GetType().Name.Split('`')[0]} count={Count}{(MaxSize is { } m ? "/" + m : "")}{(_closed ? " closed" : "")}>";
+
+    private QueueFullException Full(TimeSpan? timeout) => new($"{this} stayed full for {timeout}.");
+    private QueueEmptyException Empty(TimeSpan? timeout) => new($"{this} stayed empty for {timeout}.");
+    private QueueEmptyException ClosedAndEmpty() => new($"{this} is closed and empty.") { IsClosed = true };
+
+    [Conditional("DEBUG")]
+    private void AssertInvariants()
+    {
+        if (StoredCount > 0 && _getters.HasLive)
+            throw new InvalidOperationException($"Invariant Q1 broken: {this} stores {StoredCount} item(s) while a getter waits.");
+        if (_putters.HasLive && MaxSize is { } max && StoredCount < max)
+            throw new InvalidOperationException($"Invariant Q2 broken: {this} has a free slot while a putter waits.");
+    }
+}

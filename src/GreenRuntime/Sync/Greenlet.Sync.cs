@@ -1,0 +1,36 @@
+using GreenRuntime.Sync;
+
+namespace GreenRuntime;
+
+// What the primitives keep per greenlet: its pending Task-form waits (so a kill or a GreenTimeout can end them
+// while a stackless greenlet awaits), its GreenletLocal values, and its face as a waitable for Green.IWait.
+public partial class Greenlet : IGreenWaitable, IWaitSource
+{
+    private List<IAsyncWait>? _asyncWaits;
+
+    /// <summary>GreenletLocal values of this greenlet, keyed by the GreenletLocal instance. Hub-only.</summary>
+    internal Dictionary<object, object?>? Locals;
+
+    internal void TrackAsyncWait(IAsyncWait wait) => (_asyncWaits ??= new()).Add(wait);
+
+    internal void UntrackAsyncWait(IAsyncWait wait) => _asyncWaits?.Remove(wait);
+
+    /// <summary>Fails every pending Task-form wait of this greenlet with <paramref name="error"/>; returns how many.</summary>
+    internal int FailAsyncWaits(Exception error)
+    {
+        if (_asyncWaits is not { Count: > 0 } waits) return 0;
+        var all = waits.ToArray();
+        waits.Clear();
+        foreach (var w in all) w.Fail(error);
+        return all.Length;
+    }
+
+    bool IWaitSource.IsReadyNow => Dead;
+
+    IDisposable IWaitSource.Subscribe(Action<object> onReady)
+    {
+        Action<Greenlet> link = g => onReady(g);
+        AddLink(link, LinkKind.All);
+        return new Unsubscriber(() => Unlink(link));
+    }
+}

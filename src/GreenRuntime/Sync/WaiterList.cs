@@ -1,0 +1,102 @@
+using System.Diagnostics;
+
+namespace GreenRuntime.Sync;
+
+/// <summary>
+/// The FIFO of waiters of one primitive: an intrusive doubly linked list, so a waiter whose wait ended
+/// (timeout, kill, cancellation) unlinks itself in O(1). Hub-only.
+/// </summary>
+/// <remarks>The list may hold stale waiters (see Waiter.cs); <see cref="ServeFirst"/> and <see cref="HasLive"/>
+/// drop them from the head as they meet them, so they are never served and never counted as waiting.</remarks>
+[DebuggerDisplay("Count = {Count}")]
+internal sealed class WaiterList<T>
+{
+    private Waiter<T>? _head, _tail;
+
+    /// <summary>Linked waiters, stale ones included.</summary>
+    internal int Count { get; private set; }
+
+    internal void AddLast(Waiter<T> w)
+    {
+        Debug.Assert(w.List == null, "A waiter is linked in at most one list.");
+        w.List = this;
+        w.Prev = _tail;
+        w.Next = null;
+        if (_tail != null) _tail.Next = w;
+        else _head = w;
+        _tail = w;
+        Count++;
+    }
+
+    /// <summary>Unlinks <paramref name="w"/> if it is in this list; idempotent.</summary>
+    internal void Remove(Waiter<T> w)
+    {
+        if (w.List != this) return;
+        if (w.Prev != null) w.Prev.Next = w.Next;
+        else _head = w.Next;
+        if (w.Next != null) w.Next.Prev = w.Prev;
+        else _tail = w.Prev;
+        w.Prev = w.Next = null;
+        w.List = null;
+        Count--;
+    }
+
+    /// <summary>The first live waiter (stale ones at the head are dropped), or null.</summary>
+    internal Waiter<T>? FirstLive()
+    {
+        while (_head != null)
+        {
+            if (_head.IsLive) return _head;
+            var stale = _head;
+            Remove(stale);
+            if (stale.Kind == WaiterKind.Task) stale.Fail(new GreenletExit()); // owner died: let its continuation unwind
+        }
+        return null;
+    }
+
+    /// <summary>Whether some waiter can still be served.</summary>
+    internal bool HasLive => FirstLive() != null;
+
+    /// <summary>Unlinks and serves the first live waiter with <paramref name="item"/>; returns it, or null if none was live.</summary>
+    internal Waiter<T>? ServeFirst(T item)
+    {
+        while (FirstLive() is { } w)
+        {
+            Remove(w);
+            w.AssertServable();
+            if (w.TryServe(item)) return w;
+        }
+        return null;
+    }
+
+    /// <summary>Unlinks and serves the first live waiter with the item it carries (a putter); returns it, or null.</summary>
+    internal Waiter<T>? ServeFirstWithOwnItem()
+    {
+        while (FirstLive() is { } w)
+        {
+            Remove(w);
+            w.AssertServable();
+            if (w.TryServe()) return w;
+        }
+        return null;
+    }
+
+    /// <summary>Unlinks every waiter and serves the live ones with <paramref name="item"/>, in FIFO order.</summary>
+    internal int ServeAll(T item)
+    {
+        int served = 0;
+        while (ServeFirst(item) != null) served++;
+        return served;
+    }
+
+    /// <summary>Unlinks every waiter, failing each live one with an exception from <paramref name="error"/>.</summary>
+    internal void FailAll(Func<Exception> error)
+    {
+        while (FirstLive() is { } w)
+        {
+            Remove(w);
+            if (w.Kind == WaiterKind.Park) w.Hub.TryWake(w.ParkToken, null, error());
+            else w.Fail(error());
+        }
+    }
+}

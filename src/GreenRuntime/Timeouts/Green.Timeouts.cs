@@ -1,0 +1,65 @@
+namespace GreenRuntime;
+
+public static partial class Green
+{
+    /// <summary>
+    /// Runs <paramref name="body"/> under a <see cref="GreenTimeout"/> and returns its result, or
+    /// <paramref name="timeoutValue"/> if the timeout interrupted it (gevent's <c>with_timeout(..., timeout_value=...)</c>).
+    /// </summary>
+    /// <remarks>The body is interrupted only at a blocking point (see <see cref="GreenTimeout"/>). Only this call's own
+    /// timeout is turned into <paramref name="timeoutValue"/>; an enclosing timeout still propagates.</remarks>
+    public static T WithTimeout<T>(TimeSpan timeout, Func<T> body, T timeoutValue)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        var t = GreenTimeout.Start(timeout);
+        try
+        {
+            return body();
+        }
+        catch (GreenTimeoutException e) when (e.Scope == t)
+        {
+            return timeoutValue;
+        }
+        finally
+        {
+            t.Cancel();
+        }
+    }
+
+    /// <summary>Runs <paramref name="body"/> under a <see cref="GreenTimeout"/> and returns its result.</summary>
+    /// <exception cref="GreenTimeoutException">The timeout interrupted the body.</exception>
+    public static T WithTimeout<T>(TimeSpan timeout, Func<T> body)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        using var t = GreenTimeout.Start(timeout);
+        return body();
+    }
+
+    /// <summary>Runs <paramref name="body"/> under a <see cref="GreenTimeout"/>.</summary>
+    /// <exception cref="GreenTimeoutException">The timeout interrupted the body.</exception>
+    public static void WithTimeout(TimeSpan timeout, Action body)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        using var t = GreenTimeout.Start(timeout);
+        body();
+    }
+
+    /// <summary>The async form of <see cref="WithTimeout{T}(TimeSpan, Func{T}, T)"/>, for stackless greenlets.</summary>
+    public static async Task<T> WithTimeoutAsync<T>(TimeSpan timeout, Func<Task<T>> body, T timeoutValue)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        var t = GreenTimeout.Start(timeout);
+        try
+        {
+            return await body();
+        }
+        catch (GreenTimeoutException e) when (e.Scope == t)
+        {
+            return timeoutValue;
+        }
+        finally
+        {
+            t.Cancel();
+        }
+    }
+}

@@ -1,0 +1,206 @@
+// GreenTimeout: gevent's Timeout for greenlets.
+//
+// Design: a timeout is a hub timer bound to one greenlet. It never interrupts running code (nothing can: the
+// greenlet holds the baton); it raises at the greenlet's next blocking point after the deadline. When the timer
+// fires (a hub callback), the greenlet is in one of these states and the timeout acts accordingly:
+//   1. Parked (a blocking call: Sleep, Get, Wait, Join, Green.Wait/I/O...): wake that park with the exception.
+//      Every park has exactly one wake, so if an event, an item or a kill won the race, the timeout loses and
+//      is delivered at the next blocking point instead (step 3 or 4).
+//   2. Awaiting (a stackless greenlet awaiting this library's WaitAsync/GetAsync/PutAsync/AcquireAsync): fault those
+//      tasks with the exception. Awaiting anything else: as step 4.
+//   3. Ready, woken with a value (an item, a permit) that it has not seen yet: raising now would lose that value,
+//      so the timeout tries again after the greenlet has run (a posted hub callback), at most a few times.
+//   4. Otherwise (Ready from a yield or sleep, or an await of a foreign task): set the greenlet's pending exception,
+//      which the core throws at its next BeginPark/EndPark.
+// Cancel withdraws the timer and a pending exception not yet thrown; it cannot un-raise one already delivered.
+//
+// Rejected: throwing from the timer callback into the greenlet "now" (impossible without stack switching), and a
+// per-call timeout parameter threaded through every blocking API (gevent's Timeout exists because blocking calls
+// nest arbitrarily deep in user code).
+
+using GreenRuntime.Scheduling;
+using GreenRuntime.Sync;
+
+namespace GreenRuntime;
+
+/// <summary>
+/// Limits how long a block of greenlet code may run, like gevent's <c>Timeout</c>: after the deadline, the next
+/// blocking call the greenlet makes (or the one it is in) throws <see cref="GreenTimeoutException"/> — or the
+/// exception given to <see cref="Start"/>.
+/// </summary>
+/// <remarks>
+/// <para>Timeouts fire only at blocking points: a greenlet busy computing is interrupted at its next cooperative call
+/// (Sleep, Yield, Join, a queue, an event, a lock, Green.Wait, patched I/O).</para>
+/// <para>Nested timeouts are independent; the one whose deadline comes first raises, and its exception propagates
+/// through the inner scopes (their <c>Dispose</c> cancels them). Tell them apart with
+/// <see cref="GreenTimeoutException.Scope"/>: <c>catch (GreenTimeoutException e) when (e.Scope == t)</c>.</para>
+/// <para>A timeout that fires while the greenlet waits in <see cref="Green.Wait(Task, TimeSpan?)"/> (or a patched I/O
+/// call built on it) ends the <em>wait</em>: the greenlet resumes with the exception at once. The .NET operation
+/// itself is not aborted by this (a Task cannot be cancelled from outside); its completion is ignored when it
+/// arrives. Cooperative I/O that owns a CancellationToken cancels the operation as well.</para>
+/// <para>In stackless code the timeout faults the task of a pending <c>WaitAsync</c>/<c>GetAsync</c>/<c>PutAsync</c>/<c>AcquireAsync</c>
+/// of this library; an await of another task is not interrupted, and the exception is raised at the next such call.</para>
+/// <para>The silent form (gevent's <c>Timeout(t, False)</c>) is <see cref="RunSilently"/> or <see cref="Green.WithTimeout{T}(TimeSpan, Func{T}, T)"/>.</para>
+/// </remarks>
+/// <example>
+/// <code>
+/// using (var t = GreenTimeout.Start(TimeSpan.FromSeconds(1)))
+/// {
+///     var item = queue.Get();            // throws GreenTimeoutException after 1 s
+/// }
+/// bool finished = GreenTimeout.RunSilently(TimeSpan.FromSeconds(1), () => DoWork());
+/// </code>
+/// </example>
+public sealed class GreenTimeout : IDisposable
+{
+    private const int MaxDeferrals = 8;
+
+    private readonly Hub _hub;
+    private readonly Greenlet _greenlet;
+    private HubTimer? _timer;
+    private int _deferrals;
+    private bool _cancelled;
+
+    private GreenTimeout(Hub hub, Greenlet greenlet, TimeSpan duration, Exception? exception)
+    {
+        _hub = hub;
+        _greenlet = greenlet;
+        Duration = duration;
+        Exception = exception ?? new GreenTimeoutException(this);
+    }
+
+    /// <summary>
+    /// Starts a timeout for the current greenlet: after <paramref name="timeout"/> it raises
+    /// <paramref name="exception"/> (default: a <see cref="GreenTimeoutException"/> whose <see cref="GreenTimeoutException.Scope"/>
+    /// is the returned object) at the greenlet's next blocking point. Dispose the result to cancel it.
+    /// </summary>
+    /// <param name="timeout">The deadline from now; <see cref="Timeout.InfiniteTimeSpan"/> never fires.</param>
+    /// <param name="exception">The exception to raise instead of a <see cref="GreenTimeoutException"/>.</param>
+    /// <exception cref="InvalidOperationException">Called off a hub or from a link/timer callback (there is no greenlet to interrupt).</exception>
+    public static GreenTimeout Start(TimeSpan timeout, Exception? exception = null)
+    {
+        Blocking.ValidateTimeout(timeout);
+        var hub = Hub.CurrentOrNull ?? throw new InvalidOperationException("GreenTimeout.Start must be called on a greenlet (a thread with a hub, or a greenlet it runs).");
+        var g = hub.CurrentGreenlet;
+        if (g == hub.HubGreenlet)
+            throw new InvalidOperationException("GreenTimeout.Start cannot be called from a link, timer or Hub.Post callback: there is no greenlet to interrupt. Spawn a greenlet and start the timeout there.");
+        var t = new GreenTimeout(hub, g, timeout, exception);
+        if (timeout != Timeout.InfiniteTimeSpan)
+            t._timer = hub.AddTimer(timeout, static s => ((GreenTimeout)s!).Fire(), t);
+        return t;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/> under a timeout and returns false if the timeout interrupted it — the silent
+    /// form: only this timeout's own exception is swallowed (an outer timeout's still propagates).
+    /// </summary>
+    public static bool RunSilently(TimeSpan timeout, Action body)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        var t = Start(timeout);
+        try
+        {
+            body();
+            return true;
+        }
+        catch (GreenTimeoutException e) when (e.Scope == t)
+        {
+            return false;
+        }
+        finally
+        {
+            t.Cancel();
+        }
+    }
+
+    /// <summary>The silent form for async code (a stackless greenlet): completes with false if the timeout interrupted <paramref name="body"/>.</summary>
+    public static async Task<bool> RunSilentlyAsync(TimeSpan timeout, Func<Task> body)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        var t = Start(timeout);
+        try
+        {
+            await body();
+            return true;
+        }
+        catch (GreenTimeoutException e) when (e.Scope == t)
+        {
+            return false;
+        }
+        finally
+        {
+            t.Cancel();
+        }
+    }
+
+    /// <summary>How long after <see cref="Start"/> the timeout fires.</summary>
+    public TimeSpan Duration { get; }
+
+    /// <summary>The exception it raises.</summary>
+    public Exception Exception { get; }
+
+    /// <summary>The greenlet it interrupts.</summary>
+    public Greenlet Greenlet => _greenlet;
+
+    /// <summary>Whether the deadline has passed and the timeout fired (whether or not the exception was raised yet).</summary>
+    public bool Expired { get; private set; }
+
+    /// <summary>Whether it is still waiting for its deadline.</summary>
+    public bool Pending => _timer != null && !_timer.IsCancelled;
+
+    /// <summary>Stops the timeout. Idempotent. Withdraws its exception if it fired but was not raised yet. Hub-only.</summary>
+    public void Cancel()
+    {
+        _hub.AssertOnHub();
+        _cancelled = true;
+        _timer?.Cancel();
+        _timer = null;
+        if (ReferenceEquals(_greenlet.PendingException, Exception) && _greenlet.State != GreenletState.Dead)
+            _greenlet.PendingException = null;
+    }
+
+    /// <summary>Same as <see cref="Cancel"/>, for <c>using</c>.</summary>
+    public void Dispose() => Cancel();
+
+    private void Fire()
+    {
+        _timer = null;
+        Expired = true;
+        Deliver();
+    }
+
+    // The numbered steps of the header comment.
+    private void Deliver()
+    {
+        var g = _greenlet;
+        switch (g.State)
+        {
+            case GreenletState.Dead:
+                return;
+            case GreenletState.Parked:
+                _hub.TryWake(new WakeToken(g, g.ParkSequence), null, Exception);
+                return;
+            case GreenletState.Awaiting:
+                if (g.FailAsyncWaits(Exception) == 0) SetPending(g);
+                return;
+            case GreenletState.Ready when (g.ResumeValue != null || g.ResumeError != null) && _deferrals < MaxDeferrals:
+                _deferrals++;
+                _hub.Post(() =>
+                {
+                    if (!_cancelled) Deliver();
+                });
+                return;
+            default:
+                SetPending(g);
+                return;
+        }
+    }
+
+    private void SetPending(Greenlet g)
+    {
+        if (g.PendingException == null) g.PendingException = Exception;
+    }
+
+    /// <summary>Describes the timeout for logs.</summary>
+    public override string ToString() => $"<GreenTimeout {Duration} {(Expired ? "expired" : Pending ? "pending" : "cancelled")} for {_greenlet}>";
+}

@@ -1,0 +1,88 @@
+namespace GreenRuntime.Tests.Sync;
+
+/// <summary>Behaviours of gevent's test__queue.py TestChannel.</summary>
+public class ChannelTests : HubTest
+{
+    [Test]
+    public void PutBlocksUntilAGetterTakesTheItem()
+    {
+        var ch = new GreenChannel<string>();
+        var events = new List<string>();
+        var sender = Green.Spawn(() =>
+        {
+            ch.Put("hello"); events.Add("sent hello");
+            ch.Put("world"); events.Add("sent world");
+        });
+        Green.Sleep(0);
+        Assert.That(events, Is.Empty, "nobody took the item yet");
+        events.Add("received " + ch.Get());
+        events.Add("received " + ch.Get());
+        sender.Join();
+        Assert.That(events, Is.EqualTo(new[] { "received hello", "sent hello", "sent world", "received world" }), "a put that finds a getter waiting hands over and returns at once");
+    }
+
+    [Test]
+    public void GetBlocksUntilAPut()
+    {
+        var ch = new GreenChannel<int>();
+        var getter = Green.Spawn(async () => await ch.GetAsync());
+        Green.Sleep(0);
+        Assert.That(ch.HasWaitingGetter, Is.True);
+        Assert.That(ch.TryPut(7), Is.True);
+        Assert.That(getter.Get(), Is.EqualTo(7));
+    }
+
+    [Test]
+    public void NonBlockingFormsNeedTheOtherSideWaiting()
+    {
+        var ch = new GreenChannel<int>();
+        Assert.That(ch.TryPut(1), Is.False);
+        Assert.That(ch.TryGet(out _), Is.False);
+        Assert.Throws<QueueFullException>(() => ch.Put(1, TimeSpan.Zero));
+        Assert.Throws<QueueEmptyException>(() => ch.Get(TimeSpan.Zero));
+        var putter = Green.Spawn(() => ch.Put(5));
+        Green.Sleep(0);
+        Assert.That(ch.TryGet(out var v) && v == 5, Is.True);
+        putter.Join();
+        Assert.That(putter.Successful, Is.True);
+    }
+
+    [Test]
+    public void PutterWhoseTimeoutExpiredDoesNotDeliver()
+    {
+        var ch = new GreenChannel<int>();
+        var putter = Green.Spawn(() => ch.Put(1, TimeSpan.FromMilliseconds(5)));
+        putter.Join();
+        Assert.That(putter.Exception, Is.InstanceOf<QueueFullException>());
+        Assert.That(ch.TryGet(out _), Is.False);
+    }
+
+    [Test]
+    public void StacklessPutAsyncCompletesWhenTaken()
+    {
+        var ch = new GreenChannel<int>();
+        bool done = false;
+        var putter = Green.Spawn(async () => { await ch.PutAsync(3); done = true; });
+        Green.Sleep(1);
+        Assert.That(done, Is.False);
+        Assert.That(ch.Get(), Is.EqualTo(3));
+        putter.Join();
+        Assert.That(done, Is.True);
+    }
+
+    [Test]
+    public void GetInMainWithNoPutterRaisesLoopExit()
+    {
+        Assert.Throws<LoopExitException>(() => new GreenChannel<int>().Get());
+    }
+
+    [Test]
+    public void ForeignThreadRendezvous()
+    {
+        var ch = new GreenChannel<int>();
+        var t = Task.Run(() => { for (int i = 0; i < 10; i++) ch.Put(i, TimeSpan.FromSeconds(10)); });
+        var got = Green.Spawn(() => Enumerable.Range(0, 10).Select(_ => ch.Get(TimeSpan.FromSeconds(10))).ToList());
+        Assert.That(got.Get(), Is.EqualTo(Enumerable.Range(0, 10)));
+        Green.Wait(t);
+    }
+}

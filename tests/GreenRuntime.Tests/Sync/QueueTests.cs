@@ -1,0 +1,327 @@
+namespace GreenRuntime.Tests.Sync;
+
+/// <summary>Behaviours of gevent's test__queue.py for GreenQueue and its variants.</summary>
+public class QueueTests : HubTest
+{
+    [Test]
+    public void FifoOrderAndCounts()
+    {
+        var q = new GreenQueue<int>();
+        Assert.That(q.IsEmpty && !q.IsFull, Is.True);
+        q.Put(1); q.Put(2); q.Put(3);
+        Assert.That(q.Count, Is.EqualTo(3));
+        Assert.That(q.Peek(), Is.EqualTo(1));
+        Assert.That(new[] { q.Get(), q.Get(), q.Get() }, Is.EqualTo(new[] { 1, 2, 3 }));
+        Assert.That(q.IsEmpty, Is.True);
+    }
+
+    [Test]
+    public void NonBlockingFormsReturnFalseOrThrowWithZeroTimeout()
+    {
+        var q = new GreenQueue<int>(1);
+        Assert.That(q.TryGet(out _), Is.False);
+        Assert.Throws<QueueEmptyException>(() => q.Get(TimeSpan.Zero));
+        Assert.That(q.TryPut(1), Is.True);
+        Assert.That(q.IsFull, Is.True);
+        Assert.That(q.TryPut(2), Is.False);
+        Assert.Throws<QueueFullException>(() => q.Put(2, TimeSpan.Zero));
+        Assert.That(q.TryPeek(out var head) && head == 1, Is.True);
+        Assert.That(q.TryGet(out var x) && x == 1, Is.True);
+    }
+
+    [Test]
+    public void TryPutFromAHubCallbackHandsTheItemToAWaitingGetter()
+    {
+        var q = new GreenQueue<int>();
+        var p = Green.Spawn(() => q.Get());
+        Green.Sleep(1);
+        Assert.That(q.IsEmpty && !q.IsFull, Is.True);
+        bool? put = null;
+        Hub.Post(() => put = q.TryPut(10));
+        Assert.That(p.Ready, Is.False);
+        Assert.That(p.Get(), Is.EqualTo(10));
+        Assert.That(put, Is.True);
+        Assert.That(q.IsEmpty, Is.True);
+    }
+
+    [Test]
+    public void BoundedPutBlocksWhileFullAndProgressesAsItemsAreTaken()
+    {
+        var q = new GreenQueue<string>(2);
+        var results = new List<string>();
+        var p = Green.Spawn(() =>
+        {
+            q.Put("a"); results.Add("a");
+            q.Put("b"); results.Add("b");
+            q.Put("c"); results.Add("c");
+            return "OK";
+        });
+        Green.Sleep(0);
+        Assert.That(results, Is.EqualTo(new[] { "a", "b" }));
+        Assert.That(q.Get(), Is.EqualTo("a"));
+        Green.Sleep(0);
+        Assert.That(results, Is.EqualTo(new[] { "a", "b", "c" }));
+        Assert.That(q.Get(), Is.EqualTo("b"));
+        Assert.That(q.Get(), Is.EqualTo("c"));
+        Assert.That(p.Get(TimeSpan.Zero), Is.EqualTo("OK"));
+    }
+
+    [Test]
+    public void MultipleWaitersEachGetOneItemInFifoOrder()
+    {
+        var q = new GreenQueue<string>();
+        var results = Enumerable.Range(0, 4).Select(_ => new AsyncResult<string>()).ToList();
+        for (int i = 0; i < 4; i++)
+        {
+            var r = results[i];
+            if (i % 2 == 0) Green.Spawn(() => r.Set(q.Get()));
+            else Green.Spawn(async () => r.Set(await q.GetAsync()));
+        }
+        Green.Sleep(1);
+        foreach (var s in new[] { "1", "2", "3", "4" }) q.Put(s);
+        Assert.That(results.Select(r => r.Get()), Is.EqualTo(new[] { "1", "2", "3", "4" }));
+    }
+
+    [Test]
+    public void AWaiterWhoseTimeoutExpiredNeverSwallowsAnItem()
+    {
+        var q = new GreenQueue<string>();
+        var dying = Green.Spawn(() =>
+        {
+            try { return q.Get(TimeSpan.Zero.Add(TimeSpan.FromTicks(1))); }
+            catch (QueueEmptyException) { return "timed out"; }
+        });
+        var waiting = Green.Spawn(() => q.Get());
+        Green.Sleep(20);
+        q.Put("hi");
+        Assert.That(dying.Get(), Is.EqualTo("timed out"));
+        Assert.That(waiting.Get(), Is.EqualTo("hi"));
+    }
+
+    [Test]
+    public void TwoBogusWaitersLeaveTheItemInTheQueue()
+    {
+        var q = new GreenQueue<string>();
+        string Receive()
+        {
+            using var t = GreenTimeout.Start(TimeSpan.Zero, new InvalidProgramException());
+            try { return q.Get(); }
+            catch (InvalidProgramException) { return "timed out"; }
+        }
+        var e1 = Green.Spawn(Receive);
+        var e2 = Green.Spawn(Receive);
+        Green.Sleep(20);
+        q.Put("sent");
+        Assert.That(e1.Get(), Is.EqualTo("timed out"));
+        Assert.That(e2.Get(), Is.EqualTo("timed out"));
+        Assert.That(q.Get(), Is.EqualTo("sent"));
+    }
+
+    [Test]
+    public void AsyncGetterWhoseTimeoutExpiredNeverSwallowsAnItem()
+    {
+        var q = new GreenQueue<int>();
+        var dying = Green.Spawn(async () =>
+        {
+            try { return await q.GetAsync(TimeSpan.FromMilliseconds(1)); }
+            catch (QueueEmptyException) { return -1; }
+        });
+        Green.Sleep(20);
+        q.Put(5);
+        Assert.That(dying.Get(), Is.EqualTo(-1));
+        Assert.That(q.Get(), Is.EqualTo(5));
+    }
+
+    [Test]
+    public void GetInMainOnAnEmptyQueueWithNoProducerRaisesLoopExit()
+    {
+        var q = new GreenQueue<int>();
+        Assert.Throws<LoopExitException>(() => q.Get());
+        Assert.That(q.TryPut(1), Is.True, "the failed getter left no waiter behind");
+        Assert.That(q.Get(), Is.EqualTo(1));
+    }
+
+    [Test]
+    public void PutInMainOnAFullQueueWithNoConsumerRaisesLoopExit()
+    {
+        var q = new GreenQueue<int>(1);
+        q.Put(1);
+        Assert.Throws<LoopExitException>(() => q.Put(2));
+        Assert.That(q.Count, Is.EqualTo(1));
+    }
+
+    [Test]
+    public void KilledGetterDoesNotSwallowTheItemItWasHanded()
+    {
+        var q = new GreenQueue<int>();
+        var victim = Green.Spawn(() => q.Get());
+        var next = Green.Spawn(() => q.Get());
+        Green.Sleep(0);
+        q.Put(1);               // handed to victim, which has not resumed yet
+        victim.Kill(block: false);
+        Assert.That(next.Get(), Is.EqualTo(1), "the item goes to the next getter");
+        Assert.That(victim.Dead, Is.True);
+    }
+
+    [Test]
+    public void KilledPutterWaitingOnAFullQueueAddsNothing()
+    {
+        var q = new GreenQueue<int>(1);
+        q.Put(1);
+        var putter = Green.Spawn(() => q.Put(2));
+        Green.Sleep(0);
+        putter.Kill();
+        Assert.That(q.Get(), Is.EqualTo(1));
+        Assert.That(q.TryGet(out _), Is.False);
+    }
+
+    [Test]
+    public void PeekWaitsForAnItemWithoutTakingIt()
+    {
+        var q = new GreenQueue<int>();
+        var g = Green.Spawn(() => q.Peek());
+        Green.Sleep(0);
+        q.Put(1);
+        Assert.That(g.Get(), Is.EqualTo(1));
+        Assert.That(q.Peek(), Is.EqualTo(1));
+        Assert.That(q.Count, Is.EqualTo(1));
+        Assert.Throws<QueueEmptyException>(() => new GreenQueue<int>().Peek(TimeSpan.FromMilliseconds(5)));
+    }
+
+    [Test]
+    public void StacklessProducerAndStackfulConsumerPingPongThroughABoundedQueue()
+    {
+        var q = new GreenQueue<int>(1);
+        var producer = Green.Spawn(async () =>
+        {
+            for (int i = 0; i < 1000; i++) await q.PutAsync(i);
+            q.Close();
+        });
+        var seen = new List<int>();
+        var consumer = Green.Spawn(() => { foreach (var x in q) seen.Add(x); });
+        Green.JoinAll([producer, consumer], TimeSpan.FromSeconds(10), raiseError: true);
+        Assert.That(seen, Is.EqualTo(Enumerable.Range(0, 1000)));
+    }
+
+    [Test]
+    public void CloseEndsEnumerationAndRefusesPuts()
+    {
+        var q = new GreenQueue<int>();
+        var seen = new List<int>();
+        var consumer = Green.Spawn(() => { foreach (var x in q) seen.Add(x); });
+        q.Put(1); q.Put(2);
+        Green.Sleep(0);
+        q.Close();
+        consumer.Join();
+        Assert.That(seen, Is.EqualTo(new[] { 1, 2 }));
+        Assert.Throws<InvalidOperationException>(() => q.Put(3));
+        Assert.That(Assert.Throws<QueueEmptyException>(() => q.Get())!.IsClosed, Is.True);
+    }
+
+    [Test]
+    public void CloseFailsWaitingPutters()
+    {
+        var q = new GreenQueue<int>(1);
+        q.Put(1);
+        var putter = Green.Spawn(() => q.Put(2));
+        Green.Sleep(0);
+        q.Close();
+        putter.Join();
+        Assert.That(putter.Exception, Is.InstanceOf<InvalidOperationException>());
+        Assert.That(q.Get(), Is.EqualTo(1));
+    }
+
+    [Test]
+    public void PutFromAForeignThreadReachesAGreenlet()
+    {
+        var q = new GreenQueue<int>();
+        var consumer = Green.Spawn(() => Enumerable.Range(0, 100).Select(_ => q.Get(TimeSpan.FromSeconds(10))).ToList());
+        var t = Task.Run(() => { for (int i = 0; i < 100; i++) q.Put(i); });
+        Assert.That(consumer.Get(), Is.EqualTo(Enumerable.Range(0, 100)));
+        t.Wait();
+    }
+
+    [Test]
+    public void ForeignThreadBlocksOnABoundedQueueUntilAGreenletTakes()
+    {
+        var q = new GreenQueue<int>(1);
+        var t = Task.Run(() => { for (int i = 0; i < 20; i++) q.Put(i, TimeSpan.FromSeconds(10)); });
+        var got = new List<int>();
+        while (got.Count < 20) got.Add(Green.Wait(q.GetAsync(TimeSpan.FromSeconds(10))));
+        Green.Wait(t);
+        Assert.That(got, Is.EqualTo(Enumerable.Range(0, 20)));
+    }
+
+    [Test]
+    public void ForeignThreadGetAndTryGet()
+    {
+        var q = new GreenQueue<int>();
+        var t = Task.Run(() =>
+        {
+            var first = q.Get(TimeSpan.FromSeconds(10));
+            bool more = q.TryGet(out var second);
+            return (first, more, second);
+        });
+        q.Put(1);
+        q.Put(2);
+        var r = Green.Wait(t, TimeSpan.FromSeconds(10));
+        Assert.That(r.first, Is.EqualTo(1));
+        Assert.That(r.more && r.second == 2, Is.True);
+    }
+
+    [Test]
+    public void PriorityQueueGivesTheLowestFirst()
+    {
+        var q = new GreenPriorityQueue<int>();
+        foreach (var x in new[] { 5, 1, 4, 2, 3 }) q.Put(x);
+        Assert.That(Enumerable.Range(0, 5).Select(_ => q.Get()), Is.EqualTo(new[] { 1, 2, 3, 4, 5 }));
+        var desc = new GreenPriorityQueue<int>(3, Comparer<int>.Create((a, b) => b.CompareTo(a)));
+        desc.Put(1); desc.Put(3); desc.Put(2);
+        Assert.That(desc.TryPut(9), Is.False);
+        Assert.That(desc.Get(), Is.EqualTo(3));
+    }
+
+    [Test]
+    public void LifoQueueGivesTheNewestFirst()
+    {
+        var q = new LifoQueue<int>(3);
+        q.Put(1); q.Put(2); q.Put(3);
+        Assert.That(q.IsFull, Is.True);
+        Assert.That(q.Peek(), Is.EqualTo(3));
+        var g = Green.Spawn(async () => await q.GetAsync());
+        Assert.That(g.Get(), Is.EqualTo(3));
+        Assert.That(q.Get(), Is.EqualTo(2));
+    }
+
+    [Test]
+    public void JoinableQueueJoinWaitsForEveryTaskDone()
+    {
+        var q = new JoinableQueue<int>();
+        var processed = new List<int>();
+        Green.Spawn(() => { while (true) { var x = q.Get(); Green.Sleep(1); processed.Add(x); q.TaskDone(); } });
+        Green.Spawn(async () => { while (true) { var x = await q.GetAsync(); processed.Add(x); q.TaskDone(); } });
+        for (int i = 0; i < 10; i++) q.Put(i);
+        Assert.That(q.UnfinishedTasks, Is.EqualTo(10));
+        Assert.That(q.Join(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(processed.Order(), Is.EqualTo(Enumerable.Range(0, 10)));
+        Assert.That(q.UnfinishedTasks, Is.Zero);
+        Assert.Throws<InvalidOperationException>(() => q.TaskDone());
+    }
+
+    [Test]
+    public void JoinableQueueJoinTimesOut()
+    {
+        var q = new JoinableQueue<int>();
+        Assert.That(q.Join(TimeSpan.Zero), Is.True);
+        q.Put(1);
+        Green.Spawn(() => { });
+        Assert.That(q.Join(TimeSpan.FromMilliseconds(5)), Is.False);
+    }
+
+    [Test]
+    public void ZeroMaxSizeIsRefusedWithAPointerToGreenChannel()
+    {
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new GreenQueue<int>(0));
+        Assert.That(e!.Message, Does.Contain("GreenChannel"));
+    }
+}
