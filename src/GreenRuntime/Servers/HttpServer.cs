@@ -49,7 +49,9 @@ public sealed class HttpServer : IDisposable
         options.Validate();
         Options = options;
         Handler = handler;
-        _server = new StreamServer(listen, ServeConnection, options.MaxConnections, options.Backlog)
+        _server = options.Pool is { } pool
+            ? new StreamServer(listen, ServeConnection, pool, options.Backlog) { ConfigureAccepted = static s => s.NoDelay = true, DisplayName = "HttpServer", OnFull = CloseIdleConnections }
+            : new StreamServer(listen, ServeConnection, options.MaxConnections, options.Backlog)
         {
             ConfigureAccepted = static s => s.NoDelay = true,
             DisplayName = "HttpServer",

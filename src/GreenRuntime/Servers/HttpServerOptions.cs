@@ -7,6 +7,10 @@ public sealed class HttpServerOptions
     /// When full, the server stops accepting until a connection ends.</summary>
     public int MaxConnections { get; init; }
 
+    /// <summary>A pool whose members the connections become (gevent's <c>spawn=pool</c>); when set, its size is the connection
+    /// limit and <see cref="MaxConnections"/> must be 0. Default null.</summary>
+    public GreenPool? Pool { get; init; }
+
     /// <summary>The listen backlog (default 511, 1–65535).</summary>
     public int Backlog { get; init; } = 511;
 
@@ -46,6 +50,8 @@ public sealed class HttpServerOptions
     {
         if (MaxConnections < 0)
             throw new ArgumentOutOfRangeException(nameof(MaxConnections), MaxConnections, "MaxConnections must be positive, or 0 for the default.");
+        if (Pool != null && MaxConnections != 0)
+            throw new ArgumentException("Set either Pool or MaxConnections: with a pool, the pool's size is the connection limit.", nameof(MaxConnections));
         if (Backlog is < 1 or > 65535)
             throw new ArgumentOutOfRangeException(nameof(Backlog), Backlog, "Backlog must be between 1 and 65535.");
         if (MaxRequestHeadersTotalSize is < 1024 or > 1024 * 1024)

@@ -25,7 +25,7 @@
 // is the use case; async code can use Kestrel).
 //
 // Invariant: the number of live connections equals the number of slots taken, and never exceeds
-// MaxConnections. It is checked by AssertSlots where it changes.
+// MaxConnections (with a GreenPool, the pool enforces its size). It is checked by AssertSlots where it changes.
 
 using System.Diagnostics;
 using System.Net;
@@ -48,8 +48,8 @@ namespace GreenRuntime;
 /// <para>A handler exception is logged (event 202, category <c>GreenRuntime.Servers</c>) and closes only that
 /// connection. When <see cref="MaxConnections"/> handlers are running, the server stops accepting until one
 /// ends: new clients wait in the listen backlog instead of failing.</para>
-/// <para>A GreenPool overload is not offered yet (GreenPool is built on another branch); the connection limit
-/// is the <c>maxConnections</c> count.</para>
+/// <para>The connection limit is either a count (<c>maxConnections</c>) or a <see cref="GreenPool"/> whose members the
+/// connections become (gevent's <c>spawn=pool</c>).</para>
 /// </remarks>
 /// <example>
 /// <code>
@@ -82,6 +82,7 @@ public sealed class StreamServer : IDisposable
     private CancellationTokenSource? _acceptCancel;
     private WakeToken? _slotWaiter;
     private int _maxConnections;
+    private readonly GreenPool? _pool;
     private bool _stopping;
     private bool _stopCalled;
     private bool _stopped;
@@ -105,6 +106,23 @@ public sealed class StreamServer : IDisposable
         _requestedMaxConnections = maxConnections;
         Backlog = backlog;
     }
+
+    /// <summary>Creates a server whose connections run as members of <paramref name="pool"/> (gevent's <c>spawn=pool</c>):
+    /// while the pool is full the server stops accepting, so the pool's size is the connection limit, shared with
+    /// whatever else runs in it.</summary>
+    /// <param name="listen">Address and port to listen on; port 0 picks a free port.</param>
+    /// <param name="handle">Runs once per connection in its own greenlet; the socket is disposed when it returns.</param>
+    /// <param name="pool">The pool every connection's greenlet joins; it must belong to the hub that starts the server.</param>
+    /// <param name="backlog">The listen backlog (default 511, 1–65535).</param>
+    public StreamServer(IPEndPoint listen, Action<Socket, EndPoint> handle, GreenPool pool, int backlog = 511)
+        : this(listen, handle, maxConnections: 0, backlog)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        _pool = pool;
+    }
+
+    /// <summary>The pool connections run in, when the server was created with one.</summary>
+    public GreenPool? Pool => _pool;
 
     /// <summary>The listen backlog.</summary>
     public int Backlog { get; }
@@ -132,7 +150,7 @@ public sealed class StreamServer : IDisposable
     internal void BeginStopping() => _stopping = true;
 
     /// <summary>Whether every slot is taken (the accept loop waits for one).</summary>
-    internal bool IsFull => _hub != null && _connections.Count >= _maxConnections;
+    internal bool IsFull => _hub != null && (_pool?.IsFull ?? _connections.Count >= _maxConnections);
 
     /// <summary>Called on the accept loop when every slot is taken, before it waits (HttpServer closes idle keep-alive connections). Must not block.</summary>
     internal Action? OnFull { get; init; }
@@ -172,7 +190,8 @@ public sealed class StreamServer : IDisposable
         _listener = listener;
         _localEndPoint = listener.LocalEndPoint;
         int carriers = hub.Options.MaxCarriers;
-        _maxConnections = _requestedMaxConnections != 0 ? _requestedMaxConnections : Math.Max(1, carriers - Math.Min(64, carriers / 2));
+        _maxConnections = _pool != null ? _pool.Size
+            : _requestedMaxConnections != 0 ? _requestedMaxConnections : Math.Max(1, carriers - Math.Min(64, carriers / 2));
         ServerLog.Started(_logger, ToString(), _localEndPoint!.ToString()!);
         StartAccepting();
     }
@@ -281,10 +300,12 @@ public sealed class StreamServer : IDisposable
         int backoffMs = 5;
         while (true)
         {
-            while (_connections.Count >= _maxConnections)
+            while (IsFull)
             {
                 OnFull?.Invoke();
-                if (_connections.Count >= _maxConnections) WaitForSlot(hub);
+                if (!IsFull) break;
+                if (_pool != null) _pool.WaitAvailable();
+                else WaitForSlot(hub);
             }
             Socket socket;
             try
@@ -341,6 +362,15 @@ public sealed class StreamServer : IDisposable
         _connections.Add(connection);
         AssertSlots();
         g.AddLink(_ => ConnectionEnded(connection), LinkKind.All);
+        try
+        {
+            _pool?.Add(g); // a free slot was seen just before accepting; if another user of the pool took it, wait here
+        }
+        catch
+        {
+            g.Kill(block: false); // never started: its link still runs and closes the socket
+            throw;
+        }
         g.Start();
     }
 
@@ -378,7 +408,7 @@ public sealed class StreamServer : IDisposable
     [Conditional("DEBUG")]
     private void AssertSlots()
     {
-        if (_connections.Count > _maxConnections)
+        if (_pool == null && _connections.Count > _maxConnections)
             throw new InvalidOperationException($"Internal error: {this} runs {_connections.Count} connections but MaxConnections is {_maxConnections} (the accept loop must wait for a slot).");
     }
 

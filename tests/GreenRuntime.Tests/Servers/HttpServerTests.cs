@@ -86,7 +86,7 @@ public class HttpServerTests : ServerTest
             return (response.Headers.TransferEncodingChunked, await response.Content.ReadAsByteArrayAsync());
         });
         Assert.That(chunked, Is.True, "a long response of unknown length is chunked");
-        Assert.That(echoed, Is.EqualTo(payload));
+        Assert.That(echoed.AsSpan().SequenceEqual(payload), Is.True, "the echo is byte-for-byte the upload");
     }
 
     [Test]
@@ -513,8 +513,9 @@ public class HttpServerTests : ServerTest
         Assert.That(closed, Is.True);
     }
 
-    [Test]
-    public void MaxConnectionsQueuesExtraClientsInsteadOfFailingThem()
+    [TestCase(false)]
+    [TestCase(true)]
+    public void MaxConnectionsQueuesExtraClientsInsteadOfFailingThem(bool withPool)
     {
         int running = 0, peak = 0;
         Serve(ctx =>
@@ -524,7 +525,7 @@ public class HttpServerTests : ServerTest
             Green.Sleep(100);
             running--;
             ctx.Response.Write("ok");
-        }, new HttpServerOptions { MaxConnections = 3 });
+        }, withPool ? new HttpServerOptions { Pool = new GreenPool(3) } : new HttpServerOptions { MaxConnections = 3 });
         var bodies = ClientAsync(async () =>
         {
             using var client = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 10 });
@@ -541,6 +542,7 @@ public class HttpServerTests : ServerTest
         Assert.That(() => new HttpServer(AnyLoopbackPort, Describe, new HttpServerOptions { MaxRequestHeaderCount = 0 }), Throws.InstanceOf<ArgumentOutOfRangeException>());
         Assert.That(() => new HttpServer(AnyLoopbackPort, Describe, new HttpServerOptions { RequestHeadersTimeout = TimeSpan.Zero }), Throws.InstanceOf<ArgumentOutOfRangeException>());
         Assert.That(() => new HttpServer(AnyLoopbackPort, Describe, new HttpServerOptions { ServerHeader = "a\r\nb" }), Throws.ArgumentException);
+        Assert.That(() => new HttpServer(AnyLoopbackPort, Describe, new HttpServerOptions { Pool = new GreenPool(2), MaxConnections = 5 }), Throws.ArgumentException.With.Message.Contains("either Pool or MaxConnections"));
     }
 
     /// <summary>A stream without a length, so HttpClient must send it chunked.</summary>

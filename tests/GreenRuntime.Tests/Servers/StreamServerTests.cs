@@ -184,11 +184,13 @@ public class StreamServerTests : ServerTest
         Assert.That(Logs.Entries.Any(e => e.EventId.Id == 1), Is.False, "the handler's greenlet itself did not fail");
     }
 
-    [Test]
-    public void AFullServerStopsAcceptingUntilAHandlerEnds()
+    [TestCase(false)]
+    [TestCase(true)]
+    public void AFullServerStopsAcceptingUntilAHandlerEnds(bool withPool)
     {
         int running = 0, peak = 0, served = 0;
-        using var server = new StreamServer(AnyLoopbackPort, (socket, _) =>
+        var pool = new GreenPool(2);
+        Action<Socket, EndPoint> handler = (socket, _) =>
         {
             running++;
             peak = Math.Max(peak, running);
@@ -204,7 +206,8 @@ public class StreamServerTests : ServerTest
             {
                 running--;
             }
-        }, maxConnections: 2);
+        };
+        using var server = withPool ? new StreamServer(AnyLoopbackPort, handler, pool) : new StreamServer(AnyLoopbackPort, handler, maxConnections: 2);
         server.Start();
         Assert.That(server.MaxConnections, Is.EqualTo(2));
         var endPoint = server.LocalEndPoint;
@@ -215,6 +218,7 @@ public class StreamServerTests : ServerTest
             Green.Sleep(200);
             Assert.That(running, Is.EqualTo(2), "the third client waits in the backlog instead of failing");
             Assert.That(server.ConnectionCount, Is.EqualTo(2));
+            if (withPool) Assert.That(pool.Count, Is.EqualTo(2), "the connections are the pool's members");
             Client(() => { foreach (var s in sockets) SendText(s, "k"); });
             var replies = Client(() => sockets.Select(s => { var b = new byte[1]; return s.Receive(b) == 1 ? (char)b[0] : '?'; }).ToList());
             Assert.That(replies, Is.EqualTo(new[] { 'k', 'k', 'k' }), "the third client is served once a slot is free");
