@@ -13,7 +13,6 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
-using System.Reflection;
 using System.Text;
 using GreenRuntime;
 using GreenRuntime.Servers;
@@ -112,20 +111,10 @@ static void ServeThreads(int port)
     }
 }
 
-// Patch.All() lives in GreenRuntime.Patch (GreenRuntime.Patch.csproj). It is looked up by name so this example
-// builds whether or not the patch sets are present in this checkout; without them the green server still works,
-// but every Thread.Sleep blocks the whole hub.
 static void ApplyPatchAll()
 {
-    var patch = Assembly.Load("GreenRuntime.Patch").GetType("GreenRuntime.Patch");
-    var all = patch?.GetMethods(BindingFlags.Public | BindingFlags.Static).FirstOrDefault(m => m.Name == "All");
-    if (all == null)
-    {
-        Console.Error.WriteLine("warning: Patch.All() is not in this build; blocking calls will block the hub.");
-        return;
-    }
-    all.Invoke(null, new object?[all.GetParameters().Length]);
-    Console.WriteLine("Patch.All() applied");
+    var report = Patch.All();
+    Console.WriteLine($"Patch.All() applied: {report.Patched.Count + report.AlreadyPatched.Count} methods patched, {report.Refused.Count} refused");
 }
 
 static void Bench(int connections, int seconds)
@@ -147,7 +136,7 @@ static Process StartChild(string mode, int port)
 {
     var self = Environment.ProcessPath!;
     var psi = self.EndsWith("dotnet", StringComparison.Ordinal)
-        ? new ProcessStartInfo(self, [Assembly.GetEntryAssembly()!.Location, mode, port.ToString()])
+        ? new ProcessStartInfo(self, [System.Reflection.Assembly.GetEntryAssembly()!.Location, mode, port.ToString()])
         : new ProcessStartInfo(self, [mode, port.ToString()]);
     psi.RedirectStandardOutput = true;
     var p = Process.Start(psi)!;
