@@ -3,9 +3,16 @@
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick          best-of-3 figures, one JSON line
 //                                                                                   per workload, shaped like the
 //                                                                                   gevent programs in ../shared/bench
+//   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-prims    the same for Event/Queue/Channel
+//                                                                                   ping-pong and Pool.Map (PrimitiveBenchmarks.cs)
 using BenchmarkDotNet.Running;
 using GreenRuntime.Benchmarks;
 
+if (args is ["quick-prims", ..])
+{
+    PrimitiveWorkloads.QuickRun(args.Length > 1 ? int.Parse(args[1]) : 1_000_000);
+    return;
+}
 if (args is ["quick", ..])
 {
     QuickRun.Run(args.Length > 1 ? int.Parse(args[1]) : 1_000_000);

@@ -56,6 +56,12 @@ internal sealed class Anchors
     public ProcessResult RunGo(string args) =>
         Harness.Run(GoBinary!, args, Path.GetDirectoryName(GoBinary)!, TimeSpan.FromMinutes(3), ("GOMAXPROCS", "1"));
 
+    public Process? StartGevent(string script, string args) =>
+        Harness.StartServer(Python, $"{Path.Combine(GeventDir!, script)} {args}", GeventDir!);
+
+    public Process? StartGo(string args) =>
+        Harness.StartServer(GoBinary!, args, Path.GetDirectoryName(GoBinary)!, ("GOMAXPROCS", "1"));
+
     private static bool AptInstall(string package)
     {
         Console.WriteLine($"  installing {package} with apt-get ...");

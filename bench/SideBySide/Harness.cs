@@ -4,49 +4,85 @@ using System.Text.Json;
 namespace GreenRuntime.SideBySide;
 
 /// <summary>One workload: how each system runs it and which of its JSON fields are compared.</summary>
+/// <param name="Ours">runs GreenRuntime's side (null: no such column)</param>
+/// <param name="Gevent">runs gevent's side; needs the gevent anchors</param>
+/// <param name="Go">runs Go's side; needs the Go anchor</param>
+/// <param name="NeedsGevent">Ours or Go also use a gevent program (cross runs)</param>
 /// <param name="Metric">the compared field, in GreenRuntime's JSON</param>
 /// <param name="GeventMetric">the same quantity in gevent's JSON</param>
 /// <param name="GoMetric">the same quantity in Go's JSON</param>
 /// <param name="HigherIsBetter">rates: true; times and bytes: false</param>
-/// <param name="Extra">secondary fields reported as they are (same names for all systems, or per-system aliases)</param>
+/// <param name="Extra">secondary fields reported as they are (per-system names)</param>
 internal sealed record Workload(
     string Name, string Title, string Unit, string Target,
-    string Ours, (string Script, string Args)? Gevent, string? Go,
+    Func<Anchors, ProcessResult>? Ours, Func<Anchors, ProcessResult>? Gevent, Func<Anchors, ProcessResult>? Go,
     string Metric, string GeventMetric, string GoMetric, bool HigherIsBetter,
-    (string Ours, string Gevent, string Go, string Label)[] Extra);
+    (string Ours, string Gevent, string Go, string Label)[] Extra, bool NeedsGevent = false);
 
 internal sealed class Result
 {
     public required Workload Workload { get; init; }
     public Dictionary<string, double>? Ours, Gevent, Go;
-    public string? GeventNote, GoNote;
+    public string? OursNote, GeventNote, GoNote;
 }
 
 internal static class Harness
 {
+    private static Func<Anchors, ProcessResult> Mine(string workload, string args = "") => _ => RunOurs($"{workload} {args}".Trim());
+    private static Func<Anchors, ProcessResult> Gevent(string script, string args) => a => a.RunGevent(script, args);
+    private static Func<Anchors, ProcessResult> Go(string args) => a => a.RunGo(args);
+
+    private static readonly (string Ours, string Gevent, string Go, string Label)[] Latency =
+        [("p50_us", "p50_us", "p50_us", "p50 latency µs"), ("p99_us", "p99_us", "p99_us", "p99 latency µs")];
+
+    private const string EchoClients = "100 1000";
+
+    // Echo across processes: a server (started first, it prints READY) and a client whose JSON is the result.
+    private static Func<Anchors, ProcessResult> OurServer(Func<Anchors, int, ProcessResult> client) =>
+        a => WithServer(a, port => StartOurs($"echo_server {port}"), client);
+    private static Func<Anchors, ProcessResult> GeventServer(Func<Anchors, int, ProcessResult> client) =>
+        a => WithServer(a, port => a.StartGevent("echo_server.py", $"streamserver {port}"), client);
+    private static Func<Anchors, ProcessResult> GoServer(Func<Anchors, int, ProcessResult> client) =>
+        a => WithServer(a, port => a.StartGo($"server {port}"), client);
+    private static readonly Func<Anchors, int, ProcessResult> OurClient = (_, port) => RunOurs($"echo_client {port} {EchoClients}");
+    private static readonly Func<Anchors, int, ProcessResult> GeventClient = (a, port) => a.RunGevent("echo_client.py", $"{port} {EchoClients}");
+    private static readonly Func<Anchors, int, ProcessResult> GoClient = (a, port) => a.RunGo($"client {port} {EchoClients}");
+
     public static readonly Workload[] All =
     [
         new("switch_stackless", "switch rate, stackless (`await Task.Yield()` ping-pong; gevent `sleep(0)`), 1M", "switches/s", "≥ 20× gevent",
-            "switch_stackless", ("bench_switch.py", "sleep0 1000000"), "switch_gosched",
+            Mine("switch_stackless"), Gevent("bench_switch.py", "sleep0 1000000"), Go("switch_gosched"),
             "switches_per_s", "switches_per_s", "switches_per_s", true, []),
         new("switch_stackful", "switch rate, stackful (`Green.Sleep(0)` ping-pong), 1M", "switches/s", "≤ 1.3 futex hand-offs (≈ 3 µs each)",
-            "switch_stackful", ("bench_switch.py", "sleep0 1000000"), "switch_gosched",
+            Mine("switch_stackful"), Gevent("bench_switch.py", "sleep0 1000000"), Go("switch_gosched"),
             "switches_per_s", "switches_per_s", "switches_per_s", true, []),
         new("spawn_join", "spawn + join, 100k empty greenlets", "greenlets/s", "≥ 10× gevent",
-            "spawn_join", ("bench_spawn.py", "spawn_join"), "spawn_join",
+            Mine("spawn_join"), Gevent("bench_spawn.py", "spawn_join"), Go("spawn_join"),
             "greenlets_per_s", "greenlets_per_s", "goroutines_per_s", true, []),
         new("sleep_mem", "100k greenlets sleeping 1 s (ours stackless): wall", "s", "≤ 1.5 s, ≤ 1 KiB each",
-            "sleep_mem", ("bench_spawn.py", "sleep_mem"), "sleep_mem",
+            Mine("sleep_mem"), Gevent("bench_spawn.py", "sleep_mem"), Go("sleep_mem"),
             "wall_s", "wall_s", "wall_s", false,
             [("bytes_per_greenlet", "bytes_per_greenlet", "bytes_per_goroutine", "bytes per greenlet")]),
         new("blocked_mem", "10k blocked stackful greenlets (a parked thread each): wall", "s", "memory per greenlet reported",
-            "blocked_mem", null, null,
+            Mine("blocked_mem"), null, null,
             "wall_s", "", "", false,
             [("bytes_per_greenlet", "", "", "bytes per greenlet")]),
         new("timers", "10k timers, random 0–100 ms: wall", "s", "≤ 0.15 s",
-            "timers", ("bench_timers.py", ""), "timers",
+            Mine("timers"), Gevent("bench_timers.py", ""), Go("timers"),
             "wall_s", "wall_s", "wall_s", false,
             [("lateness_ms_p99", "lateness_ms_p99", "lateness_ms_p99", "p99 lateness ms")]),
+        new("echo_inproc", "echo 100 conns × 1,000 × 64 B, server and clients in one process (ours: plain blocking sockets + Patch.All)", "req/s", "≥ 2× gevent, p99 no worse",
+            Mine("echo_inproc"), Gevent("echo_inproc.py", ""), Go("inproc"),
+            "req_per_s", "req_per_s", "req_per_s", true, Latency),
+        new("echo_own_client", "echo, separate processes, each system's own client against its own server", "req/s", "≥ 2× gevent, p99 no worse",
+            OurServer(OurClient), GeventServer(GeventClient), GoServer(GoClient),
+            "req_per_s", "req_per_s", "req_per_s", true, Latency),
+        new("echo_gevent_client", "echo: gevent's client against each server (columns = server)", "req/s", "our server ≥ 2× gevent's",
+            OurServer(GeventClient), GeventServer(GeventClient), GoServer(GeventClient),
+            "req_per_s", "req_per_s", "req_per_s", true, Latency, NeedsGevent: true),
+        new("echo_our_client", "echo: GreenRuntime's client against each server (columns = server)", "req/s", "—",
+            OurServer(OurClient), GeventServer(OurClient), GoServer(OurClient),
+            "req_per_s", "req_per_s", "req_per_s", true, Latency),
     ];
 
     public static List<Result> RunAll(Anchors anchors, int rounds, string? only)
@@ -57,31 +93,32 @@ internal static class Harness
             var r = new Result { Workload = w };
             for (int round = 1; round <= rounds; round++)
             {
-                Console.Write($"\r{w.Name}: round {round}/{rounds} GreenRuntime...   ");
-                r.Ours = Better(w, w.Metric, r.Ours, Parse(RunOurs(w.Ours)));
-                if (w.Gevent is { } gv)
+                if (w.Ours != null)
+                {
+                    if (w.NeedsGevent && anchors.GeventDir == null) r.OursNote = anchors.GeventMissing;
+                    else r.Ours = Better(w, w.Metric, r.Ours, Step(w, round, rounds, "GreenRuntime", () => w.Ours(anchors)));
+                }
+                if (w.Gevent != null)
                 {
                     if (anchors.GeventDir == null) r.GeventNote = anchors.GeventMissing;
-                    else
-                    {
-                        Console.Write($"\r{w.Name}: round {round}/{rounds} gevent...         ");
-                        r.Gevent = Better(w, w.GeventMetric, r.Gevent, Parse(anchors.RunGevent(gv.Script, gv.Args)));
-                    }
+                    else r.Gevent = Better(w, w.GeventMetric, r.Gevent, Step(w, round, rounds, "gevent", () => w.Gevent(anchors)));
                 }
-                if (w.Go is { } go)
+                if (w.Go != null)
                 {
-                    if (anchors.GoBinary == null) r.GoNote = anchors.GoMissing;
-                    else
-                    {
-                        Console.Write($"\r{w.Name}: round {round}/{rounds} Go...             ");
-                        r.Go = Better(w, w.GoMetric, r.Go, Parse(anchors.RunGo(go)));
-                    }
+                    if (anchors.GoBinary == null || (w.NeedsGevent && anchors.GeventDir == null)) r.GoNote = anchors.GoMissing ?? anchors.GeventMissing;
+                    else r.Go = Better(w, w.GoMetric, r.Go, Step(w, round, rounds, "Go", () => w.Go(anchors)));
                 }
             }
-            Console.WriteLine($"\r{w.Name}: GreenRuntime {Show(r.Ours, w.Metric)}, gevent {Show(r.Gevent, w.GeventMetric)}, Go {Show(r.Go, w.GoMetric)} ({w.Unit})");
+            Console.WriteLine($"\r{w.Name}: GreenRuntime {Show(r.Ours, w.Metric)}, gevent {Show(r.Gevent, w.GeventMetric)}, Go {Show(r.Go, w.GoMetric)} ({w.Unit})            ");
             results.Add(r);
         }
         return results;
+    }
+
+    private static Dictionary<string, double>? Step(Workload w, int round, int rounds, string system, Func<ProcessResult> run)
+    {
+        Console.Write($"\r{w.Name}: round {round}/{rounds} {system}...            ");
+        return Parse(run());
     }
 
     private static string Show(Dictionary<string, double>? d, string key) =>
@@ -94,13 +131,77 @@ internal static class Harness
         return (next[key] > best[key]) == w.HigherIsBetter ? next : best;
     }
 
-    private static ProcessResult RunOurs(string workload)
+    private static (string File, string Args) OursCommand(string workload)
     {
         var self = Environment.ProcessPath!;
         var args = $"worker {workload}";
         if (Path.GetFileNameWithoutExtension(self) == "dotnet")
             args = $"\"{typeof(Harness).Assembly.Location}\" {args}";
-        return Run(self, args, Environment.CurrentDirectory, TimeSpan.FromMinutes(3));
+        return (self, args);
+    }
+
+    private static ProcessResult RunOurs(string workload)
+    {
+        var (file, args) = OursCommand(workload);
+        return Run(file, args, Environment.CurrentDirectory, TimeSpan.FromMinutes(3));
+    }
+
+    private static Process? StartOurs(string workload)
+    {
+        var (file, args) = OursCommand(workload);
+        return StartServer(file, args, Environment.CurrentDirectory);
+    }
+
+    /// <summary>Starts a server program and waits (up to 60 s) for its READY line; null if it never came.</summary>
+    public static Process? StartServer(string file, string args, string workingDirectory, params (string Name, string Value)[] env)
+    {
+        var info = new ProcessStartInfo(file, args)
+        {
+            WorkingDirectory = workingDirectory,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var (name, value) in env) info.Environment[name] = value;
+        var process = Process.Start(info)!;
+        var ready = new TaskCompletionSource();
+        process.OutputDataReceived += (_, e) => { if (e.Data?.Trim() == "READY") ready.TrySetResult(); };
+        process.ErrorDataReceived += (_, _) => { };
+        process.Exited += (_, _) => ready.TrySetResult();
+        process.EnableRaisingEvents = true;
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        if (ready.Task.Wait(TimeSpan.FromSeconds(60)) && !process.HasExited) return process;
+        Stop(process);
+        return null;
+    }
+
+    private static ProcessResult WithServer(Anchors anchors, Func<int, Process?> start, Func<Anchors, int, ProcessResult> client)
+    {
+        int port = EchoWorkloads.FreePort();
+        var server = start(port);
+        if (server == null) return new ProcessResult(-1, "", "the echo server did not print READY");
+        try
+        {
+            return client(anchors, port);
+        }
+        finally
+        {
+            Stop(server);
+        }
+    }
+
+    private static void Stop(Process process)
+    {
+        try
+        {
+            if (!process.HasExited) process.Kill(entireProcessTree: true);
+            process.WaitForExit(10_000);
+        }
+        catch (InvalidOperationException)
+        {
+        }
+        process.Dispose();
     }
 
     private static Dictionary<string, double>? Parse(ProcessResult run)

@@ -36,9 +36,9 @@ internal static class Report
         foreach (var r in results)
         {
             var w = r.Workload;
-            md.AppendLine($"| {w.Title} | {w.Unit} | {Cell(r.Ours, w.Metric, null)} | {Cell(r.Gevent, w.GeventMetric, r.GeventNote)} | {Cell(r.Go, w.GoMetric, r.GoNote)} | {Ratio(r)} | {w.Target} |");
+            md.AppendLine($"| {w.Title} | {w.Unit} | {Cell(r.Ours, w.Metric, r.OursNote)} | {Cell(r.Gevent, w.GeventMetric, r.GeventNote)} | {Cell(r.Go, w.GoMetric, r.GoNote)} | {Ratio(r)} | {w.Target} |");
             foreach (var (ours, gevent, go, label) in w.Extra)
-                md.AppendLine($"| ↳ {label} | | {Cell(r.Ours, ours, null)} | {Cell(r.Gevent, gevent, r.GeventNote)} | {Cell(r.Go, go, r.GoNote)} | | |");
+                md.AppendLine($"| ↳ {label} | | {Cell(r.Ours, ours, r.OursNote)} | {Cell(r.Gevent, gevent, r.GeventNote)} | {Cell(r.Go, go, r.GoNote)} | | |");
         }
         md.AppendLine();
         md.AppendLine("Ratios are speed-ups: above 1 means GreenRuntime is better (more per second, or less time or memory).");

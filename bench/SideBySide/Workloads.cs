@@ -17,11 +17,20 @@ internal static class Workloads
             "spawn_join" => SpawnJoin(100_000),
             "sleep_mem" => SleepersStackless(100_000),
             "blocked_mem" => BlockedStackful(10_000),
+            "echo_inproc" => EchoWorkloads.InProcess(100, 1000),
+            "echo_client" => EchoWorkloads.Client(int.Parse(args[0]), int.Parse(args[1]), int.Parse(args[2])),
+            "echo_server" => Serve(int.Parse(args[0])),
             "timers" => WarmedUp(() => Timers(1_000), () => Timers(10_000)),
             "sleep_mem_warm" => WarmedUp(() => SleepersStackless(1_000), () => SleepersStackless(100_000)),
             _ => throw new ArgumentException($"unknown workload '{name}'"),
         };
         return JsonSerializer.Serialize(result);
+    }
+
+    private static Dictionary<string, double> Serve(int port)
+    {
+        EchoWorkloads.Server(port);
+        return new();
     }
 
     private static Dictionary<string, double> SwitchStackful(int n)

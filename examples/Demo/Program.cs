@@ -76,6 +76,64 @@ Section("4. gevent spawn/joinall, Sleep(0) between prints: f1 1, f2 6, f1 2, f2 
     Console.WriteLine();
 });
 
+Section("5. the blocking monitor catches an unpatched Thread.Sleep that stops every greenlet", () =>
+{
+    HubBlockedReport? report = null;
+    EventHandler<HubBlockedReport> onBlocked = (_, r) => report = r; // raised on the monitor thread
+    Hub.Current.Blocked += onBlocked;
+    try
+    {
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+        static void LoadLegacyConfig() => Thread.Sleep(400); // a real OS sleep: the whole hub stops
+
+        var longestGap = TimeSpan.Zero;
+        var ticker = Green.Spawn(() =>
+        {
+            var watch = Stopwatch.StartNew();
+            for (int i = 0; i < 20; i++)
+            {
+                var before = watch.Elapsed;
+                Green.Sleep(10);
+                if (watch.Elapsed - before > longestGap) longestGap = watch.Elapsed - before;
+            }
+        }, "ticker");
+        var legacy = Green.Spawn(LoadLegacyConfig, "legacy-config");
+        Green.JoinAll([ticker, legacy]);
+        for (int i = 0; i < 500 && report == null; i++) Green.Sleep(10); // the report arrives after its stack capture
+        Console.WriteLine($"  ticker asked for 10 ms sleeps; its longest one took {longestGap.TotalMilliseconds:F0} ms"
+            + (report?.CaptureDuration > TimeSpan.Zero ? $" (the 400 ms sleep, stretched by the {report.CaptureDuration.TotalMilliseconds:F0} ms stack capture, which pauses the process)" : ""));
+        if (report == null)
+        {
+            Console.WriteLine("  (no report: is MaxBlockingTime null?)");
+            return;
+        }
+        Console.WriteLine($"  monitor: {report.Holder} held the baton for {report.BlockedFor.TotalMilliseconds:F0}+ ms");
+        Console.WriteLine(report.StackTrace is { } stack
+            ? "  where it was blocked (captured while it still slept):\n" + string.Join("\n",
+                  stack.Split('\n').Where(l => !l.Contains("GreenRuntime.") && !l.Contains("StartCallback") && !l.Contains("[native code") && !l.Contains("[runtime stub")).Take(2))
+            : $"  no stack: {report.StackUnavailableReason}");
+    }
+    finally
+    {
+        Hub.Current.Blocked -= onBlocked;
+    }
+});
+
+Section("6. Patch.All(): the coroutines of 3b written with plain Thread.Sleep, unmodified, about 3 s", () =>
+{
+    var report = Patch.All();
+    Console.WriteLine($"  Patch.All(): {report.Patched.Count} methods patched, {report.Refused.Count} refused (see Patch.Applied and docs/patching.md)");
+    static void LegacyWorker(string name, int seconds) // knows nothing about greenlets
+    {
+        Console.WriteLine($"  {name} starts, Thread.Sleep({seconds * 1000})");
+        Thread.Sleep(seconds * 1000);
+        Console.WriteLine($"  {name} done");
+    }
+    var watch = Stopwatch.StartNew();
+    Green.JoinAll([Green.Spawn(() => LegacyWorker("a", 3)), Green.Spawn(() => LegacyWorker("b", 2)), Green.Spawn(() => LegacyWorker("c", 2))]);
+    Console.WriteLine($"  the three sleepers took {watch.Elapsed.TotalSeconds:F2} s (the section's time below includes patching)");
+});
+
 static void Section(string heading, Action body)
 {
     Console.WriteLine($"== {heading}");

@@ -325,8 +325,17 @@ public sealed class Detour : IDisposable
                 break;
             }
 
-            nint laterTrampoline = Trampoline.Build(Trampoline.Analyze(later.Address, name));
-            detour.PatchBody(later.Address, later.Cell, laterTrampoline, replacementEntry, name);
+            try
+            {
+                nint laterTrampoline = Trampoline.Build(Trampoline.Analyze(later.Address, name));
+                detour.PatchBody(later.Address, later.Cell, laterTrampoline, replacementEntry, name);
+            }
+            catch (NotSupportedException)
+            {
+                // The first body is patched and must stay owned by a registered Detour (or Dispose could
+                // never undo it); an unpatchable late body only means some calls reach the original.
+                break;
+            }
         }
 
         detour.applied = true;

@@ -79,7 +79,15 @@ public partial class GreenGroup : IEnumerable<Greenlet>
             throw;
         }
         Track(g);
-        g.Start();
+        try
+        {
+            g.Start();
+        }
+        catch
+        {
+            Discard(g); // never started: its death link would never return the slot
+            throw;
+        }
         return g;
     }
 

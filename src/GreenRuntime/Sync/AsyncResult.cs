@@ -128,12 +128,8 @@ public sealed class AsyncResult<T> : IGreenWaitable, IWaitSource
         if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException<bool>(pending);
         if (hub.IsOnHubThread && _ready) return Task.FromResult(true);
         var w = Waiter<bool>.ForTask(hub, owner);
-        Blocking.OnHub(hub, () =>
-        {
-            if (_ready) w.TryServe(true);
-            else if (timeout == TimeSpan.Zero) w.TryServe(false);
-            else w.ArmTask(_waiters, timeout, cancellationToken, null, timeoutValue: false);
-        });
+        if (hub.IsOnHubThread) StartWait(w, timeout, cancellationToken);
+        else Blocking.PostStart(hub, StartWait, w, timeout, cancellationToken);
         return w.Task;
     }
 
@@ -156,4 +152,12 @@ public sealed class AsyncResult<T> : IGreenWaitable, IWaitSource
 
     /// <summary>Describes the result for logs.</summary>
     public override string ToString() => $"<AsyncResult {(!_ready ? "pending" : _error == null ? "value" : "exception")}>";
+
+    // Applies a Task-form wait on the hub (kept out of the public method so its fast path allocates no closure).
+    private void StartWait(Waiter<bool> w, TimeSpan? timeout, CancellationToken cancellationToken)
+    {
+            if (_ready) w.TryServe(true);
+            else if (timeout == TimeSpan.Zero) w.TryServe(false);
+            else w.ArmTask(_waiters, timeout, cancellationToken, null, timeoutValue: false);
+    }
 }

@@ -144,4 +144,8 @@ internal static class Blocking
         });
         return BlockOn(answer.Task);
     }
+
+    /// <summary>Posts a Task-form wait's start to the hub from a foreign thread (the closure lives here, off the fast path).</summary>
+    internal static void PostStart<TWaiter>(Hub hub, Action<TWaiter, TimeSpan?, CancellationToken> start, TWaiter w, TimeSpan? timeout, CancellationToken cancellationToken) =>
+        hub.Post(() => start(w, timeout, cancellationToken));
 }

@@ -91,12 +91,8 @@ public sealed class Event : IGreenWaitable, IWaitSource
         if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException<bool>(pending);
         if (hub.IsOnHubThread && _flag) return Task.FromResult(true);
         var w = Waiter<bool>.ForTask(hub, owner);
-        Blocking.OnHub(hub, () =>
-        {
-            if (_flag) w.TryServe(true);
-            else if (timeout == TimeSpan.Zero) w.TryServe(false);
-            else w.ArmTask(_waiters, timeout, cancellationToken, null, timeoutValue: false);
-        });
+        if (hub.IsOnHubThread) StartWait(w, timeout, cancellationToken);
+        else Blocking.PostStart(hub, StartWait, w, timeout, cancellationToken);
         return w.Task;
     }
 
@@ -111,4 +107,12 @@ public sealed class Event : IGreenWaitable, IWaitSource
 
     /// <summary>Describes the event for logs.</summary>
     public override string ToString() => $"<Event {(IsSet ? "set" : "clear")}>";
+
+    // Applies a Task-form wait on the hub (kept out of the public method so its fast path allocates no closure).
+    private void StartWait(Waiter<bool> w, TimeSpan? timeout, CancellationToken cancellationToken)
+    {
+            if (_flag) w.TryServe(true);
+            else if (timeout == TimeSpan.Zero) w.TryServe(false);
+            else w.ArmTask(_waiters, timeout, cancellationToken, null, timeoutValue: false);
+    }
 }

@@ -94,12 +94,8 @@ public sealed class GreenChannel<T>
         var owner = Blocking.TaskOwner(hub);
         if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException(pending);
         var w = Waiter<T>.ForTask(hub, owner, item);
-        Blocking.OnHub(hub, () =>
-        {
-            if (_getters.ServeFirst(item) != null) w.TryServe();
-            else if (timeout == TimeSpan.Zero) w.Fail(new QueueFullException($"No greenlet was waiting on {this}."));
-            else w.ArmTask(_putters, timeout, cancellationToken, () => new QueueFullException($"No greenlet took the item from {this} within {timeout}."));
-        });
+        if (hub.IsOnHubThread) StartPut(w, timeout, cancellationToken);
+        else Blocking.PostStart(hub, StartPut, w, timeout, cancellationToken);
         return w.Task;
     }
 
@@ -112,12 +108,8 @@ public sealed class GreenChannel<T>
         var owner = Blocking.TaskOwner(hub);
         if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException<T>(pending);
         var w = Waiter<T>.ForTask(hub, owner);
-        Blocking.OnHub(hub, () =>
-        {
-            if (_putters.ServeFirstWithOwnItem() is { } putter) w.TryServe(putter.Item);
-            else if (timeout == TimeSpan.Zero) w.Fail(Empty(timeout));
-            else w.ArmTask(_getters, timeout, cancellationToken, () => Empty(timeout));
-        });
+        if (hub.IsOnHubThread) StartGet(w, timeout, cancellationToken);
+        else Blocking.PostStart(hub, StartGet, w, timeout, cancellationToken);
         return w.Task;
     }
 
@@ -129,4 +121,20 @@ public sealed class GreenChannel<T>
 
     /// <summary>Describes the channel for logs.</summary>
     public override string ToString() => "<GreenChannel>";
+
+    // Applies a Task-form wait on the hub (kept out of the public method so its fast path allocates no closure).
+    private void StartPut(Waiter<T> w, TimeSpan? timeout, CancellationToken cancellationToken)
+    {
+            if (_getters.ServeFirst(w.Item) != null) w.TryServe();
+            else if (timeout == TimeSpan.Zero) w.Fail(new QueueFullException($"No greenlet was waiting on {this}."));
+            else w.ArmTask(_putters, timeout, cancellationToken, () => new QueueFullException($"No greenlet took the item from {this} within {timeout}."));
+    }
+
+    // Applies a Task-form wait on the hub (kept out of the public method so its fast path allocates no closure).
+    private void StartGet(Waiter<T> w, TimeSpan? timeout, CancellationToken cancellationToken)
+    {
+            if (_putters.ServeFirstWithOwnItem() is { } putter) w.TryServe(putter.Item);
+            else if (timeout == TimeSpan.Zero) w.Fail(Empty(timeout));
+            else w.ArmTask(_getters, timeout, cancellationToken, () => Empty(timeout));
+    }
 }

@@ -152,19 +152,8 @@ public class GreenQueue<T> : IEnumerable<T>
         if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException(pending);
         if (hub.IsOnHubThread && !_closed && TryPutCore(item)) return Task.CompletedTask;
         var w = Waiter<T>.ForTask(hub, owner, item);
-        Blocking.OnHub(hub, () =>
-        {
-            try
-            {
-                if (TryPutCore(item)) w.TryServe();
-                else if (timeout == TimeSpan.Zero) w.Fail(Full(timeout));
-                else w.ArmTask(_putters, timeout, cancellationToken, () => Full(timeout));
-            }
-            catch (Exception e)
-            {
-                w.Fail(e);
-            }
-        });
+        if (hub.IsOnHubThread) StartPut(w, timeout, cancellationToken);
+        else Blocking.PostStart(hub, StartPut, w, timeout, cancellationToken);
         return w.Task;
     }
 
@@ -266,13 +255,8 @@ public class GreenQueue<T> : IEnumerable<T>
         if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException<T>(pending);
         if (hub.IsOnHubThread && TryGetCore(out var ready)) return Task.FromResult(ready);
         var w = Waiter<T>.ForTask(hub, owner);
-        Blocking.OnHub(hub, () =>
-        {
-            if (TryGetCore(out var item)) w.TryServe(item);
-            else if (_closed) w.Fail(ClosedAndEmpty());
-            else if (timeout == TimeSpan.Zero) w.Fail(Empty(timeout));
-            else w.ArmTask(_getters, timeout, cancellationToken, () => Empty(timeout));
-        });
+        if (hub.IsOnHubThread) StartGet(w, timeout, cancellationToken);
+        else Blocking.PostStart(hub, StartGet, w, timeout, cancellationToken);
         return w.Task;
     }
 
@@ -422,5 +406,29 @@ public class GreenQueue<T> : IEnumerable<T>
             throw new InvalidOperationException($"Invariant Q1 broken: {this} stores {StoredCount} item(s) while a getter waits.");
         if (_putters.HasLive && MaxSize is { } max && StoredCount < max)
             throw new InvalidOperationException($"Invariant Q2 broken: {this} has a free slot while a putter waits.");
+    }
+
+    // Applies a Task-form wait on the hub (kept out of the public method so its fast path allocates no closure).
+    private void StartPut(Waiter<T> w, TimeSpan? timeout, CancellationToken cancellationToken)
+    {
+            try
+            {
+                if (TryPutCore(w.Item)) w.TryServe();
+                else if (timeout == TimeSpan.Zero) w.Fail(Full(timeout));
+                else w.ArmTask(_putters, timeout, cancellationToken, () => Full(timeout));
+            }
+            catch (Exception e)
+            {
+                w.Fail(e);
+            }
+    }
+
+    // Applies a Task-form wait on the hub (kept out of the public method so its fast path allocates no closure).
+    private void StartGet(Waiter<T> w, TimeSpan? timeout, CancellationToken cancellationToken)
+    {
+            if (TryGetCore(out var item)) w.TryServe(item);
+            else if (_closed) w.Fail(ClosedAndEmpty());
+            else if (timeout == TimeSpan.Zero) w.Fail(Empty(timeout));
+            else w.ArmTask(_getters, timeout, cancellationToken, () => Empty(timeout));
     }
 }

@@ -8,6 +8,8 @@ namespace GreenRuntime;
 /// while there is none; <see cref="Release"/> returns one.
 /// </summary>
 /// <remarks>
+/// <para>Invariant S: a positive <see cref="Count"/> implies no live waiter (a release goes to the first live waiter
+/// before it is counted). Checked in DEBUG after every change.</para>
 /// <para>FIFO-fair: <see cref="Release"/> hands its permit straight to the longest-waiting greenlet, so a greenlet
 /// that arrives later (even one calling <see cref="TryAcquire"/>) cannot barge ahead, and no waiter is starved. A
 /// waiter whose timeout expired is skipped and never consumes a permit.</para>
@@ -83,12 +85,8 @@ public class GreenSemaphore
         if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException<bool>(pending);
         if (hub.IsOnHubThread && TryAcquireCore()) return Task.FromResult(true);
         var w = Waiter<bool>.ForTask(hub, owner);
-        Blocking.OnHub(hub, () =>
-        {
-            if (TryAcquireCore()) w.TryServe(true);
-            else if (timeout == TimeSpan.Zero) w.TryServe(false);
-            else w.ArmTask(_waiters, timeout, cancellationToken, null, timeoutValue: false);
-        });
+        if (hub.IsOnHubThread) StartAcquire(w, timeout, cancellationToken);
+        else Blocking.PostStart(hub, StartAcquire, w, timeout, cancellationToken);
         return w.Task;
     }
 
@@ -105,6 +103,14 @@ public class GreenSemaphore
         if (_waiters.ServeFirst(true) != null) return;
         CheckRelease(_count);
         _count++;
+        AssertInvariant();
+    }
+
+    [Conditional("DEBUG")]
+    private void AssertInvariant()
+    {
+        if (_count > 0 && _waiters.HasLive)
+            throw new InvalidOperationException($"Invariant S broken: {this} counts {_count} permit(s) while a greenlet waits for one.");
     }
 
     /// <summary>Lets a subclass refuse a release that would take the count past its bound.</summary>
@@ -147,4 +153,12 @@ public class GreenSemaphore
 
     /// <summary>Describes the semaphore for logs.</summary>
     public override string ToString() => $"<{GetType().Name} count={Count}>";
+
+    // Applies a Task-form wait on the hub (kept out of the public method so its fast path allocates no closure).
+    private void StartAcquire(Waiter<bool> w, TimeSpan? timeout, CancellationToken cancellationToken)
+    {
+            if (TryAcquireCore()) w.TryServe(true);
+            else if (timeout == TimeSpan.Zero) w.TryServe(false);
+            else w.ArmTask(_waiters, timeout, cancellationToken, null, timeoutValue: false);
+    }
 }

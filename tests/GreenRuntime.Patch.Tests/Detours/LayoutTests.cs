@@ -2,9 +2,10 @@ using System.Reflection;
 using System.Runtime.CompilerServices;
 using DetourTargets;
 using GreenRuntime.Detours;
-using static GreenRuntime.Patch.Tests.Detours.UserMethodTests;
 
 namespace GreenRuntime.Patch.Tests.Detours;
+
+using static UserMethodTests;
 
 /// <summary>Re-verifies, on this runtime, the layout constants the engine relies on.</summary>
 [TestFixture]

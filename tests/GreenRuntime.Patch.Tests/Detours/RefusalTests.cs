@@ -3,9 +3,10 @@ using System.Reflection.Emit;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using GreenRuntime.Detours;
-using static GreenRuntime.Patch.Tests.Detours.UserMethodTests;
 
 namespace GreenRuntime.Patch.Tests.Detours;
+
+using static UserMethodTests;
 
 /// <summary>Every refusal happens before a byte is written, with a message that says why.</summary>
 [TestFixture]

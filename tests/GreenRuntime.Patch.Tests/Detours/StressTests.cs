@@ -1,9 +1,10 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using GreenRuntime.Detours;
-using static GreenRuntime.Patch.Tests.Detours.UserMethodTests;
 
 namespace GreenRuntime.Patch.Tests.Detours;
+
+using static UserMethodTests;
 
 /// <summary>Originals under GC pressure; detour/undo racing callers; concurrent creation.</summary>
 [TestFixture]

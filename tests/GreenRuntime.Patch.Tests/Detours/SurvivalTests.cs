@@ -5,9 +5,10 @@ using System.Reflection.Emit;
 using DetourTargets;
 using GreenRuntime.Detours;
 using Microsoft.Win32.SafeHandles;
-using static GreenRuntime.Patch.Tests.Detours.BclTargets;
 
 namespace GreenRuntime.Patch.Tests.Detours;
+
+using static BclTargets;
 
 /// <summary>
 /// Every call reaches the replacement, for seconds, across tier-up, from callers compiled after the

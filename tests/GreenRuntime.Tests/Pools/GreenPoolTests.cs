@@ -32,8 +32,8 @@ public class GreenPoolTests : HubTest
         int running = 0, max = 0;
         for (int i = 0; i < 20; i++)
         {
-            if (i % 2 == 0) pool.Spawn(() => { running++; max = Math.Max(max, running); Green.Sleep(1); running--; });
-            else pool.Spawn(async () => { running++; max = Math.Max(max, running); await Task.Delay(1); running--; });
+            if (i % 2 == 0) pool.Spawn(() => { running++; max = Math.Max(max, running); Green.Sleep(20); running--; });
+            else pool.Spawn(async () => { running++; max = Math.Max(max, running); await Task.Delay(20); running--; });
         }
         Assert.That(pool.Join(TimeSpan.FromSeconds(10)), Is.True);
         Assert.That(max, Is.EqualTo(3));
@@ -79,7 +79,7 @@ public class GreenPoolTests : HubTest
         var results = pool.Map(x =>
         {
             running++; max = Math.Max(max, running);
-            Green.Sleep(10 - x);
+            Green.Sleep(20 + 2 * (10 - x));   // later inputs finish first; 20 ms lets all four start before any ends
             running--;
             return x * x;
         }, Enumerable.Range(0, 10));
@@ -224,5 +224,15 @@ public class GreenPoolTests : HubTest
         spawner.Kill();
         pool.Join();
         Assert.That(pool.FreeCount, Is.EqualTo(1));
+    }
+
+    [Test]
+    public void SpawnInMainOnAFullPoolWhoseMembersNeverFinishRaisesLoopExit()
+    {
+        var pool = new GreenPool(1);
+        var never = new Event();
+        pool.Spawn(() => never.Wait());
+        Assert.Throws<LoopExitException>(() => pool.Spawn(() => { }));
+        Assert.That(pool.Count, Is.EqualTo(1), "the refused spawn took no slot");
     }
 }

@@ -8,8 +8,9 @@ public class IWaitTests : HubTest
     {
         var e = new Event();
         var r = new AsyncResult<int>();
-        var g = Green.Spawn(() => Green.Sleep(5));
-        Green.Spawn(() => { Green.Sleep(1); r.Set(1); Green.Sleep(1); e.Set(); });
+        var gate = new Event();
+        var g = Green.Spawn(() => gate.Wait());
+        Green.Spawn(() => { Green.Sleep(1); r.Set(1); Green.Sleep(1); e.Set(); Green.Sleep(1); gate.Set(); });
         var order = Green.IWait(new IGreenWaitable[] { g, e, r }).ToList();
         Assert.That(order, Is.EqualTo(new IGreenWaitable[] { r, e, g }));
     }
@@ -39,7 +40,9 @@ public class IWaitTests : HubTest
     [Test]
     public void WorksWithGreenletsFromAStacklessConsumer()
     {
-        var gs = new[] { Green.Spawn(() => Green.Sleep(6)), Green.Spawn(() => Green.Sleep(1)) };
+        var gates = new[] { new Event(), new Event() };
+        var gs = new[] { Green.Spawn(() => gates[0].Wait()), Green.Spawn(() => gates[1].Wait()) };
+        Green.Spawn(() => { Green.Sleep(2); gates[1].Set(); Green.Sleep(2); gates[0].Set(); });
         var consumer = Green.Spawn(async () => { await Task.Yield(); return Green.IWait(gs).ToList(); });
         Assert.That(consumer.Get(), Is.EqualTo(new[] { gs[1], gs[0] }));
     }

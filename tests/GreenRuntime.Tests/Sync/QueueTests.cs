@@ -92,7 +92,7 @@ public class QueueTests : HubTest
             catch (QueueEmptyException) { return "timed out"; }
         });
         var waiting = Green.Spawn(() => q.Get());
-        Green.Sleep(20);
+        WaitUntil(() => dying.Dead);   // timed out and gone; on a loaded machine it may start late
         q.Put("hi");
         Assert.That(dying.Get(), Is.EqualTo("timed out"));
         Assert.That(waiting.Get(), Is.EqualTo("hi"));
@@ -110,7 +110,7 @@ public class QueueTests : HubTest
         }
         var e1 = Green.Spawn(Receive);
         var e2 = Green.Spawn(Receive);
-        Green.Sleep(20);
+        WaitUntil(() => e1.Dead && e2.Dead);
         q.Put("sent");
         Assert.That(e1.Get(), Is.EqualTo("timed out"));
         Assert.That(e2.Get(), Is.EqualTo("timed out"));
@@ -126,7 +126,8 @@ public class QueueTests : HubTest
             try { return await q.GetAsync(TimeSpan.FromMilliseconds(1)); }
             catch (QueueEmptyException) { return -1; }
         });
-        Green.Sleep(20);
+        WaitUntil(() => dying.State == GreenletState.Awaiting || dying.Dead);
+        Green.Sleep(30);   // the getter's 1 ms timer is due before this one: deadline order
         q.Put(5);
         Assert.That(dying.Get(), Is.EqualTo(-1));
         Assert.That(q.Get(), Is.EqualTo(5));
@@ -323,5 +324,30 @@ public class QueueTests : HubTest
     {
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => new GreenQueue<int>(0));
         Assert.That(e!.Message, Does.Contain("GreenChannel"));
+    }
+
+    /// <summary>Lets other greenlets run until <paramref name="condition"/> holds (generous bound for a loaded machine).</summary>
+    private static void WaitUntil(Func<bool> condition)
+    {
+        for (int i = 0; i < 5000 && !condition(); i++) Green.Sleep(1);
+        Assert.That(condition(), Is.True, "the condition did not become true within 5 s");
+    }
+
+    [Test]
+    public void KilledStacklessGetterDoesNotSwallowALaterItem()
+    {
+        var q = new GreenPriorityQueue<int>();
+        bool unwound = false;
+        var victim = Green.Spawn(async () =>
+        {
+            try { return await q.GetAsync(); }
+            finally { unwound = true; }
+        });
+        Green.Sleep(0);
+        victim.Kill();
+        q.Put(3);
+        Green.Sleep(1);
+        Assert.That(unwound, Is.True, "the awaited task faulted, so the finally block ran");
+        Assert.That(q.TryGet(out var item) && item == 3, Is.True);
     }
 }

@@ -78,8 +78,8 @@ public class SemaphoreTests : HubTest
         var s = new GreenSemaphore(2);
         int inside = 0, maxInside = 0;
         var gs = Enumerable.Range(0, 10).Select(i => i % 2 == 0
-            ? Green.Spawn(() => { using (s.Enter()) { inside++; maxInside = Math.Max(maxInside, inside); Green.Sleep(1); inside--; } })
-            : Green.Spawn(async () => { using (await s.EnterAsync()) { inside++; maxInside = Math.Max(maxInside, inside); await Task.Delay(1); inside--; } })).ToList();
+            ? Green.Spawn(() => { using (s.Enter()) { inside++; maxInside = Math.Max(maxInside, inside); Green.Sleep(20); inside--; } })
+            : Green.Spawn(async () => { using (await s.EnterAsync()) { inside++; maxInside = Math.Max(maxInside, inside); await Task.Delay(20); inside--; } })).ToList();
         Green.JoinAll(gs, raiseError: true);
         Assert.That(maxInside, Is.EqualTo(2));
         Assert.That(s.Count, Is.EqualTo(2));
@@ -155,5 +155,18 @@ public class SemaphoreTests : HubTest
         var b = Green.Spawn(() => { using (l.Enter()) order.Add("b"); });
         Green.JoinAll([a, b], raiseError: true);
         Assert.That(order, Is.EqualTo(new[] { "a in", "a out", "b" }));
+    }
+
+    [Test]
+    public void BoundedSemaphoreFromAStacklessGreenlet()
+    {
+        var s = new BoundedSemaphore(1);
+        var g = Green.Spawn(async () =>
+        {
+            using (await s.EnterAsync()) await Task.Yield();
+            try { s.Release(); return "released twice"; }
+            catch (InvalidOperationException) { return "refused"; }
+        });
+        Assert.That(g.Get(), Is.EqualTo("refused"));
     }
 }

@@ -1,0 +1,132 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+
+namespace GreenRuntime.SideBySide;
+
+/// <summary>
+/// The echo workload with plain blocking socket code — no GreenRuntime type inside the handler or the client
+/// loop — made concurrent by <see cref="Patch.All"/>, one greenlet per connection: the same shape as gevent's
+/// echo_server.py / echo_client.py under monkey.patch_all().
+/// </summary>
+internal static class EchoWorkloads
+{
+    private const int MessageSize = 64;
+
+    /// <summary>Serves until killed (or 120 s, like the anchors), printing READY once listening.</summary>
+    public static void Server(int port)
+    {
+        Patch.All();
+        var listener = Listen(port);
+        Console.WriteLine("READY");
+        Console.Out.Flush();
+        var acceptor = Green.Spawn(() => AcceptLoop(listener));
+        Green.Sleep(TimeSpan.FromSeconds(120));
+        acceptor.Kill();
+    }
+
+    public static Dictionary<string, double> Client(int port, int clients, int rounds)
+    {
+        Patch.All();
+        return RunClients(port, clients, rounds);
+    }
+
+    public static Dictionary<string, double> InProcess(int clients, int rounds)
+    {
+        Patch.All();
+        var listener = Listen(0);
+        var acceptor = Green.Spawn(() => AcceptLoop(listener));
+        var result = RunClients(((IPEndPoint)listener.LocalEndPoint!).Port, clients, rounds);
+        acceptor.Kill();
+        listener.Dispose();
+        return result;
+    }
+
+    private static Socket Listen(int port)
+    {
+        var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, port));
+        listener.Listen(1024);
+        return listener;
+    }
+
+    private static void AcceptLoop(Socket listener)
+    {
+        while (true)
+        {
+            var connection = listener.Accept(); // patched: parks this greenlet only
+            Green.Spawn(() => Handle(connection));
+        }
+    }
+
+    /// <summary>Legacy-style blocking echo handler: nothing here knows about greenlets.</summary>
+    private static void Handle(Socket connection)
+    {
+        using (connection)
+        {
+            connection.NoDelay = true;
+            var buffer = new byte[4096];
+            while (true)
+            {
+                int n = connection.Receive(buffer);
+                if (n == 0) return;
+                connection.Send(buffer, 0, n, SocketFlags.None);
+            }
+        }
+    }
+
+    private static Dictionary<string, double> RunClients(int port, int clients, int rounds)
+    {
+        var latencies = new List<double>(clients * rounds);
+        var watch = Stopwatch.StartNew();
+        var all = Enumerable.Range(0, clients).Select(_ => Green.Spawn(() => latencies.AddRange(OneClient(port, rounds)))).ToList();
+        Green.JoinAll(all, raiseError: true);
+        var seconds = watch.Elapsed.TotalSeconds;
+        latencies.Sort();
+        double Q(double p) => latencies[Math.Min(latencies.Count - 1, (int)(p * latencies.Count))] * 1e6;
+        return new()
+        {
+            ["clients"] = clients,
+            ["rounds"] = rounds,
+            ["requests"] = latencies.Count,
+            ["seconds"] = seconds,
+            ["req_per_s"] = latencies.Count / seconds,
+            ["p50_us"] = Q(0.5),
+            ["p99_us"] = Q(0.99),
+            ["max_us"] = latencies[^1] * 1e6,
+        };
+    }
+
+    /// <summary>Legacy-style blocking client: send 64 bytes, read 64 back, R times.</summary>
+    private static List<double> OneClient(int port, int rounds)
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        socket.Connect(new IPEndPoint(IPAddress.Loopback, port));
+        socket.NoDelay = true;
+        var message = new byte[MessageSize];
+        var reply = new byte[MessageSize];
+        var mine = new List<double>(rounds);
+        for (int i = 0; i < rounds; i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            socket.Send(message);
+            int got = 0;
+            while (got < MessageSize)
+            {
+                int n = socket.Receive(reply, got, MessageSize - got, SocketFlags.None);
+                if (n == 0) throw new EndOfStreamException("the echo server closed the connection");
+                got += n;
+            }
+            mine.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
+        }
+        return mine;
+    }
+
+    public static int FreePort()
+    {
+        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)probe.LocalEndPoint!).Port;
+    }
+}

@@ -1,0 +1,162 @@
+// Cooperative implementations: what a patched blocking call does instead of blocking.
+//
+// Glossary
+//   replacement   a static method in this folder that a detour sends every call of a BCL method to
+//                 (`this` first for instance methods). It has exactly the BCL method's signature.
+//   original      the BCL method's own code, reached through an OriginalSlot (never by calling the patched
+//                 method again, which would come straight back here).
+//   parking hub   the calling thread's hub when the caller is a greenlet that may park here: the thread has a
+//                 hub, is not inside a hub callback, and is not inside one of our own cleanup waits.
+//
+// Design chosen: every replacement starts with the same test. Off a parking hub (any ordinary thread,
+// a hub callback, our own cleanup) it calls the original, so behaviour there is exactly the BCL's. On a
+// parking hub it first tries the operation without blocking (a zero timeout, or an async operation that
+// completes inline) and otherwise starts the .NET asynchronous equivalent and parks only the calling
+// greenlet until it completes (Hub.WaitForTask), honouring the call's own timeout. Finally it asks the
+// original with a zero timeout, or reads the finished task, so results, exceptions and side effects are the
+// original's.
+//
+// Kill and timeout: the park throws (GreenletExit) or returns early. The pending operation is then cancelled.
+// Where it could still write into caller memory (a pinned span) we wait for it to finish before the frame
+// that pinned the memory unwinds (a short blocking wait, under Bypass so it cannot re-enter us). Where it
+// only writes into memory we own, it is abandoned.
+//
+// Rejected designs
+//   * Polling with Green.Sleep for everything: cheap to write, but adds latency to every wait. Used only
+//     where .NET offers no completion signal at all (Thread.Join, Socket.Poll/Select).
+//   * Doing real work on the hub thread for file I/O (what gevent does): a cold read blocks every greenlet
+//     of the hub. We offload to the thread pool instead.
+
+using System.Runtime.CompilerServices;
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime.Cooperative;
+
+/// <summary>Shared plumbing of the cooperative replacements: where parking is allowed, and parking on a task.</summary>
+internal static class Cooperative
+{
+    [ThreadStatic] private static int t_bypass;
+
+    /// <summary>
+    /// The hub the caller may park on, or null when the call must behave exactly like the original: no hub on
+    /// this thread, inside a hub callback (which must not block), a disposed hub, or inside <see cref="Bypass"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Hub? ParkingHub()
+    {
+        var hub = Hub.CurrentOrNull;
+        if (hub is null) return null;
+        return t_bypass == 0 && hub.CanBlockHere && !hub.IsDisposed ? hub : null;
+    }
+
+    /// <summary>
+    /// Makes every patched method called on this thread run its original until the scope is disposed: for our
+    /// own short cleanup waits, which must not park (a kill may already be pending) and must not re-enter us.
+    /// </summary>
+    public static BypassScope Bypass()
+    {
+        t_bypass++;
+        return default;
+    }
+
+    /// <summary>Ends a <see cref="Bypass"/> scope.</summary>
+    public readonly struct BypassScope : IDisposable
+    {
+        public void Dispose() => t_bypass--;
+    }
+
+    /// <summary>
+    /// Parks the current greenlet until <paramref name="task"/> completes or <paramref name="timeout"/> elapses.
+    /// If the park throws (the greenlet was killed), <paramref name="cancel"/> is cancelled and, when
+    /// <paramref name="drain"/>, the task is awaited (blocking) before the exception propagates, so that it no
+    /// longer touches memory of the unwinding frame.
+    /// </summary>
+    /// <returns>Whether the task has completed (false: the timeout elapsed first).</returns>
+    public static bool Park(Hub hub, Task task, TimeSpan? timeout, WaitReason reason, CancellationTokenSource? cancel = null, bool drain = false)
+    {
+        if (task.IsCompleted) return true;
+        try
+        {
+            hub.WaitForTask(task, timeout, reason);
+        }
+        catch
+        {
+            CancelQuietly(cancel);
+            if (drain) WaitBlocking(task);
+            throw;
+        }
+        return task.IsCompleted;
+    }
+
+    /// <summary>Cancels, swallowing what a cancellation callback throws (it is the operation's business, not ours).</summary>
+    public static void CancelQuietly(CancellationTokenSource? cancel)
+    {
+        if (cancel is null) return;
+        try
+        {
+            cancel.Cancel();
+        }
+        catch (AggregateException)
+        {
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
+
+    /// <summary>Blocks the thread (not cooperatively) until <paramref name="task"/> has finished, ignoring its outcome.</summary>
+    public static void WaitBlocking(Task task)
+    {
+        if (task.IsCompleted) return;
+        using (Bypass())
+        {
+            try
+            {
+                task.Wait();
+            }
+            catch (AggregateException)
+            {
+            }
+        }
+    }
+
+    /// <summary>Socket timeouts: 0 and -1 mean infinite.</summary>
+    public static TimeSpan? SocketTimeout(int milliseconds) => milliseconds <= 0 ? null : TimeSpan.FromMilliseconds(milliseconds);
+
+    /// <summary>Wait timeouts: -1 means infinite.</summary>
+    public static TimeSpan? WaitTimeout(long milliseconds) => milliseconds < 0 ? null : TimeSpan.FromMilliseconds(milliseconds);
+
+    /// <summary>
+    /// A task that completes when <paramref name="task"/> completes or <paramref name="token"/> is cancelled.
+    /// Dispose the registration afterwards.
+    /// </summary>
+    public static Task OrCancelled(Task task, CancellationToken token, out CancellationTokenRegistration registration)
+    {
+        registration = default;
+        if (!token.CanBeCanceled) return task;
+        var either = new TaskCompletionSource(TaskCreationOptions.None);
+        registration = token.UnsafeRegister(static s => ((TaskCompletionSource)s!).TrySetResult(), either);
+        task.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(() => either.TrySetResult());
+        return either.Task;
+    }
+
+    /// <summary>
+    /// Parks with growing pauses (1 ms doubling to 20 ms) until <paramref name="done"/> returns true or the
+    /// timeout elapses. For waits that .NET offers no completion signal for.
+    /// </summary>
+    /// <returns>Whether <paramref name="done"/> returned true.</returns>
+    public static bool PollUntil(Hub hub, Func<bool> done, TimeSpan? timeout)
+    {
+        var time = hub.Options.TimeProvider;
+        long start = time.GetTimestamp();
+        var pause = TimeSpan.FromMilliseconds(1);
+        while (true)
+        {
+            if (done()) return true;
+            var left = timeout is { } t ? t - time.GetElapsedTime(start) : TimeSpan.MaxValue;
+            if (left <= TimeSpan.Zero) return false;
+            Green.Sleep(left < pause ? left : pause);
+            if (pause < TimeSpan.FromMilliseconds(20)) pause *= 2;
+        }
+    }
+}

@@ -1,0 +1,80 @@
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime.Cooperative;
+
+/// <summary>
+/// Reads of <see cref="Console.In"/> on a greenlet (<c>Console.ReadLine</c>, <c>Console.Read</c>,
+/// <c>Console.In.ReadLine/Read</c>): the read runs on a thread-pool thread while only the greenlet waits.
+/// </summary>
+/// <remarks>
+/// <para>The patch point is the internal <c>System.IO.SyncTextReader</c> that <see cref="Console.In"/> is
+/// (<c>Console.ReadLine</c> itself cannot be detoured on .NET 10: a call sits in its first bytes). The same
+/// type also backs every <see cref="TextReader.Synchronized"/> reader; those run the original.</para>
+/// <para>A read on stdin cannot be cancelled. When the waiting greenlet is killed, the read it started stays
+/// pending and its result is kept: the next read of the same kind on <see cref="Console.In"/>, on a greenlet
+/// or not, returns it instead of reading again, so no input is lost.</para>
+/// </remarks>
+internal static class CooperativeConsole
+{
+    internal delegate int ReadBlockFn(TextReader reader, char[] buffer, int index, int count);
+
+    internal static readonly OriginalSlot<Func<TextReader, string?>> ReadLineSlot = new(static r => r.ReadLine());
+    internal static readonly OriginalSlot<Func<TextReader, int>> ReadSlot = new(static r => r.Read());
+
+    private static readonly Pending<string?> s_pendingLine = new();
+    private static readonly Pending<int> s_pendingChar = new();
+
+    /// <summary>Replaces <c>SyncTextReader.ReadLine()</c>.</summary>
+    public static string? ReadLine(TextReader reader) => ReadVia(reader, s_pendingLine, ReadLineSlot.Call);
+
+    /// <summary>Replaces <c>SyncTextReader.Read()</c>.</summary>
+    public static int Read(TextReader reader) => ReadVia(reader, s_pendingChar, ReadSlot.Call);
+
+    private static T ReadVia<T>(TextReader reader, Pending<T> pending, Func<TextReader, T> original)
+    {
+        var hub = Cooperative.ParkingHub();
+        bool isStdin = ReferenceEquals(reader, Console.In);
+        if (!isStdin) return original(reader);
+        var leftover = pending.Take(reader);
+        if (hub is null)
+        {
+            if (leftover is null) return original(reader);
+            Cooperative.WaitBlocking(leftover);
+            return leftover.GetAwaiter().GetResult();
+        }
+        var read = leftover ?? Task.Run(() => original(reader));
+        try
+        {
+            Cooperative.Park(hub, read, null, WaitReason.Other);
+        }
+        catch
+        {
+            pending.Keep(reader, read); // killed: the next reader gets this read's result
+            throw;
+        }
+        return read.GetAwaiter().GetResult();
+    }
+
+    /// <summary>A read abandoned by a killed greenlet, kept for the next reader of the same TextReader.</summary>
+    private sealed class Pending<T>
+    {
+        private (TextReader Reader, Task<T> Read)? _kept;
+        private readonly Lock _gate = new();
+
+        public Task<T>? Take(TextReader reader)
+        {
+            lock (_gate)
+            {
+                if (_kept is not { } kept || !ReferenceEquals(kept.Reader, reader)) return null;
+                _kept = null;
+                return kept.Read;
+            }
+        }
+
+        public void Keep(TextReader reader, Task<T> read)
+        {
+            lock (_gate)
+                _kept ??= (reader, read);
+        }
+    }
+}

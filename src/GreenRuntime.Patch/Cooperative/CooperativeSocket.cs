@@ -1,0 +1,380 @@
+using System.Buffers;
+using System.Collections;
+using System.Net;
+using System.Net.Sockets;
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime.Cooperative;
+
+/// <summary>
+/// Synchronous <see cref="Socket"/> operations on a greenlet. Only blocking-mode sockets are affected; a
+/// non-blocking socket, and every call off a parking hub, runs the original.
+/// </summary>
+/// <remarks>
+/// <para>Receives (array, span, list, ReceiveFrom, ReceiveMessageFrom) first wait until the socket is readable
+/// with an asynchronous 1-byte <see cref="SocketFlags.Peek"/> receive, then call the original, which now
+/// returns at once. The peek consumes nothing, so a kill or a <see cref="Socket.ReceiveTimeout"/> cancels it
+/// without any data being lost or written into the caller's buffer after the call returned.</para>
+/// <para>Sends start <see cref="Socket.SendAsync(ReadOnlyMemory{byte}, SocketFlags, CancellationToken)"/>,
+/// which completes inline when the kernel buffer has room. A kill or <see cref="Socket.SendTimeout"/>
+/// cancels it; what was already sent stays sent (as with the original on a timeout).</para>
+/// <para>Accept and Connect use AcceptAsync/ConnectAsync. Poll and Select with a non-zero timeout poll the
+/// original with a zero timeout, parking 1–20 ms between tries: .NET has no readiness notification for them.</para>
+/// <para>The first cooperative operation puts the socket's file descriptor in non-blocking mode (as any
+/// .NET async socket operation does); <see cref="Socket.Blocking"/> stays true and later synchronous calls
+/// off the hub keep their blocking behaviour and timeouts.</para>
+/// </remarks>
+internal static class CooperativeSocket
+{
+    internal delegate int ArrayIo(Socket s, byte[] buffer, int offset, int size, SocketFlags flags, out SocketError error);
+    internal delegate int SpanReceive(Socket s, Span<byte> buffer, SocketFlags flags, out SocketError error);
+    internal delegate int SpanSend(Socket s, ReadOnlySpan<byte> buffer, SocketFlags flags, out SocketError error);
+    internal delegate int ListIo(Socket s, IList<ArraySegment<byte>> buffers, SocketFlags flags, out SocketError error);
+    internal delegate int ArrayReceiveFrom(Socket s, byte[] buffer, int offset, int size, SocketFlags flags, ref EndPoint remote);
+    internal delegate int SpanReceiveFrom(Socket s, Span<byte> buffer, SocketFlags flags, ref EndPoint remote);
+    internal delegate int SpanReceiveFromAddress(Socket s, Span<byte> buffer, SocketFlags flags, SocketAddress address);
+    internal delegate int ArrayReceiveMessageFrom(Socket s, byte[] buffer, int offset, int size, ref SocketFlags flags, ref EndPoint remote, out IPPacketInformation info);
+    internal delegate int SpanReceiveMessageFrom(Socket s, Span<byte> buffer, ref SocketFlags flags, ref EndPoint remote, out IPPacketInformation info);
+    internal delegate void SelectFn(IList? checkRead, IList? checkWrite, IList? checkError, int microSeconds);
+
+    internal static readonly OriginalSlot<ArrayIo> ReceiveArray = new(static (Socket s, byte[] b, int o, int n, SocketFlags f, out SocketError e) => s.Receive(b, o, n, f, out e));
+    internal static readonly OriginalSlot<SpanReceive> ReceiveSpan = new(static (Socket s, Span<byte> b, SocketFlags f, out SocketError e) => s.Receive(b, f, out e));
+    internal static readonly OriginalSlot<ListIo> ReceiveList = new(static (Socket s, IList<ArraySegment<byte>> b, SocketFlags f, out SocketError e) => s.Receive(b, f, out e));
+    internal static readonly OriginalSlot<ArrayIo> SendArray = new(static (Socket s, byte[] b, int o, int n, SocketFlags f, out SocketError e) => s.Send(b, o, n, f, out e));
+    internal static readonly OriginalSlot<SpanSend> SendSpan = new(static (Socket s, ReadOnlySpan<byte> b, SocketFlags f, out SocketError e) => s.Send(b, f, out e));
+    internal static readonly OriginalSlot<ListIo> SendList = new(static (Socket s, IList<ArraySegment<byte>> b, SocketFlags f, out SocketError e) => s.Send(b, f, out e));
+    internal static readonly OriginalSlot<ArrayReceiveFrom> ReceiveFromArray = new(static (Socket s, byte[] b, int o, int n, SocketFlags f, ref EndPoint r) => s.ReceiveFrom(b, o, n, f, ref r));
+    internal static readonly OriginalSlot<SpanReceiveFrom> ReceiveFromSpan = new(static (Socket s, Span<byte> b, SocketFlags f, ref EndPoint r) => s.ReceiveFrom(b, f, ref r));
+    internal static readonly OriginalSlot<SpanReceiveFromAddress> ReceiveFromAddress = new(static (Socket s, Span<byte> b, SocketFlags f, SocketAddress a) => s.ReceiveFrom(b, f, a));
+    internal static readonly OriginalSlot<ArrayReceiveMessageFrom> ReceiveMessageFromArray = new(static (Socket s, byte[] b, int o, int n, ref SocketFlags f, ref EndPoint r, out IPPacketInformation i) => s.ReceiveMessageFrom(b, o, n, ref f, ref r, out i));
+    internal static readonly OriginalSlot<SpanReceiveMessageFrom> ReceiveMessageFromSpan = new(static (Socket s, Span<byte> b, ref SocketFlags f, ref EndPoint r, out IPPacketInformation i) => s.ReceiveMessageFrom(b, ref f, ref r, out i));
+    internal static readonly OriginalSlot<Func<Socket, Socket>> AcceptSlot = new(static s => s.Accept());
+    internal static readonly OriginalSlot<Action<Socket, EndPoint>> ConnectSlot = new(static (s, ep) => s.Connect(ep));
+    internal static readonly OriginalSlot<Func<Socket, int, SelectMode, bool>> PollSlot = new(static (s, us, m) => s.Poll(us, m));
+    internal static readonly OriginalSlot<SelectFn> SelectSlot = new(static (r, w, e, us) => Socket.Select(r, w, e, us));
+
+    // The peek target. Concurrent peeks may write it at the same time; nobody ever reads it.
+    private static readonly byte[] s_peekByte = new byte[1];
+
+    // ---- receives: wait until readable, then the original ----
+
+    public static int Receive(Socket s, byte[] buffer, int offset, int size, SocketFlags socketFlags, out SocketError errorCode)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || !MayPark(s) || buffer is null || size == 0)
+            return ReceiveArray.Call(s, buffer!, offset, size, socketFlags, out errorCode);
+        var ready = WaitReadable(hub, s);
+        if (ready != SocketError.Success)
+        {
+            errorCode = ready;
+            return 0;
+        }
+        return ReceiveArray.Call(s, buffer, offset, size, socketFlags, out errorCode);
+    }
+
+    public static int Receive(Socket s, Span<byte> buffer, SocketFlags socketFlags, out SocketError errorCode)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || !MayPark(s) || buffer.IsEmpty)
+            return ReceiveSpan.Call(s, buffer, socketFlags, out errorCode);
+        var ready = WaitReadable(hub, s);
+        if (ready != SocketError.Success)
+        {
+            errorCode = ready;
+            return 0;
+        }
+        return ReceiveSpan.Call(s, buffer, socketFlags, out errorCode);
+    }
+
+    public static int Receive(Socket s, IList<ArraySegment<byte>> buffers, SocketFlags socketFlags, out SocketError errorCode)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || !MayPark(s) || buffers is null || buffers.Count == 0)
+            return ReceiveList.Call(s, buffers!, socketFlags, out errorCode);
+        var ready = WaitReadable(hub, s);
+        if (ready != SocketError.Success)
+        {
+            errorCode = ready;
+            return 0;
+        }
+        return ReceiveList.Call(s, buffers, socketFlags, out errorCode);
+    }
+
+    public static int ReceiveFrom(Socket s, byte[] buffer, int offset, int size, SocketFlags socketFlags, ref EndPoint remoteEP)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is not null && MayPark(s) && buffer is not null && remoteEP is not null)
+            ThrowUnlessReadable(hub, s);
+        return ReceiveFromArray.Call(s, buffer!, offset, size, socketFlags, ref remoteEP!);
+    }
+
+    public static int ReceiveFrom(Socket s, Span<byte> buffer, SocketFlags socketFlags, ref EndPoint remoteEP)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is not null && MayPark(s) && remoteEP is not null)
+            ThrowUnlessReadable(hub, s);
+        return ReceiveFromSpan.Call(s, buffer, socketFlags, ref remoteEP!);
+    }
+
+    public static int ReceiveFrom(Socket s, Span<byte> buffer, SocketFlags socketFlags, SocketAddress receivedAddress)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is not null && MayPark(s) && receivedAddress is not null)
+            ThrowUnlessReadable(hub, s);
+        return ReceiveFromAddress.Call(s, buffer, socketFlags, receivedAddress!);
+    }
+
+    public static int ReceiveMessageFrom(Socket s, byte[] buffer, int offset, int size, ref SocketFlags socketFlags, ref EndPoint remoteEP, out IPPacketInformation ipPacketInformation)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is not null && MayPark(s) && buffer is not null && remoteEP is not null)
+            ThrowUnlessReadable(hub, s);
+        return ReceiveMessageFromArray.Call(s, buffer!, offset, size, ref socketFlags, ref remoteEP!, out ipPacketInformation);
+    }
+
+    public static int ReceiveMessageFrom(Socket s, Span<byte> buffer, ref SocketFlags socketFlags, ref EndPoint remoteEP, out IPPacketInformation ipPacketInformation)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is not null && MayPark(s) && remoteEP is not null)
+            ThrowUnlessReadable(hub, s);
+        return ReceiveMessageFromSpan.Call(s, buffer, ref socketFlags, ref remoteEP!, out ipPacketInformation);
+    }
+
+    // ---- sends: SendAsync, parked ----
+
+    public static int Send(Socket s, byte[] buffer, int offset, int size, SocketFlags socketFlags, out SocketError errorCode)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || !MayPark(s) || buffer is null || size == 0 || (uint)offset > (uint)buffer.Length || (uint)size > (uint)(buffer.Length - offset))
+            return SendArray.Call(s, buffer!, offset, size, socketFlags, out errorCode);
+        return SendParked(hub, s, buffer.AsMemory(offset, size), socketFlags, out errorCode);
+    }
+
+    public static int Send(Socket s, ReadOnlySpan<byte> buffer, SocketFlags socketFlags, out SocketError errorCode)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || !MayPark(s) || buffer.IsEmpty)
+            return SendSpan.Call(s, buffer, socketFlags, out errorCode);
+        // A span cannot outlive this frame: send a pooled copy (drained before it is returned to the pool).
+        var copy = ArrayPool<byte>.Shared.Rent(buffer.Length);
+        buffer.CopyTo(copy);
+        try
+        {
+            return SendParked(hub, s, copy.AsMemory(0, buffer.Length), socketFlags, out errorCode);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(copy);
+        }
+    }
+
+    public static int Send(Socket s, IList<ArraySegment<byte>> buffers, SocketFlags socketFlags, out SocketError errorCode)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || !MayPark(s) || buffers is null || buffers.Count == 0)
+            return SendList.Call(s, buffers!, socketFlags, out errorCode);
+        // SendAsync(IList) takes no CancellationToken, so a kill could not stop it: gather into one buffer.
+        int total = 0;
+        foreach (var segment in buffers)
+        {
+            if (segment.Array is null) return SendList.Call(s, buffers, socketFlags, out errorCode); // the original's ArgumentException
+            total += segment.Count;
+        }
+        var copy = ArrayPool<byte>.Shared.Rent(Math.Max(1, total));
+        int at = 0;
+        foreach (var segment in buffers)
+        {
+            segment.AsSpan().CopyTo(copy.AsSpan(at));
+            at += segment.Count;
+        }
+        try
+        {
+            return total == 0 ? SendList.Call(s, buffers, socketFlags, out errorCode) : SendParked(hub, s, copy.AsMemory(0, total), socketFlags, out errorCode);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(copy);
+        }
+    }
+
+    // ---- accept, connect ----
+
+    public static Socket Accept(Socket s)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || !MayPark(s)) return AcceptSlot.Call(s);
+        using var cancel = new CancellationTokenSource();
+        Task<Socket> task;
+        try
+        {
+            task = s.AcceptAsync(cancel.Token).AsTask();
+        }
+        catch (Exception e) when (e is InvalidOperationException or NotSupportedException)
+        {
+            return AcceptSlot.Call(s); // not listening, wrong socket type...: the original's own exception
+        }
+        try
+        {
+            Cooperative.Park(hub, task, null, WaitReason.Socket, cancel, drain: true);
+        }
+        catch
+        {
+            // Killed: a connection accepted in the race has nobody to serve it.
+            if (task.IsCompletedSuccessfully) task.Result.Dispose();
+            throw;
+        }
+        return task.GetAwaiter().GetResult();
+    }
+
+    public static void Connect(Socket s, EndPoint remoteEP)
+    {
+        var hub = Cooperative.ParkingHub();
+        // A DnsEndPoint goes through Dns and Connect(IPAddress[]), which come back here per address.
+        if (hub is null || !MayPark(s) || remoteEP is null or DnsEndPoint || s.Connected)
+        {
+            ConnectSlot.Call(s, remoteEP!);
+            return;
+        }
+        using var cancel = new CancellationTokenSource();
+        Task task;
+        try
+        {
+            task = s.ConnectAsync(remoteEP, cancel.Token).AsTask();
+        }
+        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or ArgumentException)
+        {
+            ConnectSlot.Call(s, remoteEP); // the original's own validation exception
+            return;
+        }
+        Cooperative.Park(hub, task, null, WaitReason.Socket, cancel, drain: true);
+        task.GetAwaiter().GetResult();
+    }
+
+    // ---- poll, select: no readiness notification exists; poll with zero timeouts ----
+
+    public static bool Poll(Socket s, int microSeconds, SelectMode mode)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || microSeconds == 0) return PollSlot.Call(s, microSeconds, mode);
+        if (PollSlot.Call(s, 0, mode)) return true;
+        return Cooperative.PollUntil(hub, () => PollSlot.Call(s, 0, mode), microSeconds < 0 ? null : TimeSpan.FromMicroseconds(microSeconds));
+    }
+
+    public static void Select(IList? checkRead, IList? checkWrite, IList? checkError, int microSeconds)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || microSeconds == 0)
+        {
+            SelectSlot.Call(checkRead, checkWrite, checkError, microSeconds);
+            return;
+        }
+        var read = Snapshot(checkRead);
+        var write = Snapshot(checkWrite);
+        var error = Snapshot(checkError);
+        bool Ready()
+        {
+            Restore(checkRead, read);
+            Restore(checkWrite, write);
+            Restore(checkError, error);
+            SelectSlot.Call(checkRead, checkWrite, checkError, 0);
+            return checkRead?.Count > 0 || checkWrite?.Count > 0 || checkError?.Count > 0;
+        }
+        // Ready() leaves the lists filtered by the last zero-timeout select: empty on a timeout, as the original.
+        Cooperative.PollUntil(hub, Ready, microSeconds < 0 ? null : TimeSpan.FromMicroseconds(microSeconds));
+    }
+
+    // ---- helpers ----
+
+    // Not Socket.Handle: reading it marks the handle as exposed, which changes how .NET treats the socket.
+    private static bool MayPark(Socket s) => s.Blocking;
+
+    private static object[]? Snapshot(IList? list)
+    {
+        if (list is null) return null;
+        var copy = new object[list.Count];
+        list.CopyTo(copy, 0);
+        return copy;
+    }
+
+    private static void Restore(IList? list, object[]? items)
+    {
+        if (list is null || items is null) return;
+        list.Clear();
+        foreach (var item in items) list.Add(item);
+    }
+
+    /// <summary>Parks until <paramref name="s"/> has data, EOF or an error, or its ReceiveTimeout elapses.</summary>
+    /// <returns>Success when the original can now receive without blocking; otherwise the error to report.</returns>
+    internal static SocketError WaitReadable(Hub hub, Socket s)
+    {
+        using var cancel = new CancellationTokenSource();
+        Task<int> peek;
+        try
+        {
+            peek = s.ReceiveAsync(s_peekByte, SocketFlags.Peek, cancel.Token).AsTask();
+        }
+        catch (Exception e) when (e is ObjectDisposedException or InvalidOperationException or NotSupportedException)
+        {
+            return SocketError.Success; // let the original report the socket's state exactly
+        }
+        if (!peek.IsCompleted && !Cooperative.Park(hub, peek, Cooperative.SocketTimeout(s.ReceiveTimeout), WaitReason.Socket, cancel))
+        {
+            Cooperative.CancelQuietly(cancel);
+            Cooperative.WaitBlocking(peek);
+            if (!peek.IsCompletedSuccessfully) return SocketError.TimedOut;
+        }
+        if (peek.IsFaulted && peek.Exception!.InnerException is SocketException se && se.SocketErrorCode != SocketError.OperationAborted)
+            return se.SocketErrorCode; // the peek consumed a pending error (e.g. a reset): report it rather than lose it
+        return SocketError.Success;
+    }
+
+    private static void ThrowUnlessReadable(Hub hub, Socket s)
+    {
+        var ready = WaitReadable(hub, s);
+        if (ready != SocketError.Success) throw new SocketException((int)ready);
+    }
+
+    private static int SendParked(Hub hub, Socket s, ReadOnlyMemory<byte> data, SocketFlags flags, out SocketError errorCode)
+    {
+        using var cancel = new CancellationTokenSource();
+        Task<int> send;
+        try
+        {
+            send = s.SendAsync(data, flags, cancel.Token).AsTask();
+        }
+        catch (Exception e) when (e is ObjectDisposedException or InvalidOperationException or NotSupportedException)
+        {
+            return SendArrayOrSpan(s, data, flags, out errorCode);
+        }
+        // drain: the operation reads the caller's memory; it must be over before the caller regains it.
+        if (!Cooperative.Park(hub, send, Cooperative.SocketTimeout(s.SendTimeout), WaitReason.Socket, cancel, drain: true))
+        {
+            Cooperative.CancelQuietly(cancel);
+            Cooperative.WaitBlocking(send);
+            if (!send.IsCompletedSuccessfully)
+            {
+                errorCode = SocketError.TimedOut;
+                return 0;
+            }
+        }
+        if (send.IsCompletedSuccessfully)
+        {
+            errorCode = SocketError.Success;
+            return send.Result;
+        }
+        var error = send.Exception?.InnerException;
+        errorCode = error switch
+        {
+            SocketException se => se.SocketErrorCode,
+            OperationCanceledException => SocketError.OperationAborted,
+            ObjectDisposedException => SocketError.OperationAborted,
+            _ => SocketError.SocketError,
+        };
+        if (error is not (SocketException or OperationCanceledException or ObjectDisposedException))
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error!);
+        return 0;
+    }
+
+    private static int SendArrayOrSpan(Socket s, ReadOnlyMemory<byte> data, SocketFlags flags, out SocketError errorCode) =>
+        SendSpan.Call(s, data.Span, flags, out errorCode);
+}

@@ -1,0 +1,65 @@
+using System.Reflection;
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime.Cooperative;
+
+/// <summary>
+/// Synchronous waits for tasks on a greenlet (sync-over-async): only the greenlet waits, so a task that needs
+/// the hub to make progress (a stackless greenlet, a continuation posted to the hub) can complete.
+/// </summary>
+/// <remarks>
+/// Funnels: <c>Task.InternalWait(int, CancellationToken)</c> ([MethodImpl(NoOptimization)], so never inlined)
+/// is reached by every <c>Task.Wait</c> overload, <c>Task&lt;T&gt;.Result</c>,
+/// <c>GetAwaiter().GetResult()</c> and <c>Task.WaitAny</c>; <c>Task.WaitAllCore</c> by every <c>Task.WaitAll</c>.
+/// After the park the original runs with a zero timeout, so return values, cancellation and the exceptions
+/// thrown are the original's. Unlike the original, a task that has not started yet is not run inline on the
+/// waiting thread (that would run foreign code on the greenlet's stack); the thread pool runs it.
+/// </remarks>
+internal static class CooperativeTask
+{
+    internal delegate bool WaitAllFn(ReadOnlySpan<Task> tasks, int millisecondsTimeout, CancellationToken cancellationToken);
+
+    internal static readonly MethodInfo? InternalWaitMethod = typeof(Task).GetMethod("InternalWait", BindingFlags.NonPublic | BindingFlags.Instance, [typeof(int), typeof(CancellationToken)]);
+    internal static readonly MethodInfo? WaitAllCoreMethod = typeof(Task).GetMethod("WaitAllCore", BindingFlags.NonPublic | BindingFlags.Static, [typeof(ReadOnlySpan<Task>), typeof(int), typeof(CancellationToken)]);
+
+    internal static readonly OriginalSlot<Func<Task, int, CancellationToken, bool>> Wait =
+        new(InternalWaitMethod?.CreateDelegate<Func<Task, int, CancellationToken, bool>>() ?? ((t, ms, ct) => t.Wait(ms, ct)));
+
+    internal static readonly OriginalSlot<WaitAllFn> WaitAll =
+        new(WaitAllCoreMethod?.CreateDelegate<WaitAllFn>() ?? ((tasks, ms, ct) => Task.WaitAll(tasks.ToArray(), ms, ct)));
+
+    /// <summary>Replaces <c>Task.InternalWait</c>.</summary>
+    public static bool InternalWait(Task task, int millisecondsTimeout, CancellationToken cancellationToken)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || millisecondsTimeout == 0 || task.IsCompleted || cancellationToken.IsCancellationRequested)
+            return Wait.Call(task, millisecondsTimeout, cancellationToken);
+        var either = Cooperative.OrCancelled(task, cancellationToken, out var registration);
+        using (registration)
+            Cooperative.Park(hub, either, Cooperative.WaitTimeout(millisecondsTimeout), WaitReason.Task);
+        return Wait.Call(task, 0, cancellationToken);
+    }
+
+    /// <summary>Replaces <c>Task.WaitAllCore</c>.</summary>
+    public static bool WaitAllCore(ReadOnlySpan<Task> tasks, int millisecondsTimeout, CancellationToken cancellationToken)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || millisecondsTimeout == 0 || cancellationToken.IsCancellationRequested)
+            return WaitAll.Call(tasks, millisecondsTimeout, cancellationToken);
+        bool pending = false;
+        foreach (var t in tasks)
+        {
+            if (t is null) return WaitAll.Call(tasks, millisecondsTimeout, cancellationToken); // the original's ArgumentException
+            pending |= !t.IsCompleted;
+        }
+        if (pending)
+        {
+            var all = Task.WhenAll(tasks.ToArray());
+            var either = Cooperative.OrCancelled(all, cancellationToken, out var registration);
+            using (registration)
+                Cooperative.Park(hub, either, Cooperative.WaitTimeout(millisecondsTimeout), WaitReason.Task);
+            if (all.IsFaulted) _ = all.Exception; // observed: the original reports the failures below
+        }
+        return WaitAll.Call(tasks, 0, cancellationToken);
+    }
+}

@@ -1,0 +1,197 @@
+using System.Reflection;
+using GreenRuntime.Detours;
+using GreenRuntime.PatchSets;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace GreenRuntime;
+
+/// <summary>
+/// Makes blocking BCL calls cooperative, like gevent's <c>monkey.patch_all()</c>: after <see cref="All"/>,
+/// unmodified blocking code (yours and third-party libraries') that runs on a greenlet parks only that greenlet,
+/// and every other caller sees the original behaviour.
+/// </summary>
+/// <remarks>
+/// <para>Call it once at startup, before spawning greenlets. Patching is process-wide, idempotent and
+/// thread-safe; calling a set twice reports its methods as already patched. Calls compiled before patching
+/// are redirected too, except where the JIT had already inlined a patched method into its caller; the patch
+/// points are chosen so that this cannot happen (see docs/patching.md).</para>
+/// <para>Nothing is skipped silently: every method a set could not redirect is in
+/// <see cref="PatchReport.Refused"/> with the reason, and logged as a warning.</para>
+/// <para>Supported where the detour engine is (.NET 10, x64 Linux); elsewhere every method is refused with the
+/// engine's reason and nothing is changed.</para>
+/// </remarks>
+/// <example>
+/// <code>
+/// var report = Patch.All();
+/// foreach (var refused in report.Refused) Console.Error.WriteLine(refused);
+/// var greenlets = urls.Select(u => Green.Spawn(() => new WebClient().DownloadString(u))).ToList();
+/// Green.JoinAll(greenlets);
+/// </code>
+/// </example>
+public static class Patch
+{
+    private static readonly Lock s_gate = new();
+    private static readonly Dictionary<MethodBase, Entry> s_applied = new();
+    private static ILoggerFactory s_lastLoggerFactory = NullLoggerFactory.Instance;
+
+    private sealed record Entry(PatchedMethod Info, Detour Detour);
+
+    /// <summary>Applies every patch set switched on in <paramref name="options"/> (all by default).</summary>
+    public static PatchReport All(PatchOptions? options = null)
+    {
+        options ??= new PatchOptions();
+        var sets = new List<PatchSet>();
+        if (options.Time) sets.Add(TimePatchSet.Instance);
+        if (options.Sockets) sets.Add(SocketsPatchSet.Instance);
+        if (options.Dns) sets.Add(DnsPatchSet.Instance);
+        if (options.Files) sets.Add(FilesPatchSet.Instance);
+        if (options.Tasks) sets.Add(TasksPatchSet.Instance);
+        if (options.Threading) sets.Add(ThreadingPatchSet.Instance);
+        if (options.Processes) sets.Add(ProcessesPatchSet.Instance);
+        if (options.Stdin) sets.Add(StdinPatchSet.Instance);
+        return Apply(sets, options.LoggerFactory);
+    }
+
+    /// <summary><c>Thread.Sleep</c> (Sleep(0) yields) and <c>Thread.Yield</c>.</summary>
+    public static PatchReport Time() => Apply([TimePatchSet.Instance], null);
+
+    /// <summary>Synchronous <c>Socket</c> operations, and so every stream and client built on them.</summary>
+    public static PatchReport Sockets() => Apply([SocketsPatchSet.Instance], null);
+
+    /// <summary><c>Dns.GetHostAddresses</c> and <c>Dns.GetHostEntry</c> (all synchronous overloads).</summary>
+    public static PatchReport Dns() => Apply([DnsPatchSet.Instance], null);
+
+    /// <summary>Synchronous file reads and writes (FileStream, File.*, RandomAccess), offloaded to the thread pool.</summary>
+    public static PatchReport Files() => Apply([FilesPatchSet.Instance], null);
+
+    /// <summary><c>Task.Wait</c>, <c>Task&lt;T&gt;.Result</c>, <c>GetAwaiter().GetResult()</c>, <c>Task.WaitAll/WaitAny</c>.</summary>
+    public static PatchReport Tasks() => Apply([TasksPatchSet.Instance], null);
+
+    /// <summary><c>SemaphoreSlim.Wait</c>, <c>ManualResetEventSlim.Wait</c> (CountdownEvent, Barrier), <c>WaitHandle.WaitOne</c>, <c>Thread.Join</c>.</summary>
+    public static PatchReport Threading() => Apply([ThreadingPatchSet.Instance], null);
+
+    /// <summary><c>Process.WaitForExit</c>.</summary>
+    public static PatchReport Processes() => Apply([ProcessesPatchSet.Instance], null);
+
+    /// <summary><c>Console.ReadLine</c> and <c>Console.Read</c>.</summary>
+    public static PatchReport Stdin() => Apply([StdinPatchSet.Instance], null);
+
+    /// <summary>Whether <paramref name="method"/> is currently redirected by a patch set.</summary>
+    public static bool IsPatched(MethodBase method)
+    {
+        ArgumentNullException.ThrowIfNull(method);
+        lock (s_gate)
+            return s_applied.ContainsKey(method);
+    }
+
+    /// <summary>Every method currently redirected, in the order it was patched.</summary>
+    public static IReadOnlyList<PatchedMethod> Applied
+    {
+        get
+        {
+            lock (s_gate)
+                return s_applied.Values.Select(e => e.Info).ToList();
+        }
+    }
+
+    /// <summary>Restores every patched method's original code (tests use it in their teardown).</summary>
+    /// <remarks>Undone methods stay excluded from inlining and re-compilation (see the detour engine); they
+    /// behave exactly like the originals. They can be patched again.</remarks>
+    public static void UndoAll()
+    {
+        int count;
+        ILogger logger;
+        using (Cooperative.Cooperative.Bypass())
+        lock (s_gate)
+        {
+            foreach (var entry in s_applied.Values.Reverse()) entry.Detour.Dispose();
+            count = s_applied.Count;
+            s_applied.Clear();
+            logger = s_lastLoggerFactory.CreateLogger(PatchLog.Category);
+        }
+        PatchLog.Undone(logger, count);
+    }
+
+    private static PatchReport Apply(IReadOnlyList<PatchSet> sets, ILoggerFactory? loggerFactory)
+    {
+        loggerFactory ??= Hub.CurrentOrNull?.Options.LoggerFactory ?? NullLoggerFactory.Instance;
+        var logger = loggerFactory.CreateLogger(PatchLog.Category);
+        var patched = new List<PatchedMethod>();
+        var already = new List<PatchedMethod>();
+        var refused = new List<RefusedMethod>();
+        // Bypass: whatever the engine calls while creating detours (it may be a method patched a moment ago)
+        // runs the original, even when Patch is called from a greenlet.
+        using (Cooperative.Cooperative.Bypass())
+        lock (s_gate)
+        {
+            s_lastLoggerFactory = loggerFactory;
+            string? unsupported = null;
+            try
+            {
+                Detour.EnsureSupported();
+            }
+            catch (PlatformNotSupportedException e)
+            {
+                unsupported = e.Message;
+            }
+            foreach (var set in sets)
+            {
+                foreach (var point in set.Points)
+                    ApplyLocked(set, point, unsupported, patched, already, refused);
+                foreach (var (method, reason) in set.KnownRefusals)
+                    refused.Add(new RefusedMethod(set.Name, null, method, reason));
+            }
+        }
+        // Log after releasing the lock: logger providers are foreign code.
+        foreach (var m in patched) PatchLog.Patched(logger, m.Set, m.Description);
+        foreach (var m in already) PatchLog.AlreadyPatched(logger, m.Set, m.Description);
+        foreach (var m in refused) PatchLog.Refused(logger, m.Set, m.Description, m.Reason);
+        PatchLog.Summary(logger, string.Join(", ", sets.Select(s => s.Name)), patched.Count, already.Count, refused.Count);
+        return new PatchReport(patched, already, refused);
+    }
+
+    private static void ApplyLocked(PatchSet set, PatchPoint point, string? unsupported, List<PatchedMethod> patched, List<PatchedMethod> already, List<RefusedMethod> refused)
+    {
+        if (point.Target is not { } target)
+        {
+            refused.Add(new RefusedMethod(set.Name, null, point.Description, $"This runtime ({Environment.Version}) has no such method; the funnel it stands for has moved. Its callers are not cooperative."));
+            return;
+        }
+        if (s_applied.TryGetValue(target, out var existing))
+        {
+            already.Add(existing.Info);
+            return;
+        }
+        if (unsupported is not null)
+        {
+            refused.Add(new RefusedMethod(set.Name, target, point.Description, unsupported));
+            return;
+        }
+        point.WarmUp?.Invoke();
+        if (TailCallGuard.Check(target) is { } hazard)
+        {
+            refused.Add(new RefusedMethod(set.Name, target, point.Description, hazard));
+            return;
+        }
+        point.Slot.BeginPatching();
+        Detour detour;
+        try
+        {
+            detour = Detour.Create(target, point.Replacement);
+        }
+        catch (Exception e) when (e is NotSupportedException or InvalidOperationException or ArgumentException or PlatformNotSupportedException)
+        {
+            point.Slot.AbortPatching();
+            string covered = point.CoveredBy is { } funnel && s_applied.Keys.Any(m => $"{m.DeclaringType?.FullName}.{m.Name}({string.Join(", ", m.GetParameters().Select(p => p.ParameterType.Name))})" == funnel)
+                ? $" Its calls still reach {funnel}, which is patched, so they are cooperative anyway."
+                : "";
+            refused.Add(new RefusedMethod(set.Name, target, point.Description, e.Message + covered));
+            return;
+        }
+        point.Slot.Bind(detour);
+        var info = new PatchedMethod(set.Name, target, point.Description);
+        s_applied.Add(target, new Entry(info, detour));
+        patched.Add(info);
+    }
+}

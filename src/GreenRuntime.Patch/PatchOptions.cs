@@ -1,0 +1,37 @@
+using Microsoft.Extensions.Logging;
+
+namespace GreenRuntime;
+
+/// <summary>Which patch sets <see cref="Patch.All"/> applies, and where it logs. Every set is on by default.</summary>
+public sealed class PatchOptions
+{
+    /// <summary><c>Thread.Sleep</c>, <c>Thread.Yield</c>. Default true.</summary>
+    public bool Time { get; init; } = true;
+
+    /// <summary>Synchronous <c>Socket</c> operations (and so NetworkStream, TcpClient, HttpClient.Send...). Default true.</summary>
+    public bool Sockets { get; init; } = true;
+
+    /// <summary>Synchronous <c>Dns</c> lookups. Default true.</summary>
+    public bool Dns { get; init; } = true;
+
+    /// <summary>Synchronous file reads and writes, offloaded to the thread pool. Default true.</summary>
+    public bool Files { get; init; } = true;
+
+    /// <summary><c>Task.Wait</c>, <c>Result</c>, <c>GetAwaiter().GetResult()</c>, <c>WaitAll</c>, <c>WaitAny</c>. Default true.</summary>
+    public bool Tasks { get; init; } = true;
+
+    /// <summary><c>SemaphoreSlim</c>, <c>ManualResetEventSlim</c>, <c>WaitHandle.WaitOne</c>, <c>Thread.Join</c>. Default true.</summary>
+    public bool Threading { get; init; } = true;
+
+    /// <summary><c>Process.WaitForExit</c>. Default true.</summary>
+    public bool Processes { get; init; } = true;
+
+    /// <summary><c>Console.ReadLine</c>, <c>Console.Read</c>. Default true.</summary>
+    public bool Stdin { get; init; } = true;
+
+    /// <summary>
+    /// Where patching logs (category <c>GreenRuntime.Patch</c>, event ids 100–199). Default null: the calling
+    /// thread's hub's <see cref="HubOptions.LoggerFactory"/> if it has a hub, otherwise no logging.
+    /// </summary>
+    public ILoggerFactory? LoggerFactory { get; init; }
+}

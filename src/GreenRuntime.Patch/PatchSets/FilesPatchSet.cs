@@ -1,0 +1,24 @@
+using GreenRuntime.Cooperative;
+
+namespace GreenRuntime.PatchSets;
+
+/// <summary>
+/// Synchronous file I/O at the Unix funnels in <c>System.IO.RandomAccess</c> that FileStream, File.* and
+/// RandomAccess.Read/Write all reach.
+/// </summary>
+internal sealed class FilesPatchSet : PatchSet
+{
+    public static readonly FilesPatchSet Instance = new();
+
+    public override string Name => "Files";
+
+    public override IReadOnlyList<PatchPoint> Points { get; } =
+    [
+        new("System.IO.RandomAccess.ReadAtOffset(SafeFileHandle, Span`1, Int64)", CooperativeFile.ReadAtOffsetMethod, Replacement(nameof(CooperativeFile.ReadAtOffset)), CooperativeFile.ReadAt),
+        new("System.IO.RandomAccess.WriteAtOffset(SafeFileHandle, ReadOnlySpan`1, Int64)", CooperativeFile.WriteAtOffsetMethod, Replacement(nameof(CooperativeFile.WriteAtOffset)), CooperativeFile.WriteAt),
+        new("System.IO.RandomAccess.ReadScatterAtOffset(SafeFileHandle, IReadOnlyList`1, Int64)", CooperativeFile.ReadScatterAtOffsetMethod, Replacement(nameof(CooperativeFile.ReadScatterAtOffset)), CooperativeFile.ReadScatter),
+        new("System.IO.RandomAccess.WriteGatherAtOffset(SafeFileHandle, IReadOnlyList`1, Int64)", CooperativeFile.WriteGatherAtOffsetMethod, Replacement(nameof(CooperativeFile.WriteGatherAtOffset)), CooperativeFile.WriteGather),
+    ];
+
+    private static System.Reflection.MethodInfo Replacement(string name) => typeof(CooperativeFile).GetMethod(name)!;
+}

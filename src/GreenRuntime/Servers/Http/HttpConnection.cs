@@ -1,0 +1,530 @@
+// HTTP/1.1 server engine: one HttpConnection per accepted socket, run by that connection's greenlet.
+//
+// Glossary: the *head* is the request line plus header fields up to the empty line; the *input buffer* is one
+// pooled array holding bytes received but not consumed ([_start, _end)); an *exchange* is one request and its
+// response; *lingering close* shuts our sending side, then reads and discards for a moment so the kernel does not
+// answer unread client bytes with a reset that would destroy the response we just sent.
+//
+// Design: a plain loop per connection — read a head, check it, run the handler, finish the response, drain what
+// the handler left of the body, repeat while keep-alive holds. Parsing works on spans over the input buffer (no
+// regex, no per-byte allocation); strings are made only for what the handler sees (method, target, headers).
+// Pipelined requests need nothing special: bytes after one request stay in the buffer and are the next head, and
+// responses go out in order because one greenlet serves the connection.
+//
+// Protocol of one exchange:
+//   1. Wait for the head: an idle keep-alive connection waits up to KeepAliveTimeout for the first byte (then
+//      closes silently); from the first byte (or the accept) the whole head must arrive within
+//      RequestHeadersTimeout, else 408 and close. Too long: 414 (request line) / 431.
+//   2. Parse and check it: malformed → 400; unknown version → 505; Transfer-Encoding other than chunked → 501;
+//      both Content-Length and Transfer-Encoding, conflicting lengths, or no Host in HTTP/1.1 → 400; body over
+//      MaxRequestBodySize → 413; an Expect other than 100-continue → 417. Every error response closes.
+//   3. Run the handler in this greenlet. An exception: 500 (or the HttpProtocolException's status) if the
+//      response has not started, else close the connection.
+//   4. Drain the unread body (up to 256 KiB; more, a pending 100-continue, or a broken body → close), send what
+//      the response still owes, and go to 1 if the response promised keep-alive.
+//
+// Rejected: a parser that copies the head into strings before validating (allocations on garbage input); a
+// separate greenlet for reading ahead (ordering of pipelined responses would need a queue, for no gain with
+// blocking handlers); answering 400 to a client that closed mid-head (nobody would read it).
+
+using System.Buffers;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.Extensions.Logging;
+
+namespace GreenRuntime.Servers;
+
+/// <summary>Serves one connection of an <see cref="HttpServer"/>; see the header comment for the protocol.</summary>
+/// <remarks>Invariant: 0 ≤ _start ≤ _end ≤ _buffer.Length, and [_start, _end) are exactly the bytes received and not
+/// yet consumed (checked by <see cref="AssertBuffer"/> wherever the bounds move).</remarks>
+internal sealed class HttpConnection
+{
+    private const int DrainLimit = 256 * 1024;
+    private static readonly TimeSpan s_lingerTime = TimeSpan.FromMilliseconds(500);
+    private static readonly byte[] s_continue = "HTTP/1.1 100 Continue\r\n\r\n"u8.ToArray();
+
+    private readonly HttpServer _server;
+    private readonly HttpServerOptions _options;
+    private readonly CooperativeSocket _io;
+    private readonly EndPoint _remote;
+    private readonly EndPoint _local;
+    private readonly TimeProvider _time;
+    private byte[] _buffer;
+    private int _start, _end;
+    private bool _mustClose;
+    private bool _requestKeepAlive;
+    private string _method = "", _target = "";
+    private HttpResponse? _response;
+
+    public HttpConnection(HttpServer server, Socket socket, EndPoint remote, TimeProvider time)
+    {
+        _server = server;
+        _options = server.Options;
+        _io = new CooperativeSocket(socket);
+        _remote = remote;
+        _local = socket.LocalEndPoint!;
+        _time = time;
+        _buffer = ArrayPool<byte>.Shared.Rent(_options.MaxRequestHeadersTotalSize + 4096);
+        Output = new OutputBuffer(1024);
+    }
+
+    /// <summary>The greenlet serving this connection (to be killed when idle at Stop).</summary>
+    public Greenlet Greenlet { get; private set; } = null!;
+
+    public OutputBuffer Output { get; }
+    public ILogger Logger => _server.Logger;
+    public byte[] Date => _server.DateCache.Current;
+    public string? ServerHeader => _options.ServerHeader;
+    public bool ServerStopping => _server.IsStopping;
+    public bool ServerFull => _server.IsFull;
+    public bool RequestAllowsKeepAlive => _requestKeepAlive && !_mustClose;
+    public string CurrentMethod => _method;
+    public string CurrentTarget => _target;
+    public TimeSpan? IoTimeout => _options.IoTimeout;
+    public int MaxHeaderCount => _options.MaxRequestHeaderCount;
+    public int MaxHeadersSize => _options.MaxRequestHeadersTotalSize;
+
+    /// <summary>Bytes received and not yet consumed.</summary>
+    public int Buffered => _end - _start;
+
+    public void MarkMustClose() => _mustClose = true;
+
+    /// <summary>Serves requests until the connection ends. Runs on the connection's greenlet.</summary>
+    public void Run()
+    {
+        Greenlet = Green.Current;
+        bool killed = false;
+        try
+        {
+            Serve();
+        }
+        catch (GreenletExit)
+        {
+            killed = true;
+            throw;
+        }
+        catch (Exception e) when (e is IOException or SocketException or TimeoutException or ObjectDisposedException)
+        {
+            ServerLog.ConnectionEnded(Logger, _remote.ToString()!, e.Message);
+        }
+        finally
+        {
+            if (!killed) LingeringClose();
+            if (!_io.Tainted) ArrayPool<byte>.Shared.Return(_buffer);
+            _buffer = [];
+            Output.Release(_io.Tainted);
+            _io.Release();
+            _io.Socket.Dispose();
+        }
+    }
+
+    private void Serve()
+    {
+        bool first = true;
+        // A connection accepted before Stop still gets its first request served (within Stop's grace period).
+        while (first || !_server.IsStopping)
+        {
+            int headLength;
+            try
+            {
+                headLength = ReadHead(first);
+                if (headLength == 0) return;
+                first = false;
+                if (!Exchange(headLength)) return;
+            }
+            catch (HttpProtocolException e)
+            {
+                ServerLog.BadRequest(Logger, _remote.ToString()!, e.Status, e.Message);
+                SendError(e.Status, e.Message);
+                return;
+            }
+        }
+    }
+
+    /// <summary>Step 1: waits for a complete head. Returns its length in bytes (from _start, final CRLFCRLF included), or 0 when the connection ended quietly.</summary>
+    private int ReadHead(bool first)
+    {
+        if (!first && Buffered == 0)
+        {
+            if (_server.IsFull) return 0; // clients wait for a slot: do not hold one idle
+            _server.SetIdle(this, true);
+            try
+            {
+                if (!Fill(_options.KeepAliveTimeout)) return 0;
+            }
+            catch (TimeoutException)
+            {
+                return 0;
+            }
+            finally
+            {
+                _server.SetIdle(this, false);
+            }
+        }
+        long started = _time.GetTimestamp();
+        int limit = _options.MaxRequestHeadersTotalSize;
+        int scanned = 0;
+        while (true)
+        {
+            // RFC 9112 §2.2: ignore empty lines before the request line.
+            while (Buffered >= 2 && _buffer[_start] == '\r' && _buffer[_start + 1] == '\n')
+            {
+                _start += 2;
+                scanned = 0;
+            }
+            var pending = _buffer.AsSpan(_start, Buffered);
+            int from = Math.Max(0, scanned - 3);
+            int found = pending[from..].IndexOf("\r\n\r\n"u8);
+            if (found >= 0)
+            {
+                int length = from + found + 4;
+                if (length > limit) throw HeadTooLarge(pending);
+                return length;
+            }
+            scanned = pending.Length;
+            if (pending.Length >= limit) throw HeadTooLarge(pending);
+            var left = _options.RequestHeadersTimeout - _time.GetElapsedTime(started);
+            try
+            {
+                if (left <= TimeSpan.Zero) throw new TimeoutException();
+                if (!Fill(left)) return 0;
+            }
+            catch (TimeoutException)
+            {
+                if (Buffered == 0) return 0;
+                throw new HttpProtocolException(408, $"The request head did not arrive within {_options.RequestHeadersTimeout.TotalSeconds:0.###} s.");
+            }
+        }
+    }
+
+    private HttpProtocolException HeadTooLarge(ReadOnlySpan<byte> pending)
+    {
+        int limit = _options.MaxRequestHeadersTotalSize;
+        int lineEnd = pending.IndexOf("\r\n"u8);
+        return lineEnd < 0 || lineEnd >= limit
+            ? new HttpProtocolException(414, $"The request line is longer than the {limit}-byte limit for the request head.")
+            : new HttpProtocolException(431, $"The request head is larger than {limit} bytes.");
+    }
+
+    /// <summary>Steps 2–4 for a head of <paramref name="headLength"/> bytes at _start. Returns whether to read another request.</summary>
+    private bool Exchange(int headLength)
+    {
+        var head = ParseHead(_buffer.AsSpan(_start, headLength - 2));
+        _start += headLength;
+        _method = head.Method;
+        _target = head.Target;
+        _requestKeepAlive = head.KeepAlive;
+        if (head.Close) _mustClose = true;
+
+        var body = new RequestBodyStream(this, head.ContentLength ?? 0, head.Chunked, head.ExpectContinue, _options.MaxRequestBodySize);
+        var request = new HttpRequest(head.Method, head.Target, head.Http10 ? "HTTP/1.0" : "HTTP/1.1", head.Headers, head.ContentLength, head.Chunked, body);
+        var response = new HttpResponse(this, head.Method == "HEAD", head.Http10, _options.ResponseBufferSize);
+        var context = new HttpContext(request, response, _remote, _local);
+        _response = response;
+        bool handlerDone = false;
+        try
+        {
+            try
+            {
+                _server.Handler(context);
+            }
+            catch (Exception e) when (e is not GreenletExit)
+            {
+                int status = e is HttpProtocolException p && body.Broken ? p.Status : 500;
+                if (response.HasStarted)
+                {
+                    ServerLog.HttpHandlerFailed(Logger, e, _method, _target, _remote.ToString()!, e.GetType().Name, "the response had started, so the connection was closed");
+                    return false;
+                }
+                if (status == 500) ServerLog.HttpHandlerFailed(Logger, e, _method, _target, _remote.ToString()!, e.GetType().Name, "answered 500");
+                else ServerLog.BadRequest(Logger, _remote.ToString()!, status, e.Message);
+                response.ResetForError(status, status == 500 ? "The server failed to handle the request.\n" : e.Message + "\n");
+                if (status != 500) _mustClose = true;
+            }
+            handlerDone = true;
+            if (!response.HasStarted && !body.TryDrain(DrainLimit)) _mustClose = true;
+            bool keepAlive = response.Complete(_mustClose);
+            if (keepAlive && !body.TryDrain(DrainLimit)) return false;
+            return keepAlive && !_mustClose;
+        }
+        finally
+        {
+            if (!handlerDone || !response.Completed) response.Abandon();
+        }
+    }
+
+    /// <summary>Sends "100 Continue" if the response has not started (called before the first body read).</summary>
+    public void SendContinue()
+    {
+        if (_response is { HasStarted: false }) _io.Send(s_continue, _options.IoTimeout);
+    }
+
+    /// <summary>Receives more bytes into the input buffer. False when the client closed its side.</summary>
+    /// <exception cref="TimeoutException">Nothing arrived within <paramref name="timeout"/>.</exception>
+    public bool Fill(TimeSpan? timeout)
+    {
+        if (_start == _end) _start = _end = 0;
+        else if (_buffer.Length - _end < 1024 && _start > 0)
+        {
+            Buffer.BlockCopy(_buffer, _start, _buffer, 0, _end - _start);
+            _end -= _start;
+            _start = 0;
+        }
+        if (_end == _buffer.Length)
+            throw new InvalidOperationException("Internal error: the input buffer is full although every reader bounds what it buffers.");
+        int n = _io.Receive(_buffer.AsMemory(_end), timeout);
+        if (n == 0) return false;
+        _end += n;
+        AssertBuffer();
+        return true;
+    }
+
+    /// <summary>Copies buffered bytes into <paramref name="destination"/> and consumes them.</summary>
+    public int Take(Span<byte> destination)
+    {
+        int n = Math.Min(destination.Length, Buffered);
+        _buffer.AsSpan(_start, n).CopyTo(destination);
+        _start += n;
+        AssertBuffer();
+        return n;
+    }
+
+    [System.Diagnostics.Conditional("DEBUG")]
+    private void AssertBuffer()
+    {
+        if (_start < 0 || _start > _end || _end > _buffer.Length)
+            throw new InvalidOperationException($"Internal error: the input buffer bounds are broken (start {_start}, end {_end}, capacity {_buffer.Length}); every reader must consume only bytes it was given.");
+    }
+
+    /// <summary>Reads one CRLF-terminated line of at most <paramref name="maxLength"/> bytes and consumes it; the span is valid until the next read.</summary>
+    public ReadOnlySpan<byte> ReadLine(int maxLength)
+    {
+        int scanned = 0;
+        while (true)
+        {
+            var pending = _buffer.AsSpan(_start, Buffered);
+            int from = Math.Max(0, scanned - 1);
+            int found = pending[from..].IndexOf("\r\n"u8);
+            if (found >= 0)
+            {
+                int length = from + found;
+                if (length > maxLength) break;
+                var line = pending[..length];
+                if (line.IndexOfAny((byte)'\r', (byte)'\n') >= 0)
+                    throw new HttpProtocolException(400, "A line of the chunked body contains a bare CR or LF.");
+                _start += length + 2;
+                return _buffer.AsSpan(_start - length - 2, length);
+            }
+            if (pending.Length > maxLength + 1) break;
+            scanned = pending.Length;
+            if (!Fill(_options.IoTimeout))
+                throw new HttpProtocolException(400, "The client closed the connection in the middle of a chunked body.");
+        }
+        throw new HttpProtocolException(400, $"A line of the chunked body is longer than {maxLength} bytes.");
+    }
+
+    /// <summary>Sends and clears <see cref="Output"/>.</summary>
+    public void FlushOutput()
+    {
+        if (Output.Length == 0) return;
+        _io.Send(Output.Memory, _options.IoTimeout);
+        Output.Clear();
+    }
+
+    private void SendError(int status, string message)
+    {
+        Output.Clear();
+        var body = Encoding.UTF8.GetBytes(message + "\n");
+        Output.Append("HTTP/1.1 "u8);
+        Output.AppendDecimal(status);
+        Output.Append(" "u8);
+        Output.AppendLatin1(HttpSyntax.ReasonPhrase(status));
+        Output.Append("\r\nDate: "u8);
+        Output.Append(Date);
+        Output.AppendCrlf();
+        if (ServerHeader is { } server)
+        {
+            Output.Append("Server: "u8);
+            Output.AppendLatin1(server);
+            Output.AppendCrlf();
+        }
+        Output.Append("Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "u8);
+        Output.AppendDecimal(body.Length);
+        Output.Append("\r\n\r\n"u8);
+        Output.Append(body);
+        try
+        {
+            FlushOutput();
+        }
+        catch (Exception e) when (e is SocketException or TimeoutException or ObjectDisposedException)
+        {
+            // The client is gone; there is nobody to tell.
+        }
+    }
+
+    private void LingeringClose()
+    {
+        var socket = _io.Socket;
+        try
+        {
+            socket.Shutdown(SocketShutdown.Send);
+            long started = _time.GetTimestamp();
+            var scratch = _buffer.Length > 0 && !_io.Tainted ? _buffer : new byte[4096];
+            int discarded = 0;
+            while (discarded < 64 * 1024)
+            {
+                var left = s_lingerTime - _time.GetElapsedTime(started);
+                if (left <= TimeSpan.Zero) break;
+                int n = _io.Receive(scratch, left);
+                if (n == 0) break;
+                discarded += n;
+            }
+        }
+        catch (Exception e) when (e is SocketException or TimeoutException or ObjectDisposedException)
+        {
+            // Closing anyway.
+        }
+    }
+
+    private ParsedHead ParseHead(ReadOnlySpan<byte> head)
+    {
+        // head = request-line CRLF *(field-line CRLF), without the final empty line.
+        int lineEnd = head.IndexOf("\r\n"u8);
+        var requestLine = head[..lineEnd];
+        var rest = head[(lineEnd + 2)..];
+        if (requestLine.IndexOfAny((byte)'\r', (byte)'\n') >= 0) throw Bad("The request line contains a bare CR or LF.");
+
+        int sp1 = requestLine.IndexOf((byte)' ');
+        if (sp1 <= 0) throw Bad("The request line is not \"method target version\".");
+        var method = requestLine[..sp1];
+        var afterMethod = requestLine[(sp1 + 1)..];
+        int sp2 = afterMethod.IndexOf((byte)' ');
+        if (sp2 <= 0) throw Bad("The request line is not \"method target version\".");
+        var target = afterMethod[..sp2];
+        var version = afterMethod[(sp2 + 1)..];
+        if (!HttpSyntax.IsToken(method)) throw Bad("The method is not a valid token.");
+        foreach (var b in target)
+            if (!HttpSyntax.IsTargetByte(b)) throw Bad("The request target contains a space, a control character or a non-ASCII byte.");
+        bool http10;
+        if (version.SequenceEqual("HTTP/1.1"u8)) http10 = false;
+        else if (version.SequenceEqual("HTTP/1.0"u8)) http10 = true;
+        else if (version.Length == 8 && version.StartsWith("HTTP/"u8) && char.IsAsciiDigit((char)version[5]) && version[6] == '.' && char.IsAsciiDigit((char)version[7]))
+            throw new HttpProtocolException(505, "Only HTTP/1.0 and HTTP/1.1 are supported.");
+        else throw Bad("The protocol version is not HTTP/1.x.");
+
+        var parsed = new ParsedHead { Method = MethodString(method), Target = Encoding.ASCII.GetString(target), Http10 = http10 };
+        int hosts = 0;
+        bool hasTransferEncoding = false;
+        string? transferEncoding = null, connection = null, expect = null;
+        while (!rest.IsEmpty)
+        {
+            lineEnd = rest.IndexOf("\r\n"u8);
+            var line = rest[..lineEnd];
+            rest = rest[(lineEnd + 2)..];
+            if (parsed.Headers.Count >= _options.MaxRequestHeaderCount)
+                throw new HttpProtocolException(431, $"The request has more than {_options.MaxRequestHeaderCount} header fields.");
+            int colon = line.IndexOf((byte)':');
+            if (colon <= 0) throw Bad("A header line has no name or no colon (folded lines are not accepted).");
+            var name = line[..colon];
+            if (!HttpSyntax.IsToken(name)) throw Bad("A header name is not a valid token (whitespace before the colon?).");
+            var value = HttpSyntax.Trim(line[(colon + 1)..]);
+            foreach (var b in value)
+                if (!HttpSyntax.IsFieldValueByte(b)) throw Bad("A header value contains a control character.");
+            string nameText = HeaderName(name);
+            string valueText = Encoding.Latin1.GetString(value);
+            parsed.Headers.Add(new(nameText, valueText));
+            if (nameText.Equals("Host", StringComparison.OrdinalIgnoreCase)) hosts++;
+            else if (nameText.Equals("Content-Length", StringComparison.OrdinalIgnoreCase)) parsed.ContentLength = MergeContentLength(parsed.ContentLength, value);
+            else if (nameText.Equals("Transfer-Encoding", StringComparison.OrdinalIgnoreCase))
+            {
+                hasTransferEncoding = true;
+                transferEncoding = transferEncoding == null ? valueText : transferEncoding + "," + valueText;
+            }
+            else if (nameText.Equals("Connection", StringComparison.OrdinalIgnoreCase)) connection = connection == null ? valueText : connection + "," + valueText;
+            else if (nameText.Equals("Expect", StringComparison.OrdinalIgnoreCase)) expect = expect == null ? valueText : expect + "," + valueText;
+        }
+
+        if (hosts > 1 || (hosts == 0 && !http10)) throw Bad(hosts == 0 ? "HTTP/1.1 requests must have a Host header." : "The request has more than one Host header.");
+        if (hasTransferEncoding)
+        {
+            if (parsed.ContentLength != null) throw Bad("The request has both Content-Length and Transfer-Encoding.");
+            var codings = transferEncoding!.Split(',', StringSplitOptions.TrimEntries);
+            if (codings.Any(c => c.Length == 0)) throw Bad("The Transfer-Encoding header has an empty element.");
+            if (codings.Length != 1 || !codings[0].Equals("chunked", StringComparison.OrdinalIgnoreCase))
+                throw new HttpProtocolException(501, $"Transfer-Encoding \"{transferEncoding}\" is not supported; only chunked is.");
+            parsed.Chunked = true;
+            if (http10) parsed.Close = true; // RFC 9112 §6.1: chunked over HTTP/1.0 means the framing cannot be trusted afterwards
+        }
+        if (parsed.ContentLength is { } length && _options.MaxRequestBodySize is { } max && length > max)
+            throw new HttpProtocolException(413, $"The request body ({length} bytes) is larger than the limit of {max} bytes.");
+        if (expect != null)
+        {
+            if (!expect.Trim().Equals("100-continue", StringComparison.OrdinalIgnoreCase))
+                throw new HttpProtocolException(417, $"Expect: {expect} is not supported; only 100-continue is.");
+            parsed.ExpectContinue = !http10 && (parsed.Chunked || parsed.ContentLength > 0);
+        }
+        parsed.Close |= HttpSyntax.ListContains(connection, "close");
+        parsed.KeepAlive = !parsed.Close && (!http10 || HttpSyntax.ListContains(connection, "keep-alive"));
+        return parsed;
+    }
+
+    private static long? MergeContentLength(long? previous, ReadOnlySpan<byte> value)
+    {
+        long? result = previous;
+        foreach (var range in value.Split((byte)','))
+        {
+            var item = HttpSyntax.Trim(value[range]);
+            if (item.IsEmpty || item.Length > 18) throw Bad("The Content-Length is not a number of bytes.");
+            long n = 0;
+            foreach (var b in item)
+            {
+                if (b is < (byte)'0' or > (byte)'9') throw Bad("The Content-Length is not a number of bytes.");
+                n = n * 10 + (b - '0');
+            }
+            if (result is { } r && r != n) throw Bad("The request has conflicting Content-Length values.");
+            result = n;
+        }
+        return result;
+    }
+
+    private static HttpProtocolException Bad(string message) => new(400, message);
+
+    private static string MethodString(ReadOnlySpan<byte> m) => m switch
+    {
+        _ when m.SequenceEqual("GET"u8) => "GET",
+        _ when m.SequenceEqual("POST"u8) => "POST",
+        _ when m.SequenceEqual("HEAD"u8) => "HEAD",
+        _ when m.SequenceEqual("PUT"u8) => "PUT",
+        _ when m.SequenceEqual("DELETE"u8) => "DELETE",
+        _ => Encoding.ASCII.GetString(m),
+    };
+
+    private static readonly string[] s_commonHeaders =
+        ["Host", "Content-Length", "Transfer-Encoding", "Connection", "Accept", "User-Agent", "Content-Type", "Expect", "Accept-Encoding"];
+
+    private static string HeaderName(ReadOnlySpan<byte> name)
+    {
+        foreach (var common in s_commonHeaders)
+        {
+            if (common.Length != name.Length) continue;
+            bool same = true;
+            for (int i = 0; i < name.Length && same; i++) same = common[i] == name[i];
+            if (same) return common;
+        }
+        return Encoding.ASCII.GetString(name);
+    }
+
+    private sealed class ParsedHead
+    {
+        public string Method = "";
+        public string Target = "";
+        public bool Http10;
+        public readonly List<KeyValuePair<string, string>> Headers = new();
+        public long? ContentLength;
+        public bool Chunked;
+        public bool ExpectContinue;
+        public bool Close;
+        public bool KeepAlive;
+    }
+}

@@ -1,0 +1,72 @@
+using System.Buffers;
+using System.Buffers.Text;
+
+namespace GreenRuntime.Servers;
+
+/// <summary>A growable byte buffer rented from the shared pool, for formatting response heads and chunks.</summary>
+internal sealed class OutputBuffer
+{
+    private byte[] _array;
+
+    public OutputBuffer(int initialSize) => _array = ArrayPool<byte>.Shared.Rent(initialSize);
+
+    public int Length { get; private set; }
+
+    public ReadOnlyMemory<byte> Memory => _array.AsMemory(0, Length);
+
+    public void Clear() => Length = 0;
+
+    public void Append(ReadOnlySpan<byte> bytes)
+    {
+        Ensure(bytes.Length);
+        bytes.CopyTo(_array.AsSpan(Length));
+        Length += bytes.Length;
+    }
+
+    /// <summary>Appends a string of Latin-1 characters (validated by the caller) as single bytes.</summary>
+    public void AppendLatin1(string s)
+    {
+        Ensure(s.Length);
+        var span = _array.AsSpan(Length, s.Length);
+        for (int i = 0; i < s.Length; i++) span[i] = (byte)s[i];
+        Length += s.Length;
+    }
+
+    public void AppendDecimal(long value)
+    {
+        Ensure(20);
+        Utf8Formatter.TryFormat(value, _array.AsSpan(Length), out int written);
+        Length += written;
+    }
+
+    public void AppendHex(int value)
+    {
+        Ensure(8);
+        value.TryFormat(_array.AsSpan(Length), out int written, "X", System.Globalization.CultureInfo.InvariantCulture);
+        Length += written;
+    }
+
+    public void AppendCrlf()
+    {
+        Ensure(2);
+        _array[Length++] = (byte)'\r';
+        _array[Length++] = (byte)'\n';
+    }
+
+    private void Ensure(int more)
+    {
+        if (Length + more <= _array.Length) return;
+        var bigger = ArrayPool<byte>.Shared.Rent(Math.Max(_array.Length * 2, Length + more));
+        _array.AsSpan(0, Length).CopyTo(bigger);
+        ArrayPool<byte>.Shared.Return(_array);
+        _array = bigger;
+    }
+
+    /// <summary>Returns the array to the pool unless a send that used it was abandoned (it may still be read).</summary>
+    public void Release(bool tainted)
+    {
+        if (!tainted) ArrayPool<byte>.Shared.Return(_array);
+        _array = [];
+        Length = 0;
+    }
+}

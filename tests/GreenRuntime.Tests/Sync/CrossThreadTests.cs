@@ -1,0 +1,97 @@
+namespace GreenRuntime.Tests.Sync;
+
+/// <summary>Signalling primitives from foreign threads (gevent's TestAsyncResultCrossThread, TestEventCrossThread).</summary>
+public class CrossThreadTests : HubTest
+{
+    [Test]
+    public void ManyThreadsPutIntoOneQueueAndAGreenletGetsEveryItem()
+    {
+        var q = new GreenQueue<int>();
+        const int threads = 4, each = 2000;
+        var consumer = Green.Spawn(() =>
+        {
+            var got = new List<int>();
+            for (int i = 0; i < threads * each; i++) got.Add(q.Get(TimeSpan.FromSeconds(20)));
+            return got;
+        });
+        var producers = Enumerable.Range(0, threads).Select(t => Task.Run(() =>
+        {
+            for (int i = 0; i < each; i++) q.Put(t * each + i);
+        })).ToArray();
+        var all = consumer.Get(TimeSpan.FromSeconds(30));
+        Green.Wait(Task.WhenAll(producers));
+        Assert.That(all.Order(), Is.EqualTo(Enumerable.Range(0, threads * each)));
+        for (int t = 0; t < threads; t++)
+        {
+            var mine = all.Where(x => x / each == t).ToList();
+            Assert.That(mine, Is.Ordered, "one thread's puts arrive in its order");
+        }
+    }
+
+    [Test]
+    public void ForeignReleasesAreNeverLost()
+    {
+        var s = new GreenSemaphore(0);
+        const int n = 2000;
+        int acquired = 0;
+        var gs = Enumerable.Range(0, 4).Select(i => i % 2 == 0
+            ? Green.Spawn(() => { while (acquired < n && s.Acquire(TimeSpan.FromMilliseconds(200))) acquired++; })
+            : Green.Spawn(async () => { while (acquired < n && await s.AcquireAsync(TimeSpan.FromMilliseconds(200))) acquired++; })).ToList();
+        var releasers = Enumerable.Range(0, 2).Select(_ => Task.Run(() => { for (int i = 0; i < n / 2; i++) s.Release(); })).ToArray();
+        Green.Wait(Task.WhenAll(releasers));
+        Green.JoinAll(gs, TimeSpan.FromSeconds(30));
+        Assert.That(acquired + s.Count, Is.EqualTo(n));
+    }
+
+    [Test]
+    public void AGreenletOfAnotherHubWaitsCooperativelyForAResultOfThisHub()
+    {
+        var r = new AsyncResult<string>();
+        var otherHubResult = new TaskCompletionSource<(string, int)>();
+        var thread = new Thread(() =>
+        {
+            using var other = new Hub();
+            int ticks = 0;
+            var ticker = Green.Spawn(() => { while (true) { ticks++; Green.Sleep(1); } });
+            try
+            {
+                var value = r.Get(TimeSpan.FromSeconds(10));   // parks this hub's main greenlet, the ticker keeps running
+                ticker.Kill();
+                otherHubResult.SetResult((value, ticks));
+            }
+            catch (Exception e)
+            {
+                otherHubResult.SetException(e);
+            }
+        });
+        thread.Start();
+        Green.Sleep(30);
+        r.Set("hello");
+        var (got, ticksMeanwhile) = Green.Wait(otherHubResult.Task, TimeSpan.FromSeconds(10));
+        thread.Join();
+        Assert.That(got, Is.EqualTo("hello"));
+        Assert.That(ticksMeanwhile, Is.GreaterThan(1), "the other hub kept running its greenlets while waiting");
+    }
+
+    [Test]
+    public void JoinableQueueTaskDoneFromWorkerThreads()
+    {
+        var q = new JoinableQueue<int>();
+        for (int i = 0; i < 100; i++) q.Put(i);
+        var items = new List<int>();
+        while (q.TryGet(out var x)) items.Add(x);
+        var workers = Task.Run(() => Parallel.ForEach(items, _ => q.TaskDone()));
+        Assert.That(q.Join(TimeSpan.FromSeconds(10)), Is.True);
+        Green.Wait(workers);
+        Assert.That(q.UnfinishedTasks, Is.Zero);
+    }
+
+    [Test]
+    public void SignallingAPrimitiveNotYetBoundToAHubFromAForeignThreadFailsClearly()
+    {
+        Event? e = null;
+        var t = Task.Run(() => { e = new Event(); e.Set(); });
+        var error = Assert.Throws<InvalidOperationException>(() => Green.Wait(t));
+        Assert.That(error!.Message, Does.Contain("not bound to a hub"));
+    }
+}
