@@ -110,14 +110,16 @@ public sealed partial class Hub
     internal int ReadTimerCount() => _timers.Count;
 
     /// <summary>
-    /// Whether anything but <paramref name="holder"/> wants the baton: another greenlet alive, a timer, a queued item
-    /// or an outstanding operation. A main greenlet that runs its own code while the hub has nothing else to do
-    /// blocks nobody (a plain program that merely created a hub, or a test between two cooperative calls).
+    /// Whether anything but <paramref name="holder"/> wants the baton: another greenlet alive, a queued item or an
+    /// outstanding operation. A main greenlet that runs its own code while the hub has nothing else to do blocks
+    /// nobody (a plain program that merely created a hub, or a test between two cooperative calls). Timers are not
+    /// counted: the heap keeps cancelled ones until they reach its top, and a live one belongs to a greenlet that is
+    /// alive anyway (except SpawnLater's, whose greenlet is not started yet: such a delay goes unreported).
     /// </summary>
     internal bool ReadOthersWaiting(Greenlet holder)
     {
         if (holder != MainGreenlet) return true; // a spawned greenlet or a callback runs: the main greenlet waits for the hub
-        return Volatile.Read(ref _aliveCount) > 0 || _timers.Count > 0 || _ready.Count > 0 || !_inbox.IsEmpty
+        return Volatile.Read(ref _aliveCount) > 0 || _ready.Count > 0 || !_inbox.IsEmpty
                || Volatile.Read(ref _pendingExternal) > 0;
     }
 
