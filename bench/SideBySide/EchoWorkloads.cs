@@ -81,7 +81,14 @@ internal static class EchoWorkloads
         var latencies = new List<double>(clients * rounds);
         var watch = Stopwatch.StartNew();
         var all = Enumerable.Range(0, clients).Select(_ => Green.Spawn(() => latencies.AddRange(OneClient(port, rounds)))).ToList();
-        Green.JoinAll(all, raiseError: true);
+        var done = Green.JoinAll(all, timeout: TimeSpan.FromSeconds(60), raiseError: true);
+        if (done.Count < all.Count)
+        {
+            // Bounded in time like every loop of the harness; say where it is stuck instead of hanging.
+            Console.Error.WriteLine($"echo clients stuck after 60 s ({done.Count}/{all.Count} done):");
+            Console.Error.WriteLine(Hub.Current.FormatRunInfo());
+            Environment.Exit(3);
+        }
         var seconds = watch.Elapsed.TotalSeconds;
         latencies.Sort();
         double Q(double p) => latencies[Math.Min(latencies.Count - 1, (int)(p * latencies.Count))] * 1e6;

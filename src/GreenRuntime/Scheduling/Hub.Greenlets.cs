@@ -23,8 +23,12 @@ public sealed partial class Hub
         return list;
     }
 
-    /// <summary>Whether blocking is allowed here (not inside a callback).</summary>
-    internal bool CanBlockHere => _callbackDepth == 0;
+    /// <summary>
+    /// Whether the code running now may park: greenlet code may; callbacks and the scheduler itself may not.
+    /// Patched BCL methods ask this before acting cooperatively, so a BCL call the scheduler makes (a
+    /// ConcurrentQueue spinning calls Thread.Yield, which may be patched) runs the original.
+    /// </summary>
+    internal bool CanBlockHere => _callbackDepth == 0 && !_inScheduler;
 
     internal void StartGreenlet(Greenlet g, bool first = false)
     {

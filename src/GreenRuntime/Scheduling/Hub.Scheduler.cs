@@ -51,6 +51,13 @@ public sealed partial class Hub
     private readonly Deque<RunItem> _ready = new();
     private Greenlet _current = null!;
     private int _callbackDepth;
+
+    /// <summary>
+    /// True while the baton holder runs scheduler code rather than greenlet code (Invariant 2: the scheduler
+    /// never parks). Written only by the baton holder: set on entering Schedule, cleared on every path that
+    /// returns into greenlet code.
+    /// </summary>
+    private bool _inScheduler;
     private int _batonHolder;
 
     /// <summary>Stackless greenlets that are alive and awaiting something: they keep LoopExit away.</summary>
@@ -76,6 +83,7 @@ public sealed partial class Hub
     private void Schedule(Carrier self)
     {
         AssertBatonHeld();
+        _inScheduler = true;
         while (true)
         {
             if (!TryTakeNext(out var item))
@@ -94,7 +102,10 @@ public sealed partial class Hub
                     _current = g;
                     NoteSwitch();
                     if (target == self)
+                    {
+                        _inScheduler = false;
                         return;
+                    }
                     if (self.Owner != null)
                     {
                         HandBaton(target);
@@ -149,6 +160,7 @@ public sealed partial class Hub
         self.Parker.Park();
         // The only wake of an owned carrier is "your owner was resumed" (Schedule, case Resume).
         TakeBaton();
+        _inScheduler = false;
         Debug.Assert(_current == self.Owner, $"Invariant broken: carrier #{self.Id} woke while {_current} holds the baton, not its owner {self.Owner}.");
     }
 
@@ -178,6 +190,7 @@ public sealed partial class Hub
     private void RunInline(Carrier self, in RunItem item)
     {
         var g = item.Greenlet!;
+        _inScheduler = false;
         if (item.Kind == RunKind.Start)
         {
             if (g.IsStackless) StartStackless(g);
@@ -188,6 +201,7 @@ public sealed partial class Hub
             RunContinuation(g, (SendOrPostCallback)item.Callback!, item.State);
         }
         _current = HubGreenlet;
+        _inScheduler = true;
     }
 
     private void RunStackful(Carrier self, Greenlet g)
