@@ -20,10 +20,11 @@ namespace GreenRuntime.Cooperative;
 /// handle (an AutoResetEvent is reset, a Semaphore decremented), so the result is handed over through a
 /// compare-exchange; a kill that loses the race gives the signal back (Set/Release). A <see cref="Mutex"/>
 /// cannot be acquired on the greenlet's behalf by another thread, so it keeps the original blocking wait.</item>
+/// <item><c>WaitHandle.WaitAny/WaitAll</c> (funnel <c>WaitMultiple</c>): see CooperativeThreading.WaitMultiple.cs.</item>
 /// <item><c>Thread.Join</c>: polled with <c>Join(0)</c> and parks of 1–20 ms (no completion signal exists).</item>
 /// </list>
 /// </remarks>
-internal static class CooperativeThreading
+internal static partial class CooperativeThreading
 {
     internal delegate bool WaitOneFn(WaitHandle handle, int millisecondsTimeout);
 
@@ -209,7 +210,8 @@ internal static class CooperativeThreading
             return true;
         }
 
-        private void GiveBack()
+        /// <summary>Undoes what the registration's wait acquired (a no-op for manual-reset events).</summary>
+        public void GiveBack()
         {
             switch (_handle)
             {
