@@ -6,7 +6,7 @@ using GreenRuntime.Cooperative;
 namespace GreenRuntime.PatchSets;
 
 /// <summary>
-/// Synchronous <see cref="Socket"/> operations, at the large overloads (with <c>out SocketError</c>, or the
+/// Synchronous <see cref="Socket"/> operations (SendTo, SendFile and Disconnect included), at the large overloads (with <c>out SocketError</c>, or the
 /// full parameter list) that every smaller overload, <see cref="NetworkStream"/>, <see cref="TcpClient"/>,
 /// <see cref="TcpListener"/>, <see cref="UdpClient"/>, SslStream and HttpClient's synchronous path call.
 /// </summary>
