@@ -103,6 +103,7 @@ public class SocketSendOnHubTests : PatchedHubTest
             using (var sender = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified))
             {
                 const int count = 300, size = 2048;
+                sender.SendBufferSize = 16 * 1024; // a few datagrams in flight fill it, whatever the system default
                 int sent = 0, ticks = 0;
                 var sending = Green.Spawn(() =>
                 {
@@ -140,6 +141,51 @@ public class SocketSendOnHubTests : PatchedHubTest
                 }
                 Green.JoinAll([sending, ticker], TimeSpan.FromSeconds(10), raiseError: true);
                 Assert.That(sent, Is.EqualTo(count));
+            }
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Test]
+    public void KillingABlockedSendToLosesOrCorruptsNoDatagram()
+    {
+        var (receiver, address, path) = SendSockets.UnixDatagramReceiver();
+        try
+        {
+            using (receiver)
+            using (var sender = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified))
+            {
+                sender.SendBufferSize = 16 * 1024;
+                const int size = 2048;
+                int sent = 0;
+                var sending = Green.Spawn(() =>
+                {
+                    for (int i = 0; ; i++)
+                    {
+                        sender.SendTo(SendSockets.Datagram(i, size), address);
+                        sent++;
+                    }
+                });
+                Green.Sleep(50);
+                Assert.That(sending.WaitReason, Is.EqualTo(WaitReason.Socket), "blocked on the full queue");
+                sending.Kill();
+                Assert.That(sending.Dead, Is.True);
+                // Every datagram sent arrives whole and in order; the killed one arrived whole or not at all.
+                receiver.ReceiveTimeout = 200;
+                var buffer = new byte[size + 1];
+                int received = 0;
+                while (true)
+                {
+                    int n = receiver.Receive(buffer, 0, buffer.Length, SocketFlags.None, out var error);
+                    if (error == SocketError.TimedOut) break;
+                    Assert.That(buffer[..n], Is.EqualTo(SendSockets.Datagram(received, size)), $"datagram {received}");
+                    received++;
+                }
+                Assert.That(received, Is.InRange(sent, sent + 1));
+                Assert.That(sender.SendTo(SendSockets.Datagram(0, 8), address), Is.EqualTo(8), "the socket still works");
             }
         }
         finally
