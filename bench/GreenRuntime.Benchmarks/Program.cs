@@ -5,12 +5,19 @@
 //                                                                                   gevent programs in ../shared/bench
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-prims    the same for Event/Queue/Channel
 //                                                                                   ping-pong and Pool.Map (PrimitiveBenchmarks.cs)
+//   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-patch    off-greenlet cost of patched methods
+//                                                                                   (PatchOverhead.cs)
 using BenchmarkDotNet.Running;
 using GreenRuntime.Benchmarks;
 
 if (args is ["quick-prims", ..])
 {
     PrimitiveWorkloads.QuickRun(args.Length > 1 ? int.Parse(args[1]) : 1_000_000);
+    return;
+}
+if (args is ["quick-patch", ..])
+{
+    PatchOverhead.Run(args.Length > 1 ? int.Parse(args[1]) : 10_000_000);
     return;
 }
 if (args is ["quick", ..])

@@ -68,7 +68,7 @@ public static class Patch
     /// <summary><c>Task.Wait</c>, <c>Task&lt;T&gt;.Result</c>, <c>GetAwaiter().GetResult()</c>, <c>Task.WaitAll/WaitAny</c>.</summary>
     public static PatchReport Tasks() => Apply([TasksPatchSet.Instance], null);
 
-    /// <summary><c>SemaphoreSlim.Wait</c>, <c>ManualResetEventSlim.Wait</c> (CountdownEvent, Barrier), <c>WaitHandle.WaitOne</c>, <c>Thread.Join</c>.</summary>
+    /// <summary><c>SemaphoreSlim.Wait</c>, <c>ManualResetEventSlim.Wait</c> (CountdownEvent, Barrier), <c>WaitHandle.WaitOne/WaitAny/WaitAll</c>, <c>Thread.Join</c>.</summary>
     public static PatchReport Threading() => Apply([ThreadingPatchSet.Instance], null);
 
     /// <summary><c>Process.WaitForExit</c>.</summary>

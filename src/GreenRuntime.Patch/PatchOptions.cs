@@ -20,7 +20,7 @@ public sealed class PatchOptions
     /// <summary><c>Task.Wait</c>, <c>Result</c>, <c>GetAwaiter().GetResult()</c>, <c>WaitAll</c>, <c>WaitAny</c>. Default true.</summary>
     public bool Tasks { get; init; } = true;
 
-    /// <summary><c>SemaphoreSlim</c>, <c>ManualResetEventSlim</c>, <c>WaitHandle.WaitOne</c>, <c>Thread.Join</c>. Default true.</summary>
+    /// <summary><c>SemaphoreSlim</c>, <c>ManualResetEventSlim</c>, <c>WaitHandle.WaitOne/WaitAny/WaitAll</c>, <c>Thread.Join</c>. Default true.</summary>
     public bool Threading { get; init; } = true;
 
     /// <summary><c>Process.WaitForExit</c>. Default true.</summary>

@@ -9,7 +9,9 @@
 //                 hub, is not inside a hub callback, and is not inside one of our own cleanup waits.
 //
 // Design chosen: every replacement starts with the same test. Off a parking hub (any ordinary thread,
-// a hub callback, our own cleanup) it calls the original, so behaviour there is exactly the BCL's. On a
+// a hub callback, our own cleanup) it calls the original, so behaviour there is exactly the BCL's. That test
+// is one [ThreadStatic] read when the thread has no hub (the common case); the hottest replacements then
+// call the original's trampoline through a delegate* (OriginalSlot.Entry) rather than a delegate. On a
 // parking hub it first tries the operation without blocking (a zero timeout, or an async operation that
 // completes inline) and otherwise starts the .NET asynchronous equivalent and parks only the calling
 // greenlet until it completes (Hub.WaitForTask), honouring the call's own timeout. Finally it asks the

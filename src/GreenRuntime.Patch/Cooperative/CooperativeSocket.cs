@@ -18,6 +18,11 @@ namespace GreenRuntime.Cooperative;
 /// <para>Sends start <see cref="Socket.SendAsync(ReadOnlyMemory{byte}, SocketFlags, CancellationToken)"/>,
 /// which completes inline when the kernel buffer has room. A kill or <see cref="Socket.SendTimeout"/>
 /// cancels it; what was already sent stays sent (as with the original on a timeout).</para>
+/// <para>SendTo (the three funnels: array, span + EndPoint, span + SocketAddress), SendFile (the span funnel)
+/// and Disconnect park on SendToAsync / SendFileAsync / DisconnectAsync; spans are copied so that a kill can
+/// abandon the operation. Every case in which the original throws before doing I/O (bad arguments, not
+/// connected, a file it cannot open, a disposed socket) runs the original, so the exception is its own.
+/// SendTimeout applies to the whole SendTo/SendFile (SocketException TimedOut).</para>
 /// <para>Accept and Connect use AcceptAsync/ConnectAsync. Poll and Select with a non-zero timeout poll the
 /// original with a zero timeout, parking 1–20 ms between tries: .NET has no readiness notification for them.</para>
 /// <para>The first cooperative operation puts the socket's file descriptor in non-blocking mode (as any
@@ -36,6 +41,10 @@ internal static class CooperativeSocket
     internal delegate int ArrayReceiveMessageFrom(Socket s, byte[] buffer, int offset, int size, ref SocketFlags flags, ref EndPoint remote, out IPPacketInformation info);
     internal delegate int SpanReceiveMessageFrom(Socket s, Span<byte> buffer, ref SocketFlags flags, ref EndPoint remote, out IPPacketInformation info);
     internal delegate void SelectFn(IList? checkRead, IList? checkWrite, IList? checkError, int microSeconds);
+    internal delegate int ArraySendTo(Socket s, byte[] buffer, int offset, int size, SocketFlags flags, EndPoint remote);
+    internal delegate int SpanSendTo(Socket s, ReadOnlySpan<byte> buffer, SocketFlags flags, EndPoint remote);
+    internal delegate int SpanSendToAddress(Socket s, ReadOnlySpan<byte> buffer, SocketFlags flags, SocketAddress address);
+    internal delegate void SendFileFn(Socket s, string? fileName, ReadOnlySpan<byte> preBuffer, ReadOnlySpan<byte> postBuffer, TransmitFileOptions flags);
 
     internal static readonly OriginalSlot<ArrayIo> ReceiveArray = new(static (Socket s, byte[] b, int o, int n, SocketFlags f, out SocketError e) => s.Receive(b, o, n, f, out e));
     internal static readonly OriginalSlot<SpanReceive> ReceiveSpan = new(static (Socket s, Span<byte> b, SocketFlags f, out SocketError e) => s.Receive(b, f, out e));
@@ -52,6 +61,11 @@ internal static class CooperativeSocket
     internal static readonly OriginalSlot<Action<Socket, EndPoint>> ConnectSlot = new(static (s, ep) => s.Connect(ep));
     internal static readonly OriginalSlot<Func<Socket, int, SelectMode, bool>> PollSlot = new(static (s, us, m) => s.Poll(us, m));
     internal static readonly OriginalSlot<SelectFn> SelectSlot = new(static (r, w, e, us) => Socket.Select(r, w, e, us));
+    internal static readonly OriginalSlot<ArraySendTo> SendToArray = new(static (s, b, o, n, f, r) => s.SendTo(b, o, n, f, r));
+    internal static readonly OriginalSlot<SpanSendTo> SendToSpan = new(static (s, b, f, r) => s.SendTo(b, f, r));
+    internal static readonly OriginalSlot<SpanSendToAddress> SendToAddress = new(static (s, b, f, a) => s.SendTo(b, f, a));
+    internal static readonly OriginalSlot<Action<Socket, bool>> DisconnectSlot = new(static (s, reuse) => s.Disconnect(reuse));
+    internal static readonly OriginalSlot<SendFileFn> SendFileSlot = new(static (s, n, pre, post, f) => s.SendFile(n, pre, post, f));
 
     // The peek target. Concurrent peeks may write it at the same time; nobody ever reads it.
     private static readonly byte[] s_peekByte = new byte[1];
@@ -194,6 +208,157 @@ internal static class CooperativeSocket
         finally
         {
             ArrayPool<byte>.Shared.Return(copy);
+        }
+    }
+
+    // ---- datagram sends: SendToAsync, parked ----
+
+    public static int SendTo(Socket s, byte[] buffer, int offset, int size, SocketFlags socketFlags, EndPoint remoteEP)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || !MayPark(s) || buffer is null || remoteEP is null || (uint)offset > (uint)buffer.Length || (uint)size > (uint)(buffer.Length - offset))
+            return SendToArray.Call(s, buffer!, offset, size, socketFlags, remoteEP!);
+        return SendToParked(hub, s, buffer.AsMemory(offset, size), socketFlags, remoteEP, null)
+            ?? SendToArray.Call(s, buffer, offset, size, socketFlags, remoteEP);
+    }
+
+    public static int SendTo(Socket s, ReadOnlySpan<byte> buffer, SocketFlags socketFlags, EndPoint remoteEP)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || !MayPark(s) || remoteEP is null)
+            return SendToSpan.Call(s, buffer, socketFlags, remoteEP!);
+        var copy = ArrayPool<byte>.Shared.Rent(Math.Max(1, buffer.Length));
+        buffer.CopyTo(copy);
+        try
+        {
+            return SendToParked(hub, s, copy.AsMemory(0, buffer.Length), socketFlags, remoteEP, null)
+                ?? SendToSpan.Call(s, buffer, socketFlags, remoteEP);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(copy);
+        }
+    }
+
+    public static int SendTo(Socket s, ReadOnlySpan<byte> buffer, SocketFlags socketFlags, SocketAddress socketAddress)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || !MayPark(s) || socketAddress is null)
+            return SendToAddress.Call(s, buffer, socketFlags, socketAddress!);
+        var copy = ArrayPool<byte>.Shared.Rent(Math.Max(1, buffer.Length));
+        buffer.CopyTo(copy);
+        try
+        {
+            return SendToParked(hub, s, copy.AsMemory(0, buffer.Length), socketFlags, null, socketAddress)
+                ?? SendToAddress.Call(s, buffer, socketFlags, socketAddress);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(copy);
+        }
+    }
+
+    /// <summary>
+    /// SendToAsync parked, with SendTimeout. Null when the async path refused the arguments before starting
+    /// (the caller then runs the original, which throws its own exception).
+    /// </summary>
+    private static int? SendToParked(Hub hub, Socket s, ReadOnlyMemory<byte> data, SocketFlags flags, EndPoint? remote, SocketAddress? address)
+    {
+        using var cancel = new CancellationTokenSource();
+        Task<int> send;
+        try
+        {
+            send = (remote is not null ? s.SendToAsync(data, flags, remote, cancel.Token) : s.SendToAsync(data, flags, address!, cancel.Token)).AsTask();
+        }
+        catch (Exception e) when (e is ObjectDisposedException or InvalidOperationException or NotSupportedException or ArgumentException or SocketException)
+        {
+            return null;
+        }
+        if (send.IsFaulted && send.Exception!.InnerException is not SocketException) return null; // a validation failure: the original's exception
+        if (!Cooperative.Park(hub, send, Cooperative.SocketTimeout(s.SendTimeout), WaitReason.Socket, cancel, drain: true))
+        {
+            Cooperative.CancelQuietly(cancel);
+            Cooperative.WaitBlocking(send);
+            if (!send.IsCompletedSuccessfully) throw new SocketException((int)SocketError.TimedOut);
+        }
+        return send.GetAwaiter().GetResult(); // a SocketException as the original throws it
+    }
+
+    // ---- disconnect, send file ----
+
+    public static void Disconnect(Socket s, bool reuseSocket)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || !MayPark(s) || !s.Connected)
+        {
+            DisconnectSlot.Call(s, reuseSocket);
+            return;
+        }
+        using var cancel = new CancellationTokenSource();
+        Task task;
+        try
+        {
+            task = s.DisconnectAsync(reuseSocket, cancel.Token).AsTask();
+        }
+        catch (Exception e) when (e is ObjectDisposedException or InvalidOperationException or NotSupportedException or PlatformNotSupportedException)
+        {
+            DisconnectSlot.Call(s, reuseSocket);
+            return;
+        }
+        if (task.IsFaulted && task.Exception!.InnerException is not SocketException)
+        {
+            DisconnectSlot.Call(s, reuseSocket); // e.g. PlatformNotSupportedException for reuseSocket: the original's own
+            return;
+        }
+        Cooperative.Park(hub, task, null, WaitReason.Socket, cancel, drain: true);
+        task.GetAwaiter().GetResult();
+    }
+
+    public static void SendFile(Socket s, string? fileName, ReadOnlySpan<byte> preBuffer, ReadOnlySpan<byte> postBuffer, TransmitFileOptions flags)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || !MayPark(s) || !s.Connected || !CanOpen(fileName))
+        {
+            // Off the hub, and every case in which the original throws before sending (not connected, a file it
+            // cannot open): the original, with its own exception.
+            SendFileSlot.Call(s, fileName, preBuffer, postBuffer, flags);
+            return;
+        }
+        // The spans cannot outlive this frame: SendFileAsync gets copies (they are ours, so a kill may abandon them).
+        byte[] pre = preBuffer.ToArray(), post = postBuffer.ToArray();
+        using var cancel = new CancellationTokenSource();
+        Task task;
+        try
+        {
+            task = s.SendFileAsync(fileName, pre, post, flags, cancel.Token).AsTask();
+        }
+        catch (Exception e) when (e is ObjectDisposedException or InvalidOperationException or NotSupportedException or ArgumentException)
+        {
+            SendFileSlot.Call(s, fileName, preBuffer, postBuffer, flags);
+            return;
+        }
+        // drain: the file stays open until the operation is over, as with the original.
+        if (!Cooperative.Park(hub, task, Cooperative.SocketTimeout(s.SendTimeout), WaitReason.Socket, cancel, drain: true))
+        {
+            Cooperative.CancelQuietly(cancel);
+            Cooperative.WaitBlocking(task);
+            if (!task.IsCompletedSuccessfully) throw new SocketException((int)SocketError.TimedOut);
+        }
+        task.GetAwaiter().GetResult();
+    }
+
+    private static bool CanOpen(string? fileName)
+    {
+        if (fileName is null) return true;
+        try
+        {
+            using (Cooperative.Bypass())
+                new FileStream(fileName, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.None).Dispose();
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        {
+            return false;
         }
     }
 

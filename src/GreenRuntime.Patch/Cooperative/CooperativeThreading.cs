@@ -20,10 +20,11 @@ namespace GreenRuntime.Cooperative;
 /// handle (an AutoResetEvent is reset, a Semaphore decremented), so the result is handed over through a
 /// compare-exchange; a kill that loses the race gives the signal back (Set/Release). A <see cref="Mutex"/>
 /// cannot be acquired on the greenlet's behalf by another thread, so it keeps the original blocking wait.</item>
+/// <item><c>WaitHandle.WaitAny/WaitAll</c> (funnel <c>WaitMultiple</c>): see CooperativeThreading.WaitMultiple.cs.</item>
 /// <item><c>Thread.Join</c>: polled with <c>Join(0)</c> and parks of 1–20 ms (no completion signal exists).</item>
 /// </list>
 /// </remarks>
-internal static class CooperativeThreading
+internal static partial class CooperativeThreading
 {
     internal delegate bool WaitOneFn(WaitHandle handle, int millisecondsTimeout);
 
@@ -45,10 +46,17 @@ internal static class CooperativeThreading
     // ---- SemaphoreSlim ----
 
     /// <summary>Replaces the private <c>SemaphoreSlim.WaitCore(long, CancellationToken)</c>.</summary>
-    public static bool SemaphoreWaitCore(SemaphoreSlim semaphore, long millisecondsTimeout, CancellationToken cancellationToken)
+    public static unsafe bool SemaphoreWaitCore(SemaphoreSlim semaphore, long millisecondsTimeout, CancellationToken cancellationToken)
     {
         var hub = Cooperative.ParkingHub();
-        if (hub is null || millisecondsTimeout == 0) return SemaphoreWait.Call(semaphore, millisecondsTimeout, cancellationToken);
+        if (hub is null || millisecondsTimeout == 0)
+        {
+            // The hot off-greenlet path: a direct calli to the original when bound (see OriginalSlot.Entry).
+            nint entry = SemaphoreWait.Entry;
+            return entry != 0
+                ? ((delegate* managed<SemaphoreSlim, long, CancellationToken, bool>)entry)(semaphore, millisecondsTimeout, cancellationToken)
+                : SemaphoreWait.Call(semaphore, millisecondsTimeout, cancellationToken);
+        }
         if (SemaphoreWait.Call(semaphore, 0, cancellationToken)) return true;
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var timeout = millisecondsTimeout < 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(millisecondsTimeout);
@@ -70,10 +78,16 @@ internal static class CooperativeThreading
     // ---- ManualResetEventSlim ----
 
     /// <summary>Replaces <c>ManualResetEventSlim.Wait(int, CancellationToken)</c>.</summary>
-    public static bool EventSlimWait(ManualResetEventSlim e, int millisecondsTimeout, CancellationToken cancellationToken)
+    public static unsafe bool EventSlimWait(ManualResetEventSlim e, int millisecondsTimeout, CancellationToken cancellationToken)
     {
         var hub = Cooperative.ParkingHub();
-        if (hub is null || millisecondsTimeout == 0) return EventWait.Call(e, millisecondsTimeout, cancellationToken);
+        if (hub is null || millisecondsTimeout == 0)
+        {
+            nint entry = EventWait.Entry;
+            return entry != 0
+                ? ((delegate* managed<ManualResetEventSlim, int, CancellationToken, bool>)entry)(e, millisecondsTimeout, cancellationToken)
+                : EventWait.Call(e, millisecondsTimeout, cancellationToken);
+        }
         if (EventWait.Call(e, 0, cancellationToken)) return true;
         using var wait = new HandleWait(e.WaitHandle, consumes: false);
         var either = Cooperative.OrCancelled(wait.Signalled, cancellationToken, out var registration);
@@ -84,11 +98,16 @@ internal static class CooperativeThreading
 
     // ---- WaitHandle.WaitOne ----
 
-    public static bool WaitOne(WaitHandle handle, int millisecondsTimeout)
+    public static unsafe bool WaitOne(WaitHandle handle, int millisecondsTimeout)
     {
         var hub = Cooperative.ParkingHub();
         if (hub is null || millisecondsTimeout == 0 || millisecondsTimeout < -1 || handle is Mutex)
-            return WaitOneInt.Call(handle, millisecondsTimeout);
+        {
+            nint entry = WaitOneInt.Entry;
+            return entry != 0
+                ? ((delegate* managed<WaitHandle, int, bool>)entry)(handle, millisecondsTimeout)
+                : WaitOneInt.Call(handle, millisecondsTimeout);
+        }
         return WaitOneOnHub(hub, handle, millisecondsTimeout);
     }
 
@@ -209,7 +228,8 @@ internal static class CooperativeThreading
             return true;
         }
 
-        private void GiveBack()
+        /// <summary>Undoes what the registration's wait acquired (a no-op for manual-reset events).</summary>
+        public void GiveBack()
         {
             switch (_handle)
             {

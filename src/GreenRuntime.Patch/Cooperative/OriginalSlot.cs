@@ -23,6 +23,7 @@ internal sealed class OriginalSlot<TDelegate> : IOriginalSlot
     private readonly TDelegate _direct;
     private readonly TDelegate? _reentrant;
     private TDelegate? _original;
+    private nint _entry;
     private volatile bool _patching;
     private int _patchingThread;
 
@@ -39,6 +40,18 @@ internal sealed class OriginalSlot<TDelegate> : IOriginalSlot
     /// <summary>The delegate that runs the original implementation.</summary>
     public TDelegate Call => _original ?? (_patching ? WaitForBinding() : _direct);
 
+    /// <summary>
+    /// The original's entry for a <c>delegate*</c> call (the fast off-greenlet path: no delegate, no shuffle
+    /// thunk), or 0 while no detour is bound: callers then use <see cref="Call"/>. Once set it never changes
+    /// back (the trampoline stays valid after the detour is undone, and re-patching reuses the slot's first
+    /// binding only if the engine returns the same original; a later Bind overwrites it with the new one).
+    /// </summary>
+    public nint Entry
+    {
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        get => _entry;
+    }
+
     /// <summary>True between <see cref="BeginPatching"/> and <see cref="Bind"/> or <see cref="AbortPatching"/>.</summary>
     public bool Patching => _patching;
 
@@ -52,6 +65,7 @@ internal sealed class OriginalSlot<TDelegate> : IOriginalSlot
     {
         // Build the original's stub now, never lazily on a hot path.
         Volatile.Write(ref _original, detour.GetOriginal<TDelegate>());
+        Volatile.Write(ref _entry, detour.OriginalEntry);
         _patching = false;
         AssertBound();
     }

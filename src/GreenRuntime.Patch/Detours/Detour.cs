@@ -208,6 +208,14 @@ public sealed class Detour : IDisposable
         where TDelegate : Delegate =>
         (TDelegate)originals.GetOrAdd(typeof(TDelegate), static (type, self) => self.BuildOriginal(type), this);
 
+    /// <summary>
+    /// The entry of the original implementation (the trampoline) for a managed-convention <c>calli</c> /
+    /// <c>delegate*</c> call with the replacement's signature: what <see cref="GetOriginal{TDelegate}"/>'s
+    /// delegate calls, without the delegate and its static-method shuffle thunk. Valid for the process's
+    /// lifetime, also after <see cref="Dispose"/>.
+    /// </summary>
+    internal nint OriginalEntry => trampoline;
+
     /// <summary>Restores the original bytes of the target's body. Idempotent.</summary>
     /// <exception cref="InvalidOperationException">Someone else rewrote the patched bytes; nothing was restored.</exception>
     public void Dispose()

@@ -6,7 +6,7 @@ using GreenRuntime.Cooperative;
 namespace GreenRuntime.PatchSets;
 
 /// <summary>
-/// Synchronous <see cref="Socket"/> operations, at the large overloads (with <c>out SocketError</c>, or the
+/// Synchronous <see cref="Socket"/> operations (SendTo, SendFile and Disconnect included), at the large overloads (with <c>out SocketError</c>, or the
 /// full parameter list) that every smaller overload, <see cref="NetworkStream"/>, <see cref="TcpClient"/>,
 /// <see cref="TcpListener"/>, <see cref="UdpClient"/>, SslStream and HttpClient's synchronous path call.
 /// </summary>
@@ -40,12 +40,10 @@ internal sealed class SocketsPatchSet : PatchSet
         Point(S, "Connect", [typeof(EndPoint)], C, "Connect", CooperativeSocket.ConnectSlot),
         Point(S, "Poll", [typeof(int), typeof(SelectMode)], C, "Poll", CooperativeSocket.PollSlot),
         Point(S, "Select", [typeof(IList), typeof(IList), typeof(IList), typeof(int)], C, "Select", CooperativeSocket.SelectSlot),
-    ];
-
-    public override IReadOnlyList<(string Method, string Reason)> KnownRefusals { get; } =
-    [
-        ("System.Net.Sockets.Socket.SendTo(...)", "Not made cooperative: a datagram send blocks only while the kernel send buffer is full, and .NET offers no writability notification to park on; it runs the original."),
-        ("System.Net.Sockets.Socket.SendFile(...)", "Not made cooperative: the file is sent by the kernel (sendfile) in one blocking call; it runs the original."),
-        ("System.Net.Sockets.Socket.Disconnect(Boolean)", "Not made cooperative: it runs the original (a shutdown does not wait for the peer)."),
+        Point(S, "SendTo", [typeof(byte[]), typeof(int), typeof(int), typeof(SocketFlags), typeof(EndPoint)], C, "SendTo", CooperativeSocket.SendToArray),
+        Point(S, "SendTo", [typeof(ReadOnlySpan<byte>), typeof(SocketFlags), typeof(EndPoint)], C, "SendTo", CooperativeSocket.SendToSpan),
+        Point(S, "SendTo", [typeof(ReadOnlySpan<byte>), typeof(SocketFlags), typeof(SocketAddress)], C, "SendTo", CooperativeSocket.SendToAddress),
+        Point(S, "Disconnect", [typeof(bool)], C, "Disconnect", CooperativeSocket.DisconnectSlot),
+        Point(S, "SendFile", [typeof(string), typeof(ReadOnlySpan<byte>), typeof(ReadOnlySpan<byte>), typeof(TransmitFileOptions)], C, "SendFile", CooperativeSocket.SendFileSlot),
     ];
 }

@@ -1,0 +1,144 @@
+using System.Reflection;
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime.Cooperative;
+
+/// <summary>
+/// <c>WaitHandle.WaitAny</c> and <c>WaitHandle.WaitAll</c> (every synchronous overload) on a greenlet, at their
+/// private funnel <c>WaitHandle.WaitMultiple(ReadOnlySpan&lt;WaitHandle&gt;, bool, int)</c>.
+/// </summary>
+/// <remarks>
+/// <para>Both first ask the original with a zero timeout, which also throws the original's exceptions for bad
+/// arguments (empty or null array, more than 64 handles, duplicates in WaitAll, disposed handles). A set that
+/// contains a <see cref="Mutex"/> keeps the original blocking wait: a mutex is owned by the thread that
+/// acquires it and cannot be acquired on the greenlet's behalf by a thread-pool wait.</para>
+/// <para>WaitAny: every handle is registered with <c>ThreadPool.RegisterWaitForSingleObject</c> (a
+/// <see cref="HandleWait"/> each). The greenlet parks until one registration fires or the timeout elapses.
+/// Then every registration is ended; each one that acquired its handle in the meantime (an auto-reset event
+/// reset, a semaphore decremented) reports it exactly once. The lowest such index is the result, like the
+/// original's lowest signalled index; every other acquisition is given back (Set / Release). So exactly one
+/// handle is acquired, also when a timeout races with a signal. A kill gives back every acquisition. A
+/// registration whose wait is satisfied just as the greenlet ends it gives its signal back from its
+/// thread-pool callback, a moment later (as for WaitOne).</para>
+/// <para>WaitAll must acquire all handles atomically, which registered waits (one handle each) cannot do. It
+/// parks until any handle is signalled (registrations as above, all given back at once), then asks the
+/// original <c>WaitAll(handles, 0)</c>, which acquires all or none. A handle that fired once is not
+/// registered again in the same call: a manual-reset event that stays set would otherwise wake the greenlet
+/// at once, forever, and an auto-reset event or semaphore is then taken and given back at most once per call
+/// (between the signal and the greenlet's next turn, another waiter's zero-timeout wait can miss it). Each
+/// round is bounded by a pause of 1 ms doubling to 20 ms, so handles no longer registered are still polled.</para>
+/// </remarks>
+internal static partial class CooperativeThreading
+{
+    internal delegate int WaitMultipleFn(ReadOnlySpan<WaitHandle> waitHandles, bool waitAll, int millisecondsTimeout);
+
+    internal static readonly MethodInfo? WaitMultipleMethod = typeof(WaitHandle).GetMethod("WaitMultiple", BindingFlags.NonPublic | BindingFlags.Static, [typeof(ReadOnlySpan<WaitHandle>), typeof(bool), typeof(int)]);
+
+    internal static readonly OriginalSlot<WaitMultipleFn> WaitMultipleSlot = new(
+        WaitMultipleMethod?.CreateDelegate<WaitMultipleFn>()
+        ?? (static (h, all, ms) => all ? (WaitHandle.WaitAll(h.ToArray(), ms) ? 0 : WaitHandle.WaitTimeout) : WaitHandle.WaitAny(h.ToArray(), ms)));
+
+    /// <summary>Replaces the private <c>WaitHandle.WaitMultiple(ReadOnlySpan&lt;WaitHandle&gt;, bool, int)</c>.</summary>
+    public static int WaitMultiple(ReadOnlySpan<WaitHandle> waitHandles, bool waitAll, int millisecondsTimeout)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || millisecondsTimeout is 0 or < -1) return WaitMultipleSlot.Call(waitHandles, waitAll, millisecondsTimeout);
+        int now = WaitMultipleSlot.Call(waitHandles, waitAll, 0);
+        if (now != WaitHandle.WaitTimeout) return now;
+        foreach (var handle in waitHandles)
+        {
+            if (handle is Mutex) return WaitMultipleSlot.Call(waitHandles, waitAll, millisecondsTimeout);
+        }
+        var handles = waitHandles.ToArray(); // the registrations outlive no frame, but lambdas cannot hold a span
+        return waitAll ? WaitAllOnHub(hub, handles, millisecondsTimeout) : WaitAnyOnHub(hub, handles, millisecondsTimeout);
+    }
+
+    private static int WaitAnyOnHub(Hub hub, WaitHandle[] handles, int millisecondsTimeout)
+    {
+        var waits = Register(handles, null);
+        try
+        {
+            Cooperative.Park(hub, Task.WhenAny(waits.Select(w => w!.Signalled)), Cooperative.WaitTimeout(millisecondsTimeout), WaitReason.Event);
+        }
+        catch
+        {
+            EndAll(waits, giveBack: true);
+            throw;
+        }
+        // Timed out or signalled: whatever was acquired in the meantime is decided here, exactly once per handle.
+        int chosen = WaitHandle.WaitTimeout;
+        for (int i = 0; i < waits.Length; i++)
+        {
+            if (!waits[i]!.Abandon(giveBack: false)) continue;
+            if (chosen == WaitHandle.WaitTimeout) chosen = i;
+            else waits[i]!.GiveBack();
+        }
+        AssertAtMostOneKept(chosen, handles.Length);
+        return chosen;
+    }
+
+    private static int WaitAllOnHub(Hub hub, WaitHandle[] handles, int millisecondsTimeout)
+    {
+        var time = hub.Options.TimeProvider;
+        long start = time.GetTimestamp();
+        var pause = TimeSpan.FromMilliseconds(1);
+        var maxPause = TimeSpan.FromMilliseconds(20);
+        var skip = new bool[handles.Length];
+        while (true)
+        {
+            var left = millisecondsTimeout < 0 ? TimeSpan.MaxValue : TimeSpan.FromMilliseconds(millisecondsTimeout) - time.GetElapsedTime(start);
+            if (left <= TimeSpan.Zero) return WaitHandle.WaitTimeout;
+            var waits = Register(handles, skip);
+            var signals = waits.Where(w => w is not null).Select(w => w!.Signalled).ToList();
+            try
+            {
+                var round = left < pause ? left : pause;
+                if (signals.Count == 0) Green.Sleep(round);
+                else Cooperative.Park(hub, Task.WhenAny(signals), round, WaitReason.Event);
+            }
+            catch
+            {
+                EndAll(waits, giveBack: true);
+                throw;
+            }
+            // Give every acquisition back before the atomic attempt, which must find the handles as they are.
+            bool anyFired = false;
+            for (int i = 0; i < waits.Length; i++)
+            {
+                bool fired = waits[i]?.Abandon(giveBack: true) ?? false;
+                skip[i] |= fired;
+                anyFired |= fired;
+            }
+            if (WaitMultipleSlot.Call(handles, true, 0) != WaitHandle.WaitTimeout) return 0;
+            if (!anyFired && pause < maxPause) pause *= 2;
+        }
+    }
+
+    /// <summary>Registers a consuming wait on every handle not skipped; on failure, ends those already made.</summary>
+    private static HandleWait?[] Register(WaitHandle[] handles, bool[]? skip)
+    {
+        var waits = new HandleWait?[handles.Length];
+        try
+        {
+            for (int i = 0; i < handles.Length; i++)
+            {
+                if (skip is null || !skip[i]) waits[i] = new HandleWait(handles[i], consumes: true);
+            }
+        }
+        catch
+        {
+            EndAll(waits, giveBack: true);
+            throw;
+        }
+        return waits;
+    }
+
+    private static void EndAll(HandleWait?[] waits, bool giveBack)
+    {
+        foreach (var w in waits) w?.Abandon(giveBack);
+    }
+
+    [System.Diagnostics.Conditional("DEBUG")]
+    private static void AssertAtMostOneKept(int chosen, int count) =>
+        System.Diagnostics.Debug.Assert(chosen == WaitHandle.WaitTimeout || (uint)chosen < (uint)count, "WaitAny keeps at most one acquisition, at a valid index.");
+}

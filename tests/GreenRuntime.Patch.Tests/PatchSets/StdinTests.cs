@@ -1,0 +1,52 @@
+using System.Diagnostics;
+
+namespace GreenRuntime.Patch.Tests.PatchSets;
+
+/// <summary>
+/// Console.ReadLine on a greenlet, on a real stdin: a child process (tests/StdinProbe) patches everything and
+/// reads a line on one greenlet while another ticks; this test writes the line after a pause.
+/// </summary>
+[TestFixture]
+public class StdinTests
+{
+    [Test]
+    public void ReadLineOnAGreenletLetsOthersRunAndReturnsTheLineIntact()
+    {
+        string dotnet = Environment.ProcessPath is { } p && Path.GetFileNameWithoutExtension(p) == "dotnet" ? p : "dotnet";
+        var start = new ProcessStartInfo(dotnet, [Path.Combine(AppContext.BaseDirectory, "StdinProbe.dll")])
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = AppContext.BaseDirectory,
+        };
+        using Process probe = Process.Start(start)!;
+        try
+        {
+            Task<string> stderr = probe.StandardError.ReadToEndAsync();
+            // "ready": the ticker ticked once, so the reader greenlet is inside Console.ReadLine.
+            Task<string?> ready = probe.StandardOutput.ReadLineAsync();
+            Assert.That(ready.Wait(TimeSpan.FromSeconds(30)), Is.True, "the probe started");
+            Assert.That(ready.Result, Is.EqualTo("ready"), $"probe said: {ready.Result} {(probe.HasExited ? stderr.Result : "")}");
+            Thread.Sleep(300);
+            const string line = "a line for the greenlet: ünïcødé, tabs\tand  spaces";
+            probe.StandardInput.WriteLine(line);
+            probe.StandardInput.Flush();
+            Task<string> rest = probe.StandardOutput.ReadToEndAsync();
+            Assert.That(probe.WaitForExit(TimeSpan.FromSeconds(30)), Is.True, "the probe finished after its line");
+            TestContext.Out.WriteLine(rest.Result);
+            TestContext.Out.WriteLine(stderr.Result);
+            Assert.That(probe.ExitCode, Is.EqualTo(0), $"probe output: {rest.Result} {stderr.Result}");
+            var fields = rest.Result.Trim().Split('|');
+            Assert.That(fields[0], Is.EqualTo("line=" + line), "the line arrived intact");
+            Assert.That(fields[2], Is.EqualTo("readerFirst=True"), "the reader was waiting before the ticker ticked");
+            int ticks = int.Parse(fields[1]["ticksWhileWaiting=".Length..]);
+            // 300 ms at one tick per 10 ms: about 30; a blocked hub would give 0 or 1.
+            Assert.That(ticks, Is.GreaterThanOrEqualTo(5), "the ticker kept ticking while Console.ReadLine waited");
+        }
+        finally
+        {
+            if (!probe.HasExited) probe.Kill();
+        }
+    }
+}
