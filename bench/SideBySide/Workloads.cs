@@ -9,7 +9,10 @@ internal static class Workloads
 {
     public static string RunWorker(string name, string[] args)
     {
-        using var hub = new Hub(new HubOptions { MaxBlockingTime = null });
+        // "<workload>_pinned" runs the same workload on a hub with PinCarriersToOneCpu.
+        bool pinned = name.EndsWith("_pinned", StringComparison.Ordinal);
+        if (pinned) name = name[..^"_pinned".Length];
+        using var hub = new Hub(new HubOptions { MaxBlockingTime = null, PinCarriersToOneCpu = pinned });
         var result = name switch
         {
             "switch_stackful" => SwitchStackful(1_000_000),
