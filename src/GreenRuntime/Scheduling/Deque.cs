@@ -1,11 +1,20 @@
 namespace GreenRuntime.Scheduling;
 
-/// <summary>A growable ring buffer used as the hub's ready queue: FIFO at the back, plus push-front for
-/// <c>Switch</c>, which must run its target before anything already queued.</summary>
+/// <summary>A growable ring buffer: the hub's ready queue (FIFO at the back, plus push-front for <c>Switch</c>,
+/// which must run its target before anything already queued) and the storage of the FIFO and LIFO queues
+/// (push-front to give an item back). Single-threaded: hub-only.</summary>
 internal sealed class Deque<T>
 {
-    private T[] _items = new T[64];
+    private T[] _items;
     private int _head, _count;
+
+    /// <param name="capacity">initial capacity, a power of two</param>
+    public Deque(int capacity = 8)
+    {
+        if (capacity <= 0 || (capacity & (capacity - 1)) != 0)
+            throw new ArgumentOutOfRangeException(nameof(capacity), capacity, "The capacity must be a positive power of two.");
+        _items = new T[capacity];
+    }
 
     public int Count => _count;
 
@@ -36,6 +45,20 @@ internal sealed class Deque<T>
         _head = (_head + 1) & (_items.Length - 1);
         _count--;
         return true;
+    }
+
+    public T PeekFront() => _count > 0 ? _items[_head] : throw new InvalidOperationException("Internal error: peek at an empty deque.");
+
+    public T PeekBack() => _count > 0 ? _items[(_head + _count - 1) & (_items.Length - 1)] : throw new InvalidOperationException("Internal error: peek at an empty deque.");
+
+    public T PopFront() => TryPopFront(out var item) ? item : throw new InvalidOperationException("Internal error: pop from an empty deque.");
+
+    public T PopBack()
+    {
+        var item = PeekBack();
+        _items[(_head + _count - 1) & (_items.Length - 1)] = default!;
+        _count--;
+        return item;
     }
 
     public IEnumerable<T> Snapshot()

@@ -48,7 +48,7 @@ namespace GreenRuntime;
 
 public sealed partial class Hub
 {
-    private readonly Deque<RunItem> _ready = new();
+    private readonly Deque<RunItem> _ready = new(64);
     private Greenlet _current = null!;
     private int _callbackDepth;
 

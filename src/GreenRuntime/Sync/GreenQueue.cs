@@ -1,3 +1,4 @@
+using GreenRuntime.Scheduling;
 // Queues: GreenQueue<T> (FIFO) and its storage variants GreenPriorityQueue<T>, LifoQueue<T>, JoinableQueue<T>.
 //
 // Glossary: store = the items held by the queue; getter/putter = a waiter blocked in Get/Put; hand-off = a Put
@@ -49,7 +50,7 @@ public class GreenQueue<T> : IEnumerable<T>
     private readonly WaiterList<T> _getters = new();
     private readonly WaiterList<T> _putters = new();
     private readonly WaiterList<bool> _peekers = new();
-    private readonly ItemDeque<T>? _fifo;
+    private readonly Deque<T>? _fifo;
     private Hub? _hub;
     private volatile bool _closed;
     private volatile int _count;
@@ -63,7 +64,7 @@ public class GreenQueue<T> : IEnumerable<T>
         if (maxSize is < 1)
             throw new ArgumentOutOfRangeException(nameof(maxSize), maxSize, "maxSize must be at least 1, or null for an unbounded queue. For a zero-capacity rendezvous use GreenChannel<T>.");
         MaxSize = maxSize;
-        if (fifo) _fifo = new ItemDeque<T>();
+        if (fifo) _fifo = new Deque<T>();
         _hub = Hub.CurrentOrNull;
     }
 

@@ -1,3 +1,4 @@
+using GreenRuntime.Scheduling;
 using System.Diagnostics;
 using GreenRuntime.Sync;
 
@@ -9,7 +10,7 @@ namespace GreenRuntime;
 [DebuggerDisplay("LifoQueue Count={Count} MaxSize={MaxSize}")]
 public class LifoQueue<T> : GreenQueue<T>
 {
-    private readonly ItemDeque<T> _stack = new();
+    private readonly Deque<T> _stack = new();
 
     /// <summary>Creates an empty LIFO queue.</summary>
     /// <param name="maxSize">The capacity, or null for unbounded.</param>
