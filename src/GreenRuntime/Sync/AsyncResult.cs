@@ -120,18 +120,7 @@ public sealed class AsyncResult<T> : IGreenWaitable, IWaitSource
 
     /// <summary>Waits without blocking a thread; completes with whether the result is ready.</summary>
     public Task<bool> WaitAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default)
-    {
-        Blocking.ValidateTimeout(timeout);
-        if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<bool>(cancellationToken);
-        var hub = Blocking.Bind(ref _hub, this);
-        var owner = Blocking.TaskOwner(hub);
-        if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException<bool>(pending);
-        if (hub.IsOnHubThread && _ready) return Task.FromResult(true);
-        var w = Waiter<bool>.ForTask(hub, owner);
-        if (hub.IsOnHubThread) StartWait(w, timeout, cancellationToken);
-        else Blocking.PostStart(hub, StartWait, w, timeout, cancellationToken);
-        return w.Task;
-    }
+        => Blocking.WaitFlagAsync(ref _hub, this, _ready, static (self, w, t, c) => self.StartWait(w, t, c), timeout, cancellationToken);
 
     /// <summary>Waits without blocking a thread and returns the value (or rethrows the stored exception).</summary>
     /// <exception cref="TimeoutException">Not ready within <paramref name="timeout"/>.</exception>

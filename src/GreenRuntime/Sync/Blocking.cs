@@ -148,4 +148,25 @@ internal static class Blocking
     /// <summary>Posts a Task-form wait's start to the hub from a foreign thread (the closure lives here, off the fast path).</summary>
     internal static void PostStart<TWaiter>(Hub hub, Action<TWaiter, TimeSpan?, CancellationToken> start, TWaiter w, TimeSpan? timeout, CancellationToken cancellationToken) =>
         hub.Post(() => start(w, timeout, cancellationToken));
+
+    /// <summary>
+    /// The Task-form wait of a flag-like primitive (Event, AsyncResult): true at once when <paramref name="isSet"/>
+    /// (read by the caller; it counts only on the hub's thread), otherwise a waiter started on the hub by
+    /// <paramref name="start"/>. Pass a static lambda as <paramref name="start"/> so the on-hub path allocates no closure.
+    /// </summary>
+    internal static Task<bool> WaitFlagAsync<TPrimitive>(ref Hub? hubSlot, TPrimitive primitive, bool isSet,
+        Action<TPrimitive, Waiter<bool>, TimeSpan?, CancellationToken> start, TimeSpan? timeout, CancellationToken cancellationToken)
+        where TPrimitive : class
+    {
+        ValidateTimeout(timeout);
+        if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<bool>(cancellationToken);
+        var hub = Bind(ref hubSlot, primitive);
+        var owner = TaskOwner(hub);
+        if (TakePendingException(owner) is { } pending) return Task.FromException<bool>(pending);
+        if (hub.IsOnHubThread && isSet) return Task.FromResult(true);
+        var w = Waiter<bool>.ForTask(hub, owner);
+        if (hub.IsOnHubThread) start(primitive, w, timeout, cancellationToken);
+        else hub.Post(() => start(primitive, w, timeout, cancellationToken));
+        return w.Task;
+    }
 }

@@ -83,18 +83,7 @@ public sealed class Event : IGreenWaitable, IWaitSource
     /// <remarks>On the hub the task's continuation is posted through the awaiting greenlet's synchronization context.
     /// If the awaiting stackless greenlet is killed or its <see cref="GreenTimeout"/> fires, the task faults with that exception.</remarks>
     public Task<bool> WaitAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default)
-    {
-        Blocking.ValidateTimeout(timeout);
-        if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<bool>(cancellationToken);
-        var hub = Blocking.Bind(ref _hub, this);
-        var owner = Blocking.TaskOwner(hub);
-        if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException<bool>(pending);
-        if (hub.IsOnHubThread && _flag) return Task.FromResult(true);
-        var w = Waiter<bool>.ForTask(hub, owner);
-        if (hub.IsOnHubThread) StartWait(w, timeout, cancellationToken);
-        else Blocking.PostStart(hub, StartWait, w, timeout, cancellationToken);
-        return w.Task;
-    }
+        => Blocking.WaitFlagAsync(ref _hub, this, _flag, static (self, w, t, c) => self.StartWait(w, t, c), timeout, cancellationToken);
 
     bool IWaitSource.IsReadyNow => _flag;
 
