@@ -1,0 +1,82 @@
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime.Tests.Scheduling;
+
+/// <summary>The hub's timer heap on its own: deadline order, creation order on ties, lazy cancellation, shrinking.</summary>
+public class TimerHeapTests
+{
+    private static readonly Action<object?> Nothing = static _ => { };
+
+    [Test]
+    public void PopsInDeadlineOrderThenCreationOrder()
+    {
+        var heap = new TimerHeap();
+        var random = new Random(7);
+        var added = new List<(long Deadline, int Order, HubTimer Timer)>();
+        for (int i = 0; i < 5000; i++)
+        {
+            long deadline = random.Next(0, 300); // many ties
+            added.Add((deadline, i, heap.Add(deadline, Nothing, i)));
+        }
+        var expected = added.OrderBy(a => a.Deadline).ThenBy(a => a.Order).Select(a => a.Timer).ToList();
+
+        var popped = new List<HubTimer>();
+        while (heap.PopDue(long.MaxValue) is { } t) popped.Add(t);
+
+        Assert.That(popped, Is.EqualTo(expected));
+        Assert.That(heap.Count, Is.Zero);
+    }
+
+    [Test]
+    public void OnlyDueTimersPop()
+    {
+        var heap = new TimerHeap();
+        var late = heap.Add(200, Nothing, null);
+        var early = heap.Add(100, Nothing, null);
+        Assert.That(heap.PopDue(99), Is.Null);
+        Assert.That(heap.PopDue(150), Is.SameAs(early));
+        Assert.That(heap.PopDue(150), Is.Null);
+        Assert.That(heap.TryPeekDeadline(out var next) && next == 200, Is.True);
+        Assert.That(heap.PopDue(200), Is.SameAs(late));
+    }
+
+    [Test]
+    public void CancelledTimersAreSkippedAndDroppedWhenTheyReachTheTop()
+    {
+        var heap = new TimerHeap();
+        var timers = Enumerable.Range(0, 100).Select(i => heap.Add(i, Nothing, i)).ToList();
+        foreach (var t in timers.Where((_, i) => i % 3 != 0)) t.Cancel();
+
+        Assert.That(heap.Live().Count(), Is.EqualTo(34));
+        Assert.That(heap.TryPeekDeadline(out var first) && first == 0, Is.True);
+        var popped = new List<HubTimer>();
+        while (heap.PopDue(long.MaxValue) is { } t) popped.Add(t);
+
+        Assert.That(popped, Is.EqualTo(timers.Where((_, i) => i % 3 == 0)));
+        Assert.That(heap.Count, Is.Zero, "cancelled entries are gone once the live ones before them popped");
+        Assert.That(heap.TryPeekDeadline(out _), Is.False);
+    }
+
+    [Test]
+    public void GrowsForABurstAndKeepsOrderWhileShrinkingBack()
+    {
+        var heap = new TimerHeap();
+        for (int i = 0; i < 100_000; i++) heap.Add(100_000 - i, Nothing, null);
+        long previous = long.MinValue;
+        int count = 0;
+        HubTimer? inserted = null;
+        while (heap.PopDue(long.MaxValue) is { } t)
+        {
+            Assert.That(t.Deadline, Is.GreaterThanOrEqualTo(previous));
+            if (inserted != null)
+            {
+                Assert.That(t, Is.SameAs(inserted), "an insert into the shrunk array sorts before the later deadlines");
+                inserted = null;
+            }
+            previous = t.Deadline;
+            count++;
+            if (count == 99_000) inserted = heap.Add(t.Deadline, Nothing, null);
+        }
+        Assert.That(count, Is.EqualTo(100_001));
+    }
+}
