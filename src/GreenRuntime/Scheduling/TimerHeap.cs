@@ -47,7 +47,8 @@ internal sealed class TimerHeap
     {
         var timer = new HubTimer(deadline, _sequence++, callback, state);
         if (_count == _entries.Length) Array.Resize(ref _entries, _entries.Length * 2);
-        CheckAround(SiftUp(_count++, new Entry { Deadline = deadline, Timer = timer }));
+        int landed = SiftUp(_count++, new Entry { Deadline = deadline, Timer = timer });
+        CheckAround(landed); // a separate statement: a [Conditional] call's arguments vanish with it in Release
         return timer;
     }
 
@@ -91,7 +92,11 @@ internal sealed class TimerHeap
         int last = --_count;
         var moved = _entries[last];
         _entries[last] = default; // let the timer (and its state) be collected
-        if (last > 0) CheckAround(SiftDown(0, moved));
+        if (last > 0)
+        {
+            int landed = SiftDown(0, moved);
+            CheckAround(landed);
+        }
         // Give memory back after a burst (100k sleepers), but not on every small oscillation.
         if (_entries.Length > 1024 && _count < _entries.Length / 8) Array.Resize(ref _entries, _entries.Length / 2);
     }
