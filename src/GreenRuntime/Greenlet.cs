@@ -33,8 +33,25 @@ public partial class Greenlet
     // Links: the first one inline (most greenlets have one: a joiner or a pool), the rest in a list, so that a
     // spawn+join does not allocate a list per greenlet.
     private (Action<Greenlet>? Callback, LinkKind Kind) _firstLink;
-    private List<(Action<Greenlet> Callback, LinkKind Kind)>? _moreLinks;
-    private string? _name;
+
+    /// <summary>
+    /// State most greenlets never use (a given name, a second link, a delayed start, a spawn stack, Task-form
+    /// waits, greenlet-locals), kept out of line and allocated on first use: a greenlet is one object per
+    /// sleeper in a 100k-sleeper workload, and these six fields would be a fifth of it.
+    /// </summary>
+    private sealed class RareState
+    {
+        public string? Name;
+        public List<(Action<Greenlet> Callback, LinkKind Kind)>? MoreLinks;
+        public HubTimer? StartTimer;
+        public string? SpawnStack;
+        public List<Sync.IAsyncWait>? AsyncWaits;
+        public Dictionary<object, object?>? Locals;
+    }
+
+    private RareState? _rare;
+    private RareState Rare => _rare ??= new();
+    private List<(Action<Greenlet> Callback, LinkKind Kind)>? _moreLinks => _rare?.MoreLinks;
 
     // Scheduler state: written only by the baton holder of Hub.
     internal GreenletState State_ = GreenletState.Created;
@@ -45,12 +62,16 @@ public partial class Greenlet
     internal Exception? PendingException;
     internal Carrier? Carrier;
     internal bool StartedBySwitch;
-    internal HubTimer? StartTimer;
+    internal HubTimer? StartTimer
+    {
+        get => _rare?.StartTimer;
+        set { if (value != null || _rare != null) Rare.StartTimer = value; }
+    }
     internal long FinishSequence;
     internal Greenlet? PrevAlive, NextAlive;
     internal HubSynchronizationContext? SyncContext;
     internal Task? StacklessTask;
-    internal string? SpawnStack;
+    internal string? SpawnStack => _rare?.SpawnStack;
 
     /// <summary>Creates a stackful greenlet that will run <paramref name="body"/>; it does not start until <see cref="Start"/> (or <see cref="Switch"/>).</summary>
     public Greenlet(Action body, string? name = null) : this((Delegate)body, name, stackless: false) { }
@@ -61,18 +82,18 @@ public partial class Greenlet
         Hub = Hub.Current;
         _body = body;
         Id = Interlocked.Increment(ref s_nextId);
-        _name = name;
+        if (name != null) Rare.Name = name;
         IsStackless = stackless;
         Parent = Hub.CurrentGreenlet;
         if (stackless) SyncContext = new HubSynchronizationContext(this);
-        if (Hub.Options.TrackSpawnStacks) SpawnStack = new StackTrace(2, false).ToString();
+        if (Hub.Options.TrackSpawnStacks) Rare.SpawnStack = new StackTrace(2, false).ToString();
     }
 
     private Greenlet(Hub hub, string name)
     {
         Hub = hub;
         Id = Interlocked.Increment(ref s_nextId);
-        _name = name;
+        Rare.Name = name;
     }
 
     internal static Greenlet CreateSpecial(Hub hub, string name) => new(hub, name);
@@ -84,7 +105,7 @@ public partial class Greenlet
     public long Id { get; }
 
     /// <summary>The name given at creation, or <c>Greenlet-{Id}</c>.</summary>
-    public string Name => _name ??= $"Greenlet-{Id}";
+    public string Name => _rare?.Name ?? (Rare.Name = $"Greenlet-{Id}");
 
     /// <summary>The greenlet that created this one. When it finishes after being entered with <see cref="Switch"/>, control returns to its parent.</summary>
     public Greenlet? Parent { get; }
@@ -246,6 +267,11 @@ public partial class Greenlet
     {
         Hub.AssertOnHub();
         if (_firstLink.Callback == callback) _firstLink = default;
+        if (_moreLinks != null) RemoveMoreLinks(callback); // the lambda's closure is allocated only when needed
+    }
+
+    private void RemoveMoreLinks(Action<Greenlet> callback)
+    {
         _moreLinks?.RemoveAll(l => l.Callback == callback);
     }
 
@@ -263,7 +289,7 @@ public partial class Greenlet
             return;
         }
         if (_firstLink.Callback == null && _moreLinks == null) _firstLink = (callback, kind);
-        else (_moreLinks ??= new()).Add((callback, kind));
+        else (Rare.MoreLinks ??= new()).Add((callback, kind));
     }
 
     private bool Matches(LinkKind kind) => kind == LinkKind.All || (kind == LinkKind.Value) == _successful;
@@ -274,7 +300,7 @@ public partial class Greenlet
         var (first, firstKind) = _firstLink;
         var more = _moreLinks;
         _firstLink = default;
-        _moreLinks = null;
+        if (_rare != null) _rare.MoreLinks = null;
         if (first != null) RunLink(first, firstKind);
         if (more != null)
             foreach (var (callback, kind) in more) RunLink(callback, kind);

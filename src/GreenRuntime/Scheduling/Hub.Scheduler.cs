@@ -253,7 +253,10 @@ public sealed partial class Hub
         }
         g.State = GreenletState.Awaiting;
         _awaitingStackless++;
-        task.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(() => PostItem(RunItem.ForCallback(s_finishStackless, g)));
+        // ExecuteSynchronously, not an awaiter callback: the body's task completes inside a continuation that runs
+        // under the greenlet's synchronization context, where the runtime refuses to inline an awaiter's Action
+        // and sends it through the thread pool (a thread hop and a cross-thread inbox post per greenlet).
+        task.ContinueWith(s_onBodyCompleted, g, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
     private static readonly Action<object?> s_finishStackless = static state =>
@@ -264,6 +267,12 @@ public sealed partial class Hub
             return; // killed while awaiting: already finished and uncounted by KillGreenlet
         hub._awaitingStackless--;
         hub.FinishStackless(g, g.StacklessTask!);
+    };
+
+    private static readonly Action<Task, object?> s_onBodyCompleted = static (_, state) =>
+    {
+        var g = (Greenlet)state!;
+        g.Hub.PostItem(RunItem.ForCallback(s_finishStackless, g)); // from any thread: the body may end off the hub
     };
 
     private void FinishStackless(Greenlet g, Task task)

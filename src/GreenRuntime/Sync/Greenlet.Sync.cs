@@ -6,12 +6,16 @@ namespace GreenRuntime;
 // while a stackless greenlet awaits), its GreenletLocal values, and its face as a waitable for Green.IWait.
 public partial class Greenlet : IGreenWaitable, IWaitSource
 {
-    private List<IAsyncWait>? _asyncWaits;
+    private List<IAsyncWait>? _asyncWaits => _rare?.AsyncWaits;
 
     /// <summary>GreenletLocal values of this greenlet, keyed by the GreenletLocal instance. Hub-only.</summary>
-    internal Dictionary<object, object?>? Locals;
+    internal Dictionary<object, object?>? Locals
+    {
+        get => _rare?.Locals;
+        set { if (value != null || _rare != null) Rare.Locals = value; }
+    }
 
-    internal void TrackAsyncWait(IAsyncWait wait) => (_asyncWaits ??= new()).Add(wait);
+    internal void TrackAsyncWait(IAsyncWait wait) => (Rare.AsyncWaits ??= new()).Add(wait);
 
     internal void UntrackAsyncWait(IAsyncWait wait) => _asyncWaits?.Remove(wait);
 

@@ -65,6 +65,42 @@ public class JoinAllTests : HubTest
     public void EmptyListReturnsAtOnce() => Assert.That(Green.JoinAll([]), Is.Empty);
 
     [Test]
+    public void RepeatedGreenletsAreReturnedOnce()
+    {
+        var a = Green.Spawn(() => Green.Sleep(5));
+        var b = Green.Spawn(() => { });
+        var done = Green.JoinAll([a, b, a, b, a]);
+        Assert.That(done, Is.EqualTo(new[] { b, a }));
+    }
+
+    [TestCase(true)]
+    [TestCase(false)]
+    public void LargeListsWithRepeatsReturnEachOnceInFinishingOrder(bool countKnown)
+    {
+        // The first third finishes at once; the rest in reverse spawn order (greenlet i yields 60 - i times, and
+        // yields go round robin), so the order does not depend on timing.
+        var gs = Enumerable.Range(0, 60).Select(i => Green.Spawn(() =>
+        {
+            for (int k = 0; k < (i < 20 ? 0 : 60 - i); k++) Green.Sleep(0);
+        })).ToList();
+        Green.JoinAll(gs.Take(20));
+        var listed = gs.Concat(gs).Concat(gs.AsEnumerable().Reverse());
+        var done = Green.JoinAll(countKnown ? listed.ToArray() : listed.Where(_ => true));
+        Assert.That(done.Take(20), Is.EqualTo(gs.Take(20)), "those finished before come first, in finishing order");
+        Assert.That(done.Skip(20), Is.EqualTo(gs.Skip(20).Reverse()));
+    }
+
+    [Test]
+    public void CountCountsDistinctGreenlets()
+    {
+        var a = Green.Spawn(() => { });
+        var slow = Green.Spawn(() => Green.Sleep(5000));
+        var done = Green.JoinAll(Enumerable.Repeat(a, 30).Append(slow), count: 2, timeout: TimeSpan.FromMilliseconds(50));
+        Assert.That(done, Is.EqualTo(new[] { a }), "a listed 30 times is one greenlet: the join waits for slow and times out");
+        slow.Kill();
+    }
+
+    [Test]
     public void BadArgumentsAreRefused()
     {
         Assert.Throws<ArgumentNullException>(() => Green.JoinAll(null!));
