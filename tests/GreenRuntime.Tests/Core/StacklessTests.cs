@@ -148,4 +148,30 @@ public class StacklessTests : HubTest
         g.Kill();
         Assert.Throws<LoopExitException>(() => Hub.Park(WaitReason.Event));
     }
+
+    [Test]
+    public void AStacklessGreenletThatEndsOnTheHubFinishesWithoutAThreadPoolHop()
+    {
+        long before = ThreadPool.CompletedWorkItemCount;
+        var gs = Enumerable.Range(0, 2000).Select(i => Green.Spawn(async () => await Green.SleepAsync(TimeSpan.FromMilliseconds(i % 3)))).ToList();
+        Green.JoinAll(gs);
+        Assert.That(gs.All(g => g.Successful), Is.True);
+        // Before: the body's completion went through the thread pool (one work item per greenlet) and the inbox.
+        Assert.That(ThreadPool.CompletedWorkItemCount - before, Is.LessThan(200));
+    }
+
+    [Test]
+    public void AStacklessBodyThatEndsOffTheHubStillFinishesTheGreenlet()
+    {
+        var hubThread = Environment.CurrentManagedThreadId;
+        int endedOn = 0;
+        var g = Green.Spawn(async () =>
+        {
+            await Task.Delay(5).ConfigureAwait(false); // leaves the hub: the rest runs on a pool thread
+            endedOn = Environment.CurrentManagedThreadId;
+            return 42;
+        });
+        Assert.That(g.Get(TimeSpan.FromSeconds(10)), Is.EqualTo(42));
+        Assert.That(endedOn, Is.Not.EqualTo(hubThread));
+    }
 }
