@@ -24,6 +24,7 @@ internal static class Workloads
             "echo_client" => EchoWorkloads.Client(int.Parse(args[0]), int.Parse(args[1]), int.Parse(args[2])),
             "echo_server" => Serve(int.Parse(args[0])),
             "timers" => WarmedUp(() => Timers(1_000), () => Timers(10_000)),
+            "timers_cold" => Timers(10_000),
             "sleep_mem_warm" => WarmedUp(() => SleepersStackless(1_000), () => SleepersStackless(100_000)),
             _ => throw new ArgumentException($"unknown workload '{name}'"),
         };
@@ -79,16 +80,30 @@ internal static class Workloads
         return new() { ["seconds"] = seconds, ["greenlets_per_s"] = n / seconds };
     }
 
+    /// <remarks>Phases (reported, not compared): <c>spawn_s</c> ends the spawn loop; <c>started_s</c> is when every
+    /// greenlet has run up to its await (the main greenlet yields once, so it resumes behind all the starts);
+    /// the wall is about <c>started_s</c> + 1 s, since the last sleeper's timer starts last.</remarks>
     private static Dictionary<string, double> SleepersStackless(int n)
     {
         GC.Collect();
         var baseKb = PeakRssKb();
+        var gcPause = GC.GetTotalPauseDuration();
         var watch = Stopwatch.StartNew();
         var all = new Greenlet[n];
         for (int i = 0; i < n; i++) all[i] = Green.Spawn(static async () => await Green.SleepAsync(TimeSpan.FromSeconds(1)));
+        var spawned = watch.Elapsed.TotalSeconds;
+        Green.Yield();
+        var started = watch.Elapsed.TotalSeconds;
         Green.JoinAll(all);
         var wall = watch.Elapsed.TotalSeconds;
-        return new() { ["wall_s"] = wall, ["bytes_per_greenlet"] = (PeakRssKb() - baseKb) * 1024.0 / n };
+        return new()
+        {
+            ["wall_s"] = wall,
+            ["bytes_per_greenlet"] = (PeakRssKb() - baseKb) * 1024.0 / n,
+            ["spawn_s"] = spawned,
+            ["started_s"] = started,
+            ["gc_pause_s"] = (GC.GetTotalPauseDuration() - gcPause).TotalSeconds,
+        };
     }
 
     private static Dictionary<string, double> BlockedStackful(int n)
@@ -108,6 +123,7 @@ internal static class Workloads
         var random = new Random(42);
         var delays = Enumerable.Range(0, n).Select(_ => random.NextDouble() * 0.1).ToArray();
         var lateness = new double[n];
+        var gcPause = GC.GetTotalPauseDuration();
         var watch = Stopwatch.StartNew();
         var all = new Greenlet[n];
         for (int i = 0; i < n; i++)
@@ -120,6 +136,9 @@ internal static class Workloads
                 lateness[k] = Stopwatch.GetElapsedTime(start).TotalSeconds - delays[k];
             });
         }
+        var spawned = watch.Elapsed.TotalSeconds;
+        Green.Yield();
+        var started = watch.Elapsed.TotalSeconds;
         Green.JoinAll(all);
         var wall = watch.Elapsed.TotalSeconds;
         Array.Sort(lateness);
@@ -127,25 +146,35 @@ internal static class Workloads
         {
             ["wall_s"] = wall,
             ["ideal_s"] = delays.Max(),
+            ["spawn_s"] = spawned,
+            ["started_s"] = started,
+            ["gc_pause_s"] = (GC.GetTotalPauseDuration() - gcPause).TotalSeconds,
             ["lateness_ms_p50"] = lateness[n / 2] * 1e3,
             ["lateness_ms_p99"] = lateness[n * 99 / 100] * 1e3,
         };
     }
 
-    /// <summary>Runs a small copy first so the figures do not include JIT compilation (gevent has none, Go is compiled ahead of time).</summary>
+    /// <summary>Runs a small copy first, the way <see cref="WarmUp"/> does, so the figures do not include JIT
+    /// compilation (gevent has none, Go is compiled ahead of time). A single small run just before is not
+    /// enough: the tiered JIT publishes optimized code ~100 ms after the last new method, i.e. in the middle of
+    /// a 0.15 s measurement (10k timers: 0.15-0.17 s half-tiered vs 0.12 s fully optimized on a quiet machine).</summary>
     private static Dictionary<string, double> WarmedUp(Func<Dictionary<string, double>> warmUp, Func<Dictionary<string, double>> run)
     {
-        warmUp();
+        WarmUp(() => warmUp());
         return run();
     }
 
-    /// <summary>Runs the workload small, then waits for the tiered JIT to publish optimized code (it compiles in the
-    /// background after a 100 ms delay), so the timed run measures steady state, as gevent's and Go's do.</summary>
+    /// <summary>Runs the workload small a few times with pauses, so the tiered JIT has published optimized code
+    /// (it compiles in the background after a 100 ms quiet delay, and with dynamic PGO a hot method is promoted
+    /// twice: tier 0, then instrumented, then optimized), and the timed run measures steady state, as gevent's and
+    /// Go's do. Two rounds were not enough for the 10k-timer run (0.14-0.15 s instead of 0.11 s).</summary>
     private static void WarmUp(Action small)
     {
-        small();
-        Thread.Sleep(300);
-        small();
+        for (int round = 0; round < 4; round++)
+        {
+            small();
+            Thread.Sleep(250);
+        }
     }
 
     private static double Time(Action action)
