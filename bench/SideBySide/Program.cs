@@ -35,5 +35,7 @@ if (rounds < 1) { Console.Error.WriteLine("--rounds must be at least 1"); return
 var repo = Harness.FindRepositoryRoot();
 var anchors = Anchors.Locate(repo);
 var results = Harness.RunAll(anchors, rounds, only);
-Report.Write(results, output ?? Path.Combine(repo, "docs", "BENCHMARKS.md"), Path.Combine(repo, "docs", "charts"), rounds);
+// With --output the charts go next to that file, so an experiment never overwrites docs/charts.
+var markdown = output ?? Path.Combine(repo, "docs", "BENCHMARKS.md");
+Report.Write(results, markdown, Path.Combine(Path.GetDirectoryName(Path.GetFullPath(markdown))!, "charts"), rounds);
 return 0;
