@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Collections;
 using System.Net;
 using System.Net.Sockets;
+using GreenRuntime.Io;
 using GreenRuntime.Scheduling;
 
 namespace GreenRuntime.Cooperative;
@@ -77,6 +78,9 @@ internal static class CooperativeSocket
         var hub = Cooperative.ParkingHub();
         if (hub is null || !MayPark(s) || buffer is null || size == 0)
             return ReceiveArray.Call(s, buffer!, offset, size, socketFlags, out errorCode);
+        if ((uint)offset <= (uint)buffer.Length && (uint)size <= (uint)(buffer.Length - offset)
+            && SocketIo.TryReceive(hub, s, buffer.AsSpan(offset, size), socketFlags, Cooperative.SocketTimeout(s.ReceiveTimeout), out int received, out errorCode))
+            return received;
         var ready = WaitReadable(hub, s);
         if (ready != SocketError.Success)
         {
@@ -91,6 +95,8 @@ internal static class CooperativeSocket
         var hub = Cooperative.ParkingHub();
         if (hub is null || !MayPark(s) || buffer.IsEmpty)
             return ReceiveSpan.Call(s, buffer, socketFlags, out errorCode);
+        if (SocketIo.TryReceive(hub, s, buffer, socketFlags, Cooperative.SocketTimeout(s.ReceiveTimeout), out int received, out errorCode))
+            return received;
         var ready = WaitReadable(hub, s);
         if (ready != SocketError.Success)
         {
@@ -161,6 +167,8 @@ internal static class CooperativeSocket
         var hub = Cooperative.ParkingHub();
         if (hub is null || !MayPark(s) || buffer is null || size == 0 || (uint)offset > (uint)buffer.Length || (uint)size > (uint)(buffer.Length - offset))
             return SendArray.Call(s, buffer!, offset, size, socketFlags, out errorCode);
+        if (SocketIo.TrySend(hub, s, buffer.AsSpan(offset, size), socketFlags, Cooperative.SocketTimeout(s.SendTimeout), out int sent, out errorCode))
+            return sent;
         return SendParked(hub, s, buffer.AsMemory(offset, size), socketFlags, out errorCode);
     }
 
@@ -169,6 +177,8 @@ internal static class CooperativeSocket
         var hub = Cooperative.ParkingHub();
         if (hub is null || !MayPark(s) || buffer.IsEmpty)
             return SendSpan.Call(s, buffer, socketFlags, out errorCode);
+        if (SocketIo.TrySend(hub, s, buffer, socketFlags, Cooperative.SocketTimeout(s.SendTimeout), out int sent, out errorCode))
+            return sent;
         // A span cannot outlive this frame: send a pooled copy (drained before it is returned to the pool).
         var copy = ArrayPool<byte>.Shared.Rent(buffer.Length);
         buffer.CopyTo(copy);
@@ -203,7 +213,10 @@ internal static class CooperativeSocket
         }
         try
         {
-            return total == 0 ? SendList.Call(s, buffers, socketFlags, out errorCode) : SendParked(hub, s, copy.AsMemory(0, total), socketFlags, out errorCode);
+            if (total == 0) return SendList.Call(s, buffers, socketFlags, out errorCode);
+            if (SocketIo.TrySend(hub, s, copy.AsSpan(0, total), socketFlags, Cooperative.SocketTimeout(s.SendTimeout), out int sent, out errorCode))
+                return sent;
+            return SendParked(hub, s, copy.AsMemory(0, total), socketFlags, out errorCode);
         }
         finally
         {
@@ -472,6 +485,8 @@ internal static class CooperativeSocket
     /// <returns>Success when the original can now receive without blocking; otherwise the error to report.</returns>
     internal static SocketError WaitReadable(Hub hub, Socket s)
     {
+        if (SocketIo.TryWaitReadable(hub, s, Cooperative.SocketTimeout(s.ReceiveTimeout), out var readable))
+            return readable;
         using var cancel = new CancellationTokenSource();
         Task<int> peek;
         try
