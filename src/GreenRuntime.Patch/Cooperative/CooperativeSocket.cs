@@ -413,6 +413,8 @@ internal static class CooperativeSocket
             ConnectSlot.Call(s, remoteEP!);
             return;
         }
+        if (s.SocketType == SocketType.Stream && SocketIo.IsAvailable(hub) && ConnectOnReactor(hub, s, remoteEP))
+            return;
         using var cancel = new CancellationTokenSource();
         Task task;
         try
@@ -426,6 +428,74 @@ internal static class CooperativeSocket
         }
         Cooperative.Park(hub, task, null, WaitReason.Socket, cancel, drain: true);
         task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// The non-blocking connect .NET itself supports (Blocking = false, Connect throws WouldBlock, the
+    /// Connected getter completes the bookkeeping once the socket is writable), waiting on the reactor. Unlike
+    /// ConnectAsync it leaves the socket out of .NET's own epoll thread, which would otherwise wake for every
+    /// packet the socket receives afterwards. Returns false, having done nothing, if the socket cannot be
+    /// switched to non-blocking mode.
+    /// </summary>
+    private static bool ConnectOnReactor(Hub hub, Socket s, EndPoint remoteEP)
+    {
+        if (!CanForgetPendingConnect(s)) return false;
+        try
+        {
+            s.Blocking = false;
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            return false; // the original reports the socket's state
+        }
+        try
+        {
+            ConnectSlot.Call(s, remoteEP);
+            return true; // connected at once (loopback often is), or the original's own exception
+        }
+        catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress)
+        {
+        }
+        finally
+        {
+            s.Blocking = true;
+        }
+        while (true)
+        {
+            var readiness = SocketIo.WaitWritableOnce(hub, s, null);
+            if (readiness is null or Readiness.Closed) throw new SocketException((int)SocketError.OperationAborted);
+            // SO_ERROR is how a non-blocking connect reports its outcome (.NET returns it as a SocketError).
+            var error = (SocketError)(int)s.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
+            if (error != SocketError.Success)
+            {
+                // Otherwise the Connected getter would poll the failed socket, see it "writable" and report true.
+                PendingConnect(s) = false;
+                throw new SocketException((int)error);
+            }
+            if (s.Connected) return true; // the getter records the connection (endpoints, state)
+        }
+    }
+
+    [System.Runtime.CompilerServices.UnsafeAccessor(System.Runtime.CompilerServices.UnsafeAccessorKind.Field, Name = "_nonBlockingConnectInProgress")]
+    private static extern ref bool PendingConnect(Socket s);
+
+    private static int s_pendingConnectField; // 0 unknown, 1 present, -1 missing (then connects use ConnectAsync)
+
+    private static bool CanForgetPendingConnect(Socket s)
+    {
+        if (s_pendingConnectField == 0)
+        {
+            try
+            {
+                _ = PendingConnect(s);
+                s_pendingConnectField = 1;
+            }
+            catch (MissingFieldException)
+            {
+                s_pendingConnectField = -1;
+            }
+        }
+        return s_pendingConnectField > 0;
     }
 
     // ---- poll, select: no readiness notification exists; poll with zero timeouts ----

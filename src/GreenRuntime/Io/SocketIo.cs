@@ -144,6 +144,17 @@ internal static unsafe class SocketIo
         }
     }
 
+    /// <summary>
+    /// Parks once until <paramref name="s"/> reports writability (or an error, or its closing): for a
+    /// non-blocking connect the caller has just started. Null when not handled (the connect is then still
+    /// in progress; the caller must wait another way).
+    /// </summary>
+    public static Readiness? WaitWritableOnce(Hub hub, Socket s, TimeSpan? timeout)
+    {
+        if (!TryGetHandle(hub, s, out var reactor, out var handle, out int fd)) return null;
+        return reactor.Wait(handle, fd, write: true, timeout);
+    }
+
     private static bool TryGetHandle(Hub hub, Socket s, out Reactor reactor, out SafeSocketHandle handle, out int fd)
     {
         reactor = null!;
