@@ -12,6 +12,11 @@ namespace GreenRuntime.Cooperative;
 /// non-blocking socket, and every call off a parking hub, runs the original.
 /// </summary>
 /// <remarks>
+/// <para>On Linux x64 the hub's epoll reactor carries the common calls (GreenRuntime's Io/SocketIo.cs):
+/// Receive and Send (array, span, list) are the non-blocking system call, parked on the reactor while the
+/// kernel says EAGAIN; Connect is .NET's own non-blocking connect waited on the reactor; the other receives
+/// wait for readability there with a non-blocking 1-byte peek. What follows describes the path used elsewhere,
+/// and for every call the reactor declines (flags it does not pass through, a handle it cannot watch).</para>
 /// <para>Receives (array, span, list, ReceiveFrom, ReceiveMessageFrom) first wait until the socket is readable
 /// with an asynchronous 1-byte <see cref="SocketFlags.Peek"/> receive, then call the original, which now
 /// returns at once. The peek consumes nothing, so a kill or a <see cref="Socket.ReceiveTimeout"/> cancels it
