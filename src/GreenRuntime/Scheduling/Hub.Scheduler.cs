@@ -160,7 +160,7 @@ public sealed partial class Hub
 
     private void ParkUntilOwnerResumes(Carrier self)
     {
-        self.Parker.Park();
+        ParkCarrier(self);
         // The only wake of an owned carrier is "your owner was resumed" (Schedule, case Resume).
         TakeBaton();
         _inScheduler = false;

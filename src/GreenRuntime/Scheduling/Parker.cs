@@ -79,6 +79,32 @@ internal sealed unsafe class Parker : IDisposable
         }
     }
 
+    /// <summary>
+    /// Watches for a permit for up to <paramref name="spinTicks"/> (Stopwatch ticks) before parking: a permit
+    /// that arrives meanwhile is taken with no system call on either side (<see cref="Unpark"/> sees no
+    /// sleeper, so it issues no wake). <paramref name="spinnerSlot"/> is set to 0 when the spin ends, before
+    /// any sleep.
+    /// </summary>
+    public void SpinThenPark(long spinTicks, ref int spinnerSlot)
+    {
+        if (_fallback == null && spinTicks > 0)
+        {
+            long until = System.Diagnostics.Stopwatch.GetTimestamp() + spinTicks;
+            do
+            {
+                for (int i = 0; i < 16; i++)
+                {
+                    if (Volatile.Read(ref *_word) == Permit) goto Take;
+                    Thread.SpinWait(4);
+                }
+            }
+            while (System.Diagnostics.Stopwatch.GetTimestamp() < until);
+        }
+    Take:
+        Volatile.Write(ref spinnerSlot, 0);
+        Park(-1); // takes a permit that is there at once, else sleeps
+    }
+
     // Environment.TickCount64 is coarse (milliseconds, and CLOCK_MONOTONIC_COARSE on Linux): timer wake-ups need the fine clock.
     private static long NowNs() => (long)(System.Diagnostics.Stopwatch.GetTimestamp() * (1_000_000_000.0 / System.Diagnostics.Stopwatch.Frequency));
 
