@@ -112,7 +112,7 @@ public sealed partial class Hub
                     if (self.Owner != null)
                     {
                         HandBaton(target);
-                        ParkUntilOwnerResumes(self);
+                        ParkUntilOwnerResumes(self, target);
                         return;
                     }
                     if (self.IsPooled) _carriersInUse--;
@@ -139,7 +139,7 @@ public sealed partial class Hub
                     var free = RentCarrier();
                     free.Job = this;
                     HandBaton(free);
-                    ParkUntilOwnerResumes(self);
+                    ParkUntilOwnerResumes(self, free);
                     return;
 
                 default:
@@ -158,9 +158,9 @@ public sealed partial class Hub
         t_current = null;
     }
 
-    private void ParkUntilOwnerResumes(Carrier self)
+    private void ParkUntilOwnerResumes(Carrier self, Carrier handedTo)
     {
-        ParkCarrier(self);
+        ParkCarrier(self, handedTo);
         // The only wake of an owned carrier is "your owner was resumed" (Schedule, case Resume).
         TakeBaton();
         _inScheduler = false;

@@ -11,8 +11,10 @@
 //     would only delay the holder);
 //   * its previous park ended within the spin limit (adaptive: a carrier that waits for I/O or for a long
 //     queue of other greenlets never spins);
-//   * no other carrier of the hub spins now: at most one spinner per hub, so spinning can never take more
-//     than one CPU from the baton holder and the rest of the process.
+//   * no other carrier of the hub spins now — or the one that does is the carrier this thread has just
+//     handed the baton to, which stops spinning as it takes it (ping-pong: each side takes the slot over from
+//     the other). At most one spinner per hub, so spinning never takes more than one CPU from the baton
+//     holder and the rest of the process.
 // A spin that sees no permit within the limit falls through to the futex park, having cost at most the
 // limit in CPU time.
 //
@@ -31,24 +33,31 @@ public sealed partial class Hub
 
     private static readonly bool s_canSpin = Environment.ProcessorCount > 1;
 
-    /// <summary>1 while a carrier of this hub spins (the one spinner slot).</summary>
+    /// <summary>The id of the carrier of this hub that spins now, or 0 (the one spinner slot).</summary>
     private int _spinning;
 
     /// <summary>Whether a carrier of this hub is spinning now (for tests).</summary>
     internal bool HasSpinner => Volatile.Read(ref _spinning) != 0;
 
-    private void ParkCarrier(Carrier self)
+    /// <summary>Parks <paramref name="self"/>, which has just handed the baton to <paramref name="handedTo"/>.</summary>
+    private void ParkCarrier(Carrier self, Carrier handedTo)
     {
         long started = Stopwatch.GetTimestamp();
-        if (s_canSpin && _cpu < 0 && self.LastParkTicks <= s_spinLimitTicks && Interlocked.CompareExchange(ref _spinning, 1, 0) == 0)
+        if (s_canSpin && _cpu < 0 && self.LastParkTicks <= s_spinLimitTicks && TakeSpinnerSlot(self, handedTo))
         {
-            // The slot is released by this thread before it sleeps, whatever the outcome of the spin.
-            self.Parker.SpinThenPark(s_spinLimitTicks, ref _spinning);
+            // The slot is released by this thread before it sleeps (unless taken over meanwhile).
+            self.Parker.SpinThenPark(s_spinLimitTicks, ref _spinning, self.Id);
         }
         else
         {
             self.Parker.Park();
         }
         self.LastParkTicks = Stopwatch.GetTimestamp() - started;
+    }
+
+    private bool TakeSpinnerSlot(Carrier self, Carrier handedTo)
+    {
+        int spinner = Volatile.Read(ref _spinning);
+        return (spinner == 0 || spinner == handedTo.Id) && Interlocked.CompareExchange(ref _spinning, self.Id, spinner) == spinner;
     }
 }

@@ -82,10 +82,10 @@ internal sealed unsafe class Parker : IDisposable
     /// <summary>
     /// Watches for a permit for up to <paramref name="spinTicks"/> (Stopwatch ticks) before parking: a permit
     /// that arrives meanwhile is taken with no system call on either side (<see cref="Unpark"/> sees no
-    /// sleeper, so it issues no wake). <paramref name="spinnerSlot"/> is set to 0 when the spin ends, before
-    /// any sleep.
+    /// sleeper, so it issues no wake). When the spin ends, before any sleep, <paramref name="spinnerSlot"/> is
+    /// cleared if it still holds <paramref name="spinnerId"/>.
     /// </summary>
-    public void SpinThenPark(long spinTicks, ref int spinnerSlot)
+    public void SpinThenPark(long spinTicks, ref int spinnerSlot, int spinnerId)
     {
         if (_fallback == null && spinTicks > 0)
         {
@@ -101,7 +101,7 @@ internal sealed unsafe class Parker : IDisposable
             while (System.Diagnostics.Stopwatch.GetTimestamp() < until);
         }
     Take:
-        Volatile.Write(ref spinnerSlot, 0);
+        Interlocked.CompareExchange(ref spinnerSlot, 0, spinnerId);
         Park(-1); // takes a permit that is there at once, else sleeps
     }
 
