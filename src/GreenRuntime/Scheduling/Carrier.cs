@@ -34,6 +34,9 @@ internal sealed class Carrier
     /// <summary>The CPU this thread was last pinned to, or -1.</summary>
     public int PinnedCpu = -1;
 
+    /// <summary>How long this carrier's last park lasted (Stopwatch ticks): short parks make the next one spin first (Hub.Spinning.cs).</summary>
+    public long LastParkTicks = long.MaxValue;
+
     public readonly bool IsPooled;
     private readonly CarrierPool? _pool;
 

@@ -1,0 +1,63 @@
+// Spinning before parking: the cheap hand-back.
+//
+// A baton hand-off wakes a parked carrier with a futex. That costs ≈ 3 µs when both threads share a CPU, but
+// ≈ 35 µs on a VM when the woken thread sleeps on another, idle, vCPU (the hypervisor must wake that vCPU;
+// docs/BENCHMARKS.md). When a greenlet is handed the baton back soon after it parked (ping-pong, a
+// request/response pair, a producer and a consumer), its carrier can instead watch its parker for a moment:
+// the hand-back is then a store the other CPU sees within ~100 ns, with no system call on either side.
+//
+// When a carrier spins (all must hold):
+//   * the machine has more than one CPU and the hub is not pinned to one (a spinner on the holder's own CPU
+//     would only delay the holder);
+//   * its previous park ended within the spin limit (adaptive: a carrier that waits for I/O or for a long
+//     queue of other greenlets never spins);
+//   * no other carrier of the hub spins now — or the one that does is the carrier this thread has just
+//     handed the baton to, which stops spinning as it takes it (ping-pong: each side takes the slot over from
+//     the other). At most one spinner per hub, so spinning never takes more than one CPU from the baton
+//     holder and the rest of the process.
+// A spin that sees no permit within the limit falls through to the futex park, having cost at most the
+// limit in CPU time.
+//
+// Rejected: spinning every carrier (with N greenlets cycling faster than the limit, N spinners would
+// preempt the baton holder itself); spinning in the idle hub's wait (nothing bounds when I/O arrives).
+
+using System.Diagnostics;
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime;
+
+public sealed partial class Hub
+{
+    /// <summary>How long a carrier may watch for the baton before it sleeps: about two cross-CPU wakes.</summary>
+    private static readonly long s_spinLimitTicks = Stopwatch.Frequency * 50 / 1_000_000;
+
+    private static readonly bool s_canSpin = Environment.ProcessorCount > 1;
+
+    /// <summary>The id of the carrier of this hub that spins now, or 0 (the one spinner slot).</summary>
+    private int _spinning;
+
+    /// <summary>Whether a carrier of this hub is spinning now (for tests).</summary>
+    internal bool HasSpinner => Volatile.Read(ref _spinning) != 0;
+
+    /// <summary>Parks <paramref name="self"/>, which has just handed the baton to <paramref name="handedTo"/>.</summary>
+    private void ParkCarrier(Carrier self, Carrier handedTo)
+    {
+        long started = Stopwatch.GetTimestamp();
+        if (s_canSpin && _cpu < 0 && self.LastParkTicks <= s_spinLimitTicks && TakeSpinnerSlot(self, handedTo))
+        {
+            // The slot is released by this thread before it sleeps (unless taken over meanwhile).
+            self.Parker.SpinThenPark(s_spinLimitTicks, ref _spinning, self.Id);
+        }
+        else
+        {
+            self.Parker.Park();
+        }
+        self.LastParkTicks = Stopwatch.GetTimestamp() - started;
+    }
+
+    private bool TakeSpinnerSlot(Carrier self, Carrier handedTo)
+    {
+        int spinner = Volatile.Read(ref _spinning);
+        return (spinner == 0 || spinner == handedTo.Id) && Interlocked.CompareExchange(ref _spinning, self.Id, spinner) == spinner;
+    }
+}
