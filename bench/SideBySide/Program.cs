@@ -5,8 +5,9 @@
 //
 // Each system runs each workload in its own process (so memory figures are per process), alternating
 // GreenRuntime / gevent / Go for every round; the best round of each counts. gevent and Go come from the
-// anchor programs in ../shared/bench (installed with apt if missing; a column is skipped with a message
-// when they cannot be had).
+// anchor programs in ../shared/bench and in ./anchors (installed with apt if missing; a column is skipped with a
+// message when they cannot be had). Then the throughput-vs-concurrency sweeps (echo, HTTP): every server loaded
+// by the same neutral load client (LoadClient.cs) at 10, 100 and 1000 connections.
 using GreenRuntime.SideBySide;
 
 if (args is ["worker", var workload, ..])
@@ -35,5 +36,8 @@ if (rounds < 1) { Console.Error.WriteLine("--rounds must be at least 1"); return
 var repo = Harness.FindRepositoryRoot();
 var anchors = Anchors.Locate(repo);
 var results = Harness.RunAll(anchors, rounds, only);
-Report.Write(results, output ?? Path.Combine(repo, "docs", "BENCHMARKS.md"), Path.Combine(repo, "docs", "charts"), rounds);
+var sweeps = Harness.RunSweeps(anchors, rounds, only);
+output ??= Path.Combine(repo, "docs", "BENCHMARKS.md");
+// Charts go next to the markdown that links them (charts/…), so --output to a scratch file leaves docs/ alone.
+Report.Write(results, sweeps, output, Path.Combine(Path.GetDirectoryName(Path.GetFullPath(output))!, "charts"), rounds);
 return 0;
