@@ -18,7 +18,8 @@ namespace GreenRuntime.SideBySide;
 /// 3. Measured window: a response that completes inside it counts, whenever its request started (as wrk does).
 ///    The window ends at the deadline, or earlier when every connection has sent its request cap.
 /// 4. At the deadline pending operations are cancelled; a connection caught waiting counts as "unfinished", not as
-///    an error. Errors (reset, refused, nonsense) are counted and the connection is reopened after 10 ms.
+///    an error. Errors (reset, refused, unannounced close, nonsense) are counted and the connection is reopened
+///    after 10 ms; a close the server announced (<c>Connection: close</c>) is a reconnect, not an error.
 /// Every loop is bounded: by the cap per connection and by the deadline; a client that still has not stopped
 /// 10 s after the deadline exits with an error instead of hanging the harness.
 /// </remarks>
@@ -50,6 +51,9 @@ internal static class LoadClient
         if (!Task.WaitAll(loops, warmup + duration + TimeSpan.FromSeconds(10)))
             throw new TimeoutException("load connections did not stop within 10 s of the deadline");
 
+        // Errors are counted in the JSON; the first one says what kind they were (stderr, shown when a run fails).
+        if (states.Select(c => c.FirstError).FirstOrDefault(e => e != null) is { } first)
+            Console.Error.WriteLine($"first of {states.Sum(c => c.Errors)} errors: {first.GetType().Name}: {first.Message}");
         long end = Math.Min(deadline, states.Max(c => c.FinishedAt));
         var seconds = Math.Max(end - measureFrom, 1) / (double)Stopwatch.Frequency;
         var latencies = states.SelectMany(c => c.Latencies).ToArray();
@@ -69,6 +73,7 @@ internal static class LoadClient
             ["max_us"] = latencies.Length == 0 ? double.NaN : Us(latencies[^1]),
             ["errors"] = states.Sum(c => c.Errors),
             ["unfinished"] = states.Count(c => c.Unfinished),
+            ["reconnects"] = states.Sum(c => c.Reconnects),
         };
     }
 
@@ -78,6 +83,8 @@ internal static class LoadClient
         private Socket? _socket;
         public readonly List<long> Latencies = new();
         public int Errors;
+        public int Reconnects;
+        public Exception? FirstError;
         public bool Unfinished;
         public long FinishedAt = long.MaxValue;
 
@@ -89,10 +96,11 @@ internal static class LoadClient
                 await socket.ConnectAsync(endPoint);
                 _socket = socket;
             }
-            catch (SocketException)
+            catch (SocketException e)
             {
                 socket.Dispose();
                 Errors++;
+                FirstError ??= e;
             }
         }
 
@@ -116,11 +124,19 @@ internal static class LoadClient
                         inFlight = true;
                         sent++;
                         await _socket.SendAsync(protocol.Request, SocketFlags.None, stop);
-                        await protocol.ReadResponseAsync(_socket, buffer, stop);
+                        bool keepAlive = await protocol.ReadResponseAsync(_socket, buffer, stop);
                         inFlight = false;
                         long t1 = Stopwatch.GetTimestamp();
                         if (t1 >= deadline) break; // the window is over even if the cancellation timer has not fired yet
                         if (t1 >= measureFrom) Latencies.Add(t1 - t0);
+                        if (!keepAlive)
+                        {
+                            // Announced close: reconnect (outside any request's latency), not an error.
+                            Reconnects++;
+                            _socket.Dispose();
+                            _socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                            await _socket.ConnectAsync(endPoint, stop);
+                        }
                     }
                     if (sent >= cap) FinishedAt = Stopwatch.GetTimestamp();
                     break;
@@ -133,6 +149,7 @@ internal static class LoadClient
                 catch (Exception e) when (e is SocketException or IOException)
                 {
                     Errors++;
+                    FirstError ??= e;
                     _socket?.Dispose();
                     _socket = null;
                     try

@@ -14,8 +14,12 @@ internal abstract class LoadProtocol
     /// <summary>The bytes sent for each request (the same every time: the servers under test do not look at them).</summary>
     public abstract ReadOnlyMemory<byte> Request { get; }
 
-    /// <summary>Reads exactly one response; throws <see cref="IOException"/> if the server closes or answers nonsense.</summary>
-    public abstract ValueTask ReadResponseAsync(Socket socket, byte[] buffer, CancellationToken cancel);
+    /// <summary>
+    /// Reads exactly one response; throws <see cref="IOException"/> if the server closes or answers nonsense.
+    /// Returns false when the server announced it closes the connection after this response (HTTP's
+    /// <c>Connection: close</c>; HttpListener says so every 100 requests), so the client reconnects instead of failing.
+    /// </summary>
+    public abstract ValueTask<bool> ReadResponseAsync(Socket socket, byte[] buffer, CancellationToken cancel);
 
     public static LoadProtocol Parse(string name) => name switch
     {
@@ -32,7 +36,7 @@ internal abstract class LoadProtocol
 
         public override ReadOnlyMemory<byte> Request => Message;
 
-        public override async ValueTask ReadResponseAsync(Socket socket, byte[] buffer, CancellationToken cancel)
+        public override async ValueTask<bool> ReadResponseAsync(Socket socket, byte[] buffer, CancellationToken cancel)
         {
             int got = 0;
             while (got < Size)
@@ -41,6 +45,7 @@ internal abstract class LoadProtocol
                 if (n == 0) throw new IOException("the echo server closed the connection");
                 got += n;
             }
+            return true;
         }
     }
 
@@ -54,38 +59,46 @@ internal abstract class LoadProtocol
 
         public override ReadOnlyMemory<byte> Request => Get;
 
-        public override async ValueTask ReadResponseAsync(Socket socket, byte[] buffer, CancellationToken cancel)
+        public override async ValueTask<bool> ReadResponseAsync(Socket socket, byte[] buffer, CancellationToken cancel)
         {
             int have = 0, total = -1;
+            bool keepAlive = true;
             while (total < 0 || have < total)
             {
                 if (have == buffer.Length) throw new IOException("the response does not fit the client's buffer");
                 int n = await socket.ReceiveAsync(buffer.AsMemory(have), SocketFlags.None, cancel);
-                if (n == 0) throw new IOException("the HTTP server closed the connection");
+                if (n == 0) throw new IOException("the HTTP server closed the connection without announcing it");
                 have += n;
-                if (total < 0) total = ResponseLength(buffer.AsSpan(0, have));
+                if (total < 0) (total, keepAlive) = ParseHead(buffer.AsSpan(0, have));
             }
             if (have > total) throw new IOException("the HTTP server sent more than one response");
+            return keepAlive;
         }
 
-        /// <summary>Head plus body length once the head is complete; -1 while it is not.</summary>
-        private static int ResponseLength(ReadOnlySpan<byte> data)
+        /// <summary>Head plus body length once the head is complete (-1 while it is not), and whether the connection stays open.</summary>
+        private static (int Total, bool KeepAlive) ParseHead(ReadOnlySpan<byte> data)
         {
             int headEnd = data.IndexOf("\r\n\r\n"u8);
-            if (headEnd < 0) return -1;
+            if (headEnd < 0) return (-1, true);
             var head = data[..headEnd];
-            if (!head.StartsWith("HTTP/1.1 200"u8) && !head.StartsWith("HTTP/1.0 200"u8))
-                throw new IOException("the HTTP server did not answer 200: " + Encoding.ASCII.GetString(head[..Math.Min(head.Length, 60)]));
+            if (!head.StartsWith("HTTP/1.1 200"u8))
+                throw new IOException("the HTTP server did not answer HTTP/1.1 200: " + Encoding.ASCII.GetString(head[..Math.Min(head.Length, 60)]));
+            int length = -1;
+            bool keepAlive = true;
             foreach (var range in head.Split("\r\n"u8))
             {
                 var line = head[range];
                 int colon = line.IndexOf((byte)':');
-                if (colon < 0 || !Ascii.EqualsIgnoreCase(line[..colon], "Content-Length"u8)) continue;
-                if (!Utf8Parser.TryParse(line[(colon + 1)..].Trim((byte)' '), out int length, out _))
+                if (colon < 0) continue;
+                var name = line[..colon];
+                var value = line[(colon + 1)..].Trim((byte)' ');
+                if (Ascii.EqualsIgnoreCase(name, "Content-Length"u8) && !Utf8Parser.TryParse(value, out length, out _))
                     throw new IOException("the HTTP server sent a malformed Content-Length");
-                return headEnd + 4 + length;
+                if (Ascii.EqualsIgnoreCase(name, "Connection"u8) && Ascii.EqualsIgnoreCase(value, "close"u8))
+                    keepAlive = false;
             }
-            throw new IOException("the HTTP response has no Content-Length (chunked responses are not expected from these servers)");
+            if (length < 0) throw new IOException("the HTTP response has no Content-Length (chunked responses are not expected from these servers)");
+            return (headEnd + 4 + length, keepAlive);
         }
     }
 }
