@@ -28,7 +28,7 @@ internal sealed class Result
 
 internal static class Harness
 {
-    private static Func<Anchors, ProcessResult> Mine(string workload, string args = "") => _ => RunOurs($"{workload} {args}".Trim());
+    public static Func<Anchors, ProcessResult> Mine(string workload, string args = "") => _ => RunOurs($"{workload} {args}".Trim());
     private static Func<Anchors, ProcessResult> Gevent(string script, string args) => a => a.RunGevent(script, args);
     private static Func<Anchors, ProcessResult> Go(string args) => a => a.RunGo(args);
 
@@ -91,10 +91,14 @@ internal static class Harness
             "req_per_s", "req_per_s", "req_per_s", true, Latency),
     ];
 
-    public static List<Result> RunAll(Anchors anchors, int rounds, string? only)
+    public static List<Result> RunAll(Anchors anchors, int rounds, string? only) =>
+        Run(All.Where(w => only == null || w.Name.Contains(only, StringComparison.OrdinalIgnoreCase)), anchors, rounds);
+
+    /// <summary>Runs the given workloads, systems alternating within each round; the best round of each counts.</summary>
+    public static List<Result> Run(IEnumerable<Workload> workloads, Anchors anchors, int rounds)
     {
         var results = new List<Result>();
-        foreach (var w in All.Where(w => only == null || w.Name.Contains(only, StringComparison.OrdinalIgnoreCase)))
+        foreach (var w in workloads)
         {
             var r = new Result { Workload = w };
             for (int round = 1; round <= rounds; round++)
