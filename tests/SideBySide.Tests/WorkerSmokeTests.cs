@@ -64,7 +64,9 @@ public class WorkerSmokeTests
         Assert.That(figures["requests"], Is.EqualTo(requests));
         Assert.That(figures["req_per_s"] * figures["seconds"], Is.EqualTo(requests).Within(0.1).Percent);
         Assert.That(figures["p50_us"], Is.GreaterThan(0));
-        Assert.That(figures["p99_us"], Is.GreaterThanOrEqualTo(figures["p50_us"]));
-        Assert.That(figures["max_us"], Is.GreaterThanOrEqualTo(figures["p99_us"]));
+        Assert.That(figures["p90_us"], Is.GreaterThanOrEqualTo(figures["p50_us"]));
+        Assert.That(figures["p99_us"], Is.GreaterThanOrEqualTo(figures["p90_us"]));
+        Assert.That(figures["p999_us"], Is.GreaterThanOrEqualTo(figures["p99_us"]));
+        Assert.That(figures["max_us"], Is.GreaterThanOrEqualTo(figures["p999_us"]));
     }
 }
