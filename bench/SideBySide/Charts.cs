@@ -65,11 +65,24 @@ internal static class Charts
         model.Series.Add(series);
     }
 
+    private static string Slack(string text) => new(' ', 4 + text.Length / 2); // a space is narrow: ~0.28 em
+
     private static void Export(PlotModel model, string path, LegendPosition legend = LegendPosition.BottomRight)
     {
         model.Legends.Add(new Legend { LegendPosition = legend });
+        // OxyPlot lays text out with Helvetica metrics; naming a metric-compatible font keeps legends and labels
+        // from overflowing their boxes, and the baseline workaround places text right in viewers that ignore
+        // dominant-baseline (GitHub's image proxy, rsvg).
+        model.DefaultFont = "Arial, Helvetica, sans-serif";
+        // Its metrics still run about a sixth narrow for Arial, so the legend box clips its text and long category
+        // labels run off the left edge. Spaces widen what OxyPlot measures while SVG drops leading and trailing
+        // spaces when it draws: trailing for the left-aligned legend, leading for the right-aligned categories.
+        foreach (var series in model.Series) series.Title += Slack(series.Title);
+        foreach (var axis in model.Axes.OfType<CategoryAxis>())
+            axis.ItemsSource = axis.ItemsSource.Cast<string>().Select(label => Slack(label) + label).ToList();
+        foreach (var axis in model.Axes.Where(a => a.IsVertical())) axis.AxisTitleDistance = 10; // clear of the tick labels
         using var stream = File.Create(path);
-        new SvgExporter { Width = 900, Height = 420 }.Export(model, stream);
+        new SvgExporter { Width = 900, Height = 420, UseVerticalTextAlignmentWorkaround = true }.Export(model, stream);
     }
 
     /// <summary>Requests/s against connections, one line per system (log-scaled connections: the levels are decades).</summary>

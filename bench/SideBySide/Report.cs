@@ -95,15 +95,15 @@ internal static class Report
         }
         md.AppendLine();
         md.AppendLine("Latency (ms), per system and connection count; errors = connections reset, refused or closed unannounced; " +
-                      "unfinished = requests still waiting when the window ended; reconnects = closes the server announced (`Connection: close`):");
+                      "reconnects = closes the server announced (`Connection: close`):");
         md.AppendLine();
-        md.AppendLine("| connections | system | req/s | p50 | p90 | p99 | p99.9 | max | errors | unfinished | reconnects |");
-        md.AppendLine("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        md.AppendLine("| connections | system | req/s | p50 | p90 | p99 | p99.9 | max | errors | reconnects |");
+        md.AppendLine("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var level in s.Levels)
             foreach (var x in s.Systems.Where(x => result.Points.ContainsKey((x.Label, level))))
                 md.AppendLine($"| {level} | {x.Label} | {SweepCell(result, x.Label, level, "req_per_s")} | " +
                               string.Join(" | ", new[] { "p50_us", "p90_us", "p99_us", "p999_us", "max_us" }.Select(k => Ms(result.Get(x.Label, level, k)))) +
-                              $" | {SweepCell(result, x.Label, level, "errors")} | {SweepCell(result, x.Label, level, "unfinished")} | {SweepCell(result, x.Label, level, "reconnects")} |");
+                              $" | {SweepCell(result, x.Label, level, "errors")} | {SweepCell(result, x.Label, level, "reconnects")} |");
         foreach (var (system, why) in result.Notes)
             md.AppendLine().AppendLine($"{system} skipped: {why}.");
         md.AppendLine();
