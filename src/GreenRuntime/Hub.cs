@@ -124,6 +124,7 @@ public sealed partial class Hub : IDisposable
         }
         _disposed = true;
         StopDiagnostics();
+        DisposeReactor();
         t_current = null;
         if (_mainAffinity != null)
         {

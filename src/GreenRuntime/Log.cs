@@ -20,6 +20,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 4, Level = LogLevel.Warning, Message = "{Greenlet} did not die when its hub was disposed; it is probably blocked in a call that is not cooperative")]
     public static partial void StuckAtDispose(ILogger logger, string greenlet);
 
+    [LoggerMessage(EventId = 5, Level = LogLevel.Warning, Message = "{Hub} cannot create its I/O reactor ({Reason}); sockets wait through the .NET async engine instead, which is slower")]
+    public static partial void ReactorUnavailable(ILogger logger, string hub, string reason);
+
     // 10–19: the blocking monitor (Diagnostics/BlockingMonitor.cs). The stack is the one of the thread holding the
     // baton, captured while it was still blocked (see docs/diagnostics.md for how and what it costs).
     [LoggerMessage(EventId = 10, Level = LogLevel.Warning, Message = "{Holder} has held the baton of {Hub} for {Milliseconds} ms without yielding: every other greenlet of the hub is blocked. It is here (stack captured while blocked{StackNote}):\n{Stack}")]

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Collections;
 using System.Net;
 using System.Net.Sockets;
+using GreenRuntime.Io;
 using GreenRuntime.Scheduling;
 
 namespace GreenRuntime.Cooperative;
@@ -11,6 +12,11 @@ namespace GreenRuntime.Cooperative;
 /// non-blocking socket, and every call off a parking hub, runs the original.
 /// </summary>
 /// <remarks>
+/// <para>On Linux x64 the hub's epoll reactor carries the common calls (GreenRuntime's Io/SocketIo.cs):
+/// Receive and Send (array, span, list) are the non-blocking system call, parked on the reactor while the
+/// kernel says EAGAIN; Connect is .NET's own non-blocking connect waited on the reactor; the other receives
+/// wait for readability there with a non-blocking 1-byte peek. What follows describes the path used elsewhere,
+/// and for every call the reactor declines (flags it does not pass through, a handle it cannot watch).</para>
 /// <para>Receives (array, span, list, ReceiveFrom, ReceiveMessageFrom) first wait until the socket is readable
 /// with an asynchronous 1-byte <see cref="SocketFlags.Peek"/> receive, then call the original, which now
 /// returns at once. The peek consumes nothing, so a kill or a <see cref="Socket.ReceiveTimeout"/> cancels it
@@ -77,6 +83,9 @@ internal static class CooperativeSocket
         var hub = Cooperative.ParkingHub();
         if (hub is null || !MayPark(s) || buffer is null || size == 0)
             return ReceiveArray.Call(s, buffer!, offset, size, socketFlags, out errorCode);
+        if ((uint)offset <= (uint)buffer.Length && (uint)size <= (uint)(buffer.Length - offset)
+            && SocketIo.TryReceive(hub, s, buffer.AsSpan(offset, size), socketFlags, Cooperative.SocketTimeout(s.ReceiveTimeout), out int received, out errorCode))
+            return received;
         var ready = WaitReadable(hub, s);
         if (ready != SocketError.Success)
         {
@@ -91,6 +100,8 @@ internal static class CooperativeSocket
         var hub = Cooperative.ParkingHub();
         if (hub is null || !MayPark(s) || buffer.IsEmpty)
             return ReceiveSpan.Call(s, buffer, socketFlags, out errorCode);
+        if (SocketIo.TryReceive(hub, s, buffer, socketFlags, Cooperative.SocketTimeout(s.ReceiveTimeout), out int received, out errorCode))
+            return received;
         var ready = WaitReadable(hub, s);
         if (ready != SocketError.Success)
         {
@@ -161,6 +172,8 @@ internal static class CooperativeSocket
         var hub = Cooperative.ParkingHub();
         if (hub is null || !MayPark(s) || buffer is null || size == 0 || (uint)offset > (uint)buffer.Length || (uint)size > (uint)(buffer.Length - offset))
             return SendArray.Call(s, buffer!, offset, size, socketFlags, out errorCode);
+        if (SocketIo.TrySend(hub, s, buffer.AsSpan(offset, size), socketFlags, Cooperative.SocketTimeout(s.SendTimeout), out int sent, out errorCode))
+            return sent;
         return SendParked(hub, s, buffer.AsMemory(offset, size), socketFlags, out errorCode);
     }
 
@@ -169,6 +182,8 @@ internal static class CooperativeSocket
         var hub = Cooperative.ParkingHub();
         if (hub is null || !MayPark(s) || buffer.IsEmpty)
             return SendSpan.Call(s, buffer, socketFlags, out errorCode);
+        if (SocketIo.TrySend(hub, s, buffer, socketFlags, Cooperative.SocketTimeout(s.SendTimeout), out int sent, out errorCode))
+            return sent;
         // A span cannot outlive this frame: send a pooled copy (drained before it is returned to the pool).
         var copy = ArrayPool<byte>.Shared.Rent(buffer.Length);
         buffer.CopyTo(copy);
@@ -203,7 +218,10 @@ internal static class CooperativeSocket
         }
         try
         {
-            return total == 0 ? SendList.Call(s, buffers, socketFlags, out errorCode) : SendParked(hub, s, copy.AsMemory(0, total), socketFlags, out errorCode);
+            if (total == 0) return SendList.Call(s, buffers, socketFlags, out errorCode);
+            if (SocketIo.TrySend(hub, s, copy.AsSpan(0, total), socketFlags, Cooperative.SocketTimeout(s.SendTimeout), out int sent, out errorCode))
+                return sent;
+            return SendParked(hub, s, copy.AsMemory(0, total), socketFlags, out errorCode);
         }
         finally
         {
@@ -400,6 +418,8 @@ internal static class CooperativeSocket
             ConnectSlot.Call(s, remoteEP!);
             return;
         }
+        if (s.SocketType == SocketType.Stream && SocketIo.IsAvailable(hub) && ConnectOnReactor(hub, s, remoteEP))
+            return;
         using var cancel = new CancellationTokenSource();
         Task task;
         try
@@ -413,6 +433,74 @@ internal static class CooperativeSocket
         }
         Cooperative.Park(hub, task, null, WaitReason.Socket, cancel, drain: true);
         task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// The non-blocking connect .NET itself supports (Blocking = false, Connect throws WouldBlock, the
+    /// Connected getter completes the bookkeeping once the socket is writable), waiting on the reactor. Unlike
+    /// ConnectAsync it leaves the socket out of .NET's own epoll thread, which would otherwise wake for every
+    /// packet the socket receives afterwards. Returns false, having done nothing, if the socket cannot be
+    /// switched to non-blocking mode.
+    /// </summary>
+    private static bool ConnectOnReactor(Hub hub, Socket s, EndPoint remoteEP)
+    {
+        if (!CanForgetPendingConnect(s)) return false;
+        try
+        {
+            s.Blocking = false;
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            return false; // the original reports the socket's state
+        }
+        try
+        {
+            ConnectSlot.Call(s, remoteEP);
+            return true; // connected at once (loopback often is), or the original's own exception
+        }
+        catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress)
+        {
+        }
+        finally
+        {
+            s.Blocking = true;
+        }
+        while (true)
+        {
+            var readiness = SocketIo.WaitWritableOnce(hub, s, null);
+            if (readiness is null or Readiness.Closed) throw new SocketException((int)SocketError.OperationAborted);
+            // SO_ERROR is how a non-blocking connect reports its outcome (.NET returns it as a SocketError).
+            var error = (SocketError)(int)s.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
+            if (error != SocketError.Success)
+            {
+                // Otherwise the Connected getter would poll the failed socket, see it "writable" and report true.
+                PendingConnect(s) = false;
+                throw new SocketException((int)error);
+            }
+            if (s.Connected) return true; // the getter records the connection (endpoints, state)
+        }
+    }
+
+    [System.Runtime.CompilerServices.UnsafeAccessor(System.Runtime.CompilerServices.UnsafeAccessorKind.Field, Name = "_nonBlockingConnectInProgress")]
+    private static extern ref bool PendingConnect(Socket s);
+
+    private static int s_pendingConnectField; // 0 unknown, 1 present, -1 missing (then connects use ConnectAsync)
+
+    private static bool CanForgetPendingConnect(Socket s)
+    {
+        if (s_pendingConnectField == 0)
+        {
+            try
+            {
+                _ = PendingConnect(s);
+                s_pendingConnectField = 1;
+            }
+            catch (MissingFieldException)
+            {
+                s_pendingConnectField = -1;
+            }
+        }
+        return s_pendingConnectField > 0;
     }
 
     // ---- poll, select: no readiness notification exists; poll with zero timeouts ----
@@ -472,6 +560,8 @@ internal static class CooperativeSocket
     /// <returns>Success when the original can now receive without blocking; otherwise the error to report.</returns>
     internal static SocketError WaitReadable(Hub hub, Socket s)
     {
+        if (SocketIo.TryWaitReadable(hub, s, Cooperative.SocketTimeout(s.ReceiveTimeout), out var readable))
+            return readable;
         using var cancel = new CancellationTokenSource();
         Task<int> peek;
         try

@@ -34,8 +34,11 @@
 //         inline (a greenlet that never blocks costs about a function call); if it keeps a suspended stack
 //         it must not (the new code could block on top of it), so it hands the baton and the item to a
 //         free pooled carrier and parks.
-//   4. Nothing ready: wait for the inbox until the next timer's deadline. If nothing at all can ever wake
+//   4. Nothing ready: wait for the inbox until the next timer's deadline — in epoll_wait, together with the
+//      sockets greenlets wait on, once the hub has a reactor (Io/Reactor.cs). If nothing at all can ever wake
 //      anyone, throw LoopExitException into the main greenlet.
+//   Between steps, a hub with a reactor polls it without waiting every 64 steps, so busy greenlets cannot
+//   starve I/O.
 //
 // Where code may run: everything in this file runs only on the baton holder, except PostItem and the
 // Parker calls, which any thread may make.
@@ -323,6 +326,7 @@ public sealed partial class Hub
     {
         DrainInbox();
         if (_timers.Count > 0) FireDueTimers();
+        if (_reactor != null) PollIoIfDue();
         if (_ready.TryPopFront(out item))
             return true;
         IdleWait();
@@ -342,7 +346,8 @@ public sealed partial class Hub
             if (RaiseLoopExit()) return;
         }
         NoteIdle(true);
-        _inboxSignal.Park(timeoutNs);
+        if (_reactor != null) SleepInReactor(timeoutNs);
+        else _inboxSignal.Park(timeoutNs);
         NoteIdle(false);
     }
 

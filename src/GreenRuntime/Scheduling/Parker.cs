@@ -27,6 +27,10 @@ internal sealed unsafe class Parker : IDisposable
     private int* _word;
     private readonly AutoResetEvent? _fallback;
 
+    // When the owner sleeps in epoll instead of on the futex (the hub's reactor), an unpark that finds it
+    // asleep writes this eventfd, which is in the epoll set. -1: wake through the futex.
+    private volatile int _eventFd = -1;
+
     public Parker()
     {
         if (s_useFutex)
@@ -87,8 +91,41 @@ internal sealed unsafe class Parker : IDisposable
             return;
         }
         if (Interlocked.Exchange(ref *_word, Permit) == Sleeping)
-            FutexWake(_word, 1);
+        {
+            int fd = _eventFd;
+            if (fd >= 0) SignalEventFd(fd);
+            else FutexWake(_word, 1);
+        }
     }
+
+    /// <summary>
+    /// From now on the owner sleeps elsewhere (<see cref="BeginExternalSleep"/>): unparks that find it asleep
+    /// write <paramref name="eventFd"/> (-1: back to the futex). Only the owner calls this, while awake.
+    /// </summary>
+    public void WakeThroughEventFd(int eventFd)
+    {
+        if (_fallback != null) throw new PlatformNotSupportedException("An external sleep needs the futex parker (Linux).");
+        _eventFd = eventFd;
+    }
+
+    /// <summary>
+    /// The owner is about to sleep in a wait of its own (epoll) that the eventfd given to
+    /// <see cref="WakeThroughEventFd"/> interrupts. Returns false, consuming the permit, when one is already
+    /// available: then the owner must not sleep.
+    /// </summary>
+    public bool BeginExternalSleep()
+    {
+        while (true)
+        {
+            if (Interlocked.CompareExchange(ref *_word, NoPermit, Permit) == Permit)
+                return false;
+            if (Interlocked.CompareExchange(ref *_word, Sleeping, NoPermit) is NoPermit or Sleeping)
+                return true;
+        }
+    }
+
+    /// <summary>Ends an external sleep: withdraws the sleeping mark; true when a permit arrived meanwhile (consumed).</summary>
+    public bool EndExternalSleep() => Interlocked.Exchange(ref *_word, NoPermit) == Permit;
 
     public void Dispose()
     {
@@ -111,6 +148,16 @@ internal sealed unsafe class Parker : IDisposable
         Syscall(SysFutex, word, FutexWaitPrivate, expected, timeout, null, 0);
 
     private static void FutexWake(int* word, int count) => SyscallNoTransition(SysFutex, word, FutexWakePrivate, count, null, null, 0);
+
+    private static void SignalEventFd(int fd)
+    {
+        ulong one = 1;
+        Write(fd, &one, sizeof(ulong)); // cannot block: the counter would have to reach 2^64-1
+    }
+
+    [DllImport("libc", EntryPoint = "write")]
+    [System.Runtime.InteropServices.SuppressGCTransition]
+    private static extern nint Write(int fd, void* buffer, nint count);
 
     // glibc's syscall() is an assembly shim that moves its integer arguments into the syscall registers, so
     // binding it with a fixed prototype is safe even though it is declared variadic.

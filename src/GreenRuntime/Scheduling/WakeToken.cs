@@ -16,6 +16,9 @@ internal readonly struct WakeToken
         Sequence = sequence;
     }
 
+    /// <summary>Whether both tokens name the same park.</summary>
+    public bool Names(in WakeToken other) => ReferenceEquals(Greenlet, other.Greenlet) && Sequence == other.Sequence;
+
     /// <summary>Whether this token still names the greenlet's current park.</summary>
     public bool IsCurrent => Greenlet.State == GreenletState.Parked && Greenlet.ParkSequence == Sequence;
 }

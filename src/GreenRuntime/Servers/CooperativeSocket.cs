@@ -3,7 +3,9 @@
 // Glossary: an *operation* is one Accept/Receive/Send started with the socket's async API; it *parks* the
 // greenlet when it does not complete at once; it is *abandoned* when the park ends without it (timeout, kill).
 //
-// Design: start the .NET async operation. On Linux the socket engine first tries the syscall on the calling
+// Design: on Linux x64 a receive or send is the non-blocking system call, and the greenlet parks on the hub's
+// reactor while the kernel says EAGAIN (Io/SocketIo.cs): nothing is left running after a timeout or a kill, so
+// the buffers stay the caller's. Elsewhere (and if the reactor is unavailable): start the .NET async operation. On Linux the socket engine first tries the syscall on the calling
 // thread, so an operation whose data is already there returns a completed ValueTask and no park happens (the
 // fast path). Otherwise the greenlet parks in hub.WaitForTask until the completion is posted to the hub inbox.
 //
@@ -19,6 +21,7 @@
 // disposing the socket on every timeout (a kill of one handler would then break a socket someone else owns).
 
 using System.Net.Sockets;
+using GreenRuntime.Io;
 
 namespace GreenRuntime.Servers;
 
@@ -45,6 +48,13 @@ internal sealed class CooperativeSocket
         var hub = Hub.CurrentOrNull;
         if (hub == null || !hub.CanBlockHere)
             return ReceiveBlocking(buffer, timeout);
+        if (SocketIo.TryReceive(hub, Socket, buffer.Span, SocketFlags.None, timeout, out int received, out var error))
+            return error switch
+            {
+                SocketError.Success => received,
+                SocketError.TimedOut => throw new TimeoutException($"Nothing arrived within {timeout}."),
+                _ => throw new SocketException((int)error),
+            };
         var vt = Socket.ReceiveAsync(buffer, SocketFlags.None, Token());
         if (vt.IsCompleted) return vt.GetAwaiter().GetResult();
         var task = vt.AsTask();
@@ -60,6 +70,12 @@ internal sealed class CooperativeSocket
         if (hub == null || !hub.CanBlockHere)
         {
             SendBlocking(data, timeout);
+            return;
+        }
+        if (SocketIo.TrySend(hub, Socket, data.Span, SocketFlags.None, timeout, out _, out var error))
+        {
+            if (error == SocketError.TimedOut) throw new TimeoutException($"The peer did not take the data within {timeout}.");
+            if (error != SocketError.Success) throw new SocketException((int)error);
             return;
         }
         while (!data.IsEmpty)

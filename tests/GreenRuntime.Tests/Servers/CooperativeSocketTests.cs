@@ -55,7 +55,9 @@ public class CooperativeSocketTests : ServerTest
         var io = new CooperativeSocket(_server);
         var buffer = new byte[16];
         Assert.That(() => io.Receive(buffer, TimeSpan.FromMilliseconds(100)), Throws.InstanceOf<TimeoutException>());
-        Assert.That(io.Tainted, Is.True, "the abandoned receive's buffer must not go back to a pool");
+        // On the reactor (Linux x64) a timed-out receive leaves nothing running; the .NET async fallback leaves a
+        // cancelled operation that may still write the buffer, so the buffer must not go back to a pool.
+        Assert.That(io.Tainted, Is.EqualTo(!GreenRuntime.Io.Epoll.IsSupported));
         Client(() => SendText(_client, "later"));
         var second = new byte[16];
         int n = io.Receive(second, TimeSpan.FromSeconds(10));

@@ -1,0 +1,64 @@
+using System.Runtime.InteropServices;
+
+namespace GreenRuntime.Io;
+
+/// <summary>The Linux system calls the reactor is built on (epoll, eventfd, non-blocking send/recv).</summary>
+/// <remarks>
+/// Bound for linux-x64 only: there <c>struct epoll_event</c> is packed (12 bytes); other architectures lay
+/// it out differently, and the reactor is then not used (<see cref="IsSupported"/>), so sockets fall back to
+/// the Task bridge.
+/// </remarks>
+internal static unsafe partial class Epoll
+{
+    public static readonly bool IsSupported = OperatingSystem.IsLinux() && RuntimeInformation.ProcessArchitecture == Architecture.X64;
+
+    public const uint In = 0x001, Out = 0x004, Err = 0x008, Hup = 0x010, RdHup = 0x2000, EdgeTriggered = 1u << 31;
+    public const int CtlAdd = 1, CtlDel = 2, CtlMod = 3;
+    public const int CloseOnExec = 0x80000, NonBlock = 0x800;
+    public const int MsgDontWait = 0x40, MsgNoSignal = 0x4000;
+
+    // errno values (Linux, all architectures).
+    public const int EINTR = 4, EAGAIN = 11, EEXIST = 17, ENOENT = 2, ENOSYS = 38;
+
+    [StructLayout(LayoutKind.Sequential, Pack = 4)]
+    public struct Event
+    {
+        public uint Events;
+        public ulong Data;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct Timespec
+    {
+        public long Seconds;
+        public long Nanoseconds;
+    }
+
+    [LibraryImport("libc", EntryPoint = "epoll_create1", SetLastError = true)]
+    public static partial int Create(int flags);
+
+    [LibraryImport("libc", EntryPoint = "epoll_ctl", SetLastError = true)]
+    public static partial int Control(int epfd, int op, int fd, Event* ev);
+
+    /// <summary>epoll_wait with a nanosecond timeout (Linux 5.11+); ENOSYS on older kernels.</summary>
+    [LibraryImport("libc", EntryPoint = "epoll_pwait2", SetLastError = true)]
+    public static partial int WaitPrecise(int epfd, Event* events, int maxEvents, Timespec* timeout, void* sigmask);
+
+    [LibraryImport("libc", EntryPoint = "epoll_wait", SetLastError = true)]
+    public static partial int Wait(int epfd, Event* events, int maxEvents, int timeoutMs);
+
+    [LibraryImport("libc", EntryPoint = "eventfd", SetLastError = true)]
+    public static partial int EventFd(uint initial, int flags);
+
+    [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
+    public static partial nint Read(int fd, void* buffer, nint count);
+
+    [LibraryImport("libc", EntryPoint = "close")]
+    public static partial int Close(int fd);
+
+    [LibraryImport("libc", EntryPoint = "recv", SetLastError = true)]
+    public static partial nint Receive(int fd, byte* buffer, nint length, int flags);
+
+    [LibraryImport("libc", EntryPoint = "send", SetLastError = true)]
+    public static partial nint Send(int fd, byte* buffer, nint length, int flags);
+}

@@ -1,0 +1,279 @@
+// The reactor: the hub's own epoll loop for socket readiness (Linux x64).
+//
+// Glossary
+//   registration  one socket's entry: its handle, at most one parked reader and one parked writer, and the
+//                 "ready" flags of readiness that arrived while nobody waited.
+//   edge          an epoll event: with EPOLLET the kernel reports each new arrival of data (or buffer space)
+//                 once, not the state "readable".
+//
+// Design: the greenlet tries the non-blocking system call first; only on EAGAIN does it park here. The baton
+// holder that has nothing else to run waits in epoll_wait itself (instead of on the inbox futex: the inbox's
+// Parker writes an eventfd in the same epoll set), and every 64 scheduling steps it polls without waiting so
+// busy greenlets cannot starve I/O. A ready socket's greenlet is resumed by the very thread that saw the event:
+// no runtime epoll thread, no thread-pool hop, no inbox hop.
+//
+// Protocol (all on the baton holder, so readers, writers and flags need no locks):
+//   1. Register(handle, fd): the first wait on a socket adds its fd once, edge-triggered for in and out.
+//   2. Wait: if a ready flag is set, clear it and return at once (the caller retries its call, which may see
+//      EAGAIN again: a spurious retry, never a lost wake). Otherwise park with the token in the registration.
+//   3. Poll: for each event, wake the parked reader/writer (TryWake; every park has exactly one wake) or, if
+//      there is none, set the ready flag.
+// Lost wakes cannot happen: an edge that arrives after the caller's EAGAIN is either already in the flag
+// (step 2) or still in the kernel's ready list, which the next poll drains after the park is registered.
+//
+// A socket closed while a greenlet waits on it: close() silently drops the fd from every epoll set, so the
+// reactor sweeps its registrations every 250 ms while it has any and wakes the waiters of closed handles with
+// Closed; a registration found for a *different* handle on the same fd number (closed and reused) is
+// replaced the same way.
+//
+// Rejected designs
+//   * One-shot registrations (EPOLLONESHOT): an epoll_ctl per wait, one more system call per round trip.
+//   * Level-triggered: a readable socket nobody reads would wake every poll.
+//   * Holding a reference on the handle while parked (DangerousAddRef): Socket.Dispose then spins until the
+//     reference goes, on the very hub that must run the waiter to release it.
+
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime.Io;
+
+/// <summary>Why <see cref="Reactor.Wait"/> returned.</summary>
+internal enum Readiness
+{
+    /// <summary>Readiness was reported (or may have been): retry the call.</summary>
+    Ready,
+
+    /// <summary>The timeout elapsed first.</summary>
+    TimedOut,
+
+    /// <summary>The socket was closed while the greenlet waited.</summary>
+    Closed,
+}
+
+/// <summary>One hub's epoll set. Everything but the constructor runs on the hub's baton holder.</summary>
+internal sealed unsafe class Reactor : IDisposable
+{
+    private const int MaxEvents = 256;
+    private const ulong EventFdMark = ulong.MaxValue;
+    private static readonly long s_sweepInterval = Stopwatch.Frequency / 4;
+    private static readonly object s_closed = new();
+    private static bool s_preciseWaitMissing;
+
+    private readonly Hub _hub;
+    private readonly int _epfd;
+    private readonly int _eventFd;
+    private Epoll.Event* _events;
+    private readonly Dictionary<int, Registration> _registrations = new();
+    private long _nextSweep;
+
+    private sealed class Registration(SafeHandle handle)
+    {
+        public SafeHandle Handle = handle;
+        public WakeToken Reader, Writer;
+        public bool HasReader, HasWriter, ReadReady, WriteReady;
+    }
+
+    /// <exception cref="IOException">The kernel refused an epoll set or an eventfd (e.g. out of file descriptors).</exception>
+    public Reactor(Hub hub)
+    {
+        _hub = hub;
+        _epfd = Epoll.Create(Epoll.CloseOnExec);
+        if (_epfd < 0) throw new IOException($"epoll_create1 failed (errno {Marshal.GetLastPInvokeError()}).");
+        _eventFd = Epoll.EventFd(0, Epoll.CloseOnExec | Epoll.NonBlock);
+        if (_eventFd < 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            Epoll.Close(_epfd);
+            throw new IOException($"eventfd failed (errno {errno}).");
+        }
+        var ev = new Epoll.Event { Events = Epoll.In, Data = EventFdMark };
+        Epoll.Control(_epfd, Epoll.CtlAdd, _eventFd, &ev);
+        _events = (Epoll.Event*)NativeMemory.Alloc(MaxEvents, (nuint)sizeof(Epoll.Event));
+    }
+
+    /// <summary>The eventfd that interrupts a sleeping <see cref="Poll"/> (the inbox's Parker writes it).</summary>
+    public int EventFd => _eventFd;
+
+    /// <summary>Registered sockets (for diagnostics and tests).</summary>
+    public int RegistrationCount => _registrations.Count;
+
+    /// <summary>
+    /// Steps 1–2: parks the current greenlet until <paramref name="fd"/> may be readable (or writable), the
+    /// timeout elapses or the socket is closed. Null when the kernel refuses to watch this fd (not a socket,
+    /// say): the caller must wait another way.
+    /// </summary>
+    public Readiness? Wait(SafeHandle handle, int fd, bool write, TimeSpan? timeout)
+    {
+        var r = Register(handle, fd);
+        if (r == null) return null;
+        if (write ? r.WriteReady : r.ReadReady)
+        {
+            if (write) r.WriteReady = false;
+            else r.ReadReady = false;
+            return Readiness.Ready;
+        }
+        var token = _hub.BeginPark(WaitReason.Socket);
+        if (write)
+        {
+            r.Writer = token;
+            r.HasWriter = true;
+        }
+        else
+        {
+            r.Reader = token;
+            r.HasReader = true;
+        }
+        _hub.BeginExternalWait();
+        HubTimer? timer = null;
+        try
+        {
+            if (timeout is { } limit && limit != Timeout.InfiniteTimeSpan) timer = _hub.AddWakeTimer(limit, token, Hub.TimedOut);
+            var value = _hub.EndPark(token);
+            if (ReferenceEquals(value, Hub.TimedOut)) return Readiness.TimedOut;
+            return ReferenceEquals(value, s_closed) ? Readiness.Closed : Readiness.Ready;
+        }
+        finally
+        {
+            timer?.Cancel();
+            _hub.EndExternalWait();
+            // A kill or a timeout ended the park: the registration must not keep a token that is no longer current.
+            if (write && r.HasWriter && r.Writer.Names(token)) r.HasWriter = false;
+            if (!write && r.HasReader && r.Reader.Names(token)) r.HasReader = false;
+        }
+    }
+
+    private Registration? Register(SafeHandle handle, int fd)
+    {
+        if (_registrations.TryGetValue(fd, out var r))
+        {
+            if (ReferenceEquals(r.Handle, handle)) return r;
+            // The old socket was closed and its number reused: its waiters will never hear from it.
+            AbortWaiters(r);
+            _registrations.Remove(fd);
+        }
+        var ev = new Epoll.Event { Events = Epoll.In | Epoll.Out | Epoll.RdHup | Epoll.EdgeTriggered, Data = (ulong)fd };
+        if (Epoll.Control(_epfd, Epoll.CtlAdd, fd, &ev) != 0)
+        {
+            if (Marshal.GetLastPInvokeError() != Epoll.EEXIST || Epoll.Control(_epfd, Epoll.CtlMod, fd, &ev) != 0)
+                return null;
+        }
+        r = new Registration(handle);
+        _registrations[fd] = r;
+        if (_registrations.Count == 1) _nextSweep = Stopwatch.GetTimestamp() + s_sweepInterval;
+        return r;
+    }
+
+    /// <summary>
+    /// Step 3: collects readiness and wakes the greenlets it concerns. With a non-zero timeout (nanoseconds,
+    /// negative = until something happens) the caller sleeps here unless <paramref name="signal"/> already
+    /// holds a permit; a post to the hub's inbox (which unparks <paramref name="signal"/>) ends the sleep.
+    /// </summary>
+    public void Poll(long timeoutNs, Parker signal)
+    {
+        if (_registrations.Count > 0)
+        {
+            long toSweep = Math.Max(0, (long)((_nextSweep - Stopwatch.GetTimestamp()) * (1e9 / Stopwatch.Frequency)));
+            if (timeoutNs < 0 || timeoutNs > toSweep) timeoutNs = toSweep;
+        }
+        bool sleeping = timeoutNs != 0 && signal.BeginExternalSleep();
+        int n = WaitForEvents(sleeping ? timeoutNs : 0);
+        if (sleeping) signal.EndExternalSleep(); // a permit that came meanwhile only meant "inbox not empty": drained next step
+        for (int i = 0; i < n; i++)
+        {
+            var ev = _events[i];
+            if (ev.Data == EventFdMark)
+            {
+                ulong count;
+                Epoll.Read(_eventFd, &count, sizeof(ulong));
+            }
+            else
+            {
+                Dispatch((int)ev.Data, ev.Events);
+            }
+        }
+        if (_registrations.Count > 0 && Stopwatch.GetTimestamp() >= _nextSweep) Sweep();
+    }
+
+    private int WaitForEvents(long timeoutNs)
+    {
+        while (true)
+        {
+            int n;
+            if (timeoutNs == 0 || timeoutNs < 0 || s_preciseWaitMissing)
+            {
+                // Milliseconds, rounded up: a timer must never fire early.
+                int ms = timeoutNs < 0 ? -1 : (int)Math.Min(int.MaxValue, (timeoutNs + 999_999) / 1_000_000);
+                n = Epoll.Wait(_epfd, _events, MaxEvents, ms);
+            }
+            else
+            {
+                var ts = new Epoll.Timespec { Seconds = timeoutNs / 1_000_000_000, Nanoseconds = timeoutNs % 1_000_000_000 };
+                try
+                {
+                    n = Epoll.WaitPrecise(_epfd, _events, MaxEvents, &ts, null);
+                }
+                catch (EntryPointNotFoundException)
+                {
+                    s_preciseWaitMissing = true;
+                    continue;
+                }
+                if (n < 0 && Marshal.GetLastPInvokeError() == Epoll.ENOSYS)
+                {
+                    s_preciseWaitMissing = true;
+                    continue;
+                }
+            }
+            if (n >= 0) return n;
+            if (Marshal.GetLastPInvokeError() != Epoll.EINTR)
+                throw new IOException($"epoll_wait failed (errno {Marshal.GetLastPInvokeError()}).");
+            return 0; // interrupted by a signal: the scheduler comes back here if there is still nothing to do
+        }
+    }
+
+    private void Dispatch(int fd, uint events)
+    {
+        if (!_registrations.TryGetValue(fd, out var r)) return;
+        if ((events & (Epoll.In | Epoll.RdHup | Epoll.Hup | Epoll.Err)) != 0)
+        {
+            bool woke = r.HasReader && _hub.TryWake(r.Reader);
+            r.HasReader = false;
+            if (!woke) r.ReadReady = true;
+        }
+        if ((events & (Epoll.Out | Epoll.Hup | Epoll.Err)) != 0)
+        {
+            bool woke = r.HasWriter && _hub.TryWake(r.Writer);
+            r.HasWriter = false;
+            if (!woke) r.WriteReady = true;
+        }
+    }
+
+    /// <summary>Forgets closed sockets, waking whoever still waits on one.</summary>
+    private void Sweep()
+    {
+        foreach (var (fd, r) in _registrations)
+        {
+            if (!r.Handle.IsClosed) continue;
+            AbortWaiters(r);
+            _registrations.Remove(fd);
+        }
+        _nextSweep = Stopwatch.GetTimestamp() + s_sweepInterval;
+    }
+
+    private void AbortWaiters(Registration r)
+    {
+        if (r.HasReader) _hub.TryWake(r.Reader, s_closed);
+        if (r.HasWriter) _hub.TryWake(r.Writer, s_closed);
+        r.HasReader = r.HasWriter = false;
+    }
+
+    public void Dispose()
+    {
+        if (_events == null) return;
+        Epoll.Close(_eventFd);
+        Epoll.Close(_epfd);
+        NativeMemory.Free(_events);
+        _events = null;
+        _registrations.Clear();
+    }
+}

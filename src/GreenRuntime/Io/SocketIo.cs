@@ -1,0 +1,269 @@
+// Socket calls made directly with MSG_DONTWAIT that park on the hub's reactor when the kernel says EAGAIN.
+//
+// Design: a blocking receive or send on a greenlet is the non-blocking system call, retried after the
+// reactor reports readiness. The socket's own blocking mode is left alone (MSG_DONTWAIT is per call), so the
+// same socket keeps its ordinary behaviour off the hub. The file descriptor is read from the Socket's handle
+// field rather than Socket.Handle/SafeHandle, whose getters mark the handle "exposed" and change how .NET
+// closes it; a reference is held on the handle around each system call (never across a park), so a close
+// from another thread cannot hand the number to a new socket in the middle of a call.
+//
+// What the original methods do and these do not: SocketsTelemetry byte counters. Errors are reported as the
+// same SocketError codes, and the Socket's connected state is updated as the original does, through its
+// internal UpdateStatusAfterSocketError (best effort: if a future runtime renames it, Connected stays stale).
+//
+// Every entry point returns false ("not handled") when it cannot do the call this way — no reactor, flags it
+// does not pass through, a closed or invalid handle, an fd epoll refuses — and the caller then runs its
+// other path, so the exception a user sees for a disposed socket is the original's.
+
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace GreenRuntime.Io;
+
+/// <summary>Cooperative socket calls on the hub's reactor. Hub-only (called by a greenlet that may park).</summary>
+internal static unsafe class SocketIo
+{
+    // Socket flags that mean the same bits to recv/send on Linux: OutOfBand = MSG_OOB, Peek = MSG_PEEK, DontRoute = MSG_DONTROUTE.
+    private const SocketFlags PassThroughFlags = SocketFlags.OutOfBand | SocketFlags.Peek | SocketFlags.DontRoute;
+
+    private static bool s_handleFieldMissing = !Epoll.IsSupported;
+    private static bool s_statusUpdateMissing;
+
+    [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_handle")]
+    private static extern ref SafeSocketHandle HandleField(Socket socket);
+
+    [UnsafeAccessor(UnsafeAccessorKind.Method, Name = "UpdateStatusAfterSocketError")]
+    private static extern void UpdateStatusAfterSocketError(Socket socket, SocketError error, bool disconnectOnFailure);
+
+    /// <summary>Whether calls on <paramref name="hub"/> can go through its reactor at all.</summary>
+    public static bool IsAvailable(Hub hub) => !s_handleFieldMissing && hub.Reactor != null;
+
+    /// <summary>
+    /// Receives at most <paramref name="buffer"/>.Length bytes, parking while nothing is there. Returns false
+    /// when not handled. <paramref name="received"/> is 0 at end of stream or on an error.
+    /// </summary>
+    public static bool TryReceive(Hub hub, Socket s, Span<byte> buffer, SocketFlags flags, TimeSpan? timeout, out int received, out SocketError error)
+    {
+        received = 0;
+        error = SocketError.Success;
+        if ((flags & ~PassThroughFlags) != 0 || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
+            return false;
+        long deadline = Deadline(timeout);
+        while (true)
+        {
+            if (!TryCall(handle, fd, false, buffer, (int)flags, out nint n, out int errno))
+                return false;
+            if (n >= 0)
+            {
+                received = (int)n;
+                return true;
+            }
+            if (errno != Epoll.EAGAIN)
+            {
+                error = Fail(s, errno);
+                return true;
+            }
+            switch (reactor.Wait(handle, fd, write: false, Remaining(deadline)))
+            {
+                case null: return false;
+                case Readiness.TimedOut: error = SocketError.TimedOut; return true;
+                case Readiness.Closed: error = SocketError.OperationAborted; return true;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Sends all of <paramref name="data"/>, parking while the kernel's buffer is full. Returns false when not
+    /// handled before anything was sent. <paramref name="sent"/> is what went out before an error or timeout.
+    /// </summary>
+    public static bool TrySend(Hub hub, Socket s, ReadOnlySpan<byte> data, SocketFlags flags, TimeSpan? timeout, out int sent, out SocketError error)
+    {
+        sent = 0;
+        error = SocketError.Success;
+        if ((flags & ~PassThroughFlags) != 0 || (flags & SocketFlags.Peek) != 0 || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
+            return false;
+        long deadline = Deadline(timeout);
+        while (sent < data.Length)
+        {
+            if (!TryCall(handle, fd, true, MemoryMarshal.CreateSpan(ref MemoryMarshal.GetReference(data[sent..]), data.Length - sent), (int)flags, out nint n, out int errno))
+            {
+                if (sent == 0) return false;
+                error = SocketError.OperationAborted; // closed under us halfway
+                return true;
+            }
+            if (n >= 0)
+            {
+                sent += (int)n;
+                continue;
+            }
+            if (errno != Epoll.EAGAIN)
+            {
+                error = Fail(s, errno);
+                return true;
+            }
+            switch (reactor.Wait(handle, fd, write: true, Remaining(deadline)))
+            {
+                case null when sent == 0: return false;
+                case null: error = SocketError.SocketError; return true;
+                case Readiness.TimedOut: error = SocketError.TimedOut; return true;
+                case Readiness.Closed: error = SocketError.OperationAborted; return true;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// Parks until a receive on <paramref name="s"/> would not block (data, end of stream or an error is
+    /// there). Returns false when not handled.
+    /// </summary>
+    public static bool TryWaitReadable(Hub hub, Socket s, TimeSpan? timeout, out SocketError error)
+    {
+        error = SocketError.Success;
+        if (!TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
+            return false;
+        long deadline = Deadline(timeout);
+        Span<byte> probe = stackalloc byte[1];
+        while (true)
+        {
+            // A peek consumes no data; it does consume a pending error, so that one is reported here.
+            if (!TryCall(handle, fd, false, probe, (int)SocketFlags.Peek, out nint n, out int errno))
+                return false;
+            if (n >= 0) return true;
+            if (errno != Epoll.EAGAIN)
+            {
+                error = Fail(s, errno);
+                return true;
+            }
+            switch (reactor.Wait(handle, fd, write: false, Remaining(deadline)))
+            {
+                case null: return false;
+                case Readiness.TimedOut: error = SocketError.TimedOut; return true;
+                case Readiness.Closed: error = SocketError.OperationAborted; return true;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Parks once until <paramref name="s"/> reports writability (or an error, or its closing): for a
+    /// non-blocking connect the caller has just started. Null when not handled (the connect is then still
+    /// in progress; the caller must wait another way).
+    /// </summary>
+    public static Readiness? WaitWritableOnce(Hub hub, Socket s, TimeSpan? timeout)
+    {
+        if (!TryGetHandle(hub, s, out var reactor, out var handle, out int fd)) return null;
+        return reactor.Wait(handle, fd, write: true, timeout);
+    }
+
+    private static bool TryGetHandle(Hub hub, Socket s, out Reactor reactor, out SafeSocketHandle handle, out int fd)
+    {
+        reactor = null!;
+        handle = null!;
+        fd = -1;
+        if (s_handleFieldMissing) return false;
+        try
+        {
+            handle = HandleField(s);
+        }
+        catch (MissingFieldException)
+        {
+            s_handleFieldMissing = true; // a runtime whose Socket is laid out differently: the callers' other path
+            return false;
+        }
+        if (handle is null || handle.IsInvalid || handle.IsClosed) return false;
+        var r = hub.Reactor;
+        if (r == null) return false;
+        reactor = r;
+        fd = (int)handle.DangerousGetHandle();
+        return true;
+    }
+
+    /// <summary>One non-blocking recv or send, EINTR retried. False when the handle was closed meanwhile.</summary>
+    private static bool TryCall(SafeSocketHandle handle, int fd, bool send, Span<byte> buffer, int flags, out nint result, out int errno)
+    {
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+        }
+        catch (ObjectDisposedException)
+        {
+            result = -1;
+            errno = 0;
+            return false;
+        }
+        try
+        {
+            fixed (byte* p = buffer)
+            {
+                do
+                {
+                    result = send
+                        ? Epoll.Send(fd, p, buffer.Length, flags | Epoll.MsgDontWait | Epoll.MsgNoSignal)
+                        : Epoll.Receive(fd, p, buffer.Length, flags | Epoll.MsgDontWait);
+                    errno = result < 0 ? Marshal.GetLastPInvokeError() : 0;
+                }
+                while (result < 0 && errno == Epoll.EINTR);
+            }
+            return true;
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
+    private static SocketError Fail(Socket s, int errno)
+    {
+        var error = ToSocketError(errno);
+        if (!s_statusUpdateMissing)
+        {
+            try
+            {
+                UpdateStatusAfterSocketError(s, error, true); // Connected becomes false, as after the original's failure
+            }
+            catch (MissingMethodException)
+            {
+                s_statusUpdateMissing = true;
+            }
+        }
+        return error;
+    }
+
+    /// <summary>The SocketError .NET reports for a Linux errno of recv/send.</summary>
+    internal static SocketError ToSocketError(int errno) => errno switch
+    {
+        9 => SocketError.OperationAborted,        // EBADF: closed under us
+        12 or 105 => SocketError.NoBufferSpaceAvailable, // ENOMEM, ENOBUFS
+        13 => SocketError.AccessDenied,           // EACCES
+        22 => SocketError.InvalidArgument,        // EINVAL
+        32 => SocketError.Shutdown,               // EPIPE
+        88 => SocketError.NotSocket,              // ENOTSOCK
+        90 => SocketError.MessageSize,            // EMSGSIZE
+        95 => SocketError.OperationNotSupported,  // EOPNOTSUPP
+        100 => SocketError.NetworkDown,           // ENETDOWN
+        101 => SocketError.NetworkUnreachable,    // ENETUNREACH
+        102 => SocketError.NetworkReset,          // ENETRESET
+        103 => SocketError.ConnectionAborted,     // ECONNABORTED
+        104 => SocketError.ConnectionReset,       // ECONNRESET
+        107 => SocketError.NotConnected,          // ENOTCONN
+        108 => SocketError.Shutdown,              // ESHUTDOWN
+        110 => SocketError.TimedOut,              // ETIMEDOUT
+        111 => SocketError.ConnectionRefused,     // ECONNREFUSED
+        112 => SocketError.HostDown,              // EHOSTDOWN
+        113 => SocketError.HostUnreachable,       // EHOSTUNREACH
+        _ => SocketError.SocketError,
+    };
+
+    private static long Deadline(TimeSpan? timeout) =>
+        timeout is { } t && t != Timeout.InfiniteTimeSpan && t >= TimeSpan.Zero
+            ? System.Diagnostics.Stopwatch.GetTimestamp() + (long)(t.TotalSeconds * System.Diagnostics.Stopwatch.Frequency)
+            : long.MaxValue;
+
+    private static TimeSpan? Remaining(long deadline)
+    {
+        if (deadline == long.MaxValue) return null;
+        var left = System.Diagnostics.Stopwatch.GetElapsedTime(System.Diagnostics.Stopwatch.GetTimestamp(), deadline);
+        return left < TimeSpan.Zero ? TimeSpan.Zero : left;
+    }
+}

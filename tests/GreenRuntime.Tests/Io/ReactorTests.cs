@@ -1,0 +1,281 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using GreenRuntime.Io;
+
+namespace GreenRuntime.Tests.Io;
+
+/// <summary>Socket waits on the hub's epoll reactor (Io/Reactor.cs, Io/SocketIo.cs).</summary>
+[TestFixture]
+public class ReactorTests : HubTest
+{
+    private readonly List<Socket> _sockets = new();
+
+    [SetUp]
+    public void RequireReactor()
+    {
+        if (!Epoll.IsSupported) Assert.Ignore("The reactor exists on Linux x64 only.");
+    }
+
+    [TearDown]
+    public void CloseSockets()
+    {
+        foreach (var s in _sockets) s.Dispose();
+        _sockets.Clear();
+    }
+
+    private (Socket A, Socket B) Pair()
+    {
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(1);
+        var a = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        a.Connect(listener.LocalEndPoint!);
+        var b = listener.Accept();
+        a.NoDelay = b.NoDelay = true;
+        _sockets.Add(a);
+        _sockets.Add(b);
+        return (a, b);
+    }
+
+    private int Receive(Socket s, Span<byte> buffer, TimeSpan? timeout = null)
+    {
+        Assert.That(SocketIo.TryReceive(Hub, s, buffer, SocketFlags.None, timeout, out int n, out var error), Is.True, "the reactor path handles a connected TCP socket");
+        if (error != SocketError.Success) throw new SocketException((int)error);
+        return n;
+    }
+
+    private void Send(Socket s, ReadOnlySpan<byte> data)
+    {
+        Assert.That(SocketIo.TrySend(Hub, s, data, SocketFlags.None, null, out int sent, out var error), Is.True);
+        Assert.That(error, Is.EqualTo(SocketError.Success));
+        Assert.That(sent, Is.EqualTo(data.Length));
+    }
+
+    [Test]
+    public void A_receive_parks_only_its_greenlet_until_data_arrives()
+    {
+        var (a, b) = Pair();
+        var order = new List<string>();
+        var reader = Green.Spawn(() =>
+        {
+            var buffer = new byte[16];
+            order.Add("reader waits");
+            int n = Receive(b, buffer);
+            order.Add($"reader got {n}");
+            return buffer[0];
+        });
+        Green.Spawn(() =>
+        {
+            order.Add("writer sleeps");
+            Green.Sleep(50);
+            order.Add("writer sends");
+            Send(a, new byte[] { 42, 43 });
+        });
+        Assert.That(reader.Get(), Is.EqualTo(42));
+        Assert.That(order, Is.EqualTo(new[] { "reader waits", "writer sleeps", "writer sends", "reader got 2" }));
+        Assert.That(Hub.Reactor!.RegistrationCount, Is.GreaterThanOrEqualTo(1));
+    }
+
+    [Test]
+    public void Fifty_connections_echo_every_byte_in_one_hub()
+    {
+        const int connections = 50, rounds = 40;
+        var greenlets = new List<Greenlet>();
+        long total = 0;
+        for (int c = 0; c < connections; c++)
+        {
+            var (client, server) = Pair();
+            greenlets.Add(Green.Spawn(() =>
+            {
+                var buffer = new byte[64];
+                while (true)
+                {
+                    int n = Receive(server, buffer);
+                    if (n == 0) return;
+                    Send(server, buffer.AsSpan(0, n));
+                }
+            }));
+            int id = c;
+            greenlets.Add(Green.Spawn(() =>
+            {
+                var message = new byte[64];
+                var reply = new byte[64];
+                for (int r = 0; r < rounds; r++)
+                {
+                    message[0] = (byte)id;
+                    message[1] = (byte)r;
+                    Send(client, message);
+                    int got = 0;
+                    while (got < message.Length) got += Receive(client, reply.AsSpan(got));
+                    Assert.That(reply[0..2], Is.EqualTo(message[0..2]));
+                    total++;
+                }
+                client.Shutdown(SocketShutdown.Send);
+            }));
+        }
+        Green.JoinAll(greenlets, TimeSpan.FromSeconds(60), raiseError: true);
+        Assert.That(total, Is.EqualTo(connections * rounds));
+        Assert.That(greenlets.All(g => g.Successful), Is.True);
+    }
+
+    [Test]
+    public void A_receive_timeout_reports_TimedOut_and_the_socket_stays_usable()
+    {
+        var (a, b) = Pair();
+        var buffer = new byte[8];
+        var started = Stopwatch.StartNew();
+        Assert.That(SocketIo.TryReceive(Hub, b, buffer, SocketFlags.None, TimeSpan.FromMilliseconds(100), out _, out var error), Is.True);
+        Assert.That(error, Is.EqualTo(SocketError.TimedOut));
+        Assert.That(started.Elapsed, Is.GreaterThanOrEqualTo(TimeSpan.FromMilliseconds(90)));
+        Send(a, new byte[] { 7 });
+        Assert.That(Receive(b, buffer, TimeSpan.FromSeconds(10)), Is.EqualTo(1));
+        Assert.That(buffer[0], Is.EqualTo(7));
+    }
+
+    [Test]
+    public void Killing_a_waiting_greenlet_leaves_the_socket_to_the_next_reader()
+    {
+        var (a, b) = Pair();
+        var victim = Green.Spawn(() => Receive(b, new byte[8]));
+        Green.Sleep(20);
+        Assert.That(victim.WaitReason, Is.EqualTo(WaitReason.Socket));
+        victim.Kill();
+        Assert.That(victim.Dead, Is.True);
+        Assert.That(((Greenlet)victim).Value, Is.InstanceOf<GreenletExit>(), "killed in its receive (gevent: GreenletExit is the value)");
+        var buffer = new byte[8];
+        var next = Green.Spawn(() => Receive(b, buffer));
+        Green.Sleep(20);
+        Send(a, new byte[] { 1, 2, 3 });
+        Assert.That(next.Get(), Is.EqualTo(3), "nothing was consumed by the killed receive");
+        Assert.That(buffer[..3], Is.EqualTo(new byte[] { 1, 2, 3 }));
+    }
+
+    [Test]
+    public void Closing_a_socket_wakes_the_greenlet_waiting_on_it()
+    {
+        var (_, b) = Pair();
+        SocketError seen = SocketError.Success;
+        var waiter = Green.Spawn(() => SocketIo.TryReceive(Hub, b, new byte[8], SocketFlags.None, null, out _, out seen));
+        Green.Sleep(20);
+        b.Dispose(); // close() silently removes the fd from epoll; the reactor's sweep must notice
+        Assert.That(waiter.Join(TimeSpan.FromSeconds(10)), Is.True, "the waiter was woken");
+        Assert.That(waiter.Get(), Is.True);
+        Assert.That(seen, Is.EqualTo(SocketError.OperationAborted));
+    }
+
+    [Test]
+    public void A_reused_descriptor_number_is_not_confused_with_the_closed_socket()
+    {
+        var (a1, b1) = Pair();
+        Send(a1, new byte[] { 1 });
+        Assert.That(Receive(b1, new byte[1]), Is.EqualTo(1)); // b1 is registered
+        int oldCount = Hub.Reactor!.RegistrationCount;
+        b1.Dispose();
+        a1.Dispose();
+        var (a2, b2) = Pair(); // very likely the same numbers again
+        var buffer = new byte[4];
+        var reader = Green.Spawn(() => Receive(b2, buffer));
+        Green.Sleep(20);
+        Send(a2, new byte[] { 9, 9 });
+        Assert.That(reader.Get(), Is.EqualTo(2));
+        Assert.That(Hub.Reactor.RegistrationCount, Is.LessThanOrEqualTo(oldCount + 2));
+    }
+
+    [Test]
+    public void A_send_larger_than_the_kernel_buffers_parks_until_the_peer_reads()
+    {
+        var (a, b) = Pair();
+        var data = new byte[8 << 20];
+        new Random(5).NextBytes(data);
+        var received = new byte[data.Length];
+        var writer = Green.Spawn(() =>
+        {
+            Send(a, data);
+            a.Shutdown(SocketShutdown.Send);
+        });
+        var reader = Green.Spawn(() =>
+        {
+            int got = 0;
+            while (true)
+            {
+                Green.Sleep(1); // a slow reader: the writer must wait for room more than once
+                var into = got < received.Length ? received.AsSpan(got, Math.Min(256 << 10, received.Length - got)) : new byte[1];
+                int n = Receive(b, into);
+                if (n == 0) return got;
+                got += n;
+            }
+        });
+        Assert.That(reader.Get(), Is.EqualTo(data.Length));
+        Assert.That(writer.Successful, Is.True);
+        Assert.That(received.AsSpan().SequenceEqual(data), Is.True);
+    }
+
+    [Test]
+    public void A_post_from_another_thread_ends_a_sleep_in_epoll_at_once()
+    {
+        var (_, b) = Pair();
+        Green.Spawn(() => Receive(b, new byte[1], TimeSpan.FromSeconds(30))); // the hub now sleeps in epoll
+        var done = new Event();
+        var started = Stopwatch.StartNew();
+        new Thread(() =>
+        {
+            Thread.Sleep(50);
+            Hub.Post(done.Set);
+        }).Start();
+        Assert.That(done.Wait(TimeSpan.FromSeconds(20)), Is.True);
+        Assert.That(started.Elapsed, Is.LessThan(TimeSpan.FromSeconds(10)), "woken by the eventfd, not by the 30 s receive timeout");
+    }
+
+    [Test]
+    public void Timers_keep_their_order_while_the_hub_sleeps_in_epoll()
+    {
+        var (_, b) = Pair();
+        Green.Spawn(() => Receive(b, new byte[1], TimeSpan.FromSeconds(30)));
+        Green.Sleep(10);
+        var fired = new List<int>();
+        var sleepers = new[] { 60, 20, 40 }.Select(ms => Green.Spawn(() =>
+        {
+            Green.Sleep(ms);
+            fired.Add(ms);
+        })).ToList();
+        var started = Stopwatch.StartNew();
+        Green.JoinAll(sleepers);
+        Assert.That(fired, Is.EqualTo(new[] { 20, 40, 60 }));
+        Assert.That(started.Elapsed, Is.GreaterThanOrEqualTo(TimeSpan.FromMilliseconds(55)), "no timer fired early");
+    }
+
+    [Test]
+    public void A_greenlet_waiting_on_a_socket_keeps_LoopExit_away()
+    {
+        var (a, b) = Pair();
+        var reader = Green.Spawn(() => Receive(b, new byte[4]));
+        new Thread(() =>
+        {
+            Thread.Sleep(100);
+            a.Send(new byte[] { 1 }); // another thread: the hub learns of it only through epoll
+        }).Start();
+        Assert.That(reader.Get(), Is.EqualTo(1));
+    }
+
+    [Test]
+    public void Errors_map_to_the_SocketError_dotnet_reports()
+    {
+        var (a, b) = Pair();
+        a.LingerState = new LingerOption(true, 0);
+        a.Dispose(); // RST
+        Green.Sleep(20);
+        Assert.That(SocketIo.TryReceive(Hub, b, new byte[4], SocketFlags.None, null, out _, out var error), Is.True);
+        Assert.That(error, Is.EqualTo(SocketError.ConnectionReset));
+        Assert.That(b.Connected, Is.False, "the Socket's state is updated as after the original's failure");
+    }
+
+    [Test]
+    public void Calls_on_a_disposed_socket_are_left_to_the_original()
+    {
+        var (_, b) = Pair();
+        b.Dispose();
+        Assert.That(SocketIo.TryReceive(Hub, b, new byte[4], SocketFlags.None, null, out _, out _), Is.False);
+        Assert.That(SocketIo.TrySend(Hub, b, new byte[4], SocketFlags.None, null, out _, out _), Is.False);
+    }
+}
