@@ -80,7 +80,7 @@ internal static class Charts
         foreach (var series in model.Series) series.Title += Slack(series.Title);
         foreach (var axis in model.Axes.OfType<CategoryAxis>())
             axis.ItemsSource = axis.ItemsSource.Cast<string>().Select(label => Slack(label) + label).ToList();
-        foreach (var axis in model.Axes.Where(a => a.IsVertical())) axis.AxisTitleDistance = 10; // clear of the tick labels
+        foreach (var axis in model.Axes.Where(a => a.IsVertical())) axis.AxisTitleDistance = 18; // clear of the tick labels
         using var stream = File.Create(path);
         new SvgExporter { Width = 900, Height = 420, UseVerticalTextAlignmentWorkaround = true }.Export(model, stream);
     }
