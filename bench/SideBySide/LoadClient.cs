@@ -18,8 +18,9 @@ namespace GreenRuntime.SideBySide;
 /// 3. Measured window: a response that completes inside it counts, whenever its request started (as wrk does).
 ///    The window ends at the deadline, or earlier when every connection has sent its request cap.
 /// 4. At the deadline pending operations are cancelled (not counted: in a closed loop nearly every connection has
-///    a request in flight at that moment). Errors (reset, refused, unannounced close, nonsense) are counted and the connection is reopened
-///    after 10 ms; a close the server announced (<c>Connection: close</c>) is a reconnect, not an error.
+///    a request in flight at that moment).
+/// Errors (reset, refused, unannounced close, nonsense) are counted and the connection is reopened after 10 ms; a
+/// close the server announced (<c>Connection: close</c>) is a reconnect, not an error.
 /// Every loop is bounded: by the cap per connection and by the deadline; a client that still has not stopped
 /// 10 s after the deadline exits with an error instead of hanging the harness.
 /// </remarks>

@@ -2,6 +2,10 @@
 //
 //   dotnet run -c Release --project bench/SideBySide            all workloads, best of 3, writes docs/BENCHMARKS.md
 //   dotnet run -c Release --project bench/SideBySide -- --rounds 1 --only switch
+//   dotnet run -c Release --project bench/SideBySide -- --only http --output /tmp/http.md   one part, docs/ untouched
+//
+// The generated section of the output is rewritten with what this run measured, so a partial run (--only) belongs
+// in a scratch --output; its charts go to a charts/ folder next to that file.
 //
 // Each system runs each workload in its own process (so memory figures are per process), alternating
 // GreenRuntime / gevent / Go for every round; the best round of each counts. gevent and Go come from the
