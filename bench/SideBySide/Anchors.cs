@@ -5,8 +5,16 @@ namespace GreenRuntime.SideBySide;
 /// <summary>Finds (and if needed installs) the gevent and Go anchor programs of ../shared/bench.</summary>
 internal sealed class Anchors
 {
+    /// <summary>The shared gevent anchor scripts (../shared/bench/gevent); null when they or gevent are missing.</summary>
     public string? GeventDir { get; private init; }
+    /// <summary>The shared Go anchor, built; null when it or Go is missing.</summary>
     public string? GoBinary { get; private init; }
+    /// <summary>Whether Debian's python3-gevent is importable (the harness's own gevent scripts need nothing else).</summary>
+    public bool HasGevent { get; private init; }
+    /// <summary>The harness's own Go HTTP server (anchors/http_server.go), built; null when Go is missing.</summary>
+    public string? GoHttpBinary { get; private init; }
+    /// <summary>The harness's own anchor programs: bench/SideBySide/anchors.</summary>
+    public required string LocalDir { get; init; }
     public string? GeventMissing { get; private init; }
     public string? GoMissing { get; private init; }
 
@@ -14,39 +22,51 @@ internal sealed class Anchors
 
     public static Anchors Locate(string repo)
     {
+        var localDir = Path.Combine(repo, "bench", "SideBySide", "anchors");
         var bench = new[] { Path.Combine(repo, "..", "shared", "bench"), Path.Combine(repo, "shared", "bench") }
             .Select(Path.GetFullPath).FirstOrDefault(Directory.Exists);
-        if (bench == null)
-        {
-            const string why = "the anchor programs (../shared/bench) are not next to this repository";
-            Console.WriteLine($"! gevent and Go columns skipped: {why}");
-            return new Anchors { GeventMissing = why, GoMissing = why };
-        }
 
-        string? geventMissing = null, goMissing = null, goBinary = null;
+        string? geventMissing = null, goMissing = null, goBinary = null, goHttpBinary = null;
         if (!Harness.Succeeds(Python, "-c \"import gevent\"") && !AptInstall("python3-gevent"))
             geventMissing = "python3-gevent is not installed and apt-get could not install it";
         if (!File.Exists("/usr/bin/go") && !AptInstall("golang-go"))
             goMissing = "golang-go is not installed and apt-get could not install it";
+        var goCache = ("GOCACHE", Path.Combine(Path.GetTempPath(), "greenruntime-gocache"));
         if (goMissing == null)
+        {
+            // A single-file program with no dependencies: builds outside any module, no go.mod needed.
+            goHttpBinary = Path.Combine(Path.GetTempPath(), "greenruntime-anchors-go-http");
+            var build = Harness.Run("/usr/bin/go", $"build -o {goHttpBinary} http_server.go", localDir, TimeSpan.FromMinutes(5), goCache);
+            if (build.ExitCode != 0)
+            {
+                Console.WriteLine($"! Go HTTP column skipped: go build of anchors/http_server.go failed: {build.Error.Trim()}");
+                goHttpBinary = null;
+            }
+        }
+        if (goMissing == null && bench != null)
         {
             goBinary = Path.Combine(Path.GetTempPath(), "greenruntime-anchors-go");
             var build = Harness.Run("/usr/bin/go", $"build -o {goBinary} .", Path.Combine(bench, "go"), TimeSpan.FromMinutes(5),
-                ("GOFLAGS", "-mod=mod"), ("GOCACHE", Path.Combine(Path.GetTempPath(), "greenruntime-gocache")));
+                ("GOFLAGS", "-mod=mod"), goCache);
             if (build.ExitCode != 0)
             {
                 goMissing = "go build of the anchor failed: " + build.Error.Trim();
                 goBinary = null;
             }
         }
+        const string noShared = "the anchor programs (../shared/bench) are not next to this repository";
+        if (bench == null) Console.WriteLine($"! gevent and Go columns of the shared anchors skipped: {noShared}");
         if (geventMissing != null) Console.WriteLine($"! gevent column skipped: {geventMissing}");
         if (goMissing != null) Console.WriteLine($"! Go column skipped: {goMissing}");
         return new Anchors
         {
-            GeventDir = geventMissing == null ? Path.Combine(bench, "gevent") : null,
+            LocalDir = localDir,
+            GeventDir = geventMissing == null && bench != null ? Path.Combine(bench, "gevent") : null,
+            HasGevent = geventMissing == null,
             GoBinary = goBinary,
-            GeventMissing = geventMissing,
-            GoMissing = goMissing,
+            GoHttpBinary = goHttpBinary,
+            GeventMissing = geventMissing ?? (bench == null ? noShared : null),
+            GoMissing = goMissing ?? (bench == null ? noShared : null),
         };
     }
 
@@ -61,6 +81,14 @@ internal sealed class Anchors
 
     public Process? StartGo(string args) =>
         Harness.StartServer(GoBinary!, args, Path.GetDirectoryName(GoBinary)!, ("GOMAXPROCS", "1"));
+
+    /// <summary>Starts one of the harness's own gevent scripts (anchors/*.py).</summary>
+    public Process? StartLocalGevent(string script, string args) =>
+        Harness.StartServer(Python, $"{Path.Combine(LocalDir, script)} {args}", LocalDir);
+
+    /// <summary>Starts the harness's own Go HTTP server, on one thread like the other Go figures.</summary>
+    public Process? StartGoHttp(string args) =>
+        Harness.StartServer(GoHttpBinary!, args, LocalDir, ("GOMAXPROCS", "1"));
 
     private static bool AptInstall(string package)
     {

@@ -100,7 +100,9 @@ internal static class EchoWorkloads
             ["seconds"] = seconds,
             ["req_per_s"] = latencies.Count / seconds,
             ["p50_us"] = Q(0.5),
+            ["p90_us"] = Q(0.9),
             ["p99_us"] = Q(0.99),
+            ["p999_us"] = Q(0.999),
             ["max_us"] = latencies[^1] * 1e6,
         };
     }

@@ -28,7 +28,7 @@ internal sealed class Result
 
 internal static class Harness
 {
-    private static Func<Anchors, ProcessResult> Mine(string workload, string args = "") => _ => RunOurs($"{workload} {args}".Trim());
+    public static Func<Anchors, ProcessResult> Mine(string workload, string args = "") => _ => RunOurs($"{workload} {args}".Trim());
     private static Func<Anchors, ProcessResult> Gevent(string script, string args) => a => a.RunGevent(script, args);
     private static Func<Anchors, ProcessResult> Go(string args) => a => a.RunGo(args);
 
@@ -100,10 +100,14 @@ internal static class Harness
             "req_per_s", "req_per_s", "req_per_s", true, Latency),
     ];
 
-    public static List<Result> RunAll(Anchors anchors, int rounds, string? only)
+    public static List<Result> RunAll(Anchors anchors, int rounds, string? only) =>
+        Run(All.Where(w => only == null || w.Name.Contains(only, StringComparison.OrdinalIgnoreCase)), anchors, rounds);
+
+    /// <summary>Runs the given workloads, systems alternating within each round; the best round of each counts.</summary>
+    public static List<Result> Run(IEnumerable<Workload> workloads, Anchors anchors, int rounds)
     {
         var results = new List<Result>();
-        foreach (var w in All.Where(w => only == null || w.Name.Contains(only, StringComparison.OrdinalIgnoreCase)))
+        foreach (var w in workloads)
         {
             var r = new Result { Workload = w };
             for (int round = 1; round <= rounds; round++)
@@ -130,10 +134,14 @@ internal static class Harness
         return results;
     }
 
+    public static List<SweepResult> RunSweeps(Anchors anchors, int rounds, string? only) =>
+        Sweep.All.Where(s => only == null || s.Name.Contains(only, StringComparison.OrdinalIgnoreCase))
+            .Select(s => s.Run(anchors, rounds)).ToList();
+
     private static Dictionary<string, double>? Step(Workload w, int round, int rounds, string system, Func<ProcessResult> run)
     {
         Console.Write($"\r{w.Name}: round {round}/{rounds} {system}...            ");
-        return Parse(run());
+        return ParseJson(run());
     }
 
     private static string Show(Dictionary<string, double>? d, string key) =>
@@ -146,22 +154,37 @@ internal static class Harness
         return (next[key] > best[key]) == w.HigherIsBetter ? next : best;
     }
 
+    /// <summary>
+    /// How to start a GreenRuntime worker: this program again in "worker" mode. Run as the harness, that is the
+    /// apphost (or dotnet + this dll); run from the smoke test's host, it is always dotnet + this dll.
+    /// </summary>
     private static (string File, string Args) OursCommand(string workload)
     {
         var self = Environment.ProcessPath!;
+        var dll = typeof(Harness).Assembly.Location;
         var args = $"worker {workload}";
-        if (Path.GetFileNameWithoutExtension(self) == "dotnet")
-            args = $"\"{typeof(Harness).Assembly.Location}\" {args}";
-        return (self, args);
+        if (Path.GetFileNameWithoutExtension(self) == Path.GetFileNameWithoutExtension(dll)) return (self, args);
+        var dotnet = Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : DotnetHost();
+        return (dotnet, $"\"{dll}\" {args}");
     }
 
-    private static ProcessResult RunOurs(string workload)
+    /// <summary>The dotnet host that runs this process's runtime: <c>&lt;root&gt;/shared/Microsoft.NETCore.App/&lt;version&gt;/</c> is three levels below it.</summary>
+    private static string DotnetHost()
+    {
+        var root = Path.GetFullPath(Path.Combine(System.Runtime.InteropServices.RuntimeEnvironment.GetRuntimeDirectory(), "..", "..", ".."));
+        var host = Path.Combine(root, "dotnet");
+        return File.Exists(host) ? host : "dotnet";
+    }
+
+    /// <summary>Runs a GreenRuntime worker to completion (bounded: 3 minutes).</summary>
+    public static ProcessResult RunOurs(string workload)
     {
         var (file, args) = OursCommand(workload);
         return Run(file, args, Environment.CurrentDirectory, TimeSpan.FromMinutes(3));
     }
 
-    private static Process? StartOurs(string workload)
+    /// <summary>Starts a GreenRuntime server worker and waits for its READY line.</summary>
+    public static Process? StartOurs(string workload)
     {
         var (file, args) = OursCommand(workload);
         return StartServer(file, args, Environment.CurrentDirectory);
@@ -191,11 +214,12 @@ internal static class Harness
         return null;
     }
 
-    private static ProcessResult WithServer(Anchors anchors, Func<int, Process?> start, Func<Anchors, int, ProcessResult> client)
+    /// <summary>Starts a server on a free port, runs the client against it, and always stops the server.</summary>
+    public static ProcessResult WithServer(Anchors anchors, Func<int, Process?> start, Func<Anchors, int, ProcessResult> client)
     {
         int port = EchoWorkloads.FreePort();
         var server = start(port);
-        if (server == null) return new ProcessResult(-1, "", "the echo server did not print READY");
+        if (server == null) return new ProcessResult(-1, "", "the server did not print READY");
         try
         {
             return client(anchors, port);
@@ -219,7 +243,8 @@ internal static class Harness
         process.Dispose();
     }
 
-    private static Dictionary<string, double>? Parse(ProcessResult run)
+    /// <summary>The numeric fields of the last JSON line a run printed; null (and a message) if it failed.</summary>
+    public static Dictionary<string, double>? ParseJson(ProcessResult run)
     {
         var line = run.Output.Split('\n').LastOrDefault(l => l.TrimStart().StartsWith('{'));
         if (run.ExitCode != 0 || line == null)

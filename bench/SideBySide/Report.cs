@@ -23,7 +23,7 @@ internal static class Report
         _ => v.ToString("G3", CultureInfo.InvariantCulture),
     };
 
-    public static void Write(List<Result> results, string markdownPath, string chartDir, int rounds)
+    public static void Write(List<Result> results, List<SweepResult> sweeps, string markdownPath, string chartDir, int rounds)
     {
         var md = new StringBuilder();
         md.AppendLine(Begin);
@@ -44,11 +44,12 @@ internal static class Report
         md.AppendLine("Ratios are speed-ups: above 1 means GreenRuntime is better (more per second, or less time or memory).");
         md.AppendLine();
         Directory.CreateDirectory(chartDir);
-        var rateChart = RateChart(results, Path.Combine(chartDir, "rates.svg"));
-        var memChart = MemoryChart(results, Path.Combine(chartDir, "memory.svg"));
+        var rateChart = Charts.Rates(results, Path.Combine(chartDir, "rates.svg"));
+        var memChart = Charts.Memory(results, Path.Combine(chartDir, "memory.svg"));
         if (rateChart) md.AppendLine("![rates](charts/rates.svg)");
         if (memChart) md.AppendLine("![memory per greenlet](charts/memory.svg)");
         md.AppendLine();
+        foreach (var sweep in sweeps) WriteSweep(md, sweep, chartDir);
         md.AppendLine(End);
 
         var existing = File.Exists(markdownPath) ? File.ReadAllText(markdownPath) : "# Benchmarks\n";
@@ -72,52 +73,55 @@ internal static class Report
         return ratio.ToString("F2", CultureInfo.InvariantCulture) + "×";
     }
 
-    private static bool RateChart(List<Result> results, string path)
+    /// <summary>A sweep's two tables (requests/s per system and connection count with ratios; then latency
+    /// percentiles) and its two charts.</summary>
+    private static void WriteSweep(StringBuilder md, SweepResult result, string chartDir)
     {
-        var rates = results.Where(r => r.Workload.HigherIsBetter).ToList();
-        if (rates.Count == 0) return false;
-        var model = new PlotModel { Title = "Throughput (log scale, higher is better)", Background = OxyColors.White };
-        model.Axes.Add(new CategoryAxis { Position = AxisPosition.Left, ItemsSource = rates.Select(r => r.Workload.Name).ToList() });
-        model.Axes.Add(new LogarithmicAxis { Position = AxisPosition.Bottom, Title = "operations per second", Minimum = 1e3 });
-        AddSeries(model, "GreenRuntime", OxyColors.SeaGreen, rates.Select(r => Get(r.Ours, r.Workload.Metric)));
-        AddSeries(model, "gevent", OxyColors.SteelBlue, rates.Select(r => Get(r.Gevent, r.Workload.GeventMetric)));
-        AddSeries(model, "Go (GOMAXPROCS=1)", OxyColors.Goldenrod, rates.Select(r => Get(r.Go, r.Workload.GoMetric)));
-        Export(model, path);
-        return true;
-    }
-
-    private static bool MemoryChart(List<Result> results, string path)
-    {
-        var mem = results.Where(r => r.Workload.Extra.Any(x => x.Label == "bytes per greenlet")).ToList();
-        if (mem.Count == 0) return false;
-        var model = new PlotModel { Title = "Memory per greenlet (bytes, lower is better)", Background = OxyColors.White };
-        model.Axes.Add(new CategoryAxis { Position = AxisPosition.Left, ItemsSource = mem.Select(r => r.Workload.Name).ToList() });
-        model.Axes.Add(new LinearAxis { Position = AxisPosition.Bottom, Title = "bytes", Minimum = 0 });
-        static double Mem(Result r, Dictionary<string, double>? d, int which)
+        var s = result.Sweep;
+        md.AppendLine($"### Throughput vs concurrency: {s.Title}");
+        md.AppendLine();
+        md.AppendLine($"Each point: a fresh server process, {s.Warmup.ToString(CultureInfo.InvariantCulture)} s warm-up, then " +
+                      $"{s.Duration.ToString(CultureInfo.InvariantCulture)} s measured by `LoadClient` (its own process, .NET thread pool, async sockets, no hub; " +
+                      "one request in flight per connection, keep-alive). Requests/s:");
+        md.AppendLine();
+        md.AppendLine("| connections | " + string.Join(" | ", s.Systems.Select(x => x.Label)) + " | " +
+                      string.Join(" | ", s.RatioAgainst.Select(x => $"GreenRuntime vs {x}")) + " |");
+        md.AppendLine("|---:|" + string.Concat(s.Systems.Select(_ => "---:|")) + string.Concat(s.RatioAgainst.Select(_ => "---:|")));
+        foreach (var level in s.Levels)
         {
-            var x = r.Workload.Extra.First(e => e.Label == "bytes per greenlet");
-            return Get(d, which switch { 0 => x.Ours, 1 => x.Gevent, _ => x.Go });
+            var cells = s.Systems.Select(x => SweepCell(result, x.Label, level, "req_per_s"));
+            var ratios = s.RatioAgainst.Select(x => SweepRatio(result, level, x));
+            md.AppendLine($"| {level} | {string.Join(" | ", cells)} | {string.Join(" | ", ratios)} |");
         }
-        AddSeries(model, "GreenRuntime", OxyColors.SeaGreen, mem.Select(r => Mem(r, r.Ours, 0)));
-        AddSeries(model, "gevent", OxyColors.SteelBlue, mem.Select(r => Mem(r, r.Gevent, 1)));
-        AddSeries(model, "Go", OxyColors.Goldenrod, mem.Select(r => Mem(r, r.Go, 2)));
-        Export(model, path);
-        return true;
+        md.AppendLine();
+        md.AppendLine("Latency (ms), per system and connection count; errors = connections reset, refused or closed unannounced; " +
+                      "reconnects = closes the server announced (`Connection: close`):");
+        md.AppendLine();
+        md.AppendLine("| connections | system | req/s | p50 | p90 | p99 | p99.9 | max | errors | reconnects |");
+        md.AppendLine("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var level in s.Levels)
+            foreach (var x in s.Systems.Where(x => result.Points.ContainsKey((x.Label, level))))
+                md.AppendLine($"| {level} | {x.Label} | {SweepCell(result, x.Label, level, "req_per_s")} | " +
+                              string.Join(" | ", new[] { "p50_us", "p90_us", "p99_us", "p999_us", "max_us" }.Select(k => Ms(result.Get(x.Label, level, k)))) +
+                              $" | {SweepCell(result, x.Label, level, "errors")} | {SweepCell(result, x.Label, level, "reconnects")} |");
+        foreach (var (system, why) in result.Notes)
+            md.AppendLine().AppendLine($"{system} skipped: {why}.");
+        md.AppendLine();
+        var concurrency = $"{s.Name}.svg";
+        var latency = $"{s.Name}_latency.svg";
+        if (Charts.Concurrency(result, Path.Combine(chartDir, concurrency))) md.AppendLine($"![{s.Name}: requests/s vs connections](charts/{concurrency})");
+        if (Charts.Latency(result, Path.Combine(chartDir, latency))) md.AppendLine($"![{s.Name}: latency percentiles at {s.LatencyLevel} connections](charts/{latency})");
+        md.AppendLine();
     }
 
-    private static double Get(Dictionary<string, double>? d, string key) => d != null && key.Length > 0 && d.TryGetValue(key, out var v) ? v : double.NaN;
+    private static string SweepCell(SweepResult r, string system, int level, string key) =>
+        r.Notes.ContainsKey(system) ? "skipped" : r.Get(system, level, key) is var v && double.IsNaN(v) ? "—" : Format(v);
 
-    private static void AddSeries(PlotModel model, string title, OxyColor color, IEnumerable<double> values)
+    private static string SweepRatio(SweepResult r, int level, string other)
     {
-        var series = new BarSeries { Title = title, FillColor = color };
-        foreach (var v in values) series.Items.Add(new BarItem(double.IsNaN(v) ? 0 : v));
-        model.Series.Add(series);
+        double ours = r.Get(Sweep.Ours, level, "req_per_s"), theirs = r.Get(other, level, "req_per_s");
+        return double.IsNaN(ours) || double.IsNaN(theirs) || theirs == 0 ? "—" : (ours / theirs).ToString("F2", CultureInfo.InvariantCulture) + "×";
     }
 
-    private static void Export(PlotModel model, string path)
-    {
-        model.Legends.Add(new OxyPlot.Legends.Legend { LegendPosition = OxyPlot.Legends.LegendPosition.BottomRight });
-        using var stream = File.Create(path);
-        new SvgExporter { Width = 900, Height = 420 }.Export(model, stream);
-    }
+    private static string Ms(double us) => double.IsNaN(us) ? "—" : (us / 1000).ToString(us >= 100_000 ? "F0" : us >= 10_000 ? "F1" : "F2", CultureInfo.InvariantCulture);
 }

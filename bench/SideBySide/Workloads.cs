@@ -7,25 +7,43 @@ namespace GreenRuntime.SideBySide;
 /// <summary>GreenRuntime's side of each workload, run in a child process ("worker" mode) that prints one JSON line.</summary>
 internal static class Workloads
 {
+    /// <summary>
+    /// Runs one workload and returns its JSON line. Arguments after the name override the sizes (the defaults are
+    /// the issue's sizes; the smoke test passes tiny ones through this same path).
+    /// </summary>
     public static string RunWorker(string name, string[] args)
     {
+        int Int(int i, int fallback) => args.Length > i ? int.Parse(args[i], CultureInfo.InvariantCulture) : fallback;
+        double Seconds(int i) => double.Parse(args[i], CultureInfo.InvariantCulture);
+
+        // These two must not run on a hub nor under Patch.All(): the thread-pool server is the "without
+        // GreenRuntime" column, and the load client must be the same neutral client for every system.
+        var neutral = name switch
+        {
+            "http_threads_server" => HttpWorkloads.ThreadPoolServer(Int(0, 0)),
+            "load" => LoadClient.Run(LoadProtocol.Parse(args[0]), Int(1, 0), Int(2, 1), Int(3, 1), TimeSpan.FromSeconds(Seconds(4)), TimeSpan.FromSeconds(Seconds(5))),
+            _ => null,
+        };
+        if (neutral != null) return JsonSerializer.Serialize(neutral);
+
         // "<workload>_pinned" runs the same workload on a hub with PinCarriersToOneCpu.
         bool pinned = name.EndsWith("_pinned", StringComparison.Ordinal);
         if (pinned) name = name[..^"_pinned".Length];
         using var hub = new Hub(new HubOptions { MaxBlockingTime = null, PinCarriersToOneCpu = pinned });
         var result = name switch
         {
-            "switch_stackful" => SwitchStackful(1_000_000),
-            "switch_stackless" => SwitchStackless(1_000_000),
-            "spawn_join" => SpawnJoin(100_000),
-            "sleep_mem" => SleepersStackless(100_000),
-            "blocked_mem" => BlockedStackful(10_000),
-            "echo_inproc" => EchoWorkloads.InProcess(100, 1000),
-            "echo_client" => EchoWorkloads.Client(int.Parse(args[0]), int.Parse(args[1]), int.Parse(args[2])),
-            "echo_server" => Serve(int.Parse(args[0])),
-            "timers" => WarmedUp(() => Timers(1_000), () => Timers(10_000)),
-            "timers_cold" => Timers(10_000),
-            "sleep_mem_warm" => WarmedUp(() => SleepersStackless(1_000), () => SleepersStackless(100_000)),
+            "switch_stackful" => SwitchStackful(Int(0, 1_000_000)),
+            "switch_stackless" => SwitchStackless(Int(0, 1_000_000)),
+            "spawn_join" => SpawnJoin(Int(0, 100_000)),
+            "sleep_mem" => SleepersStackless(Int(0, 100_000)),
+            "blocked_mem" => BlockedStackful(Int(0, 10_000)),
+            "echo_inproc" => EchoWorkloads.InProcess(Int(0, 100), Int(1, 1000)),
+            "echo_client" => EchoWorkloads.Client(Int(0, 0), Int(1, 100), Int(2, 1000)),
+            "echo_server" => Serve(Int(0, 0)),
+            "http_server" => HttpWorkloads.GreenServer(Int(0, 0)),
+            "timers" => WarmedUp(() => Timers(Math.Min(1_000, Int(0, 10_000))), () => Timers(Int(0, 10_000))),
+            "timers_cold" => Timers(Int(0, 10_000)),
+            "sleep_mem_warm" => WarmedUp(() => SleepersStackless(1_000), () => SleepersStackless(Int(0, 100_000))),
             _ => throw new ArgumentException($"unknown workload '{name}'"),
         };
         return JsonSerializer.Serialize(result);
@@ -47,7 +65,7 @@ internal static class Workloads
             }
             Green.JoinAll([Green.Spawn(Worker), Green.Spawn(Worker)]);
         }
-        WarmUp(() => Run(200_000));
+        WarmUp(() => Run(Math.Min(200_000, n / 5)));
         var seconds = Time(() => Run(n));
         return new() { ["seconds"] = seconds, ["switches_per_s"] = n / seconds };
     }
@@ -62,7 +80,7 @@ internal static class Workloads
             }
             Green.JoinAll([Green.Spawn(Worker), Green.Spawn(Worker)]);
         }
-        WarmUp(() => Run(200_000));
+        WarmUp(() => Run(Math.Min(200_000, n / 5)));
         var seconds = Time(() => Run(n));
         return new() { ["seconds"] = seconds, ["switches_per_s"] = n / seconds };
     }
@@ -75,7 +93,7 @@ internal static class Workloads
             for (int i = 0; i < count; i++) all[i] = Green.Spawn(static () => { });
             Green.JoinAll(all);
         }
-        WarmUp(() => Run(10_000));
+        WarmUp(() => Run(Math.Min(10_000, n / 10)));
         var seconds = Time(() => Run(n));
         return new() { ["seconds"] = seconds, ["greenlets_per_s"] = n / seconds };
     }

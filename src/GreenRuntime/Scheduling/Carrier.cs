@@ -37,6 +37,9 @@ internal sealed class Carrier
     /// <summary>How long this carrier's last park lasted (Stopwatch ticks): short parks make the next one spin first (Hub.Spinning.cs).</summary>
     public long LastParkTicks = long.MaxValue;
 
+    /// <summary>Whether this carrier's last park spun without seeing the baton (then the next one does not spin).</summary>
+    public bool LastSpinFailed;
+
     public readonly bool IsPooled;
     private readonly CarrierPool? _pool;
 

@@ -9,14 +9,15 @@
 // When a carrier spins (all must hold):
 //   * the machine has more than one CPU and the hub is not pinned to one (a spinner on the holder's own CPU
 //     would only delay the holder);
-//   * its previous park ended within the spin limit (adaptive: a carrier that waits for I/O or for a long
-//     queue of other greenlets never spins);
+//   * its previous park was short (≤ 100 µs) and, if it spun, the spin saw the baton (adaptive: a carrier
+//     that waits for I/O or for a long queue of other greenlets never spins, and one whose spin failed —
+//     e.g. because the machine is oversubscribed and the waker was preempted — sleeps at once next time);
 //   * no other carrier of the hub spins now — or the one that does is the carrier this thread has just
 //     handed the baton to, which stops spinning as it takes it (ping-pong: each side takes the slot over from
 //     the other). At most one spinner per hub, so spinning never takes more than one CPU from the baton
 //     holder and the rest of the process.
-// A spin that sees no permit within the limit falls through to the futex park, having cost at most the
-// limit in CPU time.
+// A spin that sees no permit within the limit (20 µs) falls through to the futex park, having cost at most
+// the limit in CPU time.
 //
 // Rejected: spinning every carrier (with N greenlets cycling faster than the limit, N spinners would
 // preempt the baton holder itself); spinning in the idle hub's wait (nothing bounds when I/O arrives).
@@ -28,8 +29,11 @@ namespace GreenRuntime;
 
 public sealed partial class Hub
 {
-    /// <summary>How long a carrier may watch for the baton before it sleeps: about two cross-CPU wakes.</summary>
-    private static readonly long s_spinLimitTicks = Stopwatch.Frequency * 50 / 1_000_000;
+    /// <summary>How long a carrier may watch for the baton before it sleeps.</summary>
+    private static readonly long s_spinLimitTicks = Stopwatch.Frequency * 20 / 1_000_000;
+
+    /// <summary>A park at most this long makes the next one spin: it covers a cross-CPU futex wake (≈ 35 µs), so a ping-pong can start spinning.</summary>
+    private static readonly long s_shortParkTicks = Stopwatch.Frequency * 100 / 1_000_000;
 
     private static readonly bool s_canSpin = Environment.ProcessorCount > 1;
 
@@ -43,14 +47,15 @@ public sealed partial class Hub
     private void ParkCarrier(Carrier self, Carrier handedTo)
     {
         long started = Stopwatch.GetTimestamp();
-        if (s_canSpin && _cpu < 0 && self.LastParkTicks <= s_spinLimitTicks && TakeSpinnerSlot(self, handedTo))
+        if (s_canSpin && _cpu < 0 && self.LastParkTicks <= s_shortParkTicks && !self.LastSpinFailed && TakeSpinnerSlot(self, handedTo))
         {
             // The slot is released by this thread before it sleeps (unless taken over meanwhile).
-            self.Parker.SpinThenPark(s_spinLimitTicks, ref _spinning, self.Id);
+            self.LastSpinFailed = !self.Parker.SpinThenPark(s_spinLimitTicks, ref _spinning, self.Id);
         }
         else
         {
             self.Parker.Park();
+            self.LastSpinFailed = false;
         }
         self.LastParkTicks = Stopwatch.GetTimestamp() - started;
     }

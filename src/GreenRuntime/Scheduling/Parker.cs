@@ -85,8 +85,10 @@ internal sealed unsafe class Parker : IDisposable
     /// sleeper, so it issues no wake). When the spin ends, before any sleep, <paramref name="spinnerSlot"/> is
     /// cleared if it still holds <paramref name="spinnerId"/>.
     /// </summary>
-    public void SpinThenPark(long spinTicks, ref int spinnerSlot, int spinnerId)
+    /// <returns>true when the spin saw the permit.</returns>
+    public bool SpinThenPark(long spinTicks, ref int spinnerSlot, int spinnerId)
     {
+        bool seen = false;
         if (_fallback == null && spinTicks > 0)
         {
             long until = System.Diagnostics.Stopwatch.GetTimestamp() + spinTicks;
@@ -94,7 +96,11 @@ internal sealed unsafe class Parker : IDisposable
             {
                 for (int i = 0; i < 16; i++)
                 {
-                    if (Volatile.Read(ref *_word) == Permit) goto Take;
+                    if (Volatile.Read(ref *_word) == Permit)
+                    {
+                        seen = true;
+                        goto Take;
+                    }
                     Thread.SpinWait(4);
                 }
             }
@@ -103,6 +109,7 @@ internal sealed unsafe class Parker : IDisposable
     Take:
         Interlocked.CompareExchange(ref spinnerSlot, 0, spinnerId);
         Park(-1); // takes a permit that is there at once, else sleeps
+        return seen;
     }
 
     // Environment.TickCount64 is coarse (milliseconds, and CLOCK_MONOTONIC_COARSE on Linux): timer wake-ups need the fine clock.

@@ -1,0 +1,72 @@
+namespace GreenRuntime.SideBySide.Tests;
+
+/// <summary>
+/// Smoke test of bench/SideBySide's GreenRuntime workers: each runs with tiny sizes through the harness's own code
+/// path (a child process in worker mode, one JSON line, <see cref="Harness.ParseJson"/>). Not a benchmark: the
+/// assertions are about well-formed, self-consistent figures — counts that match the sizes asked for, rates that
+/// agree with count and time — never about speed. Needs neither gevent nor Go.
+/// </summary>
+[TestFixture]
+public class WorkerSmokeTests
+{
+    /// <summary>Runs one worker the way the harness does and returns its figures; fails with the worker's stderr.</summary>
+    internal static Dictionary<string, double> Run(string workload)
+    {
+        var run = Harness.RunOurs(workload);
+        Assert.That(run.ExitCode, Is.EqualTo(0), () => $"worker '{workload}' failed: {run.Error}");
+        var figures = Harness.ParseJson(run);
+        Assert.That(figures, Is.Not.Null, () => $"worker '{workload}' printed no JSON line: {run.Output}");
+        return figures!;
+    }
+
+    [TestCase("switch_stackless", "switches_per_s")]
+    [TestCase("switch_stackful", "switches_per_s")]
+    [TestCase("spawn_join", "greenlets_per_s")]
+    public void RateWorkerReportsARateThatMatchesItsCountAndTime(string workload, string rate)
+    {
+        var figures = Run($"{workload} 1000");
+
+        Assert.That(figures["seconds"], Is.GreaterThan(0));
+        Assert.That(figures[rate] * figures["seconds"], Is.EqualTo(1000).Within(0.1).Percent, "rate × seconds is the size asked for");
+    }
+
+    [Test]
+    public void TimersWorkerWaitsAtLeastTheLongestDelay()
+    {
+        var figures = Run("timers 200");
+
+        Assert.That(figures["ideal_s"], Is.GreaterThan(0).And.LessThanOrEqualTo(0.1), "delays are drawn from 0–100 ms");
+        Assert.That(figures["wall_s"], Is.GreaterThanOrEqualTo(figures["ideal_s"] * 0.99), "the workload ends after its longest timer");
+        Assert.That(figures["lateness_ms_p99"], Is.GreaterThanOrEqualTo(figures["lateness_ms_p50"]));
+    }
+
+    [Test]
+    public void EchoInProcessCountsEveryRoundTrip()
+    {
+        var figures = Run("echo_inproc 2 10");
+
+        AssertEcho(figures, requests: 20);
+    }
+
+    [Test]
+    public void EchoClientAgainstOurServerInAnotherProcessCountsEveryRoundTrip()
+    {
+        var run = Harness.WithServer(SweepSmokeTests.NoAnchors, port => Harness.StartOurs($"echo_server {port}"),
+            (_, port) => Harness.RunOurs($"echo_client {port} 2 10"));
+        var figures = Harness.ParseJson(run);
+
+        Assert.That(figures, Is.Not.Null, () => $"the echo client failed: {run.Error}");
+        AssertEcho(figures!, requests: 20);
+    }
+
+    private static void AssertEcho(Dictionary<string, double> figures, int requests)
+    {
+        Assert.That(figures["requests"], Is.EqualTo(requests));
+        Assert.That(figures["req_per_s"] * figures["seconds"], Is.EqualTo(requests).Within(0.1).Percent);
+        Assert.That(figures["p50_us"], Is.GreaterThan(0));
+        Assert.That(figures["p90_us"], Is.GreaterThanOrEqualTo(figures["p50_us"]));
+        Assert.That(figures["p99_us"], Is.GreaterThanOrEqualTo(figures["p90_us"]));
+        Assert.That(figures["p999_us"], Is.GreaterThanOrEqualTo(figures["p99_us"]));
+        Assert.That(figures["max_us"], Is.GreaterThanOrEqualTo(figures["p999_us"]));
+    }
+}
