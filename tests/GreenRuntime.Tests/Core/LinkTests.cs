@@ -60,6 +60,33 @@ public class LinkTests : HubTest
     }
 
     [Test]
+    public void UnlinkAmongSeveralLinksRemovesOnlyThatCallbackWhereverItWasAdded()
+    {
+        var calls = new List<string>();
+        Action<Greenlet> a = _ => calls.Add("a"), b = _ => calls.Add("b"), c = _ => calls.Add("c");
+        var g = Green.Spawn(() => Green.Sleep(1));
+        g.Link(a);
+        g.Link(b);   // the second and later links live out of line
+        g.Link(c);
+        g.Link(b);
+        g.Unlink(b); // every registration of b, the first inline one untouched
+        g.Join();
+        Green.Sleep(0);
+        Assert.That(calls, Is.EqualTo(new[] { "a", "c" }));
+    }
+
+    [Test]
+    public void AnUnnamedGreenletKeepsOneGeneratedNameAndANamedOneItsName()
+    {
+        var unnamed = new Greenlet(() => { });
+        var named = new Greenlet(() => { }, "worker");
+        Assert.That(unnamed.Name, Is.EqualTo($"Greenlet-{unnamed.Id}"));
+        Assert.That(unnamed.Name, Is.SameAs(unnamed.Name));
+        Assert.That(named.Name, Is.EqualTo("worker"));
+        Assert.That(named.ToString(), Is.EqualTo($"<Greenlet worker#{named.Id}>"));
+    }
+
+    [Test]
     public void BlockingInsideALinkCallbackRaisesAClearError()
     {
         Exception? error = null;
