@@ -45,6 +45,14 @@ public sealed class HubOptions
     /// </summary>
     public bool PinCarriersToOneCpu { get; init; }
 
+    /// <summary>
+    /// Let a carrier whose greenlet is usually handed the baton back quickly watch for it for up to 50 µs before
+    /// it sleeps, so the hand-back costs no system call and no cross-CPU wake (at most one such carrier per hub;
+    /// never on a pinned hub or a one-CPU machine). Default true. On a machine whose CPUs are all busy with other
+    /// processes a spin rarely pays and backs off; turn this off there to never spend CPU time on it.
+    /// </summary>
+    public bool SpinBeforeParking { get; init; } = true;
+
     /// <summary>Record the stack trace where each greenlet was spawned, for run-info. Default false (it costs a stack walk per spawn).</summary>
     public bool TrackSpawnStacks { get; init; }
 

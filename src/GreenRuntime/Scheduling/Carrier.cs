@@ -37,8 +37,8 @@ internal sealed class Carrier
     /// <summary>How long this carrier's last park lasted (Stopwatch ticks): short parks make the next one spin first (Hub.Spinning.cs).</summary>
     public long LastParkTicks = long.MaxValue;
 
-    /// <summary>Whether this carrier's last park spun without seeing the baton (then the next one does not spin).</summary>
-    public bool LastSpinFailed;
+    /// <summary>Consecutive spins of this carrier that did not see the baton, and the parks left before it may spin again (Hub.Spinning.cs).</summary>
+    public int SpinFailures, SpinCooldown;
 
     public readonly bool IsPooled;
     private readonly CarrierPool? _pool;

@@ -6,17 +6,18 @@
 // request/response pair, a producer and a consumer), its carrier can instead watch its parker for a moment:
 // the hand-back is then a store the other CPU sees within ~100 ns, with no system call on either side.
 //
-// When a carrier spins (all must hold):
+// When a carrier spins (all must hold; HubOptions.SpinBeforeParking turns it off):
 //   * the machine has more than one CPU and the hub is not pinned to one (a spinner on the holder's own CPU
 //     would only delay the holder);
-//   * its previous park was short (≤ 100 µs) and, if it spun, the spin saw the baton (adaptive: a carrier
-//     that waits for I/O or for a long queue of other greenlets never spins, and one whose spin failed —
-//     e.g. because the machine is oversubscribed and the waker was preempted — sleeps at once next time);
+//   * its previous park was short (≤ 100 µs), and it is not cooling down (adaptive: a carrier that waits for
+//     I/O or for a long queue of other greenlets never spins; one whose spins fail — typically because the
+//     machine is oversubscribed and the waker or the spinner itself was preempted — sleeps at once for the
+//     next 1, 2, 4 ... 16 parks);
 //   * no other carrier of the hub spins now — or the one that does is the carrier this thread has just
 //     handed the baton to, which stops spinning as it takes it (ping-pong: each side takes the slot over from
 //     the other). At most one spinner per hub, so spinning never takes more than one CPU from the baton
 //     holder and the rest of the process.
-// A spin that sees no permit within the limit (20 µs) falls through to the futex park, having cost at most
+// A spin that sees no permit within the limit (50 µs) falls through to the futex park, having cost at most
 // the limit in CPU time.
 //
 // Rejected: spinning every carrier (with N greenlets cycling faster than the limit, N spinners would
@@ -29,8 +30,8 @@ namespace GreenRuntime;
 
 public sealed partial class Hub
 {
-    /// <summary>How long a carrier may watch for the baton before it sleeps.</summary>
-    private static readonly long s_spinLimitTicks = Stopwatch.Frequency * 20 / 1_000_000;
+    /// <summary>How long a carrier may watch for the baton before it sleeps: longer than one cross-CPU futex wake, so one side that fell back to sleeping does not make the other side's spin fail too.</summary>
+    private static readonly long s_spinLimitTicks = Stopwatch.Frequency * 50 / 1_000_000;
 
     /// <summary>A park at most this long makes the next one spin: it covers a cross-CPU futex wake (≈ 35 µs), so a ping-pong can start spinning.</summary>
     private static readonly long s_shortParkTicks = Stopwatch.Frequency * 100 / 1_000_000;
@@ -47,15 +48,28 @@ public sealed partial class Hub
     private void ParkCarrier(Carrier self, Carrier handedTo)
     {
         long started = Stopwatch.GetTimestamp();
-        if (s_canSpin && _cpu < 0 && self.LastParkTicks <= s_shortParkTicks && !self.LastSpinFailed && TakeSpinnerSlot(self, handedTo))
+        if (self.SpinCooldown > 0)
+        {
+            self.SpinCooldown--;
+            self.Parker.Park();
+        }
+        else if (s_canSpin && _cpu < 0 && Options.SpinBeforeParking && self.LastParkTicks <= s_shortParkTicks && TakeSpinnerSlot(self, handedTo))
         {
             // The slot is released by this thread before it sleeps (unless taken over meanwhile).
-            self.LastSpinFailed = !self.Parker.SpinThenPark(s_spinLimitTicks, ref _spinning, self.Id);
+            if (self.Parker.SpinThenPark(s_spinLimitTicks, ref _spinning, self.Id))
+            {
+                self.SpinFailures = 0;
+            }
+            else
+            {
+                // Exponential back-off: 1, 2, 4 ... 16 parks without spinning after consecutive failures.
+                self.SpinFailures = Math.Min(self.SpinFailures + 1, 5);
+                self.SpinCooldown = 1 << (self.SpinFailures - 1);
+            }
         }
         else
         {
             self.Parker.Park();
-            self.LastSpinFailed = false;
         }
         self.LastParkTicks = Stopwatch.GetTimestamp() - started;
     }

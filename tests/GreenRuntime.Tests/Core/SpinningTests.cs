@@ -34,3 +34,21 @@ public class SpinningTests : HubTest
         Assert.That(trace, Is.EqualTo(expected));
     }
 }
+
+/// <summary>The same with spinning turned off: only the cost changes.</summary>
+[TestFixture]
+public class NoSpinningTests : HubTest
+{
+    protected override HubOptions CreateOptions(Microsoft.Extensions.Logging.ILoggerFactory loggerFactory) =>
+        new() { LoggerFactory = loggerFactory, SpinBeforeParking = false };
+
+    [Test]
+    public void A_ping_pong_never_takes_the_spinner_slot()
+    {
+        bool sawSpinner = false;
+        var a = Green.Spawn(() => { for (int i = 0; i < 500; i++) { sawSpinner |= Hub.HasSpinner; Green.Sleep(0); } });
+        var b = Green.Spawn(() => { for (int i = 0; i < 500; i++) { sawSpinner |= Hub.HasSpinner; Green.Sleep(0); } });
+        Green.JoinAll([a, b]);
+        Assert.That(sawSpinner, Is.False);
+    }
+}
