@@ -111,12 +111,13 @@ public sealed partial class Hub
                     }
                     if (self.Owner != null)
                     {
-                        HandBaton(target);
-                        ParkUntilOwnerResumes(self, target);
+                        bool spin = MaySpin(self);
+                        HandBaton(target, steer: !spin);
+                        ParkUntilOwnerResumes(self, target, spin);
                         return;
                     }
                     if (self.IsPooled) _carriersInUse--;
-                    HandBaton(target);
+                    HandBaton(target, steer: true);
                     return; // a free carrier goes back to the pool; the baton is gone
                 }
 
@@ -138,8 +139,9 @@ public sealed partial class Hub
                     _ready.PushFront(item);
                     var free = RentCarrier();
                     free.Job = this;
-                    HandBaton(free);
-                    ParkUntilOwnerResumes(self, free);
+                    bool spinNow = MaySpin(self);
+                    HandBaton(free, steer: !spinNow);
+                    ParkUntilOwnerResumes(self, free, spinNow);
                     return;
 
                 default:
@@ -158,18 +160,22 @@ public sealed partial class Hub
         t_current = null;
     }
 
-    private void ParkUntilOwnerResumes(Carrier self, Carrier handedTo)
+    private void ParkUntilOwnerResumes(Carrier self, Carrier handedTo, bool spin)
     {
-        ParkCarrier(self, handedTo);
+        ParkCarrier(self, handedTo, spin);
         // The only wake of an owned carrier is "your owner was resumed" (Schedule, case Resume).
         TakeBaton();
         _inScheduler = false;
         Debug.Assert(_current == self.Owner, $"Invariant broken: carrier #{self.Id} woke while {_current} holds the baton, not its owner {self.Owner}.");
     }
 
-    private void HandBaton(Carrier target)
+    /// <param name="target">The carrier that gets the baton.</param>
+    /// <param name="steer">Wake the target on this thread's CPU if it sleeps (Hub.Steering.cs): only when this
+    /// thread will not spin there meanwhile.</param>
+    private void HandBaton(Carrier target, bool steer)
     {
         ReleaseBaton();
+        if (steer) SteerWake(target);
         target.Parker.Unpark();
     }
 

@@ -7,8 +7,8 @@
 // the hand-back is then a store the other CPU sees within ~100 ns, with no system call on either side.
 //
 // When a carrier spins (all must hold; HubOptions.SpinBeforeParking turns it off):
-//   * the machine has more than one CPU and the hub is not pinned to one (a spinner on the holder's own CPU
-//     would only delay the holder);
+//   * the machine has more than one CPU, the hub is not pinned to one, and this thread did not just steer the
+//     woken carrier onto its own CPU (Hub.Steering.cs) — a spinner on the holder's CPU would only delay it;
 //   * its previous park was short (≤ 100 µs), and it is not cooling down (adaptive: a carrier that waits for
 //     I/O or for a long queue of other greenlets never spins; one whose spins fail — typically because the
 //     machine is oversubscribed and the waker or the spinner itself was preempted — sleeps at once for the
@@ -44,8 +44,16 @@ public sealed partial class Hub
     /// <summary>Whether a carrier of this hub is spinning now (for tests).</summary>
     internal bool HasSpinner => Volatile.Read(ref _spinning) != 0;
 
-    /// <summary>Parks <paramref name="self"/>, which has just handed the baton to <paramref name="handedTo"/>.</summary>
-    private void ParkCarrier(Carrier self, Carrier handedTo)
+    /// <summary>Whether <paramref name="self"/>, about to hand the baton away, may spin for it afterwards.</summary>
+    private bool MaySpin(Carrier self) =>
+        s_canSpin && _cpu < 0 && Options.SpinBeforeParking && self.SpinCooldown == 0 && self.LastParkTicks <= s_shortParkTicks;
+
+    /// <summary>
+    /// Parks <paramref name="self"/>, which has just handed the baton to <paramref name="handedTo"/>, spinning
+    /// first when <paramref name="spin"/> (decided by <see cref="MaySpin"/> before the hand-off, which then did
+    /// not steer the target onto this CPU).
+    /// </summary>
+    private void ParkCarrier(Carrier self, Carrier handedTo, bool spin)
     {
         long started = Stopwatch.GetTimestamp();
         if (self.SpinCooldown > 0)
@@ -53,7 +61,7 @@ public sealed partial class Hub
             self.SpinCooldown--;
             self.Parker.Park();
         }
-        else if (s_canSpin && _cpu < 0 && Options.SpinBeforeParking && self.LastParkTicks <= s_shortParkTicks && TakeSpinnerSlot(self, handedTo))
+        else if (spin && TakeSpinnerSlot(self, handedTo))
         {
             // The slot is released by this thread before it sleeps (unless taken over meanwhile).
             if (self.Parker.SpinThenPark(s_spinLimitTicks, ref _spinning, self.Id))
@@ -72,6 +80,7 @@ public sealed partial class Hub
             self.Parker.Park();
         }
         self.LastParkTicks = Stopwatch.GetTimestamp() - started;
+        self.Unsteer();
     }
 
     private bool TakeSpinnerSlot(Carrier self, Carrier handedTo)

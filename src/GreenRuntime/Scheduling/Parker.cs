@@ -115,6 +115,9 @@ internal sealed unsafe class Parker : IDisposable
     // Environment.TickCount64 is coarse (milliseconds, and CLOCK_MONOTONIC_COARSE on Linux): timer wake-ups need the fine clock.
     private static long NowNs() => (long)(System.Diagnostics.Stopwatch.GetTimestamp() * (1_000_000_000.0 / System.Diagnostics.Stopwatch.Frequency));
 
+    /// <summary>Whether the owner is asleep (or committed to sleeping) in the kernel, so an unpark will have to wake it.</summary>
+    public bool IsSleeping => _fallback == null && Volatile.Read(ref *_word) == Sleeping;
+
     /// <summary>Makes the permit available and wakes the owner if it sleeps. Safe from any thread.</summary>
     public void Unpark()
     {
