@@ -180,7 +180,10 @@ internal static class Trampoline
     /// <summary>
     /// Best-effort scan of the rest of the body for a branch back into the overwritten bytes (possible when
     /// the prologue is shorter than the jump, e.g. a recursive tail call turned into a loop). The body's
-    /// length is not known, so the scan stops at padding (int3), an undecodable byte, or after 4 KB.
+    /// length is not known, so the scan stops at padding (int3, or two zero bytes — <c>add [rax], al</c>, which
+    /// the JIT never emits and which is what the gap before the next method's code header decodes as), an
+    /// undecodable byte, or after 4 KB. Without the zero-byte stop, the scan walked into the next method's header
+    /// pointer, decoded its bytes as instructions and, now and then, found a "branch" into the prologue.
     /// </summary>
     private static unsafe void CheckNoBranchIntoPrologue(nint body, int length, string methodName)
     {
@@ -191,8 +194,9 @@ internal static class Trampoline
         ulong end = (ulong)body + (ulong)limit;
         while (decoder.IP < end)
         {
+            ulong at = decoder.IP;
             decoder.Decode(out Instruction instruction);
-            if (instruction.IsInvalid || instruction.Code == Code.Int3)
+            if (instruction.IsInvalid || instruction.Code == Code.Int3 || (instruction.Length == 2 && *(ushort*)at == 0))
             {
                 return;
             }
