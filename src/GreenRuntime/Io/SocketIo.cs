@@ -13,7 +13,9 @@
 //
 // Every entry point returns false ("not handled") when it cannot do the call this way — no reactor, flags it
 // does not pass through, a closed or invalid handle, an fd epoll refuses — and the caller then runs its
-// other path, so the exception a user sees for a disposed socket is the original's.
+// other path, so the exception a user sees for a disposed socket is the original's. Receive and send take
+// stream sockets only: for datagrams the original reports truncation (MessageSize) and partial sends in ways
+// a bare recv/send does not, so datagram sockets only wait for readability here and keep the original call.
 
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
@@ -47,7 +49,7 @@ internal static unsafe class SocketIo
     {
         received = 0;
         error = SocketError.Success;
-        if ((flags & ~PassThroughFlags) != 0 || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
+        if ((flags & ~PassThroughFlags) != 0 || s.SocketType != SocketType.Stream || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
             return false;
         long deadline = Deadline(timeout);
         while (true)
@@ -81,7 +83,7 @@ internal static unsafe class SocketIo
     {
         sent = 0;
         error = SocketError.Success;
-        if ((flags & ~PassThroughFlags) != 0 || (flags & SocketFlags.Peek) != 0 || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
+        if ((flags & ~PassThroughFlags) != 0 || (flags & SocketFlags.Peek) != 0 || s.SocketType != SocketType.Stream || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
             return false;
         long deadline = Deadline(timeout);
         while (sent < data.Length)

@@ -271,6 +271,25 @@ public class ReactorTests : HubTest
     }
 
     [Test]
+    public void Datagram_sockets_wait_on_the_reactor_but_keep_the_original_receive()
+    {
+        using var receiver = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        receiver.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        using var sender = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        Assert.That(SocketIo.TryReceive(Hub, receiver, new byte[8], SocketFlags.None, null, out _, out _), Is.False,
+            "datagram receives are the original's (truncation is reported as MessageSize there)");
+        var waiter = Green.Spawn(() =>
+        {
+            Assert.That(SocketIo.TryWaitReadable(Hub, receiver, TimeSpan.FromSeconds(20), out var error), Is.True);
+            return error;
+        });
+        Green.Sleep(20);
+        sender.SendTo(new byte[] { 1, 2, 3 }, receiver.LocalEndPoint!);
+        Assert.That(waiter.Get(), Is.EqualTo(SocketError.Success));
+        Assert.That(receiver.Receive(new byte[8]), Is.EqualTo(3), "the wait consumed nothing");
+    }
+
+    [Test]
     public void Calls_on_a_disposed_socket_are_left_to_the_original()
     {
         var (_, b) = Pair();
