@@ -13,7 +13,7 @@ namespace GreenRuntime.Cooperative;
 /// </summary>
 /// <remarks>
 /// <para>On Linux x64 the hub's epoll reactor carries the common calls (GreenRuntime's Io/SocketIo.cs):
-/// Receive and Send (array, span, list) are the non-blocking system call, parked on the reactor while the
+/// Receive and Send (array, span, list) on stream sockets are the non-blocking system call, parked on the reactor while the
 /// kernel says EAGAIN; Connect is .NET's own non-blocking connect waited on the reactor; the other receives
 /// wait for readability there with a non-blocking 1-byte peek. What follows describes the path used elsewhere,
 /// and for every call the reactor declines (flags it does not pass through, a handle it cannot watch).</para>
