@@ -49,7 +49,16 @@ internal static unsafe class SocketIo
     {
         received = 0;
         error = SocketError.Success;
-        if ((flags & ~PassThroughFlags) != 0 || s.SocketType != SocketType.Stream || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
+        return (flags & ~PassThroughFlags) == 0 && s.SocketType == SocketType.Stream
+            && ReceiveParked(hub, s, buffer, flags, timeout, out received, out error);
+    }
+
+    /// <summary>The receive loop: the non-blocking recv, parked on the reactor between EAGAINs.</summary>
+    private static bool ReceiveParked(Hub hub, Socket s, Span<byte> buffer, SocketFlags flags, TimeSpan? timeout, out int received, out SocketError error)
+    {
+        received = 0;
+        error = SocketError.Success;
+        if (!TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
             return false;
         long deadline = Deadline(timeout);
         while (true)
@@ -121,29 +130,9 @@ internal static unsafe class SocketIo
     /// </summary>
     public static bool TryWaitReadable(Hub hub, Socket s, TimeSpan? timeout, out SocketError error)
     {
-        error = SocketError.Success;
-        if (!TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
-            return false;
-        long deadline = Deadline(timeout);
+        // A 1-byte peek consumes no data (for any socket type); it does consume a pending error, reported here.
         Span<byte> probe = stackalloc byte[1];
-        while (true)
-        {
-            // A peek consumes no data; it does consume a pending error, so that one is reported here.
-            if (!TryCall(handle, fd, false, probe, (int)SocketFlags.Peek, out nint n, out int errno))
-                return false;
-            if (n >= 0) return true;
-            if (errno != Epoll.EAGAIN)
-            {
-                error = Fail(s, errno);
-                return true;
-            }
-            switch (reactor.Wait(handle, fd, write: false, Remaining(deadline)))
-            {
-                case null: return false;
-                case Readiness.TimedOut: error = SocketError.TimedOut; return true;
-                case Readiness.Closed: error = SocketError.OperationAborted; return true;
-            }
-        }
+        return ReceiveParked(hub, s, probe, SocketFlags.Peek, timeout, out _, out error);
     }
 
     /// <summary>
