@@ -245,17 +245,7 @@ internal static class CooperativeSocket
         var hub = Cooperative.ParkingHub();
         if (hub is null || !MayPark(s) || remoteEP is null)
             return SendToSpan.Call(s, buffer, socketFlags, remoteEP!);
-        var copy = ArrayPool<byte>.Shared.Rent(Math.Max(1, buffer.Length));
-        buffer.CopyTo(copy);
-        try
-        {
-            return SendToParked(hub, s, copy.AsMemory(0, buffer.Length), socketFlags, remoteEP, null)
-                ?? SendToSpan.Call(s, buffer, socketFlags, remoteEP);
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(copy);
-        }
+        return SendToCopy(hub, s, buffer, socketFlags, remoteEP, null) ?? SendToSpan.Call(s, buffer, socketFlags, remoteEP);
     }
 
     public static int SendTo(Socket s, ReadOnlySpan<byte> buffer, SocketFlags socketFlags, SocketAddress socketAddress)
@@ -263,12 +253,17 @@ internal static class CooperativeSocket
         var hub = Cooperative.ParkingHub();
         if (hub is null || !MayPark(s) || socketAddress is null)
             return SendToAddress.Call(s, buffer, socketFlags, socketAddress!);
+        return SendToCopy(hub, s, buffer, socketFlags, null, socketAddress) ?? SendToAddress.Call(s, buffer, socketFlags, socketAddress);
+    }
+
+    /// <summary><see cref="SendToParked"/> of a pooled copy: a span cannot outlive this frame, the copy is drained before it goes back.</summary>
+    private static int? SendToCopy(Hub hub, Socket s, ReadOnlySpan<byte> buffer, SocketFlags flags, EndPoint? remote, SocketAddress? address)
+    {
         var copy = ArrayPool<byte>.Shared.Rent(Math.Max(1, buffer.Length));
         buffer.CopyTo(copy);
         try
         {
-            return SendToParked(hub, s, copy.AsMemory(0, buffer.Length), socketFlags, null, socketAddress)
-                ?? SendToAddress.Call(s, buffer, socketFlags, socketAddress);
+            return SendToParked(hub, s, copy.AsMemory(0, buffer.Length), flags, remote, address);
         }
         finally
         {
