@@ -60,6 +60,8 @@ public partial class Greenlet
     internal object? ResumeValue;
     internal Exception? ResumeError;
     internal Exception? PendingException;
+    /// <summary>True while its carrier runs a call with the baton released (Hub.Blocking.cs): only that call's return may wake it.</summary>
+    internal bool OutsideBaton;
     internal Carrier? Carrier;
     internal bool StartedBySwitch;
     internal HubTimer? StartTimer

@@ -68,7 +68,7 @@ public sealed partial class Hub : IDisposable
 
     /// <summary>The calling thread's hub, created with default options on first use.</summary>
     /// <remarks>On a greenlet this is the hub that runs it, whichever carrier thread it is on.</remarks>
-    public static Hub Current => t_current ?? new Hub();
+    public static Hub Current => t_current ?? (t_released is { } released ? throw ReleasedThreadMisuse(released) : new Hub());
 
     /// <summary>The calling thread's hub, or null if it has none (nothing is created).</summary>
     internal static Hub? CurrentOrNull => t_current;

@@ -91,6 +91,12 @@ public sealed partial class Hub
         if (!token.IsCurrent)
             return false;
         var g = token.Greenlet;
+        if (g.OutsideBaton)
+        {
+            // Its thread is inside a blocking call (Hub.Blocking.cs): a kill or timeout waits for the call's return.
+            if (error != null) g.PendingException ??= error;
+            return false;
+        }
         g.State = GreenletState.Ready;
         g.ResumeValue = value;
         g.ResumeError = error;

@@ -31,4 +31,7 @@ public enum WaitReason
     Thread,
     /// <summary>Waiting for something else.</summary>
     Other,
+    /// <summary>Running a call that really blocks (<see cref="Green.RunBlocking(Action)"/>, a lock or monitor
+    /// wait, another thread's class initialiser) on its own thread, with the hub's baton released.</summary>
+    Blocking,
 }

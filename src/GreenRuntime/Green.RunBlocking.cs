@@ -1,0 +1,50 @@
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime;
+
+public static partial class Green
+{
+    /// <summary>
+    /// Runs a call that really blocks (a native library's I/O, an unpatched wait) without stopping the hub:
+    /// the calling greenlet gives the hub's baton away, runs <paramref name="action"/> on its own thread, and
+    /// then queues for the baton again like any woken greenlet. Other greenlets run meanwhile.
+    /// </summary>
+    /// <remarks>
+    /// <para><paramref name="action"/> runs concurrently with the hub's greenlets, on the greenlet's own carrier
+    /// thread (thread identity, thread-static state and lock ownership are kept). It must not touch state the
+    /// greenlets share without synchronisation, and it cannot use greenlet operations (Spawn, Sleep, Join,
+    /// waits on primitives: they throw <see cref="InvalidOperationException"/>). Patched BCL methods it calls
+    /// run their blocking originals.</para>
+    /// <para>A kill or timeout that arrives meanwhile cannot interrupt the call: it is raised when the call has
+    /// returned.</para>
+    /// <para>Off a hub, or where the hub cannot be given away (a link or timer callback), the call simply runs.
+    /// On a stackless greenlet it runs on the thread pool and is waited for cooperatively.</para>
+    /// </remarks>
+    /// <example>
+    /// <code>
+    /// var bytes = Green.RunBlocking(() => NativeDriver.Read(handle));   // other greenlets keep running
+    /// </code>
+    /// </example>
+    public static void RunBlocking(Action action)
+    {
+        ArgumentNullException.ThrowIfNull(action);
+        RunBlocking(static a => { a(); return true; }, action);
+    }
+
+    /// <summary>Runs <paramref name="func"/> with the hub's baton released and returns its value; see <see cref="RunBlocking(Action)"/>.</summary>
+    public static T RunBlocking<T>(Func<T> func)
+    {
+        ArgumentNullException.ThrowIfNull(func);
+        return RunBlocking(static f => f(), func);
+    }
+
+    private static TResult RunBlocking<TState, TResult>(Func<TState, TResult> call, TState state)
+    {
+        var hub = Hub.CurrentOrNull;
+        if (hub is null || !hub.CanReleaseBaton)
+            return call(state);
+        if (hub.CurrentGreenlet.IsStackless)
+            return Wait(Task.Run(() => call(state)));
+        return hub.RunReleased(call, state, WaitReason.Blocking, raisePending: true);
+    }
+}

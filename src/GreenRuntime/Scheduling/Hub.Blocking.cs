@@ -1,0 +1,109 @@
+// Baton release: running a call that must really block without stopping the hub.
+//
+// A greenlet that runs on a carrier owns that OS thread while it is suspended. A call that cannot be made
+// cooperative (a contended Monitor, Monitor.Wait, a Mutex, a native library's own I/O, another greenlet's
+// class initialiser) can therefore block on that very thread — keeping thread identity, so lock ownership
+// stays right — provided the thread first gives the baton away. This is how CPython releases its GIL around
+// a blocking system call.
+//
+// The protocol (RunReleased), run by the baton holder on the greenlet G's own carrier C:
+//   1. Park G (reason Blocking) and mark it OutsideBaton. It counts as an outstanding operation, so the hub
+//      does not declare LoopExit while C is away.
+//   2. Hand the baton to a free pooled carrier, which runs the scheduler: other greenlets go on.
+//   3. C runs the call with no baton. Its thread has no hub meanwhile (Hub.CurrentOrNull is null), so every
+//      patched method it reaches behaves exactly like the original and nothing it does can touch the hub.
+//   4. C posts "G's call returned" to the hub's inbox and parks on its own Parker.
+//   5. The baton holder drains the inbox, makes G ready; G is resumed on C like any other park.
+// Every park has exactly one wake: while G is OutsideBaton, TryWake refuses every other waker. A kill or an
+// expired timeout is stored in PendingException instead and raised when the call has returned (a blocking
+// call cannot be interrupted halfway), except where the caller asks to keep it pending (a lock that was
+// just acquired must reach the code that releases it).
+//
+// Invariant 1 holds throughout: between steps 2 and 5 C runs only the call, which is not greenlet code of
+// the hub; it touches no hub state (the comments below mark the one line after which it may not).
+
+using System.Runtime.ExceptionServices;
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime;
+
+public sealed partial class Hub
+{
+    /// <summary>The hub this thread gave its baton away from, while it runs a released call (step 3).</summary>
+    [ThreadStatic] private static Hub? t_released;
+
+    /// <summary>
+    /// Whether the current greenlet can run a call with the baton released: code of a greenlet (not a
+    /// callback or the scheduler), and a free carrier is allowed to take over the hub meanwhile.
+    /// </summary>
+    internal bool CanReleaseBaton => CanBlockHere && !_disposed && _carriersInUse < Options.MaxCarriers;
+
+    /// <summary>
+    /// Runs <paramref name="call"/> on the current greenlet's own thread with the baton given away, so the
+    /// other greenlets of the hub run meanwhile (see the protocol at the top of this file).
+    /// </summary>
+    /// <param name="call">The blocking call; it runs without the baton.</param>
+    /// <param name="state">Passed to <paramref name="call"/> (so callers need no closure).</param>
+    /// <param name="reason">What run-info reports the greenlet as waiting for meanwhile.</param>
+    /// <param name="raisePending">Raise a kill or timeout that arrived meanwhile as soon as the call has
+    /// returned; false leaves it pending for the greenlet's next blocking point.</param>
+    internal TResult RunReleased<TState, TResult>(Func<TState, TResult> call, TState state, WaitReason reason, bool raisePending)
+    {
+        var token = BeginPark(reason); // raises a kill already pending, before the call starts
+        var g = token.Greenlet;
+        var self = Carrier.ForCurrentThread();
+        var previousOwner = self.Owner;
+        self.Owner = g;
+        g.Carrier = self;
+        g.OutsideBaton = true;
+        _pendingExternal++;
+        var free = RentCarrier();
+        free.Job = this;
+        t_current = null;
+        t_released = this;
+        HandBaton(free, steer: false);
+        // No baton from here to ParkUntilOwnerResumes: nothing below may touch the hub's state.
+
+        TResult result = default!;
+        ExceptionDispatchInfo? failure = null;
+        try
+        {
+            result = call(state);
+        }
+        catch (Exception e)
+        {
+            failure = ExceptionDispatchInfo.Capture(e);
+        }
+        PostItem(RunItem.ForCallback(s_returnFromBlocking, g)); // through the inbox: this thread is not the baton holder
+        t_released = null;
+        t_current = this;
+        ParkUntilOwnerResumes(self, self, spin: false);
+
+        // The baton is back (step 5).
+        _pendingExternal--;
+        self.Owner = previousOwner;
+        if (previousOwner != g) g.Carrier = null;
+        g.WaitReason = WaitReason.None;
+        g.ResumeValue = null;
+        g.ResumeError = null;
+        failure?.Throw();
+        if (raisePending && g.PendingException is { } pending)
+        {
+            if (g.State != GreenletState.Dead) g.PendingException = null;
+            throw pending;
+        }
+        return result;
+    }
+
+    private static readonly Action<object?> s_returnFromBlocking = static state =>
+    {
+        var g = (Greenlet)state!;
+        g.OutsideBaton = false;
+        if (!g.Hub.TryWake(new WakeToken(g, g.ParkSequence)))
+            throw new InvalidOperationException($"Internal error: {g} returned from a blocking call but was no longer parked (every park has exactly one wake).");
+    };
+
+    /// <summary>The message for Green calls made on a thread that has released its hub's baton.</summary>
+    private static InvalidOperationException ReleasedThreadMisuse(Hub hub) =>
+        new($"This code runs inside Green.RunBlocking (or a lock wait) with the baton of {hub} released: it runs concurrently with that hub's greenlets and cannot use greenlet operations (Spawn, Sleep, Join, waits on primitives). Do greenlet work before or after the blocking call.");
+}
