@@ -48,6 +48,7 @@ public static class Patch
         if (options.Files) sets.Add(FilesPatchSet.Instance);
         if (options.Tasks) sets.Add(TasksPatchSet.Instance);
         if (options.Threading) sets.Add(ThreadingPatchSet.Instance);
+        if (options.Locks) sets.Add(LocksPatchSet.Instance);
         if (options.Processes) sets.Add(ProcessesPatchSet.Instance);
         if (options.Stdin) sets.Add(StdinPatchSet.Instance);
         return Apply(sets, options.LoggerFactory);
@@ -70,6 +71,14 @@ public static class Patch
 
     /// <summary><c>SemaphoreSlim.Wait</c>, <c>ManualResetEventSlim.Wait</c> (CountdownEvent, Barrier), <c>WaitHandle.WaitOne/WaitAny/WaitAll</c>, <c>Thread.Join</c>.</summary>
     public static PatchReport Threading() => Apply([ThreadingPatchSet.Instance], null);
+
+    /// <summary>
+    /// Applies the Locks set: a greenlet that would wait for a contended <c>lock</c>/<see cref="Monitor"/>, a
+    /// <see cref="Lock"/>, in <see cref="Monitor.Wait(object, int)"/>, or for a class another thread is still
+    /// initialising, waits on its own thread with the hub's baton released, so the other greenlets (among them
+    /// the holder) go on.
+    /// </summary>
+    public static PatchReport Locks() => Apply([LocksPatchSet.Instance], null);
 
     /// <summary><c>Process.WaitForExit</c>.</summary>
     public static PatchReport Processes() => Apply([ProcessesPatchSet.Instance], null);

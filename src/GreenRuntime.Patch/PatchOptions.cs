@@ -23,6 +23,9 @@ public sealed class PatchOptions
     /// <summary><c>SemaphoreSlim</c>, <c>ManualResetEventSlim</c>, <c>WaitHandle.WaitOne/WaitAny/WaitAll</c>, <c>Thread.Join</c>. Default true.</summary>
     public bool Threading { get; init; } = true;
 
+    /// <summary>Contended <c>lock</c>/<c>Monitor.Enter</c>, <c>Monitor.Wait</c>, <c>Lock</c>, and waits for another thread's class initialisation: the baton is released around them. Default true.</summary>
+    public bool Locks { get; init; } = true;
+
     /// <summary><c>Process.WaitForExit</c>. Default true.</summary>
     public bool Processes { get; init; } = true;
 

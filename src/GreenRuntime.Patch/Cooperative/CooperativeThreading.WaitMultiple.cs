@@ -10,8 +10,9 @@ namespace GreenRuntime.Cooperative;
 /// <remarks>
 /// <para>Both first ask the original with a zero timeout, which also throws the original's exceptions for bad
 /// arguments (empty or null array, more than 64 handles, duplicates in WaitAll, disposed handles). A set that
-/// contains a <see cref="Mutex"/> keeps the original blocking wait: a mutex is owned by the thread that
-/// acquires it and cannot be acquired on the greenlet's behalf by a thread-pool wait.</para>
+/// contains a <see cref="Mutex"/> is waited for by the greenlet's own thread with the hub's baton released
+/// (Hub.Blocking.cs): a mutex is owned by the thread that acquires it and cannot be acquired on the greenlet's
+/// behalf by a thread-pool wait.</para>
 /// <para>WaitAny: every handle is registered with <c>ThreadPool.RegisterWaitForSingleObject</c> (a
 /// <see cref="HandleWait"/> each). The greenlet parks until one registration fires or the timeout elapses.
 /// Then every registration is ended; each one that acquired its handle in the meantime (an auto-reset event
@@ -38,6 +39,9 @@ internal static partial class CooperativeThreading
         WaitMultipleMethod?.CreateDelegate<WaitMultipleFn>()
         ?? (static (h, all, ms) => all ? (WaitHandle.WaitAll(h.ToArray(), ms) ? 0 : WaitHandle.WaitTimeout) : WaitHandle.WaitAny(h.ToArray(), ms)));
 
+    private static readonly Func<(WaitHandle[] Handles, bool All, int Ms), int> s_waitMultipleReleased =
+        static s => WaitMultipleSlot.Call(s.Handles, s.All, s.Ms);
+
     /// <summary>Replaces the private <c>WaitHandle.WaitMultiple(ReadOnlySpan&lt;WaitHandle&gt;, bool, int)</c>.</summary>
     public static int WaitMultiple(ReadOnlySpan<WaitHandle> waitHandles, bool waitAll, int millisecondsTimeout)
     {
@@ -45,11 +49,14 @@ internal static partial class CooperativeThreading
         if (hub is null || millisecondsTimeout is 0 or < -1) return WaitMultipleSlot.Call(waitHandles, waitAll, millisecondsTimeout);
         int now = WaitMultipleSlot.Call(waitHandles, waitAll, 0);
         if (now != WaitHandle.WaitTimeout) return now;
-        foreach (var handle in waitHandles)
-        {
-            if (handle is Mutex) return WaitMultipleSlot.Call(waitHandles, waitAll, millisecondsTimeout);
-        }
         var handles = waitHandles.ToArray(); // the registrations outlive no frame, but lambdas cannot hold a span
+        if (handles.Any(h => h is Mutex))
+        {
+            // A mutex must be acquired by this very thread: it waits itself, with the baton released.
+            return hub.CanReleaseBaton
+                ? hub.RunReleased(s_waitMultipleReleased, (handles, waitAll, millisecondsTimeout), WaitReason.Thread, raisePending: false)
+                : WaitMultipleSlot.Call(handles, waitAll, millisecondsTimeout);
+        }
         return waitAll ? WaitAllOnHub(hub, handles, millisecondsTimeout) : WaitAnyOnHub(hub, handles, millisecondsTimeout);
     }
 

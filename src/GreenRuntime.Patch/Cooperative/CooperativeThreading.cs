@@ -19,7 +19,8 @@ namespace GreenRuntime.Cooperative;
 /// <item><c>WaitHandle.WaitOne</c>: the handle itself registered the same way. The registration acquires the
 /// handle (an AutoResetEvent is reset, a Semaphore decremented), so the result is handed over through a
 /// compare-exchange; a kill that loses the race gives the signal back (Set/Release). A <see cref="Mutex"/>
-/// cannot be acquired on the greenlet's behalf by another thread, so it keeps the original blocking wait.</item>
+/// cannot be acquired on the greenlet's behalf by another thread: its own thread waits, with the hub's baton
+/// released (Hub.Blocking.cs).</item>
 /// <item><c>WaitHandle.WaitAny/WaitAll</c> (funnel <c>WaitMultiple</c>): see CooperativeThreading.WaitMultiple.cs.</item>
 /// <item><c>Thread.Join</c>: polled with <c>Join(0)</c> and parks of 1–20 ms (no completion signal exists).</item>
 /// </list>
@@ -101,7 +102,7 @@ internal static partial class CooperativeThreading
     public static unsafe bool WaitOne(WaitHandle handle, int millisecondsTimeout)
     {
         var hub = Cooperative.ParkingHub();
-        if (hub is null || millisecondsTimeout == 0 || millisecondsTimeout < -1 || handle is Mutex)
+        if (hub is null || millisecondsTimeout == 0 || millisecondsTimeout < -1)
         {
             nint entry = WaitOneInt.Entry;
             return entry != 0
@@ -114,14 +115,14 @@ internal static partial class CooperativeThreading
     public static bool WaitOne(WaitHandle handle)
     {
         var hub = Cooperative.ParkingHub();
-        return hub is null || handle is Mutex ? WaitOneNone.Call(handle) : WaitOneOnHub(hub, handle, Timeout.Infinite);
+        return hub is null ? WaitOneNone.Call(handle) : WaitOneOnHub(hub, handle, Timeout.Infinite);
     }
 
     public static bool WaitOne(WaitHandle handle, TimeSpan timeout)
     {
         var hub = Cooperative.ParkingHub();
         long ms = (long)timeout.TotalMilliseconds;
-        return hub is null || handle is Mutex || ms is < -1 or > int.MaxValue || ms == 0
+        return hub is null || ms is < -1 or > int.MaxValue || ms == 0
             ? WaitOneTimeSpan.Call(handle, timeout)
             : WaitOneOnHub(hub, handle, (int)ms);
     }
@@ -129,7 +130,7 @@ internal static partial class CooperativeThreading
     public static bool WaitOne(WaitHandle handle, int millisecondsTimeout, bool exitContext)
     {
         var hub = Cooperative.ParkingHub();
-        return hub is null || handle is Mutex || millisecondsTimeout is 0 or < -1
+        return hub is null || millisecondsTimeout is 0 or < -1
             ? WaitOneIntContext.Call(handle, millisecondsTimeout, exitContext)
             : WaitOneOnHub(hub, handle, millisecondsTimeout);
     }
@@ -138,14 +139,24 @@ internal static partial class CooperativeThreading
     {
         var hub = Cooperative.ParkingHub();
         long ms = (long)timeout.TotalMilliseconds;
-        return hub is null || handle is Mutex || ms is < -1 or > int.MaxValue || ms == 0
+        return hub is null || ms is < -1 or > int.MaxValue || ms == 0
             ? WaitOneTimeSpanContext.Call(handle, timeout, exitContext)
             : WaitOneOnHub(hub, handle, (int)ms);
     }
 
+    private static readonly Func<(WaitHandle Handle, int Ms), bool> s_waitOneReleased = static s => WaitOneInt.Call(s.Handle, s.Ms);
+
     private static bool WaitOneOnHub(Hub hub, WaitHandle handle, int millisecondsTimeout)
     {
         if (WaitOneInt.Call(handle, 0)) return true; // also throws ObjectDisposedException like the original
+        if (handle is Mutex)
+        {
+            // Owned by the thread that acquires it: the greenlet's own thread waits, with the baton released. A kill
+            // stays pending (a mutex just acquired must reach the caller's code that releases it).
+            return hub.CanReleaseBaton
+                ? hub.RunReleased(s_waitOneReleased, (handle, millisecondsTimeout), WaitReason.Thread, raisePending: false)
+                : WaitOneInt.Call(handle, millisecondsTimeout);
+        }
         var wait = new HandleWait(handle, consumes: true);
         try
         {

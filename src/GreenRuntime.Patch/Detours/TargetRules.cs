@@ -127,11 +127,12 @@ internal static class TargetRules
         {
             bool isThis = i == 0 && !target.IsStatic;
             match = actual[i] == expected[i]
+                || AbiEquivalent(actual[i], expected[i])
                 || (isThis && !target.DeclaringType!.IsValueType && !actual[i].IsValueType && !actual[i].IsByRef
                     && actual[i].IsAssignableFrom(target.DeclaringType));
         }
 
-        if (!match || replacement.ReturnType != ReturnType(target))
+        if (!match || (replacement.ReturnType != ReturnType(target) && !AbiEquivalent(replacement.ReturnType, ReturnType(target))))
         {
             string thisNote = target.IsStatic ? "" : target.DeclaringType!.IsValueType
                 ? $" (`ref {target.DeclaringType.Name}` for `this` comes first)"
@@ -148,6 +149,29 @@ internal static class TargetRules
                 $"Cannot detour {name}: it is an instance method returning the struct {ReturnType(target).Name} through a " +
                 "hidden return buffer, whose position relative to `this` differs from a static replacement's.");
         }
+    }
+
+    /// <summary>
+    /// Whether a replacement may declare <paramref name="actual"/> where the target has <paramref name="expected"/>
+    /// because both are passed the same way and C# cannot name the target's type: runtime-internal pointer types
+    /// (<c>MethodTable*</c>) as any pointer or <see cref="nint"/>, and an internal struct wrapping one primitive
+    /// field (<c>Lock.ThreadId</c>) as a struct wrapping the same primitive. Both are one integer register in
+    /// SysV x64.
+    /// </summary>
+    internal static bool AbiEquivalent(Type actual, Type expected)
+    {
+        if (expected.IsPointer)
+            return actual.IsPointer || actual == typeof(nint) || actual == typeof(nuint);
+        if (!expected.IsValueType || !actual.IsValueType || expected.IsPrimitive || expected.IsEnum || expected.IsVisible)
+            return false;
+        return SinglePrimitiveField(expected) is { } e && SinglePrimitiveField(actual) == e;
+    }
+
+    private static Type? SinglePrimitiveField(Type type)
+    {
+        if (type.IsPrimitive) return type;
+        var fields = type.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic);
+        return fields.Length == 1 && fields[0].FieldType.IsPrimitive ? fields[0].FieldType : null;
     }
 
     /// <summary>

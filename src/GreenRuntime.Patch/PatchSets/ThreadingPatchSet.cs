@@ -43,16 +43,4 @@ internal sealed class ThreadingPatchSet : PatchSet
         Point(typeof(Thread), "Join", [], C, "Join", CooperativeThreading.JoinNone),
         Point(typeof(Thread), "Join", [typeof(TimeSpan)], C, "Join", CooperativeThreading.JoinTimeSpan),
     ];
-
-    public override IReadOnlyList<(string Method, string Reason)> KnownRefusals { get; } =
-    [
-        ("System.Threading.Monitor.Enter/TryEnter/Wait (C# lock statement)",
-            "Not cooperative: Monitor is implemented inside the runtime (FCalls and JIT helpers the lock statement calls directly), so there is no managed body to detour; and a greenlet parked while holding a monitor would keep it owned by its carrier thread, so another greenlet of the hub blocking on it would block the whole hub. Do not hold a lock across a blocking call on a greenlet."),
-        ("System.Threading.Lock.Enter (C# 13 lock on a Lock)",
-            "Not cooperative: its contended path spins and then blocks in the runtime's own wait, and ownership is per OS thread; parking a greenlet inside it would hand a held lock to a different thread's stack. Same advice as for Monitor."),
-        ("System.Threading.WaitHandle.WaitAll/WaitAny with a Mutex in the set",
-            "Not cooperative: a mutex is owned by the thread that acquires it, so it cannot be acquired on the greenlet's behalf by another thread; a WaitAll/WaitAny whose set contains a Mutex runs the original blocking wait (sets without one are cooperative)."),
-        ("System.Threading.Mutex.WaitOne",
-            "Not cooperative: a mutex is owned by the thread that acquires it, so it cannot be acquired on the greenlet's behalf by another thread; WaitOne on a Mutex runs the original blocking wait."),
-    ];
 }

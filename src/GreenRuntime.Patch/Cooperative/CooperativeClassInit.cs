@@ -1,0 +1,173 @@
+using System.Reflection;
+using System.Runtime.CompilerServices;
+
+namespace GreenRuntime.Cooperative;
+
+/// <summary>
+/// Class initialisation (static constructors, static field initialisers) on greenlets: a greenlet may park
+/// inside a static constructor, and a greenlet that reaches a class another thread is still initialising waits
+/// for it with the hub's baton released, instead of blocking the hub on the runtime's class-init lock.
+/// </summary>
+/// <remarks>
+/// <para>The deadlock this prevents: greenlet A runs a static constructor that does patched I/O and parks,
+/// while its carrier holds the runtime's initialisation lock of that class. Greenlet B, given the baton, touches
+/// the class and blocks in the runtime waiting for that lock, holding the baton; A can never be resumed.</para>
+/// <para>Why not keep A from parking instead (run its blocking calls for real while it is inside a static
+/// constructor): that stalls every greenlet of the hub for the whole first use (a connection opened in a
+/// static field initialiser takes the hub down for seconds), and it still deadlocks when the constructor waits
+/// for something only another greenlet can provide (a lock that greenlet holds across a park). Releasing the
+/// baton only in the greenlet that actually meets an initialisation in progress keeps the hub running and costs
+/// nothing to the greenlet that runs the constructor.</para>
+/// <para>How a greenlet knows it would wait: every entry of compiled code into class initialisation goes
+/// through <c>InitHelpers.InitClassSlow(MethodTable*)</c> on .NET 10 (static method calls, static field
+/// access, <c>new</c>, generic statics; <c>RuntimeHelpers.RunClassConstructor</c> is patched too). Both
+/// replacements record which thread is initialising which class while a greenlet runs the original; a
+/// greenlet that finds another thread recorded for the class waits with the baton released. The record is
+/// made only for greenlets, so an initialisation running on a plain thread is waited for holding the baton
+/// (a stall of the hub, reported by the blocking monitor, not a deadlock: a plain thread does not need the
+/// baton to finish). Reflection paths that the runtime runs natively (FieldInfo.GetValue on a type not yet
+/// initialised) are not seen; a greenlet parked inside a constructor reached that way can still deadlock.</para>
+/// </remarks>
+internal static unsafe class CooperativeClassInit
+{
+    internal delegate void InitClassFn(void* methodTable);
+
+    internal static readonly MethodInfo? InitClassSlowMethod =
+        typeof(object).Assembly.GetType("System.Runtime.CompilerServices.InitHelpers")?.GetMethod("InitClassSlow", BindingFlags.NonPublic | BindingFlags.Static);
+
+    // Re-entrant fallback: the patching thread itself may need a class initialised between the jump being written
+    // and the original being bound; the runtime's own entry for reflection does the same work.
+    internal static readonly OriginalSlot<InitClassFn> InitClassSlow =
+        new(CallDirect, static mt => RuntimeHelpers.RunClassConstructor(RuntimeTypeHandle.FromIntPtr((nint)mt)));
+
+    internal static readonly OriginalSlot<Action<RuntimeTypeHandle>> RunClassConstructorSlot = new(static h => RuntimeHelpers.RunClassConstructor(h));
+
+    /// <summary>Class (MethodTable address) -> managed id of the greenlet carrier initialising it.</summary>
+    private static readonly Dictionary<nint, int> s_initialising = new();
+
+    private static readonly Func<nint, bool> s_initClassReleased = static mt =>
+    {
+        InitClassSlow.Call((void*)mt);
+        return true;
+    };
+
+    private static readonly Func<RuntimeTypeHandle, bool> s_runClassConstructorReleased = static h =>
+    {
+        RunClassConstructorSlot.Call(h);
+        return true;
+    };
+
+    private static void CallDirect(void* methodTable)
+    {
+        var entry = InitClassSlowMethod?.MethodHandle.GetFunctionPointer()
+            ?? throw new MissingMethodException("InitHelpers", "InitClassSlow");
+        ((delegate* managed<void*, void>)entry)(methodTable);
+    }
+
+    /// <summary>Replaces <c>InitHelpers.InitClassSlow(MethodTable*)</c>.</summary>
+    public static void InitClass(void* methodTable)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null)
+        {
+            InitClassSlow.Call(methodTable);
+            return;
+        }
+        switch (Enter((nint)methodTable))
+        {
+            case Role.Initialiser:
+                try
+                {
+                    InitClassSlow.Call(methodTable);
+                }
+                finally
+                {
+                    Leave((nint)methodTable);
+                }
+                return;
+            case Role.Waiter when hub.CanReleaseBaton:
+                hub.RunReleased(s_initClassReleased, (nint)methodTable, WaitReason.Blocking, raisePending: false);
+                return;
+            default:
+                InitClassSlow.Call(methodTable);
+                return;
+        }
+    }
+
+    /// <summary>Replaces <c>RuntimeHelpers.RunClassConstructor(RuntimeTypeHandle)</c>.</summary>
+    public static void RunClassConstructor(RuntimeTypeHandle type)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || type.Value == 0)
+        {
+            RunClassConstructorSlot.Call(type);
+            return;
+        }
+        switch (Enter(type.Value))
+        {
+            case Role.Initialiser:
+                try
+                {
+                    RunClassConstructorSlot.Call(type);
+                }
+                finally
+                {
+                    Leave(type.Value);
+                }
+                return;
+            case Role.Waiter when hub.CanReleaseBaton:
+                hub.RunReleased(s_runClassConstructorReleased, type, WaitReason.Blocking, raisePending: false);
+                return;
+            default:
+                RunClassConstructorSlot.Call(type);
+                return;
+        }
+    }
+
+    private enum Role
+    {
+        /// <summary>No other greenlet is initialising the class: this one runs the original and may become the initialiser.</summary>
+        Initialiser,
+        /// <summary>Another thread is initialising it: the runtime will make this one wait.</summary>
+        Waiter,
+        /// <summary>This thread is already initialising it (a constructor touching its own class): the runtime returns at once.</summary>
+        Recursive,
+    }
+
+    private static Role Enter(nint type)
+    {
+        int me = Environment.CurrentManagedThreadId;
+        lock (s_initialising)
+        {
+            if (s_initialising.TryGetValue(type, out int owner))
+                return owner == me ? Role.Recursive : Role.Waiter;
+            s_initialising.Add(type, me);
+            return Role.Initialiser;
+        }
+    }
+
+    private static void Leave(nint type)
+    {
+        lock (s_initialising)
+            s_initialising.Remove(type);
+    }
+
+    /// <summary>
+    /// Runs every path of the replacements once before they go live, so that their first real call needs no
+    /// class initialisation or compilation of their own (it would come straight back here).
+    /// </summary>
+    internal static void WarmUp()
+    {
+        var probe = (nint)1;
+        _ = Enter(probe);
+        _ = Enter(probe);
+        Leave(probe);
+        RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(InitClass))!.MethodHandle);
+        RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(RunClassConstructor))!.MethodHandle);
+        RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(Enter), BindingFlags.NonPublic | BindingFlags.Static)!.MethodHandle);
+        RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(Leave), BindingFlags.NonPublic | BindingFlags.Static)!.MethodHandle);
+        _ = Cooperative.ParkingHub();
+        GC.KeepAlive(s_initClassReleased);
+        GC.KeepAlive(s_runClassConstructorReleased);
+    }
+}

@@ -1,0 +1,53 @@
+using System.Reflection;
+
+namespace GreenRuntime.Cooperative;
+
+/// <summary>
+/// <see cref="Lock"/> (C# 13 <c>lock</c> on a <c>Lock</c>) on a greenlet: its contended path releases the hub's
+/// baton around the runtime's wait, like <see cref="CooperativeMonitor"/> and for the same reason (ownership is
+/// per OS thread, and a greenlet always resumes on its own carrier).
+/// </summary>
+/// <remarks>The target is the NoInlining <c>Lock.TryEnterSlow(int, ThreadId)</c>, which every contended
+/// <c>Enter</c>/<c>TryEnter</c> reaches after its inlined fast path fails. It returns the owner's id on success
+/// and a zero id on failure; <c>ThreadId</c> is an internal struct around one <c>uint</c>, mirrored here.</remarks>
+internal static class CooperativeLock
+{
+    /// <summary>Passed exactly like the runtime's internal <c>Lock.ThreadId</c> (one uint).</summary>
+    internal struct ThreadId
+    {
+        public uint Id;
+    }
+
+    internal delegate ThreadId TryEnterSlowFn(Lock self, int timeoutMs, ThreadId current);
+
+    private static readonly Type? s_threadIdType = typeof(Lock).GetNestedType("ThreadId", BindingFlags.NonPublic);
+
+    internal static readonly MethodInfo? TryEnterSlowMethod = s_threadIdType is null ? null
+        : typeof(Lock).GetMethod("TryEnterSlow", BindingFlags.NonPublic | BindingFlags.Instance, [typeof(int), s_threadIdType]);
+
+    internal static readonly OriginalSlot<TryEnterSlowFn> TryEnterSlow = new(CallDirect);
+
+    private static readonly Func<(Lock Self, int Ms, ThreadId Current), ThreadId> s_wait = static s => TryEnterSlow.Call(s.Self, s.Ms, s.Current);
+
+    // Before patching, the original is reached through reflection (tests of the replacement without a detour).
+    private static ThreadId CallDirect(Lock self, int timeoutMs, ThreadId current)
+    {
+        var boxed = Activator.CreateInstance(s_threadIdType!)!;
+        s_threadIdType!.GetFields(BindingFlags.Instance | BindingFlags.NonPublic)[0].SetValue(boxed, current.Id);
+#pragma warning disable CS9216 // the Lock is passed to reflection as its target, not locked as an object
+        var result = TryEnterSlowMethod!.Invoke(self, [timeoutMs, boxed])!;
+#pragma warning restore CS9216
+        return new ThreadId { Id = (uint)s_threadIdType.GetFields(BindingFlags.Instance | BindingFlags.NonPublic)[0].GetValue(result)! };
+    }
+
+    /// <summary>Replaces <c>Lock.TryEnterSlow(int, ThreadId)</c>.</summary>
+    public static ThreadId TryEnter(Lock self, int timeoutMs, ThreadId current)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || timeoutMs == 0 || !hub.CanReleaseBaton)
+            return TryEnterSlow.Call(self, timeoutMs, current);
+        var acquired = TryEnterSlow.Call(self, 0, current);
+        if (acquired.Id != 0) return acquired;
+        return hub.RunReleased(s_wait, (self, timeoutMs, current), WaitReason.Lock, raisePending: false);
+    }
+}

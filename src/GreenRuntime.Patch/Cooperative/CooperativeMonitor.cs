@@ -1,0 +1,80 @@
+using System.Reflection;
+
+namespace GreenRuntime.Cooperative;
+
+/// <summary>
+/// The C# <c>lock</c> statement and <see cref="Monitor"/> on a greenlet: a wait that would block releases the
+/// hub's baton around the runtime's own wait, so the greenlet that holds the monitor (parked, say, in a patched
+/// <c>Thread.Sleep</c> inside its <c>lock</c> block) can run and release it.
+/// </summary>
+/// <remarks>
+/// <para>Why baton release and not parking: a monitor is owned by an OS thread. A greenlet always resumes on
+/// its own carrier, so the carrier that blocks in the runtime's wait is the thread that will own the monitor
+/// and later exit it: ownership, recursion and <c>Monitor.IsEntered</c> stay exactly the runtime's.</para>
+/// <para>Targets (.NET 10): the uncontended paths of <c>Monitor.Enter</c>, <c>TryEnter</c> and the
+/// <c>lock</c> statement are inlined fast paths that never block; contention reaches the NoInlining
+/// <c>Enter_Slowpath(object)</c> and <c>TryEnter_Slowpath(object, int)</c>. <c>Monitor.Wait(object, int)</c>
+/// is the funnel of every <c>Wait</c> overload. <c>Pulse</c>/<c>PulseAll</c> never block.</para>
+/// <para>A kill or timeout that arrives while a greenlet waits to enter stays pending until its next blocking
+/// point: raising it between acquiring the monitor and the <c>try</c> of the <c>lock</c> statement would leave
+/// the monitor owned by a carrier that goes on to run other greenlets.</para>
+/// </remarks>
+internal static class CooperativeMonitor
+{
+    private const BindingFlags Private = BindingFlags.NonPublic | BindingFlags.Static;
+
+    internal static readonly MethodInfo? EnterSlowpathMethod = typeof(Monitor).GetMethod("Enter_Slowpath", Private, [typeof(object)]);
+    internal static readonly MethodInfo? TryEnterSlowpathMethod = typeof(Monitor).GetMethod("TryEnter_Slowpath", Private, [typeof(object), typeof(int)]);
+
+    internal static readonly OriginalSlot<Action<object>> EnterSlowpath =
+        new(EnterSlowpathMethod?.CreateDelegate<Action<object>>() ?? Monitor.Enter);
+
+    internal static readonly OriginalSlot<Func<object, int, bool>> TryEnterSlowpath =
+        new(TryEnterSlowpathMethod?.CreateDelegate<Func<object, int, bool>>() ?? Monitor.TryEnter);
+
+    internal static readonly OriginalSlot<Func<object, int, bool>> WaitInt = new(static (o, ms) => Monitor.Wait(o, ms));
+
+    // Cached here rather than as lambdas: the calls below must not allocate closures or initialise classes.
+    private static readonly Func<object, bool> s_enter = static o =>
+    {
+        EnterSlowpath.Call(o);
+        return true;
+    };
+
+    private static readonly Func<(object Obj, int Ms), bool> s_tryEnter = static s => TryEnterSlowpath.Call(s.Obj, s.Ms);
+    private static readonly Func<(object Obj, int Ms), bool> s_wait = static s => WaitInt.Call(s.Obj, s.Ms);
+
+    /// <summary>Replaces <c>Monitor.Enter_Slowpath(object)</c>: the contended <c>lock</c>/<c>Monitor.Enter</c>.</summary>
+    public static void Enter(object obj)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || !hub.CanReleaseBaton)
+        {
+            EnterSlowpath.Call(obj);
+            return;
+        }
+        if (TryEnterSlowpath.Call(obj, 0)) return;
+        hub.RunReleased(s_enter, obj, WaitReason.Lock, raisePending: false);
+    }
+
+    /// <summary>Replaces <c>Monitor.TryEnter_Slowpath(object, int)</c>: a contended <c>TryEnter</c> with a timeout.</summary>
+    public static bool TryEnter(object obj, int millisecondsTimeout)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || millisecondsTimeout == 0 || !hub.CanReleaseBaton)
+            return TryEnterSlowpath.Call(obj, millisecondsTimeout);
+        if (TryEnterSlowpath.Call(obj, 0)) return true;
+        return hub.RunReleased(s_tryEnter, (obj, millisecondsTimeout), WaitReason.Lock, raisePending: false);
+    }
+
+    /// <summary>Replaces <c>Monitor.Wait(object, int)</c>.</summary>
+    /// <remarks>A kill that arrives meanwhile is raised when the wait returns: the monitor is owned again by then,
+    /// inside the caller's <c>lock</c> block, whose <c>finally</c> exits it.</remarks>
+    public static bool Wait(object obj, int millisecondsTimeout)
+    {
+        var hub = Cooperative.ParkingHub();
+        if (hub is null || millisecondsTimeout == 0 || !hub.CanReleaseBaton)
+            return WaitInt.Call(obj, millisecondsTimeout);
+        return hub.RunReleased(s_wait, (obj, millisecondsTimeout), WaitReason.Lock, raisePending: true);
+    }
+}

@@ -1,0 +1,283 @@
+using System.Diagnostics;
+
+namespace GreenRuntime.Patch.Tests.PatchSets;
+
+/// <summary>
+/// The Locks set: lock/Monitor, Lock and Mutex waits on greenlets release the baton, so a greenlet that holds
+/// one across a patched blocking call does not deadlock the hub when another greenlet wants it.
+/// </summary>
+public class LocksTests : PatchedHubTest
+{
+    /// <summary>Greenlets that tick every 5 ms and record the longest gap between ticks: the hub's responsiveness.</summary>
+    private sealed class Ticker
+    {
+        private readonly Greenlet _greenlet;
+        private volatile bool _stop;
+        public TimeSpan LongestGap { get; private set; }
+        public int Ticks { get; private set; }
+
+        public Ticker()
+        {
+            _greenlet = Green.Spawn(() =>
+            {
+                var watch = Stopwatch.StartNew();
+                var last = watch.Elapsed;
+                while (!_stop)
+                {
+                    Green.Sleep(5);
+                    var now = watch.Elapsed;
+                    if (now - last > LongestGap) LongestGap = now - last;
+                    last = now;
+                    Ticks++;
+                }
+            });
+        }
+
+        public void Stop()
+        {
+            _stop = true;
+            _greenlet.Join();
+        }
+    }
+
+    // The hub would stall for the whole 300 ms hold if the waiter blocked holding the baton; 150 ms leaves room
+    // for a loaded machine while still telling the two apart.
+    private static readonly TimeSpan Hold = TimeSpan.FromMilliseconds(300);
+    private static readonly TimeSpan GapBound = TimeSpan.FromMilliseconds(150);
+
+    [Test]
+    public void ABoundedBufferWrittenWithLockAndMonitorWaitMovesItemsInOrder()
+    {
+        const int Items = 100_000, Capacity = 10;
+        var gate = new object();
+        var buffer = new Queue<int>();
+        var received = new List<int>(Items);
+        var producer = Green.Spawn(() =>
+        {
+            for (int i = 0; i < Items; i++)
+            {
+                lock (gate)
+                {
+                    while (buffer.Count == Capacity) Monitor.Wait(gate);
+                    buffer.Enqueue(i);
+                    Monitor.PulseAll(gate);
+                }
+            }
+        });
+        var consumer = Green.Spawn(() =>
+        {
+            while (received.Count < Items)
+            {
+                lock (gate)
+                {
+                    while (buffer.Count == 0) Monitor.Wait(gate);
+                    received.Add(buffer.Dequeue());
+                    Monitor.PulseAll(gate);
+                }
+            }
+        });
+        Green.JoinAll([producer, consumer], raiseError: true);
+        Assert.That(received, Is.EqualTo(Enumerable.Range(0, Items)));
+    }
+
+    [Test]
+    public void AGreenletWaitingForALockHeldAcrossASleepLetsTheHubRun()
+    {
+        var gate = new object();
+        var log = new List<string>();
+        var ticker = new Ticker();
+        var a = Green.Spawn(() =>
+        {
+            lock (gate)
+            {
+                log.Add("a in");
+                Thread.Sleep(Hold); // patched: parks with the monitor held
+                log.Add("a out");
+            }
+        });
+        var b = Green.Spawn(() =>
+        {
+            lock (gate) log.Add("b in");
+        });
+        Green.JoinAll([a, b], raiseError: true);
+        ticker.Stop();
+        Assert.That(log, Is.EqualTo(new[] { "a in", "a out", "b in" }));
+        Assert.That(ticker.LongestGap, Is.LessThan(GapBound));
+    }
+
+    [Test]
+    public void ALockObjectHeldAcrossASleepIsWaitedForWithTheBatonReleased()
+    {
+        var gate = new Lock();
+        var log = new List<string>();
+        var ticker = new Ticker();
+        var a = Green.Spawn(() =>
+        {
+            lock (gate)
+            {
+                log.Add("a in");
+                Thread.Sleep(Hold);
+                log.Add("a out");
+            }
+        });
+        var b = Green.Spawn(() =>
+        {
+            lock (gate) log.Add("b in");
+        });
+        Green.JoinAll([a, b], raiseError: true);
+        ticker.Stop();
+        Assert.That(log, Is.EqualTo(new[] { "a in", "a out", "b in" }));
+        Assert.That(ticker.LongestGap, Is.LessThan(GapBound));
+    }
+
+    [Test]
+    public void AMutexHeldAcrossASleepIsWaitedForWithTheBatonReleased()
+    {
+        using var mutex = new Mutex();
+        var log = new List<string>();
+        var ticker = new Ticker();
+        var a = Green.Spawn(() =>
+        {
+            mutex.WaitOne();
+            log.Add("a in");
+            Thread.Sleep(Hold);
+            log.Add("a out");
+            mutex.ReleaseMutex();
+        });
+        var b = Green.Spawn(() =>
+        {
+            Assert.That(mutex.WaitOne(TimeSpan.FromSeconds(30)), Is.True);
+            log.Add("b in");
+            mutex.ReleaseMutex(); // throws unless this thread owns it: ownership is the greenlet's carrier's
+        });
+        Green.JoinAll([a, b], raiseError: true);
+        ticker.Stop();
+        Assert.That(log, Is.EqualTo(new[] { "a in", "a out", "b in" }));
+        Assert.That(ticker.LongestGap, Is.LessThan(GapBound));
+    }
+
+    [Test]
+    public void WaitAnyAndWaitAllOverSetsWithAMutexAreCooperative()
+    {
+        using var mutex = new Mutex();
+        using var never = new ManualResetEvent(false);
+        using var signalled = new ManualResetEvent(true);
+        var ticker = new Ticker();
+        var holder = Green.Spawn(() =>
+        {
+            mutex.WaitOne();
+            Thread.Sleep(Hold);
+            mutex.ReleaseMutex();
+        });
+        int any = -1;
+        bool all = false;
+        var waiter = Green.Spawn(() =>
+        {
+            any = WaitHandle.WaitAny([never, mutex], TimeSpan.FromSeconds(30));
+            mutex.ReleaseMutex();
+            all = WaitHandle.WaitAll([signalled, mutex], TimeSpan.FromSeconds(30));
+            mutex.ReleaseMutex();
+        });
+        Green.JoinAll([holder, waiter], raiseError: true);
+        ticker.Stop();
+        Assert.Multiple(() =>
+        {
+            Assert.That(any, Is.EqualTo(1));
+            Assert.That(all, Is.True);
+            Assert.That(ticker.LongestGap, Is.LessThan(GapBound));
+        });
+    }
+
+    [Test]
+    public void MonitorTryEnterWithATimeoutTimesOutCooperatively()
+    {
+        var gate = new object();
+        var ticker = new Ticker();
+        bool? got = null;
+        var a = Green.Spawn(() =>
+        {
+            lock (gate) Thread.Sleep(Hold);
+        });
+        var b = Green.Spawn(() =>
+        {
+            got = Monitor.TryEnter(gate, 50);
+            if (got == true) Monitor.Exit(gate);
+        });
+        Green.JoinAll([a, b], raiseError: true);
+        ticker.Stop();
+        Assert.That(got, Is.False);
+        Assert.That(ticker.LongestGap, Is.LessThan(GapBound));
+    }
+
+    [Test]
+    public void AKillDuringALockWaitLeavesTheLockUsable()
+    {
+        var gate = new object();
+        var holder = Green.Spawn(() =>
+        {
+            lock (gate) Thread.Sleep(Hold);
+        });
+        bool entered = false;
+        var victim = Green.Spawn(() =>
+        {
+            lock (gate) entered = true;
+            Green.Sleep(10_000); // the kill, kept pending while the monitor was awaited, lands here
+        });
+        Green.Sleep(50);
+        victim.Kill(block: false);
+        Green.JoinAll([holder, victim]);
+        Assert.That(victim.Value, Is.InstanceOf<GreenletExit>());
+        Assert.That(entered, Is.True, "the monitor was acquired and released before the kill was raised");
+        Assert.That(Monitor.TryEnter(gate), Is.True, "nobody keeps the monitor");
+        Monitor.Exit(gate);
+    }
+
+    [Test]
+    public void OffAGreenletMonitorBehavesLikeTheOriginal()
+    {
+        var gate = new object();
+        Assert.Throws<SynchronizationLockException>(() => Monitor.Wait(gate, 1));
+        Assert.Throws<ArgumentNullException>(() => Monitor.Enter(null!));
+        lock (gate) Assert.That(Monitor.Wait(gate, 20), Is.False);
+        using var held = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var other = new Thread(() =>
+        {
+            lock (gate)
+            {
+                held.Set();
+                release.Wait();
+            }
+        });
+        other.Start();
+        held.Wait();
+        Assert.That(Monitor.TryEnter(gate, 30), Is.False);
+        release.Set();
+        other.Join();
+        Assert.That(Monitor.TryEnter(gate, 1000), Is.True);
+        Monitor.Exit(gate);
+    }
+
+    [Test]
+    public void AMonitorUsedByGreenletsAndAPlainThreadAlike()
+    {
+        var gate = new object();
+        int counter = 0;
+        var thread = new Thread(() =>
+        {
+            for (int i = 0; i < 2000; i++)
+                lock (gate) counter++;
+        });
+        thread.Start();
+        RunInGreenlets(10, _ =>
+        {
+            for (int i = 0; i < 200; i++)
+            {
+                lock (gate) counter++;
+                if (i % 50 == 0) Thread.Sleep(1);
+            }
+        });
+        thread.Join();
+        Assert.That(counter, Is.EqualTo(4000));
+    }
+}
