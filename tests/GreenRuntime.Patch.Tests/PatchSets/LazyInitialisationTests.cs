@@ -1,0 +1,219 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Reflection;
+
+namespace GreenRuntime.Patch.Tests.PatchSets;
+
+/// <summary>
+/// Lazy initialisation on first use — static constructors, Lazy&lt;T&gt;, LazyInitializer — doing patched I/O
+/// while many greenlets touch it at the same moment: the first one parks inside the initialiser, the others
+/// wait for it without holding the baton, and all complete.
+/// </summary>
+public class LazyInitialisationTests : PatchedHubTest
+{
+    private const int Greenlets = 100, Rounds = 200;
+
+    private static EchoPeer s_peer = null!;
+    private static string s_directory = null!;
+
+    [OneTimeSetUp]
+    public void StartPeer()
+    {
+        s_peer = new EchoPeer();
+        s_directory = Directory.CreateTempSubdirectory("greenruntime-lazy-").FullName;
+    }
+
+    [OneTimeTearDown]
+    public void StopPeer()
+    {
+        s_peer.Dispose();
+        Directory.Delete(s_directory, recursive: true);
+    }
+
+    /// <summary>What every initialiser does: a file write, a socket round trip and a sleep, all patched.</summary>
+    internal static string SlowInitialisation(string name)
+    {
+        var file = Path.Combine(s_directory, name);
+        File.WriteAllText(file, name);
+        using (var client = new TcpClient())
+        {
+            client.Connect(IPAddress.Loopback, s_peer.Port);
+            var stream = client.GetStream();
+            stream.WriteByte(42);
+            if (stream.ReadByte() != 42) throw new InvalidOperationException("the echo peer answered wrongly");
+        }
+        Thread.Sleep(50);
+        return File.ReadAllText(file);
+    }
+
+    // A type per round, each with its own static constructor: Holder<A, B, C> over six tags gives 216.
+    private static readonly Type[] s_tags = [typeof(T0), typeof(T1), typeof(T2), typeof(T3), typeof(T4), typeof(T5)];
+
+    private static Func<string> FreshStaticConstructor(int round)
+    {
+        var type = typeof(Holder<,,>).MakeGenericType(s_tags[round % 6], s_tags[round / 6 % 6], s_tags[round / 36 % 6]);
+        return type.GetMethod(nameof(Holder<T0, T0, T0>.Value), BindingFlags.Public | BindingFlags.Static)!.CreateDelegate<Func<string>>();
+    }
+
+    private static void TouchAtOnce(Func<string> touch, string expected)
+    {
+        var all = Enumerable.Range(0, Greenlets).Select(_ => Green.Spawn(touch)).ToList();
+        Green.JoinAll(all, raiseError: true);
+        foreach (var g in all) Assert.That(g.Get(), Is.EqualTo(expected));
+    }
+
+    [Test]
+    public void StaticConstructorsThatDoPatchedIoCompleteWhenManyGreenletsTouchThemAtOnce()
+    {
+        for (int round = 0; round < Rounds; round++)
+        {
+            var touch = FreshStaticConstructor(round);
+            var holder = touch.Method.DeclaringType!;
+            TouchAtOnce(touch, holder.Name + string.Join(",", holder.GetGenericArguments().Select(t => t.Name)));
+        }
+        Assert.That(Holder.Runs, Is.EqualTo(Rounds), "each static constructor ran exactly once");
+    }
+
+    [Test]
+    public void LazyExecutionAndPublicationCompletesWhenManyGreenletsAskAtOnce()
+    {
+        for (int round = 0; round < Rounds; round++)
+        {
+            int runs = 0;
+            string name = $"lazy-{round}";
+            var lazy = new Lazy<string>(() =>
+            {
+                Interlocked.Increment(ref runs);
+                return SlowInitialisation(name);
+            }, LazyThreadSafetyMode.ExecutionAndPublication);
+            TouchAtOnce(() => lazy.Value, name);
+            Assert.That(runs, Is.EqualTo(1));
+        }
+    }
+
+    [Test]
+    public void LazyInitializerWithALockCompletesWhenManyGreenletsAskAtOnce()
+    {
+        for (int round = 0; round < Rounds; round++)
+        {
+            int runs = 0;
+            string name = $"initializer-{round}";
+            string? target = null;
+            bool initialized = false;
+            object? syncLock = null;
+            TouchAtOnce(() => LazyInitializer.EnsureInitialized(ref target, ref initialized, ref syncLock, () =>
+            {
+                Interlocked.Increment(ref runs);
+                return SlowInitialisation(name);
+            })!, name);
+            Assert.That(runs, Is.EqualTo(1));
+        }
+    }
+
+    [Test]
+    public void AStaticConstructorThatFailsFailsEveryToucherAlike()
+    {
+        var all = Enumerable.Range(0, 20).Select(_ => Green.Spawn(() => Failing.Value)).ToList();
+        Green.JoinAll(all);
+        Assert.That(all.Select(g => g.Exception), Is.All.TypeOf<TypeInitializationException>());
+    }
+
+    [Test]
+    public void RunClassConstructorFromManyGreenletsRunsItOnce()
+    {
+        var all = Enumerable.Range(0, 20).Select(_ => Green.Spawn(() => System.Runtime.CompilerServices.RuntimeHelpers.RunClassConstructor(typeof(ViaReflection).TypeHandle))).ToList();
+        Green.JoinAll(all, raiseError: true);
+        Assert.That(ViaReflection.Runs, Is.EqualTo(1));
+    }
+
+    private static class Failing
+    {
+        public static readonly string Value = Fail();
+
+        private static string Fail()
+        {
+            Thread.Sleep(20);
+            throw new InvalidOperationException("broken on purpose");
+        }
+    }
+
+    private static class ViaReflection
+    {
+        public static int Runs;
+
+        static ViaReflection()
+        {
+            Thread.Sleep(50);
+            Runs++;
+        }
+    }
+
+    /// <summary>A loopback peer on a plain thread that echoes every byte back.</summary>
+    private sealed class EchoPeer : IDisposable
+    {
+        private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
+
+        public EchoPeer()
+        {
+            _listener.Start(1024);
+            new Thread(Accept) { IsBackground = true, Name = "echo peer" }.Start();
+        }
+
+        public int Port => ((IPEndPoint)_listener.LocalEndpoint).Port;
+
+        private void Accept()
+        {
+            try
+            {
+                while (true)
+                {
+                    var client = _listener.AcceptTcpClient();
+                    ThreadPool.QueueUserWorkItem(_ =>
+                    {
+                        using (client)
+                        {
+                            var stream = client.GetStream();
+                            int b;
+                            while ((b = stream.ReadByte()) >= 0) stream.WriteByte((byte)b);
+                        }
+                    });
+                }
+            }
+            catch (SocketException)
+            {
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+        }
+
+        public void Dispose() => _listener.Stop();
+    }
+}
+
+internal struct T0;
+internal struct T1;
+internal struct T2;
+internal struct T3;
+internal struct T4;
+internal struct T5;
+
+internal static class Holder
+{
+    public static int Runs;
+}
+
+/// <summary>One static constructor per instantiation, each doing patched I/O.</summary>
+internal static class Holder<TA, TB, TC>
+{
+    private static readonly string s_value;
+
+    static Holder()
+    {
+        Interlocked.Increment(ref Holder.Runs);
+        var type = typeof(Holder<TA, TB, TC>);
+        s_value = LazyInitialisationTests.SlowInitialisation(type.Name + string.Join(",", type.GetGenericArguments().Select(t => t.Name)));
+    }
+
+    public static string Value() => s_value;
+}
