@@ -113,8 +113,10 @@ static void ServeThreads(int port)
 
 static void ApplyPatchAll()
 {
+    var watch = Stopwatch.StartNew();
     var report = Patch.All();
-    Console.WriteLine($"Patch.All() applied: {report.Patched.Count + report.AlreadyPatched.Count} methods patched, {report.Refused.Count} refused");
+    Console.WriteLine($"Patch.All() applied in {watch.ElapsedMilliseconds} ms: {report.Patched.Count + report.AlreadyPatched.Count} methods patched, {report.Refused.Count} refused");
+    foreach (var refused in report.Refused) Console.WriteLine($"  not cooperative: {refused.Description}");
 }
 
 static void Bench(int connections, int seconds)
