@@ -280,4 +280,29 @@ public class LocksTests : PatchedHubTest
         thread.Join();
         Assert.That(counter, Is.EqualTo(4000));
     }
+
+    [Test]
+    public void ASynchronizedWriterOverAFileIsSharedByGreenletsWhoseWritesPark()
+    {
+        // TextWriter.Synchronized's methods are [MethodImpl(Synchronized)]: the runtime takes a monitor on the
+        // writer around each call, and the patched file write inside parks with that monitor held.
+        var path = Path.GetTempFileName();
+        try
+        {
+            using (var writer = TextWriter.Synchronized(new StreamWriter(path) { AutoFlush = true }))
+            {
+                RunInGreenlets(20, i =>
+                {
+                    for (int k = 0; k < 20; k++) writer.WriteLine($"{i}:{k}");
+                });
+            }
+            var lines = File.ReadAllLines(path);
+            Assert.That(lines, Has.Length.EqualTo(400));
+            Assert.That(lines.Distinct().Count(), Is.EqualTo(400));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
 }
