@@ -31,12 +31,15 @@ public sealed class HubOptions
     public int CarrierStackSize { get; init; } = 256 * 1024;
 
     /// <summary>
-    /// The most carrier threads the hub may use at once, which bounds the number of stackful greenlets that
-    /// can be alive (started and not finished). Default 10,000; range 2 – 15,000. Linux's default
-    /// <c>vm.max_map_count</c> limits a process to about 16,000 threads and the runtime aborts past it, so the
-    /// hub refuses to start a greenlet beyond this cap with an <see cref="InvalidOperationException"/> instead.
+    /// The most pooled carrier threads the hub may use at once, which bounds the number of stackful greenlets that
+    /// can be suspended together. Default 0: the machine's limit, read from the kernel (<c>vm.max_map_count</c>,
+    /// <c>kernel.threads-max</c>, <c>kernel.pid_max</c>, the cgroup's <c>pids.max</c>, available memory) minus a
+    /// margin for the rest of the process; run info (<see cref="HubRunInfo.Carriers"/>) shows it and which resource
+    /// set it. A positive value may lower it, or raise it up to that limit (2 at least). A greenlet that needs a
+    /// carrier while all are taken waits for one in FIFO order; only when none can ever free up is that reported
+    /// (<see cref="LoopExitException"/>).
     /// </summary>
-    public int MaxCarriers { get; init; } = 10_000;
+    public int MaxCarriers { get; init; }
 
     /// <summary>
     /// Pin the hub's thread and every carrier that runs for it to the CPU the hub was created on. Waking a
@@ -67,7 +70,10 @@ public sealed class HubOptions
             throw new ArgumentOutOfRangeException(nameof(MaxBlockingTime), max, "MaxBlockingTime must be positive, or null to disable the blocking monitor.");
         if (CarrierStackSize is < 128 * 1024 or > 64 * 1024 * 1024)
             throw new ArgumentOutOfRangeException(nameof(CarrierStackSize), CarrierStackSize, "CarrierStackSize must be between 128 KiB and 64 MiB.");
-        if (MaxCarriers is < 2 or > 15_000)
-            throw new ArgumentOutOfRangeException(nameof(MaxCarriers), MaxCarriers, "MaxCarriers must be between 2 and 15,000 (the process aborts near 16,000 threads).");
+        if (MaxCarriers is < 0 or 1)
+            throw new ArgumentOutOfRangeException(nameof(MaxCarriers), MaxCarriers, "MaxCarriers must be 0 (the machine's limit) or at least 2.");
+        var machine = Scheduling.CarrierLimit.Machine;
+        if (MaxCarriers > machine.Value)
+            throw new ArgumentOutOfRangeException(nameof(MaxCarriers), MaxCarriers, $"MaxCarriers may be at most {machine.Value:N0} on this machine, the limit set by {machine.Source}; past it the runtime aborts the process when a thread cannot be created.");
     }
 }

@@ -18,6 +18,15 @@ public sealed class CarrierPoolInfo
     public int Busy => Math.Max(0, Threads - Idle);
 
     /// <summary>Pooled carriers this hub holds now: each keeps a suspended greenlet's stack or runs the hub's code
-    /// (the hub's own thread is not counted). Bounded by <see cref="HubOptions.MaxCarriers"/>.</summary>
+    /// (the hub's own thread is not counted). Bounded by <see cref="Limit"/>.</summary>
     public int HeldByThisHub { get; internal init; }
+
+    /// <summary>The most pooled carriers this hub may hold (<see cref="HubOptions.MaxCarriers"/>, or the machine's limit).</summary>
+    public int Limit { get; internal init; }
+
+    /// <summary>What set <see cref="Limit"/>: the option, or the kernel resource that bounds threads on this machine and how to raise it.</summary>
+    public string LimitSource { get; internal init; } = "";
+
+    /// <summary>Greenlets waiting for a carrier because this hub holds <see cref="Limit"/> of them.</summary>
+    public int Waiting { get; internal init; }
 }

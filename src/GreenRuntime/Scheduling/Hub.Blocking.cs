@@ -36,7 +36,7 @@ public sealed partial class Hub
     /// Whether the current greenlet can run a call with the baton released: code of a greenlet (not a
     /// callback or the scheduler), and a free carrier is allowed to take over the hub meanwhile.
     /// </summary>
-    internal bool CanReleaseBaton => CanBlockHere && !_disposed && _carriersInUse < Options.MaxCarriers;
+    internal bool CanReleaseBaton => CanBlockHere && !_disposed && _carriersInUse < MaxCarriers;
 
     /// <summary>
     /// Runs <paramref name="call"/> on the current greenlet's own thread with the baton given away, so the

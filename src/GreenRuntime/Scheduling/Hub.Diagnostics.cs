@@ -210,6 +210,9 @@ public sealed partial class Hub
                 Threads = _pool.Created,
                 Idle = _pool.Idle,
                 HeldByThisHub = _carriersInUse,
+                Limit = MaxCarriers,
+                LimitSource = CarrierLimitSource,
+                Waiting = _carrierWaiters.Count,
             },
         };
     }

@@ -89,7 +89,10 @@ public sealed partial class Hub
         _inScheduler = true;
         while (true)
         {
-            if (!TryTakeNext(out var item))
+            RunItem item;
+            if (_carrierWaiters.Count > 0 && (self.Owner == null || _carriersInUse < MaxCarriers))
+                item = _carrierWaiters.PopFront(); // a carrier is at hand again: the oldest waiter goes first
+            else if (!TryTakeNext(out item))
                 continue;
             switch (item.Kind)
             {
@@ -131,9 +134,11 @@ public sealed partial class Hub
                         break;
                     }
                     // This thread keeps a suspended stack: new code must start on a free thread.
-                    if (_carriersInUse >= Options.MaxCarriers)
+                    if (_carriersInUse >= MaxCarriers)
                     {
-                        RefuseForLackOfCarriers(item.Greenlet!);
+                        // Every carrier keeps a suspended greenlet: this one waits, in FIFO order, until a greenlet
+                        // ends or a carrier goes back to the pool (see the top of this loop).
+                        _carrierWaiters.PushBack(item);
                         break;
                     }
                     _ready.PushFront(item);
@@ -186,15 +191,21 @@ public sealed partial class Hub
     }
 
     /// <summary>
-    /// Every carrier the hub may use keeps a suspended greenlet: rather than exceed the cap (the runtime aborts
-    /// near 16k threads), the greenlet that would need one more fails with an exception that says what to do.
+    /// Greenlets to start (and stackless continuations) that need a free carrier while every carrier the hub may
+    /// use keeps a suspended greenlet. Rather than exceed the cap (the runtime aborts when threads exhaust the
+    /// process's memory mappings), they wait here in FIFO order; Schedule takes them first as soon as the baton
+    /// holder is a free carrier or one went back to the pool.
     /// </summary>
-    private void RefuseForLackOfCarriers(Greenlet g)
-    {
-        var error = new InvalidOperationException($"Cannot run {g}: all {_carriersInUse} carrier threads of {this} keep suspended greenlets. The cap is HubOptions.MaxCarriers = {Options.MaxCarriers}; raise it (a process aborts near 16,000 threads) or bound concurrency with a pool or stackless greenlets.");
-        if (g.State == GreenletState.Scheduled) Finish(g, null, error);
-        else KillGreenlet(g, error);
-    }
+    private readonly Deque<RunItem> _carrierWaiters = new(4);
+
+    /// <summary>The cap on pooled carriers: <see cref="HubOptions.MaxCarriers"/>, or the machine's limit when that is 0.</summary>
+    internal int MaxCarriers => Options.MaxCarriers > 0 ? Options.MaxCarriers : CarrierLimit.Machine.Value;
+
+    /// <summary>What set <see cref="MaxCarriers"/>, for messages and run info.</summary>
+    internal string CarrierLimitSource => Options.MaxCarriers > 0 ? "set by HubOptions.MaxCarriers" : $"the machine's limit, set by {CarrierLimit.Machine.Source}";
+
+    /// <summary>Greenlets waiting for a carrier (see <see cref="_carrierWaiters"/>).</summary>
+    internal int CarrierWaiters => _carrierWaiters.Count;
 
     private void RunInline(Carrier self, in RunItem item)
     {
@@ -370,9 +381,12 @@ public sealed partial class Hub
     private bool RaiseLoopExit()
     {
         var main = MainGreenlet;
-        if (main.State == GreenletState.Parked)
-            return TryWake(new WakeToken(main, main.ParkSequence), null, new LoopExitException($"This operation would block forever: {main} is waiting ({main.WaitReason}) and no greenlet is ready, no timer is pending and no operation is outstanding on {this}."));
-        return false;
+        if (main.State != GreenletState.Parked)
+            return false;
+        string message = _carrierWaiters.Count == 0
+            ? $"This operation would block forever: {main} is waiting ({main.WaitReason}) and no greenlet is ready, no timer is pending and no operation is outstanding on {this}."
+            : $"This operation would block forever: {_carrierWaiters.Count} greenlet(s) of {this} wait for a carrier thread, but all {_carriersInUse} carriers (HubOptions.MaxCarriers = {Options.MaxCarriers}: a cap of {MaxCarriers:N0}, {CarrierLimitSource}) keep suspended greenlets that nothing can wake any more (they wait for something only a greenlet that has not started could provide). Raise HubOptions.MaxCarriers (up to the machine's limit; docs/core.md says how to raise that), or bound concurrency with a GreenPool or use stackless greenlets.";
+        return TryWake(new WakeToken(main, main.ParkSequence), null, new LoopExitException(message));
     }
 
     private long TicksToNanoseconds(long timestampTicks) => (long)(timestampTicks * (1_000_000_000.0 / _time.TimestampFrequency));

@@ -189,7 +189,7 @@ public sealed class StreamServer : IDisposable
         _logger = hub.Options.LoggerFactory.CreateLogger(ServerLog.Category);
         _listener = listener;
         _localEndPoint = listener.LocalEndPoint;
-        int carriers = hub.Options.MaxCarriers;
+        int carriers = hub.MaxCarriers;
         _maxConnections = _pool != null ? _pool.Size
             : _requestedMaxConnections != 0 ? _requestedMaxConnections : Math.Max(1, carriers - Math.Min(64, carriers / 2));
         ServerLog.Started(_logger, ToString(), _localEndPoint!.ToString()!);

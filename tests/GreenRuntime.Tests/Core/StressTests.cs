@@ -25,16 +25,52 @@ public class StressTests : HubTest
     }
 
     [Test]
-    public void ExceedingMaxCarriersIsAClearError()
+    public void GreenletsBeyondMaxCarriersWaitForACarrierInOrder()
     {
         Hub.Dispose();
         Hub = new Hub(new HubOptions { MaxCarriers = 10 });
-        var gs = Enumerable.Range(0, 12).Select(_ => Green.Spawn(() => Green.Sleep(50))).ToList();
-        Green.JoinAll(gs);
-        var refused = gs.Where(g => !g.Successful).ToList();
-        Assert.That(refused, Has.Count.EqualTo(2), "ten carriers keep ten sleepers; the other two cannot run");
-        Assert.That(refused[0].Exception!.Message, Does.Contain("MaxCarriers = 10"));
-        Assert.That(Green.Spawn(() => 1).Get(), Is.EqualTo(1), "the cap counts only greenlets alive");
+        var started = new List<int>();
+        var gs = Enumerable.Range(0, 30).Select(i => Green.Spawn(() =>
+        {
+            started.Add(i);
+            Green.Sleep(20);
+            return i;
+        })).ToList();
+        Green.JoinAll(gs, raiseError: true);
+        Assert.That(gs.Select(g => g.Get()), Is.EqualTo(Enumerable.Range(0, 30)), "nobody failed for lack of a carrier");
+        Assert.That(started, Is.EqualTo(Enumerable.Range(0, 30)), "those that waited started in spawn order");
+        Assert.That(Hub.CarrierWaiters, Is.Zero);
+    }
+
+    [Test]
+    public void CarriersThatCanNeverFreeUpAreReportedAsLoopExitNamingTheCap()
+    {
+        Hub.Dispose();
+        Hub = new Hub(new HubOptions { MaxCarriers = 4 });
+        var signal = new Event();
+        // Four greenlets keep the four carriers waiting for an event that only the fifth, which needs a carrier, sets.
+        var waiting = Enumerable.Range(0, 4).Select(_ => Green.Spawn(() => signal.Wait())).ToList();
+        var setter = Green.Spawn(signal.Set);
+        var error = Assert.Throws<LoopExitException>(() => Green.JoinAll([.. waiting, setter]));
+        Assert.That(error!.Message, Does.Contain("MaxCarriers = 4").And.Contain("wait for a carrier"));
+        foreach (var g in waiting) g.Kill();
+        setter.Join();
+        Assert.That(setter.Successful, Is.True, "once carriers free up the waiter runs");
+    }
+
+    [Test]
+    public void TheDefaultCarrierCapComesFromTheMachineAndRunInfoSaysWhy()
+    {
+        var info = Hub.GetRunInfo().Carriers;
+        Assert.Multiple(() =>
+        {
+            Assert.That(info.Limit, Is.GreaterThan(1_000), "a machine with default kernel limits allows thousands of threads");
+            Assert.That(info.Limit, Is.LessThan(int.MaxValue));
+            Assert.That(info.LimitSource, Does.Contain("machine's limit"));
+            Assert.That(Hub.FormatRunInfo(), Does.Contain($"at most {info.Limit}"));
+        });
+        var tooMany = Assert.Throws<ArgumentOutOfRangeException>(() => new HubOptions { MaxCarriers = info.Limit + 1 }.Validate());
+        Assert.That(tooMany!.Message, Does.Contain("at most"));
     }
 
     [Test]
