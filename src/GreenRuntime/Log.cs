@@ -39,4 +39,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 14, Level = LogLevel.Error, Message = "A handler of Hub.Blocked of {Hub} threw")]
     public static partial void BlockedHandlerFailed(ILogger logger, Exception exception, string hub);
+
+    [LoggerMessage(EventId = 16, Level = LogLevel.Warning, Message = "The greenlets of {Hub} were starved: for {Percent}% of the last {WindowMs} ms the baton holder was blocked in calls that are not cooperative while others waited, each hold too short to report alone. Held most by: {Holders}. Make those calls cooperative (Patch.All, Green.RunBlocking)")]
+    public static partial void HubStarved(ILogger logger, string hub, int percent, int windowMs, string holders);
 }

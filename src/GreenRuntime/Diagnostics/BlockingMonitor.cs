@@ -14,6 +14,8 @@
 //      Hub.Blocked. The episode is reported once however long it lasts. A stack that stops in a runtime stub before
 //      any named frame is retried once while the episode lasts; a stack whose top is the scheduler (taken after the
 //      holder released the baton) is dropped with that reason.
+//   3. Every sample also feeds the starvation window (StarvationWindow.cs): many holds each too short for step 2
+//      that together starve the hub are reported once per window (event 16).
 // Invariant: at most one report per epoch (the `reported` flag is cleared only when the epoch changes).
 // Cost: a sample is a few field reads and no allocation; the thread sleeps on a ManualResetEventSlim between
 // samples. Time is real time (Stopwatch), not HubOptions.TimeProvider: a blocked thread blocks in real time.
@@ -46,6 +48,7 @@ internal sealed class BlockingMonitor
     private readonly long _intervalTicks;
     private readonly bool _captureStacks;
     private readonly ManualResetEventSlim _stop = new();
+    private readonly StarvationWindow _starvation = new();
 
     private BlockingMonitor(Hub hub, TimeSpan max)
     {
@@ -95,6 +98,8 @@ internal sealed class BlockingMonitor
                 lastCapture = capture;
                 lastGcPause = gcPause;
                 long current = hub.ReadBatonEpoch();
+                if (_starvation.Sample(hub, now) is { } starved)
+                    Log.HubStarved(_logger, _hubName, starved.Percent, starved.WindowMs, starved.Holders);
                 if (current != epoch)
                 {
                     if (reported)
@@ -126,6 +131,7 @@ internal sealed class BlockingMonitor
                 if (!hub.ReadOthersWaiting(holder))
                     continue;
                 reported = true;
+                _starvation.NoteEpisode();
                 reportedHolder = holder == hub.HubGreenlet ? "a hub callback" : holder.ToString();
                 AssertFirstReportOfEpoch(epoch, ref lastReportedEpoch);
                 reportedAt = now;

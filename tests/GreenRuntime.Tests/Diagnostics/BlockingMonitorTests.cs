@@ -235,4 +235,56 @@ public class BlockingMonitorTests
         Assert.That(frames, Is.EqualTo(new[] { "[native code: libc.so.6]", "[runtime stub]", "App.Legacy.Block() [app.dll]" }));
         Assert.That(ThreadStackCapture.ParseReport(json, 7).Item2, Does.Contain("no thread with OS id 7"));
     }
+
+    [Test]
+    public void ManyShortNonCooperativeBlocksBackToBackAreReportedAsStarvation()
+    {
+        var saved = StarvationWindow.ReportInterval;
+        StarvationWindow.ReportInterval = TimeSpan.Zero;
+        try
+        {
+            CreateHub(TimeSpan.FromMilliseconds(100), captureStacks: false);
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(3);
+            // Each hold (a real 15 ms sleep: this test project does not patch) is far below MaxBlockingTime.
+            var workers = Enumerable.Range(0, 5).Select(i => Green.Spawn(() =>
+            {
+                while (DateTime.UtcNow < deadline)
+                {
+                    Thread.Sleep(15);
+                    Green.Sleep(0);
+                }
+            }, $"legacy-{i}")).ToList();
+            Green.JoinAll(workers);
+            var starved = _logs.Entries.Where(e => e.EventId.Id == 16).ToList();
+            Assert.That(starved, Is.Not.Empty, "back-to-back 15 ms blocks for 3 s starve the hub");
+            Assert.That(starved[0].Message, Does.Contain("legacy-"));
+            Assert.That(_logs.Entries.Where(e => e.EventId.Id is 10 or 11), Is.Empty, "no single hold was long enough to report");
+        }
+        finally
+        {
+            StarvationWindow.ReportInterval = saved;
+        }
+    }
+
+    [Test]
+    public void GreenletsThatWaitCooperativelyAreNotReportedAsStarvation()
+    {
+        var saved = StarvationWindow.ReportInterval;
+        StarvationWindow.ReportInterval = TimeSpan.Zero;
+        try
+        {
+            CreateHub(TimeSpan.FromMilliseconds(100), captureStacks: false);
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(2.5);
+            var workers = Enumerable.Range(0, 5).Select(i => Green.Spawn(() =>
+            {
+                while (DateTime.UtcNow < deadline) Green.Sleep(15);
+            })).ToList();
+            Green.JoinAll(workers);
+            Assert.That(_logs.Entries.Where(e => e.EventId.Id == 16), Is.Empty);
+        }
+        finally
+        {
+            StarvationWindow.ReportInterval = saved;
+        }
+    }
 }

@@ -1,0 +1,85 @@
+using System.Diagnostics;
+using System.Globalization;
+
+namespace GreenRuntime.Diagnostics;
+
+/// <summary>
+/// The blocking monitor's second question: is the hub starved by many holds of the baton that are each too short
+/// to report (every greenlet blocking 15 ms in a call that is not cooperative, back to back)?
+/// </summary>
+/// <remarks>
+/// Statistical, by the monitor's own samples: a sample counts as <em>blocked</em> when the hub is not idle, another
+/// greenlet wants the baton, and the holder's thread is asleep in the kernel (state S or D in
+/// <c>/proc/self/task/TID/stat</c>: a wait, not computation). When blocked samples are more than half of a window
+/// (at least <see cref="MinSamples"/> samples), one warning names the share and the greenlets that held the baton
+/// in most blocked samples. Windows in which a single hold was reported as a blocked episode are not reported
+/// again. At most one report per <see cref="ReportInterval"/>. Cost: a few field reads per sample, plus one small
+/// /proc read when the hub is busy.
+/// </remarks>
+internal sealed class StarvationWindow
+{
+    /// <summary>The window over which the share of blocked samples is judged.</summary>
+    public static readonly TimeSpan Window = TimeSpan.FromSeconds(1);
+
+    /// <summary>Fewer samples than this in a window say nothing.</summary>
+    public const int MinSamples = 8;
+
+    /// <summary>At most one starvation report per this interval.</summary>
+    internal static TimeSpan ReportInterval = TimeSpan.FromSeconds(10);
+
+    private readonly Dictionary<string, int> _holders = new();
+    private long _windowStart = Stopwatch.GetTimestamp();
+    private long _lastReport = long.MinValue / 2;
+    private int _samples, _blocked;
+    private bool _episodeInWindow;
+
+    /// <summary>A blocked episode was reported in this window: the window is not reported again.</summary>
+    public void NoteEpisode() => _episodeInWindow = true;
+
+    /// <summary>Adds one sample; returns a report to log when the window just closed starved, else null.</summary>
+    public (int Percent, int WindowMs, string Holders)? Sample(Hub hub, long now)
+    {
+        _samples++;
+        var holder = hub.ReadBatonGreenlet();
+        if (!hub.ReadIdle() && hub.ReadOthersWaiting(holder) && IsAsleep(hub.ReadBatonHolderOsThread()))
+        {
+            _blocked++;
+            string name = holder == hub.HubGreenlet ? "a hub callback" : holder.ToString();
+            _holders[name] = _holders.GetValueOrDefault(name) + 1;
+        }
+        long elapsed = now - _windowStart;
+        if (elapsed < Window.TotalSeconds * Stopwatch.Frequency)
+            return null;
+
+        (int, int, string)? report = null;
+        bool due = now - _lastReport >= ReportInterval.TotalSeconds * Stopwatch.Frequency;
+        if (_samples >= MinSamples && _blocked * 2 > _samples && !_episodeInWindow && due)
+        {
+            var top = _holders.OrderByDescending(h => h.Value).Take(5)
+                .Select(h => string.Create(CultureInfo.InvariantCulture, $"{h.Key} ({h.Value * 100 / _samples}%)"));
+            report = (_blocked * 100 / _samples, (int)(elapsed * 1000 / Stopwatch.Frequency), string.Join(", ", top));
+            _lastReport = now;
+        }
+        _windowStart = now;
+        _samples = _blocked = 0;
+        _episodeInWindow = false;
+        _holders.Clear();
+        return report;
+    }
+
+    /// <summary>Whether Linux thread <paramref name="tid"/> of this process sleeps in the kernel (S or D).</summary>
+    private static bool IsAsleep(int tid)
+    {
+        if (tid <= 0 || !OperatingSystem.IsLinux()) return false;
+        try
+        {
+            var stat = File.ReadAllText($"/proc/self/task/{tid}/stat");
+            int close = stat.LastIndexOf(')');
+            return close > 0 && close + 2 < stat.Length && stat[close + 2] is 'S' or 'D';
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false; // the thread ended
+        }
+    }
+}
