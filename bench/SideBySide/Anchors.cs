@@ -82,6 +82,10 @@ internal sealed class Anchors
     public Process? StartGo(string args) =>
         Harness.StartServer(GoBinary!, args, Path.GetDirectoryName(GoBinary)!, ("GOMAXPROCS", "1"));
 
+    /// <summary>Runs one of the harness's own gevent scripts (anchors/*.py) to completion.</summary>
+    public ProcessResult RunLocalGevent(string script, string args) =>
+        Harness.Run(Python, $"{Path.Combine(LocalDir, script)} {args}", LocalDir, TimeSpan.FromMinutes(3));
+
     /// <summary>Starts one of the harness's own gevent scripts (anchors/*.py).</summary>
     public Process? StartLocalGevent(string script, string args) =>
         Harness.StartServer(Python, $"{Path.Combine(LocalDir, script)} {args}", LocalDir);

@@ -31,6 +31,7 @@ internal static class Harness
     public static Func<Anchors, ProcessResult> Mine(string workload, string args = "") => _ => RunOurs($"{workload} {args}".Trim());
     private static Func<Anchors, ProcessResult> Gevent(string script, string args) => a => a.RunGevent(script, args);
     private static Func<Anchors, ProcessResult> Go(string args) => a => a.RunGo(args);
+    private static Func<Anchors, ProcessResult> LocalGevent(string script, string args) => a => a.RunLocalGevent(script, args);
 
     private static readonly (string Ours, string Gevent, string Go, string Label)[] Latency =
         [("p50_us", "p50_us", "p50_us", "p50 latency µs"), ("p99_us", "p99_us", "p99_us", "p99 latency µs")];
@@ -75,6 +76,18 @@ internal static class Harness
             Mine("blocked_mem"), null, null,
             "wall_s", "", "", false,
             [("bytes_per_greenlet", "", "", "bytes per greenlet")]),
+        new("sleepers_10k_cold", "10k stackful greenlets each sleeping a random 0–49 ms (seeded), ours in a cold process: wall", "s", "≤ gevent",
+            Mine("sleepers_stackful", "10000"), LocalGevent("sleepers.py", "10000"), null,
+            "wall_s", "wall_s", "", false, [("threads_created", "", "", "carrier threads created")]),
+        new("sleepers_10k_warm", "10k random sleepers as above, ours warmed up (a second round in the process): wall", "s", "≤ 0.5× gevent",
+            Mine("sleepers_stackful_warm", "10000"), LocalGevent("sleepers.py", "10000"), null,
+            "wall_s", "wall_s", "", false, [("threads_created", "", "", "carrier threads created")]),
+        new("sleepers_20k_cold", "20k random 0–49 ms stackful sleepers, cold process: wall (all must succeed on default kernel limits)", "s", "≤ gevent, none fails",
+            Mine("sleepers_stackful", "20000"), LocalGevent("sleepers.py", "20000"), null,
+            "wall_s", "wall_s", "", false, [("failed", "", "", "greenlets failed"), ("threads_created", "", "", "carrier threads created")]),
+        new("run_blocking", "20 greenlets each calling native usleep(200 ms) through P/Invoke in `Green.RunBlocking` (gevent: `threadpool.apply`): wall", "s", "≈ 0.2 s, ticker gap ≤ 20 ms",
+            Mine("run_blocking"), LocalGevent("run_blocking.py", "20"), null,
+            "wall_s", "wall_s", "", false, [("max_gap_ms", "max_gap_ms", "", "longest ticker gap ms")]),
         new("timers", "10k timers, random 0–100 ms (ours warmed up): wall", "s", "≤ 0.15 s",
             Mine("timers"), Gevent("bench_timers.py", ""), Go("timers"),
             "wall_s", "wall_s", "wall_s", false,

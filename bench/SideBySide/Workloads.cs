@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -44,6 +45,9 @@ internal static class Workloads
             "timers" => WarmedUp(() => Timers(Math.Min(1_000, Int(0, 10_000))), () => Timers(Int(0, 10_000))),
             "timers_cold" => Timers(Int(0, 10_000)),
             "sleep_mem_warm" => WarmedUp(() => SleepersStackless(1_000), () => SleepersStackless(Int(0, 100_000))),
+            "sleepers_stackful" => SleepersStackful(Int(0, 10_000)),
+            "sleepers_stackful_warm" => WarmedUp(() => SleepersStackful(Int(0, 10_000)), () => SleepersStackful(Int(0, 10_000))),
+            "run_blocking" => RunBlocking(Int(0, 20)),
             _ => throw new ArgumentException($"unknown workload '{name}'"),
         };
         return JsonSerializer.Serialize(result);
@@ -134,6 +138,65 @@ internal static class Workloads
         Green.JoinAll(all);
         var wall = watch.Elapsed.TotalSeconds;
         return new() { ["wall_s"] = wall, ["bytes_per_greenlet"] = (PeakRssKb() - baseKb) * 1024.0 / n };
+    }
+
+    /// <summary>N stackful greenlets each sleeping a random 0–49 ms (seeded like gevent's side), then ending.</summary>
+    private static Dictionary<string, double> SleepersStackful(int n)
+    {
+        var random = new Random(42);
+        var delays = Enumerable.Range(0, n).Select(_ => random.Next(50)).ToArray();
+        int threadsBefore = Hub.Current.GetRunInfo().Carriers.Threads;
+        var watch = Stopwatch.StartNew();
+        var all = new Greenlet[n];
+        for (int i = 0; i < n; i++)
+        {
+            int ms = delays[i];
+            all[i] = Green.Spawn(() => Green.Sleep(ms));
+        }
+        Green.JoinAll(all);
+        var wall = watch.Elapsed.TotalSeconds;
+        var info = Hub.Current.GetRunInfo().Carriers;
+        return new()
+        {
+            ["wall_s"] = wall,
+            ["failed"] = all.Count(g => !g.Successful),
+            ["threads_created"] = Math.Max(0, info.Threads - threadsBefore),
+            ["carrier_limit"] = info.Limit,
+        };
+    }
+
+    [DllImport("libc", EntryPoint = "usleep")]
+    private static extern int USleep(uint microseconds);
+
+    /// <summary>20 greenlets each blocking 200 ms in native code inside Green.RunBlocking, and a 5 ms ticker.</summary>
+    private static Dictionary<string, double> RunBlocking(int n)
+    {
+        static double Round(int n, out double longestGapMs)
+        {
+            bool done = false;
+            double longest = 0;
+            var ticker = Green.Spawn(() =>
+            {
+                var last = Stopwatch.GetTimestamp();
+                while (!done)
+                {
+                    Green.Sleep(5);
+                    var now = Stopwatch.GetTimestamp();
+                    longest = Math.Max(longest, Stopwatch.GetElapsedTime(last, now).TotalMilliseconds);
+                    last = now;
+                }
+            });
+            var watch = Stopwatch.StartNew();
+            Green.JoinAll(Enumerable.Range(0, n).Select(_ => Green.Spawn(() => Green.RunBlocking(() => USleep(200_000)))).ToList());
+            var wall = watch.Elapsed.TotalSeconds;
+            done = true;
+            ticker.Join();
+            longestGapMs = longest;
+            return wall;
+        }
+        Round(n, out _); // warms the carriers and the code up, as gevent's side warms its pool
+        var seconds = Round(n, out var gap);
+        return new() { ["wall_s"] = seconds, ["max_gap_ms"] = gap };
     }
 
     private static Dictionary<string, double> Timers(int n)
