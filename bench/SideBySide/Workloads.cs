@@ -153,12 +153,16 @@ internal static class Workloads
             int ms = delays[i];
             all[i] = Green.Spawn(() => Green.Sleep(ms));
         }
+        var spawned = watch.Elapsed.TotalSeconds;
+        var gcPause = GC.GetTotalPauseDuration();
         Green.JoinAll(all);
         var wall = watch.Elapsed.TotalSeconds;
         var info = Hub.Current.GetRunInfo().Carriers;
         return new()
         {
             ["wall_s"] = wall,
+            ["spawn_s"] = spawned,
+            ["gc_pause_s"] = (GC.GetTotalPauseDuration() - gcPause).TotalSeconds,
             ["failed"] = all.Count(g => !g.Successful),
             ["threads_created"] = Math.Max(0, info.Threads - threadsBefore),
             ["carrier_limit"] = info.Limit,
