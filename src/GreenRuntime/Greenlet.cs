@@ -73,6 +73,9 @@ public partial class Greenlet
     internal Task? StacklessTask;
     internal string? SpawnStack => _rare?.SpawnStack;
 
+    /// <summary>The ExecutionContext captured at creation, which the body runs under (null: flow was suppressed; the default).</summary>
+    internal readonly ExecutionContext? Context;
+
     /// <summary>Creates a stackful greenlet that will run <paramref name="body"/>; it does not start until <see cref="Start"/> (or <see cref="Switch"/>).</summary>
     public Greenlet(Action body, string? name = null) : this((Delegate)body, name, stackless: false) { }
 
@@ -85,6 +88,7 @@ public partial class Greenlet
         if (name != null) Rare.Name = name;
         IsStackless = stackless;
         Parent = Hub.CurrentGreenlet;
+        Context = ExecutionContext.Capture(); // runs its body under its creator's context (Scheduling/AmbientContext.cs)
         if (stackless) SyncContext = new HubSynchronizationContext(this);
         if (Hub.Options.TrackSpawnStacks) Rare.SpawnStack = new StackTrace(2, false).ToString();
     }

@@ -40,6 +40,7 @@ public sealed partial class Hub : IDisposable
     {
         options ??= new HubOptions();
         options.Validate();
+        _ = AmbientContext.Default; // probed here, before this thread has a hub, so no patched call can act cooperatively
         if (t_current != null)
             throw new InvalidOperationException($"This thread already has a hub ({t_current}). Dispose it first, or use Hub.Current.");
         Options = options;

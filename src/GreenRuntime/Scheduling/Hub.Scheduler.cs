@@ -222,6 +222,7 @@ public sealed partial class Hub
         NoteSwitch();
         object? value = null;
         Exception? error = null;
+        AmbientContext.Enter(g.Context); // the body runs under its creator's context (AmbientContext.cs, step 2)
         try
         {
             value = g.InvokeStackful();
@@ -230,6 +231,7 @@ public sealed partial class Hub
         {
             error = e;
         }
+        AmbientContext.Reset(); // nothing of this greenlet's context is left for the carrier's next item
         AssertBatonHeld();
         self.Owner = null;
         g.Carrier = null;
@@ -243,6 +245,7 @@ public sealed partial class Hub
         NoteSwitch();
         var saved = SynchronizationContext.Current;
         SynchronizationContext.SetSynchronizationContext(g.SyncContext);
+        AmbientContext.Enter(g.Context); // AmbientContext.cs, step 2; its awaits capture it from here on
         Task task;
         try
         {
@@ -250,10 +253,12 @@ public sealed partial class Hub
         }
         catch (Exception e)
         {
+            AmbientContext.Reset();
             SynchronizationContext.SetSynchronizationContext(saved);
             Finish(g, null, e);
             return;
         }
+        AmbientContext.Reset();
         SynchronizationContext.SetSynchronizationContext(saved);
         if (task.IsCompleted)
         {
@@ -298,6 +303,9 @@ public sealed partial class Hub
         if (g.State != GreenletState.Dead) g.State = GreenletState.Running;
         _current = g;
         NoteSwitch();
+        // An await's continuation restores the context it captured itself; anything else posted to the greenlet's
+        // synchronization context runs under the greenlet's creation context (AmbientContext.cs, step 4).
+        AmbientContext.Enter(g.Context);
         try
         {
             callback(state);
@@ -309,6 +317,7 @@ public sealed partial class Hub
         }
         finally
         {
+            AmbientContext.Reset();
             SynchronizationContext.SetSynchronizationContext(saved);
         }
         if (g.State == GreenletState.Running) g.State = GreenletState.Awaiting;
@@ -320,6 +329,9 @@ public sealed partial class Hub
         _current = HubGreenlet;
         _callbackDepth++;
         NoteBatonEpoch();
+        // This thread may keep a parked greenlet's context: callbacks run under the default one and cannot change
+        // the greenlet's (AmbientContext.cs, step 3).
+        var savedContext = AmbientContext.EnterForCallback();
         try
         {
             callback(state);
@@ -330,6 +342,7 @@ public sealed partial class Hub
         }
         finally
         {
+            AmbientContext.LeaveCallback(savedContext);
             _callbackDepth--;
             _current = saved;
             NoteBatonEpoch();
