@@ -47,6 +47,8 @@ public partial class Greenlet
         public string? SpawnStack;
         public List<Sync.IAsyncWait>? AsyncWaits;
         public Dictionary<object, object?>? Locals;
+        public CancellationTokenSource? Cancellation;
+        public GreenTimeout? InnermostTimeout;
     }
 
     private RareState? _rare;
@@ -60,6 +62,17 @@ public partial class Greenlet
     internal object? ResumeValue;
     internal Exception? ResumeError;
     internal Exception? PendingException;
+
+    /// <summary>
+    /// Set by the first kill and never cleared: the level-triggered half of cancellation. While it is set, every
+    /// blocking point of this greenlet raises it again (BeginPark, the Task-form waits), so a <c>catch (Exception)</c>
+    /// around a blocking call cannot make the greenlet unkillable. <see cref="PendingException"/> is the edge half:
+    /// the one delivery to a greenlet that is running or ready when the kill or timeout lands.
+    /// </summary>
+    internal Exception? KillException;
+
+    /// <summary>How many <see cref="GreenTimeout"/> scopes of this greenlet have expired and are not disposed yet.</summary>
+    internal int ExpiredTimeouts;
     internal Carrier? Carrier;
     internal bool StartedBySwitch;
     internal HubTimer? StartTimer
@@ -360,6 +373,59 @@ public partial class Greenlet
     internal virtual object? ResultOf(Task task) => null;
 
     internal static Greenlet CreateStackless(Func<Task> body, string? name) => new(body, name, stackless: true);
+
+    /// <summary>
+    /// A token that is cancelled when this greenlet is killed (by <see cref="Kill"/>, <see cref="Green.KillAll"/>, a
+    /// pool or a server stopping), so async code and foreign Tasks it starts can observe the kill:
+    /// <c>await Task.Delay(1000, Green.Current.CancellationToken)</c>. Hub-only.
+    /// </summary>
+    /// <remarks>Already cancelled if the greenlet was killed before the token was asked for. A greenlet that finished
+    /// without being killed never cancels it. Its callbacks run on the hub, inside the call that killed the
+    /// greenlet: like link callbacks they must not block.</remarks>
+    public CancellationToken CancellationToken
+    {
+        get
+        {
+            if (KillException != null && _rare?.Cancellation == null) return new CancellationToken(true);
+            if (Dead && _rare?.Cancellation == null) return CancellationToken.None;
+            return (Rare.Cancellation ??= new CancellationTokenSource()).Token;
+        }
+    }
+
+    /// <summary>Cancels <see cref="CancellationToken"/> if anyone asked for it. Called by the hub once, when the greenlet is first killed.</summary>
+    internal void CancelToken()
+    {
+        if (_rare?.Cancellation is not { } cts) return;
+        try
+        {
+            cts.Cancel();
+        }
+        catch (AggregateException e)
+        {
+            Log.CallbackFailed(Hub.Logger, e, "CancellationToken callback");
+        }
+    }
+
+    /// <summary>
+    /// The exception every blocking point of this greenlet raises now: the kill, else the outermost expired
+    /// <see cref="GreenTimeout"/> scope still open (an outer scope wins over an inner one), else null.
+    /// </summary>
+    internal Exception? StickyException()
+    {
+        if (KillException != null) return KillException;
+        if (ExpiredTimeouts == 0) return null;
+        GreenTimeout? outermost = null;
+        for (var t = _rare?.InnermostTimeout; t != null; t = t.Outer)
+            if (t.Expired) outermost = t;
+        return outermost?.Exception;
+    }
+
+    /// <summary>The newest open <see cref="GreenTimeout"/> scope of this greenlet (a linked stack through <see cref="GreenTimeout.Outer"/>).</summary>
+    internal GreenTimeout? InnermostTimeout
+    {
+        get => _rare?.InnermostTimeout;
+        set { if (value != null || _rare != null) Rare.InnermostTimeout = value; }
+    }
 
     /// <summary>Returns an awaiter, so that <c>await greenlet</c> waits for it (and rethrows its exception).</summary>
     public GreenletAwaiter GetAwaiter() => new(this);

@@ -117,8 +117,9 @@ public sealed partial class Hub : IDisposable
             {
                 Green.KillAll(alive, block: true, timeout: TimeSpan.FromSeconds(5));
             }
-            catch (LoopExitException)
+            catch (Exception e) when (e is LoopExitException or TimeoutException)
             {
+                // the survivors are logged below
             }
             foreach (var g in alive)
                 if (!g.Dead) Log.StuckAtDispose(_logger, g.ToString());

@@ -27,6 +27,9 @@ public sealed partial class Hub
             if (g.State != GreenletState.Dead) g.PendingException = null;
             throw pending;
         }
+        // Level-triggered cancellation: a killed greenlet, or one inside an expired GreenTimeout scope, cannot block.
+        if ((g.KillException != null || g.ExpiredTimeouts > 0) && g.StickyException() is { } sticky)
+            throw sticky;
         g.State = GreenletState.Parked;
         g.WaitReason = reason;
         g.ParkedAt = _time.GetTimestamp();
