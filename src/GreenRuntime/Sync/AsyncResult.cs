@@ -65,7 +65,8 @@ public sealed class AsyncResult<T> : IGreenWaitable, IWaitSource
 
     private void Complete(T value, ExceptionDispatchInfo? error)
     {
-        var hub = Blocking.Bind(ref _hub, this);
+        var hub = Blocking.BindForSignal(ref _hub, this, () => Complete(value, error));
+        if (hub == null) return; // no hub has used it yet: applied when one does
         if (!hub.IsOnHubThread)
         {
             hub.Post(() => Complete(value, error));

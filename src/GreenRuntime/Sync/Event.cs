@@ -42,7 +42,8 @@ public sealed class Event : IGreenWaitable, IWaitSource
     /// <summary>Sets the flag and wakes every greenlet waiting now. Safe from any thread.</summary>
     public void Set()
     {
-        var hub = Blocking.Bind(ref _hub, this);
+        var hub = Blocking.BindForSignal(ref _hub, this, Set);
+        if (hub == null) return; // no hub has used it yet: applied when one does
         if (!hub.IsOnHubThread)
         {
             hub.Post(Set);
@@ -55,7 +56,8 @@ public sealed class Event : IGreenWaitable, IWaitSource
     /// <summary>Resets the flag. Greenlets already woken by <see cref="Set"/> still return true. Safe from any thread.</summary>
     public void Clear()
     {
-        var hub = Blocking.Bind(ref _hub, this);
+        var hub = Blocking.BindForSignal(ref _hub, this, Clear);
+        if (hub == null) return;
         if (!hub.IsOnHubThread)
         {
             hub.Post(Clear);

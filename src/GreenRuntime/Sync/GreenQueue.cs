@@ -357,7 +357,12 @@ public class GreenQueue<T> : IEnumerable<T>
     /// </summary>
     public void Close()
     {
-        var hub = Blocking.Bind(ref _hub, this);
+        var hub = Blocking.BindForSignal(ref _hub, this, Close);
+        if (hub == null)
+        {
+            _closed = true; // no hub has used it yet: the rest is applied when one does
+            return;
+        }
         if (!hub.IsOnHubThread)
         {
             _closed = true;

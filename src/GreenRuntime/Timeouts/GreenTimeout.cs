@@ -87,11 +87,11 @@ public sealed class GreenTimeout : IDisposable
     /// </summary>
     /// <param name="timeout">The deadline from now; <see cref="Timeout.InfiniteTimeSpan"/> never fires.</param>
     /// <param name="exception">The exception to raise instead of a <see cref="GreenTimeoutException"/>.</param>
-    /// <exception cref="InvalidOperationException">Called off a hub or from a link/timer callback (there is no greenlet to interrupt).</exception>
+    /// <exception cref="InvalidOperationException">Called from a link/timer callback (there is no greenlet to interrupt).</exception>
     public static GreenTimeout Start(TimeSpan timeout, Exception? exception = null)
     {
         Blocking.ValidateTimeout(timeout);
-        var hub = Hub.CurrentOrNull ?? throw new InvalidOperationException("GreenTimeout.Start must be called on a greenlet (a thread with a hub, or a greenlet it runs).");
+        var hub = Hub.Current; // a thread with no hub gets one, as Green.Sleep does
         var g = hub.CurrentGreenlet;
         if (g == hub.HubGreenlet)
             throw new InvalidOperationException("GreenTimeout.Start cannot be called from a link, timer or Hub.Post callback: there is no greenlet to interrupt. Spawn a greenlet and start the timeout there.");
