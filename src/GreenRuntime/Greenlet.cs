@@ -25,8 +25,11 @@ public partial class Greenlet
 {
     private static long s_nextId;
 
-    private readonly Delegate? _body;
-    private protected Delegate Body => _body!;
+    // The body, its closure and its captured state are released when the greenlet finishes (ReleaseForGc), and so are
+    // the parent and the captured context: a finished greenlet keeps only its outcome, so a greenlet that respawns
+    // itself forever, or a long-lived list of finished greenlets, keeps the heap flat.
+    private Delegate? _body;
+    private protected Delegate Body => _body ?? throw new InvalidOperationException($"Internal error: the body of {this} was released before it ran.");
     private object? _value;
     private Exception? _exception;
     private bool _successful;
@@ -87,7 +90,7 @@ public partial class Greenlet
     internal string? SpawnStack => _rare?.SpawnStack;
 
     /// <summary>The ExecutionContext captured at creation, which the body runs under (null: flow was suppressed; the default).</summary>
-    internal readonly ExecutionContext? Context;
+    internal ExecutionContext? Context;
 
     /// <summary>Creates a stackful greenlet that will run <paramref name="body"/>; it does not start until <see cref="Start"/> (or <see cref="Switch"/>).</summary>
     public Greenlet(Action body, string? name = null) : this((Delegate)body, name, stackless: false) { }
@@ -100,7 +103,7 @@ public partial class Greenlet
         Id = Interlocked.Increment(ref s_nextId);
         if (name != null) Rare.Name = name;
         IsStackless = stackless;
-        Parent = Hub.CurrentGreenlet;
+        _parent = Hub.CurrentGreenlet;
         Context = ExecutionContext.Capture(); // runs its body under its creator's context (Scheduling/AmbientContext.cs)
         if (stackless) SyncContext = new HubSynchronizationContext(this);
         if (Hub.Options.TrackSpawnStacks) Rare.SpawnStack = new StackTrace(2, false).ToString();
@@ -124,8 +127,21 @@ public partial class Greenlet
     /// <summary>The name given at creation, or <c>Greenlet-{Id}</c>.</summary>
     public string Name => _rare?.Name ?? (Rare.Name = $"Greenlet-{Id}");
 
-    /// <summary>The greenlet that created this one. When it finishes after being entered with <see cref="Switch"/>, control returns to its parent.</summary>
-    public Greenlet? Parent { get; }
+    /// <summary>The greenlet that created this one, while this one has not finished. When it finishes after being entered
+    /// with <see cref="Switch"/>, control returns to its parent.</summary>
+    /// <remarks>A finished greenlet forgets its parent (null), as gevent's weak reference to the parent does once the
+    /// parent is gone: a chain of greenlets that spawn each other does not keep every ancestor alive.</remarks>
+    public Greenlet? Parent => _parent;
+    private Greenlet? _parent;
+
+    /// <summary>Drops what a finished greenlet no longer needs (body, closure, parent, context). Called once by the hub's Finish.</summary>
+    internal void ReleaseForGc()
+    {
+        _body = null;
+        _parent = null;
+        Context = null;
+        StacklessTask = null;
+    }
 
     /// <summary>Whether the body is async code (<c>Func&lt;Task&gt;</c>) whose continuations run on the hub.</summary>
     public bool IsStackless { get; }

@@ -115,5 +115,6 @@ public sealed partial class Hub
             _ready.PushBack(RunItem.ForCallback(static s => ((Greenlet)s!).NotifyLinks(), g));
         if (g.StartedBySwitch && g.Parent is { State: GreenletState.Parked, WaitReason: WaitReason.Switch } parent)
             TryWake(new WakeToken(parent, parent.ParkSequence), g.Value, g.Exception, first: true);
+        g.ReleaseForGc();
     }
 }

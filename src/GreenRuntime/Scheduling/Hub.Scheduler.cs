@@ -278,7 +278,7 @@ public sealed partial class Hub
         var g = (Greenlet)state!;
         var hub = g.Hub;
         if (g.State == GreenletState.Dead)
-            return; // killed while awaiting: already finished and uncounted by KillGreenlet
+            return; // already finished (killed before its body started)
         hub._awaitingStackless--;
         hub.FinishStackless(g, g.StacklessTask!);
     };

@@ -198,7 +198,7 @@ public sealed class StreamServer : IDisposable
         _listener = listener;
         _localEndPoint = listener.LocalEndPoint;
         int carriers = hub.Options.MaxCarriers;
-        _maxConnections = _pool != null ? _pool.Size
+        _maxConnections = _pool?.Size is { } poolSize ? poolSize
             : _requestedMaxConnections != 0 ? _requestedMaxConnections : Math.Max(1, carriers - Math.Min(64, carriers / 2));
         ServerLog.Started(_logger, ToString(), _localEndPoint!.ToString()!);
         StartAccepting();

@@ -17,7 +17,7 @@ namespace GreenRuntime;
 /// </remarks>
 /// <typeparam name="T">The value type.</typeparam>
 [DebuggerDisplay("AsyncResult Ready={_ready} Waiters={_waiters.Count}")]
-public sealed class AsyncResult<T> : IGreenWaitable, IWaitSource
+public sealed class AsyncResult<T> : IGreenWaitable
 {
     private readonly WaiterList<bool> _waiters = new();
     private Hub? _hub;
@@ -131,11 +131,9 @@ public sealed class AsyncResult<T> : IGreenWaitable, IWaitSource
         return Result();
     }
 
-    bool IWaitSource.IsReadyNow => _ready;
-
-    IDisposable IWaitSource.Subscribe(Action<object> onReady)
+    IDisposable IGreenWaitable.Subscribe(Action onReady)
     {
-        var w = Waiter<bool>.ForCallback(Blocking.Bind(ref _hub, this), _ => onReady(this));
+        var w = Waiter<bool>.ForCallback(Blocking.Bind(ref _hub, this), _ => onReady());
         _waiters.AddLast(w);
         return new Unsubscriber(() => _waiters.Remove(w));
     }
