@@ -76,6 +76,9 @@ public partial class Greenlet
 
     /// <summary>How many <see cref="GreenTimeout"/> scopes of this greenlet have expired and are not disposed yet.</summary>
     internal int ExpiredTimeouts;
+
+    /// <summary>Open <see cref="CancellationShield"/>s: while above zero, kills and timeouts are recorded but not raised.</summary>
+    internal int ShieldDepth;
     internal Carrier? Carrier;
     internal bool StartedBySwitch;
     internal HubTimer? StartTimer

@@ -69,11 +69,15 @@ public sealed partial class Hub
                     if (g == _current) throw exception;
                     g.PendingException = exception;
                     return;
+                case GreenletState.Parked when g.ShieldDepth > 0:
+                    return; // shielded: recorded (KillException), raised after the last shield closes
                 case GreenletState.Parked:
                     TryWake(new WakeToken(g, g.ParkSequence), null, exception);
                     return;
                 case GreenletState.Ready:
                     g.PendingException = exception;
+                    return;
+                case GreenletState.Awaiting when g.ShieldDepth > 0:
                     return;
                 case GreenletState.Awaiting:
                     // Alive until its body's task completes, so Kill(block) and Join return after its finally blocks

@@ -22,14 +22,17 @@ public sealed partial class Hub
     {
         AssertMayBlock();
         var g = _current;
-        if (g.PendingException is { } pending)
+        if (g.ShieldDepth == 0) // a shield holds kills and timeouts back (CancellationShield)
         {
-            if (g.State != GreenletState.Dead) g.PendingException = null;
-            throw pending;
+            if (g.PendingException is { } pending)
+            {
+                if (g.State != GreenletState.Dead) g.PendingException = null;
+                throw pending;
+            }
+            // Level-triggered cancellation: a killed greenlet, or one inside an expired GreenTimeout scope, cannot block.
+            if ((g.KillException != null || g.ExpiredTimeouts > 0) && g.StickyException() is { } sticky)
+                throw sticky;
         }
-        // Level-triggered cancellation: a killed greenlet, or one inside an expired GreenTimeout scope, cannot block.
-        if ((g.KillException != null || g.ExpiredTimeouts > 0) && g.StickyException() is { } sticky)
-            throw sticky;
         g.State = GreenletState.Parked;
         g.WaitReason = reason;
         g.ParkedAt = _time.GetTimestamp();
@@ -73,7 +76,7 @@ public sealed partial class Hub
         var value = g.ResumeValue;
         g.ResumeError = null;
         g.ResumeValue = null;
-        if (g.PendingException is { } pending)
+        if (g.ShieldDepth == 0 && g.PendingException is { } pending)
         {
             if (g.State != GreenletState.Dead) g.PendingException = null;
             error = pending;

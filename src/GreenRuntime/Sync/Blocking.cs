@@ -65,7 +65,7 @@ internal static class Blocking
     /// </summary>
     internal static Exception? TakePendingException(Greenlet? owner)
     {
-        if (owner == null) return null;
+        if (owner == null || owner.ShieldDepth > 0) return null;
         if (owner.PendingException is not { } pending) return owner.StickyException(); // a kill or expired scope raises every time
         if (!owner.Dead) owner.PendingException = null;
         return pending;

@@ -238,6 +238,8 @@ public sealed class GreenTimeout : IDisposable
         {
             case GreenletState.Dead:
                 return;
+            case GreenletState.Parked when g.ShieldDepth > 0:
+                return; // shielded: the expired scope raises after the last shield closes
             case GreenletState.Parked:
                 _hub.TryWake(new WakeToken(g, g.ParkSequence), null, Exception);
                 return;

@@ -293,4 +293,49 @@ public class LevelTriggeredCancellationTests : HubTest
         g.Kill(timeout: TimeSpan.FromSeconds(10));
         Assert.That(g.Dead, Is.True);
     }
+
+    [Test]
+    public void AShieldLetsCleanupBlockAndTheKillIsRaisedAfterIt()
+    {
+        var log = new List<string>();
+        var g = Green.Spawn(() =>
+        {
+            try
+            {
+                Green.Sleep(10_000);
+            }
+            catch (GreenletExit)
+            {
+                using (Green.Shield())
+                {
+                    Green.Sleep(20); // blocks normally
+                    log.Add("cleaned up");
+                }
+                try { Green.Sleep(1); }
+                catch (GreenletExit) { log.Add("raised again after the shield"); }
+            }
+        });
+        Green.Sleep(1);
+        g.Kill();
+        Assert.That(log, Is.EqualTo(new[] { "cleaned up", "raised again after the shield" }));
+    }
+
+    [Test]
+    public void AKillThatLandsInsideAShieldIsHeldUntilItCloses()
+    {
+        var log = new List<string>();
+        var g = Green.Spawn(() =>
+        {
+            using (Green.Shield())
+            {
+                Green.Sleep(50); // the kill lands here and does not end the sleep
+                log.Add("slept");
+            }
+            try { Green.Sleep(1000); }
+            catch (GreenletExit) { log.Add("killed"); throw; }
+        });
+        Green.Sleep(5);
+        g.Kill();
+        Assert.That(log, Is.EqualTo(new[] { "slept", "killed" }));
+    }
 }
