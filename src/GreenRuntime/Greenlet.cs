@@ -289,26 +289,66 @@ public partial class Greenlet
         return Hub.EndPark(token);
     }
 
-    /// <summary>Calls <paramref name="callback"/> on the hub once the greenlet has finished, however it finished.</summary>
-    public void Link(Action<Greenlet> callback) => AddLink(callback, LinkKind.All);
+    /// <summary>
+    /// Once the greenlet has finished, however it finished, runs <paramref name="callback"/> in a new greenlet of its
+    /// own (gevent's <c>link</c>), so the callback may block and patched calls in it are cooperative. Hub-only.
+    /// </summary>
+    /// <remarks>Each link gets its own greenlet, started in the order the links were added, under the ambient context
+    /// of the code that called <c>Link</c>. A link that throws fails its own greenlet (logged like any failed greenlet).
+    /// For a cheap notification that must not block, use <see cref="RawLink"/>.</remarks>
+    public void Link(Action<Greenlet> callback) => AddLink(SpawnedLink.Wrap(callback), LinkKind.All);
 
-    /// <summary>Calls <paramref name="callback"/> on the hub once the greenlet has finished successfully.</summary>
-    public void LinkValue(Action<Greenlet> callback) => AddLink(callback, LinkKind.Value);
+    /// <summary>Like <see cref="Link"/>, once the greenlet has finished successfully.</summary>
+    public void LinkValue(Action<Greenlet> callback) => AddLink(SpawnedLink.Wrap(callback), LinkKind.Value);
 
-    /// <summary>Calls <paramref name="callback"/> on the hub once the greenlet has failed.</summary>
-    public void LinkException(Action<Greenlet> callback) => AddLink(callback, LinkKind.Exception);
+    /// <summary>Like <see cref="Link"/>, once the greenlet has failed.</summary>
+    public void LinkException(Action<Greenlet> callback) => AddLink(SpawnedLink.Wrap(callback), LinkKind.Exception);
 
-    /// <summary>Removes every registration of <paramref name="callback"/> that has not fired yet.</summary>
+    /// <summary>
+    /// Calls <paramref name="callback"/> on the hub itself once the greenlet has finished, however it finished
+    /// (gevent's <c>rawlink</c>): no greenlet is spawned, so it is cheap, but it runs as a hub callback and must not
+    /// block (a blocking call there throws, and a patched call runs the blocking original, logged once per call site).
+    /// </summary>
+    public void RawLink(Action<Greenlet> callback) => AddLink(callback, LinkKind.All);
+
+    /// <summary>Removes every registration of <paramref name="callback"/> (by <see cref="Link"/>, <see cref="RawLink"/>, ...) that has not fired yet.</summary>
     public void Unlink(Action<Greenlet> callback)
     {
         Hub.AssertOnHub();
-        if (_firstLink.Callback == callback) _firstLink = default;
+        if (SpawnedLink.Is(_firstLink.Callback, callback)) _firstLink = default;
         if (_moreLinks != null) RemoveMoreLinks(callback); // the lambda's closure is allocated only when needed
     }
 
     private void RemoveMoreLinks(Action<Greenlet> callback)
     {
-        _moreLinks?.RemoveAll(l => l.Callback == callback);
+        _moreLinks?.RemoveAll(l => SpawnedLink.Is(l.Callback, callback));
+    }
+
+    /// <summary>A user's link: runs the callback in a greenlet of its own, under the context captured at <c>Link</c>.</summary>
+    private sealed class SpawnedLink
+    {
+        private readonly Action<Greenlet> _user;
+        private readonly ExecutionContext? _context = ExecutionContext.Capture();
+
+        private SpawnedLink(Action<Greenlet> user) => _user = user;
+
+        public static Action<Greenlet> Wrap(Action<Greenlet> user)
+        {
+            ArgumentNullException.ThrowIfNull(user);
+            return new SpawnedLink(user).Run;
+        }
+
+        /// <summary>Whether the registered <paramref name="registered"/> is <paramref name="user"/> itself or its wrapper.</summary>
+        public static bool Is(Action<Greenlet>? registered, Action<Greenlet> user) =>
+            registered != null && (registered == user || (registered.Target is SpawnedLink s && s._user == user));
+
+        // Runs as a hub callback (NotifyLinks): spawning never blocks.
+        private void Run(Greenlet finished)
+        {
+            var g = new Greenlet(() => _user(finished));
+            g.Context = _context;
+            g.Start();
+        }
     }
 
     internal void AddLink(Action<Greenlet> callback, LinkKind kind)
@@ -345,6 +385,8 @@ public partial class Greenlet
     private void RunLink(Action<Greenlet> callback, LinkKind kind)
     {
         if (!Matches(kind)) return;
+        var savedSite = Hub.CallbackSite;
+        Hub.CallbackSite = callback.Method; // a raw link that makes a patched call is named in event 6
         try
         {
             callback(this);
@@ -352,6 +394,10 @@ public partial class Greenlet
         catch (Exception e)
         {
             Log.CallbackFailed(Hub.Logger, e, callback.Method.Name);
+        }
+        finally
+        {
+            Hub.CallbackSite = savedSite;
         }
     }
 

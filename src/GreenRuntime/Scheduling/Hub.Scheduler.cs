@@ -323,9 +323,35 @@ public sealed partial class Hub
         if (g.State == GreenletState.Running) g.State = GreenletState.Awaiting;
     }
 
+    /// <summary>The user code the running hub callback stands for (a posted Action, a raw link), for event 6.</summary>
+    internal System.Reflection.MethodInfo? CallbackSite;
+
+    private HashSet<System.Reflection.MethodInfo>? _warnedCallbackSites;
+
+    /// <summary>
+    /// Called by the patch sets when a patched call on this hub's thread cannot park: inside a hub callback it runs the
+    /// blocking original, which stalls every greenlet, so the first such call per callback is logged (event 6). Calls the
+    /// scheduler itself makes (BCL internals spinning) are not callbacks and are not logged.
+    /// </summary>
+    internal void NoteNotCooperative()
+    {
+        if (_callbackDepth == 0 || CallbackSite is not { } site) return;
+        if (!(_warnedCallbackSites ??= new()).Add(site)) return;
+        // The call site: the first frame outside this assembly and the patch assembly; the patched call: the frame above it.
+        var frames = new StackTrace(1, false).GetFrames();
+        var runtime = typeof(Hub).Assembly;
+        var patch = frames.Length > 0 ? frames[0].GetMethod()?.DeclaringType?.Assembly : null;
+        int k = Array.FindIndex(frames, f => f.GetMethod()?.DeclaringType?.Assembly is { } a && a != runtime && a != patch);
+        static string Name(StackFrame f) => f.GetMethod() is { } m ? $"{m.DeclaringType?.Name}.{m.Name}" : "?";
+        var call = k > 0 ? $"{Name(frames[k - 1])} from {Name(frames[k])}" : "unknown";
+        Log.NotCooperativeInCallback(_logger, call, $"{site.DeclaringType?.Name}.{site.Name}", ToString());
+    }
+
     private void RunCallback(Action<object?> callback, object? state)
     {
         var saved = _current;
+        var savedSite = CallbackSite;
+        CallbackSite = state is Delegate d ? d.Method : callback.Method;
         _current = HubGreenlet;
         _callbackDepth++;
         NoteBatonEpoch();
@@ -343,6 +369,7 @@ public sealed partial class Hub
         finally
         {
             AmbientContext.LeaveCallback(savedContext);
+            CallbackSite = savedSite;
             _callbackDepth--;
             _current = saved;
             NoteBatonEpoch();
