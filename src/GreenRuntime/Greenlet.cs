@@ -15,10 +15,14 @@ namespace GreenRuntime;
 /// <para><see cref="Kill"/> is idempotent and works on unstarted and dead greenlets: killed before it starts,
 /// the body never runs and the links still fire exactly once. A kill with the default
 /// <see cref="GreenletExit"/> counts as success; any other exception makes the greenlet a failure with it.
-/// The exception is raised at the greenlet's current or next blocking point; a greenlet busy in a CPU loop
-/// is killed when it next blocks or yields.</para>
-/// <para>Link callbacks run on the hub, in the order they were added, after the greenlet finished; they must
-/// not block. Links added after it finished still fire.</para>
+/// The exception is raised at the greenlet's current or next blocking point, and again at every later one until the
+/// greenlet ends (cancellation is a state: a <c>catch (Exception)</c> cannot make a greenlet unkillable; see
+/// <see cref="Green.Shield"/> for cleanup that must block). A greenlet busy in a CPU loop is killed when it next blocks
+/// or yields.</para>
+/// <para>The body runs under the ExecutionContext captured at creation (AsyncLocal values, Activity, culture); what it
+/// changes stays inside it.</para>
+/// <para>Link callbacks each run in a greenlet of their own, in the order they were added, after the greenlet
+/// finished; <see cref="RawLink"/> callbacks run on the hub and must not block. Links added after it finished still fire.</para>
 /// </remarks>
 [DebuggerDisplay("{ToString(),nq} {State} {WaitReason}")]
 public partial class Greenlet
@@ -228,9 +232,12 @@ public partial class Greenlet
     /// <paramref name="block"/>, waits up to <paramref name="timeout"/> for it to die. Safe from any thread.
     /// </summary>
     /// <remarks>Idempotent; a no-op on a dead greenlet. On an unstarted greenlet the body never runs. Called by the
-    /// greenlet on itself, it throws the exception at once. From a link or timer callback it never blocks.
-    /// A stackless greenlet killed while awaiting is dead at once; its pending continuations still run (so its
-    /// <c>finally</c> blocks do), but its next cooperative blocking call throws the exception.</remarks>
+    /// greenlet on itself, it throws the exception at once. From a raw link or timer callback it never blocks.
+    /// After the first delivery every blocking point of the greenlet raises the (first) kill exception again until it
+    /// ends, and <see cref="CancellationToken"/> is cancelled. A stackless greenlet killed while awaiting stays alive
+    /// until its body's task completes, so a blocking kill returns after its <c>finally</c> blocks ran: an await of
+    /// this library's Task-form waits faults at once; an await of a foreign task ends when that task does (pass the
+    /// greenlet's <see cref="CancellationToken"/> to it).</remarks>
     public void Kill(Exception? exception = null, bool block = true, TimeSpan? timeout = null)
     {
         exception ??= new GreenletExit();
