@@ -24,10 +24,12 @@ public class GreenPool : GreenGroup
     private readonly GreenSemaphore? _slots; // null: unbounded
 
     /// <summary>Creates a pool of <paramref name="size"/> slots; null makes it unbounded (gevent's <c>Pool(None)</c>), like a <see cref="GreenGroup"/>.</summary>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="size"/> is below 1 (a pool of 0 slots could never run anything).</exception>
+    /// <remarks>As in gevent, a pool of 0 slots can never run a member: a spawn in it waits forever. It is only useful with
+    /// <see cref="WaitAvailable"/> and a timeout, or <see cref="TryAdd"/>.</remarks>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="size"/> is negative.</exception>
     public GreenPool(int? size)
     {
-        if (size is < 1) throw new ArgumentOutOfRangeException(nameof(size), size, "A pool needs at least one slot, or null for an unbounded pool.");
+        if (size is < 0) throw new ArgumentOutOfRangeException(nameof(size), size, "A pool size must not be negative; use null for an unbounded pool.");
         Size = size;
         if (size is { } n) _slots = new GreenSemaphore(n);
     }

@@ -250,7 +250,10 @@ public class GreenPoolGeventDefaultsTests : HubTest
         Assert.That(pool.Count, Is.EqualTo(500), "no spawn waited");
         pool.Join();
         Assert.That(members.All(g => g.Successful), Is.True);
-        Assert.Throws<ArgumentOutOfRangeException>(() => new GreenPool(0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new GreenPool(-1));
+        var none = new GreenPool(0); // gevent: a pool that can never have a member
+        Assert.That(none.TryAdd(new Greenlet(() => { })), Is.False);
+        Assert.That(none.WaitAvailable(TimeSpan.FromMilliseconds(5)), Is.Zero);
     }
 
     [Test]
