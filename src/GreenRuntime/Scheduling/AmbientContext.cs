@@ -49,6 +49,15 @@ internal static class AmbientContext
         return captured ?? throw new InvalidOperationException("Internal error: a fresh thread reported no execution context; the default context could not be determined.");
     }
 
+    /// <summary>Checks step 2's invariant: a free carrier picks its next item in the default context.</summary>
+    [System.Diagnostics.Conditional("DEBUG")]
+    public static void AssertDefault(Carrier carrier)
+    {
+        var now = ExecutionContext.Capture();
+        if (now != null && !ReferenceEquals(now, Default))
+            throw new InvalidOperationException($"Invariant broken: free carrier #{carrier.Id} is about to run an item in a greenlet's ExecutionContext instead of the default one (a context would leak from one greenlet to the next).");
+    }
+
     /// <summary>Switches the calling thread to <paramref name="context"/> (null = the default). Step 2 of the header.</summary>
     public static void Enter(ExecutionContext? context)
     {

@@ -198,6 +198,7 @@ public sealed partial class Hub
 
     private void RunInline(Carrier self, in RunItem item)
     {
+        AmbientContext.AssertDefault(self);
         var g = item.Greenlet!;
         _inScheduler = false;
         if (item.Kind == RunKind.Start)
