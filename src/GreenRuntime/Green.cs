@@ -208,6 +208,8 @@ public static partial class Green
     }
 
     /// <summary>Kills every greenlet (see <see cref="Greenlet.Kill"/>) and, when <paramref name="block"/>, waits up to <paramref name="timeout"/> for all of them to die.</summary>
+    /// <exception cref="TimeoutException">Some of them (of the calling hub) were still alive when <paramref name="timeout"/> elapsed,
+    /// as gevent's <c>killall</c> raises <c>Timeout</c>. The kill stays in force: they raise it at every blocking point until they end.</exception>
     public static void KillAll(IEnumerable<Greenlet> greenlets, Exception? exception = null, bool block = true, TimeSpan? timeout = null)
     {
         ArgumentNullException.ThrowIfNull(greenlets);
@@ -217,8 +219,16 @@ public static partial class Green
         if (block && hub != null && hub.CanBlockHere)
         {
             var mine = all.Where(g => g.Hub == hub && !g.Dead).ToList();
-            if (mine.Count > 0) JoinAll(mine, timeout);
+            if (mine.Count == 0) return;
+            JoinAll(mine, timeout);
+            if (mine.Any(g => !g.Dead)) ThrowStillAlive(mine, timeout);
         }
+    }
+
+    private static void ThrowStillAlive(List<Greenlet> greenlets, TimeSpan? timeout)
+    {
+        var alive = greenlets.Where(g => !g.Dead).ToList();
+        throw new TimeoutException($"KillAll: {alive.Count} greenlet(s) still alive after {timeout}: {string.Join(", ", alive.Take(10))}{(alive.Count > 10 ? ", ..." : "")}. They keep raising the kill at every blocking point; one that never blocks (a CPU loop) or awaits a foreign task cannot see it.");
     }
 
     /// <summary>

@@ -15,18 +15,25 @@ namespace GreenRuntime;
 /// <para><see cref="Kill"/> is idempotent and works on unstarted and dead greenlets: killed before it starts,
 /// the body never runs and the links still fire exactly once. A kill with the default
 /// <see cref="GreenletExit"/> counts as success; any other exception makes the greenlet a failure with it.
-/// The exception is raised at the greenlet's current or next blocking point; a greenlet busy in a CPU loop
-/// is killed when it next blocks or yields.</para>
-/// <para>Link callbacks run on the hub, in the order they were added, after the greenlet finished; they must
-/// not block. Links added after it finished still fire.</para>
+/// The exception is raised at the greenlet's current or next blocking point, and again at every later one until the
+/// greenlet ends (cancellation is a state: a <c>catch (Exception)</c> cannot make a greenlet unkillable; see
+/// <see cref="Green.Shield"/> for cleanup that must block). A greenlet busy in a CPU loop is killed when it next blocks
+/// or yields.</para>
+/// <para>The body runs under the ExecutionContext captured at creation (AsyncLocal values, Activity, culture); what it
+/// changes stays inside it.</para>
+/// <para>Link callbacks each run in a greenlet of their own, in the order they were added, after the greenlet
+/// finished; <see cref="RawLink"/> callbacks run on the hub and must not block. Links added after it finished still fire.</para>
 /// </remarks>
 [DebuggerDisplay("{ToString(),nq} {State} {WaitReason}")]
 public partial class Greenlet
 {
     private static long s_nextId;
 
-    private readonly Delegate? _body;
-    private protected Delegate Body => _body!;
+    // The body, its closure and its captured state are released when the greenlet finishes (ReleaseForGc), and so are
+    // the parent and the captured context: a finished greenlet keeps only its outcome, so a greenlet that respawns
+    // itself forever, or a long-lived list of finished greenlets, keeps the heap flat.
+    private Delegate? _body;
+    private protected Delegate Body => _body ?? throw new InvalidOperationException($"Internal error: the body of {this} was released before it ran.");
     private object? _value;
     private Exception? _exception;
     private bool _successful;
@@ -47,6 +54,8 @@ public partial class Greenlet
         public string? SpawnStack;
         public List<Sync.IAsyncWait>? AsyncWaits;
         public Dictionary<object, object?>? Locals;
+        public CancellationTokenSource? Cancellation;
+        public GreenTimeout? InnermostTimeout;
     }
 
     private RareState? _rare;
@@ -62,6 +71,20 @@ public partial class Greenlet
     internal Exception? PendingException;
     /// <summary>True while its carrier runs a call with the baton released (Hub.Blocking.cs): only that call's return may wake it.</summary>
     internal bool OutsideBaton;
+
+    /// <summary>
+    /// Set by the first kill and never cleared: the level-triggered half of cancellation. While it is set, every
+    /// blocking point of this greenlet raises it again (BeginPark, the Task-form waits), so a <c>catch (Exception)</c>
+    /// around a blocking call cannot make the greenlet unkillable. <see cref="PendingException"/> is the edge half:
+    /// the one delivery to a greenlet that is running or ready when the kill or timeout lands.
+    /// </summary>
+    internal Exception? KillException;
+
+    /// <summary>How many <see cref="GreenTimeout"/> scopes of this greenlet have expired and are not disposed yet.</summary>
+    internal int ExpiredTimeouts;
+
+    /// <summary>Open <see cref="CancellationShield"/>s: while above zero, kills and timeouts are recorded but not raised.</summary>
+    internal int ShieldDepth;
     internal Carrier? Carrier;
     internal bool StartedBySwitch;
     internal HubTimer? StartTimer
@@ -75,6 +98,9 @@ public partial class Greenlet
     internal Task? StacklessTask;
     internal string? SpawnStack => _rare?.SpawnStack;
 
+    /// <summary>The ExecutionContext captured at creation, which the body runs under (null: flow was suppressed; the default).</summary>
+    internal ExecutionContext? Context;
+
     /// <summary>Creates a stackful greenlet that will run <paramref name="body"/>; it does not start until <see cref="Start"/> (or <see cref="Switch"/>).</summary>
     public Greenlet(Action body, string? name = null) : this((Delegate)body, name, stackless: false) { }
 
@@ -86,7 +112,8 @@ public partial class Greenlet
         Id = Interlocked.Increment(ref s_nextId);
         if (name != null) Rare.Name = name;
         IsStackless = stackless;
-        Parent = Hub.CurrentGreenlet;
+        _parent = Hub.CurrentGreenlet;
+        Context = ExecutionContext.Capture(); // runs its body under its creator's context (Scheduling/AmbientContext.cs)
         if (stackless) SyncContext = new HubSynchronizationContext(this);
         if (Hub.Options.TrackSpawnStacks) Rare.SpawnStack = new StackTrace(2, false).ToString();
     }
@@ -109,8 +136,21 @@ public partial class Greenlet
     /// <summary>The name given at creation, or <c>Greenlet-{Id}</c>.</summary>
     public string Name => _rare?.Name ?? (Rare.Name = $"Greenlet-{Id}");
 
-    /// <summary>The greenlet that created this one. When it finishes after being entered with <see cref="Switch"/>, control returns to its parent.</summary>
-    public Greenlet? Parent { get; }
+    /// <summary>The greenlet that created this one, while this one has not finished. When it finishes after being entered
+    /// with <see cref="Switch"/>, control returns to its parent.</summary>
+    /// <remarks>A finished greenlet forgets its parent (null), as gevent's weak reference to the parent does once the
+    /// parent is gone: a chain of greenlets that spawn each other does not keep every ancestor alive.</remarks>
+    public Greenlet? Parent => _parent;
+    private Greenlet? _parent;
+
+    /// <summary>Drops what a finished greenlet no longer needs (body, closure, parent, context). Called once by the hub's Finish.</summary>
+    internal void ReleaseForGc()
+    {
+        _body = null;
+        _parent = null;
+        Context = null;
+        StacklessTask = null;
+    }
 
     /// <summary>Whether the body is async code (<c>Func&lt;Task&gt;</c>) whose continuations run on the hub.</summary>
     public bool IsStackless { get; }
@@ -194,9 +234,12 @@ public partial class Greenlet
     /// <paramref name="block"/>, waits up to <paramref name="timeout"/> for it to die. Safe from any thread.
     /// </summary>
     /// <remarks>Idempotent; a no-op on a dead greenlet. On an unstarted greenlet the body never runs. Called by the
-    /// greenlet on itself, it throws the exception at once. From a link or timer callback it never blocks.
-    /// A stackless greenlet killed while awaiting is dead at once; its pending continuations still run (so its
-    /// <c>finally</c> blocks do), but its next cooperative blocking call throws the exception.</remarks>
+    /// greenlet on itself, it throws the exception at once. From a raw link or timer callback it never blocks.
+    /// After the first delivery every blocking point of the greenlet raises the (first) kill exception again until it
+    /// ends, and <see cref="CancellationToken"/> is cancelled. A stackless greenlet killed while awaiting stays alive
+    /// until its body's task completes, so a blocking kill returns after its <c>finally</c> blocks ran: an await of
+    /// this library's Task-form waits faults at once; an await of a foreign task ends when that task does (pass the
+    /// greenlet's <see cref="CancellationToken"/> to it).</remarks>
     public void Kill(Exception? exception = null, bool block = true, TimeSpan? timeout = null)
     {
         exception ??= new GreenletExit();
@@ -255,26 +298,66 @@ public partial class Greenlet
         return Hub.EndPark(token);
     }
 
-    /// <summary>Calls <paramref name="callback"/> on the hub once the greenlet has finished, however it finished.</summary>
-    public void Link(Action<Greenlet> callback) => AddLink(callback, LinkKind.All);
+    /// <summary>
+    /// Once the greenlet has finished, however it finished, runs <paramref name="callback"/> in a new greenlet of its
+    /// own (gevent's <c>link</c>), so the callback may block and patched calls in it are cooperative. Hub-only.
+    /// </summary>
+    /// <remarks>Each link gets its own greenlet, started in the order the links were added, under the ambient context
+    /// of the code that called <c>Link</c>. A link that throws fails its own greenlet (logged like any failed greenlet).
+    /// For a cheap notification that must not block, use <see cref="RawLink"/>.</remarks>
+    public void Link(Action<Greenlet> callback) => AddLink(SpawnedLink.Wrap(callback), LinkKind.All);
 
-    /// <summary>Calls <paramref name="callback"/> on the hub once the greenlet has finished successfully.</summary>
-    public void LinkValue(Action<Greenlet> callback) => AddLink(callback, LinkKind.Value);
+    /// <summary>Like <see cref="Link"/>, once the greenlet has finished successfully.</summary>
+    public void LinkValue(Action<Greenlet> callback) => AddLink(SpawnedLink.Wrap(callback), LinkKind.Value);
 
-    /// <summary>Calls <paramref name="callback"/> on the hub once the greenlet has failed.</summary>
-    public void LinkException(Action<Greenlet> callback) => AddLink(callback, LinkKind.Exception);
+    /// <summary>Like <see cref="Link"/>, once the greenlet has failed.</summary>
+    public void LinkException(Action<Greenlet> callback) => AddLink(SpawnedLink.Wrap(callback), LinkKind.Exception);
 
-    /// <summary>Removes every registration of <paramref name="callback"/> that has not fired yet.</summary>
+    /// <summary>
+    /// Calls <paramref name="callback"/> on the hub itself once the greenlet has finished, however it finished
+    /// (gevent's <c>rawlink</c>): no greenlet is spawned, so it is cheap, but it runs as a hub callback and must not
+    /// block (a blocking call there throws, and a patched call runs the blocking original, logged once per call site).
+    /// </summary>
+    public void RawLink(Action<Greenlet> callback) => AddLink(callback, LinkKind.All);
+
+    /// <summary>Removes every registration of <paramref name="callback"/> (by <see cref="Link"/>, <see cref="RawLink"/>, ...) that has not fired yet.</summary>
     public void Unlink(Action<Greenlet> callback)
     {
         Hub.AssertOnHub();
-        if (_firstLink.Callback == callback) _firstLink = default;
+        if (SpawnedLink.Is(_firstLink.Callback, callback)) _firstLink = default;
         if (_moreLinks != null) RemoveMoreLinks(callback); // the lambda's closure is allocated only when needed
     }
 
     private void RemoveMoreLinks(Action<Greenlet> callback)
     {
-        _moreLinks?.RemoveAll(l => l.Callback == callback);
+        _moreLinks?.RemoveAll(l => SpawnedLink.Is(l.Callback, callback));
+    }
+
+    /// <summary>A user's link: runs the callback in a greenlet of its own, under the context captured at <c>Link</c>.</summary>
+    private sealed class SpawnedLink
+    {
+        private readonly Action<Greenlet> _user;
+        private readonly ExecutionContext? _context = ExecutionContext.Capture();
+
+        private SpawnedLink(Action<Greenlet> user) => _user = user;
+
+        public static Action<Greenlet> Wrap(Action<Greenlet> user)
+        {
+            ArgumentNullException.ThrowIfNull(user);
+            return new SpawnedLink(user).Run;
+        }
+
+        /// <summary>Whether the registered <paramref name="registered"/> is <paramref name="user"/> itself or its wrapper.</summary>
+        public static bool Is(Action<Greenlet>? registered, Action<Greenlet> user) =>
+            registered != null && (registered == user || (registered.Target is SpawnedLink s && s._user == user));
+
+        // Runs as a hub callback (NotifyLinks): spawning never blocks.
+        private void Run(Greenlet finished)
+        {
+            var g = new Greenlet(() => _user(finished));
+            g.Context = _context;
+            g.Start();
+        }
     }
 
     internal void AddLink(Action<Greenlet> callback, LinkKind kind)
@@ -311,6 +394,8 @@ public partial class Greenlet
     private void RunLink(Action<Greenlet> callback, LinkKind kind)
     {
         if (!Matches(kind)) return;
+        var savedSite = Hub.CallbackSite;
+        Hub.CallbackSite = callback.Method; // a raw link that makes a patched call is named in event 6
         try
         {
             callback(this);
@@ -318,6 +403,10 @@ public partial class Greenlet
         catch (Exception e)
         {
             Log.CallbackFailed(Hub.Logger, e, callback.Method.Name);
+        }
+        finally
+        {
+            Hub.CallbackSite = savedSite;
         }
     }
 
@@ -358,6 +447,59 @@ public partial class Greenlet
     internal virtual object? ResultOf(Task task) => null;
 
     internal static Greenlet CreateStackless(Func<Task> body, string? name) => new(body, name, stackless: true);
+
+    /// <summary>
+    /// A token that is cancelled when this greenlet is killed (by <see cref="Kill"/>, <see cref="Green.KillAll"/>, a
+    /// pool or a server stopping), so async code and foreign Tasks it starts can observe the kill:
+    /// <c>await Task.Delay(1000, Green.Current.CancellationToken)</c>. Hub-only.
+    /// </summary>
+    /// <remarks>Already cancelled if the greenlet was killed before the token was asked for. A greenlet that finished
+    /// without being killed never cancels it. Its callbacks run on the hub, inside the call that killed the
+    /// greenlet: like link callbacks they must not block.</remarks>
+    public CancellationToken CancellationToken
+    {
+        get
+        {
+            if (KillException != null && _rare?.Cancellation == null) return new CancellationToken(true);
+            if (Dead && _rare?.Cancellation == null) return CancellationToken.None;
+            return (Rare.Cancellation ??= new CancellationTokenSource()).Token;
+        }
+    }
+
+    /// <summary>Cancels <see cref="CancellationToken"/> if anyone asked for it. Called by the hub once, when the greenlet is first killed.</summary>
+    internal void CancelToken()
+    {
+        if (_rare?.Cancellation is not { } cts) return;
+        try
+        {
+            cts.Cancel();
+        }
+        catch (AggregateException e)
+        {
+            Log.CallbackFailed(Hub.Logger, e, "CancellationToken callback");
+        }
+    }
+
+    /// <summary>
+    /// The exception every blocking point of this greenlet raises now: the kill, else the outermost expired
+    /// <see cref="GreenTimeout"/> scope still open (an outer scope wins over an inner one), else null.
+    /// </summary>
+    internal Exception? StickyException()
+    {
+        if (KillException != null) return KillException;
+        if (ExpiredTimeouts == 0) return null;
+        GreenTimeout? outermost = null;
+        for (var t = _rare?.InnermostTimeout; t != null; t = t.Outer)
+            if (t.Expired) outermost = t;
+        return outermost?.Exception;
+    }
+
+    /// <summary>The newest open <see cref="GreenTimeout"/> scope of this greenlet (a linked stack through <see cref="GreenTimeout.Outer"/>).</summary>
+    internal GreenTimeout? InnermostTimeout
+    {
+        get => _rare?.InnermostTimeout;
+        set { if (value != null || _rare != null) Rare.InnermostTimeout = value; }
+    }
 
     /// <summary>Returns an awaiter, so that <c>await greenlet</c> waits for it (and rethrows its exception).</summary>
     public GreenletAwaiter GetAwaiter() => new(this);

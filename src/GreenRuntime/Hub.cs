@@ -40,6 +40,7 @@ public sealed partial class Hub : IDisposable
     {
         options ??= new HubOptions();
         options.Validate();
+        _ = AmbientContext.Default; // probed here, before this thread has a hub, so no patched call can act cooperatively
         if (t_current != null)
             throw new InvalidOperationException($"This thread already has a hub ({t_current}). Dispose it first, or use Hub.Current.");
         Options = options;
@@ -116,8 +117,9 @@ public sealed partial class Hub : IDisposable
             {
                 Green.KillAll(alive, block: true, timeout: TimeSpan.FromSeconds(5));
             }
-            catch (LoopExitException)
+            catch (Exception e) when (e is LoopExitException or TimeoutException)
             {
+                // the survivors are logged below
             }
             foreach (var g in alive)
                 if (!g.Dead) Log.StuckAtDispose(_logger, g.ToString());

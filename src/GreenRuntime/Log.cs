@@ -20,6 +20,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 4, Level = LogLevel.Warning, Message = "{Greenlet} did not die when its hub was disposed; it is probably blocked in a call that is not cooperative")]
     public static partial void StuckAtDispose(ILogger logger, string greenlet);
 
+    [LoggerMessage(EventId = 6, Level = LogLevel.Warning, Message = "A patched blocking call ({Call}) ran its blocking original inside the hub callback {Callback} of {Hub}: hub callbacks (raw links, timers, Hub.Post actions) cannot park, so every greenlet of the hub waited. Do the blocking work in a greenlet (Link instead of RawLink, or spawn one from the callback). Logged once per callback.")]
+    public static partial void NotCooperativeInCallback(ILogger logger, string call, string callback, string hub);
+
     [LoggerMessage(EventId = 5, Level = LogLevel.Warning, Message = "{Hub} cannot create its I/O reactor ({Reason}); sockets wait through the .NET async engine instead, which is slower")]
     public static partial void ReactorUnavailable(ILogger logger, string hub, string reason);
 

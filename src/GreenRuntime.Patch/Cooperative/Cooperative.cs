@@ -48,7 +48,9 @@ internal static class Cooperative
     {
         var hub = Hub.CurrentOrNull;
         if (hub is null) return null;
-        return t_bypass == 0 && hub.CanBlockHere && !hub.IsDisposed ? hub : null;
+        if (t_bypass == 0 && hub.CanBlockHere && !hub.IsDisposed) return hub;
+        if (t_bypass == 0) hub.NoteNotCooperative(); // inside a hub callback: logged once per callback (event 6)
+        return null;
     }
 
     /// <summary>

@@ -233,7 +233,9 @@ internal static partial class CooperativeThreading
         /// <summary>Ends the wait. Returns whether the handle was acquired for the waiter.</summary>
         public bool Abandon(bool giveBack)
         {
-            _registration.Unregister(null);
+            // Unregister waits (patched WaitOne) for the wait thread to drop the registration. It runs on the kill path
+            // too, where the kill would be raised again inside it and leave the registration half-undone: shielded.
+            using (Green.Shield()) _registration.Unregister(null);
             if (Interlocked.CompareExchange(ref _state, Abandoned, Pending) == Pending) return false;
             if (giveBack && _consumes) GiveBack();
             return true;

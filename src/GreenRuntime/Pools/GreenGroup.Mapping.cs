@@ -69,20 +69,29 @@ public partial class GreenGroup
     }
 
     /// <summary>
-    /// Spawns <paramref name="func"/> in a member (waiting for a slot on a full pool) and returns the greenlet at once;
-    /// <paramref name="callback"/>, if given, runs in that member with the result (gevent's <c>apply_async</c>).
+    /// Runs <paramref name="func"/> in a member and returns a greenlet for its result at once, never blocking the caller
+    /// (gevent's <c>apply_async</c>); <paramref name="callback"/>, if given, runs with the result.
     /// </summary>
-    /// <remarks>The callback runs in the member greenlet, so it may block; if it throws, the member fails with that exception.</remarks>
+    /// <remarks>On a pool with a free slot the returned greenlet is the member itself. On a full pool it is a greenlet
+    /// outside the pool that waits for a slot, runs <paramref name="func"/> in a member and returns its result (as
+    /// gevent does), so the caller never waits. The callback runs in the member greenlet, so it may block; if it
+    /// throws, the member fails with that exception.</remarks>
     public Greenlet<T> ApplyAsync<T>(Func<T> func, Action<T>? callback = null)
     {
         ArgumentNullException.ThrowIfNull(func);
-        return Spawn(() =>
+        if (this is GreenPool { IsFull: true })
+            return Green.Spawn(() => SpawnApplied(func, callback).Get()!); // waits for the slot there, not here
+        return SpawnApplied(func, callback);
+    }
+
+    /// <summary>Spawns the member of <see cref="ApplyAsync{T}"/> (waiting for a slot on a full pool).</summary>
+    private Greenlet<T> SpawnApplied<T>(Func<T> func, Action<T>? callback) =>
+        Spawn(() =>
         {
             var result = func();
             callback?.Invoke(result);
             return result;
         });
-    }
 
     private readonly record struct Completion<TOut>(int Index, Greenlet<TOut>? Greenlet, int Total, ExceptionDispatchInfo? FeederError);
 

@@ -148,8 +148,18 @@ public partial class GreenGroup : IEnumerable<Greenlet>
     }
 
     /// <summary>Kills every member (see <see cref="Greenlet.Kill"/>) and, when <paramref name="block"/>, waits up to <paramref name="timeout"/> for them to die.</summary>
-    public void Kill(Exception? exception = null, bool block = true, TimeSpan? timeout = null) =>
-        Green.KillAll(_members.ToList(), exception, block, timeout);
+    /// <remarks>Unlike <see cref="Green.KillAll"/>, an elapsed timeout is not an error here (gevent's <c>Group.kill</c>
+    /// swallows its own timeout): the members still alive stay in the group, with the kill in force.</remarks>
+    public void Kill(Exception? exception = null, bool block = true, TimeSpan? timeout = null)
+    {
+        try
+        {
+            Green.KillAll(_members.ToList(), exception, block, timeout);
+        }
+        catch (TimeoutException) when (timeout != null)
+        {
+        }
+    }
 
     /// <summary>Kills one member.</summary>
     /// <exception cref="ArgumentException">It is not a member.</exception>

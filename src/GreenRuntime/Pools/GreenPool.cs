@@ -21,28 +21,31 @@ namespace GreenRuntime;
 [DebuggerDisplay("GreenPool Count={Count} Size={Size} Free={FreeCount}")]
 public class GreenPool : GreenGroup
 {
-    private readonly GreenSemaphore _slots;
+    private readonly GreenSemaphore? _slots; // null: unbounded
 
-    /// <summary>Creates a pool of <paramref name="size"/> slots.</summary>
-    public GreenPool(int size)
+    /// <summary>Creates a pool of <paramref name="size"/> slots; null makes it unbounded (gevent's <c>Pool(None)</c>), like a <see cref="GreenGroup"/>.</summary>
+    /// <remarks>As in gevent, a pool of 0 slots can never run a member: a spawn in it waits forever. It is only useful with
+    /// <see cref="WaitAvailable"/> and a timeout, or <see cref="TryAdd"/>.</remarks>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="size"/> is negative.</exception>
+    public GreenPool(int? size)
     {
-        if (size < 1) throw new ArgumentOutOfRangeException(nameof(size), size, "A pool needs at least one slot; use GreenGroup for an unbounded set of greenlets.");
+        if (size is < 0) throw new ArgumentOutOfRangeException(nameof(size), size, "A pool size must not be negative; use null for an unbounded pool.");
         Size = size;
-        _slots = new GreenSemaphore(size);
+        if (size is { } n) _slots = new GreenSemaphore(n);
     }
 
-    /// <summary>The most members alive at once.</summary>
-    public int Size { get; }
+    /// <summary>The most members alive at once; null when unbounded.</summary>
+    public int? Size { get; }
 
-    /// <summary>Free slots now (a spawn would not wait while this is above zero and nobody waits before it).</summary>
-    public int FreeCount => _slots.Count;
+    /// <summary>Free slots now (a spawn would not wait while this is above zero and nobody waits before it); <see cref="int.MaxValue"/> when unbounded.</summary>
+    public int FreeCount => _slots?.Count ?? int.MaxValue;
 
-    /// <summary>Whether no slot is free.</summary>
-    public bool IsFull => _slots.Locked;
+    /// <summary>Whether no slot is free (never, when unbounded).</summary>
+    public bool IsFull => _slots?.Locked ?? false;
 
-    private protected override void ReserveSlot() => _slots.Acquire();
+    private protected override void ReserveSlot() => _slots?.Acquire();
 
-    private protected override void ReturnSlot() => _slots.Release();
+    private protected override void ReturnSlot() => _slots?.Release();
 
     /// <summary>Adds a greenlet, waiting for a free slot.</summary>
     public override void Add(Greenlet greenlet) => Add(greenlet, blocking: true);
@@ -53,7 +56,7 @@ public class GreenPool : GreenGroup
     {
         ArgumentNullException.ThrowIfNull(greenlet);
         if (Contains(greenlet)) return;
-        bool got = blocking ? _slots.Acquire(timeout) : _slots.TryAcquire();
+        bool got = _slots == null || (blocking ? _slots.Acquire(timeout) : _slots.TryAcquire());
         if (!got) throw new PoolFullException($"{this} has no free slot{(blocking ? $" after {timeout}" : "")}; wait with Add(greenlet) or WaitAvailable, or use a bigger pool.");
         Track(greenlet);
     }
@@ -64,7 +67,7 @@ public class GreenPool : GreenGroup
     {
         ArgumentNullException.ThrowIfNull(greenlet);
         if (Contains(greenlet)) return true;
-        if (!_slots.TryAcquire()) return false;
+        if (_slots != null && !_slots.TryAcquire()) return false;
         Track(greenlet);
         return true;
     }
@@ -73,11 +76,12 @@ public class GreenPool : GreenGroup
     /// <returns>The free slots when it returns (0 if the timeout elapsed first).</returns>
     public int WaitAvailable(TimeSpan? timeout = null)
     {
+        if (_slots == null) return int.MaxValue;
         if (_slots.Count > 0) return _slots.Count;
         if (_slots.Acquire(timeout)) _slots.Release();
         return _slots.Count;
     }
 
     /// <summary>Describes the pool for logs.</summary>
-    public override string ToString() => $"<GreenPool {Count}/{Size}>";
+    public override string ToString() => $"<GreenPool {Count}/{(Size is { } n ? n.ToString() : "unbounded")}>";
 }

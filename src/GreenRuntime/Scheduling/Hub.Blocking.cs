@@ -45,11 +45,14 @@ public sealed partial class Hub
     /// <param name="call">The blocking call; it runs without the baton.</param>
     /// <param name="state">Passed to <paramref name="call"/> (so callers need no closure).</param>
     /// <param name="reason">What run-info reports the greenlet as waiting for meanwhile.</param>
-    /// <param name="raisePending">Raise a kill or timeout that arrived meanwhile as soon as the call has
-    /// returned; false leaves it pending for the greenlet's next blocking point.</param>
+    /// <param name="raisePending">Whether the call is a cancellation point: a kill or timeout already pending is raised
+    /// before it starts, and one that arrived meanwhile as soon as it has returned. False (entering a lock) leaves
+    /// both for the greenlet's next blocking point.</param>
     internal TResult RunReleased<TState, TResult>(Func<TState, TResult> call, TState state, WaitReason reason, bool raisePending)
     {
-        var token = BeginPark(reason); // raises a kill already pending, before the call starts
+        // A cancellation point raises a kill already pending before the call starts; entering a lock is not one (legacy
+        // cleanup takes locks in finally blocks after a kill, and a thread's Monitor.Enter does not fail either).
+        var token = BeginPark(reason, raise: raisePending);
         var g = token.Greenlet;
         var self = Carrier.ForCurrentThread();
         var previousOwner = self.Owner;
@@ -87,7 +90,7 @@ public sealed partial class Hub
         g.ResumeValue = null;
         g.ResumeError = null;
         failure?.Throw();
-        if (raisePending && g.PendingException is { } pending)
+        if (raisePending && g.ShieldDepth == 0 && g.PendingException is { } pending)
         {
             if (g.State != GreenletState.Dead) g.PendingException = null;
             throw pending;

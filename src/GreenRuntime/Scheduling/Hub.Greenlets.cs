@@ -44,36 +44,52 @@ public sealed partial class Hub
         else _ready.PushBack(RunItem.ForStart(g));
     }
 
+    /// <summary>
+    /// Kills <paramref name="g"/>: the first delivery of the exception is an edge (wake its park, or pend it for a
+    /// greenlet that is running or ready), and the kill is also recorded as a state (<see cref="Greenlet.KillException"/>)
+    /// that every later blocking point of the greenlet raises again until it ends.
+    /// </summary>
     internal void KillGreenlet(Greenlet g, Exception exception)
     {
         AssertOnHub();
-        switch (g.State)
+        if (g.State == GreenletState.Dead) return;
+        bool first = g.KillException == null;
+        g.KillException ??= exception;
+        try
         {
-            case GreenletState.Dead:
-                return;
-            case GreenletState.Created:
-            case GreenletState.Scheduled:
-                g.StartTimer?.Cancel();
-                g.StartTimer = null;
-                Finish(g, null, exception);
-                return;
-            case GreenletState.Running:
-                if (g == _current) throw exception;
-                g.PendingException = exception;
-                return;
-            case GreenletState.Parked:
-                TryWake(new WakeToken(g, g.ParkSequence), null, exception);
-                return;
-            case GreenletState.Ready:
-                g.PendingException = exception;
-                return;
-            case GreenletState.Awaiting:
-                // Dead now: it no longer keeps LoopExit away, even if what it awaits never completes.
-                _awaitingStackless--;
-                g.PendingException = exception;
-                Finish(g, null, exception);
-                g.FailAsyncWaits(exception); // a primitive's Task it awaits faults, so its finally blocks run
-                return;
+            switch (g.State)
+            {
+                case GreenletState.Created:
+                case GreenletState.Scheduled:
+                    g.StartTimer?.Cancel();
+                    g.StartTimer = null;
+                    Finish(g, null, exception);
+                    return;
+                case GreenletState.Running:
+                    if (g == _current) throw exception;
+                    g.PendingException = exception;
+                    return;
+                case GreenletState.Parked when g.ShieldDepth > 0:
+                    return; // shielded: recorded (KillException), raised after the last shield closes
+                case GreenletState.Parked:
+                    TryWake(new WakeToken(g, g.ParkSequence), null, exception);
+                    return;
+                case GreenletState.Ready:
+                    g.PendingException = exception;
+                    return;
+                case GreenletState.Awaiting when g.ShieldDepth > 0:
+                    return;
+                case GreenletState.Awaiting:
+                    // Alive until its body's task completes, so Kill(block) and Join return after its finally blocks
+                    // ran. A primitive's Task it awaits faults now; an await of anything else sees the kill at the
+                    // next blocking point (and through Greenlet.CancellationToken).
+                    if (g.FailAsyncWaits(exception) == 0) g.PendingException = exception;
+                    return;
+            }
+        }
+        finally
+        {
+            if (first) g.CancelToken(); // foreign code: after the greenlet's state is consistent
         }
     }
 
@@ -103,5 +119,6 @@ public sealed partial class Hub
             _ready.PushBack(RunItem.ForCallback(static s => ((Greenlet)s!).NotifyLinks(), g));
         if (g.StartedBySwitch && g.Parent is { State: GreenletState.Parked, WaitReason: WaitReason.Switch } parent)
             TryWake(new WakeToken(parent, parent.ParkSequence), g.Value, g.Exception, first: true);
+        g.ReleaseForGc();
     }
 }

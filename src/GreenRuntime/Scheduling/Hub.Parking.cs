@@ -17,15 +17,22 @@ namespace GreenRuntime;
 
 public sealed partial class Hub
 {
-    /// <summary>Step 1: marks the current greenlet parked. Throws an exception pending for it (kill, timeout) instead.</summary>
-    internal WakeToken BeginPark(WaitReason reason)
+    /// <summary>Step 1: marks the current greenlet parked. Throws an exception pending for it (kill, timeout) instead,
+    /// unless <paramref name="raise"/> is false (a wait that is not a cancellation point: a lock being entered).</summary>
+    internal WakeToken BeginPark(WaitReason reason, bool raise = true)
     {
         AssertMayBlock();
         var g = _current;
-        if (g.PendingException is { } pending)
+        if (raise && g.ShieldDepth == 0) // a shield holds kills and timeouts back (CancellationShield)
         {
-            if (g.State != GreenletState.Dead) g.PendingException = null;
-            throw pending;
+            if (g.PendingException is { } pending)
+            {
+                if (g.State != GreenletState.Dead) g.PendingException = null;
+                throw pending;
+            }
+            // Level-triggered cancellation: a killed greenlet, or one inside an expired GreenTimeout scope, cannot block.
+            if ((g.KillException != null || g.ExpiredTimeouts > 0) && g.StickyException() is { } sticky)
+                throw sticky;
         }
         g.State = GreenletState.Parked;
         g.WaitReason = reason;
@@ -70,7 +77,7 @@ public sealed partial class Hub
         var value = g.ResumeValue;
         g.ResumeError = null;
         g.ResumeValue = null;
-        if (g.PendingException is { } pending)
+        if (g.ShieldDepth == 0 && g.PendingException is { } pending)
         {
             if (g.State != GreenletState.Dead) g.PendingException = null;
             error = pending;

@@ -217,6 +217,7 @@ public sealed partial class Hub
 
     private void RunInline(Carrier self, in RunItem item)
     {
+        AmbientContext.AssertDefault(self);
         var g = item.Greenlet!;
         _inScheduler = false;
         if (item.Kind == RunKind.Start)
@@ -241,6 +242,7 @@ public sealed partial class Hub
         NoteSwitch();
         object? value = null;
         Exception? error = null;
+        AmbientContext.Enter(g.Context); // the body runs under its creator's context (AmbientContext.cs, step 2)
         try
         {
             value = g.InvokeStackful();
@@ -249,6 +251,7 @@ public sealed partial class Hub
         {
             error = e;
         }
+        AmbientContext.Reset(); // nothing of this greenlet's context is left for the carrier's next item
         AssertBatonHeld();
         self.Owner = null;
         g.Carrier = null;
@@ -262,6 +265,7 @@ public sealed partial class Hub
         NoteSwitch();
         var saved = SynchronizationContext.Current;
         SynchronizationContext.SetSynchronizationContext(g.SyncContext);
+        AmbientContext.Enter(g.Context); // AmbientContext.cs, step 2; its awaits capture it from here on
         Task task;
         try
         {
@@ -269,10 +273,12 @@ public sealed partial class Hub
         }
         catch (Exception e)
         {
+            AmbientContext.Reset();
             SynchronizationContext.SetSynchronizationContext(saved);
             Finish(g, null, e);
             return;
         }
+        AmbientContext.Reset();
         SynchronizationContext.SetSynchronizationContext(saved);
         if (task.IsCompleted)
         {
@@ -292,7 +298,7 @@ public sealed partial class Hub
         var g = (Greenlet)state!;
         var hub = g.Hub;
         if (g.State == GreenletState.Dead)
-            return; // killed while awaiting: already finished and uncounted by KillGreenlet
+            return; // already finished (killed before its body started)
         hub._awaitingStackless--;
         hub.FinishStackless(g, g.StacklessTask!);
     };
@@ -317,6 +323,9 @@ public sealed partial class Hub
         if (g.State != GreenletState.Dead) g.State = GreenletState.Running;
         _current = g;
         NoteSwitch();
+        // An await's continuation restores the context it captured itself; anything else posted to the greenlet's
+        // synchronization context runs under the greenlet's creation context (AmbientContext.cs, step 4).
+        AmbientContext.Enter(g.Context);
         try
         {
             callback(state);
@@ -328,17 +337,47 @@ public sealed partial class Hub
         }
         finally
         {
+            AmbientContext.Reset();
             SynchronizationContext.SetSynchronizationContext(saved);
         }
         if (g.State == GreenletState.Running) g.State = GreenletState.Awaiting;
     }
 
+    /// <summary>The user code the running hub callback stands for (a posted Action, a raw link), for event 6.</summary>
+    internal System.Reflection.MethodInfo? CallbackSite;
+
+    private HashSet<System.Reflection.MethodInfo>? _warnedCallbackSites;
+
+    /// <summary>
+    /// Called by the patch sets when a patched call on this hub's thread cannot park: inside a hub callback it runs the
+    /// blocking original, which stalls every greenlet, so the first such call per callback is logged (event 6). Calls the
+    /// scheduler itself makes (BCL internals spinning) are not callbacks and are not logged.
+    /// </summary>
+    internal void NoteNotCooperative()
+    {
+        if (_callbackDepth == 0 || CallbackSite is not { } site) return;
+        if (!(_warnedCallbackSites ??= new()).Add(site)) return;
+        // The call site: the first frame outside this assembly and the patch assembly; the patched call: the frame above it.
+        var frames = new StackTrace(1, false).GetFrames();
+        var runtime = typeof(Hub).Assembly;
+        var patch = frames.Length > 0 ? frames[0].GetMethod()?.DeclaringType?.Assembly : null;
+        int k = Array.FindIndex(frames, f => f.GetMethod()?.DeclaringType?.Assembly is { } a && a != runtime && a != patch);
+        static string Name(StackFrame f) => f.GetMethod() is { } m ? $"{m.DeclaringType?.Name}.{m.Name}" : "?";
+        var call = k > 0 ? $"{Name(frames[k - 1])} from {Name(frames[k])}" : "unknown";
+        Log.NotCooperativeInCallback(_logger, call, $"{site.DeclaringType?.Name}.{site.Name}", ToString());
+    }
+
     private void RunCallback(Action<object?> callback, object? state)
     {
         var saved = _current;
+        var savedSite = CallbackSite;
+        CallbackSite = state is Delegate d ? d.Method : callback.Method;
         _current = HubGreenlet;
         _callbackDepth++;
         NoteBatonEpoch();
+        // This thread may keep a parked greenlet's context: callbacks run under the default one and cannot change
+        // the greenlet's (AmbientContext.cs, step 3).
+        var savedContext = AmbientContext.EnterForCallback();
         try
         {
             callback(state);
@@ -349,6 +388,8 @@ public sealed partial class Hub
         }
         finally
         {
+            AmbientContext.LeaveCallback(savedContext);
+            CallbackSite = savedSite;
             _callbackDepth--;
             _current = saved;
             NoteBatonEpoch();

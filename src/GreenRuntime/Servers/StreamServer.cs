@@ -79,6 +79,13 @@ public sealed class StreamServer : IDisposable
     private Socket? _listener;
     private EndPoint? _localEndPoint;
     private Greenlet? _acceptLoop;
+
+    /// <summary>
+    /// The ambient context captured by <see cref="Start"/>. The accept loop, and so every connection greenlet it
+    /// creates, runs under it, whichever greenlet later calls <see cref="StartAccepting"/>: a connection never
+    /// starts from another request's context.
+    /// </summary>
+    private ExecutionContext? _startContext;
     private CancellationTokenSource? _acceptCancel;
     private WakeToken? _slotWaiter;
     private int _maxConnections;
@@ -186,11 +193,12 @@ public sealed class StreamServer : IDisposable
             throw;
         }
         _hub = hub;
+        _startContext = ExecutionContext.Capture();
         _logger = hub.Options.LoggerFactory.CreateLogger(ServerLog.Category);
         _listener = listener;
         _localEndPoint = listener.LocalEndPoint;
         int carriers = hub.MaxCarriers;
-        _maxConnections = _pool != null ? _pool.Size
+        _maxConnections = _pool?.Size is { } poolSize ? poolSize
             : _requestedMaxConnections != 0 ? _requestedMaxConnections : Math.Max(1, carriers - Math.Min(64, carriers / 2));
         ServerLog.Started(_logger, ToString(), _localEndPoint!.ToString()!);
         StartAccepting();
@@ -242,7 +250,14 @@ public sealed class StreamServer : IDisposable
         _acceptCancel?.Dispose();
         var cancel = new CancellationTokenSource();
         _acceptCancel = cancel;
-        _acceptLoop = Green.Spawn(() => AcceptLoop(cancel.Token), $"{DisplayName}.accept");
+        if (_startContext == null)
+            _acceptLoop = Green.Spawn(() => AcceptLoop(cancel.Token), $"{DisplayName}.accept");
+        else // the accept loop captures the Start context, not the caller's
+            ExecutionContext.Run(_startContext, static s =>
+            {
+                var (server, token) = ((StreamServer, CancellationToken))s!;
+                server._acceptLoop = Green.Spawn(() => server.AcceptLoop(token), $"{server.DisplayName}.accept");
+            }, (this, cancel.Token));
     }
 
     /// <summary>

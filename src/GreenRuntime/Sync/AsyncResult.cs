@@ -17,7 +17,7 @@ namespace GreenRuntime;
 /// </remarks>
 /// <typeparam name="T">The value type.</typeparam>
 [DebuggerDisplay("AsyncResult Ready={_ready} Waiters={_waiters.Count}")]
-public sealed class AsyncResult<T> : IGreenWaitable, IWaitSource
+public sealed class AsyncResult<T> : IGreenWaitable
 {
     private readonly WaiterList<bool> _waiters = new();
     private Hub? _hub;
@@ -65,7 +65,8 @@ public sealed class AsyncResult<T> : IGreenWaitable, IWaitSource
 
     private void Complete(T value, ExceptionDispatchInfo? error)
     {
-        var hub = Blocking.Bind(ref _hub, this);
+        var hub = Blocking.BindForSignal(ref _hub, this, () => Complete(value, error));
+        if (hub == null) return; // no hub has used it yet: applied when one does
         if (!hub.IsOnHubThread)
         {
             hub.Post(() => Complete(value, error));
@@ -130,11 +131,9 @@ public sealed class AsyncResult<T> : IGreenWaitable, IWaitSource
         return Result();
     }
 
-    bool IWaitSource.IsReadyNow => _ready;
-
-    IDisposable IWaitSource.Subscribe(Action<object> onReady)
+    IDisposable IGreenWaitable.Subscribe(Action onReady)
     {
-        var w = Waiter<bool>.ForCallback(Blocking.Bind(ref _hub, this), _ => onReady(this));
+        var w = Waiter<bool>.ForCallback(Blocking.Bind(ref _hub, this), _ => onReady());
         _waiters.AddLast(w);
         return new Unsubscriber(() => _waiters.Remove(w));
     }

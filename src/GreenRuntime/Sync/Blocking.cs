@@ -1,4 +1,6 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using GreenRuntime.Scheduling;
 
 namespace GreenRuntime.Sync;
@@ -63,7 +65,8 @@ internal static class Blocking
     /// </summary>
     internal static Exception? TakePendingException(Greenlet? owner)
     {
-        if (owner?.PendingException is not { } pending) return null;
+        if (owner == null || owner.ShieldDepth > 0) return null;
+        if (owner.PendingException is not { } pending) return owner.StickyException(); // a kill or expired scope raises every time
         if (!owner.Dead) owner.PendingException = null;
         return pending;
     }
@@ -81,8 +84,13 @@ internal static class Blocking
         throw new ArgumentOutOfRangeException(paramName, t, "The timeout must not be negative (use null or Timeout.InfiniteTimeSpan to wait as long as it takes).");
 
     /// <summary>
-    /// The hub a primitive belongs to: the one it was created on, or else the first hub that uses it. Safe from any thread.
+    /// The hub a primitive belongs to: the one it was created on, or else the first hub that uses it. A thread with no
+    /// hub gets one here, lazily, as <see cref="Green.Sleep(TimeSpan)"/> does, so a primitive works as the first thing a
+    /// thread does (<c>new Event().Wait(timeout)</c> as the first statement of <c>Main</c>). Safe from any thread.
     /// </summary>
+    /// <remarks>A thread-pool thread is never given a hub implicitly: nothing would run that hub's scheduler once the
+    /// work item returns, so a primitive bound to it would strand its waiters. Signals from such threads are queued
+    /// instead (<see cref="BindForSignal"/>); a wait or query there on a primitive no hub has used is refused.</remarks>
     internal static Hub Bind(ref Hub? field, object primitive)
     {
         var bound = Volatile.Read(ref field);
@@ -91,14 +99,52 @@ internal static class Blocking
         if (current == null)
         {
             if (bound != null) return bound; // disposed: Post reports it
-            throw new InvalidOperationException($"{primitive} is not bound to a hub yet: use it first on a hub's thread (or create it there) before signalling it from another thread.");
+            if (Thread.CurrentThread.IsThreadPoolThread) ThrowUnboundOnPoolThread(primitive);
+            current = Hub.Current; // this thread gets its hub, as Green.Sleep does
         }
         if (bound != null && bound.IsDisposed)
         {
             Interlocked.CompareExchange(ref field, current, bound);
             return Volatile.Read(ref field)!;
         }
-        return Interlocked.CompareExchange(ref field, current, null) ?? current;
+        var winner = Interlocked.CompareExchange(ref field, current, null);
+        if (winner != null) return winner;
+        ReplayEarlySignals(primitive); // bound just now, on current's thread: apply what foreign threads signalled before
+        return current;
+    }
+
+    private static void ThrowUnboundOnPoolThread(object primitive) =>
+        throw new InvalidOperationException($"{primitive} has not been used on any hub yet, and a thread-pool thread gets no hub of its own (nothing would run it once the work item returns). Create or first use it on the thread (or greenlet) that waits on it; signals (Set, Release, Close) from pool threads are fine at any time.");
+
+    /// <summary>
+    /// Signals (Set, Clear, Release, Close, TaskDone) sent by threads without a hub before any hub used the primitive:
+    /// they are replayed, in order, on the hub that binds it. Kept out of the primitives (a rare path): keyed weakly
+    /// by primitive.
+    /// </summary>
+    private static readonly ConditionalWeakTable<object, ConcurrentQueue<Action>> s_earlySignals = new();
+
+    /// <summary>
+    /// The hub to apply a fire-and-forget signal on, like <see cref="Bind"/>; or null when the caller has no hub and no
+    /// hub has used the primitive yet: then <paramref name="signal"/> is queued and runs on the hub that binds it (no
+    /// greenlet can be waiting on an unbound primitive, so nothing is woken late).
+    /// </summary>
+    internal static Hub? BindForSignal(ref Hub? field, object primitive, Action signal)
+    {
+        var bound = Volatile.Read(ref field);
+        if (bound != null) return bound;
+        if (Hub.CurrentOrNull != null) return Bind(ref field, primitive);
+        s_earlySignals.GetOrCreateValue(primitive).Enqueue(signal);
+        // Dekker with Bind: it publishes the hub (a full fence) and then replays; we enqueue, fence, and look again.
+        // Either it sees our signal, or we see its hub and have the signal replayed there.
+        Interlocked.MemoryBarrier();
+        if (Volatile.Read(ref field) is { } now) now.Post(() => ReplayEarlySignals(primitive));
+        return null;
+    }
+
+    private static void ReplayEarlySignals(object primitive)
+    {
+        if (!s_earlySignals.TryGetValue(primitive, out var queue)) return;
+        while (queue.TryDequeue(out var signal)) signal();
     }
 
     /// <summary>

@@ -25,7 +25,7 @@ namespace GreenRuntime;
 /// </code>
 /// </example>
 [DebuggerDisplay("Event IsSet={_flag} Waiters={_waiters.Count}")]
-public sealed class Event : IGreenWaitable, IWaitSource
+public sealed class Event : IGreenWaitable
 {
     private readonly WaiterList<bool> _waiters = new();
     private Hub? _hub;
@@ -42,7 +42,8 @@ public sealed class Event : IGreenWaitable, IWaitSource
     /// <summary>Sets the flag and wakes every greenlet waiting now. Safe from any thread.</summary>
     public void Set()
     {
-        var hub = Blocking.Bind(ref _hub, this);
+        var hub = Blocking.BindForSignal(ref _hub, this, Set);
+        if (hub == null) return; // no hub has used it yet: applied when one does
         if (!hub.IsOnHubThread)
         {
             hub.Post(Set);
@@ -55,7 +56,8 @@ public sealed class Event : IGreenWaitable, IWaitSource
     /// <summary>Resets the flag. Greenlets already woken by <see cref="Set"/> still return true. Safe from any thread.</summary>
     public void Clear()
     {
-        var hub = Blocking.Bind(ref _hub, this);
+        var hub = Blocking.BindForSignal(ref _hub, this, Clear);
+        if (hub == null) return;
         if (!hub.IsOnHubThread)
         {
             hub.Post(Clear);
@@ -85,11 +87,9 @@ public sealed class Event : IGreenWaitable, IWaitSource
     public Task<bool> WaitAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default)
         => Blocking.WaitFlagAsync(ref _hub, this, _flag, static (self, w, t, c) => self.StartWait(w, t, c), timeout, cancellationToken);
 
-    bool IWaitSource.IsReadyNow => _flag;
-
-    IDisposable IWaitSource.Subscribe(Action<object> onReady)
+    IDisposable IGreenWaitable.Subscribe(Action onReady)
     {
-        var w = Waiter<bool>.ForCallback(Blocking.Bind(ref _hub, this), _ => onReady(this));
+        var w = Waiter<bool>.ForCallback(Blocking.Bind(ref _hub, this), _ => onReady());
         _waiters.AddLast(w);
         return new Unsubscriber(() => _waiters.Remove(w));
     }

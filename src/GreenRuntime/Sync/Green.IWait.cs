@@ -6,7 +6,7 @@ namespace GreenRuntime;
 public static partial class Green
 {
     /// <summary>
-    /// Yields the waitables (greenlets, events, async results) as they become ready, in the order they did — those
+    /// Yields the waitables (greenlets, events, async results, or any <see cref="IGreenWaitable"/> of yours) as they become ready, in the order they did — those
     /// ready already come first, in input order (gevent's <c>iwait</c>). Hub-only; enumerating blocks.
     /// </summary>
     /// <param name="waitables">What to wait for (duplicates count once).</param>
@@ -24,7 +24,6 @@ public static partial class Green
         foreach (var w in list)
         {
             if (w is null) throw new ArgumentNullException(nameof(waitables), "IWait got a null waitable.");
-            if (w is not IWaitSource) throw new ArgumentException($"IWait works with Greenlet, Event and AsyncResult<T>; {w.GetType().Name} is not one of them.", nameof(waitables));
         }
         return IWaitIterator(list, timeout, Math.Min(count ?? list.Count, list.Count));
     }
@@ -41,16 +40,24 @@ public static partial class Green
         {
             foreach (var w in list)
             {
-                var source = (IWaitSource)w;
-                if (source.IsReadyNow)
+                if (w.Ready)
                 {
                     ready.Enqueue(w);
                     continue;
                 }
-                subscriptions.Add(source.Subscribe(_ =>
+                bool seen = false;
+                void OnReadyOnHub()
                 {
+                    if (seen) return; // each object is yielded at most once
+                    seen = true;
                     ready.Enqueue(w);
                     if (parked is { } t) hub.TryWake(t);
+                }
+                // A user's waitable may report from any thread: the bookkeeping above is hub-only.
+                subscriptions.Add(w.Subscribe(() =>
+                {
+                    if (hub.IsOnHubThread) OnReadyOnHub();
+                    else if (!hub.IsDisposed) hub.Post(OnReadyOnHub);
                 }));
             }
             if (Blocking.IsFinite(timeout))

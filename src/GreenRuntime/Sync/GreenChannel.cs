@@ -67,7 +67,13 @@ public sealed class GreenChannel<T>
             Blocking.BlockOn(PutAsync(item, timeout));
             return;
         }
-        if (_getters.ServeFirst(item) != null) return;
+        if (_getters.ServeFirst(item) != null)
+        {
+            // gevent's order: put returns only after the getter has run with the item. The served getter is in the
+            // ready queue; going behind it lets it run first (`sending, hello, sent hello, world, sent world`).
+            if (hub.CanBlockHere) hub.YieldCurrent();
+            return;
+        }
         if (timeout == TimeSpan.Zero || Blocking.Park(hub, _putters, WaitReason.Queue, timeout, item) == null)
             throw new QueueFullException($"No greenlet took the item from {this} within {timeout}.");
     }

@@ -56,14 +56,13 @@ public class GreenQueue<T> : IEnumerable<T>
     private volatile int _count;
 
     /// <summary>Creates an empty queue.</summary>
-    /// <param name="maxSize">The most items it holds before <see cref="Put"/> blocks; null for unbounded. Use <see cref="GreenChannel{T}"/> for a zero-capacity rendezvous.</param>
+    /// <param name="maxSize">The most items it holds before <see cref="Put"/> blocks; null, zero or negative for
+    /// unbounded (as gevent's <c>Queue(0)</c>). Use <see cref="GreenChannel{T}"/> for a zero-capacity rendezvous.</param>
     public GreenQueue(int? maxSize = null) : this(maxSize, fifo: true) { }
 
     private protected GreenQueue(int? maxSize, bool fifo)
     {
-        if (maxSize is < 1)
-            throw new ArgumentOutOfRangeException(nameof(maxSize), maxSize, "maxSize must be at least 1, or null for an unbounded queue. For a zero-capacity rendezvous use GreenChannel<T>.");
-        MaxSize = maxSize;
+        MaxSize = maxSize is < 1 ? null : maxSize; // gevent: a non-positive size means unbounded
         if (fifo) _fifo = new Deque<T>();
         _hub = Hub.CurrentOrNull;
     }
@@ -357,7 +356,12 @@ public class GreenQueue<T> : IEnumerable<T>
     /// </summary>
     public void Close()
     {
-        var hub = Blocking.Bind(ref _hub, this);
+        var hub = Blocking.BindForSignal(ref _hub, this, Close);
+        if (hub == null)
+        {
+            _closed = true; // no hub has used it yet: the rest is applied when one does
+            return;
+        }
         if (!hub.IsOnHubThread)
         {
             _closed = true;

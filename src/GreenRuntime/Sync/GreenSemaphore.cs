@@ -94,7 +94,8 @@ public class GreenSemaphore
     /// <exception cref="InvalidOperationException">A <see cref="BoundedSemaphore"/> released more often than acquired.</exception>
     public void Release()
     {
-        var hub = Blocking.Bind(ref _hub, this);
+        var hub = Blocking.BindForSignal(ref _hub, this, Release);
+        if (hub == null) return; // no hub has used it yet: applied when one does
         if (!hub.IsOnHubThread)
         {
             hub.Post(Release);

@@ -4,7 +4,7 @@ namespace GreenRuntime;
 
 // What the primitives keep per greenlet: its pending Task-form waits (so a kill or a GreenTimeout can end them
 // while a stackless greenlet awaits), its GreenletLocal values, and its face as a waitable for Green.IWait.
-public partial class Greenlet : IGreenWaitable, IWaitSource
+public partial class Greenlet : IGreenWaitable
 {
     private List<IAsyncWait>? _asyncWaits => _rare?.AsyncWaits;
 
@@ -29,11 +29,9 @@ public partial class Greenlet : IGreenWaitable, IWaitSource
         return all.Length;
     }
 
-    bool IWaitSource.IsReadyNow => Dead;
-
-    IDisposable IWaitSource.Subscribe(Action<object> onReady)
+    IDisposable IGreenWaitable.Subscribe(Action onReady)
     {
-        Action<Greenlet> link = g => onReady(g);
+        Action<Greenlet> link = _ => onReady();
         AddLink(link, LinkKind.All);
         return new Unsubscriber(() => Unlink(link));
     }

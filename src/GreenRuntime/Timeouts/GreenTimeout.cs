@@ -14,6 +14,12 @@
 //      which the core throws at its next BeginPark/EndPark.
 // Cancel withdraws the timer and a pending exception not yet thrown; it cannot un-raise one already delivered.
 //
+// Level-triggered: the steps above are the first delivery. From then until the scope is disposed, every blocking
+// point of the greenlet raises the exception again (Greenlet.StickyException, checked by BeginPark and the Task-form
+// waits), so `try { Thread.Sleep(1000); } catch (TimeoutException) { }` followed by more blocking calls still
+// leaves the scope promptly. The greenlet's open scopes form a stack (Outer links, newest first); when several have
+// expired, the outermost one raises, as its exception is the one that must unwind through the inner scopes.
+//
 // Rejected: throwing from the timer callback into the greenlet "now" (impossible without stack switching), and a
 // per-call timeout parameter threaded through every blocking API (gevent's Timeout exists because blocking calls
 // nest arbitrarily deep in user code).
@@ -60,6 +66,11 @@ public sealed class GreenTimeout : IDisposable
     private HubTimer? _timer;
     private int _deferrals;
     private bool _cancelled;
+    private bool _open; // on its greenlet's scope stack
+    private CancellationTokenSource? _token;
+
+    /// <summary>The scope opened before this one on the same greenlet and still open (the scope stack's next link).</summary>
+    internal GreenTimeout? Outer;
 
     private GreenTimeout(Hub hub, Greenlet greenlet, TimeSpan duration, Exception? exception)
     {
@@ -76,15 +87,18 @@ public sealed class GreenTimeout : IDisposable
     /// </summary>
     /// <param name="timeout">The deadline from now; <see cref="Timeout.InfiniteTimeSpan"/> never fires.</param>
     /// <param name="exception">The exception to raise instead of a <see cref="GreenTimeoutException"/>.</param>
-    /// <exception cref="InvalidOperationException">Called off a hub or from a link/timer callback (there is no greenlet to interrupt).</exception>
+    /// <exception cref="InvalidOperationException">Called from a link/timer callback (there is no greenlet to interrupt).</exception>
     public static GreenTimeout Start(TimeSpan timeout, Exception? exception = null)
     {
         Blocking.ValidateTimeout(timeout);
-        var hub = Hub.CurrentOrNull ?? throw new InvalidOperationException("GreenTimeout.Start must be called on a greenlet (a thread with a hub, or a greenlet it runs).");
+        var hub = Hub.Current; // a thread with no hub gets one, as Green.Sleep does
         var g = hub.CurrentGreenlet;
         if (g == hub.HubGreenlet)
             throw new InvalidOperationException("GreenTimeout.Start cannot be called from a link, timer or Hub.Post callback: there is no greenlet to interrupt. Spawn a greenlet and start the timeout there.");
         var t = new GreenTimeout(hub, g, timeout, exception);
+        t.Outer = g.InnermostTimeout;
+        g.InnermostTimeout = t;
+        t._open = true;
         if (timeout != Timeout.InfiniteTimeSpan)
             t._timer = hub.AddTimer(timeout, static s => ((GreenTimeout)s!).Fire(), t);
         return t;
@@ -145,6 +159,23 @@ public sealed class GreenTimeout : IDisposable
     /// <summary>Whether the deadline has passed and the timeout fired (whether or not the exception was raised yet).</summary>
     public bool Expired { get; private set; }
 
+    /// <summary>
+    /// A token cancelled when the timeout expires, so async code and foreign Tasks started inside the scope can stop
+    /// too: <c>await httpClient.GetAsync(url, t.Token)</c>. Hub-only.
+    /// </summary>
+    /// <remarks>Already cancelled if the timeout expired before the token was asked for; never cancelled if the scope
+    /// was disposed first. Its callbacks run on the hub when the timer fires: they must not block.</remarks>
+    public CancellationToken Token
+    {
+        get
+        {
+            if (_token != null) return _token.Token;
+            if (Expired) return new CancellationToken(true);
+            _hub.AssertOnHub();
+            return (_token = new CancellationTokenSource()).Token;
+        }
+    }
+
     /// <summary>Whether it is still waiting for its deadline.</summary>
     public bool Pending => _timer != null && !_timer.IsCancelled;
 
@@ -155,6 +186,7 @@ public sealed class GreenTimeout : IDisposable
         _cancelled = true;
         _timer?.Cancel();
         _timer = null;
+        CloseScope();
         if (ReferenceEquals(_greenlet.PendingException, Exception) && _greenlet.State != GreenletState.Dead)
             _greenlet.PendingException = null;
     }
@@ -162,11 +194,40 @@ public sealed class GreenTimeout : IDisposable
     /// <summary>Same as <see cref="Cancel"/>, for <c>using</c>.</summary>
     public void Dispose() => Cancel();
 
+    /// <summary>Takes this scope off its greenlet's scope stack (wherever it is: scopes may be disposed out of order).</summary>
+    private void CloseScope()
+    {
+        if (!_open) return;
+        _open = false;
+        if (Expired) _greenlet.ExpiredTimeouts--;
+        GreenTimeout? newer = null;
+        for (var t = _greenlet.InnermostTimeout; t != null; newer = t, t = t.Outer)
+        {
+            if (t != this) continue;
+            if (newer == null) _greenlet.InnermostTimeout = Outer;
+            else newer.Outer = Outer;
+            break;
+        }
+        Outer = null;
+    }
+
     private void Fire()
     {
         _timer = null;
         Expired = true;
+        if (_open) _greenlet.ExpiredTimeouts++; // from now on every blocking point in the scope raises
         Deliver();
+        if (_token != null)
+        {
+            try
+            {
+                _token.Cancel();
+            }
+            catch (AggregateException e)
+            {
+                Log.CallbackFailed(_hub.Logger, e, "GreenTimeout.Token callback");
+            }
+        }
     }
 
     // The numbered steps of the header comment.
@@ -177,6 +238,8 @@ public sealed class GreenTimeout : IDisposable
         {
             case GreenletState.Dead:
                 return;
+            case GreenletState.Parked when g.ShieldDepth > 0:
+                return; // shielded: the expired scope raises after the last shield closes
             case GreenletState.Parked:
                 _hub.TryWake(new WakeToken(g, g.ParkSequence), null, Exception);
                 return;

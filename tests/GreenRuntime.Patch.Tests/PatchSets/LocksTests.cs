@@ -305,4 +305,32 @@ public class LocksTests : PatchedHubTest
             File.Delete(path);
         }
     }
+
+    [Test]
+    public void AKilledGreenletsFinallyStillEntersAContendedLock()
+    {
+        // Legacy cleanup takes locks: entering one is not a cancellation point, so the kill does not fail it.
+        var gate = new object();
+        bool cleanedUp = false;
+        var holder = Green.Spawn(() =>
+        {
+            lock (gate) Thread.Sleep(Hold);
+        });
+        var victim = Green.Spawn(() =>
+        {
+            try
+            {
+                Thread.Sleep(60_000);
+            }
+            finally
+            {
+                lock (gate) cleanedUp = true;
+            }
+        });
+        Green.Sleep(50);
+        victim.Kill(block: true);
+        holder.Join();
+        Assert.That(victim.Value, Is.InstanceOf<GreenletExit>());
+        Assert.That(cleanedUp, Is.True);
+    }
 }

@@ -80,17 +80,25 @@ public class KillTests : HubTest
     }
 
     [Test]
-    public void AGreenletMayCatchTheKillAndFinishItsWork()
+    public void AGreenletMayCatchTheKillAndFinishItsWorkWithoutBlocking()
     {
+        var cleanupDone = new Event();
         var g = Green.Spawn(() =>
         {
             try { Green.Sleep(10_000); }
-            catch (GreenletExit) { Green.Sleep(5); return 5; }
+            catch (GreenletExit)
+            {
+                // Blocking here would raise the kill again: blocking cleanup goes to a greenlet of its own.
+                Assert.Throws<GreenletExit>(() => Green.Sleep(5));
+                Green.Spawn(() => { Green.Sleep(5); cleanupDone.Set(); });
+                return 5;
+            }
             return 0;
         });
         Green.Sleep(0);
         g.Kill();
         Assert.That(g.Get(), Is.EqualTo(5));
+        Assert.That(cleanupDone.Wait(TimeSpan.FromSeconds(5)), Is.True);
     }
 
     [Test]
@@ -142,22 +150,23 @@ public class KillTests : HubTest
     }
 
     [Test]
-    public void KillAllWithTimeoutReturnsEvenIfOneResists()
+    public void KillAllWithTimeoutRaisesIfOneIsNotDeadInTime()
     {
-        var stubborn = Green.Spawn(() =>
+        // A stackless greenlet awaiting a foreign task stays alive until that task completes (its finally blocks run then).
+        var release = new TaskCompletionSource();
+        var stubborn = Green.Spawn(async () =>
         {
-            while (true)
-            {
-                try { Green.Sleep(10_000); }
-                catch (GreenletExit) { }
-            }
+            try { await release.Task; }
+            catch (Exception) { }
         });
         var meek = Green.Spawn(() => Green.Sleep(10_000));
         Green.Sleep(0);
-        Green.KillAll([stubborn, meek], timeout: TimeSpan.FromMilliseconds(50));
+        var e = Assert.Throws<TimeoutException>(() => Green.KillAll([stubborn, meek], timeout: TimeSpan.FromMilliseconds(50)));
+        Assert.That(e!.Message, Does.Contain(stubborn.ToString()));
         Assert.That(meek.Dead, Is.True);
         Assert.That(stubborn.Dead, Is.False);
-        stubborn.Kill(new OperationCanceledException());
+        release.SetResult();
+        stubborn.Join();
         Assert.That(stubborn.Dead, Is.True);
     }
 }

@@ -87,11 +87,11 @@ public class LinkTests : HubTest
     }
 
     [Test]
-    public void BlockingInsideALinkCallbackRaisesAClearError()
+    public void BlockingInsideARawLinkCallbackRaisesAClearError()
     {
         Exception? error = null;
         var g = Green.Spawn(() => { });
-        g.Link(_ =>
+        g.RawLink(_ =>
         {
             try { Green.Sleep(1); }
             catch (Exception e) { error = e; }
@@ -100,6 +100,41 @@ public class LinkTests : HubTest
         Green.Sleep(0);
         Assert.That(error, Is.InstanceOf<InvalidOperationException>());
         Assert.That(error!.Message, Does.Contain("must not block"));
+    }
+
+    [Test]
+    public void ALinkRunsInAGreenletOfItsOwnAndMayBlock()
+    {
+        var log = new List<string>();
+        var g = Green.Spawn(() => log.Add("body"));
+        Greenlet? linkGreenlet = null;
+        g.Link(finished =>
+        {
+            linkGreenlet = Green.Current;
+            Green.Sleep(5); // blocking is fine in a link
+            log.Add("link saw " + (finished == g));
+        });
+        g.LinkValue(_ => log.Add("value link"));
+        g.LinkException(_ => log.Add("never"));
+        g.Join();
+        Green.Sleep(30);
+        Assert.That(log, Is.EqualTo(new[] { "body", "value link", "link saw True" }), "each link in its own greenlet, started in order");
+        Assert.That(linkGreenlet, Is.Not.Null.And.Not.SameAs(Hub.HubGreenlet));
+    }
+
+    [Test]
+    public void UnlinkRemovesALinkAndARawLink()
+    {
+        int calls = 0;
+        Action<Greenlet> a = _ => calls++, b = _ => calls += 10;
+        var g = Green.Spawn(() => Green.Sleep(1));
+        g.Link(a);
+        g.RawLink(b);
+        g.Unlink(a);
+        g.Unlink(b);
+        g.Join();
+        Green.Sleep(5);
+        Assert.That(calls, Is.Zero);
     }
 
     [Test]

@@ -102,17 +102,36 @@ public class StacklessTests : HubTest
     }
 
     [Test]
-    public void KillingAnAwaitingStacklessGreenletEndsItAtOnce()
+    public void AKilledStacklessGreenletAwaitingAForeignTaskEndsWhenTheTaskCompletes()
     {
         var gate = new TaskCompletionSource();
-        var g = Green.Spawn(async () => await gate.Task);
+        bool finallyRan = false;
+        var g = Green.Spawn(async () =>
+        {
+            try { await gate.Task; }
+            finally { finallyRan = true; }
+        });
         Green.Sleep(0);
         Assert.That(g.State, Is.EqualTo(GreenletState.Awaiting));
+        g.Kill(block: false);
+        Assert.That(g.Dead, Is.False, "an await of a foreign task cannot be interrupted: it stays alive until its finally blocks ran");
+        Assert.That(g.CancellationToken.IsCancellationRequested, Is.True, "but the kill is observable through its token");
+        gate.SetResult();
+        Assert.That(g.Join(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(finallyRan, Is.True);
+    }
+
+    [Test]
+    public void AKilledStacklessGreenletAwaitingAPrimitiveEndsAtOnceWithTheKill()
+    {
+        var ev = new Event();
+        var g = Green.Spawn(async () => await ev.WaitAsync());
+        Green.Sleep(0);
         g.Kill();
         Assert.That(g.Dead, Is.True);
         Assert.That(g.Successful, Is.True);
-        gate.SetResult();
-        Green.Sleep(5);
+        Assert.That(((Greenlet)g).Value, Is.InstanceOf<GreenletExit>());
+        Assert.Throws<LoopExitException>(() => Hub.Park(WaitReason.Event));
     }
 
     [Test]
@@ -138,15 +157,6 @@ public class StacklessTests : HubTest
         var gs = new[] { 30, 10, 20 }.Select(ms => Green.Spawn(async () => { await Green.SleepAsync(TimeSpan.FromMilliseconds(ms)); order.Add(ms); })).ToList();
         Green.JoinAll(gs);
         Assert.That(order, Is.EqualTo(new[] { 10, 20, 30 }));
-    }
-
-    [Test]
-    public void AKilledStacklessGreenletNoLongerKeepsLoopExitAway()
-    {
-        var g = Green.Spawn(async () => await new TaskCompletionSource().Task);
-        Green.Sleep(0);
-        g.Kill();
-        Assert.Throws<LoopExitException>(() => Hub.Park(WaitReason.Event));
     }
 
     [Test]

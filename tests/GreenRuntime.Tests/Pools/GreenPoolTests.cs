@@ -236,3 +236,39 @@ public class GreenPoolTests : HubTest
         Assert.That(pool.Count, Is.EqualTo(1), "the refused spawn took no slot");
     }
 }
+
+/// <summary>gevent's Pool(None) and apply_async.</summary>
+public class GreenPoolGeventDefaultsTests : HubTest
+{
+    [Test]
+    public void ANullSizePoolIsUnbounded()
+    {
+        var pool = new GreenPool(null);
+        Assert.That(pool.Size, Is.Null);
+        Assert.That(pool.IsFull, Is.False);
+        var members = Enumerable.Range(0, 500).Select(_ => pool.Spawn(() => Green.Sleep(10))).ToList();
+        Assert.That(pool.Count, Is.EqualTo(500), "no spawn waited");
+        pool.Join();
+        Assert.That(members.All(g => g.Successful), Is.True);
+        Assert.Throws<ArgumentOutOfRangeException>(() => new GreenPool(-1));
+        var none = new GreenPool(0); // gevent: a pool that can never have a member
+        Assert.That(none.TryAdd(new Greenlet(() => { })), Is.False);
+        Assert.That(none.WaitAvailable(TimeSpan.FromMilliseconds(5)), Is.Zero);
+    }
+
+    [Test]
+    public void ApplyAsyncNeverBlocksEvenOnAFullPool()
+    {
+        var pool = new GreenPool(1);
+        var gate = new Event();
+        var first = pool.ApplyAsync(() => { gate.Wait(); return 1; });
+        Assert.That(pool.IsFull, Is.True);
+        var results = new List<int>();
+        var second = pool.ApplyAsync(() => 2, results.Add); // would block on a full pool: it must not
+        Assert.That(second.Dead, Is.False);
+        gate.Set();
+        Assert.That(first.Get(), Is.EqualTo(1));
+        Assert.That(second.Get(), Is.EqualTo(2));
+        Assert.That(results, Is.EqualTo(new[] { 2 }));
+    }
+}

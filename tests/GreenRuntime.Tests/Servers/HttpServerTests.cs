@@ -62,6 +62,42 @@ public class HttpServerTests : ServerTest
         Assert.That(first.Content.Headers.ContentType!.MediaType, Is.EqualTo("text/plain"));
     }
 
+    private static readonly AsyncLocal<string?> s_requestLocal = new();
+
+    [Test]
+    public void RequestsDoNotSeeEachOthersAsyncLocalsOnOneKeepAliveConnectionOrAcrossConnections()
+    {
+        s_requestLocal.Value = "server start";
+        Serve(ctx =>
+        {
+            var seen = s_requestLocal.Value ?? "null";
+            s_requestLocal.Value = "request " + ctx.Request.Target;
+            Green.Sleep(1);
+            ctx.Response.Write(seen + "|" + s_requestLocal.Value + "|" + ((IPEndPoint)ctx.RemoteEndPoint).Port);
+        });
+        s_requestLocal.Value = "changed after Start";
+        var bodies = ClientAsync(async () =>
+        {
+            var bodies = new List<string>();
+            using (var client = new HttpClient())
+            {
+                for (int i = 0; i < 3; i++) bodies.Add(await client.GetStringAsync($"{_base}/a{i}"));
+            }
+            using (var other = new HttpClient())
+            {
+                bodies.Add(await other.GetStringAsync($"{_base}/b"));
+            }
+            return bodies;
+        });
+        s_requestLocal.Value = null;
+        var ports = bodies.Take(3).Select(b => b.Split('|')[2]).Distinct().ToList();
+        Assert.That(ports, Has.Count.EqualTo(1), "the first three requests shared one keep-alive connection");
+        Assert.That(bodies[3].Split('|')[2], Is.Not.EqualTo(ports[0]), "the last one came on another connection");
+        for (int i = 0; i < 3; i++)
+            Assert.That(bodies[i], Does.StartWith($"server start|request /a{i}|"));
+        Assert.That(bodies[3], Does.StartWith("server start|request /b|"));
+    }
+
     [Test]
     public void ChunkedBothWaysWithHttpClient()
     {

@@ -87,11 +87,18 @@ public class CrossThreadTests : HubTest
     }
 
     [Test]
-    public void SignallingAPrimitiveNotYetBoundToAHubFromAForeignThreadFailsClearly()
+    public void SignallingAPrimitiveNotYetBoundToAHubFromAForeignThreadIsAppliedWhenAHubUsesIt()
     {
         Event? e = null;
-        var t = Task.Run(() => { e = new Event(); e.Set(); });
+        Green.Wait(Task.Run(() => { e = new Event(); e.Set(); }));
+        Assert.That(e!.Wait(TimeSpan.FromSeconds(5)), Is.True, "the set made before any hub used it is not lost");
+    }
+
+    [Test]
+    public void WaitingFromAPoolThreadOnAPrimitiveNoHubUsedFailsClearly()
+    {
+        var t = Task.Run(() => new Event().Wait(TimeSpan.FromMilliseconds(1)));
         var error = Assert.Throws<InvalidOperationException>(() => Green.Wait(t));
-        Assert.That(error!.Message, Does.Contain("not bound to a hub"));
+        Assert.That(error!.Message, Does.Contain("thread-pool thread gets no hub"));
     }
 }

@@ -47,3 +47,51 @@ public class IWaitTests : HubTest
         Assert.That(consumer.Get(), Is.EqualTo(new[] { gs[1], gs[0] }));
     }
 }
+
+/// <summary>Green.IWait accepts any IGreenWaitable a user writes (gevent's iwait takes anything with rawlink).</summary>
+public class IWaitUserWaitableTests : HubTest
+{
+    /// <summary>A waitable of the user's own, signalled from a foreign thread.</summary>
+    private sealed class Flag : IGreenWaitable
+    {
+        private readonly object _gate = new();
+        private Action? _subscriber;
+        private bool _ready;
+
+        public bool Ready { get { lock (_gate) return _ready; } }
+
+        public void Raise()
+        {
+            Action? notify;
+            lock (_gate)
+            {
+                _ready = true;
+                notify = _subscriber;
+                _subscriber = null;
+            }
+            notify?.Invoke();
+        }
+
+        public IDisposable Subscribe(Action onReady)
+        {
+            lock (_gate) _subscriber = onReady;
+            return new Undo(() => { lock (_gate) _subscriber = null; });
+        }
+
+        private sealed class Undo(Action undo) : IDisposable
+        {
+            public void Dispose() => undo();
+        }
+    }
+
+    [Test]
+    public void AUserWaitableSignalledFromAnotherThreadIsYieldedInOrder()
+    {
+        var mine = new Flag();
+        var ev = new Event();
+        Green.Spawn(() => { Green.Sleep(5); ev.Set(); });
+        _ = Task.Run(async () => { await Task.Delay(100); mine.Raise(); });
+        var order = Green.IWait(new IGreenWaitable[] { mine, ev }, TimeSpan.FromSeconds(10)).ToList();
+        Assert.That(order, Is.EqualTo(new IGreenWaitable[] { ev, mine }));
+    }
+}

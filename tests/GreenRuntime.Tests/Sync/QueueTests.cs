@@ -320,10 +320,15 @@ public class QueueTests : HubTest
     }
 
     [Test]
-    public void ZeroMaxSizeIsRefusedWithAPointerToGreenChannel()
+    public void ZeroOrNegativeMaxSizeMeansUnboundedAsInGevent()
     {
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new GreenQueue<int>(0));
-        Assert.That(e!.Message, Does.Contain("GreenChannel"));
+        foreach (var size in new[] { 0, -1 })
+        {
+            var q = new GreenQueue<int>(size);
+            Assert.That(q.MaxSize, Is.Null);
+            for (int i = 0; i < 1000; i++) Assert.That(q.TryPut(i), Is.True);
+            Assert.That(q.Count, Is.EqualTo(1000));
+        }
     }
 
     /// <summary>Lets other greenlets run until <paramref name="condition"/> holds (generous bound for a loaded machine).</summary>

@@ -45,6 +45,13 @@ internal sealed class HttpConnection
     private static readonly byte[] s_continue = "HTTP/1.1 100 Continue\r\n\r\n"u8.ToArray();
 
     private readonly HttpServer _server;
+
+    /// <summary>
+    /// The ambient context each request's handler starts from: the connection greenlet's, which is the server's
+    /// Start context. Every request runs in a fresh copy of it, so what one request's handler sets (AsyncLocal
+    /// values, Activity.Current, culture) is never seen by the next request on the same keep-alive connection.
+    /// </summary>
+    private readonly ExecutionContext? _requestContext = ExecutionContext.Capture();
     private readonly HttpServerOptions _options;
     private readonly CooperativeSocket _io;
     private readonly EndPoint _remote;
@@ -227,7 +234,10 @@ internal sealed class HttpConnection
         {
             try
             {
-                _server.Handler(context);
+                if (_requestContext != null)
+                    ExecutionContext.Run(_requestContext, static s => { var (server, c) = ((HttpServer, HttpContext))s!; server.Handler(c); }, (_server, context));
+                else
+                    _server.Handler(context); // flow was suppressed when the server started: there is no context to isolate
             }
             catch (Exception e) when (e is not GreenletExit)
             {
