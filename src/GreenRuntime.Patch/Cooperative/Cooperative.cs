@@ -54,6 +54,18 @@ internal static class Cooperative
     }
 
     /// <summary>
+    /// <see cref="ParkingHub"/> without its warning for calls inside hub callbacks, and so without side effects: for
+    /// replacements of runtime helpers that anything may reach, the warning's own code included (class
+    /// initialisation), which must never allocate, log or initialise a class before deciding.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Hub? ParkingHubSilent()
+    {
+        var hub = Hub.CurrentOrNull;
+        return hub is not null && t_bypass == 0 && hub.CanBlockHere && !hub.IsDisposed ? hub : null;
+    }
+
+    /// <summary>
     /// Makes every patched method called on this thread run its original until the scope is disposed: for our
     /// own short cleanup waits, which must not park (a kill may already be pending) and must not re-enter us.
     /// </summary>

@@ -67,7 +67,7 @@ internal static unsafe class CooperativeClassInit
     /// <summary>Replaces <c>InitHelpers.InitClassSlow(MethodTable*)</c>.</summary>
     public static void InitClass(void* methodTable)
     {
-        var hub = Cooperative.ParkingHub();
+        var hub = Cooperative.ParkingHubSilent();
         if (hub is null)
         {
             InitClassSlow.Call(methodTable);
@@ -97,7 +97,7 @@ internal static unsafe class CooperativeClassInit
     /// <summary>Replaces <c>RuntimeHelpers.RunClassConstructor(RuntimeTypeHandle)</c>.</summary>
     public static void RunClassConstructor(RuntimeTypeHandle type)
     {
-        var hub = Cooperative.ParkingHub();
+        var hub = Cooperative.ParkingHubSilent();
         if (hub is null || type.Value == 0)
         {
             RunClassConstructorSlot.Call(type);
@@ -166,7 +166,7 @@ internal static unsafe class CooperativeClassInit
         RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(RunClassConstructor))!.MethodHandle);
         RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(Enter), BindingFlags.NonPublic | BindingFlags.Static)!.MethodHandle);
         RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(Leave), BindingFlags.NonPublic | BindingFlags.Static)!.MethodHandle);
-        _ = Cooperative.ParkingHub();
+        _ = Cooperative.ParkingHubSilent();
         GC.KeepAlive(s_initClassReleased);
         GC.KeepAlive(s_runClassConstructorReleased);
     }
