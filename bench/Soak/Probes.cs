@@ -1,0 +1,42 @@
+namespace GreenRuntime.Soak;
+
+/// <summary>What the process holds at one quiet moment: the numbers that must come back to a baseline.</summary>
+internal sealed record Snapshot(int FileDescriptors, long ManagedHeap, long Rss, int CarrierThreads, int CarriersIdle, int CarriersHeld)
+{
+    public override string ToString() =>
+        $"fds {FileDescriptors}, heap {ManagedHeap / 1024.0 / 1024:0.00} MiB, RSS {Rss / 1024.0 / 1024:0.0} MiB, " +
+        $"carriers {CarrierThreads} ({CarriersIdle} idle, {CarriersHeld} held by the hub)";
+}
+
+/// <summary>Reads the process's resources from /proc and the hub's run info.</summary>
+internal static class Probes
+{
+    public static int FileDescriptors() => Directory.GetFiles("/proc/self/fd").Length;
+
+    /// <summary>Resident set size in bytes (VmRSS of /proc/self/status).</summary>
+    public static long Rss()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                return long.Parse(line.AsSpan(6).Trim().ToString().Split(' ')[0]) * 1024;
+        return 0;
+    }
+
+    /// <summary>The managed heap after full, compacting collections (finalizers run, so dropped sockets close).</summary>
+    public static long SettledHeap()
+    {
+        for (int i = 0; i < 3; i++)
+        {
+            GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+            GC.WaitForPendingFinalizers();
+        }
+        return GC.GetTotalMemory(forceFullCollection: true);
+    }
+
+    public static Snapshot Take(Hub hub)
+    {
+        long heap = SettledHeap();
+        var carriers = hub.GetRunInfo().Carriers;
+        return new Snapshot(FileDescriptors(), heap, Rss(), carriers.Threads, carriers.Idle, carriers.HeldByThisHub);
+    }
+}
