@@ -16,7 +16,7 @@ namespace GreenRuntime.Soak;
 /// within +10 %); no carrier is held once the servers stop and idle carriers retire; the blocking monitor reports
 /// no stall. Invariants are about correctness, never speed: a slow machine only runs fewer rounds.
 /// </remarks>
-internal sealed class SoakRun(int seconds, int seed, int warmup)
+internal sealed class SoakRun(int seconds, int seed, int warmup, int holdQuiet)
 {
     private static readonly TimeSpan ProgressEvery = TimeSpan.FromSeconds(5);
     private static readonly TimeSpan QuiesceLimit = TimeSpan.FromSeconds(120);
@@ -85,7 +85,7 @@ internal sealed class SoakRun(int seconds, int seed, int warmup)
         }
         var final = Quiesce(hub, "end of load");
         baseline ??= final;
-        Compare(baseline, final);
+        CompareQuiet(baseline, final);
 
         // Stop: drivers leave their gate, servers stop; then nothing of ours holds a carrier.
         control.Stopping = true;
@@ -93,7 +93,7 @@ internal sealed class SoakRun(int seconds, int seed, int warmup)
         if (Green.JoinAll(_drivers, TimeSpan.FromSeconds(60)).Count != _drivers.Count)
             ledger.Violate("a workload driver did not stop within 60 s.");
         foreach (var w in _workloads) w.Stop();
-        CheckCarriersReturn(hub);
+        CheckNothingHeld(hub);
 
         Console.WriteLine();
         foreach (var line in ledger.Summary()) Console.WriteLine("  " + line);
@@ -139,14 +139,20 @@ internal sealed class SoakRun(int seconds, int seed, int warmup)
         }
         Green.Sleep(200); // stackless continuations of killed greenlets and socket closes settle
         foreach (var w in _workloads) w.CheckQuiet();
+        // Memory is compared between two idle moments: every thread keeps its own cache of ArrayPool.Shared arrays
+        // (BCL code such as Stream.CopyTo rents on whichever carrier runs it), bounded by the number of carriers and
+        // released when they retire. Waiting for the retirement also checks that idle carriers do retire.
+        WaitForIdleCarriersToRetire(hub);
         var snapshot = Probes.Take(hub);
         Console.WriteLine($"[quiet] {what} (paused {(_clock.Elapsed - started).TotalSeconds:0.0} s): {snapshot}");
+        if (holdQuiet > 0) Green.Sleep(TimeSpan.FromSeconds(holdQuiet)); // time for: dotnet-gcdump collect -p PID
         control.Paused = false;
         control.Resume.Set();
         return snapshot;
     }
 
-    private void Compare(Snapshot baseline, Snapshot final)
+    /// <summary>At the end of the load, paused as at the baseline: descriptors, held carriers and memory are back.</summary>
+    private void CompareQuiet(Snapshot baseline, Snapshot final)
     {
         var ledger = _context.Ledger;
         var fds = final.FileDescriptors;
@@ -165,31 +171,36 @@ internal sealed class SoakRun(int seconds, int seed, int warmup)
             ledger.Violate($"managed heap grew by {Growth(baseline.ManagedHeap, final.ManagedHeap)} after the warm-up (limit +{GrowthLimit:P0}).");
         if (final.Rss > baseline.Rss * (1 + GrowthLimit))
             ledger.Violate($"RSS grew by {Growth(baseline.Rss, final.Rss)} after the warm-up (limit +{GrowthLimit:P0}).");
-        Console.WriteLine($"soak: growth after warm-up: heap {Growth(baseline.ManagedHeap, final.ManagedHeap)}, RSS {Growth(baseline.Rss, final.Rss)}, fds {fds - baseline.FileDescriptors:+0;-0;0}");
+        Console.WriteLine($"soak: after the warm-up: heap {Growth(baseline.ManagedHeap, final.ManagedHeap)}, RSS {Growth(baseline.Rss, final.Rss)}, descriptors {baseline.FileDescriptors} → {fds}");
     }
 
     private static string Growth(long from, long to) => $"{(to - from) / (double)from:+0.0%;-0.0%;0.0%} ({from / 1048576.0:0.00} → {to / 1048576.0:0.00} MiB)";
 
-    /// <summary>After the servers stop, the hub holds no carrier; idle carriers above the pool's minimum retire
-    /// (after 10 s idle).</summary>
-    private void CheckCarriersReturn(Hub hub)
+    /// <summary>After the servers stop, the hub holds no carrier.</summary>
+    private void CheckNothingHeld(Hub hub)
     {
-        var ledger = _context.Ledger;
         var deadline = _clock.Elapsed + TimeSpan.FromSeconds(10);
         while (hub.GetRunInfo().Carriers.HeldByThisHub > 0 && _clock.Elapsed < deadline) Green.Sleep(50);
-        var held = hub.GetRunInfo().Carriers;
-        if (held.HeldByThisHub > 0)
+        var carriers = hub.GetRunInfo().Carriers;
+        Console.WriteLine($"soak: servers stopped: {carriers.HeldByThisHub} carriers held by the hub, {carriers.Threads} carrier threads");
+        if (carriers.HeldByThisHub > 0)
         {
-            ledger.Violate($"the hub still holds {held.HeldByThisHub} carrier(s) after every greenlet ended.");
+            _context.Ledger.Violate($"the hub still holds {carriers.HeldByThisHub} carrier(s) after every greenlet ended.");
             Console.WriteLine(hub.FormatRunInfo());
         }
-        int minIdle = Math.Max(4, Environment.ProcessorCount * 2); // the pool's documented floor
-        int peak = held.Threads;
-        deadline = _clock.Elapsed + TimeSpan.FromSeconds(25);
-        while (hub.GetRunInfo().Carriers.Threads > minIdle && _clock.Elapsed < deadline) Green.Sleep(250);
-        var after = hub.GetRunInfo().Carriers;
-        Console.WriteLine($"soak: carriers {peak} when the load stopped, {after.Threads} after idling ({after.Idle} idle, {after.HeldByThisHub} held)");
-        if (after.Threads > minIdle)
-            ledger.Violate($"idle carriers did not retire: {after.Threads} threads after 25 s idle (floor {minIdle}).");
+    }
+
+    /// <summary>Waits until the idle carriers retire (a carrier idle for 10 s ends its thread, down to the pool's
+    /// floor of max(4, 2 × CPUs)); the carriers that keep parked service greenlets stay.</summary>
+    private void WaitForIdleCarriersToRetire(Hub hub)
+    {
+        int floor = Math.Max(4, Environment.ProcessorCount * 2);
+        var peak = hub.GetRunInfo().Carriers;
+        var deadline = _clock.Elapsed + TimeSpan.FromSeconds(30);
+        CarrierPoolInfo now;
+        while ((now = hub.GetRunInfo().Carriers).Threads > floor + now.HeldByThisHub && _clock.Elapsed < deadline) Green.Sleep(250);
+        Console.WriteLine($"        carriers {peak.Threads} when the load paused, {now.Threads} after idling ({now.Idle} idle, {now.HeldByThisHub} held)");
+        if (now.Threads > floor + now.HeldByThisHub)
+            _context.Ledger.Violate($"idle carriers did not retire: {now.Threads} threads after 30 s idle ({now.HeldByThisHub} held, floor {floor}).");
     }
 }

@@ -53,13 +53,21 @@ internal abstract class Workload
                 finally { control.ParkedDrivers--; }
                 continue;
             }
-            var batch = Round();
-            Rounds++;
-            var done = Green.JoinAll(batch, RoundLimit);
-            if (done.Count != batch.Count)
-                Ledger.Violate($"{Name}: {batch.Count - done.Count} greenlet(s) of a round did not end within {RoundLimit.TotalSeconds} s: " +
-                               string.Join(", ", batch.Where(g => !g.Dead).Select(g => $"{g} waiting on {g.WaitReason}")));
+            RunRound();
         }
+    }
+
+    /// <summary>One round, in its own frame: once it returns, nothing on the driver's stack keeps the round's
+    /// greenlets (and their payloads) alive while the driver waits at the gate.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private void RunRound()
+    {
+        var batch = Round();
+        Rounds++;
+        var done = Green.JoinAll(batch, RoundLimit);
+        if (done.Count != batch.Count)
+            Ledger.Violate($"{Name}: {batch.Count - done.Count} greenlet(s) of a round did not end within {RoundLimit.TotalSeconds} s: " +
+                           string.Join(", ", batch.Where(g => !g.Dead).Select(g => $"{g} waiting on {g.WaitReason}")));
     }
 
     /// <summary>Kills <paramref name="victim"/> after a random delay of up to <paramref name="maxDelayMs"/>, from a
