@@ -306,13 +306,13 @@ public sealed class Detour : IDisposable
         nint replacementEntry = replacement.MethodHandle.GetFunctionPointer();
 
         // Step 5: everything that can refuse happens before the method joins the JIT guard.
-        nint body = CheckedBody(entry, name).Address;
+        nint body = CheckedBody(entry, name, md).Address;
 
         // Steps 6-7.
         JitGuard.Add(md);
-        CodeLocator.Body current = CheckedBody(entry, name);
+        CodeLocator.Body current = CheckedBody(entry, name, md);
         body = current.Address;
-        Trampoline.Prologue prologue = Trampoline.Analyze(body, name);
+        Trampoline.Prologue prologue = Trampoline.Analyze(body, name, md);
         Trampoline.AssertCovers(prologue);
 
         // Step 8.
@@ -328,14 +328,14 @@ public sealed class Detour : IDisposable
         for (int i = 0; i < 3; i++)
         {
             CodeLocator.Body later = CodeLocator.FindBody(entry);
-            if (later.StartsWithJump || detour.patches.Any(p => p.Body == later.Address))
+            if (later.HasNoCode || later.StartsWithJump || detour.patches.Any(p => p.Body == later.Address))
             {
                 break;
             }
 
             try
             {
-                nint laterTrampoline = Trampoline.Build(Trampoline.Analyze(later.Address, name));
+                nint laterTrampoline = Trampoline.Build(Trampoline.Analyze(later.Address, name, md));
                 detour.PatchBody(later.Address, later.Cell, laterTrampoline, replacementEntry, name);
             }
             catch (NotSupportedException)
@@ -353,9 +353,16 @@ public sealed class Detour : IDisposable
     }
 
     /// <summary>Finds the current body and refuses a foreign patch, a misaligned start or an unpatchable prologue.</summary>
-    private static CodeLocator.Body CheckedBody(nint entry, string name)
+    private static CodeLocator.Body CheckedBody(nint entry, string name, nint md)
     {
         CodeLocator.Body body = CodeLocator.FindBody(entry);
+        if (body.HasNoCode)
+        {
+            throw new NotSupportedException(
+                $"Cannot detour {name}: it has no compiled code even after PrepareMethod (its precode still leads to the " +
+                "runtime's fixup thunk), so there is no body to patch.");
+        }
+
         if (body.StartsWithJump)
         {
             throw new NotSupportedException(
@@ -370,7 +377,7 @@ public sealed class Detour : IDisposable
                 "jump to be written with one atomic compare-exchange.");
         }
 
-        _ = Trampoline.Analyze(body.Address, name);
+        _ = Trampoline.Analyze(body.Address, name, md);
         return body;
     }
 

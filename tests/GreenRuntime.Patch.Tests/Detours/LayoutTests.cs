@@ -36,6 +36,43 @@ public class LayoutTests
     }
 
     [Test]
+    public unsafe void CodeHeaderGivesTheLengthOfAJittedBody()
+    {
+        MethodInfo method = Method(typeof(LayoutTargets), nameof(LayoutTargets.WithFunclet));
+        RuntimeHelpers.PrepareMethod(method.MethodHandle);
+        nint body = CodeLocator.FindBody(method.MethodHandle.GetFunctionPointer()).Address;
+        int? size = CodeHeader.TryReadBodySize(body, method.MethodHandle.Value);
+        Assert.That(size, Is.Not.Null, "the RealCodeHeader before a JIT-compiled body names its MethodDesc at the offset RuntimeLayout expects");
+
+        // The instructions decoded from the body tile it exactly, and the last one leaves the method.
+        var decoder = Iced.Intel.Decoder.Create(64, new Iced.Intel.ByteArrayCodeReader(new ReadOnlySpan<byte>((void*)body, size!.Value).ToArray()), (ulong)body);
+        Iced.Intel.Instruction last = default;
+        while (decoder.IP < (ulong)body + (ulong)size.Value)
+        {
+            decoder.Decode(out last);
+            Assert.That(last.IsInvalid, Is.False, $"an undecodable byte inside the body at +{last.IP - (ulong)body}");
+        }
+
+        Assert.That(decoder.IP, Is.EqualTo((ulong)body + (ulong)size.Value), "the body's instructions end exactly at its length");
+        Assert.That(last.FlowControl, Is.AnyOf(Iced.Intel.FlowControl.Return, Iced.Intel.FlowControl.UnconditionalBranch, Iced.Intel.FlowControl.Interrupt, Iced.Intel.FlowControl.Call),
+            $"the body ends with an instruction that leaves it, not '{last}'");
+        Assert.That(CodeHeader.TryReadBodySize(body, LayoutTargetsMethodDesc(nameof(LayoutTargets.Fresh))), Is.Null, "a header naming another method is not believed");
+    }
+
+    [Test]
+    public void AMethodWithNoCodeYetIsRecognisedNotWalkedIntoTheFixupThunk()
+    {
+        MethodInfo method = Method(typeof(LayoutTargets), nameof(LayoutTargets.NeverCalled));
+        CodeLocator.Body body = CodeLocator.FindBody(method.MethodHandle.GetFunctionPointer());
+        Assert.That(body.HasNoCode, Is.True, "never called nor prepared: its precode still leads to the runtime's fixup thunk");
+        RuntimeHelpers.PrepareMethod(method.MethodHandle);
+        body = CodeLocator.FindBody(method.MethodHandle.GetFunctionPointer());
+        Assert.That(body.HasNoCode, Is.False);
+    }
+
+    private static nint LayoutTargetsMethodDesc(string name) => Method(typeof(LayoutTargets), name).MethodHandle.Value;
+
+    [Test]
     public unsafe void EntryIsAPrecodeWhoseCellLeadsToTheBody()
     {
         MethodInfo method = Method(typeof(LayoutTargets), nameof(LayoutTargets.Fresh));
@@ -92,6 +129,25 @@ public class LayoutTests
 
 internal static class LayoutTargets
 {
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static int WithFunclet(int x)
+    {
+        int sum = 0;
+        try
+        {
+            for (int i = 0; i < x; i++) sum += checked(i * x);
+        }
+        catch (OverflowException)
+        {
+            sum = -1;
+        }
+
+        return sum;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static int NeverCalled(int x) => (x * 7) - 3;
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     public static int NeverInlined(int x) => x + 1;
 
