@@ -33,7 +33,7 @@ internal sealed class PrimitiveWorkload(SoakContext context) : Workload(context,
         int count = Random.Next(10, 30);
         for (int i = 0; i < count; i++)
         {
-            int action = Random.Next(15);
+            int action = Random.Next(18);
             var g = Ledger.Spawn($"prim.{ActionName(action)}", Body(action), Expected);
             batch.Add(g);
             // Blocking points that nothing else ends are always killed; the others sometimes.
@@ -46,7 +46,8 @@ internal sealed class PrimitiveWorkload(SoakContext context) : Workload(context,
     {
         0 => "sleep", 1 => "semaphore", 2 => "bounded", 3 => "rlock", 4 => "queue.put", 5 => "queue.get",
         6 => "channel.put", 7 => "channel.get", 8 => "event.wait", 9 => "event.set", 10 => "asyncresult",
-        11 => "socket.wait", 12 => "file.wait", 13 => "task.wait", _ => "raise",
+        11 => "socket.wait", 12 => "file.wait", 13 => "task.wait", 14 => "queue.put.foreign", 15 => "event.set.foreign",
+        16 => "semaphore.timeout", _ => "raise",
     };
 
     private Action Body(int action)
@@ -148,6 +149,26 @@ internal sealed class PrimitiveWorkload(SoakContext context) : Workload(context,
                         ThreadPool.QueueUserWorkItem(_ => { Thread.Sleep(ms); tcs.SetResult(ms); });
                         if (tcs.Task.Result != ms) Ledger.Violate("prim: a Task result changed on its way.");
                     }
+                };
+            case 14:
+                return () =>
+                {
+                    // A put from a thread-pool thread (primitives are safe from any thread); this greenlet waits for it.
+                    long item = ++_nextItem;
+                    try { Green.Wait(Task.Run(() => _queue.Put(item, timeout))); }
+                    catch (GreenletExit) { _killedPut.Add(item); throw; } // the foreign put may still complete
+                    if (!_queuePut.Add(item)) Ledger.Violate($"prim: queue item {item} put twice.");
+                };
+            case 15:
+                return () => Green.Wait(Task.Run(() => { _event.Set(); Thread.Sleep(ms); _event.Clear(); }));
+            case 16:
+                return () =>
+                {
+                    // A GreenTimeout (not the call's own timeout) interrupting a semaphore wait.
+                    var scope = GreenTimeout.Start(TimeSpan.FromMilliseconds(1 + ms / 3));
+                    try { using (_semaphore.Enter()) Thread.Sleep(ms); }
+                    catch (GreenTimeoutException e) when (e.Scope == scope) { }
+                    finally { scope.Cancel(); }
                 };
             default:
                 return () =>

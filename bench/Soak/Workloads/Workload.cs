@@ -75,11 +75,13 @@ internal abstract class Workload
     protected Greenlet KillLater(Greenlet victim, int maxDelayMs)
     {
         int delay = Random.Next(0, maxDelayMs + 1);
+        bool foreign = Random.Next(5) == 0; // Kill is safe from any thread: one kill in five comes from the thread pool
         return Ledger.Spawn($"{Name}.killer", () =>
         {
             if (delay > 0) Green.Sleep(delay);
-            victim.Kill(block: true, timeout: TimeSpan.FromSeconds(30));
-            if (!victim.Dead) Ledger.Violate($"{victim} was still alive 30 s after Kill (waiting on {victim.WaitReason}).");
+            if (foreign) Green.Wait(Task.Run(() => victim.Kill(block: true, timeout: TimeSpan.FromSeconds(30))));
+            else victim.Kill(block: true, timeout: TimeSpan.FromSeconds(30));
+            if (!victim.Dead) Ledger.Violate($"{victim} was still alive 30 s after Kill{(foreign ? " from another thread" : "")} (waiting on {victim.WaitReason}).");
         });
     }
 
