@@ -88,11 +88,11 @@ internal sealed class SoakRun(int seconds, int seed, int warmup, int holdQuiet)
                 baseline = Quiesce(hub, "baseline after warm-up");
             lastTick = _clock.Elapsed;
         }
-        var final = Quiesce(hub, "end of load");
+        var final = Quiesce(hub, "end of load", resume: false);
         baseline ??= final;
         CompareQuiet(baseline, final);
 
-        // Stop: drivers leave their gate, servers stop; then nothing of ours holds a carrier.
+        // Stop: the drivers, still parked at their gate, leave it; servers stop; then nothing of ours holds a carrier.
         control.Stopping = true;
         control.Resume.Set();
         if (Green.JoinAll(_drivers, TimeSpan.FromSeconds(60)).Count != _drivers.Count)
@@ -126,8 +126,8 @@ internal sealed class SoakRun(int seconds, int seed, int warmup, int holdQuiet)
     }
 
     /// <summary>Pauses the load, waits until no workload greenlet is in flight, runs every quiet check and takes a
-    /// snapshot of the process's resources, then resumes.</summary>
-    private Snapshot Quiesce(Hub hub, string what)
+    /// snapshot of the process's resources, then resumes (unless this is the end).</summary>
+    private Snapshot Quiesce(Hub hub, string what, bool resume = true)
     {
         var ledger = _context.Ledger;
         var control = _context.Control;
@@ -151,8 +151,11 @@ internal sealed class SoakRun(int seconds, int seed, int warmup, int holdQuiet)
         var snapshot = Probes.Take(hub);
         Console.WriteLine($"[quiet] {what} (paused {(_clock.Elapsed - started).TotalSeconds:0.0} s): {snapshot}");
         if (holdQuiet > 0) Green.Sleep(TimeSpan.FromSeconds(holdQuiet)); // time for: dotnet-gcdump collect -p PID
-        control.Paused = false;
-        control.Resume.Set();
+        if (resume)
+        {
+            control.Paused = false;
+            control.Resume.Set();
+        }
         return snapshot;
     }
 

@@ -1,6 +1,6 @@
-using GreenRuntime.Io;
 using System.Buffers;
 using System.Reflection;
+using GreenRuntime.Io;
 using GreenRuntime.Scheduling;
 using Microsoft.Win32.SafeHandles;
 

@@ -1,6 +1,6 @@
-using GreenRuntime.Io;
 using System.Buffers;
 using System.Buffers.Text;
+using GreenRuntime.Io;
 
 namespace GreenRuntime.Servers;
 
