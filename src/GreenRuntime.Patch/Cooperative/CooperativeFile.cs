@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Reflection;
 using GreenRuntime.Io;
 using GreenRuntime.Scheduling;

@@ -27,7 +27,6 @@
 // separate greenlet for reading ahead (ordering of pipelined responses would need a queue, for no gain with
 // blocking handlers); answering 400 to a client that closed mid-head (nobody would read it).
 
-using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
