@@ -1,10 +1,10 @@
 namespace GreenRuntime.Soak;
 
 /// <summary>What the process holds at one quiet moment: the numbers that must come back to a baseline.</summary>
-internal sealed record Snapshot(int FileDescriptors, long ManagedHeap, long Rss, int CarrierThreads, int CarriersIdle, int CarriersHeld, int Timers)
+internal sealed record Snapshot(int FileDescriptors, long ManagedHeap, long GcCommitted, long Rss, int CarrierThreads, int CarriersIdle, int CarriersHeld, int Timers)
 {
     public override string ToString() =>
-        $"fds {FileDescriptors}, heap {ManagedHeap / 1024.0 / 1024:0.00} MiB, RSS {Rss / 1024.0 / 1024:0.0} MiB, " +
+        $"fds {FileDescriptors}, heap {ManagedHeap / 1024.0 / 1024:0.00} MiB (GC committed {GcCommitted / 1024.0 / 1024:0.0} MiB), RSS {Rss / 1024.0 / 1024:0.0} MiB, " +
         $"carriers {CarrierThreads} ({CarriersIdle} idle, {CarriersHeld} held by the hub), timers {Timers}";
 }
 
@@ -41,6 +41,6 @@ internal static class Probes
         long heap = SettledHeap();
         var info = hub.GetRunInfo();
         var carriers = info.Carriers;
-        return new Snapshot(FileDescriptors(), heap, Rss(), carriers.Threads, carriers.Idle, carriers.HeldByThisHub, info.TimerCount);
+        return new Snapshot(FileDescriptors(), heap, GC.GetGCMemoryInfo(GCKind.Any).TotalCommittedBytes, Rss(), carriers.Threads, carriers.Idle, carriers.HeldByThisHub, info.TimerCount);
     }
 }

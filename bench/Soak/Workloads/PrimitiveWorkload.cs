@@ -18,10 +18,12 @@ internal sealed class PrimitiveWorkload(SoakContext context) : Workload(context,
     private readonly GreenQueue<long> _queue = new(QueueSize);
     private readonly GreenChannel<long> _channel = new();
     private readonly Event _event = new();
-    private readonly HashSet<long> _queuePut = new(), _queueGot = new(), _channelPut = new(), _channelGot = new();
+    // Bookkeeping of one phase (between two quiet checks); replaced, not cleared, at each check, so that its
+    // capacity does not carry the longest phase's size into the next memory comparison.
+    private HashSet<long> _queuePut = new(), _queueGot = new(), _channelPut = new(), _channelGot = new();
     // Items whose putter was killed inside Put: the kill may have landed after the item was taken (the putter then
     // raises although the item was delivered), so they may or may not be got; timed-out puts never deliver.
-    private readonly HashSet<long> _killedPut = new();
+    private HashSet<long> _killedPut = new();
     private long _nextItem, _checks;
 
     private static bool Expected(Exception e) =>
@@ -204,7 +206,7 @@ internal sealed class PrimitiveWorkload(SoakContext context) : Workload(context,
         if (lost.Count > 0) Ledger.Violate($"prim: channel items whose put returned but nobody got them: {string.Join(", ", lost)}.");
         if (phantom.Count > 0) Ledger.Violate($"prim: channel items got although their put failed: {string.Join(", ", phantom)}.");
         if (_channel.HasWaitingGetter || _channel.HasWaitingPutter) Ledger.Violate("prim: the channel still has waiters although every greenlet ended.");
-        _queuePut.Clear(); _queueGot.Clear(); _channelPut.Clear(); _channelGot.Clear(); _killedPut.Clear();
+        _queuePut = new(); _queueGot = new(); _channelPut = new(); _channelGot = new(); _killedPut = new();
         _event.Clear();
     }
 
