@@ -187,7 +187,8 @@ public static class Patch
         Detour detour;
         try
         {
-            detour = Detour.Create(target, point.Replacement);
+            // The slot is bound before the jump goes live: the first redirected call already finds its original.
+            detour = Detour.Create(target, point.Replacement, point.Slot.Bind);
         }
         catch (Exception e) when (e is NotSupportedException or InvalidOperationException or ArgumentException or PlatformNotSupportedException)
         {
@@ -198,7 +199,6 @@ public static class Patch
             refused.Add(new RefusedMethod(set.Name, target, point.Description, e.Message + covered));
             return;
         }
-        point.Slot.Bind(detour);
         var info = new PatchedMethod(set.Name, target, point.Description);
         s_applied.Add(target, new Entry(info, detour));
         patched.Add(info);

@@ -1,5 +1,5 @@
-using System.Buffers;
 using System.Reflection;
+using GreenRuntime.Io;
 using GreenRuntime.Scheduling;
 using Microsoft.Win32.SafeHandles;
 
@@ -45,7 +45,7 @@ internal static unsafe class CooperativeFile
         int length = buffer.Length;
         if (length <= BounceLimit)
         {
-            var bounce = ArrayPool<byte>.Shared.Rent(length);
+            var bounce = IoBuffers.Pool.Rent(length);
             var task = Task.Run(() => ReadAt.Call(handle, bounce.AsSpan(0, length), fileOffset));
             Cooperative.Park(hub, task, null, WaitReason.File); // a kill abandons the bounce buffer to the GC
             try
@@ -56,7 +56,7 @@ internal static unsafe class CooperativeFile
             }
             finally
             {
-                ArrayPool<byte>.Shared.Return(bounce);
+                IoBuffers.Pool.Return(bounce);
             }
         }
         fixed (byte* pinned = buffer)
@@ -79,7 +79,7 @@ internal static unsafe class CooperativeFile
         int length = buffer.Length;
         if (length <= BounceLimit)
         {
-            var bounce = ArrayPool<byte>.Shared.Rent(length);
+            var bounce = IoBuffers.Pool.Rent(length);
             buffer.CopyTo(bounce);
             var task = Task.Run(() => WriteAt.Call(handle, bounce.AsSpan(0, length), fileOffset));
             Cooperative.Park(hub, task, null, WaitReason.File);
@@ -89,7 +89,7 @@ internal static unsafe class CooperativeFile
             }
             finally
             {
-                ArrayPool<byte>.Shared.Return(bounce);
+                IoBuffers.Pool.Return(bounce);
             }
             return;
         }

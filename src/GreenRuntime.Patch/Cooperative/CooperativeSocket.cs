@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Collections;
 using System.Net;
 using System.Net.Sockets;
@@ -185,7 +184,7 @@ internal static class CooperativeSocket
         if (SocketIo.TrySend(hub, s, buffer, socketFlags, Cooperative.SocketTimeout(s.SendTimeout), out int sent, out errorCode))
             return sent;
         // A span cannot outlive this frame: send a pooled copy (drained before it is returned to the pool).
-        var copy = ArrayPool<byte>.Shared.Rent(buffer.Length);
+        var copy = IoBuffers.Pool.Rent(buffer.Length);
         buffer.CopyTo(copy);
         try
         {
@@ -193,7 +192,7 @@ internal static class CooperativeSocket
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(copy);
+            IoBuffers.Pool.Return(copy);
         }
     }
 
@@ -209,7 +208,7 @@ internal static class CooperativeSocket
             if (segment.Array is null) return SendList.Call(s, buffers, socketFlags, out errorCode); // the original's ArgumentException
             total += segment.Count;
         }
-        var copy = ArrayPool<byte>.Shared.Rent(Math.Max(1, total));
+        var copy = IoBuffers.Pool.Rent(Math.Max(1, total));
         int at = 0;
         foreach (var segment in buffers)
         {
@@ -225,7 +224,7 @@ internal static class CooperativeSocket
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(copy);
+            IoBuffers.Pool.Return(copy);
         }
     }
 
@@ -259,7 +258,7 @@ internal static class CooperativeSocket
     /// <summary><see cref="SendToParked"/> of a pooled copy: a span cannot outlive this frame, the copy is drained before it goes back.</summary>
     private static int? SendToCopy(Hub hub, Socket s, ReadOnlySpan<byte> buffer, SocketFlags flags, EndPoint? remote, SocketAddress? address)
     {
-        var copy = ArrayPool<byte>.Shared.Rent(Math.Max(1, buffer.Length));
+        var copy = IoBuffers.Pool.Rent(Math.Max(1, buffer.Length));
         buffer.CopyTo(copy);
         try
         {
@@ -267,7 +266,7 @@ internal static class CooperativeSocket
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(copy);
+            IoBuffers.Pool.Return(copy);
         }
     }
 

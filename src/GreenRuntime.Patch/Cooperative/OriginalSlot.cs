@@ -13,9 +13,9 @@ namespace GreenRuntime.Cooperative;
 /// valid after the detour is undone (it then does what a direct call does) and across re-patching (the
 /// engine freezes the method's body, so the relocated prologue stays correct).</para>
 /// <para>Invariant: while <see cref="Patching"/> is set and no original is bound yet, <see cref="Call"/>
-/// waits for the binding instead of returning the direct delegate. The window is the few microseconds
-/// between <c>Detour.Create</c> returning and <see cref="Bind"/>; the engine offers no way to get the
-/// original before the jump is written.</para>
+/// waits for the binding instead of returning the direct delegate. The patch registry binds the slot from
+/// <c>Detour.Create</c>'s beforeLive callback, before the jump is written, so that window is empty there; the
+/// wait remains for any caller that binds after <c>Create</c> returns.</para>
 /// </remarks>
 internal sealed class OriginalSlot<TDelegate> : IOriginalSlot
     where TDelegate : Delegate

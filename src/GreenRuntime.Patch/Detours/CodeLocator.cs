@@ -11,6 +11,9 @@ namespace GreenRuntime.Detours;
 /// is the body. A body that itself starts with <c>E9 rel32</c> or a bare <c>jmp [rip+x]</c> was patched by
 /// somebody (the JIT never emits a body that starts with an unconditional jump): it is reported as
 /// <see cref="Body.StartsWithJump"/> so the caller can refuse it or recognise it as its own.
+/// A method that has no code yet is recognised at its FixupPrecode, whose cell then points back into the precode
+/// itself (entry + 6, the half that calls the runtime's fixup thunk to compile the method): the walk stops there
+/// and reports <see cref="Body.HasNoCode"/> instead of walking into the thunk and taking it for the body.
 /// </remarks>
 internal static unsafe class CodeLocator
 {
@@ -23,7 +26,13 @@ internal static unsafe class CodeLocator
     /// <param name="Cell">
     /// The runtime data cell the last stub read the body's address from (0 if it came from an immediate).
     /// </param>
-    internal readonly record struct Body(nint Address, bool StartsWithJump, nint JumpTarget, nint Cell);
+    /// <param name="HasNoCode">
+    /// The method has no code yet: <paramref name="Address"/> is its FixupPrecode, not a body.
+    /// </param>
+    internal readonly record struct Body(nint Address, bool StartsWithJump, nint JumpTarget, nint Cell, bool HasNoCode = false);
+
+    /// <summary>Where, in a FixupPrecode, the half that calls the fixup thunk starts (<c>mov r10, [rip+Y]</c>).</summary>
+    private const int FixupPrecodeThunkCallOffset = 6;
 
     public static Body FindBody(nint entry)
     {
@@ -39,6 +48,11 @@ internal static unsafe class CodeLocator
             }
 
             nint nextCell = NextHopCell(p, out bool immediate);
+            if (IsFixupPrecode(p) && *(nint*)nextCell == p + FixupPrecodeThunkCallOffset)
+            {
+                return new Body(p, false, 0, nextCell, HasNoCode: true);
+            }
+
             if (nextCell == 0 && !immediate)
             {
                 nint jumpTarget = ForeignJumpTarget(p);
@@ -64,7 +78,7 @@ internal static unsafe class CodeLocator
         immediate = false;
 
         // FixupPrecode: jmp [rip+X]; mov r10, [rip+Y]; jmp [rip+Z]. The first jump's cell is the target.
-        if (b[0] == 0xFF && b[1] == 0x25 && b[6] == 0x4C && b[7] == 0x8B && b[8] == 0x15 && b[13] == 0xFF && b[14] == 0x25)
+        if (IsFixupPrecode(p))
         {
             return p + 6 + *(int*)(p + 2);
         }
@@ -89,6 +103,12 @@ internal static unsafe class CodeLocator
         }
 
         return 0;
+    }
+
+    private static bool IsFixupPrecode(nint p)
+    {
+        byte* b = (byte*)p;
+        return b[0] == 0xFF && b[1] == 0x25 && b[6] == 0x4C && b[7] == 0x8B && b[8] == 0x15 && b[13] == 0xFF && b[14] == 0x25;
     }
 
     /// <summary>If the body starts with an unconditional jump, returns its destination; otherwise 0.</summary>

@@ -131,6 +131,23 @@ internal static class CodeMemory
 
     private static List<Region>? snapshot;
 
+    /// <summary>The start addresses of the mappings of the file <paramref name="path"/> at or below
+    /// <paramref name="address"/>, highest first.</summary>
+    public static List<nint> MappingsOfAtOrBelow(string path, nint address)
+    {
+        var starts = new List<nint>();
+        foreach (Region r in snapshot ??= ReadMaps())
+        {
+            if (r.Path == path && r.Start <= (ulong)address)
+            {
+                starts.Add((nint)r.Start);
+            }
+        }
+
+        starts.Sort((a, b) => b.CompareTo(a));
+        return starts;
+    }
+
     /// <summary>Returns the mapping that contains <paramref name="address"/>, or null if none does.</summary>
     public static Region? FindRegion(nint address)
     {

@@ -51,6 +51,8 @@
 //      compile had already started, so:
 //   7. Walk to the body again and re-check it (a tier-1 compile may have finished between 5 and 6).
 //   8. Build the trampoline near the body; if the replacement is beyond rel32 reach, a near jump stub.
+//      Run the caller's beforeLive callback, if any: GetOriginal works from here on, and no call is
+//      redirected yet, so a replacement can have its original in hand before its first call.
 //   9. Set the NotInline bit (CAS on the 32-bit word at MethodDesc+4).
 //  10. Divert new calls around the body's first instructions (point the runtime cell that leads to the
 //      body at the trampoline), wait 25 ms (nanosleep) so preempted threads run again, splice `E9 rel32` into the aligned qword holding the body
@@ -115,6 +117,7 @@ public sealed class Detour : IDisposable
     private static readonly Dictionary<nint, Detour> Active = new();
     private static Exception? supportFailure;
     private static bool supportChecked;
+    private static bool inBeforeLive; // under Gate: a beforeLive callback is running on the thread holding it
 
     private readonly MethodInfo replacement;
     private readonly nint methodDesc;
@@ -171,6 +174,7 @@ public sealed class Detour : IDisposable
     {
         lock (Gate)
         {
+            ThrowIfInCallback();
             EnsureSupportedLocked();
         }
     }
@@ -188,12 +192,41 @@ public sealed class Detour : IDisposable
     /// <exception cref="NotSupportedException">The target cannot be detoured; the message says why. Nothing was written.</exception>
     /// <exception cref="InvalidOperationException">The target is already detoured by another <see cref="Detour"/>.</exception>
     /// <exception cref="PlatformNotSupportedException">Detours cannot work in this process.</exception>
-    public static Detour Create(MethodBase target, MethodInfo replacement)
+    public static Detour Create(MethodBase target, MethodInfo replacement) => Create(target, replacement, null);
+
+    /// <summary>
+    /// Redirects every call of <paramref name="target"/> to <paramref name="replacement"/>, running
+    /// <paramref name="beforeLive"/> with the new detour after its original can be called and before the first
+    /// call is redirected.
+    /// </summary>
+    /// <remarks>
+    /// Without the callback, a call that arrives on another thread between the jump being written and
+    /// <see cref="Create(MethodBase, MethodInfo)"/> returning reaches the replacement before the caller could
+    /// store the handle it needs to call the original. In <paramref name="beforeLive"/>,
+    /// <see cref="GetOriginal{TDelegate}"/> works (and the target still runs its original code when called
+    /// directly), so the replacement can find its original from the very first redirected call. The callback runs
+    /// under the engine's lock: it must not create or dispose detours (that throws). If it throws, the detour is
+    /// not applied and the exception propagates; the target then stays as it was, except that tiering no longer
+    /// re-compiles it.
+    /// </remarks>
+    /// <example>
+    /// <code>
+    /// static Action&lt;int&gt;? originalSleep;
+    /// static void MySleep(int ms) => originalSleep!(ms);
+    /// Detour.Create(sleepMethod, mySleepMethod, d => originalSleep = d.GetOriginal&lt;Action&lt;int&gt;&gt;());
+    /// </code>
+    /// </example>
+    /// <inheritdoc cref="Create(MethodBase, MethodInfo)"/>
+    /// <param name="target">A non-generic method or constructor with an IL body.</param>
+    /// <param name="replacement">A static method with the target's signature (<c>this</c> first for instance targets).</param>
+    /// <param name="beforeLive">Called once with the detour before it goes live; null for none.</param>
+    public static Detour Create(MethodBase target, MethodInfo replacement, Action<Detour>? beforeLive)
     {
         lock (Gate)
         {
+            ThrowIfInCallback();
             EnsureSupportedLocked();
-            return CreateLocked(target, replacement);
+            return CreateLocked(target, replacement, beforeLive);
         }
     }
 
@@ -222,6 +255,7 @@ public sealed class Detour : IDisposable
     {
         lock (Gate)
         {
+            ThrowIfInCallback();
             if (!applied)
             {
                 return;
@@ -264,7 +298,7 @@ public sealed class Detour : IDisposable
         {
             RuntimeLayout.Check();
             JitGuard.EnsureInstalled();
-            SelfTest.Run(CreateLocked);
+            SelfTest.Run((t, r) => CreateLocked(t, r));
         }
         catch (Exception e)
         {
@@ -279,7 +313,17 @@ public sealed class Detour : IDisposable
         }
     }
 
-    private static unsafe Detour CreateLocked(MethodBase target, MethodInfo replacement)
+    private static void ThrowIfInCallback()
+    {
+        if (inBeforeLive)
+        {
+            throw new InvalidOperationException(
+                "A Detour.Create beforeLive callback must not create, dispose or check detours: it runs under the engine's lock, " +
+                "in the middle of creating one. Do that after Create returns.");
+        }
+    }
+
+    private static unsafe Detour CreateLocked(MethodBase target, MethodInfo replacement, Action<Detour>? beforeLive = null)
     {
         TargetRules.Validate(target, replacement);
         CodeMemory.Refresh();
@@ -306,19 +350,31 @@ public sealed class Detour : IDisposable
         nint replacementEntry = replacement.MethodHandle.GetFunctionPointer();
 
         // Step 5: everything that can refuse happens before the method joins the JIT guard.
-        nint body = CheckedBody(entry, name).Address;
+        nint body = CheckedBody(entry, name, md).Address;
 
         // Steps 6-7.
         JitGuard.Add(md);
-        CodeLocator.Body current = CheckedBody(entry, name);
+        CodeLocator.Body current = CheckedBody(entry, name, md);
         body = current.Address;
-        Trampoline.Prologue prologue = Trampoline.Analyze(body, name);
+        Trampoline.Prologue prologue = Trampoline.Analyze(body, name, md);
         Trampoline.AssertCovers(prologue);
 
         // Step 8.
         nint trampoline = Trampoline.Build(prologue);
         CodeMemory.Refresh();
         var detour = new Detour(target, replacement, md, trampoline);
+        if (beforeLive is not null)
+        {
+            inBeforeLive = true;
+            try
+            {
+                beforeLive(detour);
+            }
+            finally
+            {
+                inBeforeLive = false;
+            }
+        }
 
         // Step 9.
         SetNotInline(md);
@@ -328,14 +384,14 @@ public sealed class Detour : IDisposable
         for (int i = 0; i < 3; i++)
         {
             CodeLocator.Body later = CodeLocator.FindBody(entry);
-            if (later.StartsWithJump || detour.patches.Any(p => p.Body == later.Address))
+            if (later.HasNoCode || later.StartsWithJump || detour.patches.Any(p => p.Body == later.Address))
             {
                 break;
             }
 
             try
             {
-                nint laterTrampoline = Trampoline.Build(Trampoline.Analyze(later.Address, name));
+                nint laterTrampoline = Trampoline.Build(Trampoline.Analyze(later.Address, name, md));
                 detour.PatchBody(later.Address, later.Cell, laterTrampoline, replacementEntry, name);
             }
             catch (NotSupportedException)
@@ -353,9 +409,16 @@ public sealed class Detour : IDisposable
     }
 
     /// <summary>Finds the current body and refuses a foreign patch, a misaligned start or an unpatchable prologue.</summary>
-    private static CodeLocator.Body CheckedBody(nint entry, string name)
+    private static CodeLocator.Body CheckedBody(nint entry, string name, nint md)
     {
         CodeLocator.Body body = CodeLocator.FindBody(entry);
+        if (body.HasNoCode)
+        {
+            throw new NotSupportedException(
+                $"Cannot detour {name}: it has no compiled code even after PrepareMethod (its precode still leads to the " +
+                "runtime's fixup thunk), so there is no body to patch.");
+        }
+
         if (body.StartsWithJump)
         {
             throw new NotSupportedException(
@@ -370,7 +433,7 @@ public sealed class Detour : IDisposable
                 "jump to be written with one atomic compare-exchange.");
         }
 
-        _ = Trampoline.Analyze(body.Address, name);
+        _ = Trampoline.Analyze(body.Address, name, md);
         return body;
     }
 

@@ -41,7 +41,10 @@ internal static class Trampoline
     /// Decodes the start of a body and checks that the jump can be written over it and that the covered
     /// instructions can be relocated. Throws <see cref="NotSupportedException"/> naming the reason if not.
     /// </summary>
-    public static unsafe Prologue Analyze(nint body, string methodName)
+    /// <param name="body">The body's first byte.</param>
+    /// <param name="methodName">For messages.</param>
+    /// <param name="methodDesc">The method's MethodDesc, to read the body's length from its code header (0: unknown).</param>
+    public static unsafe Prologue Analyze(nint body, string methodName, nint methodDesc = 0)
     {
         var reader = new UnsafeCodeReader((byte*)body, 64);
         var decoder = Decoder.Create(64, reader, (ulong)body, DecoderOptions.None);
@@ -55,7 +58,7 @@ internal static class Trampoline
             length += instruction.Length;
         }
 
-        CheckNoBranchIntoPrologue(body, length, methodName);
+        CheckNoBranchIntoPrologue(body, length, methodName, methodDesc);
         return new Prologue(body, instructions, length);
     }
 
@@ -178,17 +181,24 @@ internal static class Trampoline
     }
 
     /// <summary>
-    /// Best-effort scan of the rest of the body for a branch back into the overwritten bytes (possible when
-    /// the prologue is shorter than the jump, e.g. a recursive tail call turned into a loop). The body's
-    /// length is not known, so the scan stops at padding (int3, or two zero bytes — <c>add [rax], al</c>, which
-    /// the JIT never emits and which is what the gap before the next method's code header decodes as), an
-    /// undecodable byte, or after 4 KB. Without the zero-byte stop, the scan walked into the next method's header
-    /// pointer, decoded its bytes as instructions and, now and then, found a "branch" into the prologue.
+    /// Scans the rest of the body for a branch back into the overwritten bytes (possible when the prologue is
+    /// shorter than the jump, e.g. a recursive tail call turned into a loop).
     /// </summary>
-    private static unsafe void CheckNoBranchIntoPrologue(nint body, int length, string methodName)
+    /// <remarks>
+    /// The body's length comes from its code header when it is JIT-compiled (<see cref="CodeHeader"/>), or from its
+    /// image's runtime-function table when it is ReadyToRun code (<see cref="ReadyToRunCode"/>): the scan covers
+    /// exactly the body, no more (funclets after it and the next method's header are never decoded as its code).
+    /// When neither is known, the scan is best effort: it stops at padding (int3, or two zero bytes —
+    /// <c>add [rax], al</c>, which the JIT never emits and which is what the gap before the next method's code
+    /// header decodes as), an undecodable byte, or after 4 KB. Without those stops the scan walked into the next
+    /// method's header pointer, decoded its bytes as instructions and, now and then, found a "branch" into the
+    /// prologue.
+    /// </remarks>
+    private static unsafe void CheckNoBranchIntoPrologue(nint body, int length, string methodName, nint methodDesc)
     {
+        int? bodySize = (methodDesc == 0 ? null : CodeHeader.TryReadBodySize(body, methodDesc)) ?? ReadyToRunCode.TryReadBodySize(body);
         CodeMemory.Region? region = CodeMemory.FindRegion(body);
-        int limit = region is { } r ? (int)Math.Min(BackwardScanBytes, (long)(r.End - (ulong)body)) : length;
+        int limit = bodySize ?? (region is { } r ? (int)Math.Min(BackwardScanBytes, (long)(r.End - (ulong)body)) : length);
 
         var decoder = Decoder.Create(64, new UnsafeCodeReader((byte*)body, limit), (ulong)body, DecoderOptions.None);
         ulong end = (ulong)body + (ulong)limit;
@@ -196,7 +206,7 @@ internal static class Trampoline
         {
             ulong at = decoder.IP;
             decoder.Decode(out Instruction instruction);
-            if (instruction.IsInvalid || instruction.Code == Code.Int3 || (instruction.Length == 2 && *(ushort*)at == 0))
+            if (instruction.IsInvalid || (bodySize is null && (instruction.Code == Code.Int3 || (instruction.Length == 2 && *(ushort*)at == 0))))
             {
                 return;
             }

@@ -1,5 +1,5 @@
-using System.Buffers;
 using System.Text;
+using GreenRuntime.Io;
 
 namespace GreenRuntime.Servers;
 
@@ -159,7 +159,7 @@ public sealed class HttpResponse
         {
             if (_contentLength == null && _buffered + data.Length <= _bufferSize)
             {
-                _buffer ??= ArrayPool<byte>.Shared.Rent(_bufferSize);
+                _buffer ??= IoBuffers.Pool.Rent(_bufferSize);
                 data.CopyTo(_buffer.AsSpan(_buffered));
                 _buffered += data.Length;
                 return;
@@ -183,14 +183,14 @@ public sealed class HttpResponse
             Write(small[..Encoding.UTF8.GetBytes(text, small)]);
             return;
         }
-        var rented = ArrayPool<byte>.Shared.Rent(max);
+        var rented = IoBuffers.Pool.Rent(max);
         try
         {
             Write(rented.AsSpan(0, Encoding.UTF8.GetBytes(text, rented)));
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(rented);
+            IoBuffers.Pool.Return(rented);
         }
     }
 
@@ -260,11 +260,11 @@ public sealed class HttpResponse
         _written = 0;
         _headers.Add(new("Content-Type", "text/plain; charset=utf-8"));
         var bytes = Encoding.UTF8.GetBytes(message);
-        _buffer ??= ArrayPool<byte>.Shared.Rent(Math.Max(_bufferSize, bytes.Length));
+        _buffer ??= IoBuffers.Pool.Rent(Math.Max(_bufferSize, bytes.Length));
         if (_buffer.Length < bytes.Length)
         {
-            ArrayPool<byte>.Shared.Return(_buffer);
-            _buffer = ArrayPool<byte>.Shared.Rent(bytes.Length);
+            IoBuffers.Pool.Return(_buffer);
+            _buffer = IoBuffers.Pool.Rent(bytes.Length);
         }
         bytes.CopyTo(_buffer, 0);
         _buffered = bytes.Length;
@@ -392,7 +392,7 @@ public sealed class HttpResponse
 
     private void ReleaseBuffer()
     {
-        if (_buffer != null) ArrayPool<byte>.Shared.Return(_buffer);
+        if (_buffer != null) IoBuffers.Pool.Return(_buffer);
         _buffer = null;
         _buffered = 0;
     }

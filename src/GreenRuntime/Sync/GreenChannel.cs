@@ -8,9 +8,12 @@ namespace GreenRuntime;
 /// the item, and <see cref="Get"/> blocks until a <see cref="Put"/> offers one.
 /// </summary>
 /// <remarks>
-/// <para>The channel never holds an item. A <see cref="Put"/> that finds a getter waiting hands the item over and
-/// returns at once (the getter resumes with it later); otherwise it waits as a putter until a getter takes its
-/// item. Both sides are served FIFO, and a side whose timeout expired never gives or takes an item.</para>
+/// <para>A <see cref="Put"/> that finds a getter waiting hands the item over and returns at once (the getter resumes
+/// with it later); otherwise it waits as a putter until a getter takes its item. Both sides are served FIFO, and a
+/// side whose timeout expired never gives or takes an item.</para>
+/// <para>An item whose <see cref="Put"/> returned is never lost: if its getter is killed (or interrupted by a
+/// <see cref="GreenTimeout"/>) between the hand-over and its resume, the item goes to the next getter, ahead of
+/// the waiting putters. Only then does the channel hold items, and only until a getter comes.</para>
 /// <para>Every method is safe from a foreign thread (applied on the hub; the caller waits for the hand-over).</para>
 /// </remarks>
 /// <typeparam name="T">The item type.</typeparam>
@@ -19,6 +22,9 @@ public sealed class GreenChannel<T>
 {
     private readonly WaiterList<T> _getters = new();
     private readonly WaiterList<T> _putters = new();
+    // Items handed to a getter that was killed before it resumed: their Put already returned, so they belong to
+    // the next getters, before any waiting putter's item (hub-only, like the waiter lists).
+    private readonly Queue<T> _givenBack = new();
     private Hub? _hub;
 
     /// <summary>Creates a channel bound to the calling thread's hub (or to the first hub that uses it).</summary>
@@ -38,7 +44,7 @@ public sealed class GreenChannel<T>
         return _getters.ServeFirst(item) != null;
     }
 
-    /// <summary>Takes the item of a waiting putter, if any, without blocking.</summary>
+    /// <summary>Takes an item given back by a killed getter or, if none, the item of a waiting putter, without blocking.</summary>
     public bool TryGet(out T item)
     {
         var hub = Blocking.Bind(ref _hub, this);
@@ -47,6 +53,7 @@ public sealed class GreenChannel<T>
             (bool ok, item) = Blocking.Ask(hub, () => TryGet(out var v) ? (true, v) : (false, default(T)!));
             return ok;
         }
+        if (_givenBack.TryDequeue(out item!)) return true;
         if (_putters.ServeFirstWithOwnItem() is { } putter)
         {
             item = putter.Item;
@@ -119,9 +126,12 @@ public sealed class GreenChannel<T>
         return w.Task;
     }
 
-    /// <summary>A getter was handed an item but was killed before resuming: give the item to the next getter, or drop it.</summary>
-    /// <remarks>A channel cannot hold the item; its putter already returned, so the item goes to the next live getter if there is one.</remarks>
-    private void GiveBack(Waiter<T> w) => _getters.ServeFirst(w.Item);
+    /// <summary>A getter was handed an item but was killed before resuming: its putter already returned, so the item
+    /// goes to the next live getter, or waits for the next getter to come.</summary>
+    private void GiveBack(Waiter<T> w)
+    {
+        if (_getters.ServeFirst(w.Item) == null) _givenBack.Enqueue(w.Item);
+    }
 
     private QueueEmptyException Empty(TimeSpan? timeout) => new($"No greenlet put an item into {this} within {timeout}.");
 
@@ -139,7 +149,8 @@ public sealed class GreenChannel<T>
     // Applies a Task-form wait on the hub (kept out of the public method so its fast path allocates no closure).
     private void StartGet(Waiter<T> w, TimeSpan? timeout, CancellationToken cancellationToken)
     {
-            if (_putters.ServeFirstWithOwnItem() is { } putter) w.TryServe(putter.Item);
+            if (_givenBack.TryPeek(out var returned) && w.TryServe(returned)) _givenBack.Dequeue();
+            else if (_putters.ServeFirstWithOwnItem() is { } putter) w.TryServe(putter.Item);
             else if (timeout == TimeSpan.Zero) w.Fail(Empty(timeout));
             else w.ArmTask(_getters, timeout, cancellationToken, () => Empty(timeout));
     }

@@ -36,6 +36,69 @@ public class LayoutTests
     }
 
     [Test]
+    public unsafe void CodeHeaderGivesTheLengthOfAJittedBody()
+    {
+        MethodInfo method = Method(typeof(LayoutTargets), nameof(LayoutTargets.WithFunclet));
+        RuntimeHelpers.PrepareMethod(method.MethodHandle);
+        nint body = CodeLocator.FindBody(method.MethodHandle.GetFunctionPointer()).Address;
+        int? size = CodeHeader.TryReadBodySize(body, method.MethodHandle.Value);
+        Assert.That(size, Is.Not.Null, "the RealCodeHeader before a JIT-compiled body names its MethodDesc at the offset RuntimeLayout expects");
+
+        AssertInstructionsEndExactlyAt(body, size!.Value);
+        Assert.That(CodeHeader.TryReadBodySize(body, LayoutTargetsMethodDesc(nameof(LayoutTargets.Fresh))), Is.Null, "a header naming another method is not believed");
+    }
+
+    [Test]
+    public void AMethodWithNoCodeYetIsRecognisedNotWalkedIntoTheFixupThunk()
+    {
+        MethodInfo method = Method(typeof(LayoutTargets), nameof(LayoutTargets.NeverCalled));
+        CodeLocator.Body body = CodeLocator.FindBody(method.MethodHandle.GetFunctionPointer());
+        Assert.That(body.HasNoCode, Is.True, "never called nor prepared: its precode still leads to the runtime's fixup thunk");
+        RuntimeHelpers.PrepareMethod(method.MethodHandle);
+        body = CodeLocator.FindBody(method.MethodHandle.GetFunctionPointer());
+        Assert.That(body.HasNoCode, Is.False);
+    }
+
+    [Test]
+    public unsafe void TheImageGivesTheLengthOfAReadyToRunBody()
+    {
+        if (Environment.GetEnvironmentVariable("DOTNET_ReadyToRun") == "0")
+        {
+            Assert.Ignore("ReadyToRun code is off: framework methods are JIT-compiled.");
+        }
+
+        // A framework method nothing calls, so that it still runs its ReadyToRun code.
+        MethodInfo method = typeof(System.Globalization.ISOWeek).GetMethod(nameof(System.Globalization.ISOWeek.GetWeekOfYear), [typeof(DateTime)])!;
+        RuntimeHelpers.PrepareMethod(method.MethodHandle);
+        nint body = CodeLocator.FindBody(method.MethodHandle.GetFunctionPointer()).Address;
+        Assert.That(CodeHeader.TryReadBodySize(body, method.MethodHandle.Value), Is.Null, "ReadyToRun code has no code header");
+        int? size = ReadyToRunCode.TryReadBodySize(body);
+        Assert.That(size, Is.Not.Null, "the RuntimeFunctions table of System.Private.CoreLib has a record that begins at the body");
+        AssertInstructionsEndExactlyAt(body, size!.Value);
+
+        nint jitted = CodeLocator.FindBody(Method(typeof(LayoutTargets), nameof(LayoutTargets.Fresh)).MethodHandle.GetFunctionPointer()).Address;
+        Assert.That(ReadyToRunCode.TryReadBodySize(jitted), Is.Null, "JIT-compiled code is in no image");
+    }
+
+    /// <summary>The instructions decoded from the body tile it exactly, and the last one leaves the method.</summary>
+    private static unsafe void AssertInstructionsEndExactlyAt(nint body, int size)
+    {
+        var decoder = Iced.Intel.Decoder.Create(64, new Iced.Intel.ByteArrayCodeReader(new ReadOnlySpan<byte>((void*)body, size).ToArray()), (ulong)body);
+        Iced.Intel.Instruction last = default;
+        while (decoder.IP < (ulong)body + (ulong)size)
+        {
+            decoder.Decode(out last);
+            Assert.That(last.IsInvalid, Is.False, $"an undecodable byte inside the body at +{last.IP - (ulong)body}");
+        }
+
+        Assert.That(decoder.IP, Is.EqualTo((ulong)body + (ulong)size), "the body's instructions end exactly at its length");
+        Assert.That(last.FlowControl, Is.AnyOf(Iced.Intel.FlowControl.Return, Iced.Intel.FlowControl.UnconditionalBranch, Iced.Intel.FlowControl.IndirectBranch, Iced.Intel.FlowControl.Interrupt, Iced.Intel.FlowControl.Call),
+            $"the body ends with an instruction that leaves it, not '{last}'");
+    }
+
+    private static nint LayoutTargetsMethodDesc(string name) => Method(typeof(LayoutTargets), name).MethodHandle.Value;
+
+    [Test]
     public unsafe void EntryIsAPrecodeWhoseCellLeadsToTheBody()
     {
         MethodInfo method = Method(typeof(LayoutTargets), nameof(LayoutTargets.Fresh));
@@ -92,6 +155,25 @@ public class LayoutTests
 
 internal static class LayoutTargets
 {
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static int WithFunclet(int x)
+    {
+        int sum = 0;
+        try
+        {
+            for (int i = 0; i < x; i++) sum += checked(i * x);
+        }
+        catch (OverflowException)
+        {
+            sum = -1;
+        }
+
+        return sum;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static int NeverCalled(int x) => (x * 7) - 3;
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     public static int NeverInlined(int x) => x + 1;
 

@@ -105,4 +105,46 @@ public class ChannelTests : HubTest
         Assert.That(got.Get(), Is.EqualTo(Enumerable.Range(0, 10)));
         Green.Wait(t);
     }
+
+    [Test]
+    public void AnItemWhosePutReturnedIsNotLostWhenItsGetterIsKilledBeforeResuming()
+    {
+        // Found by the soak: a put hands the item to the waiting getter and completes; a kill that reaches the
+        // getter before it resumes wins the resume, and the item used to be dropped when no other getter waited.
+        var ch = new GreenChannel<int>();
+        Greenlet getter = Green.Spawn(() => ch.Get());
+        Green.Sleep(0); // the getter waits
+        var put = ch.PutAsync(42); // handed over on the hub: the put is done, the getter is ready to resume
+        Assert.That(put.IsCompletedSuccessfully, Is.True);
+        getter.Kill(block: false); // before the getter resumed with it
+        getter.Join();
+        Assert.That(getter.Value, Is.InstanceOf<GreenletExit>(), "the kill wins the getter's resume");
+        Assert.That(ch.TryGet(out var item), Is.True, "the item went back to the channel for the next getter");
+        Assert.That(item, Is.EqualTo(42));
+        Assert.That(ch.TryGet(out _), Is.False, "and only once");
+    }
+
+    [Test]
+    public void AGivenBackItemGoesToTheNextGetterBeforeAWaitingPutter()
+    {
+        var ch = new GreenChannel<string>();
+        var killed = Green.Spawn(() => ch.Get());
+        var next = Green.Spawn(() => ch.Get());
+        Green.Sleep(0);
+        _ = ch.PutAsync("first"); // to the first getter
+        killed.Kill(block: false);
+        Assert.That(next.Get(), Is.EqualTo("first"), "a live getter was waiting: it gets the item");
+
+        var killed2 = Green.Spawn(() => ch.Get());
+        Green.Sleep(0);
+        _ = ch.PutAsync("second");
+        killed2.Kill(block: false);
+        killed2.Join(); // nobody waits now: the channel keeps "second"
+        var putter = Green.Spawn(() => ch.Put("third"));
+        Green.Sleep(0);
+        Assert.That(ch.Get(), Is.EqualTo("second"), "the item whose put completed comes before a waiting putter's");
+        Assert.That(ch.Get(), Is.EqualTo("third"));
+        putter.Join();
+        Assert.That(putter.Successful, Is.True);
+    }
 }

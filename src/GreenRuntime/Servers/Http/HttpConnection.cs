@@ -27,10 +27,10 @@
 // separate greenlet for reading ahead (ordering of pipelined responses would need a queue, for no gain with
 // blocking handlers); answering 400 to a client that closed mid-head (nobody would read it).
 
-using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using GreenRuntime.Io;
 using Microsoft.Extensions.Logging;
 
 namespace GreenRuntime.Servers;
@@ -72,7 +72,7 @@ internal sealed class HttpConnection
         _remote = remote;
         _local = socket.LocalEndPoint!;
         _time = time;
-        _buffer = ArrayPool<byte>.Shared.Rent(_options.MaxRequestHeadersTotalSize + 4096);
+        _buffer = IoBuffers.Pool.Rent(_options.MaxRequestHeadersTotalSize + 4096);
         Output = new OutputBuffer(1024);
     }
 
@@ -118,7 +118,7 @@ internal sealed class HttpConnection
         finally
         {
             if (!killed) LingeringClose();
-            if (!_io.Tainted) ArrayPool<byte>.Shared.Return(_buffer);
+            if (!_io.Tainted) IoBuffers.Pool.Return(_buffer);
             _buffer = [];
             Output.Release(_io.Tainted);
             _io.Release();

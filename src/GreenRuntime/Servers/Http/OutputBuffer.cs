@@ -1,14 +1,14 @@
-using System.Buffers;
 using System.Buffers.Text;
+using GreenRuntime.Io;
 
 namespace GreenRuntime.Servers;
 
-/// <summary>A growable byte buffer rented from the shared pool, for formatting response heads and chunks.</summary>
+/// <summary>A growable byte buffer rented from the I/O buffer pool (IoBuffers), for formatting response heads and chunks.</summary>
 internal sealed class OutputBuffer
 {
     private byte[] _array;
 
-    public OutputBuffer(int initialSize) => _array = ArrayPool<byte>.Shared.Rent(initialSize);
+    public OutputBuffer(int initialSize) => _array = IoBuffers.Pool.Rent(initialSize);
 
     public int Length { get; private set; }
 
@@ -56,16 +56,16 @@ internal sealed class OutputBuffer
     private void Ensure(int more)
     {
         if (Length + more <= _array.Length) return;
-        var bigger = ArrayPool<byte>.Shared.Rent(Math.Max(_array.Length * 2, Length + more));
+        var bigger = IoBuffers.Pool.Rent(Math.Max(_array.Length * 2, Length + more));
         _array.AsSpan(0, Length).CopyTo(bigger);
-        ArrayPool<byte>.Shared.Return(_array);
+        IoBuffers.Pool.Return(_array);
         _array = bigger;
     }
 
     /// <summary>Returns the array to the pool unless a send that used it was abandoned (it may still be read).</summary>
     public void Release(bool tainted)
     {
-        if (!tainted) ArrayPool<byte>.Shared.Return(_array);
+        if (!tainted) IoBuffers.Pool.Return(_array);
         _array = [];
         Length = 0;
     }
