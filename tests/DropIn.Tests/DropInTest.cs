@@ -53,7 +53,10 @@ public abstract class DropInTest
     /// </remarks>
     protected static void RunConcurrently<T>(string what, Func<int, T> call, Action<T[]> check)
     {
-        check(Round(call).Results);
+        var warmUp = Round(call);
+        check(warmUp.Results);
+        TestContext.Out.WriteLine($"{what}: warm-up round (not timed): {warmUp.Wall.TotalMilliseconds:F0} ms wall, " +
+            $"longest ticker gap {warmUp.LongestGap.TotalMilliseconds:F0} ms");
         var rounds = new List<string>();
         for (int attempt = 0; attempt < 3; attempt++)
         {
