@@ -60,6 +60,9 @@ public partial class Greenlet
     internal object? ResumeValue;
     internal Exception? ResumeError;
     internal Exception? PendingException;
+    /// <summary>The exception of the first kill, to recognise it when code between the kill and the greenlet's
+    /// end wrapped it (SetResult).</summary>
+    internal Exception? KilledWith;
     /// <summary>True while its carrier runs a call with the baton released (Hub.Blocking.cs): only that call's return may wake it.</summary>
     internal bool OutsideBaton;
     internal Carrier? Carrier;
@@ -326,6 +329,12 @@ public partial class Greenlet
     /// <summary>Records the outcome. Called once by the hub.</summary>
     internal void SetResult(object? value, Exception? error)
     {
+        // A GreenletExit raised inside blocking I/O often leaves it wrapped: NetworkStream.Read turns whatever
+        // its socket call throws into an IOException, and a driver wraps that again. The greenlet was still
+        // killed, so its own kill (matched by reference, never a GreenletExit it merely carries from elsewhere)
+        // is its outcome.
+        if (error is not (null or GreenletExit) && KilledWith is GreenletExit kill && Wraps(error, kill))
+            error = kill;
         if (error is GreenletExit exit)
         {
             _value = exit;
@@ -340,6 +349,16 @@ public partial class Greenlet
             _value = value;
             _successful = true;
         }
+    }
+
+    private static bool Wraps(Exception error, Exception inner)
+    {
+        for (var (x, depth) = (error.InnerException, 0); x != null && depth < 32; x = x.InnerException, depth++)
+        {
+            if (ReferenceEquals(x, inner))
+                return true;
+        }
+        return false;
     }
 
     internal virtual object? InvokeStackful()

@@ -47,6 +47,8 @@ public sealed partial class Hub
     internal void KillGreenlet(Greenlet g, Exception exception)
     {
         AssertOnHub();
+        if (g.State != GreenletState.Dead)
+            g.KilledWith ??= exception;
         switch (g.State)
         {
             case GreenletState.Dead:
