@@ -65,6 +65,8 @@ public partial class Greenlet
     internal Exception? KilledWith;
     /// <summary>True while its carrier runs a call with the baton released (Hub.Blocking.cs): only that call's return may wake it.</summary>
     internal bool OutsideBaton;
+    /// <summary>While <see cref="OutsideBaton"/> in an interruptible wait: how a kill or timeout interrupts it (ReleasedInterrupt.cs).</summary>
+    internal ReleasedInterrupt? ReleasedInterrupt;
     internal Carrier? Carrier;
     internal bool StartedBySwitch;
     internal HubTimer? StartTimer

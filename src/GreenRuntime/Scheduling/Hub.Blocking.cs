@@ -16,8 +16,9 @@
 //   5. The baton holder drains the inbox, makes G ready; G is resumed on C like any other park.
 // Every park has exactly one wake: while G is OutsideBaton, TryWake refuses every other waker. A kill or an
 // expired timeout is stored in PendingException instead and raised when the call has returned (a blocking
-// call cannot be interrupted halfway), except where the caller asks to keep it pending (a lock that was
-// just acquired must reach the code that releases it).
+// call cannot be interrupted halfway; Monitor.Wait is the exception, woken by Thread.Interrupt, see
+// ReleasedInterrupt.cs), except where the caller asks to keep it pending (a lock that was just acquired must
+// reach the code that releases it).
 //
 // Invariant 1 holds throughout: between steps 2 and 5 C runs only the call, which is not greenlet code of
 // the hub; it touches no hub state (the comments below mark the one line after which it may not).
@@ -47,7 +48,10 @@ public sealed partial class Hub
     /// <param name="reason">What run-info reports the greenlet as waiting for meanwhile.</param>
     /// <param name="raisePending">Raise a kill or timeout that arrived meanwhile as soon as the call has
     /// returned; false leaves it pending for the greenlet's next blocking point.</param>
-    internal TResult RunReleased<TState, TResult>(Func<TState, TResult> call, TState state, WaitReason reason, bool raisePending)
+    /// <param name="interruptible">A kill or timeout interrupts the call with <see cref="Thread.Interrupt"/>
+    /// (ReleasedInterrupt.cs): only for calls whose interrupted form leaves a consistent state (Monitor.Wait
+    /// throws after re-acquiring the monitor); never for arbitrary user code.</param>
+    internal TResult RunReleased<TState, TResult>(Func<TState, TResult> call, TState state, WaitReason reason, bool raisePending, bool interruptible = false)
     {
         var token = BeginPark(reason); // raises a kill already pending, before the call starts
         var g = token.Greenlet;
@@ -56,6 +60,8 @@ public sealed partial class Hub
         self.Owner = g;
         g.Carrier = self;
         g.OutsideBaton = true;
+        var interrupt = interruptible ? new ReleasedInterrupt(Thread.CurrentThread) : null;
+        g.ReleasedInterrupt = interrupt;
         _pendingExternal++;
         var free = RentCarrier();
         free.Job = this;
@@ -74,6 +80,12 @@ public sealed partial class Hub
         {
             failure = ExceptionDispatchInfo.Capture(e);
         }
+        if (interrupt != null)
+        {
+            var error = failure?.SourceException;
+            interrupt.Finish(ref error);
+            if (error is null) failure = null;
+        }
         PostItem(RunItem.ForCallback(s_returnFromBlocking, g)); // through the inbox: this thread is not the baton holder
         t_released = null;
         t_current = this;
@@ -81,6 +93,7 @@ public sealed partial class Hub
 
         // The baton is back (step 5).
         _pendingExternal--;
+        g.ReleasedInterrupt = null;
         self.Owner = previousOwner;
         if (previousOwner != g) g.Carrier = null;
         g.WaitReason = WaitReason.None;
