@@ -13,10 +13,14 @@
 #   DROPIN_SERVERS_REQUIRED=1      a server the tests cannot reach is a failure, not an ignored test
 # Servers run as unprivileged users where they refuse root (postgres) or should not need it (mariadbd).
 
+# A port nothing listens on, below the kernel's range for outgoing connections' local ports (a port in that
+# range can be in use by some connection without anything listening on it, and then the server cannot bind it).
 dropin_free_port() {
-  local port
+  local port low=32768
+  [ -r /proc/sys/net/ipv4/ip_local_port_range ] && read -r low _ </proc/sys/net/ipv4/ip_local_port_range
+  [ "$low" -gt 12000 ] || low=32768
   for _ in $(seq 1 50); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((10000 + (RANDOM * 32768 + RANDOM) % (low - 10000)))
     # Nothing answers a connect on it: free (a race with another process is possible but harmless: start fails).
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return 0; fi
   done
@@ -59,6 +63,73 @@ dropin_start_as() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u "$user" -- "$@" & else "$@" & fi
 }
 
+# PostgreSQL: refuses to run as root, so initdb and postgres run as the postgres user (when we are root).
+dropin_start_postgres() { # port
+  local port=$1 pgbin pguser=postgres dir="$DROPIN_DIR/pg"
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$pgbin" ] || { echo "dropin: no PostgreSQL installed" >&2; return 1; }
+  [ "$(id -u)" -eq 0 ] || pguser=$(id -un)
+  if [ ! -d "$dir/data" ]; then
+    mkdir -p "$dir" && chown "$pguser" "$dir" 2>/dev/null
+    dropin_as "$pguser" "$pgbin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1       || { echo "dropin: initdb failed: $(tail -n 3 "$dir/initdb.log")" >&2; rm -rf "$dir/data"; return 1; }
+  fi
+  dropin_start_as "$pguser" "$pgbin/postgres" -D "$dir/data" -h 127.0.0.1 -p "$port" -k "$dir" \
+    -c fsync=off -c max_connections=200 >"$dir/server.log" 2>&1
+  echo $! >"$DROPIN_DIR/pg.pid"
+  dropin_wait_port "$port" 30 || return 1
+  export DROPIN_POSTGRES="Host=127.0.0.1;Port=$port;Username=postgres;Database=postgres;Pooling=true;Maximum Pool Size=100"
+}
+
+# Redis: no persistence, loopback only.
+dropin_start_redis() { # port
+  local port=$1 dir="$DROPIN_DIR/redis"
+  command -v redis-server >/dev/null 2>&1 || { echo "dropin: no redis-server installed" >&2; return 1; }
+  mkdir -p "$dir"
+  redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --save "" --appendonly no \
+    --daemonize no --logfile "$dir/server.log" >/dev/null 2>&1 &
+  echo $! >"$DROPIN_DIR/redis.pid"
+  dropin_wait_port "$port" 30 || return 1
+  export DROPIN_REDIS="127.0.0.1:$port"
+}
+
+# MariaDB: a fresh data directory owned by the mysql user; a password user for TCP connections is created
+# through the server's socket (root authenticates there by its OS identity).
+dropin_start_mariadb() { # port
+  local port=$1 myuser=mysql dir="$DROPIN_DIR/mysql"
+  command -v mariadbd >/dev/null 2>&1 || { echo "dropin: no mariadbd installed" >&2; return 1; }
+  [ "$(id -u)" -eq 0 ] || myuser=$(id -un)
+  if [ ! -d "$dir/data" ]; then
+    mkdir -p "$dir" && chown "$myuser" "$dir" 2>/dev/null
+    mariadb-install-db --no-defaults --user="$myuser" --datadir="$dir/data" \
+        --auth-root-authentication-method=socket --skip-test-db >"$dir/install.log" 2>&1 \
+      || { echo "dropin: mariadb-install-db failed: $(tail -n 3 "$dir/install.log")" >&2; rm -rf "$dir/data"; return 1; }
+  fi
+  mariadbd --no-defaults --user="$myuser" --datadir="$dir/data" --bind-address=127.0.0.1 \
+    --port="$port" --socket="$dir/mysqld.sock" --pid-file="$dir/mysqld.pid" \
+    --skip-name-resolve --innodb-flush-log-at-trx-commit=0 --max-connections=200 \
+    >"$dir/server.log" 2>&1 &
+  echo $! >"$DROPIN_DIR/mysql.pid"
+  dropin_wait_port "$port" 60 || return 1
+  mariadb --no-defaults --socket="$dir/mysqld.sock" -uroot -e \
+      "CREATE USER IF NOT EXISTS 'dropin'@'127.0.0.1' IDENTIFIED BY 'dropin'; GRANT ALL ON *.* TO 'dropin'@'127.0.0.1'; CREATE DATABASE IF NOT EXISTS dropin;" \
+      >>"$dir/install.log" 2>&1 || { echo "dropin: could not create the test user: $(tail -n 3 "$dir/install.log")" >&2; return 1; }
+  export DROPIN_MYSQL="Server=127.0.0.1;Port=$port;User ID=dropin;Password=dropin;Database=dropin;Pooling=true;Maximum Pool Size=100"
+}
+
+# Starts one server on a free port, up to 3 times: a port that looked free can still be taken by the time the
+# server binds it (another process's connection or listener), which shows as a server that never listens.
+dropin_start_one() { # name start-function log
+  local name=$1 start=$2 log=$3 port attempt pidfile="$DROPIN_DIR/$4.pid"
+  for attempt in 1 2 3; do
+    port=$(dropin_free_port) || break
+    if "$start" "$port"; then return 0; fi
+    echo "dropin: $name did not start on port $port (attempt $attempt); its log ends:" >&2
+    tail -n 5 "$log" 2>/dev/null | sed 's/^/  /' >&2
+    if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null; sleep 1; rm -f "$pidfile"; fi
+  done
+  return 1
+}
+
 dropin_servers_start() {
   export DROPIN_SERVERS_REQUIRED=1
   dropin_servers_install
@@ -66,67 +137,9 @@ dropin_servers_start() {
   chmod 755 "$DROPIN_DIR"
   export DROPIN_DIR
   local ok=0
-
-  # PostgreSQL: refuses to run as root, so initdb and postgres run as the postgres user (when we are root).
-  local pgbin pguser=postgres port
-  pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-  [ "$(id -u)" -eq 0 ] || pguser=$(id -un)
-  if [ -n "$pgbin" ] && port=$(dropin_free_port); then
-    mkdir -p "$DROPIN_DIR/pg" && chown "$pguser" "$DROPIN_DIR/pg" 2>/dev/null
-    if dropin_as "$pguser" "$pgbin/initdb" -D "$DROPIN_DIR/pg/data" -U postgres -A trust --no-sync >"$DROPIN_DIR/pg/initdb.log" 2>&1; then
-      dropin_start_as "$pguser" "$pgbin/postgres" -D "$DROPIN_DIR/pg/data" -h 127.0.0.1 -p "$port" -k "$DROPIN_DIR/pg" \
-        -c fsync=off -c max_connections=200 >"$DROPIN_DIR/pg/server.log" 2>&1
-      echo $! >"$DROPIN_DIR/pg.pid"
-      if dropin_wait_port "$port" 30; then
-        export DROPIN_POSTGRES="Host=127.0.0.1;Port=$port;Username=postgres;Database=postgres;Pooling=true;Maximum Pool Size=100"
-        ok=$((ok + 1))
-      else
-        echo "dropin: postgres did not start (log: $DROPIN_DIR/pg/server.log)" >&2
-      fi
-    else
-      echo "dropin: initdb failed: $(tail -n 3 "$DROPIN_DIR/pg/initdb.log")" >&2
-    fi
-  fi
-
-  # Redis: no persistence, loopback only.
-  if command -v redis-server >/dev/null 2>&1 && port=$(dropin_free_port); then
-    mkdir -p "$DROPIN_DIR/redis"
-    redis-server --bind 127.0.0.1 --port "$port" --dir "$DROPIN_DIR/redis" --save "" --appendonly no \
-      --daemonize no --logfile "$DROPIN_DIR/redis/server.log" >/dev/null 2>&1 &
-    echo $! >"$DROPIN_DIR/redis.pid"
-    if dropin_wait_port "$port" 30; then
-      export DROPIN_REDIS="127.0.0.1:$port"
-      ok=$((ok + 1))
-    else
-      echo "dropin: redis-server did not start" >&2
-    fi
-  fi
-
-  # MariaDB: a fresh data directory owned by the mysql user; a password user for TCP connections is created
-  # through the server's socket (root authenticates there by its OS identity).
-  local myuser=mysql
-  [ "$(id -u)" -eq 0 ] || myuser=$(id -un)
-  if command -v mariadbd >/dev/null 2>&1 && port=$(dropin_free_port); then
-    mkdir -p "$DROPIN_DIR/mysql" && chown "$myuser" "$DROPIN_DIR/mysql" 2>/dev/null
-    if mariadb-install-db --no-defaults --user="$myuser" --datadir="$DROPIN_DIR/mysql/data" \
-        --auth-root-authentication-method=socket --skip-test-db >"$DROPIN_DIR/mysql/install.log" 2>&1; then
-      mariadbd --no-defaults --user="$myuser" --datadir="$DROPIN_DIR/mysql/data" --bind-address=127.0.0.1 \
-        --port="$port" --socket="$DROPIN_DIR/mysql/mysqld.sock" --pid-file="$DROPIN_DIR/mysql/mysqld.pid" \
-        --skip-name-resolve --innodb-flush-log-at-trx-commit=0 --max-connections=200 \
-        >"$DROPIN_DIR/mysql/server.log" 2>&1 &
-      echo $! >"$DROPIN_DIR/mysql.pid"
-      if dropin_wait_port "$port" 60 && mariadb --no-defaults --socket="$DROPIN_DIR/mysql/mysqld.sock" -uroot -e \
-          "CREATE USER 'dropin'@'127.0.0.1' IDENTIFIED BY 'dropin'; GRANT ALL ON *.* TO 'dropin'@'127.0.0.1'; CREATE DATABASE dropin;" \
-          >>"$DROPIN_DIR/mysql/install.log" 2>&1; then
-        export DROPIN_MYSQL="Server=127.0.0.1;Port=$port;User ID=dropin;Password=dropin;Database=dropin;Pooling=true;Maximum Pool Size=100"
-        ok=$((ok + 1))
-      else
-        echo "dropin: mariadbd did not start (log: $DROPIN_DIR/mysql/server.log)" >&2
-      fi
-    else
-      echo "dropin: mariadb-install-db failed: $(tail -n 3 "$DROPIN_DIR/mysql/install.log")" >&2
-    fi
-  fi
+  dropin_start_one PostgreSQL dropin_start_postgres "$DROPIN_DIR/pg/server.log" pg && ok=$((ok + 1))
+  dropin_start_one Redis dropin_start_redis "$DROPIN_DIR/redis/server.log" redis && ok=$((ok + 1))
+  dropin_start_one MariaDB dropin_start_mariadb "$DROPIN_DIR/mysql/server.log" mysql && ok=$((ok + 1))
   echo "dropin: $ok of 3 servers started in $DROPIN_DIR"
 }
 
