@@ -85,6 +85,8 @@ public partial class Greenlet
 
     /// <summary>Open <see cref="CancellationShield"/>s: while above zero, kills and timeouts are recorded but not raised.</summary>
     internal int ShieldDepth;
+    /// <summary>While <see cref="OutsideBaton"/> in an interruptible wait: how a kill or timeout interrupts it (ReleasedInterrupt.cs).</summary>
+    internal ReleasedInterrupt? ReleasedInterrupt;
     internal Carrier? Carrier;
     internal bool StartedBySwitch;
     internal HubTimer? StartTimer
@@ -415,6 +417,12 @@ public partial class Greenlet
     /// <summary>Records the outcome. Called once by the hub.</summary>
     internal void SetResult(object? value, Exception? error)
     {
+        // A GreenletExit raised inside blocking I/O often leaves it wrapped: NetworkStream.Read turns whatever
+        // its socket call throws into an IOException, and a driver wraps that again. The greenlet was still
+        // killed, so its own kill (matched by reference, never a GreenletExit it merely carries from elsewhere)
+        // is its outcome.
+        if (error is not (null or GreenletExit) && KillException is GreenletExit kill && Wraps(error, kill))
+            error = kill;
         if (error is GreenletExit exit)
         {
             _value = exit;
@@ -429,6 +437,16 @@ public partial class Greenlet
             _value = value;
             _successful = true;
         }
+    }
+
+    private static bool Wraps(Exception error, Exception inner)
+    {
+        for (var (x, depth) = (error.InnerException, 0); x != null && depth < 32; x = x.InnerException, depth++)
+        {
+            if (ReferenceEquals(x, inner))
+                return true;
+        }
+        return false;
     }
 
     internal virtual object? InvokeStackful()

@@ -68,13 +68,14 @@ internal static class CooperativeMonitor
     }
 
     /// <summary>Replaces <c>Monitor.Wait(object, int)</c>.</summary>
-    /// <remarks>A kill that arrives meanwhile is raised when the wait returns: the monitor is owned again by then,
-    /// inside the caller's <c>lock</c> block, whose <c>finally</c> exits it.</remarks>
+    /// <remarks>A kill or timeout that arrives meanwhile interrupts the wait (the greenlet's thread is woken with
+    /// <see cref="Thread.Interrupt"/>) and is raised once the wait has re-acquired the monitor: inside the caller's
+    /// <c>lock</c> block, whose <c>finally</c> exits it — where an interrupted Monitor.Wait throws anyway.</remarks>
     public static bool Wait(object obj, int millisecondsTimeout)
     {
         var hub = Cooperative.ParkingHub();
         if (hub is null || millisecondsTimeout == 0 || !hub.CanReleaseBaton)
             return WaitInt.Call(obj, millisecondsTimeout);
-        return hub.RunReleased(s_wait, (obj, millisecondsTimeout), WaitReason.Lock, raisePending: true);
+        return hub.RunReleased(s_wait, (obj, millisecondsTimeout), WaitReason.Lock, raisePending: true, interruptible: true);
     }
 }

@@ -16,8 +16,9 @@
 //   5. The baton holder drains the inbox, makes G ready; G is resumed on C like any other park.
 // Every park has exactly one wake: while G is OutsideBaton, TryWake refuses every other waker. A kill or an
 // expired timeout is stored in PendingException instead and raised when the call has returned (a blocking
-// call cannot be interrupted halfway), except where the caller asks to keep it pending (a lock that was
-// just acquired must reach the code that releases it).
+// call cannot be interrupted halfway; Monitor.Wait is the exception, woken by Thread.Interrupt, see
+// ReleasedInterrupt.cs), except where the caller asks to keep it pending (a lock that was just acquired must
+// reach the code that releases it).
 //
 // Invariant 1 holds throughout: between steps 2 and 5 C runs only the call, which is not greenlet code of
 // the hub; it touches no hub state (the comments below mark the one line after which it may not).
@@ -48,7 +49,10 @@ public sealed partial class Hub
     /// <param name="raisePending">Whether the call is a cancellation point: a kill or timeout already pending is raised
     /// before it starts, and one that arrived meanwhile as soon as it has returned. False (entering a lock) leaves
     /// both for the greenlet's next blocking point.</param>
-    internal TResult RunReleased<TState, TResult>(Func<TState, TResult> call, TState state, WaitReason reason, bool raisePending)
+    /// <param name="interruptible">A kill or timeout interrupts the call with <see cref="Thread.Interrupt"/>
+    /// (ReleasedInterrupt.cs): only for calls whose interrupted form leaves a consistent state (Monitor.Wait
+    /// throws after re-acquiring the monitor); never for arbitrary user code.</param>
+    internal TResult RunReleased<TState, TResult>(Func<TState, TResult> call, TState state, WaitReason reason, bool raisePending, bool interruptible = false)
     {
         // A cancellation point raises a kill already pending before the call starts; entering a lock is not one (legacy
         // cleanup takes locks in finally blocks after a kill, and a thread's Monitor.Enter does not fail either).
@@ -59,6 +63,8 @@ public sealed partial class Hub
         self.Owner = g;
         g.Carrier = self;
         g.OutsideBaton = true;
+        var interrupt = interruptible ? new ReleasedInterrupt(Thread.CurrentThread) : null;
+        g.ReleasedInterrupt = interrupt;
         _pendingExternal++;
         var free = RentCarrier();
         free.Job = this;
@@ -77,6 +83,12 @@ public sealed partial class Hub
         {
             failure = ExceptionDispatchInfo.Capture(e);
         }
+        if (interrupt != null)
+        {
+            var error = failure?.SourceException;
+            interrupt.Finish(ref error);
+            if (error is null) failure = null;
+        }
         PostItem(RunItem.ForCallback(s_returnFromBlocking, g)); // through the inbox: this thread is not the baton holder
         t_released = null;
         t_current = this;
@@ -84,6 +96,7 @@ public sealed partial class Hub
 
         // The baton is back (step 5).
         _pendingExternal--;
+        g.ReleasedInterrupt = null;
         self.Owner = previousOwner;
         if (previousOwner != g) g.Carrier = null;
         g.WaitReason = WaitReason.None;

@@ -100,8 +100,13 @@ public sealed partial class Hub
         var g = token.Greenlet;
         if (g.OutsideBaton)
         {
-            // Its thread is inside a blocking call (Hub.Blocking.cs): a kill or timeout waits for the call's return.
-            if (error != null) g.PendingException ??= error;
+            // Its thread is inside a blocking call (Hub.Blocking.cs): a kill or timeout waits for the call's return,
+            // which an interruptible wait (Monitor.Wait) is made to do at once (ReleasedInterrupt.cs).
+            if (error != null)
+            {
+                g.PendingException ??= error;
+                g.ReleasedInterrupt?.Request();
+            }
             return false;
         }
         g.State = GreenletState.Ready;

@@ -19,4 +19,22 @@ public class GreenTimeoutException : TimeoutException
 
     /// <summary>The timeout that raised it; null if it was created by user code.</summary>
     public GreenTimeout? Scope { get; }
+
+    /// <summary>
+    /// The exception <paramref name="scope"/> raised, if <paramref name="e"/> is it or wraps it. Blocking I/O
+    /// wraps what it cannot handle: a timeout raised inside a patched socket receive leaves
+    /// <c>NetworkStream.Read</c> as an <see cref="System.IO.IOException"/>, and a database driver wraps that once
+    /// more (Npgsql: NpgsqlException ← IOException ← this). Those layers cannot know it was a timeout; the scope
+    /// that raised it can, by reference.
+    /// </summary>
+    internal static GreenTimeoutException? RaisedBy(Exception e, GreenTimeout scope)
+    {
+        // Bounded: an exception chain is finite, but a pathological wrapper could nest very deeply.
+        for (var (x, depth) = (e, 0); x != null && depth < 32; x = x.InnerException, depth++)
+        {
+            if (x is GreenTimeoutException t && t.Scope == scope)
+                return t;
+        }
+        return null;
+    }
 }

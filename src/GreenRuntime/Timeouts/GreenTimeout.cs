@@ -117,8 +117,9 @@ public sealed class GreenTimeout : IDisposable
             body();
             return true;
         }
-        catch (GreenTimeoutException e) when (e.Scope == t)
+        catch (Exception e) when (GreenTimeoutException.RaisedBy(e, t) != null)
         {
+            // Also when library code wrapped it (see GreenTimeoutException.RaisedBy).
             return false;
         }
         finally

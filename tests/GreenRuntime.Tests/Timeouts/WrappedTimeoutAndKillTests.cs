@@ -1,0 +1,113 @@
+namespace GreenRuntime.Tests.Timeouts;
+
+/// <summary>
+/// Blocking I/O wraps what it cannot handle: NetworkStream.Read turns a timeout or a kill raised in its socket
+/// call into an IOException, and a database driver wraps that again. The timeout or kill must still be
+/// recognised as such — by reference, never by type alone.
+/// </summary>
+public class WrappedTimeoutAndKillTests : HubTest
+{
+    /// <summary>What NetworkStream.Read and a driver do around a blocking call that fails.</summary>
+    private static void SleepWrapped(int milliseconds)
+    {
+        try
+        {
+            try
+            {
+                Green.Sleep(milliseconds);
+            }
+            catch (Exception e)
+            {
+                throw new IOException("Unable to read data from the transport connection.", e);
+            }
+        }
+        catch (IOException e)
+        {
+            throw new InvalidOperationException("Exception while reading from stream", e);
+        }
+    }
+
+    [Test]
+    public void WithTimeoutReturnsTheTimeoutValueWhenTheTimeoutCameBackWrapped()
+    {
+        var g = Green.Spawn(() => Green.WithTimeout(TimeSpan.FromMilliseconds(20), () => { SleepWrapped(10_000); return 1; }, -1));
+        Assert.That(g.Get(TimeSpan.FromSeconds(5)), Is.EqualTo(-1));
+    }
+
+    [Test]
+    public void RunSilentlyReturnsFalseWhenTheTimeoutCameBackWrapped()
+    {
+        var g = Green.Spawn(() => GreenTimeout.RunSilently(TimeSpan.FromMilliseconds(20), () => SleepWrapped(10_000)));
+        Assert.That(g.Get(TimeSpan.FromSeconds(5)), Is.False);
+    }
+
+    [Test]
+    public void WithTimeoutThrowsItsOwnTimeoutExceptionUnwrapped()
+    {
+        var g = Green.Spawn(() => Green.WithTimeout(TimeSpan.FromMilliseconds(20), () => SleepWrapped(10_000)));
+        g.Join(TimeSpan.FromSeconds(5));
+        Assert.That(g.Exception, Is.InstanceOf<GreenTimeoutException>());
+        Assert.That(((GreenTimeoutException)g.Exception!).Scope, Is.Not.Null);
+    }
+
+    [Test]
+    public void AnEnclosingTimeoutThatCameBackWrappedStillPropagatesThroughAnInnerOne()
+    {
+        var g = Green.Spawn(() =>
+        {
+            using var outer = GreenTimeout.Start(TimeSpan.FromMilliseconds(20));
+            try
+            {
+                Green.WithTimeout(TimeSpan.FromSeconds(30), () => { SleepWrapped(10_000); return 1; }, -1);
+                return "inner swallowed the outer timeout";
+            }
+            catch (Exception e)
+            {
+                return e is InvalidOperationException { InnerException.InnerException: GreenTimeoutException t } && t.Scope == outer
+                    ? "outer, still wrapped"
+                    : e.ToString();
+            }
+        });
+        Assert.That(g.Get(TimeSpan.FromSeconds(5)), Is.EqualTo("outer, still wrapped"));
+    }
+
+    [Test]
+    public void AGreenletKilledInsideWrappingCodeCountsAsKilled()
+    {
+        var g = Green.Spawn(() => SleepWrapped(10_000));
+        Green.Sleep(10);
+        g.Kill();
+        Assert.Multiple(() =>
+        {
+            Assert.That(g.Dead, Is.True);
+            Assert.That(g.Successful, Is.True);
+            Assert.That(g.Value, Is.InstanceOf<GreenletExit>());
+            Assert.That(g.Exception, Is.Null);
+        });
+    }
+
+    [Test]
+    public void AGreenletThatWrapsSomeoneElsesGreenletExitStillFails()
+    {
+        var victim = Green.Spawn(() => Green.Sleep(10_000));
+        Green.Sleep(0);
+        victim.Kill();
+        var exit = (GreenletExit)victim.Value!;
+        var g = Green.Spawn(() => throw new InvalidOperationException("carried along", exit));
+        g.Join();
+        Assert.That(g.Successful, Is.False);
+        Assert.That(g.Exception, Is.InstanceOf<InvalidOperationException>());
+    }
+
+    [Test]
+    public void AGreenletKilledWithItsOwnExceptionThatWrapsItIsAFailureWithTheWrapperWhenNotAGreenletExit()
+    {
+        // Kill(exception) with a custom exception: the outcome is a failure, as before (only GreenletExit counts
+        // as success); wrapped or not, the greenlet fails.
+        var g = Green.Spawn(() => SleepWrapped(10_000));
+        Green.Sleep(10);
+        g.Kill(new TimeoutException("custom"));
+        Assert.That(g.Successful, Is.False);
+        Assert.That(g.Exception, Is.InstanceOf<InvalidOperationException>());
+    }
+}
