@@ -1,3 +1,4 @@
+using GreenRuntime.TestSupport;
 using System.Diagnostics;
 using GreenRuntime;
 

@@ -1,7 +1,9 @@
 using System.Diagnostics;
 using GreenRuntime;
 
-namespace DropIn.Tests;
+// Shared by the test projects that measure the hub's responsiveness (linked into each: see their .csproj).
+
+namespace GreenRuntime.TestSupport;
 
 /// <summary>
 /// A greenlet that sleeps 5 ms in a loop and records the longest gap between its wake-ups: how long the hub
