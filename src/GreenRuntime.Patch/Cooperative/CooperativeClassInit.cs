@@ -134,22 +134,45 @@ internal static unsafe class CooperativeClassInit
         Recursive,
     }
 
+    // A spin lock, not a monitor: a contended `lock` on a greenlet would go through the Locks set's own Monitor
+    // replacement from inside this one. The critical sections are a dictionary lookup.
+    private static int s_gate;
+
+    private static void EnterGate()
+    {
+        while (Interlocked.CompareExchange(ref s_gate, 1, 0) != 0) Thread.SpinWait(16);
+    }
+
+    private static void ExitGate() => Volatile.Write(ref s_gate, 0);
+
     private static Role Enter(nint type)
     {
         int me = Environment.CurrentManagedThreadId;
-        lock (s_initialising)
+        EnterGate();
+        try
         {
             if (s_initialising.TryGetValue(type, out int owner))
                 return owner == me ? Role.Recursive : Role.Waiter;
             s_initialising.Add(type, me);
             return Role.Initialiser;
         }
+        finally
+        {
+            ExitGate();
+        }
     }
 
     private static void Leave(nint type)
     {
-        lock (s_initialising)
+        EnterGate();
+        try
+        {
             s_initialising.Remove(type);
+        }
+        finally
+        {
+            ExitGate();
+        }
     }
 
     /// <summary>

@@ -58,6 +58,8 @@ public sealed partial class Hub
         // cleanup takes locks in finally blocks after a kill, and a thread's Monitor.Enter does not fail either).
         var token = BeginPark(reason, raise: raisePending);
         var g = token.Greenlet;
+        if (g.OutsideBaton)
+            throw new InvalidOperationException($"Internal error: {g} released the baton again from inside a released call.");
         var self = Carrier.ForCurrentThread();
         var previousOwner = self.Owner;
         self.Owner = g;
@@ -66,6 +68,9 @@ public sealed partial class Hub
         var interrupt = interruptible ? new ReleasedInterrupt(Thread.CurrentThread) : null;
         g.ReleasedInterrupt = interrupt;
         _pendingExternal++;
+        // From here on this is scheduler code (Invariant 2): the pool's own lock, if contended, must be waited for
+        // as the original wait, not released around again (that recursed until the stack ran out).
+        _inScheduler = true;
         var free = RentCarrier();
         free.Job = this;
         t_current = null;

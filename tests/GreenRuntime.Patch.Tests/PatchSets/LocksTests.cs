@@ -285,4 +285,33 @@ public class LocksTests : PatchedHubTest
         Assert.That(victim.Value, Is.InstanceOf<GreenletExit>());
         Assert.That(cleanedUp, Is.True);
     }
+
+    [Test]
+    public void ReleasingTheBatonWhileTheCarrierPoolsLockIsContendedDoesNotReleaseAgain()
+    {
+        // Regression: releasing the baton rents a carrier under the pool's lock; when a retiring or returning carrier
+        // held that lock, the contended enter went through the Monitor replacement and released the baton again,
+        // recursively, until the hub hung. A thread hammering the pool's lock makes that contention likely.
+        var pool = GreenRuntime.Scheduling.CarrierPool.For(HubUnderTest.Options.CarrierStackSize);
+        using var stop = new CancellationTokenSource();
+        var hammer = new Thread(() =>
+        {
+            while (!stop.IsCancellationRequested) _ = pool.Idle;
+        }) { IsBackground = true };
+        hammer.Start();
+        try
+        {
+            int calls = 0;
+            RunInGreenlets(20, _ =>
+            {
+                for (int k = 0; k < 200; k++) Green.RunBlocking(() => Interlocked.Increment(ref calls));
+            });
+            Assert.That(calls, Is.EqualTo(4000));
+        }
+        finally
+        {
+            stop.Cancel();
+            hammer.Join();
+        }
+    }
 }
