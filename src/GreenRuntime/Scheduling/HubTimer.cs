@@ -3,7 +3,9 @@ namespace GreenRuntime.Scheduling;
 /// <summary>
 /// A one-shot callback the hub runs on its baton at (or after) a monotonic deadline. Timers fire in
 /// deadline order, ties in creation order. A cancelled timer stays in the heap and is discarded when it
-/// reaches the top, so cancelling is O(1) and costs nothing at fire time but a pop.
+/// reaches the top, so cancelling is O(1) and costs nothing at fire time but a pop. Cancelling (and firing)
+/// drops the callback and its state at once: a long timeout cancelled early (an I/O or keep-alive timeout) must
+/// not keep what it refers to alive until its deadline.
 /// </summary>
 /// <remarks>Timer callbacks run on the hub and must not block (parking in one throws).</remarks>
 internal sealed class HubTimer
@@ -11,7 +13,7 @@ internal sealed class HubTimer
     internal readonly long Deadline;
     internal readonly long Sequence;
     private Action<object?>? _callback;
-    private readonly object? _state;
+    private object? _state;
 
     internal HubTimer(long deadline, long sequence, Action<object?> callback, object? state)
     {
@@ -27,12 +29,18 @@ internal sealed class HubTimer
     internal object? State => _state;
 
     /// <summary>Stops the timer from firing. Hub-only; idempotent; harmless after it fired.</summary>
-    public void Cancel() => _callback = null;
+    public void Cancel()
+    {
+        _callback = null;
+        _state = null;
+    }
 
     internal void Fire()
     {
         var cb = _callback;
+        var state = _state;
         _callback = null;
-        cb?.Invoke(_state);
+        _state = null;
+        cb?.Invoke(state);
     }
 }

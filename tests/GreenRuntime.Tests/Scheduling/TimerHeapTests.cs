@@ -79,4 +79,24 @@ public class TimerHeapTests
         }
         Assert.That(count, Is.EqualTo(100_001));
     }
+
+    [Test]
+    public void ACancelledTimerStillInTheHeapNoLongerKeepsItsStateAlive()
+    {
+        var heap = new TimerHeap();
+        var state = AddCancelled(heap);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        Assert.That(state.IsAlive, Is.False, "the state of a timer cancelled long before its deadline was collected");
+        Assert.That(heap.Count, Is.EqualTo(1), "the entry itself is discarded lazily, when it reaches the top");
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static WeakReference AddCancelled(TimerHeap heap)
+    {
+        var state = new byte[1024];
+        heap.Add(long.MaxValue / 2, Nothing, state).Cancel();
+        return new WeakReference(state);
+    }
 }
