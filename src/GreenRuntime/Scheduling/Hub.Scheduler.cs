@@ -131,10 +131,10 @@ public sealed partial class Hub
                         break;
                     }
                     // This thread keeps a suspended stack: new code must start on a free thread.
-                    if (!fromWaiters && (_carriersInUse >= MaxCarriers || _carrierWaiters.Count > 0 || (_readyTaken < _loopWakesUntil && _pool.Idle == 0)))
+                    if (!fromWaiters && (_carriersInUse >= MaxCarriers || _carrierWaiters.Count > 0))
                     {
-                        // No free thread at hand: wait for one in FIFO order (see _carrierWaiters) rather than create a
-                        // thread while greenlets woken by the loop are ready: resumed first, they may end and free theirs.
+                        // Every carrier keeps a suspended greenlet (or others already wait): wait for one in FIFO
+                        // order (see _carrierWaiters) instead of exceeding the cap.
                         _carrierWaiters.PushBack(item);
                         break;
                     }
@@ -188,22 +188,11 @@ public sealed partial class Hub
     }
 
     /// <summary>
-    /// Greenlets to start (and stackless continuations) that need a free carrier when none is at hand: the baton
-    /// holder keeps a suspended stack, and either every carrier the hub may use keeps one too (rather than exceed
-    /// the cap: the runtime aborts when threads exhaust the process's memory mappings), or the pool has no idle
-    /// thread while other items are ready. They wait here in FIFO order and are taken before the ready queue as soon
-    /// as a carrier is at hand (<see cref="MayStartWaiter"/>).
+    /// Greenlets to start (and stackless continuations) that need a free carrier while every carrier the hub may
+    /// use keeps a suspended greenlet. Rather than exceed the cap (the runtime aborts when threads exhaust the
+    /// process's memory mappings), they wait here in FIFO order and are taken before the ready queue as soon as a
+    /// carrier is at hand (<see cref="MayStartWaiter"/>): the baton holder is free, or one went back to the pool.
     /// </summary>
-    /// <remarks>
-    /// Why not create a thread for each at once: creating a thread costs 0.2–0.4 ms and grows with the threads
-    /// alive, and every greenlet started that way keeps its new thread while it sleeps. When greenlets woken by the
-    /// loop (a timer that fired, a socket, another thread) are queued, they run first: they may end and free their
-    /// carriers, which then run the waiting starts inline. Starts keep their FIFO order among themselves; what changes
-    /// is only that such wakes run before the remaining starts of a start phase slowed by thread creation. gevent
-    /// does the same in its own terms: its loop stops running queued callbacks (greenlet starts) once they have taken
-    /// longer than the switch interval and runs due timers and I/O first. Yields (<c>Sleep(0)</c>) do not jump
-    /// ahead, and with idle threads in the pool nothing waits: the order is then exactly FIFO.
-    /// </remarks>
     private readonly Deque<RunItem> _carrierWaiters = new(4);
 
     /// <summary>The cap on pooled carriers: <see cref="HubOptions.MaxCarriers"/>, or the machine's limit when that is 0.</summary>
@@ -400,11 +389,9 @@ public sealed partial class Hub
     /// or false after an idle wait.</summary>
     private bool TryTakeNext(Carrier self, out RunItem item, out bool fromWaiters)
     {
-        int before = _ready.Count;
         DrainInbox();
         if (_timers.Count > 0) FireDueTimers();
         if (_reactor != null) PollIoIfDue();
-        if (_ready.Count > before) _loopWakesUntil = _readyTaken + _ready.Count;
         fromWaiters = _carrierWaiters.Count > 0 && MayStartWaiter(self);
         if (fromWaiters)
         {
@@ -412,23 +399,13 @@ public sealed partial class Hub
             return true;
         }
         if (_ready.TryPopFront(out item))
-        {
-            _readyTaken++;
             return true;
-        }
         IdleWait();
         return false;
     }
 
-    /// <summary>A carrier waiter may start now: this thread is free, or a pooled thread may be used (below the cap,
-    /// and either idle in the pool or no greenlet woken by the loop is ready to run first).</summary>
-    private bool MayStartWaiter(Carrier self) =>
-        self.Owner == null || (_carriersInUse < MaxCarriers && (_readyTaken >= _loopWakesUntil || _pool.Idle > 0));
-
-    /// <summary>Items taken from the ready queue so far, and the count at which the last item the loop queued (a wake by
-    /// a timer, the reactor or another thread) will have been taken: while <c>_readyTaken &lt; _loopWakesUntil</c>
-    /// such a wake is still queued (see <see cref="_carrierWaiters"/>).</summary>
-    private long _readyTaken, _loopWakesUntil;
+    /// <summary>A carrier waiter may start now: this thread is free, or the hub is below its carrier cap.</summary>
+    private bool MayStartWaiter(Carrier self) => self.Owner == null || _carriersInUse < MaxCarriers;
 
     private void IdleWait()
     {

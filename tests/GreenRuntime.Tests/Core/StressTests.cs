@@ -74,30 +74,6 @@ public class StressTests : HubTest
     }
 
     [Test]
-    public void SleepersWhoseTimersFiredFreeTheirCarriersForLaterStartsInsteadOfNewThreads()
-    {
-        Hub.Dispose();
-        // A pool of its own (odd stack size): it starts with no idle threads, as in a cold process.
-        Hub = new Hub(new HubOptions { CarrierStackSize = 256 * 1024 + 3 * 4096 });
-        var pool = GreenRuntime.Scheduling.CarrierPool.For(Hub.Options.CarrierStackSize);
-        int before = pool.Created;
-        var random = new Random(7);
-        var started = new List<int>();
-        var gs = Enumerable.Range(0, 3000).Select(i =>
-        {
-            int ms = random.Next(20);
-            return Green.Spawn(() =>
-            {
-                started.Add(i);
-                Green.Sleep(ms);
-            });
-        }).ToList();
-        Green.JoinAll(gs, raiseError: true);
-        Assert.That(started, Is.EqualTo(Enumerable.Range(0, 3000)), "starts keep spawn order");
-        Assert.That(pool.Created - before, Is.LessThan(2000), "finished sleepers' carriers ran later starts: far fewer threads than greenlets");
-    }
-
-    [Test]
     public void DisposingTheHubKillsWhatIsLeft()
     {
         var finallyRan = 0;
