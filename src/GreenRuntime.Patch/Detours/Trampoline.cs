@@ -185,10 +185,11 @@ internal static class Trampoline
     /// shorter than the jump, e.g. a recursive tail call turned into a loop).
     /// </summary>
     /// <remarks>
-    /// The body's length comes from its code header when it is JIT-compiled (<see cref="CodeHeader"/>), or from its
-    /// image's runtime-function table when it is ReadyToRun code (<see cref="ReadyToRunCode"/>): the scan covers
-    /// exactly the body, no more (funclets after it and the next method's header are never decoded as its code).
-    /// When neither is known, the scan is best effort: it stops at padding (int3, or two zero bytes —
+    /// The body's length comes from its code header when it is JIT-compiled (<see cref="CodeHeader"/>): the scan
+    /// covers exactly the body, no more (funclets after it and the next method's header are never decoded as its
+    /// code). ReadyToRun code has no such header (reading its length from the image's runtime-function table by
+    /// dereferencing image pointers crashed the process now and then: a fault there is not catchable), so for it,
+    /// and whenever the header does not answer, the scan is best effort: it stops at padding (int3, or two zero bytes —
     /// <c>add [rax], al</c>, which the JIT never emits and which is what the gap before the next method's code
     /// header decodes as), an undecodable byte, or after 4 KB. Without those stops the scan walked into the next
     /// method's header pointer, decoded its bytes as instructions and, now and then, found a "branch" into the
@@ -196,7 +197,7 @@ internal static class Trampoline
     /// </remarks>
     private static unsafe void CheckNoBranchIntoPrologue(nint body, int length, string methodName, nint methodDesc)
     {
-        int? bodySize = (methodDesc == 0 ? null : CodeHeader.TryReadBodySize(body, methodDesc)) ?? ReadyToRunCode.TryReadBodySize(body);
+        int? bodySize = methodDesc == 0 ? null : CodeHeader.TryReadBodySize(body, methodDesc);
         CodeMemory.Region? region = CodeMemory.FindRegion(body);
         int limit = bodySize ?? (region is { } r ? (int)Math.Min(BackwardScanBytes, (long)(r.End - (ulong)body)) : length);
 

@@ -59,27 +59,6 @@ public class LayoutTests
         Assert.That(body.HasNoCode, Is.False);
     }
 
-    [Test]
-    public unsafe void TheImageGivesTheLengthOfAReadyToRunBody()
-    {
-        if (Environment.GetEnvironmentVariable("DOTNET_ReadyToRun") == "0")
-        {
-            Assert.Ignore("ReadyToRun code is off: framework methods are JIT-compiled.");
-        }
-
-        // A framework method nothing calls, so that it still runs its ReadyToRun code.
-        MethodInfo method = typeof(System.Globalization.ISOWeek).GetMethod(nameof(System.Globalization.ISOWeek.GetWeekOfYear), [typeof(DateTime)])!;
-        RuntimeHelpers.PrepareMethod(method.MethodHandle);
-        nint body = CodeLocator.FindBody(method.MethodHandle.GetFunctionPointer()).Address;
-        Assert.That(CodeHeader.TryReadBodySize(body, method.MethodHandle.Value), Is.Null, "ReadyToRun code has no code header");
-        int? size = ReadyToRunCode.TryReadBodySize(body);
-        Assert.That(size, Is.Not.Null, "the RuntimeFunctions table of System.Private.CoreLib has a record that begins at the body");
-        AssertInstructionsEndExactlyAt(body, size!.Value);
-
-        nint jitted = CodeLocator.FindBody(Method(typeof(LayoutTargets), nameof(LayoutTargets.Fresh)).MethodHandle.GetFunctionPointer()).Address;
-        Assert.That(ReadyToRunCode.TryReadBodySize(jitted), Is.Null, "JIT-compiled code is in no image");
-    }
-
     /// <summary>The instructions decoded from the body tile it exactly, and the last one leaves the method.</summary>
     private static unsafe void AssertInstructionsEndExactlyAt(nint body, int size)
     {
