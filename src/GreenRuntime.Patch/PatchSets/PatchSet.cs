@@ -5,7 +5,7 @@
 // make cooperative, each with the reason). Patch applies the points through the detour engine and reports
 // both lists; nothing is ever skipped silently.
 //
-// Choosing targets (notes/detours.md, "Inlining"): a detour only sees calls that reach the target's body. A
+// Choosing targets (docs/detours.md, "Inlining that already happened"): a detour only sees calls that reach the target's body. A
 // caller compiled before the patch — ReadyToRun framework code included — keeps any inlined copy of the
 // target. So each point is a method that cannot have been inlined: [NoInlining]/[NoOptimization] methods,
 // or large methods (the JIT does not inline IL bodies beyond ~100 bytes without AggressiveInlining), chosen

@@ -20,7 +20,7 @@
 //     synchronous code would pin every greenlet below it on that thread's stack; CoreCLR cannot switch
 //     stacks on one thread (no fibers), so a suspended stackful greenlet must own a parked thread.
 //   * Monitor/SemaphoreSlim hand-offs: they spin, and degrade to milliseconds with thousands of parked
-//     threads (notes/baton.md).
+//     threads (measured: 150 µs–2.4 ms per hop with thousands parked).
 //
 // The protocol (Schedule), run by the thread holding the baton whenever the code it runs cannot go on:
 //   1. Drain the inbox into the ready queue.
