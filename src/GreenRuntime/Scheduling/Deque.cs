@@ -61,6 +61,21 @@ internal sealed class Deque<T>
         return item;
     }
 
+    /// <summary>Moves the items that match to the front, keeping the order within the moved and within the rest.</summary>
+    public void MoveToFront(Func<T, bool> match)
+    {
+        var reordered = new T[_items.Length];
+        int n = 0;
+        for (int pass = 0; pass < 2; pass++)
+            for (int i = 0; i < _count; i++)
+            {
+                var item = _items[(_head + i) & (_items.Length - 1)];
+                if (match(item) == (pass == 0)) reordered[n++] = item;
+            }
+        _items = reordered;
+        _head = 0;
+    }
+
     public IEnumerable<T> Snapshot()
     {
         var copy = new T[_count];

@@ -40,8 +40,7 @@ public sealed partial class Hub
         if (_aliveHead != null) _aliveHead.PrevAlive = g;
         _aliveHead = g;
         _aliveCount++;
-        if (first) _ready.PushFront(RunItem.ForStart(g));
-        else _ready.PushBack(RunItem.ForStart(g));
+        Enqueue(RunItem.ForStart(g), first);
     }
 
     /// <summary>
@@ -116,7 +115,7 @@ public sealed partial class Hub
         if (g.Exception != null)
             Log.GreenletFailed(_logger, g.Exception, g.ToString(), g.Exception.GetType().Name);
         if (g.HasLinks)
-            _ready.PushBack(RunItem.ForCallback(static s => ((Greenlet)s!).NotifyLinks(), g));
+            Enqueue(RunItem.ForCallback(static s => ((Greenlet)s!).NotifyLinks(), g));
         if (g.StartedBySwitch && g.Parent is { State: GreenletState.Parked, WaitReason: WaitReason.Switch } parent)
             TryWake(new WakeToken(parent, parent.ParkSequence), g.Value, g.Exception, first: true);
         g.ReleaseForGc();

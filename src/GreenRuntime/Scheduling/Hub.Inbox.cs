@@ -22,7 +22,7 @@ public sealed partial class Hub
         if (t_current == this)
         {
             if (item.Kind == RunKind.Wake) TryWake(item.Token, item.State, item.Error);
-            else _ready.PushBack(item);
+            else Enqueue(item);
             return;
         }
         _inbox.Enqueue(item);
@@ -34,7 +34,7 @@ public sealed partial class Hub
         while (_inbox.TryDequeue(out var item))
         {
             if (item.Kind == RunKind.Wake) TryWake(item.Token, item.State, item.Error);
-            else _ready.PushBack(item);
+            else Enqueue(item);
         }
     }
 }

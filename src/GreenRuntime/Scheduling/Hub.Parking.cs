@@ -112,8 +112,7 @@ public sealed partial class Hub
         g.State = GreenletState.Ready;
         g.ResumeValue = value;
         g.ResumeError = error;
-        if (first) _ready.PushFront(RunItem.ForResume(g));
-        else _ready.PushBack(RunItem.ForResume(g));
+        Enqueue(RunItem.ForResume(g), first);
         return true;
     }
 

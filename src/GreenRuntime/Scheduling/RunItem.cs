@@ -21,14 +21,20 @@ internal enum RunKind : byte
 internal readonly struct RunItem
 {
     public readonly RunKind Kind;
+
+    /// <summary>Queued by the loop (a fired timer, the reactor, another thread) rather than by greenlet code: such
+    /// wakes may go ahead of a start phase that outran its slice (see Hub.Scheduler.cs).</summary>
+    public readonly bool FromLoop;
+
     public readonly int Sequence;
     public readonly Greenlet? Greenlet;
     public readonly Delegate? Callback;
     private readonly object? _state;
 
-    private RunItem(RunKind kind, Greenlet? greenlet, Delegate? callback, object? state, int sequence = 0)
+    private RunItem(RunKind kind, Greenlet? greenlet, Delegate? callback, object? state, int sequence = 0, bool fromLoop = false)
     {
         Kind = kind;
+        FromLoop = fromLoop;
         Greenlet = greenlet;
         Callback = callback;
         _state = state;
@@ -51,6 +57,9 @@ internal readonly struct RunItem
         new(RunKind.Wake, token.Greenlet, null, error == null ? value : new WakeFailure(value, error), token.Sequence);
 
     public WakeToken Token => new(Greenlet!, Sequence);
+
+    /// <summary>This item, marked as queued by the loop.</summary>
+    public RunItem AsLoopWake() => new(Kind, Greenlet, Callback, _state, Sequence, fromLoop: true);
 
     private sealed record WakeFailure(object? Value, Exception Error);
 }

@@ -74,6 +74,44 @@ public class StressTests : HubTest
     }
 
     [Test]
+    public void SleepersWhoseTimersFiredFreeTheirCarriersForLaterStartsInsteadOfNewThreads()
+    {
+        Hub.Dispose();
+        // A pool of its own (odd stack size): it starts with no idle threads, as in a cold process.
+        Hub = new Hub(new HubOptions { CarrierStackSize = 256 * 1024 + 3 * 4096 });
+        var pool = GreenRuntime.Scheduling.CarrierPool.For(Hub.Options.CarrierStackSize);
+        int before = pool.Created;
+        var random = new Random(7);
+        var started = new List<int>();
+        var gs = Enumerable.Range(0, 3000).Select(i =>
+        {
+            int ms = random.Next(20);
+            return Green.Spawn(() =>
+            {
+                started.Add(i);
+                Green.Sleep(ms);
+            });
+        }).ToList();
+        Green.JoinAll(gs, raiseError: true);
+        Assert.That(started, Is.EqualTo(Enumerable.Range(0, 3000)), "starts keep spawn order");
+        Assert.That(pool.Created - before, Is.LessThan(2000), "finished sleepers' carriers ran later starts: far fewer threads than greenlets");
+    }
+
+    [Test]
+    public void AYieldNeverRunsBeforeGreenletsSpawnedEarlierHaveStartedEvenWhenEachNeedsANewThread()
+    {
+        Hub.Dispose();
+        Hub = new Hub(new HubOptions { CarrierStackSize = 256 * 1024 + 5 * 4096 });
+        var ticker = Green.Spawn(() => { while (true) Green.Sleep(1); }); // keeps loop wakes coming
+        int started = 0;
+        var gs = Enumerable.Range(0, 400).Select(_ => Green.Spawn(() => { started++; Green.Sleep(50); })).ToList();
+        Green.Sleep(0);
+        Assert.That(started, Is.EqualTo(400), "a yield goes behind every start queued before it");
+        ticker.Kill();
+        Green.JoinAll(gs, raiseError: true);
+    }
+
+    [Test]
     public void DisposingTheHubKillsWhatIsLeft()
     {
         var finallyRan = 0;
