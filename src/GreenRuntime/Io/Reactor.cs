@@ -21,6 +21,10 @@
 // Lost wakes cannot happen: an edge that arrives after the caller's EAGAIN is either already in the flag
 // (step 2) or still in the kernel's ready list, which the next poll drains after the park is registered.
 //
+// Stackless waiters (WaitAsync): a registration may hold, instead of a parked greenlet, an AsyncWait whose Task the
+// poll completes on the baton holder; the awaiting code's continuation then goes through the hub's synchronization
+// context like any other. This is how an idle keep-alive connection waits with no greenlet stack and no carrier.
+//
 // A socket closed while a greenlet waits on it: close() silently drops the fd from every epoll set, so the
 // reactor sweeps its registrations every 250 ms while it has any and wakes the waiters of closed handles with
 // Closed; a registration found for a *different* handle on the same fd number (closed and reused) is
@@ -72,6 +76,32 @@ internal sealed unsafe class Reactor : IDisposable
         public SafeHandle Handle = handle;
         public WakeToken Reader, Writer;
         public bool HasReader, HasWriter, ReadReady, WriteReady;
+        public AsyncWait? AsyncReader, AsyncWriter;
+
+        public bool IsWaited(bool write) => write ? HasWriter || AsyncWriter != null : HasReader || AsyncReader != null;
+    }
+
+    /// <summary>One stackless wait (<see cref="WaitAsync"/>): completed exactly once, by readiness, its timeout, its
+    /// cancellation token or the socket's closing, always on the baton holder.</summary>
+    private sealed class AsyncWait(Reactor reactor, Registration registration, bool write) : TaskCompletionSource<Readiness>
+    {
+        public Hub Hub => reactor._hub;
+        public HubTimer? Timer;
+        public CancellationTokenRegistration Cancellation;
+        private bool _done;
+
+        public void Complete(Readiness readiness, CancellationToken cancelled = default)
+        {
+            if (_done) return;
+            _done = true;
+            if (write && registration.AsyncWriter == this) registration.AsyncWriter = null;
+            if (!write && registration.AsyncReader == this) registration.AsyncReader = null;
+            Timer?.Cancel();
+            Cancellation.Unregister(); // never waits, unlike Dispose, so it is safe from inside the token's own callback
+            reactor._hub.EndExternalWait();
+            if (cancelled.IsCancellationRequested) TrySetCanceled(cancelled);
+            else TrySetResult(readiness);
+        }
     }
 
     /// <exception cref="IOException">The kernel refused an epoll set or an eventfd (e.g. out of file descriptors).</exception>
@@ -141,6 +171,44 @@ internal sealed unsafe class Reactor : IDisposable
             if (write && r.HasWriter && r.Writer.Names(token)) r.HasWriter = false;
             if (!write && r.HasReader && r.Reader.Names(token)) r.HasReader = false;
         }
+    }
+
+    /// <summary>
+    /// The stackless form of <see cref="Wait"/>: a Task that completes when <paramref name="fd"/> may be readable (or
+    /// writable), with <see cref="Readiness.TimedOut"/> after <paramref name="timeout"/>, with
+    /// <see cref="Readiness.Closed"/> when the socket is closed, or cancelled by <paramref name="cancel"/>. Nothing is
+    /// parked meanwhile. Null when the kernel refuses to watch this fd.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">Someone already waits for the same direction of this socket.</exception>
+    public Task<Readiness>? WaitAsync(SafeHandle handle, int fd, bool write, TimeSpan? timeout, CancellationToken cancel)
+    {
+        var r = Register(handle, fd);
+        if (r == null) return null;
+        if (r.IsWaited(write))
+            throw new InvalidOperationException($"Another wait for this socket to become {(write ? "writable" : "readable")} is in progress; a socket has at most one reader and one writer at a time.");
+        if (cancel.IsCancellationRequested) return Task.FromCanceled<Readiness>(cancel);
+        if (write ? r.WriteReady : r.ReadReady)
+        {
+            if (write) r.WriteReady = false;
+            else r.ReadReady = false;
+            return Task.FromResult(Readiness.Ready);
+        }
+        var wait = new AsyncWait(this, r, write);
+        if (write) r.AsyncWriter = wait;
+        else r.AsyncReader = wait;
+        _hub.BeginExternalWait();
+        if (timeout is { } limit && limit != Timeout.InfiniteTimeSpan)
+            wait.Timer = _hub.AddTimer(limit < TimeSpan.Zero ? TimeSpan.Zero : limit, static w => ((AsyncWait)w!).Complete(Readiness.TimedOut), wait);
+        if (cancel.CanBeCanceled)
+        {
+            // The token may fire on any thread: the completion is posted to the hub, which runs it on the baton holder.
+            wait.Cancellation = cancel.UnsafeRegister(static (w, token) =>
+            {
+                var self = (AsyncWait)w!;
+                self.Hub.PostItem(RunItem.ForCallback(static x => { var (a, t) = ((AsyncWait, CancellationToken))x!; a.Complete(Readiness.Ready, t); }, (self, token)));
+            }, wait);
+        }
+        return wait.Task;
     }
 
     private Registration? Register(SafeHandle handle, int fd)
@@ -238,12 +306,22 @@ internal sealed unsafe class Reactor : IDisposable
         {
             bool woke = r.HasReader && _hub.TryWake(r.Reader);
             r.HasReader = false;
+            if (!woke && r.AsyncReader is { } reader)
+            {
+                reader.Complete(Readiness.Ready);
+                woke = true;
+            }
             if (!woke) r.ReadReady = true;
         }
         if ((events & (Epoll.Out | Epoll.Hup | Epoll.Err)) != 0)
         {
             bool woke = r.HasWriter && _hub.TryWake(r.Writer);
             r.HasWriter = false;
+            if (!woke && r.AsyncWriter is { } writer)
+            {
+                writer.Complete(Readiness.Ready);
+                woke = true;
+            }
             if (!woke) r.WriteReady = true;
         }
     }
@@ -265,11 +343,18 @@ internal sealed unsafe class Reactor : IDisposable
         if (r.HasReader) _hub.TryWake(r.Reader, s_closed);
         if (r.HasWriter) _hub.TryWake(r.Writer, s_closed);
         r.HasReader = r.HasWriter = false;
+        r.AsyncReader?.Complete(Readiness.Closed);
+        r.AsyncWriter?.Complete(Readiness.Closed);
     }
 
     public void Dispose()
     {
         if (_events == null) return;
+        foreach (var r in _registrations.Values)
+        {
+            r.AsyncReader?.Complete(Readiness.Closed);
+            r.AsyncWriter?.Complete(Readiness.Closed);
+        }
         Epoll.Close(_eventFd);
         Epoll.Close(_epfd);
         NativeMemory.Free(_events);

@@ -146,6 +146,29 @@ internal static unsafe class SocketIo
         return reactor.Wait(handle, fd, write: true, timeout);
     }
 
+    /// <summary>
+    /// Waits without parking — for a stackless greenlet, or code that holds no carrier — until a receive on
+    /// <paramref name="s"/> would not block. Null when not handled (no reactor, a closed handle).
+    /// </summary>
+    public static Task<Readiness>? WaitReadableAsync(Hub hub, Socket s, TimeSpan? timeout, CancellationToken cancel)
+    {
+        if (!TryGetHandle(hub, s, out var reactor, out var handle, out int fd)) return null;
+        return reactor.WaitAsync(handle, fd, write: false, timeout, cancel);
+    }
+
+    /// <summary>One receive that never waits: the bytes received (0 at end of stream), or -1 when nothing is there
+    /// yet. Null when not handled.</summary>
+    public static int? TryReceiveNow(Hub hub, Socket s, Span<byte> buffer, out SocketError error)
+    {
+        error = SocketError.Success;
+        if (s.SocketType != SocketType.Stream || !TryGetHandle(hub, s, out _, out var handle, out int fd)) return null;
+        if (!TryCall(handle, fd, false, buffer, 0, out nint n, out int errno)) return null;
+        if (n >= 0) return (int)n;
+        if (errno == Epoll.EAGAIN) return -1;
+        error = Fail(s, errno);
+        return 0;
+    }
+
     private static bool TryGetHandle(Hub hub, Socket s, out Reactor reactor, out SafeSocketHandle handle, out int fd)
     {
         reactor = null!;

@@ -49,9 +49,8 @@ public sealed class HttpServer : IDisposable
         options.Validate();
         Options = options;
         Handler = handler;
-        _server = options.Pool is { } pool
-            ? new StreamServer(listen, ServeConnection, pool, options.Backlog) { ConfigureAccepted = static s => s.NoDelay = true, DisplayName = "HttpServer", OnFull = CloseIdleConnections }
-            : new StreamServer(listen, ServeConnection, options.MaxConnections, options.Backlog)
+        // Connections are stackless greenlets (HttpConnection.RunAsync), so idle keep-alive connections hold no carrier.
+        _server = new StreamServer(listen, (Func<Socket, EndPoint, Task>)ServeConnectionAsync, options.MaxConnections, options.Pool, options.Backlog)
         {
             ConfigureAccepted = static s => s.NoDelay = true,
             DisplayName = "HttpServer",
@@ -133,12 +132,12 @@ public sealed class HttpServer : IDisposable
         else _idle.Remove(connection);
     }
 
-    private void ServeConnection(Socket socket, EndPoint remote)
+    private async Task ServeConnectionAsync(Socket socket, EndPoint remote)
     {
         var connection = new HttpConnection(this, socket, remote, _server.Hub!.Options.TimeProvider);
         try
         {
-            connection.Run();
+            await connection.RunAsync();
         }
         finally
         {

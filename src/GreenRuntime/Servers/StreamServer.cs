@@ -5,7 +5,9 @@
 // under MaxConnections.
 //
 // Design: one stackful greenlet per connection, so handlers may be ordinary blocking code (with Patch.All(),
-// or the runtime's cooperative calls such as Green.Wait(socket.ReceiveAsync(...))). The accept loop parks in
+// or the runtime's cooperative calls such as Green.Wait(socket.ReceiveAsync(...))). A server made with ForAsync
+// runs a stackless greenlet per connection instead: it holds no carrier while it awaits, so its default connection
+// limit comes from the file descriptors the process may open rather than from the carrier cap. The accept loop parks in
 // a cooperative accept (Servers/CooperativeSocket.cs). Backpressure: when every slot is taken the accept loop
 // parks until a connection ends, and new clients wait in the kernel's backlog instead of being refused.
 //
@@ -21,8 +23,9 @@
 //      and close their sockets (which also ends calls that are not cooperative), and wake ServeForever.
 //
 // Rejected: a thread per connection (the point of the runtime is not to need one); failing new connections
-// when full (gevent's pool backpressure keeps them waiting instead); stackless handlers (blocking legacy code
-// is the use case; async code can use Kestrel).
+// when full (gevent's pool backpressure keeps them waiting instead); an async-handler constructor overload (C#
+// binds a blocking lambda whose end is unreachable, `(s, r) => { while (true) ... }`, to the Task-returning
+// delegate, so the common blocking loop would silently become stackless: ForAsync is a named factory).
 //
 // Invariant: the number of live connections equals the number of slots taken, and never exceeds
 // MaxConnections (with a GreenPool, the pool enforces its size). It is checked by AssertSlots where it changes.
@@ -70,7 +73,8 @@ public sealed class StreamServer : IDisposable
     public static readonly TimeSpan DefaultStopTimeout = TimeSpan.FromSeconds(1);
 
     private readonly IPEndPoint _listen;
-    private readonly Action<Socket, EndPoint> _handle;
+    private readonly Action<Socket, EndPoint>? _handle;
+    private readonly Func<Socket, EndPoint, Task>? _handleAsync;
     private readonly int _requestedMaxConnections;
     private readonly HashSet<Connection> _connections = new();
     private readonly List<WakeToken> _serveWaiters = new();
@@ -97,21 +101,12 @@ public sealed class StreamServer : IDisposable
     /// <summary>Creates a server; nothing is bound until <see cref="Start"/>.</summary>
     /// <param name="listen">Address and port to listen on; port 0 picks a free port (read <see cref="LocalEndPoint"/> after Start).</param>
     /// <param name="handle">Runs once per connection in its own greenlet; the socket is disposed when it returns.</param>
-    /// <param name="maxConnections">Handlers allowed at once; 0 (default) means the hub's <see cref="HubOptions.MaxCarriers"/>
+    /// <param name="maxConnections">Handlers allowed at once; 0 (default) means the hub's carrier cap
     /// minus a reserve of up to 64, since every suspended connection keeps a carrier thread.</param>
     /// <param name="backlog">The listen backlog: connections the kernel queues while the server is full or not accepting (default 511, 1–65535).</param>
     public StreamServer(IPEndPoint listen, Action<Socket, EndPoint> handle, int maxConnections = 0, int backlog = 511)
+        : this(listen, (Delegate)handle, maxConnections, null, backlog)
     {
-        ArgumentNullException.ThrowIfNull(listen);
-        ArgumentNullException.ThrowIfNull(handle);
-        if (maxConnections < 0)
-            throw new ArgumentOutOfRangeException(nameof(maxConnections), maxConnections, "maxConnections must be positive, or 0 for the default.");
-        if (backlog is < 1 or > 65535)
-            throw new ArgumentOutOfRangeException(nameof(backlog), backlog, "backlog must be between 1 and 65535.");
-        _listen = listen;
-        _handle = handle;
-        _requestedMaxConnections = maxConnections;
-        Backlog = backlog;
     }
 
     /// <summary>Creates a server whose connections run as members of <paramref name="pool"/> (gevent's <c>spawn=pool</c>):
@@ -122,11 +117,60 @@ public sealed class StreamServer : IDisposable
     /// <param name="pool">The pool every connection's greenlet joins; it must belong to the hub that starts the server.</param>
     /// <param name="backlog">The listen backlog (default 511, 1–65535).</param>
     public StreamServer(IPEndPoint listen, Action<Socket, EndPoint> handle, GreenPool pool, int backlog = 511)
-        : this(listen, handle, maxConnections: 0, backlog)
+        : this(listen, (Delegate)handle, 0, pool ?? throw new ArgumentNullException(nameof(pool)), backlog)
     {
-        ArgumentNullException.ThrowIfNull(pool);
-        _pool = pool;
     }
+
+    /// <summary>
+    /// Creates a server that runs <c>await handle(socket, remoteEndPoint)</c> in a new <em>stackless</em> greenlet for
+    /// every accepted connection. Such a connection holds no carrier thread while it awaits, so a server can keep
+    /// tens of thousands of mostly idle connections; the default <paramref name="maxConnections"/> is therefore the
+    /// process's file-descriptor limit minus a reserve, not the carrier cap.
+    /// </summary>
+    /// <remarks>A named factory rather than a constructor overload: C# would bind a blocking handler whose end is
+    /// unreachable (<c>(s, r) =&gt; { while (true) { ... } }</c>) to a Task-returning delegate. The greenlet's
+    /// <see cref="Greenlet.CancellationToken"/> is cancelled when the connection is killed (at <see cref="Stop"/>);
+    /// pass it to the awaited calls.</remarks>
+    /// <param name="listen">Address and port to listen on; port 0 picks a free port.</param>
+    /// <param name="handle">Runs once per connection; the socket is disposed when its task ends.</param>
+    /// <param name="maxConnections">Connections allowed at once; 0 (default) derives it from the file-descriptor limit.</param>
+    /// <param name="backlog">The listen backlog (default 511, 1–65535).</param>
+    public static StreamServer ForAsync(IPEndPoint listen, Func<Socket, EndPoint, Task> handle, int maxConnections = 0, int backlog = 511) =>
+        new(listen, handle ?? throw new ArgumentNullException(nameof(handle)), maxConnections, null, backlog);
+
+    /// <summary>Like <see cref="ForAsync(IPEndPoint, Func{Socket, EndPoint, Task}, int, int)"/>, with connections that
+    /// run as members of <paramref name="pool"/>, whose size is then the connection limit.</summary>
+    /// <param name="listen">Address and port to listen on; port 0 picks a free port.</param>
+    /// <param name="handle">Runs once per connection; the socket is disposed when its task ends.</param>
+    /// <param name="pool">The pool every connection's greenlet joins; it must belong to the hub that starts the server.</param>
+    /// <param name="backlog">The listen backlog (default 511, 1–65535).</param>
+    public static StreamServer ForAsync(IPEndPoint listen, Func<Socket, EndPoint, Task> handle, GreenPool pool, int backlog = 511) =>
+        new(listen, handle ?? throw new ArgumentNullException(nameof(handle)), 0, pool ?? throw new ArgumentNullException(nameof(pool)), backlog);
+
+    /// <summary>The constructor behind the public ones: <paramref name="handle"/> is an <c>Action&lt;Socket, EndPoint&gt;</c>
+    /// (stackful connections) or a <c>Func&lt;Socket, EndPoint, Task&gt;</c> (stackless).</summary>
+    internal StreamServer(IPEndPoint listen, Delegate handle, int maxConnections, GreenPool? pool, int backlog)
+    {
+        ArgumentNullException.ThrowIfNull(listen);
+        ArgumentNullException.ThrowIfNull(handle);
+        if (maxConnections < 0)
+            throw new ArgumentOutOfRangeException(nameof(maxConnections), maxConnections, "maxConnections must be positive, or 0 for the default.");
+        if (backlog is < 1 or > 65535)
+            throw new ArgumentOutOfRangeException(nameof(backlog), backlog, "backlog must be between 1 and 65535.");
+        _listen = listen;
+        switch (handle)
+        {
+            case Action<Socket, EndPoint> blocking: _handle = blocking; break;
+            case Func<Socket, EndPoint, Task> async: _handleAsync = async; break;
+            default: throw new ArgumentException($"A handler must be an Action<Socket, EndPoint> or a Func<Socket, EndPoint, Task>, not {handle.GetType()}.", nameof(handle));
+        }
+        _requestedMaxConnections = maxConnections;
+        _pool = pool;
+        Backlog = backlog;
+    }
+
+    /// <summary>Whether connections run as stackless greenlets (<see cref="ForAsync(IPEndPoint, Func{Socket, EndPoint, Task}, int, int)"/>).</summary>
+    public bool IsAsync => _handleAsync != null;
 
     /// <summary>The pool connections run in, when the server was created with one.</summary>
     public GreenPool? Pool => _pool;
@@ -199,7 +243,9 @@ public sealed class StreamServer : IDisposable
         _localEndPoint = listener.LocalEndPoint;
         int carriers = hub.MaxCarriers;
         _maxConnections = _pool?.Size is { } poolSize ? poolSize
-            : _requestedMaxConnections != 0 ? _requestedMaxConnections : Math.Max(1, carriers - Math.Min(64, carriers / 2));
+            : _requestedMaxConnections != 0 ? _requestedMaxConnections
+            : IsAsync ? Io.DescriptorLimit.ForConnections()
+            : Math.Max(1, carriers - Math.Min(64, carriers / 2));
         ServerLog.Started(_logger, ToString(), _localEndPoint!.ToString()!);
         StartAccepting();
     }
@@ -372,7 +418,9 @@ public sealed class StreamServer : IDisposable
             return;
         }
         var connection = new Connection(socket, remote);
-        var g = new Greenlet(() => RunConnection(connection), $"{DisplayName}.conn");
+        var g = _handleAsync != null
+            ? Greenlet.CreateStackless(() => RunConnectionAsync(connection), $"{DisplayName}.conn")
+            : new Greenlet(() => RunConnection(connection), $"{DisplayName}.conn");
         connection.Greenlet = g;
         _connections.Add(connection);
         AssertSlots();
@@ -393,7 +441,27 @@ public sealed class StreamServer : IDisposable
     {
         try
         {
-            _handle(connection.Socket, connection.Remote);
+            _handle!(connection.Socket, connection.Remote);
+        }
+        catch (Exception e) when (e is not GreenletExit)
+        {
+            ServerLog.HandlerFailed(_logger, e, connection.Remote.ToString()!, e.GetType().Name);
+        }
+        finally
+        {
+            connection.Socket.Dispose();
+        }
+    }
+
+    private async Task RunConnectionAsync(Connection connection)
+    {
+        try
+        {
+            await _handleAsync!(connection.Socket, connection.Remote);
+        }
+        catch (OperationCanceledException) when (connection.Greenlet.KillException != null)
+        {
+            // The connection was killed (Stop): its cancellation token ended the handler's await. Not a failure.
         }
         catch (Exception e) when (e is not GreenletExit)
         {

@@ -1,4 +1,5 @@
-// HTTP/1.1 server engine: one HttpConnection per accepted socket, run by that connection's greenlet.
+// HTTP/1.1 server engine: one HttpConnection per accepted socket, run by that connection's stackless greenlet,
+// with its requests served on a stackful greenlet while the connection is busy.
 //
 // Glossary: the *head* is the request line plus header fields up to the empty line; the *input buffer* is one
 // pooled array holding bytes received but not consumed ([_start, _end)); an *exchange* is one request and its
@@ -9,12 +10,20 @@
 // the handler left of the body, repeat while keep-alive holds. Parsing works on spans over the input buffer (no
 // regex, no per-byte allocation); strings are made only for what the handler sees (method, target, headers).
 // Pipelined requests need nothing special: bytes after one request stay in the buffer and are the next head, and
-// responses go out in order because one greenlet serves the connection.
+// responses go out in order because one greenlet serves the connection at a time.
+//
+// Idle connections hold no carrier: the connection itself is a stackless greenlet (RunAsync). It waits on the hub's
+// reactor for the first bytes, then spawns a stackful greenlet that serves requests (blocking handlers need a stack)
+// for as long as the client keeps them coming. When a response is complete, nothing is buffered and a non-blocking
+// receive finds nothing, that greenlet ends and hands the connection back idle: its buffers go back to the pool
+// and the stackless greenlet awaits readability again, with no thread and no stack, for up to KeepAliveTimeout.
+// A kill of the connection greenlet (Stop, a full server closing idle connections) cancels that wait or kills the
+// serving greenlet. Where the hub has no reactor, the serving greenlet waits for the next request itself.
 //
 // Protocol of one exchange:
 //   1. Wait for the head: an idle keep-alive connection waits up to KeepAliveTimeout for the first byte (then
-//      closes silently); from the first byte (or the accept) the whole head must arrive within
-//      RequestHeadersTimeout, else 408 and close. Too long: 414 (request line) / 431.
+//      closes silently), a new one up to RequestHeadersTimeout; from the first byte (or the accept) the whole head
+//      must arrive within RequestHeadersTimeout, else 408 and close. Too long: 414 (request line) / 431.
 //   2. Parse and check it: malformed → 400; unknown version → 505; Transfer-Encoding other than chunked → 501;
 //      both Content-Length and Transfer-Encoding, conflicting lengths, or no Host in HTTP/1.1 → 400; body over
 //      MaxRequestBodySize → 413; an Expect other than 100-continue → 417. Every error response closes.
@@ -72,11 +81,11 @@ internal sealed class HttpConnection
         _remote = remote;
         _local = socket.LocalEndPoint!;
         _time = time;
-        _buffer = IoBuffers.Pool.Rent(_options.MaxRequestHeadersTotalSize + 4096);
-        Output = new OutputBuffer(1024);
+        _buffer = [];
+        Output = new OutputBuffer();
     }
 
-    /// <summary>The greenlet serving this connection (to be killed when idle at Stop).</summary>
+    /// <summary>The connection's own (stackless) greenlet: killing it ends the connection, idle or busy.</summary>
     public Greenlet Greenlet { get; private set; } = null!;
 
     public OutputBuffer Output { get; }
@@ -97,14 +106,73 @@ internal sealed class HttpConnection
 
     public void MarkMustClose() => _mustClose = true;
 
-    /// <summary>Serves requests until the connection ends. Runs on the connection's greenlet.</summary>
-    public void Run()
+    /// <summary>
+    /// Runs the connection until it ends, on its stackless greenlet: waits for bytes without a carrier, serves
+    /// requests on a stackful greenlet while they keep coming, and waits again when the connection goes idle.
+    /// </summary>
+    public async Task RunAsync()
     {
         Greenlet = Green.Current;
-        bool killed = false;
+        var hub = Hub.Current;
         try
         {
-            Serve();
+            // A new connection's first bytes are awaited like an idle connection's next ones, within the head timeout.
+            if (!await WaitForBytesAsync(hub, _options.RequestHeadersTimeout)) return;
+            bool first = true;
+            while (true)
+            {
+                bool firstRequest = first;
+                var serving = Green.Spawn(() => ServeWhileBusy(firstRequest), "HttpServer.requests");
+                bool idle;
+                using (Greenlet.CancellationToken.UnsafeRegister(static g => ((Greenlet)g!).Kill(block: false), serving))
+                    idle = await serving;
+                if (!idle) return;
+                first = false;
+                _server.SetIdle(this, true);
+                try
+                {
+                    if (!await WaitForBytesAsync(hub, _options.KeepAliveTimeout)) return;
+                }
+                finally
+                {
+                    _server.SetIdle(this, false);
+                }
+            }
+        }
+        finally
+        {
+            Close();
+        }
+    }
+
+    /// <summary>Waits on the reactor, holding no carrier, until bytes (or the end of the stream) may be there. False
+    /// when the connection should end: the timeout passed, the socket was closed, the server is stopping, or the
+    /// connection greenlet was killed. True also where there is no reactor: the serving greenlet then waits itself.</summary>
+    private async Task<bool> WaitForBytesAsync(Hub hub, TimeSpan timeout)
+    {
+        var wait = SocketIo.WaitReadableAsync(hub, _io.Socket, timeout, Greenlet.CancellationToken);
+        if (wait == null) return true;
+        try
+        {
+            return await wait == Readiness.Ready && Greenlet.KillException == null;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Serves requests on the current stackful greenlet until the connection ends (closing it; returns false) or
+    /// goes idle with nothing buffered and nothing to read (returns true, leaving it open for <see cref="RunAsync"/>).
+    /// </summary>
+    public bool ServeWhileBusy(bool first)
+    {
+        if (_buffer.Length == 0) _buffer = IoBuffers.Pool.Rent(_options.MaxRequestHeadersTotalSize + 4096);
+        bool killed = false, idle = false;
+        try
+        {
+            idle = Serve(first);
         }
         catch (GreenletExit)
         {
@@ -117,18 +185,39 @@ internal sealed class HttpConnection
         }
         finally
         {
-            if (!killed) LingeringClose();
-            if (!_io.Tainted) IoBuffers.Pool.Return(_buffer);
-            _buffer = [];
-            Output.Release(_io.Tainted);
-            _io.Release();
-            _io.Socket.Dispose();
+            if (idle)
+            {
+                ReleaseBuffers(); // an idle connection keeps no buffer: thousands of them would pin megabytes
+            }
+            else
+            {
+                if (!killed) LingeringClose();
+                Close();
+            }
         }
+        return idle;
     }
 
-    private void Serve()
+    /// <summary>Gives the input and output buffers back to the pool (unless an abandoned operation may still use them).</summary>
+    private void ReleaseBuffers()
     {
-        bool first = true;
+        if (_buffer.Length > 0 && !_io.Tainted) IoBuffers.Pool.Return(_buffer);
+        _buffer = [];
+        _start = _end = 0;
+        Output.Release(_io.Tainted);
+    }
+
+    /// <summary>Releases everything and closes the socket. Idempotent.</summary>
+    private void Close()
+    {
+        ReleaseBuffers();
+        _io.Release();
+        _io.Socket.Dispose();
+    }
+
+    /// <summary>Serves exchanges; returns true when the connection went idle (see <see cref="ServeWhileBusy"/>).</summary>
+    private bool Serve(bool first)
+    {
         // A connection accepted before Stop still gets its first request served (within Stop's grace period).
         while (first || !_server.IsStopping)
         {
@@ -136,25 +225,38 @@ internal sealed class HttpConnection
             try
             {
                 headLength = ReadHead(first);
-                if (headLength == 0) return;
+                if (headLength == 0) return false;
+                if (headLength < 0) return true;
                 first = false;
-                if (!Exchange(headLength)) return;
+                if (!Exchange(headLength)) return false;
             }
             catch (HttpProtocolException e)
             {
                 ServerLog.BadRequest(Logger, _remote.ToString()!, e.Status, e.Message);
                 SendError(e.Status, e.Message);
-                return;
+                return false;
             }
         }
+        return false;
     }
 
-    /// <summary>Step 1: waits for a complete head. Returns its length in bytes (from _start, final CRLFCRLF included), or 0 when the connection ended quietly.</summary>
+    /// <summary>Step 1: waits for a complete head. Returns its length in bytes (from _start, final CRLFCRLF included), 0 when
+    /// the connection ended quietly, or -1 when it is idle (a keep-alive connection with nothing to read yet).</summary>
     private int ReadHead(bool first)
     {
         if (!first && Buffered == 0)
         {
             if (_server.IsFull) return 0; // clients wait for a slot: do not hold one idle
+            switch (FillNow())
+            {
+                case true: break;
+                case false: return 0;
+                case null when _idleWithoutCarrier: return -1;
+                case null: break;
+            }
+        }
+        if (!first && Buffered == 0)
+        {
             _server.SetIdle(this, true);
             try
             {
@@ -268,6 +370,24 @@ internal sealed class HttpConnection
     public void SendContinue()
     {
         if (_response is { HasStarted: false }) _io.Send(s_continue, _options.IoTimeout);
+    }
+
+    /// <summary>Whether idle waits happen on the reactor (set by <see cref="FillNow"/> when a non-blocking receive works).</summary>
+    private bool _idleWithoutCarrier;
+
+    /// <summary>One receive that never waits: true when bytes came, false when the client closed its side or the
+    /// connection failed, null when nothing is there yet or this hub cannot receive without waiting.</summary>
+    private bool? FillNow()
+    {
+        if (Hub.CurrentOrNull is not { } hub || !hub.CanBlockHere) return null;
+        var n = SocketIo.TryReceiveNow(hub, _io.Socket, _buffer.AsSpan(_end), out var error);
+        _idleWithoutCarrier = n != null;
+        if (n == null || n < 0) return null;
+        if (error != SocketError.Success) throw new SocketException((int)error);
+        if (n == 0) return false;
+        _end += n.Value;
+        AssertBuffer();
+        return true;
     }
 
     /// <summary>Receives more bytes into the input buffer. False when the client closed its side.</summary>

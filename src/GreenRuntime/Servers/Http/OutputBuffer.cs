@@ -6,9 +6,10 @@ namespace GreenRuntime.Servers;
 /// <summary>A growable byte buffer rented from the I/O buffer pool (IoBuffers), for formatting response heads and chunks.</summary>
 internal sealed class OutputBuffer
 {
-    private byte[] _array;
+    private const int InitialSize = 1024;
 
-    public OutputBuffer(int initialSize) => _array = IoBuffers.Pool.Rent(initialSize);
+    /// <summary>Empty until the first append: an idle connection holds no array.</summary>
+    private byte[] _array = [];
 
     public int Length { get; private set; }
 
@@ -56,16 +57,16 @@ internal sealed class OutputBuffer
     private void Ensure(int more)
     {
         if (Length + more <= _array.Length) return;
-        var bigger = IoBuffers.Pool.Rent(Math.Max(_array.Length * 2, Length + more));
+        var bigger = IoBuffers.Pool.Rent(Math.Max(Math.Max(_array.Length * 2, InitialSize), Length + more));
         _array.AsSpan(0, Length).CopyTo(bigger);
-        IoBuffers.Pool.Return(_array);
+        if (_array.Length > 0) IoBuffers.Pool.Return(_array);
         _array = bigger;
     }
 
     /// <summary>Returns the array to the pool unless a send that used it was abandoned (it may still be read).</summary>
     public void Release(bool tainted)
     {
-        if (!tainted) IoBuffers.Pool.Return(_array);
+        if (!tainted && _array.Length > 0) IoBuffers.Pool.Return(_array);
         _array = [];
         Length = 0;
     }
