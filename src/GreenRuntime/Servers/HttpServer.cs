@@ -5,8 +5,8 @@ using Microsoft.Extensions.Logging;
 namespace GreenRuntime.Servers;
 
 /// <summary>
-/// An HTTP/1.1 server for blocking handlers, like gevent's pywsgi: every connection is served by its own stackful
-/// greenlet, which runs <c>handler(context)</c> for each request on it. Hub-only, like <see cref="StreamServer"/>.
+/// An HTTP/1.1 server for blocking handlers, like gevent's pywsgi: each request runs <c>handler(context)</c> on a
+/// stackful greenlet of its connection, so the handler may block. Hub-only, like <see cref="StreamServer"/>.
 /// </summary>
 /// <remarks>
 /// <para>Implements keep-alive and <c>Connection: close</c>, pipelined requests, Content-Length and chunked request
@@ -15,6 +15,8 @@ namespace GreenRuntime.Servers;
 /// malformed, 408 head too slow, 413 body too large, 414/431 head too large, 417 unknown Expect, 501 unsupported
 /// Transfer-Encoding, 505 unknown HTTP version; a handler exception gives 500 (logged), or closes the connection if
 /// the response had started. Limits and timeouts are in <see cref="HttpServerOptions"/>.</para>
+/// <para>A keep-alive connection between requests holds no greenlet stack and no carrier thread: it waits on the hub's
+/// reactor, so idle connections are limited by file descriptors, not threads.</para>
 /// <para>At <see cref="HttpServerOptions.MaxConnections"/>, keep-alive yields to waiting clients: responses say
 /// <c>Connection: close</c> and idle keep-alive connections are closed, so clients queued in the backlog get served.</para>
 /// <para>The HTTP types live in <c>GreenRuntime.Servers</c> because <c>HttpContext</c>, <c>HttpRequest</c> and
@@ -65,7 +67,7 @@ public sealed class HttpServer : IDisposable
     /// <exception cref="InvalidOperationException">The server has not been started.</exception>
     public EndPoint LocalEndPoint => _server.LocalEndPoint;
 
-    /// <summary>Open connections (each has a greenlet).</summary>
+    /// <summary>Open connections, idle or serving a request.</summary>
     public int ConnectionCount => _server.ConnectionCount;
 
     /// <summary>Whether new connections are being accepted.</summary>

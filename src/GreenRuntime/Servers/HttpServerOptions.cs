@@ -3,7 +3,8 @@ namespace GreenRuntime.Servers;
 /// <summary>Limits and timeouts of an <see cref="HttpServer"/>. Every property has a documented default and range.</summary>
 public sealed class HttpServerOptions
 {
-    /// <summary>Connections served at once; 0 (default) uses <see cref="StreamServer"/>'s default (the hub's carrier cap minus a reserve).
+    /// <summary>Connections open at once; 0 (default) is the process's file-descriptor limit minus a tenth (at least 64),
+    /// since an idle keep-alive connection holds no carrier thread (requests in progress wait for carriers in FIFO order).
     /// When full, the server stops accepting until a connection ends.</summary>
     public int MaxConnections { get; init; }
 
