@@ -49,6 +49,15 @@ internal static class Harness
     private static readonly Func<Anchors, int, ProcessResult> GeventClient = (a, port) => a.RunGevent("echo_client.py", $"{port} {EchoClients}");
     private static readonly Func<Anchors, int, ProcessResult> GoClient = (a, port) => a.RunGo($"client {port} {EchoClients}");
 
+    /// <summary>Idle connections of the idle_conns row: as many as the file-descriptor limit of this machine (20,000,
+    /// not raisable here) leaves room for, with the 1,000 active ones, in the client and in the server process.</summary>
+    private const int IdleConnections = 15_000;
+
+    /// <summary>The idle-connections client against a server: ours (<paramref name="start"/>) or a local gevent script.</summary>
+    private static Func<Anchors, ProcessResult> IdleLoad(Func<int, Process?>? start, string? geventScript = null) =>
+        a => WithServer(a, port => start != null ? start(port) : a.StartLocalGevent(geventScript!, port.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            (_, port) => RunOurs($"idle_client {port} {IdleConnections} 1000 5"));
+
     public static readonly Workload[] All =
     [
         new("switch_stackless", "switch rate, stackless (`await Task.Yield()` ping-pong; gevent `sleep(0)`), 1M", "switches/s", "≥ 20× gevent",
@@ -88,6 +97,11 @@ internal static class Harness
         new("run_blocking", "20 greenlets each calling native usleep(200 ms) through P/Invoke in `Green.RunBlocking` (gevent: `threadpool.apply`): wall", "s", "≈ 0.2 s, ticker gap ≤ 20 ms",
             Mine("run_blocking"), LocalGevent("run_blocking.py", "20"), null,
             "wall_s", "wall_s", "", false, [("max_gap_ms", "max_gap_ms", "", "longest ticker gap ms")]),
+        new("idle_conns", $"{IdleConnections:N0} idle keep-alive HTTP connections (one request each) while 1,000 others keep requesting the 20 ms blocking handler: server memory per idle connection", "KiB", "≤ 4 KiB, < 2,000 threads",
+            IdleLoad(port => StartOurs($"http_server {port}")), IdleLoad(null, "http_server.py"), null,
+            "kib_per_idle_conn", "kib_per_idle_conn", "", false,
+            [("threads_idle", "threads_idle", "", "server threads, idle"), ("threads_under_load", "threads_under_load", "", "server threads under load"),
+             ("req_per_s", "req_per_s", "", "req/s of the 1,000 active"), ("idle_still_answering", "idle_still_answering", "", "idle ones still answering")]),
         new("timers", "10k timers, random 0–100 ms (ours warmed up): wall", "s", "≤ 0.15 s",
             Mine("timers"), Gevent("bench_timers.py", ""), Go("timers"),
             "wall_s", "wall_s", "wall_s", false,

@@ -59,6 +59,21 @@ public class WorkerSmokeTests
         AssertEcho(figures!, requests: 20);
     }
 
+    [Test]
+    public void IdleClientKeepsItsIdleConnectionsAnsweringWhileOthersRequest()
+    {
+        var run = Harness.WithServer(SweepSmokeTests.NoAnchors, port => Harness.StartOurs($"http_server {port}"),
+            (_, port) => Harness.RunOurs($"idle_client {port} 20 4 0.5 0.2"));
+        var figures = Harness.ParseJson(run);
+
+        Assert.That(figures, Is.Not.Null, () => $"the idle client failed: {run.Error}");
+        Assert.That(figures!["idle_connections"], Is.EqualTo(20));
+        Assert.That(figures["idle_still_answering"], Is.EqualTo(1), "every sampled idle connection answered again");
+        Assert.That(figures["req_per_s"], Is.GreaterThan(0));
+        Assert.That(figures["threads_under_load"], Is.GreaterThanOrEqualTo(figures["threads_idle"]).Or.GreaterThan(0));
+        Assert.That(figures.ContainsKey("managed_kib_per_idle_conn"), "our server reports its managed heap");
+    }
+
     private static void AssertEcho(Dictionary<string, double> figures, int requests)
     {
         Assert.That(figures["requests"], Is.EqualTo(requests));

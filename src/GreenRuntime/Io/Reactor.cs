@@ -53,6 +53,9 @@ internal enum Readiness
 
     /// <summary>The socket was closed while the greenlet waited.</summary>
     Closed,
+
+    /// <summary>The wait's cancellation token fired (<see cref="Reactor.WaitAsync"/> only).</summary>
+    Cancelled,
 }
 
 /// <summary>One hub's epoll set. Everything but the constructor runs on the hub's baton holder.</summary>
@@ -90,7 +93,7 @@ internal sealed unsafe class Reactor : IDisposable
         public CancellationTokenRegistration Cancellation;
         private bool _done;
 
-        public void Complete(Readiness readiness, CancellationToken cancelled = default)
+        public void Complete(Readiness readiness)
         {
             if (_done) return;
             _done = true;
@@ -99,8 +102,7 @@ internal sealed unsafe class Reactor : IDisposable
             Timer?.Cancel();
             Cancellation.Unregister(); // never waits, unlike Dispose, so it is safe from inside the token's own callback
             reactor._hub.EndExternalWait();
-            if (cancelled.IsCancellationRequested) TrySetCanceled(cancelled);
-            else TrySetResult(readiness);
+            TrySetResult(readiness);
         }
     }
 
@@ -176,8 +178,9 @@ internal sealed unsafe class Reactor : IDisposable
     /// <summary>
     /// The stackless form of <see cref="Wait"/>: a Task that completes when <paramref name="fd"/> may be readable (or
     /// writable), with <see cref="Readiness.TimedOut"/> after <paramref name="timeout"/>, with
-    /// <see cref="Readiness.Closed"/> when the socket is closed, or cancelled by <paramref name="cancel"/>. Nothing is
-    /// parked meanwhile. Null when the kernel refuses to watch this fd.
+    /// <see cref="Readiness.Closed"/> when the socket is closed, or with <see cref="Readiness.Cancelled"/> when
+    /// <paramref name="cancel"/> fires (a result rather than an exception: the caller decides whether it is an error).
+    /// Nothing is parked meanwhile. Null when the kernel refuses to watch this fd.
     /// </summary>
     /// <exception cref="InvalidOperationException">Someone already waits for the same direction of this socket.</exception>
     public Task<Readiness>? WaitAsync(SafeHandle handle, int fd, bool write, TimeSpan? timeout, CancellationToken cancel)
@@ -186,7 +189,7 @@ internal sealed unsafe class Reactor : IDisposable
         if (r == null) return null;
         if (r.IsWaited(write))
             throw new InvalidOperationException($"Another wait for this socket to become {(write ? "writable" : "readable")} is in progress; a socket has at most one reader and one writer at a time.");
-        if (cancel.IsCancellationRequested) return Task.FromCanceled<Readiness>(cancel);
+        if (cancel.IsCancellationRequested) return Task.FromResult(Readiness.Cancelled);
         if (write ? r.WriteReady : r.ReadReady)
         {
             if (write) r.WriteReady = false;
@@ -205,7 +208,7 @@ internal sealed unsafe class Reactor : IDisposable
             wait.Cancellation = cancel.UnsafeRegister(static (w, token) =>
             {
                 var self = (AsyncWait)w!;
-                self.Hub.PostItem(RunItem.ForCallback(static x => { var (a, t) = ((AsyncWait, CancellationToken))x!; a.Complete(Readiness.Ready, t); }, (self, token)));
+                self.Hub.PostItem(RunItem.ForCallback(static a => ((AsyncWait)a!).Complete(Readiness.Cancelled), self));
             }, wait);
         }
         return wait.Task;

@@ -134,16 +134,7 @@ public sealed class HttpServer : IDisposable
         else _idle.Remove(connection);
     }
 
-    private async Task ServeConnectionAsync(Socket socket, EndPoint remote)
-    {
-        var connection = new HttpConnection(this, socket, remote, _server.Hub!.Options.TimeProvider);
-        try
-        {
-            await connection.RunAsync();
-        }
-        finally
-        {
-            _idle.Remove(connection);
-        }
-    }
+    // Not an async method: every state machine an idle connection keeps alive costs it memory.
+    private Task ServeConnectionAsync(Socket socket, EndPoint remote) =>
+        new HttpConnection(this, socket, remote, _server.Hub!.Options.TimeProvider).RunAsync();
 }

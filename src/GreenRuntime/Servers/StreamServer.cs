@@ -418,9 +418,10 @@ public sealed class StreamServer : IDisposable
             return;
         }
         var connection = new Connection(socket, remote);
+        _connectionName ??= $"{DisplayName}.conn"; // one string for all: thousands of idle connections each pay for what they hold
         var g = _handleAsync != null
-            ? Greenlet.CreateStackless(() => RunConnectionAsync(connection), $"{DisplayName}.conn")
-            : new Greenlet(() => RunConnection(connection), $"{DisplayName}.conn");
+            ? Greenlet.CreateStackless(() => RunConnectionAsync(connection), _connectionName)
+            : new Greenlet(() => RunConnection(connection), _connectionName);
         connection.Greenlet = g;
         _connections.Add(connection);
         AssertSlots();
@@ -494,6 +495,8 @@ public sealed class StreamServer : IDisposable
         if (_pool == null && _connections.Count > _maxConnections)
             throw new InvalidOperationException($"Internal error: {this} runs {_connections.Count} connections but MaxConnections is {_maxConnections} (the accept loop must wait for a slot).");
     }
+
+    private string? _connectionName;
 
     private sealed class Connection(Socket socket, EndPoint remote)
     {

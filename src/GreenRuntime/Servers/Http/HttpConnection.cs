@@ -117,7 +117,8 @@ internal sealed class HttpConnection
         try
         {
             // A new connection's first bytes are awaited like an idle connection's next ones, within the head timeout.
-            if (!await WaitForBytesAsync(hub, _options.RequestHeadersTimeout)) return;
+            var wait = SocketIo.WaitReadableAsync(hub, _io.Socket, _options.RequestHeadersTimeout, Greenlet.CancellationToken);
+            if (wait != null && await wait != Readiness.Ready) return;
             bool first = true;
             while (true)
             {
@@ -126,6 +127,7 @@ internal sealed class HttpConnection
                 bool idle;
                 using (Greenlet.CancellationToken.UnsafeRegister(static g => ((Greenlet)g!).Kill(block: false), serving))
                     idle = await serving;
+                serving = null; // a hoisted local: the idle wait below would keep the finished greenlet alive
                 if (!idle) return;
                 first = false;
                 _server.SetIdle(this, true);
@@ -135,7 +137,11 @@ internal sealed class HttpConnection
                     // sees the mark here.
                     if (_server.IsStopping) return;
                     var left = KeepAliveLeft;
-                    if (left <= TimeSpan.Zero || !await WaitForBytesAsync(hub, left)) return;
+                    if (left <= TimeSpan.Zero) return;
+                    // Awaited here rather than in a helper: each async method an idle connection is suspended in
+                    // keeps a state machine alive.
+                    wait = SocketIo.WaitReadableAsync(hub, _io.Socket, left, Greenlet.CancellationToken);
+                    if (wait != null && await wait != Readiness.Ready) return;
                 }
                 finally
                 {
@@ -145,24 +151,8 @@ internal sealed class HttpConnection
         }
         finally
         {
+            _server.SetIdle(this, false);
             Close();
-        }
-    }
-
-    /// <summary>Waits on the reactor, holding no carrier, until bytes (or the end of the stream) may be there. False
-    /// when the connection should end: the timeout passed, the socket was closed, the server is stopping, or the
-    /// connection greenlet was killed. True also where there is no reactor: the serving greenlet then waits itself.</summary>
-    private async Task<bool> WaitForBytesAsync(Hub hub, TimeSpan timeout)
-    {
-        var wait = SocketIo.WaitReadableAsync(hub, _io.Socket, timeout, Greenlet.CancellationToken);
-        if (wait == null) return true;
-        try
-        {
-            return await wait == Readiness.Ready && Greenlet.KillException == null;
-        }
-        catch (OperationCanceledException)
-        {
-            return false;
         }
     }
 
@@ -191,7 +181,10 @@ internal sealed class HttpConnection
         {
             if (idle)
             {
-                ReleaseBuffers(); // an idle connection keeps no buffer: thousands of them would pin megabytes
+                // An idle connection keeps no buffer and nothing of its last exchange: thousands of them would pin megabytes.
+                ReleaseBuffers();
+                _response = null;
+                _method = _target = "";
             }
             else
             {
