@@ -100,7 +100,7 @@ internal static class Harness
         new("idle_conns", $"{IdleConnections:N0} idle keep-alive HTTP connections (one request each) while 1,000 others keep requesting the 20 ms blocking handler: server memory per idle connection", "KiB", "≤ 4 KiB, < 2,000 threads",
             IdleLoad(port => StartOurs($"http_server {port}")), IdleLoad(null, "http_server.py"), null,
             "kib_per_idle_conn", "kib_per_idle_conn", "", false,
-            [("threads_idle", "threads_idle", "", "server threads, idle"), ("threads_under_load", "threads_under_load", "", "server threads under load"),
+            [("managed_kib_per_idle_conn", "", "", "of which managed heap, KiB"), ("threads_idle", "threads_idle", "", "server threads, idle"), ("threads_under_load", "threads_under_load", "", "server threads under load"),
              ("req_per_s", "req_per_s", "", "req/s of the 1,000 active"), ("idle_still_answering", "idle_still_answering", "", "idle ones still answering")]),
         new("timers", "10k timers, random 0–100 ms (ours warmed up): wall", "s", "≤ 0.15 s",
             Mine("timers"), Gevent("bench_timers.py", ""), Go("timers"),
