@@ -33,8 +33,33 @@ internal static class Probes
             GC.WaitForPendingFinalizers();
         }
         GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        TrimNativeHeap();
         return GC.GetTotalMemory(forceFullCollection: false);
     }
+
+    /// <summary>
+    /// Gives the C allocator's free memory back to the OS (glibc's <c>malloc_trim</c>), so that RSS measures native
+    /// memory in use, not what the allocator keeps for reuse: every thread that ever allocated has an arena (up to
+    /// 8 per core) that keeps freed chunks, which made RSS drift by 10–15 % over 600 s runs with no leak behind it.
+    /// A no-op where the C library has no such call.
+    /// </summary>
+    private static void TrimNativeHeap()
+    {
+        if (s_noTrim) return;
+        try
+        {
+            MallocTrim(0);
+        }
+        catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
+        {
+            s_noTrim = true;
+        }
+    }
+
+    private static bool s_noTrim;
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
+    private static extern int MallocTrim(nuint pad);
 
     public static Snapshot Take(Hub hub)
     {

@@ -101,16 +101,38 @@ public static partial class Green
     /// heap, without parking a thread. <c>await Green.SleepAsync(TimeSpan.Zero)</c> yields like <see cref="Yield"/>.
     /// </summary>
     /// <remarks>Must be called on a hub (its thread or one of its greenlets); the continuation runs wherever the
-    /// awaiting code's synchronization context sends it — on the hub for stackless greenlets.</remarks>
+    /// awaiting code's synchronization context sends it — on the hub for stackless greenlets. Like every blocking
+    /// point, it is ended by a kill or an expired <see cref="GreenTimeout"/> of the awaiting stackless greenlet: the
+    /// task then faults with that exception at once instead of completing after the delay.</remarks>
     public static Task SleepAsync(TimeSpan delay)
     {
         if (delay < TimeSpan.Zero)
             throw new ArgumentOutOfRangeException(nameof(delay), delay, "The delay must not be negative.");
         var hub = Hub.Current;
         hub.AssertOnHub();
-        var done = new TaskCompletionSource();
-        hub.AddTimer(delay, static s => ((TaskCompletionSource)s!).SetResult(), done);
-        return done.Task;
+        var owner = Sync.Blocking.TaskOwner(hub);
+        if (Sync.Blocking.TakePendingException(owner) is { } pending) return Task.FromException(pending);
+        var sleep = new AsyncSleep(owner is { IsStackless: true } ? owner : null);
+        sleep.Timer = hub.AddTimer(delay, static s => ((AsyncSleep)s!).Finish(null), sleep);
+        sleep.Owner?.TrackAsyncWait(sleep);
+        return sleep.Task;
+    }
+
+    /// <summary>One <see cref="SleepAsync"/>: completed by its timer, or failed by its owner's kill or timeout.</summary>
+    private sealed class AsyncSleep(Greenlet? owner) : TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), Sync.IAsyncWait
+    {
+        public readonly Greenlet? Owner = owner;
+        public HubTimer? Timer;
+
+        public void Fail(Exception error) => Finish(error);
+
+        public void Finish(Exception? error)
+        {
+            Timer?.Cancel();
+            Owner?.UntrackAsyncWait(this);
+            if (error == null) TrySetResult();
+            else TrySetException(error);
+        }
     }
 
     /// <summary>Lets every greenlet that is ready run once, then continues: the current greenlet goes to the back of the ready queue.</summary>

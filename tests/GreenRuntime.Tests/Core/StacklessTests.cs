@@ -151,6 +151,43 @@ public class StacklessTests : HubTest
     }
 
     [Test]
+    public void AKillEndsSleepAsyncAtOnceAndRunsTheGreenletsFinallyBlocks()
+    {
+        bool cleanedUp = false;
+        var g = Green.Spawn(async () =>
+        {
+            try
+            {
+                await Green.SleepAsync(TimeSpan.FromSeconds(30));
+            }
+            finally
+            {
+                cleanedUp = true;
+            }
+        });
+        Green.Sleep(10);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        g.Kill(block: true, timeout: TimeSpan.FromSeconds(10));
+        Assert.That(g.Dead, Is.True);
+        Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(5)), "the 30 s sleep was cut short");
+        Assert.That(g.Successful, Is.True, "killed, not failed");
+        Assert.That(cleanedUp, Is.True);
+    }
+
+    [Test]
+    public void AnExpiredGreenTimeoutEndsSleepAsync()
+    {
+        var g = Green.Spawn(async () =>
+        {
+            using var t = GreenTimeout.Start(TimeSpan.FromMilliseconds(20));
+            await Green.SleepAsync(TimeSpan.FromSeconds(30));
+        });
+        g.Join(TimeSpan.FromSeconds(10));
+        Assert.That(g.Dead, Is.True);
+        Assert.That(g.Exception, Is.InstanceOf<GreenTimeoutException>());
+    }
+
+    [Test]
     public void SleepAsyncWakesInDeadlineOrder()
     {
         var order = new List<int>();
