@@ -66,7 +66,7 @@ internal static class PrimitiveWorkloads
         var eb = new Event();
         async Task A() { for (int i = 0; i < rounds; i++) { eb.Set(); await ea.WaitAsync(); ea.Clear(); } }
         async Task B() { for (int i = 0; i < rounds; i++) { await eb.WaitAsync(); eb.Clear(); ea.Set(); } }
-        Green.JoinAll([Green.Spawn(B), Green.Spawn(A)]);
+        Green.JoinAll([Green.SpawnAsync(B), Green.SpawnAsync(A)]);
     }
 
     public static void QueueStackful(int switches)
@@ -86,7 +86,7 @@ internal static class PrimitiveWorkloads
         var q2 = new GreenQueue<int>();
         async Task A() { for (int i = 0; i < rounds; i++) { await q1.PutAsync(i); await q2.GetAsync(); } }
         async Task B() { for (int i = 0; i < rounds; i++) await q2.PutAsync(await q1.GetAsync()); }
-        Green.JoinAll([Green.Spawn(B), Green.Spawn(A)]);
+        Green.JoinAll([Green.SpawnAsync(B), Green.SpawnAsync(A)]);
     }
 
     public static void ChannelStackful(int switches)

@@ -44,7 +44,7 @@ internal static class QuickRun
         {
             for (int i = 0; i < switches / 2; i++) await Task.Yield();
         }
-        Green.JoinAll([Green.Spawn(Worker), Green.Spawn(Worker)]);
+        Green.JoinAll([Green.SpawnAsync(Worker), Green.SpawnAsync(Worker)]);
     }
 
     private static void SpawnJoin(int n)

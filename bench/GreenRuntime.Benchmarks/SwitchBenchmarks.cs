@@ -39,7 +39,7 @@ public class SwitchBenchmarks
         {
             for (int i = 0; i < Switches / 2; i++) await Task.Yield();
         }
-        Green.JoinAll([Green.Spawn(Worker), Green.Spawn(Worker)]);
+        Green.JoinAll([Green.SpawnAsync(Worker), Green.SpawnAsync(Worker)]);
     }
 
     /// <summary>Spawn 100k greenlets with empty bodies and join them all.</summary>

@@ -75,7 +75,7 @@ public class QueueTests : HubTest
         {
             var r = results[i];
             if (i % 2 == 0) Green.Spawn(() => r.Set(q.Get()));
-            else Green.Spawn(async () => r.Set(await q.GetAsync()));
+            else Green.SpawnAsync(async () => r.Set(await q.GetAsync()));
         }
         Green.Sleep(1);
         foreach (var s in new[] { "1", "2", "3", "4" }) q.Put(s);
@@ -121,7 +121,7 @@ public class QueueTests : HubTest
     public void AsyncGetterWhoseTimeoutExpiredNeverSwallowsAnItem()
     {
         var q = new GreenQueue<int>();
-        var dying = Green.Spawn(async () =>
+        var dying = Green.SpawnAsync(async () =>
         {
             try { return await q.GetAsync(TimeSpan.FromMilliseconds(1)); }
             catch (QueueEmptyException) { return -1; }
@@ -193,7 +193,7 @@ public class QueueTests : HubTest
     public void StacklessProducerAndStackfulConsumerPingPongThroughABoundedQueue()
     {
         var q = new GreenQueue<int>(1);
-        var producer = Green.Spawn(async () =>
+        var producer = Green.SpawnAsync(async () =>
         {
             for (int i = 0; i < 1000; i++) await q.PutAsync(i);
             q.Close();
@@ -289,7 +289,7 @@ public class QueueTests : HubTest
         q.Put(1); q.Put(2); q.Put(3);
         Assert.That(q.IsFull, Is.True);
         Assert.That(q.Peek(), Is.EqualTo(3));
-        var g = Green.Spawn(async () => await q.GetAsync());
+        var g = Green.SpawnAsync(async () => await q.GetAsync());
         Assert.That(g.Get(), Is.EqualTo(3));
         Assert.That(q.Get(), Is.EqualTo(2));
     }
@@ -300,7 +300,7 @@ public class QueueTests : HubTest
         var q = new JoinableQueue<int>();
         var processed = new List<int>();
         Green.Spawn(() => { while (true) { var x = q.Get(); Green.Sleep(1); processed.Add(x); q.TaskDone(); } });
-        Green.Spawn(async () => { while (true) { var x = await q.GetAsync(); processed.Add(x); q.TaskDone(); } });
+        Green.SpawnAsync(async () => { while (true) { var x = await q.GetAsync(); processed.Add(x); q.TaskDone(); } });
         for (int i = 0; i < 10; i++) q.Put(i);
         Assert.That(q.UnfinishedTasks, Is.EqualTo(10));
         Assert.That(q.Join(TimeSpan.FromSeconds(10)), Is.True);
@@ -343,7 +343,7 @@ public class QueueTests : HubTest
     {
         var q = new GreenPriorityQueue<int>();
         bool unwound = false;
-        var victim = Green.Spawn(async () =>
+        var victim = Green.SpawnAsync(async () =>
         {
             try { return await q.GetAsync(); }
             finally { unwound = true; }
