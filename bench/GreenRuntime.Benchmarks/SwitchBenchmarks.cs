@@ -4,7 +4,7 @@ using GreenRuntime;
 namespace GreenRuntime.Benchmarks;
 
 /// <summary>
-/// Core switch and spawn costs, comparable with ../shared/bench/gevent: each benchmark reports the time per
+/// Core switch and spawn costs, comparable with the gevent anchors in bench/SideBySide/anchors: each benchmark reports the time per
 /// switch (or per spawn+join) through OperationsPerInvoke.
 /// </summary>
 [MemoryDiagnoser]
