@@ -9,7 +9,7 @@ namespace GreenRuntime.Benchmarks;
 /// What a detour adds to a call: a direct call of a [NoInlining] method, the same call when the method is
 /// detoured to an identical replacement (one extra jump + the replacement's entry stub), and a detoured
 /// call whose replacement calls the original through <see cref="Detour.GetOriginal{TDelegate}"/>
-/// (delegate + calli + trampoline). Goal from issue 3: at most 5 ns added per call.
+/// (delegate + calli + trampoline). The goal: at most 5 ns added per call.
 /// </summary>
 /// <remarks>
 ///   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- --filter '*DetourBenchmarks*'

@@ -4,7 +4,7 @@ using System.Runtime.CompilerServices;
 namespace GreenRuntime.Benchmarks;
 
 /// <summary>
-/// What a patched method costs off a greenlet (issue 4's goal: at most 5 ns per call): non-blocking calls of
+/// What a patched method costs off a greenlet (the goal: at most 5 ns per call): non-blocking calls of
 /// <c>ManualResetEventSlim.Wait(0)</c> on a set event and <c>SemaphoreSlim.Wait(0)</c> + <c>Release()</c>,
 /// 10 M calls each, best of 9, first unpatched, then after <c>Patch.Threading()</c>, on a thread without a hub.
 /// </summary>

@@ -4,7 +4,7 @@ using BenchmarkDotNet.Attributes;
 namespace GreenRuntime.Benchmarks;
 
 /// <summary>
-/// Primitive hand-off costs, shaped like ../shared/bench/gevent/bench_switch.py (event, queue, channel modes): two
+/// Primitive hand-off costs, shaped like bench/SideBySide/anchors/switch.py (event, queue, channel modes): two
 /// greenlets ping-pong, and each benchmark reports the time per switch (one greenlet-to-greenlet transfer) through
 /// OperationsPerInvoke. Pool.Map maps 100k items through a pool of 100 and reports the time per item.
 /// </summary>
@@ -66,7 +66,7 @@ internal static class PrimitiveWorkloads
         var eb = new Event();
         async Task A() { for (int i = 0; i < rounds; i++) { eb.Set(); await ea.WaitAsync(); ea.Clear(); } }
         async Task B() { for (int i = 0; i < rounds; i++) { await eb.WaitAsync(); eb.Clear(); ea.Set(); } }
-        Green.JoinAll([Green.Spawn(B), Green.Spawn(A)]);
+        Green.JoinAll([Green.SpawnAsync(B), Green.SpawnAsync(A)]);
     }
 
     public static void QueueStackful(int switches)
@@ -86,7 +86,7 @@ internal static class PrimitiveWorkloads
         var q2 = new GreenQueue<int>();
         async Task A() { for (int i = 0; i < rounds; i++) { await q1.PutAsync(i); await q2.GetAsync(); } }
         async Task B() { for (int i = 0; i < rounds; i++) await q2.PutAsync(await q1.GetAsync()); }
-        Green.JoinAll([Green.Spawn(B), Green.Spawn(A)]);
+        Green.JoinAll([Green.SpawnAsync(B), Green.SpawnAsync(A)]);
     }
 
     public static void ChannelStackful(int switches)
@@ -105,7 +105,7 @@ internal static class PrimitiveWorkloads
         return pool.Map(static x => x & 1, Enumerable.Range(0, items)).Count;
     }
 
-    /// <summary>Prints one JSON line per workload, like the gevent programs in ../shared/bench (best of 3 after a warm-up).</summary>
+    /// <summary>Prints one JSON line per workload, like the gevent anchors in bench/SideBySide/anchors (best of 3 after a warm-up).</summary>
     public static void QuickRun(int switches)
     {
         using var hub = new Hub(new HubOptions { MaxBlockingTime = null });

@@ -2,7 +2,7 @@
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- --filter '*'   BenchmarkDotNet, all classes
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick          best-of-3 figures, one JSON line
 //                                                                                   per workload, shaped like the
-//                                                                                   gevent programs in ../shared/bench
+//                                                                                   gevent anchors in bench/SideBySide/anchors
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-prims    the same for Event/Queue/Channel
 //                                                                                   ping-pong and Pool.Map (PrimitiveBenchmarks.cs)
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-patch    off-greenlet cost of patched methods

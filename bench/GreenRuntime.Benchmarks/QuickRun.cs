@@ -3,7 +3,7 @@ using System.Diagnostics;
 namespace GreenRuntime.Benchmarks;
 
 /// <summary>
-/// The same workloads as ../shared/bench/gevent/bench_switch.py and bench_spawn.py, timed the same way
+/// The same workloads as bench/SideBySide/anchors/switch.py and spawn.py, timed the same way
 /// (wall clock around joinall, best of 3), so the two can be run back to back and compared as ratios.
 /// </summary>
 internal static class QuickRun
@@ -44,7 +44,7 @@ internal static class QuickRun
         {
             for (int i = 0; i < switches / 2; i++) await Task.Yield();
         }
-        Green.JoinAll([Green.Spawn(Worker), Green.Spawn(Worker)]);
+        Green.JoinAll([Green.SpawnAsync(Worker), Green.SpawnAsync(Worker)]);
     }
 
     private static void SpawnJoin(int n)

@@ -4,7 +4,7 @@ using GreenRuntime;
 namespace GreenRuntime.Benchmarks;
 
 /// <summary>
-/// Core switch and spawn costs, comparable with ../shared/bench/gevent: each benchmark reports the time per
+/// Core switch and spawn costs, comparable with the gevent anchors in bench/SideBySide/anchors: each benchmark reports the time per
 /// switch (or per spawn+join) through OperationsPerInvoke.
 /// </summary>
 [MemoryDiagnoser]
@@ -39,7 +39,7 @@ public class SwitchBenchmarks
         {
             for (int i = 0; i < Switches / 2; i++) await Task.Yield();
         }
-        Green.JoinAll([Green.Spawn(Worker), Green.Spawn(Worker)]);
+        Green.JoinAll([Green.SpawnAsync(Worker), Green.SpawnAsync(Worker)]);
     }
 
     /// <summary>Spawn 100k greenlets with empty bodies and join them all.</summary>

@@ -2,18 +2,22 @@ using System.Diagnostics;
 
 namespace GreenRuntime.SideBySide;
 
-/// <summary>Finds (and if needed installs) the gevent and Go anchor programs of ../shared/bench.</summary>
+/// <summary>
+/// Locates the gevent and Go anchor programs, all of which live in this repository (bench/SideBySide/anchors), and
+/// installs gevent and Go with apt when they are missing. A column is skipped with a printed reason when its
+/// system cannot be had.
+/// </summary>
 internal sealed class Anchors
 {
-    /// <summary>The shared gevent anchor scripts (../shared/bench/gevent); null when they or gevent are missing.</summary>
+    /// <summary>The gevent anchor scripts (anchors/*.py); null when gevent is missing.</summary>
     public string? GeventDir { get; private init; }
-    /// <summary>The shared Go anchor, built; null when it or Go is missing.</summary>
+    /// <summary>The Go anchor (anchors/go), built; null when Go is missing or the build failed.</summary>
     public string? GoBinary { get; private init; }
-    /// <summary>Whether Debian's python3-gevent is importable (the harness's own gevent scripts need nothing else).</summary>
+    /// <summary>Whether Debian's python3-gevent is importable.</summary>
     public bool HasGevent { get; private init; }
-    /// <summary>The harness's own Go HTTP server (anchors/http_server.go), built; null when Go is missing.</summary>
+    /// <summary>The Go HTTP server (anchors/http_server.go), built; null when Go is missing.</summary>
     public string? GoHttpBinary { get; private init; }
-    /// <summary>The harness's own anchor programs: bench/SideBySide/anchors.</summary>
+    /// <summary>The anchor programs: bench/SideBySide/anchors.</summary>
     public required string LocalDir { get; init; }
     public string? GeventMissing { get; private init; }
     public string? GoMissing { get; private init; }
@@ -23,9 +27,6 @@ internal sealed class Anchors
     public static Anchors Locate(string repo)
     {
         var localDir = Path.Combine(repo, "bench", "SideBySide", "anchors");
-        var bench = new[] { Path.Combine(repo, "..", "shared", "bench"), Path.Combine(repo, "shared", "bench") }
-            .Select(Path.GetFullPath).FirstOrDefault(Directory.Exists);
-
         string? geventMissing = null, goMissing = null, goBinary = null, goHttpBinary = null;
         if (!Harness.Succeeds(Python, "-c \"import gevent\"") && !AptInstall("python3-gevent"))
             geventMissing = "python3-gevent is not installed and apt-get could not install it";
@@ -42,31 +43,27 @@ internal sealed class Anchors
                 Console.WriteLine($"! Go HTTP column skipped: go build of anchors/http_server.go failed: {build.Error.Trim()}");
                 goHttpBinary = null;
             }
-        }
-        if (goMissing == null && bench != null)
-        {
+
+            // The other Go rows: one module (anchors/go) with no dependencies beyond the standard library.
             goBinary = Path.Combine(Path.GetTempPath(), "greenruntime-anchors-go");
-            var build = Harness.Run("/usr/bin/go", $"build -o {goBinary} .", Path.Combine(bench, "go"), TimeSpan.FromMinutes(5),
-                ("GOFLAGS", "-mod=mod"), goCache);
+            build = Harness.Run("/usr/bin/go", $"build -o {goBinary} .", Path.Combine(localDir, "go"), TimeSpan.FromMinutes(5), goCache);
             if (build.ExitCode != 0)
             {
-                goMissing = "go build of the anchor failed: " + build.Error.Trim();
+                goMissing = "go build of anchors/go failed: " + build.Error.Trim();
                 goBinary = null;
             }
         }
-        const string noShared = "the anchor programs (../shared/bench) are not next to this repository";
-        if (bench == null) Console.WriteLine($"! gevent and Go columns of the shared anchors skipped: {noShared}");
         if (geventMissing != null) Console.WriteLine($"! gevent column skipped: {geventMissing}");
         if (goMissing != null) Console.WriteLine($"! Go column skipped: {goMissing}");
         return new Anchors
         {
             LocalDir = localDir,
-            GeventDir = geventMissing == null && bench != null ? Path.Combine(bench, "gevent") : null,
+            GeventDir = geventMissing == null ? localDir : null,
             HasGevent = geventMissing == null,
             GoBinary = goBinary,
             GoHttpBinary = goHttpBinary,
-            GeventMissing = geventMissing ?? (bench == null ? noShared : null),
-            GoMissing = goMissing ?? (bench == null ? noShared : null),
+            GeventMissing = geventMissing,
+            GoMissing = goMissing,
         };
     }
 

@@ -8,9 +8,9 @@
 // in a scratch --output; its charts go to a charts/ folder next to that file.
 //
 // Each system runs each workload in its own process (so memory figures are per process), alternating
-// GreenRuntime / gevent / Go for every round; the best round of each counts. gevent and Go come from the
-// anchor programs in ../shared/bench and in ./anchors (installed with apt if missing; a column is skipped with a
-// message when they cannot be had). Then the throughput-vs-concurrency sweeps (echo, HTTP): every server loaded
+// GreenRuntime / gevent / Go for every round; the best round of each counts. gevent and Go run the anchor
+// programs in ./anchors (gevent and Go are installed with apt if missing; a column is skipped with a message
+// when they cannot be had). Then the throughput-vs-concurrency sweeps (echo, HTTP): every server loaded
 // by the same neutral load client (LoadClient.cs) at 10, 100 and 1000 connections.
 using GreenRuntime.SideBySide;
 

@@ -83,7 +83,7 @@ internal static class Workloads
             {
                 for (int i = 0; i < switches / 2; i++) await Task.Yield();
             }
-            Green.JoinAll([Green.Spawn(Worker), Green.Spawn(Worker)]);
+            Green.JoinAll([Green.SpawnAsync(Worker), Green.SpawnAsync(Worker)]);
         }
         WarmUp(() => Run(Math.Min(200_000, n / 5)));
         var seconds = Time(() => Run(n));
@@ -113,7 +113,7 @@ internal static class Workloads
         var gcPause = GC.GetTotalPauseDuration();
         var watch = Stopwatch.StartNew();
         var all = new Greenlet[n];
-        for (int i = 0; i < n; i++) all[i] = Green.Spawn(static async () => await Green.SleepAsync(TimeSpan.FromSeconds(1)));
+        for (int i = 0; i < n; i++) all[i] = Green.SpawnAsync(static async () => await Green.SleepAsync(TimeSpan.FromSeconds(1)));
         var spawned = watch.Elapsed.TotalSeconds;
         Green.Yield();
         var started = watch.Elapsed.TotalSeconds;
@@ -215,7 +215,7 @@ internal static class Workloads
         for (int i = 0; i < n; i++)
         {
             int k = i;
-            all[i] = Green.Spawn(async () =>
+            all[i] = Green.SpawnAsync(async () =>
             {
                 var start = Stopwatch.GetTimestamp();
                 await Green.SleepAsync(TimeSpan.FromSeconds(delays[k]));

@@ -45,7 +45,7 @@ internal sealed class Ledger
 
     /// <summary>Spawns a stackless greenlet and accounts for it.</summary>
     public Greenlet SpawnAsync(string kind, Func<Task> body, Func<Exception, bool>? acceptable = null) =>
-        Track(kind, Green.Spawn(body, kind), acceptable);
+        Track(kind, Green.SpawnAsync(body, kind), acceptable);
 
     private Greenlet Track(string kind, Greenlet greenlet, Func<Exception, bool>? acceptable)
     {

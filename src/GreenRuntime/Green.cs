@@ -25,6 +25,7 @@ public static partial class Green
     }
 
     /// <summary>Creates and starts a stackful greenlet whose result is <paramref name="body"/>'s value.</summary>
+    /// <exception cref="ArgumentException"><paramref name="body"/> returns a task (an async lambda): use <see cref="SpawnAsync{T}(Func{Task{T}}, string?)"/>.</exception>
     public static Greenlet<T> Spawn<T>(Func<T> body, string? name = null)
     {
         var g = new Greenlet<T>(body, name);
@@ -35,8 +36,11 @@ public static partial class Green
     /// <summary>Creates and starts a stackless greenlet: <paramref name="body"/> runs on the hub and its continuations are posted back to it.</summary>
     /// <remarks>A body that throws before returning its task is a failed greenlet, exactly like a stackful one.
     /// Cooperative blocking calls (<see cref="Sleep(TimeSpan)"/>, <see cref="Wait(Task, TimeSpan?)"/>) inside it still work: the greenlet then keeps
-    /// the current thread as its carrier while the hub moves on.</remarks>
-    public static Greenlet Spawn(Func<Task> body, string? name = null)
+    /// the current thread as its carrier while the hub moves on.
+    /// <para>The stackless forms have their own name because C# binds a lambda whose end cannot be reached
+    /// (<c>() =&gt; { while (true) { ... } }</c>, <c>() =&gt; throw ...</c>) to a <c>Func&lt;Task&gt;</c> overload rather than
+    /// an <see cref="Action"/> one: with both named <c>Spawn</c>, such a worker loop became stackless by accident.</para></remarks>
+    public static Greenlet SpawnAsync(Func<Task> body, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(body);
         var g = Greenlet.CreateStackless(body, name);
@@ -45,7 +49,7 @@ public static partial class Green
     }
 
     /// <summary>Creates and starts a stackless greenlet whose result is the task's result.</summary>
-    public static Greenlet<T> Spawn<T>(Func<Task<T>> body, string? name = null)
+    public static Greenlet<T> SpawnAsync<T>(Func<Task<T>> body, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(body);
         var g = Greenlet<T>.CreateStackless(body, name);

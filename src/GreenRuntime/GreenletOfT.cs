@@ -7,11 +7,32 @@ namespace GreenRuntime;
 public class Greenlet<T> : Greenlet
 {
     /// <summary>Creates a stackful greenlet that will run <paramref name="body"/>; it does not start until <see cref="Greenlet.Start"/>.</summary>
-    public Greenlet(Func<T> body, string? name = null) : base(body, name, stackless: false) { }
+    /// <exception cref="ArgumentException"><typeparamref name="T"/> is a <see cref="Task"/> or <see cref="ValueTask"/>
+    /// type: async code runs as a stackless greenlet (<see cref="Green.SpawnAsync{T}(Func{Task{T}}, string?)"/>).</exception>
+    public Greenlet(Func<T> body, string? name = null) : base(RejectTaskResult(body), name, stackless: false) { }
 
     private Greenlet(Func<Task<T>> body, string? name) : base(body, name, stackless: true) { }
 
     internal static Greenlet<T> CreateStackless(Func<Task<T>> body, string? name) => new(body, name);
+
+    // Spawn(Func<T>) also accepts an async lambda (T is then Task): that greenlet would end as soon as the body
+    // returned its task, with the rest of the async code running unjoined, unkillable and unobserved. Before the
+    // stackless forms were named SpawnAsync the same lambda made a stackless greenlet, so this is also the one place
+    // that turns a silent change of meaning into a clear error.
+    private static Func<T> RejectTaskResult(Func<T> body)
+    {
+        var type = typeof(T);
+        if (typeof(Task).IsAssignableFrom(type) || type == typeof(ValueTask)
+            || (type.IsGenericType && type.GetGenericTypeDefinition() == typeof(ValueTask<>)))
+        {
+            throw new ArgumentException(
+                $"The body of a stackful greenlet returns a {type.Name}, so the greenlet would end when the task is " +
+                "returned, not when it completes. Run async code with Green.SpawnAsync (or GreenGroup.SpawnAsync), " +
+                "which makes a stackless greenlet that ends with the task, or wait for the task inside the body.",
+                nameof(body));
+        }
+        return body;
+    }
 
     /// <summary>The body's result once finished successfully; default otherwise.</summary>
     public new T Value => base.Value is T value ? value : default!;

@@ -157,7 +157,7 @@ internal static class Cooperative
     }
 
     /// <summary>
-    /// Parks with growing pauses (1 ms doubling to 20 ms) until <paramref name="done"/> returns true or the
+    /// Parks with growing pauses (<see cref="PollBackoff"/>: 1 ms doubling to 20 ms) until <paramref name="done"/> returns true or the
     /// timeout elapses. For waits that .NET offers no completion signal for.
     /// </summary>
     /// <returns>Whether <paramref name="done"/> returned true.</returns>
@@ -165,14 +165,14 @@ internal static class Cooperative
     {
         var time = hub.Options.TimeProvider;
         long start = time.GetTimestamp();
-        var pause = TimeSpan.FromMilliseconds(1);
+        var backoff = new PollBackoff();
         while (true)
         {
             if (done()) return true;
             var left = timeout is { } t ? t - time.GetElapsedTime(start) : TimeSpan.MaxValue;
             if (left <= TimeSpan.Zero) return false;
-            Green.Sleep(left < pause ? left : pause);
-            if (pause < TimeSpan.FromMilliseconds(20)) pause *= 2;
+            Green.Sleep(backoff.Next(left));
+            backoff.Grow();
         }
     }
 }

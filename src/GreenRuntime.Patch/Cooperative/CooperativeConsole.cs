@@ -16,8 +16,6 @@ namespace GreenRuntime.Cooperative;
 /// </remarks>
 internal static class CooperativeConsole
 {
-    internal delegate int ReadBlockFn(TextReader reader, char[] buffer, int index, int count);
-
     internal static readonly OriginalSlot<Func<TextReader, string?>> ReadLineSlot = new(static r => r.ReadLine());
     internal static readonly OriginalSlot<Func<TextReader, int>> ReadSlot = new(static r => r.Read());
 

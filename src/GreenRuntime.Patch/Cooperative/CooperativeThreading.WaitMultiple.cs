@@ -88,8 +88,7 @@ internal static partial class CooperativeThreading
     {
         var time = hub.Options.TimeProvider;
         long start = time.GetTimestamp();
-        var pause = TimeSpan.FromMilliseconds(1);
-        var maxPause = TimeSpan.FromMilliseconds(20);
+        var backoff = new PollBackoff();
         var skip = new bool[handles.Length];
         while (true)
         {
@@ -99,7 +98,7 @@ internal static partial class CooperativeThreading
             var signals = waits.Where(w => w is not null).Select(w => w!.Signalled).ToList();
             try
             {
-                var round = left < pause ? left : pause;
+                var round = backoff.Next(left);
                 if (signals.Count == 0) Green.Sleep(round);
                 else Cooperative.Park(hub, Task.WhenAny(signals), round, WaitReason.Event);
             }
@@ -117,7 +116,7 @@ internal static partial class CooperativeThreading
                 anyFired |= fired;
             }
             if (WaitMultipleSlot.Call(handles, true, 0) != WaitHandle.WaitTimeout) return 0;
-            if (!anyFired && pause < maxPause) pause *= 2;
+            if (!anyFired) backoff.Grow();
         }
     }
 

@@ -17,8 +17,8 @@ internal static unsafe partial class Epoll
     public const int CloseOnExec = 0x80000, NonBlock = 0x800;
     public const int MsgDontWait = 0x40, MsgNoSignal = 0x4000;
 
-    // errno values (Linux, all architectures).
-    public const int EINTR = 4, EAGAIN = 11, EEXIST = 17, ENOENT = 2, ENOSYS = 38;
+    // The errno values the epoll code checks (named once, in Errno).
+    public const int EINTR = Errno.EINTR, EAGAIN = Errno.EAGAIN, EEXIST = Errno.EEXIST, ENOENT = Errno.ENOENT, ENOSYS = Errno.ENOSYS;
 
     [StructLayout(LayoutKind.Sequential, Pack = 4)]
     public struct Event

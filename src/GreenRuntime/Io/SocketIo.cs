@@ -247,25 +247,25 @@ internal static unsafe class SocketIo
     /// <summary>The SocketError .NET reports for a Linux errno of recv/send.</summary>
     internal static SocketError ToSocketError(int errno) => errno switch
     {
-        9 => SocketError.OperationAborted,        // EBADF: closed under us
-        12 or 105 => SocketError.NoBufferSpaceAvailable, // ENOMEM, ENOBUFS
-        13 => SocketError.AccessDenied,           // EACCES
-        22 => SocketError.InvalidArgument,        // EINVAL
-        32 => SocketError.Shutdown,               // EPIPE
-        88 => SocketError.NotSocket,              // ENOTSOCK
-        90 => SocketError.MessageSize,            // EMSGSIZE
-        95 => SocketError.OperationNotSupported,  // EOPNOTSUPP
-        100 => SocketError.NetworkDown,           // ENETDOWN
-        101 => SocketError.NetworkUnreachable,    // ENETUNREACH
-        102 => SocketError.NetworkReset,          // ENETRESET
-        103 => SocketError.ConnectionAborted,     // ECONNABORTED
-        104 => SocketError.ConnectionReset,       // ECONNRESET
-        107 => SocketError.NotConnected,          // ENOTCONN
-        108 => SocketError.Shutdown,              // ESHUTDOWN
-        110 => SocketError.TimedOut,              // ETIMEDOUT
-        111 => SocketError.ConnectionRefused,     // ECONNREFUSED
-        112 => SocketError.HostDown,              // EHOSTDOWN
-        113 => SocketError.HostUnreachable,       // EHOSTUNREACH
+        Errno.EBADF => SocketError.OperationAborted, // closed under us
+        Errno.ENOMEM or Errno.ENOBUFS => SocketError.NoBufferSpaceAvailable,
+        Errno.EACCES => SocketError.AccessDenied,
+        Errno.EINVAL => SocketError.InvalidArgument,
+        Errno.EPIPE => SocketError.Shutdown,
+        Errno.ENOTSOCK => SocketError.NotSocket,
+        Errno.EMSGSIZE => SocketError.MessageSize,
+        Errno.EOPNOTSUPP => SocketError.OperationNotSupported,
+        Errno.ENETDOWN => SocketError.NetworkDown,
+        Errno.ENETUNREACH => SocketError.NetworkUnreachable,
+        Errno.ENETRESET => SocketError.NetworkReset,
+        Errno.ECONNABORTED => SocketError.ConnectionAborted,
+        Errno.ECONNRESET => SocketError.ConnectionReset,
+        Errno.ENOTCONN => SocketError.NotConnected,
+        Errno.ESHUTDOWN => SocketError.Shutdown,
+        Errno.ETIMEDOUT => SocketError.TimedOut,
+        Errno.ECONNREFUSED => SocketError.ConnectionRefused,
+        Errno.EHOSTDOWN => SocketError.HostDown,
+        Errno.EHOSTUNREACH => SocketError.HostUnreachable,
         _ => SocketError.SocketError,
     };
 

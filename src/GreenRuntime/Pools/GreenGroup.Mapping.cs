@@ -34,7 +34,7 @@ public partial class GreenGroup
     public IEnumerable<TOut> IMap<TIn, TOut>(Func<TIn, Task<TOut>> func, IEnumerable<TIn> items, int? maxSize = null)
     {
         ArgumentNullException.ThrowIfNull(func);
-        return MapCore(items, x => Spawn(() => func(x)), ordered: true, maxSize);
+        return MapCore(items, x => SpawnAsync(() => func(x)), ordered: true, maxSize);
     }
 
     /// <summary>
@@ -54,7 +54,7 @@ public partial class GreenGroup
     public IEnumerable<TOut> IMapUnordered<TIn, TOut>(Func<TIn, Task<TOut>> func, IEnumerable<TIn> items, int? maxSize = null)
     {
         ArgumentNullException.ThrowIfNull(func);
-        return MapCore(items, x => Spawn(() => func(x)), ordered: false, maxSize);
+        return MapCore(items, x => SpawnAsync(() => func(x)), ordered: false, maxSize);
     }
 
     /// <summary>

@@ -45,21 +45,22 @@ public partial class GreenGroup : IEnumerable<Greenlet>
     }
 
     /// <summary>Spawns a stackful greenlet with a result in the group.</summary>
+    /// <exception cref="ArgumentException"><paramref name="body"/> returns a task (an async lambda): use <see cref="SpawnAsync{T}(Func{Task{T}}, string?)"/>.</exception>
     public Greenlet<T> Spawn<T>(Func<T> body, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(body);
         return SpawnCore(() => new Greenlet<T>(body, name));
     }
 
-    /// <summary>Spawns a stackless greenlet in the group.</summary>
-    public Greenlet Spawn(Func<Task> body, string? name = null)
+    /// <summary>Spawns a stackless greenlet in the group (see <see cref="Green.SpawnAsync(Func{Task}, string?)"/>).</summary>
+    public Greenlet SpawnAsync(Func<Task> body, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(body);
         return SpawnCore(() => Greenlet.CreateStackless(body, name));
     }
 
     /// <summary>Spawns a stackless greenlet with a result in the group.</summary>
-    public Greenlet<T> Spawn<T>(Func<Task<T>> body, string? name = null)
+    public Greenlet<T> SpawnAsync<T>(Func<Task<T>> body, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(body);
         return SpawnCore(() => Greenlet<T>.CreateStackless(body, name));

@@ -98,8 +98,6 @@ public sealed partial class Hub
     /// <summary>Pooled carriers rented by this hub and not yet returned (the main thread is not counted).</summary>
     private int _carriersInUse;
 
-    internal int CarriersInUse => _carriersInUse;
-
     internal int ReadyCount => _ready.Count;
 
     /// <summary>The greenlet running now on this hub (the hub greenlet inside callbacks).</summary>

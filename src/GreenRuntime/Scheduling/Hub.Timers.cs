@@ -8,9 +8,6 @@ public sealed partial class Hub
 
     internal int TimerCount => _timers.Count;
 
-    /// <summary>Current monotonic time in the hub's TimeProvider units.</summary>
-    internal long Now => _time.GetTimestamp();
-
     /// <summary>Runs <paramref name="callback"/> on the hub after <paramref name="delay"/>. Hub-only.</summary>
     internal HubTimer AddTimer(TimeSpan delay, Action<object?> callback, object? state)
     {

@@ -166,13 +166,6 @@ internal static class Blocking
         else task.GetAwaiter().GetResult();
     }
 
-    /// <summary>Runs <paramref name="action"/> on <paramref name="hub"/>: now if the caller is on it, else posted.</summary>
-    internal static void OnHub(Hub hub, Action action)
-    {
-        if (hub.IsOnHubThread) action();
-        else hub.Post(action);
-    }
-
     /// <summary>Runs <paramref name="query"/> on <paramref name="hub"/> and returns its answer to a caller on another thread (which waits for it).</summary>
     internal static TResult Ask<TResult>(Hub hub, Func<TResult> query)
     {

@@ -17,7 +17,7 @@ public class AmbientContextTests : HubTest
         s_local.Value = "parent";
         string? stackful = "unset", stackless = "unset", later = "unset", created = "unset";
         var a = Green.Spawn(() => { stackful = s_local.Value; });
-        var b = Green.Spawn(async () => { await Task.Yield(); stackless = s_local.Value; });
+        var b = Green.SpawnAsync(async () => { await Task.Yield(); stackless = s_local.Value; });
         var c = Green.SpawnLater(TimeSpan.FromMilliseconds(5), () => { later = s_local.Value; });
         var d = new Greenlet(() => { created = s_local.Value; });
         s_local.Value = "changed after the spawns";
@@ -38,7 +38,7 @@ public class AmbientContextTests : HubTest
     {
         s_local.Value = "parent";
         Green.Spawn(() => { s_local.Value = "child"; Green.Sleep(1); s_local.Value = "child2"; }).Join();
-        Green.Spawn(async () => { s_local.Value = "async child"; await Task.Yield(); }).Join();
+        Green.SpawnAsync(async () => { s_local.Value = "async child"; await Task.Yield(); }).Join();
         Assert.That(s_local.Value, Is.EqualTo("parent"));
         s_local.Value = null;
     }
@@ -88,7 +88,7 @@ public class AmbientContextTests : HubTest
         for (int i = 0; i < 200; i++)
         {
             int mine = i;
-            all.Add(Green.Spawn(async () =>
+            all.Add(Green.SpawnAsync(async () =>
             {
                 if (s_local.Value != null) leaks++;
                 s_local.Value = "s" + mine;

@@ -154,7 +154,7 @@ public class KillTests : HubTest
     {
         // A stackless greenlet awaiting a foreign task stays alive until that task completes (its finally blocks run then).
         var release = new TaskCompletionSource();
-        var stubborn = Green.Spawn(async () =>
+        var stubborn = Green.SpawnAsync(async () =>
         {
             try { await release.Task; }
             catch (Exception) { }

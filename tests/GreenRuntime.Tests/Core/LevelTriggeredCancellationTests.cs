@@ -130,7 +130,7 @@ public class LevelTriggeredCancellationTests : HubTest
     [Test]
     public void AStacklessGreenletAwaitingAForeignTaskWithItsTokenEndsOnKill()
     {
-        var g = Green.Spawn(async () =>
+        var g = Green.SpawnAsync(async () =>
         {
             await Task.Delay(30_000, Green.Current.CancellationToken);
         });
@@ -146,7 +146,7 @@ public class LevelTriggeredCancellationTests : HubTest
     {
         var log = new List<string>();
         var ev = new Event();
-        var g = Green.Spawn(async () =>
+        var g = Green.SpawnAsync(async () =>
         {
             try
             {
@@ -171,7 +171,7 @@ public class LevelTriggeredCancellationTests : HubTest
     {
         var ev = new Event();
         int swallowed = 0;
-        var g = Green.Spawn(async () =>
+        var g = Green.SpawnAsync(async () =>
         {
             while (true)
             {

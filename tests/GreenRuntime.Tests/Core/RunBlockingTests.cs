@@ -108,7 +108,7 @@ public class RunBlockingTests : HubTest
     [Test]
     public void AStacklessGreenletRunsTheCallOnThePool()
     {
-        var g = Green.Spawn(async () =>
+        var g = Green.SpawnAsync(async () =>
         {
             await Task.Yield();
             return Green.RunBlocking(() => Thread.CurrentThread.IsThreadPoolThread);

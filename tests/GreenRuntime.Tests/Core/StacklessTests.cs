@@ -7,7 +7,7 @@ public class StacklessTests : HubTest
     public void AsyncBodyRunsOnTheHubAndReturnsItsValue()
     {
         var hubThreadsOnly = true;
-        var g = Green.Spawn(async () =>
+        var g = Green.SpawnAsync(async () =>
         {
             for (int i = 0; i < 3; i++)
             {
@@ -24,7 +24,7 @@ public class StacklessTests : HubTest
     [Test]
     public void ContinuationsAfterRealAsyncWorkComeBackToTheHub()
     {
-        var g = Green.Spawn(async () =>
+        var g = Green.SpawnAsync(async () =>
         {
             await Task.Delay(20);
             Assert.That(Green.Current.IsStackless, Is.True);
@@ -37,7 +37,7 @@ public class StacklessTests : HubTest
     [Test]
     public void ALambdaThatOnlyThrowsIsAFailedGreenlet()
     {
-        var g = Green.Spawn(() => { throw new InvalidOperationException("sync throw"); });
+        var g = Green.SpawnAsync(() => { throw new InvalidOperationException("sync throw"); });
         g.Join();
         Assert.That(g.Successful, Is.False);
         Assert.That(g.Exception!.Message, Is.EqualTo("sync throw"));
@@ -46,7 +46,7 @@ public class StacklessTests : HubTest
     [Test]
     public void AnAsyncExceptionFailsTheGreenlet()
     {
-        var g = Green.Spawn(async () => { await Task.Yield(); throw new ArgumentException("async"); });
+        var g = Green.SpawnAsync(async () => { await Task.Yield(); throw new ArgumentException("async"); });
         var e = Assert.Throws<ArgumentException>(() => g.Get());
         Assert.That(e!.Message, Is.EqualTo("async"));
     }
@@ -59,7 +59,7 @@ public class StacklessTests : HubTest
         {
             for (int i = 0; i < 3; i++) { order.Add("sf" + i); Green.Sleep(0); }
         });
-        var stackless = Green.Spawn(async () =>
+        var stackless = Green.SpawnAsync(async () =>
         {
             for (int i = 0; i < 3; i++) { order.Add("sl" + i); await Task.Yield(); }
         });
@@ -71,7 +71,7 @@ public class StacklessTests : HubTest
     public void AwaitAGreenletFromAStacklessOneAndJoinAStacklessOneFromAStackfulOne()
     {
         var stackful = Green.Spawn(() => { Green.Sleep(10); return 4; });
-        var stackless = Green.Spawn(async () => await stackful + 1);
+        var stackless = Green.SpawnAsync(async () => await stackful + 1);
         var joiner = Green.Spawn(() => stackless.Get() * 10);
         Assert.That(joiner.Get(), Is.EqualTo(50));
     }
@@ -80,7 +80,7 @@ public class StacklessTests : HubTest
     public void ABlockingCallInsideAStacklessGreenletIsStillCooperative()
     {
         var order = new List<string>();
-        var blocking = Green.Spawn(async () =>
+        var blocking = Green.SpawnAsync(async () =>
         {
             await Task.Yield();
             order.Add("before sleep");
@@ -106,7 +106,7 @@ public class StacklessTests : HubTest
     {
         var gate = new TaskCompletionSource();
         bool finallyRan = false;
-        var g = Green.Spawn(async () =>
+        var g = Green.SpawnAsync(async () =>
         {
             try { await gate.Task; }
             finally { finallyRan = true; }
@@ -125,7 +125,7 @@ public class StacklessTests : HubTest
     public void AKilledStacklessGreenletAwaitingAPrimitiveEndsAtOnceWithTheKill()
     {
         var ev = new Event();
-        var g = Green.Spawn(async () => await ev.WaitAsync());
+        var g = Green.SpawnAsync(async () => await ev.WaitAsync());
         Green.Sleep(0);
         g.Kill();
         Assert.That(g.Dead, Is.True);
@@ -140,7 +140,7 @@ public class StacklessTests : HubTest
         var pool = GreenRuntime.Scheduling.CarrierPool.For(Hub.Options.CarrierStackSize);
         var before = pool.Created;
         int woke = 0;
-        var gs = Enumerable.Range(0, 20_000).Select(i => Green.Spawn(async () =>
+        var gs = Enumerable.Range(0, 20_000).Select(i => Green.SpawnAsync(async () =>
         {
             await Green.SleepAsync(TimeSpan.FromMilliseconds(i % 50));
             woke++;
@@ -154,7 +154,7 @@ public class StacklessTests : HubTest
     public void AKillEndsSleepAsyncAtOnceAndRunsTheGreenletsFinallyBlocks()
     {
         bool cleanedUp = false;
-        var g = Green.Spawn(async () =>
+        var g = Green.SpawnAsync(async () =>
         {
             try
             {
@@ -177,7 +177,7 @@ public class StacklessTests : HubTest
     [Test]
     public void AnExpiredGreenTimeoutEndsSleepAsync()
     {
-        var g = Green.Spawn(async () =>
+        var g = Green.SpawnAsync(async () =>
         {
             using var t = GreenTimeout.Start(TimeSpan.FromMilliseconds(20));
             await Green.SleepAsync(TimeSpan.FromSeconds(30));
@@ -191,7 +191,7 @@ public class StacklessTests : HubTest
     public void SleepAsyncWakesInDeadlineOrder()
     {
         var order = new List<int>();
-        var gs = new[] { 30, 10, 20 }.Select(ms => Green.Spawn(async () => { await Green.SleepAsync(TimeSpan.FromMilliseconds(ms)); order.Add(ms); })).ToList();
+        var gs = new[] { 30, 10, 20 }.Select(ms => Green.SpawnAsync(async () => { await Green.SleepAsync(TimeSpan.FromMilliseconds(ms)); order.Add(ms); })).ToList();
         Green.JoinAll(gs);
         Assert.That(order, Is.EqualTo(new[] { 10, 20, 30 }));
     }
@@ -200,7 +200,7 @@ public class StacklessTests : HubTest
     public void AStacklessGreenletThatEndsOnTheHubFinishesWithoutAThreadPoolHop()
     {
         long before = ThreadPool.CompletedWorkItemCount;
-        var gs = Enumerable.Range(0, 2000).Select(i => Green.Spawn(async () => await Green.SleepAsync(TimeSpan.FromMilliseconds(i % 3)))).ToList();
+        var gs = Enumerable.Range(0, 2000).Select(i => Green.SpawnAsync(async () => await Green.SleepAsync(TimeSpan.FromMilliseconds(i % 3)))).ToList();
         Green.JoinAll(gs);
         Assert.That(gs.All(g => g.Successful), Is.True);
         // Before: the body's completion went through the thread pool (one work item per greenlet) and the inbox.
@@ -212,7 +212,7 @@ public class StacklessTests : HubTest
     {
         var hubThread = Environment.CurrentManagedThreadId;
         int endedOn = 0;
-        var g = Green.Spawn(async () =>
+        var g = Green.SpawnAsync(async () =>
         {
             await Task.Delay(5).ConfigureAwait(false); // leaves the hub: the rest runs on a pool thread
             endedOn = Environment.CurrentManagedThreadId;

@@ -48,7 +48,7 @@ public class SwitchTests : HubTest
         Green.Sleep(0);
         var e = Assert.Throws<InvalidOperationException>(() => sleeper.Switch());
         Assert.That(e!.Message, Does.Contain("suspended in Switch"));
-        var stackless = Green.Spawn(async () => await Task.Yield());
+        var stackless = Green.SpawnAsync(async () => await Task.Yield());
         Assert.Throws<InvalidOperationException>(() => stackless.Switch());
         sleeper.Kill();
         stackless.Join();

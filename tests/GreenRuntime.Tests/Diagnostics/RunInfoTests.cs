@@ -19,7 +19,7 @@ public class RunInfoTests
         var sleeper = Green.Spawn(() => Green.Sleep(TimeSpan.FromSeconds(30)), "sleeper");
         var joiner = Green.Spawn(() => { sleeper.Join(TimeSpan.FromSeconds(20)); }, "joiner");
         var waiter = Green.Spawn(() => { sleeper.Join(); }, "waiter");
-        var stackless = Green.Spawn(async () => await Task.Delay(TimeSpan.FromSeconds(30)), "async");
+        var stackless = Green.SpawnAsync(async () => await Task.Delay(TimeSpan.FromSeconds(30)), "async");
         var yielder = new Greenlet(() => { while (true) Green.Sleep(0); }, "yielder");
         yielder.Start();
         Green.Sleep(20);                       // everything above ran until its first wait

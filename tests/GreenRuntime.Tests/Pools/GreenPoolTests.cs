@@ -33,7 +33,7 @@ public class GreenPoolTests : HubTest
         for (int i = 0; i < 20; i++)
         {
             if (i % 2 == 0) pool.Spawn(() => { running++; max = Math.Max(max, running); Green.Sleep(20); running--; });
-            else pool.Spawn(async () => { running++; max = Math.Max(max, running); await Task.Delay(20); running--; });
+            else pool.SpawnAsync(async () => { running++; max = Math.Max(max, running); await Task.Delay(20); running--; });
         }
         Assert.That(pool.Join(TimeSpan.FromSeconds(10)), Is.True);
         Assert.That(max, Is.EqualTo(3));
@@ -162,7 +162,7 @@ public class GreenPoolTests : HubTest
     public void StacklessGreenletUsesThePool()
     {
         var pool = new GreenPool(2);
-        var outer = Green.Spawn(async () =>
+        var outer = Green.SpawnAsync(async () =>
         {
             await Task.Yield();
             var squares = pool.Map(x => x * x, Enumerable.Range(0, 5));
@@ -176,7 +176,7 @@ public class GreenPoolTests : HubTest
     {
         var group = new GreenGroup();
         var a = group.Spawn(() => Green.Sleep(2));
-        var b = group.Spawn(async () => { await Task.Delay(2); return 1; });
+        var b = group.SpawnAsync(async () => { await Task.Delay(2); return 1; });
         var c = new Greenlet(() => { });
         group.Add(c);
         Assert.That(group.Count, Is.EqualTo(3));
@@ -206,7 +206,7 @@ public class GreenPoolTests : HubTest
     public void GroupKillKillsEveryMember()
     {
         var group = new GreenGroup();
-        var gs = Enumerable.Range(0, 5).Select(i => i % 2 == 0 ? group.Spawn(() => Green.Sleep(10_000)) : group.Spawn(async () => await new Event().WaitAsync())).ToList();
+        var gs = Enumerable.Range(0, 5).Select(i => i % 2 == 0 ? group.Spawn(() => Green.Sleep(10_000)) : group.SpawnAsync(async () => await new Event().WaitAsync())).ToList();
         Green.Sleep(0);
         group.Kill();
         Assert.That(gs.All(g => g.Dead), Is.True);

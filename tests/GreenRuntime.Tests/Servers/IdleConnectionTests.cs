@@ -43,7 +43,7 @@ public class IdleConnectionTests : ServerTest
         }, timeoutSeconds: 120);
         try
         {
-            WaitUntil(() => server.ConnectionCount == idle && Hub.CarriersInUse <= 2, "every connection is idle and their carriers are back in the pool");
+            WaitUntil(() => server.ConnectionCount == idle && Hub.GetRunInfo().Carriers.HeldByThisHub <= 2, "every connection is idle and their carriers are back in the pool");
             Assert.That(handled, Is.EqualTo(idle));
             Assert.That(Process.GetCurrentProcess().Threads.Count, Is.LessThan(1000), "idle connections must not keep threads");
 

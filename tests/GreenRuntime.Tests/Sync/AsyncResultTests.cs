@@ -12,7 +12,7 @@ public class AsyncResultTests : HubTest
         Assert.That(r.Ready, Is.False);
         Assert.That(r.TryGet(out _), Is.False);
         var g = Green.Spawn(() => r.Get());
-        var a = Green.Spawn(async () => await r.GetAsync());
+        var a = Green.SpawnAsync(async () => await r.GetAsync());
         Green.Sleep(0);
         r.Set(5);
         Assert.That(g.Get(), Is.EqualTo(5));

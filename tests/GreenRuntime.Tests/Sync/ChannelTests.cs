@@ -45,7 +45,7 @@ public class ChannelTests : HubTest
     public void GetBlocksUntilAPut()
     {
         var ch = new GreenChannel<int>();
-        var getter = Green.Spawn(async () => await ch.GetAsync());
+        var getter = Green.SpawnAsync(async () => await ch.GetAsync());
         Green.Sleep(0);
         Assert.That(ch.HasWaitingGetter, Is.True);
         Assert.That(ch.TryPut(7), Is.True);
@@ -82,7 +82,7 @@ public class ChannelTests : HubTest
     {
         var ch = new GreenChannel<int>();
         bool done = false;
-        var putter = Green.Spawn(async () => { await ch.PutAsync(3); done = true; });
+        var putter = Green.SpawnAsync(async () => { await ch.PutAsync(3); done = true; });
         Green.Sleep(1);
         Assert.That(done, Is.False);
         Assert.That(ch.Get(), Is.EqualTo(3));

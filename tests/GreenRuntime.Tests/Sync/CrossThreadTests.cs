@@ -36,7 +36,7 @@ public class CrossThreadTests : HubTest
         int acquired = 0;
         var gs = Enumerable.Range(0, 4).Select(i => i % 2 == 0
             ? Green.Spawn(() => { while (acquired < n && s.Acquire(TimeSpan.FromMilliseconds(200))) acquired++; })
-            : Green.Spawn(async () => { while (acquired < n && await s.AcquireAsync(TimeSpan.FromMilliseconds(200))) acquired++; })).ToList();
+            : Green.SpawnAsync(async () => { while (acquired < n && await s.AcquireAsync(TimeSpan.FromMilliseconds(200))) acquired++; })).ToList();
         var releasers = Enumerable.Range(0, 2).Select(_ => Task.Run(() => { for (int i = 0; i < n / 2; i++) s.Release(); })).ToArray();
         Green.Wait(Task.WhenAll(releasers));
         Green.JoinAll(gs, TimeSpan.FromSeconds(30));

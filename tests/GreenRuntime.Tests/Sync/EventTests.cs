@@ -37,7 +37,7 @@ public class EventTests : HubTest
     {
         var e = new Event();
         var results = new List<bool>();
-        var gs = Enumerable.Range(0, n).Select(_ => Green.Spawn(async () => results.Add(await e.WaitAsync()))).ToList();
+        var gs = Enumerable.Range(0, n).Select(_ => Green.SpawnAsync(async () => results.Add(await e.WaitAsync()))).ToList();
         var stackful = Enumerable.Range(0, Math.Min(n, 100)).Select(_ => Green.Spawn(() => results.Add(e.Wait()))).ToList();
         // A yield, not a short sleep: it runs after every start queued before it, however long starting takes,
         // whereas a 1 ms timer may fire and go first once a slow start phase outruns its slice (as in gevent).
@@ -74,7 +74,7 @@ public class EventTests : HubTest
     public void WaitAsyncFromAStacklessGreenletDoesNotNeedACarrier()
     {
         var e = new Event();
-        var g = Green.Spawn(async () =>
+        var g = Green.SpawnAsync(async () =>
         {
             var ok = await e.WaitAsync();
             return ok && Green.Current.IsStackless;
@@ -90,7 +90,7 @@ public class EventTests : HubTest
     public void WaitAsyncTimesOutWithFalse()
     {
         var e = new Event();
-        var g = Green.Spawn(async () => await e.WaitAsync(TimeSpan.FromMilliseconds(10)));
+        var g = Green.SpawnAsync(async () => await e.WaitAsync(TimeSpan.FromMilliseconds(10)));
         Assert.That(g.Get(), Is.False);
     }
 
@@ -119,7 +119,7 @@ public class EventTests : HubTest
     {
         var e = new Event();
         bool cleaned = false;
-        var victim = Green.Spawn(async () =>
+        var victim = Green.SpawnAsync(async () =>
         {
             try { await e.WaitAsync(); }
             finally { cleaned = true; }
@@ -156,7 +156,7 @@ public class EventTests : HubTest
     {
         var e = new Event();
         using var cts = new CancellationTokenSource();
-        var g = Green.Spawn(async () => { await e.WaitAsync(cancellationToken: cts.Token); });
+        var g = Green.SpawnAsync(async () => { await e.WaitAsync(cancellationToken: cts.Token); });
         Green.Sleep(0);
         cts.Cancel();
         g.Join(TimeSpan.FromSeconds(5));

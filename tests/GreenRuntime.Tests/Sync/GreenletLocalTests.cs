@@ -11,7 +11,7 @@ public class GreenletLocalTests : HubTest
         var seen = new List<(int, int)>();
         var gs = Enumerable.Range(1, 4).Select(i => i % 2 == 0
             ? Green.Spawn(() => { local.Value = i; Green.Sleep(1); seen.Add((i, local.Value)); })
-            : Green.Spawn(async () => { local.Value = i; await Task.Delay(1); seen.Add((i, local.Value)); })).ToList();
+            : Green.SpawnAsync(async () => { local.Value = i; await Task.Delay(1); seen.Add((i, local.Value)); })).ToList();
         Green.JoinAll(gs, raiseError: true);
         Assert.That(seen.All(p => p.Item1 == p.Item2), Is.True);
         Assert.That(local.Value, Is.EqualTo(100), "the main greenlet's value is untouched");
@@ -23,7 +23,7 @@ public class GreenletLocalTests : HubTest
         var local = new GreenletLocal<string>();
         local.Value = "parent";
         var child = Green.Spawn(() => (local.IsValueCreated, local.Value));
-        var stacklessChild = Green.Spawn(async () => { await Task.Yield(); return (local.IsValueCreated, local.Value); });
+        var stacklessChild = Green.SpawnAsync(async () => { await Task.Yield(); return (local.IsValueCreated, local.Value); });
         Assert.That(child.Get(), Is.EqualTo((false, (string?)null)));
         Assert.That(stacklessChild.Get(), Is.EqualTo((false, (string?)null)));
     }

@@ -43,7 +43,7 @@ public class IWaitTests : HubTest
         var gates = new[] { new Event(), new Event() };
         var gs = new[] { Green.Spawn(() => gates[0].Wait()), Green.Spawn(() => gates[1].Wait()) };
         Green.Spawn(() => { Green.Sleep(2); gates[1].Set(); Green.Sleep(2); gates[0].Set(); });
-        var consumer = Green.Spawn(async () => { await Task.Yield(); return Green.IWait(gs).ToList(); });
+        var consumer = Green.SpawnAsync(async () => { await Task.Yield(); return Green.IWait(gs).ToList(); });
         Assert.That(consumer.Get(), Is.EqualTo(new[] { gs[1], gs[0] }));
     }
 }

@@ -28,7 +28,7 @@ public class SemaphoreTests : HubTest
             int id = i;
             gs.Add(i % 2 == 0
                 ? Green.Spawn(() => { s.Acquire(); order.Add(id); })
-                : Green.Spawn(async () => { await s.AcquireAsync(); order.Add(id); }));
+                : Green.SpawnAsync(async () => { await s.AcquireAsync(); order.Add(id); }));
         }
         Green.Sleep(1);
         for (int i = 0; i < 6; i++)
@@ -46,7 +46,7 @@ public class SemaphoreTests : HubTest
     {
         var s = new GreenSemaphore(0);
         var g = Green.Spawn(() => s.Acquire(TimeSpan.FromMilliseconds(5)));
-        var a = Green.Spawn(async () => await s.AcquireAsync(TimeSpan.FromMilliseconds(5)));
+        var a = Green.SpawnAsync(async () => await s.AcquireAsync(TimeSpan.FromMilliseconds(5)));
         Assert.That(g.Get(), Is.False);
         Assert.That(a.Get(), Is.False);
         s.Release();
@@ -79,7 +79,7 @@ public class SemaphoreTests : HubTest
         int inside = 0, maxInside = 0;
         var gs = Enumerable.Range(0, 10).Select(i => i % 2 == 0
             ? Green.Spawn(() => { using (s.Enter()) { inside++; maxInside = Math.Max(maxInside, inside); Green.Sleep(20); inside--; } })
-            : Green.Spawn(async () => { using (await s.EnterAsync()) { inside++; maxInside = Math.Max(maxInside, inside); await Task.Delay(20); inside--; } })).ToList();
+            : Green.SpawnAsync(async () => { using (await s.EnterAsync()) { inside++; maxInside = Math.Max(maxInside, inside); await Task.Delay(20); inside--; } })).ToList();
         Green.JoinAll(gs, raiseError: true);
         Assert.That(maxInside, Is.EqualTo(2));
         Assert.That(s.Count, Is.EqualTo(2));
@@ -142,7 +142,7 @@ public class SemaphoreTests : HubTest
     {
         var l = new RLock();
         var order = new List<string>();
-        var a = Green.Spawn(async () =>
+        var a = Green.SpawnAsync(async () =>
         {
             await l.AcquireAsync();
             order.Add("a in");
@@ -161,7 +161,7 @@ public class SemaphoreTests : HubTest
     public void BoundedSemaphoreFromAStacklessGreenlet()
     {
         var s = new BoundedSemaphore(1);
-        var g = Green.Spawn(async () =>
+        var g = Green.SpawnAsync(async () =>
         {
             using (await s.EnterAsync()) await Task.Yield();
             try { s.Release(); return "released twice"; }

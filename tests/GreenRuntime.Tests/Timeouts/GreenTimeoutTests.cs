@@ -82,7 +82,7 @@ public class GreenTimeoutTests : HubTest
     [Test]
     public void CancelWithdrawsAnExceptionThatFiredButWasNotRaisedYet()
     {
-        var g = Green.Spawn(async () =>
+        var g = Green.SpawnAsync(async () =>
         {
             var t = GreenTimeout.Start(TimeSpan.FromMilliseconds(1));
             await Task.Delay(20);          // not one of ours: the timeout becomes pending
@@ -192,7 +192,7 @@ public class GreenTimeoutTests : HubTest
     public void InterruptsAStacklessGreenletAwaitingAPrimitive()
     {
         var q = new GreenQueue<int>();
-        var g = Green.Spawn(async () =>
+        var g = Green.SpawnAsync(async () =>
         {
             using var t = GreenTimeout.Start(TimeSpan.FromMilliseconds(2));
             try
@@ -208,9 +208,9 @@ public class GreenTimeoutTests : HubTest
         Assert.That(g.Get(TimeSpan.FromSeconds(5)), Is.EqualTo("timed out"));
         q.Put(1);
         Assert.That(q.Get(), Is.EqualTo(1), "the interrupted async getter did not swallow the item");
-        var silent = Green.Spawn(async () => await GreenTimeout.RunSilentlyAsync(TimeSpan.FromMilliseconds(2), async () => await new Event().WaitAsync()));
+        var silent = Green.SpawnAsync(async () => await GreenTimeout.RunSilentlyAsync(TimeSpan.FromMilliseconds(2), async () => await new Event().WaitAsync()));
         Assert.That(silent.Get(TimeSpan.FromSeconds(5)), Is.False);
-        var valued = Green.Spawn(async () => await Green.WithTimeoutAsync(TimeSpan.FromMilliseconds(2), async () => await new AsyncResult<int>().GetAsync(), -1));
+        var valued = Green.SpawnAsync(async () => await Green.WithTimeoutAsync(TimeSpan.FromMilliseconds(2), async () => await new AsyncResult<int>().GetAsync(), -1));
         Assert.That(valued.Get(TimeSpan.FromSeconds(5)), Is.EqualTo(-1));
     }
 

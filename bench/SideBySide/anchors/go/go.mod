@@ -1,0 +1,3 @@
+module greenruntime.local/anchors
+
+go 1.19
