@@ -175,7 +175,7 @@ internal sealed class SoakRun(int seconds, int seed, int warmup, int holdQuiet)
             fds = Probes.FileDescriptors();
         }
         if (fds != baseline.FileDescriptors)
-            ledger.Violate($"open file descriptors: {fds} at the end, {baseline.FileDescriptors} at the baseline.");
+            ledger.Violate($"open file descriptors: {fds} at the end, {baseline.FileDescriptors} at the baseline; added: {Probes.Added(baseline.DescriptorTargets, Probes.DescriptorTargets())}.");
         if (final.CarriersHeld != baseline.CarriersHeld)
             ledger.Violate($"carriers held by the hub when quiet: {final.CarriersHeld} at the end, {baseline.CarriersHeld} at the baseline.");
         if (final.ManagedHeap > Math.Max(baseline.ManagedHeap * (1 + GrowthLimit), baseline.ManagedHeap + HeapNoise))
