@@ -55,7 +55,7 @@ internal sealed class GreenNetworkStream : Stream
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (buffer.IsEmpty) return 0;
         // The socket API needs Memory; a span may live on the stack, so read through a pooled array.
-        var rented = Io.IoBuffers.Pool.Rent(Math.Min(buffer.Length, 64 * 1024));
+        var rented = LowLevel.IoBuffers.Pool.Rent(Math.Min(buffer.Length, 64 * 1024));
         try
         {
             int n;
@@ -72,7 +72,7 @@ internal sealed class GreenNetworkStream : Stream
         }
         finally
         {
-            if (!_io.Tainted) Io.IoBuffers.Pool.Return(rented);
+            if (!_io.Tainted) LowLevel.IoBuffers.Pool.Return(rented);
         }
     }
 
@@ -86,7 +86,7 @@ internal sealed class GreenNetworkStream : Stream
     public override void Write(ReadOnlySpan<byte> buffer)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var rented = Io.IoBuffers.Pool.Rent(buffer.Length);
+        var rented = LowLevel.IoBuffers.Pool.Rent(buffer.Length);
         buffer.CopyTo(rented);
         try
         {
@@ -94,7 +94,7 @@ internal sealed class GreenNetworkStream : Stream
         }
         finally
         {
-            if (!_io.Tainted) Io.IoBuffers.Pool.Return(rented);
+            if (!_io.Tainted) LowLevel.IoBuffers.Pool.Return(rented);
         }
     }
 

@@ -30,7 +30,7 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
-using GreenRuntime.Io;
+using GreenRuntime.LowLevel;
 using Microsoft.Extensions.Logging;
 
 namespace GreenRuntime.Servers;

@@ -1,5 +1,5 @@
 using System.Buffers.Text;
-using GreenRuntime.Io;
+using GreenRuntime.LowLevel;
 
 namespace GreenRuntime.Servers;
 

@@ -1,6 +1,6 @@
 using System.Buffers;
 
-namespace GreenRuntime.Io;
+namespace GreenRuntime.LowLevel;
 
 /// <summary>
 /// The pool for the runtime's temporary I/O buffers (bounce buffers of patched file calls, pooled copies of span
@@ -15,7 +15,7 @@ namespace GreenRuntime.Io;
 /// <see cref="MaxPooledLength"/>, whatever the number of carriers. Safe from any thread; larger requests are
 /// plain allocations that a return drops.
 /// </remarks>
-internal static class IoBuffers
+public static class IoBuffers
 {
     /// <summary>Largest array kept (the patched file calls bounce up to 1 MiB).</summary>
     public const int MaxPooledLength = 1 << 20;
@@ -24,5 +24,7 @@ internal static class IoBuffers
     /// about 8 MiB, most of it in the few large classes); a burst above it allocates and drops.</summary>
     public const int MaxArraysPerBucket = 4;
 
+    /// <summary>The pool: rent with <c>Pool.Rent(n)</c> (the array may be longer), return with <c>Pool.Return(array)</c>
+    /// once nothing (no pending operation either) uses it.</summary>
     public static readonly ArrayPool<byte> Pool = ArrayPool<byte>.Create(MaxPooledLength, MaxArraysPerBucket);
 }
