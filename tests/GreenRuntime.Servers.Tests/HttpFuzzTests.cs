@@ -2,9 +2,9 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
-using GreenRuntime.Servers;
+using GreenRuntime.Tests;
 
-namespace GreenRuntime.Tests.Servers;
+namespace GreenRuntime.Servers.Tests;
 
 /// <summary>
 /// Sends 10,000 random and mutated requests over raw sockets. Every connection must end with zero or more

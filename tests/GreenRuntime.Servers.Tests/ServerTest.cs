@@ -1,8 +1,9 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using GreenRuntime.Tests;
 
-namespace GreenRuntime.Tests.Servers;
+namespace GreenRuntime.Servers.Tests;
 
 /// <summary>
 /// Servers run on the test's hub (the test thread); clients run on thread-pool threads and the test waits for

@@ -6,7 +6,7 @@
 //
 // Design: one stackful greenlet per connection, so handlers may be ordinary blocking code (with Patch.All(),
 // or the runtime's cooperative calls such as Green.Wait(socket.ReceiveAsync(...))). The accept loop parks in
-// a cooperative accept (Servers/CooperativeSocket.cs). Backpressure: when every slot is taken the accept loop
+// a cooperative accept (the core's GreenRuntime.LowLevel.CooperativeSocket). Backpressure: when every slot is taken the accept loop
 // parks until a connection ends, and new clients wait in the kernel's backlog instead of being refused.
 //
 // Protocol:
@@ -30,11 +30,9 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
-using GreenRuntime.Scheduling;
-using GreenRuntime.Servers;
 using Microsoft.Extensions.Logging;
 
-namespace GreenRuntime;
+namespace GreenRuntime.Servers;
 
 /// <summary>
 /// A TCP server that runs <c>handle(socket, remoteEndPoint)</c> in a new stackful greenlet for every accepted
@@ -73,7 +71,7 @@ public sealed class StreamServer : IDisposable
     private readonly Action<Socket, EndPoint> _handle;
     private readonly int _requestedMaxConnections;
     private readonly HashSet<Connection> _connections = new();
-    private readonly List<WakeToken> _serveWaiters = new();
+    private readonly List<ParkToken> _serveWaiters = new();
     private Hub? _hub;
     private ILogger _logger = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
     private Socket? _listener;
@@ -87,7 +85,7 @@ public sealed class StreamServer : IDisposable
     /// </summary>
     private ExecutionContext? _startContext;
     private CancellationTokenSource? _acceptCancel;
-    private WakeToken? _slotWaiter;
+    private ParkToken? _slotWaiter;
     private int _maxConnections;
     private readonly GreenPool? _pool;
     private bool _stopping;
@@ -178,7 +176,6 @@ public sealed class StreamServer : IDisposable
     public void Start()
     {
         var hub = Hub.Current;
-        hub.AssertOnHub();
         if (_hub != null)
             throw new InvalidOperationException($"{this} was already started; create a new server to listen again.");
         var listener = new Socket(_listen.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
@@ -197,7 +194,7 @@ public sealed class StreamServer : IDisposable
         _logger = hub.Options.LoggerFactory.CreateLogger(ServerLog.Category);
         _listener = listener;
         _localEndPoint = listener.LocalEndPoint;
-        int carriers = hub.MaxCarriers;
+        int carriers = hub.CarrierCapacity;
         _maxConnections = _pool?.Size is { } poolSize ? poolSize
             : _requestedMaxConnections != 0 ? _requestedMaxConnections : Math.Max(1, carriers - Math.Min(64, carriers / 2));
         ServerLog.Started(_logger, ToString(), _localEndPoint!.ToString()!);
@@ -215,9 +212,9 @@ public sealed class StreamServer : IDisposable
         {
             while (!_stopped)
             {
-                var token = hub.BeginPark(WaitReason.Other);
+                var token = Parking.BeginPark(WaitReason.Other);
                 _serveWaiters.Add(token);
-                hub.EndPark(token);
+                Parking.EndPark(token);
             }
             stopped = true;
         }
@@ -236,7 +233,7 @@ public sealed class StreamServer : IDisposable
         _acceptLoop = null;
         if (loop == null || loop.Dead) return;
         _acceptCancel?.Cancel();
-        loop.Kill(block: _hub!.CanBlockHere && loop != _hub.CurrentGreenlet);
+        loop.Kill(block: Parking.CanPark && loop != Green.Current);
     }
 
     /// <summary>Resumes accepting after <see cref="StopAccepting"/>. No-op while accepting.</summary>
@@ -272,16 +269,16 @@ public sealed class StreamServer : IDisposable
         if (timeout is { } t && t < TimeSpan.Zero)
             throw new ArgumentOutOfRangeException(nameof(timeout), t, "The timeout must not be negative.");
         if (_hub == null || _stopCalled) return;
-        _hub.AssertOnHub();
+        AssertOnHub(_hub);
         _stopCalled = true;
         _stopping = true;
         try
         {
             StopAccepting();
             _listener?.Dispose();
-            var current = _hub.CurrentGreenlet;
+            var current = Green.Current;
             var running = _connections.Where(c => c.Greenlet != current).ToList();
-            if (running.Count > 0 && _hub.CanBlockHere)
+            if (running.Count > 0 && Parking.CanPark)
                 Green.JoinAll(running.Select(c => c.Greenlet), timeout ?? DefaultStopTimeout);
             var left = running.Where(c => !c.Greenlet.Dead).ToList();
             if (left.Count > 0)
@@ -289,7 +286,7 @@ public sealed class StreamServer : IDisposable
                 ServerLog.HandlersKilledAtStop(_logger, ToString(), left.Count);
                 Green.KillAll(left.Select(c => c.Greenlet), block: false);
                 foreach (var c in left) c.Socket.Dispose();
-                if (_hub.CanBlockHere) Green.JoinAll(left.Select(c => c.Greenlet), TimeSpan.FromSeconds(1));
+                if (Parking.CanPark) Green.JoinAll(left.Select(c => c.Greenlet), TimeSpan.FromSeconds(1));
             }
         }
         finally
@@ -297,7 +294,7 @@ public sealed class StreamServer : IDisposable
             _stopped = true;
             _acceptCancel?.Dispose();
             _acceptCancel = null;
-            foreach (var token in _serveWaiters) _hub.TryWake(token);
+            foreach (var token in _serveWaiters) token.TryWake();
             _serveWaiters.Clear();
             ServerLog.Stopped(_logger, ToString());
         }
@@ -325,7 +322,7 @@ public sealed class StreamServer : IDisposable
             Socket socket;
             try
             {
-                socket = CooperativeSocket.Accept(hub, _listener!, cancel);
+                socket = CooperativeSocket.Accept(_listener!, cancel);
                 backoffMs = 5;
             }
             catch (Exception e) when (e is ObjectDisposedException or OperationCanceledException || _stopping || cancel.IsCancellationRequested)
@@ -346,11 +343,11 @@ public sealed class StreamServer : IDisposable
 
     private void WaitForSlot(Hub hub)
     {
-        var token = hub.BeginPark(WaitReason.Other);
+        var token = Parking.BeginPark(WaitReason.Other);
         _slotWaiter = token;
         try
         {
-            hub.EndPark(token);
+            Parking.EndPark(token);
         }
         finally
         {
@@ -376,7 +373,7 @@ public sealed class StreamServer : IDisposable
         connection.Greenlet = g;
         _connections.Add(connection);
         AssertSlots();
-        g.AddLink(_ => ConnectionEnded(connection), LinkKind.All);
+        g.RawLink(_ => ConnectionEnded(connection)); // on the hub, however the greenlet ends (even unstarted)
         try
         {
             _pool?.Add(g); // a free slot was seen just before accepting; if another user of the pool took it, wait here
@@ -410,14 +407,21 @@ public sealed class StreamServer : IDisposable
         connection.Socket.Dispose();
         _connections.Remove(connection);
         AssertSlots();
-        if (_slotWaiter is { } waiter) _hub!.TryWake(waiter);
+        if (_slotWaiter is { } waiter) waiter.TryWake();
     }
 
     private void RequireStarted()
     {
         if (_hub == null)
             throw new InvalidOperationException($"{this} has not been started; call Start() or ServeForever() first.");
-        _hub.AssertOnHub();
+        AssertOnHub(_hub);
+    }
+
+    /// <summary>Hub-only: the server's state belongs to the hub that started it (its greenlets never race).</summary>
+    private void AssertOnHub(Hub hub)
+    {
+        if (Parking.CurrentHub != hub)
+            throw new InvalidOperationException($"{this} belongs to {hub} and must be used from its thread or one of its greenlets. From other threads use hub.Post(() => server.Stop()).");
     }
 
     [Conditional("DEBUG")]

@@ -4,14 +4,14 @@ namespace GreenRuntime.Servers;
 
 /// <summary>
 /// A <see cref="Stream"/> over a connected socket whose synchronous Read and Write park only the calling
-/// greenlet (see <see cref="CooperativeSocket"/>), so blocking stream code yields without Patch.All().
+/// greenlet (the core's cooperative socket layer, through <see cref="ConnectionSocket"/>), so blocking stream code yields without Patch.All().
 /// Off a hub it behaves like <see cref="NetworkStream"/>. Disposing it closes the socket only when it owns it.
 /// </summary>
-/// <remarks>A read or write that times out is cancelled and throws <see cref="IOException"/> wrapping a
+/// <remarks>A read or write that times out is abandoned (nothing is left running on the caller's buffer) and throws <see cref="IOException"/> wrapping a
 /// <see cref="TimeoutException"/>, like <see cref="NetworkStream"/>.</remarks>
 internal sealed class GreenNetworkStream : Stream
 {
-    private readonly CooperativeSocket _io;
+    private readonly ConnectionSocket _io;
     private readonly bool _ownsSocket;
     private bool _disposed;
 
@@ -20,7 +20,7 @@ internal sealed class GreenNetworkStream : Stream
         ArgumentNullException.ThrowIfNull(socket);
         if (!socket.Connected)
             throw new ArgumentException("The socket must be connected; accept or connect it first.", nameof(socket));
-        _io = new CooperativeSocket(socket);
+        _io = new ConnectionSocket(socket);
         _ownsSocket = ownsSocket;
     }
 
@@ -54,25 +54,13 @@ internal sealed class GreenNetworkStream : Stream
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (buffer.IsEmpty) return 0;
-        // The socket API needs Memory; a span may live on the stack, so read through a pooled array.
-        var rented = LowLevel.IoBuffers.Pool.Rent(Math.Min(buffer.Length, 64 * 1024));
         try
         {
-            int n;
-            try
-            {
-                n = _io.Receive(rented.AsMemory(0, Math.Min(buffer.Length, rented.Length)), TimeoutOf(ReadTimeout));
-            }
-            catch (Exception e) when (e is SocketException or TimeoutException)
-            {
-                throw AsIOException(e);
-            }
-            rented.AsSpan(0, n).CopyTo(buffer);
-            return n;
+            return _io.Receive(buffer, TimeoutOf(ReadTimeout));
         }
-        finally
+        catch (Exception e) when (e is SocketException or TimeoutException)
         {
-            if (!_io.Tainted) LowLevel.IoBuffers.Pool.Return(rented);
+            throw AsIOException(e);
         }
     }
 
@@ -80,22 +68,13 @@ internal sealed class GreenNetworkStream : Stream
     {
         ValidateBufferArguments(buffer, offset, count);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        Send(buffer.AsMemory(offset, count));
+        Send(buffer.AsSpan(offset, count));
     }
 
     public override void Write(ReadOnlySpan<byte> buffer)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var rented = LowLevel.IoBuffers.Pool.Rent(buffer.Length);
-        buffer.CopyTo(rented);
-        try
-        {
-            Send(rented.AsMemory(0, buffer.Length));
-        }
-        finally
-        {
-            if (!_io.Tainted) LowLevel.IoBuffers.Pool.Return(rented);
-        }
+        Send(buffer);
     }
 
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
@@ -121,7 +100,6 @@ internal sealed class GreenNetworkStream : Stream
         if (!_disposed && disposing)
         {
             _disposed = true;
-            _io.Release();
             if (_ownsSocket) Socket.Dispose();
         }
         base.Dispose(disposing);
@@ -130,7 +108,7 @@ internal sealed class GreenNetworkStream : Stream
     private static TimeSpan? TimeoutOf(int milliseconds) =>
         milliseconds == Timeout.Infinite ? null : TimeSpan.FromMilliseconds(milliseconds);
 
-    private void Send(ReadOnlyMemory<byte> data)
+    private void Send(ReadOnlySpan<byte> data)
     {
         try
         {

@@ -62,10 +62,10 @@ internal sealed class OutputBuffer
         _array = bigger;
     }
 
-    /// <summary>Returns the array to the pool unless a send that used it was abandoned (it may still be read).</summary>
-    public void Release(bool tainted)
+    /// <summary>Returns the array to the pool (no send outlives its call, so nothing reads it any more).</summary>
+    public void Release()
     {
-        if (!tainted) IoBuffers.Pool.Return(_array);
+        IoBuffers.Pool.Return(_array);
         _array = [];
         Length = 0;
     }

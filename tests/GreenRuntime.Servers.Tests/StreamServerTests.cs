@@ -1,9 +1,9 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
-using GreenRuntime.Servers;
+using GreenRuntime.Tests;
 
-namespace GreenRuntime.Tests.Servers;
+namespace GreenRuntime.Servers.Tests;
 
 public class StreamServerTests : ServerTest
 {

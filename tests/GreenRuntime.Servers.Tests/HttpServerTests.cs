@@ -4,9 +4,9 @@ using System.Net.Http.Headers;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
-using GreenRuntime.Servers;
+using GreenRuntime.Tests;
 
-namespace GreenRuntime.Tests.Servers;
+namespace GreenRuntime.Servers.Tests;
 
 public class HttpServerTests : ServerTest
 {

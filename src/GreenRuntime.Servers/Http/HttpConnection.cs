@@ -53,7 +53,7 @@ internal sealed class HttpConnection
     /// </summary>
     private readonly ExecutionContext? _requestContext = ExecutionContext.Capture();
     private readonly HttpServerOptions _options;
-    private readonly CooperativeSocket _io;
+    private readonly ConnectionSocket _io;
     private readonly EndPoint _remote;
     private readonly EndPoint _local;
     private readonly TimeProvider _time;
@@ -68,7 +68,7 @@ internal sealed class HttpConnection
     {
         _server = server;
         _options = server.Options;
-        _io = new CooperativeSocket(socket);
+        _io = new ConnectionSocket(socket);
         _remote = remote;
         _local = socket.LocalEndPoint!;
         _time = time;
@@ -118,10 +118,10 @@ internal sealed class HttpConnection
         finally
         {
             if (!killed) LingeringClose();
-            if (!_io.Tainted) IoBuffers.Pool.Return(_buffer);
+            // No operation outlives its call (ConnectionSocket), so the pooled buffers are free to go back.
+            IoBuffers.Pool.Return(_buffer);
             _buffer = [];
-            Output.Release(_io.Tainted);
-            _io.Release();
+            Output.Release();
             _io.Socket.Dispose();
         }
     }
@@ -283,7 +283,7 @@ internal sealed class HttpConnection
         }
         if (_end == _buffer.Length)
             throw new InvalidOperationException("Internal error: the input buffer is full although every reader bounds what it buffers.");
-        int n = _io.Receive(_buffer.AsMemory(_end), timeout);
+        int n = _io.Receive(_buffer.AsSpan(_end), timeout);
         if (n == 0) return false;
         _end += n;
         AssertBuffer();
@@ -338,7 +338,7 @@ internal sealed class HttpConnection
     public void FlushOutput()
     {
         if (Output.Length == 0) return;
-        _io.Send(Output.Memory, _options.IoTimeout);
+        _io.Send(Output.Memory.Span, _options.IoTimeout);
         Output.Clear();
     }
 
@@ -380,7 +380,7 @@ internal sealed class HttpConnection
         {
             socket.Shutdown(SocketShutdown.Send);
             long started = _time.GetTimestamp();
-            var scratch = _buffer.Length > 0 && !_io.Tainted ? _buffer : new byte[4096];
+            var scratch = _buffer.Length > 0 ? _buffer : new byte[4096];
             int discarded = 0;
             while (discarded < 64 * 1024)
             {
