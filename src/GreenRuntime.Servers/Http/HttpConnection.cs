@@ -6,8 +6,9 @@
 // answer unread client bytes with a reset that would destroy the response we just sent.
 //
 // Design: a plain loop per connection — read a head, check it, run the handler, finish the response, drain what
-// the handler left of the body, repeat while keep-alive holds. Parsing works on spans over the input buffer (no
-// regex, no per-byte allocation); strings are made only for what the handler sees (method, target, headers).
+// the handler left of the body, repeat while keep-alive holds. Framing and checking the head is HttpHeadParser's
+// (pure, on spans over the input buffer: no regex, no per-byte allocation; strings are made only for what the
+// handler sees); this class does the I/O and the timeouts around it.
 // Pipelined requests need nothing special: bytes after one request stay in the buffer and are the next head, and
 // responses go out in order because one greenlet serves the connection.
 //
@@ -175,22 +176,16 @@ internal sealed class HttpConnection
         while (true)
         {
             // RFC 9112 §2.2: ignore empty lines before the request line.
-            while (Buffered >= 2 && _buffer[_start] == '\r' && _buffer[_start + 1] == '\n')
+            int skip = HttpHeadParser.LeadingEmptyLines(_buffer.AsSpan(_start, Buffered));
+            if (skip > 0)
             {
-                _start += 2;
+                _start += skip;
                 scanned = 0;
             }
             var pending = _buffer.AsSpan(_start, Buffered);
-            int from = Math.Max(0, scanned - 3);
-            int found = pending[from..].IndexOf("\r\n\r\n"u8);
-            if (found >= 0)
-            {
-                int length = from + found + 4;
-                if (length > limit) throw HeadTooLarge(pending);
-                return length;
-            }
+            int length = HttpHeadParser.FindHeadEnd(pending, scanned, limit);
+            if (length > 0) return length;
             scanned = pending.Length;
-            if (pending.Length >= limit) throw HeadTooLarge(pending);
             var left = _options.RequestHeadersTimeout - _time.GetElapsedTime(started);
             try
             {
@@ -205,19 +200,10 @@ internal sealed class HttpConnection
         }
     }
 
-    private HttpProtocolException HeadTooLarge(ReadOnlySpan<byte> pending)
-    {
-        int limit = _options.MaxRequestHeadersTotalSize;
-        int lineEnd = pending.IndexOf("\r\n"u8);
-        return lineEnd < 0 || lineEnd >= limit
-            ? new HttpProtocolException(414, $"The request line is longer than the {limit}-byte limit for the request head.")
-            : new HttpProtocolException(431, $"The request head is larger than {limit} bytes.");
-    }
-
     /// <summary>Steps 2–4 for a head of <paramref name="headLength"/> bytes at _start. Returns whether to read another request.</summary>
     private bool Exchange(int headLength)
     {
-        var head = ParseHead(_buffer.AsSpan(_start, headLength - 2));
+        var head = HttpHeadParser.Parse(_buffer.AsSpan(_start, headLength), _options);
         _start += headLength;
         _method = head.Method;
         _target = head.Target;
@@ -395,146 +381,5 @@ internal sealed class HttpConnection
         {
             // Closing anyway.
         }
-    }
-
-    private ParsedHead ParseHead(ReadOnlySpan<byte> head)
-    {
-        // head = request-line CRLF *(field-line CRLF), without the final empty line.
-        int lineEnd = head.IndexOf("\r\n"u8);
-        var requestLine = head[..lineEnd];
-        var rest = head[(lineEnd + 2)..];
-        if (requestLine.IndexOfAny((byte)'\r', (byte)'\n') >= 0) throw Bad("The request line contains a bare CR or LF.");
-
-        int sp1 = requestLine.IndexOf((byte)' ');
-        if (sp1 <= 0) throw Bad("The request line is not \"method target version\".");
-        var method = requestLine[..sp1];
-        var afterMethod = requestLine[(sp1 + 1)..];
-        int sp2 = afterMethod.IndexOf((byte)' ');
-        if (sp2 <= 0) throw Bad("The request line is not \"method target version\".");
-        var target = afterMethod[..sp2];
-        var version = afterMethod[(sp2 + 1)..];
-        if (!HttpSyntax.IsToken(method)) throw Bad("The method is not a valid token.");
-        foreach (var b in target)
-            if (!HttpSyntax.IsTargetByte(b)) throw Bad("The request target contains a space, a control character or a non-ASCII byte.");
-        bool http10;
-        if (version.SequenceEqual("HTTP/1.1"u8)) http10 = false;
-        else if (version.SequenceEqual("HTTP/1.0"u8)) http10 = true;
-        else if (version.Length == 8 && version.StartsWith("HTTP/"u8) && char.IsAsciiDigit((char)version[5]) && version[6] == '.' && char.IsAsciiDigit((char)version[7]))
-            throw new HttpProtocolException(505, "Only HTTP/1.0 and HTTP/1.1 are supported.");
-        else throw Bad("The protocol version is not HTTP/1.x.");
-
-        var parsed = new ParsedHead { Method = MethodString(method), Target = Encoding.ASCII.GetString(target), Http10 = http10 };
-        int hosts = 0;
-        bool hasTransferEncoding = false;
-        string? transferEncoding = null, connection = null, expect = null;
-        while (!rest.IsEmpty)
-        {
-            lineEnd = rest.IndexOf("\r\n"u8);
-            var line = rest[..lineEnd];
-            rest = rest[(lineEnd + 2)..];
-            if (parsed.Headers.Count >= _options.MaxRequestHeaderCount)
-                throw new HttpProtocolException(431, $"The request has more than {_options.MaxRequestHeaderCount} header fields.");
-            int colon = line.IndexOf((byte)':');
-            if (colon <= 0) throw Bad("A header line has no name or no colon (folded lines are not accepted).");
-            var name = line[..colon];
-            if (!HttpSyntax.IsToken(name)) throw Bad("A header name is not a valid token (whitespace before the colon?).");
-            var value = HttpSyntax.Trim(line[(colon + 1)..]);
-            foreach (var b in value)
-                if (!HttpSyntax.IsFieldValueByte(b)) throw Bad("A header value contains a control character.");
-            string nameText = HeaderName(name);
-            string valueText = Encoding.Latin1.GetString(value);
-            parsed.Headers.Add(new(nameText, valueText));
-            if (nameText.Equals("Host", StringComparison.OrdinalIgnoreCase)) hosts++;
-            else if (nameText.Equals("Content-Length", StringComparison.OrdinalIgnoreCase)) parsed.ContentLength = MergeContentLength(parsed.ContentLength, value);
-            else if (nameText.Equals("Transfer-Encoding", StringComparison.OrdinalIgnoreCase))
-            {
-                hasTransferEncoding = true;
-                transferEncoding = transferEncoding == null ? valueText : transferEncoding + "," + valueText;
-            }
-            else if (nameText.Equals("Connection", StringComparison.OrdinalIgnoreCase)) connection = connection == null ? valueText : connection + "," + valueText;
-            else if (nameText.Equals("Expect", StringComparison.OrdinalIgnoreCase)) expect = expect == null ? valueText : expect + "," + valueText;
-        }
-
-        if (hosts > 1 || (hosts == 0 && !http10)) throw Bad(hosts == 0 ? "HTTP/1.1 requests must have a Host header." : "The request has more than one Host header.");
-        if (hasTransferEncoding)
-        {
-            if (parsed.ContentLength != null) throw Bad("The request has both Content-Length and Transfer-Encoding.");
-            var codings = transferEncoding!.Split(',', StringSplitOptions.TrimEntries);
-            if (codings.Any(c => c.Length == 0)) throw Bad("The Transfer-Encoding header has an empty element.");
-            if (codings.Length != 1 || !codings[0].Equals("chunked", StringComparison.OrdinalIgnoreCase))
-                throw new HttpProtocolException(501, $"Transfer-Encoding \"{transferEncoding}\" is not supported; only chunked is.");
-            parsed.Chunked = true;
-            if (http10) parsed.Close = true; // RFC 9112 §6.1: chunked over HTTP/1.0 means the framing cannot be trusted afterwards
-        }
-        if (parsed.ContentLength is { } length && _options.MaxRequestBodySize is { } max && length > max)
-            throw new HttpProtocolException(413, $"The request body ({length} bytes) is larger than the limit of {max} bytes.");
-        if (expect != null)
-        {
-            if (!expect.Trim().Equals("100-continue", StringComparison.OrdinalIgnoreCase))
-                throw new HttpProtocolException(417, $"Expect: {expect} is not supported; only 100-continue is.");
-            parsed.ExpectContinue = !http10 && (parsed.Chunked || parsed.ContentLength > 0);
-        }
-        parsed.Close |= HttpSyntax.ListContains(connection, "close");
-        parsed.KeepAlive = !parsed.Close && (!http10 || HttpSyntax.ListContains(connection, "keep-alive"));
-        return parsed;
-    }
-
-    private static long? MergeContentLength(long? previous, ReadOnlySpan<byte> value)
-    {
-        long? result = previous;
-        foreach (var range in value.Split((byte)','))
-        {
-            var item = HttpSyntax.Trim(value[range]);
-            if (item.IsEmpty || item.Length > 18) throw Bad("The Content-Length is not a number of bytes.");
-            long n = 0;
-            foreach (var b in item)
-            {
-                if (b is < (byte)'0' or > (byte)'9') throw Bad("The Content-Length is not a number of bytes.");
-                n = n * 10 + (b - '0');
-            }
-            if (result is { } r && r != n) throw Bad("The request has conflicting Content-Length values.");
-            result = n;
-        }
-        return result;
-    }
-
-    private static HttpProtocolException Bad(string message) => new(400, message);
-
-    private static string MethodString(ReadOnlySpan<byte> m) => m switch
-    {
-        _ when m.SequenceEqual("GET"u8) => "GET",
-        _ when m.SequenceEqual("POST"u8) => "POST",
-        _ when m.SequenceEqual("HEAD"u8) => "HEAD",
-        _ when m.SequenceEqual("PUT"u8) => "PUT",
-        _ when m.SequenceEqual("DELETE"u8) => "DELETE",
-        _ => Encoding.ASCII.GetString(m),
-    };
-
-    private static readonly string[] s_commonHeaders =
-        ["Host", "Content-Length", "Transfer-Encoding", "Connection", "Accept", "User-Agent", "Content-Type", "Expect", "Accept-Encoding"];
-
-    private static string HeaderName(ReadOnlySpan<byte> name)
-    {
-        foreach (var common in s_commonHeaders)
-        {
-            if (common.Length != name.Length) continue;
-            bool same = true;
-            for (int i = 0; i < name.Length && same; i++) same = common[i] == name[i];
-            if (same) return common;
-        }
-        return Encoding.ASCII.GetString(name);
-    }
-
-    private sealed class ParsedHead
-    {
-        public string Method = "";
-        public string Target = "";
-        public bool Http10;
-        public readonly List<KeyValuePair<string, string>> Headers = new();
-        public long? ContentLength;
-        public bool Chunked;
-        public bool ExpectContinue;
-        public bool Close;
-        public bool KeepAlive;
     }
 }

@@ -138,7 +138,7 @@ internal sealed class RequestBodyStream : Stream
             {
                 case ChunkState.Size:
                 {
-                    long size = ParseChunkSize(_connection.ReadLine(MaxChunkLineLength));
+                    long size = HttpHeadParser.ParseChunkSize(_connection.ReadLine(MaxChunkLineLength));
                     if (size == 0)
                     {
                         SkipTrailers();
@@ -170,28 +170,6 @@ internal sealed class RequestBodyStream : Stream
         }
     }
 
-    private static long ParseChunkSize(ReadOnlySpan<byte> line)
-    {
-        long size = 0;
-        int i = 0;
-        for (; i < line.Length; i++)
-        {
-            int digit = HexValue(line[i]);
-            if (digit < 0) break;
-            if (i >= 15) throw new HttpProtocolException(400, "The chunk size is too large.");
-            size = size * 16 + digit;
-        }
-        if (i == 0) throw new HttpProtocolException(400, "A chunk size line does not start with a hexadecimal size.");
-        var rest = line[i..];
-        int j = 0;
-        while (j < rest.Length && (rest[j] == ' ' || rest[j] == '\t')) j++;
-        if (j < rest.Length && rest[j] != ';') throw new HttpProtocolException(400, "A chunk size is followed by something other than a chunk extension.");
-        if (j == rest.Length && j > 0) throw new HttpProtocolException(400, "A chunk size line ends with whitespace.");
-        foreach (var b in rest)
-            if (!HttpSyntax.IsFieldValueByte(b)) throw new HttpProtocolException(400, "A chunk extension contains a control character.");
-        return size;
-    }
-
     private void SkipTrailers()
     {
         int total = 0, count = 0;
@@ -202,21 +180,9 @@ internal sealed class RequestBodyStream : Stream
             total += line.Length + 2;
             if (++count > _connection.MaxHeaderCount || total > _connection.MaxHeadersSize)
                 throw new HttpProtocolException(431, "The chunked body's trailer section is too large.");
-            int colon = line.IndexOf((byte)':');
-            if (colon <= 0 || !HttpSyntax.IsToken(line[..colon]))
-                throw new HttpProtocolException(400, "A trailer field is malformed.");
-            foreach (var b in line[(colon + 1)..])
-                if (!HttpSyntax.IsFieldValueByte(b)) throw new HttpProtocolException(400, "A trailer field contains a control character.");
+            HttpHeadParser.CheckTrailerField(line);
         }
     }
-
-    private static int HexValue(byte b) => b switch
-    {
-        >= (byte)'0' and <= (byte)'9' => b - '0',
-        >= (byte)'a' and <= (byte)'f' => b - 'a' + 10,
-        >= (byte)'A' and <= (byte)'F' => b - 'A' + 10,
-        _ => -1,
-    };
 
     public override void Flush() { }
     public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException("The request body cannot seek.");
