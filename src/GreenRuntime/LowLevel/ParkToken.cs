@@ -22,7 +22,14 @@ public readonly struct ParkToken : IEquatable<ParkToken>
 {
     internal readonly WakeToken Inner;
 
-    internal ParkToken(WakeToken inner) => Inner = inner;
+    /// <summary>The wake comes from outside the hub: the park counts as an outstanding operation (no LoopExit meanwhile).</summary>
+    internal readonly bool ForeignWake;
+
+    internal ParkToken(WakeToken inner, bool foreignWake)
+    {
+        Inner = inner;
+        ForeignWake = foreignWake;
+    }
 
     /// <summary>The parked greenlet.</summary>
     /// <exception cref="InvalidOperationException">A default token, not one from <see cref="Parking.BeginPark"/>.</exception>

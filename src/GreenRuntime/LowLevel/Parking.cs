@@ -9,7 +9,8 @@
 //   1. hub = Parking.ParkingHub(); if null, do the ordinary blocking thing (off a hub nothing may park);
 //   2. try the operation without blocking; done if it completes;
 //   3. token = Parking.BeginPark(reason); hand the token to every waker (a callback, a waiter list, a timer);
-//      code between steps 3 and 4 must not block, and calls Parking.CancelPark if it throws;
+//      code between steps 3 and 4 must not block (not even on a lock another thread may hold: under
+//      Patch.All() a contended lock parks), and calls Parking.CancelPark if it throws;
 //   4. value = Parking.EndPark(token): other greenlets run until one waker calls token.TryWake (hub) or
 //      token.PostWake (any thread); a kill or an expired timeout is thrown from here instead;
 //   5. on an exception from step 4, cancel what the wakers were waiting for: the park is over.
@@ -35,27 +36,26 @@ namespace GreenRuntime.LowLevel;
 /// <see cref="CanPark"/> and <see cref="SuppressCooperation"/> is called by the greenlet that parks.</para>
 /// </remarks>
 /// <example>
-/// An event that one greenlet waits for and anyone sets, from any thread:
+/// A gate that greenlets of one hub wait at until one of them opens it (hub-only state needs no lock):
 /// <code>
-/// sealed class Signal
+/// sealed class Gate
 /// {
-///     private ParkToken? _waiter;
-///     private volatile bool _set;
+///     private readonly List&lt;ParkToken&gt; _waiters = new();
+///     private bool _open;
 ///
-///     public void Wait()                       // on a greenlet
+///     public void Wait()
 ///     {
-///         while (!_set)
-///         {
-///             var token = Parking.BeginPark(WaitReason.Event);
-///             _waiter = token;
-///             Parking.EndPark(token);          // other greenlets run meanwhile
-///         }
+///         if (_open) return;
+///         var token = Parking.BeginPark(WaitReason.Event);
+///         _waiters.Add(token);
+///         try { Parking.EndPark(token); }          // other greenlets run meanwhile
+///         finally { _waiters.Remove(token); }
 ///     }
 ///
-///     public void Set()                        // any thread
+///     public void Open()
 ///     {
-///         _set = true;
-///         _waiter?.PostWake();                 // a no-op if the park already ended
+///         _open = true;
+///         foreach (var token in _waiters.ToArray()) token.TryWake();
 ///     }
 /// }
 /// </code>
@@ -136,18 +136,25 @@ public static partial class Parking
     /// metrics) and returns the token that resumes it. Throws the greenlet's pending kill or expired timeout instead, so
     /// a killed greenlet cannot park.
     /// </summary>
+    /// <param name="reason">What the greenlet waits for (not <see cref="WaitReason.None"/>).</param>
+    /// <param name="foreignWake">True when the wake will come from outside the hub's greenlets and timers (another thread,
+    /// a callback of a .NET or native API, through <see cref="ParkToken.PostWake"/>): the park then counts as an
+    /// outstanding operation, so the hub does not declare <see cref="LoopExitException"/> ("this would block forever")
+    /// while nothing else is left to run. False: the hub's own greenlets or timers wake it, and a park nothing can wake
+    /// is reported as LoopExit.</param>
     /// <remarks>Between this call and <see cref="EndPark(in ParkToken)"/> the caller only registers wakers: it must not
-    /// block, and if registering throws it calls <see cref="CancelPark"/>.</remarks>
+    /// block (not even on a lock another thread may hold), and if registering throws it calls <see cref="CancelPark"/>.</remarks>
+    /// <exception cref="ArgumentException"><paramref name="reason"/> is <see cref="WaitReason.None"/>.</exception>
     /// <exception cref="InvalidOperationException">Not on a greenlet that may park: a hub callback, the scheduler, a thread
     /// that released its hub's baton (<see cref="Green.RunBlocking(Action)"/>), or inside <see cref="SuppressCooperation"/>.</exception>
     /// <exception cref="ObjectDisposedException">The hub has been disposed.</exception>
-    public static ParkToken BeginPark(WaitReason reason)
+    public static ParkToken BeginPark(WaitReason reason, bool foreignWake = false)
     {
         if (reason == WaitReason.None)
             throw new ArgumentException("A park needs a reason other than None (run-info reports it).", nameof(reason));
         if (t_suppressed != 0)
             throw new InvalidOperationException("Cannot park inside Parking.SuppressCooperation(): that scope is for short waits that must really block. Park outside it.");
-        return new ParkToken(Hub.Current.BeginPark(reason));
+        return new ParkToken(Hub.Current.BeginPark(reason), foreignWake);
     }
 
     /// <summary>Undoes <see cref="BeginPark"/> when registering the wakers failed: the greenlet runs on, and the token is dead.</summary>
@@ -167,7 +174,7 @@ public static partial class Parking
     public static object? EndPark(in ParkToken token)
     {
         var hub = CheckOwnPark(token, nameof(EndPark));
-        return hub.EndPark(token.Inner);
+        return Suspend(hub, token);
     }
 
     /// <summary>
@@ -179,7 +186,7 @@ public static partial class Parking
     public static object? EndPark(in ParkToken token, TimeSpan? timeout)
     {
         var hub = CheckOwnPark(token, nameof(EndPark));
-        if (timeout is not { } limit || limit == Timeout.InfiniteTimeSpan) return hub.EndPark(token.Inner);
+        if (timeout is not { } limit || limit == Timeout.InfiniteTimeSpan) return Suspend(hub, token);
         if (limit < TimeSpan.Zero)
         {
             hub.CancelPark(token.Inner);
@@ -188,7 +195,7 @@ public static partial class Parking
         var timer = hub.AddWakeTimer(limit, token.Inner, Hub.TimedOut);
         try
         {
-            return hub.EndPark(token.Inner);
+            return Suspend(hub, token);
         }
         finally
         {
@@ -199,10 +206,13 @@ public static partial class Parking
     /// <summary>Parks until the token is woken: <see cref="BeginPark"/> and <see cref="EndPark(in ParkToken)"/> with the
     /// token handed out through <paramref name="register"/> (which must not block).</summary>
     /// <exception cref="ArgumentNullException"><paramref name="register"/> is null.</exception>
-    public static object? Park(WaitReason reason, Action<ParkToken> register)
+    /// <param name="reason">What the greenlet waits for.</param>
+    /// <param name="register">Hands the token to the wakers; must not block.</param>
+    /// <param name="foreignWake">The wake comes from outside the hub (see <see cref="BeginPark"/>).</param>
+    public static object? Park(WaitReason reason, Action<ParkToken> register, bool foreignWake = false)
     {
         ArgumentNullException.ThrowIfNull(register);
-        var token = BeginPark(reason);
+        var token = BeginPark(reason, foreignWake);
         try
         {
             register(token);
@@ -233,6 +243,21 @@ public static partial class Parking
         bool others = hub.ReadyCount > 0;
         hub.YieldCurrent();
         return others;
+    }
+
+    /// <summary>The hub's step 3; a park woken from outside counts as outstanding meanwhile, so LoopExit waits for it.</summary>
+    private static object? Suspend(Hub hub, in ParkToken token)
+    {
+        if (!token.ForeignWake) return hub.EndPark(token.Inner);
+        hub.BeginExternalWait();
+        try
+        {
+            return hub.EndPark(token.Inner);
+        }
+        finally
+        {
+            hub.EndExternalWait();
+        }
     }
 
     private static Hub CheckOwnPark(in ParkToken token, string operation)

@@ -49,9 +49,18 @@ public class ParkingTests : HubTest
     [Test]
     public void PostWakeResumesTheParkFromAnotherThread()
     {
-        var result = Green.Spawn(() => Parking.Park(WaitReason.Other, token =>
-            Task.Run(() => { Thread.Sleep(20); token.PostWake("from the pool"); })));
-        Assert.That(result.Get(TimeSpan.FromSeconds(10)), Is.EqualTo("from the pool"));
+        var value = Parking.Park(WaitReason.Other, token =>
+            Task.Run(() => { Thread.Sleep(20); token.PostWake("from the pool"); }), foreignWake: true);
+        Assert.That(value, Is.EqualTo("from the pool"));
+    }
+
+    [Test]
+    public void AParkNothingCanWakeIsReportedAsLoopExitUnlessAForeignWakeIsExpected()
+    {
+        Assert.That(() => Parking.EndPark(Parking.BeginPark(WaitReason.Other)), Throws.TypeOf<LoopExitException>());
+        var token = Parking.BeginPark(WaitReason.Other, foreignWake: true);
+        ThreadPool.QueueUserWorkItem(_ => { Thread.Sleep(20); token.PostWake("late"); });
+        Assert.That(Parking.EndPark(token), Is.EqualTo("late"));
     }
 
     [Test]
