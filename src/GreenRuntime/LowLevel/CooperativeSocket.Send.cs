@@ -37,7 +37,20 @@ public static partial class CooperativeSocket
         }
     }
 
+    /// <summary>The async path: SendAsync until everything went out (on stream sockets .NET sends it all in one operation;
+    /// the loop only guards the promise of <see cref="Send"/>), an error, or the timeout.</summary>
     private static int SendParked(Socket socket, ReadOnlyMemory<byte> data, SocketFlags flags, TimeSpan? timeout, out SocketError error)
+    {
+        int total = 0;
+        while (true)
+        {
+            int n = SendOnceParked(socket, data[total..], flags, timeout, out error);
+            total += n;
+            if (error != SocketError.Success || n == 0 || total >= data.Length) return total;
+        }
+    }
+
+    private static int SendOnceParked(Socket socket, ReadOnlyMemory<byte> data, SocketFlags flags, TimeSpan? timeout, out SocketError error)
     {
         using var cancel = new CancellationTokenSource();
         Task<int> send;

@@ -100,6 +100,13 @@ public class CooperativeSocketTests : HubTest
     }
 
     [Test]
+    public void TheReactorCarriesSocketsOnLinuxX64()
+    {
+        bool linuxX64 = OperatingSystem.IsLinux() && System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64;
+        Assert.That(CooperativeSocket.HasReactor, Is.EqualTo(linuxX64));
+    }
+
+    [Test]
     public void WaitReadableAndWaitWritableReportReadiness()
     {
         Assert.That(CooperativeSocket.WaitWritable(_server, TimeSpan.FromSeconds(10)), Is.EqualTo(SocketError.Success));
@@ -160,7 +167,7 @@ public class CooperativeSocketTests : HubTest
     }
 
     [Test]
-    public void DatagramReceivesTakeTheAsyncReadabilityPath()
+    public void DatagramsTakeTheAsyncPath()
     {
         using var a = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         using var b = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
@@ -176,7 +183,9 @@ public class CooperativeSocketTests : HubTest
         });
         Green.Spawn(() => order.Add("other ran"));
         Green.Sleep(20);
-        b.Send("datagram"u8);
+        // A datagram send also takes the async path (SendAsync of a pooled copy).
+        int sent = CooperativeSocket.Send(b, "datagram"u8, SocketFlags.None, TimeSpan.FromSeconds(10), out var sendError);
+        Assert.That((sent, sendError), Is.EqualTo((8, SocketError.Success)));
         receiver.Join(TimeSpan.FromSeconds(10));
         Assert.That(order, Is.EqualTo(new[] { "other ran", "Success datagram" }));
         var timedOut = CooperativeSocket.Receive(a, new byte[4], SocketFlags.None, TimeSpan.FromMilliseconds(20), out var err);
