@@ -18,8 +18,6 @@ internal static class HttpSyntax
         return t;
     }
 
-    public static bool IsTokenChar(byte b) => s_token[b];
-
     public static bool IsToken(ReadOnlySpan<byte> s)
     {
         if (s.IsEmpty) return false;

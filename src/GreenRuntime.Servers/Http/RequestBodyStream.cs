@@ -35,17 +35,8 @@ internal sealed class RequestBodyStream : Stream
         _done = !chunked && contentLength == 0;
     }
 
-    /// <summary>The whole body has been read.</summary>
-    public bool Done => _done;
-
     /// <summary>A read failed; the rest of the body cannot be found.</summary>
     public bool Broken => _broken != null;
-
-    /// <summary>The client asked for "100 Continue" and has not been sent it (so it may not send the body).</summary>
-    public bool ContinuePending => _expectContinue;
-
-    /// <summary>Content-Length bytes still unread (0 for chunked bodies, whose rest is unknown).</summary>
-    public long KnownRemaining => _chunked ? 0 : _remaining;
 
     public override bool CanRead => true;
     public override bool CanSeek => false;
