@@ -146,7 +146,8 @@ public static partial class Parking
     /// block (not even on a lock another thread may hold), and if registering throws it calls <see cref="CancelPark"/>.</remarks>
     /// <exception cref="ArgumentException"><paramref name="reason"/> is <see cref="WaitReason.None"/>.</exception>
     /// <exception cref="InvalidOperationException">Not on a greenlet that may park: a hub callback, the scheduler, a thread
-    /// that released its hub's baton (<see cref="Green.RunBlocking(Action)"/>), or inside <see cref="SuppressCooperation"/>.</exception>
+    /// that released its hub's baton (<see cref="Green.RunBlocking(Action)"/>), inside <see cref="SuppressCooperation"/>,
+    /// or between a BeginPark and its EndPark (one park at a time).</exception>
     /// <exception cref="ObjectDisposedException">The hub has been disposed.</exception>
     public static ParkToken BeginPark(WaitReason reason, bool foreignWake = false)
     {
@@ -154,7 +155,10 @@ public static partial class Parking
             throw new ArgumentException("A park needs a reason other than None (run-info reports it).", nameof(reason));
         if (t_suppressed != 0)
             throw new InvalidOperationException("Cannot park inside Parking.SuppressCooperation(): that scope is for short waits that must really block. Park outside it.");
-        return new ParkToken(Hub.Current.BeginPark(reason), foreignWake);
+        var hub = Hub.Current;
+        if (hub.IsOnHubThread && hub.CurrentGreenlet is { State: GreenletState.Parked or GreenletState.Ready } g)
+            throw new InvalidOperationException($"{g} began a park that has not ended: end it (EndPark) or undo it (CancelPark) before beginning another. Nothing between BeginPark and EndPark may block.");
+        return new ParkToken(hub.BeginPark(reason), foreignWake);
     }
 
     /// <summary>Undoes <see cref="BeginPark"/> when registering the wakers failed: the greenlet runs on, and the token is dead.</summary>

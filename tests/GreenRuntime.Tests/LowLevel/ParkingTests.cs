@@ -135,6 +135,22 @@ public class ParkingTests : HubTest
     }
 
     [Test]
+    public void ASecondParkBeforeTheFirstEndedIsRefused()
+    {
+        var g = Green.Spawn(() =>
+        {
+            var token = Parking.BeginPark(WaitReason.Other);
+            var e = Assert.Throws<InvalidOperationException>(() => Parking.BeginPark(WaitReason.Other));
+            Assert.That(e!.Message, Does.Contain("has not ended"));
+            Parking.CancelPark(token);
+            Assert.That(token.IsPending, Is.False);
+            Green.Sleep(1); // the greenlet parks normally again afterwards
+        });
+        g.Join();
+        Assert.That(g.Successful, Is.True, g.Exception?.ToString());
+    }
+
+    [Test]
     public void EndParkTwiceIsRefused()
     {
         var g = Green.Spawn(() =>
