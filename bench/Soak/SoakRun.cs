@@ -24,7 +24,7 @@ internal sealed class SoakRun(int seconds, int seed, int warmup, int holdQuiet)
 
     /// <summary>Heap growth below this is not reported even when above +10 %: the idle heap is only 5–8 MiB, and
     /// bounded caches that fill at random moments move it between two idle moments. The largest is the runtime's
-    /// I/O buffer pool (Io/IoBuffers.cs: up to 4 arrays in each power-of-two size class up to 1 MiB, so up to
+    /// I/O buffer pool (GreenRuntime.LowLevel.IoBuffers: up to 4 arrays in each power-of-two size class up to 1 MiB, so up to
     /// about 8 MiB retained); the rest (ArrayPool's per-core partitions, reflection caches) is about 1 MiB. Seen:
     /// 4.69 → 7.54 MiB in a 60 s run whose warm-up baseline caught the pool nearly empty. A leak grows past it in a
     /// longer run (--seconds 600), and the RSS check stays at +10 %.</summary>

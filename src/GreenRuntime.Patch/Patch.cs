@@ -124,7 +124,7 @@ public static class Patch
 
     private static PatchReport Apply(IReadOnlyList<PatchSet> sets, ILoggerFactory? loggerFactory)
     {
-        loggerFactory ??= Hub.CurrentOrNull?.Options.LoggerFactory ?? NullLoggerFactory.Instance;
+        loggerFactory ??= GreenRuntime.LowLevel.Parking.CurrentHub?.Options.LoggerFactory ?? NullLoggerFactory.Instance;
         var logger = loggerFactory.CreateLogger(PatchLog.Category);
         var patched = new List<PatchedMethod>();
         var already = new List<PatchedMethod>();

@@ -467,6 +467,19 @@ public partial class Greenlet
     internal static Greenlet CreateStackless(Func<Task> body, string? name) => new(body, name, stackless: true);
 
     /// <summary>
+    /// Creates a stackless greenlet that will run <paramref name="body"/> on the hub when started (<see cref="Start"/>):
+    /// the unstarted counterpart of <see cref="Green.SpawnAsync(Func{Task}, string?)"/>, for code that links or pools it
+    /// first.
+    /// </summary>
+    /// <remarks>A named factory rather than a constructor overload, for the reason given at <see cref="Green.SpawnAsync(Func{Task}, string?)"/>:
+    /// C# would bind a blocking lambda whose end is unreachable to a Task-returning delegate.</remarks>
+    public static Greenlet ForAsync(Func<Task> body, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        return CreateStackless(body, name);
+    }
+
+    /// <summary>
     /// A token that is cancelled when this greenlet is killed (by <see cref="Kill"/>, <see cref="Green.KillAll"/>, a
     /// pool or a server stopping), so async code and foreign Tasks it starts can observe the kill:
     /// <c>await Task.Delay(1000, Green.Current.CancellationToken)</c>. Hub-only.

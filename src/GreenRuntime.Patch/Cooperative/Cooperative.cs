@@ -1,4 +1,5 @@
-// Cooperative implementations: what a patched blocking call does instead of blocking.
+// Cooperative implementations: what a patched blocking call does instead of blocking. They use only the
+// core's public API (GreenRuntime.LowLevel: Parking, CooperativeSocket, IoBuffers), as any extension would.
 //
 // Glossary
 //   replacement   a static method in this folder that a detour sends every call of a BCL method to
@@ -14,7 +15,7 @@
 // call the original's trampoline through a delegate* (OriginalSlot.Entry) rather than a delegate. On a
 // parking hub it first tries the operation without blocking (a zero timeout, or an async operation that
 // completes inline) and otherwise starts the .NET asynchronous equivalent and parks only the calling
-// greenlet until it completes (Hub.WaitForTask), honouring the call's own timeout. Finally it asks the
+// greenlet until it completes (Parking.WaitForTask), honouring the call's own timeout. Finally it asks the
 // original with a zero timeout, or reads the finished task, so results, exceptions and side effects are the
 // original's.
 //
@@ -30,28 +31,18 @@
 //     of the hub. We offload to the thread pool instead.
 
 using System.Runtime.CompilerServices;
-using GreenRuntime.Scheduling;
 
 namespace GreenRuntime.Cooperative;
 
 /// <summary>Shared plumbing of the cooperative replacements: where parking is allowed, and parking on a task.</summary>
 internal static class Cooperative
 {
-    [ThreadStatic] private static int t_bypass;
-
     /// <summary>
     /// The hub the caller may park on, or null when the call must behave exactly like the original: no hub on
     /// this thread, inside a hub callback (which must not block), a disposed hub, or inside <see cref="Bypass"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Hub? ParkingHub()
-    {
-        var hub = Hub.CurrentOrNull;
-        if (hub is null) return null;
-        if (t_bypass == 0 && hub.CanBlockHere && !hub.IsDisposed) return hub;
-        if (t_bypass == 0) hub.NoteNotCooperative(); // inside a hub callback: logged once per callback (event 6)
-        return null;
-    }
+    public static Hub? ParkingHub() => Parking.ParkingHub();
 
     /// <summary>
     /// <see cref="ParkingHub"/> without its warning for calls inside hub callbacks, and so without side effects: for
@@ -59,27 +50,13 @@ internal static class Cooperative
     /// initialisation), which must never allocate, log or initialise a class before deciding.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Hub? ParkingHubSilent()
-    {
-        var hub = Hub.CurrentOrNull;
-        return hub is not null && t_bypass == 0 && hub.CanBlockHere && !hub.IsDisposed ? hub : null;
-    }
+    public static Hub? ParkingHubSilent() => Parking.ParkingHubSilent();
 
     /// <summary>
     /// Makes every patched method called on this thread run its original until the scope is disposed: for our
     /// own short cleanup waits, which must not park (a kill may already be pending) and must not re-enter us.
     /// </summary>
-    public static BypassScope Bypass()
-    {
-        t_bypass++;
-        return default;
-    }
-
-    /// <summary>Ends a <see cref="Bypass"/> scope.</summary>
-    public readonly struct BypassScope : IDisposable
-    {
-        public void Dispose() => t_bypass--;
-    }
+    public static SuppressedCooperation Bypass() => Parking.SuppressCooperation();
 
     /// <summary>
     /// Parks the current greenlet until <paramref name="task"/> completes or <paramref name="timeout"/> elapses.
@@ -88,21 +65,8 @@ internal static class Cooperative
     /// longer touches memory of the unwinding frame.
     /// </summary>
     /// <returns>Whether the task has completed (false: the timeout elapsed first).</returns>
-    public static bool Park(Hub hub, Task task, TimeSpan? timeout, WaitReason reason, CancellationTokenSource? cancel = null, bool drain = false)
-    {
-        if (task.IsCompleted) return true;
-        try
-        {
-            hub.WaitForTask(task, timeout, reason);
-        }
-        catch
-        {
-            CancelQuietly(cancel);
-            if (drain) WaitBlocking(task);
-            throw;
-        }
-        return task.IsCompleted;
-    }
+    public static bool Park(Hub hub, Task task, TimeSpan? timeout, WaitReason reason, CancellationTokenSource? cancel = null, bool drain = false) =>
+        Parking.WaitForTask(task, timeout, reason, cancel, drain);
 
     /// <summary>Cancels, swallowing what a cancellation callback throws (it is the operation's business, not ours).</summary>
     public static void CancelQuietly(CancellationTokenSource? cancel)
@@ -161,18 +125,5 @@ internal static class Cooperative
     /// timeout elapses. For waits that .NET offers no completion signal for.
     /// </summary>
     /// <returns>Whether <paramref name="done"/> returned true.</returns>
-    public static bool PollUntil(Hub hub, Func<bool> done, TimeSpan? timeout)
-    {
-        var time = hub.Options.TimeProvider;
-        long start = time.GetTimestamp();
-        var backoff = new PollBackoff();
-        while (true)
-        {
-            if (done()) return true;
-            var left = timeout is { } t ? t - time.GetElapsedTime(start) : TimeSpan.MaxValue;
-            if (left <= TimeSpan.Zero) return false;
-            Green.Sleep(backoff.Next(left));
-            backoff.Grow();
-        }
-    }
+    public static bool PollUntil(Hub hub, Func<bool> done, TimeSpan? timeout) => Parking.PollUntil(done, timeout);
 }

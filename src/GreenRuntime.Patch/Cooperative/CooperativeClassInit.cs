@@ -85,8 +85,8 @@ internal static unsafe class CooperativeClassInit
                     Leave((nint)methodTable);
                 }
                 return;
-            case Role.Waiter when hub.CanReleaseBaton:
-                hub.RunReleased(s_initClassReleased, (nint)methodTable, WaitReason.Blocking, raisePending: false);
+            case Role.Waiter when Parking.CanReleaseBaton:
+                Parking.RunReleased(s_initClassReleased, (nint)methodTable, WaitReason.Blocking, cancellationPoint: false);
                 return;
             default:
                 InitClassSlow.Call(methodTable);
@@ -115,8 +115,8 @@ internal static unsafe class CooperativeClassInit
                     Leave(type.Value);
                 }
                 return;
-            case Role.Waiter when hub.CanReleaseBaton:
-                hub.RunReleased(s_runClassConstructorReleased, type, WaitReason.Blocking, raisePending: false);
+            case Role.Waiter when Parking.CanReleaseBaton:
+                Parking.RunReleased(s_runClassConstructorReleased, type, WaitReason.Blocking, cancellationPoint: false);
                 return;
             default:
                 RunClassConstructorSlot.Call(type);

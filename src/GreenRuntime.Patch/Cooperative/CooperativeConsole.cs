@@ -1,4 +1,3 @@
-using GreenRuntime.Scheduling;
 
 namespace GreenRuntime.Cooperative;
 

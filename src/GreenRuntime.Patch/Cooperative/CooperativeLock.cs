@@ -44,10 +44,10 @@ internal static class CooperativeLock
     public static ThreadId TryEnter(Lock self, int timeoutMs, ThreadId current)
     {
         var hub = Cooperative.ParkingHub();
-        if (hub is null || timeoutMs == 0 || !hub.CanReleaseBaton)
+        if (hub is null || timeoutMs == 0 || !Parking.CanReleaseBaton)
             return TryEnterSlow.Call(self, timeoutMs, current);
         var acquired = TryEnterSlow.Call(self, 0, current);
         if (acquired.Id != 0) return acquired;
-        return hub.RunReleased(s_wait, (self, timeoutMs, current), WaitReason.Lock, raisePending: false);
+        return Parking.RunReleased(s_wait, (self, timeoutMs, current), WaitReason.Lock, cancellationPoint: false);
     }
 }

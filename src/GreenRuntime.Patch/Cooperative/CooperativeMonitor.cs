@@ -48,23 +48,23 @@ internal static class CooperativeMonitor
     public static void Enter(object obj)
     {
         var hub = Cooperative.ParkingHub();
-        if (hub is null || !hub.CanReleaseBaton)
+        if (hub is null || !Parking.CanReleaseBaton)
         {
             EnterSlowpath.Call(obj);
             return;
         }
         if (TryEnterSlowpath.Call(obj, 0)) return;
-        hub.RunReleased(s_enter, obj, WaitReason.Lock, raisePending: false);
+        Parking.RunReleased(s_enter, obj, WaitReason.Lock, cancellationPoint: false);
     }
 
     /// <summary>Replaces <c>Monitor.TryEnter_Slowpath(object, int)</c>: a contended <c>TryEnter</c> with a timeout.</summary>
     public static bool TryEnter(object obj, int millisecondsTimeout)
     {
         var hub = Cooperative.ParkingHub();
-        if (hub is null || millisecondsTimeout == 0 || !hub.CanReleaseBaton)
+        if (hub is null || millisecondsTimeout == 0 || !Parking.CanReleaseBaton)
             return TryEnterSlowpath.Call(obj, millisecondsTimeout);
         if (TryEnterSlowpath.Call(obj, 0)) return true;
-        return hub.RunReleased(s_tryEnter, (obj, millisecondsTimeout), WaitReason.Lock, raisePending: false);
+        return Parking.RunReleased(s_tryEnter, (obj, millisecondsTimeout), WaitReason.Lock, cancellationPoint: false);
     }
 
     /// <summary>Replaces <c>Monitor.Wait(object, int)</c>.</summary>
@@ -74,8 +74,8 @@ internal static class CooperativeMonitor
     public static bool Wait(object obj, int millisecondsTimeout)
     {
         var hub = Cooperative.ParkingHub();
-        if (hub is null || millisecondsTimeout == 0 || !hub.CanReleaseBaton)
+        if (hub is null || millisecondsTimeout == 0 || !Parking.CanReleaseBaton)
             return WaitInt.Call(obj, millisecondsTimeout);
-        return hub.RunReleased(s_wait, (obj, millisecondsTimeout), WaitReason.Lock, raisePending: true, interruptible: true);
+        return Parking.RunReleased(s_wait, (obj, millisecondsTimeout), WaitReason.Lock, cancellationPoint: true, interruptible: true);
     }
 }

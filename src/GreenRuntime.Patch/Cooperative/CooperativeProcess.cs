@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using GreenRuntime.Scheduling;
 
 namespace GreenRuntime.Cooperative;
 

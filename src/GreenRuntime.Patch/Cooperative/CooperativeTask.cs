@@ -1,5 +1,4 @@
 using System.Reflection;
-using GreenRuntime.Scheduling;
 
 namespace GreenRuntime.Cooperative;
 

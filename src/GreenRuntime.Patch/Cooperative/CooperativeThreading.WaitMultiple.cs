@@ -1,5 +1,4 @@
 using System.Reflection;
-using GreenRuntime.Scheduling;
 
 namespace GreenRuntime.Cooperative;
 
@@ -53,8 +52,8 @@ internal static partial class CooperativeThreading
         if (handles.Any(h => h is Mutex))
         {
             // A mutex must be acquired by this very thread: it waits itself, with the baton released.
-            return hub.CanReleaseBaton
-                ? hub.RunReleased(s_waitMultipleReleased, (handles, waitAll, millisecondsTimeout), WaitReason.Thread, raisePending: false)
+            return Parking.CanReleaseBaton
+                ? Parking.RunReleased(s_waitMultipleReleased, (handles, waitAll, millisecondsTimeout), WaitReason.Thread, cancellationPoint: false)
                 : WaitMultipleSlot.Call(handles, waitAll, millisecondsTimeout);
         }
         return waitAll ? WaitAllOnHub(hub, handles, millisecondsTimeout) : WaitAnyOnHub(hub, handles, millisecondsTimeout);

@@ -1,5 +1,4 @@
 using System.Reflection;
-using GreenRuntime.Scheduling;
 
 namespace GreenRuntime.Cooperative;
 
@@ -153,8 +152,8 @@ internal static partial class CooperativeThreading
         {
             // Owned by the thread that acquires it: the greenlet's own thread waits, with the baton released. A kill
             // stays pending (a mutex just acquired must reach the caller's code that releases it).
-            return hub.CanReleaseBaton
-                ? hub.RunReleased(s_waitOneReleased, (handle, millisecondsTimeout), WaitReason.Thread, raisePending: false)
+            return Parking.CanReleaseBaton
+                ? Parking.RunReleased(s_waitOneReleased, (handle, millisecondsTimeout), WaitReason.Thread, cancellationPoint: false)
                 : WaitOneInt.Call(handle, millisecondsTimeout);
         }
         var wait = new HandleWait(handle, consumes: true);

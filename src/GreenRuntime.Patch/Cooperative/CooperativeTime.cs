@@ -1,4 +1,3 @@
-using GreenRuntime.Scheduling;
 
 namespace GreenRuntime.Cooperative;
 
@@ -40,9 +39,7 @@ internal static class CooperativeTime
     {
         var hub = Cooperative.ParkingHub();
         if (hub is null) return YieldSlot.Call();
-        bool others = hub.ReadyCount > 0;
-        hub.YieldCurrent();
-        return others;
+        return Parking.Yield();
     }
 
     private static void SleepOnHub(Hub hub, int milliseconds)
@@ -50,7 +47,7 @@ internal static class CooperativeTime
         if (milliseconds == Timeout.Infinite)
         {
             // Thread.Sleep(Infinite) never returns; on a greenlet only a kill ends it.
-            hub.Park(WaitReason.Sleep);
+            Parking.ParkForever(WaitReason.Sleep);
             return;
         }
         Green.Sleep(TimeSpan.FromMilliseconds(milliseconds));

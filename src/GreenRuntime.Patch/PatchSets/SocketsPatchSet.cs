@@ -13,7 +13,7 @@ namespace GreenRuntime.PatchSets;
 internal sealed class SocketsPatchSet : PatchSet
 {
     private static readonly Type S = typeof(Socket);
-    private static readonly Type C = typeof(CooperativeSocket);
+    private static readonly Type C = typeof(PatchedSocket);
     private static readonly Type Error = typeof(SocketError).MakeByRefType();
     private static readonly Type EndPointRef = typeof(EndPoint).MakeByRefType();
     private static readonly Type FlagsRef = typeof(SocketFlags).MakeByRefType();
@@ -25,25 +25,25 @@ internal sealed class SocketsPatchSet : PatchSet
 
     public override IReadOnlyList<PatchPoint> Points { get; } =
     [
-        Point(S, "Receive", [typeof(byte[]), typeof(int), typeof(int), typeof(SocketFlags), Error], C, "Receive", CooperativeSocket.ReceiveArray),
-        Point(S, "Receive", [typeof(Span<byte>), typeof(SocketFlags), Error], C, "Receive", CooperativeSocket.ReceiveSpan),
-        Point(S, "Receive", [typeof(IList<ArraySegment<byte>>), typeof(SocketFlags), Error], C, "Receive", CooperativeSocket.ReceiveList),
-        Point(S, "Send", [typeof(byte[]), typeof(int), typeof(int), typeof(SocketFlags), Error], C, "Send", CooperativeSocket.SendArray),
-        Point(S, "Send", [typeof(ReadOnlySpan<byte>), typeof(SocketFlags), Error], C, "Send", CooperativeSocket.SendSpan),
-        Point(S, "Send", [typeof(IList<ArraySegment<byte>>), typeof(SocketFlags), Error], C, "Send", CooperativeSocket.SendList),
-        Point(S, "ReceiveFrom", [typeof(byte[]), typeof(int), typeof(int), typeof(SocketFlags), EndPointRef], C, "ReceiveFrom", CooperativeSocket.ReceiveFromArray),
-        Point(S, "ReceiveFrom", [typeof(Span<byte>), typeof(SocketFlags), EndPointRef], C, "ReceiveFrom", CooperativeSocket.ReceiveFromSpan),
-        Point(S, "ReceiveFrom", [typeof(Span<byte>), typeof(SocketFlags), typeof(SocketAddress)], C, "ReceiveFrom", CooperativeSocket.ReceiveFromAddress),
-        Point(S, "ReceiveMessageFrom", [typeof(byte[]), typeof(int), typeof(int), FlagsRef, EndPointRef, PacketInfoOut], C, "ReceiveMessageFrom", CooperativeSocket.ReceiveMessageFromArray),
-        Point(S, "ReceiveMessageFrom", [typeof(Span<byte>), FlagsRef, EndPointRef, PacketInfoOut], C, "ReceiveMessageFrom", CooperativeSocket.ReceiveMessageFromSpan),
-        Point(S, "Accept", [], C, "Accept", CooperativeSocket.AcceptSlot),
-        Point(S, "Connect", [typeof(EndPoint)], C, "Connect", CooperativeSocket.ConnectSlot),
-        Point(S, "Poll", [typeof(int), typeof(SelectMode)], C, "Poll", CooperativeSocket.PollSlot),
-        Point(S, "Select", [typeof(IList), typeof(IList), typeof(IList), typeof(int)], C, "Select", CooperativeSocket.SelectSlot),
-        Point(S, "SendTo", [typeof(byte[]), typeof(int), typeof(int), typeof(SocketFlags), typeof(EndPoint)], C, "SendTo", CooperativeSocket.SendToArray),
-        Point(S, "SendTo", [typeof(ReadOnlySpan<byte>), typeof(SocketFlags), typeof(EndPoint)], C, "SendTo", CooperativeSocket.SendToSpan),
-        Point(S, "SendTo", [typeof(ReadOnlySpan<byte>), typeof(SocketFlags), typeof(SocketAddress)], C, "SendTo", CooperativeSocket.SendToAddress),
-        Point(S, "Disconnect", [typeof(bool)], C, "Disconnect", CooperativeSocket.DisconnectSlot),
-        Point(S, "SendFile", [typeof(string), typeof(ReadOnlySpan<byte>), typeof(ReadOnlySpan<byte>), typeof(TransmitFileOptions)], C, "SendFile", CooperativeSocket.SendFileSlot),
+        Point(S, "Receive", [typeof(byte[]), typeof(int), typeof(int), typeof(SocketFlags), Error], C, "Receive", PatchedSocket.ReceiveArray),
+        Point(S, "Receive", [typeof(Span<byte>), typeof(SocketFlags), Error], C, "Receive", PatchedSocket.ReceiveSpan),
+        Point(S, "Receive", [typeof(IList<ArraySegment<byte>>), typeof(SocketFlags), Error], C, "Receive", PatchedSocket.ReceiveList),
+        Point(S, "Send", [typeof(byte[]), typeof(int), typeof(int), typeof(SocketFlags), Error], C, "Send", PatchedSocket.SendArray),
+        Point(S, "Send", [typeof(ReadOnlySpan<byte>), typeof(SocketFlags), Error], C, "Send", PatchedSocket.SendSpan),
+        Point(S, "Send", [typeof(IList<ArraySegment<byte>>), typeof(SocketFlags), Error], C, "Send", PatchedSocket.SendList),
+        Point(S, "ReceiveFrom", [typeof(byte[]), typeof(int), typeof(int), typeof(SocketFlags), EndPointRef], C, "ReceiveFrom", PatchedSocket.ReceiveFromArray),
+        Point(S, "ReceiveFrom", [typeof(Span<byte>), typeof(SocketFlags), EndPointRef], C, "ReceiveFrom", PatchedSocket.ReceiveFromSpan),
+        Point(S, "ReceiveFrom", [typeof(Span<byte>), typeof(SocketFlags), typeof(SocketAddress)], C, "ReceiveFrom", PatchedSocket.ReceiveFromAddress),
+        Point(S, "ReceiveMessageFrom", [typeof(byte[]), typeof(int), typeof(int), FlagsRef, EndPointRef, PacketInfoOut], C, "ReceiveMessageFrom", PatchedSocket.ReceiveMessageFromArray),
+        Point(S, "ReceiveMessageFrom", [typeof(Span<byte>), FlagsRef, EndPointRef, PacketInfoOut], C, "ReceiveMessageFrom", PatchedSocket.ReceiveMessageFromSpan),
+        Point(S, "Accept", [], C, "Accept", PatchedSocket.AcceptSlot),
+        Point(S, "Connect", [typeof(EndPoint)], C, "Connect", PatchedSocket.ConnectSlot),
+        Point(S, "Poll", [typeof(int), typeof(SelectMode)], C, "Poll", PatchedSocket.PollSlot),
+        Point(S, "Select", [typeof(IList), typeof(IList), typeof(IList), typeof(int)], C, "Select", PatchedSocket.SelectSlot),
+        Point(S, "SendTo", [typeof(byte[]), typeof(int), typeof(int), typeof(SocketFlags), typeof(EndPoint)], C, "SendTo", PatchedSocket.SendToArray),
+        Point(S, "SendTo", [typeof(ReadOnlySpan<byte>), typeof(SocketFlags), typeof(EndPoint)], C, "SendTo", PatchedSocket.SendToSpan),
+        Point(S, "SendTo", [typeof(ReadOnlySpan<byte>), typeof(SocketFlags), typeof(SocketAddress)], C, "SendTo", PatchedSocket.SendToAddress),
+        Point(S, "Disconnect", [typeof(bool)], C, "Disconnect", PatchedSocket.DisconnectSlot),
+        Point(S, "SendFile", [typeof(string), typeof(ReadOnlySpan<byte>), typeof(ReadOnlySpan<byte>), typeof(TransmitFileOptions)], C, "SendFile", PatchedSocket.SendFileSlot),
     ];
 }

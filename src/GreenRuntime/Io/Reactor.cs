@@ -37,6 +37,7 @@
 //     reference goes, on the very hub that must run the waiter to release it.
 
 using System.Diagnostics;
+using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using GreenRuntime.Scheduling;
 
@@ -54,8 +55,6 @@ internal enum Readiness
     /// <summary>The socket was closed while the greenlet waited.</summary>
     Closed,
 
-    /// <summary>The wait's cancellation token fired (<see cref="Reactor.WaitAsync"/> only).</summary>
-    Cancelled,
 }
 
 /// <summary>One hub's epoll set. Everything but the constructor runs on the hub's baton holder.</summary>
@@ -86,14 +85,15 @@ internal sealed unsafe class Reactor : IDisposable
 
     /// <summary>One stackless wait (<see cref="WaitAsync"/>): completed exactly once, by readiness, its timeout, its
     /// cancellation token or the socket's closing, always on the baton holder.</summary>
-    private sealed class AsyncWait(Reactor reactor, Registration registration, bool write) : TaskCompletionSource<Readiness>
+    private sealed class AsyncWait(Reactor reactor, Registration registration, bool write, CancellationToken cancel) : TaskCompletionSource<SocketError>
     {
         public Hub Hub => reactor._hub;
         public HubTimer? Timer;
         public CancellationTokenRegistration Cancellation;
         private bool _done;
 
-        public void Complete(Readiness readiness)
+        /// <param name="readiness">Why the wait ended; null: its cancellation token fired.</param>
+        public void Complete(Readiness? readiness)
         {
             if (_done) return;
             _done = true;
@@ -102,7 +102,13 @@ internal sealed unsafe class Reactor : IDisposable
             Timer?.Cancel();
             Cancellation.Unregister(); // never waits, unlike Dispose, so it is safe from inside the token's own callback
             reactor._hub.EndExternalWait();
-            TrySetResult(readiness);
+            switch (readiness)
+            {
+                case null: TrySetCanceled(cancel); break;
+                case Readiness.Ready: TrySetResult(SocketError.Success); break;
+                case Readiness.TimedOut: TrySetResult(SocketError.TimedOut); break;
+                default: TrySetResult(SocketError.OperationAborted); break; // closed under the wait, as the blocking calls report it
+            }
         }
     }
 
@@ -176,27 +182,27 @@ internal sealed unsafe class Reactor : IDisposable
     }
 
     /// <summary>
-    /// The stackless form of <see cref="Wait"/>: a Task that completes when <paramref name="fd"/> may be readable (or
-    /// writable), with <see cref="Readiness.TimedOut"/> after <paramref name="timeout"/>, with
-    /// <see cref="Readiness.Closed"/> when the socket is closed, or with <see cref="Readiness.Cancelled"/> when
-    /// <paramref name="cancel"/> fires (a result rather than an exception: the caller decides whether it is an error).
-    /// Nothing is parked meanwhile. Null when the kernel refuses to watch this fd.
+    /// The stackless form of <see cref="Wait"/>, in the socket calls' terms: a Task that completes with
+    /// <see cref="SocketError.Success"/> when <paramref name="fd"/> may be readable (or writable),
+    /// <see cref="SocketError.TimedOut"/> after <paramref name="timeout"/>, <see cref="SocketError.OperationAborted"/>
+    /// when the socket is closed, or is cancelled by <paramref name="cancel"/>. Nothing is parked meanwhile. Null when
+    /// the kernel refuses to watch this fd.
     /// </summary>
     /// <exception cref="InvalidOperationException">Someone already waits for the same direction of this socket.</exception>
-    public Task<Readiness>? WaitAsync(SafeHandle handle, int fd, bool write, TimeSpan? timeout, CancellationToken cancel)
+    public Task<SocketError>? WaitAsync(SafeHandle handle, int fd, bool write, TimeSpan? timeout, CancellationToken cancel)
     {
         var r = Register(handle, fd);
         if (r == null) return null;
         if (r.IsWaited(write))
             throw new InvalidOperationException($"Another wait for this socket to become {(write ? "writable" : "readable")} is in progress; a socket has at most one reader and one writer at a time.");
-        if (cancel.IsCancellationRequested) return Task.FromResult(Readiness.Cancelled);
+        if (cancel.IsCancellationRequested) return Task.FromCanceled<SocketError>(cancel);
         if (write ? r.WriteReady : r.ReadReady)
         {
             if (write) r.WriteReady = false;
             else r.ReadReady = false;
-            return Task.FromResult(Readiness.Ready);
+            return Task.FromResult(SocketError.Success);
         }
-        var wait = new AsyncWait(this, r, write);
+        var wait = new AsyncWait(this, r, write, cancel);
         if (write) r.AsyncWriter = wait;
         else r.AsyncReader = wait;
         _hub.BeginExternalWait();
@@ -208,7 +214,7 @@ internal sealed unsafe class Reactor : IDisposable
             wait.Cancellation = cancel.UnsafeRegister(static (w, token) =>
             {
                 var self = (AsyncWait)w!;
-                self.Hub.PostItem(RunItem.ForCallback(static a => ((AsyncWait)a!).Complete(Readiness.Cancelled), self));
+                self.Hub.PostItem(RunItem.ForCallback(static a => ((AsyncWait)a!).Complete(null), self));
             }, wait);
         }
         return wait.Task;

@@ -150,7 +150,7 @@ internal static unsafe class SocketIo
     /// Waits without parking — for a stackless greenlet, or code that holds no carrier — until a receive on
     /// <paramref name="s"/> would not block. Null when not handled (no reactor, a closed handle).
     /// </summary>
-    public static Task<Readiness>? WaitReadableAsync(Hub hub, Socket s, TimeSpan? timeout, CancellationToken cancel)
+    public static Task<SocketError>? WaitReadableAsync(Hub hub, Socket s, TimeSpan? timeout, CancellationToken cancel)
     {
         if (!TryGetHandle(hub, s, out var reactor, out var handle, out int fd)) return null;
         return reactor.WaitAsync(handle, fd, write: false, timeout, cancel);

@@ -403,10 +403,11 @@ public sealed partial class Hub
     {
         if (_callbackDepth == 0 || CallbackSite is not { } site) return;
         if (!(_warnedCallbackSites ??= new()).Add(site)) return;
-        // The call site: the first frame outside this assembly and the patch assembly; the patched call: the frame above it.
+        // The call site: the first frame outside this assembly and the extension that asked (the patch assembly, through
+        // Parking.ParkingHub); the patched call: the frame above it.
         var frames = new StackTrace(1, false).GetFrames();
         var runtime = typeof(Hub).Assembly;
-        var patch = frames.Length > 0 ? frames[0].GetMethod()?.DeclaringType?.Assembly : null;
+        var patch = Array.Find(frames, f => f.GetMethod()?.DeclaringType?.Assembly != runtime)?.GetMethod()?.DeclaringType?.Assembly;
         int k = Array.FindIndex(frames, f => f.GetMethod()?.DeclaringType?.Assembly is { } a && a != runtime && a != patch);
         static string Name(StackFrame f) => f.GetMethod() is { } m ? $"{m.DeclaringType?.Name}.{m.Name}" : "?";
         var call = k > 0 ? $"{Name(frames[k - 1])} from {Name(frames[k])}" : "unknown";

@@ -1,4 +1,4 @@
-using GreenRuntime.Cooperative;
+using GreenRuntime.LowLevel;
 
 namespace GreenRuntime.Patch.Tests.Cooperative;
 

@@ -37,14 +37,14 @@ public class CooperativeWithoutPatchingTests
         using var server = listener.AcceptSocket();
         using var hub = new Hub();
         var buffer = new byte[8];
-        var killed = Green.Spawn(() => CooperativeSocket.Receive(client, buffer, 0, buffer.Length, SocketFlags.None, out _));
+        var killed = Green.Spawn(() => PatchedSocket.Receive(client, buffer, 0, buffer.Length, SocketFlags.None, out _));
         var order = new List<string>();
         var other = Green.Spawn(() => order.Add("other ran"));
         Green.Sleep(30);
         Assert.That(killed.WaitReason, Is.EqualTo(WaitReason.Socket));
         killed.Kill();
         server.Send([1, 2, 3]);
-        int n = CooperativeSocket.Receive(client, buffer, 0, buffer.Length, SocketFlags.None, out var error);
+        int n = PatchedSocket.Receive(client, buffer, 0, buffer.Length, SocketFlags.None, out var error);
         Assert.That(error, Is.EqualTo(SocketError.Success));
         Assert.That(buffer[..n], Is.EqualTo(new byte[] { 1, 2, 3 }));
         Assert.That(order, Is.EqualTo(new[] { "other ran" }));

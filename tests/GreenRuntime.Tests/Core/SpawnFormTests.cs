@@ -67,4 +67,18 @@ public class SpawnFormTests : HubTest
         Assert.That(second.IsStackless, Is.True);
         Assert.That(first.Get() + second.Get(), Is.EqualTo(3));
     }
+
+    [Test]
+    public void GreenletForAsyncIsStacklessAndWaitsForStart()
+    {
+        bool ran = false;
+        var g = Greenlet.ForAsync(async () => { await Task.Yield(); ran = true; }, "unstarted");
+        Green.Sleep(5);
+        Assert.That(ran, Is.False, "not started yet");
+        Assert.That(g.IsStackless, Is.True);
+        g.Start();
+        g.Join(TimeSpan.FromSeconds(10));
+        Assert.That(ran, Is.True);
+        Assert.Throws<ArgumentNullException>(() => Greenlet.ForAsync(null!));
+    }
 }

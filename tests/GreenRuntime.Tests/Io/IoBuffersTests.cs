@@ -1,5 +1,5 @@
 using System.Buffers;
-using GreenRuntime.Io;
+using GreenRuntime.LowLevel;
 
 namespace GreenRuntime.Tests.Io;
 

@@ -1,0 +1,180 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using GreenRuntime.Io;
+
+namespace GreenRuntime.LowLevel;
+
+public static partial class CooperativeSocket
+{
+    /// <summary>
+    /// Accepts one connection on <paramref name="listener"/>, parking the calling greenlet meanwhile.
+    /// </summary>
+    /// <param name="listener">A bound, listening socket.</param>
+    /// <param name="cancellationToken">Cancels the accept (<see cref="OperationCanceledException"/>); the listener stays usable.</param>
+    /// <returns>The accepted socket; the caller owns it.</returns>
+    /// <remarks>When the greenlet is killed while it waits, the pending accept is cancelled, and a connection it still
+    /// produces in the race is closed (nobody is left to serve it).</remarks>
+    /// <exception cref="SocketException">The accept failed (for example out of file descriptors).</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    /// <exception cref="InvalidOperationException">Not on a greenlet that may park, or the socket is not listening.</exception>
+    public static Socket Accept(Socket listener, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(listener);
+        RequireHub();
+        using var cancel = cancellationToken.CanBeCanceled ? CancellationTokenSource.CreateLinkedTokenSource(cancellationToken) : new CancellationTokenSource();
+        ValueTask<Socket> pending;
+        try
+        {
+            pending = listener.AcceptAsync(cancel.Token);
+        }
+        catch (Exception e) when (e is InvalidOperationException or NotSupportedException)
+        {
+            using (Parking.SuppressCooperation())
+                return listener.Accept(); // not listening, wrong socket type...: the socket's own exception
+        }
+        if (pending.IsCompleted) return pending.GetAwaiter().GetResult();
+        var task = pending.AsTask();
+        try
+        {
+            Park(task, null, cancel, drain: false);
+        }
+        catch
+        {
+            task.ContinueWith(static t => { if (t.IsCompletedSuccessfully) t.Result.Dispose(); }, CancellationToken.None,
+                TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            throw;
+        }
+        return task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// Connects <paramref name="socket"/> to <paramref name="remoteEndPoint"/>, parking the calling greenlet until the
+    /// connection is established or fails. A <see cref="DnsEndPoint"/> is resolved cooperatively first.
+    /// </summary>
+    /// <remarks>On the reactor this is the non-blocking connect .NET itself supports, waited for on the hub's epoll set,
+    /// which keeps the socket out of .NET's own socket engine afterwards; elsewhere it is <c>ConnectAsync</c>, parked.
+    /// A kill cancels the connect (the socket is then unusable, as after a failed connect).</remarks>
+    /// <exception cref="SocketException">The connection failed (refused, unreachable...).</exception>
+    /// <exception cref="InvalidOperationException">Not on a greenlet that may park, or the socket is listening.</exception>
+    public static void Connect(Socket socket, EndPoint remoteEndPoint)
+    {
+        ArgumentNullException.ThrowIfNull(socket);
+        ArgumentNullException.ThrowIfNull(remoteEndPoint);
+        var hub = RequireHub();
+        if (socket.SocketType == SocketType.Stream && remoteEndPoint is not DnsEndPoint && !socket.Connected
+            && SocketIo.IsAvailable(hub) && ConnectOnReactor(hub, socket, remoteEndPoint))
+            return;
+        using var cancel = new CancellationTokenSource();
+        Task task;
+        try
+        {
+            task = socket.ConnectAsync(remoteEndPoint, cancel.Token).AsTask();
+        }
+        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or ArgumentException)
+        {
+            using (Parking.SuppressCooperation())
+                socket.Connect(remoteEndPoint); // the socket's own validation exception
+            return;
+        }
+        Park(task, null, cancel, drain: true);
+        task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// Parks until <paramref name="socket"/> is writable, or reports an error, or <paramref name="timeout"/> elapses
+    /// (trio's <c>wait_writable</c>): after a send that found the kernel's buffer full, or a non-blocking connect.
+    /// </summary>
+    /// <remarks>Readiness may be reported early (an edge the kernel signalled for another reason): retry the operation and
+    /// wait again if it would still block. Without a reactor the socket is polled with zero timeouts, parking 1–20 ms
+    /// between tries (.NET offers no writability notification).</remarks>
+    /// <returns><see cref="SocketError.Success"/>, <see cref="SocketError.TimedOut"/>, or
+    /// <see cref="SocketError.OperationAborted"/> when the socket was closed meanwhile.</returns>
+    /// <exception cref="InvalidOperationException">Not on a greenlet that may park.</exception>
+    public static SocketError WaitWritable(Socket socket, TimeSpan? timeout)
+    {
+        ArgumentNullException.ThrowIfNull(socket);
+        var hub = RequireHub();
+        switch (SocketIo.WaitWritableOnce(hub, socket, timeout))
+        {
+            case Readiness.Ready: return SocketError.Success;
+            case Readiness.TimedOut: return SocketError.TimedOut;
+            case Readiness.Closed: return SocketError.OperationAborted;
+        }
+        bool writable = Parking.PollUntil(() =>
+        {
+            using (Parking.SuppressCooperation())
+                return socket.Poll(0, SelectMode.SelectWrite) || socket.Poll(0, SelectMode.SelectError);
+        }, timeout is { } t && t != Timeout.InfiniteTimeSpan ? t : null);
+        return writable ? SocketError.Success : SocketError.TimedOut;
+    }
+
+    /// <summary>
+    /// The non-blocking connect .NET itself supports (Blocking = false, Connect throws WouldBlock, the Connected
+    /// getter completes the bookkeeping once the socket is writable), waiting on the reactor. Unlike ConnectAsync it
+    /// leaves the socket out of .NET's own epoll thread, which would otherwise wake for every packet the socket
+    /// receives afterwards. Returns false, having done nothing, if the socket cannot be switched to non-blocking mode.
+    /// </summary>
+    private static bool ConnectOnReactor(Hub hub, Socket s, EndPoint remoteEP)
+    {
+        if (!CanForgetPendingConnect(s)) return false;
+        bool wasBlocking = s.Blocking;
+        try
+        {
+            s.Blocking = false;
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            return false; // the other path reports the socket's state
+        }
+        try
+        {
+            using (Parking.SuppressCooperation())
+                s.Connect(remoteEP);
+            return true; // connected at once (loopback often is), or the socket's own exception
+        }
+        catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress)
+        {
+        }
+        finally
+        {
+            s.Blocking = wasBlocking;
+        }
+        while (true)
+        {
+            var readiness = SocketIo.WaitWritableOnce(hub, s, null);
+            if (readiness is null or Readiness.Closed) throw new SocketException((int)SocketError.OperationAborted);
+            // SO_ERROR is how a non-blocking connect reports its outcome (.NET returns it as a SocketError).
+            var error = (SocketError)(int)s.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
+            if (error != SocketError.Success)
+            {
+                // Otherwise the Connected getter would poll the failed socket, see it "writable" and report true.
+                PendingConnect(s) = false;
+                throw new SocketException((int)error);
+            }
+            if (s.Connected) return true; // the getter records the connection (endpoints, state)
+        }
+    }
+
+    [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_nonBlockingConnectInProgress")]
+    private static extern ref bool PendingConnect(Socket s);
+
+    private static int s_pendingConnectField; // 0 unknown, 1 present, -1 missing (then connects use ConnectAsync)
+
+    private static bool CanForgetPendingConnect(Socket s)
+    {
+        if (s_pendingConnectField == 0)
+        {
+            try
+            {
+                _ = PendingConnect(s);
+                s_pendingConnectField = 1;
+            }
+            catch (MissingFieldException)
+            {
+                s_pendingConnectField = -1;
+            }
+        }
+        return s_pendingConnectField > 0;
+    }
+}

@@ -1,0 +1,37 @@
+namespace GreenRuntime.LowLevel;
+
+public static partial class Parking
+{
+    /// <summary>
+    /// Whether the current greenlet can run a call with the hub's baton released (<see cref="RunReleased"/>): greenlet
+    /// code that may park, on a stackful greenlet, with a carrier left to take over the hub meanwhile. Any thread.
+    /// </summary>
+    public static bool CanReleaseBaton => Hub.CurrentOrNull is { } hub && t_suppressed == 0 && hub.CanReleaseBaton;
+
+    /// <summary>
+    /// Runs a call that must really block (a contended lock, a native library's I/O) on the current greenlet's own
+    /// thread with the hub's baton given away, so the other greenlets run meanwhile; the greenlet then queues for the
+    /// baton like any woken one. Thread identity, thread-static state and lock ownership are kept (the GIL-release
+    /// pattern). <see cref="Green.RunBlocking(Action)"/> is the everyday form.
+    /// </summary>
+    /// <param name="call">The blocking call. It runs concurrently with the hub's greenlets: it must only touch state it
+    /// owns, and cannot use greenlet operations (they throw).</param>
+    /// <param name="state">Passed to <paramref name="call"/>, so callers need no closure.</param>
+    /// <param name="reason">What run-info reports the greenlet as waiting for meanwhile.</param>
+    /// <param name="cancellationPoint">True (default): a kill or timeout already pending is thrown before the call starts,
+    /// and one that arrives meanwhile as soon as it returns. False (entering a lock, whose holder must reach the code
+    /// that releases it): both stay pending for the greenlet's next blocking point.</param>
+    /// <param name="interruptible">A kill or timeout interrupts the call with <see cref="Thread.Interrupt"/>. Only for
+    /// calls whose interrupted form leaves a consistent state (<see cref="Monitor.Wait(object, int)"/> throws after
+    /// re-acquiring the monitor); never for arbitrary code.</param>
+    /// <returns>What <paramref name="call"/> returned; an exception it threw is rethrown.</returns>
+    /// <exception cref="InvalidOperationException"><see cref="CanReleaseBaton"/> is false (check it first, and run the
+    /// call directly when it is).</exception>
+    public static TResult RunReleased<TState, TResult>(Func<TState, TResult> call, TState state, WaitReason reason, bool cancellationPoint = true, bool interruptible = false)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        if (!CanReleaseBaton)
+            throw new InvalidOperationException("The baton cannot be released here (off a greenlet that may park, inside SuppressCooperation, or no carrier is left): check Parking.CanReleaseBaton and run the call directly when it is false.");
+        return Hub.CurrentOrNull!.RunReleased(call, state, reason == WaitReason.None ? WaitReason.Blocking : reason, cancellationPoint, interruptible);
+    }
+}

@@ -1,0 +1,277 @@
+// The declared low-level API: what an extension (the patch sets, the servers, a user's driver) needs to make a
+// blocking operation cooperative, modelled on trio's trio.lowlevel.
+//
+// Glossary: to *park* is to give up the hub's baton until exactly one *wake* names the park's ParkToken; the
+// *parking hub* is the calling thread's hub when the caller is greenlet code that may park there (not a hub
+// callback, not the scheduler, not a disposed hub, not inside SuppressCooperation).
+//
+// The protocol every cooperative operation follows (the same one the core's own primitives use):
+//   1. hub = Parking.ParkingHub(); if null, do the ordinary blocking thing (off a hub nothing may park);
+//   2. try the operation without blocking; done if it completes;
+//   3. token = Parking.BeginPark(reason); hand the token to every waker (a callback, a waiter list, a timer);
+//      code between steps 3 and 4 must not block (not even on a lock another thread may hold: under
+//      Patch.All() a contended lock parks), and calls Parking.CancelPark if it throws;
+//   4. value = Parking.EndPark(token): other greenlets run until one waker calls token.TryWake (hub) or
+//      token.PostWake (any thread); a kill or an expired timeout is thrown from here instead;
+//   5. on an exception from step 4, cancel what the wakers were waiting for: the park is over.
+//
+// Everything here is a thin, checked face over the hub's own internals: misuse (parking off a greenlet or in
+// a callback, ending someone else's park, waking twice) gets an InvalidOperationException that says what to do.
+
+using System.Runtime.CompilerServices;
+using GreenRuntime.Scheduling;
+
+namespace GreenRuntime.LowLevel;
+
+/// <summary>
+/// Parks the current greenlet and says where parking is allowed: the building blocks of cooperative
+/// operations (trio's <c>wait_task_rescheduled</c> and <c>reschedule</c>).
+/// </summary>
+/// <remarks>
+/// <para>The park/wake protocol: <see cref="BeginPark"/> returns a <see cref="ParkToken"/>; the caller hands the
+/// token to whatever will end the wait and calls <see cref="EndPark(in ParkToken)"/>, which runs the hub's other
+/// greenlets until the token is woken, then returns the value the waker passed (or throws the exception it
+/// passed, or a kill or timeout of the greenlet). Every park has exactly one wake.</para>
+/// <para>Hub-only: every member but <see cref="CurrentHub"/>, <see cref="ParkingHub"/>, <see cref="ParkingHubSilent"/>,
+/// <see cref="CanPark"/> and <see cref="SuppressCooperation"/> is called by the greenlet that parks.</para>
+/// </remarks>
+/// <example>
+/// A gate that greenlets of one hub wait at until one of them opens it (hub-only state needs no lock):
+/// <code>
+/// sealed class Gate
+/// {
+///     private readonly List&lt;ParkToken&gt; _waiters = new();
+///     private bool _open;
+///
+///     public void Wait()
+///     {
+///         if (_open) return;
+///         var token = Parking.BeginPark(WaitReason.Event);
+///         _waiters.Add(token);
+///         try { Parking.EndPark(token); }          // other greenlets run meanwhile
+///         finally { _waiters.Remove(token); }
+///     }
+///
+///     public void Open()
+///     {
+///         _open = true;
+///         foreach (var token in _waiters.ToArray()) token.TryWake();
+///     }
+/// }
+/// </code>
+/// </example>
+public static partial class Parking
+{
+    [ThreadStatic] private static int t_suppressed;
+
+    /// <summary>The value <see cref="EndPark(in ParkToken, TimeSpan?)"/> returns when its timeout ended the park.</summary>
+    public static object TimedOut => Hub.TimedOut;
+
+    /// <summary>The hub of the calling thread (the baton holder or a greenlet of it), or null; unlike
+    /// <see cref="Hub.Current"/> it never creates one. Any thread.</summary>
+    public static Hub? CurrentHub => Hub.CurrentOrNull;
+
+    /// <summary>
+    /// The hub the caller may park on, or null when a cooperative operation must do the ordinary blocking thing:
+    /// no hub on this thread, inside a hub callback (which must not block: the hub logs a warning once per
+    /// callback, event 6), a disposed hub, or inside <see cref="SuppressCooperation"/>. Any thread.
+    /// </summary>
+    /// <remarks>One thread-static read when the thread has no hub: cheap enough for the entry of every replaced
+    /// BCL call.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Hub? ParkingHub()
+    {
+        var hub = Hub.CurrentOrNull;
+        if (hub is null) return null;
+        if (t_suppressed == 0 && hub.CanBlockHere && !hub.IsDisposed) return hub;
+        if (t_suppressed == 0) hub.NoteNotCooperative();
+        return null;
+    }
+
+    /// <summary>
+    /// <see cref="ParkingHub"/> without its warning inside hub callbacks, and so without side effects: for code that
+    /// anything may reach, the logging code included (class initialisation), which must not allocate, log or
+    /// initialise a class before deciding. Any thread.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Hub? ParkingHubSilent()
+    {
+        var hub = Hub.CurrentOrNull;
+        return hub is not null && t_suppressed == 0 && hub.CanBlockHere && !hub.IsDisposed ? hub : null;
+    }
+
+    /// <summary>Whether the caller may park now (<see cref="ParkingHubSilent"/> is not null). Any thread.</summary>
+    public static bool CanPark => ParkingHubSilent() is not null;
+
+    /// <summary>Whether the calling thread is inside <see cref="SuppressCooperation"/>.</summary>
+    public static bool IsCooperationSuppressed => t_suppressed != 0;
+
+    /// <summary>
+    /// Until the returned scope is disposed, <see cref="ParkingHub"/> returns null on this thread, so cooperative
+    /// operations (the patched BCL methods among them) run their ordinary blocking forms, and
+    /// <see cref="BeginPark"/> refuses. For short cleanup waits that must not park (a kill may already be
+    /// pending) and must not come back into the cooperative code that started them.
+    /// </summary>
+    /// <example>
+    /// <code>
+    /// using (Parking.SuppressCooperation())
+    ///     pending.Wait();          // a real (short) blocking wait, even with Patch.All() applied
+    /// </code>
+    /// </example>
+    public static SuppressedCooperation SuppressCooperation()
+    {
+        t_suppressed++;
+        return new SuppressedCooperation(true);
+    }
+
+    internal static void EndSuppression()
+    {
+        if (t_suppressed <= 0)
+            throw new InvalidOperationException("A SuppressCooperation scope was disposed twice, or on another thread than the one that opened it.");
+        t_suppressed--;
+    }
+
+    /// <summary>
+    /// Step 1 of a park: marks the current greenlet parked (reason <paramref name="reason"/>, reported by run-info and
+    /// metrics) and returns the token that resumes it. Throws the greenlet's pending kill or expired timeout instead, so
+    /// a killed greenlet cannot park.
+    /// </summary>
+    /// <param name="reason">What the greenlet waits for (not <see cref="WaitReason.None"/>).</param>
+    /// <param name="foreignWake">True when the wake will come from outside the hub's greenlets and timers (another thread,
+    /// a callback of a .NET or native API, through <see cref="ParkToken.PostWake"/>): the park then counts as an
+    /// outstanding operation, so the hub does not declare <see cref="LoopExitException"/> ("this would block forever")
+    /// while nothing else is left to run. False: the hub's own greenlets or timers wake it, and a park nothing can wake
+    /// is reported as LoopExit.</param>
+    /// <remarks>Between this call and <see cref="EndPark(in ParkToken)"/> the caller only registers wakers: it must not
+    /// block (not even on a lock another thread may hold), and if registering throws it calls <see cref="CancelPark"/>.</remarks>
+    /// <exception cref="ArgumentException"><paramref name="reason"/> is <see cref="WaitReason.None"/>.</exception>
+    /// <exception cref="InvalidOperationException">Not on a greenlet that may park: a hub callback, the scheduler, a thread
+    /// that released its hub's baton (<see cref="Green.RunBlocking(Action)"/>), inside <see cref="SuppressCooperation"/>,
+    /// or between a BeginPark and its EndPark (one park at a time).</exception>
+    /// <exception cref="ObjectDisposedException">The hub has been disposed.</exception>
+    public static ParkToken BeginPark(WaitReason reason, bool foreignWake = false)
+    {
+        if (reason == WaitReason.None)
+            throw new ArgumentException("A park needs a reason other than None (run-info reports it).", nameof(reason));
+        if (t_suppressed != 0)
+            throw new InvalidOperationException("Cannot park inside Parking.SuppressCooperation(): that scope is for short waits that must really block. Park outside it.");
+        var hub = Hub.Current;
+        if (hub.IsOnHubThread && hub.CurrentGreenlet is { State: GreenletState.Parked or GreenletState.Ready } g)
+            throw new InvalidOperationException($"{g} began a park that has not ended: end it (EndPark) or undo it (CancelPark) before beginning another. Nothing between BeginPark and EndPark may block.");
+        return new ParkToken(hub.BeginPark(reason), foreignWake);
+    }
+
+    /// <summary>Undoes <see cref="BeginPark"/> when registering the wakers failed: the greenlet runs on, and the token is dead.</summary>
+    /// <exception cref="InvalidOperationException">The token is not a park of the current greenlet, or that park already ended.</exception>
+    public static void CancelPark(in ParkToken token)
+    {
+        var hub = CheckOwnPark(token, nameof(CancelPark));
+        hub.CancelPark(token.Inner);
+    }
+
+    /// <summary>
+    /// Step 2 of a park: gives the baton away until the token is woken, then returns the value the waker passed (or
+    /// throws the exception it passed). A kill or an expired timeout of the greenlet is thrown here too.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The token is not a park of the current greenlet (a park is ended by the
+    /// greenlet that began it), or that park already ended (EndPark is called once per BeginPark).</exception>
+    public static object? EndPark(in ParkToken token)
+    {
+        var hub = CheckOwnPark(token, nameof(EndPark));
+        return Suspend(hub, token);
+    }
+
+    /// <summary>
+    /// <see cref="EndPark(in ParkToken)"/> with a limit: when <paramref name="timeout"/> elapses first, the park is
+    /// woken with <see cref="TimedOut"/>, which this returns. Null or <see cref="Timeout.InfiniteTimeSpan"/>: no limit.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite).</exception>
+    /// <exception cref="InvalidOperationException">As for <see cref="EndPark(in ParkToken)"/>.</exception>
+    public static object? EndPark(in ParkToken token, TimeSpan? timeout)
+    {
+        var hub = CheckOwnPark(token, nameof(EndPark));
+        if (timeout is not { } limit || limit == Timeout.InfiniteTimeSpan) return Suspend(hub, token);
+        if (limit < TimeSpan.Zero)
+        {
+            hub.CancelPark(token.Inner);
+            throw new ArgumentOutOfRangeException(nameof(timeout), limit, "The timeout must not be negative (use null or Timeout.InfiniteTimeSpan for none).");
+        }
+        var timer = hub.AddWakeTimer(limit, token.Inner, Hub.TimedOut);
+        try
+        {
+            return Suspend(hub, token);
+        }
+        finally
+        {
+            timer.Cancel();
+        }
+    }
+
+    /// <summary>Parks until the token is woken: <see cref="BeginPark"/> and <see cref="EndPark(in ParkToken)"/> with the
+    /// token handed out through <paramref name="register"/> (which must not block).</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="register"/> is null.</exception>
+    /// <param name="reason">What the greenlet waits for.</param>
+    /// <param name="register">Hands the token to the wakers; must not block.</param>
+    /// <param name="foreignWake">The wake comes from outside the hub (see <see cref="BeginPark"/>).</param>
+    public static object? Park(WaitReason reason, Action<ParkToken> register, bool foreignWake = false)
+    {
+        ArgumentNullException.ThrowIfNull(register);
+        var token = BeginPark(reason, foreignWake);
+        try
+        {
+            register(token);
+        }
+        catch
+        {
+            CancelPark(token);
+            throw;
+        }
+        return EndPark(token);
+    }
+
+    /// <summary>Parks until the greenlet is killed (or its timeout expires): what a blocking call that never returns
+    /// (<c>Thread.Sleep(Timeout.Infinite)</c>) becomes on a greenlet.</summary>
+    public static void ParkForever(WaitReason reason)
+    {
+        var token = BeginPark(reason);
+        EndPark(token);
+    }
+
+    /// <summary>Lets every other ready greenlet run once, then continues (gevent's <c>sleep(0)</c>).</summary>
+    /// <returns>Whether another greenlet was ready to run.</returns>
+    public static bool Yield()
+    {
+        if (t_suppressed != 0)
+            throw new InvalidOperationException("Cannot yield inside Parking.SuppressCooperation().");
+        var hub = Hub.Current;
+        bool others = hub.ReadyCount > 0;
+        hub.YieldCurrent();
+        return others;
+    }
+
+    /// <summary>The hub's step 3; a park woken from outside counts as outstanding meanwhile, so LoopExit waits for it.</summary>
+    private static object? Suspend(Hub hub, in ParkToken token)
+    {
+        if (!token.ForeignWake) return hub.EndPark(token.Inner);
+        hub.BeginExternalWait();
+        try
+        {
+            return hub.EndPark(token.Inner);
+        }
+        finally
+        {
+            hub.EndExternalWait();
+        }
+    }
+
+    private static Hub CheckOwnPark(in ParkToken token, string operation)
+    {
+        var g = token.Greenlet;
+        var hub = g.Hub;
+        if (!hub.IsOnHubThread || hub.CurrentGreenlet != g)
+            throw new InvalidOperationException($"{operation} must be called by the greenlet that began the park ({g}), not by {(hub.IsOnHubThread ? hub.CurrentGreenlet.ToString() : "another thread")}; other code wakes it with TryWake or PostWake.");
+        if (g.ParkSequence != token.Inner.Sequence || g.State is not (GreenletState.Parked or GreenletState.Ready))
+            throw new InvalidOperationException($"The park of {g} named by this token has already ended: {operation} is called once per BeginPark.");
+        return hub;
+    }
+}

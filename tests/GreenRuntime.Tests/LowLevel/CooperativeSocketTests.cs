@@ -1,0 +1,267 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using GreenRuntime.LowLevel;
+
+namespace GreenRuntime.Tests.LowLevel;
+
+/// <summary>The core's one cooperative socket layer, without servers or patches: stream sockets (the reactor path on
+/// Linux x64) and datagram sockets (which the reactor declines: the async readability wait, then the receive).</summary>
+public class CooperativeSocketTests : HubTest
+{
+    private Socket _listener = null!;
+    private Socket _client = null!;
+    private Socket _server = null!;
+
+    [SetUp]
+    public void ConnectPair()
+    {
+        _listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        _listener.Listen(8);
+        _client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        _client.Connect(_listener.LocalEndPoint!);
+        _server = _listener.Accept();
+    }
+
+    [TearDown]
+    public void Close()
+    {
+        _client.Dispose();
+        _server.Dispose();
+        _listener.Dispose();
+    }
+
+    [Test]
+    public void AReceiveParksOnlyItsGreenlet()
+    {
+        var order = new List<string>();
+        var receiver = Green.Spawn(() =>
+        {
+            var buffer = new byte[16];
+            int n = CooperativeSocket.Receive(_server, buffer, SocketFlags.None, null, out var error);
+            order.Add($"{error} {Encoding.ASCII.GetString(buffer, 0, n)}");
+        });
+        Green.Spawn(() => order.Add("other ran"));
+        Green.Sleep(30);
+        Assert.That(order, Is.EqualTo(new[] { "other ran" }));
+        _client.Send("hi"u8);
+        receiver.Join(TimeSpan.FromSeconds(10));
+        Assert.That(order, Is.EqualTo(new[] { "other ran", "Success hi" }));
+    }
+
+    [Test]
+    public void WaitReadableAsyncHoldsNoThreadAndCompletesWhenDataArrives()
+    {
+        var result = new List<string>();
+        var waiter = Green.SpawnAsync(async () =>
+        {
+            var error = await CooperativeSocket.WaitReadableAsync(_server, TimeSpan.FromSeconds(10), Green.Current.CancellationToken);
+            var buffer = new byte[16];
+            int n = CooperativeSocket.ReceiveNow(_server, buffer, out var receiveError);
+            result.Add($"{error} {receiveError} {Encoding.ASCII.GetString(buffer, 0, n)}");
+        });
+        Green.Sleep(30);
+        Assert.That(result, Is.Empty);
+        Assert.That(Hub.GetRunInfo().Carriers.HeldByThisHub, Is.Zero, "the waiting stackless greenlet keeps no carrier");
+        _client.Send("ping"u8);
+        waiter.Join(TimeSpan.FromSeconds(10));
+        Assert.That(result, Is.EqualTo(new[] { "Success Success ping" }));
+    }
+
+    [Test]
+    public void WaitReadableAsyncTimesOutIsCancelledByAKillAndRefusesASecondWaiter()
+    {
+        var timedOut = Green.SpawnAsync(async () => await CooperativeSocket.WaitReadableAsync(_server, TimeSpan.FromMilliseconds(20)));
+        Assert.That(timedOut.Get(), Is.EqualTo(SocketError.TimedOut));
+
+        bool cancelled = false;
+        var killed = Green.SpawnAsync(async () =>
+        {
+            try
+            {
+                await CooperativeSocket.WaitReadableAsync(_server, null, Green.Current.CancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                cancelled = true;
+                throw;
+            }
+        });
+        Green.Sleep(10);
+        var second = Green.SpawnAsync(async () => await CooperativeSocket.WaitReadableAsync(_server, TimeSpan.FromSeconds(5)));
+        second.Join(TimeSpan.FromSeconds(10));
+        Assert.That(second.Exception, Is.InstanceOf<InvalidOperationException>(), "one reader per socket at a time");
+        killed.Kill(block: true, timeout: TimeSpan.FromSeconds(10));
+        Assert.That(killed.Dead && cancelled, Is.True, "the kill cancelled the wait at once");
+
+        // The socket is still usable afterwards.
+        _client.Send("x"u8);
+        var after = Green.SpawnAsync(async () => await CooperativeSocket.WaitReadableAsync(_server, TimeSpan.FromSeconds(10)));
+        Assert.That(after.Get(), Is.EqualTo(SocketError.Success));
+    }
+
+    [Test]
+    public void ReceiveNowNeverWaits()
+    {
+        var buffer = new byte[16];
+        Assert.That(CooperativeSocket.ReceiveNow(_server, buffer, out var error), Is.EqualTo(-1), "nothing there yet");
+        Assert.That(error, Is.EqualTo(SocketError.Success));
+        _client.Send("abc"u8);
+        Assert.That(CooperativeSocket.WaitReadable(_server, TimeSpan.FromSeconds(10)), Is.EqualTo(SocketError.Success));
+        Assert.That(CooperativeSocket.ReceiveNow(_server, buffer, out error), Is.EqualTo(3));
+        _client.Shutdown(SocketShutdown.Send);
+        Assert.That(CooperativeSocket.WaitReadable(_server, TimeSpan.FromSeconds(10)), Is.EqualTo(SocketError.Success));
+        Assert.That(CooperativeSocket.ReceiveNow(_server, buffer, out error), Is.Zero, "the end of the stream");
+    }
+
+    [Test]
+    public void AReceiveTimeoutIsReportedAsTimedOutAndLosesNoData()
+    {
+        var buffer = new byte[16];
+        int n = CooperativeSocket.Receive(_server, buffer, SocketFlags.None, TimeSpan.FromMilliseconds(20), out var error);
+        Assert.That((n, error), Is.EqualTo((0, SocketError.TimedOut)));
+        _client.Send("later"u8);
+        n = CooperativeSocket.Receive(_server, buffer, SocketFlags.None, TimeSpan.FromSeconds(10), out error);
+        Assert.That(Encoding.ASCII.GetString(buffer, 0, n), Is.EqualTo("later"));
+    }
+
+    [Test]
+    public void AKilledReceiveLeavesTheDataForTheNextOne()
+    {
+        var buffer = new byte[16];
+        var killed = Green.Spawn(() => CooperativeSocket.Receive(_server, buffer, SocketFlags.None, null, out _));
+        Green.Sleep(10);
+        killed.Kill();
+        Assert.That(killed.Dead, Is.True);
+        _client.Send("kept"u8);
+        var next = new byte[16];
+        int n = CooperativeSocket.Receive(_server, next, SocketFlags.None, TimeSpan.FromSeconds(10), out _);
+        Assert.That(Encoding.ASCII.GetString(next, 0, n), Is.EqualTo("kept"));
+        Assert.That(buffer, Is.All.EqualTo(0), "nothing is written into the killed receive's buffer");
+    }
+
+    [Test]
+    public void ASendLargerThanTheKernelBufferParksUntilThePeerReads()
+    {
+        var data = new byte[8 * 1024 * 1024];
+        new Random(1).NextBytes(data);
+        var reader = Task.Run(() =>
+        {
+            var all = new MemoryStream();
+            var chunk = new byte[64 * 1024];
+            while (all.Length < data.Length)
+            {
+                int n = _client.Receive(chunk);
+                if (n == 0) break;
+                all.Write(chunk, 0, n);
+            }
+            return all.ToArray();
+        });
+        int sent = CooperativeSocket.Send(_server, data, SocketFlags.None, TimeSpan.FromSeconds(30), out var error);
+        Assert.That((sent, error), Is.EqualTo((data.Length, SocketError.Success)));
+        Assert.That(Parking.WaitForTask(reader, TimeSpan.FromSeconds(30)), Is.True);
+        Assert.That(reader.Result, Is.EqualTo(data));
+    }
+
+    [Test]
+    public void TheReactorCarriesSocketsOnLinuxX64()
+    {
+        bool linuxX64 = OperatingSystem.IsLinux() && System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64;
+        Assert.That(CooperativeSocket.HasReactor, Is.EqualTo(linuxX64));
+    }
+
+    [Test]
+    public void WaitReadableAndWaitWritableReportReadiness()
+    {
+        Assert.That(CooperativeSocket.WaitWritable(_server, TimeSpan.FromSeconds(10)), Is.EqualTo(SocketError.Success));
+        Assert.That(CooperativeSocket.WaitReadable(_server, TimeSpan.FromMilliseconds(20)), Is.EqualTo(SocketError.TimedOut));
+        _client.Send("x"u8);
+        Assert.That(CooperativeSocket.WaitReadable(_server, TimeSpan.FromSeconds(10)), Is.EqualTo(SocketError.Success));
+        Assert.That(_server.Available, Is.EqualTo(1), "waiting consumed nothing");
+    }
+
+    [Test]
+    public void AcceptAndConnectParkOnlyTheirGreenlets()
+    {
+        var accepted = Green.Spawn(() => CooperativeSocket.Accept(_listener));
+        var connected = Green.Spawn(() =>
+        {
+            var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            CooperativeSocket.Connect(s, _listener.LocalEndPoint!);
+            return s;
+        });
+        using var a = accepted.Get(TimeSpan.FromSeconds(10));
+        using var c = connected.Get(TimeSpan.FromSeconds(10));
+        Assert.That(c.Connected, Is.True);
+        Assert.That(c.Blocking, Is.True, "the socket's blocking mode is left as it was");
+        CooperativeSocket.Send(c, "ping"u8, SocketFlags.None, null, out _);
+        var buffer = new byte[8];
+        int n = CooperativeSocket.Receive(a, buffer, SocketFlags.None, TimeSpan.FromSeconds(10), out _);
+        Assert.That(Encoding.ASCII.GetString(buffer, 0, n), Is.EqualTo("ping"));
+    }
+
+    [Test]
+    public void ARefusedConnectThrowsTheSocketsError()
+    {
+        var port = ((IPEndPoint)_listener.LocalEndPoint!).Port;
+        _listener.Dispose();
+        using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        var e = Assert.Throws<SocketException>(() => CooperativeSocket.Connect(s, new IPEndPoint(IPAddress.Loopback, port)));
+        Assert.That(e!.SocketErrorCode, Is.EqualTo(SocketError.ConnectionRefused));
+    }
+
+    [Test]
+    public void AKilledAcceptLeavesTheListenerUsable()
+    {
+        var killed = Green.Spawn(() => CooperativeSocket.Accept(_listener));
+        Green.Sleep(10);
+        killed.Kill();
+        var accepted = Green.Spawn(() => CooperativeSocket.Accept(_listener));
+        using var c = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        c.Connect(_listener.LocalEndPoint!);
+        using var a = accepted.Get(TimeSpan.FromSeconds(10));
+        Assert.That(a.RemoteEndPoint, Is.EqualTo(c.LocalEndPoint));
+    }
+
+    [Test]
+    public void ACancelledAcceptThrowsOperationCanceled()
+    {
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(20));
+        Assert.That(() => CooperativeSocket.Accept(_listener, cancel.Token), Throws.InstanceOf<OperationCanceledException>());
+    }
+
+    [Test]
+    public void DatagramsTakeTheAsyncPath()
+    {
+        using var a = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        using var b = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        a.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        b.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        b.Connect(a.LocalEndPoint!);
+        var order = new List<string>();
+        var receiver = Green.Spawn(() =>
+        {
+            var buffer = new byte[16];
+            int n = CooperativeSocket.Receive(a, buffer, SocketFlags.None, TimeSpan.FromSeconds(10), out var error);
+            order.Add($"{error} {Encoding.ASCII.GetString(buffer, 0, n)}");
+        });
+        Green.Spawn(() => order.Add("other ran"));
+        Green.Sleep(20);
+        // A datagram send also takes the async path (SendAsync of a pooled copy).
+        int sent = CooperativeSocket.Send(b, "datagram"u8, SocketFlags.None, TimeSpan.FromSeconds(10), out var sendError);
+        Assert.That((sent, sendError), Is.EqualTo((8, SocketError.Success)));
+        receiver.Join(TimeSpan.FromSeconds(10));
+        Assert.That(order, Is.EqualTo(new[] { "other ran", "Success datagram" }));
+        var timedOut = CooperativeSocket.Receive(a, new byte[4], SocketFlags.None, TimeSpan.FromMilliseconds(20), out var err);
+        Assert.That((timedOut, err), Is.EqualTo((0, SocketError.TimedOut)));
+    }
+
+    [Test]
+    public void OffAGreenletThatMayParkTheLayerRefusesWithAClearMessage()
+    {
+        var e = Assert.Throws<InvalidOperationException>(() =>
+            Task.Run(() => CooperativeSocket.Receive(_server, new byte[1], SocketFlags.None, null, out _)).GetAwaiter().GetResult());
+        Assert.That(e!.Message, Does.Contain("greenlet that may park"));
+    }
+}

@@ -1,0 +1,277 @@
+using GreenRuntime.LowLevel;
+
+namespace GreenRuntime.Tests.LowLevel;
+
+public class ParkingTests : HubTest
+{
+    [Test]
+    public void AParkEndsWithTheValueItsWakerPassedAndOthersRunMeanwhile()
+    {
+        var order = new List<string>();
+        ParkToken? waiter = null;
+        var parked = Green.Spawn(() =>
+        {
+            var token = Parking.BeginPark(WaitReason.Event);
+            waiter = token;
+            order.Add("parked");
+            order.Add("woken with " + Parking.EndPark(token));
+        });
+        Green.Spawn(() =>
+        {
+            order.Add("waker runs");
+            Assert.That(waiter!.Value.IsPending, Is.True);
+            Assert.That(waiter.Value.TryWake("hello"), Is.True);
+            Assert.That(waiter.Value.IsPending, Is.False);
+        });
+        parked.Join();
+        Assert.That(order, Is.EqualTo(new[] { "parked", "waker runs", "woken with hello" }));
+    }
+
+    [Test]
+    public void EveryParkHasExactlyOneWake()
+    {
+        ParkToken token = default;
+        var g = Green.Spawn(() =>
+        {
+            token = Parking.BeginPark(WaitReason.Other);
+            Parking.EndPark(token);
+        });
+        Green.Sleep(0);
+        Assert.That(token.TryWake(1), Is.True);
+        Assert.That(token.TryWake(2), Is.False, "the second waker loses the race and is told so");
+        var e = Assert.Throws<InvalidOperationException>(() => token.Wake(3));
+        Assert.That(e!.Message, Does.Contain("exactly one wake"));
+        g.Join();
+        Assert.That(g.Successful, Is.True);
+        Assert.That(token.TryWake(4), Is.False, "a token names one park, not the greenlet's later parks");
+    }
+
+    [Test]
+    public void PostWakeResumesTheParkFromAnotherThread()
+    {
+        var value = Parking.Park(WaitReason.Other, token =>
+            Task.Run(() => { Thread.Sleep(20); token.PostWake("from the pool"); }), foreignWake: true);
+        Assert.That(value, Is.EqualTo("from the pool"));
+    }
+
+    [Test]
+    public void AParkNothingCanWakeIsReportedAsLoopExitUnlessAForeignWakeIsExpected()
+    {
+        Assert.That(() => Parking.EndPark(Parking.BeginPark(WaitReason.Other)), Throws.TypeOf<LoopExitException>());
+        var token = Parking.BeginPark(WaitReason.Other, foreignWake: true);
+        ThreadPool.QueueUserWorkItem(_ => { Thread.Sleep(20); token.PostWake("late"); });
+        Assert.That(Parking.EndPark(token), Is.EqualTo("late"));
+    }
+
+    [Test]
+    public void AnErrorPassedByTheWakerIsThrownFromEndPark()
+    {
+        var g = Green.Spawn(() => Parking.Park(WaitReason.Other, token =>
+            Green.Spawn(() => token.TryWakeWithError(new TimeoutException("the waker's error")))));
+        g.Join();
+        Assert.That(g.Exception, Is.TypeOf<TimeoutException>().With.Message.EqualTo("the waker's error"));
+    }
+
+    [Test]
+    public void EndParkWithATimeoutReturnsTimedOut()
+    {
+        var g = Green.Spawn(() => Parking.EndPark(Parking.BeginPark(WaitReason.Other), TimeSpan.FromMilliseconds(20)));
+        Assert.That(g.Get(TimeSpan.FromSeconds(10)), Is.SameAs(Parking.TimedOut));
+    }
+
+    [Test]
+    public void AKillEndsAParkAndTheTokenIsDeadAfterwards()
+    {
+        ParkToken token = default;
+        var g = Green.Spawn(() =>
+        {
+            token = Parking.BeginPark(WaitReason.Other);
+            Parking.EndPark(token);
+        });
+        Green.Sleep(0);
+        g.Kill();
+        Assert.That(g.Dead, Is.True);
+        Assert.That(token.IsPending, Is.False);
+        Assert.That(token.TryWake(), Is.False);
+    }
+
+    [Test]
+    public void ParkingInAHubCallbackIsRefusedWithAClearMessage()
+    {
+        Exception? error = null;
+        Hub.Post(() =>
+        {
+            Assert.That(Parking.ParkingHubSilent(), Is.Null);
+            Assert.That(Parking.CanPark, Is.False);
+            try
+            {
+                Parking.BeginPark(WaitReason.Other);
+            }
+            catch (Exception e)
+            {
+                error = e;
+            }
+        });
+        Green.Sleep(10);
+        Assert.That(error, Is.TypeOf<InvalidOperationException>().With.Message.Contains("must not block"));
+    }
+
+    [Test]
+    public void OnlyTheGreenletThatBeganAParkMayEndIt()
+    {
+        ParkToken token = default;
+        var g = Green.Spawn(() =>
+        {
+            token = Parking.BeginPark(WaitReason.Other);
+            Parking.EndPark(token);
+        });
+        Green.Sleep(0);
+        var e = Assert.Throws<InvalidOperationException>(() => Parking.EndPark(token));
+        Assert.That(e!.Message, Does.Contain("greenlet that began the park"));
+        Assert.That(token.IsPending, Is.True, "the refused call changed nothing");
+        token.Wake();
+        g.Join();
+        Assert.That(g.Successful, Is.True);
+    }
+
+    [Test]
+    public void ASecondParkBeforeTheFirstEndedIsRefused()
+    {
+        var g = Green.Spawn(() =>
+        {
+            var token = Parking.BeginPark(WaitReason.Other);
+            var e = Assert.Throws<InvalidOperationException>(() => Parking.BeginPark(WaitReason.Other));
+            Assert.That(e!.Message, Does.Contain("has not ended"));
+            Parking.CancelPark(token);
+            Assert.That(token.IsPending, Is.False);
+            Green.Sleep(1); // the greenlet parks normally again afterwards
+        });
+        g.Join();
+        Assert.That(g.Successful, Is.True, g.Exception?.ToString());
+    }
+
+    [Test]
+    public void EndParkTwiceIsRefused()
+    {
+        var g = Green.Spawn(() =>
+        {
+            var token = Parking.BeginPark(WaitReason.Other);
+            Assert.That(token.TryWake(), Is.True);
+            Parking.EndPark(token);
+            Parking.EndPark(token);
+        });
+        g.Join();
+        Assert.That(g.Exception, Is.TypeOf<InvalidOperationException>().With.Message.Contains("already ended"));
+    }
+
+    [Test]
+    public void WakingOnTheHubFromAnotherThreadIsRefused()
+    {
+        ParkToken token = default;
+        var g = Green.Spawn(() =>
+        {
+            token = Parking.BeginPark(WaitReason.Other);
+            Parking.EndPark(token);
+        });
+        Green.Sleep(0);
+        var e = Assert.Throws<InvalidOperationException>(() => Task.Run(() => token.TryWake()).GetAwaiter().GetResult());
+        Assert.That(e!.Message, Does.Contain("PostWake"));
+        token.TryWake();
+        g.Join();
+    }
+
+    [Test]
+    public void ADefaultTokenIsRefused()
+    {
+        ParkToken token = default;
+        Assert.That(token.IsPending, Is.False);
+        Assert.Throws<InvalidOperationException>(() => token.TryWake());
+        Assert.Throws<InvalidOperationException>(() => token.PostWake());
+        Assert.Throws<InvalidOperationException>(() => Parking.EndPark(token));
+    }
+
+    [Test]
+    public void WaitForTaskReportsCompletionOrTimeoutWithoutThrowingTheTasksOutcome()
+    {
+        var never = new TaskCompletionSource();
+        Assert.That(Parking.WaitForTask(never.Task, TimeSpan.FromMilliseconds(20)), Is.False);
+        var failed = Task.Run(() => throw new ApplicationException("the task's own"));
+        Assert.That(Parking.WaitForTask(failed, TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(failed.IsFaulted, Is.True);
+    }
+
+    [Test]
+    public void AKillCancelsTheOperationAWaitForTaskWasParkedOn()
+    {
+        using var cancel = new CancellationTokenSource();
+        var operation = Task.Delay(Timeout.Infinite, cancel.Token);
+        var g = Green.Spawn(() => Parking.WaitForTask(operation, null, WaitReason.Other, cancel, drainOnInterrupt: true));
+        Green.Sleep(0);
+        g.Kill();
+        Assert.That(g.Dead, Is.True);
+        Assert.That(operation.IsCanceled, Is.True, "drained: the operation finished before the kill propagated");
+    }
+
+    [Test]
+    public void InsideSuppressCooperationNothingParks()
+    {
+        Assert.That(Parking.ParkingHub(), Is.SameAs(Hub));
+        using (Parking.SuppressCooperation())
+        {
+            Assert.That(Parking.IsCooperationSuppressed, Is.True);
+            Assert.That(Parking.ParkingHub(), Is.Null);
+            Assert.Throws<InvalidOperationException>(() => Parking.BeginPark(WaitReason.Other));
+            Assert.That(Parking.CurrentHub, Is.SameAs(Hub), "the hub is still there; only parking is off");
+        }
+        Assert.That(Parking.IsCooperationSuppressed, Is.False);
+        Assert.That(Parking.ParkingHub(), Is.SameAs(Hub));
+    }
+
+    [Test]
+    public void OffAHubThereIsNoParkingHub()
+    {
+        var (current, parking) = Task.Run(() => (Parking.CurrentHub, Parking.ParkingHub())).GetAwaiter().GetResult();
+        Assert.That(current, Is.Null);
+        Assert.That(parking, Is.Null);
+    }
+
+    [Test]
+    public void RunReleasedLetsTheOtherGreenletsRunWhileTheCallBlocks()
+    {
+        var order = new List<string>();
+        using var gate = new ManualResetEventSlim();
+        var blocked = Green.Spawn(() =>
+        {
+            Assert.That(Parking.CanReleaseBaton, Is.True);
+            var result = Parking.RunReleased(static g => { g.Wait(TimeSpan.FromSeconds(10)); return "returned"; }, gate, WaitReason.Blocking);
+            order.Add(result);
+        });
+        Green.Spawn(() =>
+        {
+            order.Add("other ran");
+            gate.Set();
+        });
+        blocked.Join(TimeSpan.FromSeconds(10));
+        Assert.That(order, Is.EqualTo(new[] { "other ran", "returned" }));
+    }
+
+    [Test]
+    public void YieldLetsTheReadyGreenletsRunOnce()
+    {
+        var order = new List<string>();
+        Green.Spawn(() => order.Add("other"));
+        bool others = Parking.Yield();
+        Assert.That(others, Is.True);
+        Assert.That(order, Is.EqualTo(new[] { "other" }));
+        Assert.That(Parking.Yield(), Is.False);
+    }
+
+    [Test]
+    public void PollUntilAsksAgainUntilTheConditionHolds()
+    {
+        int asked = 0;
+        Assert.That(Parking.PollUntil(() => ++asked == 3, TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(asked, Is.EqualTo(3));
+        Assert.That(Parking.PollUntil(() => false, TimeSpan.FromMilliseconds(10)), Is.False);
+    }
+}
