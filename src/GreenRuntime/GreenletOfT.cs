@@ -4,7 +4,7 @@ namespace GreenRuntime;
 
 /// <summary>A greenlet whose body returns a <typeparamref name="T"/>: typed <see cref="Get"/> and <see cref="Value"/>.</summary>
 /// <typeparam name="T">The result type.</typeparam>
-public class Greenlet<T> : Greenlet
+public sealed class Greenlet<T> : Greenlet
 {
     /// <summary>Creates a stackful greenlet that will run <paramref name="body"/>; it does not start until <see cref="Greenlet.Start"/>.</summary>
     /// <exception cref="ArgumentException"><typeparamref name="T"/> is a <see cref="Task"/> or <see cref="ValueTask"/>

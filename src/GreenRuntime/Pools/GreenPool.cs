@@ -19,7 +19,7 @@ namespace GreenRuntime;
 /// </code>
 /// </example>
 [DebuggerDisplay("GreenPool Count={Count} Size={Size} Free={FreeCount}")]
-public class GreenPool : GreenGroup
+public sealed class GreenPool : GreenGroup
 {
     private readonly GreenSemaphore? _slots; // null: unbounded
 

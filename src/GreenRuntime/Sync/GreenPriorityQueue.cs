@@ -7,7 +7,7 @@ namespace GreenRuntime;
 /// threads, closing) is as in <see cref="GreenQueue{T}"/>.</remarks>
 /// <typeparam name="T">The item type.</typeparam>
 [DebuggerDisplay("GreenPriorityQueue Count={Count} MaxSize={MaxSize}")]
-public class GreenPriorityQueue<T> : GreenQueue<T>
+public sealed class GreenPriorityQueue<T> : GreenQueue<T>
 {
     private readonly PriorityQueue<T, T> _heap;
 

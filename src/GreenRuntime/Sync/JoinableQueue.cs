@@ -19,7 +19,7 @@ namespace GreenRuntime;
 /// </code>
 /// </example>
 [DebuggerDisplay("JoinableQueue Count={Count} Unfinished={UnfinishedTasks} MaxSize={MaxSize}")]
-public class JoinableQueue<T> : GreenQueue<T>
+public sealed class JoinableQueue<T> : GreenQueue<T>
 {
     private readonly Event _finished = new();
     private Hub? _hub;

@@ -8,7 +8,7 @@ namespace GreenRuntime;
 /// <remarks>Everything but the order is as in <see cref="GreenQueue{T}"/>.</remarks>
 /// <typeparam name="T">The item type.</typeparam>
 [DebuggerDisplay("LifoQueue Count={Count} MaxSize={MaxSize}")]
-public class LifoQueue<T> : GreenQueue<T>
+public sealed class LifoQueue<T> : GreenQueue<T>
 {
     private readonly Deque<T> _stack = new();
 

@@ -1,17 +1,18 @@
 using System.Net.Sockets;
+using GreenRuntime.LowLevel;
 
-namespace GreenRuntime.Servers;
+namespace GreenRuntime.Servers.Tests;
 
 /// <summary>
-/// A <see cref="Stream"/> over a connected socket whose synchronous Read and Write park only the calling
-/// greenlet (the core's cooperative socket layer, through <see cref="ConnectionSocket"/>), so blocking stream code yields without Patch.All().
-/// Off a hub it behaves like <see cref="NetworkStream"/>. Disposing it closes the socket only when it owns it.
+/// A test helper: a <see cref="Stream"/> over a connected socket whose synchronous Read and Write park only the calling
+/// greenlet (the core's <see cref="CooperativeSocket"/>), so handlers written with blocking stream code yield without
+/// Patch.All(). Greenlets only. Disposing it closes the socket only when it owns it.
 /// </summary>
 /// <remarks>A read or write that times out is abandoned (nothing is left running on the caller's buffer) and throws <see cref="IOException"/> wrapping a
 /// <see cref="TimeoutException"/>, like <see cref="NetworkStream"/>.</remarks>
 internal sealed class GreenNetworkStream : Stream
 {
-    private readonly ConnectionSocket _io;
+    private readonly Socket _socket;
     private readonly bool _ownsSocket;
     private bool _disposed;
 
@@ -20,11 +21,11 @@ internal sealed class GreenNetworkStream : Stream
         ArgumentNullException.ThrowIfNull(socket);
         if (!socket.Connected)
             throw new ArgumentException("The socket must be connected; accept or connect it first.", nameof(socket));
-        _io = new ConnectionSocket(socket);
+        _socket = socket;
         _ownsSocket = ownsSocket;
     }
 
-    public Socket Socket => _io.Socket;
+    public Socket Socket => _socket;
 
     public override bool CanRead => !_disposed;
     public override bool CanWrite => !_disposed;
@@ -56,7 +57,13 @@ internal sealed class GreenNetworkStream : Stream
         if (buffer.IsEmpty) return 0;
         try
         {
-            return _io.Receive(buffer, TimeoutOf(ReadTimeout));
+            int n = CooperativeSocket.Receive(_socket, buffer, SocketFlags.None, TimeoutOf(ReadTimeout), out var error);
+            return error switch
+            {
+                SocketError.Success => n,
+                SocketError.TimedOut => throw new TimeoutException($"Nothing arrived within {ReadTimeout} ms."),
+                _ => throw new SocketException((int)error),
+            };
         }
         catch (Exception e) when (e is SocketException or TimeoutException)
         {
@@ -112,7 +119,9 @@ internal sealed class GreenNetworkStream : Stream
     {
         try
         {
-            _io.Send(data, TimeoutOf(WriteTimeout));
+            CooperativeSocket.Send(_socket, data, SocketFlags.None, TimeoutOf(WriteTimeout), out var error);
+            if (error == SocketError.TimedOut) throw new TimeoutException($"The peer did not take the data within {WriteTimeout} ms.");
+            if (error != SocketError.Success) throw new SocketException((int)error);
         }
         catch (Exception e) when (e is SocketException or TimeoutException)
         {
