@@ -60,7 +60,7 @@ internal static unsafe class SocketIo
         error = SocketError.Success;
         if (!TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
             return false;
-        long deadline = Deadline(timeout);
+        long deadline = Deadline(hub, timeout);
         while (true)
         {
             if (!TryCall(handle, fd, false, buffer, (int)flags, out nint n, out int errno))
@@ -75,7 +75,7 @@ internal static unsafe class SocketIo
                 error = Fail(s, errno);
                 return true;
             }
-            switch (reactor.Wait(handle, fd, write: false, Remaining(deadline)))
+            switch (reactor.Wait(handle, fd, write: false, Remaining(hub, deadline)))
             {
                 case null: return false;
                 case Readiness.TimedOut: error = SocketError.TimedOut; return true;
@@ -94,7 +94,7 @@ internal static unsafe class SocketIo
         error = SocketError.Success;
         if ((flags & ~PassThroughFlags) != 0 || (flags & SocketFlags.Peek) != 0 || s.SocketType != SocketType.Stream || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
             return false;
-        long deadline = Deadline(timeout);
+        long deadline = Deadline(hub, timeout);
         while (sent < data.Length)
         {
             if (!TryCall(handle, fd, true, MemoryMarshal.CreateSpan(ref MemoryMarshal.GetReference(data[sent..]), data.Length - sent), (int)flags, out nint n, out int errno))
@@ -113,7 +113,7 @@ internal static unsafe class SocketIo
                 error = Fail(s, errno);
                 return true;
             }
-            switch (reactor.Wait(handle, fd, write: true, Remaining(deadline)))
+            switch (reactor.Wait(handle, fd, write: true, Remaining(hub, deadline)))
             {
                 case null when sent == 0: return false;
                 case null: error = SocketError.SocketError; return true;
@@ -269,15 +269,19 @@ internal static unsafe class SocketIo
         _ => SocketError.SocketError,
     };
 
-    private static long Deadline(TimeSpan? timeout) =>
-        timeout is { } t && t != Timeout.InfiniteTimeSpan && t >= TimeSpan.Zero
-            ? System.Diagnostics.Stopwatch.GetTimestamp() + (long)(t.TotalSeconds * System.Diagnostics.Stopwatch.Frequency)
-            : long.MaxValue;
+    /// <summary>The deadline of a call, on the hub's clock (<see cref="HubOptions.TimeProvider"/>, which every
+    /// timeout of the runtime reads); long.MaxValue for none.</summary>
+    private static long Deadline(Hub hub, TimeSpan? timeout)
+    {
+        if (timeout is not { } t || t == Timeout.InfiniteTimeSpan || t < TimeSpan.Zero) return long.MaxValue;
+        var time = hub.Options.TimeProvider;
+        return time.GetTimestamp() + (long)(t.TotalSeconds * time.TimestampFrequency);
+    }
 
-    private static TimeSpan? Remaining(long deadline)
+    private static TimeSpan? Remaining(Hub hub, long deadline)
     {
         if (deadline == long.MaxValue) return null;
-        var left = System.Diagnostics.Stopwatch.GetElapsedTime(System.Diagnostics.Stopwatch.GetTimestamp(), deadline);
+        var left = hub.Options.TimeProvider.GetElapsedTime(hub.Options.TimeProvider.GetTimestamp(), deadline);
         return left < TimeSpan.Zero ? TimeSpan.Zero : left;
     }
 }
