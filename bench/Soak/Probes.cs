@@ -52,7 +52,8 @@ internal static class Probes
     /// Resident memory that holds data: the sum of <c>Rss</c> over <c>/proc/self/smaps</c> mappings that are neither
     /// file-backed (assemblies and native libraries, loaded once for good) nor executable (the JIT's code heaps, which
     /// grow as tiered compilation recompiles hot methods for minutes, all the more on a busy machine). A leak of
-    /// objects, buffers or thread stacks shows here; code the runtime compiles does not.
+    /// objects, buffers or thread stacks shows here, and so does the runtime's own bookkeeping for code it compiled
+    /// late (its loader heaps), so it is printed for diagnosis, not checked.
     /// </summary>
     public static long DataRss()
     {
