@@ -9,14 +9,17 @@ public class Greenlet<T> : Greenlet
     /// <summary>Creates a stackful greenlet that will run <paramref name="body"/>; it does not start until <see cref="Greenlet.Start"/>.</summary>
     public Greenlet(Func<T> body, string? name = null) : base(body, name, stackless: false) { }
 
-    private Greenlet(Func<Task<T>> body, string? name) : base(body, name, stackless: true) { }
+    /// <summary>A stackful greenlet of <paramref name="hub"/>, created from any thread (HubGroup).</summary>
+    internal Greenlet(Func<T> body, string? name, Hub hub) : base(body, name, stackless: false, hub) { }
 
-    internal static Greenlet<T> CreateStackless(Func<Task<T>> body, string? name) => new(body, name);
+    private Greenlet(Func<Task<T>> body, string? name, Hub? hub) : base(body, name, stackless: true, hub) { }
+
+    internal static Greenlet<T> CreateStackless(Func<Task<T>> body, string? name, Hub? hub = null) => new(body, name, hub);
 
     /// <summary>The body's result once finished successfully; default otherwise.</summary>
     public new T Value => base.Value is T value ? value : default!;
 
-    /// <summary>Waits for the greenlet and returns its result, or rethrows its exception with its original stack. Hub-only.</summary>
+    /// <summary>Waits for the greenlet and returns its result, or rethrows its exception with its original stack. Safe from any thread.</summary>
     /// <exception cref="TimeoutException">It has not finished within <paramref name="timeout"/>.</exception>
     public new T Get(TimeSpan? timeout = null)
     {
