@@ -126,7 +126,7 @@ public sealed class AsyncResult<T> : IGreenWaitable
 
     /// <summary>Waits without blocking a thread; completes with whether the result is ready.</summary>
     public Task<bool> WaitAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default)
-        => Blocking.WaitFlagAsync(_lock, _waiters, () => _ready, timeout, cancellationToken);
+        => Blocking.WaitFlagAsync(this, _lock, _waiters, static self => self._ready, timeout, cancellationToken);
 
     /// <summary>Waits without blocking a thread and returns the value (or rethrows the stored exception).</summary>
     /// <exception cref="TimeoutException">Not ready within <paramref name="timeout"/>.</exception>

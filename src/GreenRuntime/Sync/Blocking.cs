@@ -150,9 +150,10 @@ internal static class Blocking
 
     /// <summary>
     /// The Task-form wait of a flag-like primitive (Event, AsyncResult): true at once when the flag is set (read under
-    /// the lock), otherwise a Task waiter linked into <paramref name="waiters"/> and armed.
+    /// the lock), otherwise a Task waiter linked into <paramref name="waiters"/> and armed. Pass a static lambda as
+    /// <paramref name="isSet"/>, so the call allocates no closure.
     /// </summary>
-    internal static Task<bool> WaitFlagAsync(SyncLock lk, WaiterList<bool> waiters, Func<bool> isSet, TimeSpan? timeout, CancellationToken cancellationToken)
+    internal static Task<bool> WaitFlagAsync<TPrimitive>(TPrimitive primitive, SyncLock lk, WaiterList<bool> waiters, Func<TPrimitive, bool> isSet, TimeSpan? timeout, CancellationToken cancellationToken)
     {
         ValidateTimeout(timeout);
         if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<bool>(cancellationToken);
@@ -160,7 +161,7 @@ internal static class Blocking
         var owner = TaskOwner(hub);
         if (TakePendingException(owner) is { } pending) return Task.FromException<bool>(pending);
         lk.Enter();
-        if (isSet())
+        if (isSet(primitive))
         {
             lk.Exit();
             return Task.FromResult(true);

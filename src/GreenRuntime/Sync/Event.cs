@@ -80,7 +80,7 @@ public sealed class Event : IGreenWaitable
     /// <remarks>On a hub the task's continuation is posted through the awaiting greenlet's synchronization context.
     /// If the awaiting stackless greenlet is killed or its <see cref="GreenTimeout"/> fires, the task faults with that exception.</remarks>
     public Task<bool> WaitAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default)
-        => Blocking.WaitFlagAsync(_lock, _waiters, () => _flag, timeout, cancellationToken);
+        => Blocking.WaitFlagAsync(this, _lock, _waiters, static self => self._flag, timeout, cancellationToken);
 
     IDisposable IGreenWaitable.Subscribe(Action onReady)
     {

@@ -208,9 +208,10 @@ internal sealed class Waiter<T> : IAsyncWait
     internal void Arm(TimeSpan? timeout, CancellationToken cancellationToken, Func<Exception>? timeoutError, T timeoutValue = default!)
     {
         Debug.Assert(Kind == WaiterKind.Task, "Only Task waiters are armed.");
+        if (!IsFinite(timeout) && !cancellationToken.CanBeCanceled) return; // nothing to arm (the common await)
         HubTimer? hubTimer = null;
         ITimer? threadTimer = null;
-        if (Blocking.IsFinite(timeout))
+        if (IsFinite(timeout))
         {
             if (Hub != null && Hub.IsOnHubThread) hubTimer = Hub.AddTimer(timeout!.Value, static s => ((Waiter<T>)s!).TimeOut(), this);
             else threadTimer = TimeProvider.System.CreateTimer(static s => ((Waiter<T>)s!).TimeOut(), this, timeout!.Value, System.Threading.Timeout.InfiniteTimeSpan);
@@ -237,6 +238,8 @@ internal sealed class Waiter<T> : IAsyncWait
             registration.Unregister();
         }
     }
+
+    private static bool IsFinite(TimeSpan? timeout) => Blocking.IsFinite(timeout);
 
     private void TimeOut()
     {
