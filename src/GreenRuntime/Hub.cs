@@ -65,7 +65,7 @@ public sealed partial class Hub : IDisposable
         }
         TakeBaton();
         t_current = this;
-        CountHub(1);
+        Register(this);
         StartDiagnostics();
     }
 
@@ -130,7 +130,7 @@ public sealed partial class Hub : IDisposable
                 if (!g.Dead) Log.StuckAtDispose(_logger, g.ToString());
         }
         _disposed = true;
-        CountHub(-1);
+        Unregister(this);
         StopDiagnostics();
         DisposeReactor();
         t_current = null;

@@ -10,13 +10,40 @@ namespace GreenRuntime;
 
 public sealed partial class Hub
 {
-    private static int s_liveHubs;
+    // Every hub not yet disposed, copy-on-write (hubs come and go rarely; readers take no lock).
+    private static Hub[] s_hubs = [];
+    private static readonly Sync.SyncLock s_hubsLock = new();
+    private Thread _thread = null!;
 
-    /// <summary>Hubs created and not yet disposed in this process. While there is more than one, a wait on a primitive
-    /// may be ended by another hub's greenlet, so it counts as outstanding for LoopExit (Sync/Blocking.cs).</summary>
-    internal static int LiveHubs => Volatile.Read(ref s_liveHubs);
+    private static void Register(Hub hub)
+    {
+        hub._thread = Thread.CurrentThread;
+        s_hubsLock.Enter();
+        s_hubs = [.. s_hubs, hub];
+        s_hubsLock.Exit();
+    }
 
-    private static void CountHub(int delta) => Interlocked.Add(ref s_liveHubs, delta);
+    private static void Unregister(Hub hub)
+    {
+        s_hubsLock.Enter();
+        s_hubs = Array.FindAll(s_hubs, h => h != hub);
+        s_hubsLock.Exit();
+    }
+
+    /// <summary>
+    /// Whether another hub of the process may still run greenlets: not disposed, and its thread alive (a hub a plain
+    /// thread got implicitly and never disposed stops counting when that thread ends). While one may, a wait on a
+    /// primitive can be ended by that hub's greenlets, so it counts as outstanding for LoopExit (Sync/Blocking.cs).
+    /// </summary>
+    internal bool OtherHubsMayRun
+    {
+        get
+        {
+            foreach (var h in Volatile.Read(ref s_hubs))
+                if (h != this && !h._disposed && h._thread.IsAlive) return true;
+            return false;
+        }
+    }
 
     /// <summary>The group this hub belongs to, or null.</summary>
     internal HubGroup? Group { get; private set; }

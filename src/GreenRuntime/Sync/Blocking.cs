@@ -40,9 +40,9 @@ internal static class Blocking
         var w = Waiter<T>.ForPark(lk, hub, token, item);
         list.AddLast(w);
         lk.Exit();
-        // Another hub's greenlet or a plain thread may serve it: while other hubs exist, the wait is not one that only
-        // this hub could end, so it keeps LoopExit away.
-        bool external = Hub.LiveHubs > 1;
+        // Another hub's greenlet may serve it: while another hub may run, the wait is not one that only this hub could
+        // end, so it keeps LoopExit away.
+        bool external = hub.OtherHubsMayRun;
         HubTimer? timer = null;
         object? woken;
         try
