@@ -106,4 +106,27 @@ public class CrossThreadTests : HubTest
         q.Put(5);
         Assert.That(Green.Wait(waiter, TimeSpan.FromSeconds(10)), Is.EqualTo(5));
     }
+
+    [Test]
+    public void AHubLeftBehindByAThreadThatEndedDoesNotHideALoopExit()
+    {
+        // The thread gets a hub implicitly and never disposes it; once the thread ended, that hub cannot signal anything.
+        var t = new Thread(() => new Event().Wait(TimeSpan.FromMilliseconds(1)));
+        t.Start();
+        t.Join();
+        Assert.Throws<LoopExitException>(() => new Event().Wait());
+        // While another hub's thread runs, a wait on a primitive is one that hub's greenlets may end.
+        var ev = new Event();
+        var release = new ManualResetEventSlim();
+        var other = new Thread(() =>
+        {
+            using var hub = new Hub();
+            release.Wait();
+            ev.Set();
+        });
+        other.Start();
+        Green.Spawn(() => { Green.Sleep(30); release.Set(); });
+        Assert.That(ev.Wait(), Is.True);
+        other.Join();
+    }
 }
