@@ -19,7 +19,8 @@ public sealed partial class Hub
     {
         hub._thread = Thread.CurrentThread;
         s_hubsLock.Enter();
-        s_hubs = [.. s_hubs, hub];
+        // Hubs of threads that ended without disposing them are dropped here, so they are not kept alive forever.
+        s_hubs = [.. Array.FindAll(s_hubs, h => h._thread.IsAlive), hub];
         s_hubsLock.Exit();
     }
 
