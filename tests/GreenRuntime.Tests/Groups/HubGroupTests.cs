@@ -23,7 +23,7 @@ public class HubGroupTests : GroupTest
     [Test]
     public void DefaultCountIsOneHubPerCpu()
     {
-        using var g = new HubGroup();
+        using var g = new HubGroup(0, new HubOptions { MaxBlockingTime = null });
         Assert.That(g.Hubs, Has.Count.EqualTo(Environment.ProcessorCount));
     }
 
