@@ -7,6 +7,8 @@
 //                                                                                   ping-pong and Pool.Map (PrimitiveBenchmarks.cs)
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-patch    off-greenlet cost of patched methods
 //                                                                                   (PatchOverhead.cs)
+//   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-hubs     items through one queue across the
+//                                                                                   hubs of a HubGroup (HubGroupThroughput.cs)
 using BenchmarkDotNet.Running;
 using GreenRuntime.Benchmarks;
 
@@ -18,6 +20,11 @@ if (args is ["quick-prims", ..])
 if (args is ["quick-patch", ..])
 {
     PatchOverhead.Run(args.Length > 1 ? int.Parse(args[1]) : 10_000_000);
+    return;
+}
+if (args is ["quick-hubs", ..])
+{
+    HubGroupThroughput.Run(args.Length > 1 ? int.Parse(args[1]) : 1_000_000);
     return;
 }
 if (args is ["quick", ..])

@@ -144,9 +144,10 @@ public static partial class Green
 
     /// <summary>
     /// Waits until the greenlets have finished — all of them, or <paramref name="count"/> of them — or the
-    /// timeout elapsed. Hub-only.
+    /// timeout elapsed. Must be called on a hub (its thread or one of its greenlets).
     /// </summary>
-    /// <param name="greenlets">The greenlets to wait for (of the calling thread's hub).</param>
+    /// <param name="greenlets">The greenlets to wait for: of the calling greenlet's hub or of other hubs (the end of a
+    /// greenlet of another hub is posted to this hub's inbox).</param>
     /// <param name="timeout">How long to wait; null waits as long as it takes.</param>
     /// <param name="raiseError">Rethrow the earliest failure (first to fail in time, not first in the list) as soon as one is seen.</param>
     /// <param name="count">Return as soon as this many have finished.</param>
@@ -174,17 +175,33 @@ public static partial class Green
         if (failure == null && done.Count < wanted && timeout != TimeSpan.Zero)
         {
             var token = hub.BeginPark(WaitReason.Join);
-            // Each pending greenlet is linked once and a link fires once, so no duplicate check is needed.
+            bool over = false;
+            // Each pending greenlet is linked once and a link fires once, so no duplicate check is needed. Runs on this
+            // hub: directly for its own greenlets, posted back by a relay for greenlets of other hubs.
             Action<Greenlet> onDead = g =>
             {
+                if (over) return; // a relayed end that arrived after the join returned
                 done.Add(g);
                 if (done.Count >= wanted || (raiseError && g.Exception != null)) hub.TryWake(token);
             };
+            Action<Greenlet>? relay = null;
+            bool foreign = false;
             HubTimer? timer = null;
             try
             {
-                foreach (var g in pending) g.AddLink(onDead, LinkKind.All);
+                foreach (var g in pending)
+                {
+                    if (g.Hub == hub)
+                    {
+                        g.AddLink(onDead, LinkKind.All);
+                        continue;
+                    }
+                    relay ??= x => hub.PostItem(RunItem.ForCallback(static s => { var (cb, dead) = ((Action<Greenlet>, Greenlet))s!; cb(dead); }, (onDead, x)));
+                    foreign = true;
+                    g.AddLink(relay, LinkKind.All); // posted to its hub
+                }
                 if (timeout is { } limit) timer = hub.AddWakeTimer(limit, token, Hub.TimedOut);
+                if (foreign) hub.BeginExternalWait();
             }
             catch
             {
@@ -197,8 +214,10 @@ public static partial class Green
             }
             finally
             {
+                over = true;
+                if (foreign) hub.EndExternalWait();
                 timer?.Cancel();
-                foreach (var g in pending) g.Unlink(onDead);
+                foreach (var g in pending) g.Unlink(g.Hub == hub ? onDead : relay!);
             }
             if (raiseError) failure = done.FirstOrDefault(g => g.Exception != null);
         }
@@ -208,7 +227,7 @@ public static partial class Green
 
     /// <summary>
     /// The greenlets of <paramref name="greenlets"/> without repeats, in first-seen order, after checking that each
-    /// is non-null and belongs to <paramref name="hub"/>. Small lists (Join is a JoinAll of one) are deduplicated
+    /// is non-null. Small lists (Join is a JoinAll of one) are deduplicated
     /// by comparison; large ones with one presized set, so joining 100k greenlets costs ~30 bytes each, not three
     /// growing sets and lists.
     /// </summary>
@@ -219,7 +238,6 @@ public static partial class Green
         foreach (var g in greenlets)
         {
             ArgumentNullException.ThrowIfNull(g, nameof(greenlets));
-            if (g.Hub != hub) throw new InvalidOperationException($"{g} belongs to {g.Hub}; join it from that hub's thread or await it.");
             if (seen != null ? seen.Add(g) : !ContainsReference(list, g)) list.Add(g);
             else if (seen == null && list.Count > 16) seen = new HashSet<Greenlet>(list, ReferenceEqualityComparer.Instance);
         }
@@ -234,7 +252,7 @@ public static partial class Green
     }
 
     /// <summary>Kills every greenlet (see <see cref="Greenlet.Kill"/>) and, when <paramref name="block"/>, waits up to <paramref name="timeout"/> for all of them to die.</summary>
-    /// <exception cref="TimeoutException">Some of them (of the calling hub) were still alive when <paramref name="timeout"/> elapsed,
+    /// <exception cref="TimeoutException">Some of them were still alive when <paramref name="timeout"/> elapsed,
     /// as gevent's <c>killall</c> raises <c>Timeout</c>. The kill stays in force: they raise it at every blocking point until they end.</exception>
     public static void KillAll(IEnumerable<Greenlet> greenlets, Exception? exception = null, bool block = true, TimeSpan? timeout = null)
     {
@@ -244,7 +262,7 @@ public static partial class Green
         var hub = Hub.CurrentOrNull;
         if (block && hub != null && hub.CanBlockHere)
         {
-            var mine = all.Where(g => g.Hub == hub && !g.Dead).ToList();
+            var mine = all.Where(g => !g.Dead).ToList(); // of any hub: JoinAll waits for greenlets of other hubs too
             if (mine.Count == 0) return;
             JoinAll(mine, timeout);
             if (mine.Any(g => !g.Dead)) ThrowStillAlive(mine, timeout);

@@ -10,8 +10,9 @@ namespace GreenRuntime;
 /// continuations run on the hub. Both have the same API and are awaitable.
 /// </summary>
 /// <remarks>
-/// <para>A greenlet belongs to the hub of the thread that created it. Its methods are hub-only, except
-/// <see cref="Kill"/>, which any thread may call.</para>
+/// <para>A greenlet belongs to the hub of the thread that created it (or the hub a <see cref="HubGroup"/> placed it on)
+/// and never moves. <see cref="Kill"/>, <see cref="Join"/>, <see cref="Get"/>, the links and <c>await</c> work from any
+/// thread, including greenlets of other hubs; the rest is hub-only.</para>
 /// <para><see cref="Kill"/> is idempotent and works on unstarted and dead greenlets: killed before it starts,
 /// the body never runs and the links still fire exactly once. A kill with the default
 /// <see cref="GreenletExit"/> counts as success; any other exception makes the greenlet a failure with it.
@@ -106,15 +107,24 @@ public partial class Greenlet
     /// <summary>Creates a stackful greenlet that will run <paramref name="body"/>; it does not start until <see cref="Start"/> (or <see cref="Switch"/>).</summary>
     public Greenlet(Action body, string? name = null) : this((Delegate)body, name, stackless: false) { }
 
-    private protected Greenlet(Delegate body, string? name, bool stackless)
+    /// <summary>A stackful greenlet of <paramref name="hub"/>, created from any thread (HubGroup).</summary>
+    internal Greenlet(Action body, string? name, Hub hub) : this((Delegate)body, name, stackless: false, hub) { }
+
+    /// <param name="body">The body.</param>
+    /// <param name="name">The name, or null.</param>
+    /// <param name="stackless">Whether the body is async.</param>
+    /// <param name="hub">The hub that runs it: the calling thread's hub when null; another hub only from HubGroup, which
+    /// then starts it through that hub's inbox.</param>
+    private protected Greenlet(Delegate body, string? name, bool stackless, Hub? hub = null)
     {
         ArgumentNullException.ThrowIfNull(body);
-        Hub = Hub.Current;
+        Hub = hub ?? Hub.Current;
         _body = body;
         Id = Interlocked.Increment(ref s_nextId);
         if (name != null) Rare.Name = name;
         IsStackless = stackless;
-        _parent = Hub.CurrentGreenlet;
+        // The spawner is the parent when it runs on the same hub; a greenlet placed on another hub belongs to that hub.
+        _parent = Hub.IsOnHubThread ? Hub.CurrentGreenlet : Hub.HubGreenlet;
         Context = ExecutionContext.Capture(); // runs its body under its creator's context (Scheduling/AmbientContext.cs)
         if (stackless) SyncContext = new HubSynchronizationContext(this);
         if (Hub.Options.TrackSpawnStacks) Rare.SpawnStack = new StackTrace(2, false).ToString();
@@ -210,18 +220,60 @@ public partial class Greenlet
 
     internal void MarkStarted() => _startedFlag = true;
 
-    /// <summary>Waits until the greenlet has finished, or the timeout elapsed. Hub-only.</summary>
+    /// <summary>Waits until the greenlet has finished, or the timeout elapsed. Safe from any thread.</summary>
+    /// <remarks>From a greenlet of another hub only that greenlet waits (its hub runs others meanwhile; the end is
+    /// posted to its inbox); from a thread with no hub, or a hub callback's thread of another hub, the thread blocks.</remarks>
     /// <returns>true if it has finished.</returns>
     public bool Join(TimeSpan? timeout = null)
     {
-        Hub.AssertOnHub();
         if (Dead) return true;
+        if (!Hub.IsOnHubThread) return JoinFromElsewhere(timeout);
         if (this == Hub.CurrentGreenlet) throw new InvalidOperationException($"{this} cannot join itself.");
         Green.JoinAll([this], timeout);
         return Dead;
     }
 
-    /// <summary>Waits for the greenlet and returns its value, or rethrows its exception with its original stack. Hub-only.</summary>
+    /// <summary><see cref="Join"/> from a thread that is not this greenlet's hub's.</summary>
+    private bool JoinFromElsewhere(TimeSpan? timeout)
+    {
+        Sync.Blocking.ValidateTimeout(timeout);
+        var here = Hub.CurrentOrNull;
+        if (here != null && here.CanBlockHere)
+        {
+            // A greenlet of another hub: park it; the raw link posts the wake to its hub's inbox.
+            var token = here.BeginPark(WaitReason.Join);
+            here.BeginExternalWait();
+            HubTimer? timer = null;
+            try
+            {
+                try
+                {
+                    AddLink(_ => here.PostWake(token), LinkKind.All);
+                }
+                catch
+                {
+                    here.CancelPark(token);
+                    throw;
+                }
+                if (Sync.Blocking.IsFinite(timeout)) timer = here.AddWakeTimer(timeout!.Value, token, Hub.TimedOut);
+                here.EndPark(token);
+            }
+            finally
+            {
+                timer?.Cancel();
+                here.EndExternalWait();
+            }
+            return Dead;
+        }
+        here?.AssertMayBlock(); // inside a callback of another hub: refused, as any blocking call there
+        // A thread: not disposed, the link may still fire after a timed-out wait gave up on it.
+        var done = new ManualResetEventSlim();
+        AddLink(_ => done.Set(), LinkKind.All);
+        done.Wait(timeout ?? Timeout.InfiniteTimeSpan);
+        return Dead;
+    }
+
+    /// <summary>Waits for the greenlet and returns its value, or rethrows its exception with its original stack. Safe from any thread (see <see cref="Join"/>).</summary>
     /// <exception cref="TimeoutException">It has not finished within <paramref name="timeout"/>.</exception>
     public object? Get(TimeSpan? timeout = null)
     {
@@ -258,6 +310,14 @@ public partial class Greenlet
     private void KillFromOtherThread(Exception exception, bool block, TimeSpan? timeout)
     {
         if (Dead) return;
+        // The kill goes through the greenlet's hub's inbox; a caller that is a greenlet of another hub then waits for
+        // the end cooperatively (Join), a thread blocks.
+        if (block && Hub.CurrentOrNull is { CanBlockHere: true })
+        {
+            Hub.Post(() => Hub.KillGreenlet(this, exception));
+            Join(timeout);
+            return;
+        }
         // Not disposed: the link may still fire after a timed-out wait gave up on it.
         var done = block ? new ManualResetEventSlim() : null;
         Hub.Post(() =>
@@ -323,9 +383,15 @@ public partial class Greenlet
     public void RawLink(Action<Greenlet> callback) => AddLink(callback, LinkKind.All);
 
     /// <summary>Removes every registration of <paramref name="callback"/> (by <see cref="Link"/>, <see cref="RawLink"/>, ...) that has not fired yet.</summary>
+    /// <remarks>From another thread than the greenlet's hub's the removal is posted to that hub: a link that fires
+    /// meanwhile still runs.</remarks>
     public void Unlink(Action<Greenlet> callback)
     {
-        Hub.AssertOnHub();
+        if (!Hub.IsOnHubThread)
+        {
+            Hub.Post(() => Unlink(callback));
+            return;
+        }
         if (SpawnedLink.Is(_firstLink.Callback, callback)) _firstLink = default;
         if (_moreLinks != null) RemoveMoreLinks(callback); // the lambda's closure is allocated only when needed
     }
@@ -362,10 +428,15 @@ public partial class Greenlet
         }
     }
 
+    /// <remarks>From another thread than the greenlet's hub's, the registration is posted to that hub (links run there).</remarks>
     internal void AddLink(Action<Greenlet> callback, LinkKind kind)
     {
         ArgumentNullException.ThrowIfNull(callback);
-        Hub.AssertOnHub();
+        if (!Hub.IsOnHubThread)
+        {
+            Hub.Post(() => AddLink(callback, kind));
+            return;
+        }
         if (Dead)
         {
             Hub.PostItem(RunItem.ForCallback(static s =>
@@ -464,7 +535,7 @@ public partial class Greenlet
 
     internal virtual object? ResultOf(Task task) => null;
 
-    internal static Greenlet CreateStackless(Func<Task> body, string? name) => new(body, name, stackless: true);
+    internal static Greenlet CreateStackless(Func<Task> body, string? name, Hub? hub = null) => new(body, name, stackless: true, hub);
 
     /// <summary>
     /// Creates a stackless greenlet that will run <paramref name="body"/> on the hub when started (<see cref="Start"/>):

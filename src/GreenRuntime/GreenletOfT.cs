@@ -11,9 +11,12 @@ public sealed class Greenlet<T> : Greenlet
     /// type: async code runs as a stackless greenlet (<see cref="Green.SpawnAsync{T}(Func{Task{T}}, string?)"/>).</exception>
     public Greenlet(Func<T> body, string? name = null) : base(RejectTaskResult(body), name, stackless: false) { }
 
-    private Greenlet(Func<Task<T>> body, string? name) : base(body, name, stackless: true) { }
+    /// <summary>A stackful greenlet of <paramref name="hub"/>, created from any thread (HubGroup).</summary>
+    internal Greenlet(Func<T> body, string? name, Hub hub) : base(body, name, stackless: false, hub) { }
 
-    internal static Greenlet<T> CreateStackless(Func<Task<T>> body, string? name) => new(body, name);
+    private Greenlet(Func<Task<T>> body, string? name, Hub? hub) : base(body, name, stackless: true, hub) { }
+
+    internal static Greenlet<T> CreateStackless(Func<Task<T>> body, string? name, Hub? hub = null) => new(body, name, hub);
 
     // Spawn(Func<T>) also accepts an async lambda (T is then Task): that greenlet would end as soon as the body
     // returned its task, with the rest of the async code running unjoined, unkillable and unobserved. Before the
@@ -37,7 +40,7 @@ public sealed class Greenlet<T> : Greenlet
     /// <summary>The body's result once finished successfully; default otherwise.</summary>
     public new T Value => base.Value is T value ? value : default!;
 
-    /// <summary>Waits for the greenlet and returns its result, or rethrows its exception with its original stack. Hub-only.</summary>
+    /// <summary>Waits for the greenlet and returns its result, or rethrows its exception with its original stack. Safe from any thread.</summary>
     /// <exception cref="TimeoutException">It has not finished within <paramref name="timeout"/>.</exception>
     public new T Get(TimeSpan? timeout = null)
     {

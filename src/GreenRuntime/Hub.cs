@@ -14,9 +14,10 @@ namespace GreenRuntime;
 /// <c>using var hub = new Hub(options);</c>, which binds the new hub to the calling thread until it is
 /// disposed. That thread runs the hub's <em>main greenlet</em>; spawned greenlets run only while the main
 /// greenlet blocks in a cooperative call (Join, Sleep, Wait, ...), exactly as in gevent.</para>
-/// <para>Thread safety: <see cref="Post"/>, <see cref="Greenlet.Kill"/> and waking a greenlet from a
-/// thread-pool continuation are safe from any thread. Everything else is hub-only: it must be called from
-/// the hub's thread or one of its greenlets, and throws <see cref="InvalidOperationException"/> otherwise.</para>
+/// <para>Thread safety: <see cref="Post"/>, <see cref="Greenlet.Kill"/>, <see cref="Greenlet.Join"/>, links, waking a
+/// greenlet from a thread-pool continuation and the primitives of the Sync folder (Event, queues, ...) are safe from
+/// any thread. Everything else is hub-only: it must be called from the hub's thread or one of its greenlets, and
+/// throws <see cref="InvalidOperationException"/> otherwise. Several hubs in one process: <see cref="HubGroup"/>.</para>
 /// <para>Invariant 1 (the baton): at most one thread runs greenlet or hub code of a hub at any instant.
 /// The scheduler (Scheduling/Hub.Scheduler.cs) is the only code that moves the baton.</para>
 /// </remarks>
@@ -64,6 +65,7 @@ public sealed partial class Hub : IDisposable
         }
         TakeBaton();
         t_current = this;
+        Register(this);
         StartDiagnostics();
     }
 
@@ -104,7 +106,10 @@ public sealed partial class Hub : IDisposable
     /// Kills every greenlet still alive (waiting up to 5 seconds for them to unwind), returns their carriers to
     /// the pool and unbinds the hub from its thread. Must be called from the main greenlet.
     /// </summary>
-    public void Dispose()
+    public void Dispose() => Dispose(TimeSpan.FromSeconds(5));
+
+    /// <summary><see cref="Dispose()"/> waiting up to <paramref name="killTimeout"/> for the greenlets to unwind.</summary>
+    internal void Dispose(TimeSpan killTimeout)
     {
         if (_disposed) return;
         AssertOnHub();
@@ -115,7 +120,7 @@ public sealed partial class Hub : IDisposable
         {
             try
             {
-                Green.KillAll(alive, block: true, timeout: TimeSpan.FromSeconds(5));
+                Green.KillAll(alive, block: true, timeout: killTimeout);
             }
             catch (Exception e) when (e is LoopExitException or TimeoutException)
             {
@@ -125,6 +130,7 @@ public sealed partial class Hub : IDisposable
                 if (!g.Dead) Log.StuckAtDispose(_logger, g.ToString());
         }
         _disposed = true;
+        Unregister(this);
         StopDiagnostics();
         DisposeReactor();
         t_current = null;

@@ -62,6 +62,20 @@ public sealed class HubOptions
     /// <summary>The hub's only source of time. Default <see cref="TimeProvider.System"/>.</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
+    /// <summary>A copy with <see cref="PinCarriersToOneCpu"/> set (a hub of a group pinned to its CPU).</summary>
+    internal HubOptions PinnedCopy() => new()
+    {
+        LoggerFactory = LoggerFactory,
+        MaxBlockingTime = MaxBlockingTime,
+        CaptureBlockedStacks = CaptureBlockedStacks,
+        CarrierStackSize = CarrierStackSize,
+        MaxCarriers = MaxCarriers,
+        PinCarriersToOneCpu = true,
+        SpinBeforeParking = SpinBeforeParking,
+        TrackSpawnStacks = TrackSpawnStacks,
+        TimeProvider = TimeProvider,
+    };
+
     internal void Validate()
     {
         ArgumentNullException.ThrowIfNull(LoggerFactory);

@@ -45,4 +45,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 16, Level = LogLevel.Warning, Message = "The greenlets of {Hub} were starved: for {Percent}% of the last {WindowMs} ms the baton holder was blocked in calls that are not cooperative while others waited, each hold too short to report alone. Held most by: {Holders}. Make those calls cooperative (Patch.All, Green.RunBlocking)")]
     public static partial void HubStarved(ILogger logger, string hub, int percent, int windowMs, string holders);
+
+    [LoggerMessage(EventId = 17, Level = LogLevel.Critical, Message = "Hub {Index} of a hub group failed and stopped; its greenlets no longer run and the group places no more greenlets on it")]
+    public static partial void GroupHubFailed(ILogger logger, Exception exception, int index);
 }

@@ -97,10 +97,13 @@ public sealed partial class Hub
     {
         if (g.State == GreenletState.Dead) return;
         bool alive = g.Started && (g.PrevAlive != null || g.NextAlive != null || _aliveHead == g);
-        g.State = GreenletState.Dead;
-        g.WaitReason = WaitReason.None;
+        // The outcome first, then the state: other threads (a join or an await from another hub) read Dead without
+        // the baton, and must then see the outcome.
         g.SetResult(value, error);
         g.FinishSequence = ++_finishSequence;
+        g.WaitReason = WaitReason.None;
+        Interlocked.MemoryBarrier();
+        g.State = GreenletState.Dead;
         if (alive)
         {
             if (g.PrevAlive != null) g.PrevAlive.NextAlive = g.NextAlive;

@@ -13,20 +13,21 @@ namespace GreenRuntime;
 /// later readers, while the greenlets woken by an earlier one see the outcome of that moment.</para>
 /// <para>It is a link target: <c>greenlet.Link(result.SetFrom)</c> copies the greenlet's outcome into it (a
 /// greenlet killed with <see cref="GreenletExit"/> sets that exception).</para>
-/// <para><see cref="Set"/> and <see cref="SetException"/> are safe from any thread (marshalled to the hub).</para>
+/// <para>Every method is safe from any thread, and greenlets of several hubs may wait on one result (each is woken
+/// through its own hub).</para>
 /// </remarks>
 /// <typeparam name="T">The value type.</typeparam>
 [DebuggerDisplay("AsyncResult Ready={_ready} Waiters={_waiters.Count}")]
 public sealed class AsyncResult<T> : IGreenWaitable
 {
+    private readonly SyncLock _lock = new();
     private readonly WaiterList<bool> _waiters = new();
-    private Hub? _hub;
     private volatile bool _ready;
     private T _value = default!;
     private ExceptionDispatchInfo? _error;
 
-    /// <summary>Creates an empty result, bound to the calling thread's hub (or to the first hub that uses it).</summary>
-    public AsyncResult() => _hub = Hub.CurrentOrNull;
+    /// <summary>Creates an empty result. It may be used from any thread and any hub.</summary>
+    public AsyncResult() { }
 
     /// <summary>Whether a value or an exception has been set.</summary>
     public bool Ready => _ready;
@@ -65,17 +66,12 @@ public sealed class AsyncResult<T> : IGreenWaitable
 
     private void Complete(T value, ExceptionDispatchInfo? error)
     {
-        var hub = Blocking.BindForSignal(ref _hub, this, () => Complete(value, error));
-        if (hub == null) return; // no hub has used it yet: applied when one does
-        if (!hub.IsOnHubThread)
-        {
-            hub.Post(() => Complete(value, error));
-            return;
-        }
+        _lock.Enter();
         _value = value;
         _error = error;
-        _ready = true;
+        _ready = true; // volatile: a reader that sees it sees the value and the error written before it
         _waiters.ServeAll(true);
+        _lock.Exit();
     }
 
     /// <summary>Waits until the result is ready or the timeout elapses. Does not throw the stored exception.</summary>
@@ -83,11 +79,16 @@ public sealed class AsyncResult<T> : IGreenWaitable
     public bool Wait(TimeSpan? timeout = null)
     {
         Blocking.ValidateTimeout(timeout);
-        var hub = Blocking.Bind(ref _hub, this);
-        if (!hub.IsOnHubThread) return Blocking.BlockOn(WaitAsync(timeout));
         if (_ready) return true;
         if (timeout == TimeSpan.Zero) return false;
-        Blocking.Park(hub, _waiters, WaitReason.Event, timeout);
+        var hub = Blocking.WaitingHub();
+        _lock.Enter();
+        if (_ready)
+        {
+            _lock.Exit();
+            return true;
+        }
+        Blocking.Park(hub, _lock, _waiters, WaitReason.Event, timeout);
         return _ready;
     }
 
@@ -115,13 +116,17 @@ public sealed class AsyncResult<T> : IGreenWaitable
 
     private T Result()
     {
-        _error?.Throw();
-        return _value;
+        // Set may be called again (the last one wins for later readers): read the pair under the lock.
+        _lock.Enter();
+        var (value, error) = (_value, _error);
+        _lock.Exit();
+        error?.Throw();
+        return value;
     }
 
     /// <summary>Waits without blocking a thread; completes with whether the result is ready.</summary>
     public Task<bool> WaitAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default)
-        => Blocking.WaitFlagAsync(ref _hub, this, _ready, static (self, w, t, c) => self.StartWait(w, t, c), timeout, cancellationToken);
+        => Blocking.WaitFlagAsync(this, _lock, _waiters, static self => self._ready, timeout, cancellationToken);
 
     /// <summary>Waits without blocking a thread and returns the value (or rethrows the stored exception).</summary>
     /// <exception cref="TimeoutException">Not ready within <paramref name="timeout"/>.</exception>
@@ -133,19 +138,20 @@ public sealed class AsyncResult<T> : IGreenWaitable
 
     IDisposable IGreenWaitable.Subscribe(Action onReady)
     {
-        var w = Waiter<bool>.ForCallback(Blocking.Bind(ref _hub, this), _ => onReady());
-        _waiters.AddLast(w);
-        return new Unsubscriber(() => _waiters.Remove(w));
+        var w = Waiter<bool>.ForCallback(_lock, _ => onReady());
+        _lock.Enter();
+        bool now = _ready;
+        if (!now) _waiters.AddLast(w);
+        _lock.Exit();
+        if (now) onReady();
+        return new Unsubscriber(() =>
+        {
+            _lock.Enter();
+            _waiters.Remove(w);
+            _lock.Exit();
+        });
     }
 
     /// <summary>Describes the result for logs.</summary>
     public override string ToString() => $"<AsyncResult {(!_ready ? "pending" : _error == null ? "value" : "exception")}>";
-
-    // Applies a Task-form wait on the hub (kept out of the public method so its fast path allocates no closure).
-    private void StartWait(Waiter<bool> w, TimeSpan? timeout, CancellationToken cancellationToken)
-    {
-            if (_ready) w.TryServe(true);
-            else if (timeout == TimeSpan.Zero) w.TryServe(false);
-            else w.ArmTask(_waiters, timeout, cancellationToken, null, timeoutValue: false);
-    }
 }

@@ -1,8 +1,7 @@
 namespace GreenRuntime;
 
 /// <summary>A <see cref="GreenSemaphore"/> that refuses to be released more times than it was acquired (gevent's <c>BoundedSemaphore</c>).</summary>
-/// <remarks>The bound is the initial count. An over-release from a foreign thread is logged by the hub, since the
-/// release is applied there after the caller returned.</remarks>
+/// <remarks>The bound is the initial count. An over-release throws to the caller, whatever thread it runs on.</remarks>
 public sealed class BoundedSemaphore : GreenSemaphore
 {
     /// <summary>Creates a semaphore with <paramref name="initialCount"/> permits, which is also its upper bound.</summary>

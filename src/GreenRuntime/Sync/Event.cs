@@ -12,9 +12,9 @@ namespace GreenRuntime;
 /// moment: each of them returns true from <see cref="Wait"/> even if <see cref="Clear"/> follows immediately,
 /// before they run. After <see cref="Clear"/> no stale notification is left: a later <see cref="Wait"/> blocks
 /// until the next <see cref="Set"/>. Waiters are resumed in the order they started waiting.</para>
-/// <para><see cref="Set"/> and <see cref="Clear"/> are safe from any thread (they are marshalled to the hub, so
-/// from a foreign thread they take effect shortly after the call returns). <see cref="Wait"/> on the event's hub
-/// parks the greenlet; from a foreign thread it blocks that thread.</para>
+/// <para>Every method is safe from any thread, and greenlets of several hubs may wait on one event: each waiter is
+/// woken through its own hub (<see cref="HubGroup"/>). <see cref="Wait"/> parks a greenlet; on a thread-pool thread
+/// it blocks that thread.</para>
 /// </remarks>
 /// <example>
 /// <code>
@@ -27,43 +27,33 @@ namespace GreenRuntime;
 [DebuggerDisplay("Event IsSet={_flag} Waiters={_waiters.Count}")]
 public sealed class Event : IGreenWaitable
 {
+    private readonly SyncLock _lock = new();
     private readonly WaiterList<bool> _waiters = new();
-    private Hub? _hub;
-    private bool _flag;
+    private volatile bool _flag;
 
-    /// <summary>Creates a cleared event, bound to the calling thread's hub (or to the first hub that uses it).</summary>
-    public Event() => _hub = Hub.CurrentOrNull;
+    /// <summary>Creates a cleared event. It may be used from any thread and any hub.</summary>
+    public Event() { }
 
-    /// <summary>Whether the flag is set. Reading it from a foreign thread gives a recent value.</summary>
-    public bool IsSet => Volatile.Read(ref _flag);
+    /// <summary>Whether the flag is set.</summary>
+    public bool IsSet => _flag;
 
     bool IGreenWaitable.Ready => IsSet;
 
-    /// <summary>Sets the flag and wakes every greenlet waiting now. Safe from any thread.</summary>
+    /// <summary>Sets the flag and wakes every greenlet (and thread) waiting now. Safe from any thread.</summary>
     public void Set()
     {
-        var hub = Blocking.BindForSignal(ref _hub, this, Set);
-        if (hub == null) return; // no hub has used it yet: applied when one does
-        if (!hub.IsOnHubThread)
-        {
-            hub.Post(Set);
-            return;
-        }
-        Volatile.Write(ref _flag, true);
+        _lock.Enter();
+        _flag = true;
         _waiters.ServeAll(true);
+        _lock.Exit();
     }
 
     /// <summary>Resets the flag. Greenlets already woken by <see cref="Set"/> still return true. Safe from any thread.</summary>
     public void Clear()
     {
-        var hub = Blocking.BindForSignal(ref _hub, this, Clear);
-        if (hub == null) return;
-        if (!hub.IsOnHubThread)
-        {
-            hub.Post(Clear);
-            return;
-        }
-        Volatile.Write(ref _flag, false);
+        _lock.Enter();
+        _flag = false;
+        _lock.Exit();
     }
 
     /// <summary>Waits until the flag is set or the timeout elapses.</summary>
@@ -73,35 +63,41 @@ public sealed class Event : IGreenWaitable
     public bool Wait(TimeSpan? timeout = null)
     {
         Blocking.ValidateTimeout(timeout);
-        var hub = Blocking.Bind(ref _hub, this);
-        if (!hub.IsOnHubThread) return Blocking.BlockOn(WaitAsync(timeout));
         if (_flag) return true;
         if (timeout == TimeSpan.Zero) return false;
-        return Blocking.Park(hub, _waiters, WaitReason.Event, timeout) != null || _flag;
+        var hub = Blocking.WaitingHub();
+        _lock.Enter();
+        if (_flag)
+        {
+            _lock.Exit();
+            return true;
+        }
+        return Blocking.Park(hub, _lock, _waiters, WaitReason.Event, timeout) != null || _flag;
     }
 
     /// <summary>Waits without blocking a thread: for stackless greenlets (or any async caller).</summary>
     /// <returns>A task that completes with true when the flag is set, or false when the timeout elapses.</returns>
-    /// <remarks>On the hub the task's continuation is posted through the awaiting greenlet's synchronization context.
+    /// <remarks>On a hub the task's continuation is posted through the awaiting greenlet's synchronization context.
     /// If the awaiting stackless greenlet is killed or its <see cref="GreenTimeout"/> fires, the task faults with that exception.</remarks>
     public Task<bool> WaitAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default)
-        => Blocking.WaitFlagAsync(ref _hub, this, _flag, static (self, w, t, c) => self.StartWait(w, t, c), timeout, cancellationToken);
+        => Blocking.WaitFlagAsync(this, _lock, _waiters, static self => self._flag, timeout, cancellationToken);
 
     IDisposable IGreenWaitable.Subscribe(Action onReady)
     {
-        var w = Waiter<bool>.ForCallback(Blocking.Bind(ref _hub, this), _ => onReady());
-        _waiters.AddLast(w);
-        return new Unsubscriber(() => _waiters.Remove(w));
+        var w = Waiter<bool>.ForCallback(_lock, _ => onReady());
+        _lock.Enter();
+        bool now = _flag;
+        if (!now) _waiters.AddLast(w);
+        _lock.Exit();
+        if (now) onReady();
+        return new Unsubscriber(() =>
+        {
+            _lock.Enter();
+            _waiters.Remove(w);
+            _lock.Exit();
+        });
     }
 
     /// <summary>Describes the event for logs.</summary>
     public override string ToString() => $"<Event {(IsSet ? "set" : "clear")}>";
-
-    // Applies a Task-form wait on the hub (kept out of the public method so its fast path allocates no closure).
-    private void StartWait(Waiter<bool> w, TimeSpan? timeout, CancellationToken cancellationToken)
-    {
-            if (_flag) w.TryServe(true);
-            else if (timeout == TimeSpan.Zero) w.TryServe(false);
-            else w.ArmTask(_waiters, timeout, cancellationToken, null, timeoutValue: false);
-    }
 }

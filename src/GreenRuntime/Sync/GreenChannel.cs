@@ -14,45 +14,67 @@ namespace GreenRuntime;
 /// <para>An item whose <see cref="Put"/> returned is never lost: if its getter is killed (or interrupted by a
 /// <see cref="GreenTimeout"/>) between the hand-over and its resume, the item goes to the next getter, ahead of
 /// the waiting putters. Only then does the channel hold items, and only until a getter comes.</para>
-/// <para>Every method is safe from a foreign thread (applied on the hub; the caller waits for the hand-over).</para>
+/// <para>Every method is safe from any thread; getters and putters may be greenlets of several hubs and plain
+/// threads at once (each waiter is woken through its own hub).</para>
 /// </remarks>
 /// <typeparam name="T">The item type.</typeparam>
 [DebuggerDisplay("GreenChannel Getters={_getters.Count} Putters={_putters.Count}")]
 public sealed class GreenChannel<T>
 {
+    private readonly SyncLock _lock = new();
     private readonly WaiterList<T> _getters = new();
     private readonly WaiterList<T> _putters = new();
     // Items handed to a getter that was killed before it resumed: their Put already returned, so they belong to
-    // the next getters, before any waiting putter's item (hub-only, like the waiter lists).
+    // the next getters, before any waiting putter's item (guarded by _lock, like the waiter lists).
     private readonly Queue<T> _givenBack = new();
-    private Hub? _hub;
 
-    /// <summary>Creates a channel bound to the calling thread's hub (or to the first hub that uses it).</summary>
-    public GreenChannel() => _hub = Hub.CurrentOrNull;
+    /// <summary>Creates a channel. It may be used from any thread and any hub.</summary>
+    public GreenChannel() { }
 
-    /// <summary>Whether a getter is waiting now (so a <see cref="TryPut"/> would succeed). Hub-only.</summary>
-    public bool HasWaitingGetter => _getters.HasLive;
+    /// <summary>Whether a getter is waiting now (so a <see cref="TryPut"/> would succeed).</summary>
+    public bool HasWaitingGetter
+    {
+        get
+        {
+            _lock.Enter();
+            bool any = _getters.HasLive;
+            _lock.Exit();
+            return any;
+        }
+    }
 
-    /// <summary>Whether a putter is waiting now (so a <see cref="TryGet"/> would succeed). Hub-only.</summary>
-    public bool HasWaitingPutter => _putters.HasLive;
+    /// <summary>Whether a putter is waiting now (so a <see cref="TryGet"/> would succeed).</summary>
+    public bool HasWaitingPutter
+    {
+        get
+        {
+            _lock.Enter();
+            bool any = _putters.HasLive;
+            _lock.Exit();
+            return any;
+        }
+    }
 
     /// <summary>Hands <paramref name="item"/> to a waiting getter, if any, without blocking.</summary>
     public bool TryPut(T item)
     {
-        var hub = Blocking.Bind(ref _hub, this);
-        if (!hub.IsOnHubThread) return Blocking.Ask(hub, () => TryPut(item));
-        return _getters.ServeFirst(item) != null;
+        _lock.Enter();
+        bool served = _getters.ServeFirst(item) != null;
+        _lock.Exit();
+        return served;
     }
 
     /// <summary>Takes an item given back by a killed getter or, if none, the item of a waiting putter, without blocking.</summary>
     public bool TryGet(out T item)
     {
-        var hub = Blocking.Bind(ref _hub, this);
-        if (!hub.IsOnHubThread)
-        {
-            (bool ok, item) = Blocking.Ask(hub, () => TryGet(out var v) ? (true, v) : (false, default(T)!));
-            return ok;
-        }
+        _lock.Enter();
+        bool ok = TryGetLocked(out item);
+        _lock.Exit();
+        return ok;
+    }
+
+    private bool TryGetLocked(out T item)
+    {
         if (_givenBack.TryDequeue(out item!)) return true;
         if (_putters.ServeFirstWithOwnItem() is { } putter)
         {
@@ -68,21 +90,23 @@ public sealed class GreenChannel<T>
     public void Put(T item, TimeSpan? timeout = null)
     {
         Blocking.ValidateTimeout(timeout);
-        var hub = Blocking.Bind(ref _hub, this);
-        if (!hub.IsOnHubThread)
+        if (TryPut(item))
         {
-            Blocking.BlockOn(PutAsync(item, timeout));
+            // gevent's order: put returns only after the getter has run with the item. A served getter of this hub is
+            // in the ready queue; going behind it lets it run first (`sending, hello, sent hello, world, sent world`).
+            if (Hub.CurrentOrNull is { CanBlockHere: true } here) here.YieldCurrent();
             return;
         }
+        if (timeout == TimeSpan.Zero) throw NotTaken(timeout);
+        var hub = Blocking.WaitingHub();
+        _lock.Enter();
         if (_getters.ServeFirst(item) != null)
         {
-            // gevent's order: put returns only after the getter has run with the item. The served getter is in the
-            // ready queue; going behind it lets it run first (`sending, hello, sent hello, world, sent world`).
-            if (hub.CanBlockHere) hub.YieldCurrent();
+            _lock.Exit();
+            if (hub is { CanBlockHere: true }) hub.YieldCurrent();
             return;
         }
-        if (timeout == TimeSpan.Zero || Blocking.Park(hub, _putters, WaitReason.Queue, timeout, item) == null)
-            throw new QueueFullException($"No greenlet took the item from {this} within {timeout}.");
+        if (Blocking.Park(hub, _lock, _putters, WaitReason.Queue, timeout, item) == null) throw NotTaken(timeout);
     }
 
     /// <summary>Waits for a putter and takes its item.</summary>
@@ -90,11 +114,16 @@ public sealed class GreenChannel<T>
     public T Get(TimeSpan? timeout = null)
     {
         Blocking.ValidateTimeout(timeout);
-        var hub = Blocking.Bind(ref _hub, this);
-        if (!hub.IsOnHubThread) return Blocking.BlockOn(GetAsync(timeout));
         if (TryGet(out var item)) return item;
         if (timeout == TimeSpan.Zero) throw Empty(timeout);
-        var w = Blocking.Park(hub, _getters, WaitReason.Queue, timeout, default!, GiveBack);
+        var hub = Blocking.WaitingHub();
+        _lock.Enter();
+        if (TryGetLocked(out item))
+        {
+            _lock.Exit();
+            return item;
+        }
+        var w = Blocking.Park(hub, _lock, _getters, WaitReason.Queue, timeout, default!, GiveBack);
         return w != null ? w.Item : throw Empty(timeout);
     }
 
@@ -103,12 +132,24 @@ public sealed class GreenChannel<T>
     {
         Blocking.ValidateTimeout(timeout);
         if (cancellationToken.IsCancellationRequested) return Task.FromCanceled(cancellationToken);
-        var hub = Blocking.Bind(ref _hub, this);
+        var hub = Blocking.CallerHub();
         var owner = Blocking.TaskOwner(hub);
         if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException(pending);
-        var w = Waiter<T>.ForTask(hub, owner, item);
-        if (hub.IsOnHubThread) StartPut(w, timeout, cancellationToken);
-        else Blocking.PostStart(hub, StartPut, w, timeout, cancellationToken);
+        _lock.Enter();
+        if (_getters.ServeFirst(item) != null)
+        {
+            _lock.Exit();
+            return Task.CompletedTask;
+        }
+        if (timeout == TimeSpan.Zero)
+        {
+            _lock.Exit();
+            return Task.FromException(new QueueFullException($"No greenlet was waiting on {this}."));
+        }
+        var w = Waiter<T>.ForTask(_lock, hub, owner, item);
+        _putters.AddLast(w);
+        _lock.Exit();
+        w.Arm(timeout, cancellationToken, () => NotTaken(timeout));
         return w.Task;
     }
 
@@ -117,41 +158,38 @@ public sealed class GreenChannel<T>
     {
         Blocking.ValidateTimeout(timeout);
         if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<T>(cancellationToken);
-        var hub = Blocking.Bind(ref _hub, this);
+        var hub = Blocking.CallerHub();
         var owner = Blocking.TaskOwner(hub);
         if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException<T>(pending);
-        var w = Waiter<T>.ForTask(hub, owner);
-        if (hub.IsOnHubThread) StartGet(w, timeout, cancellationToken);
-        else Blocking.PostStart(hub, StartGet, w, timeout, cancellationToken);
+        _lock.Enter();
+        if (TryGetLocked(out var ready))
+        {
+            _lock.Exit();
+            return Task.FromResult(ready);
+        }
+        if (timeout == TimeSpan.Zero)
+        {
+            _lock.Exit();
+            return Task.FromException<T>(Empty(timeout));
+        }
+        var w = Waiter<T>.ForTask(_lock, hub, owner);
+        _getters.AddLast(w);
+        _lock.Exit();
+        w.Arm(timeout, cancellationToken, () => Empty(timeout));
         return w.Task;
     }
 
     /// <summary>A getter was handed an item but was killed before resuming: its putter already returned, so the item
-    /// goes to the next live getter, or waits for the next getter to come.</summary>
+    /// goes to the next live getter, or waits for the next getter to come. Under the lock.</summary>
     private void GiveBack(Waiter<T> w)
     {
         if (_getters.ServeFirst(w.Item) == null) _givenBack.Enqueue(w.Item);
     }
 
+    private QueueFullException NotTaken(TimeSpan? timeout) => new($"No greenlet took the item from {this} within {timeout}.");
+
     private QueueEmptyException Empty(TimeSpan? timeout) => new($"No greenlet put an item into {this} within {timeout}.");
 
     /// <summary>Describes the channel for logs.</summary>
     public override string ToString() => "<GreenChannel>";
-
-    // Applies a Task-form wait on the hub (kept out of the public method so its fast path allocates no closure).
-    private void StartPut(Waiter<T> w, TimeSpan? timeout, CancellationToken cancellationToken)
-    {
-            if (_getters.ServeFirst(w.Item) != null) w.TryServe();
-            else if (timeout == TimeSpan.Zero) w.Fail(new QueueFullException($"No greenlet was waiting on {this}."));
-            else w.ArmTask(_putters, timeout, cancellationToken, () => new QueueFullException($"No greenlet took the item from {this} within {timeout}."));
-    }
-
-    // Applies a Task-form wait on the hub (kept out of the public method so its fast path allocates no closure).
-    private void StartGet(Waiter<T> w, TimeSpan? timeout, CancellationToken cancellationToken)
-    {
-            if (_givenBack.TryPeek(out var returned) && w.TryServe(returned)) _givenBack.Dequeue();
-            else if (_putters.ServeFirstWithOwnItem() is { } putter) w.TryServe(putter.Item);
-            else if (timeout == TimeSpan.Zero) w.Fail(Empty(timeout));
-            else w.ArmTask(_getters, timeout, cancellationToken, () => Empty(timeout));
-    }
 }

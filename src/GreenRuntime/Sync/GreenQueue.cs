@@ -4,6 +4,7 @@ using GreenRuntime.Scheduling;
 // Glossary: store = the items held by the queue; getter/putter = a waiter blocked in Get/Put; hand-off = a Put
 // that gives its item straight to a waiting getter without storing it.
 //
+// Every field below is guarded by _lock (Sync/SyncLock.cs); Count and IsClosed are also readable without it.
 // Invariants (checked by AssertInvariants in DEBUG after every state change):
 //   Q1. A live getter waits only while the store is empty (an item never sits in the store while a getter waits).
 //   Q2. A live putter waits only while the store is full (a slot is never free while a putter waits).
@@ -29,9 +30,10 @@ namespace GreenRuntime;
 /// <para>Non-blocking forms: <see cref="TryPut"/>/<see cref="TryGet"/> return false; <see cref="Put"/>/<see cref="Get"/>
 /// with a zero timeout throw <see cref="QueueFullException"/>/<see cref="QueueEmptyException"/> (gevent's
 /// <c>put_nowait</c>/<c>get_nowait</c>).</para>
-/// <para>Thread safety: every method may be called from a foreign thread. <see cref="Put"/> on an unbounded queue
-/// is posted to the hub and returns at once; the other calls are applied on the hub while the calling thread waits
-/// (cooperatively if it is another hub's thread). <see cref="Count"/> read from a foreign thread is a recent value.</para>
+/// <para>Thread safety: every method may be called from any thread, and producers and consumers may be greenlets of
+/// several hubs (<see cref="HubGroup"/>) and plain threads at once: each waiter is woken through its own hub, and an
+/// item is never lost nor delivered twice, also when a getter's timeout or kill races a put from another hub (a
+/// getter of another hub whose timeout expires just as an item is handed to it returns the item).</para>
 /// <para>Enumerating the queue takes items (blocking) until it is <see cref="Close">closed</see> and empty.</para>
 /// </remarks>
 /// <typeparam name="T">The item type.</typeparam>
@@ -47,11 +49,11 @@ namespace GreenRuntime;
 [DebuggerDisplay("{GetType().Name,nq} Count={Count} MaxSize={MaxSize} Getters={_getters.Count} Putters={_putters.Count} Closed={_closed}")]
 public class GreenQueue<T> : IEnumerable<T>
 {
+    private protected readonly SyncLock QueueLock = new();
     private readonly WaiterList<T> _getters = new();
     private readonly WaiterList<T> _putters = new();
     private readonly WaiterList<bool> _peekers = new();
     private readonly Deque<T>? _fifo;
-    private Hub? _hub;
     private volatile bool _closed;
     private volatile int _count;
 
@@ -64,7 +66,6 @@ public class GreenQueue<T> : IEnumerable<T>
     {
         MaxSize = maxSize is < 1 ? null : maxSize; // gevent: a non-positive size means unbounded
         if (fifo) _fifo = new Deque<T>();
-        _hub = Hub.CurrentOrNull;
     }
 
     /// <summary>The capacity, or null when unbounded.</summary>
@@ -82,7 +83,7 @@ public class GreenQueue<T> : IEnumerable<T>
     /// <summary>Whether <see cref="Close"/> has been called.</summary>
     public bool IsClosed => _closed;
 
-    // ---- storage: FIFO here; the subclasses override all five --------------------------------------------------
+    // ---- storage: FIFO here; the subclasses override all five (called under the lock) ---------------------------
 
     private protected virtual int StoredCount => _fifo!.Count;
     private protected virtual void StoreItem(T item) => _fifo!.PushBack(item);
@@ -92,27 +93,23 @@ public class GreenQueue<T> : IEnumerable<T>
     private protected virtual void ReturnItem(T item) => _fifo!.PushFront(item);
     private protected virtual IEnumerable<T> Snapshot() => _fifo!.Snapshot();
 
-    /// <summary>Called on the hub each time an item enters the queue (stored or handed to a getter).</summary>
+    /// <summary>Called under the lock each time an item enters the queue (stored or handed to a getter).</summary>
     private protected virtual void OnItemAdded() { }
 
     // ---- put ---------------------------------------------------------------------------------------------------
+
+    private enum PutResult : byte { Added, Full, Closed }
 
     /// <summary>Adds <paramref name="item"/> without blocking.</summary>
     /// <returns>false if the queue is full.</returns>
     /// <exception cref="InvalidOperationException">The queue is closed.</exception>
     public bool TryPut(T item)
     {
-        var hub = Blocking.Bind(ref _hub, this);
-        if (!hub.IsOnHubThread)
-        {
-            if (MaxSize == null)
-            {
-                Put(item);
-                return true;
-            }
-            return Blocking.Ask(hub, () => TryPutCore(item));
-        }
-        return TryPutCore(item);
+        QueueLock.Enter();
+        var result = TryPutLocked(item);
+        QueueLock.Exit();
+        if (result == PutResult.Closed) throw ClosedForPut();
+        return result == PutResult.Added;
     }
 
     /// <summary>Adds <paramref name="item"/>, waiting while the queue is full.</summary>
@@ -124,21 +121,18 @@ public class GreenQueue<T> : IEnumerable<T>
     public void Put(T item, TimeSpan? timeout = null)
     {
         Blocking.ValidateTimeout(timeout);
-        var hub = Blocking.Bind(ref _hub, this);
-        if (!hub.IsOnHubThread)
+        if (TryPut(item)) return;
+        if (timeout == TimeSpan.Zero) throw Full(timeout);
+        var hub = Blocking.WaitingHub();
+        QueueLock.Enter();
+        var result = TryPutLocked(item);
+        if (result != PutResult.Full)
         {
-            if (MaxSize == null)
-            {
-                ThrowIfClosed();
-                hub.Post(() => PutPosted(item));
-                return;
-            }
-            Blocking.BlockOn(PutAsync(item, timeout));
+            QueueLock.Exit();
+            if (result == PutResult.Closed) throw ClosedForPut();
             return;
         }
-        if (TryPutCore(item)) return;
-        if (timeout == TimeSpan.Zero) throw Full(timeout);
-        if (Blocking.Park(hub, _putters, WaitReason.Queue, timeout, item) == null) throw Full(timeout);
+        if (Blocking.Park(hub, QueueLock, _putters, WaitReason.Queue, timeout, item) == null) throw Full(timeout);
     }
 
     /// <summary>Adds <paramref name="item"/> without blocking a thread: the task completes once the item is in the queue.</summary>
@@ -147,38 +141,44 @@ public class GreenQueue<T> : IEnumerable<T>
     {
         Blocking.ValidateTimeout(timeout);
         if (cancellationToken.IsCancellationRequested) return Task.FromCanceled(cancellationToken);
-        var hub = Blocking.Bind(ref _hub, this);
+        var hub = Blocking.CallerHub();
         var owner = Blocking.TaskOwner(hub);
         if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException(pending);
-        if (hub.IsOnHubThread && !_closed && TryPutCore(item)) return Task.CompletedTask;
-        var w = Waiter<T>.ForTask(hub, owner, item);
-        if (hub.IsOnHubThread) StartPut(w, timeout, cancellationToken);
-        else Blocking.PostStart(hub, StartPut, w, timeout, cancellationToken);
+        QueueLock.Enter();
+        var result = TryPutLocked(item);
+        if (result != PutResult.Full || timeout == TimeSpan.Zero)
+        {
+            QueueLock.Exit();
+            return result switch
+            {
+                PutResult.Added => Task.CompletedTask,
+                PutResult.Closed => Task.FromException(ClosedForPut()),
+                _ => Task.FromException(Full(timeout)),
+            };
+        }
+        var w = Waiter<T>.ForTask(QueueLock, hub, owner, item);
+        _putters.AddLast(w);
+        QueueLock.Exit();
+        w.Arm(timeout, cancellationToken, () => Full(timeout));
         return w.Task;
     }
 
-    private void PutPosted(T item)
+    private PutResult TryPutLocked(T item)
     {
-        if (!TryPutCore(item))
-            throw new InvalidOperationException($"Internal error: an unbounded {this} refused an item.");
-    }
-
-    private bool TryPutCore(T item)
-    {
-        ThrowIfClosed();
+        if (_closed) return PutResult.Closed;
         if (StoredCount == 0 && _getters.ServeFirst(item) != null)
         {
             OnItemAdded();
             AssertInvariants();
-            return true;
+            return PutResult.Added;
         }
-        if (MaxSize is { } max && StoredCount >= max) return false;
+        if (MaxSize is { } max && StoredCount >= max) return PutResult.Full;
         StoreItem(item);
         _count = StoredCount;
         OnItemAdded();
         _peekers.ServeAll(true);
         AssertInvariants();
-        return true;
+        return PutResult.Added;
     }
 
     // ---- get ---------------------------------------------------------------------------------------------------
@@ -187,14 +187,10 @@ public class GreenQueue<T> : IEnumerable<T>
     /// <returns>false if the queue is empty.</returns>
     public bool TryGet(out T item)
     {
-        var hub = Blocking.Bind(ref _hub, this);
-        if (!hub.IsOnHubThread)
-        {
-            var (ok, value) = Blocking.Ask(hub, () => TryGetCore(out var v) ? (true, v) : (false, default(T)!));
-            item = value;
-            return ok;
-        }
-        return TryGetCore(out item);
+        QueueLock.Enter();
+        bool ok = TryGetLocked(out item);
+        QueueLock.Exit();
+        return ok;
     }
 
     /// <summary>Takes the next item, waiting while the queue is empty.</summary>
@@ -211,28 +207,25 @@ public class GreenQueue<T> : IEnumerable<T>
     private bool TakeOrClosed(TimeSpan? timeout, out T item)
     {
         Blocking.ValidateTimeout(timeout);
-        var hub = Blocking.Bind(ref _hub, this);
-        if (!hub.IsOnHubThread)
-        {
-            var t = GetAsync(timeout);
-            try
-            {
-                item = Blocking.BlockOn(t);
-                return true;
-            }
-            catch (QueueEmptyException e) when (e.IsClosed)
-            {
-                item = default!;
-                return false;
-            }
-        }
-        if (TryGetCore(out item)) return true;
+        if (TryGet(out item)) return true;
         if (_closed) return false;
         if (timeout == TimeSpan.Zero) throw Empty(timeout);
+        var hub = Blocking.WaitingHub();
+        QueueLock.Enter();
+        if (TryGetLocked(out item))
+        {
+            QueueLock.Exit();
+            return true;
+        }
+        if (_closed)
+        {
+            QueueLock.Exit();
+            return false;
+        }
         Waiter<T>? w;
         try
         {
-            w = Blocking.Park(hub, _getters, WaitReason.Queue, timeout, default!, GiveBack);
+            w = Blocking.Park(hub, QueueLock, _getters, WaitReason.Queue, timeout, default!, GiveBack);
         }
         catch (QueueEmptyException e) when (e.IsClosed)
         {
@@ -250,17 +243,28 @@ public class GreenQueue<T> : IEnumerable<T>
     {
         Blocking.ValidateTimeout(timeout);
         if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<T>(cancellationToken);
-        var hub = Blocking.Bind(ref _hub, this);
+        var hub = Blocking.CallerHub();
         var owner = Blocking.TaskOwner(hub);
         if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException<T>(pending);
-        if (hub.IsOnHubThread && TryGetCore(out var ready)) return Task.FromResult(ready);
-        var w = Waiter<T>.ForTask(hub, owner);
-        if (hub.IsOnHubThread) StartGet(w, timeout, cancellationToken);
-        else Blocking.PostStart(hub, StartGet, w, timeout, cancellationToken);
+        QueueLock.Enter();
+        if (TryGetLocked(out var ready))
+        {
+            QueueLock.Exit();
+            return Task.FromResult(ready);
+        }
+        if (_closed || timeout == TimeSpan.Zero)
+        {
+            QueueLock.Exit();
+            return Task.FromException<T>(_closed ? ClosedAndEmpty() : Empty(timeout));
+        }
+        var w = Waiter<T>.ForTask(QueueLock, hub, owner);
+        _getters.AddLast(w);
+        QueueLock.Exit();
+        w.Arm(timeout, cancellationToken, () => Empty(timeout));
         return w.Task;
     }
 
-    private bool TryGetCore(out T item)
+    private bool TryGetLocked(out T item)
     {
         if (StoredCount == 0)
         {
@@ -279,7 +283,8 @@ public class GreenQueue<T> : IEnumerable<T>
         return true;
     }
 
-    /// <summary>A getter was handed an item but resumed with an exception (killed): the item goes back to the head.</summary>
+    /// <summary>A getter was handed an item but its wait ended with an exception (killed): the item goes back to the
+    /// head. Under the lock.</summary>
     private void GiveBack(Waiter<T> w)
     {
         var item = w.Item;
@@ -296,20 +301,11 @@ public class GreenQueue<T> : IEnumerable<T>
     /// <returns>false if the queue is empty.</returns>
     public bool TryPeek(out T item)
     {
-        var hub = Blocking.Bind(ref _hub, this);
-        if (!hub.IsOnHubThread)
-        {
-            var (ok, value) = Blocking.Ask(hub, () => StoredCount > 0 ? (true, PeekItem()) : (false, default(T)!));
-            item = value;
-            return ok;
-        }
-        if (StoredCount > 0)
-        {
-            item = PeekItem();
-            return true;
-        }
-        item = default!;
-        return false;
+        QueueLock.Enter();
+        bool ok = StoredCount > 0;
+        item = ok ? PeekItem() : default!;
+        QueueLock.Exit();
+        return ok;
     }
 
     /// <summary>Returns the next item without removing it, waiting while the queue is empty.</summary>
@@ -318,33 +314,33 @@ public class GreenQueue<T> : IEnumerable<T>
     public T Peek(TimeSpan? timeout = null)
     {
         Blocking.ValidateTimeout(timeout);
-        var hub = Blocking.Bind(ref _hub, this);
-        if (!hub.IsOnHubThread)
-        {
-            // A foreign thread polls through the hub: peeking is rare, and this keeps the hub-side state simple.
-            var clock = hub.Options.TimeProvider;
-            long began = clock.GetTimestamp();
-            while (true)
-            {
-                if (TryPeek(out var seen)) return seen;
-                if (_closed) throw ClosedAndEmpty();
-                if (Blocking.IsFinite(timeout) && clock.GetElapsedTime(began) >= timeout!.Value) throw Empty(timeout);
-                Thread.Sleep(1);
-            }
-        }
-        var time = hub.Options.TimeProvider;
+        if (TryPeek(out var first)) return first;
+        if (_closed) throw ClosedAndEmpty();
+        if (timeout == TimeSpan.Zero) throw Empty(timeout);
+        var hub = Blocking.WaitingHub();
+        var time = hub?.Options.TimeProvider ?? TimeProvider.System;
         long start = time.GetTimestamp();
         while (true)
         {
-            if (StoredCount > 0) return PeekItem();
-            if (_closed) throw ClosedAndEmpty();
             TimeSpan? left = timeout;
             if (Blocking.IsFinite(timeout))
             {
                 left = timeout!.Value - time.GetElapsedTime(start);
                 if (left <= TimeSpan.Zero) throw Empty(timeout);
             }
-            if (Blocking.Park(hub, _peekers, WaitReason.Queue, left) == null) throw Empty(timeout);
+            QueueLock.Enter();
+            if (StoredCount > 0)
+            {
+                var item = PeekItem();
+                QueueLock.Exit();
+                return item;
+            }
+            if (_closed)
+            {
+                QueueLock.Exit();
+                throw ClosedAndEmpty();
+            }
+            if (Blocking.Park(hub, QueueLock, _peekers, WaitReason.Queue, left) == null) throw Empty(timeout);
         }
     }
 
@@ -356,29 +352,17 @@ public class GreenQueue<T> : IEnumerable<T>
     /// </summary>
     public void Close()
     {
-        var hub = Blocking.BindForSignal(ref _hub, this, Close);
-        if (hub == null)
-        {
-            _closed = true; // no hub has used it yet: the rest is applied when one does
-            return;
-        }
-        if (!hub.IsOnHubThread)
-        {
-            _closed = true;
-            hub.Post(Close);
-            return;
-        }
+        QueueLock.Enter();
         _closed = true;
         _putters.FailAll(() => new InvalidOperationException($"{this} was closed while the put waited; its item was not added."));
         // Q1: getters wait only while the store is empty, so each of them sees the end now.
         _getters.FailAll(ClosedAndEmpty);
         _peekers.FailAll(ClosedAndEmpty);
+        QueueLock.Exit();
     }
 
-    private void ThrowIfClosed()
-    {
-        if (_closed) throw new InvalidOperationException($"{this} is closed; no item can be added. Create a new queue, or do not close it while producers still put.");
-    }
+    private InvalidOperationException ClosedForPut() =>
+        new($"{this} is closed; no item can be added. Create a new queue, or do not close it while producers still put.");
 
     // ---- enumeration -------------------------------------------------------------------------------------------
 
@@ -390,11 +374,18 @@ public class GreenQueue<T> : IEnumerable<T>
 
     IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
 
-    /// <summary>A copy of the items, in the order they would be taken. Hub-only.</summary>
+    /// <summary>A copy of the items, in the order they would be taken.</summary>
     public IReadOnlyList<T> ToList()
     {
-        Blocking.Bind(ref _hub, this).AssertOnHub();
-        return Snapshot().ToList();
+        QueueLock.Enter();
+        try
+        {
+            return Snapshot().ToList();
+        }
+        finally
+        {
+            QueueLock.Exit();
+        }
     }
 
     /// <summary>Describes the queue for logs.</summary>
@@ -411,29 +402,5 @@ public class GreenQueue<T> : IEnumerable<T>
             throw new InvalidOperationException($"Invariant Q1 broken: {this} stores {StoredCount} item(s) while a getter waits.");
         if (_putters.HasLive && MaxSize is { } max && StoredCount < max)
             throw new InvalidOperationException($"Invariant Q2 broken: {this} has a free slot while a putter waits.");
-    }
-
-    // Applies a Task-form wait on the hub (kept out of the public method so its fast path allocates no closure).
-    private void StartPut(Waiter<T> w, TimeSpan? timeout, CancellationToken cancellationToken)
-    {
-            try
-            {
-                if (TryPutCore(w.Item)) w.TryServe();
-                else if (timeout == TimeSpan.Zero) w.Fail(Full(timeout));
-                else w.ArmTask(_putters, timeout, cancellationToken, () => Full(timeout));
-            }
-            catch (Exception e)
-            {
-                w.Fail(e);
-            }
-    }
-
-    // Applies a Task-form wait on the hub (kept out of the public method so its fast path allocates no closure).
-    private void StartGet(Waiter<T> w, TimeSpan? timeout, CancellationToken cancellationToken)
-    {
-            if (TryGetCore(out var item)) w.TryServe(item);
-            else if (_closed) w.Fail(ClosedAndEmpty());
-            else if (timeout == TimeSpan.Zero) w.Fail(Empty(timeout));
-            else w.ArmTask(_getters, timeout, cancellationToken, () => Empty(timeout));
     }
 }

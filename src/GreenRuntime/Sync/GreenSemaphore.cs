@@ -13,8 +13,8 @@ namespace GreenRuntime;
 /// <para>FIFO-fair: <see cref="Release"/> hands its permit straight to the longest-waiting greenlet, so a greenlet
 /// that arrives later (even one calling <see cref="TryAcquire"/>) cannot barge ahead, and no waiter is starved. A
 /// waiter whose timeout expired is skipped and never consumes a permit.</para>
-/// <para><see cref="Release"/> is safe from any thread (marshalled to the hub). From a foreign thread an over-release
-/// of a <see cref="BoundedSemaphore"/> cannot be thrown to the caller; it is logged by the hub instead.</para>
+/// <para>Every method is safe from any thread; greenlets of several hubs and plain threads may acquire and release
+/// one semaphore (each waiter is woken through its own hub).</para>
 /// </remarks>
 /// <example>
 /// <code>
@@ -28,8 +28,8 @@ namespace GreenRuntime;
 [DebuggerDisplay("{GetType().Name,nq} Count={Count} Waiters={_waiters.Count}")]
 public class GreenSemaphore
 {
+    private readonly SyncLock _lock = new();
     private readonly WaiterList<bool> _waiters = new();
-    private Hub? _hub;
     private volatile int _count;
 
     /// <summary>Creates a semaphore with <paramref name="initialCount"/> permits.</summary>
@@ -37,7 +37,6 @@ public class GreenSemaphore
     {
         if (initialCount < 0) throw new ArgumentOutOfRangeException(nameof(initialCount), initialCount, "The initial count must not be negative.");
         _count = initialCount;
-        _hub = Hub.CurrentOrNull;
     }
 
     /// <summary>Permits available now.</summary>
@@ -46,15 +45,17 @@ public class GreenSemaphore
     /// <summary>Whether no permit is available (an <see cref="Acquire"/> would wait).</summary>
     public bool Locked => _count <= 0;
 
-    /// <summary>Takes a permit if one is available, without blocking. Hub-only.</summary>
+    /// <summary>Takes a permit if one is available, without blocking.</summary>
     public bool TryAcquire()
     {
-        Blocking.Bind(ref _hub, this).AssertOnHub();
-        return TryAcquireCore();
+        _lock.Enter();
+        bool ok = TryAcquireLocked();
+        _lock.Exit();
+        return ok;
     }
 
     // Count > 0 implies no live waiter (Release hands permits to waiters before counting them), so this is fair.
-    private bool TryAcquireCore()
+    private bool TryAcquireLocked()
     {
         if (_count <= 0) return false;
         _count--;
@@ -68,11 +69,16 @@ public class GreenSemaphore
     public bool Acquire(TimeSpan? timeout = null)
     {
         Blocking.ValidateTimeout(timeout);
-        var hub = Blocking.Bind(ref _hub, this);
-        if (!hub.IsOnHubThread) return Blocking.BlockOn(AcquireAsync(timeout));
-        if (TryAcquireCore()) return true;
+        if (TryAcquire()) return true;
         if (timeout == TimeSpan.Zero) return false;
-        return Blocking.Park(hub, _waiters, WaitReason.Lock, timeout, false, GiveBack) != null;
+        var hub = Blocking.WaitingHub();
+        _lock.Enter();
+        if (TryAcquireLocked())
+        {
+            _lock.Exit();
+            return true;
+        }
+        return Blocking.Park(hub, _lock, _waiters, WaitReason.Lock, timeout, false, GiveBack) != null;
     }
 
     /// <summary>Takes a permit without blocking a thread; completes with false if none came within <paramref name="timeout"/>.</summary>
@@ -80,13 +86,24 @@ public class GreenSemaphore
     {
         Blocking.ValidateTimeout(timeout);
         if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<bool>(cancellationToken);
-        var hub = Blocking.Bind(ref _hub, this);
+        var hub = Blocking.CallerHub();
         var owner = Blocking.TaskOwner(hub);
         if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException<bool>(pending);
-        if (hub.IsOnHubThread && TryAcquireCore()) return Task.FromResult(true);
-        var w = Waiter<bool>.ForTask(hub, owner);
-        if (hub.IsOnHubThread) StartAcquire(w, timeout, cancellationToken);
-        else Blocking.PostStart(hub, StartAcquire, w, timeout, cancellationToken);
+        _lock.Enter();
+        if (TryAcquireLocked())
+        {
+            _lock.Exit();
+            return Task.FromResult(true);
+        }
+        if (timeout == TimeSpan.Zero)
+        {
+            _lock.Exit();
+            return Task.FromResult(false);
+        }
+        var w = Waiter<bool>.ForTask(_lock, hub, owner);
+        _waiters.AddLast(w);
+        _lock.Exit();
+        w.Arm(timeout, cancellationToken, null, timeoutValue: false);
         return w.Task;
     }
 
@@ -94,13 +111,19 @@ public class GreenSemaphore
     /// <exception cref="InvalidOperationException">A <see cref="BoundedSemaphore"/> released more often than acquired.</exception>
     public void Release()
     {
-        var hub = Blocking.BindForSignal(ref _hub, this, Release);
-        if (hub == null) return; // no hub has used it yet: applied when one does
-        if (!hub.IsOnHubThread)
+        _lock.Enter();
+        try
         {
-            hub.Post(Release);
-            return;
+            ReleaseLocked();
         }
+        finally
+        {
+            _lock.Exit();
+        }
+    }
+
+    private void ReleaseLocked()
+    {
         if (_waiters.ServeFirst(true) != null) return;
         CheckRelease(_count);
         _count++;
@@ -117,8 +140,8 @@ public class GreenSemaphore
     /// <summary>Lets a subclass refuse a release that would take the count past its bound.</summary>
     private protected virtual void CheckRelease(int countBefore) { }
 
-    /// <summary>A waiter was handed a permit but was killed before it resumed: pass the permit on.</summary>
-    private void GiveBack(Waiter<bool> w) => Release();
+    /// <summary>A waiter was handed a permit but was killed before it resumed: pass the permit on. Under the lock.</summary>
+    private void GiveBack(Waiter<bool> w) => ReleaseLocked();
 
     /// <summary>Acquires a permit and returns a scope that releases it when disposed: <c>using (sem.Enter()) { ... }</c>.</summary>
     /// <exception cref="TimeoutException">No permit came within <paramref name="timeout"/>.</exception>
@@ -154,12 +177,4 @@ public class GreenSemaphore
 
     /// <summary>Describes the semaphore for logs.</summary>
     public override string ToString() => $"<{GetType().Name} count={Count}>";
-
-    // Applies a Task-form wait on the hub (kept out of the public method so its fast path allocates no closure).
-    private void StartAcquire(Waiter<bool> w, TimeSpan? timeout, CancellationToken cancellationToken)
-    {
-            if (TryAcquireCore()) w.TryServe(true);
-            else if (timeout == TimeSpan.Zero) w.TryServe(false);
-            else w.ArmTask(_waiters, timeout, cancellationToken, null, timeoutValue: false);
-    }
 }

@@ -21,17 +21,14 @@ namespace GreenRuntime;
 [DebuggerDisplay("JoinableQueue Count={Count} Unfinished={UnfinishedTasks} MaxSize={MaxSize}")]
 public sealed class JoinableQueue<T> : GreenQueue<T>
 {
+    // Set exactly while _unfinished is zero. Both change under the queue's lock (the Event's own lock is taken inside
+    // it: queue lock first, never the other way round).
     private readonly Event _finished = new();
-    private Hub? _hub;
     private volatile int _unfinished;
 
     /// <summary>Creates an empty joinable queue.</summary>
     /// <param name="maxSize">The capacity, or null for unbounded.</param>
-    public JoinableQueue(int? maxSize = null) : base(maxSize)
-    {
-        _hub = Hub.CurrentOrNull;
-        if (_hub != null) _finished.Set();
-    }
+    public JoinableQueue(int? maxSize = null) : base(maxSize) => _finished.Set();
 
     /// <summary>Items put and not yet marked done with <see cref="TaskDone"/>.</summary>
     public int UnfinishedTasks => _unfinished;
@@ -45,19 +42,12 @@ public sealed class JoinableQueue<T> : GreenQueue<T>
     /// <exception cref="InvalidOperationException">Called more times than items were put.</exception>
     public void TaskDone()
     {
-        var hub = Blocking.Bind(ref _hub, this);
-        if (!hub.IsOnHubThread)
-        {
-            Blocking.Ask(hub, () =>
-            {
-                TaskDone();
-                return true;
-            });
-            return;
-        }
-        if (_unfinished == 0)
+        QueueLock.Enter();
+        bool over = _unfinished == 0;
+        if (!over && --_unfinished == 0) _finished.Set();
+        QueueLock.Exit();
+        if (over)
             throw new InvalidOperationException("TaskDone was called more times than items were put; call it once per item taken with Get.");
-        if (--_unfinished == 0) _finished.Set();
     }
 
     /// <summary>Waits until every item put has been marked done.</summary>
@@ -65,17 +55,14 @@ public sealed class JoinableQueue<T> : GreenQueue<T>
     public bool Join(TimeSpan? timeout = null)
     {
         Blocking.ValidateTimeout(timeout);
-        var hub = Blocking.Bind(ref _hub, this);
-        // The count is the truth (the event may not have been set yet if the queue was created off a hub).
-        if (hub.IsOnHubThread ? _unfinished == 0 : Blocking.Ask(hub, () => _unfinished == 0)) return true;
+        if (_unfinished == 0) return true;
         return _finished.Wait(timeout);
     }
 
     /// <summary>Waits without blocking a thread until every item put has been marked done; completes with false on timeout.</summary>
     public Task<bool> JoinAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default)
     {
-        var hub = Blocking.Bind(ref _hub, this);
-        if (hub.IsOnHubThread ? _unfinished == 0 : Blocking.Ask(hub, () => _unfinished == 0)) return Task.FromResult(true);
+        if (_unfinished == 0) return Task.FromResult(true);
         return _finished.WaitAsync(timeout, cancellationToken);
     }
 }

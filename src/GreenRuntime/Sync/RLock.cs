@@ -9,7 +9,7 @@ namespace GreenRuntime;
 /// </summary>
 /// <remarks>Waiters get the lock in FIFO order. Ownership belongs to the greenlet, not to the OS thread: a stackful
 /// greenlet resumes on the same carrier, a stackless one on whatever thread runs the hub, and both keep the lock.
-/// Hub-only (a foreign thread is not a greenlet and cannot own it).</remarks>
+/// Greenlets of several hubs may share it (the owner is the greenlet, whatever its hub).</remarks>
 [DebuggerDisplay("RLock Owner={_owner} Depth={_depth}")]
 public sealed class RLock
 {

@@ -1,40 +1,48 @@
-// Waiters: how every primitive in Sync/ and Pools/ parks greenlets and hands them what they waited for.
+// Waiters: how every primitive in Sync/ parks greenlets (of any hub) and threads, and hands them what they waited for.
 //
 // Glossary
-//   waiter       one pending wait on one primitive: a parked greenlet (Park), a Task a caller awaits (Task), or an
-//                internal callback (Callback, used by Green.IWait). It carries an item in (a putter's item) or
-//                out (what a getter was given).
+//   waiter       one pending wait on one primitive: a parked greenlet (Park), a Task a caller awaits or a thread
+//                blocks on (Task), or an internal callback (Callback, used by Green.IWait). It carries an item in (a
+//                putter's item) or out (what a getter was given), and the hub of the greenlet that waits.
 //   waiter list  the FIFO of waiters of one primitive (getters, putters, acquirers...). Intrusive, O(1) removal.
-//   serve        hand a waiter what it waits for: wake its park with the waiter itself as the value, or complete
-//                its Task. Serving can fail: the park already ended (timeout, kill) or the owner died.
-//   stale        a waiter still linked in a list that can no longer be served. Servers drop stale waiters as they
-//                meet them; a waiter also unlinks itself when its wait ends.
+//   serve        hand a waiter what it waits for: mark it Served with the item, then wake it — its park (through its
+//                hub's inbox when that hub is not the caller's), or its Task.
+//   resolve      what the waiting side does once its wait ended, whatever ended it (served, timer, kill, close):
+//                under the primitive's lock, a Served waiter keeps its item; any other is withdrawn.
 //
-// Design chosen: all waiter state lives on the hub and is touched only by the baton holder. A signal from a
-// foreign thread (Event.Set, GreenQueue.Put, GreenSemaphore.Release...) is posted to the hub with Hub.Post and
-// applied there, and a blocking call from a foreign thread registers a Task waiter through the same route and
-// blocks on its Task. So there are no locks, and the "every park has exactly one wake" rule of the core decides
-// every race (a timeout against an item, a kill against a release).
+// Design chosen: each primitive has one SyncLock; its state, its waiter lists and every waiter's State are touched
+// only under it, from any thread: greenlets of every hub of a HubGroup, plain threads, thread-pool threads. The
+// waiter's State, not the park's wake token, decides who gets an item: a server marks a waiter Served (with the
+// item) under the lock, then wakes the park; a timeout or a kill only ends the park, and the waiting side resolves
+// under the lock afterwards. So a timeout or kill racing a serve from another hub never loses nor duplicates an item:
+// either the server saw the waiter Pending and it resumes with the item (a killed one gives the item back to the
+// primitive), or the waiting side withdrew it first and the server passes it by.
+// On the waiter's own hub the server also requires the park's token to be current, so there (the single-hub case) a
+// waiter whose timer already fired is never served, exactly as before several hubs existed. A waiter of another hub
+// cannot be asked that (its hub owns its state); when its timeout and a serve cross, it returns the item.
 //
 // Rejected designs
-//   * Locks around each primitive (System.Threading style): greenlet code runs under the baton already, locks
-//     would only add cost and a second source of truth; foreign threads are rare and can pay one Post.
+//   * Binding each primitive to one hub and marshalling every call from elsewhere through that hub's inbox: cheap
+//     for one hub, but every cross-hub operation paid a post, a Task and a thread-pool hop, a primitive bound to a
+//     hub whose thread went on with other work stranded the waiters of every other hub, and an item served to a
+//     Task waiter whose greenlet had been killed meanwhile was lost.
+//   * Lock-free lists: the give-back paths (a killed getter's item returns to the head of the queue) need several
+//     structures to change together.
 //   * Deferred notification as in gevent (the setter schedules a callback that later switches to waiters): two
-//     steps per wake and a window in which a waiter can time out while its item is in flight. Here the item is
-//     bound to the waiter in the same step that wins its wake token.
+//     steps per wake and a window in which a waiter can time out while its item is in flight.
 //
-// The protocol of a blocking call X(timeout) on a primitive:
-//   1. TryX: if the primitive can satisfy the call now (and no earlier waiter is queued), do it and return.
-//   2. token = hub.BeginPark(reason); append a Park waiter to the list; arm a timeout timer on the token.
-//   3. hub.EndPark(token). The value tells who won: the waiter itself = served (the item is in waiter.Item);
-//      Hub.TimedOut = the timer; an exception (kill, GreenTimeout, LoopExit) is thrown.
-//   4. Whatever happened, unlink the waiter and cancel the timer. If it was served but an exception wins the
-//      resume anyway (a kill that lands after the item was handed over), the primitive takes the item back
-//      (GreenQueue returns it to the head), so a waiter that did not return normally never swallows an item.
-// The Task form does steps 1-2 with a Task waiter whose timer and CancellationToken complete the Task instead.
+// The protocol of a blocking call X(timeout) on a primitive (Blocking.Park):
+//   1. Under the lock: TryX — if the primitive can satisfy the call now (and no earlier waiter is queued), do it.
+//   2. Still under the lock: token = hub.BeginPark(reason); link a Park waiter. Release the lock; arm a timeout.
+//   3. hub.EndPark(token): ends with the waiter (served), TimedOut (the timer), or an exception (kill, GreenTimeout,
+//      LoopExit, or the primitive's own failure such as Close).
+//   4. Resolve under the lock: Served -> return its item (or, if an exception ended the park anyway, let the primitive
+//      take the item back); Failed -> throw its failure; Pending -> withdraw it (unlink) and report the timeout or
+//      rethrow the exception.
+// A caller with no hub that may block (a thread-pool thread) does the same with a Task waiter and blocks its thread.
+// The Task form does steps 1-2 with a Task waiter whose timer and CancellationToken resolve it the same way.
 //
-// Invariant W: a waiter is served at most once, and only while it is live (Park: its token is current; Task and
-// Callback: still pending and its owner greenlet, if any, is not dead). Checked by Waiter.AssertServable.
+// Invariant W: a waiter is served at most once, and only while Pending. Checked by Waiter.AssertServable.
 
 using System.Diagnostics;
 using GreenRuntime.Scheduling;
@@ -62,73 +70,97 @@ internal interface IAsyncWait
     void Fail(Exception error);
 }
 
-/// <summary>One pending wait on a primitive; see the header of this file. Hub-only once linked.</summary>
+/// <summary>One pending wait on a primitive; see the header of this file. Its fields are guarded by <see cref="Lock"/>.</summary>
 internal sealed class Waiter<T> : IAsyncWait
 {
     internal Waiter<T>? Prev, Next;
     internal WaiterList<T>? List;
 
-    internal readonly Hub Hub;
+    /// <summary>The hub of the waiting greenlet (Park), of the awaiting caller (Task; null for a thread with no hub).</summary>
+    internal readonly Hub? Hub;
     internal readonly WaiterKind Kind;
     internal readonly Greenlet? Owner;
+    internal readonly SyncLock Lock;
     private readonly WakeToken _token;
     private readonly TaskCompletionSource<T>? _completion;
     private readonly Action<Waiter<T>>? _callback;
     internal T Item;
     internal WaiterState State;
 
+    /// <summary>Why a Failed waiter failed (Close of a queue): thrown by the waiting side when it resolves.</summary>
+    internal Exception? Failure;
+
     // Task form only.
-    private HubTimer? _timer;
+    private HubTimer? _hubTimer;
+    private ITimer? _threadTimer;
     private CancellationTokenRegistration _registration;
     private Func<Exception>? _timeoutError;
     private T _timeoutValue = default!;
 
-    private Waiter(Hub hub, WaiterKind kind, Greenlet? owner, WakeToken token, T item, Action<Waiter<T>>? callback)
+    private Waiter(SyncLock lk, Hub? hub, WaiterKind kind, Greenlet? owner, WakeToken token, T item, Action<Waiter<T>>? callback)
     {
+        Lock = lk;
         Hub = hub;
         Kind = kind;
         Owner = owner;
         _token = token;
         Item = item;
         _callback = callback;
-        // Continuations run asynchronously: an awaiting stackless greenlet gets its continuation posted through
-        // its SynchronizationContext either way, and an awaiter without a context (a foreign thread) must not
-        // run its code inline on the hub inside the primitive that serves it.
+        // Continuations run asynchronously: an awaiting stackless greenlet gets its continuation posted through its
+        // SynchronizationContext either way, and an awaiter without a context must not run its code inline inside the
+        // primitive's lock.
         if (kind == WaiterKind.Task) _completion = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
     /// <summary>A waiter for the park named by <paramref name="token"/> (step 2 of the protocol).</summary>
-    internal static Waiter<T> ForPark(Hub hub, in WakeToken token, T item = default!) =>
-        new(hub, WaiterKind.Park, token.Greenlet, token, item, null);
+    internal static Waiter<T> ForPark(SyncLock lk, Hub hub, in WakeToken token, T item = default!) =>
+        new(lk, hub, WaiterKind.Park, token.Greenlet, token, item, null);
 
-    /// <summary>A waiter that completes a Task. <paramref name="owner"/> is the awaiting greenlet, or null for a foreign thread.</summary>
-    internal static Waiter<T> ForTask(Hub hub, Greenlet? owner, T item = default!) =>
-        new(hub, WaiterKind.Task, owner, default, item, null);
+    /// <summary>A waiter that completes a Task. <paramref name="hub"/> is the caller's hub (null off any hub),
+    /// <paramref name="owner"/> the awaiting greenlet (null for a thread or a hub callback).</summary>
+    internal static Waiter<T> ForTask(SyncLock lk, Hub? hub, Greenlet? owner, T item = default!)
+    {
+        var w = new Waiter<T>(lk, hub, WaiterKind.Task, owner, default, item, null);
+        if (owner is { IsStackless: true }) owner.TrackAsyncWait(w); // on the owner's hub: a kill fails the wait
+        return w;
+    }
 
-    /// <summary>A waiter that runs an internal, non-blocking callback on the hub when served.</summary>
-    internal static Waiter<T> ForCallback(Hub hub, Action<Waiter<T>> callback) =>
-        new(hub, WaiterKind.Callback, null, default, default!, callback);
+    /// <summary>A waiter that runs an internal, non-blocking callback when served (under the lock: it may only post).</summary>
+    internal static Waiter<T> ForCallback(SyncLock lk, Action<Waiter<T>> callback) =>
+        new(lk, null, WaiterKind.Callback, null, default, default!, callback);
 
     internal Task<T> Task => _completion!.Task;
 
     internal WakeToken ParkToken => _token;
 
-    /// <summary>Whether serving this waiter can still succeed (Invariant W).</summary>
-    internal bool IsLive => Kind switch
+    /// <summary>Whether serving this waiter can still succeed (Invariant W). Under the lock.</summary>
+    internal bool IsLive
     {
-        WaiterKind.Park => _token.IsCurrent,
-        _ => State == WaiterState.Pending && Owner is not { Dead: true },
-    };
+        get
+        {
+            if (State != WaiterState.Pending) return false;
+            return Kind switch
+            {
+                // On its own hub the token is readable: a park a timer or kill already ended is not served.
+                WaiterKind.Park => !Hub!.IsOnHubThread || _token.IsCurrent,
+                WaiterKind.Task => Owner is not { Dead: true },
+                _ => true,
+            };
+        }
+    }
 
-    /// <summary>Hands <paramref name="item"/> to the waiter. False (nothing done) if it is stale.</summary>
+    /// <summary>Hands <paramref name="item"/> to the waiter. False (nothing done) if it is stale. Under the lock.</summary>
     internal bool TryServe(T item)
     {
+        Debug.Assert(Lock.IsHeld, "Waiters are served under their primitive's lock.");
         switch (Kind)
         {
             case WaiterKind.Park:
-                if (!Hub.TryWake(_token, this)) return false;
+                if (!IsLive) return false;
                 Item = item;
                 State = WaiterState.Served;
+                if (Hub!.IsOnHubThread) Hub.TryWake(_token, this);
+                else Hub.PostWake(_token, this); // another hub's greenlet: through its inbox
                 return true;
             case WaiterKind.Task:
                 if (State != WaiterState.Pending) return false;
@@ -154,77 +186,146 @@ internal sealed class Waiter<T> : IAsyncWait
     /// <summary>Serves the waiter with the item it carries (a putter whose item was taken).</summary>
     internal bool TryServe() => TryServe(Item);
 
-    /// <summary>Task form: arms the timeout (completing with the error or the value) and the cancellation token, and links it.</summary>
-    internal void ArmTask(WaiterList<T> list, TimeSpan? timeout, CancellationToken cancellationToken, Func<Exception>? timeoutError, T timeoutValue = default!)
+    /// <summary>Ends the wait with <paramref name="error"/> (Close): a Park is woken to throw it. Under the lock.</summary>
+    internal void FailWith(Exception error)
+    {
+        if (Kind != WaiterKind.Park)
+        {
+            FailLocked(error);
+            return;
+        }
+        if (State != WaiterState.Pending) return;
+        State = WaiterState.Failed;
+        Failure = error;
+        if (Hub!.IsOnHubThread) Hub.TryWake(_token, null, error);
+        else Hub.PostWake(_token, null, error);
+    }
+
+    /// <summary>
+    /// Task form, after the waiter was linked (outside the lock): arms the timeout (completing with the error or the
+    /// value) and the cancellation token. On a hub the timer is the hub's (its clock); off any hub a system timer.
+    /// </summary>
+    internal void Arm(TimeSpan? timeout, CancellationToken cancellationToken, Func<Exception>? timeoutError, T timeoutValue = default!)
     {
         Debug.Assert(Kind == WaiterKind.Task, "Only Task waiters are armed.");
-        Hub.AssertOnHub();
-        _timeoutError = timeoutError;
-        _timeoutValue = timeoutValue;
-        list.AddLast(this);
-        if (timeout is { } t && t != System.Threading.Timeout.InfiniteTimeSpan)
-            _timer = Hub.AddTimer(t, static s => ((Waiter<T>)s!).TimeOut(), this);
-        if (cancellationToken.CanBeCanceled)
+        if (!IsFinite(timeout) && !cancellationToken.CanBeCanceled) return; // nothing to arm (the common await)
+        HubTimer? hubTimer = null;
+        ITimer? threadTimer = null;
+        if (IsFinite(timeout))
         {
-            var hub = Hub;
-            _registration = cancellationToken.UnsafeRegister(static (s, ct) =>
-            {
-                var w = (Waiter<T>)s!;
-                try
-                {
-                    w.Hub.Post(() => w.Cancel(ct));
-                }
-                catch (ObjectDisposedException)
-                {
-                    // The hub is gone; nothing can serve the waiter any more, so cancelling here is safe.
-                    w._completion!.TrySetCanceled(ct);
-                }
-            }, this);
+            if (Hub != null && Hub.IsOnHubThread) hubTimer = Hub.AddTimer(timeout!.Value, static s => ((Waiter<T>)s!).TimeOut(), this);
+            else threadTimer = TimeProvider.System.CreateTimer(static s => ((Waiter<T>)s!).TimeOut(), this, timeout!.Value, System.Threading.Timeout.InfiniteTimeSpan);
         }
-        if (Owner is { IsStackless: true } owner) owner.TrackAsyncWait(this);
+        var registration = cancellationToken.CanBeCanceled
+            ? cancellationToken.UnsafeRegister(static (s, ct) => ((Waiter<T>)s!).Cancel(ct), this)
+            : default;
+        Lock.Enter();
+        bool pending = State == WaiterState.Pending;
+        if (pending)
+        {
+            _timeoutError = timeoutError;
+            _timeoutValue = timeoutValue;
+            _hubTimer = hubTimer;
+            _threadTimer = threadTimer;
+            _registration = registration;
+        }
+        Lock.Exit();
+        if (!pending)
+        {
+            // Served (or ended) between linking and arming: these never fire for it.
+            hubTimer?.Cancel();
+            threadTimer?.Dispose();
+            registration.Unregister();
+        }
     }
+
+    private static bool IsFinite(TimeSpan? timeout) => Blocking.IsFinite(timeout);
 
     private void TimeOut()
     {
-        if (State != WaiterState.Pending) return;
-        State = WaiterState.TimedOut;
-        List?.Remove(this);
-        ReleaseTaskResources();
-        if (_timeoutError != null) _completion!.TrySetException(_timeoutError());
-        else _completion!.TrySetResult(_timeoutValue);
+        Lock.Enter();
+        try
+        {
+            if (State != WaiterState.Pending) return;
+            State = WaiterState.TimedOut;
+            List?.Remove(this);
+            ReleaseTaskResources();
+            if (_timeoutError != null) _completion!.TrySetException(_timeoutError());
+            else _completion!.TrySetResult(_timeoutValue);
+        }
+        finally
+        {
+            Lock.Exit();
+        }
     }
 
     private void Cancel(CancellationToken cancellationToken)
     {
-        if (State != WaiterState.Pending) return;
-        State = WaiterState.Failed;
-        List?.Remove(this);
-        ReleaseTaskResources();
-        _completion!.TrySetCanceled(cancellationToken);
+        Lock.Enter();
+        try
+        {
+            if (State != WaiterState.Pending) return;
+            State = WaiterState.Failed;
+            List?.Remove(this);
+            ReleaseTaskResources();
+            _completion!.TrySetCanceled(cancellationToken);
+        }
+        finally
+        {
+            Lock.Exit();
+        }
     }
 
-    /// <summary>Ends a pending Task wait with <paramref name="error"/> (kill or GreenTimeout of its owner). Hub-only.</summary>
+    /// <summary>Ends a pending Task wait with <paramref name="error"/> (kill or GreenTimeout of its owner).</summary>
     public void Fail(Exception error)
+    {
+        Lock.Enter();
+        try
+        {
+            FailLocked(error);
+        }
+        finally
+        {
+            Lock.Exit();
+        }
+    }
+
+    /// <summary><see cref="Fail"/> with the lock held.</summary>
+    internal void FailLocked(Exception error)
     {
         if (State != WaiterState.Pending) return;
         State = WaiterState.Failed;
+        Failure = error;
         List?.Remove(this);
         ReleaseTaskResources();
         _completion?.TrySetException(error);
     }
 
+    /// <summary>Drops the timer, the cancellation registration and the owner's record of the wait. Under the lock.</summary>
     private void ReleaseTaskResources()
     {
-        _timer?.Cancel();
-        _timer = null;
-        _registration.Dispose();
-        Owner?.UntrackAsyncWait(this);
+        _registration.Unregister(); // never Dispose here: it waits for a running callback, which may wait for this lock
+        _registration = default;
+        _threadTimer?.Dispose();
+        _threadTimer = null;
+        if (_hubTimer == null && Owner == null) return;
+        // The hub timer and the owner's list of waits belong to the hub they were made on.
+        var home = Owner?.Hub ?? Hub!;
+        if (home.IsOnHubThread) ReleaseOnHub(this);
+        else if (!home.IsDisposed) home.PostItem(RunItem.ForCallback(static s => ReleaseOnHub((Waiter<T>)s!), this));
+    }
+
+    private static void ReleaseOnHub(Waiter<T> w)
+    {
+        w._hubTimer?.Cancel();
+        w._hubTimer = null;
+        w.Owner?.UntrackAsyncWait(w);
     }
 
     [Conditional("DEBUG")]
     internal void AssertServable()
     {
-        if (State != WaiterState.Pending && Kind != WaiterKind.Park)
+        if (State != WaiterState.Pending)
             throw new InvalidOperationException($"Invariant W broken: a {Kind} waiter in state {State} is being served again.");
     }
 }

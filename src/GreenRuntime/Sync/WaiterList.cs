@@ -4,7 +4,7 @@ namespace GreenRuntime.Sync;
 
 /// <summary>
 /// The FIFO of waiters of one primitive: an intrusive doubly linked list, so a waiter whose wait ended
-/// (timeout, kill, cancellation) unlinks itself in O(1). Hub-only.
+/// (timeout, kill, cancellation) unlinks itself in O(1). Touched only under its primitive's <see cref="SyncLock"/>.
 /// </summary>
 /// <remarks>The list may hold stale waiters (see Waiter.cs); <see cref="ServeFirst"/> and <see cref="HasLive"/>
 /// drop them from the head as they meet them, so they are never served and never counted as waiting.</remarks>
@@ -49,7 +49,7 @@ internal sealed class WaiterList<T>
             if (_head.IsLive) return _head;
             var stale = _head;
             Remove(stale);
-            if (stale.Kind == WaiterKind.Task) stale.Fail(new GreenletExit()); // owner died: let its continuation unwind
+            if (stale.Kind == WaiterKind.Task) stale.FailLocked(new GreenletExit()); // owner died: let its continuation unwind
         }
         return null;
     }
@@ -95,8 +95,7 @@ internal sealed class WaiterList<T>
         while (FirstLive() is { } w)
         {
             Remove(w);
-            if (w.Kind == WaiterKind.Park) w.Hub.TryWake(w.ParkToken, null, error());
-            else w.Fail(error());
+            w.FailWith(error());
         }
     }
 }

@@ -95,10 +95,38 @@ public class CrossThreadTests : HubTest
     }
 
     [Test]
-    public void WaitingFromAPoolThreadOnAPrimitiveNoHubUsedFailsClearly()
+    public void APoolThreadWaitsOnAPrimitiveByBlockingItsThread()
     {
-        var t = Task.Run(() => new Event().Wait(TimeSpan.FromMilliseconds(1)));
-        var error = Assert.Throws<InvalidOperationException>(() => Green.Wait(t));
-        Assert.That(error!.Message, Does.Contain("thread-pool thread gets no hub"));
+        Assert.That(Green.Wait(Task.Run(() => new Event().Wait(TimeSpan.FromMilliseconds(1)))), Is.False, "times out");
+        var ev = new Event();
+        var q = new GreenQueue<int>();
+        var waiter = Task.Run(() => ev.Wait(TimeSpan.FromSeconds(10)) ? q.Get(TimeSpan.FromSeconds(10)) : -1);
+        Green.Sleep(20);
+        ev.Set();
+        q.Put(5);
+        Assert.That(Green.Wait(waiter, TimeSpan.FromSeconds(10)), Is.EqualTo(5));
+    }
+
+    [Test]
+    public void AHubLeftBehindByAThreadThatEndedDoesNotHideALoopExit()
+    {
+        // The thread gets a hub implicitly and never disposes it; once the thread ended, that hub cannot signal anything.
+        var t = new Thread(() => new Event().Wait(TimeSpan.FromMilliseconds(1)));
+        t.Start();
+        t.Join();
+        Assert.Throws<LoopExitException>(() => new Event().Wait());
+        // While another hub's thread runs, a wait on a primitive is one that hub's greenlets may end.
+        var ev = new Event();
+        var release = new ManualResetEventSlim();
+        var other = new Thread(() =>
+        {
+            using var hub = new Hub();
+            release.Wait();
+            ev.Set();
+        });
+        other.Start();
+        Green.Spawn(() => { Green.Sleep(30); release.Set(); });
+        Assert.That(ev.Wait(), Is.True);
+        other.Join();
     }
 }
