@@ -118,13 +118,16 @@ public class CrossThreadTests : HubTest
         // While another hub's thread runs, a wait on a primitive is one that hub's greenlets may end.
         var ev = new Event();
         var release = new ManualResetEventSlim();
+        var running = new ManualResetEventSlim();
         var other = new Thread(() =>
         {
             using var hub = new Hub();
+            running.Set();
             release.Wait();
             ev.Set();
         });
         other.Start();
+        Assert.That(running.Wait(TimeSpan.FromSeconds(30)), Is.True, "the other hub exists before the wait (a busy machine may start a thread late)");
         Green.Spawn(() => { Green.Sleep(30); release.Set(); });
         Assert.That(ev.Wait(), Is.True);
         other.Join();
