@@ -123,8 +123,8 @@ internal static class CodeMemory
     }
 
     /// <summary>
-    /// Re-reads the memory map. Called at the start of every engine operation (under the engine lock);
-    /// lookups in between use this snapshot and re-read only on a miss. Within one operation the only
+    /// Re-reads the memory map. Called at the start of every engine operation and before the writes of a
+    /// batch (under the engine lock); lookups in between use this snapshot and re-read only on a miss. Within one operation the only
     /// protection changes to code we touch are our own, and each of those is undone before it returns.
     /// </summary>
     public static void Refresh() => snapshot = ReadMaps();
@@ -215,10 +215,22 @@ internal static class CodeMemory
         nint last = (address + length - 1) & ~(nint)(PageSize - 1);
         nuint span = (nuint)(last - first + PageSize);
 
-        // Always fresh: a stale protection restored afterwards could take a committed page away.
-        Refresh();
+        // The protection restored afterwards must be the page's current one. The snapshot (taken at the start
+        // of the engine operation, re-read on a miss) is current for code: a page that holds code keeps its
+        // protection (W^X: the executable view stays r-x, the runtime writes through separate RW views; W^X
+        // off: the code heap is committed RWX once; images keep their mapping's protection; our own pages
+        // change only inside this method, and are put back before it returns). What can be stale is a page
+        // the snapshot saw reserved and the runtime committed since: restoring "no access" there would take
+        // a committed page away. So anything the snapshot does not show as executable is re-read first.
         Region? region = FindRegion(first);
         Region? lastRegion = FindRegion(last);
+        if (!IsCode(region) || !IsCode(lastRegion))
+        {
+            Refresh();
+            region = FindRegion(first);
+            lastRegion = FindRegion(last);
+        }
+
         if (region is null || lastRegion is null)
         {
             throw new InvalidOperationException(
@@ -250,6 +262,9 @@ internal static class CodeMemory
             }
         }
     }
+
+    private static bool IsCode(Region? region) =>
+        region is { } r && (r.Protection & (Libc.ProtRead | Libc.ProtExec)) == (Libc.ProtRead | Libc.ProtExec);
 
     /// <summary>mprotect that turns a refusal by the kernel or a security policy into a clear exception.</summary>
     public static void Protect(nint page, nuint length, int protection)

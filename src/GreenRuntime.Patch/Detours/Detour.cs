@@ -37,12 +37,15 @@
 //   - Copying the original's IL into a DynamicMethod to call it (Harmony's way): safe but much larger;
 //     the relocated prologue is small and measured to work, and refuses what it does not understand.
 //
-// Protocol of Detour.Create (all under one global lock; every check before the first write)
+// Protocol of Detour.Create and of a batch (CreateBatch: Patch.All's way; Create is a batch of one). All
+// under one global lock; for each detour every check happens before its first write.
 //
 //   1. Gate: runtime major, OS, architecture (RuntimeLayout.Check); JIT GUID and guard install (JitGuard);
 //      the self-test, once per process.
+//   Staging, one request after the other (a failure refuses that request only; nothing of it is live):
 //   2. Metadata checks (TargetRules): shape of the target, signature of the replacement.
-//   3. Refuse a target we already detour (InvalidOperationException) and JIT intrinsics (MethodDesc bit).
+//   3. Refuse a target we already detour, or that the batch names twice (InvalidOperationException), and JIT
+//      intrinsics (MethodDesc bit).
 //   4. PrepareMethod the target and the replacement, so both have code.
 //   5. Walk the entry to the body (CodeLocator). A body that starts with a jump was patched by someone
 //      else: refuse. Decode its prologue (Trampoline.Analyze): refuse a too-small body, a call, anything
@@ -50,15 +53,19 @@
 //   6. Add the MethodDesc to the JIT guard. From now on no new body can appear for it... except one whose
 //      compile had already started, so:
 //   7. Walk to the body again and re-check it (a tier-1 compile may have finished between 5 and 6).
-//   8. Build the trampoline near the body; if the replacement is beyond rel32 reach, a near jump stub.
-//      Run the caller's beforeLive callback, if any: GetOriginal works from here on, and no call is
-//      redirected yet, so a replacement can have its original in hand before its first call.
+//   8. Build the trampoline near the body and, if the replacement is beyond rel32 reach, a near jump stub;
+//      compute the jump's qword. Run the caller's beforeLive callback, if any: GetOriginal works from here
+//      on, and no call is redirected yet, so a replacement can have its original in hand before its first
+//      call.
 //   9. Set the NotInline bit (CAS on the 32-bit word at MethodDesc+4).
-//  10. Divert new calls around the body's first instructions (point the runtime cell that leads to the
-//      body at the trampoline), wait 25 ms (nanosleep) so preempted threads run again, splice `E9 rel32` into the aligned qword holding the body
-//      start and compare-exchange it in, then point the cell back at the body.
-//  11. Walk once more; if a compile that was already running published another body meanwhile, patch
-//      that one too.
+//   Going live, all staged detours together:
+//  10. Divert new calls around every body's first instructions (point the runtime cell that leads to each
+//      body at its trampoline), wait once, 25 ms (nanosleep), so that preempted threads run again, then for
+//      each body compare-exchange `E9 rel32` into the aligned qword holding its start and point its cell
+//      back at it. One wait serves the whole batch: what it waits for (threads that were inside some
+//      body's first bytes when its calls were diverted) does not depend on how many bodies there are.
+//  11. Walk once more; if a compile that was already running published another body meanwhile, stage and
+//      patch that one too (again all together, with one wait).
 //
 // Protocol of Dispose: compare-exchange each patched qword back to its original value. The method stays
 // in the JIT guard table and keeps its NotInline bit: it keeps running its current (now original) body at
@@ -70,14 +77,15 @@
 // has executed the first of them (`push rbp`) and not the rest would resume inside the jump's
 // displacement. Step 10's diversion plus a 25 ms wait lets such threads leave the window; a thread kept
 // off the CPU right there for the whole wait, or one entering through a backpatched vtable slot, is not
-// covered. Dispose
-// has no such hazard (no thread can be inside a single jump instruction). See docs/detours.md.
+// covered. Dispose has no such hazard (no thread can be inside a single jump instruction). See
+// docs/detours.md.
 
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Reflection;
 using System.Reflection.Emit;
 using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
 
 namespace GreenRuntime.Detours;
 
@@ -123,19 +131,46 @@ public sealed class Detour : IDisposable
     private readonly nint methodDesc;
     private readonly List<BodyPatch> patches = new();
     private readonly nint trampoline;
+    private readonly nint entry;
+    private readonly nint replacementEntry;
     private readonly ConcurrentDictionary<Type, Delegate> originals = new();
     private volatile bool applied;
 
     /// <summary>One patched body: the qword we swapped and both of its values.</summary>
     private readonly record struct BodyPatch(nint Body, nint Qword, long Original, long Patched);
 
-    private Detour(MethodBase target, MethodInfo replacement, nint methodDesc, nint trampoline)
+    /// <summary>A jump ready to be written: the patch, the cell through which calls are diverted meanwhile, and the
+    /// body's trampoline they are diverted to.</summary>
+    private readonly record struct BodyWrite(BodyPatch Patch, nint Cell, nint DivertTo, string Name)
+    {
+        /// <summary>Computes the qword that holds <c>E9 rel32</c> to the replacement (or a near stub to it) at <paramref name="body"/>.</summary>
+        public static unsafe BodyWrite Prepare(nint body, nint cell, nint trampoline, nint replacementEntry, string name)
+        {
+            nint jumpTarget = Trampoline.ReachableJumpTarget(body, replacementEntry);
+            nint qword = body & ~(nint)7;
+            int offset = (int)(body - qword);
+            long original = Volatile.Read(ref *(long*)qword);
+
+            Span<byte> bytes = stackalloc byte[8];
+            BitConverter.TryWriteBytes(bytes, original);
+            bytes[offset] = 0xE9;
+            BitConverter.TryWriteBytes(bytes.Slice(offset + 1, 4), checked((int)(jumpTarget - (body + RuntimeLayout.JumpSize))));
+            return new BodyWrite(new BodyPatch(body, qword, original, BitConverter.ToInt64(bytes)), cell, trampoline, name);
+        }
+    }
+
+    private Detour(MethodBase target, MethodInfo replacement, nint methodDesc, nint trampoline, nint entry, nint replacementEntry)
     {
         Target = target;
         this.replacement = replacement;
         this.methodDesc = methodDesc;
         this.trampoline = trampoline;
+        this.entry = entry;
+        this.replacementEntry = replacementEntry;
     }
+
+    /// <summary>How long the phases of the last <see cref="CreateBatch"/> (or <see cref="Create(MethodBase, MethodInfo)"/>) took; for the start-up benchmark.</summary>
+    internal static BatchTimings LastBatch { get; private set; }
 
     /// <summary>The method whose calls are redirected.</summary>
     public MethodBase Target { get; }
@@ -226,7 +261,25 @@ public sealed class Detour : IDisposable
         {
             ThrowIfInCallback();
             EnsureSupportedLocked();
-            return CreateLocked(target, replacement, beforeLive);
+            return CreateOneLocked(target, replacement, beforeLive, othersMayCall: true);
+        }
+    }
+
+    /// <summary>
+    /// Creates several detours at once: each request is checked and prepared on its own (a refusal affects
+    /// only that request), then all of them go live together after a single wait, instead of one wait per
+    /// detour. This is what makes <c>Patch.All()</c> fast.
+    /// </summary>
+    /// <param name="requests">Targets, replacements and optional beforeLive callbacks, as for <see cref="Create(MethodBase, MethodInfo, Action{Detour})"/>.</param>
+    /// <returns>One outcome per request, in order: the detour, or the exception <see cref="Create(MethodBase, MethodInfo, Action{Detour})"/> would have thrown.</returns>
+    /// <exception cref="PlatformNotSupportedException">Detours cannot work in this process (nothing was attempted).</exception>
+    internal static DetourOutcome[] CreateBatch(IReadOnlyList<DetourRequest> requests)
+    {
+        lock (Gate)
+        {
+            ThrowIfInCallback();
+            EnsureSupportedLocked();
+            return CreateBatchLocked(requests, othersMayCall: true);
         }
     }
 
@@ -298,7 +351,9 @@ public sealed class Detour : IDisposable
         {
             RuntimeLayout.Check();
             JitGuard.EnsureInstalled();
-            SelfTest.Run((t, r) => CreateLocked(t, r));
+            // The self-test's dummy is private and called only by this thread, under this lock: no other
+            // thread can be inside its first bytes, so its detour needs no wait.
+            SelfTest.Run((t, r) => CreateOneLocked(t, r, null, othersMayCall: false));
         }
         catch (Exception e)
         {
@@ -323,15 +378,86 @@ public sealed class Detour : IDisposable
         }
     }
 
-    private static unsafe Detour CreateLocked(MethodBase target, MethodInfo replacement, Action<Detour>? beforeLive = null)
+    private static Detour CreateOneLocked(MethodBase target, MethodInfo replacement, Action<Detour>? beforeLive, bool othersMayCall)
     {
-        TargetRules.Validate(target, replacement);
+        DetourOutcome outcome = CreateBatchLocked([new DetourRequest(target, replacement, beforeLive)], othersMayCall)[0];
+        if (outcome.Error is { } error)
+        {
+            ExceptionDispatchInfo.Throw(error);
+        }
+
+        return outcome.Detour!;
+    }
+
+    /// <param name="requests">What to detour.</param>
+    /// <param name="othersMayCall">False only when no other thread can be calling any target (the
+    /// self-test's private dummy): then the diversion needs no wait.</param>
+    private static DetourOutcome[] CreateBatchLocked(IReadOnlyList<DetourRequest> requests, bool othersMayCall)
+    {
+        var outcomes = new DetourOutcome[requests.Count];
+        var staged = new List<(int Index, Detour Detour, BodyWrite Write)>(requests.Count);
+        var stagedMethods = new HashSet<nint>();
         CodeMemory.Refresh();
+
+        // Steps 2-9, request by request.
+        long start = Stopwatch.GetTimestamp();
+        for (int i = 0; i < requests.Count; i++)
+        {
+            try
+            {
+                (Detour detour, BodyWrite write) = Stage(requests[i], stagedMethods);
+                stagedMethods.Add(detour.methodDesc);
+                staged.Add((i, detour, write));
+            }
+            catch (Exception e)
+            {
+                outcomes[i] = new DetourOutcome(null, e);
+            }
+        }
+
+        // Step 10, all together.
+        long goLive = Stopwatch.GetTimestamp();
+        Exception?[] errors = GoLive(staged.ConvertAll(s => s.Write), othersMayCall, out long waited);
+        var live = new List<Detour>(staged.Count);
+        for (int k = 0; k < staged.Count; k++)
+        {
+            (int index, Detour detour, BodyWrite write) = staged[k];
+            if (errors[k] is { } error)
+            {
+                outcomes[index] = new DetourOutcome(null, error);
+                continue;
+            }
+
+            detour.patches.Add(write.Patch);
+            detour.applied = true;
+            Active.Add(detour.methodDesc, detour);
+            outcomes[index] = new DetourOutcome(detour, null);
+            live.Add(detour);
+        }
+
+        // Step 11.
+        PatchLateBodies(live, othersMayCall, ref waited);
+        AssertRegistryLocked();
+        long end = Stopwatch.GetTimestamp();
+        LastBatch = new BatchTimings(
+            requests.Count,
+            live.Count,
+            Stopwatch.GetElapsedTime(start, goLive),
+            Stopwatch.GetElapsedTime(0, waited),
+            Stopwatch.GetElapsedTime(goLive, end) - Stopwatch.GetElapsedTime(0, waited));
+        return outcomes;
+    }
+
+    /// <summary>Steps 2-9 for one request: everything up to, not including, the first write into its body.</summary>
+    private static unsafe (Detour Detour, BodyWrite Write) Stage(DetourRequest request, HashSet<nint> stagedMethods)
+    {
+        (MethodBase target, MethodInfo replacement, Action<Detour>? beforeLive) = request;
+        TargetRules.Validate(target, replacement);
         string name = TargetRules.Describe(target);
         nint md = target.MethodHandle.Value;
 
         // Step 3.
-        if (Active.ContainsKey(md))
+        if (Active.ContainsKey(md) || stagedMethods.Contains(md))
         {
             throw new InvalidOperationException(
                 $"{name} is already detoured; dispose the existing Detour before creating another one.");
@@ -350,19 +476,18 @@ public sealed class Detour : IDisposable
         nint replacementEntry = replacement.MethodHandle.GetFunctionPointer();
 
         // Step 5: everything that can refuse happens before the method joins the JIT guard.
-        nint body = CheckedBody(entry, name, md).Address;
+        _ = CheckedBody(entry, name, md);
 
         // Steps 6-7.
         JitGuard.Add(md);
         CodeLocator.Body current = CheckedBody(entry, name, md);
-        body = current.Address;
-        Trampoline.Prologue prologue = Trampoline.Analyze(body, name, md);
+        Trampoline.Prologue prologue = Trampoline.Analyze(current.Address, name, md);
         Trampoline.AssertCovers(prologue);
 
         // Step 8.
         nint trampoline = Trampoline.Build(prologue);
-        CodeMemory.Refresh();
-        var detour = new Detour(target, replacement, md, trampoline);
+        BodyWrite write = BodyWrite.Prepare(current.Address, current.Cell, trampoline, replacementEntry, name);
+        var detour = new Detour(target, replacement, md, trampoline, entry, replacementEntry);
         if (beforeLive is not null)
         {
             inBeforeLive = true;
@@ -378,34 +503,60 @@ public sealed class Detour : IDisposable
 
         // Step 9.
         SetNotInline(md);
+        return (detour, write);
+    }
 
-        // Steps 10-11.
-        detour.PatchBody(body, current.Cell, trampoline, replacementEntry, name);
-        for (int i = 0; i < 3; i++)
+    /// <summary>
+    /// Step 11: a compile that was already running when a method joined the JIT guard may have published
+    /// another body meanwhile; patch those too (up to three rounds, each with one wait for all of them).
+    /// </summary>
+    /// <remarks>
+    /// A late body that cannot be patched only means that some calls reach the original: the first body is
+    /// patched and stays owned by its registered detour (or Dispose could never undo it), so nothing here
+    /// refuses the detour.
+    /// </remarks>
+    private static void PatchLateBodies(List<Detour> live, bool othersMayCall, ref long waited)
+    {
+        for (int round = 0; round < 3 && live.Count > 0; round++)
         {
-            CodeLocator.Body later = CodeLocator.FindBody(entry);
-            if (later.HasNoCode || later.StartsWithJump || detour.patches.Any(p => p.Body == later.Address))
+            var late = new List<(Detour Detour, BodyWrite Write)>();
+            foreach (Detour detour in live)
             {
-                break;
+                CodeLocator.Body later = CodeLocator.FindBody(detour.entry);
+                if (later.HasNoCode || later.StartsWithJump || detour.patches.Any(p => p.Body == later.Address))
+                {
+                    continue;
+                }
+
+                try
+                {
+                    string name = TargetRules.Describe(detour.Target);
+                    nint laterTrampoline = Trampoline.Build(Trampoline.Analyze(later.Address, name, detour.methodDesc));
+                    late.Add((detour, BodyWrite.Prepare(later.Address, later.Cell, laterTrampoline, detour.replacementEntry, name)));
+                }
+                catch (NotSupportedException)
+                {
+                    // Unpatchable late body: see remarks.
+                }
             }
 
-            try
+            if (late.Count == 0)
             {
-                nint laterTrampoline = Trampoline.Build(Trampoline.Analyze(later.Address, name, md));
-                detour.PatchBody(later.Address, later.Cell, laterTrampoline, replacementEntry, name);
+                return;
             }
-            catch (NotSupportedException)
+
+            Exception?[] errors = GoLive(late.ConvertAll(l => l.Write), othersMayCall, out long lateWait);
+            waited += lateWait;
+            live = new List<Detour>();
+            for (int k = 0; k < late.Count; k++)
             {
-                // The first body is patched and must stay owned by a registered Detour (or Dispose could
-                // never undo it); an unpatchable late body only means some calls reach the original.
-                break;
+                if (errors[k] is null)
+                {
+                    late[k].Detour.patches.Add(late[k].Write.Patch);
+                    live.Add(late[k].Detour);
+                }
             }
         }
-
-        detour.applied = true;
-        Active.Add(md, detour);
-        AssertRegistryLocked();
-        return detour;
     }
 
     /// <summary>Finds the current body and refuses a foreign patch, a misaligned start or an unpatchable prologue.</summary>
@@ -449,7 +600,8 @@ public sealed class Detour : IDisposable
     }
 
     /// <summary>
-    /// Writes the jump over the start of <paramref name="body"/>, first steering new calls around it.
+    /// Step 10: writes the jumps of <paramref name="writes"/>, first steering new calls around every body.
+    /// Returns, per write, null if its jump is in place, else the error.
     /// </summary>
     /// <remarks>
     /// The jump replaces several instructions (a prologue usually starts with the 1-byte <c>push rbp</c>).
@@ -458,50 +610,70 @@ public sealed class Detour : IDisposable
     /// exactly at that boundary (seen as a NullReferenceException / SIGSEGV in the hammer test). So new
     /// calls are first diverted: the runtime cell the last entry stub jumps through (FixupPrecode target or
     /// call-counting target) is pointed at the trampoline, which runs the same prologue elsewhere and jumps
-    /// back past it. After a wait of a few scheduling periods, no thread that was inside the overwritten bytes is still there; the jump is
-    /// written and the cell is pointed back at the (now patched) body. Callers that reach the body without
-    /// that cell (backpatched vtable slots of virtual methods) and a thread kept off the CPU inside the
-    /// first instructions for the whole wait are not covered; see docs/detours.md.
+    /// back past it. After a wait of a few scheduling periods, no thread that was inside the overwritten
+    /// bytes is still there; the jump is written and the cell is pointed back at the (now patched) body.
+    /// All cells are diverted before the one wait, and each jump is written after it: a thread inside any of
+    /// the bodies when its cell was diverted has had the whole wait to leave, exactly as with one body.
+    /// Callers that reach a body without that cell (backpatched vtable slots of virtual methods) and a thread
+    /// kept off the CPU inside the first instructions for the whole wait are not covered; see docs/detours.md.
     /// </remarks>
-    private unsafe void PatchBody(nint body, nint cell, nint bodyTrampoline, nint replacementEntry, string name)
+    private static unsafe Exception?[] GoLive(List<BodyWrite> writes, bool othersMayCall, out long waited)
     {
-        nint jumpTarget = Trampoline.ReachableJumpTarget(body, replacementEntry);
-        nint qword = body & ~(nint)7;
-        int offset = (int)(body - qword);
-        long original = Volatile.Read(ref *(long*)qword);
+        waited = 0;
+        var errors = new Exception?[writes.Count];
+        var diverted = new bool[writes.Count];
 
-        Span<byte> bytes = stackalloc byte[8];
-        BitConverter.TryWriteBytes(bytes, original);
-        bytes[offset] = 0xE9;
-        BitConverter.TryWriteBytes(bytes.Slice(offset + 1, 4), checked((int)(jumpTarget - (body + RuntimeLayout.JumpSize))));
-        long patched = BitConverter.ToInt64(bytes);
-
-        bool diverted = cell != 0
-            && CodeMemory.FindRegion(cell) is { } region && (region.Protection & Libc.ProtWrite) != 0
-            && Interlocked.CompareExchange(ref *(nint*)cell, bodyTrampoline, body) == body;
-        if (diverted)
+        // One fresh look at the memory map serves every write below: all bodies, trampolines and stubs exist
+        // by now, and the only protection changes to them from here on are our own, each undone at once.
+        CodeMemory.Refresh();
+        for (int i = 0; i < writes.Count; i++)
         {
+            nint cell = writes[i].Cell;
+            diverted[i] = cell != 0
+                && CodeMemory.FindRegion(cell) is { } region && (region.Protection & Libc.ProtWrite) != 0
+                && Interlocked.CompareExchange(ref *(nint*)cell, writes[i].DivertTo, writes[i].Patch.Body) == writes[i].Patch.Body;
+        }
+
+        if (othersMayCall && diverted.Contains(true))
+        {
+            long before = Stopwatch.GetTimestamp();
             Quiesce();
+            waited = Stopwatch.GetTimestamp() - before;
         }
 
-        bool swapped = CodeMemory.CompareExchangeCode(qword, original, patched);
-        if (diverted)
+        for (int i = 0; i < writes.Count; i++)
         {
-            // If the runtime re-pointed the cell meanwhile (call counting, a publish), its value wins.
-            _ = Interlocked.CompareExchange(ref *(nint*)cell, body, bodyTrampoline);
+            BodyWrite write = writes[i];
+            BodyPatch patch = write.Patch;
+            bool swapped;
+            try
+            {
+                swapped = CodeMemory.CompareExchangeCode(patch.Qword, patch.Original, patch.Patched);
+            }
+            catch (Exception e)
+            {
+                errors[i] = e;
+                swapped = false;
+            }
+
+            if (diverted[i])
+            {
+                // If the runtime re-pointed the cell meanwhile (call counting, a publish), its value wins.
+                _ = Interlocked.CompareExchange(ref *(nint*)write.Cell, patch.Body, write.DivertTo);
+            }
+
+            if (!swapped && errors[i] is null)
+            {
+                errors[i] = new InvalidOperationException(
+                    $"Internal error: the first bytes of {write.Name}'s body changed while the detour was being written.");
+            }
         }
 
-        if (!swapped)
-        {
-            throw new InvalidOperationException(
-                $"Internal error: the first bytes of {name}'s body changed while the detour was being written.");
-        }
-
-        patches.Add(new BodyPatch(body, qword, original, patched));
+        return errors;
     }
 
     /// <summary>
-    /// Lets threads that were already entering the body finish its first instructions. A running thread
+    /// Lets threads that were already entering the bodies finish their first instructions. A running thread
     /// needs nanoseconds; a thread the OS preempted right there needs to be scheduled again, so the wait
     /// spans a few scheduler periods and gives up the CPU (nanosleep, not Thread.Sleep, which may be the
     /// very method being detoured).
