@@ -7,9 +7,22 @@
 //                                                                                   ping-pong and Pool.Map (PrimitiveBenchmarks.cs)
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-patch    off-greenlet cost of patched methods
 //                                                                                   (PatchOverhead.cs)
+//   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- patch-startup [runs]
+//                                                                                   Patch.All() cold in fresh processes,
+//                                                                                   median of 10 (PatchStartup.cs)
 using BenchmarkDotNet.Running;
 using GreenRuntime.Benchmarks;
 
+if (PatchStartup.IsChild(args))
+{
+    PatchStartup.Child();
+    return;
+}
+if (args is ["patch-startup", ..])
+{
+    PatchStartup.Run(args.Length > 1 ? int.Parse(args[1]) : 10);
+    return;
+}
 if (args is ["quick-prims", ..])
 {
     PrimitiveWorkloads.QuickRun(args.Length > 1 ? int.Parse(args[1]) : 1_000_000);

@@ -16,7 +16,8 @@ internal readonly record struct DetourOutcome(Detour? Detour, Exception? Error);
 /// <summary>Where the time of one batch went.</summary>
 /// <param name="Requested">Requests in the batch.</param>
 /// <param name="Created">Detours that went live.</param>
-/// <param name="Staging">Checks, JIT compiles of targets and replacements, trampolines, callbacks (steps 2-9).</param>
-/// <param name="Wait">The wait for threads inside the bodies' first bytes (one per round of writes).</param>
-/// <param name="Writing">Diverting, writing the jumps and the late-body check, without the wait (steps 10-11).</param>
-internal readonly record struct BatchTimings(int Requested, int Created, TimeSpan Staging, TimeSpan Wait, TimeSpan Writing);
+/// <param name="Staging">Checks, JIT compiles of the targets, prologue analysis, trampolines (steps 2-8).</param>
+/// <param name="Finishing">While calls are diverted: compiling the replacements, beforeLive callbacks, NotInline bits.</param>
+/// <param name="Slept">The rest of the wait for threads inside the bodies' first bytes (25 ms minus <paramref name="Finishing"/>).</param>
+/// <param name="Writing">Writing the jumps and the late-body check.</param>
+internal readonly record struct BatchTimings(int Requested, int Created, TimeSpan Staging, TimeSpan Finishing, TimeSpan Slept, TimeSpan Writing);
