@@ -316,7 +316,7 @@ internal static class Trampoline
     /// print operands, but its first use costs ~70 JIT compiles, paid by every process with a refused method.
     /// </summary>
     private static unsafe string Describe(in Instruction instruction, nint at) =>
-        $"{instruction.Mnemonic.ToString().ToLowerInvariant()}, {Convert.ToHexString(new ReadOnlySpan<byte>((void*)at, instruction.Length)).Chunk(2).Select(c => new string(c)).Aggregate((a, b) => a + " " + b)}";
+        $"{instruction.Mnemonic.ToString().ToLowerInvariant()}, {BitConverter.ToString(new ReadOnlySpan<byte>((void*)at, instruction.Length).ToArray()).Replace('-', ' ')}";
 
     /// <summary>Reads code bytes straight from memory, never past <c>limit</c>.</summary>
     private sealed unsafe class UnsafeCodeReader(byte* start, int limit) : CodeReader
