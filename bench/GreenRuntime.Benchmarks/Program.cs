@@ -7,6 +7,8 @@
 //                                                                                   ping-pong and Pool.Map (PrimitiveBenchmarks.cs)
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-patch    off-greenlet cost of patched methods
 //                                                                                   (PatchOverhead.cs)
+//   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-file     a cached 1 KB file read on a greenlet
+//                                                                                   vs the plain system call (FileReadCost.cs)
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- patch-startup [runs]
 //                                                                                   Patch.All() cold in fresh processes,
 //                                                                                   median of 10 (PatchStartup.cs)
@@ -21,6 +23,11 @@ if (PatchStartup.IsChild(args))
 if (args is ["patch-startup", ..])
 {
     PatchStartup.Run(args.Length > 1 ? int.Parse(args[1]) : 10);
+    return;
+}
+if (args is ["quick-file", ..])
+{
+    FileReadCost.Run(args.Length > 1 ? int.Parse(args[1]) : 20_000);
     return;
 }
 if (args is ["quick-prims", ..])

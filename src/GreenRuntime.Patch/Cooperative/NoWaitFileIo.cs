@@ -21,7 +21,8 @@ namespace GreenRuntime.Cooperative;
 /// <c>pread</c>/<c>pwrite</c> at the given offset (a seekable handle, <c>SupportsRandomAccess</c>; a non-negative
 /// offset), so the kernel's file offset is untouched like the original's, and FileStream's own position tracking
 /// sees the same counts. A short read is completed (inline while the kernel has the data, else on the thread pool)
-/// so that the caller gets what one <c>pread</c> of a regular file returns: everything up to the end of the file.
+/// so that the caller gets what one <c>pread</c> of a regular file returns: everything up to the end of the file
+/// (a read that stops inside a page has reached the end: uncached data starts on a page boundary).
 /// Any other error is not reported from here: the caller then runs the original on the thread pool, which raises
 /// the original's exception.</para>
 /// <para>Writes are attempted inline only on handles opened without <c>O_SYNC</c>/<c>O_DSYNC</c> (a synchronous
@@ -44,6 +45,7 @@ internal static unsafe partial class NoWaitFileIo
     private const int OSync = 0x101000; // O_SYNC includes O_DSYNC (0x1000) on Linux
     private const int ODSync = 0x1000;
 
+    private static readonly int PageSize = Environment.SystemPageSize;
     private static readonly ConditionalWeakTable<SafeFileHandle, HandleState> Handles = new();
 
     /// <summary>SafeFileHandle's internal "the original uses pread/pwrite" flag, or null if this runtime has none.</summary>
@@ -95,6 +97,14 @@ internal static unsafe partial class NoWaitFileIo
                     if (n > 0)
                     {
                         read += (int)n;
+                        if (read < buffer.Length && ((fileOffset + read) & (PageSize - 1)) != 0)
+                        {
+                            // A NOWAIT read stops early at the end of the file or at the first page that is not
+                            // cached, which begins on a page boundary: stopping inside a page means the end of the
+                            // file, so no second call is needed to find out (a small file costs one call).
+                            return true;
+                        }
+
                         continue;
                     }
 
