@@ -39,8 +39,6 @@ public static class Patch
 
     private sealed record Entry(PatchedMethod Info, Detour Detour);
 
-    private static TimeSpan s_lookup;
-
     /// <summary>Where the time of the last <see cref="All"/> (or single-set call) went; for the start-up benchmark.</summary>
     internal static PatchTimings? LastTimings { get; private set; }
 
@@ -62,8 +60,7 @@ public static class Patch
         if (options.Processes) sets.Add(ProcessesPatchSet.Instance);
         if (options.Stdin) sets.Add(StdinPatchSet.Instance);
         // The sets' first use finds their methods by reflection (in their static initialisers).
-        s_lookup = Stopwatch.GetElapsedTime(start);
-        return Apply(sets, options.LoggerFactory);
+        return Apply(sets, options.LoggerFactory, Stopwatch.GetElapsedTime(start));
     }
 
     /// <summary><c>Thread.Sleep</c> (Sleep(0) yields) and <c>Thread.Yield</c>.</summary>
@@ -135,7 +132,7 @@ public static class Patch
         PatchLog.Undone(logger, count);
     }
 
-    private static PatchReport Apply(IReadOnlyList<PatchSet> sets, ILoggerFactory? loggerFactory)
+    private static PatchReport Apply(IReadOnlyList<PatchSet> sets, ILoggerFactory? loggerFactory, TimeSpan lookup = default)
     {
         loggerFactory ??= Hub.CurrentOrNull?.Options.LoggerFactory ?? NullLoggerFactory.Instance;
         var logger = loggerFactory.CreateLogger(PatchLog.Category);
@@ -150,8 +147,7 @@ public static class Patch
             s_lastLoggerFactory = loggerFactory;
             long start = Stopwatch.GetTimestamp();
             var checks = ApplyLocked(sets, patched, already, refused, out var support, out var batch);
-            LastTimings = new PatchTimings(s_lookup, support, checks, batch, Stopwatch.GetElapsedTime(start));
-            s_lookup = TimeSpan.Zero;
+            LastTimings = new PatchTimings(lookup, support, checks, batch, Stopwatch.GetElapsedTime(start));
         }
         // Log after releasing the lock: logger providers are foreign code.
         foreach (var m in patched) PatchLog.Patched(logger, m.Set, m.Description);
