@@ -82,11 +82,16 @@ public class MachineCodeTests
         Assert.That((relocated(0), relocated(5)), Is.EqualTo((2, 1)), "the widened jump must reach the same target in the body");
     }
 
-    /// <summary>Puts <paramref name="code"/> in a fresh executable page (never freed, like every engine page).</summary>
+    /// <summary>
+    /// Puts <paramref name="code"/> in executable memory near the runtime's own code (never freed, like every engine
+    /// page). Near, because trampolines must be within ±2 GB of their body: a page mapped anywhere can land between
+    /// the GC's huge reservations with no free gap in reach (seen once: "tried 0 free gaps").
+    /// </summary>
     private static nint Synthetic(byte[] code)
     {
-        nint page = NearAllocator.AllocateAnywhere(code.Length);
-        CodeMemory.WriteCode(page, code);
-        return page;
+        nint near = typeof(MachineCodeTests).GetMethod(nameof(Synthetic), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!.MethodHandle.GetFunctionPointer();
+        nint body = NearAllocator.Allocate(near, code.Length);
+        CodeMemory.WriteCode(body, code);
+        return body;
     }
 }
