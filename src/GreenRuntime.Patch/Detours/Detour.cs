@@ -671,7 +671,7 @@ public sealed class Detour : IDisposable
         // One fresh look at the memory map serves every write below: every body exists by now, and the
         // protection of a page that holds code does not change under us (see CodeMemory.WithWritablePage).
         CodeMemory.Refresh();
-        long diverted = Stopwatch.GetTimestamp();
+        long start = Stopwatch.GetTimestamp();
         foreach (PendingWrite write in writes)
         {
             write.Diverted = write.Cell != 0
@@ -679,6 +679,7 @@ public sealed class Detour : IDisposable
                 && Interlocked.CompareExchange(ref *(nint*)write.Cell, write.DivertTo, write.Body) == write.Body;
         }
 
+        long diverted = Stopwatch.GetTimestamp(); // the wait counts from the last diversion
         foreach (PendingWrite write in writes)
         {
             try
@@ -697,14 +698,13 @@ public sealed class Detour : IDisposable
         }
 
         long work = Stopwatch.GetTimestamp();
-        long slept = 0;
         if (othersMayCall && writes.Exists(w => w.Diverted))
         {
-            long remaining = QuiesceNanoseconds - (long)Stopwatch.GetElapsedTime(diverted).TotalNanoseconds;
-            if (remaining > 0)
+            // A signal can end nanosleep early: sleep until the whole wait has passed.
+            long remaining;
+            while ((remaining = QuiesceNanoseconds - (long)Stopwatch.GetElapsedTime(diverted).TotalNanoseconds) > 0)
             {
                 Quiesce(remaining);
-                slept = Stopwatch.GetTimestamp() - work;
             }
         }
 
@@ -739,8 +739,8 @@ public sealed class Detour : IDisposable
 
         timings = timings with
         {
-            Finishing = timings.Finishing + Stopwatch.GetElapsedTime(diverted, work),
-            Slept = timings.Slept + Stopwatch.GetElapsedTime(0, slept),
+            Finishing = timings.Finishing + Stopwatch.GetElapsedTime(start, work),
+            Slept = timings.Slept + Stopwatch.GetElapsedTime(work, writing),
             Writing = timings.Writing + Stopwatch.GetElapsedTime(writing),
         };
     }
