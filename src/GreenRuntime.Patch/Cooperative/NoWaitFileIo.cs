@@ -15,8 +15,8 @@ namespace GreenRuntime.Cooperative;
 /// or for a lock; a read copies what is cached and stops at the first page that is not (a short count), or fails
 /// with <c>EAGAIN</c> if the first one is not. <c>EOPNOTSUPP</c> means the file (its filesystem, or a device) does
 /// not support it: measured on Linux 6.18, ext4 supports it for reads but not for buffered writes, and tmpfs for
-/// neither. <c>ENOSYS</c> means the kernel lacks <c>preadv2</c>. Both are remembered (per handle, per process) so
-/// each costs one wasted system call at most once.</para>
+/// neither. <c>ENOSYS</c> means the kernel lacks <c>preadv2</c>. Both are remembered (EOPNOTSUPP per handle, and
+/// for the process once 64 handles refused while none succeeded; ENOSYS for the process).</para>
 /// <para>Exactly the original's semantics: the fast path is taken only where the original would call
 /// <c>pread</c>/<c>pwrite</c> at the given offset (a seekable handle, <c>SupportsRandomAccess</c>; a non-negative
 /// offset), so the kernel's file offset is untouched like the original's, and FileStream's own position tracking
@@ -54,6 +54,18 @@ internal static unsafe partial class NoWaitFileIo
 
     private static volatile bool readsUnavailable = !OperatingSystem.IsLinux() || SupportsRandomAccess is null;
     private static volatile bool writesUnavailable = !OperatingSystem.IsLinux() || SupportsRandomAccess is null;
+
+    /// <summary>
+    /// After this many handles answered EOPNOTSUPP while none ever succeeded, the process stops trying (every new
+    /// handle would otherwise cost a wasted system call and a table entry: an application whose files are all on
+    /// a filesystem without NOWAIT writes, such as ext4, opens a new handle per File.WriteAllText).
+    /// </summary>
+    private const int RefusalsBeforeGivingUp = 64;
+
+    private static int readRefusals;
+    private static int writeRefusals;
+    private static volatile bool readSucceeded;
+    private static volatile bool writeSucceeded;
 
     /// <summary>What one handle does not support (the state exists only once something was found out).</summary>
     private sealed class HandleState
@@ -96,6 +108,7 @@ internal static unsafe partial class NoWaitFileIo
                     nint n = PReadV2(fd, &iov, 1, fileOffset + read, RwfNoWait);
                     if (n > 0)
                     {
+                        readSucceeded = true;
                         read += (int)n;
                         if (read < buffer.Length && ((fileOffset + read) & (PageSize - 1)) != 0)
                         {
@@ -110,6 +123,7 @@ internal static unsafe partial class NoWaitFileIo
 
                     if (n == 0)
                     {
+                        readSucceeded = true;
                         return true; // end of file
                     }
 
@@ -177,6 +191,7 @@ internal static unsafe partial class NoWaitFileIo
                     nint n = PWriteV2(fd, &iov, 1, fileOffset + written, RwfNoWait);
                     if (n > 0)
                     {
+                        writeSucceeded = true;
                         written += (int)n;
                         continue;
                     }
@@ -241,10 +256,18 @@ internal static unsafe partial class NoWaitFileIo
             if (reads)
             {
                 state.NoReads = true;
+                if (Interlocked.Increment(ref readRefusals) >= RefusalsBeforeGivingUp && !readSucceeded)
+                {
+                    readsUnavailable = true;
+                }
             }
             else
             {
                 state.NoWrites = true;
+                if (Interlocked.Increment(ref writeRefusals) >= RefusalsBeforeGivingUp && !writeSucceeded)
+                {
+                    writesUnavailable = true;
+                }
             }
         }
 
