@@ -242,6 +242,51 @@ public partial class FileReadWriteTests : PatchedHubTest
         }
     }
 
+    [Test]
+    public void AReadThatWaitsParksOnlyItsGreenletAndAKillEndsIt()
+    {
+        // A FIFO is not seekable: the original reads it with read(), so the read goes to the thread pool (never
+        // inline) and waits there for a writer; the greenlet parks, the hub goes on, and a kill ends the greenlet.
+        string fifo = path + ".fifo";
+        Assert.That(MkFifo(fifo, 0x180 /* 0600 */), Is.Zero);
+        try
+        {
+            // Read-write, so that opening does not wait for a writer (Linux allows it for FIFOs).
+            using var stream = new FileStream(fifo, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, bufferSize: 0);
+            int ticks = 0;
+            var ticker = Green.Spawn(() =>
+            {
+                while (true)
+                {
+                    Green.Sleep(TimeSpan.FromMilliseconds(5));
+                    ticks++;
+                }
+            });
+            bool returned = false;
+            var reader = Green.Spawn(() =>
+            {
+                _ = stream.Read(new byte[100], 0, 100);
+                returned = true;
+            });
+            Green.Sleep(TimeSpan.FromMilliseconds(200));
+            Assert.That(ticks, Is.GreaterThan(5), "the hub kept running while the read waited");
+            reader.Kill(block: true, timeout: TimeSpan.FromSeconds(10));
+            Assert.That(reader.Dead, Is.True);
+            Assert.That(returned, Is.False);
+            ticker.Kill();
+
+            // The thread-pool read is still waiting for data: give it some, so it ends (into the abandoned buffer).
+            stream.Write(new byte[] { 1, 2, 3 });
+        }
+        finally
+        {
+            File.Delete(fifo);
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "mkfifo", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int MkFifo(string path, int mode);
+
     [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
     private static partial long Lseek(SafeFileHandle fd, long offset, int whence);
 
