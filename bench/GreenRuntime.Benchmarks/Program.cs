@@ -9,9 +9,29 @@
 //                                                                                   (PatchOverhead.cs)
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-hubs     items through one queue across the
 //                                                                                   hubs of a HubGroup (HubGroupThroughput.cs)
+//   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-file     a cached 1 KB file read on a greenlet
+//                                                                                   vs the plain system call (FileReadCost.cs)
+//   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- patch-startup [runs]
+//                                                                                   Patch.All() cold in fresh processes,
+//                                                                                   median of 10 (PatchStartup.cs)
 using BenchmarkDotNet.Running;
 using GreenRuntime.Benchmarks;
 
+if (PatchStartup.IsChild(args))
+{
+    PatchStartup.Child();
+    return;
+}
+if (args is ["patch-startup", ..])
+{
+    PatchStartup.Run(args.Length > 1 ? int.Parse(args[1]) : 10);
+    return;
+}
+if (args is ["quick-file", ..])
+{
+    FileReadCost.Run(args.Length > 1 ? int.Parse(args[1]) : 20_000);
+    return;
+}
 if (args is ["quick-prims", ..])
 {
     PrimitiveWorkloads.QuickRun(args.Length > 1 ? int.Parse(args[1]) : 1_000_000);

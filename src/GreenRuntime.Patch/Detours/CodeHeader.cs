@@ -41,6 +41,15 @@ internal static unsafe class CodeHeader
             return null;
         }
 
+        // Code in a file mapping is an image's (ReadyToRun) code: it has no code header, and the 8 bytes before
+        // it are whatever precedes it in the image. Taking them for a pointer would mostly find unmapped
+        // addresses, and every such miss costs a re-read of the memory map (~1 ms each, three per detour).
+        // JIT-compiled code lives in anonymous memory or in the runtime's W^X double mapping (a memfd).
+        if (CodeMemory.FindRegion(body) is { Path.Length: > 0 } image && !image.Path.StartsWith("/memfd:", StringComparison.Ordinal))
+        {
+            return null;
+        }
+
         nint header = *(nint*)(body - sizeof(nint));
         if (header == 0 || (header & 7) != 0 || !CodeMemory.IsReadable(header, FirstUnwindRecordOffset + 12))
         {

@@ -123,9 +123,10 @@ internal static class CodeMemory
     }
 
     /// <summary>
-    /// Re-reads the memory map. Called at the start of every engine operation (under the engine lock);
-    /// lookups in between use this snapshot and re-read only on a miss. Within one operation the only
-    /// protection changes to code we touch are our own, and each of those is undone before it returns.
+    /// Re-reads the memory map. Called at the start of every engine operation and before the writes of a
+    /// batch (under the engine lock); lookups in between use this snapshot and re-read only on a miss.
+    /// Within one operation the only protection changes to code we touch are our own, and each of those is
+    /// undone before it returns.
     /// </summary>
     public static void Refresh() => snapshot = ReadMaps();
 
@@ -147,6 +148,10 @@ internal static class CodeMemory
         starts.Sort((a, b) => b.CompareTo(a));
         return starts;
     }
+
+    /// <summary>True if some mapping is of the file <paramref name="path"/>.</summary>
+    public static bool IsMapped(string path) =>
+        (snapshot ??= ReadMaps()).Exists(r => r.Path == path) || (snapshot = ReadMaps()).Exists(r => r.Path == path);
 
     /// <summary>Returns the mapping that contains <paramref name="address"/>, or null if none does.</summary>
     public static Region? FindRegion(nint address)
@@ -199,26 +204,56 @@ internal static class CodeMemory
         return swapped;
     }
 
-    /// <summary>Copies <paramref name="bytes"/> to code memory that no thread executes yet.</summary>
+    /// <summary>
+    /// Copies <paramref name="bytes"/> to code memory of our own (<see cref="NearAllocator"/>'s) that no thread
+    /// executes yet.
+    /// </summary>
+    /// <remarks>
+    /// That memory is mapped read-execute and changes protection only here, so it needs no look at the
+    /// memory map (which could even be stale for it: a fresh mapping may reuse the addresses of one that
+    /// was unmapped since the snapshot).
+    /// </remarks>
     public static unsafe void WriteCode(nint address, ReadOnlySpan<byte> bytes)
     {
-        byte[] copy = bytes.ToArray();
-        WithWritablePage(address, copy.Length, () => copy.CopyTo(new Span<byte>((void*)address, copy.Length)));
+        nint first = address & ~(nint)(PageSize - 1);
+        nint last = (address + bytes.Length - 1) & ~(nint)(PageSize - 1);
+        nuint span = (nuint)(last - first + PageSize);
+        Protect(first, span, Libc.ProtRead | Libc.ProtWrite | Libc.ProtExec);
+        try
+        {
+            bytes.CopyTo(new Span<byte>((void*)address, bytes.Length));
+        }
+        finally
+        {
+            Protect(first, span, NearAllocator.Protection);
+        }
     }
 
     /// <summary>Makes the page(s) of an 8-byte word writable (and still executable) while running <paramref name="write"/>.</summary>
-    private static void WithWritablePage(nint address, Action write) => WithWritablePage(address, 8, write);
-
-    private static void WithWritablePage(nint address, int length, Action write)
+    private static void WithWritablePage(nint address, Action write)
     {
+        const int length = 8;
         nint first = address & ~(nint)(PageSize - 1);
         nint last = (address + length - 1) & ~(nint)(PageSize - 1);
         nuint span = (nuint)(last - first + PageSize);
 
-        // Always fresh: a stale protection restored afterwards could take a committed page away.
-        Refresh();
+        // The protection restored afterwards must be the page's current one. The snapshot (taken before the
+        // writes of an engine operation, when every body to patch exists; re-read on a miss) is current for
+        // every word we write: a page that holds code keeps its protection (W^X: the executable view stays r-x, the runtime writes through separate
+        // RW views; W^X off: the code heap is committed RWX once; images keep their mapping's protection; our
+        // own pages change only inside this method and are put back before it returns), and the JIT's vtable
+        // stays in its read-only relocation segment. What can be stale is a page the snapshot saw reserved
+        // and the runtime committed since: restoring "no access" there would take a committed page away. So a
+        // page the snapshot shows without access is re-read first.
         Region? region = FindRegion(first);
         Region? lastRegion = FindRegion(last);
+        if (!IsCommitted(region) || !IsCommitted(lastRegion))
+        {
+            Refresh();
+            region = FindRegion(first);
+            lastRegion = FindRegion(last);
+        }
+
         if (region is null || lastRegion is null)
         {
             throw new InvalidOperationException(
@@ -250,6 +285,8 @@ internal static class CodeMemory
             }
         }
     }
+
+    private static bool IsCommitted(Region? region) => region is { Protection: not 0 };
 
     /// <summary>mprotect that turns a refusal by the kernel or a security policy into a clear exception.</summary>
     public static void Protect(nint page, nuint length, int protection)

@@ -37,28 +37,37 @@
 //   - Copying the original's IL into a DynamicMethod to call it (Harmony's way): safe but much larger;
 //     the relocated prologue is small and measured to work, and refuses what it does not understand.
 //
-// Protocol of Detour.Create (all under one global lock; every check before the first write)
+// Protocol of Detour.Create and of a batch (CreateBatch: Patch.All's way; Create is a batch of one). All
+// under one global lock; for each detour every check happens before its first write.
 //
 //   1. Gate: runtime major, OS, architecture (RuntimeLayout.Check); JIT GUID and guard install (JitGuard);
 //      the self-test, once per process.
+//   Staging, one request after the other (a failure refuses that request only; nothing of it is live):
 //   2. Metadata checks (TargetRules): shape of the target, signature of the replacement.
-//   3. Refuse a target we already detour (InvalidOperationException) and JIT intrinsics (MethodDesc bit).
-//   4. PrepareMethod the target and the replacement, so both have code.
+//   3. Refuse a target we already detour, or that the batch names twice (InvalidOperationException), and JIT
+//      intrinsics (MethodDesc bit).
+//   4. PrepareMethod the target, so it has code.
 //   5. Walk the entry to the body (CodeLocator). A body that starts with a jump was patched by someone
 //      else: refuse. Decode its prologue (Trampoline.Analyze): refuse a too-small body, a call, anything
 //      not understood.
 //   6. Add the MethodDesc to the JIT guard. From now on no new body can appear for it... except one whose
 //      compile had already started, so:
 //   7. Walk to the body again and re-check it (a tier-1 compile may have finished between 5 and 6).
-//   8. Build the trampoline near the body; if the replacement is beyond rel32 reach, a near jump stub.
-//      Run the caller's beforeLive callback, if any: GetOriginal works from here on, and no call is
-//      redirected yet, so a replacement can have its original in hand before its first call.
-//   9. Set the NotInline bit (CAS on the 32-bit word at MethodDesc+4).
-//  10. Divert new calls around the body's first instructions (point the runtime cell that leads to the
-//      body at the trampoline), wait 25 ms (nanosleep) so preempted threads run again, splice `E9 rel32` into the aligned qword holding the body
-//      start and compare-exchange it in, then point the cell back at the body.
-//  11. Walk once more; if a compile that was already running published another body meanwhile, patch
-//      that one too.
+//   8. Build the trampoline near the body.
+//   Going live, all staged detours together:
+//   9. Divert new calls around every body's first instructions: point the runtime cell that leads to each
+//      body at its trampoline, which runs the same instructions elsewhere.
+//  10. While they are diverted, finish each detour: PrepareMethod the replacement, run the caller's
+//      beforeLive callback (GetOriginal works from here on and no call is redirected yet, so a replacement
+//      can have its original in hand before its first call), set the NotInline bit (CAS on the 32-bit word
+//      at MethodDesc+4), compute the jump (through a near stub if the replacement is beyond rel32 reach).
+//      Then sleep until 25 ms have passed since step 9, so that threads preempted inside a body's first
+//      bytes run again and leave them; compare-exchange `E9 rel32` into the aligned qword holding each
+//      body's start and point its cell back at it. One wait serves the whole batch: what it waits for
+//      (threads inside some body's first bytes when its calls were diverted) does not depend on how many
+//      bodies there are.
+//  11. Walk once more; if a compile that was already running published another body meanwhile, patch that
+//      one too (again all together, with one wait).
 //
 // Protocol of Dispose: compare-exchange each patched qword back to its original value. The method stays
 // in the JIT guard table and keeps its NotInline bit: it keeps running its current (now original) body at
@@ -68,16 +77,17 @@
 //
 // Known hazard, reduced but not eliminated: the jump overwrites several instructions, so a thread that
 // has executed the first of them (`push rbp`) and not the rest would resume inside the jump's
-// displacement. Step 10's diversion plus a 25 ms wait lets such threads leave the window; a thread kept
+// displacement. Step 9's diversion plus a 25 ms wait lets such threads leave the window; a thread kept
 // off the CPU right there for the whole wait, or one entering through a backpatched vtable slot, is not
-// covered. Dispose
-// has no such hazard (no thread can be inside a single jump instruction). See docs/detours.md.
+// covered. Dispose has no such hazard (no thread can be inside a single jump instruction). See
+// docs/detours.md.
 
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Reflection;
 using System.Reflection.Emit;
 using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
 
 namespace GreenRuntime.Detours;
 
@@ -110,32 +120,66 @@ namespace GreenRuntime.Detours;
 [DebuggerDisplay("{Description,nq} applied={IsApplied}")]
 public sealed class Detour : IDisposable
 {
-    /// <summary>How long <see cref="Quiesce"/> waits: 25 ms, several CFS scheduling periods.</summary>
+    /// <summary>The least time between diverting a body's calls and writing its jump: 25 ms, several CFS scheduling periods.</summary>
     private const long QuiesceNanoseconds = 25_000_000;
 
     private static readonly Lock Gate = new();
     private static readonly Dictionary<nint, Detour> Active = new();
     private static Exception? supportFailure;
-    private static bool supportChecked;
+    private static volatile bool supportChecked;
     private static bool inBeforeLive; // under Gate: a beforeLive callback is running on the thread holding it
 
     private readonly MethodInfo replacement;
     private readonly nint methodDesc;
     private readonly List<BodyPatch> patches = new();
     private readonly nint trampoline;
+    private readonly nint entry;
+    private nint replacementEntry; // set (under Gate) once the replacement is compiled, before the first jump to it
     private readonly ConcurrentDictionary<Type, Delegate> originals = new();
     private volatile bool applied;
 
     /// <summary>One patched body: the qword we swapped and both of its values.</summary>
     private readonly record struct BodyPatch(nint Body, nint Qword, long Original, long Patched);
 
-    private Detour(MethodBase target, MethodInfo replacement, nint methodDesc, nint trampoline)
+    /// <summary>
+    /// One body about to be patched: where calls are diverted meanwhile, and what is still to do before its
+    /// jump can be written.
+    /// </summary>
+    private sealed class PendingWrite(Detour detour, nint body, nint cell, nint divertTo, Action<Detour>? beforeLive, bool firstBody)
+    {
+        public Detour Detour { get; } = detour;
+
+        public nint Body { get; } = body;
+
+        /// <summary>The runtime cell the last entry stub reads the body's address from (0: none).</summary>
+        public nint Cell { get; } = cell;
+
+        /// <summary>The body's trampoline: runs the same first instructions elsewhere.</summary>
+        public nint DivertTo { get; } = divertTo;
+
+        public Action<Detour>? BeforeLive { get; } = beforeLive;
+
+        /// <summary>The detour's first body (not a late one): its replacement still has to be compiled, its callback run.</summary>
+        public bool FirstBody { get; } = firstBody;
+
+        public bool Diverted { get; set; }
+
+        public BodyPatch Patch { get; set; }
+
+        public Exception? Error { get; set; }
+    }
+
+    private Detour(MethodBase target, MethodInfo replacement, nint methodDesc, nint trampoline, nint entry)
     {
         Target = target;
         this.replacement = replacement;
         this.methodDesc = methodDesc;
         this.trampoline = trampoline;
+        this.entry = entry;
     }
+
+    /// <summary>How long the phases of the last <see cref="CreateBatch"/> (or <see cref="Create(MethodBase, MethodInfo)"/>) took; for the start-up benchmark.</summary>
+    internal static BatchTimings LastBatch { get; private set; }
 
     /// <summary>The method whose calls are redirected.</summary>
     public MethodBase Target { get; }
@@ -177,6 +221,61 @@ public sealed class Detour : IDisposable
             ThrowIfInCallback();
             EnsureSupportedLocked();
         }
+    }
+
+    /// <summary>
+    /// The cheap part of <see cref="EnsureSupported"/>: null if this runtime, OS and architecture are the verified
+    /// ones (and no earlier full check failed), otherwise why not. It loads nothing and writes nothing.
+    /// </summary>
+    internal static string? PlatformProblem()
+    {
+        if (supportChecked && Volatile.Read(ref supportFailure) is { } failure)
+        {
+            return failure.Message;
+        }
+
+        try
+        {
+            RuntimeLayout.Check();
+            return null;
+        }
+        catch (PlatformNotSupportedException e)
+        {
+            return e.Message;
+        }
+    }
+
+    /// <summary>
+    /// Starts <see cref="EnsureSupported"/> on a background thread, unless the check already ran: it costs tens
+    /// of milliseconds, mostly JIT compiles of the engine and of Iced's decoder tables, and does not depend on
+    /// what will be detoured, so a caller can overlap it with its own preparation (<c>Patch.All</c> finds its
+    /// methods by reflection meanwhile). A later
+    /// <see cref="Create(MethodBase, MethodInfo)"/> or <see cref="EnsureSupported"/> waits for the check (the
+    /// engine lock) and reports its outcome.
+    /// </summary>
+    internal static void PrepareInBackground()
+    {
+        if (supportChecked)
+        {
+            return;
+        }
+
+        var thread = new Thread(static () =>
+        {
+            try
+            {
+                EnsureSupported();
+            }
+            catch (PlatformNotSupportedException)
+            {
+                // Kept by the engine and reported to the next caller.
+            }
+        })
+        {
+            IsBackground = true,
+            Name = "GreenRuntime detour check",
+        };
+        thread.UnsafeStart();
     }
 
     /// <summary>
@@ -226,7 +325,25 @@ public sealed class Detour : IDisposable
         {
             ThrowIfInCallback();
             EnsureSupportedLocked();
-            return CreateLocked(target, replacement, beforeLive);
+            return CreateOneLocked(target, replacement, beforeLive, othersMayCall: true);
+        }
+    }
+
+    /// <summary>
+    /// Creates several detours at once: each request is checked and prepared on its own (a refusal affects
+    /// only that request), then all of them go live together after a single wait, instead of one wait per
+    /// detour. This is what makes <c>Patch.All()</c> fast.
+    /// </summary>
+    /// <param name="requests">Targets, replacements and optional beforeLive callbacks, as for <see cref="Create(MethodBase, MethodInfo, Action{Detour})"/>.</param>
+    /// <returns>One outcome per request, in order: the detour, or the exception <see cref="Create(MethodBase, MethodInfo, Action{Detour})"/> would have thrown.</returns>
+    /// <exception cref="PlatformNotSupportedException">Detours cannot work in this process (nothing was attempted).</exception>
+    internal static DetourOutcome[] CreateBatch(IReadOnlyList<DetourRequest> requests)
+    {
+        lock (Gate)
+        {
+            ThrowIfInCallback();
+            EnsureSupportedLocked();
+            return CreateBatchLocked(requests, othersMayCall: true);
         }
     }
 
@@ -298,7 +415,9 @@ public sealed class Detour : IDisposable
         {
             RuntimeLayout.Check();
             JitGuard.EnsureInstalled();
-            SelfTest.Run((t, r) => CreateLocked(t, r));
+            // The self-test's dummy is private and called only by this thread, under this lock: no other
+            // thread can be inside its first bytes, so its detour needs no wait.
+            SelfTest.Run((t, r) => CreateOneLocked(t, r, null, othersMayCall: false));
         }
         catch (Exception e)
         {
@@ -323,15 +442,80 @@ public sealed class Detour : IDisposable
         }
     }
 
-    private static unsafe Detour CreateLocked(MethodBase target, MethodInfo replacement, Action<Detour>? beforeLive = null)
+    private static Detour CreateOneLocked(MethodBase target, MethodInfo replacement, Action<Detour>? beforeLive, bool othersMayCall)
     {
-        TargetRules.Validate(target, replacement);
+        DetourOutcome outcome = CreateBatchLocked([new DetourRequest(target, replacement, beforeLive)], othersMayCall)[0];
+        if (outcome.Error is { } error)
+        {
+            ExceptionDispatchInfo.Throw(error);
+        }
+
+        return outcome.Detour!;
+    }
+
+    /// <param name="requests">What to detour.</param>
+    /// <param name="othersMayCall">False only when no other thread can be calling any target (the
+    /// self-test's private dummy): then the diversion needs no wait.</param>
+    private static DetourOutcome[] CreateBatchLocked(IReadOnlyList<DetourRequest> requests, bool othersMayCall)
+    {
+        long start = Stopwatch.GetTimestamp();
+        var outcomes = new DetourOutcome[requests.Count];
+        var staged = new List<(int Index, PendingWrite Write)>(requests.Count);
+        var stagedMethods = new HashSet<nint>();
         CodeMemory.Refresh();
+
+        // Steps 2-8, request by request.
+        for (int i = 0; i < requests.Count; i++)
+        {
+            try
+            {
+                PendingWrite write = Stage(requests[i], stagedMethods);
+                stagedMethods.Add(write.Detour.methodDesc);
+                staged.Add((i, write));
+            }
+            catch (Exception e)
+            {
+                outcomes[i] = new DetourOutcome(null, e);
+            }
+        }
+
+        // Steps 9-10, all together.
+        var timings = new BatchTimings(requests.Count, 0, Stopwatch.GetElapsedTime(start), default, default, default);
+        GoLive(staged.ConvertAll(s => s.Write), othersMayCall, ref timings);
+        var live = new List<Detour>(staged.Count);
+        foreach ((int index, PendingWrite write) in staged)
+        {
+            if (write.Error is { } error)
+            {
+                outcomes[index] = new DetourOutcome(null, error);
+                continue;
+            }
+
+            Detour detour = write.Detour;
+            detour.patches.Add(write.Patch);
+            detour.applied = true;
+            Active.Add(detour.methodDesc, detour);
+            outcomes[index] = new DetourOutcome(detour, null);
+            live.Add(detour);
+        }
+
+        // Step 11.
+        PatchLateBodies(live, othersMayCall, ref timings);
+        AssertRegistryLocked();
+        LastBatch = timings with { Created = live.Count };
+        return outcomes;
+    }
+
+    /// <summary>Steps 2-8 for one request, up to the trampoline: nothing of it is live yet.</summary>
+    private static unsafe PendingWrite Stage(DetourRequest request, HashSet<nint> stagedMethods)
+    {
+        (MethodBase target, MethodInfo replacement, Action<Detour>? beforeLive) = request;
+        TargetRules.Validate(target, replacement);
         string name = TargetRules.Describe(target);
         nint md = target.MethodHandle.Value;
 
         // Step 3.
-        if (Active.ContainsKey(md))
+        if (Active.ContainsKey(md) || stagedMethods.Contains(md))
         {
             throw new InvalidOperationException(
                 $"{name} is already detoured; dispose the existing Detour before creating another one.");
@@ -343,75 +527,83 @@ public sealed class Detour : IDisposable
                 $"Cannot detour {name}: the runtime marks it as a JIT intrinsic; the JIT may expand it inline at any call site.");
         }
 
-        // Step 4.
+        // Step 4 (the replacement is compiled in step 10).
         RuntimeHelpers.PrepareMethod(target.MethodHandle);
-        RuntimeHelpers.PrepareMethod(replacement.MethodHandle);
         nint entry = target.MethodHandle.GetFunctionPointer();
-        nint replacementEntry = replacement.MethodHandle.GetFunctionPointer();
 
         // Step 5: everything that can refuse happens before the method joins the JIT guard.
-        nint body = CheckedBody(entry, name, md).Address;
+        Trampoline.Prologue first = CheckedBody(entry, name, md, out _);
 
         // Steps 6-7.
         JitGuard.Add(md);
-        CodeLocator.Body current = CheckedBody(entry, name, md);
-        body = current.Address;
-        Trampoline.Prologue prologue = Trampoline.Analyze(body, name, md);
+        Trampoline.Prologue prologue = CheckedBody(entry, name, md, out CodeLocator.Body current, first);
         Trampoline.AssertCovers(prologue);
 
         // Step 8.
         nint trampoline = Trampoline.Build(prologue);
-        CodeMemory.Refresh();
-        var detour = new Detour(target, replacement, md, trampoline);
-        if (beforeLive is not null)
-        {
-            inBeforeLive = true;
-            try
-            {
-                beforeLive(detour);
-            }
-            finally
-            {
-                inBeforeLive = false;
-            }
-        }
-
-        // Step 9.
-        SetNotInline(md);
-
-        // Steps 10-11.
-        detour.PatchBody(body, current.Cell, trampoline, replacementEntry, name);
-        for (int i = 0; i < 3; i++)
-        {
-            CodeLocator.Body later = CodeLocator.FindBody(entry);
-            if (later.HasNoCode || later.StartsWithJump || detour.patches.Any(p => p.Body == later.Address))
-            {
-                break;
-            }
-
-            try
-            {
-                nint laterTrampoline = Trampoline.Build(Trampoline.Analyze(later.Address, name, md));
-                detour.PatchBody(later.Address, later.Cell, laterTrampoline, replacementEntry, name);
-            }
-            catch (NotSupportedException)
-            {
-                // The first body is patched and must stay owned by a registered Detour (or Dispose could
-                // never undo it); an unpatchable late body only means some calls reach the original.
-                break;
-            }
-        }
-
-        detour.applied = true;
-        Active.Add(md, detour);
-        AssertRegistryLocked();
-        return detour;
+        var detour = new Detour(target, replacement, md, trampoline, entry);
+        return new PendingWrite(detour, current.Address, current.Cell, trampoline, beforeLive, firstBody: true);
     }
 
-    /// <summary>Finds the current body and refuses a foreign patch, a misaligned start or an unpatchable prologue.</summary>
-    private static CodeLocator.Body CheckedBody(nint entry, string name, nint md)
+    /// <summary>
+    /// Step 11: a compile that was already running when a method joined the JIT guard may have published
+    /// another body meanwhile; patch those too (up to three rounds, each with one wait for all of them).
+    /// </summary>
+    /// <remarks>
+    /// A late body that cannot be patched only means that some calls reach the original: the first body is
+    /// patched and stays owned by its registered detour (or Dispose could never undo it), so nothing here
+    /// refuses the detour.
+    /// </remarks>
+    private static void PatchLateBodies(List<Detour> live, bool othersMayCall, ref BatchTimings timings)
     {
-        CodeLocator.Body body = CodeLocator.FindBody(entry);
+        for (int round = 0; round < 3 && live.Count > 0; round++)
+        {
+            var late = new List<PendingWrite>();
+            foreach (Detour detour in live)
+            {
+                CodeLocator.Body later = CodeLocator.FindBody(detour.entry);
+                if (later.HasNoCode || later.StartsWithJump || detour.patches.Any(p => p.Body == later.Address))
+                {
+                    continue;
+                }
+
+                try
+                {
+                    nint laterTrampoline = Trampoline.Build(Trampoline.Analyze(later.Address, TargetRules.Describe(detour.Target), detour.methodDesc));
+                    late.Add(new PendingWrite(detour, later.Address, later.Cell, laterTrampoline, null, firstBody: false));
+                }
+                catch (NotSupportedException)
+                {
+                    // Unpatchable late body: see remarks.
+                }
+            }
+
+            if (late.Count == 0)
+            {
+                return;
+            }
+
+            GoLive(late, othersMayCall, ref timings);
+            live = new List<Detour>();
+            foreach (PendingWrite write in late)
+            {
+                if (write.Error is null)
+                {
+                    write.Detour.patches.Add(write.Patch);
+                    live.Add(write.Detour);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Finds the current body and refuses a foreign patch, a misaligned start or an unpatchable prologue;
+    /// returns the body's decoded prologue (<paramref name="known"/>'s when the body is the one it describes:
+    /// decoding and scanning a body again would only repeat the same work).
+    /// </summary>
+    private static Trampoline.Prologue CheckedBody(nint entry, string name, nint md, out CodeLocator.Body body, Trampoline.Prologue? known = null)
+    {
+        body = CodeLocator.FindBody(entry);
         if (body.HasNoCode)
         {
             throw new NotSupportedException(
@@ -433,8 +625,7 @@ public sealed class Detour : IDisposable
                 "jump to be written with one atomic compare-exchange.");
         }
 
-        _ = Trampoline.Analyze(body.Address, name, md);
-        return body;
+        return known is not null && known.Body == body.Address ? known : Trampoline.Analyze(body.Address, name, md);
     }
 
     private static unsafe void SetNotInline(nint md)
@@ -449,21 +640,140 @@ public sealed class Detour : IDisposable
     }
 
     /// <summary>
-    /// Writes the jump over the start of <paramref name="body"/>, first steering new calls around it.
+    /// Steps 9-10: diverts new calls around every body, finishes each detour while they are diverted, waits,
+    /// and writes the jumps. Sets each write's <see cref="PendingWrite.Patch"/> or <see cref="PendingWrite.Error"/>.
     /// </summary>
     /// <remarks>
+    /// <para>
     /// The jump replaces several instructions (a prologue usually starts with the 1-byte <c>push rbp</c>).
     /// A thread that has executed the first of them and not yet the others would, after the write, resume
     /// in the middle of the jump's displacement: on a running core the store triggers a pipeline restart
     /// exactly at that boundary (seen as a NullReferenceException / SIGSEGV in the hammer test). So new
     /// calls are first diverted: the runtime cell the last entry stub jumps through (FixupPrecode target or
     /// call-counting target) is pointed at the trampoline, which runs the same prologue elsewhere and jumps
-    /// back past it. After a wait of a few scheduling periods, no thread that was inside the overwritten bytes is still there; the jump is
-    /// written and the cell is pointed back at the (now patched) body. Callers that reach the body without
-    /// that cell (backpatched vtable slots of virtual methods) and a thread kept off the CPU inside the
-    /// first instructions for the whole wait are not covered; see docs/detours.md.
+    /// back past it. At least <see cref="QuiesceNanoseconds"/> later, no thread that was inside the
+    /// overwritten bytes is still there; the jump is written and the cell is pointed back at the (now
+    /// patched) body. Callers that reach a body without that cell (backpatched vtable slots of virtual
+    /// methods) and a thread kept off the CPU inside the first instructions for the whole wait are not
+    /// covered; see docs/detours.md.
+    /// </para>
+    /// <para>
+    /// One wait serves the whole batch: every cell is diverted before it starts and every jump is written
+    /// after it ends, so a thread inside any of the bodies has had the whole wait to leave, exactly as with
+    /// one body. The wait is a minimum time between diverting and writing, not idle time: the work that
+    /// must precede a jump but not the diversion (compiling the replacement, the beforeLive callback, the
+    /// NotInline bit, a near stub to the replacement) is done in it, and only the rest is slept
+    /// (nanosleep, giving up the CPU).
+    /// </para>
     /// </remarks>
-    private unsafe void PatchBody(nint body, nint cell, nint bodyTrampoline, nint replacementEntry, string name)
+    private static unsafe void GoLive(List<PendingWrite> writes, bool othersMayCall, ref BatchTimings timings)
+    {
+        // One fresh look at the memory map serves every write below: every body exists by now, and the
+        // protection of a page that holds code does not change under us (see CodeMemory.WithWritablePage).
+        CodeMemory.Refresh();
+        long start = Stopwatch.GetTimestamp();
+        foreach (PendingWrite write in writes)
+        {
+            write.Diverted = write.Cell != 0
+                && CodeMemory.FindRegion(write.Cell) is { } region && (region.Protection & Libc.ProtWrite) != 0
+                && Interlocked.CompareExchange(ref *(nint*)write.Cell, write.DivertTo, write.Body) == write.Body;
+        }
+
+        long diverted = Stopwatch.GetTimestamp(); // the wait counts from the last diversion
+        foreach (PendingWrite write in writes)
+        {
+            try
+            {
+                if (write.FirstBody)
+                {
+                    Finish(write.Detour, write.BeforeLive);
+                }
+
+                write.Patch = JumpPatch(write.Body, write.Detour.replacementEntry);
+            }
+            catch (Exception e)
+            {
+                write.Error = e;
+            }
+        }
+
+        long work = Stopwatch.GetTimestamp();
+        if (othersMayCall && writes.Exists(w => w.Diverted))
+        {
+            // A signal can end nanosleep early: sleep until the whole wait has passed.
+            long remaining;
+            while ((remaining = QuiesceNanoseconds - (long)Stopwatch.GetElapsedTime(diverted).TotalNanoseconds) > 0)
+            {
+                Quiesce(remaining);
+            }
+        }
+
+        long writing = Stopwatch.GetTimestamp();
+        foreach (PendingWrite write in writes)
+        {
+            bool swapped = false;
+            if (write.Error is null)
+            {
+                BodyPatch patch = write.Patch;
+                try
+                {
+                    swapped = CodeMemory.CompareExchangeCode(patch.Qword, patch.Original, patch.Patched);
+                    if (!swapped)
+                    {
+                        write.Error = new InvalidOperationException(
+                            $"Internal error: the first bytes of {TargetRules.Describe(write.Detour.Target)}'s body changed while the detour was being written.");
+                    }
+                }
+                catch (Exception e)
+                {
+                    write.Error = e;
+                }
+            }
+
+            if (write.Diverted)
+            {
+                // If the runtime re-pointed the cell meanwhile (call counting, a publish), its value wins.
+                _ = Interlocked.CompareExchange(ref *(nint*)write.Cell, write.Body, write.DivertTo);
+            }
+        }
+
+        timings = timings with
+        {
+            Finishing = timings.Finishing + Stopwatch.GetElapsedTime(start, work),
+            Slept = timings.Slept + Stopwatch.GetElapsedTime(work, writing),
+            Writing = timings.Writing + Stopwatch.GetElapsedTime(writing),
+        };
+    }
+
+    /// <summary>
+    /// What a detour needs before its jump is written and not before its calls are diverted: its replacement
+    /// compiled (so that the first redirected call does not compile it, possibly while holding a lock the
+    /// compile needs), the caller's beforeLive callback (GetOriginal works from here on, and no call is
+    /// redirected yet, so a replacement can have its original in hand before its first call), and the
+    /// NotInline bit (callers compiled from now on keep calling the target).
+    /// </summary>
+    private static void Finish(Detour detour, Action<Detour>? beforeLive)
+    {
+        RuntimeHelpers.PrepareMethod(detour.replacement.MethodHandle);
+        detour.replacementEntry = detour.replacement.MethodHandle.GetFunctionPointer();
+        if (beforeLive is not null)
+        {
+            inBeforeLive = true;
+            try
+            {
+                beforeLive(detour);
+            }
+            finally
+            {
+                inBeforeLive = false;
+            }
+        }
+
+        SetNotInline(detour.methodDesc);
+    }
+
+    /// <summary>Computes the qword that holds <c>E9 rel32</c> to the replacement (or a near stub to it) at <paramref name="body"/>.</summary>
+    private static unsafe BodyPatch JumpPatch(nint body, nint replacementEntry)
     {
         nint jumpTarget = Trampoline.ReachableJumpTarget(body, replacementEntry);
         nint qword = body & ~(nint)7;
@@ -474,43 +784,20 @@ public sealed class Detour : IDisposable
         BitConverter.TryWriteBytes(bytes, original);
         bytes[offset] = 0xE9;
         BitConverter.TryWriteBytes(bytes.Slice(offset + 1, 4), checked((int)(jumpTarget - (body + RuntimeLayout.JumpSize))));
-        long patched = BitConverter.ToInt64(bytes);
-
-        bool diverted = cell != 0
-            && CodeMemory.FindRegion(cell) is { } region && (region.Protection & Libc.ProtWrite) != 0
-            && Interlocked.CompareExchange(ref *(nint*)cell, bodyTrampoline, body) == body;
-        if (diverted)
-        {
-            Quiesce();
-        }
-
-        bool swapped = CodeMemory.CompareExchangeCode(qword, original, patched);
-        if (diverted)
-        {
-            // If the runtime re-pointed the cell meanwhile (call counting, a publish), its value wins.
-            _ = Interlocked.CompareExchange(ref *(nint*)cell, body, bodyTrampoline);
-        }
-
-        if (!swapped)
-        {
-            throw new InvalidOperationException(
-                $"Internal error: the first bytes of {name}'s body changed while the detour was being written.");
-        }
-
-        patches.Add(new BodyPatch(body, qword, original, patched));
+        return new BodyPatch(body, qword, original, BitConverter.ToInt64(bytes));
     }
 
     /// <summary>
-    /// Lets threads that were already entering the body finish its first instructions. A running thread
+    /// Lets threads that were already entering the bodies finish their first instructions. A running thread
     /// needs nanoseconds; a thread the OS preempted right there needs to be scheduled again, so the wait
     /// spans a few scheduler periods and gives up the CPU (nanosleep, not Thread.Sleep, which may be the
     /// very method being detoured).
     /// </summary>
-    private static unsafe void Quiesce()
+    private static unsafe void Quiesce(long nanoseconds)
     {
         long* request = stackalloc long[2];
-        request[0] = 0;
-        request[1] = QuiesceNanoseconds;
+        request[0] = nanoseconds / 1_000_000_000;
+        request[1] = nanoseconds % 1_000_000_000;
         _ = Libc.NanoSleep(request, null);
     }
 

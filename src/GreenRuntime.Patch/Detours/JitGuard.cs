@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
-using Iced.Intel;
-using static Iced.Intel.AssemblerRegisters;
 
 namespace GreenRuntime.Detours;
 
@@ -121,7 +119,7 @@ internal static unsafe class JitGuard
     private static nint GetJit()
     {
         string path = Path.Combine(RuntimeEnvironment.GetRuntimeDirectory(), RuntimeLayout.JitLibraryName);
-        bool mapped = CodeMemory.ReadMaps().Any(r => r.Path == path);
+        bool mapped = CodeMemory.IsMapped(path);
         if (!mapped)
         {
             throw new PlatformNotSupportedException(
@@ -155,38 +153,39 @@ internal static unsafe class JitGuard
     }
 
     /// <summary>The guard stub; see the type remarks for the register contract.</summary>
-    private static byte[] AssembleStub(nint refusalTable, nint original)
+    /// <remarks>
+    /// Written out byte by byte rather than with Iced's assembler: the stub never changes, and the assembler's
+    /// first use costs 20-40 ms of JIT and table set-up in every process that patches (most of
+    /// <c>Patch.All</c>'s start-up budget). A test decodes these bytes with Iced and compares them with the
+    /// instructions listed here. Position-independent (only rip-relative to its own data), so any base works.
+    /// </remarks>
+    internal static byte[] AssembleStub(nint refusalTable, nint original)
     {
-        var a = new Assembler(64);
-        Label scan = a.CreateLabel();
-        Label miss = a.CreateLabel();
-        Label hit = a.CreateLabel();
-        Label originalCell = a.CreateLabel();
+        var code = new List<byte>(64);
+        void Bytes(params byte[] bytes) => code.AddRange(bytes);
+        void Int32(int value) => code.AddRange(BitConverter.GetBytes(value));
+        void Int64(long value) => code.AddRange(BitConverter.GetBytes(value));
 
-        a.mov(r10, (ulong)refusalTable);
-        a.mov(r11, __qword_ptr[rdx + RuntimeLayout.MethodInfoFtnOffset]);
-        a.mov(rax, __qword_ptr[r10]);
-        a.Label(ref scan);
-        a.test(rax, rax);
-        a.jz(miss);
-        a.cmp(r11, __qword_ptr[r10 + (rax * 8)]);
-        a.je(hit);
-        a.dec(rax);
-        a.jmp(scan);
-        a.Label(ref miss);
-        a.jmp(__qword_ptr[originalCell]);
-        a.Label(ref hit);
-        a.mov(r10, (ulong)refusalTable);
-        a.@lock.inc(__qword_ptr[r10 + RefusalCounterOffset]);
-        a.mov(eax, RuntimeLayout.CorJitBadCode);
-        a.ret();
-        a.Label(ref originalCell);
-        a.dq((ulong)original);
-
-        // Position-independent (only rip-relative to its own data), so any base works.
-        using var stream = new MemoryStream();
-        a.Assemble(new StreamCodeWriter(stream), 0);
-        return stream.ToArray();
+        const int Scan = 17, Miss = 33, Hit = 39, OriginalCell = 53;
+        Bytes(0x49, 0xBA); Int64(refusalTable);                                   //  0: mov r10, table
+        Bytes(0x4C, 0x8B, 0x5A, checked((byte)RuntimeLayout.MethodInfoFtnOffset)); // 10: mov r11, [rdx+ftn]
+        Bytes(0x49, 0x8B, 0x02);                                                  // 14: mov rax, [r10]      (count)
+        Debug.Assert(code.Count == Scan, "scan label");
+        Bytes(0x48, 0x85, 0xC0);                                                  // 17: test rax, rax
+        Bytes(0x74, Miss - 22);                                                   // 20: jz miss
+        Bytes(0x4D, 0x3B, 0x1C, 0xC2);                                            // 22: cmp r11, [r10+rax*8]
+        Bytes(0x74, Hit - 28);                                                    // 26: je hit
+        Bytes(0x48, 0xFF, 0xC8);                                                  // 28: dec rax
+        Bytes(0xEB, unchecked((byte)(Scan - 33)));                                // 31: jmp scan
+        Debug.Assert(code.Count == Miss, "miss label");
+        Bytes(0xFF, 0x25); Int32(OriginalCell - 39);                              // 33: jmp [rip+cell]      (tail jump to the original compileMethod)
+        Debug.Assert(code.Count == Hit, "hit label");
+        Bytes(0xF0, 0x49, 0xFF, 0x82); Int32(RefusalCounterOffset);               // 39: lock inc qword [r10+counter]
+        Bytes(0xB8); Int32(unchecked((int)RuntimeLayout.CorJitBadCode));          // 47: mov eax, CORJIT_BADCODE
+        Bytes(0xC3);                                                              // 52: ret
+        Debug.Assert(code.Count == OriginalCell, "original cell");
+        Int64(original);                                                          // 53: dq original
+        return code.ToArray();
     }
 
     [Conditional("DEBUG")]

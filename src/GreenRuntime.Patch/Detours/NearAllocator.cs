@@ -28,6 +28,9 @@ internal static class NearAllocator
 
     private static readonly List<Chunk> Chunks = new();
 
+    /// <summary>The protection of every page handed out here, outside <see cref="CodeMemory.WriteCode"/>.</summary>
+    public const int Protection = Libc.ProtRead | Libc.ProtExec;
+
     /// <summary>
     /// Returns <paramref name="size"/> bytes of executable (read-execute) memory whose every byte is within
     /// rel32 reach of <paramref name="near"/>. Write to it with <see cref="CodeMemory.WriteCode"/>.
@@ -59,7 +62,7 @@ internal static class NearAllocator
     /// <summary>Returns <paramref name="size"/> bytes of executable memory anywhere (no reach requirement).</summary>
     public static nint AllocateAnywhere(int size)
     {
-        nint got = Libc.MMap(0, (nuint)CodeMemory.PageSize, Libc.ProtRead | Libc.ProtExec, Libc.MapPrivate | Libc.MapAnonymous, -1, 0);
+        nint got = Libc.MMap(0, (nuint)CodeMemory.PageSize, Protection, Libc.MapPrivate | Libc.MapAnonymous, -1, 0);
         if (got == Libc.MapFailed)
         {
             ThrowMapFailed(Marshal.GetLastPInvokeError(), 0);
@@ -96,7 +99,7 @@ internal static class NearAllocator
         int lastErrno = 0;
         foreach ((long address, long size) in candidates)
         {
-            nint got = Libc.MMap((nint)address, (nuint)size, Libc.ProtRead | Libc.ProtExec, Libc.MapPrivate | Libc.MapAnonymous | Libc.MapFixedNoReplace, -1, 0);
+            nint got = Libc.MMap((nint)address, (nuint)size, Protection, Libc.MapPrivate | Libc.MapAnonymous | Libc.MapFixedNoReplace, -1, 0);
             if (got == Libc.MapFailed)
             {
                 lastErrno = Marshal.GetLastPInvokeError();

@@ -10,7 +10,9 @@ namespace GreenRuntime.Detours;
 /// <remarks>
 /// <para>
 /// Only instructions whose effect does not depend on where they execute, apart from RIP-relative operands
-/// and conditional branches (which Iced's BlockEncoder re-encodes for the new address), are relocated. A
+/// and conditional branches, are relocated: they are copied byte for byte, with RIP-relative displacements
+/// re-based and conditional jumps widened to rel32 (anything else position-dependent goes to Iced's
+/// BlockEncoder). A
 /// <c>call</c> is never relocated: it would push a return address inside the trampoline, which the runtime's
 /// unwinder does not know, and a GC stack walk or an exception passing through that frame would fail.
 /// Anything the decoder does not understand is refused with a message that names the instruction.
@@ -28,13 +30,20 @@ internal static class Trampoline
     private const int BackwardScanBytes = 4096;
 
     /// <summary>The instructions a jump of <see cref="RuntimeLayout.JumpSize"/> bytes at a body would overwrite.</summary>
-    internal sealed class Prologue(nint body, List<Instruction> instructions, int length)
+    internal sealed class Prologue(nint body, List<Instruction> instructions, List<ConstantOffsets> offsets, byte[] bytes)
     {
         public nint Body { get; } = body;
         public List<Instruction> Instructions { get; } = instructions;
 
+        /// <summary>Where each instruction's displacement and immediates are, in the decoder's words.</summary>
+        public List<ConstantOffsets> Offsets { get; } = offsets;
+
+        /// <summary>The covered bytes as they were when decoded (at least the jump size).</summary>
+        public byte[] Bytes { get; } = bytes;
+
         /// <summary>Bytes covered by <see cref="Instructions"/> (at least the jump size).</summary>
-        public int Length { get; } = length;
+        public int Length => Bytes.Length;
+
     }
 
     /// <summary>
@@ -49,17 +58,19 @@ internal static class Trampoline
         var reader = new UnsafeCodeReader((byte*)body, 64);
         var decoder = Decoder.Create(64, reader, (ulong)body, DecoderOptions.None);
         var instructions = new List<Instruction>();
+        var offsets = new List<ConstantOffsets>();
         int length = 0;
         while (length < RuntimeLayout.JumpSize)
         {
             decoder.Decode(out Instruction instruction);
             CheckRelocatable(instruction, body, length, methodName);
             instructions.Add(instruction);
+            offsets.Add(decoder.GetConstantOffsets(instruction));
             length += instruction.Length;
         }
 
         CheckNoBranchIntoPrologue(body, length, methodName, methodDesc);
-        return new Prologue(body, instructions, length);
+        return new Prologue(body, instructions, offsets, new ReadOnlySpan<byte>((void*)body, length).ToArray());
     }
 
     /// <summary>Trampolines by body: a body restored by Dispose has exactly its old bytes, so its trampoline is reused.</summary>
@@ -80,19 +91,8 @@ internal static class Trampoline
             return existing;
         }
 
-        var block = new List<Instruction>(prologue.Instructions)
-        {
-            Instruction.CreateBranch(Code.Jmp_rel32_64, (ulong)(prologue.Body + prologue.Length)),
-        };
-
         nint address = NearAllocator.Allocate(prologue.Body, MaxTrampolineBytes);
-        var writer = new ByteWriter();
-        if (!BlockEncoder.TryEncode(64, new InstructionBlock(writer, block, (ulong)address), out string? error, out _))
-        {
-            throw new NotSupportedException($"Could not relocate the prologue of the original body: {error}");
-        }
-
-        byte[] code = writer.ToArray();
+        byte[] code = Copy(prologue, address) ?? Reencode(prologue, address);
         if (code.Length > MaxTrampolineBytes)
         {
             throw new InvalidOperationException(
@@ -102,6 +102,91 @@ internal static class Trampoline
         CodeMemory.WriteCode(address, code);
         TrampolinesByBody.Add(prologue.Body, address);
         return address;
+    }
+
+    /// <summary>
+    /// The usual case: the covered instructions byte for byte, except that a RIP-relative displacement is
+    /// re-based to the new address and a conditional jump (<c>Jcc rel8</c> or <c>rel32</c>) becomes
+    /// <c>Jcc rel32</c> to its old target; then <c>E9 rel32</c> back to the first byte after them. Returns
+    /// null for anything else position-dependent, or a distance that does not fit in 32 bits. Iced's encoder
+    /// would produce equivalent bytes, but its first use costs tens of milliseconds of JIT and table set-up,
+    /// which most processes then never need.
+    /// </summary>
+    private static byte[]? Copy(Prologue prologue, nint address)
+    {
+        var code = new List<byte>(MaxTrampolineBytes);
+        int at = 0; // offset in the prologue
+        for (int i = 0; i < prologue.Instructions.Count; i++)
+        {
+            Instruction instruction = prologue.Instructions[i];
+            ReadOnlySpan<byte> bytes = prologue.Bytes.AsSpan(at, instruction.Length);
+            long end = (long)address + code.Count + instruction.Length; // where this instruction ends in the trampoline
+            if (instruction.FlowControl == FlowControl.ConditionalBranch)
+            {
+                // Jcc rel8 is 7x cb, Jcc rel32 is 0F 8x cd (x: the condition). Prefixed forms and other
+                // conditional branches (jrcxz, loop) are left to the encoder.
+                int condition = bytes.Length == 2 && (bytes[0] & 0xF0) == 0x70 ? bytes[0] & 0x0F
+                    : bytes.Length == 6 && bytes[0] == 0x0F && (bytes[1] & 0xF0) == 0x80 ? bytes[1] & 0x0F
+                    : -1;
+                long distance = (long)instruction.NearBranchTarget - ((long)address + code.Count + 6);
+                if (condition < 0 || distance is < int.MinValue or > int.MaxValue)
+                {
+                    return null;
+                }
+
+                code.Add(0x0F);
+                code.Add((byte)(0x80 | condition));
+                code.AddRange(BitConverter.GetBytes((int)distance));
+            }
+            else if (instruction.IsIPRelativeMemoryOperand)
+            {
+                // disp32 is relative to the end of the instruction.
+                ConstantOffsets offsets = prologue.Offsets[i];
+                long displacement = (long)instruction.IPRelativeMemoryAddress - end;
+                if (offsets.DisplacementSize != 4 || displacement is < int.MinValue or > int.MaxValue)
+                {
+                    return null;
+                }
+
+                int start = code.Count;
+                code.AddRange(bytes);
+                BitConverter.TryWriteBytes(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(code).Slice(start + offsets.DisplacementOffset, 4), (int)displacement);
+            }
+            else if (instruction.FlowControl == FlowControl.Next)
+            {
+                code.AddRange(bytes);
+            }
+            else
+            {
+                return null;
+            }
+
+            at += instruction.Length;
+        }
+
+        long back = (long)prologue.Body + prologue.Length - ((long)address + code.Count + RuntimeLayout.JumpSize);
+        code.Add(0xE9);
+        code.AddRange(BitConverter.GetBytes(checked((int)back)));
+        return code.ToArray();
+    }
+
+    /// <summary>
+    /// What <see cref="Copy"/> does not handle: Iced's BlockEncoder re-encodes it for the new address, or refuses.
+    /// </summary>
+    private static byte[] Reencode(Prologue prologue, nint address)
+    {
+        var block = new List<Instruction>(prologue.Instructions)
+        {
+            Instruction.CreateBranch(Code.Jmp_rel32_64, (ulong)(prologue.Body + prologue.Length)),
+        };
+
+        var writer = new ByteWriter();
+        if (!BlockEncoder.TryEncode(64, new InstructionBlock(writer, block, (ulong)address), out string? error, out _))
+        {
+            throw new NotSupportedException($"Could not relocate the prologue of the original body: {error}");
+        }
+
+        return writer.ToArray();
     }
 
     /// <summary>
@@ -168,15 +253,15 @@ internal static class Trampoline
             case FlowControl.Exception:
                 throw new NotSupportedException(
                     $"Cannot detour {methodName}: its body is too small for a {RuntimeLayout.JumpSize}-byte jump " +
-                    $"(it ends with '{instruction}' at offset {offset}). Detour a larger method that calls it.");
+                    $"(it ends with '{Describe(instruction, body + offset)}' at offset {offset}). Detour a larger method that calls it.");
             case FlowControl.Call:
             case FlowControl.IndirectCall:
                 throw new NotSupportedException(
                     $"Cannot detour {methodName}: the first {RuntimeLayout.JumpSize} bytes of its body contain a call " +
-                    $"('{instruction}'); relocating it would put a return address the runtime cannot unwind on the stack.");
+                    $"('{Describe(instruction, body + offset)}'); relocating it would put a return address the runtime cannot unwind on the stack.");
             default:
                 throw new NotSupportedException(
-                    $"Cannot detour {methodName}: the instruction '{instruction}' at body offset {offset} cannot be relocated.");
+                    $"Cannot detour {methodName}: the instruction '{Describe(instruction, body + offset)}' at body offset {offset} cannot be relocated.");
         }
     }
 
@@ -225,6 +310,13 @@ internal static class Trampoline
             }
         }
     }
+
+    /// <summary>
+    /// The instruction for a message: its mnemonic and bytes ("call, E8 1B 2C 00 00"). Iced's formatter would
+    /// print operands, but its first use costs ~70 JIT compiles, paid by every process with a refused method.
+    /// </summary>
+    private static unsafe string Describe(in Instruction instruction, nint at) =>
+        $"{instruction.Mnemonic.ToString().ToLowerInvariant()}, {BitConverter.ToString(new ReadOnlySpan<byte>((void*)at, instruction.Length).ToArray()).Replace('-', ' ')}";
 
     /// <summary>Reads code bytes straight from memory, never past <c>limit</c>.</summary>
     private sealed unsafe class UnsafeCodeReader(byte* start, int limit) : CodeReader

@@ -1,0 +1,296 @@
+using System.Runtime.InteropServices;
+using GreenRuntime.Cooperative;
+using Microsoft.Win32.SafeHandles;
+
+namespace GreenRuntime.Patch.Tests.PatchSets;
+
+/// <summary>
+/// Patched file reads and writes on greenlets: cached data read inline (no thread-pool work item), the rest on the
+/// thread pool, and in both ways exactly the original's results, counts, positions and file offsets.
+/// </summary>
+[TestFixture]
+public partial class FileReadWriteTests : PatchedHubTest
+{
+    private const int FileLength = (3 * NoWaitFileIo.InlineLimit) + 1234;
+    private string path = null!;
+    private byte[] content = null!;
+
+    /// <summary>(offset, length): inside, across page boundaries, up to and past the end, at and after the end, over the inline limit.</summary>
+    private static readonly (long Offset, int Length)[] Reads =
+    [
+        (0, 1000), (4095, 10), (100, 8192), (FileLength - 100, 1000), (FileLength, 10), (FileLength + 4096, 10),
+        (0, NoWaitFileIo.InlineLimit), (5, NoWaitFileIo.InlineLimit + 1), (0, FileLength + 10),
+    ];
+
+    [SetUp]
+    public void CreateFile()
+    {
+        path = Path.GetTempFileName();
+        content = new byte[FileLength];
+        new Random(42).NextBytes(content);
+        File.WriteAllBytes(path, content);
+    }
+
+    [TearDown]
+    public void DeleteFile()
+    {
+        NoWaitFileIo.Enabled = true;
+        File.Delete(path);
+    }
+
+    [TestCase(true)]
+    [TestCase(false)]
+    public void ReadsAtOffsetsReturnWhatTheOriginalReturns(bool inline)
+    {
+        NoWaitFileIo.Enabled = inline;
+        using SafeFileHandle handle = File.OpenHandle(path);
+        var results = new List<byte[]>();
+        Green.Spawn(() =>
+        {
+            foreach ((long offset, int length) in Reads)
+            {
+                var buffer = new byte[length];
+                int read = RandomAccess.Read(handle, buffer, offset);
+                results.Add(buffer[..read]);
+            }
+        }).Get();
+
+        for (int i = 0; i < Reads.Length; i++)
+        {
+            (long offset, int length) = Reads[i];
+            int expected = (int)Math.Clamp(FileLength - offset, 0, length);
+            Assert.That(results[i], Is.EqualTo(content.AsSpan((int)Math.Min(offset, FileLength), expected).ToArray()), $"read of {length} at {offset}");
+        }
+
+        Assert.That(Lseek(handle, 0, 1), Is.Zero, "pread semantics: the kernel's file offset is never moved");
+    }
+
+    [Test]
+    public void CachedReadsDoNotGoToTheThreadPoolAndUncachedOnesDo()
+    {
+        using SafeFileHandle handle = File.OpenHandle(path);
+        _ = RandomAccess.Read(handle, new byte[4096], 0); // in the page cache now (it was just written anyway)
+
+        long Pooled(bool inline)
+        {
+            NoWaitFileIo.Enabled = inline;
+            long before = ThreadPool.CompletedWorkItemCount;
+            Green.Spawn(() =>
+            {
+                var buffer = new byte[1024];
+                for (int i = 0; i < 500; i++)
+                {
+                    Assert.That(RandomAccess.Read(handle, buffer, i * 7), Is.EqualTo(1024));
+                }
+            }).Get();
+            return ThreadPool.CompletedWorkItemCount - before;
+        }
+
+        long inlineItems = Pooled(inline: true);
+        long pooledItems = Pooled(inline: false);
+        TestContext.Out.WriteLine($"500 cached 1 KB reads: {inlineItems} thread-pool work items inline, {pooledItems} without");
+        // The count is sampled: the item that wakes the greenlet for the last read may not be counted yet.
+        Assert.That(pooledItems, Is.GreaterThanOrEqualTo(400), "with the inline path off, every read is a thread-pool round trip");
+        Assert.That(inlineItems, Is.LessThan(50), "cached reads complete inline (a few items may be other code's)");
+    }
+
+    [Test]
+    public void FileStreamPositionsAndCountsMatchTheOriginal()
+    {
+        static List<long> Script(string file)
+        {
+            var trace = new List<long>();
+            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 4096);
+            var buffer = new byte[3000];
+            foreach (int count in new[] { 10, 3000, 2500, 1 })
+            {
+                trace.Add(stream.Read(buffer, 0, count));
+                trace.Add(stream.Position);
+                trace.Add(buffer[0]);
+            }
+
+            stream.Seek(-20, SeekOrigin.End);
+            trace.Add(stream.Read(buffer, 0, 3000));
+            trace.Add(stream.Position);
+            stream.Position = 5;
+            trace.Add(stream.ReadByte());
+            trace.Add(stream.Read(buffer, 0, 0));
+            trace.Add(stream.Position);
+            return trace;
+        }
+
+        List<long> original = Script(path); // this test's thread is not a greenlet: the original runs
+        List<long>? patched = null;
+        Green.Spawn(() => patched = Script(path)).Get();
+        Assert.That(patched, Is.EqualTo(original));
+    }
+
+    [Test]
+    public void WholeFileReadsInManyGreenletsAreIntact()
+    {
+        string small = path + ".small";
+        File.WriteAllText(small, "Hello from {path}\n" + new string('.', 1000) + "\n");
+        try
+        {
+            var texts = new string[50];
+            var blobs = new byte[50][];
+            RunInGreenlets(50, i =>
+            {
+                texts[i] = File.ReadAllText(small);
+                blobs[i] = File.ReadAllBytes(path);
+            });
+            Assert.That(texts, Is.All.EqualTo(File.ReadAllText(small)));
+            Assert.That(blobs, Is.All.EqualTo(content));
+        }
+        finally
+        {
+            File.Delete(small);
+        }
+    }
+
+    [Test]
+    public void ReadsOfPagesDroppedFromTheCacheStillReturnTheData()
+    {
+        // Make the second half's pages clean and ask the kernel to drop them: a read across the middle then gets
+        // the cached first half inline, EAGAIN at the first dropped page, and the rest from the thread pool.
+        using (var stream = new FileStream(path, FileMode.Open, FileAccess.ReadWrite))
+        {
+            stream.Flush(flushToDisk: true);
+            _ = PosixFadvise(stream.SafeFileHandle, FileLength / 2, 0, 4 /* POSIX_FADV_DONTNEED */);
+        }
+
+        using SafeFileHandle handle = File.OpenHandle(path);
+        byte[]? got = null;
+        Green.Spawn(() =>
+        {
+            var buffer = new byte[200_000];
+            int read = RandomAccess.Read(handle, buffer, (FileLength / 2) - 100_000);
+            got = buffer[..read];
+        }).Get();
+        Assert.That(got, Is.EqualTo(content.AsSpan((FileLength / 2) - 100_000, 200_000).ToArray()));
+    }
+
+    [Test]
+    public void AFileWithoutNoWaitSupportIsReadTheUsualWay()
+    {
+        // /dev/zero is seekable (the original preads it) but answers RWF_NOWAIT with EOPNOTSUPP or reads it;
+        // either way the result is the original's.
+        using SafeFileHandle zero = File.OpenHandle("/dev/zero");
+        var reads = new List<int>();
+        byte[] buffer = new byte[4096];
+        Green.Spawn(() =>
+        {
+            buffer[7] = 1;
+            reads.Add(RandomAccess.Read(zero, buffer, 0));
+            buffer[7] = 1;
+            reads.Add(RandomAccess.Read(zero, buffer, 4096));
+        }).Get();
+        Assert.That(reads, Is.EqualTo(new[] { 4096, 4096 }));
+        Assert.That(buffer, Is.All.EqualTo(0));
+    }
+
+    [TestCase(true)]
+    [TestCase(false)]
+    public void WritesAtOffsetsLandWhereTheOriginalPutsThem(bool inline)
+    {
+        NoWaitFileIo.Enabled = inline;
+        byte[] expected = (byte[])content.Clone();
+        using (SafeFileHandle handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite))
+        {
+            Green.Spawn(() =>
+            {
+                foreach ((long offset, int length) in new (long, int)[] { (0, 10), (4090, 20), (FileLength - 5, 100), (FileLength + 1000, 300) })
+                {
+                    byte[] data = Enumerable.Range(0, length).Select(b => (byte)(b + offset)).ToArray();
+                    RandomAccess.Write(handle, data, offset);
+                    if (offset + length > expected.Length)
+                    {
+                        Array.Resize(ref expected, (int)(offset + length));
+                    }
+
+                    data.CopyTo(expected, offset);
+                }
+            }).Get();
+            Assert.That(Lseek(handle, 0, 1), Is.Zero, "pwrite semantics: the kernel's file offset is never moved");
+        }
+
+        Assert.That(File.ReadAllBytes(path), Is.EqualTo(expected));
+    }
+
+    [Test]
+    public void AppendingFileStreamWritesKeepTheirOrder()
+    {
+        string log = path + ".log";
+        try
+        {
+            RunInGreenlets(20, i =>
+            {
+                for (int k = 0; k < 10; k++)
+                {
+                    lock (content)
+                    {
+                        File.AppendAllText(log, $"{i:D2}-{k}\n");
+                    }
+                }
+            });
+            string[] lines = File.ReadAllLines(log);
+            Assert.That(lines, Has.Length.EqualTo(200));
+            Assert.That(lines.Distinct().Count(), Is.EqualTo(200));
+        }
+        finally
+        {
+            File.Delete(log);
+        }
+    }
+
+    [Test]
+    public void AReadThatWaitsParksOnlyItsGreenletAndAKillEndsIt()
+    {
+        // A FIFO is not seekable: the original reads it with read(), so the read goes to the thread pool (never
+        // inline) and waits there for a writer; the greenlet parks, the hub goes on, and a kill ends the greenlet.
+        string fifo = path + ".fifo";
+        Assert.That(MkFifo(fifo, 0x180 /* 0600 */), Is.Zero);
+        try
+        {
+            // Read-write, so that opening does not wait for a writer (Linux allows it for FIFOs).
+            using var stream = new FileStream(fifo, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, bufferSize: 0);
+            int ticks = 0;
+            var ticker = Green.Spawn(() =>
+            {
+                while (true)
+                {
+                    Green.Sleep(TimeSpan.FromMilliseconds(5));
+                    ticks++;
+                }
+            });
+            bool returned = false;
+            var reader = Green.Spawn(() =>
+            {
+                _ = stream.Read(new byte[100], 0, 100);
+                returned = true;
+            });
+            Green.Sleep(TimeSpan.FromMilliseconds(200));
+            Assert.That(ticks, Is.GreaterThan(5), "the hub kept running while the read waited");
+            reader.Kill(block: true, timeout: TimeSpan.FromSeconds(10));
+            Assert.That(reader.Dead, Is.True);
+            Assert.That(returned, Is.False);
+            ticker.Kill();
+
+            // The thread-pool read is still waiting for data: give it some, so it ends (into the abandoned buffer).
+            stream.Write(new byte[] { 1, 2, 3 });
+        }
+        finally
+        {
+            File.Delete(fifo);
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "mkfifo", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int MkFifo(string path, int mode);
+
+    [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
+    private static partial long Lseek(SafeFileHandle fd, long offset, int whence);
+
+    [LibraryImport("libc", EntryPoint = "posix_fadvise")]
+    private static partial int PosixFadvise(SafeFileHandle fd, long offset, long length, int advice);
+}
