@@ -1,5 +1,4 @@
 using System.Reflection;
-using GreenRuntime.Io;
 using GreenRuntime.Scheduling;
 using Microsoft.Win32.SafeHandles;
 
