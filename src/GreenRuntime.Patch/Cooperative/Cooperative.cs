@@ -68,38 +68,6 @@ internal static class Cooperative
     public static bool Park(Hub hub, Task task, TimeSpan? timeout, WaitReason reason, CancellationTokenSource? cancel = null, bool drain = false) =>
         Parking.WaitForTask(task, timeout, reason, cancel, drain);
 
-    /// <summary>Cancels, swallowing what a cancellation callback throws (it is the operation's business, not ours).</summary>
-    public static void CancelQuietly(CancellationTokenSource? cancel)
-    {
-        if (cancel is null) return;
-        try
-        {
-            cancel.Cancel();
-        }
-        catch (AggregateException)
-        {
-        }
-        catch (ObjectDisposedException)
-        {
-        }
-    }
-
-    /// <summary>Blocks the thread (not cooperatively) until <paramref name="task"/> has finished, ignoring its outcome.</summary>
-    public static void WaitBlocking(Task task)
-    {
-        if (task.IsCompleted) return;
-        using (Bypass())
-        {
-            try
-            {
-                task.Wait();
-            }
-            catch (AggregateException)
-            {
-            }
-        }
-    }
-
     /// <summary>Socket timeouts: 0 and -1 mean infinite.</summary>
     public static TimeSpan? SocketTimeout(int milliseconds) => milliseconds <= 0 ? null : TimeSpan.FromMilliseconds(milliseconds);
 

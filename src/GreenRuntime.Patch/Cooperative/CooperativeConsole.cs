@@ -36,7 +36,7 @@ internal static class CooperativeConsole
         if (hub is null)
         {
             if (leftover is null) return original(reader);
-            Cooperative.WaitBlocking(leftover);
+            Parking.WaitBlocking(leftover);
             return leftover.GetAwaiter().GetResult();
         }
         var read = leftover ?? Task.Run(() => original(reader));

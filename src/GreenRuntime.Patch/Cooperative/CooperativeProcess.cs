@@ -48,7 +48,7 @@ internal static class CooperativeProcess
         var exited = process.WaitForExitAsync(cancel.Token);
         if (!Cooperative.Park(hub, exited, Cooperative.WaitTimeout(milliseconds), WaitReason.Other, cancel))
         {
-            Cooperative.CancelQuietly(cancel);
+            Parking.CancelQuietly(cancel);
             return WaitInt.Call(process, 0);
         }
         if (exited.IsFaulted) _ = exited.Exception;

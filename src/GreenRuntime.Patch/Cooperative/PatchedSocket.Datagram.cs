@@ -108,8 +108,8 @@ internal static partial class PatchedSocket
         if (send.IsFaulted && send.Exception!.InnerException is not SocketException) return null; // a validation failure: the original's exception
         if (!Cooperative.Park(hub, send, SendTimeout(s), WaitReason.Socket, cancel, drain: true))
         {
-            Cooperative.CancelQuietly(cancel);
-            Cooperative.WaitBlocking(send);
+            Parking.CancelQuietly(cancel);
+            Parking.WaitBlocking(send);
             if (!send.IsCompletedSuccessfully) throw new SocketException((int)SocketError.TimedOut);
         }
         return send.GetAwaiter().GetResult(); // a SocketException as the original throws it

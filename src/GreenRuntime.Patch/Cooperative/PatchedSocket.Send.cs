@@ -80,8 +80,8 @@ internal static partial class PatchedSocket
         // drain: the file stays open until the operation is over, as with the original.
         if (!Cooperative.Park(hub, task, SendTimeout(s), WaitReason.Socket, cancel, drain: true))
         {
-            Cooperative.CancelQuietly(cancel);
-            Cooperative.WaitBlocking(task);
+            Parking.CancelQuietly(cancel);
+            Parking.WaitBlocking(task);
             if (!task.IsCompletedSuccessfully) throw new SocketException((int)SocketError.TimedOut);
         }
         task.GetAwaiter().GetResult();

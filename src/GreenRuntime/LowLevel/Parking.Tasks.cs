@@ -46,8 +46,10 @@ public static partial class Parking
         return task.IsCompleted;
     }
 
-    /// <summary>Cancels, swallowing what a cancellation callback throws (it is the operation's business) and a disposed source.</summary>
-    internal static void CancelQuietly(CancellationTokenSource? cancel)
+    /// <summary>Cancels an operation that a kill or a timeout interrupted, swallowing what a cancellation callback throws
+    /// (it is the operation's business) and a source already disposed. Null does nothing.</summary>
+    /// <param name="cancel">The operation's cancellation source.</param>
+    public static void CancelQuietly(CancellationTokenSource? cancel)
     {
         if (cancel is null) return;
         try
@@ -62,8 +64,11 @@ public static partial class Parking
         }
     }
 
-    /// <summary>Blocks the thread (not cooperatively) until <paramref name="task"/> has finished, ignoring its outcome.</summary>
-    internal static void WaitBlocking(Task task)
+    /// <summary>Blocks the thread (not cooperatively, inside <see cref="SuppressCooperation"/>) until <paramref name="task"/>
+    /// has finished, ignoring its outcome: for an interrupted operation that may still use memory the caller is about to
+    /// give back (a pooled buffer), after <see cref="CancelQuietly"/> made it end soon.</summary>
+    /// <param name="task">The interrupted operation.</param>
+    public static void WaitBlocking(Task task)
     {
         if (task.IsCompleted) return;
         using (SuppressCooperation())

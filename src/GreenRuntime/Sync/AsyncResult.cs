@@ -136,21 +136,8 @@ public sealed class AsyncResult<T> : IGreenWaitable
         return Result();
     }
 
-    IDisposable IGreenWaitable.Subscribe(Action onReady)
-    {
-        var w = Waiter<bool>.ForCallback(_lock, _ => onReady());
-        _lock.Enter();
-        bool now = _ready;
-        if (!now) _waiters.AddLast(w);
-        _lock.Exit();
-        if (now) onReady();
-        return new Unsubscriber(() =>
-        {
-            _lock.Enter();
-            _waiters.Remove(w);
-            _lock.Exit();
-        });
-    }
+    IDisposable IGreenWaitable.Subscribe(Action onReady) =>
+        Blocking.SubscribeFlag(this, _lock, _waiters, static self => self._ready, onReady);
 
     /// <summary>Describes the result for logs.</summary>
     public override string ToString() => $"<AsyncResult {(!_ready ? "pending" : _error == null ? "value" : "exception")}>";

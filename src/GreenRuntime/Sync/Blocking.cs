@@ -149,6 +149,26 @@ internal static class Blocking
     internal static Hub? CallerHub() => Hub.CurrentOrNull;
 
     /// <summary>
+    /// <see cref="IGreenWaitable.Subscribe"/> for a flag-like primitive (Event, AsyncResult): <paramref name="onReady"/>
+    /// runs at once when the flag is set (read under the lock), otherwise when a set serves the callback waiter.
+    /// </summary>
+    internal static IDisposable SubscribeFlag<TPrimitive>(TPrimitive primitive, SyncLock lk, WaiterList<bool> waiters, Func<TPrimitive, bool> isSet, Action onReady)
+    {
+        var w = Waiter<bool>.ForCallback(lk, _ => onReady());
+        lk.Enter();
+        bool now = isSet(primitive);
+        if (!now) waiters.AddLast(w);
+        lk.Exit();
+        if (now) onReady();
+        return new Unsubscriber(() =>
+        {
+            lk.Enter();
+            waiters.Remove(w);
+            lk.Exit();
+        });
+    }
+
+    /// <summary>
     /// The Task-form wait of a flag-like primitive (Event, AsyncResult): true at once when the flag is set (read under
     /// the lock), otherwise a Task waiter linked into <paramref name="waiters"/> and armed. Pass a static lambda as
     /// <paramref name="isSet"/>, so the call allocates no closure.

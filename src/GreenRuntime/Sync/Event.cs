@@ -82,21 +82,8 @@ public sealed class Event : IGreenWaitable
     public Task<bool> WaitAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default)
         => Blocking.WaitFlagAsync(this, _lock, _waiters, static self => self._flag, timeout, cancellationToken);
 
-    IDisposable IGreenWaitable.Subscribe(Action onReady)
-    {
-        var w = Waiter<bool>.ForCallback(_lock, _ => onReady());
-        _lock.Enter();
-        bool now = _flag;
-        if (!now) _waiters.AddLast(w);
-        _lock.Exit();
-        if (now) onReady();
-        return new Unsubscriber(() =>
-        {
-            _lock.Enter();
-            _waiters.Remove(w);
-            _lock.Exit();
-        });
-    }
+    IDisposable IGreenWaitable.Subscribe(Action onReady) =>
+        Blocking.SubscribeFlag(this, _lock, _waiters, static self => self._flag, onReady);
 
     /// <summary>Describes the event for logs.</summary>
     public override string ToString() => $"<Event {(IsSet ? "set" : "clear")}>";
