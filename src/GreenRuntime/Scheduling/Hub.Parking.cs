@@ -11,6 +11,7 @@
 // losers are told (false) so they can clean up. Code between steps 1 and 3 must not block; if it throws,
 // it calls CancelPark.
 
+using System.Diagnostics;
 using GreenRuntime.Scheduling;
 
 namespace GreenRuntime;
@@ -34,6 +35,10 @@ public sealed partial class Hub
             if ((g.KillException != null || g.ExpiredTimeouts > 0) && g.StickyException() is { } sticky)
                 throw sticky;
         }
+        // One park at a time: a second BeginPark before the first one's EndPark (code between the steps that blocked)
+        // would overwrite the first park's token, and its waker would never resume anyone.
+        Debug.Assert(g.State is not (GreenletState.Parked or GreenletState.Ready),
+            $"Invariant broken: {g} began a park ({reason}) while its park for {g.WaitReason} had not ended; code between BeginPark and EndPark must not block.");
         g.State = GreenletState.Parked;
         g.WaitReason = reason;
         g.ParkedAt = _time.GetTimestamp();
