@@ -52,7 +52,7 @@ internal static partial class PatchedSocket
     public static int SendTo(Socket s, byte[] buffer, int offset, int size, SocketFlags socketFlags, EndPoint remoteEP)
     {
         var hub = Cooperative.ParkingHub();
-        if (hub is null || !MayPark(s) || buffer is null || remoteEP is null || (uint)offset > (uint)buffer.Length || (uint)size > (uint)(buffer.Length - offset))
+        if (hub is null || !MayPark(s) || remoteEP is null || !IsSlice(buffer, offset, size))
             return SendToArray.Call(s, buffer!, offset, size, socketFlags, remoteEP!);
         return SendToParked(hub, s, buffer.AsMemory(offset, size), socketFlags, remoteEP, null)
             ?? SendToArray.Call(s, buffer, offset, size, socketFlags, remoteEP);

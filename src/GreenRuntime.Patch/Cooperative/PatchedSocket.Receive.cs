@@ -10,25 +10,21 @@ internal static partial class PatchedSocket
 {
     public static int Receive(Socket s, byte[] buffer, int offset, int size, SocketFlags socketFlags, out SocketError errorCode)
     {
-        var hub = Cooperative.ParkingHub();
-        if (hub is null || !MayPark(s) || buffer is null || size == 0
-            || (uint)offset > (uint)buffer.Length || (uint)size > (uint)(buffer.Length - offset))
+        if (!Cooperates(s) || !IsSlice(buffer, offset, size) || size == 0)
             return ReceiveArray.Call(s, buffer!, offset, size, socketFlags, out errorCode);
         return Layer.Receive(s, buffer.AsSpan(offset, size), socketFlags, ReceiveTimeout(s), out errorCode);
     }
 
     public static int Receive(Socket s, Span<byte> buffer, SocketFlags socketFlags, out SocketError errorCode)
     {
-        var hub = Cooperative.ParkingHub();
-        if (hub is null || !MayPark(s) || buffer.IsEmpty)
+        if (!Cooperates(s) || buffer.IsEmpty)
             return ReceiveSpan.Call(s, buffer, socketFlags, out errorCode);
         return Layer.Receive(s, buffer, socketFlags, ReceiveTimeout(s), out errorCode);
     }
 
     public static int Receive(Socket s, IList<ArraySegment<byte>> buffers, SocketFlags socketFlags, out SocketError errorCode)
     {
-        var hub = Cooperative.ParkingHub();
-        if (hub is null || !MayPark(s) || buffers is null || buffers.Count == 0)
+        if (!Cooperates(s) || buffers is null || buffers.Count == 0)
             return ReceiveList.Call(s, buffers!, socketFlags, out errorCode);
         var ready = Layer.WaitReadable(s, ReceiveTimeout(s));
         if (ready != SocketError.Success)

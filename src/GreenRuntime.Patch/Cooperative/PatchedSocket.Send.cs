@@ -10,24 +10,21 @@ internal static partial class PatchedSocket
 {
     public static int Send(Socket s, byte[] buffer, int offset, int size, SocketFlags socketFlags, out SocketError errorCode)
     {
-        var hub = Cooperative.ParkingHub();
-        if (hub is null || !MayPark(s) || buffer is null || size == 0 || (uint)offset > (uint)buffer.Length || (uint)size > (uint)(buffer.Length - offset))
+        if (!Cooperates(s) || !IsSlice(buffer, offset, size) || size == 0)
             return SendArray.Call(s, buffer!, offset, size, socketFlags, out errorCode);
         return Layer.Send(s, buffer.AsSpan(offset, size), socketFlags, SendTimeout(s), out errorCode);
     }
 
     public static int Send(Socket s, ReadOnlySpan<byte> buffer, SocketFlags socketFlags, out SocketError errorCode)
     {
-        var hub = Cooperative.ParkingHub();
-        if (hub is null || !MayPark(s) || buffer.IsEmpty)
+        if (!Cooperates(s) || buffer.IsEmpty)
             return SendSpan.Call(s, buffer, socketFlags, out errorCode);
         return Layer.Send(s, buffer, socketFlags, SendTimeout(s), out errorCode);
     }
 
     public static int Send(Socket s, IList<ArraySegment<byte>> buffers, SocketFlags socketFlags, out SocketError errorCode)
     {
-        var hub = Cooperative.ParkingHub();
-        if (hub is null || !MayPark(s) || buffers is null || buffers.Count == 0)
+        if (!Cooperates(s) || buffers is null || buffers.Count == 0)
             return SendList.Call(s, buffers!, socketFlags, out errorCode);
         // SendAsync(IList) takes no CancellationToken, so a kill could not stop it: gather into one buffer.
         int total = 0;

@@ -64,6 +64,15 @@ internal static partial class PatchedSocket
     // Not Socket.Handle: reading it marks the handle as exposed, which changes how .NET treats the socket.
     private static bool MayPark(Socket s) => s.Blocking;
 
+    /// <summary>Whether a call on <paramref name="s"/> takes the cooperative path: on a greenlet that may park, and a
+    /// blocking socket (a non-blocking one must keep failing with WouldBlock, as the original does).</summary>
+    private static bool Cooperates(Socket s) => Cooperative.ParkingHub() is not null && MayPark(s);
+
+    /// <summary>Whether the arguments name a slice of an array; anything else goes to the original, which throws its own
+    /// exception for them.</summary>
+    private static bool IsSlice([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] byte[]? buffer, int offset, int size) =>
+        buffer is not null && (uint)offset <= (uint)buffer.Length && (uint)size <= (uint)(buffer.Length - offset);
+
     private static TimeSpan? ReceiveTimeout(Socket s) => Cooperative.SocketTimeout(s.ReceiveTimeout);
 
     private static TimeSpan? SendTimeout(Socket s) => Cooperative.SocketTimeout(s.SendTimeout);

@@ -252,7 +252,7 @@ internal sealed class HttpConnection
             {
                 case true: break;
                 case false: return 0;
-                case null when _idleWithoutCarrier:
+                case null when Parking.ParkingHubSilent() is not null: // nothing there yet: idle, not off a hub
                     switch (AwaitNextRequestBriefly())
                     {
                         case true: break;
@@ -377,7 +377,7 @@ internal sealed class HttpConnection
     private long _quietSince;
 
     /// <summary>The keep-alive time left after the grace on the serving greenlet.</summary>
-    public TimeSpan KeepAliveLeft => _options.KeepAliveTimeout - _time.GetElapsedTime(_quietSince);
+    private TimeSpan KeepAliveLeft => _options.KeepAliveTimeout - _time.GetElapsedTime(_quietSince);
 
     /// <summary>Waits up to the grace with the carrier: true when bytes came, false when the connection ended, null
     /// when it stayed quiet (go idle without a carrier).</summary>
@@ -399,17 +399,12 @@ internal sealed class HttpConnection
         return FillNow() is { } got ? got : null;
     }
 
-    /// <summary>Whether the connection can go idle without a carrier: it runs on a greenlet that may park (set by
-    /// <see cref="FillNow"/>; off a hub the blocking path waits for the next request instead).</summary>
-    private bool _idleWithoutCarrier;
-
     /// <summary>One receive that never waits: true when bytes came, false when the client closed its side, null when
     /// nothing is there yet (or this is not a greenlet that may park).</summary>
     /// <exception cref="SocketException">The connection failed.</exception>
     private bool? FillNow()
     {
-        _idleWithoutCarrier = Parking.ParkingHubSilent() is not null;
-        if (!_idleWithoutCarrier) return null;
+        if (Parking.ParkingHubSilent() is null) return null; // off a hub: the blocking path waits for the next request
         int n = CooperativeSocket.ReceiveNow(_io.Socket, _buffer.AsSpan(_end), out var error);
         if (n < 0) return null;
         if (error != SocketError.Success) throw new SocketException((int)error);

@@ -53,10 +53,7 @@ internal static class Blocking
         }
         catch
         {
-            lk.Enter();
-            if (w.State == WaiterState.Served) onServedButInterrupted?.Invoke(w);
-            else Withdraw(list, w);
-            lk.Exit();
+            Interrupted(lk, list, w, onServedButInterrupted);
             throw;
         }
         finally
@@ -86,6 +83,16 @@ internal static class Blocking
         }
     }
 
+    /// <summary>A wait that ends with an exception: the waiter leaves the list, or, if it was served in the meantime,
+    /// the primitive takes its item back.</summary>
+    private static void Interrupted<T>(SyncLock lk, WaiterList<T> list, Waiter<T> w, Action<Waiter<T>>? onServedButInterrupted)
+    {
+        lk.Enter();
+        if (w.State == WaiterState.Served) onServedButInterrupted?.Invoke(w);
+        else Withdraw(list, w);
+        lk.Exit();
+    }
+
     private static void Withdraw<T>(WaiterList<T> list, Waiter<T> w)
     {
         if (w.State == WaiterState.Pending) w.State = WaiterState.TimedOut;
@@ -104,10 +111,7 @@ internal static class Blocking
         }
         catch
         {
-            lk.Enter();
-            if (w.State == WaiterState.Served) onServedButInterrupted?.Invoke(w);
-            else Withdraw(list, w);
-            lk.Exit();
+            Interrupted(lk, list, w, onServedButInterrupted);
             throw;
         }
         return Resolve(lk, list, w, null);
