@@ -30,20 +30,19 @@ internal static class Trampoline
     private const int BackwardScanBytes = 4096;
 
     /// <summary>The instructions a jump of <see cref="RuntimeLayout.JumpSize"/> bytes at a body would overwrite.</summary>
-    internal sealed class Prologue(nint body, List<Instruction> instructions, List<ConstantOffsets> offsets, byte[] bytes)
+    internal sealed class Prologue(nint body, DecodedInstruction[] instructions, byte[] bytes)
     {
         public nint Body { get; } = body;
-        public List<Instruction> Instructions { get; } = instructions;
 
-        /// <summary>Where each instruction's displacement and immediates are, in the decoder's words.</summary>
-        public List<ConstantOffsets> Offsets { get; } = offsets;
+        /// <summary>Each is <see cref="InstructionKind.Next"/> or <see cref="InstructionKind.ConditionalBranch"/>, or
+        /// <see cref="InstructionKind.Unknown"/> for one only Iced can relocate.</summary>
+        public DecodedInstruction[] Instructions { get; } = instructions;
 
         /// <summary>The covered bytes as they were when decoded (at least the jump size).</summary>
         public byte[] Bytes { get; } = bytes;
 
         /// <summary>Bytes covered by <see cref="Instructions"/> (at least the jump size).</summary>
         public int Length => Bytes.Length;
-
     }
 
     /// <summary>
@@ -53,25 +52,89 @@ internal static class Trampoline
     /// <param name="body">The body's first byte.</param>
     /// <param name="methodName">For messages.</param>
     /// <param name="methodDesc">The method's MethodDesc, to read the body's length from its code header (0: unknown).</param>
+    /// <remarks>
+    /// The engine's own decoder (<see cref="X64Decoder"/>) reads the usual prologue; anything else (a call, a
+    /// return, an instruction it leaves to Iced) is decoded again by Iced, which accepts or refuses it with a
+    /// message naming the instruction.
+    /// </remarks>
     public static unsafe Prologue Analyze(nint body, string methodName, nint methodDesc = 0)
     {
-        var reader = new UnsafeCodeReader((byte*)body, 64);
+        DecodedInstruction[] instructions = DecodeQuickly(body, methodName) ?? DecodeWithIced(body, methodName);
+        int length = 0;
+        foreach (DecodedInstruction instruction in instructions)
+        {
+            length += instruction.Length;
+        }
+
+        CheckNoBranchIntoPrologue(body, length, methodName, methodDesc);
+        return new Prologue(body, instructions, new ReadOnlySpan<byte>((void*)body, length).ToArray());
+    }
+
+    /// <summary>
+    /// The covered instructions when <see cref="X64Decoder"/> knows them all, or null when one needs Iced; refuses
+    /// what cannot be relocated.
+    /// </summary>
+    private static unsafe DecodedInstruction[]? DecodeQuickly(nint body, string methodName)
+    {
+        Span<DecodedInstruction> found = stackalloc DecodedInstruction[RuntimeLayout.JumpSize];
+        int count = 0, length = 0;
+        while (length < RuntimeLayout.JumpSize)
+        {
+            byte* at = (byte*)body + length;
+            DecodedInstruction instruction = X64Decoder.Decode(at, MaxTrampolineBytes - length, body + length);
+            switch (instruction.Kind)
+            {
+                case InstructionKind.Unknown:
+                    return null;
+                case InstructionKind.Next:
+                    break;
+                case InstructionKind.ConditionalBranch when TargetsOverwrittenBytes(instruction.BranchTarget, body):
+                    throw BranchIntoOverwrittenBytes(methodName);
+                case InstructionKind.ConditionalBranch:
+                    break;
+                case InstructionKind.Call:
+                    throw CallInPrologue(methodName, Describe(X64Decoder.Mnemonic(at, instruction), at, instruction.Length));
+                default:
+                    throw BodyTooSmall(methodName, Describe(X64Decoder.Mnemonic(at, instruction), at, instruction.Length), length);
+            }
+
+            found[count++] = instruction;
+            length += instruction.Length;
+        }
+
+        return found[..count].ToArray();
+    }
+
+    private static unsafe DecodedInstruction[] DecodeWithIced(nint body, string methodName)
+    {
+        var reader = new UnsafeCodeReader((byte*)body, MaxTrampolineBytes);
         var decoder = Decoder.Create(64, reader, (ulong)body, DecoderOptions.None);
-        var instructions = new List<Instruction>();
-        var offsets = new List<ConstantOffsets>();
+        var instructions = new List<DecodedInstruction>();
         int length = 0;
         while (length < RuntimeLayout.JumpSize)
         {
             decoder.Decode(out Instruction instruction);
             CheckRelocatable(instruction, body, length, methodName);
-            instructions.Add(instruction);
-            offsets.Add(decoder.GetConstantOffsets(instruction));
+            ConstantOffsets offsets = decoder.GetConstantOffsets(instruction);
+            bool conditional = instruction.FlowControl == FlowControl.ConditionalBranch;
+            bool ripRelative = instruction.IsIPRelativeMemoryOperand && offsets.DisplacementSize == 4;
+
+            // Relocatable by copying: plain instructions (RIP-relative ones re-based) and Jcc; the rest only by Iced's encoder.
+            InstructionKind kind = conditional ? InstructionKind.ConditionalBranch
+                : instruction.IsIPRelativeMemoryOperand && !ripRelative ? InstructionKind.Unknown
+                : InstructionKind.Next;
+            instructions.Add(new DecodedInstruction(instruction.Length, kind, conditional ? (long)instruction.NearBranchTarget : 0,
+                ripRelative ? offsets.DisplacementOffset : -1));
             length += instruction.Length;
         }
 
-        CheckNoBranchIntoPrologue(body, length, methodName, methodDesc);
-        return new Prologue(body, instructions, offsets, new ReadOnlySpan<byte>((void*)body, length).ToArray());
+        return instructions.ToArray();
     }
+
+    /// <summary>A branch into the bytes the jump overwrites (or just past them, where a relocated copy would not
+    /// reach) cannot be relocated.</summary>
+    private static bool TargetsOverwrittenBytes(long target, nint body) =>
+        (ulong)target > (ulong)body && (ulong)target < (ulong)body + RuntimeLayout.JumpSize + 15;
 
     /// <summary>Trampolines by body: a body restored by Dispose has exactly its old bytes, so its trampoline is reused.</summary>
     private static readonly Dictionary<nint, nint> TrampolinesByBody = new();
@@ -116,19 +179,18 @@ internal static class Trampoline
     {
         var code = new List<byte>(MaxTrampolineBytes);
         int at = 0; // offset in the prologue
-        for (int i = 0; i < prologue.Instructions.Count; i++)
+        foreach (DecodedInstruction instruction in prologue.Instructions)
         {
-            Instruction instruction = prologue.Instructions[i];
             ReadOnlySpan<byte> bytes = prologue.Bytes.AsSpan(at, instruction.Length);
             long end = (long)address + code.Count + instruction.Length; // where this instruction ends in the trampoline
-            if (instruction.FlowControl == FlowControl.ConditionalBranch)
+            if (instruction.Kind == InstructionKind.ConditionalBranch)
             {
                 // Jcc rel8 is 7x cb, Jcc rel32 is 0F 8x cd (x: the condition). Prefixed forms and other
                 // conditional branches (jrcxz, loop) are left to the encoder.
                 int condition = bytes.Length == 2 && (bytes[0] & 0xF0) == 0x70 ? bytes[0] & 0x0F
                     : bytes.Length == 6 && bytes[0] == 0x0F && (bytes[1] & 0xF0) == 0x80 ? bytes[1] & 0x0F
                     : -1;
-                long distance = (long)instruction.NearBranchTarget - ((long)address + code.Count + 6);
+                long distance = instruction.BranchTarget - ((long)address + code.Count + 6);
                 if (condition < 0 || distance is < int.MinValue or > int.MaxValue)
                 {
                     return null;
@@ -138,21 +200,21 @@ internal static class Trampoline
                 code.Add((byte)(0x80 | condition));
                 code.AddRange(BitConverter.GetBytes((int)distance));
             }
-            else if (instruction.IsIPRelativeMemoryOperand)
+            else if (instruction is { Kind: InstructionKind.Next, IsRipRelative: true })
             {
-                // disp32 is relative to the end of the instruction.
-                ConstantOffsets offsets = prologue.Offsets[i];
-                long displacement = (long)instruction.IPRelativeMemoryAddress - end;
-                if (offsets.DisplacementSize != 4 || displacement is < int.MinValue or > int.MaxValue)
+                // disp32 is relative to the end of the instruction, in the body and in the trampoline.
+                long target = (long)prologue.Body + at + instruction.Length + BitConverter.ToInt32(bytes.Slice(instruction.RipDisplacementOffset, 4));
+                long displacement = target - end;
+                if (displacement is < int.MinValue or > int.MaxValue)
                 {
                     return null;
                 }
 
                 int start = code.Count;
                 code.AddRange(bytes);
-                BitConverter.TryWriteBytes(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(code).Slice(start + offsets.DisplacementOffset, 4), (int)displacement);
+                BitConverter.TryWriteBytes(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(code).Slice(start + instruction.RipDisplacementOffset, 4), (int)displacement);
             }
-            else if (instruction.FlowControl == FlowControl.Next)
+            else if (instruction.Kind == InstructionKind.Next)
             {
                 code.AddRange(bytes);
             }
@@ -175,10 +237,15 @@ internal static class Trampoline
     /// </summary>
     private static byte[] Reencode(Prologue prologue, nint address)
     {
-        var block = new List<Instruction>(prologue.Instructions)
+        var decoder = Decoder.Create(64, new ByteArrayCodeReader(prologue.Bytes), (ulong)prologue.Body, DecoderOptions.None);
+        var block = new List<Instruction>();
+        while (decoder.IP < (ulong)(prologue.Body + prologue.Length))
         {
-            Instruction.CreateBranch(Code.Jmp_rel32_64, (ulong)(prologue.Body + prologue.Length)),
-        };
+            decoder.Decode(out Instruction instruction);
+            block.Add(instruction);
+        }
+
+        block.Add(Instruction.CreateBranch(Code.Jmp_rel32_64, (ulong)(prologue.Body + prologue.Length)));
 
         var writer = new ByteWriter();
         if (!BlockEncoder.TryEncode(64, new InstructionBlock(writer, block, (ulong)address), out string? error, out _))
@@ -225,8 +292,9 @@ internal static class Trampoline
         return stub;
     }
 
-    private static void CheckRelocatable(in Instruction instruction, nint body, int offset, string methodName)
+    private static unsafe void CheckRelocatable(in Instruction instruction, nint body, int offset, string methodName)
     {
+        byte* at = (byte*)body + offset;
         if (instruction.IsInvalid)
         {
             throw new NotSupportedException(
@@ -238,11 +306,9 @@ internal static class Trampoline
             case FlowControl.Next:
                 break;
             case FlowControl.ConditionalBranch:
-                ulong target = instruction.NearBranchTarget;
-                if (target > (ulong)body && target < (ulong)body + RuntimeLayout.JumpSize + 15)
+                if (TargetsOverwrittenBytes((long)instruction.NearBranchTarget, body))
                 {
-                    throw new NotSupportedException(
-                        $"Cannot detour {methodName}: a branch in its first bytes targets the bytes the jump would overwrite.");
+                    throw BranchIntoOverwrittenBytes(methodName);
                 }
 
                 break;
@@ -251,19 +317,27 @@ internal static class Trampoline
             case FlowControl.IndirectBranch:
             case FlowControl.Interrupt:
             case FlowControl.Exception:
-                throw new NotSupportedException(
-                    $"Cannot detour {methodName}: its body is too small for a {RuntimeLayout.JumpSize}-byte jump " +
-                    $"(it ends with '{Describe(instruction, body + offset)}' at offset {offset}). Detour a larger method that calls it.");
+                throw BodyTooSmall(methodName, Describe(instruction.Mnemonic.ToString().ToLowerInvariant(), at, instruction.Length), offset);
             case FlowControl.Call:
             case FlowControl.IndirectCall:
-                throw new NotSupportedException(
-                    $"Cannot detour {methodName}: the first {RuntimeLayout.JumpSize} bytes of its body contain a call " +
-                    $"('{Describe(instruction, body + offset)}'); relocating it would put a return address the runtime cannot unwind on the stack.");
+                throw CallInPrologue(methodName, Describe(instruction.Mnemonic.ToString().ToLowerInvariant(), at, instruction.Length));
             default:
                 throw new NotSupportedException(
-                    $"Cannot detour {methodName}: the instruction '{Describe(instruction, body + offset)}' at body offset {offset} cannot be relocated.");
+                    $"Cannot detour {methodName}: the instruction '{Describe(instruction.Mnemonic.ToString().ToLowerInvariant(), at, instruction.Length)}' " +
+                    $"at body offset {offset} cannot be relocated.");
         }
     }
+
+    private static NotSupportedException BranchIntoOverwrittenBytes(string methodName) => new(
+        $"Cannot detour {methodName}: a branch in its first bytes targets the bytes the jump would overwrite.");
+
+    private static NotSupportedException BodyTooSmall(string methodName, string instruction, int offset) => new(
+        $"Cannot detour {methodName}: its body is too small for a {RuntimeLayout.JumpSize}-byte jump " +
+        $"(it ends with '{instruction}' at offset {offset}). Detour a larger method that calls it.");
+
+    private static NotSupportedException CallInPrologue(string methodName, string instruction) => new(
+        $"Cannot detour {methodName}: the first {RuntimeLayout.JumpSize} bytes of its body contain a call " +
+        $"('{instruction}'); relocating it would put a return address the runtime cannot unwind on the stack.");
 
     /// <summary>
     /// Scans the rest of the body for a branch back into the overwritten bytes (possible when the prologue is
@@ -286,13 +360,40 @@ internal static class Trampoline
         CodeMemory.Region? region = CodeMemory.FindRegion(body);
         int limit = bodySize ?? (region is { } r ? (int)Math.Min(BackwardScanBytes, (long)(r.End - (ulong)body)) : length);
 
-        var decoder = Decoder.Create(64, new UnsafeCodeReader((byte*)body, limit), (ulong)body, DecoderOptions.None);
+        // The engine's decoder reads what it knows; from the first instruction it leaves to Iced on, Iced reads the rest.
+        int offset = 0;
+        while (offset < limit)
+        {
+            DecodedInstruction instruction = X64Decoder.Decode((byte*)body + offset, limit - offset, body + offset);
+            if (instruction.Kind == InstructionKind.Unknown)
+            {
+                ScanWithIced(body, offset, limit, length, bodySize is null, methodName);
+                return;
+            }
+
+            if (bodySize is null && IsPadding((byte*)body + offset, instruction.Length))
+            {
+                return;
+            }
+
+            if (instruction.Kind is InstructionKind.ConditionalBranch or InstructionKind.UnconditionalBranch)
+            {
+                CheckBranch(body, length, instruction.BranchTarget, body + offset, methodName);
+            }
+
+            offset += instruction.Length;
+        }
+    }
+
+    private static unsafe void ScanWithIced(nint body, int offset, int limit, int length, bool stopAtPadding, string methodName)
+    {
+        var decoder = Decoder.Create(64, new UnsafeCodeReader((byte*)body + offset, limit - offset), (ulong)(body + offset), DecoderOptions.None);
         ulong end = (ulong)body + (ulong)limit;
         while (decoder.IP < end)
         {
             ulong at = decoder.IP;
             decoder.Decode(out Instruction instruction);
-            if (instruction.IsInvalid || (bodySize is null && (instruction.Code == Code.Int3 || (instruction.Length == 2 && *(ushort*)at == 0))))
+            if (instruction.IsInvalid || (stopAtPadding && (instruction.Code == Code.Int3 || IsPadding((byte*)at, instruction.Length))))
             {
                 return;
             }
@@ -300,14 +401,22 @@ internal static class Trampoline
             if (instruction.FlowControl is FlowControl.ConditionalBranch or FlowControl.UnconditionalBranch
                 && instruction.Op0Kind is OpKind.NearBranch64)
             {
-                ulong target = instruction.NearBranchTarget;
-                if (target > (ulong)body && target < (ulong)body + (ulong)length)
-                {
-                    throw new NotSupportedException(
-                        $"Cannot detour {methodName}: its code branches back into its first {length} bytes " +
-                        $"(from 0x{instruction.IP:x}), which the jump would overwrite.");
-                }
+                CheckBranch(body, length, (long)instruction.NearBranchTarget, (nint)at, methodName);
             }
+        }
+    }
+
+    /// <summary>int3, or <c>00 00</c> (<c>add [rax], al</c>, which the JIT never emits and which is what the gap
+    /// before the next method's code header decodes as).</summary>
+    private static unsafe bool IsPadding(byte* at, int length) => (length == 1 && *at == 0xCC) || (length == 2 && *(ushort*)at == 0);
+
+    private static void CheckBranch(nint body, int length, long target, nint from, string methodName)
+    {
+        if ((ulong)target > (ulong)body && (ulong)target < (ulong)body + (ulong)length)
+        {
+            throw new NotSupportedException(
+                $"Cannot detour {methodName}: its code branches back into its first {length} bytes " +
+                $"(from 0x{from:x}), which the jump would overwrite.");
         }
     }
 
@@ -315,8 +424,8 @@ internal static class Trampoline
     /// The instruction for a message: its mnemonic and bytes ("call, E8 1B 2C 00 00"). Iced's formatter would
     /// print operands, but its first use costs ~70 JIT compiles, paid by every process with a refused method.
     /// </summary>
-    private static unsafe string Describe(in Instruction instruction, nint at) =>
-        $"{instruction.Mnemonic.ToString().ToLowerInvariant()}, {BitConverter.ToString(new ReadOnlySpan<byte>((void*)at, instruction.Length).ToArray()).Replace('-', ' ')}";
+    private static unsafe string Describe(string mnemonic, byte* at, int length) =>
+        $"{mnemonic}, {BitConverter.ToString(new ReadOnlySpan<byte>(at, length).ToArray()).Replace('-', ' ')}";
 
     /// <summary>Reads code bytes straight from memory, never past <c>limit</c>.</summary>
     private sealed unsafe class UnsafeCodeReader(byte* start, int limit) : CodeReader

@@ -77,9 +77,26 @@ public class MachineCodeTests
         Assert.That((function(0), function(5)), Is.EqualTo((2, 1)), "the synthetic function itself");
 
         Trampoline.Prologue prologue = Trampoline.Analyze(body, "synthetic");
-        Assert.That(prologue.Instructions.Any(i => i.FlowControl == FlowControl.ConditionalBranch), Is.True);
+        Assert.That(prologue.Instructions.Any(i => i.Kind == InstructionKind.ConditionalBranch), Is.True);
         var relocated = (delegate* unmanaged<int, int>)Trampoline.Build(prologue);
         Assert.That((relocated(0), relocated(5)), Is.EqualTo((2, 1)), "the widened jump must reach the same target in the body");
+    }
+
+    [Test]
+    public unsafe void PrologueOnlyIcedCanRelocateIsReencodedAndRuns()
+    {
+        // mov rcx, rdi; jrcxz +20 (to 24); mov eax, 1; ret; nop x 12; 24: mov eax, 2; ret; int3. jrcxz has no rel32
+        // form and the engine's decoder leaves it to Iced, whose encoder rewrites it for the trampoline.
+        var code = new List<byte> { 0x48, 0x89, 0xF9, 0xE3, 19, 0xB8, 1, 0, 0, 0, 0xC3 };
+        code.AddRange(Enumerable.Repeat((byte)0x90, 24 - code.Count));
+        code.AddRange([0xB8, 2, 0, 0, 0, 0xC3, 0xCC, 0xCC]);
+        nint body = Synthetic(code.ToArray());
+        var function = (delegate* unmanaged<long, int>)body;
+        Assert.That((function(0), function(5)), Is.EqualTo((2, 1)), "the synthetic function itself");
+
+        Trampoline.Prologue prologue = Trampoline.Analyze(body, "synthetic");
+        var relocated = (delegate* unmanaged<long, int>)Trampoline.Build(prologue);
+        Assert.That((relocated(0), relocated(5)), Is.EqualTo((2, 1)), "the re-encoded jrcxz must reach the same target in the body");
     }
 
     /// <summary>
