@@ -74,17 +74,21 @@ internal sealed class HttpConnection
     private string _method = "", _target = "";
     private HttpResponse? _response;
 
-    public HttpConnection(HttpServer server, Socket socket, EndPoint remote, TimeProvider time)
+    public HttpConnection(HttpServer server, Socket socket, EndPoint remote, Hub hub)
     {
+        Hub = hub;
         _server = server;
         _options = server.Options;
         _io = new ConnectionSocket(socket);
         _remote = remote;
         _local = socket.LocalEndPoint!;
-        _time = time;
+        _time = hub.Options.TimeProvider;
         _buffer = [];
         Output = new OutputBuffer();
     }
+
+    /// <summary>The hub that accepted the connection and serves it for its whole life.</summary>
+    public Hub Hub { get; }
 
     /// <summary>The connection's own (stackless) greenlet: killing it ends the connection, idle or busy.</summary>
     public Greenlet Greenlet { get; private set; } = null!;
