@@ -44,7 +44,12 @@ internal static class HttpWorkloads
     public static Dictionary<string, double> GreenServerOnEveryCore(int port, int hubs)
     {
         Patch.All();
-        using var group = new HubGroup(hubs, new HubOptions { MaxBlockingTime = null });
+        using var group = new HubGroup(new HubGroupOptions
+        {
+            HubCount = hubs,
+            PinHubsToCpus = Environment.GetEnvironmentVariable("GR_PIN") == "1",
+            Hub = new HubOptions { MaxBlockingTime = null, SpinBeforeParking = Environment.GetEnvironmentVariable("GR_NOSPIN") != "1" },
+        });
         using var server = new HttpServer(new IPEndPoint(IPAddress.Loopback, port), Handle, new HttpServerOptions { Backlog = 1024, Hubs = group });
         server.Start();
         Console.WriteLine("READY");
