@@ -131,13 +131,16 @@ internal static class Harness
             "req_per_s", "req_per_s", "req_per_s", true, Latency, NeedsGevent: true),
         // HTTP on every core: the 20 ms blocking handler at 1,000 connections, ours on a group of one hub per CPU and on
         // one hub, Go with GOMAXPROCS = all CPUs; the neutral load client and wrk, each with context switches per request.
-        new("http_every_core_hubs", $"HTTP 20 ms blocking handler, {HttpEveryCore.Connections:N0} conns, neutral load client: ours `HttpServer` on a `HubGroup` of {Environment.ProcessorCount}; Go GOMAXPROCS={Environment.ProcessorCount}", "req/s", "≥ 1.0× Go, ≥ 1.6× one hub, p99 ≤ Go's",
+        new("http_every_core_hubs", $"HTTP 20 ms blocking handler, {HttpEveryCore.Connections:N0} conns, neutral load client: ours `HttpServer` on a `HubGroup` of {Environment.ProcessorCount} (`PinHubsToCpus`); Go GOMAXPROCS={Environment.ProcessorCount}", "req/s", "≥ 1.0× Go, ≥ 1.6× one hub, p99 ≤ Go's",
             HttpEveryCore.Neutral(HttpEveryCore.Ours(0)), HttpEveryCore.Neutral(HttpEveryCore.Gevent), HttpEveryCore.Neutral(HttpEveryCore.GoAllCpus),
+            "req_per_s", "req_per_s", "req_per_s", true, HttpRows),
+        new("http_every_core_unpinned", $"HTTP as above, ours on a `HubGroup` of {Environment.ProcessorCount} without `PinHubsToCpus`; Go GOMAXPROCS={Environment.ProcessorCount}", "req/s", "—",
+            HttpEveryCore.Neutral(HttpEveryCore.Ours(0, pinned: false)), null, HttpEveryCore.Neutral(HttpEveryCore.GoAllCpus),
             "req_per_s", "req_per_s", "req_per_s", true, HttpRows),
         new("http_every_core_onehub", $"HTTP as above, ours on one hub (the ratio's base); Go GOMAXPROCS={Environment.ProcessorCount}", "req/s", "—",
             HttpEveryCore.Neutral(HttpEveryCore.Ours(1)), HttpEveryCore.Neutral(HttpEveryCore.Gevent), HttpEveryCore.Neutral(HttpEveryCore.GoAllCpus),
             "req_per_s", "req_per_s", "req_per_s", true, HttpRows),
-        new("http_every_core_wrk_hubs", $"HTTP as above with wrk (`-t2 -c1000 -d10s`): ours on a `HubGroup` of {Environment.ProcessorCount}; Go GOMAXPROCS={Environment.ProcessorCount}", "req/s", "≥ Go's, p99 ≤ 1.5× Go's",
+        new("http_every_core_wrk_hubs", $"HTTP as above with wrk (`-t2 -c1000 -d10s --latency`, after 3 s of unmeasured wrk): ours on a `HubGroup` of {Environment.ProcessorCount} (`PinHubsToCpus`); Go GOMAXPROCS={Environment.ProcessorCount}", "req/s", "≥ Go's, p99 ≤ 1.5× Go's",
             HttpEveryCore.Wrk(HttpEveryCore.Ours(0)), HttpEveryCore.Wrk(HttpEveryCore.Gevent), HttpEveryCore.Wrk(HttpEveryCore.GoAllCpus),
             "req_per_s", "req_per_s", "req_per_s", true, HttpRows),
         new("http_every_core_wrk_onehub", $"HTTP with wrk as above, ours on one hub; Go GOMAXPROCS={Environment.ProcessorCount}", "req/s", "—",

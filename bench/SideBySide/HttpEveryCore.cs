@@ -18,9 +18,14 @@ internal static partial class HttpEveryCore
     private const double Warmup = 2, Duration = 5;
     private const int WrkSeconds = 10;
 
-    /// <summary>GreenRuntime's server on a group of <paramref name="hubs"/> hubs (0: one per CPU); 1 is the one-hub server.</summary>
-    public static Func<Anchors, int, Process?> Ours(int hubs) =>
-        (_, port) => Harness.StartOurs(hubs == 1 ? $"http_server {port}" : $"http_server_hubs {port} {hubs}");
+    /// <summary>An unmeasured wrk run before the measured one, for every system alike (the neutral client's warm-up):
+    /// the rows are the steady state; a cold server under wrk is bench/ColdStart's subject.</summary>
+    private const int WrkWarmupSeconds = 3;
+
+    /// <summary>GreenRuntime's server on a group of <paramref name="hubs"/> hubs (0: one per CPU), each hub and its carriers
+    /// pinned to one CPU or not; 1 is the one-hub server of the other HTTP rows.</summary>
+    public static Func<Anchors, int, Process?> Ours(int hubs, bool pinned = true) =>
+        (_, port) => Harness.StartOurs(hubs == 1 ? $"http_server {port}" : $"http_server_hubs {port} {hubs}{(pinned ? " pinned" : "")}");
 
     public static readonly Func<Anchors, int, Process?> Gevent =
         (a, port) => a.StartLocalGevent("http_server.py", port.ToString(CultureInfo.InvariantCulture));
@@ -57,7 +62,7 @@ internal static partial class HttpEveryCore
     /// <summary>The time the load client takes to open its connections before its warm-up starts (generous: they open in well under a second).</summary>
     private static readonly TimeSpan ConnectAllowance = TimeSpan.FromSeconds(0.5);
 
-    /// <summary><c>wrk -t2 -c1000 -d10s --latency</c> against a server, with the server's context switches per request.</summary>
+    /// <summary><c>wrk -t2 -c1000 -d10s --latency</c> against a server (after a 3 s warm-up run), with the server's context switches per request.</summary>
     public static Func<Anchors, ProcessResult> Wrk(Func<Anchors, int, Process?> start) => a =>
     {
         if (!File.Exists("/usr/bin/wrk")) return new ProcessResult(-1, "", "wrk is not installed (apt-get install wrk)");
@@ -66,6 +71,7 @@ internal static partial class HttpEveryCore
         if (server == null) return new ProcessResult(-1, "", "the server did not print READY");
         try
         {
+            Harness.Run("/usr/bin/wrk", $"-t2 -c{Connections} -d{WrkWarmupSeconds}s http://127.0.0.1:{port}/", "/", TimeSpan.FromSeconds(WrkWarmupSeconds + 60));
             long before = ContextSwitches(server.Id);
             var run = Harness.Run("/usr/bin/wrk", $"-t2 -c{Connections} -d{WrkSeconds}s --latency http://127.0.0.1:{port}/", "/", TimeSpan.FromSeconds(WrkSeconds + 60));
             long after = ContextSwitches(server.Id);

@@ -40,15 +40,16 @@ internal static class HttpWorkloads
     }
 
     /// <summary>The same server on a <see cref="HubGroup"/> of <paramref name="hubs"/> hubs (0: one per CPU), started from a
-    /// plain thread: each hub accepts on its own SO_REUSEPORT listener.</summary>
-    public static Dictionary<string, double> GreenServerOnEveryCore(int port, int hubs)
+    /// plain thread: each hub accepts on its own SO_REUSEPORT listener. <paramref name="pinned"/>: each hub and its
+    /// carriers on one CPU (<see cref="HubGroupOptions.PinHubsToCpus"/>).</summary>
+    public static Dictionary<string, double> GreenServerOnEveryCore(int port, int hubs, bool pinned)
     {
         Patch.All();
         using var group = new HubGroup(new HubGroupOptions
         {
             HubCount = hubs,
-            PinHubsToCpus = Environment.GetEnvironmentVariable("GR_PIN") == "1",
-            Hub = new HubOptions { MaxBlockingTime = null, SpinBeforeParking = Environment.GetEnvironmentVariable("GR_NOSPIN") != "1" },
+            PinHubsToCpus = pinned,
+            Hub = new HubOptions { MaxBlockingTime = null },
         });
         using var server = new HttpServer(new IPEndPoint(IPAddress.Loopback, port), Handle, new HttpServerOptions { Backlog = 1024, Hubs = group });
         server.Start();
