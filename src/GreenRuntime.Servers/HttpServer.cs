@@ -170,12 +170,14 @@ public sealed class HttpServer : IDisposable
             foreach (var idle in set.ToList()) idle.Greenlet.Kill(block: false);
     }
 
+    /// <summary>The set of <paramref name="hub"/>'s idle connections, which only that hub touches.</summary>
+    internal HashSet<HttpConnection> IdleSetOf(Hub hub) => _idle.GetOrAdd(hub, static _ => new HashSet<HttpConnection>());
+
     /// <summary>Records whether a connection is idle. On the connection's hub.</summary>
-    internal void SetIdle(HttpConnection connection, bool idle)
+    internal static void SetIdle(HttpConnection connection, bool idle)
     {
-        var set = _idle.GetOrAdd(connection.Hub, static _ => new HashSet<HttpConnection>());
-        if (idle) set.Add(connection);
-        else set.Remove(connection);
+        if (idle) connection.IdleSet.Add(connection);
+        else connection.IdleSet.Remove(connection);
     }
 
     // Not an async method: every state machine an idle connection keeps alive costs it memory.

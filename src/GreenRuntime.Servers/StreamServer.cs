@@ -302,7 +302,13 @@ public sealed class StreamServer : IDisposable
         bool stopped = false;
         try
         {
-            _stoppedEvent.Wait();
+            if (_hubs == null) _stoppedEvent.Wait();
+            else
+            {
+                // A group disposed while no accept loop runs (after StopAccepting) has nobody to report it: look now and then.
+                while (!_stoppedEvent.Wait(TimeSpan.FromSeconds(1)))
+                    if (_hubs.IsDisposed) StoppedByGroupDisposal();
+            }
             stopped = true;
         }
         finally

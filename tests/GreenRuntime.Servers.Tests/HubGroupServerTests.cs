@@ -331,4 +331,16 @@ public class HubGroupServerTests
         Assert.That(() => Connect(endPoint), Throws.InstanceOf<SocketException>(), "the listeners were closed");
         server.Stop(); // nothing left to do, and no exception
     }
+
+    [Test]
+    public void DisposingTheGroupUnderAServerThatStoppedAcceptingAlsoEndsServeForever()
+    {
+        var server = new StreamServer(AnyLoopbackPort, HubReporter(), hubs: _group);
+        server.Start();
+        server.StopAccepting();
+        var serving = Task.Run(server.ServeForever);
+        _group.Dispose();
+        Assert.That(serving.Wait(TimeSpan.FromSeconds(20)), Is.True, "ServeForever noticed the disposal without an accept loop to report it");
+        Assert.That(server.IsStopping, Is.True);
+    }
 }
