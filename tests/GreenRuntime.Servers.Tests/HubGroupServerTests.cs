@@ -91,7 +91,8 @@ public class HubGroupServerTests
             }
             return seen;
         });
-        if (!all.Wait(TimeSpan.FromSeconds(8))) Assert.Fail($"accepted {string.Join(",", server.AcceptedPerHub)} live {string.Join(",", server.ConnectionCountPerHub)}");
+        if (!all.Wait(TimeSpan.FromSeconds(60)))
+            Assert.Fail($"The clients did not finish; accepted per hub {string.Join(", ", server.AcceptedPerHub)}, live per hub {string.Join(", ", server.ConnectionCountPerHub)}.");
         var perConnection = all.Result;
 
         Assert.That(perConnection.All(seen => seen.Count == 1), Is.True, "every exchange of a connection is served by the hub that accepted it");
@@ -151,7 +152,7 @@ public class HubGroupServerTests
 
         var clients = Enumerable.Range(0, 24).Select(_ => Connect(server.LocalEndPoint)).ToList();
         foreach (var c in clients) c.Send("go"u8);
-        SpinWait.SpinUntil(() => server.ConnectionCount == 24, TimeSpan.FromSeconds(10));
+        Assert.That(SpinWait.SpinUntil(() => server.ConnectionCount == 24, TimeSpan.FromSeconds(30)), Is.True, "every client is being served");
         Assert.That(server.ConnectionCountPerHub, Has.All.GreaterThan(0), "both hubs have handlers in progress");
 
         server.Stop(TimeSpan.FromSeconds(10));
@@ -174,7 +175,7 @@ public class HubGroupServerTests
         var server = new StreamServer(AnyLoopbackPort, (socket, remote) => Green.Sleep(TimeSpan.FromMinutes(5)), hubs: _group);
         server.Start();
         var clients = Enumerable.Range(0, 16).Select(_ => Connect(server.LocalEndPoint)).ToList();
-        SpinWait.SpinUntil(() => server.ConnectionCount == 16, TimeSpan.FromSeconds(10));
+        Assert.That(SpinWait.SpinUntil(() => server.ConnectionCount == 16, TimeSpan.FromSeconds(30)), Is.True, "every client is being served");
         server.Stop(TimeSpan.FromMilliseconds(100));
         Assert.That(server.ConnectionCount, Is.Zero);
         foreach (var c in clients)
@@ -201,7 +202,7 @@ public class HubGroupServerTests
         server.Start();
         Assert.That(server.MaxConnections, Is.EqualTo(3));
         var clients = Enumerable.Range(0, 12).Select(_ => Connect(server.LocalEndPoint)).ToList();
-        SpinWait.SpinUntil(() => server.ConnectionCount == 3, TimeSpan.FromSeconds(10));
+        Assert.That(SpinWait.SpinUntil(() => server.ConnectionCount == 3, TimeSpan.FromSeconds(30)), Is.True, "the first three are being served");
         Thread.Sleep(200); // time for a wrong hub to take a fourth
         Assert.That(server.ConnectionCount, Is.EqualTo(3), "the others wait in the backlogs");
         release.Set();
@@ -319,7 +320,7 @@ public class HubGroupServerTests
     {
         var server = new HttpServer(AnyLoopbackPort, ctx => ctx.Response.Write("hi"), new HttpServerOptions { Hubs = _group });
         var serving = Task.Run(server.ServeForever);
-        SpinWait.SpinUntil(() => server.StreamServer.IsStarted, TimeSpan.FromSeconds(10));
+        Assert.That(SpinWait.SpinUntil(() => server.StreamServer.IsStarted, TimeSpan.FromSeconds(30)), Is.True);
         var endPoint = server.LocalEndPoint;
         using (var s = Connect(endPoint))
         {
