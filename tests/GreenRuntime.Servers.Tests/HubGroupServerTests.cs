@@ -344,4 +344,37 @@ public class HubGroupServerTests
         Assert.That(serving.Wait(TimeSpan.FromSeconds(20)), Is.True, "ServeForever noticed the disposal without an accept loop to report it");
         Assert.That(server.IsStopping, Is.True);
     }
+
+    [Test]
+    public void AFullHttpServerClosesIdleKeepAliveConnectionsOfEveryHubForAWaitingClient()
+    {
+        using var server = new HttpServer(AnyLoopbackPort, ctx => ctx.Response.Write(IndexOf(Parking.CurrentHub!).ToString()),
+            new HttpServerOptions { Hubs = _group, MaxConnections = 4 });
+        server.Start();
+        // Four keep-alive connections, one request each, then idle: every slot is taken, on both hubs (retried until the
+        // kernel's spread put idle connections on both, so the waiting client's hub must close another hub's too).
+        var idle = new List<Socket>();
+        for (int attempt = 0; attempt < 20; attempt++)
+        {
+            foreach (var s in idle) s.Dispose();
+            idle.Clear();
+            Assert.That(SpinWait.SpinUntil(() => server.ConnectionCount == 0, TimeSpan.FromSeconds(30)), Is.True);
+            var hubs = new HashSet<string>();
+            for (int i = 0; i < 4; i++)
+            {
+                var s = Connect(server.LocalEndPoint);
+                s.Send("GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8);
+                hubs.Add(new ResponseReader(s).Read()!.BodyText);
+                idle.Add(s);
+            }
+            if (hubs.Count == 2) break;
+        }
+        Assert.That(server.ConnectionCountPerHub, Has.All.GreaterThan(0), "idle connections on both hubs");
+
+        using var waiting = Connect(server.LocalEndPoint);
+        waiting.Send("GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8);
+        Assert.That(new ResponseReader(waiting).Read()!.Status, Is.EqualTo(200), "served once idle connections made room");
+        Assert.That(server.ConnectionCount, Is.LessThanOrEqualTo(4));
+        foreach (var s in idle) s.Dispose();
+    }
 }
