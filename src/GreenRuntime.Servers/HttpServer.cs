@@ -6,7 +6,8 @@ namespace GreenRuntime.Servers;
 
 /// <summary>
 /// An HTTP/1.1 server for blocking handlers, like gevent's pywsgi: each request runs <c>handler(context)</c> on a
-/// stackful greenlet of its connection, so the handler may block. Hub-only, like <see cref="StreamServer"/>.
+/// stackful greenlet of its connection, so the handler may block. On one hub (hub-only, like <see cref="StreamServer"/>),
+/// or on every hub of <see cref="HttpServerOptions.Hubs"/>.
 /// </summary>
 /// <remarks>
 /// <para>Implements keep-alive and <c>Connection: close</c>, pipelined requests, Content-Length and chunked request
@@ -19,6 +20,9 @@ namespace GreenRuntime.Servers;
 /// reactor, so idle connections are limited by file descriptors, not threads.</para>
 /// <para>At <see cref="HttpServerOptions.MaxConnections"/>, keep-alive yields to waiting clients: responses say
 /// <c>Connection: close</c> and idle keep-alive connections are closed, so clients queued in the backlog get served.</para>
+/// <para>With <see cref="HttpServerOptions.Hubs"/> every hub accepts on its own <c>SO_REUSEPORT</c> listener and serves
+/// the connections it accepted for their whole life; the server may then be started and stopped from any thread, and
+/// handlers of different hubs run in parallel (state they share needs ordinary thread safety).</para>
 /// <para>The HTTP types live in <c>GreenRuntime.Servers</c> because <c>HttpContext</c>, <c>HttpRequest</c> and
 /// <c>HttpResponse</c> would collide with ASP.NET Core's in projects that import both.</para>
 /// </remarks>
@@ -31,6 +35,11 @@ namespace GreenRuntime.Servers;
 ///     ctx.Response.Write($"Hello from {ctx.Request.Path}\n");
 /// });
 /// server.ServeForever();
+///
+/// // On every core, started from the main thread:
+/// using var group = new HubGroup(new HubGroupOptions { PinHubsToCpus = true });
+/// using var wide = new HttpServer(new IPEndPoint(IPAddress.Any, 8080), Handle, new HttpServerOptions { Hubs = group });
+/// wide.ServeForever();
 /// </code>
 /// </example>
 public sealed class HttpServer : IDisposable
