@@ -88,8 +88,11 @@ internal sealed class Anchors
         Harness.StartServer(Python, $"{Path.Combine(LocalDir, script)} {args}", LocalDir);
 
     /// <summary>Starts the harness's own Go HTTP server, on one thread like the other Go figures.</summary>
-    public Process? StartGoHttp(string args) =>
-        Harness.StartServer(GoHttpBinary!, args, LocalDir, ("GOMAXPROCS", "1"));
+    public Process? StartGoHttp(string args) => StartGoHttp(args, 1);
+
+    /// <summary>Starts the harness's own Go HTTP server with <paramref name="threads"/> as GOMAXPROCS.</summary>
+    public Process? StartGoHttp(string args, int threads) =>
+        GoHttpBinary == null ? null : Harness.StartServer(GoHttpBinary, args, LocalDir, ("GOMAXPROCS", threads.ToString(System.Globalization.CultureInfo.InvariantCulture)));
 
     private static bool AptInstall(string package)
     {

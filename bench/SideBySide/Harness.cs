@@ -38,6 +38,13 @@ internal static class Harness
 
     private const string EchoClients = "100 1000";
 
+    private static readonly (string Ours, string Gevent, string Go, string Label)[] HttpRows =
+    [
+        ("p50_us", "p50_us", "p50_us", "p50 latency µs"), ("p99_us", "p99_us", "p99_us", "p99 latency µs"),
+        ("ctx_switches_per_req", "ctx_switches_per_req", "ctx_switches_per_req", "server context switches per request"),
+        ("errors", "errors", "errors", "errors"),
+    ];
+
     // Echo across processes: a server (started first, it prints READY) and a client whose JSON is the result.
     private static Func<Anchors, ProcessResult> OurServer(Func<Anchors, int, ProcessResult> client) =>
         a => WithServer(a, port => StartOurs($"echo_server {port}"), client);
@@ -122,6 +129,23 @@ internal static class Harness
         new("echo_gevent_client", "echo: gevent's client against each server (columns = server)", "req/s", "our server ≥ 2× gevent's",
             OurServer(GeventClient), GeventServer(GeventClient), GoServer(GeventClient),
             "req_per_s", "req_per_s", "req_per_s", true, Latency, NeedsGevent: true),
+        // HTTP on every core: the 20 ms blocking handler at 1,000 connections, ours on a group of one hub per CPU and on
+        // one hub, Go with GOMAXPROCS = all CPUs; the neutral load client and wrk, each with context switches per request.
+        new("http_every_core_hubs", $"HTTP 20 ms blocking handler, {HttpEveryCore.Connections:N0} conns, neutral load client: ours `HttpServer` on a `HubGroup` of {Environment.ProcessorCount} (`PinHubsToCpus`); Go GOMAXPROCS={Environment.ProcessorCount}", "req/s", "≥ 1.0× Go, ≥ 1.6× one hub, p99 ≤ Go's",
+            HttpEveryCore.Neutral(HttpEveryCore.Ours(0)), HttpEveryCore.Neutral(HttpEveryCore.Gevent), HttpEveryCore.Neutral(HttpEveryCore.GoAllCpus),
+            "req_per_s", "req_per_s", "req_per_s", true, HttpRows),
+        new("http_every_core_unpinned", $"HTTP as above, ours on a `HubGroup` of {Environment.ProcessorCount} without `PinHubsToCpus`; Go GOMAXPROCS={Environment.ProcessorCount}", "req/s", "—",
+            HttpEveryCore.Neutral(HttpEveryCore.Ours(0, pinned: false)), null, HttpEveryCore.Neutral(HttpEveryCore.GoAllCpus),
+            "req_per_s", "req_per_s", "req_per_s", true, HttpRows),
+        new("http_every_core_onehub", $"HTTP as above, ours on one hub (the ratio's base); Go GOMAXPROCS={Environment.ProcessorCount}", "req/s", "—",
+            HttpEveryCore.Neutral(HttpEveryCore.Ours(1)), HttpEveryCore.Neutral(HttpEveryCore.Gevent), HttpEveryCore.Neutral(HttpEveryCore.GoAllCpus),
+            "req_per_s", "req_per_s", "req_per_s", true, HttpRows),
+        new("http_every_core_wrk_hubs", $"HTTP as above with wrk (`-t2 -c1000 -d10s --latency`, after 3 s of unmeasured wrk): ours on a `HubGroup` of {Environment.ProcessorCount} (`PinHubsToCpus`); Go GOMAXPROCS={Environment.ProcessorCount}", "req/s", "≥ Go's, p99 ≤ 1.5× Go's",
+            HttpEveryCore.Wrk(HttpEveryCore.Ours(0)), HttpEveryCore.Wrk(HttpEveryCore.Gevent), HttpEveryCore.Wrk(HttpEveryCore.GoAllCpus),
+            "req_per_s", "req_per_s", "req_per_s", true, HttpRows),
+        new("http_every_core_wrk_onehub", $"HTTP with wrk as above, ours on one hub; Go GOMAXPROCS={Environment.ProcessorCount}", "req/s", "—",
+            HttpEveryCore.Wrk(HttpEveryCore.Ours(1)), HttpEveryCore.Wrk(HttpEveryCore.Gevent), HttpEveryCore.Wrk(HttpEveryCore.GoAllCpus),
+            "req_per_s", "req_per_s", "req_per_s", true, HttpRows),
         new("echo_our_client", "echo: GreenRuntime's client against each server (columns = server)", "req/s", "—",
             OurServer(OurClient), GeventServer(OurClient), GoServer(OurClient),
             "req_per_s", "req_per_s", "req_per_s", true, Latency),
@@ -257,7 +281,7 @@ internal static class Harness
         }
     }
 
-    private static void Stop(Process process)
+    internal static void Stop(Process process)
     {
         try
         {

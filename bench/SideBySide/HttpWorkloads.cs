@@ -30,25 +30,48 @@ internal static class HttpWorkloads
     public static Dictionary<string, double> GreenServer(int port)
     {
         Patch.All();
-        using var server = new HttpServer(new IPEndPoint(IPAddress.Loopback, port), ctx =>
-        {
-            if (ctx.Request.Path == "/stats")
-            {
-                // For the idle-connections row: the managed heap after a full collection, which RSS cannot separate
-                // from garbage and the GC's reserve.
-                ctx.Response.Write($"heap={GC.GetTotalMemory(forceFullCollection: true)}\n");
-                return;
-            }
-            LegacyHandler();
-            ctx.Response.ContentType = "text/plain";
-            ctx.Response.Write(Body);
-        }, new HttpServerOptions { Backlog = 1024 });
+        using var server = new HttpServer(new IPEndPoint(IPAddress.Loopback, port), Handle, new HttpServerOptions { Backlog = 1024 });
         server.Start();
         Console.WriteLine("READY");
         Console.Out.Flush();
         Green.Sleep(Lifetime);
         server.Stop();
         return new();
+    }
+
+    /// <summary>The same server on a <see cref="HubGroup"/> of <paramref name="hubs"/> hubs (0: one per CPU), started from a
+    /// plain thread: each hub accepts on its own SO_REUSEPORT listener. <paramref name="pinned"/>: each hub and its
+    /// carriers on one CPU (<see cref="HubGroupOptions.PinHubsToCpus"/>).</summary>
+    public static Dictionary<string, double> GreenServerOnEveryCore(int port, int hubs, bool pinned)
+    {
+        Patch.All();
+        using var group = new HubGroup(new HubGroupOptions
+        {
+            HubCount = hubs,
+            PinHubsToCpus = pinned,
+            Hub = new HubOptions { MaxBlockingTime = null },
+        });
+        using var server = new HttpServer(new IPEndPoint(IPAddress.Loopback, port), Handle, new HttpServerOptions { Backlog = 1024, Hubs = group });
+        server.Start();
+        Console.WriteLine("READY");
+        Console.Out.Flush();
+        Thread.Sleep(Lifetime);
+        server.Stop();
+        return new();
+    }
+
+    private static void Handle(HttpContext ctx)
+    {
+        if (ctx.Request.Path == "/stats")
+        {
+            // For the idle-connections row: the managed heap after a full collection, which RSS cannot separate
+            // from garbage and the GC's reserve.
+            ctx.Response.Write($"heap={GC.GetTotalMemory(forceFullCollection: true)}\n");
+            return;
+        }
+        LegacyHandler();
+        ctx.Response.ContentType = "text/plain";
+        ctx.Response.Write(Body);
     }
 
     public static Dictionary<string, double> ThreadPoolServer(int port)

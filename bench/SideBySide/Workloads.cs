@@ -22,6 +22,7 @@ internal static class Workloads
         var neutral = name switch
         {
             "http_threads_server" => HttpWorkloads.ThreadPoolServer(Int(0, 0)),
+            "http_server_hubs" => HttpWorkloads.GreenServerOnEveryCore(Int(0, 0), Int(1, 0), args.Length > 2 && args[2] == "pinned"),
             "idle_client" => IdleClient.Run(Int(0, 0), Int(1, 15_000), Int(2, 1_000), args.Length > 3 ? Seconds(3) : 5, args.Length > 4 ? Seconds(4) : 12),
             "load" => LoadClient.Run(LoadProtocol.Parse(args[0]), Int(1, 0), Int(2, 1), Int(3, 1), TimeSpan.FromSeconds(Seconds(4)), TimeSpan.FromSeconds(Seconds(5))),
             _ => null,

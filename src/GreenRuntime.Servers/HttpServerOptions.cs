@@ -3,14 +3,19 @@ namespace GreenRuntime.Servers;
 /// <summary>Limits and timeouts of an <see cref="HttpServer"/>. Every property has a documented default and range.</summary>
 public sealed class HttpServerOptions
 {
-    /// <summary>Connections open at once; 0 (default) is the process's file-descriptor limit minus a tenth (at least 64),
-    /// since an idle keep-alive connection holds no carrier thread (requests in progress wait for carriers in FIFO order).
-    /// When full, the server stops accepting until a connection ends.</summary>
+    /// <summary>Connections open at once, across all hubs of <see cref="Hubs"/>; 0 (default) is the process's file-descriptor
+    /// limit minus a tenth (at least 64), since an idle keep-alive connection holds no carrier thread (requests in progress
+    /// wait for carriers in FIFO order). When full, the server stops accepting until a connection ends.</summary>
     public int MaxConnections { get; init; }
 
     /// <summary>A pool whose members the connections become (gevent's <c>spawn=pool</c>); when set, its size is the connection
-    /// limit and <see cref="MaxConnections"/> must be 0. Default null.</summary>
+    /// limit and <see cref="MaxConnections"/> must be 0. A pool belongs to one hub, so it excludes <see cref="Hubs"/>. Default null.</summary>
     public GreenPool? Pool { get; init; }
+
+    /// <summary>Serve on every hub of this group: each hub accepts on a listener of its own, bound with <c>SO_REUSEPORT</c>
+    /// to the same port (Linux), and serves the connections it accepted for their whole life; the server may then be
+    /// started and stopped from any thread. Default null: the server runs on the hub that starts it.</summary>
+    public HubGroup? Hubs { get; init; }
 
     /// <summary>The listen backlog (default 511, 1–65535).</summary>
     public int Backlog { get; init; } = 511;
@@ -53,6 +58,8 @@ public sealed class HttpServerOptions
             throw new ArgumentOutOfRangeException(nameof(MaxConnections), MaxConnections, "MaxConnections must be positive, or 0 for the default.");
         if (Pool != null && MaxConnections != 0)
             throw new ArgumentException("Set either Pool or MaxConnections: with a pool, the pool's size is the connection limit.", nameof(MaxConnections));
+        if (Pool != null && Hubs != null)
+            throw new ArgumentException("A GreenPool belongs to one hub, so it cannot limit a server on a HubGroup; set MaxConnections instead.", nameof(Pool));
         if (Backlog is < 1 or > 65535)
             throw new ArgumentOutOfRangeException(nameof(Backlog), Backlog, "Backlog must be between 1 and 65535.");
         if (MaxRequestHeadersTotalSize is < 1024 or > 1024 * 1024)

@@ -74,17 +74,25 @@ internal sealed class HttpConnection
     private string _method = "", _target = "";
     private HttpResponse? _response;
 
-    public HttpConnection(HttpServer server, Socket socket, EndPoint remote, TimeProvider time)
+    public HttpConnection(HttpServer server, Socket socket, EndPoint remote, Hub hub)
     {
+        Hub = hub;
+        IdleSet = server.IdleSetOf(hub);
         _server = server;
         _options = server.Options;
         _io = new ConnectionSocket(socket);
         _remote = remote;
         _local = socket.LocalEndPoint!;
-        _time = time;
+        _time = hub.Options.TimeProvider;
         _buffer = [];
         Output = new OutputBuffer();
     }
+
+    /// <summary>The hub that accepted the connection and serves it for its whole life.</summary>
+    public Hub Hub { get; }
+
+    /// <summary>Its hub's idle connections (HttpServer's), which this connection joins while it waits for a request.</summary>
+    public HashSet<HttpConnection> IdleSet { get; }
 
     /// <summary>The connection's own (stackless) greenlet: killing it ends the connection, idle or busy.</summary>
     public Greenlet Greenlet { get; private set; } = null!;
@@ -130,7 +138,7 @@ internal sealed class HttpConnection
                 serving = null; // a hoisted local: the idle wait below would keep the finished greenlet alive
                 if (!idle) return;
                 first = false;
-                _server.SetIdle(this, true);
+                HttpServer.SetIdle(this, true);
                 try
                 {
                     // Stop marks the server stopping before it kills the idle connections: one that turns idle later
@@ -145,7 +153,7 @@ internal sealed class HttpConnection
                 }
                 finally
                 {
-                    _server.SetIdle(this, false);
+                    HttpServer.SetIdle(this, false);
                 }
             }
         }
@@ -155,7 +163,7 @@ internal sealed class HttpConnection
         }
         finally
         {
-            _server.SetIdle(this, false);
+            HttpServer.SetIdle(this, false);
             Close();
         }
     }
@@ -265,7 +273,7 @@ internal sealed class HttpConnection
         }
         if (!first && Buffered == 0)
         {
-            _server.SetIdle(this, true);
+            HttpServer.SetIdle(this, true);
             try
             {
                 if (!Fill(_options.KeepAliveTimeout)) return 0;
@@ -276,7 +284,7 @@ internal sealed class HttpConnection
             }
             finally
             {
-                _server.SetIdle(this, false);
+                HttpServer.SetIdle(this, false);
             }
         }
         long started = _time.GetTimestamp();
@@ -385,7 +393,7 @@ internal sealed class HttpConnection
     {
         _quietSince = _time.GetTimestamp();
         var grace = _options.KeepAliveTimeout < s_idleGrace ? _options.KeepAliveTimeout : s_idleGrace;
-        _server.SetIdle(this, true);
+        HttpServer.SetIdle(this, true);
         try
         {
             var error = CooperativeSocket.WaitReadable(_io.Socket, grace);
@@ -394,7 +402,7 @@ internal sealed class HttpConnection
         }
         finally
         {
-            _server.SetIdle(this, false);
+            HttpServer.SetIdle(this, false);
         }
         return FillNow() is { } got ? got : null;
     }

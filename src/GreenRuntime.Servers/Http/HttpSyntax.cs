@@ -98,11 +98,13 @@ internal static class HttpSyntax
         _ => status switch { < 300 => "Success", < 400 => "Redirection", < 500 => "Client Error", _ => "Server Error" },
     };
 
-    /// <summary>The IMF-fixdate for the Date header, formatted at most once per second.</summary>
+    /// <summary>The Date header's value, formatted once per second. Safe from any thread: the second and its text are one
+    /// immutable pair behind one reference, so a reader never pairs a second with another second's text.</summary>
     public sealed class DateCache(TimeProvider time)
     {
-        private long _second = long.MinValue;
-        private byte[] _value = [];
+        private sealed record Stamp(long Second, byte[] Value);
+
+        private Stamp _stamp = new(long.MinValue, []);
 
         public byte[] Current
         {
@@ -110,12 +112,13 @@ internal static class HttpSyntax
             {
                 var now = time.GetUtcNow();
                 long second = now.ToUnixTimeSeconds();
-                if (second != _second)
+                var stamp = Volatile.Read(ref _stamp);
+                if (stamp.Second != second)
                 {
-                    _value = Encoding.ASCII.GetBytes(now.ToString("R", System.Globalization.CultureInfo.InvariantCulture));
-                    _second = second;
+                    stamp = new Stamp(second, Encoding.ASCII.GetBytes(now.ToString("R", System.Globalization.CultureInfo.InvariantCulture)));
+                    Volatile.Write(ref _stamp, stamp);
                 }
-                return _value;
+                return stamp.Value;
             }
         }
     }
