@@ -220,6 +220,19 @@ internal sealed unsafe class Reactor : IDisposable
         return wait.Task;
     }
 
+    /// <summary>Whether a <see cref="WaitAsync"/> for this direction of the socket can start now: the kernel watches the fd
+    /// (registering it on first use) and nobody else waits for the same direction.</summary>
+    public bool CanWaitAsync(SafeHandle handle, int fd, bool write) => Register(handle, fd) is { } r && !r.IsWaited(write);
+
+    /// <summary>Ends <paramref name="wait"/> (a Task <see cref="WaitAsync"/> returned for this fd and direction) as if its
+    /// cancellation token had fired; nothing if it already ended. For a kill or a timeout of the waiting greenlet.</summary>
+    public void CancelWait(int fd, bool write, Task<SocketError> wait)
+    {
+        if (!_registrations.TryGetValue(fd, out var r)) return;
+        var pending = write ? r.AsyncWriter : r.AsyncReader;
+        if (pending != null && pending.Task == wait) pending.Complete(null);
+    }
+
     private Registration? Register(SafeHandle handle, int fd)
     {
         if (_registrations.TryGetValue(fd, out var r))
