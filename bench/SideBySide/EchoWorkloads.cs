@@ -42,10 +42,11 @@ internal static class EchoWorkloads
         return result;
     }
 
-    private static Socket Listen(int port)
+    private static Socket Listen(int port, bool reusePort = false)
     {
         var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        if (reusePort) listener.SetRawSocketOption(1 /* SOL_SOCKET */, 15 /* SO_REUSEPORT */, BitConverter.GetBytes(1));
         listener.Bind(new IPEndPoint(IPAddress.Loopback, port));
         listener.Listen(1024);
         return listener;
@@ -173,6 +174,20 @@ internal static class EchoWorkloads
         var acceptor = Green.Spawn(() => AcceptLoopAsync(listener));
         Green.Sleep(TimeSpan.FromSeconds(120));
         acceptor.Kill();
+    }
+
+    /// <summary>The async server on a <see cref="HubGroup"/> (one hub per CPU): each hub accepts on its own listener bound to
+    /// the same port with SO_REUSEPORT (the kernel spreads the connections), and serves its connections itself.</summary>
+    public static void ServerAsyncGroup(int port)
+    {
+        Patch.All();
+        using var group = new HubGroup();
+        var listeners = group.Hubs.Select(_ => Listen(port, reusePort: true)).ToList();
+        Console.WriteLine("READY");
+        Console.Out.Flush();
+        var acceptors = listeners.Select((listener, i) => group.SpawnOn(i, () => AcceptLoopAsync(listener))).ToList();
+        Green.Sleep(TimeSpan.FromSeconds(120));
+        foreach (var acceptor in acceptors) acceptor.Kill(block: false);
     }
 
     public static Dictionary<string, double> ClientAsync(int port, int clients, int rounds)

@@ -50,6 +50,8 @@ internal static class Harness
         a => WithServer(a, port => a.StartGo($"server {port}"), client);
     private static Func<Anchors, ProcessResult> OurAsyncServer(Func<Anchors, int, ProcessResult> client) =>
         a => WithServer(a, port => StartOurs($"echo_server_async {port}"), client);
+    private static Func<Anchors, ProcessResult> OurAsyncGroupServer(Func<Anchors, int, ProcessResult> client) =>
+        a => WithServer(a, port => StartOurs($"echo_server_async_group {port}"), client);
     private static readonly Func<Anchors, int, ProcessResult> OurAsyncClient = (_, port) => RunOurs($"echo_client_async {port} {EchoClients}");
     private static readonly Func<Anchors, int, ProcessResult> OurClient = (_, port) => RunOurs($"echo_client {port} {EchoClients}");
     private static readonly Func<Anchors, int, ProcessResult> GeventClient = (a, port) => a.RunGevent("echo_client.py", $"{port} {EchoClients}");
@@ -130,6 +132,9 @@ internal static class Harness
             "req_per_s", "req_per_s", "req_per_s", true, EchoLatency),
         new("echo_async_procs", "echo, separate processes, each system's own client against its own server; ours: async handler and client on one hub per process (stackless, the hub's reactor)", "req/s", "≥ 2× gevent, ≥ 0.8× Go, p99 ≤ gevent",
             OurAsyncServer(OurAsyncClient), GeventServer(GeventClient), GoServer(GoClient),
+            "req_per_s", "req_per_s", "req_per_s", true, EchoLatency),
+        new("echo_async_group_procs", "echo across processes as above, our server on a `HubGroup` (one hub per CPU, a SO_REUSEPORT listener each), our async client on one hub", "req/s", "≥ 2× gevent, ≥ 0.8× Go, p99 ≤ gevent",
+            OurAsyncGroupServer(OurAsyncClient), GeventServer(GeventClient), GoServer(GoClient),
             "req_per_s", "req_per_s", "req_per_s", true, EchoLatency),
         new("echo_gevent_client", "echo: gevent's client against each server (columns = server)", "req/s", "our server ≥ 2× gevent's",
             OurServer(GeventClient), GeventServer(GeventClient), GoServer(GeventClient),
