@@ -210,6 +210,27 @@ public class AsyncSocketReactorTests : PatchedHubTest
     }
 
     [Test]
+    public void Closing_the_socket_under_a_pending_receive_faults_like_the_original()
+    {
+        static async Task<(string Type, SocketError Error)> Scenario(Socket c, Func<Task> pause)
+        {
+            var pending = Failure(() => c.ReceiveAsync(new byte[8].AsMemory(), SocketFlags.None).AsTask());
+            await pause();
+            c.Dispose();
+            var e = (await pending)!;
+            return (e.GetType().Name, (e as SocketException)?.SocketErrorCode ?? SocketError.SocketError);
+        }
+
+        var (a, b) = Pair();
+        var onHub = Green.SpawnAsync(() => Scenario(a, () => Green.SleepAsync(TimeSpan.FromMilliseconds(20)))).Get();
+        var (x, y) = Pair();
+        var original = OffHub(() => Scenario(x, () => Task.Delay(20)));
+        b.Dispose();
+        y.Dispose();
+        Assert.That(onHub, Is.EqualTo(original));
+    }
+
+    [Test]
     public void Sending_to_a_reset_peer_faults_like_the_original()
     {
         static async Task<(string Type, SocketError Error)> Scenario(Socket c, Socket s)
