@@ -80,13 +80,13 @@ internal static class EchoWorkloads
     private static Dictionary<string, double> RunClients(int port, int clients, int rounds)
     {
         var latencies = new List<double>(clients * rounds);
-        long switches = ContextSwitches();
+        long switches = ContextSwitches(), poolItems = ThreadPool.CompletedWorkItemCount;
         var watch = Stopwatch.StartNew();
         var all = Enumerable.Range(0, clients).Select(_ => Green.Spawn(() => latencies.AddRange(OneClient(port, rounds)))).ToList();
-        return Summarize(all, latencies, watch, switches, clients, rounds);
+        return Summarize(all, latencies, watch, switches, poolItems, clients, rounds);
     }
 
-    private static Dictionary<string, double> Summarize(List<Greenlet> all, List<double> latencies, Stopwatch watch, long switchesBefore, int clients, int rounds)
+    private static Dictionary<string, double> Summarize(List<Greenlet> all, List<double> latencies, Stopwatch watch, long switchesBefore, long poolItemsBefore, int clients, int rounds)
     {
         var done = Green.JoinAll(all, timeout: TimeSpan.FromSeconds(60), raiseError: true);
         if (done.Count < all.Count)
@@ -113,6 +113,7 @@ internal static class EchoWorkloads
             ["p999_us"] = Q(0.999),
             ["max_us"] = latencies[^1] * 1e6,
             ["ctxt_per_req"] = switches / (double)latencies.Count,
+            ["pool_items_per_req"] = (ThreadPool.CompletedWorkItemCount - poolItemsBefore) / (double)latencies.Count,
         };
     }
 
@@ -171,7 +172,7 @@ internal static class EchoWorkloads
         var listener = Listen(port);
         Console.WriteLine("READY");
         Console.Out.Flush();
-        var acceptor = Green.Spawn(() => AcceptLoopAsync(listener));
+        var acceptor = Green.SpawnAsync(() => AcceptLoopAsync(listener));
         Green.Sleep(TimeSpan.FromSeconds(120));
         acceptor.Kill();
     }
@@ -185,7 +186,7 @@ internal static class EchoWorkloads
         var listeners = group.Hubs.Select(_ => Listen(port, reusePort: true)).ToList();
         Console.WriteLine("READY");
         Console.Out.Flush();
-        var acceptors = listeners.Select((listener, i) => group.SpawnOn(i, () => AcceptLoopAsync(listener))).ToList();
+        var acceptors = listeners.Select((listener, i) => group.SpawnOnAsync(i, () => AcceptLoopAsync(listener))).ToList();
         Green.Sleep(TimeSpan.FromSeconds(120));
         foreach (var acceptor in acceptors) acceptor.Kill(block: false);
     }
@@ -196,22 +197,26 @@ internal static class EchoWorkloads
         return RunClientsAsync(port, clients, rounds);
     }
 
-    public static Dictionary<string, double> InProcessAsync(int clients, int rounds)
+    /// <param name="patched">false: without Patch.All, the same async code completes through .NET's socket engine (its epoll
+    /// thread and the thread pool), and its continuations reach the hub through the inbox.</param>
+    public static Dictionary<string, double> InProcessAsync(int clients, int rounds, bool patched = true)
     {
-        Patch.All();
+        if (patched) Patch.All();
         var listener = Listen(0);
-        var acceptor = Green.Spawn(() => AcceptLoopAsync(listener));
+        var acceptor = Green.SpawnAsync(() => AcceptLoopAsync(listener));
         var result = RunClientsAsync(((IPEndPoint)listener.LocalEndPoint!).Port, clients, rounds);
         acceptor.Kill();
         listener.Dispose();
         return result;
     }
 
-    private static void AcceptLoopAsync(Socket listener)
+    /// <summary>A stackless accept loop (AcceptAsync itself goes through .NET's socket engine: one accept per connection).</summary>
+    private static async Task AcceptLoopAsync(Socket listener)
     {
+        var kill = Green.Current.CancellationToken;
         while (true)
         {
-            var connection = listener.Accept(); // patched: parks this greenlet only
+            var connection = await listener.AcceptAsync(kill);
             Green.SpawnAsync(() => HandleAsync(connection));
         }
     }
@@ -235,10 +240,10 @@ internal static class EchoWorkloads
     private static Dictionary<string, double> RunClientsAsync(int port, int clients, int rounds)
     {
         var latencies = new List<double>(clients * rounds);
-        long switches = ContextSwitches();
+        long switches = ContextSwitches(), poolItems = ThreadPool.CompletedWorkItemCount;
         var watch = Stopwatch.StartNew();
         var all = Enumerable.Range(0, clients).Select(_ => Green.SpawnAsync(async () => latencies.AddRange(await OneClientAsync(port, rounds)))).ToList();
-        return Summarize(all, latencies, watch, switches, clients, rounds);
+        return Summarize(all, latencies, watch, switches, poolItems, clients, rounds);
     }
 
     /// <summary>Plain async client: send 64 bytes, read 64 back, R times.</summary>

@@ -43,6 +43,7 @@ internal static class Workloads
             "echo_client" => EchoWorkloads.Client(Int(0, 0), Int(1, 100), Int(2, 1000)),
             "echo_server" => Serve(Int(0, 0)),
             "echo_inproc_async" => EchoWorkloads.InProcessAsync(Int(0, 100), Int(1, 1000)),
+            "echo_inproc_async_engine" => EchoWorkloads.InProcessAsync(Int(0, 100), Int(1, 1000), patched: false),
             "echo_client_async" => EchoWorkloads.ClientAsync(Int(0, 0), Int(1, 100), Int(2, 1000)),
             "echo_server_async" => ServeAsync(Int(0, 0)),
             "echo_server_async_group" => ServeAsyncGroup(Int(0, 0)),
