@@ -217,7 +217,7 @@ internal static class EchoWorkloads
         while (true)
         {
             var connection = await listener.AcceptAsync(kill);
-            Green.SpawnAsync(() => HandleAsync(connection));
+            _ = Green.SpawnAsync(() => HandleAsync(connection));
         }
     }
 

@@ -11,6 +11,10 @@
 // same SocketError codes, and the Socket's connected state is updated as the original does, through its
 // internal UpdateStatusAfterSocketError (best effort: if a future runtime renames it, Connected stays stale).
 //
+// Each call is one Attempt (the non-blocking system call and its error mapping) in a loop: parked on the reactor
+// here for a greenlet that may park, or, for a stackless greenlet's async call, waiting on the reactor without
+// parking (AsyncSocketOperation.cs), so both kinds of greenlet share the same system-call code.
+//
 // Every entry point returns false ("not handled") when it cannot do the call this way — no reactor, flags it
 // does not pass through, a closed or invalid handle, an fd epoll refuses — and the caller then runs its
 // other path, so the exception a user sees for a disposed socket is the original's. Receive and send take
@@ -49,7 +53,7 @@ internal static unsafe class SocketIo
     {
         received = 0;
         error = SocketError.Success;
-        return (flags & ~PassThroughFlags) == 0 && s.SocketType == SocketType.Stream
+        return PassesThrough(flags, send: false) && s.SocketType == SocketType.Stream
             && ReceiveParked(hub, s, buffer, flags, timeout, out received, out error);
     }
 
@@ -85,7 +89,7 @@ internal static unsafe class SocketIo
     {
         sent = 0;
         error = SocketError.Success;
-        if ((flags & ~PassThroughFlags) != 0 || (flags & SocketFlags.Peek) != 0 || s.SocketType != SocketType.Stream || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
+        if (!PassesThrough(flags, send: true) || s.SocketType != SocketType.Stream || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
             return false;
         long deadline = Deadline(hub, timeout);
         while (sent < data.Length)

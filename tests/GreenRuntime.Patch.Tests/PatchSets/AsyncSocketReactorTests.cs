@@ -132,6 +132,42 @@ public class AsyncSocketReactorTests : PatchedHubTest
     }
 
     [Test]
+    public void A_StreamReader_line_arriving_in_pieces_is_read_whole_and_in_order()
+    {
+        var (client, server) = Pair();
+        using var clientStream = new NetworkStream(client, ownsSocket: true);
+        using var s = server;
+        const int lines = 40, pieces = 4;
+        var read = new List<string>();
+        bool offPool = true;
+        var reader = Green.SpawnAsync(async () =>
+        {
+            using var text = new StreamReader(clientStream, leaveOpen: true);
+            for (int i = 0; i < lines; i++)
+            {
+                read.Add((await text.ReadLineAsync())!);
+                offPool &= !Thread.CurrentThread.IsThreadPoolThread;
+            }
+        });
+        var writer = Green.SpawnAsync(async () =>
+        {
+            for (int i = 0; i < lines; i++)
+            {
+                var line = Encoding.ASCII.GetBytes($"line number {i:D4} in {pieces} pieces\n");
+                int size = (line.Length + pieces - 1) / pieces;
+                for (int at = 0; at < line.Length; at += size)
+                {
+                    await s.SendAsync(line.AsMemory(at, Math.Min(size, line.Length - at)), SocketFlags.None);
+                    await Green.SleepAsync(TimeSpan.FromMilliseconds(1)); // the reader waits for the next piece
+                }
+            }
+        });
+        Green.JoinAll([reader, writer], raiseError: true);
+        Assert.That(read, Is.EqualTo(Enumerable.Range(0, lines).Select(i => $"line number {i:D4} in {pieces} pieces")));
+        Assert.That(offPool, Is.True, "the greenlet's own continuations ran on the hub");
+    }
+
+    [Test]
     public void Partial_reads_return_what_is_there_and_the_end_of_the_stream_returns_0()
     {
         var (client, server) = Pair();
