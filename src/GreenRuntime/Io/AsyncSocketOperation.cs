@@ -5,8 +5,9 @@
 //   1. a kill or an expired GreenTimeout pending for the owner ends it (the blocking point's rule);
 //   2. it waits on the reactor (Reactor.WaitAsync) for the direction it needs, tracked as one of the owner's
 //      Task-form waits so a kill or a timeout can end it;
-//   3. the reactor completes that wait on the baton holder, inside its poll, and the continuation runs right there
-//      (ConfigureAwait(false) on a Task whose source does not force asynchrony): it retries the system call;
+//   3. the reactor completes that wait on the baton holder, inside its poll, and calls OnReady right there (a direct
+//      callback: a Task continuation would be queued to the thread pool whenever the poll runs under a
+//      SynchronizationContext other than the default one): it retries the system call;
 //   4. done (bytes, the end of the stream, an error): the ValueTask's source is completed, and its continuation
 //      goes where the awaiting code asked: the stackless greenlet's own awaits capture its synchronization context,
 //      so their continuation becomes a ready-queue item posted from this very thread (no inbox, no thread pool);
@@ -107,7 +108,7 @@ internal sealed class AsyncSocketOperation : IValueTaskSource<int>, IValueTaskSo
             Task<SocketError>? wait;
             try
             {
-                wait = _reactor.WaitAsync(_handle, _fd, Writes, null, _cancel);
+                wait = _reactor.WaitAsync(_handle, _fd, Writes, null, _cancel, _onReady);
             }
             catch (InvalidOperationException e)
             {
@@ -123,8 +124,8 @@ internal sealed class AsyncSocketOperation : IValueTaskSource<int>, IValueTaskSo
             {
                 _wait = wait;
                 _owner?.TrackAsyncWait(this);
-                wait.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_onReady);
-                return;
+                return; // the reactor calls OnReady when the wait ends
+
             }
             if (!Retry(wait)) return;
         }

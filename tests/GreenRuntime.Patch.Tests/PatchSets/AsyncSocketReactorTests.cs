@@ -167,6 +167,54 @@ public class AsyncSocketReactorTests : PatchedHubTest
         Assert.That(offPool, Is.True, "the greenlet's own continuations ran on the hub");
     }
 
+    /// <summary>A context of the kind UI frameworks install: not the default one.</summary>
+    private sealed class ForeignContext : SynchronizationContext
+    {
+    }
+
+    [Test]
+    public void Completions_stay_on_the_hub_when_the_reactor_is_polled_under_a_foreign_synchronization_context()
+    {
+        var (client, server) = Pair();
+        using var c = client;
+        using var s = server;
+        const int rounds = 300;
+        var echo = Green.SpawnAsync(async () =>
+        {
+            var buffer = new byte[16];
+            int n;
+            while ((n = await s.ReceiveAsync(buffer.AsMemory(), SocketFlags.None)) > 0) await s.SendAsync(buffer.AsMemory(0, n), SocketFlags.None);
+        });
+        bool offPool = true;
+        var talker = Green.SpawnAsync(async () =>
+        {
+            var buffer = new byte[16];
+            for (int i = 0; i < rounds; i++)
+            {
+                await c.SendAsync(new byte[] { (byte)i }.AsMemory(), SocketFlags.None);
+                await c.ReceiveAsync(buffer.AsMemory(), SocketFlags.None);
+                offPool &= !Thread.CurrentThread.IsThreadPoolThread;
+            }
+            c.Shutdown(SocketShutdown.Send);
+        });
+        // Legacy code on a stackful greenlet under a UI-style context: its carrier runs the scheduler, and so polls the
+        // reactor, with that context current whenever the greenlet yields or waits.
+        var legacy = Green.Spawn(() =>
+        {
+            SynchronizationContext.SetSynchronizationContext(new ForeignContext());
+            while (!talker.Dead)
+            {
+                Thread.Sleep(0); // patched: yields to the other greenlets
+                Thread.Sleep(1);
+            }
+        });
+        long before = ThreadPool.CompletedWorkItemCount;
+        Green.JoinAll([talker, echo, legacy], raiseError: true);
+        long poolItems = ThreadPool.CompletedWorkItemCount - before;
+        Assert.That(offPool, Is.True);
+        Assert.That(poolItems, Is.LessThan(rounds / 4), $"{poolItems} thread-pool work items for {rounds} round trips");
+    }
+
     [Test]
     public void Partial_reads_return_what_is_there_and_the_end_of_the_stream_returns_0()
     {
