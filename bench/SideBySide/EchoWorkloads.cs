@@ -42,10 +42,11 @@ internal static class EchoWorkloads
         return result;
     }
 
-    private static Socket Listen(int port)
+    private static Socket Listen(int port, bool reusePort = false)
     {
         var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        if (reusePort) listener.SetRawSocketOption(1 /* SOL_SOCKET */, 15 /* SO_REUSEPORT */, BitConverter.GetBytes(1));
         listener.Bind(new IPEndPoint(IPAddress.Loopback, port));
         listener.Listen(1024);
         return listener;
@@ -79,8 +80,14 @@ internal static class EchoWorkloads
     private static Dictionary<string, double> RunClients(int port, int clients, int rounds)
     {
         var latencies = new List<double>(clients * rounds);
+        long switches = ContextSwitches(), poolItems = ThreadPool.CompletedWorkItemCount;
         var watch = Stopwatch.StartNew();
         var all = Enumerable.Range(0, clients).Select(_ => Green.Spawn(() => latencies.AddRange(OneClient(port, rounds)))).ToList();
+        return Summarize(all, latencies, watch, switches, poolItems, clients, rounds);
+    }
+
+    private static Dictionary<string, double> Summarize(List<Greenlet> all, List<double> latencies, Stopwatch watch, long switchesBefore, long poolItemsBefore, int clients, int rounds)
+    {
         var done = Green.JoinAll(all, timeout: TimeSpan.FromSeconds(60), raiseError: true);
         if (done.Count < all.Count)
         {
@@ -90,6 +97,7 @@ internal static class EchoWorkloads
             Environment.Exit(3);
         }
         var seconds = watch.Elapsed.TotalSeconds;
+        long switches = ContextSwitches() - switchesBefore;
         latencies.Sort();
         double Q(double p) => latencies[Math.Min(latencies.Count - 1, (int)(p * latencies.Count))] * 1e6;
         return new()
@@ -104,7 +112,31 @@ internal static class EchoWorkloads
             ["p99_us"] = Q(0.99),
             ["p999_us"] = Q(0.999),
             ["max_us"] = latencies[^1] * 1e6,
+            ["ctxt_per_req"] = switches / (double)latencies.Count,
+            ["pool_items_per_req"] = (ThreadPool.CompletedWorkItemCount - poolItemsBefore) / (double)latencies.Count,
         };
+    }
+
+    /// <summary>This process's context switches so far: voluntary + involuntary, summed over its live threads
+    /// (/proc/self/task/*/status; /proc/self/status counts the main thread only). 0 where there is no /proc.</summary>
+    public static long ContextSwitches()
+    {
+        if (!Directory.Exists("/proc/self/task")) return 0;
+        long total = 0;
+        foreach (var task in Directory.EnumerateDirectories("/proc/self/task"))
+        {
+            try
+            {
+                foreach (var line in File.ReadLines(Path.Combine(task, "status")))
+                    if (line.Contains("ctxt_switches:", StringComparison.Ordinal))
+                        total += long.Parse(line[(line.IndexOf(':') + 1)..].Trim(), System.Globalization.CultureInfo.InvariantCulture);
+            }
+            catch (IOException)
+            {
+                // the thread ended meanwhile
+            }
+        }
+        return total;
     }
 
     /// <summary>Legacy-style blocking client: send 64 bytes, read 64 back, R times.</summary>
@@ -124,6 +156,113 @@ internal static class EchoWorkloads
             while (got < MessageSize)
             {
                 int n = socket.Receive(reply, got, MessageSize - got, SocketFlags.None);
+                if (n == 0) throw new EndOfStreamException("the echo server closed the connection");
+                got += n;
+            }
+            mine.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
+        }
+        return mine;
+    }
+
+    /// <summary>The async server: the same echo written with <c>await ReceiveAsync/SendAsync</c> in stackless greenlets (one hub),
+    /// which Patch.All completes on the hub's reactor. Serves until killed (or 120 s), printing READY once listening.</summary>
+    public static void ServerAsync(int port)
+    {
+        Patch.All();
+        var listener = Listen(port);
+        Console.WriteLine("READY");
+        Console.Out.Flush();
+        var acceptor = Green.SpawnAsync(() => AcceptLoopAsync(listener));
+        Green.Sleep(TimeSpan.FromSeconds(120));
+        acceptor.Kill();
+    }
+
+    /// <summary>The async server on a <see cref="HubGroup"/> (one hub per CPU): each hub accepts on its own listener bound to
+    /// the same port with SO_REUSEPORT (the kernel spreads the connections), and serves its connections itself.</summary>
+    public static void ServerAsyncGroup(int port)
+    {
+        Patch.All();
+        using var group = new HubGroup();
+        var listeners = group.Hubs.Select(_ => Listen(port, reusePort: true)).ToList();
+        Console.WriteLine("READY");
+        Console.Out.Flush();
+        var acceptors = listeners.Select((listener, i) => group.SpawnOnAsync(i, () => AcceptLoopAsync(listener))).ToList();
+        Green.Sleep(TimeSpan.FromSeconds(120));
+        foreach (var acceptor in acceptors) acceptor.Kill(block: false);
+    }
+
+    public static Dictionary<string, double> ClientAsync(int port, int clients, int rounds)
+    {
+        Patch.All();
+        return RunClientsAsync(port, clients, rounds);
+    }
+
+    /// <param name="patched">false: without Patch.All, the same async code completes through .NET's socket engine (its epoll
+    /// thread and the thread pool), and its continuations reach the hub through the inbox.</param>
+    public static Dictionary<string, double> InProcessAsync(int clients, int rounds, bool patched = true)
+    {
+        if (patched) Patch.All();
+        var listener = Listen(0);
+        var acceptor = Green.SpawnAsync(() => AcceptLoopAsync(listener));
+        var result = RunClientsAsync(((IPEndPoint)listener.LocalEndPoint!).Port, clients, rounds);
+        acceptor.Kill();
+        listener.Dispose();
+        return result;
+    }
+
+    /// <summary>A stackless accept loop (AcceptAsync itself goes through .NET's socket engine: one accept per connection).</summary>
+    private static async Task AcceptLoopAsync(Socket listener)
+    {
+        var kill = Green.Current.CancellationToken;
+        while (true)
+        {
+            var connection = await listener.AcceptAsync(kill);
+            _ = Green.SpawnAsync(() => HandleAsync(connection));
+        }
+    }
+
+    /// <summary>Plain async echo handler: nothing here knows about greenlets.</summary>
+    private static async Task HandleAsync(Socket connection)
+    {
+        using (connection)
+        {
+            connection.NoDelay = true;
+            var buffer = new byte[4096];
+            while (true)
+            {
+                int n = await connection.ReceiveAsync(buffer.AsMemory(), SocketFlags.None);
+                if (n == 0) return;
+                await connection.SendAsync(buffer.AsMemory(0, n), SocketFlags.None);
+            }
+        }
+    }
+
+    private static Dictionary<string, double> RunClientsAsync(int port, int clients, int rounds)
+    {
+        var latencies = new List<double>(clients * rounds);
+        long switches = ContextSwitches(), poolItems = ThreadPool.CompletedWorkItemCount;
+        var watch = Stopwatch.StartNew();
+        var all = Enumerable.Range(0, clients).Select(_ => Green.SpawnAsync(async () => latencies.AddRange(await OneClientAsync(port, rounds)))).ToList();
+        return Summarize(all, latencies, watch, switches, poolItems, clients, rounds);
+    }
+
+    /// <summary>Plain async client: send 64 bytes, read 64 back, R times.</summary>
+    private static async Task<List<double>> OneClientAsync(int port, int rounds)
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
+        socket.NoDelay = true;
+        var message = new byte[MessageSize];
+        var reply = new byte[MessageSize];
+        var mine = new List<double>(rounds);
+        for (int i = 0; i < rounds; i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            await socket.SendAsync(message.AsMemory(), SocketFlags.None);
+            int got = 0;
+            while (got < MessageSize)
+            {
+                int n = await socket.ReceiveAsync(reply.AsMemory(got), SocketFlags.None);
                 if (n == 0) throw new EndOfStreamException("the echo server closed the connection");
                 got += n;
             }

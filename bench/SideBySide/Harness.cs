@@ -36,6 +36,9 @@ internal static class Harness
     private static readonly (string Ours, string Gevent, string Go, string Label)[] Latency =
         [("p50_us", "p50_us", "p50_us", "p50 latency µs"), ("p99_us", "p99_us", "p99_us", "p99 latency µs")];
 
+    private static readonly (string Ours, string Gevent, string Go, string Label)[] EchoLatency =
+        [.. Latency, ("ctxt_per_req", "", "", "context switches per request (ours, client process)")];
+
     private const string EchoClients = "100 1000";
 
     private static readonly (string Ours, string Gevent, string Go, string Label)[] HttpRows =
@@ -52,6 +55,11 @@ internal static class Harness
         a => WithServer(a, port => a.StartGevent("echo_server.py", $"streamserver {port}"), client);
     private static Func<Anchors, ProcessResult> GoServer(Func<Anchors, int, ProcessResult> client) =>
         a => WithServer(a, port => a.StartGo($"server {port}"), client);
+    private static Func<Anchors, ProcessResult> OurAsyncServer(Func<Anchors, int, ProcessResult> client) =>
+        a => WithServer(a, port => StartOurs($"echo_server_async {port}"), client);
+    private static Func<Anchors, ProcessResult> OurAsyncGroupServer(Func<Anchors, int, ProcessResult> client) =>
+        a => WithServer(a, port => StartOurs($"echo_server_async_group {port}"), client);
+    private static readonly Func<Anchors, int, ProcessResult> OurAsyncClient = (_, port) => RunOurs($"echo_client_async {port} {EchoClients}");
     private static readonly Func<Anchors, int, ProcessResult> OurClient = (_, port) => RunOurs($"echo_client {port} {EchoClients}");
     private static readonly Func<Anchors, int, ProcessResult> GeventClient = (a, port) => a.RunGevent("echo_client.py", $"{port} {EchoClients}");
     private static readonly Func<Anchors, int, ProcessResult> GoClient = (a, port) => a.RunGo($"client {port} {EchoClients}");
@@ -119,13 +127,22 @@ internal static class Harness
             [("lateness_ms_p99", "lateness_ms_p99", "lateness_ms_p99", "p99 lateness ms")]),
         new("echo_inproc", "echo 100 conns × 1,000 × 64 B, server and clients in one process (ours: plain blocking sockets + Patch.All)", "req/s", "≥ 2× gevent, p99 no worse",
             Mine("echo_inproc"), Gevent("echo_inproc.py", ""), Go("inproc"),
-            "req_per_s", "req_per_s", "req_per_s", true, Latency),
+            "req_per_s", "req_per_s", "req_per_s", true, EchoLatency),
         new("echo_inproc_pinned", "echo in one process as above, hub with `PinCarriersToOneCpu`", "req/s", "≥ 2× gevent, p99 no worse",
             Mine("echo_inproc_pinned"), Gevent("echo_inproc.py", ""), Go("inproc"),
-            "req_per_s", "req_per_s", "req_per_s", true, Latency),
+            "req_per_s", "req_per_s", "req_per_s", true, EchoLatency),
         new("echo_own_client", "echo, separate processes, each system's own client against its own server", "req/s", "≥ 2× gevent, p99 no worse",
             OurServer(OurClient), GeventServer(GeventClient), GoServer(GoClient),
-            "req_per_s", "req_per_s", "req_per_s", true, Latency),
+            "req_per_s", "req_per_s", "req_per_s", true, EchoLatency),
+        new("echo_async_inproc", "echo 100 conns × 1,000 × 64 B in one process, ours: stackless client and server greenlets on one hub (`await ReceiveAsync/SendAsync` + Patch.All: the hub's reactor)", "req/s", "≥ 3× gevent",
+            Mine("echo_inproc_async"), Gevent("echo_inproc.py", ""), Go("inproc"),
+            "req_per_s", "req_per_s", "req_per_s", true, EchoLatency),
+        new("echo_async_procs", "echo, separate processes, each system's own client against its own server; ours: async handler and client on one hub per process (stackless, the hub's reactor)", "req/s", "≥ 2× gevent, ≥ 0.8× Go, p99 ≤ gevent",
+            OurAsyncServer(OurAsyncClient), GeventServer(GeventClient), GoServer(GoClient),
+            "req_per_s", "req_per_s", "req_per_s", true, EchoLatency),
+        new("echo_async_group_procs", "echo across processes as above, our server on a `HubGroup` (one hub per CPU, a SO_REUSEPORT listener each), our async client on one hub", "req/s", "≥ 2× gevent, ≥ 0.8× Go, p99 ≤ gevent",
+            OurAsyncGroupServer(OurAsyncClient), GeventServer(GeventClient), GoServer(GoClient),
+            "req_per_s", "req_per_s", "req_per_s", true, EchoLatency),
         new("echo_gevent_client", "echo: gevent's client against each server (columns = server)", "req/s", "our server ≥ 2× gevent's",
             OurServer(GeventClient), GeventServer(GeventClient), GoServer(GeventClient),
             "req_per_s", "req_per_s", "req_per_s", true, Latency, NeedsGevent: true),

@@ -43,6 +43,11 @@ internal static class Workloads
             "echo_inproc" => EchoWorkloads.InProcess(Int(0, 100), Int(1, 1000)),
             "echo_client" => EchoWorkloads.Client(Int(0, 0), Int(1, 100), Int(2, 1000)),
             "echo_server" => Serve(Int(0, 0)),
+            "echo_inproc_async" => EchoWorkloads.InProcessAsync(Int(0, 100), Int(1, 1000)),
+            "echo_inproc_async_engine" => EchoWorkloads.InProcessAsync(Int(0, 100), Int(1, 1000), patched: false),
+            "echo_client_async" => EchoWorkloads.ClientAsync(Int(0, 0), Int(1, 100), Int(2, 1000)),
+            "echo_server_async" => ServeAsync(Int(0, 0)),
+            "echo_server_async_group" => ServeAsyncGroup(Int(0, 0)),
             "http_server" => HttpWorkloads.GreenServer(Int(0, 0)),
             "timers" => WarmedUp(() => Timers(Math.Min(1_000, Int(0, 10_000))), () => Timers(Int(0, 10_000))),
             "timers_cold" => Timers(Int(0, 10_000)),
@@ -58,6 +63,18 @@ internal static class Workloads
     private static Dictionary<string, double> Serve(int port)
     {
         EchoWorkloads.Server(port);
+        return new();
+    }
+
+    private static Dictionary<string, double> ServeAsync(int port)
+    {
+        EchoWorkloads.ServerAsync(port);
+        return new();
+    }
+
+    private static Dictionary<string, double> ServeAsyncGroup(int port)
+    {
+        EchoWorkloads.ServerAsyncGroup(port);
         return new();
     }
 

@@ -60,6 +60,27 @@ public class WorkerSmokeTests
     }
 
     [Test]
+    public void AsyncEchoInProcessCountsEveryRoundTrip()
+    {
+        var figures = Run("echo_inproc_async 2 10");
+
+        AssertEcho(figures, requests: 20);
+        Assert.That(figures["ctxt_per_req"], Is.GreaterThanOrEqualTo(0));
+    }
+
+    [TestCase("echo_server_async")]
+    [TestCase("echo_server_async_group")]
+    public void AsyncEchoClientAgainstOurAsyncServerInAnotherProcessCountsEveryRoundTrip(string server)
+    {
+        var run = Harness.WithServer(SweepSmokeTests.NoAnchors, port => Harness.StartOurs($"{server} {port}"),
+            (_, port) => Harness.RunOurs($"echo_client_async {port} 2 10"));
+        var figures = Harness.ParseJson(run);
+
+        Assert.That(figures, Is.Not.Null, () => $"the async echo client failed: {run.Error}");
+        AssertEcho(figures!, requests: 20);
+    }
+
+    [Test]
     public void IdleClientKeepsItsIdleConnectionsAnsweringWhileOthersRequest()
     {
         var run = Harness.WithServer(SweepSmokeTests.NoAnchors, port => Harness.StartOurs($"http_server {port}"),

@@ -8,7 +8,8 @@ namespace GreenRuntime.PatchSets;
 /// <summary>
 /// Synchronous <see cref="Socket"/> operations (SendTo, SendFile and Disconnect included), at the large overloads (with <c>out SocketError</c>, or the
 /// full parameter list) that every smaller overload, <see cref="NetworkStream"/>, <see cref="TcpClient"/>,
-/// <see cref="TcpListener"/>, <see cref="UdpClient"/>, SslStream and HttpClient's synchronous path call.
+/// <see cref="TcpListener"/>, <see cref="UdpClient"/>, SslStream and HttpClient's synchronous path call; and the
+/// asynchronous receive, send and connect funnels, for stackless greenlets.
 /// </summary>
 internal sealed class SocketsPatchSet : PatchSet
 {
@@ -45,5 +46,18 @@ internal sealed class SocketsPatchSet : PatchSet
         Point(S, "SendTo", [typeof(ReadOnlySpan<byte>), typeof(SocketFlags), typeof(SocketAddress)], C, "SendTo", PatchedSocket.SendToAddress),
         Point(S, "Disconnect", [typeof(bool)], C, "Disconnect", PatchedSocket.DisconnectSlot),
         Point(S, "SendFile", [typeof(string), typeof(ReadOnlySpan<byte>), typeof(ReadOnlySpan<byte>), typeof(TransmitFileOptions)], C, "SendFile", PatchedSocket.SendFileSlot),
+        // The async funnels: for stackless greenlets, completed on the hub's reactor (PatchedSocket.Async.cs).
+        Point(S, "ReceiveAsync", [typeof(Memory<byte>), typeof(SocketFlags), typeof(bool), typeof(CancellationToken)], C, "ReceiveAsync", PatchedSocket.ReceiveAsyncSlot),
+        Point(S, "SendAsync", [typeof(ReadOnlyMemory<byte>), typeof(SocketFlags), typeof(CancellationToken)], C, "SendAsync", PatchedSocket.SendAsyncSlot),
+        Point(S, "SendAsyncForNetworkStream", [typeof(ReadOnlyMemory<byte>), typeof(SocketFlags), typeof(CancellationToken)], C, "SendAsyncForNetworkStream", PatchedSocket.SendAsyncForNetworkStreamSlot),
+        Point(S, "ConnectAsync", [typeof(EndPoint), typeof(CancellationToken)], C, "ConnectAsync", PatchedSocket.ConnectAsyncSlot),
+    ];
+
+    /// <summary>AcceptAsync returns <c>ValueTask&lt;Socket&gt;</c>, a struct returned through a hidden buffer, which the detour
+    /// engine refuses for instance methods; its Task overloads end in the same method.</summary>
+    public override IReadOnlyList<(string Method, string Reason)> KnownRefusals { get; } =
+    [
+        ("System.Net.Sockets.Socket.AcceptAsync(Socket, CancellationToken)",
+            "returns ValueTask<Socket> through a hidden return buffer, which the detour engine does not patch on instance methods: an AcceptAsync of a stackless greenlet runs on .NET's socket engine (accepted sockets are then served on the reactor)"),
     ];
 }

@@ -85,7 +85,7 @@ internal sealed unsafe class Reactor : IDisposable
 
     /// <summary>One stackless wait (<see cref="WaitAsync"/>): completed exactly once, by readiness, its timeout, its
     /// cancellation token or the socket's closing, always on the baton holder.</summary>
-    private sealed class AsyncWait(Reactor reactor, Registration registration, bool write, CancellationToken cancel) : TaskCompletionSource<SocketError>
+    private sealed class AsyncWait(Reactor reactor, Registration registration, bool write, CancellationToken cancel, Action? onDone) : TaskCompletionSource<SocketError>
     {
         public Hub Hub => reactor._hub;
         public HubTimer? Timer;
@@ -109,6 +109,9 @@ internal sealed unsafe class Reactor : IDisposable
                 case Readiness.TimedOut: TrySetResult(SocketError.TimedOut); break;
                 default: TrySetResult(SocketError.OperationAborted); break; // closed under the wait, as the blocking calls report it
             }
+            // Called directly, not as a continuation of the Task: the Task machinery would queue it to the thread pool
+            // whenever the baton holder's current SynchronizationContext is not the default one.
+            onDone?.Invoke();
         }
     }
 
@@ -188,8 +191,10 @@ internal sealed unsafe class Reactor : IDisposable
     /// when the socket is closed, or is cancelled by <paramref name="cancel"/>. Nothing is parked meanwhile. Null when
     /// the kernel refuses to watch this fd.
     /// </summary>
+    /// <remarks><paramref name="onDone"/>, when given, is called on the baton holder right after the returned Task
+    /// completed (unless it is returned already completed).</remarks>
     /// <exception cref="InvalidOperationException">Someone already waits for the same direction of this socket.</exception>
-    public Task<SocketError>? WaitAsync(SafeHandle handle, int fd, bool write, TimeSpan? timeout, CancellationToken cancel)
+    public Task<SocketError>? WaitAsync(SafeHandle handle, int fd, bool write, TimeSpan? timeout, CancellationToken cancel, Action? onDone = null)
     {
         var r = Register(handle, fd);
         if (r == null) return null;
@@ -202,7 +207,7 @@ internal sealed unsafe class Reactor : IDisposable
             else r.ReadReady = false;
             return Task.FromResult(SocketError.Success);
         }
-        var wait = new AsyncWait(this, r, write, cancel);
+        var wait = new AsyncWait(this, r, write, cancel, onDone);
         if (write) r.AsyncWriter = wait;
         else r.AsyncReader = wait;
         _hub.BeginExternalWait();
@@ -218,6 +223,19 @@ internal sealed unsafe class Reactor : IDisposable
             }, wait);
         }
         return wait.Task;
+    }
+
+    /// <summary>Whether a <see cref="WaitAsync"/> for this direction of the socket can start now: the kernel watches the fd
+    /// (registering it on first use) and nobody else waits for the same direction.</summary>
+    public bool CanWaitAsync(SafeHandle handle, int fd, bool write) => Register(handle, fd) is { } r && !r.IsWaited(write);
+
+    /// <summary>Ends <paramref name="wait"/> (a Task <see cref="WaitAsync"/> returned for this fd and direction) as if its
+    /// cancellation token had fired; nothing if it already ended. For a kill or a timeout of the waiting greenlet.</summary>
+    public void CancelWait(int fd, bool write, Task<SocketError> wait)
+    {
+        if (!_registrations.TryGetValue(fd, out var r)) return;
+        var pending = write ? r.AsyncWriter : r.AsyncReader;
+        if (pending != null && pending.Task == wait) pending.Complete(null);
     }
 
     private Registration? Register(SafeHandle handle, int fd)

@@ -11,6 +11,10 @@
 // same SocketError codes, and the Socket's connected state is updated as the original does, through its
 // internal UpdateStatusAfterSocketError (best effort: if a future runtime renames it, Connected stays stale).
 //
+// Each call is one Attempt (the non-blocking system call and its error mapping) in a loop: parked on the reactor
+// here for a greenlet that may park, or, for a stackless greenlet's async call, waiting on the reactor without
+// parking (AsyncSocketOperation.cs), so both kinds of greenlet share the same system-call code.
+//
 // Every entry point returns false ("not handled") when it cannot do the call this way — no reactor, flags it
 // does not pass through, a closed or invalid handle, an fd epoll refuses — and the caller then runs its
 // other path, so the exception a user sees for a disposed socket is the original's. Receive and send take
@@ -49,7 +53,7 @@ internal static unsafe class SocketIo
     {
         received = 0;
         error = SocketError.Success;
-        return (flags & ~PassThroughFlags) == 0 && s.SocketType == SocketType.Stream
+        return PassesThrough(flags, send: false) && s.SocketType == SocketType.Stream
             && ReceiveParked(hub, s, buffer, flags, timeout, out received, out error);
     }
 
@@ -63,17 +67,10 @@ internal static unsafe class SocketIo
         long deadline = Deadline(hub, timeout);
         while (true)
         {
-            if (!TryCall(handle, fd, false, buffer, (int)flags, out nint n, out int errno))
-                return false;
-            if (n >= 0)
+            switch (Attempt(s, handle, fd, send: false, buffer, flags, out received, out error))
             {
-                received = (int)n;
-                return true;
-            }
-            if (errno != Epoll.EAGAIN)
-            {
-                error = Fail(s, errno);
-                return true;
+                case Outcome.NotHandled: return false;
+                case Outcome.Done: return true;
             }
             switch (reactor.Wait(handle, fd, write: false, Remaining(hub, deadline)))
             {
@@ -92,26 +89,18 @@ internal static unsafe class SocketIo
     {
         sent = 0;
         error = SocketError.Success;
-        if ((flags & ~PassThroughFlags) != 0 || (flags & SocketFlags.Peek) != 0 || s.SocketType != SocketType.Stream || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
+        if (!PassesThrough(flags, send: true) || s.SocketType != SocketType.Stream || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
             return false;
         long deadline = Deadline(hub, timeout);
         while (sent < data.Length)
         {
-            if (!TryCall(handle, fd, true, MemoryMarshal.CreateSpan(ref MemoryMarshal.GetReference(data[sent..]), data.Length - sent), (int)flags, out nint n, out int errno))
+            var rest = MemoryMarshal.CreateSpan(ref MemoryMarshal.GetReference(data[sent..]), data.Length - sent);
+            switch (Attempt(s, handle, fd, send: true, rest, flags, out int n, out error))
             {
-                if (sent == 0) return false;
-                error = SocketError.OperationAborted; // closed under us halfway
-                return true;
-            }
-            if (n >= 0)
-            {
-                sent += (int)n;
-                continue;
-            }
-            if (errno != Epoll.EAGAIN)
-            {
-                error = Fail(s, errno);
-                return true;
+                case Outcome.NotHandled when sent == 0: return false;
+                case Outcome.NotHandled: error = SocketError.OperationAborted; return true; // closed under us halfway
+                case Outcome.Done when error != SocketError.Success: return true;
+                case Outcome.Done: sent += n; continue;
             }
             switch (reactor.Wait(handle, fd, write: true, Remaining(hub, deadline)))
             {
@@ -162,14 +151,52 @@ internal static unsafe class SocketIo
     {
         error = SocketError.Success;
         if (s.SocketType != SocketType.Stream || !TryGetHandle(hub, s, out _, out var handle, out int fd)) return null;
-        if (!TryCall(handle, fd, false, buffer, 0, out nint n, out int errno)) return null;
-        if (n >= 0) return (int)n;
-        if (errno == Epoll.EAGAIN) return -1;
-        error = Fail(s, errno);
-        return 0;
+        return Attempt(s, handle, fd, send: false, buffer, SocketFlags.None, out int n, out error) switch
+        {
+            Outcome.Done => n,
+            Outcome.WouldBlock => -1,
+            _ => null,
+        };
     }
 
-    private static bool TryGetHandle(Hub hub, Socket s, out Reactor reactor, out SafeSocketHandle handle, out int fd)
+    /// <summary>What one non-blocking system call came to.</summary>
+    internal enum Outcome
+    {
+        /// <summary>It ran: bytes moved (0 at the end of the stream), or the error is in the out parameter.</summary>
+        Done,
+
+        /// <summary>EAGAIN: wait on the reactor and try again.</summary>
+        WouldBlock,
+
+        /// <summary>The handle was closed meanwhile: the caller's other path reports the socket's state.</summary>
+        NotHandled,
+    }
+
+    /// <summary>
+    /// The one attempt every reactor path (parked, stackless, single-shot) is built on: a non-blocking recv or send of
+    /// <paramref name="buffer"/>, EINTR retried, an error mapped to the SocketError .NET reports (and the socket's
+    /// connected state updated as the original does).
+    /// </summary>
+    internal static Outcome Attempt(Socket s, SafeSocketHandle handle, int fd, bool send, Span<byte> buffer, SocketFlags flags, out int transferred, out SocketError error)
+    {
+        transferred = 0;
+        error = SocketError.Success;
+        if (!TryCall(handle, fd, send, buffer, (int)flags, out nint n, out int errno)) return Outcome.NotHandled;
+        if (n >= 0)
+        {
+            transferred = (int)n;
+            return Outcome.Done;
+        }
+        if (errno == Epoll.EAGAIN) return Outcome.WouldBlock;
+        error = Fail(s, errno);
+        return Outcome.Done;
+    }
+
+    /// <summary>Whether <paramref name="flags"/> can be passed to recv (<paramref name="send"/> false) or send as they are.</summary>
+    internal static bool PassesThrough(SocketFlags flags, bool send) =>
+        (flags & ~PassThroughFlags) == 0 && !(send && (flags & SocketFlags.Peek) != 0);
+
+    internal static bool TryGetHandle(Hub hub, Socket s, out Reactor reactor, out SafeSocketHandle handle, out int fd)
     {
         reactor = null!;
         handle = null!;

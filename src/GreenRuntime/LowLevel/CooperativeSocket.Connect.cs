@@ -117,7 +117,31 @@ public static partial class CooperativeSocket
     /// </summary>
     private static bool ConnectOnReactor(Hub hub, Socket s, EndPoint remoteEP)
     {
-        if (!CanForgetPendingConnect(s)) return false;
+        switch (StartConnect(s, remoteEP))
+        {
+            case null: return false;
+            case true: return true;
+        }
+        while (true)
+        {
+            var readiness = SocketIo.WaitWritableOnce(hub, s, null);
+            if (readiness is null or Readiness.Closed) throw new SocketException((int)SocketError.OperationAborted);
+            switch (ConnectOutcome(s))
+            {
+                case SocketError.Success: return true;
+                case { } error: throw new SocketException((int)error);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Starts the non-blocking connect: true when it connected at once (loopback often does), false when it is in
+    /// progress (wait until the socket is writable, then ask <see cref="ConnectOutcome"/>), null when the socket cannot
+    /// be switched to non-blocking mode (nothing was done). Throws the socket's own exception for a connect that fails at once.
+    /// </summary>
+    internal static bool? StartConnect(Socket s, EndPoint remoteEP)
+    {
+        if (!CanForgetPendingConnect(s)) return null;
         bool wasBlocking = s.Blocking;
         try
         {
@@ -125,35 +149,39 @@ public static partial class CooperativeSocket
         }
         catch (Exception e) when (e is SocketException or ObjectDisposedException)
         {
-            return false; // the other path reports the socket's state
+            return null; // the other path reports the socket's state
         }
         try
         {
             using (Parking.SuppressCooperation())
                 s.Connect(remoteEP);
-            return true; // connected at once (loopback often is), or the socket's own exception
+            return true; // connected at once, or the socket's own exception
         }
         catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress)
         {
+            return false;
         }
         finally
         {
             s.Blocking = wasBlocking;
         }
-        while (true)
+    }
+
+    /// <summary>
+    /// The outcome of a non-blocking connect once the socket reported writability: Success (the socket records the
+    /// connection: endpoints, state), the error it failed with, or null when it is still in progress (an early edge).
+    /// </summary>
+    internal static SocketError? ConnectOutcome(Socket s)
+    {
+        // SO_ERROR is how a non-blocking connect reports its outcome (.NET returns it as a SocketError).
+        var error = (SocketError)(int)s.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
+        if (error != SocketError.Success)
         {
-            var readiness = SocketIo.WaitWritableOnce(hub, s, null);
-            if (readiness is null or Readiness.Closed) throw new SocketException((int)SocketError.OperationAborted);
-            // SO_ERROR is how a non-blocking connect reports its outcome (.NET returns it as a SocketError).
-            var error = (SocketError)(int)s.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
-            if (error != SocketError.Success)
-            {
-                // Otherwise the Connected getter would poll the failed socket, see it "writable" and report true.
-                PendingConnect(s) = false;
-                throw new SocketException((int)error);
-            }
-            if (s.Connected) return true; // the getter records the connection (endpoints, state)
+            // Otherwise the Connected getter would poll the failed socket, see it "writable" and report true.
+            PendingConnect(s) = false;
+            return error;
         }
+        return s.Connected ? SocketError.Success : null; // the getter records the connection
     }
 
     [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_nonBlockingConnectInProgress")]

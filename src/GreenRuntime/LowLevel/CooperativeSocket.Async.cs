@@ -1,0 +1,195 @@
+using System.Net;
+using System.Net.Sockets;
+using GreenRuntime.Io;
+
+namespace GreenRuntime.LowLevel;
+
+// The async socket calls of stackless greenlets, on the hub's reactor: the same non-blocking attempt as the parked
+// calls (SocketIo.Attempt), and on EAGAIN a stackless wait on the reactor (Io/AsyncSocketOperation.cs) instead of a
+// park. Each Try* method decides whether the call is its business; when it is not, it returns false having done
+// nothing, and the caller runs .NET's own asynchronous call.
+public static partial class CooperativeSocket
+{
+    /// <summary>
+    /// Receives like <see cref="Socket.ReceiveAsync(Memory{byte}, SocketFlags, CancellationToken)"/>, completed through the
+    /// calling hub's epoll reactor when the caller is a stackless greenlet of a hub that has one: the non-blocking system
+    /// call at once, and while nothing is there a wait on the reactor, resumed on the hub's own thread (no .NET socket
+    /// engine, no thread pool).
+    /// </summary>
+    /// <param name="socket">A connected stream socket.</param>
+    /// <param name="buffer">Where the data goes. Empty: the task completes with 0 once data (or the end of the stream, or an
+    /// error) is there, consuming nothing, as .NET's zero-byte receive does.</param>
+    /// <param name="flags">None, Peek, OutOfBand or DontRoute; any other flag is not handled here.</param>
+    /// <param name="cancellationToken">Cancels the wait: the task then faults with <see cref="OperationCanceledException"/>.</param>
+    /// <param name="exceptionFor">The exception a failed receive faults the task with (default: <c>new SocketException((int)error)</c>,
+    /// as <see cref="Socket.ReceiveAsync(Memory{byte}, SocketFlags, CancellationToken)"/>).</param>
+    /// <param name="result">The receive's task when the method returns true: the bytes received, 0 at the end of the stream.</param>
+    /// <returns>False, having done nothing, when the call is not for the reactor: off a stackless greenlet (off a hub, on a
+    /// stackful greenlet, in a hub callback, inside <see cref="Parking.SuppressCooperation"/>), no reactor on this platform,
+    /// not a stream socket, a closed handle, other flags, a token already cancelled, or another wait for the same socket to
+    /// become readable in progress. Use the socket's own call then.</returns>
+    /// <remarks>A kill or an expired <see cref="GreenTimeout"/> of the awaiting greenlet faults the task with that exception
+    /// at once (when the receive has to wait); no data is lost (nothing is read after the task ended).</remarks>
+    public static bool TryReceiveAsync(Socket socket, Memory<byte> buffer, SocketFlags flags, CancellationToken cancellationToken,
+        Func<SocketError, Exception>? exceptionFor, out ValueTask<int> result)
+    {
+        ArgumentNullException.ThrowIfNull(socket);
+        result = default;
+        if (cancellationToken.IsCancellationRequested || !SocketIo.PassesThrough(flags, send: false)
+            || !OnStacklessReactor(socket, write: false, out var hub, out var reactor, out var handle, out int fd))
+            return false;
+        Span<byte> probe = stackalloc byte[1];
+        bool peek = buffer.IsEmpty;
+        switch (SocketIo.Attempt(socket, handle, fd, send: false, peek ? probe : buffer.Span, peek ? flags | SocketFlags.Peek : flags, out int n, out var error))
+        {
+            case SocketIo.Outcome.NotHandled:
+                return false;
+            case SocketIo.Outcome.Done:
+                result = error == SocketError.Success ? new ValueTask<int>(peek ? 0 : n) : ValueTask.FromException<int>(ExceptionFor(exceptionFor, error));
+                return true;
+        }
+        result = new AsyncSocketOperation(hub, reactor, socket, handle, fd, AsyncSocketKind.Receive, buffer, flags, 0, cancellationToken, exceptionFor).Start();
+        return true;
+    }
+
+    /// <summary>
+    /// Sends like <see cref="Socket.SendAsync(ReadOnlyMemory{byte}, SocketFlags, CancellationToken)"/> (all of
+    /// <paramref name="buffer"/>), through the calling hub's reactor; see
+    /// <see cref="TryReceiveAsync(Socket, Memory{byte}, SocketFlags, CancellationToken, Func{SocketError, Exception}?, out ValueTask{int})"/>
+    /// for when it applies.
+    /// </summary>
+    /// <param name="socket">A connected stream socket.</param>
+    /// <param name="buffer">What to send; read until the task completes.</param>
+    /// <param name="flags">None, OutOfBand or DontRoute; any other flag is not handled here.</param>
+    /// <param name="cancellationToken">Cancels the wait for buffer space (what went out stays sent).</param>
+    /// <param name="exceptionFor">The exception a failed send faults the task with (default: a <see cref="SocketException"/>).</param>
+    /// <param name="result">The send's task: the number of bytes sent (all of them).</param>
+    /// <returns>False, having done nothing, when the call is not for the reactor.</returns>
+    public static bool TrySendAsync(Socket socket, ReadOnlyMemory<byte> buffer, SocketFlags flags, CancellationToken cancellationToken,
+        Func<SocketError, Exception>? exceptionFor, out ValueTask<int> result)
+    {
+        result = default;
+        if (StartSend(socket, buffer, flags, cancellationToken, exceptionFor, out var operation, out var failure, out int sent) is not { } handled)
+            return false;
+        result = operation?.Start() ?? (failure is null ? new ValueTask<int>(sent) : ValueTask.FromException<int>(failure));
+        return handled;
+    }
+
+    /// <summary>
+    /// <see cref="TrySendAsync(Socket, ReadOnlyMemory{byte}, SocketFlags, CancellationToken, Func{SocketError, Exception}?, out ValueTask{int})"/>
+    /// for callers that need no byte count (a stream's <c>WriteAsync</c>).
+    /// </summary>
+    /// <param name="socket">A connected stream socket.</param>
+    /// <param name="buffer">What to send; read until the task completes.</param>
+    /// <param name="flags">None, OutOfBand or DontRoute; any other flag is not handled here.</param>
+    /// <param name="cancellationToken">Cancels the wait for buffer space (what went out stays sent).</param>
+    /// <param name="exceptionFor">The exception a failed send faults the task with (default: a <see cref="SocketException"/>).</param>
+    /// <param name="result">The send's task.</param>
+    /// <returns>False, having done nothing, when the call is not for the reactor.</returns>
+    public static bool TrySendAsync(Socket socket, ReadOnlyMemory<byte> buffer, SocketFlags flags, CancellationToken cancellationToken,
+        Func<SocketError, Exception>? exceptionFor, out ValueTask result)
+    {
+        result = default;
+        if (StartSend(socket, buffer, flags, cancellationToken, exceptionFor, out var operation, out var failure, out _) is not { } handled)
+            return false;
+        result = operation?.StartUntyped() ?? (failure is null ? default : ValueTask.FromException(failure));
+        return handled;
+    }
+
+    /// <summary>
+    /// Connects like <see cref="Socket.ConnectAsync(EndPoint, CancellationToken)"/>, waiting on the calling hub's reactor
+    /// (the non-blocking connect of the parked <see cref="Connect"/>); see
+    /// <see cref="TryReceiveAsync(Socket, Memory{byte}, SocketFlags, CancellationToken, Func{SocketError, Exception}?, out ValueTask{int})"/>
+    /// for when it applies. A <see cref="DnsEndPoint"/>, a connected or non-stream socket is not handled here.
+    /// </summary>
+    /// <param name="socket">A stream socket, not yet connected.</param>
+    /// <param name="remoteEndPoint">An IP (or other non-DNS) endpoint.</param>
+    /// <param name="cancellationToken">Cancels the connect (<see cref="OperationCanceledException"/>); the socket is then
+    /// unusable, as after a failed connect.</param>
+    /// <param name="result">The connect's task: faults with the socket's <see cref="SocketException"/> when the connection fails.</param>
+    /// <returns>False, having done nothing, when the call is not for the reactor.</returns>
+    public static bool TryConnectAsync(Socket socket, EndPoint remoteEndPoint, CancellationToken cancellationToken, out ValueTask result)
+    {
+        ArgumentNullException.ThrowIfNull(socket);
+        result = default;
+        if (remoteEndPoint is null or DnsEndPoint || cancellationToken.IsCancellationRequested || socket.Connected
+            || !OnStacklessReactor(socket, write: true, out var hub, out var reactor, out var handle, out int fd))
+            return false;
+        bool? connected;
+        try
+        {
+            connected = StartConnect(socket, remoteEndPoint);
+        }
+        catch (SocketException e)
+        {
+            result = ValueTask.FromException(e); // failed at once (refused on loopback, say): as the original reports it
+            return true;
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or NotSupportedException or ObjectDisposedException)
+        {
+            return false; // nothing was done: the original validates and throws its own exception
+        }
+        switch (connected)
+        {
+            case null: return false;
+            case true: return true;
+        }
+        result = new AsyncSocketOperation(hub, reactor, socket, handle, fd, AsyncSocketKind.Connect, default, SocketFlags.None, 0, cancellationToken, null).StartUntyped();
+        return true;
+    }
+
+    /// <summary>The send's synchronous part: everything that goes out at once. Null: not handled. Otherwise the operation that
+    /// waits for the rest (null when nothing is left), or the failure, or the bytes sent.</summary>
+    private static bool? StartSend(Socket socket, ReadOnlyMemory<byte> buffer, SocketFlags flags, CancellationToken cancellationToken,
+        Func<SocketError, Exception>? exceptionFor, out AsyncSocketOperation? operation, out Exception? failure, out int sent)
+    {
+        ArgumentNullException.ThrowIfNull(socket);
+        operation = null;
+        failure = null;
+        sent = 0;
+        if (cancellationToken.IsCancellationRequested || !SocketIo.PassesThrough(flags, send: true)
+            || !OnStacklessReactor(socket, write: true, out var hub, out var reactor, out var handle, out int fd))
+            return null;
+        // The memory stays the caller's: the operation only reads it (MemoryMarshal.AsMemory gives recv/send one type).
+        var writable = System.Runtime.InteropServices.MemoryMarshal.AsMemory(buffer);
+        while (true)
+        {
+            switch (SocketIo.Attempt(socket, handle, fd, send: true, writable.Span[sent..], flags, out int n, out var error))
+            {
+                case SocketIo.Outcome.NotHandled when sent == 0:
+                    return null;
+                case SocketIo.Outcome.NotHandled:
+                    failure = ExceptionFor(exceptionFor, SocketError.OperationAborted);
+                    return true;
+                case SocketIo.Outcome.WouldBlock:
+                    operation = new AsyncSocketOperation(hub, reactor, socket, handle, fd, AsyncSocketKind.Send, writable, flags, sent, cancellationToken, exceptionFor);
+                    return true;
+            }
+            if (error != SocketError.Success)
+            {
+                failure = ExceptionFor(exceptionFor, error);
+                return true;
+            }
+            sent += n;
+            if (sent >= writable.Length) return true;
+        }
+    }
+
+    /// <summary>Whether an async call on <paramref name="socket"/> is for the reactor: made by a stackless greenlet of a hub
+    /// with a reactor, on a stream socket with an open handle that the reactor can wait for in this direction.</summary>
+    private static bool OnStacklessReactor(Socket socket, bool write, out Hub hub, out Reactor reactor, out SafeSocketHandle handle, out int fd)
+    {
+        reactor = null!;
+        handle = null!;
+        fd = -1;
+        hub = Parking.ParkingHubSilent()!;
+        if (hub is null) return false;
+        var current = hub.CurrentGreenlet;
+        return current.IsStackless && current != hub.HubGreenlet && socket.SocketType == SocketType.Stream
+            && SocketIo.IsAvailable(hub) && SocketIo.TryGetHandle(hub, socket, out reactor, out handle, out fd)
+            && reactor.CanWaitAsync(handle, fd, write);
+    }
+
+    private static Exception ExceptionFor(Func<SocketError, Exception>? exceptionFor, SocketError error) =>
+        exceptionFor?.Invoke(error) ?? new SocketException((int)error);
+}
