@@ -257,7 +257,7 @@ public class AsyncSocketReactorTests : PatchedHubTest
         order.Add("send");
         s.Send(Encoding.ASCII.GetBytes("abc"));
         reader.Join();
-        Assert.That(reader.Successful, Is.True, () => reader.Exception?.ToString());
+        Assert.That(reader.Successful, Is.True, () => reader.Exception?.ToString() ?? "");
         Assert.That(order, Is.EqualTo(new[] { "send", "ready 0", "abc" }));
     }
 
