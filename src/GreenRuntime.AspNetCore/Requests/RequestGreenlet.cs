@@ -224,6 +224,7 @@ internal sealed class RequestGreenlet
     /// <summary>Hub-only: to the idle pump, else to a helper greenlet on this hub.</summary>
     internal void Dispatch(PostedCallback posted)
     {
+        AssertOnHub();
         if (TryWakePump(posted)) return;
         var helper = Green.Spawn(() => RunPosted(posted), HelperName);
         if (_finished) return; // a continuation after the request ended (fire-and-forget work): nothing to kill it for
@@ -232,9 +233,11 @@ internal sealed class RequestGreenlet
         helpers.Add(helper);
     }
 
-    /// <summary>Hub-only: wakes the pump if it is parked waiting for work.</summary>
+    /// <summary>Hub-only: wakes the pump if it is parked waiting for work. The pump's park has exactly one wake: this
+    /// (guarded by <c>_idle</c>, which only the pump sets and only the first waker clears) or a kill.</summary>
     private bool TryWakePump(object? value)
     {
+        AssertOnHub();
         if (!_idle) return false;
         _idle = false;
         return _idleToken.TryWake(value);
@@ -261,6 +264,14 @@ internal sealed class RequestGreenlet
         }
     }
 
+    /// <summary>Checks the header's rule that hub-only state is touched only under the request hub's baton.</summary>
+    [System.Diagnostics.Conditional("DEBUG")]
+    private void AssertOnHub()
+    {
+        if (Parking.CurrentHub != _hub)
+            throw new InvalidOperationException($"Invariant broken: a request's hub-only state was touched off its hub {_hub} (on {(object?)Parking.CurrentHub ?? "a thread of no hub"}); it must go through Hub.Post.");
+    }
+
     // ---- abort (step 5) ------------------------------------------------------------------------------------------
 
     /// <summary>RequestAborted fired (any thread).</summary>
@@ -279,6 +290,7 @@ internal sealed class RequestGreenlet
     /// <summary>Hub-only: kills the request greenlet and its live helpers.</summary>
     private void AbortOnHub()
     {
+        AssertOnHub();
         if (_finished) return;
         _aborted = true;
         var main = _main!;
