@@ -41,6 +41,43 @@ public sealed class LifecycleTests
     }
 
     [Test]
+    public async Task ARequestAbortedBeforeItsGreenletRanNeverRunsAndStillEnds()
+    {
+        var hogging = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var victimEnded = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        bool victimRan = false;
+        await using var app = await TestApp.StartAsync(a =>
+        {
+            a.MapGet("/hog", () =>
+            {
+                hogging.TrySetResult();
+                // Holds the one hub without yielding (busy work is not a wait): greenlets placed meanwhile stay unstarted.
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                while (clock.ElapsedMilliseconds < 1500) Thread.SpinWait(1000);
+                return "hogged";
+            });
+            a.MapGet("/victim", () =>
+            {
+                victimRan = true;
+                return "ran";
+            });
+        }, configure: o => o.Hubs = 1, before: a => a.Use(async (ctx, next) =>
+        {
+            await next(ctx);
+            if (ctx.Request.Path == "/victim") victimEnded.TrySetResult();
+        }));
+        var hog = app.Client.GetStringAsync("/hog");
+        await hogging.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+        Assert.That(async () => await app.Client.GetAsync("/victim", cancel.Token), Throws.InstanceOf<OperationCanceledException>());
+        Assert.That(await hog, Is.EqualTo("hogged"));
+        // Its abort reached the hub before its start could run: the greenlet was killed unstarted, and the middleware's
+        // Task still completed.
+        await victimEnded.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.That(victimRan, Is.False);
+    }
+
+    [Test]
     public async Task AnExceptionInTheEndpointBecomesA500AndTheHubServesOn()
     {
         await using var app = await TestApp.StartAsync(a =>
