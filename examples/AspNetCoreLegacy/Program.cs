@@ -5,6 +5,7 @@
 //
 //   dotnet run --project examples/AspNetCoreLegacy              serves on http://127.0.0.1:5080 after a self-test burst
 //   dotnet run --project examples/AspNetCoreLegacy -- --once    the burst only, then exits
+//   dotnet run --project examples/AspNetCoreLegacy -- --urls=http://127.0.0.1:8080    another address
 using System.Diagnostics;
 using AspNetCoreLegacy;
 using GreenRuntime;
@@ -19,7 +20,7 @@ builder.Logging.SetMinimumLevel(LogLevel.Warning);
 // Patch.All() reports, as warnings, the few methods it leaves alone on purpose (Thread.SpinWait, ...); the example
 // keeps its output to the point. A real app should look at that report once.
 builder.Logging.AddFilter("GreenRuntime.Patch", LogLevel.Error);
-builder.WebHost.UseUrls("http://127.0.0.1:5080");
+if (builder.Configuration["urls"] is null) builder.WebHost.UseUrls("http://127.0.0.1:5080"); // --urls overrides it
 builder.Services.AddGreenlets();
 builder.Services.AddSingleton(new HttpClient { Timeout = TimeSpan.FromSeconds(10) });
 var app = builder.Build();
