@@ -73,8 +73,28 @@ internal static class Harness
         a => WithServer(a, port => start != null ? start(port) : a.StartLocalGevent(geventScript!, port.ToString(System.Globalization.CultureInfo.InvariantCulture)),
             (_, port) => RunOurs($"idle_client {port} {IdleConnections} 1000 5"));
 
+    private const string AspNet = "ASP.NET Core, 1,000 keep-alive connections, ";
+
+    private static Workload AspNetRow(string name, string title, string target, string way, string endpoint, double warmup, double seconds) =>
+        new(name, AspNet + title, "req/s", target, AspNetCoreWorkloads.Measure(way, endpoint, 1000, warmup, seconds), null, null,
+            "req_per_s", "", "", true, [("p99_us", "", "", "p99 latency µs"), ("errors", "", "", "errors")]);
+
     public static readonly Workload[] All =
     [
+        // ASP.NET Core three ways (AspNetCoreWorkloads.cs): the blocking endpoint on plain Kestrel, the same endpoint
+        // under UseGreenlets(), and the async rewrite. "First 20 s" is a cold server process measured from its first
+        // request; "steady" skips the first 5 s (plain Kestrel: the first 20 s, while its thread pool grows).
+        AspNetRow("aspnet_sleep_plain_first20s", "`Thread.Sleep(20)` endpoint, plain Kestrel, cold: first 20 s", "(the baseline)", "plain", "sleep", 0, 20),
+        AspNetRow("aspnet_sleep_greenlets_first20s", "`Thread.Sleep(20)` endpoint, `UseGreenlets()`, cold: first 20 s", "≥ 10× plain", "greenlets", "sleep", 0, 20),
+        AspNetRow("aspnet_sleep_plain_steady", "`Thread.Sleep(20)` endpoint, plain Kestrel: seconds 20–30", "(the baseline)", "plain", "sleep", 20, 10),
+        AspNetRow("aspnet_sleep_greenlets_steady", "`Thread.Sleep(20)` endpoint, `UseGreenlets()`: steady", "≥ 0.8× async, p99 ≤ 2× async", "greenlets", "sleep", 5, 10),
+        AspNetRow("aspnet_sleep_async_steady", "`await Task.Delay(20)` rewrite, plain Kestrel: steady", "(the rewrite)", "async", "sleep", 5, 10),
+        AspNetRow("aspnet_upstream_plain_first20s", "`GetStringAsync(upstream).Result` (20 ms upstream), plain Kestrel, cold: first 20 s", "(the baseline)", "plain", "upstream", 0, 20),
+        AspNetRow("aspnet_upstream_greenlets_first20s", "`GetStringAsync(upstream).Result`, `UseGreenlets()`, cold: first 20 s", "≥ 10× plain", "greenlets", "upstream", 0, 20),
+        AspNetRow("aspnet_upstream_greenlets_steady", "`GetStringAsync(upstream).Result`, `UseGreenlets()`: steady", "≥ 0.8× async, p99 ≤ 2× async", "greenlets", "upstream", 5, 10),
+        AspNetRow("aspnet_upstream_async_steady", "`await GetStringAsync(upstream)` rewrite, plain Kestrel: steady", "(the rewrite)", "async", "upstream", 5, 10),
+        AspNetRow("aspnet_hello_plain", "non-blocking \"hello\", plain Kestrel: steady", "(the baseline)", "plain", "hello", 3, 10),
+        AspNetRow("aspnet_hello_greenlets", "non-blocking \"hello\", `UseGreenlets()`: steady", "≥ 0.85× plain", "greenlets", "hello", 3, 10),
         new("switch_stackless", "switch rate, stackless (`await Task.Yield()` ping-pong; gevent `sleep(0)`), 1M", "switches/s", "≥ 20× gevent",
             Mine("switch_stackless"), Gevent("switch.py", "sleep0 1000000"), Go("switch_gosched"),
             "switches_per_s", "switches_per_s", "switches_per_s", true, []),
@@ -298,6 +318,7 @@ internal static class Harness
         }
     }
 
+    /// <summary>Stops a server process started with <see cref="StartServer"/>.</summary>
     internal static void Stop(Process process)
     {
         try

@@ -61,20 +61,26 @@ internal static class LoadClient
         Array.Sort(latencies);
         double Us(long ticks) => ticks * 1e6 / Stopwatch.Frequency;
         double Q(double p) => latencies.Length == 0 ? double.NaN : Us(latencies[Math.Min(latencies.Length - 1, (int)(p * latencies.Length))]);
-        return new()
+        var result = new Dictionary<string, double>
         {
             ["connections"] = connections,
             ["requests"] = latencies.Length,
             ["seconds"] = seconds,
             ["req_per_s"] = latencies.Length / seconds,
-            ["p50_us"] = Q(0.50),
-            ["p90_us"] = Q(0.90),
-            ["p99_us"] = Q(0.99),
-            ["p999_us"] = Q(0.999),
-            ["max_us"] = latencies.Length == 0 ? double.NaN : Us(latencies[^1]),
             ["errors"] = states.Sum(c => c.Errors),
             ["reconnects"] = states.Sum(c => c.Reconnects),
         };
+        // No response in the window (a server whose thread pool is starved can answer none for many seconds): no
+        // latencies to report, and JSON has no NaN.
+        if (latencies.Length > 0)
+        {
+            result["p50_us"] = Q(0.50);
+            result["p90_us"] = Q(0.90);
+            result["p99_us"] = Q(0.99);
+            result["p999_us"] = Q(0.999);
+            result["max_us"] = Us(latencies[^1]);
+        }
+        return result;
     }
 
     /// <summary>One connection's state; touched only by its own loop until <see cref="Run"/> has joined the loops.</summary>

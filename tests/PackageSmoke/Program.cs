@@ -1,10 +1,18 @@
 // The package smoke test: everything below uses the GreenRuntime packages only (no project reference), the way
 // a user's application does. After Patch.All(), greenlets doing plain Thread.Sleep and a blocking TCP round
-// trip on loopback must overlap: the wall time must be well below the sum of their waits. Exit code 0 = passed.
+// trip on loopback must overlap: the wall time must be well below the sum of their waits. Then an ASP.NET Core
+// app with AddGreenlets()/UseGreenlets() on Kestrel must overlap requests whose endpoint sleeps. Exit code 0 = passed.
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using GreenRuntime;
+using GreenRuntime.AspNetCore;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 const int Sleepers = 8;
 const int SleepMs = 500;
@@ -92,6 +100,39 @@ Console.WriteLine($"{greenlets.Count} greenlets: wall {wall.TotalMilliseconds:F0
 if (wall >= sum / 2)
 {
     Console.Error.WriteLine("FAILED: the greenlets did not overlap");
+    return 1;
+}
+// GreenRuntime.AspNetCore: 20 requests to an endpoint that sleeps 300 ms, from a thread-pool thread (the main
+// thread is a hub's now). Overlapped they take about 0.3 s; one after another 6 s.
+var web = Task.Run(async () =>
+{
+    var builder = WebApplication.CreateBuilder();
+    builder.Logging.ClearProviders();
+    builder.WebHost.UseKestrel(k => k.Listen(IPAddress.Loopback, 0));
+    builder.Services.AddGreenlets(o => o.Hubs = 1);
+    await using var app = builder.Build();
+    app.UseGreenlets();
+    app.MapGet("/sleep", () => { Thread.Sleep(300); return GreenRuntime.LowLevel.Parking.CurrentHub != null ? "greenlet" : "thread"; });
+    await app.StartAsync();
+    var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+    using var http = new HttpClient { BaseAddress = new Uri(address) };
+    var webClock = Stopwatch.StartNew();
+    var replies = await Task.WhenAll(Enumerable.Range(0, 20).Select(_ => http.GetStringAsync("/sleep")));
+    var took = webClock.Elapsed;
+    await app.StopAsync();
+    return (replies, took);
+});
+web.Wait();
+var (webReplies, webWall) = web.Result;
+Console.WriteLine($"ASP.NET Core: 20 requests sleeping 300 ms each took {webWall.TotalMilliseconds:F0} ms");
+if (webReplies.Any(r => r != "greenlet"))
+{
+    Console.Error.WriteLine("FAILED: an ASP.NET Core request did not run on a greenlet");
+    return 1;
+}
+if (webWall >= TimeSpan.FromSeconds(3))
+{
+    Console.Error.WriteLine("FAILED: the ASP.NET Core requests did not overlap");
     return 1;
 }
 Console.WriteLine("package smoke test passed");

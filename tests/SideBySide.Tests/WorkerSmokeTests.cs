@@ -105,4 +105,21 @@ public class WorkerSmokeTests
         Assert.That(figures["p999_us"], Is.GreaterThanOrEqualTo(figures["p99_us"]));
         Assert.That(figures["max_us"], Is.GreaterThanOrEqualTo(figures["p999_us"]));
     }
+
+    [TestCase("greenlets", "sleep")]
+    [TestCase("plain", "hello")]
+    [TestCase("async", "upstream")]
+    [TestCase("greenlets", "upstream")]
+    public void AspNetCoreServerAnswersTheLoadClient(string way, string endpoint)
+    {
+        // The harness's own path: the upstream (when needed) and the server in child processes, 4 connections for 1 s.
+        var run = AspNetCoreWorkloads.Measure(way, endpoint, connections: 4, warmup: 0, seconds: 1)(SweepSmokeTests.NoAnchors);
+        var figures = Harness.ParseJson(run);
+
+        Assert.That(figures, Is.Not.Null, () => $"the ASP.NET Core {way}/{endpoint} run failed: {run.Error}");
+        Assert.That(figures!["errors"], Is.Zero);
+        Assert.That(figures["requests"], Is.GreaterThan(0));
+        if (endpoint != "hello")
+            Assert.That(figures["p50_us"], Is.GreaterThanOrEqualTo(AspNetCoreWorkloads.WaitMs * 1000 * 0.9), "each request waits its 20 ms");
+    }
 }

@@ -18,6 +18,8 @@
 //      the thread is the greenlet's while it is suspended). The scheduler may run hub callbacks (timers, links,
 //      Hub.Post actions) on that thread meanwhile: they run under the default context, and the greenlet's context
 //      is put back before the thread returns into it, so a callback can neither see nor change a greenlet's values.
+//      The same holds for the thread's SynchronizationContext, which a stackful greenlet may set for its own awaits
+//      (the ASP.NET Core integration does): callbacks run with none, and the greenlet's is put back after them.
 //   4. Stackless continuations posted by await restore their own captured context (the async method builder does);
 //      anything else posted through a stackless greenlet's synchronization context runs under the greenlet's
 //      creation context, and the thread is reset to the default context after it.

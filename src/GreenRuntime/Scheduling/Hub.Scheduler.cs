@@ -425,6 +425,10 @@ public sealed partial class Hub
         // This thread may keep a parked greenlet's context: callbacks run under the default one and cannot change
         // the greenlet's (AmbientContext.cs, step 3).
         var savedContext = AmbientContext.EnterForCallback();
+        // Likewise its synchronization context (a stackful greenlet may have installed one of its own, as the ASP.NET
+        // Core integration does): a callback that awaits must not post its continuation into that greenlet.
+        var savedSync = SynchronizationContext.Current;
+        if (savedSync != null) SynchronizationContext.SetSynchronizationContext(null);
         try
         {
             callback(state);
@@ -435,6 +439,7 @@ public sealed partial class Hub
         }
         finally
         {
+            if (savedSync != null || SynchronizationContext.Current != null) SynchronizationContext.SetSynchronizationContext(savedSync);
             AmbientContext.LeaveCallback(savedContext);
             CallbackSite = savedSite;
             _callbackDepth--;

@@ -1,0 +1,304 @@
+// One request in a greenlet: how the rest of the pipeline runs on a hub, where its awaits resume, and how it ends.
+//
+// Glossary
+//   request greenlet  the stackful greenlet that runs `next(context)` for one request, placed on the least-loaded hub
+//                     of the host's HubGroup; it stays on that hub.
+//   pump              what the request greenlet does once `next(context)` has returned an unfinished Task: it parks,
+//                     and runs each continuation handed to it, until that Task completes.
+//   helper            a stackful greenlet on the same hub that runs one continuation the request greenlet could not
+//                     take because it was busy (see step 3).
+//
+// The protocol
+//   1. The middleware (on a Kestrel thread-pool thread) spawns the request greenlet and awaits a Task that the
+//      greenlet completes: no pool thread waits. The greenlet is created there, so it runs under the request's
+//      ExecutionContext (IHttpContextAccessor, Activity.Current, logging scopes flow in as they would into an await).
+//   2. The greenlet installs the request's RequestSynchronizationContext and calls `next(context)`: synchronous
+//      endpoint code runs on its stack, and a blocking call parks the greenlet (Patch.All), not a thread.
+//   3. Every continuation posted to that context (an `await` inside the pipeline, from whatever thread completes the
+//      awaited operation) is dispatched on the hub, under its baton: to the pump when the request greenlet is parked
+//      there waiting for work, otherwise to a new helper greenlet on the same hub. The "otherwise" is what keeps
+//      sync-over-async code from deadlocking: a greenlet parked in `task.Result` cannot run the continuation that
+//      would complete `task`, so a helper does, exactly as a pool thread would without the middleware. Either way
+//      the continuation runs on the request's hub, may block cooperatively, and never races with the request's other
+//      greenlets (one baton per hub).
+//   4. When the pipeline's Task completes (inline, or from a thread that posts to the hub), the pump ends; the
+//      greenlet completes the middleware's Task with the pipeline's outcome (an exception goes to Kestrel, which
+//      answers 500 as it would without the middleware).
+//   5. RequestAborted kills the request greenlet and its live helpers (on the hub); the middleware's Task completes
+//      when the greenlet ends, or at once when the kill found it not yet running (its body then never runs).
+//
+// All state below marked "hub-only" is read and written only on the request's hub while holding its baton (in the
+// request greenlet, a helper, or a hub callback), so it needs no lock; every other thread reaches it by Hub.Post.
+//
+// Rejected: awaiting the pipeline's Task on the request greenlet with no synchronization context (continuations would
+// run on pool threads, where blocking code after the first await blocks the pool again: the starvation this
+// integration exists to remove); running every continuation in the pump only (sync-over-async inside an endpoint
+// would deadlock: the continuation its `.Result` waits for would be queued behind it); a new greenlet for every
+// continuation (Green.Current and GreenletLocal would change at each await, and a kill would have no one greenlet to
+// aim at).
+
+using GreenRuntime.LowLevel;
+using Microsoft.AspNetCore.Http;
+
+namespace GreenRuntime.AspNetCore.Requests;
+
+/// <summary>One request running in a greenlet; see the header comment for the protocol.</summary>
+internal sealed class RequestGreenlet
+{
+    private const string GreenletName = "aspnetcore request";
+    private const string HelperName = "aspnetcore continuation";
+
+    private readonly GreenletsHost _host;
+    private readonly HttpContext _http;
+    private readonly RequestDelegate _next;
+    private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly RequestSynchronizationContext _sync;
+    private Hub? _hub;
+    private Greenlet? _main;
+
+    // Hub-only state.
+    private ParkToken _idleToken;
+    private bool _idle;
+    private bool _bodyBegan;
+    private bool _finished;
+    private bool _aborted;
+    private bool _completionHooked;
+    private List<Greenlet>? _helpers;
+
+    private RequestGreenlet(GreenletsHost host, HttpContext http, RequestDelegate next)
+    {
+        _host = host;
+        _http = http;
+        _next = next;
+        _sync = new RequestSynchronizationContext(this);
+    }
+
+    /// <summary>The hub the request runs on (set before anything can be posted to its context).</summary>
+    internal Hub Hub => _hub ?? throw new InvalidOperationException("Internal error: the request's hub is read before its greenlet was placed.");
+
+    /// <summary>Step 1: places the request's greenlet and returns the Task that completes when it is done.</summary>
+    public static Task RunAsync(GreenletsHost host, HttpContext http, RequestDelegate next)
+    {
+        var request = new RequestGreenlet(host, http, next);
+        var g = host.Group.Spawn(request.Body, GreenletName);
+        request._main = g;
+        request._hub = g.Hub;
+        if (http.RequestAborted.CanBeCanceled)
+        {
+            var registration = http.RequestAborted.UnsafeRegister(static s => ((RequestGreenlet)s!).OnAborted(), request);
+            return request.CompleteAfter(registration);
+        }
+        return request._done.Task;
+    }
+
+    private async Task CompleteAfter(CancellationTokenRegistration registration)
+    {
+        try
+        {
+            await _done.Task.ConfigureAwait(false);
+        }
+        finally
+        {
+            await registration.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    // ---- the request greenlet ------------------------------------------------------------------------------------
+
+    /// <summary>Steps 2–4, on the request greenlet.</summary>
+    private void Body()
+    {
+        _hub = Parking.CurrentHub;
+        _bodyBegan = true;
+        var previous = SynchronizationContext.Current;
+        SynchronizationContext.SetSynchronizationContext(_sync);
+        try
+        {
+            Task pipeline;
+            try
+            {
+                pipeline = _next(_http);
+            }
+            catch (Exception e) when (e is not GreenletExit)
+            {
+                pipeline = Task.FromException(e);
+            }
+            Pump(pipeline);
+            Complete(pipeline);
+        }
+        finally
+        {
+            _finished = true;
+            _idle = false;
+            SynchronizationContext.SetSynchronizationContext(previous);
+            _done.TrySetResult(); // killed (or a bug of ours): the request ends without an outcome to report
+        }
+    }
+
+    /// <summary>Step 3's pump: park until a continuation or the pipeline's completion arrives; run the continuation.</summary>
+    private void Pump(Task pipeline)
+    {
+        while (!pipeline.IsCompleted)
+        {
+            if (!_completionHooked)
+            {
+                _completionHooked = true;
+                pipeline.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(OnPipelineCompleted);
+            }
+            var token = Parking.BeginPark(WaitReason.Task, foreignWake: true);
+            _idleToken = token;
+            _idle = true;
+            // The completion may have run inline (on this thread) since the loop's check: it found the greenlet busy.
+            if (pipeline.IsCompleted)
+            {
+                _idle = false;
+                Parking.CancelPark(token);
+                break;
+            }
+            object? handed;
+            try
+            {
+                handed = Parking.EndPark(token);
+            }
+            finally
+            {
+                _idle = false;
+                _idleToken = default;
+            }
+            if (handed is PostedCallback callback) RunPosted(callback);
+        }
+    }
+
+    /// <summary>Step 4: hands the pipeline's outcome to the middleware.</summary>
+    private void Complete(Task pipeline)
+    {
+        if (pipeline.IsCompletedSuccessfully || _aborted) _done.TrySetResult();
+        else if (pipeline.IsCanceled) _done.TrySetCanceled();
+        else _done.TrySetException(pipeline.Exception!.InnerExceptions);
+    }
+
+    /// <summary>Runs one posted callback in the calling greenlet (the pump or a helper), with the request's context.</summary>
+    private void RunPosted(PostedCallback callback)
+    {
+        var previous = SynchronizationContext.Current;
+        SynchronizationContext.SetSynchronizationContext(_sync);
+        try
+        {
+            callback.Callback(callback.State);
+        }
+        catch (Exception e) when (e is not GreenletExit)
+        {
+            // An await's continuation keeps its exceptions in its Task; only a raw Post (async void) lands here.
+            AspNetCoreLog.PostedCallbackFailed(_host.Logger, e);
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
+        }
+    }
+
+    // ---- dispatch (step 3) and completion (step 4) ---------------------------------------------------------------
+
+    /// <summary>A continuation posted to the request's context, from any thread.</summary>
+    internal void Post(SendOrPostCallback callback, object? state)
+    {
+        var posted = new PostedCallback(this, callback, state);
+        var hub = Hub;
+        if (Parking.CurrentHub == hub)
+        {
+            Dispatch(posted);
+            return;
+        }
+        try
+        {
+            hub.Post(posted.Dispatch);
+        }
+        catch (ObjectDisposedException)
+        {
+            // The host has stopped and its hubs are gone: the continuation still runs (its finally blocks too), as it
+            // would without the middleware.
+            ThreadPool.UnsafeQueueUserWorkItem(static p => p.Callback(p.State), posted, preferLocal: false);
+        }
+    }
+
+    /// <summary>Hub-only: to the idle pump, else to a helper greenlet on this hub.</summary>
+    internal void Dispatch(PostedCallback posted)
+    {
+        AssertOnHub();
+        if (TryWakePump(posted)) return;
+        var helper = Green.Spawn(() => RunPosted(posted), HelperName);
+        if (_finished) return; // a continuation after the request ended (fire-and-forget work): nothing to kill it for
+        var helpers = _helpers ??= new List<Greenlet>();
+        if (helpers.Count >= 8) helpers.RemoveAll(static h => h.Dead);
+        helpers.Add(helper);
+    }
+
+    /// <summary>Hub-only: wakes the pump if it is parked waiting for work. The pump's park has exactly one wake: this
+    /// (guarded by <c>_idle</c>, which only the pump sets and only the first waker clears) or a kill.</summary>
+    private bool TryWakePump(object? value)
+    {
+        AssertOnHub();
+        if (!_idle) return false;
+        _idle = false;
+        return _idleToken.TryWake(value);
+    }
+
+    private static readonly object s_pipelineCompleted = new();
+
+    /// <summary>The pipeline's Task completed (any thread): wake the pump if it waits.</summary>
+    private void OnPipelineCompleted()
+    {
+        var hub = Hub;
+        if (Parking.CurrentHub == hub)
+        {
+            TryWakePump(s_pipelineCompleted);
+            return;
+        }
+        try
+        {
+            hub.Post(() => TryWakePump(s_pipelineCompleted));
+        }
+        catch (ObjectDisposedException)
+        {
+            // the hub is gone and took the request greenlet with it
+        }
+    }
+
+    /// <summary>Checks the header's rule that hub-only state is touched only under the request hub's baton.</summary>
+    [System.Diagnostics.Conditional("DEBUG")]
+    private void AssertOnHub()
+    {
+        if (Parking.CurrentHub != _hub)
+            throw new InvalidOperationException($"Invariant broken: a request's hub-only state was touched off its hub {_hub} (on {(object?)Parking.CurrentHub ?? "a thread of no hub"}); it must go through Hub.Post.");
+    }
+
+    // ---- abort (step 5) ------------------------------------------------------------------------------------------
+
+    /// <summary>RequestAborted fired (any thread).</summary>
+    private void OnAborted()
+    {
+        try
+        {
+            Hub.Post(AbortOnHub);
+        }
+        catch (ObjectDisposedException)
+        {
+            _done.TrySetResult(); // the hub is gone and took the request greenlet with it
+        }
+    }
+
+    /// <summary>Hub-only: kills the request greenlet and its live helpers.</summary>
+    private void AbortOnHub()
+    {
+        AssertOnHub();
+        if (_finished) return;
+        _aborted = true;
+        var main = _main!;
+        main.Kill(block: false);
+        if (_helpers != null)
+            foreach (var helper in _helpers)
+                if (!helper.Dead) helper.Kill(block: false);
+        // Killed before it ran: its body never will, so nothing else completes the middleware's Task.
+        if (!_bodyBegan && main.Dead) _done.TrySetResult();
+    }
+}

@@ -1,0 +1,201 @@
+using System.Net;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace GreenRuntime.AspNetCore.Tests;
+
+/// <summary>How a request's greenlet ends: aborted, failed, or at the host's shutdown.</summary>
+[TestFixture]
+public sealed class LifecycleTests
+{
+    [Test]
+    public async Task RequestAbortedKillsTheRequestsGreenlet()
+    {
+        var started = new TaskCompletionSource<Greenlet>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var killed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/forever", () =>
+        {
+            started.TrySetResult(Green.Current);
+            try
+            {
+                Thread.Sleep(TimeSpan.FromSeconds(60));
+            }
+            catch (GreenletExit)
+            {
+                killed.TrySetResult();
+                throw;
+            }
+            return "not killed";
+        }));
+        using var cancel = new CancellationTokenSource();
+        var request = app.Client.GetAsync("/forever", cancel.Token);
+        var greenlet = await started.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        cancel.Cancel(); // the client goes away: Kestrel signals RequestAborted
+        Assert.That(async () => await request, Throws.InstanceOf<OperationCanceledException>());
+        await killed.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        for (int i = 0; i < 200 && !greenlet.Dead; i++) await Task.Delay(50);
+        Assert.That(greenlet.Dead, Is.True, "the request's greenlet ended");
+        // The hubs go on serving.
+        Assert.That((await app.Client.GetAsync("/missing")).StatusCode, Is.EqualTo(HttpStatusCode.NotFound));
+    }
+
+    [Test]
+    public async Task ARequestAbortedBeforeItsGreenletRanNeverRunsAndStillEnds()
+    {
+        var hogging = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var victimEnded = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        bool victimRan = false;
+        await using var app = await TestApp.StartAsync(a =>
+        {
+            a.MapGet("/hog", () =>
+            {
+                hogging.TrySetResult();
+                // Holds the one hub without yielding (busy work is not a wait): greenlets placed meanwhile stay unstarted.
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                while (clock.ElapsedMilliseconds < 1500) Thread.SpinWait(1000);
+                return "hogged";
+            });
+            a.MapGet("/victim", () =>
+            {
+                victimRan = true;
+                return "ran";
+            });
+        }, configure: o => o.Hubs = 1, before: a => a.Use(async (ctx, next) =>
+        {
+            await next(ctx);
+            if (ctx.Request.Path == "/victim") victimEnded.TrySetResult();
+        }));
+        var hog = app.Client.GetStringAsync("/hog");
+        await hogging.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+        Assert.That(async () => await app.Client.GetAsync("/victim", cancel.Token), Throws.InstanceOf<OperationCanceledException>());
+        Assert.That(await hog, Is.EqualTo("hogged"));
+        // Its abort reached the hub before its start could run: the greenlet was killed unstarted, and the middleware's
+        // Task still completed.
+        await victimEnded.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.That(victimRan, Is.False);
+    }
+
+    [Test]
+    public async Task AnExceptionInTheEndpointBecomesA500AndTheHubServesOn()
+    {
+        await using var app = await TestApp.StartAsync(a =>
+        {
+            a.MapGet("/fail", string () => throw new InvalidOperationException("broken endpoint"));
+            a.MapGet("/fail-after-await", async Task<string> () =>
+            {
+                await Task.Delay(5);
+                Thread.Sleep(5);
+                throw new InvalidOperationException("broken after an await");
+            });
+            a.MapGet("/ok", () => { Thread.Sleep(10); return "ok"; });
+        }, configure: o => o.Hubs = 1);
+        for (int i = 0; i < 20; i++)
+        {
+            Assert.That((await app.Client.GetAsync("/fail")).StatusCode, Is.EqualTo(HttpStatusCode.InternalServerError));
+            Assert.That((await app.Client.GetAsync("/fail-after-await")).StatusCode, Is.EqualTo(HttpStatusCode.InternalServerError));
+            Assert.That(await app.Client.GetStringAsync("/ok"), Is.EqualTo("ok"));
+        }
+        var hub = app.Group.Hubs[0];
+        Assert.That(hub.IsDisposed, Is.False);
+        Assert.That(hub.GetRunInfo().Greenlets.Count(g => g.Name == "aspnetcore request"), Is.Zero, "no request greenlet is left behind");
+    }
+
+    [Test]
+    public async Task ExceptionsReachTheMiddlewareBeforeUseGreenletsUnchanged()
+    {
+        Exception? seen = null;
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/fail", string () => throw new FormatException("the original")),
+            before: a => a.Use(async (ctx, next) =>
+            {
+                try
+                {
+                    await next(ctx);
+                }
+                catch (Exception e)
+                {
+                    seen = e;
+                    ctx.Response.StatusCode = 418;
+                }
+            }));
+        Assert.That((await app.Client.GetAsync("/fail")).StatusCode, Is.EqualTo((HttpStatusCode)418));
+        Assert.That(seen, Is.TypeOf<FormatException>().With.Message.EqualTo("the original"));
+    }
+
+    [Test]
+    public async Task GracefulShutdownWaitsForRequestsInFlight()
+    {
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        bool? groupDisposedWhileRunning = null;
+        var app = await TestApp.StartAsync(a => a.MapGet("/slow", (HubGroup group) =>
+        {
+            started.TrySetResult();
+            Thread.Sleep(1000);
+            groupDisposedWhileRunning = group.IsDisposed;
+            return "finished";
+        }));
+        var group = app.Group;
+        var request = app.Client.GetStringAsync("/slow");
+        await started.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await app.App.StopAsync();   // Kestrel's graceful stop: waits for the request
+        await app.App.DisposeAsync(); // then the container disposes the integration, then the group
+        Assert.That(await request, Is.EqualTo("finished"));
+        Assert.That(groupDisposedWhileRunning, Is.False);
+        Assert.That(group.IsDisposed, Is.True, "the host owns the group and stops it");
+        app.Client.Dispose();
+    }
+
+    [Test]
+    public async Task DisposingTheHostWaitsForRequestsStillInGreenlets()
+    {
+        // The test server does not drain requests when it stops: the integration's own wait does.
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        bool finished = false;
+        var app = await TestApp.StartAsync(a => a.MapGet("/slow", () =>
+        {
+            started.TrySetResult();
+            Thread.Sleep(800);
+            Volatile.Write(ref finished, true);
+            return "finished";
+        }), kestrel: false);
+        var group = app.Group;
+        var request = app.Client.GetStringAsync("/slow");
+        await started.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await app.App.DisposeAsync();
+        Assert.That(Volatile.Read(ref finished), Is.True, "the host's disposal returned only after the request's greenlet finished");
+        Assert.That(group.IsDisposed, Is.True);
+        Assert.That(await request, Is.EqualTo("finished"));
+        app.Client.Dispose();
+    }
+
+    [Test]
+    public void UseGreenletsWithoutAddGreenletsSaysWhatToDo()
+    {
+        var builder = WebApplication.CreateBuilder();
+        var app = builder.Build();
+        Assert.That(() => app.UseGreenlets(), Throws.InvalidOperationException.With.Message.Contains("AddGreenlets()"));
+    }
+
+    [Test]
+    public void InvalidOptionsAreRefusedWithTheirName()
+    {
+        var builder = WebApplication.CreateBuilder();
+        builder.Services.AddGreenlets(o => o.MaxConcurrentRequests = -1);
+        var app = builder.Build();
+        Assert.That(() => app.UseGreenlets(), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Message.Contains("MaxConcurrentRequests"));
+    }
+
+    [Test]
+    public async Task TheHostPatchesOnceAndLogsTheReport()
+    {
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/", () => "x"));
+        Assert.That(GreenletsHost.PatchReport, Is.Not.Null);
+        Assert.That(Patch.IsPatched(typeof(Thread).GetMethod(nameof(Thread.Sleep), [typeof(int)])!), Is.True);
+        // Off a greenlet (here: the test's own thread-pool thread) a patched call is the original.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        Thread.Sleep(50);
+        Assert.That(clock.ElapsedMilliseconds, Is.GreaterThanOrEqualTo(45));
+        Assert.That(GreenRuntime.LowLevel.Parking.CurrentHub, Is.Null);
+    }
+}
