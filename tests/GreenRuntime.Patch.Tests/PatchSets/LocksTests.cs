@@ -50,6 +50,33 @@ public class LocksTests : PatchedHubTest
     }
 
     [Test]
+    public void AStacklessGreenletWaitingForALockHeldByAStackfulOneAcrossASleepGetsIt()
+    {
+        // The stackless greenlet's synchronous part runs on a free carrier: its contended lock waits there with the
+        // baton released, and the stackful holder resumes on its own carrier, releases the lock and lets it in.
+        var gate = new object();
+        var order = new List<string>();
+        var holder = Green.Spawn(() =>
+        {
+            lock (gate)
+            {
+                order.Add("holder in");
+                Thread.Sleep(200);
+                order.Add("holder out");
+            }
+        });
+        var waiters = Enumerable.Range(0, 3).Select(i => Green.SpawnAsync(async () =>
+        {
+            await Green.SleepAsync(TimeSpan.FromMilliseconds(20));
+            lock (gate) order.Add($"waiter {i}");
+            Console.Error.Write(""); // the console writer's own lock, under the same conditions
+        })).ToList();
+        Assert.That(Green.JoinAll([holder, .. waiters], timeout: TimeSpan.FromSeconds(10)), Has.Count.EqualTo(4), "nobody hangs");
+        Assert.That(order.Take(2), Is.EqualTo(new[] { "holder in", "holder out" }));
+        Assert.That(order.Skip(2), Is.EquivalentTo(new[] { "waiter 0", "waiter 1", "waiter 2" }));
+    }
+
+    [Test]
     public void AGreenletWaitingForALockHeldAcrossASleepLetsTheHubRun()
     {
         var gate = new object();
