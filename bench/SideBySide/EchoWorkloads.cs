@@ -14,13 +14,16 @@ internal static class EchoWorkloads
     private const int MessageSize = 64;
 
     /// <summary>Serves until killed (or 120 s, like the anchors), printing READY once listening.</summary>
-    public static void Server(int port)
+    public static void Server(int port) => Serve(port, listener => Green.Spawn(() => AcceptLoop(listener)));
+
+    /// <summary>Patch.All, listen, READY, then the accept loop <paramref name="spawnAcceptor"/> starts, for 120 s at most.</summary>
+    private static void Serve(int port, Func<Socket, Greenlet> spawnAcceptor)
     {
         Patch.All();
         var listener = Listen(port);
         Console.WriteLine("READY");
         Console.Out.Flush();
-        var acceptor = Green.Spawn(() => AcceptLoop(listener));
+        var acceptor = spawnAcceptor(listener);
         Green.Sleep(TimeSpan.FromSeconds(120));
         acceptor.Kill();
     }
@@ -166,16 +169,7 @@ internal static class EchoWorkloads
 
     /// <summary>The async server: the same echo written with <c>await ReceiveAsync/SendAsync</c> in stackless greenlets (one hub),
     /// which Patch.All completes on the hub's reactor. Serves until killed (or 120 s), printing READY once listening.</summary>
-    public static void ServerAsync(int port)
-    {
-        Patch.All();
-        var listener = Listen(port);
-        Console.WriteLine("READY");
-        Console.Out.Flush();
-        var acceptor = Green.SpawnAsync(() => AcceptLoopAsync(listener));
-        Green.Sleep(TimeSpan.FromSeconds(120));
-        acceptor.Kill();
-    }
+    public static void ServerAsync(int port) => Serve(port, listener => Green.SpawnAsync(() => AcceptLoopAsync(listener)));
 
     /// <summary>The async server on a <see cref="HubGroup"/> (one hub per CPU): each hub accepts on its own listener bound to
     /// the same port with SO_REUSEPORT (the kernel spreads the connections), and serves its connections itself.</summary>
