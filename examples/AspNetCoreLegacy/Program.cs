@@ -17,9 +17,6 @@ await using var services = await LocalServices.StartAsync();
 
 var builder = WebApplication.CreateBuilder(args);
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
-// Patch.All() reports, as warnings, the few methods it leaves alone on purpose (Thread.SpinWait, ...); the example
-// keeps its output to the point. A real app should look at that report once.
-builder.Logging.AddFilter("GreenRuntime.Patch", LogLevel.Error);
 if (builder.Configuration["urls"] is null) builder.WebHost.UseUrls("http://127.0.0.1:5080"); // --urls overrides it
 builder.Services.AddGreenlets();
 builder.Services.AddSingleton(new HttpClient { Timeout = TimeSpan.FromSeconds(10) });

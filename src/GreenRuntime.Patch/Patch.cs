@@ -152,7 +152,11 @@ public static class Patch
         // Log after releasing the lock: logger providers are foreign code.
         foreach (var m in patched) PatchLog.Patched(logger, m.Set, m.Description);
         foreach (var m in already) PatchLog.AlreadyPatched(logger, m.Set, m.Description);
-        foreach (var m in refused) PatchLog.Refused(logger, m.Set, m.Description, m.Reason);
+        foreach (var m in refused)
+        {
+            if (m.KnownLimit) PatchLog.KnownLimit(logger, m.Set, m.Description, m.Reason);
+            else PatchLog.Refused(logger, m.Set, m.Description, m.Reason);
+        }
         PatchLog.Summary(logger, string.Join(", ", sets.Select(s => s.Name)), patched.Count, already.Count, refused.Count);
         return new PatchReport(patched, already, refused);
     }
@@ -208,7 +212,7 @@ public static class Patch
                 batch.Add((set, point));
             }
             foreach (var (method, reason) in set.KnownRefusals)
-                refused.Add(new RefusedMethod(set.Name, null, method, reason));
+                refused.Add(new RefusedMethod(set.Name, null, method, reason, knownLimit: true));
         }
         var checks = Stopwatch.GetElapsedTime(start);
         if (batch.Count == 0)

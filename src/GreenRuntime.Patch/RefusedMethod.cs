@@ -5,8 +5,9 @@ namespace GreenRuntime;
 /// <summary>A method a patch set is about but did not redirect, and why. Calls to it still block the hub.</summary>
 public sealed class RefusedMethod
 {
-    internal RefusedMethod(string set, MethodBase? method, string description, string reason)
+    internal RefusedMethod(string set, MethodBase? method, string description, string reason, bool knownLimit = false)
     {
+        KnownLimit = knownLimit;
         Set = set;
         Method = method;
         Description = description;
@@ -24,6 +25,10 @@ public sealed class RefusedMethod
 
     /// <summary>Why it was not redirected: the detour engine's refusal, or a design limit.</summary>
     public string Reason { get; }
+
+    /// <summary>A method the set leaves alone on purpose, with a documented reason (logged as information, not as a
+    /// warning: every process has them).</summary>
+    internal bool KnownLimit { get; }
 
     /// <summary>"Set: Type.Name(ParameterTypes): reason".</summary>
     public override string ToString() => $"{Set}: {Description}: {Reason}";

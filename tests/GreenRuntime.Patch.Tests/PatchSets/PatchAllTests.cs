@@ -2,6 +2,7 @@ extern alias PatchAssembly;
 
 using System.Reflection;
 using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Logging;
 using GreenRuntime.PatchSets;
 using Patching = PatchAssembly::GreenRuntime.Patch;
 
@@ -34,6 +35,40 @@ public class PatchAllTests
                 "the lock and class-initialisation funnels are patched on this runtime");
             Assert.That(report.Refused.Select(r => r.Reason), Has.All.Length.GreaterThan(20));
         });
+    }
+
+    [Test]
+    public void DesignLimitsAreLoggedAsInformationAndOnlyEngineRefusalsAsWarnings()
+    {
+        var recorder = new Recorder();
+        var report = Patching.All(new PatchOptions { LoggerFactory = recorder });
+        var byDesign = new PatchSet[] { TimePatchSet.Instance, SocketsPatchSet.Instance, TasksPatchSet.Instance, StdinPatchSet.Instance }
+            .SelectMany(s => s.KnownRefusals).Select(k => k.Method).ToList();
+        Assert.That(byDesign, Is.Not.Empty);
+        Assert.Multiple(() =>
+        {
+            foreach (var method in byDesign)
+            {
+                Assert.That(recorder.Entries.Where(e => e.Message.Contains(method)).Select(e => (e.Level, e.Id.Id)),
+                    Is.EqualTo(new[] { (LogLevel.Information, 105) }), method);
+            }
+            var warned = recorder.Entries.Where(e => e.Level == LogLevel.Warning).Select(e => e.Message).ToList();
+            Assert.That(warned, Has.Count.EqualTo(report.Refused.Count - byDesign.Count), "every other refusal is a warning (event 102)");
+        });
+    }
+
+    private sealed class Recorder : Microsoft.Extensions.Logging.ILoggerFactory, Microsoft.Extensions.Logging.ILogger
+    {
+        public readonly List<(LogLevel Level, Microsoft.Extensions.Logging.EventId Id, string Message)> Entries = new();
+        public Microsoft.Extensions.Logging.ILogger CreateLogger(string categoryName) => this;
+        public void AddProvider(Microsoft.Extensions.Logging.ILoggerProvider provider) { }
+        public void Dispose() { }
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(LogLevel logLevel) => true;
+        public void Log<TState>(LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            lock (Entries) Entries.Add((logLevel, eventId, formatter(state, exception)));
+        }
     }
 
     [Test]
