@@ -22,6 +22,6 @@ internal static partial class PatchLog
     [LoggerMessage(EventId = 104, Level = LogLevel.Information, Message = "Undid {Count} patches")]
     public static partial void Undone(ILogger logger, int count);
 
-    [LoggerMessage(EventId = 105, Level = LogLevel.Information, Message = "Not patched, by design {Set}: {Method}: {Reason}")]
-    public static partial void KnownLimit(ILogger logger, string set, string method, string reason);
+    [LoggerMessage(EventId = 105, Level = LogLevel.Information, Message = "Not patched, no call loses cooperation by it {Set}: {Method}: {Reason}")]
+    public static partial void RefusedHarmlessly(ILogger logger, string set, string method, string reason);
 }

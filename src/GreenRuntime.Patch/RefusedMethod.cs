@@ -5,9 +5,9 @@ namespace GreenRuntime;
 /// <summary>A method a patch set is about but did not redirect, and why. Calls to it still block the hub.</summary>
 public sealed class RefusedMethod
 {
-    internal RefusedMethod(string set, MethodBase? method, string description, string reason, bool knownLimit = false)
+    internal RefusedMethod(string set, MethodBase? method, string description, string reason, bool nothingLost = false)
     {
-        KnownLimit = knownLimit;
+        NothingLost = nothingLost;
         Set = set;
         Method = method;
         Description = description;
@@ -26,9 +26,9 @@ public sealed class RefusedMethod
     /// <summary>Why it was not redirected: the detour engine's refusal, or a design limit.</summary>
     public string Reason { get; }
 
-    /// <summary>A method the set leaves alone on purpose, with a documented reason (logged as information, not as a
-    /// warning: every process has them).</summary>
-    internal bool KnownLimit { get; }
+    /// <summary>No call loses cooperation by it: the set leaves the method alone by design, or its calls reach a patched
+    /// funnel anyway. Logged as information, not as a warning (every process has them).</summary>
+    internal bool NothingLost { get; }
 
     /// <summary>"Set: Type.Name(ParameterTypes): reason".</summary>
     public override string ToString() => $"{Set}: {Description}: {Reason}";

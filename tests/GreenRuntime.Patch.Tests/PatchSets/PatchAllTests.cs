@@ -38,7 +38,7 @@ public class PatchAllTests
     }
 
     [Test]
-    public void DesignLimitsAreLoggedAsInformationAndOnlyEngineRefusalsAsWarnings()
+    public void RefusalsThatLoseNoCooperationAreLoggedAsInformationAndOthersAsWarnings()
     {
         var recorder = new Recorder();
         var report = Patching.All(new PatchOptions { LoggerFactory = recorder });
@@ -52,8 +52,14 @@ public class PatchAllTests
                 Assert.That(recorder.Entries.Where(e => e.Message.Contains(method)).Select(e => (e.Level, e.Id.Id)),
                     Is.EqualTo(new[] { (LogLevel.Information, 105) }), method);
             }
+            var covered = report.Refused.Where(r => r.Reason.Contains("cooperative anyway")).ToList();
+            foreach (var refusal in covered)
+            {
+                Assert.That(recorder.Entries.Where(e => e.Message.Contains(refusal.Reason)).Select(e => (e.Level, e.Id.Id)),
+                    Is.EqualTo(new[] { (LogLevel.Information, 105) }), "a refusal whose calls reach a patched funnel: " + refusal.Description);
+            }
             var warned = recorder.Entries.Where(e => e.Level == LogLevel.Warning).Select(e => e.Message).ToList();
-            Assert.That(warned, Has.Count.EqualTo(report.Refused.Count - byDesign.Count), "every other refusal is a warning (event 102)");
+            Assert.That(warned, Has.Count.EqualTo(report.Refused.Count - byDesign.Count - covered.Count), "every other refusal is a warning (event 102)");
         });
     }
 
