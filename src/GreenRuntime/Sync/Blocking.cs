@@ -173,9 +173,10 @@ internal static class Blocking
     }
 
     /// <summary>
-    /// The Task-form wait of a flag-like primitive (Event, AsyncResult): true at once when the flag is set (read under
-    /// the lock), otherwise a Task waiter linked into <paramref name="waiters"/> and armed. Pass a static lambda as
-    /// <paramref name="isSet"/>, so the call allocates no closure.
+    /// The Task-form wait of a flag-like primitive (Event, AsyncResult, and a semaphore's permit): true at once when
+    /// <paramref name="isSet"/> says so under the lock (a semaphore's takes the permit there), otherwise a Task waiter
+    /// linked into <paramref name="waiters"/> and armed. Pass a static lambda as <paramref name="isSet"/>, so the call
+    /// allocates no closure.
     /// </summary>
     internal static Task<bool> WaitFlagAsync<TPrimitive>(TPrimitive primitive, SyncLock lk, WaiterList<bool> waiters, Func<TPrimitive, bool> isSet, TimeSpan? timeout, CancellationToken cancellationToken)
     {

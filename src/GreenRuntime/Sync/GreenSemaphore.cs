@@ -82,30 +82,8 @@ public class GreenSemaphore
     }
 
     /// <summary>Takes a permit without blocking a thread; completes with false if none came within <paramref name="timeout"/>.</summary>
-    public Task<bool> AcquireAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default)
-    {
-        Blocking.ValidateTimeout(timeout);
-        if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<bool>(cancellationToken);
-        var hub = Blocking.CallerHub();
-        var owner = Blocking.TaskOwner(hub);
-        if (Blocking.TakePendingException(owner) is { } pending) return Task.FromException<bool>(pending);
-        _lock.Enter();
-        if (TryAcquireLocked())
-        {
-            _lock.Exit();
-            return Task.FromResult(true);
-        }
-        if (timeout == TimeSpan.Zero)
-        {
-            _lock.Exit();
-            return Task.FromResult(false);
-        }
-        var w = Waiter<bool>.ForTask(_lock, hub, owner);
-        _waiters.AddLast(w);
-        _lock.Exit();
-        w.Arm(timeout, cancellationToken, null, timeoutValue: false);
-        return w.Task;
-    }
+    public Task<bool> AcquireAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default) =>
+        Blocking.WaitFlagAsync(this, _lock, _waiters, static s => s.TryAcquireLocked(), timeout, cancellationToken);
 
     /// <summary>Returns a permit: it goes to the longest-waiting greenlet, or back to the count. Safe from any thread.</summary>
     /// <exception cref="InvalidOperationException">A <see cref="BoundedSemaphore"/> released more often than acquired.</exception>
