@@ -95,18 +95,7 @@ internal static partial class FileReadCost
         return result;
     }
 
-    private static double Best(int calls, Action loop)
-    {
-        loop();
-        double best = double.MaxValue;
-        for (int round = 0; round < 7; round++)
-        {
-            var watch = Stopwatch.StartNew();
-            loop();
-            best = Math.Min(best, watch.Elapsed.TotalNanoseconds / calls);
-        }
-        return best;
-    }
+    private static double Best(int calls, Action loop) => BestOf.NsPerCall(calls, loop, rounds: 7, settle: false);
 
     [LibraryImport("libc", EntryPoint = "pread", SetLastError = true)]
     private static unsafe partial nint PRead(int fd, byte* buffer, nint count, long offset);

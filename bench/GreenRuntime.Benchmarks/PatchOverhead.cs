@@ -45,20 +45,7 @@ internal static class PatchOverhead
         };
     }
 
-    private static double Best(int calls, Action run)
-    {
-        run(); // warm-up: reach tier 1
-        Thread.Sleep(200); // let the tiering thread install the optimized code
-        run();
-        double best = double.MaxValue;
-        for (int i = 0; i < 9; i++)
-        {
-            var watch = Stopwatch.StartNew();
-            run();
-            best = Math.Min(best, watch.Elapsed.TotalNanoseconds / calls);
-        }
-        return best;
-    }
+    private static double Best(int calls, Action run) => BestOf.NsPerCall(calls, run, rounds: 9, settle: true);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void EventLoop(ManualResetEventSlim e, int calls)
