@@ -19,7 +19,10 @@
 //      Hub.Post actions) on that thread meanwhile: they run under the default context, and the greenlet's context
 //      is put back before the thread returns into it, so a callback can neither see nor change a greenlet's values.
 //      The same holds for the thread's SynchronizationContext, which a stackful greenlet may set for its own awaits
-//      (the ASP.NET Core integration does): callbacks run with none, and the greenlet's is put back after them.
+//      (the ASP.NET Core integration does): the scheduler runs with none while the greenlet is parked (Hub.EndPark),
+//      so timers, callbacks and the reactor's completions never post into it (.NET would also queue every
+//      ConfigureAwait(false) continuation they complete to the thread pool, seeing a foreign context), and the
+//      greenlet's is put back when it resumes. A body that ends leaves none on its carrier (step 2).
 //   4. Stackless continuations posted by await restore their own captured context (the async method builder does);
 //      anything else posted through a stackless greenlet's synchronization context runs under the greenlet's
 //      creation context, and the thread is reset to the default context after it.
@@ -51,13 +54,15 @@ internal static class AmbientContext
         return captured ?? throw new InvalidOperationException("Internal error: a fresh thread reported no execution context; the default context could not be determined.");
     }
 
-    /// <summary>Checks step 2's invariant: a free carrier picks its next item in the default context.</summary>
+    /// <summary>Checks step 2's invariant: a free carrier picks its next item in the default context, with no synchronization context.</summary>
     [System.Diagnostics.Conditional("DEBUG")]
     public static void AssertDefault(Carrier carrier)
     {
         var now = ExecutionContext.Capture();
         if (now != null && !ReferenceEquals(now, Default))
             throw new InvalidOperationException($"Invariant broken: free carrier #{carrier.Id} is about to run an item in a greenlet's ExecutionContext instead of the default one (a context would leak from one greenlet to the next).");
+        if (SynchronizationContext.Current is { } sync)
+            throw new InvalidOperationException($"Invariant broken: free carrier #{carrier.Id} is about to run an item under a greenlet's {sync.GetType().Name} (a synchronization context would leak from one greenlet to the next).");
     }
 
     /// <summary>Switches the calling thread to <paramref name="context"/> (null = the default). Step 2 of the header.</summary>
@@ -68,11 +73,17 @@ internal static class AmbientContext
             ExecutionContext.Restore(context);
     }
 
-    /// <summary>Puts the calling thread back in the default context if anything left it elsewhere.</summary>
+    /// <summary>
+    /// Puts the calling thread back in the default context, with no synchronization context, if anything left it
+    /// elsewhere: a body that installed a synchronization context (a UI-style one, say) must not leave it on the
+    /// pooled thread, where the next greenlet and the scheduler's own completions would post to it.
+    /// </summary>
     public static void Reset()
     {
         if (!ReferenceEquals(ExecutionContext.Capture(), Default))
             ExecutionContext.Restore(Default);
+        if (SynchronizationContext.Current != null)
+            SynchronizationContext.SetSynchronizationContext(null);
     }
 
     /// <summary>

@@ -71,7 +71,11 @@ public sealed partial class Hub
         var previousOwner = self.Owner;
         self.Owner = g;
         g.Carrier = self;
+        // The scheduler runs on this thread meanwhile: without the greenlet's synchronization context (AmbientContext.cs, step 3).
+        var sync = SynchronizationContext.Current;
+        if (sync != null) SynchronizationContext.SetSynchronizationContext(null);
         Schedule(self);
+        if (sync != null) SynchronizationContext.SetSynchronizationContext(sync);
         // Resumed: Schedule returns only when this greenlet was picked from the ready queue.
         if (_current != g || g.State != GreenletState.Running)
             throw new InvalidOperationException($"Internal error: {g} resumed while {_current} holds the baton (every park has exactly one wake).");

@@ -1,5 +1,8 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using GreenRuntime.LowLevel;
 
 namespace GreenRuntime.Tests.Core;
 
@@ -121,6 +124,100 @@ public class AmbientContextTests : HubTest
         g.Join();
         Assert.That(inCallback, Is.Null);
         Assert.That(afterCallback, Is.EqualTo("mine"));
+    }
+
+    /// <summary>A context of the kind UI frameworks install: anything but the default one.</summary>
+    private sealed class ForeignContext : SynchronizationContext
+    {
+        public int Posts;
+
+        public override void Post(SendOrPostCallback d, object? state)
+        {
+            Interlocked.Increment(ref Posts);
+            base.Post(d, state);
+        }
+    }
+
+    [Test]
+    public void ASynchronizationContextABodyInstallsStaysWithItsGreenlet()
+    {
+        var foreign = new ForeignContext();
+        var installers = new HashSet<int>();
+        var afterPark = new List<SynchronizationContext?>();
+        Green.JoinAll(Enumerable.Range(0, 10).Select(_ => Green.Spawn(() =>
+        {
+            installers.Add(Environment.CurrentManagedThreadId);
+            SynchronizationContext.SetSynchronizationContext(foreign);
+            Green.Sleep(1);
+            afterPark.Add(SynchronizationContext.Current);
+        })).ToList());
+        // Greenlets started afterwards run on the carriers those used: none may find the context there.
+        var reused = new HashSet<int>();
+        var seen = new List<SynchronizationContext?>();
+        for (int i = 0; i < 50; i++)
+        {
+            Green.Spawn(() =>
+            {
+                if (installers.Contains(Environment.CurrentManagedThreadId)) reused.Add(Environment.CurrentManagedThreadId);
+                seen.Add(SynchronizationContext.Current);
+            }).Join();
+        }
+        Assert.That(afterPark, Has.All.SameAs(foreign), "each greenlet's own context is back after its park");
+        Assert.That(reused, Is.Not.Empty, "later greenlets ran on the carriers of those that installed a context");
+        Assert.That(seen, Has.All.Null);
+    }
+
+    [Test]
+    public void ReactorCompletionsWhileAGreenletWithAForeignContextIsParkedNeitherPostToItNorGoToTheThreadPool()
+    {
+        // A stackful greenlet with a UI-style context parks often, so the scheduler keeps running on its thread and
+        // polls the reactor there. The stackless greenlet's ConfigureAwait(false) continuations, completed by the
+        // reactor, must run inline on the hub: .NET queues such a continuation to the thread pool when it is completed
+        // under a foreign context.
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(1);
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        client.Connect(listener.LocalEndPoint!);
+        using var server = listener.Accept();
+        var foreign = new ForeignContext();
+        const int rounds = 300;
+        int received = 0, offHub = 0;
+        var stackless = Green.SpawnAsync(async () =>
+        {
+            var buffer = new byte[16];
+            while (received < rounds)
+            {
+                await WaitForByte(server).ConfigureAwait(false);
+                if (Hub.CurrentOrNull == null)
+                {
+                    offHub++;
+                    return;
+                }
+                received += CooperativeSocket.ReceiveNow(server, buffer, out _);
+            }
+        });
+        var legacy = Green.Spawn(() =>
+        {
+            SynchronizationContext.SetSynchronizationContext(foreign);
+            for (int sent = 0; sent < rounds && !stackless.Dead; sent++)
+            {
+                client.Send([(byte)sent]);
+                while (received <= sent && !stackless.Dead) Green.Sleep(0);
+            }
+        });
+        long before = ThreadPool.CompletedWorkItemCount;
+        var done = Green.JoinAll([stackless, legacy], TimeSpan.FromSeconds(30));
+        long poolItems = ThreadPool.CompletedWorkItemCount - before;
+        Assert.That(done, Has.Count.EqualTo(2), "both finished");
+        Assert.That(offHub, Is.Zero, "every continuation ran on the hub");
+        Assert.That(received, Is.EqualTo(rounds));
+        Assert.That(foreign.Posts, Is.Zero, "nothing was posted into the parked greenlet's context");
+        Assert.That(poolItems, Is.LessThan(rounds / 4), $"{poolItems} thread-pool work items for {rounds} completions");
+
+        // An async method (StreamReader's reads are of this kind) whose own await is ConfigureAwait(false).
+        static async Task WaitForByte(Socket socket) =>
+            await CooperativeSocket.WaitReadableAsync(socket, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
     }
 
     [Test]
