@@ -227,6 +227,7 @@ public sealed class HubGroup : IDisposable
         {
             if (cpu >= 0 && Affinity.TryPin(cpu)) hubOptions = hubOptions.PinnedCopy();
             hub = new Hub(hubOptions);
+            hub.JoinGroup(this);
             _hubs[index] = hub;
         }
         catch (Exception e)

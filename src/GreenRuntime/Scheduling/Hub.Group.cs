@@ -4,6 +4,7 @@
 // Load to find the least-loaded hub. A greenlet never moves to another hub: everything it touches of its hub (ready
 // queue, timers, carriers, reactor) stays single-threaded under the hub's baton.
 
+using System.Diagnostics;
 using GreenRuntime.Scheduling;
 
 namespace GreenRuntime;
@@ -80,6 +81,14 @@ public sealed partial class Hub
         if (g.State == GreenletState.Created) hub.StartGreenlet(g); // not when it was killed before its start arrived
     };
 
+    /// <summary>Makes this new hub one of <paramref name="group"/>'s, before the group hands it any work.</summary>
+    internal void JoinGroup(HubGroup group)
+    {
+        AssertOnHub();
+        Group = group;
+        DecideSteering();
+    }
+
     /// <summary>
     /// Runs the hub for <paramref name="group"/> on the calling (dedicated) thread, from its main greenlet, until
     /// <see cref="RequestStop"/>: the main greenlet parks, and the scheduler runs whatever is posted. It counts as an
@@ -88,7 +97,7 @@ public sealed partial class Hub
     internal void ServeGroup(HubGroup group)
     {
         AssertOnHub();
-        Group = group;
+        Debug.Assert(Group == group, "JoinGroup came first");
         _pendingExternal++;
         try
         {
