@@ -425,10 +425,8 @@ public sealed partial class Hub
         // This thread may keep a parked greenlet's context: callbacks run under the default one and cannot change
         // the greenlet's (AmbientContext.cs, step 3).
         var savedContext = AmbientContext.EnterForCallback();
-        // Likewise its synchronization context (a stackful greenlet may have installed one of its own, as the ASP.NET
-        // Core integration does): a callback that awaits must not post its continuation into that greenlet.
-        var savedSync = SynchronizationContext.Current;
-        if (savedSync != null) SynchronizationContext.SetSynchronizationContext(null);
+        // The scheduler never runs under a greenlet's synchronization context (Hub.EndPark, AmbientContext.Reset), so a
+        // callback starts with none; one it installs is dropped after it.
         try
         {
             callback(state);
@@ -439,7 +437,7 @@ public sealed partial class Hub
         }
         finally
         {
-            if (savedSync != null || SynchronizationContext.Current != null) SynchronizationContext.SetSynchronizationContext(savedSync);
+            if (SynchronizationContext.Current != null) SynchronizationContext.SetSynchronizationContext(null);
             AmbientContext.LeaveCallback(savedContext);
             CallbackSite = savedSite;
             _callbackDepth--;
