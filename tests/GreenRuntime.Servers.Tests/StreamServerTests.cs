@@ -41,6 +41,10 @@ public class StreamServerTests : ServerTest
                 var buffer = new byte[256];
                 for (int round = 0; round < 5; round++)
                 {
+                    // Every client has its first echo, so its handler runs: stay connected until the watcher has seen
+                    // all 200 at once (a client that finished early would otherwise end its handler before the last
+                    // connection is accepted, or between two of the watcher's samples).
+                    if (round == 1) await Task.Run(() => SpinWait.SpinUntil(() => Volatile.Read(ref peak) >= 200, TimeSpan.FromSeconds(20)));
                     var message = $"client {i} round {round};";
                     await s.SendAsync(Encoding.ASCII.GetBytes(message));
                     int want = message.Length, got = 0;
