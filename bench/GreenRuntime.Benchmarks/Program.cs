@@ -11,6 +11,9 @@
 //                                                                                   hubs of a HubGroup (HubGroupThroughput.cs)
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-file     a cached 1 KB file read on a greenlet
 //                                                                                   vs the plain system call (FileReadCost.cs)
+//   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-gc [N ...]   GC pauses with N suspended stackful
+//                                                                                   greenlets (default 0 and 1000;
+//                                                                                   GcPauseWithParkedCarriers.cs)
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- patch-startup [runs]
 //                                                                                   Patch.All() cold in fresh processes,
 //                                                                                   median of 10 (PatchStartup.cs)
@@ -30,6 +33,11 @@ if (args is ["patch-startup", ..])
 if (args is ["quick-file", ..])
 {
     FileReadCost.Run(args.Length > 1 ? int.Parse(args[1]) : 20_000);
+    return;
+}
+if (args is ["quick-gc", ..])
+{
+    GcPauseWithParkedCarriers.Run(args.Length > 1 ? args[1..].Select(int.Parse).ToArray() : [0, 1000]);
     return;
 }
 if (args is ["quick-prims", ..])
