@@ -243,7 +243,9 @@ public class BlockingMonitorTests
         StarvationWindow.ReportInterval = TimeSpan.Zero;
         try
         {
-            CreateHub(TimeSpan.FromMilliseconds(100), captureStacks: false);
+            // 300 ms: samples every 75 ms (13 per 1 s window, above MinSamples), and far above what a 15 ms hold
+            // takes even on a loaded machine, so no single hold is reported.
+            CreateHub(TimeSpan.FromMilliseconds(300), captureStacks: false);
             var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(3);
             // Each hold (a real 15 ms sleep: this test project does not patch) is far below MaxBlockingTime.
             var workers = Enumerable.Range(0, 5).Select(i => Green.Spawn(() =>
