@@ -18,6 +18,7 @@ namespace GreenRuntime.Servers;
 internal static class Listeners
 {
     private const int SolSocket = 1;   // SOL_SOCKET on Linux
+    private const int SoReuseAddr = 2;  // SO_REUSEADDR on Linux
     private const int SoReusePort = 15; // SO_REUSEPORT on Linux
 
     /// <summary>Sets SO_REUSEPORT on a socket that is not bound yet. Replaceable by tests, to see how a refusal is reported.</summary>
@@ -37,6 +38,7 @@ internal static class Listeners
         var sockets = new List<Socket>(count);
         try
         {
+            if (count > 1 && listen.Port != 0) RefuseIfListenedOn(listen);
             var endPoint = listen;
             for (int i = 0; i < count; i++)
             {
@@ -55,6 +57,20 @@ internal static class Listeners
             foreach (var s in sockets) s.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Fails with <see cref="SocketError.AddressAlreadyInUse"/> when something listens on <paramref name="listen"/>,
+    /// as a one-hub server's bind does. Without this check, a second server of the same user (another instance, a stale
+    /// process) would join the port's SO_REUSEPORT group and silently take a share of the connections. The probe sets
+    /// SO_REUSEADDR so that connections in TIME_WAIT on the port do not count, only a listener; as a raw option, because
+    /// .NET's <see cref="SocketOptionName.ReuseAddress"/> sets SO_REUSEPORT as well on Linux, which would join the group.
+    /// </summary>
+    private static void RefuseIfListenedOn(IPEndPoint listen)
+    {
+        using var probe = new Socket(listen.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        probe.SetRawSocketOption(SolSocket, SoReuseAddr, BitConverter.GetBytes(1));
+        probe.Bind(listen);
     }
 
     private static void EnableReusePort(Socket socket)

@@ -275,6 +275,31 @@ public class HubGroupServerTests
     }
 
     [Test]
+    public void ASecondServerOnTheSamePortFailsInsteadOfSharingItsConnections()
+    {
+        // Both would set SO_REUSEPORT; the second must not join the first one's port.
+        var first = new StreamServer(AnyLoopbackPort, HubReporter(), hubs: _group);
+        first.Start();
+        try
+        {
+            var second = new StreamServer((IPEndPoint)first.LocalEndPoint, HubReporter(), hubs: _group);
+            var e = Assert.Throws<SocketException>(second.Start);
+            Assert.That(e!.SocketErrorCode, Is.EqualTo(SocketError.AddressAlreadyInUse));
+            Assert.That(second.IsStarted, Is.False);
+            for (int i = 0; i < 8; i++)
+            {
+                using var client = Connect(first.LocalEndPoint);
+                client.Send("?\n"u8);
+                Assert.That(ReceiveLine(client), Is.AnyOf("0", "1"), "the first server still answers every connection");
+            }
+        }
+        finally
+        {
+            first.Stop();
+        }
+    }
+
+    [Test]
     public void ARefusedReusePortIsReportedAsNotSupportedAndClosesWhatWasMade()
     {
         var original = Listeners.SetReusePort;
