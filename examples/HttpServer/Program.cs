@@ -75,7 +75,7 @@ static void ServeGreen(int port, int hubs)
     {
         using var hub = new Hub(options);
         var server = new HttpServer(new IPEndPoint(IPAddress.Loopback, port), Handle);
-        server.Start();
+        StartOrExplain(server.Start, port);
         Console.WriteLine($"green server on http://{server.LocalEndPoint}/ (one hub)");
         server.ServeForever();
         return;
@@ -90,9 +90,23 @@ static void ServeGreen(int port, int hubs)
         e.Cancel = true;
         wide.Stop(); // from any thread: every hub finishes its requests in progress
     };
-    wide.Start();
+    StartOrExplain(wide.Start, port);
     Console.WriteLine($"green server on http://{wide.LocalEndPoint}/ ({group.Hubs.Count} hubs)");
     wide.ServeForever();
+}
+
+// A second instance on the same port is refused by the kernel: say so in one line rather than with a stack trace.
+static void StartOrExplain(Action start, int port)
+{
+    try
+    {
+        start();
+    }
+    catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse)
+    {
+        Console.Error.WriteLine($"port {port} is in use (is another server running on it?): stop that one, or pass another port");
+        Environment.Exit(1);
+    }
 }
 
 // A handler that does not block, for comparing the server's own cost with Kestrel's.
@@ -149,7 +163,7 @@ static void ApplyPatchAll()
     var watch = Stopwatch.StartNew();
     var report = Patch.All();
     Console.WriteLine($"Patch.All() applied in {watch.ElapsedMilliseconds} ms: {report.Patched.Count + report.AlreadyPatched.Count} methods patched, {report.Refused.Count} refused");
-    foreach (var refused in report.Refused) Console.WriteLine($"  not cooperative: {refused.Description}");
+    foreach (var refused in report.Refused.Where(r => r.LosesCooperation)) Console.WriteLine($"  not cooperative: {refused.Description}");
 }
 
 static void Bench(int connections, int seconds)

@@ -154,7 +154,7 @@ public static class Patch
         foreach (var m in already) PatchLog.AlreadyPatched(logger, m.Set, m.Description);
         foreach (var m in refused)
         {
-            if (m.NothingLost) PatchLog.RefusedHarmlessly(logger, m.Set, m.Description, m.Reason);
+            if (m.Informational) PatchLog.RefusedHarmlessly(logger, m.Set, m.Description, m.Reason);
             else PatchLog.Refused(logger, m.Set, m.Description, m.Reason);
         }
         PatchLog.Summary(logger, string.Join(", ", sets.Select(s => s.Name)), patched.Count, already.Count, refused.Count);
@@ -211,8 +211,8 @@ public static class Patch
                 }
                 batch.Add((set, point));
             }
-            foreach (var (method, reason) in set.KnownRefusals)
-                refused.Add(new RefusedMethod(set.Name, null, method, reason, nothingLost: true));
+            foreach (var (method, reason, blocks) in set.KnownRefusals)
+                refused.Add(new RefusedMethod(set.Name, null, method, reason, informational: true, losesCooperation: blocks));
         }
         var checks = Stopwatch.GetElapsedTime(start);
         if (batch.Count == 0)
@@ -270,7 +270,7 @@ public static class Patch
             }
             bool isCovered = point.CoveredBy is { } funnel && s_applied.Keys.Any(m => $"{m.DeclaringType?.FullName}.{m.Name}({string.Join(", ", m.GetParameters().Select(p => p.ParameterType.Name))})" == funnel);
             string covered = isCovered ? $" Its calls still reach {point.CoveredBy}, which is patched, so they are cooperative anyway." : "";
-            refused.Add(new RefusedMethod(set.Name, point.Target, point.Description, e.Message + covered, nothingLost: isCovered));
+            refused.Add(new RefusedMethod(set.Name, point.Target, point.Description, e.Message + covered, informational: isCovered, losesCooperation: !isCovered));
         }
         foreach (var (set, point) in duplicates)
         {

@@ -2,12 +2,14 @@ using System.Reflection;
 
 namespace GreenRuntime;
 
-/// <summary>A method a patch set is about but did not redirect, and why. Calls to it still block the hub.</summary>
+/// <summary>A method a patch set is about but did not redirect, and why. Calls to it block the hub unless
+/// <see cref="LosesCooperation"/> is false (its calls reach a patched method anyway, or it does not wait).</summary>
 public sealed class RefusedMethod
 {
-    internal RefusedMethod(string set, MethodBase? method, string description, string reason, bool nothingLost = false)
+    internal RefusedMethod(string set, MethodBase? method, string description, string reason, bool informational = false, bool losesCooperation = true)
     {
-        NothingLost = nothingLost;
+        Informational = informational;
+        LosesCooperation = losesCooperation;
         Set = set;
         Method = method;
         Description = description;
@@ -26,9 +28,14 @@ public sealed class RefusedMethod
     /// <summary>Why it was not redirected: the detour engine's refusal, or a design limit.</summary>
     public string Reason { get; }
 
-    /// <summary>No call loses cooperation by it: the set leaves the method alone by design, or its calls reach a patched
-    /// funnel anyway. Logged as information, not as a warning (every process has them).</summary>
-    internal bool NothingLost { get; }
+    /// <summary>Whether calls to it on a greenlet block the hub. False when its calls reach a patched method anyway
+    /// (<c>Thread.Sleep(TimeSpan)</c> calls the patched <c>Thread.Sleep(int)</c>) or it does not wait
+    /// (<c>Thread.SpinWait</c>).</summary>
+    public bool LosesCooperation { get; }
+
+    /// <summary>Logged as information rather than as a warning: a design limit of a patch set, which every process
+    /// has, or a refusal that loses no cooperation.</summary>
+    internal bool Informational { get; }
 
     /// <summary>"Set: Type.Name(ParameterTypes): reason".</summary>
     public override string ToString() => $"{Set}: {Description}: {Reason}";

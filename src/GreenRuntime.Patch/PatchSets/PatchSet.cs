@@ -26,8 +26,8 @@ internal abstract class PatchSet
     /// <summary>The methods this set redirects.</summary>
     public abstract IReadOnlyList<PatchPoint> Points { get; }
 
-    /// <summary>Methods this set is about but does not redirect, with the reason.</summary>
-    public virtual IReadOnlyList<(string Method, string Reason)> KnownRefusals => [];
+    /// <summary>Methods this set is about but does not redirect, with the reason, and whether their calls block the hub.</summary>
+    public virtual IReadOnlyList<(string Method, string Reason, bool Blocks)> KnownRefusals => [];
 
     /// <summary>A point whose target is found by name and parameter types, and whose replacement is the
     /// static method <paramref name="replacementName"/> of <paramref name="replacementType"/> with the

@@ -55,9 +55,9 @@ internal sealed class SocketsPatchSet : PatchSet
 
     /// <summary>AcceptAsync returns <c>ValueTask&lt;Socket&gt;</c>, a struct returned through a hidden buffer, which the detour
     /// engine refuses for instance methods; its Task overloads end in the same method.</summary>
-    public override IReadOnlyList<(string Method, string Reason)> KnownRefusals { get; } =
+    public override IReadOnlyList<(string Method, string Reason, bool Blocks)> KnownRefusals { get; } =
     [
         ("System.Net.Sockets.Socket.AcceptAsync(Socket, CancellationToken)",
-            "returns ValueTask<Socket> through a hidden return buffer, which the detour engine does not patch on instance methods: an AcceptAsync of a stackless greenlet runs on .NET's socket engine (accepted sockets are then served on the reactor)"),
+            "returns ValueTask<Socket> through a hidden return buffer, which the detour engine does not patch on instance methods: an AcceptAsync of a stackless greenlet runs on .NET's socket engine (accepted sockets are then served on the reactor)", Blocks: false),
     ];
 }

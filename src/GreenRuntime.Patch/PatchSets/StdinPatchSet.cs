@@ -21,10 +21,10 @@ internal sealed class StdinPatchSet : PatchSet
         new("System.IO.SyncTextReader.Read() (Console.In, Console.Read)", SyncTextReader?.GetMethod("Read", Type.EmptyTypes), typeof(CooperativeConsole).GetMethod(nameof(CooperativeConsole.Read))!, CooperativeConsole.ReadSlot, WarmUpConsoleIn),
     ];
 
-    public override IReadOnlyList<(string Method, string Reason)> KnownRefusals { get; } =
+    public override IReadOnlyList<(string Method, string Reason, bool Blocks)> KnownRefusals { get; } =
     [
         ("System.Console.In.Read(char[], int, int)/ReadToEnd/ReadBlock, Console.OpenStandardInput().Read",
-            "Not cooperative: only line and character reads of Console.In are patched; block reads and the raw stdin stream block the hub."),
+            "Not cooperative: only line and character reads of Console.In are patched; block reads and the raw stdin stream block the hub.", Blocks: true),
     ];
 
     // Console.In is created lazily; creating it makes sure the SyncTextReader type and its methods are loaded.

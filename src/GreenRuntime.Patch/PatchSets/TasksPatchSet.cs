@@ -15,9 +15,9 @@ internal sealed class TasksPatchSet : PatchSet
         new("System.Threading.Tasks.Task.WaitAllCore(ReadOnlySpan`1, Int32, CancellationToken)", CooperativeTask.WaitAllCoreMethod, typeof(CooperativeTask).GetMethod(nameof(CooperativeTask.WaitAllCore))!, CooperativeTask.WaitAll),
     ];
 
-    public override IReadOnlyList<(string Method, string Reason)> KnownRefusals { get; } =
+    public override IReadOnlyList<(string Method, string Reason, bool Blocks)> KnownRefusals { get; } =
     [
         ("System.Threading.Tasks.ValueTask`1.Result / ValueTaskAwaiter`1.GetResult() on an IValueTaskSource",
-            "Not cooperative: a ValueTask backed by an IValueTaskSource must not be waited on synchronously at all (its behaviour is undefined); ValueTasks backed by a Task go through Task.InternalWait and are cooperative."),
+            "Not cooperative: a ValueTask backed by an IValueTaskSource must not be waited on synchronously at all (its behaviour is undefined); ValueTasks backed by a Task go through Task.InternalWait and are cooperative.", Blocks: true),
     ];
 }

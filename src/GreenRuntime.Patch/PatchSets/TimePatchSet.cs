@@ -19,8 +19,8 @@ internal sealed class TimePatchSet : PatchSet
         Point(typeof(Thread), nameof(Thread.Yield), [], typeof(CooperativeTime), nameof(CooperativeTime.Yield), CooperativeTime.YieldSlot),
     ];
 
-    public override IReadOnlyList<(string Method, string Reason)> KnownRefusals { get; } =
+    public override IReadOnlyList<(string Method, string Reason, bool Blocks)> KnownRefusals { get; } =
     [
-        ("System.Threading.Thread.SpinWait(Int32)", "Busy-waiting is CPU work, not a wait; it is left as is (it holds the hub for its duration)."),
+        ("System.Threading.Thread.SpinWait(Int32)", "Busy-waiting is CPU work, not a wait; it is left as is (it holds the hub for its duration).", Blocks: false),
     ];
 }
