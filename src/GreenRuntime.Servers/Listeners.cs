@@ -22,8 +22,9 @@ internal static class Listeners
     private const int SoReusePort = 15; // SO_REUSEPORT on Linux
 
     /// <summary>Sets SO_REUSEPORT on a socket that is not bound yet. Replaceable by tests, to see how a refusal is reported.</summary>
-    internal static Action<Socket> SetReusePort = static socket =>
-        socket.SetRawSocketOption(SolSocket, SoReusePort, BitConverter.GetBytes(1));
+    internal static Action<Socket> SetReusePort = static socket => Enable(socket, SoReusePort);
+
+    private static void Enable(Socket socket, int option) => socket.SetRawSocketOption(SolSocket, option, BitConverter.GetBytes(1));
 
     /// <summary>
     /// Binds and listens: one socket, or (<paramref name="count"/> &gt; 1) <paramref name="count"/> sockets sharing
@@ -69,7 +70,7 @@ internal static class Listeners
     private static void RefuseIfListenedOn(IPEndPoint listen)
     {
         using var probe = new Socket(listen.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-        probe.SetRawSocketOption(SolSocket, SoReuseAddr, BitConverter.GetBytes(1));
+        Enable(probe, SoReuseAddr);
         probe.Bind(listen);
     }
 

@@ -31,10 +31,10 @@ public sealed class ConcurrencyTests
 
         Assert.That(responses, Has.All.EqualTo("slept"));
         // 500 × 100 ms run one after another would take 50 s, and on a starved thread pool several seconds; overlapped,
-        // about 0.1 s plus the time to make the connections. The bound is generous for a loaded 2-core machine (the
-        // target is 1 s); the peak count shows the overlap directly. Its bound leaves room for a loaded machine, where
-        // the 500 connections take longer than one 100 ms sleep to open (221 seen at a load of 4); blocking on pool
-        // threads, as without the middleware, would peak near the pool's thread count, a few dozen at most.
+        // about 0.1 s plus the time to make the connections. Both bounds are generous for a loaded 2-core machine (the
+        // target is 1 s): there the 500 connections can take longer than one 100 ms sleep to open (a peak of 221 was
+        // seen at a load of 4), while blocking on pool threads, as without the middleware, would peak near the pool's
+        // thread count, a few dozen at most. The peak count shows the overlap directly.
         Assert.That(inside.Peak, Is.GreaterThanOrEqualTo(150), "most of the 500 requests should have been sleeping at the same time");
         Assert.That(clock.Elapsed, Is.LessThan(TimeSpan.FromSeconds(4)), $"500 concurrent 100 ms sleeps took {clock.Elapsed}");
     }
