@@ -19,6 +19,7 @@ public sealed partial class Hub
     private static void Register(Hub hub)
     {
         hub._thread = Thread.CurrentThread;
+        hub._onPoolThread = hub._thread.IsThreadPoolThread;
         s_hubsLock.Enter();
         // Hubs of threads that ended without disposing them are dropped here, so they are not kept alive forever.
         s_hubs = [.. Array.FindAll(s_hubs, h => h._thread.IsAlive), hub];
@@ -36,16 +37,23 @@ public sealed partial class Hub
     /// Whether another hub of the process may still run greenlets: not disposed, and its thread alive (a hub a plain
     /// thread got implicitly and never disposed stops counting when that thread ends). While one may, a wait on a
     /// primitive can be ended by that hub's greenlets, so it counts as outstanding for LoopExit (Sync/Blocking.cs).
+    /// A hub that a blocking call bound to a thread-pool thread counts only while that call runs (its main greenlet is
+    /// parked): the pool keeps its threads alive, and once the work item has moved on nothing runs that hub again, so
+    /// counting it would turn every later deadlock of the process into a hang.
     /// </summary>
     internal bool OtherHubsMayRun
     {
         get
         {
             foreach (var h in Volatile.Read(ref s_hubs))
-                if (h != this && !h._disposed && h._thread.IsAlive) return true;
+                if (h != this && !h._disposed && h._thread.IsAlive && (!h._onPoolThread || h.MainGreenlet.State == GreenletState.Parked))
+                    return true;
             return false;
         }
     }
+
+    /// <summary>Whether the hub belongs to a thread-pool thread (see <see cref="OtherHubsMayRun"/>).</summary>
+    private bool _onPoolThread;
 
     /// <summary>The group this hub belongs to, or null.</summary>
     internal HubGroup? Group { get; private set; }

@@ -4,6 +4,29 @@ namespace GreenRuntime.Tests.Core;
 public class LoopExitAndWaitTests : HubTest
 {
     [Test]
+    public void AHubThatABlockingCallLeftOnAPoolThreadDoesNotHideLaterDeadlocks()
+    {
+        Hub.Dispose(); // the fixture's hub, on this live thread, could end the wait below: it must not count
+        Task.Run(() => Green.Sleep(1)).Wait(); // binds a hub to a pool thread, which lives on in the pool
+        bool reported = false;
+        var thread = new Thread(() =>
+        {
+            using var hub = new Hub();
+            try
+            {
+                new Event().Wait(); // nothing can ever set it
+            }
+            catch (LoopExitException)
+            {
+                reported = true;
+            }
+        }) { IsBackground = true };
+        thread.Start();
+        Assert.That(thread.Join(TimeSpan.FromSeconds(10)), Is.True, "the wait ended instead of hanging");
+        Assert.That(reported, Is.True);
+    }
+
+    [Test]
     public void JoiningAGreenletThatCanNeverFinishRaisesLoopExit()
     {
         var stuck = Green.Spawn(() => Hub.Park(WaitReason.Event)); // parked with no waker at all
