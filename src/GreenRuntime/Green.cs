@@ -104,14 +104,18 @@ public static partial class Green
     /// The async sleep for stackless greenlets: completes after <paramref name="delay"/> on the hub's own timer
     /// heap, without parking a thread. <c>await Green.SleepAsync(TimeSpan.Zero)</c> yields like <see cref="Yield"/>.
     /// </summary>
-    /// <remarks>Must be called on a hub (its thread or one of its greenlets); the continuation runs wherever the
-    /// awaiting code's synchronization context sends it — on the hub for stackless greenlets. Like every blocking
-    /// point, it is ended by a kill or an expired <see cref="GreenTimeout"/> of the awaiting stackless greenlet: the
-    /// task then faults with that exception at once instead of completing after the delay.</remarks>
+    /// <remarks>Called on a hub (its thread or one of its greenlets); the continuation runs wherever the awaiting
+    /// code's synchronization context sends it — on the hub for stackless greenlets, on the thread pool after
+    /// <c>ConfigureAwait(false)</c>. On a thread-pool thread outside a greenlet (code that left the hub that way, or
+    /// any <c>Task.Run</c>) it is <see cref="Task.Delay(TimeSpan)"/>: no hub runs there to fire a timer, as for the
+    /// primitives' Task-form waits. Like every blocking point, it is ended by a kill or an expired
+    /// <see cref="GreenTimeout"/> of the awaiting stackless greenlet: the task then faults with that exception at
+    /// once instead of completing after the delay.</remarks>
     public static Task SleepAsync(TimeSpan delay)
     {
         if (delay < TimeSpan.Zero)
             throw new ArgumentOutOfRangeException(nameof(delay), delay, "The delay must not be negative.");
+        if (!Sync.Blocking.HasRunningHub()) return Task.Delay(delay);
         var hub = Hub.Current;
         hub.AssertOnHub();
         var owner = Sync.Blocking.TaskOwner(hub);

@@ -16,6 +16,18 @@ internal static class Blocking
         Hub.CurrentOrNull ?? (Thread.CurrentThread.IsThreadPoolThread ? null : Hub.Current);
 
     /// <summary>
+    /// Whether a Task-form wait of the calling thread can rely on a hub to complete it: false on a thread-pool thread
+    /// outside a greenlet, with no hub or with one a blocking call left bound to it (its work item has returned, so
+    /// nothing runs that hub's loop any more: a timer on it would never fire).
+    /// </summary>
+    internal static bool HasRunningHub()
+    {
+        if (!Thread.CurrentThread.IsThreadPoolThread) return true;
+        var hub = Hub.CurrentOrNull;
+        return hub != null && hub.CurrentGreenlet != hub.MainGreenlet;
+    }
+
+    /// <summary>
     /// Steps 2-4: with <paramref name="lk"/> held (step 1 found nothing to take), parks the caller as a waiter of
     /// <paramref name="list"/> carrying <paramref name="item"/>, and releases the lock. Returns the served waiter (its
     /// <c>Item</c> is what it was given), or null when the timeout elapsed. Throws what ended the wait otherwise
@@ -149,8 +161,9 @@ internal static class Blocking
     private static void ThrowNegativeTimeout(TimeSpan t, string paramName) =>
         throw new ArgumentOutOfRangeException(paramName, t, "The timeout must not be negative (use null or Timeout.InfiniteTimeSpan to wait as long as it takes).");
 
-    /// <summary>The caller's hub for a Task-form wait (its timer and owner), or null off any hub. Never creates one.</summary>
-    internal static Hub? CallerHub() => Hub.CurrentOrNull;
+    /// <summary>The caller's hub for a Task-form wait (its timer and owner), or null off any hub and where no hub runs
+    /// (<see cref="HasRunningHub"/>). Never creates one.</summary>
+    internal static Hub? CallerHub() => HasRunningHub() ? Hub.CurrentOrNull : null;
 
     /// <summary>
     /// <see cref="IGreenWaitable.Subscribe"/> for a flag-like primitive (Event, AsyncResult): <paramref name="onReady"/>

@@ -188,6 +188,50 @@ public class StacklessTests : HubTest
     }
 
     [Test]
+    public void SleepAsyncAfterLeavingTheHubWithConfigureAwaitFalseDelaysOnThePoolInsteadOfHanging()
+    {
+        bool onPool = false;
+        var g = Green.SpawnAsync(async () =>
+        {
+            await Green.SleepAsync(TimeSpan.FromMilliseconds(5)).ConfigureAwait(false); // the rest runs on a pool thread
+            onPool = Thread.CurrentThread.IsThreadPoolThread;
+            await Green.SleepAsync(TimeSpan.FromMilliseconds(5)); // no hub runs here: before, a timer on a new one never fired
+            await Green.SleepAsync(TimeSpan.FromMilliseconds(5));
+        });
+        Assert.That(g.Join(TimeSpan.FromSeconds(10)), Is.True, "the sleeps on the pool thread ended");
+        Assert.That(g.Successful, Is.True);
+        Assert.That(onPool, Is.True);
+    }
+
+    [Test]
+    public void SleepAsyncOnAPoolThreadThatABlockingCallBoundAHubToIsADelay()
+    {
+        // Green.Sleep on a pool thread creates a hub for that thread; after the work item nothing runs its loop.
+        var done = Task.Run(async () =>
+        {
+            Green.Sleep(1);
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            await Green.SleepAsync(TimeSpan.FromMilliseconds(20));
+            return watch.Elapsed;
+        });
+        Assert.That(done.Wait(TimeSpan.FromSeconds(10)), Is.True, "the sleep ended");
+        Assert.That(done.Result, Is.GreaterThanOrEqualTo(TimeSpan.FromMilliseconds(15)));
+    }
+
+    [Test]
+    public void ATaskFormWaitOnAPoolThreadThatABlockingCallBoundAHubToStillTimesOut()
+    {
+        var never = new Event();
+        var done = Task.Run(async () =>
+        {
+            Green.Sleep(1); // binds a hub to this pool thread; nothing runs it once the work item moves on
+            return await never.WaitAsync(TimeSpan.FromMilliseconds(20));
+        });
+        Assert.That(done.Wait(TimeSpan.FromSeconds(10)), Is.True, "the timeout fired");
+        Assert.That(done.Result, Is.False);
+    }
+
+    [Test]
     public void SleepAsyncWakesInDeadlineOrder()
     {
         var order = new List<int>();
