@@ -77,7 +77,8 @@ internal static class AspNetCoreWorkloads
         app.Start();
         Console.WriteLine("READY");
         Console.Out.Flush();
-        Thread.Sleep(Lifetime);
+        // Until SIGTERM (the host's console lifetime stops the app, then waits for Main to return) or the lifetime's end.
+        app.Lifetime.ApplicationStopping.WaitHandle.WaitOne(Lifetime);
         return new();
     }
 
@@ -104,7 +105,8 @@ internal static class AspNetCoreWorkloads
         app.Start();
         Console.WriteLine("READY");
         Console.Out.Flush();
-        Thread.Sleep(Lifetime);
+        // Until SIGTERM (the host's console lifetime stops the app, then waits for Main to return) or the lifetime's end.
+        app.Lifetime.ApplicationStopping.WaitHandle.WaitOne(Lifetime);
         return new();
     }
 
