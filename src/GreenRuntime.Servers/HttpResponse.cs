@@ -130,7 +130,8 @@ public sealed class HttpResponse
     {
         ArgumentNullException.ThrowIfNull(name);
         ThrowIfStarted();
-        _headers.RemoveAll(h => h.Key.Equals(name, StringComparison.OrdinalIgnoreCase));
+        for (int i = _headers.Count - 1; i >= 0; i--) // no closure: SetHeader (ContentType) runs on every request
+            if (_headers[i].Key.Equals(name, StringComparison.OrdinalIgnoreCase)) _headers.RemoveAt(i);
     }
 
     /// <summary>The value of a header the handler set, or null.</summary>

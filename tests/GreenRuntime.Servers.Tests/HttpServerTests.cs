@@ -278,6 +278,10 @@ public class HttpServerTests : ServerTest
             ctx.Response.SetHeader("X-Custom", "v1");
             ctx.Response.AddHeader("Set-Cookie", "a=1");
             ctx.Response.AddHeader("Set-Cookie", "b=2");
+            ctx.Response.AddHeader("X-Dup", "1");
+            ctx.Response.AddHeader("x-dup", "2");
+            ctx.Response.SetHeader("X-DUP", "3"); // replaces both, whatever their case, and nothing else
+            Assert.That(ctx.Response.Headers.Select(h => h.Key + "=" + h.Value), Is.EqualTo(new[] { "X-Custom=v1", "Set-Cookie=a=1", "Set-Cookie=b=2", "X-DUP=3" }));
             ctx.Response.ContentLength = 40_000;
             Assert.That(() => ctx.Response.SetHeader("Bad\r\nName", "x"), Throws.ArgumentException);
             Assert.That(() => ctx.Response.SetHeader("X-Inject", "a\r\nb: c"), Throws.ArgumentException);
