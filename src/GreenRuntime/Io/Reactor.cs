@@ -15,9 +15,10 @@
 // Protocol (all on the baton holder, so readers, writers and flags need no locks):
 //   1. Register(handle, fd): the first wait on a socket adds its fd once, edge-triggered for in and out.
 //   2. Wait: if a ready flag is set, clear it and return at once (the caller retries its call, which may see
-//      EAGAIN again: a spurious retry, never a lost wake). Otherwise park with the token in the registration.
-//   3. Poll: for each event, wake the parked reader/writer (TryWake; every park has exactly one wake) or, if
-//      there is none, set the ready flag.
+//      EAGAIN again: a spurious retry, never a lost wake). Otherwise park with the token in the registration;
+//      several greenlets may park for one direction of one socket, as several threads may block in Receive.
+//   3. Poll: for each event, wake the parked readers/writers (TryWake; every park has exactly one wake; with
+//      several, each retries and those that see EAGAIN park again) or, if there is none, set the ready flag.
 // Lost wakes cannot happen: an edge that arrives after the caller's EAGAIN is either already in the flag
 // (step 2) or still in the kernel's ready list, which the next poll drains after the park is registered.
 //
@@ -80,7 +81,55 @@ internal sealed unsafe class Reactor : IDisposable
         public bool HasReader, HasWriter, ReadReady, WriteReady;
         public AsyncWait? AsyncReader, AsyncWriter;
 
-        public bool IsWaited(bool write) => write ? HasWriter || AsyncWriter != null : HasReader || AsyncReader != null;
+        /// <summary>Parked greenlets beyond the first of one direction: several greenlets may block on one socket, as
+        /// several threads may in Socket.Receive; an edge wakes them all and each retries its call. Null while unused.</summary>
+        public List<WakeToken>? MoreReaders, MoreWriters;
+
+        public bool IsWaited(bool write) => write
+            ? HasWriter || MoreWriters is { Count: > 0 } || AsyncWriter != null
+            : HasReader || MoreReaders is { Count: > 0 } || AsyncReader != null;
+
+        /// <summary>Records a parked greenlet; the first one of a direction takes the field, the others the list.</summary>
+        public void AddParked(bool write, in WakeToken token)
+        {
+            ref bool has = ref write ? ref HasWriter : ref HasReader;
+            ref WakeToken first = ref write ? ref Writer : ref Reader;
+            if (has && first.IsCurrent)
+            {
+                (write ? MoreWriters ??= new() : MoreReaders ??= new()).Add(token);
+                return;
+            }
+            first = token;
+            has = true;
+        }
+
+        /// <summary>Wakes every greenlet parked for this direction (with <paramref name="value"/>). Whether one was woken.</summary>
+        public bool WakeParked(Hub hub, bool write, object? value = null)
+        {
+            ref bool has = ref write ? ref HasWriter : ref HasReader;
+            bool woke = has && hub.TryWake(write ? Writer : Reader, value);
+            has = false;
+            if ((write ? MoreWriters : MoreReaders) is { Count: > 0 } more)
+            {
+                foreach (var token in more) woke |= hub.TryWake(token, value);
+                more.Clear();
+            }
+            return woke;
+        }
+
+        /// <summary>Forgets a park that a kill or a timeout ended: the registration must not keep a token that is no longer current.</summary>
+        public void RemoveParked(bool write, in WakeToken token)
+        {
+            ref bool has = ref write ? ref HasWriter : ref HasReader;
+            if (has && (write ? Writer : Reader).Names(token)) has = false;
+            else if ((write ? MoreWriters : MoreReaders) is { } more)
+                for (int i = 0; i < more.Count; i++)
+                    if (more[i].Names(token))
+                    {
+                        more.RemoveAt(i);
+                        break;
+                    }
+        }
     }
 
     /// <summary>One stackless wait (<see cref="WaitAsync"/>): completed exactly once, by readiness, its timeout, its
@@ -155,16 +204,7 @@ internal sealed unsafe class Reactor : IDisposable
             return Readiness.Ready;
         }
         var token = _hub.BeginPark(WaitReason.Socket);
-        if (write)
-        {
-            r.Writer = token;
-            r.HasWriter = true;
-        }
-        else
-        {
-            r.Reader = token;
-            r.HasReader = true;
-        }
+        r.AddParked(write, token);
         _hub.BeginExternalWait();
         HubTimer? timer = null;
         try
@@ -178,9 +218,7 @@ internal sealed unsafe class Reactor : IDisposable
         {
             timer?.Cancel();
             _hub.EndExternalWait();
-            // A kill or a timeout ended the park: the registration must not keep a token that is no longer current.
-            if (write && r.HasWriter && r.Writer.Names(token)) r.HasWriter = false;
-            if (!write && r.HasReader && r.Reader.Names(token)) r.HasReader = false;
+            r.RemoveParked(write, token); // nothing when an edge woke it (the wake cleared it)
         }
     }
 
@@ -331,8 +369,7 @@ internal sealed unsafe class Reactor : IDisposable
         if (!_registrations.TryGetValue(fd, out var r)) return;
         if ((events & (Epoll.In | Epoll.RdHup | Epoll.Hup | Epoll.Err)) != 0)
         {
-            bool woke = r.HasReader && _hub.TryWake(r.Reader);
-            r.HasReader = false;
+            bool woke = r.WakeParked(_hub, write: false);
             if (!woke && r.AsyncReader is { } reader)
             {
                 reader.Complete(Readiness.Ready);
@@ -342,8 +379,7 @@ internal sealed unsafe class Reactor : IDisposable
         }
         if ((events & (Epoll.Out | Epoll.Hup | Epoll.Err)) != 0)
         {
-            bool woke = r.HasWriter && _hub.TryWake(r.Writer);
-            r.HasWriter = false;
+            bool woke = r.WakeParked(_hub, write: true);
             if (!woke && r.AsyncWriter is { } writer)
             {
                 writer.Complete(Readiness.Ready);
@@ -367,9 +403,8 @@ internal sealed unsafe class Reactor : IDisposable
 
     private void AbortWaiters(Registration r)
     {
-        if (r.HasReader) _hub.TryWake(r.Reader, s_closed);
-        if (r.HasWriter) _hub.TryWake(r.Writer, s_closed);
-        r.HasReader = r.HasWriter = false;
+        r.WakeParked(_hub, write: false, s_closed);
+        r.WakeParked(_hub, write: true, s_closed);
         r.AsyncReader?.Complete(Readiness.Closed);
         r.AsyncWriter?.Complete(Readiness.Closed);
     }

@@ -53,6 +53,42 @@ public class ReactorTests : HubTest
     }
 
     [Test]
+    public void Two_greenlets_receiving_on_one_socket_both_get_woken()
+    {
+        // As two threads blocked in Receive on one socket: each byte goes to one of them, and neither waits forever.
+        var (a, b) = Pair();
+        var got = new List<int>();
+        var readers = Enumerable.Range(0, 2).Select(_ => Green.Spawn(() =>
+        {
+            var one = new byte[1];
+            got.Add(Receive(b, one, TimeSpan.FromSeconds(10)));
+        })).ToList();
+        Green.Sleep(20); // both are parked on the reactor
+        Send(a, [1]);
+        Green.Sleep(20);
+        Send(a, [2]);
+        var watch = Stopwatch.StartNew();
+        Green.JoinAll(readers);
+        Assert.That(readers.All(g => g.Successful), Is.True);
+        Assert.That(got, Is.EqualTo(new[] { 1, 1 }), "each got one byte");
+        Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(5)), "the second byte woke the reader still waiting (not its 10 s timeout)");
+    }
+
+    [Test]
+    public void Killing_the_first_of_two_receivers_on_one_socket_leaves_the_other_waiting_for_data()
+    {
+        var (a, b) = Pair();
+        int got = -1;
+        var first = Green.Spawn(() => Receive(b, new byte[1], TimeSpan.FromSeconds(10)));
+        var second = Green.Spawn(() => got = Receive(b, new byte[1], TimeSpan.FromSeconds(10)));
+        Green.Sleep(20);
+        first.Kill();
+        Send(a, [7]);
+        Assert.That(second.Join(TimeSpan.FromSeconds(5)), Is.True, "the byte woke the receiver that was left");
+        Assert.That(got, Is.EqualTo(1));
+    }
+
+    [Test]
     public void A_receive_parks_only_its_greenlet_until_data_arrives()
     {
         var (a, b) = Pair();
