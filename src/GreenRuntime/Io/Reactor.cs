@@ -1,8 +1,8 @@
 // The reactor: the hub's own epoll loop for socket readiness (Linux x64).
 //
 // Glossary
-//   registration  one socket's entry: its handle, at most one parked reader and one parked writer, and the
-//                 "ready" flags of readiness that arrived while nobody waited.
+//   registration  one socket's entry: its handle, the greenlets parked to read and to write, at most one
+//                 stackless waiter per direction, and the "ready" flags of readiness that arrived while nobody waited.
 //   edge          an epoll event: with EPOLLET the kernel reports each new arrival of data (or buffer space)
 //                 once, not the state "readable".
 //
@@ -237,7 +237,7 @@ internal sealed unsafe class Reactor : IDisposable
         var r = Register(handle, fd);
         if (r == null) return null;
         if (r.IsWaited(write))
-            throw new InvalidOperationException($"Another wait for this socket to become {(write ? "writable" : "readable")} is in progress; a socket has at most one reader and one writer at a time.");
+            throw new InvalidOperationException($"Another wait for this socket to become {(write ? "writable" : "readable")} is in progress; a socket has at most one asynchronous reader and one asynchronous writer at a time.");
         if (cancel.IsCancellationRequested) return Task.FromCanceled<SocketError>(cancel);
         if (write ? r.WriteReady : r.ReadReady)
         {
