@@ -37,22 +37,27 @@ public sealed partial class Hub
     /// Whether another hub of the process may still run greenlets: not disposed, and its thread alive (a hub a plain
     /// thread got implicitly and never disposed stops counting when that thread ends). While one may, a wait on a
     /// primitive can be ended by that hub's greenlets, so it counts as outstanding for LoopExit (Sync/Blocking.cs).
-    /// A hub that a blocking call bound to a thread-pool thread counts only while that call runs (its main greenlet is
-    /// parked): the pool keeps its threads alive, and once the work item has moved on nothing runs that hub again, so
-    /// counting it would turn every later deadlock of the process into a hang.
+    /// Only hubs whose loop may run count (<see cref="LoopMayRun"/>): counting a hub left on a pool thread would turn
+    /// every later deadlock of the process into a hang.
     /// </summary>
     internal bool OtherHubsMayRun
     {
         get
         {
             foreach (var h in Volatile.Read(ref s_hubs))
-                if (h != this && !h._disposed && h._thread.IsAlive && (!h._onPoolThread || h.MainGreenlet.State == GreenletState.Parked))
-                    return true;
+                if (h != this && !h._disposed && h._thread.IsAlive && h.LoopMayRun) return true;
             return false;
         }
     }
 
-    /// <summary>Whether the hub belongs to a thread-pool thread (see <see cref="OtherHubsMayRun"/>).</summary>
+    /// <summary>
+    /// Whether this hub's loop can still run: always for a hub of a thread of its own (it runs whenever that thread
+    /// blocks on it), but for one that a blocking call bound to a thread-pool thread only while that call runs (its main
+    /// greenlet is parked). Once the work item has moved on, nothing runs that hub again: a timer on it never fires.
+    /// </summary>
+    internal bool LoopMayRun => !_onPoolThread || MainGreenlet.State == GreenletState.Parked;
+
+    /// <summary>Whether the hub belongs to a thread-pool thread (see <see cref="LoopMayRun"/>).</summary>
     private bool _onPoolThread;
 
     /// <summary>The group this hub belongs to, or null.</summary>

@@ -17,15 +17,10 @@ internal static class Blocking
 
     /// <summary>
     /// Whether a Task-form wait of the calling thread can rely on a hub to complete it: false on a thread-pool thread
-    /// outside a greenlet, with no hub or with one a blocking call left bound to it (its work item has returned, so
-    /// nothing runs that hub's loop any more: a timer on it would never fire).
+    /// outside a greenlet, with no hub or with one whose loop no longer runs (<see cref="Hub.LoopMayRun"/>).
     /// </summary>
-    internal static bool HasRunningHub()
-    {
-        if (!Thread.CurrentThread.IsThreadPoolThread) return true;
-        var hub = Hub.CurrentOrNull;
-        return hub != null && hub.CurrentGreenlet != hub.MainGreenlet;
-    }
+    internal static bool HasRunningHub() =>
+        Hub.CurrentOrNull is { } hub ? hub.LoopMayRun : !Thread.CurrentThread.IsThreadPoolThread;
 
     /// <summary>
     /// Steps 2-4: with <paramref name="lk"/> held (step 1 found nothing to take), parks the caller as a waiter of
