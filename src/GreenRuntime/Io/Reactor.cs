@@ -17,8 +17,9 @@
 //   2. Wait: if a ready flag is set, clear it and return at once (the caller retries its call, which may see
 //      EAGAIN again: a spurious retry, never a lost wake). Otherwise park with the token in the registration;
 //      several greenlets may park for one direction of one socket, as several threads may block in Receive.
-//   3. Poll: for each event, wake the parked readers/writers (TryWake; every park has exactly one wake; with
-//      several, each retries and those that see EAGAIN park again) or, if there is none, set the ready flag.
+//   3. Poll: for each event, wake the parked readers/writers and the stackless waiter of that direction (TryWake;
+//      every park has exactly one wake; with several, each retries and those that see EAGAIN wait again) or, if
+//      there is none, set the ready flag.
 // Lost wakes cannot happen: an edge that arrives after the caller's EAGAIN is either already in the flag
 // (step 2) or still in the kernel's ready list, which the next poll drains after the park is registered.
 //
@@ -369,8 +370,9 @@ internal sealed unsafe class Reactor : IDisposable
         if (!_registrations.TryGetValue(fd, out var r)) return;
         if ((events & (Epoll.In | Epoll.RdHup | Epoll.Hup | Epoll.Err)) != 0)
         {
+            // Parked greenlets and a stackless waiter may wait for one direction together: the edge is for all of them.
             bool woke = r.WakeParked(_hub, write: false);
-            if (!woke && r.AsyncReader is { } reader)
+            if (r.AsyncReader is { } reader)
             {
                 reader.Complete(Readiness.Ready);
                 woke = true;
@@ -380,7 +382,7 @@ internal sealed unsafe class Reactor : IDisposable
         if ((events & (Epoll.Out | Epoll.Hup | Epoll.Err)) != 0)
         {
             bool woke = r.WakeParked(_hub, write: true);
-            if (!woke && r.AsyncWriter is { } writer)
+            if (r.AsyncWriter is { } writer)
             {
                 writer.Complete(Readiness.Ready);
                 woke = true;

@@ -75,6 +75,23 @@ public class ReactorTests : HubTest
     }
 
     [Test]
+    public void A_stackless_wait_and_a_parked_receive_on_one_socket_are_both_woken()
+    {
+        // An idle-connection style readiness wait and a blocking receive meet on one socket: one edge ends both.
+        var (a, b) = Pair();
+        var waiting = GreenRuntime.LowLevel.CooperativeSocket.WaitReadableAsync(b, TimeSpan.FromSeconds(10));
+        int got = -1;
+        var reader = Green.Spawn(() => got = Receive(b, new byte[1], TimeSpan.FromSeconds(10)));
+        Green.Sleep(20); // the receive is parked beside the stackless wait
+        var watch = Stopwatch.StartNew();
+        Send(a, [5]);
+        Assert.That(reader.Join(TimeSpan.FromSeconds(5)), Is.True);
+        Assert.That(got, Is.EqualTo(1));
+        Assert.That(Green.Wait(waiting, TimeSpan.FromSeconds(5)), Is.EqualTo(SocketError.Success), "the stackless wait ended too");
+        Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(5)), "the edge ended it, not its 10 s timeout");
+    }
+
+    [Test]
     public void Killing_the_first_of_two_receivers_on_one_socket_leaves_the_other_waiting_for_data()
     {
         var (a, b) = Pair();
