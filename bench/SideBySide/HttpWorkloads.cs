@@ -66,7 +66,8 @@ internal static class HttpWorkloads
         {
             // For the idle-connections row: the managed heap after a full collection, which RSS cannot separate
             // from garbage and the GC's reserve.
-            ctx.Response.Write($"heap={GC.GetTotalMemory(forceFullCollection: true)}\n");
+            long heap = GC.GetTotalMemory(forceFullCollection: true);
+            ctx.Response.Write($"heap={heap} committed={GC.GetGCMemoryInfo().TotalCommittedBytes}\n");
             return;
         }
         LegacyHandler();

@@ -63,7 +63,7 @@ public sealed class HttpServer : IDisposable
         Options = options;
         Handler = handler;
         // Connections are stackless greenlets (HttpConnection.RunAsync), so idle keep-alive connections hold no carrier.
-        _server = new StreamServer(listen, (Func<Socket, EndPoint, Task>)ServeConnectionAsync, options.MaxConnections, options.Pool, options.Backlog, options.Hubs)
+        _server = new StreamServer(listen, (StreamServer.OwnedConnectionHandler)ServeConnectionAsync, options.MaxConnections, options.Pool, options.Backlog, options.Hubs)
         {
             ConfigureAccepted = static s => s.NoDelay = true,
             DisplayName = "HttpServer",

@@ -192,7 +192,7 @@ internal sealed class HubAcceptor(StreamServer server, Hub hub, Socket listener,
             Server.ReleaseSlot();
             return;
         }
-        var connection = new StreamServer.Connection(socket, remote);
+        var connection = new StreamServer.Connection(Server, socket, remote);
         var g = Server.CreateConnectionGreenlet(connection);
         connection.Greenlet = g;
         _connections.Add(connection);

@@ -91,6 +91,7 @@ public sealed class StreamServer : IDisposable
     private readonly IPEndPoint _listen;
     private readonly Action<Socket, EndPoint>? _handle;
     private readonly Func<Socket, EndPoint, Task>? _handleAsync;
+    private readonly bool _handlerOwnsConnections;
     private readonly int _requestedMaxConnections;
     private readonly GreenPool? _pool;
     private readonly HubGroup? _hubs;
@@ -184,6 +185,7 @@ public sealed class StreamServer : IDisposable
         {
             case Action<Socket, EndPoint> blocking: _handle = blocking; break;
             case Func<Socket, EndPoint, Task> async: _handleAsync = async; break;
+            case OwnedConnectionHandler owned: _handleAsync = owned.Invoke; _handlerOwnsConnections = true; break;
             default: throw new ArgumentException($"A handler must be an Action<Socket, EndPoint> or a Func<Socket, EndPoint, Task>, not {handle.GetType()}.", nameof(handle));
         }
         _requestedMaxConnections = maxConnections;
@@ -524,9 +526,10 @@ public sealed class StreamServer : IDisposable
     internal Greenlet CreateConnectionGreenlet(Connection connection)
     {
         _connectionName ??= $"{DisplayName}.conn"; // one string for all: thousands of idle connections each pay for what they hold
+        // Bodies are delegates bound to the connection, not closures: an idle connection keeps its body alive.
         return _handleAsync != null
-            ? Greenlet.ForAsync(() => RunConnectionAsync(connection), _connectionName)
-            : new Greenlet(() => RunConnection(connection), _connectionName);
+            ? Greenlet.ForAsync(connection.RunAsync, _connectionName)
+            : new Greenlet(connection.Run, _connectionName);
     }
 
     private void RunConnection(Connection connection)
@@ -545,7 +548,12 @@ public sealed class StreamServer : IDisposable
         }
     }
 
-    private async Task RunConnectionAsync(Connection connection)
+    private Task RunConnectionAsync(Connection connection) =>
+        // A handler that owns its connections is awaited by nobody but the greenlet: a wrapping state machine would
+        // be kept by every idle connection.
+        _handlerOwnsConnections ? _handleAsync!(connection.Socket, connection.Remote) : RunHandlerAsync(connection);
+
+    private async Task RunHandlerAsync(Connection connection)
     {
         try
         {
@@ -595,10 +603,22 @@ public sealed class StreamServer : IDisposable
             throw new InvalidOperationException($"Internal error: {this} runs {live} connections but MaxConnections is {_maxConnections} (an accept loop must take a slot before it spawns a connection).");
     }
 
-    internal sealed class Connection(Socket socket, EndPoint remote)
+    internal sealed class Connection(StreamServer server, Socket socket, EndPoint remote)
     {
         public Socket Socket { get; } = socket;
         public EndPoint Remote { get; } = remote;
         public Greenlet Greenlet { get; set; } = null!;
+
+        /// <summary>The body of a blocking server's connection greenlet.</summary>
+        public void Run() => server.RunConnection(this);
+
+        /// <summary>The body of an async server's connection greenlet.</summary>
+        public Task RunAsync() => server.RunConnectionAsync(this);
     }
+
+    /// <summary>
+    /// An async connection handler that owns its connection completely (the HTTP server's): it handles its own
+    /// failures and closes the socket itself, so the server runs it as the greenlet's body with no wrapper around it.
+    /// </summary>
+    internal delegate Task OwnedConnectionHandler(Socket socket, EndPoint remote);
 }

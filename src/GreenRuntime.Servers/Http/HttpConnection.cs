@@ -71,6 +71,7 @@ internal sealed class HttpConnection
     private int _start, _end;
     private bool _mustClose;
     private bool _requestKeepAlive;
+    private bool _served; // a request has been served: the next wait for bytes is a keep-alive wait
     private string _method = "", _target = "";
     private HttpResponse? _response;
 
@@ -127,17 +128,16 @@ internal sealed class HttpConnection
             // A new connection's first bytes are awaited like an idle connection's next ones, within the head timeout.
             if (await CooperativeSocket.WaitReadableAsync(_io.Socket, _options.RequestHeadersTimeout, Greenlet.CancellationToken) != SocketError.Success)
                 return;
-            bool first = true;
             while (true)
             {
-                bool firstRequest = first;
-                var serving = Green.Spawn(() => ServeWhileBusy(firstRequest), "HttpServer.requests");
+                // A bound delegate, not a closure over a loop local: the state machine would keep that closure while idle.
+                var serving = Green.Spawn(ServeWhileBusy, "HttpServer.requests");
                 bool idle;
                 using (Greenlet.CancellationToken.UnsafeRegister(static g => ((Greenlet)g!).Kill(block: false), serving))
                     idle = await serving;
                 serving = null; // a hoisted local: the idle wait below would keep the finished greenlet alive
                 if (!idle) return;
-                first = false;
+                _served = true;
                 HttpServer.SetIdle(this, true);
                 try
                 {
@@ -161,6 +161,11 @@ internal sealed class HttpConnection
         {
             // Killed while idle (Stop, or a full server closing idle connections): the wait was cancelled.
         }
+        catch (Exception e) when (e is not GreenletExit)
+        {
+            // The server runs this as the greenlet's body with nothing around it (StreamServer.OwnedConnectionHandler).
+            ServerLog.HandlerFailed(Logger, e, _remote.ToString()!, e.GetType().Name);
+        }
         finally
         {
             HttpServer.SetIdle(this, false);
@@ -172,8 +177,9 @@ internal sealed class HttpConnection
     /// Serves requests on the current stackful greenlet until the connection ends (closing it; returns false) or
     /// goes idle with nothing buffered and nothing to read (returns true, leaving it open for <see cref="RunAsync"/>).
     /// </summary>
-    public bool ServeWhileBusy(bool first)
+    public bool ServeWhileBusy()
     {
+        bool first = !_served;
         if (_buffer.Length == 0) _buffer = IoBuffers.Pool.Rent(_options.MaxRequestHeadersTotalSize + 4096);
         bool killed = false, idle = false;
         try

@@ -78,8 +78,10 @@ internal sealed unsafe class Reactor : IDisposable
     private sealed class Registration(SafeHandle handle)
     {
         public SafeHandle Handle = handle;
+        /// <summary>The first greenlet parked for each direction; default when none (a woken token is cleared, so
+        /// an idle socket's registration keeps no finished greenlet alive).</summary>
         public WakeToken Reader, Writer;
-        public bool HasReader, HasWriter, ReadReady, WriteReady;
+        public bool ReadReady, WriteReady;
         public AsyncWait? AsyncReader, AsyncWriter;
 
         /// <summary>Parked greenlets beyond the first of one direction: several greenlets may block on one socket, as
@@ -87,29 +89,27 @@ internal sealed unsafe class Reactor : IDisposable
         public List<WakeToken>? MoreReaders, MoreWriters;
 
         public bool IsWaited(bool write) => write
-            ? HasWriter || MoreWriters is { Count: > 0 } || AsyncWriter != null
-            : HasReader || MoreReaders is { Count: > 0 } || AsyncReader != null;
+            ? !Writer.IsEmpty || MoreWriters is { Count: > 0 } || AsyncWriter != null
+            : !Reader.IsEmpty || MoreReaders is { Count: > 0 } || AsyncReader != null;
 
         /// <summary>Records a parked greenlet; the first one of a direction takes the field, the others the list.</summary>
         public void AddParked(bool write, in WakeToken token)
         {
-            ref bool has = ref write ? ref HasWriter : ref HasReader;
             ref WakeToken first = ref write ? ref Writer : ref Reader;
-            if (has && first.IsCurrent)
+            if (!first.IsEmpty && first.IsCurrent)
             {
                 (write ? MoreWriters ??= new() : MoreReaders ??= new()).Add(token);
                 return;
             }
             first = token;
-            has = true;
         }
 
         /// <summary>Wakes every greenlet parked for this direction (with <paramref name="value"/>). Whether one was woken.</summary>
         public bool WakeParked(Hub hub, bool write, object? value = null)
         {
-            ref bool has = ref write ? ref HasWriter : ref HasReader;
-            bool woke = has && hub.TryWake(write ? Writer : Reader, value);
-            has = false;
+            ref WakeToken first = ref write ? ref Writer : ref Reader;
+            bool woke = !first.IsEmpty && hub.TryWake(first, value);
+            first = default;
             if ((write ? MoreWriters : MoreReaders) is { Count: > 0 } more)
             {
                 foreach (var token in more) woke |= hub.TryWake(token, value);
@@ -121,8 +121,8 @@ internal sealed unsafe class Reactor : IDisposable
         /// <summary>Forgets a park that a kill or a timeout ended: the registration must not keep a token that is no longer current.</summary>
         public void RemoveParked(bool write, in WakeToken token)
         {
-            ref bool has = ref write ? ref HasWriter : ref HasReader;
-            if (has && (write ? Writer : Reader).Names(token)) has = false;
+            ref WakeToken first = ref write ? ref Writer : ref Reader;
+            if (!first.IsEmpty && first.Names(token)) first = default;
             else if ((write ? MoreWriters : MoreReaders) is { } more)
                 for (int i = 0; i < more.Count; i++)
                     if (more[i].Names(token))

@@ -16,6 +16,9 @@ internal readonly struct WakeToken
         Sequence = sequence;
     }
 
+    /// <summary>Whether this is the default token, which names no park.</summary>
+    public bool IsEmpty => Greenlet is null;
+
     /// <summary>Whether both tokens name the same park.</summary>
     public bool Names(in WakeToken other) => ReferenceEquals(Greenlet, other.Greenlet) && Sequence == other.Sequence;
 
