@@ -65,7 +65,7 @@ internal static class HttpWorkloads
         if (ctx.Request.Path == "/stats")
         {
             // For the idle-connections row: the managed heap after a full collection, which RSS cannot separate
-            // from garbage and the GC's reserve.
+            // from garbage and the GC's reserve; and the GC's committed bytes, which is what RSS follows.
             long heap = GC.GetTotalMemory(forceFullCollection: true);
             ctx.Response.Write($"heap={heap} committed={GC.GetGCMemoryInfo().TotalCommittedBytes}\n");
             return;
