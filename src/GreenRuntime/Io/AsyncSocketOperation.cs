@@ -9,17 +9,21 @@
 //      callback: a Task continuation would be queued to the thread pool whenever the poll runs under a
 //      SynchronizationContext other than the default one): it retries the system call;
 //   4. done (bytes, the end of the stream, an error): the ValueTask's source is completed, and its continuation
-//      goes where the awaiting code asked: the stackless greenlet's own awaits capture its synchronization context,
-//      so their continuation becomes a ready-queue item posted from this very thread (no inbox, no thread pool);
-//      library code that awaits with ConfigureAwait(false) (StreamReader, SslStream) runs on right here, on the
-//      baton holder, where .NET's socket engine would have run it on a thread-pool thread. It then runs as a hub
-//      callback does: what it calls does not park (patched blocking calls and async socket calls run the originals).
+//      becomes a ready-queue item of the stackless greenlet, posted from this very thread (no inbox, no thread
+//      pool): its own awaits ask for its synchronization context, and library code that awaits with
+//      ConfigureAwait(false) (StreamReader, SslStream, HttpClient) is sent there too, where .NET's socket engine
+//      would have run it on a thread-pool thread. It runs with no synchronization context, as it would there; being
+//      a step of the greenlet, it may wait for a contended lock with the baton released.
 // Every wait has exactly one end (readiness, the token, the socket's closing, a kill) and the operation one
 // completion; everything runs on the baton holder, so its fields need no lock.
 //
 // Rejected: an async method (a kill could not reach the pending reactor wait, and each retry would go through the
 // greenlet's context, one more ready-queue round); continuations forced onto the thread pool for ConfigureAwait(false)
-// awaiters (measured: one thread-pool work item per StreamReader line, the very hop this path exists to avoid).
+// awaiters (measured: one thread-pool work item per StreamReader line, the very hop this path exists to avoid);
+// running those continuations inline, inside the reactor's poll: that is scheduler code, which cannot release the
+// baton, so a continuation that met a monitor won by a greenlet queued for the baton (its released wait had just
+// taken it) waited for that greenlet, and the greenlet for the baton, for ever (a stackful HttpClient caller and a
+// stackless one on one hub, both through the timer queue's lock; AsyncSocketReactorTests reproduces it).
 
 using System.Net.Sockets;
 using System.Threading.Tasks.Sources;
@@ -234,6 +238,49 @@ internal sealed class AsyncSocketOperation : IValueTaskSource<int>, IValueTaskSo
         _core.SetException(error);
     }
 
+    /// <summary>Step 4's routing: a continuation that asked for no context becomes a step of the owner, run with none.</summary>
+    private void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
+    {
+        if (_owner?.SyncContext is not { } owner || HasSchedulingContext(flags))
+        {
+            _core.OnCompleted(continuation, state, token, flags);
+            return;
+        }
+        var context = (flags & ValueTaskSourceOnCompletedFlags.FlowExecutionContext) != 0 ? ExecutionContext.Capture() : null;
+        _core.OnCompleted(static s => ((ContextFreeStep)s!).Post(), new ContextFreeStep(owner, continuation, state, context), token, ValueTaskSourceOnCompletedFlags.None);
+    }
+
+    /// <summary>Whether a continuation registered now with <paramref name="flags"/> asked for a context to be posted to.</summary>
+    private static bool HasSchedulingContext(ValueTaskSourceOnCompletedFlags flags)
+    {
+        if ((flags & ValueTaskSourceOnCompletedFlags.UseSchedulingContext) == 0) return false;
+        var sync = SynchronizationContext.Current;
+        return (sync != null && sync.GetType() != typeof(SynchronizationContext)) || TaskScheduler.Current != TaskScheduler.Default;
+    }
+
+    /// <summary>A continuation that asked for no context, run as a step of the greenlet that owns the operation.</summary>
+    private sealed class ContextFreeStep(SynchronizationContext owner, Action<object?> continuation, object? state, ExecutionContext? context)
+    {
+        public void Post() => owner.Post(static s => ((ContextFreeStep)s!).Run(), this);
+
+        private void Run()
+        {
+            var saved = SynchronizationContext.Current;
+            SynchronizationContext.SetSynchronizationContext(null); // as on the thread-pool thread .NET would have used
+            try
+            {
+                if (context is null) continuation(state);
+                else ExecutionContext.Run(context, static s => ((ContextFreeStep)s!).Invoke(), this);
+            }
+            finally
+            {
+                SynchronizationContext.SetSynchronizationContext(saved);
+            }
+        }
+
+        private void Invoke() => continuation(state);
+    }
+
     int IValueTaskSource<int>.GetResult(short token) => _core.GetResult(token);
 
     void IValueTaskSource.GetResult(short token) => _core.GetResult(token);
@@ -243,8 +290,8 @@ internal sealed class AsyncSocketOperation : IValueTaskSource<int>, IValueTaskSo
     ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _core.GetStatus(token);
 
     void IValueTaskSource<int>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-        _core.OnCompleted(continuation, state, token, flags);
+        OnCompleted(continuation, state, token, flags);
 
     void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-        _core.OnCompleted(continuation, state, token, flags);
+        OnCompleted(continuation, state, token, flags);
 }

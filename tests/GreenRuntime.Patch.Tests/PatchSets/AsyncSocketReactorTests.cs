@@ -132,6 +132,53 @@ public class AsyncSocketReactorTests : PatchedHubTest
     }
 
     [Test]
+    public void A_library_continuation_that_takes_a_lock_a_released_greenlet_won_does_not_stop_the_hub([Range(1, 5)] int round)
+    {
+        // A stackful greenlet waits for a monitor with the baton released; when the plain thread holding it lets go, the
+        // greenlet's thread wins it and queues for the baton while holding it. Meanwhile a stackless greenlet's read
+        // completes into library code that awaited with ConfigureAwait(false) and then wants the same monitor. Run
+        // inside the reactor's poll, that code could not release the baton: it waited for the greenlet, which waited
+        // for the baton. As a step of the stackless greenlet it waits with the baton released, like any greenlet code.
+        var (client, server) = Pair();
+        using var clientStream = new NetworkStream(client, ownsSocket: true);
+        using var serverStream = new NetworkStream(server, ownsSocket: true);
+        var gate = new object();
+        var holding = new ManualResetEventSlim();
+        var thread = new Thread(() =>
+        {
+            lock (gate)
+            {
+                holding.Set();
+                Thread.Sleep(100); // the stackful greenlet starts waiting for the monitor meanwhile
+                client.Send([1]); // the stackless greenlet's read completes while the monitor is still held
+                Thread.Sleep(100); // and its continuation starts waiting for it too
+            }
+        });
+        thread.Start();
+        holding.Wait();
+        var log = new List<string>();
+        var stackful = Green.Spawn(() => { lock (gate) log.Add("stackful"); });
+        var stackless = Green.SpawnAsync(async () =>
+        {
+            bool got = await TakeAfterRead(serverStream, gate, TimeSpan.FromSeconds(3));
+            log.Add(got ? "stackless" : "stackless timed out");
+        });
+        Green.JoinAll([stackful, stackless], raiseError: true);
+        thread.Join();
+        Assert.That(log, Is.EquivalentTo(new[] { "stackful", "stackless" }), "both got the monitor, in whichever order");
+    }
+
+    /// <summary>Library code as HttpClient's is written: a read awaited with ConfigureAwait(false), then a monitor
+    /// (bounded here, so that a hub that cannot move fails the test rather than hanging it).</summary>
+    private static async Task<bool> TakeAfterRead(NetworkStream stream, object gate, TimeSpan bound)
+    {
+        await stream.ReadAsync(new byte[1]).ConfigureAwait(false);
+        if (!Monitor.TryEnter(gate, bound)) return false;
+        Monitor.Exit(gate);
+        return true;
+    }
+
+    [Test]
     public void A_StreamReader_line_arriving_in_pieces_is_read_whole_and_in_order()
     {
         var (client, server) = Pair();
