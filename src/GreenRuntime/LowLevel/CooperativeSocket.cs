@@ -126,6 +126,11 @@ public static partial class CooperativeSocket
     /// <see cref="SocketError.OperationAborted"/> when the socket was closed meanwhile, or another error the socket reported;
     /// cancelled by <paramref name="cancellationToken"/> (pass the greenlet's <see cref="Greenlet.CancellationToken"/> so that a
     /// kill ends the wait).</returns>
+    /// <remarks>The task completes on the baton holder, inside the reactor's poll. An await that captures the greenlet's
+    /// synchronization context (a plain <c>await</c> in a stackless greenlet) resumes as a step of the greenlet; a
+    /// continuation that asked for no context (<c>ConfigureAwait(false)</c>, <c>ContinueWith</c> with
+    /// <c>ExecuteSynchronously</c>) runs right there, as scheduler code that cannot release the baton, so it must not
+    /// block or wait for a lock.</remarks>
     /// <exception cref="InvalidOperationException">Not on a hub's thread.</exception>
     /// <exception cref="InvalidOperationException">The task faults with it when another such wait for the same socket is in progress.</exception>
     public static Task<SocketError> WaitReadableAsync(Socket socket, TimeSpan? timeout, CancellationToken cancellationToken = default)
