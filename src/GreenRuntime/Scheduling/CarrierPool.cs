@@ -2,13 +2,17 @@ namespace GreenRuntime.Scheduling;
 
 /// <summary>
 /// Idle carrier threads, shared by every hub of the process and keyed by stack size. Threads are created
-/// lazily (220–430 µs each, measured here); handing work to a parked pooled thread costs 6–17 µs instead.
+/// on demand (220–430 µs each, measured here); handing work to a parked pooled thread costs 6–17 µs instead.
 /// </summary>
 /// <remarks>
-/// A carrier idle for <see cref="IdleTimeoutNs"/> ends its thread, unless the pool is down to
+/// <para>Creating a thread blocks its creator until the thread runs, so a hub that rents from an empty pool stops
+/// for that long with the baton. Once a rent leaves fewer than <see cref="LowWater"/> idle carriers, the pool's
+/// refill thread creates more, in parallel with the hubs, until the low-water mark is reached again; a hub creates
+/// one itself only when it finds the pool empty.</para>
+/// <para>A carrier idle for <see cref="IdleTimeoutNs"/> ends its thread, unless the pool is down to
 /// <see cref="MinIdle"/> idle carriers: a burst of 10,000 blocked greenlets must not leave 10,000 parked threads
 /// behind, because every gen0 GC suspends and scans every thread (20 ms with 10k threads, measured here).
-/// Hot carriers are never destroyed: only one that nobody rented for the whole timeout retires.
+/// Hot carriers are never destroyed: only one that nobody rented for the whole timeout retires.</para>
 /// </remarks>
 internal sealed class CarrierPool
 {
@@ -20,9 +24,15 @@ internal sealed class CarrierPool
     /// <summary>Idle carriers kept however long they wait.</summary>
     public static readonly int MinIdle = Math.Max(4, Environment.ProcessorCount * 2);
 
+    /// <summary>Idle carriers the refill thread keeps ready once demand has drained the pool below it.</summary>
+    public static readonly int LowWater = Math.Max(16, Environment.ProcessorCount * 8);
+
     private readonly List<Carrier> _idle = new(); // used as a stack: the most recently returned carrier is rented first
     private readonly int _stackSize;
     private int _created;
+    private readonly SemaphoreSlim _refillWanted = new(0);
+    private Thread? _refiller;   // started on the first demand (guarded by _idle)
+    private bool _refilling;     // a refill was asked for and has not finished (guarded by _idle)
 
     private CarrierPool(int stackSize) => _stackSize = stackSize;
 
@@ -70,17 +80,57 @@ internal sealed class CarrierPool
 
     public Carrier Rent()
     {
+        Carrier? carrier = null;
+        bool refill = false;
         lock (_idle)
         {
             if (_idle.Count > 0)
             {
-                var carrier = _idle[^1];
+                carrier = _idle[^1];
                 _idle.RemoveAt(_idle.Count - 1);
-                return carrier;
             }
-            _created++;
+            else
+            {
+                _created++;
+            }
+            if (_idle.Count < LowWater && !_refilling)
+            {
+                _refilling = refill = true;
+                _refiller ??= StartRefiller();
+            }
         }
-        return Carrier.StartPooled(this, _stackSize);
+        if (refill) _refillWanted.Release();
+        return carrier ?? Carrier.StartPooled(this, _stackSize);
+    }
+
+    private Thread StartRefiller()
+    {
+        var thread = new Thread(RefillLoop) { IsBackground = true, Name = "GreenRuntime carrier refill" };
+        thread.UnsafeStart();
+        return thread;
+    }
+
+    /// <summary>The refill thread: on each request, creates idle carriers until <see cref="LowWater"/> are ready.</summary>
+    private void RefillLoop()
+    {
+        while (true)
+        {
+            _refillWanted.Wait(); // not a greenlet wait: this thread has no hub (a patched wait runs the original here)
+            while (true)
+            {
+                lock (_idle)
+                {
+                    if (_idle.Count >= LowWater)
+                    {
+                        _refilling = false;
+                        break;
+                    }
+                    _created++;
+                }
+                var carrier = Carrier.StartPooled(this, _stackSize);
+                lock (_idle) _idle.Add(carrier);
+            }
+        }
     }
 
     public void Return(Carrier carrier)

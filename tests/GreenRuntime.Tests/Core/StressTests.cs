@@ -128,6 +128,23 @@ public class StressTests : HubTest
 public class CarrierPoolTests
 {
     [Test]
+    public void APoolDrainedByStartsIsRefilledAheadOfTheNextStarts()
+    {
+        // A pool of its own (odd stack size); 40 suspended greenlets keep 40 carriers, so without the refill thread
+        // nothing would be idle until one of them ends.
+        var pool = GreenRuntime.Scheduling.CarrierPool.For(256 * 1024 + 8192);
+        using var hub = new Hub(new HubOptions { CarrierStackSize = 256 * 1024 + 8192 });
+        var release = new Event();
+        var gs = Enumerable.Range(0, 40).Select(_ => Green.Spawn(() => release.Wait())).ToList();
+        Green.Sleep(0); // every one has started and waits on its carrier
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (pool.Idle < GreenRuntime.Scheduling.CarrierPool.LowWater && DateTime.UtcNow < deadline) Thread.Sleep(10);
+        Assert.That(pool.Idle, Is.GreaterThanOrEqualTo(GreenRuntime.Scheduling.CarrierPool.LowWater), "idle carriers made while the others are held");
+        release.Set();
+        Green.JoinAll(gs, raiseError: true);
+    }
+
+    [Test]
     public void IdleCarriersAboveTheMinimumRetireAfterTheTimeout()
     {
         // A pool of its own (odd stack size) so other tests' carriers do not interfere.
