@@ -8,6 +8,9 @@ public sealed partial class Hub
 
     internal int TimerCount => _timers.Count;
 
+    /// <summary>A timer of this hub was cancelled (HubTimer.Cancel): see TimerHeap's sweep.</summary>
+    internal void NoteTimerCancelled() => _timers.NoteCancelled();
+
     /// <summary>Runs <paramref name="callback"/> on the hub after <paramref name="delay"/>. Hub-only.</summary>
     internal HubTimer AddTimer(TimeSpan delay, Action<object?> callback, object? state)
     {

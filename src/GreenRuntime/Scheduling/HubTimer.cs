@@ -3,7 +3,8 @@ namespace GreenRuntime.Scheduling;
 /// <summary>
 /// A one-shot callback the hub runs on its baton at (or after) a monotonic deadline. Timers fire in
 /// deadline order, ties in creation order. A cancelled timer stays in the heap and is discarded when it
-/// reaches the top, so cancelling is O(1) and costs nothing at fire time but a pop. Cancelling (and firing)
+/// reaches the top, or by a sweep once most of the heap is cancelled (TimerHeap.cs), so cancelling is O(1)
+/// amortized and costs nothing at fire time but a pop. Cancelling (and firing)
 /// drops the callback and its state at once: a long timeout cancelled early (an I/O or keep-alive timeout) must
 /// not keep what it refers to alive until its deadline.
 /// </summary>
@@ -31,8 +32,11 @@ internal sealed class HubTimer
     /// <summary>Stops the timer from firing. Hub-only; idempotent; harmless after it fired.</summary>
     public void Cancel()
     {
+        if (_callback == null) return; // fired or cancelled already: no longer counted by the heap
         _callback = null;
         _state = null;
+        // Hub-only, so the calling thread's hub is the timer's: it counts the dead entry for its next sweep.
+        Hub.CurrentOrNull?.NoteTimerCancelled();
     }
 
     internal void Fire()

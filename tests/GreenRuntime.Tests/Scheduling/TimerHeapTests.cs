@@ -2,7 +2,7 @@ using GreenRuntime.Scheduling;
 
 namespace GreenRuntime.Tests.Scheduling;
 
-/// <summary>The hub's timer heap on its own: deadline order, creation order on ties, lazy cancellation, shrinking.</summary>
+/// <summary>The hub's timer heap on its own: deadline order, creation order on ties, lazy cancellation, sweeping, shrinking.</summary>
 public class TimerHeapTests
 {
     private static readonly Action<object?> Nothing = static _ => { };
@@ -55,6 +55,44 @@ public class TimerHeapTests
         Assert.That(popped, Is.EqualTo(timers.Where((_, i) => i % 3 == 0)));
         Assert.That(heap.Count, Is.Zero, "cancelled entries are gone once the live ones before them popped");
         Assert.That(heap.TryPeekDeadline(out _), Is.False);
+    }
+
+    [Test]
+    public void WhenMostOfALargeHeapIsCancelledTheCancelledEntriesAreSweptAndTheRestKeepsItsOrder()
+    {
+        var heap = new TimerHeap();
+        var random = new Random(11);
+        var added = new List<(long Deadline, int Order, HubTimer Timer)>();
+        for (int i = 0; i < 10_000; i++)
+        {
+            long deadline = random.Next(0, 2000);
+            added.Add((deadline, i, heap.Add(deadline, Nothing, i)));
+        }
+        foreach (var (_, order, timer) in added)
+        {
+            if (order % 4 == 0) continue;
+            timer.Cancel();
+            heap.NoteCancelled(); // what the hub does for a timer cancelled on its thread
+        }
+
+        Assert.That(heap.Count, Is.LessThan(5_000), "swept once more than half was cancelled, not left for the pops");
+        var popped = new List<HubTimer>();
+        while (heap.PopDue(long.MaxValue) is { } t) popped.Add(t);
+        Assert.That(popped, Is.EqualTo(added.Where(a => a.Order % 4 == 0).OrderBy(a => a.Deadline).ThenBy(a => a.Order).Select(a => a.Timer)));
+    }
+
+    [Test]
+    public void AHubThatCancelsLongTimersOneAfterAnotherKeepsFewInItsHeap()
+    {
+        // A keep-alive server's pattern: a 2-minute timer armed and cancelled for every request.
+        using var hub = new Hub();
+        int most = 0;
+        for (int i = 0; i < 100_000; i++)
+        {
+            hub.AddTimer(TimeSpan.FromMinutes(2), Nothing, null).Cancel();
+            most = Math.Max(most, hub.TimerCount);
+        }
+        Assert.That(most, Is.LessThanOrEqualTo(2 * TimerHeap.SweepMinimum));
     }
 
     [Test]
