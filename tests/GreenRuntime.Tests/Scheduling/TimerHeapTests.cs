@@ -7,17 +7,24 @@ public class TimerHeapTests
 {
     private static readonly Action<object?> Nothing = static _ => { };
 
+    /// <summary>Adds <paramref name="count"/> timers with seeded random deadlines below <paramref name="maxDeadline"/>.</summary>
+    private static List<(long Deadline, int Order, HubTimer Timer)> AddRandom(TimerHeap heap, int count, int maxDeadline, int seed)
+    {
+        var random = new Random(seed);
+        var added = new List<(long Deadline, int Order, HubTimer Timer)>(count);
+        for (int i = 0; i < count; i++)
+        {
+            long deadline = random.Next(0, maxDeadline);
+            added.Add((deadline, i, heap.Add(deadline, Nothing, i)));
+        }
+        return added;
+    }
+
     [Test]
     public void PopsInDeadlineOrderThenCreationOrder()
     {
         var heap = new TimerHeap();
-        var random = new Random(7);
-        var added = new List<(long Deadline, int Order, HubTimer Timer)>();
-        for (int i = 0; i < 5000; i++)
-        {
-            long deadline = random.Next(0, 300); // many ties
-            added.Add((deadline, i, heap.Add(deadline, Nothing, i)));
-        }
+        var added = AddRandom(heap, 5000, maxDeadline: 300, seed: 7); // many ties
         var expected = added.OrderBy(a => a.Deadline).ThenBy(a => a.Order).Select(a => a.Timer).ToList();
 
         var popped = new List<HubTimer>();
@@ -61,13 +68,7 @@ public class TimerHeapTests
     public void WhenMostOfALargeHeapIsCancelledTheCancelledEntriesAreSweptAndTheRestKeepsItsOrder()
     {
         var heap = new TimerHeap();
-        var random = new Random(11);
-        var added = new List<(long Deadline, int Order, HubTimer Timer)>();
-        for (int i = 0; i < 10_000; i++)
-        {
-            long deadline = random.Next(0, 2000);
-            added.Add((deadline, i, heap.Add(deadline, Nothing, i)));
-        }
+        var added = AddRandom(heap, 10_000, maxDeadline: 2000, seed: 11);
         foreach (var (_, order, timer) in added)
         {
             if (order % 4 == 0) continue;
