@@ -120,14 +120,30 @@ internal sealed class CarrierPool
             {
                 lock (_idle)
                 {
-                    if (_idle.Count >= LowWater)
+                    // Never ahead of demand past the machine's carrier limit: its margin belongs to the rest of the process.
+                    if (_idle.Count >= LowWater || _created >= CarrierLimit.Machine.Value)
                     {
                         _refilling = false;
                         break;
                     }
                     _created++;
                 }
-                var carrier = Carrier.StartPooled(this, _stackSize);
+                Carrier carrier;
+                try
+                {
+                    carrier = Carrier.StartPooled(this, _stackSize);
+                }
+                catch (Exception e) when (e is OutOfMemoryException or ThreadStartException)
+                {
+                    // The kernel refused a thread now: stop refilling; a hub that finds the pool empty creates its own
+                    // and reports the failure where it can (to the greenlet that needed the carrier).
+                    lock (_idle)
+                    {
+                        _created--;
+                        _refilling = false;
+                    }
+                    break;
+                }
                 lock (_idle) _idle.Add(carrier);
             }
         }
