@@ -6,9 +6,9 @@ namespace GreenRuntime.Scheduling;
 /// </summary>
 /// <remarks>
 /// <para>Creating a thread blocks its creator until the thread runs, so a hub that rents from an empty pool stops
-/// for that long with the baton. Once a rent leaves fewer than <see cref="LowWater"/> idle carriers, the pool's
-/// refill thread creates more, in parallel with the hubs, until the low-water mark is reached again; a hub creates
-/// one itself only when it finds the pool empty.</para>
+/// for that long with the baton. When a rent finds the pool empty, the pool's refill thread creates more carriers,
+/// in parallel with the hubs, until <see cref="LowWater"/> are idle; the hubs then rent those, and create one
+/// themselves only when they drain the pool again.</para>
 /// <para>A carrier idle for <see cref="IdleTimeoutNs"/> ends its thread, unless the pool is down to
 /// <see cref="MinIdle"/> idle carriers: a burst of 10,000 blocked greenlets must not leave 10,000 parked threads
 /// behind, because every gen0 GC suspends and scans every thread (20 ms with 10k threads, measured here).
@@ -24,7 +24,7 @@ internal sealed class CarrierPool
     /// <summary>Idle carriers kept however long they wait.</summary>
     public static readonly int MinIdle = Math.Max(4, Environment.ProcessorCount * 2);
 
-    /// <summary>Idle carriers the refill thread keeps ready once demand has drained the pool below it.</summary>
+    /// <summary>Idle carriers the refill thread makes ready once demand has drained the pool.</summary>
     public static readonly int LowWater = Math.Max(16, Environment.ProcessorCount * 8);
 
     private readonly List<Carrier> _idle = new(); // used as a stack: the most recently returned carrier is rented first
@@ -93,7 +93,9 @@ internal sealed class CarrierPool
             {
                 _created++;
             }
-            if (_idle.Count < LowWater && !_refilling)
+            // Demand outran the pool (this rent creates its thread itself): refill ahead of the next ones. Not on every
+            // rent that leaves few idle, which would recreate, every 10 s, what retirement took back down to MinIdle.
+            if (carrier == null && !_refilling)
             {
                 _refilling = refill = true;
                 _refiller ??= StartRefiller();
