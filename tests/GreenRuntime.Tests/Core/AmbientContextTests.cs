@@ -151,17 +151,17 @@ public class AmbientContextTests : HubTest
             Green.Sleep(1);
             afterPark.Add(SynchronizationContext.Current);
         })).ToList());
-        // Greenlets started afterwards run on the carriers those used: none may find the context there.
+        // Greenlets started afterwards run on the carriers those used: none may find the context there. They are all
+        // suspended at once, so they drain the idle pool through those carriers whatever fresh ones its refill added.
         var reused = new HashSet<int>();
         var seen = new List<SynchronizationContext?>();
-        for (int i = 0; i < 50; i++)
+        Green.JoinAll(Enumerable.Range(0, 50).Select(_ => Green.Spawn(() =>
         {
-            Green.Spawn(() =>
-            {
-                if (installers.Contains(Environment.CurrentManagedThreadId)) reused.Add(Environment.CurrentManagedThreadId);
-                seen.Add(SynchronizationContext.Current);
-            }).Join();
-        }
+            if (installers.Contains(Environment.CurrentManagedThreadId)) reused.Add(Environment.CurrentManagedThreadId);
+            seen.Add(SynchronizationContext.Current);
+            Green.Sleep(1);
+            seen.Add(SynchronizationContext.Current);
+        })).ToList());
         Assert.That(afterPark, Has.All.SameAs(foreign), "each greenlet's own context is back after its park");
         Assert.That(reused, Is.Not.Empty, "later greenlets ran on the carriers of those that installed a context");
         Assert.That(seen, Has.All.Null);
