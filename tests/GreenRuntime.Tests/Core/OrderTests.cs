@@ -1,6 +1,6 @@
 namespace GreenRuntime.Tests.Core;
 
-/// <summary>FIFO start order, Sleep(0) round robin (test__sleep0.py) and timer order.</summary>
+/// <summary>FIFO start order, Sleep(0) round robin (test__sleep0.py), timer order, and starts before the loop's wakes.</summary>
 public class OrderTests : HubTest
 {
     [Test]
@@ -49,6 +49,23 @@ public class OrderTests : HubTest
         order.Add("main");
         Green.Sleep(0);
         Assert.That(order, Is.EqualTo(new[] { "x1", "y", "main", "x2" }));
+    }
+
+    [Test]
+    public void ACarrierFreedByAWokenGreenletStartsTheQueuedGreenletsBeforeTheNextWake()
+    {
+        var order = new List<string>();
+        var a = Green.Spawn(() => { Green.Sleep(10); order.Add("a"); });
+        var b = Green.Spawn(() => { Green.Sleep(10); order.Add("b"); });
+        Green.Sleep(0); // both sleep now
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        while (watch.ElapsedMilliseconds < 50) Thread.SpinWait(100); // not a cooperative wait: both timers fall due
+        Green.Sleep(0); // the loop fires them: a and b are queued as the loop's wakes
+        var s1 = Green.Spawn(() => order.Add("s1"));
+        var s2 = Green.Spawn(() => order.Add("s2"));
+        Green.JoinAll([a, b, s1, s2]);
+        // a ends on its own carrier, which runs both starts right there before handing the baton to b's.
+        Assert.That(order, Is.EqualTo(new[] { "a", "s1", "s2", "b" }));
     }
 
     [Test]
