@@ -8,8 +8,6 @@ internal sealed class Deque<T>
     private T[] _items;
     private int _head, _count;
 
-    private List<T>? _scratch; // MoveToFront's, kept between calls
-
     /// <param name="capacity">initial capacity, a power of two</param>
     public Deque(int capacity = 8)
     {
@@ -61,42 +59,6 @@ internal sealed class Deque<T>
         _items[(_head + _count - 1) & (_items.Length - 1)] = default!;
         _count--;
         return item;
-    }
-
-    /// <summary>Removes the first item that matches, keeping the order of the rest; costs the items ahead of it.</summary>
-    public bool TryRemoveFirst(Func<T, bool> match, out T item)
-    {
-        int mask = _items.Length - 1;
-        for (int i = 0; i < _count; i++)
-        {
-            item = _items[(_head + i) & mask];
-            if (!match(item)) continue;
-            for (int j = i; j > 0; j--) _items[(_head + j) & mask] = _items[(_head + j - 1) & mask];
-            _items[_head] = default!;
-            _head = (_head + 1) & mask;
-            _count--;
-            return true;
-        }
-        item = default!;
-        return false;
-    }
-
-    /// <summary>Moves the items that match to the front, keeping the order within the moved and within the rest.</summary>
-    /// <remarks>In place, with a scratch buffer kept for the next call: a ready queue of a burst is large (10k items are
-    /// 320 KB, on the large object heap), and this runs every few milliseconds during such a burst.</remarks>
-    public void MoveToFront(Func<T, bool> match)
-    {
-        int mask = _items.Length - 1;
-        var moved = _scratch ??= new List<T>();
-        int write = _count - 1;
-        for (int i = _count - 1; i >= 0; i--)
-        {
-            var item = _items[(_head + i) & mask];
-            if (match(item)) moved.Add(item); // in reverse order
-            else _items[(_head + write--) & mask] = item; // write >= i: never over an item not yet read
-        }
-        for (int k = 0; k < moved.Count; k++) _items[(_head + k) & mask] = moved[moved.Count - 1 - k];
-        moved.Clear();
     }
 
     public IEnumerable<T> Snapshot()

@@ -119,7 +119,7 @@ public sealed partial class Hub
     internal bool ReadOthersWaiting(Greenlet holder)
     {
         if (holder != MainGreenlet) return true; // a spawned greenlet or a callback runs: the main greenlet waits for the hub
-        return Volatile.Read(ref _aliveCount) > 0 || _ready.Count > 0 || !_inbox.IsEmpty
+        return Volatile.Read(ref _aliveCount) > 0 || ReadyCount > 0 || !_inbox.IsEmpty
                || Volatile.Read(ref _pendingExternal) > 0;
     }
 
@@ -199,7 +199,7 @@ public sealed partial class Hub
             Taken = _time.GetUtcNow(),
             Current = _current == HubGreenlet ? "hub callback" : _current.ToString(),
             Greenlets = list,
-            ReadyCount = _ready.Count,
+            ReadyCount = ReadyCount,
             TimerCount = _timers.Count,
             Switches = _switchCount,
             BlockedEpisodes = ReadBlockedEpisodes(),

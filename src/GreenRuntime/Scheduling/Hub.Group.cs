@@ -71,7 +71,7 @@ public sealed partial class Hub
     /// How busy the hub is, for placement: greenlets placed on it whose start is still in the inbox, plus the ready
     /// queue, plus one while it runs something. Read from any thread without synchronisation: a recent value is enough.
     /// </summary>
-    internal int Load => Volatile.Read(ref _queuedStarts) + _ready.Count + (_idle ? 0 : 1);
+    internal int Load => Volatile.Read(ref _queuedStarts) + ReadyCount + (_idle ? 0 : 1);
 
     /// <summary>Starts <paramref name="g"/> (a greenlet of this hub) from any thread: at once on this hub, else through the inbox.</summary>
     internal void StartFromAnyThread(Greenlet g)

@@ -34,10 +34,7 @@
 //         inline (a greenlet that never blocks costs about a function call); if it keeps a suspended stack
 //         it must not (the new code could block on top of it), so it hands the baton and the item to a
 //         free pooled carrier and parks.
-//      Order: FIFO, with two exceptions that bound a burst of starts the way gevent bounds its callback phase.
-//      A free thread whose next item is a wake by the loop takes the first queued start instead (it runs here,
-//      where the wake would cost a hand-off); a start phase that outruns its 5 ms slice lets the loop's wakes go
-//      first (TryTakeStartBeforeWake, BreakOutOfStartPhase).
+//      Which item is next: arrival order, except where taking another saves a hand-off (Hub.Order.cs).
 //   4. Nothing ready: wait for the inbox until the next timer's deadline — in epoll_wait, together with the
 //      sockets greenlets wait on, once the hub has a reactor (Io/Reactor.cs). If nothing at all can ever wake
 //      anyone, throw LoopExitException into the main greenlet.
@@ -55,37 +52,6 @@ namespace GreenRuntime;
 
 public sealed partial class Hub
 {
-    private readonly Deque<RunItem> _ready = new(64);
-
-    /// <summary>Set while the loop runs (inbox, timers, reactor): what it queues then is a loop wake.</summary>
-    private bool _inLoopPhase;
-
-    /// <summary>Loop wakes in <see cref="_ready"/>.</summary>
-    private int _queuedLoopWakes;
-
-    /// <summary>When the current run of back-to-back starts that created threads began (Stopwatch ticks), or 0.</summary>
-    private long _startPhaseBegan;
-
-    /// <summary>How long back-to-back starts that create threads run before queued loop wakes go first: gevent's
-    /// default switch interval, 5 ms (see <see cref="BreakOutOfStartPhase"/>).</summary>
-    private static readonly long StartSliceTicks = Stopwatch.Frequency / 200;
-
-    /// <summary>Queues an item to run; items queued by the loop, except starts, are marked as loop wakes.</summary>
-    private void Enqueue(in RunItem item, bool first = false)
-    {
-        var queued = item;
-        if (_inLoopPhase && item.Kind != RunKind.Start)
-        {
-            queued = item.AsLoopWake();
-            _queuedLoopWakes++;
-        }
-        if (item.Kind == RunKind.Start) _startsReady++;
-        if (first) _ready.PushFront(queued);
-        else _ready.PushBack(queued);
-    }
-
-    /// <summary>Starts in <see cref="_ready"/>.</summary>
-    private int _startsReady;
     private Greenlet _current = null!;
     private int _callbackDepth;
 
@@ -105,8 +71,6 @@ public sealed partial class Hub
 
     /// <summary>Pooled carriers rented by this hub and not yet returned (the main thread is not counted).</summary>
     private int _carriersInUse;
-
-    internal int ReadyCount => _ready.Count;
 
     /// <summary>The greenlet running now on this hub (the hub greenlet inside callbacks).</summary>
     internal Greenlet CurrentGreenlet => _current;
@@ -163,8 +127,6 @@ public sealed partial class Hub
                         break;
                     }
                     // This thread keeps a suspended stack: new code must start on a free thread.
-                    if (!fromWaiters && BreakOutOfStartPhase(item))
-                        break;
                     if (!fromWaiters && (_carriersInUse >= MaxCarriers || _carrierWaiters.Count > 0))
                     {
                         // Every carrier keeps a suspended greenlet (or others already wait): wait for one in FIFO
@@ -228,37 +190,6 @@ public sealed partial class Hub
     /// carrier is at hand (<see cref="MayStartWaiter"/>): the baton holder is free, or one went back to the pool.
     /// </summary>
     private readonly Deque<RunItem> _carrierWaiters = new(4);
-
-    /// <summary>
-    /// Called for a start that needs a pooled thread: when starts that needed one have run back to back for longer
-    /// than <see cref="StartSliceTicks"/>, the loop wakes queued behind them go first, and the start goes back to the
-    /// front of the rest.
-    /// </summary>
-    /// <remarks>
-    /// Such a start costs a hand-off, and a thread created for it when the pool is empty (0.2–0.4 ms, more with many
-    /// threads alive: 1,000 parked threads are created in 0.11 s, 10,000 in 2.1 s here); the greenlet started keeps
-    /// that thread while it sleeps. The greenlets woken meanwhile (a fired timer, the reactor, another thread) may end
-    /// and free their carriers, which then run the next starts inline (<see cref="TryTakeStartBeforeWake"/>): 10,000
-    /// sleepers need hundreds of threads instead of 10,000, and fewer hand-offs. gevent bounds its callback phase the
-    /// same way: once queued callbacks (greenlet starts among them) have run longer than its switch interval, its loop
-    /// runs due timers and I/O before the rest. Starts, yields (<c>Sleep(0)</c>) and callbacks keep their order among
-    /// themselves; only the loop's wakes move ahead, and only of a start phase that outran its slice, as in gevent.
-    /// </remarks>
-    private bool BreakOutOfStartPhase(in RunItem start)
-    {
-        long now = Stopwatch.GetTimestamp();
-        if (_startPhaseBegan == 0)
-        {
-            _startPhaseBegan = now;
-            return false;
-        }
-        if (_queuedLoopWakes == 0 || now - _startPhaseBegan <= StartSliceTicks) return false;
-        _ready.PushFront(start);
-        _startsReady++;
-        _ready.MoveToFront(static i => i.FromLoop);
-        _startPhaseBegan = 0;
-        return true;
-    }
 
     /// <summary>The cap on pooled carriers: <see cref="HubOptions.MaxCarriers"/>, or the machine's limit when that is 0.</summary>
     internal int MaxCarriers => Options.MaxCarriers > 0 ? Options.MaxCarriers : CarrierLimit.Machine.Value;
@@ -475,16 +406,8 @@ public sealed partial class Hub
             item = _carrierWaiters.PopFront();
             return true;
         }
-        if (TryTakeStartBeforeWake(self, out item))
+        if (TryTakeReady(self, out item))
             return true;
-        if (_ready.TryPopFront(out item))
-        {
-            if (item.Kind == RunKind.Start) _startsReady--;
-            if (item.FromLoop) _queuedLoopWakes--;
-            if (item.Kind != RunKind.Start) _startPhaseBegan = 0; // something else ran: the start phase is over
-            return true;
-        }
-        _startPhaseBegan = 0;
         _inLoopPhase = true;
         try
         {
@@ -495,32 +418,6 @@ public sealed partial class Hub
             _inLoopPhase = false;
         }
         return false;
-    }
-
-    /// <summary>
-    /// A free carrier whose next item is a loop wake takes the first queued start instead, while the start phase is
-    /// within its slice: a wake hands the baton to the woken greenlet's carrier and sends this one back to the pool,
-    /// whereas a start runs right here.
-    /// </summary>
-    /// <remarks>
-    /// A carrier is free when the greenlet it ran has ended, often one the loop woke. Taking the next start there pairs
-    /// every wake (one hand-off) with a start (none), where strict FIFO order would pay a hand-off for each: 10,000
-    /// greenlets that sleep a random 0–49 ms need one hand-off each instead of two (0.33 s against 0.41 s warm). Starts
-    /// before the loop's wakes is gevent's order too (its callbacks run before its timers and I/O); past the slice the
-    /// wake goes first, as in <see cref="BreakOutOfStartPhase"/>.
-    /// </remarks>
-    private bool TryTakeStartBeforeWake(Carrier self, out RunItem item)
-    {
-        item = default;
-        if (self.Owner != null || _startsReady == 0 || _ready.Count < 2) return false;
-        var next = _ready.PeekFront();
-        if (!next.FromLoop || next.Kind != RunKind.Resume) return false;
-        long now = Stopwatch.GetTimestamp();
-        if (_startPhaseBegan == 0) _startPhaseBegan = now;
-        else if (now - _startPhaseBegan > StartSliceTicks) return false;
-        if (!_ready.TryRemoveFirst(static i => i.Kind == RunKind.Start, out item)) return false;
-        _startsReady--;
-        return true;
     }
 
     /// <summary>A carrier waiter may start now: this thread is free, or the hub is below its carrier cap.</summary>

@@ -22,19 +22,14 @@ internal readonly struct RunItem
 {
     public readonly RunKind Kind;
 
-    /// <summary>Queued by the loop (a fired timer, the reactor, another thread) rather than by greenlet code: such
-    /// wakes may go ahead of a start phase that outran its slice (see Hub.Scheduler.cs).</summary>
-    public readonly bool FromLoop;
-
     public readonly int Sequence;
     public readonly Greenlet? Greenlet;
     public readonly Delegate? Callback;
     private readonly object? _state;
 
-    private RunItem(RunKind kind, Greenlet? greenlet, Delegate? callback, object? state, int sequence = 0, bool fromLoop = false)
+    private RunItem(RunKind kind, Greenlet? greenlet, Delegate? callback, object? state, int sequence = 0)
     {
         Kind = kind;
-        FromLoop = fromLoop;
         Greenlet = greenlet;
         Callback = callback;
         _state = state;
@@ -58,8 +53,9 @@ internal readonly struct RunItem
 
     public WakeToken Token => new(Greenlet!, Sequence);
 
-    /// <summary>This item, marked as queued by the loop.</summary>
-    public RunItem AsLoopWake() => new(Kind, Greenlet, Callback, _state, Sequence, fromLoop: true);
+    /// <summary>This item with <paramref name="stamp"/> in <see cref="Sequence"/>, which only a <see cref="RunKind.Wake"/>
+    /// reads otherwise: a wake queued by the loop records there its arrival among the ready items (Hub.Order.cs).</summary>
+    public RunItem WithStamp(int stamp) => new(Kind, Greenlet, Callback, _state, stamp);
 
     private sealed record WakeFailure(object? Value, Exception Error);
 }

@@ -58,14 +58,53 @@ public class OrderTests : HubTest
         var a = Green.Spawn(() => { Green.Sleep(10); order.Add("a"); });
         var b = Green.Spawn(() => { Green.Sleep(10); order.Add("b"); });
         Green.Sleep(0); // both sleep now
-        var watch = System.Diagnostics.Stopwatch.StartNew();
-        while (watch.ElapsedMilliseconds < 50) Thread.SpinWait(100); // not a cooperative wait: both timers fall due
+        Spin(50); // both timers fall due
         Green.Sleep(0); // the loop fires them: a and b are queued as the loop's wakes
         var s1 = Green.Spawn(() => order.Add("s1"));
         var s2 = Green.Spawn(() => order.Add("s2"));
         Green.JoinAll([a, b, s1, s2]);
         // a ends on its own carrier, which runs both starts right there before handing the baton to b's.
         Assert.That(order, Is.EqualTo(new[] { "a", "s1", "s2", "b" }));
+    }
+
+    /// <summary>Busy for <paramref name="ms"/> without a cooperative wait: timers fall due meanwhile.</summary>
+    private static void Spin(double ms)
+    {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        while (watch.Elapsed.TotalMilliseconds < ms) Thread.SpinWait(20);
+    }
+
+    [Test]
+    public void AThreadKeepingASuspendedGreenletTakesAWakeBeforeAnEarlierStart()
+    {
+        var order = new List<string>();
+        var a = Green.Spawn(() => { Green.Sleep(1); order.Add("a"); });
+        Green.Sleep(0); // a sleeps
+        var s = Green.Spawn(() => order.Add("s")); // queued before a's timer fires
+        Spin(30);
+        // The main greenlet parks on its own thread, which must hand the baton away for s as for a: it takes the wake,
+        // and a's thread, freed when a ends, runs s itself.
+        Green.JoinAll([a, s]);
+        Assert.That(order, Is.EqualTo(new[] { "a", "s" }));
+    }
+
+    [Test]
+    public void AWakePassedOverForStartsRunsOnceItsSliceIsSpent()
+    {
+        var order = new List<string>();
+        var x = Green.Spawn(() => { Green.Sleep(1); order.Add("x"); });
+        var y = Green.Spawn(() => { Green.Sleep(1); order.Add("y"); });
+        Green.Sleep(0);
+        Spin(30);
+        Green.Sleep(0); // x and y are queued as the loop's wakes
+        var starts = Enumerable.Range(0, 1000).Select(i => Green.Spawn(() => { Spin(0.1); order.Add("s"); })).ToList();
+        Green.JoinAll(starts.Append(x).Append(y));
+        // x's thread, freed, runs starts instead of handing the baton to y, but only for 5 ms (about 50 starts here,
+        // 100 ms in all): then y, which arrived before them, goes.
+        int yAt = order.IndexOf("y");
+        Assert.That(order[0], Is.EqualTo("x"));
+        Assert.That(yAt, Is.GreaterThan(1), "starts ran on x's freed thread first");
+        Assert.That(yAt, Is.LessThan(500), "y waited for every start");
     }
 
     [Test]
