@@ -93,9 +93,22 @@ internal sealed class Carrier
     internal static Carrier StartPooled(CarrierPool pool, int stackSize)
     {
         var carrier = new Carrier(pool);
-        var thread = new Thread(carrier.PoolLoop, stackSize) { IsBackground = true, Name = $"GreenRuntime carrier #{carrier.Id}" };
+        if (NativeThread.IsAvailable)
+        {
+            NativeThread.Start(carrier.RunNativeThread, stackSize); // the creator does not wait for it (NativeThread.cs)
+            return carrier;
+        }
+        var thread = new Thread(carrier.PoolLoop, stackSize) { IsBackground = true, Name = carrier.ThreadName };
         thread.UnsafeStart();
         return carrier;
+    }
+
+    private string ThreadName => $"GreenRuntime carrier #{Id}";
+
+    private void RunNativeThread()
+    {
+        Thread.CurrentThread.Name = ThreadName;
+        PoolLoop();
     }
 
     private ulong[]? _originalMask;

@@ -130,19 +130,73 @@ public class CarrierPoolTests
     [Test]
     public void APoolDrainedByStartsIsRefilledAheadOfTheNextStarts()
     {
-        // A pool of its own (odd stack size); 40 suspended greenlets keep 40 carriers, so without the refill thread
-        // nothing would be idle until one of them ends.
+        // A pool of its own (odd stack size). Greenlets waiting on an event keep their carriers, so without the refill
+        // thread nothing would be idle until one of them ends.
         var pool = GreenRuntime.Scheduling.CarrierPool.For(256 * 1024 + 8192);
         using var hub = new Hub(new HubOptions { CarrierStackSize = 256 * 1024 + 8192 });
         var release = new Event();
-        var gs = Enumerable.Range(0, 40).Select(_ => Green.Spawn(() => release.Wait())).ToList();
-        Green.Sleep(0); // every one has started and waits on its carrier
+        var gs = new List<Greenlet>();
+        void StartOne()
+        {
+            gs.Add(Green.Spawn(() => release.Wait()));
+            Green.Sleep(0); // it has started and waits on its carrier
+        }
+        for (int i = 0; i < 40; i++) StartOne();
+        // Whatever the refills of that burst left idle, once they are over: take it all, one carrier at a time.
+        int created;
+        do
+        {
+            created = pool.Created;
+            Thread.Sleep(300);
+        }
+        while (pool.Created != created);
+        while (pool.Idle > 0) StartOne();
+        StartOne(); // finds the pool empty
         var deadline = DateTime.UtcNow.AddSeconds(30);
         while (pool.Idle < GreenRuntime.Scheduling.CarrierPool.LowWater && DateTime.UtcNow < deadline) Thread.Sleep(10);
         Assert.That(pool.Idle, Is.GreaterThanOrEqualTo(GreenRuntime.Scheduling.CarrierPool.LowWater), "idle carriers made while the others are held");
         release.Set();
         Green.JoinAll(gs, raiseError: true);
     }
+
+    [Test]
+    public unsafe void PooledCarriersAreNamedBackgroundThreadsWithTheStackSizeAsked()
+    {
+        const int stackSize = 256 * 1024 + 12288; // a pool of its own
+        using var hub = new Hub(new HubOptions { CarrierStackSize = stackSize });
+        var (name, background, stack, onMain) = Green.Spawn(() =>
+        {
+            var thread = Thread.CurrentThread;
+            return (thread.Name, thread.IsBackground, StackSizeOfThisThread(), thread.ManagedThreadId == Environment.CurrentManagedThreadId);
+        }).Get();
+        Assert.That(name, Does.StartWith("GreenRuntime carrier #"));
+        Assert.That(background, Is.True, "carriers never keep the process alive");
+        if (OperatingSystem.IsLinux()) Assert.That(stack, Is.InRange(stackSize, stackSize + 65536));
+    }
+
+    /// <summary>The stack size of the calling thread as the C library reports it (Linux), or 0.</summary>
+    private static unsafe long StackSizeOfThisThread()
+    {
+        if (!OperatingSystem.IsLinux()) return 0;
+        var attr = stackalloc byte[128];
+        if (PthreadGetAttrNp(PthreadSelf(), attr) != 0) return 0;
+        nint address, size;
+        int error = PthreadAttrGetStack(attr, &address, &size);
+        PthreadAttrDestroy(attr);
+        return error == 0 ? size : 0;
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "pthread_self")]
+    private static extern nuint PthreadSelf();
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "pthread_getattr_np")]
+    private static extern unsafe int PthreadGetAttrNp(nuint thread, byte* attr);
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "pthread_attr_getstack")]
+    private static extern unsafe int PthreadAttrGetStack(byte* attr, nint* address, nint* size);
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "pthread_attr_destroy")]
+    private static extern unsafe int PthreadAttrDestroy(byte* attr);
 
     [Test]
     public void IdleCarriersAboveTheMinimumRetireAfterTheTimeout()
