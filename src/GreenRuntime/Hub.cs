@@ -63,7 +63,6 @@ public sealed partial class Hub : IDisposable
             _mainAffinity = Affinity.Save();
             _mainCarrier.PinTo(_cpu);
         }
-        DecideSteering();
         TakeBaton();
         t_current = this;
         Register(this);

@@ -59,36 +59,7 @@ internal sealed class Carrier
         return t_current = carrier;
     }
 
-    /// <summary>The carrier's OS thread id (Linux TID), or 0 before its thread has started / where unknown.</summary>
-    public int OsThreadId;
-
-    /// <summary>Set by a waker that restricted this sleeping carrier to the waker's CPU (Hub.Steering.cs); cleared by the carrier once awake.</summary>
-    public volatile bool Steered;
-
-    private void BindToCurrentThread()
-    {
-        _originalMask = Affinity.Save();
-        OsThreadId = Math.Max(0, Diagnostics.OsThread.CurrentId);
-    }
-
-    /// <summary>
-    /// Restricts this carrier, asleep, to <paramref name="cpu"/>, so that the wake that follows puts it there.
-    /// Called by the waker just before it unparks this carrier. False when it cannot be done.
-    /// </summary>
-    public bool SteerTo(int cpu)
-    {
-        if (OsThreadId <= 0 || cpu < 0 || _originalMask == null || !Affinity.TryPinThread(OsThreadId, cpu)) return false;
-        Steered = true;
-        return true;
-    }
-
-    /// <summary>Called by the carrier itself right after a wake: gives it back the CPUs it had before a waker steered it.</summary>
-    public void Unsteer()
-    {
-        if (!Steered) return;
-        Steered = false;
-        Affinity.Restore(_originalMask);
-    }
+    private void BindToCurrentThread() => _originalMask = Affinity.Save();
 
     internal static Carrier StartPooled(CarrierPool pool, int stackSize)
     {
@@ -120,7 +91,6 @@ internal sealed class Carrier
         while (true)
         {
             bool woken = Parker.Park(CarrierPool.IdleTimeoutNs);
-            Unsteer();
             if (!woken)
             {
                 if (_pool!.TryRetire(this))
@@ -157,16 +127,6 @@ internal sealed class Carrier
 internal static unsafe class Affinity
 {
     public static int CurrentCpu() => OperatingSystem.IsLinux() ? SchedGetCpu() : -1;
-
-    /// <summary>Restricts thread <paramref name="osThreadId"/> (a TID) to <paramref name="cpu"/>.</summary>
-    public static bool TryPinThread(int osThreadId, int cpu)
-    {
-        if (cpu < 0 || cpu >= 1024) return false;
-        var mask = stackalloc ulong[16];
-        for (int i = 0; i < 16; i++) mask[i] = 0;
-        mask[cpu / 64] = 1UL << (cpu % 64);
-        return SchedSetAffinity(osThreadId, 128, mask) == 0;
-    }
 
     public static bool TryPin(int cpu)
     {

@@ -75,7 +75,7 @@ public sealed partial class Hub
         free.Job = this;
         t_current = null;
         t_released = this;
-        HandBaton(free, steer: false);
+        HandBaton(free);
         // No baton from here to ParkUntilOwnerResumes: nothing below may touch the hub's state.
 
         TResult result = default!;

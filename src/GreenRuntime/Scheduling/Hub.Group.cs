@@ -99,7 +99,6 @@ public sealed partial class Hub
     {
         AssertOnHub();
         Group = group;
-        DecideSteering();
     }
 
     /// <summary>

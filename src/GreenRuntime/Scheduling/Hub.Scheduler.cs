@@ -108,12 +108,12 @@ public sealed partial class Hub
                     if (self.Owner != null)
                     {
                         bool spin = MaySpin(self);
-                        HandBaton(target, steer: !spin);
+                        HandBaton(target);
                         ParkUntilOwnerResumes(self, target, spin);
                         return;
                     }
                     if (self.IsPooled) _carriersInUse--;
-                    HandBaton(target, steer: true);
+                    HandBaton(target);
                     return; // a free carrier goes back to the pool; the baton is gone
                 }
 
@@ -138,7 +138,7 @@ public sealed partial class Hub
                     var free = RentCarrier();
                     free.Job = this;
                     bool spinNow = MaySpin(self);
-                    HandBaton(free, steer: !spinNow);
+                    HandBaton(free);
                     ParkUntilOwnerResumes(self, free, spinNow);
                     return;
 
@@ -168,12 +168,9 @@ public sealed partial class Hub
     }
 
     /// <param name="target">The carrier that gets the baton.</param>
-    /// <param name="steer">Wake the target on this thread's CPU if it sleeps (Hub.Steering.cs): only when this
-    /// thread will not spin there meanwhile.</param>
-    private void HandBaton(Carrier target, bool steer)
+    private void HandBaton(Carrier target)
     {
         ReleaseBaton();
-        if (steer) SteerWake(target);
         target.Parker.Unpark();
     }
 
