@@ -17,8 +17,8 @@
 //       callback or continuation the loop queued runs here anyway: it keeps its place, so a kill posted from another
 //       thread still reaches a greenlet whose start was posted before it, before that start runs.)
 // Together they pair every wake with a start: 10,000 greenlets that each sleep a random 0–49 ms cost one hand-off
-// each instead of two, and far fewer threads are created for the start phase (docs/core.md, "Which ready
-// greenlet runs next"). Starts before the loop's wakes is gevent's order too (its callbacks run before its timers and I/O).
+// each instead of two, and far fewer threads are created for the start phase (docs/core.md, "Which ready greenlet
+// runs next"). Starts before the loop's wakes is gevent's order too (its callbacks run before its timers and I/O).
 //
 // Bound: once an exception has passed over the other queue's oldest item for longer than a slice (5 ms, gevent's
 // default switch interval), arrival order holds alone until it has caught up: until it takes an item of the queue
@@ -43,7 +43,8 @@ public sealed partial class Hub
     private bool _inLoopPhase;
 
     /// <summary>Items pushed into and taken from <see cref="_ready"/> (wrapping counters: only their difference to a
-    /// wake's stamp is read).</summary>
+    /// wake's stamp is read). An item queued first (Switch) is taken out of turn, which makes the comparison approximate
+    /// for the wakes queued before it: they may go after one more item of <see cref="_ready"/>, or before it.</summary>
     private int _readyPushed, _readyTaken;
 
     /// <summary>Items at the front of <see cref="_ready"/> queued to run before everything (Switch): ahead of the wakes too.</summary>
