@@ -10,15 +10,19 @@
 // What an item costs depends on the thread that takes it (Hub.Scheduler.cs, step 3): a thread that keeps a
 // suspended greenlet (an "owner") must hand the baton to another thread for anything but a callback or its own
 // greenlet; a free thread runs starts, continuations and callbacks itself. So:
-//   (a) an owner whose next item in arrival order is a start takes the oldest wake instead: the start would cost
-//       a hand-off too, and the woken greenlet often ends and frees its thread, which then runs the start inline;
+//   (a) an owner whose next item in arrival order is a start takes the oldest wake instead, once starts have run
+//       for a slice while wakes waited: the start would cost a hand-off too, and the woken greenlet often ends and
+//       frees its thread, which then runs the start inline. Within the slice starts go first, as gevent's
+//       callbacks do: code that spawns greenlets and sleeps a millisecond finds them started;
 //   (b) a free thread whose next item in arrival order is a woken greenlet takes _ready's front instead when it can
 //       run that item itself: the resume would send it back to the pool and hand the baton to another thread. (A
 //       callback or continuation the loop queued runs here anyway: it keeps its place, so a kill posted from another
 //       thread still reaches a greenlet whose start was posted before it, before that start runs.)
-// Together they pair every wake with a start: 10,000 greenlets that each sleep a random 0–49 ms cost one hand-off
-// each instead of two, and far fewer threads are created for the start phase (docs/core.md, "Which ready greenlet
-// runs next"). Starts before the loop's wakes is gevent's order too (its callbacks run before its timers and I/O).
+// Together they pair every wake with a start once a burst of starts has lasted a slice: 10,000 greenlets that each
+// sleep a random 0–49 ms cost about one hand-off each instead of two, and far fewer threads are created for the
+// start phase (docs/core.md, "Which ready greenlet runs next"). Starts before the loop's wakes is gevent's order
+// (its callbacks run before its timers and I/O); wakes going first once the start phase has outrun its slice is
+// gevent's too (its loop runs due timers and I/O once its callback phase has taken longer than its switch interval).
 //
 // Bound: once an exception has passed over the other queue's oldest item for longer than a slice (5 ms, gevent's
 // default switch interval), arrival order holds alone until it has caught up: until it takes an item of the queue
@@ -95,6 +99,7 @@ public sealed partial class Hub
             {
                 _passingOverSince = 0;
                 _arrivalOrderOnly = false;
+                _startsAheadOfWakesSince = 0;
             }
             if (_ready.Count == 0) return _wakes.TryPopFront(out item);
             item = TakeFromReady();
@@ -109,7 +114,7 @@ public sealed partial class Hub
         }
         else if (wakeIsOlder
                      ? self.Owner == null && _wakes.PeekFront().Kind == RunKind.Resume && _ready.PeekFront().Kind != RunKind.Resume // (b)
-                     : self.Owner != null && _ready.PeekFront().Kind == RunKind.Start) // (a)
+                     : self.Owner != null && _ready.PeekFront().Kind == RunKind.Start && StartPhaseOutranItsSlice()) // (a)
         {
             long now = Stopwatch.GetTimestamp();
             if (_passingOverSince == 0 || _passedOverWakes != wakeIsOlder)
@@ -134,8 +139,16 @@ public sealed partial class Hub
             return true;
         }
         item = TakeFromReady();
+        if (item.Kind == RunKind.Start && _startsAheadOfWakesSince == 0) _startsAheadOfWakesSince = Stopwatch.GetTimestamp();
         return true;
     }
+
+    /// <summary>Since when (Stopwatch ticks) starts have been taken while wakes by the loop waited, or 0: the start
+    /// phase that exception (a) waits a slice for.</summary>
+    private long _startsAheadOfWakesSince;
+
+    private bool StartPhaseOutranItsSlice() =>
+        _startsAheadOfWakesSince != 0 && Stopwatch.GetTimestamp() - _startsAheadOfWakesSince > SliceTicks;
 
     private RunItem TakeFromReady()
     {
