@@ -64,6 +64,10 @@ public sealed partial class Hub
     /// queue's front has run.</summary>
     private bool _arrivalOrderOnly;
 
+    /// <summary>Since when (Stopwatch ticks) starts have been taken while wakes by the loop waited, or 0: the start
+    /// phase that exception (a) waits a slice for.</summary>
+    private long _startsAheadOfWakesSince;
+
     /// <summary>How long an exception of the order may pass over the other queue: gevent's default switch interval, 5 ms.</summary>
     private static readonly long SliceTicks = Stopwatch.Frequency / 200;
 
@@ -142,10 +146,6 @@ public sealed partial class Hub
         if (item.Kind == RunKind.Start && _startsAheadOfWakesSince == 0) _startsAheadOfWakesSince = Stopwatch.GetTimestamp();
         return true;
     }
-
-    /// <summary>Since when (Stopwatch ticks) starts have been taken while wakes by the loop waited, or 0: the start
-    /// phase that exception (a) waits a slice for.</summary>
-    private long _startsAheadOfWakesSince;
 
     private bool StartPhaseOutranItsSlice() =>
         _startsAheadOfWakesSince != 0 && Stopwatch.GetTimestamp() - _startsAheadOfWakesSince > SliceTicks;

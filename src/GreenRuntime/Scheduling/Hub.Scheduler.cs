@@ -107,9 +107,8 @@ public sealed partial class Hub
                     }
                     if (self.Owner != null)
                     {
-                        bool spin = MaySpin(self);
                         HandBaton(target);
-                        ParkUntilOwnerResumes(self, target, spin);
+                        ParkUntilOwnerResumes(self, target, MaySpin(self));
                         return;
                     }
                     if (self.IsPooled) _carriersInUse--;
@@ -137,9 +136,8 @@ public sealed partial class Hub
                     _carrierWaiters.PushFront(item); // the free carrier takes exactly this item first
                     var free = RentCarrier();
                     free.Job = this;
-                    bool spinNow = MaySpin(self);
                     HandBaton(free);
-                    ParkUntilOwnerResumes(self, free, spinNow);
+                    ParkUntilOwnerResumes(self, free, MaySpin(self));
                     return;
 
                 default:

@@ -50,7 +50,8 @@ public sealed partial class Hub
     /// <summary>Whether a carrier of this hub is spinning now (for tests).</summary>
     internal bool HasSpinner => Volatile.Read(ref _spinning) != 0;
 
-    /// <summary>Whether <paramref name="self"/>, about to hand the baton away, may spin for it afterwards.</summary>
+    /// <summary>Whether <paramref name="self"/>, which has handed the baton away, may spin for it before it sleeps. It reads
+    /// only the hub's fixed settings and the carrier's own fields, so it needs no baton.</summary>
     private bool MaySpin(Carrier self) =>
         s_canSpin && _cpu < 0 && Options.SpinBeforeParking && self.SpinCooldown == 0 && self.LastParkTicks <= s_shortParkTicks;
 
