@@ -50,9 +50,10 @@ public sealed class HubOptions
 
     /// <summary>
     /// Let a carrier whose greenlet is usually handed the baton back quickly watch for it for up to 50 µs before
-    /// it sleeps, so the hand-back costs no system call and no cross-CPU wake (at most one such carrier per hub;
-    /// never on a pinned hub or a one-CPU machine). Default true. On a machine whose CPUs are all busy with other
-    /// processes a spin rarely pays and backs off; turn this off there to never spend CPU time on it.
+    /// it sleeps, so the hand-back costs no system call and no cross-CPU wake; and let the baton holder wake the
+    /// carrier of the next queued greenlet ahead of its turn, to watch the same way (at most one watching carrier
+    /// per hub; never on a pinned hub or a one-CPU machine). Default true. On a machine whose CPUs are all busy
+    /// with other processes watching rarely pays and backs off; turn this off there to never spend CPU time on it.
     /// </summary>
     public bool SpinBeforeParking { get; init; } = true;
 

@@ -107,12 +107,13 @@ public sealed partial class Hub
                     }
                     if (self.Owner != null)
                     {
-                        HandBaton(target);
-                        ParkUntilOwnerResumes(self, target, MaySpin(self));
+                        bool spin = MaySpin(self);
+                        HandBaton(target, spin ? null : CarrierToNudge(self, target));
+                        ParkUntilOwnerResumes(self, target, spin);
                         return;
                     }
                     if (self.IsPooled) _carriersInUse--;
-                    HandBaton(target);
+                    HandBaton(target, CarrierToNudge(self, target));
                     return; // a free carrier goes back to the pool; the baton is gone
                 }
 
@@ -136,8 +137,9 @@ public sealed partial class Hub
                     _carrierWaiters.PushFront(item); // the free carrier takes exactly this item first
                     var free = RentCarrier();
                     free.Job = this;
-                    HandBaton(free);
-                    ParkUntilOwnerResumes(self, free, MaySpin(self));
+                    bool spinForBaton = MaySpin(self);
+                    HandBaton(free, spinForBaton ? null : CarrierToNudge(self, free));
+                    ParkUntilOwnerResumes(self, free, spinForBaton);
                     return;
 
                 default:
@@ -166,10 +168,12 @@ public sealed partial class Hub
     }
 
     /// <param name="target">The carrier that gets the baton.</param>
-    private void HandBaton(Carrier target)
+    /// <param name="nudge">A carrier to wake ahead of its turn (Hub.Spinning.cs), or null.</param>
+    private void HandBaton(Carrier target, Carrier? nudge = null)
     {
         ReleaseBaton();
         target.Parker.Unpark();
+        if (nudge != null) Nudge(nudge, target);
     }
 
     private Carrier RentCarrier()

@@ -15,11 +15,12 @@ namespace GreenRuntime.Scheduling;
 /// spins). Elsewhere it falls back to <see cref="AutoResetEvent"/>, whose auto-reset permit has the same
 /// semantics.
 /// The word is: <c>0</c> no permit, nobody asleep; <c>1</c> permit available; <c>-1</c> the owner is
-/// asleep (or about to sleep) in the kernel, so an unpark must issue a futex wake.
+/// asleep (or about to sleep) in the kernel, so an unpark must issue a futex wake; <c>2</c> the owner was woken
+/// without a permit (<see cref="Nudge"/>) and is on its way to watch for one, so an unpark needs no wake.
 /// </remarks>
 internal sealed unsafe class Parker : IDisposable
 {
-    private const int NoPermit = 0, Permit = 1, Sleeping = -1;
+    private const int NoPermit = 0, Permit = 1, Sleeping = -1, Nudged = 2;
     private const int SysFutex = 202, FutexWaitPrivate = 128, FutexWakePrivate = 129;
 
     private static readonly bool s_useFutex = OperatingSystem.IsLinux() && RuntimeInformation.ProcessArchitecture is Architecture.X64 or Architecture.Arm64;
@@ -59,7 +60,13 @@ internal sealed unsafe class Parker : IDisposable
         {
             if (Interlocked.CompareExchange(ref *_word, NoPermit, Permit) == Permit)
                 return true;
-            if (Interlocked.CompareExchange(ref *_word, Sleeping, NoPermit) is not (NoPermit or Sleeping))
+            int word = Interlocked.CompareExchange(ref *_word, Sleeping, NoPermit);
+            if (word == Nudged)
+            {
+                Interlocked.CompareExchange(ref *_word, NoPermit, Nudged); // this park does not watch: sleep again
+                continue;
+            }
+            if (word is not (NoPermit or Sleeping))
                 continue; // a permit arrived between the two exchanges
             if (timeoutNs < 0)
             {
@@ -83,33 +90,88 @@ internal sealed unsafe class Parker : IDisposable
     /// Watches for a permit for up to <paramref name="spinTicks"/> (Stopwatch ticks) before parking: a permit
     /// that arrives meanwhile is taken with no system call on either side (<see cref="Unpark"/> sees no
     /// sleeper, so it issues no wake). When the spin ends, before any sleep, <paramref name="spinnerSlot"/> is
-    /// cleared if it still holds <paramref name="spinnerId"/>.
+    /// cleared if it still holds <paramref name="spinnerId"/>. The sleep that follows is
+    /// <see cref="ParkWatchingWhenNudged"/>'s.
     /// </summary>
     /// <returns>true when the spin saw the permit.</returns>
     public bool SpinThenPark(long spinTicks, ref int spinnerSlot, int spinnerId)
     {
-        bool seen = false;
-        if (_fallback == null && spinTicks > 0)
-        {
-            long until = System.Diagnostics.Stopwatch.GetTimestamp() + spinTicks;
-            do
-            {
-                for (int i = 0; i < 16; i++)
-                {
-                    if (Volatile.Read(ref *_word) == Permit)
-                    {
-                        seen = true;
-                        goto Take;
-                    }
-                    Thread.SpinWait(4);
-                }
-            }
-            while (System.Diagnostics.Stopwatch.GetTimestamp() < until);
-        }
-    Take:
+        bool seen = WatchForPermit(spinTicks);
         Interlocked.CompareExchange(ref spinnerSlot, 0, spinnerId);
-        Park(-1); // takes a permit that is there at once, else sleeps
+        ParkWatchingWhenNudged(spinTicks, ref spinnerSlot, spinnerId, out _); // takes a permit that is there at once, else sleeps
         return seen;
+    }
+
+    /// <summary>
+    /// Blocks until a permit is available, like <see cref="Park()"/>; but each time a <see cref="Nudge"/> wakes it,
+    /// it takes <paramref name="spinnerSlot"/> (when free) for <paramref name="spinnerId"/> and watches for the permit
+    /// for up to <paramref name="spinTicks"/> before sleeping again, releasing the slot first.
+    /// </summary>
+    /// <param name="spinTicks">How long one watch lasts (Stopwatch ticks).</param>
+    /// <param name="spinnerSlot">The hub's one spinner slot.</param>
+    /// <param name="spinnerId">This carrier's id, for the slot.</param>
+    /// <param name="missed">Watches that ended without the permit.</param>
+    /// <returns>true when a nudge made it watch and the permit came while it watched.</returns>
+    public bool ParkWatchingWhenNudged(long spinTicks, ref int spinnerSlot, int spinnerId, out int missed)
+    {
+        missed = 0;
+        if (_fallback != null)
+        {
+            _fallback.WaitOne();
+            return false;
+        }
+        while (true)
+        {
+            if (Interlocked.CompareExchange(ref *_word, NoPermit, Permit) == Permit)
+                return false;
+            int word = Interlocked.CompareExchange(ref *_word, Sleeping, NoPermit);
+            if (word == Nudged)
+            {
+                if (Interlocked.CompareExchange(ref *_word, NoPermit, Nudged) != Nudged)
+                    continue; // the permit overwrote the nudge
+                if (Interlocked.CompareExchange(ref spinnerSlot, spinnerId, 0) != 0)
+                    continue; // another carrier of the hub spins: at most one does, so sleep again
+                bool seen = WatchForPermit(spinTicks);
+                Interlocked.CompareExchange(ref spinnerSlot, 0, spinnerId);
+                if (seen && Interlocked.CompareExchange(ref *_word, NoPermit, Permit) == Permit)
+                    return true;
+                missed++;
+                continue;
+            }
+            if (word is not (NoPermit or Sleeping))
+                continue; // a permit arrived between the two exchanges
+            FutexWait(_word, Sleeping, null);
+        }
+    }
+
+    private bool WatchForPermit(long spinTicks)
+    {
+        if (_fallback != null || spinTicks <= 0) return false;
+        long until = System.Diagnostics.Stopwatch.GetTimestamp() + spinTicks;
+        do
+        {
+            for (int i = 0; i < 16; i++)
+            {
+                if (Volatile.Read(ref *_word) == Permit) return true;
+                Thread.SpinWait(4);
+            }
+        }
+        while (System.Diagnostics.Stopwatch.GetTimestamp() < until);
+        return false;
+    }
+
+    /// <summary>
+    /// Wakes the owner without giving it a permit, when it sleeps on the futex: a permit expected soon then finds it
+    /// watching (<see cref="ParkWatchingWhenNudged"/>) instead of asleep, and the wake's latency is paid ahead of the
+    /// hand-off rather than in it. Safe from any thread; a park that does not watch sleeps again.
+    /// </summary>
+    /// <returns>true when the owner was asleep and has been woken.</returns>
+    public bool Nudge()
+    {
+        if (_fallback != null || _eventFd >= 0) return false; // an external sleep (epoll) is woken only by a permit
+        if (Interlocked.CompareExchange(ref *_word, Nudged, Sleeping) != Sleeping) return false;
+        FutexWake(_word, 1);
+        return true;
     }
 
     // Environment.TickCount64 is coarse (milliseconds, and CLOCK_MONOTONIC_COARSE on Linux): timer wake-ups need the fine clock.
@@ -126,12 +188,14 @@ internal sealed unsafe class Parker : IDisposable
             _fallback.Set();
             return;
         }
-        if (Interlocked.Exchange(ref *_word, Permit) == Sleeping)
+        int previous = Interlocked.Exchange(ref *_word, Permit);
+        if (previous == Sleeping)
         {
             int fd = _eventFd;
             if (fd >= 0) SignalEventFd(fd);
             else FutexWake(_word, 1);
         }
+        // Nudged: the nudge's futex wake is already on its way, and the owner takes the permit when it arrives.
     }
 
     /// <summary>
@@ -155,8 +219,10 @@ internal sealed unsafe class Parker : IDisposable
         {
             if (Interlocked.CompareExchange(ref *_word, NoPermit, Permit) == Permit)
                 return false;
-            if (Interlocked.CompareExchange(ref *_word, Sleeping, NoPermit) is NoPermit or Sleeping)
+            int word = Interlocked.CompareExchange(ref *_word, Sleeping, NoPermit);
+            if (word is NoPermit or Sleeping)
                 return true;
+            if (word == Nudged) Interlocked.CompareExchange(ref *_word, NoPermit, Nudged);
         }
     }
 

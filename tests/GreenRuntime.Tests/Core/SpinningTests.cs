@@ -32,6 +32,8 @@ public class SpinningTests : HubTest
         Green.JoinAll(all);
         var expected = Enumerable.Range(0, rounds).SelectMany(_ => Enumerable.Range(0, greenlets));
         Assert.That(trace, Is.EqualTo(expected));
+        Assert.That(Hub.NudgesSent, Is.GreaterThan(0), "the holder woke the next queued carrier ahead of its turn");
+        Assert.That(() => Hub.HasSpinner, Is.False.After(2000, 10), "a nudged carrier gives the spinner slot back");
     }
 }
 
@@ -50,5 +52,16 @@ public class NoSpinningTests : HubTest
         var b = Green.Spawn(() => { for (int i = 0; i < 500; i++) { sawSpinner |= Hub.HasSpinner; Green.Sleep(0); } });
         Green.JoinAll([a, b]);
         Assert.That(sawSpinner, Is.False);
+    }
+
+    [Test]
+    public void No_carrier_is_nudged()
+    {
+        var all = Enumerable.Range(0, 20).Select(_ => Green.Spawn(() =>
+        {
+            for (int r = 0; r < 50; r++) Green.Sleep(0);
+        })).ToList();
+        Green.JoinAll(all);
+        Assert.That(Hub.NudgesSent, Is.Zero);
     }
 }
