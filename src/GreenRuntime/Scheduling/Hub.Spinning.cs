@@ -125,8 +125,9 @@ public sealed partial class Hub
 
     /// <summary>
     /// Before <paramref name="self"/> hands the baton to <paramref name="handedTo"/>: the carrier likely to be handed it
-    /// next (the carrier of the older front of the two ready queues, when that is a resume), if a nudge may go to it
-    /// now. Hub-only: it reads the ready queues.
+    /// next, if a nudge may go now. That is the carrier of the loop's oldest wake when it resumes a greenlet (what the
+    /// order takes next but for a start, Hub.Order.cs), else of the front of the other ready queue when that is a
+    /// resume. Hub-only: it reads the ready queues.
     /// </summary>
     private Carrier? CarrierToNudge(Carrier self, Carrier handedTo)
     {
@@ -135,14 +136,12 @@ public sealed partial class Hub
         if (Group is { } group && group.Hubs.Count >= Environment.ProcessorCount) return null;
         // Nudges that miss: only every 16th goes, to notice when they would catch again.
         if (Volatile.Read(ref _nudgeScore) < 0 && (++_nudgeProbes & 15) != 0) return null;
-        RunItem next;
-        if (_wakes.Count > 0 && (_ready.Count == 0 || _readyTaken - _wakes.PeekFront().Sequence >= 0)) next = _wakes.PeekFront();
-        else if (_ready.Count > 0) next = _ready.PeekFront();
-        else return null;
-        if (next.Kind != RunKind.Resume || next.Greenlet!.Carrier is not { } carrier || carrier == self || carrier == handedTo)
-            return null;
-        return carrier;
+        var carrier = QueuedResumeCarrier(_wakes) ?? QueuedResumeCarrier(_ready);
+        return carrier == self || carrier == handedTo ? null : carrier;
     }
+
+    private static Carrier? QueuedResumeCarrier(Deque<RunItem> queue) =>
+        queue.Count > 0 && queue.PeekFront() is { Kind: RunKind.Resume, Greenlet.Carrier: { } carrier } ? carrier : null;
 
     /// <summary>Wakes <paramref name="carrier"/> (chosen by <see cref="CarrierToNudge"/>) to watch for the baton, unless a
     /// carrier of the hub other than <paramref name="handedTo"/> (which stops as it takes the baton) spins now. Any thread:
