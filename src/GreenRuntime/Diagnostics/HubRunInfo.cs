@@ -34,6 +34,14 @@ public sealed class HubRunInfo
     /// <summary>Greenlet switches since the hub was created.</summary>
     public long Switches { get; internal init; }
 
+    /// <summary>Carriers woken ahead of their turn to watch for the baton (<see cref="HubOptions.SpinBeforeParking"/>),
+    /// since the hub was created.</summary>
+    public long NudgesSent { get; internal init; }
+
+    /// <summary>Of <see cref="NudgesSent"/>, the carriers that saw the baton while they watched: a hand-off with no wake
+    /// on its path. Few catches turn nudging down.</summary>
+    public long NudgesCaught { get; internal init; }
+
     /// <summary>Blocked episodes the monitor has reported for this hub.</summary>
     public long BlockedEpisodes { get; internal init; }
 

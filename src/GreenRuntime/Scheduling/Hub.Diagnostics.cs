@@ -202,6 +202,8 @@ public sealed partial class Hub
             ReadyCount = ReadyCount,
             TimerCount = _timers.Count,
             Switches = _switchCount,
+            NudgesSent = NudgesSent,
+            NudgesCaught = NudgesCaught,
             BlockedEpisodes = ReadBlockedEpisodes(),
             MonitorOn = _monitor != null,
             Carriers = new CarrierPoolInfo
