@@ -28,6 +28,20 @@ public class HubGroupTests : GroupTest
     }
 
     [Test]
+    public void AHubPerCpuNeverWakesACarrierAheadOfItsTurn()
+    {
+        // Every CPU has a baton holder to keep busy: a carrier woken to watch for the baton would take a CPU from one.
+        using var g = new HubGroup(0, new HubOptions { MaxBlockingTime = null });
+        var all = Enumerable.Range(0, 20).Select(_ => g.SpawnOn(0, () =>
+        {
+            for (int r = 0; r < 50; r++) Green.Sleep(0);
+        })).ToList();
+        foreach (var greenlet in all) greenlet.Join(TimeSpan.FromSeconds(30));
+        Assert.That(all.All(x => x.Successful), Is.True);
+        Assert.That(g.Hubs[0].GetRunInfo().NudgesSent, Is.Zero);
+    }
+
+    [Test]
     public void EachHubRunsItsGreenletsOnItsOwnThread()
     {
         var seen = new Greenlet<(Hub, Hub, int)>[Group.Hubs.Count];
