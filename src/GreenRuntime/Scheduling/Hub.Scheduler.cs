@@ -107,9 +107,7 @@ public sealed partial class Hub
                     }
                     if (self.Owner != null)
                     {
-                        bool spin = MaySpin(self);
-                        HandBaton(target, spin ? null : CarrierToNudge(self, target));
-                        ParkUntilOwnerResumes(self, target, spin);
+                        HandBatonAndPark(self, target);
                         return;
                     }
                     if (self.IsPooled) _carriersInUse--;
@@ -137,9 +135,7 @@ public sealed partial class Hub
                     _carrierWaiters.PushFront(item); // the free carrier takes exactly this item first
                     var free = RentCarrier();
                     free.Job = this;
-                    bool spinForBaton = MaySpin(self);
-                    HandBaton(free, spinForBaton ? null : CarrierToNudge(self, free));
-                    ParkUntilOwnerResumes(self, free, spinForBaton);
+                    HandBatonAndPark(self, free);
                     return;
 
                 default:
@@ -165,6 +161,15 @@ public sealed partial class Hub
         TakeBaton();
         _inScheduler = false;
         Debug.Assert(_current == self.Owner, $"Invariant broken: carrier #{self.Id} woke while {_current} holds the baton, not its owner {self.Owner}.");
+    }
+
+    /// <summary>An owner hands the baton to <paramref name="target"/> and parks until its greenlet is resumed: it spins
+    /// for the baton when it may (Hub.Spinning.cs), else it nudges the carrier likely to be handed the baton next.</summary>
+    private void HandBatonAndPark(Carrier self, Carrier target)
+    {
+        bool spin = MaySpin(self);
+        HandBaton(target, spin ? null : CarrierToNudge(self, target));
+        ParkUntilOwnerResumes(self, target, spin);
     }
 
     /// <param name="target">The carrier that gets the baton.</param>

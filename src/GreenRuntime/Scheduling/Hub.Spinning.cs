@@ -75,8 +75,10 @@ public sealed partial class Hub
 
     /// <summary>Whether <paramref name="self"/>, which has handed the baton away, may spin for it before it sleeps. It reads
     /// only the hub's fixed settings and the carrier's own fields, so it needs no baton.</summary>
-    private bool MaySpin(Carrier self) =>
-        s_canSpin && _cpu < 0 && Options.SpinBeforeParking && self.SpinCooldown == 0 && self.LastParkTicks <= s_shortParkTicks;
+    private bool MaySpin(Carrier self) => MayWatch && self.SpinCooldown == 0 && self.LastParkTicks <= s_shortParkTicks;
+
+    /// <summary>Whether carriers of this hub may watch for the baton at all, spinning or nudged (see the header).</summary>
+    private bool MayWatch => s_canSpin && _cpu < 0 && Options.SpinBeforeParking;
 
     /// <summary>
     /// Parks <paramref name="self"/>, which has just handed the baton to <paramref name="handedTo"/>, spinning
@@ -88,12 +90,11 @@ public sealed partial class Hub
         if (self.SpinCooldown > 0)
         {
             self.SpinCooldown--;
-            ParkUntilHanded(self);
         }
         else if (spin && TakeSpinnerSlot(self, handedTo))
         {
-            // The slot is released by this thread before it sleeps (unless taken over meanwhile).
-            if (self.Parker.SpinThenPark(s_spinLimitTicks, ref _spinning, self.Id))
+            // The watch releases the slot before this thread sleeps (unless it was taken over meanwhile).
+            if (self.Parker.Watch(s_spinLimitTicks, ref _spinning, self.Id))
             {
                 self.SpinFailures = 0;
             }
@@ -104,10 +105,7 @@ public sealed partial class Hub
                 self.SpinCooldown = 1 << (self.SpinFailures - 1);
             }
         }
-        else
-        {
-            ParkUntilHanded(self);
-        }
+        ParkUntilHanded(self); // takes a permit the spin saw at once
         self.LastParkTicks = Stopwatch.GetTimestamp() - started;
     }
 
@@ -131,7 +129,7 @@ public sealed partial class Hub
     /// </summary>
     private Carrier? CarrierToNudge(Carrier self, Carrier handedTo)
     {
-        if (!s_canSpin || _cpu >= 0 || !Options.SpinBeforeParking) return null;
+        if (!MayWatch) return null;
         // A hub per CPU: every CPU has a baton holder to keep busy, so a watcher would only take a CPU from one.
         if (Group is { } group && group.Hubs.Count >= Environment.ProcessorCount) return null;
         // Nudges that miss: only every 16th goes, to notice when they would catch again.

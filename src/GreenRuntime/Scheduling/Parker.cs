@@ -58,16 +58,11 @@ internal sealed unsafe class Parker : IDisposable
         long deadline = timeoutNs < 0 ? long.MaxValue : NowNs() + timeoutNs;
         while (true)
         {
-            if (Interlocked.CompareExchange(ref *_word, NoPermit, Permit) == Permit)
-                return true;
-            int word = Interlocked.CompareExchange(ref *_word, Sleeping, NoPermit);
-            if (word == Nudged)
+            switch (PrepareToSleep())
             {
-                Interlocked.CompareExchange(ref *_word, NoPermit, Nudged); // this park does not watch: sleep again
-                continue;
+                case Permit: return true;
+                case Nudged: continue; // this park does not watch: sleep again
             }
-            if (word is not (NoPermit or Sleeping))
-                continue; // a permit arrived between the two exchanges
             if (timeoutNs < 0)
             {
                 FutexWait(_word, Sleeping, null);
@@ -87,25 +82,55 @@ internal sealed unsafe class Parker : IDisposable
     }
 
     /// <summary>
-    /// Watches for a permit for up to <paramref name="spinTicks"/> (Stopwatch ticks) before parking: a permit
-    /// that arrives meanwhile is taken with no system call on either side (<see cref="Unpark"/> sees no
-    /// sleeper, so it issues no wake). When the spin ends, before any sleep, <paramref name="spinnerSlot"/> is
-    /// cleared if it still holds <paramref name="spinnerId"/>. The sleep that follows is
-    /// <see cref="ParkWatchingWhenNudged"/>'s.
+    /// One step of every park (futex word only): takes a permit that is there (<c>Permit</c>), consumes a nudge
+    /// (<c>Nudged</c>), or marks the owner asleep, committed to sleeping next (<c>Sleeping</c>).
     /// </summary>
-    /// <returns>true when the spin saw the permit.</returns>
-    public bool SpinThenPark(long spinTicks, ref int spinnerSlot, int spinnerId)
+    private int PrepareToSleep()
     {
-        bool seen = WatchForPermit(spinTicks);
+        while (true)
+        {
+            if (Interlocked.CompareExchange(ref *_word, NoPermit, Permit) == Permit)
+                return Permit;
+            int word = Interlocked.CompareExchange(ref *_word, Sleeping, NoPermit);
+            if (word is NoPermit or Sleeping)
+                return Sleeping;
+            if (word == Nudged && Interlocked.CompareExchange(ref *_word, NoPermit, Nudged) == Nudged)
+                return Nudged;
+            // a permit arrived between the exchanges (or overwrote the nudge): take it
+        }
+    }
+
+    /// <summary>
+    /// Watches for a permit for up to <paramref name="spinTicks"/> (Stopwatch ticks) without taking it: a permit that
+    /// arrives meanwhile costs no system call on either side (<see cref="Unpark"/> sees no sleeper, so it issues no
+    /// wake), and the park that follows takes it at once. Then clears <paramref name="spinnerSlot"/> if it still holds
+    /// <paramref name="spinnerId"/>.
+    /// </summary>
+    /// <returns>true when the permit came while it watched.</returns>
+    public bool Watch(long spinTicks, ref int spinnerSlot, int spinnerId)
+    {
+        bool seen = false;
+        if (_fallback == null && spinTicks > 0)
+        {
+            long until = System.Diagnostics.Stopwatch.GetTimestamp() + spinTicks;
+            do
+            {
+                for (int i = 0; i < 16 && !seen; i++)
+                {
+                    seen = Volatile.Read(ref *_word) == Permit;
+                    if (!seen) Thread.SpinWait(4);
+                }
+            }
+            while (!seen && System.Diagnostics.Stopwatch.GetTimestamp() < until);
+        }
         Interlocked.CompareExchange(ref spinnerSlot, 0, spinnerId);
-        ParkWatchingWhenNudged(spinTicks, ref spinnerSlot, spinnerId, out _); // takes a permit that is there at once, else sleeps
         return seen;
     }
 
     /// <summary>
     /// Blocks until a permit is available, like <see cref="Park()"/>; but each time a <see cref="Nudge"/> wakes it,
     /// it takes <paramref name="spinnerSlot"/> (when free) for <paramref name="spinnerId"/> and watches for the permit
-    /// for up to <paramref name="spinTicks"/> before sleeping again, releasing the slot first.
+    /// (<see cref="Watch"/>) before sleeping again.
     /// </summary>
     /// <param name="spinTicks">How long one watch lasts (Stopwatch ticks).</param>
     /// <param name="spinnerSlot">The hub's one spinner slot.</param>
@@ -120,44 +145,22 @@ internal sealed unsafe class Parker : IDisposable
             _fallback.WaitOne();
             return false;
         }
+        bool caught = false;
         while (true)
         {
-            if (Interlocked.CompareExchange(ref *_word, NoPermit, Permit) == Permit)
-                return false;
-            int word = Interlocked.CompareExchange(ref *_word, Sleeping, NoPermit);
-            if (word == Nudged)
+            switch (PrepareToSleep())
             {
-                if (Interlocked.CompareExchange(ref *_word, NoPermit, Nudged) != Nudged)
-                    continue; // the permit overwrote the nudge
-                if (Interlocked.CompareExchange(ref spinnerSlot, spinnerId, 0) != 0)
-                    continue; // another carrier of the hub spins: at most one does, so sleep again
-                bool seen = WatchForPermit(spinTicks);
-                Interlocked.CompareExchange(ref spinnerSlot, 0, spinnerId);
-                if (seen && Interlocked.CompareExchange(ref *_word, NoPermit, Permit) == Permit)
-                    return true;
-                missed++;
-                continue;
+                case Permit:
+                    return caught;
+                case Nudged:
+                    // At most one carrier of a hub spins: when another does, sleep again at once.
+                    if (Interlocked.CompareExchange(ref spinnerSlot, spinnerId, 0) != 0) continue;
+                    if (Watch(spinTicks, ref spinnerSlot, spinnerId)) caught = true; // taken by the next step
+                    else missed++;
+                    continue;
             }
-            if (word is not (NoPermit or Sleeping))
-                continue; // a permit arrived between the two exchanges
             FutexWait(_word, Sleeping, null);
         }
-    }
-
-    private bool WatchForPermit(long spinTicks)
-    {
-        if (_fallback != null || spinTicks <= 0) return false;
-        long until = System.Diagnostics.Stopwatch.GetTimestamp() + spinTicks;
-        do
-        {
-            for (int i = 0; i < 16; i++)
-            {
-                if (Volatile.Read(ref *_word) == Permit) return true;
-                Thread.SpinWait(4);
-            }
-        }
-        while (System.Diagnostics.Stopwatch.GetTimestamp() < until);
-        return false;
     }
 
     /// <summary>
@@ -217,12 +220,11 @@ internal sealed unsafe class Parker : IDisposable
     {
         while (true)
         {
-            if (Interlocked.CompareExchange(ref *_word, NoPermit, Permit) == Permit)
-                return false;
-            int word = Interlocked.CompareExchange(ref *_word, Sleeping, NoPermit);
-            if (word is NoPermit or Sleeping)
-                return true;
-            if (word == Nudged) Interlocked.CompareExchange(ref *_word, NoPermit, Nudged);
+            switch (PrepareToSleep())
+            {
+                case Permit: return false;
+                case Sleeping: return true;
+            }
         }
     }
 
