@@ -130,14 +130,16 @@ public partial class Greenlet
         if (Hub.Options.TrackSpawnStacks) Rare.SpawnStack = new StackTrace(2, false).ToString();
     }
 
-    private Greenlet(Hub hub, string name)
+    private Greenlet(Hub hub, string name, GreenletState state)
     {
         Hub = hub;
         Id = Interlocked.Increment(ref s_nextId);
         Rare.Name = name;
+        State_ = state;
     }
 
-    internal static Greenlet CreateSpecial(Hub hub, string name) => new(hub, name);
+    /// <summary>A greenlet of the hub's own (the hub, the main greenlet, a released step): no body, never scheduled as a start.</summary>
+    internal static Greenlet CreateSpecial(Hub hub, string name, GreenletState state = GreenletState.Created) => new(hub, name, state);
 
     /// <summary>The hub that runs this greenlet.</summary>
     public Hub Hub { get; }

@@ -24,17 +24,7 @@ public sealed partial class Hub
     {
         AssertMayBlock();
         var g = _current;
-        if (raise && g.ShieldDepth == 0) // a shield holds kills and timeouts back (CancellationShield)
-        {
-            if (g.PendingException is { } pending)
-            {
-                if (g.State != GreenletState.Dead) g.PendingException = null;
-                throw pending;
-            }
-            // Level-triggered cancellation: a killed greenlet, or one inside an expired GreenTimeout scope, cannot block.
-            if ((g.KillException != null || g.ExpiredTimeouts > 0) && g.StickyException() is { } sticky)
-                throw sticky;
-        }
+        if (raise) RaisePending(g);
         // One park at a time: a second BeginPark before the first one's EndPark (code between the steps that blocked)
         // would overwrite the first park's token, and its waker would never resume anyone.
         Debug.Assert(g.State is not (GreenletState.Parked or GreenletState.Ready),
@@ -44,6 +34,20 @@ public sealed partial class Hub
         g.ParkedAt = _time.GetTimestamp();
         _waitCounts[(int)reason]++;
         return new WakeToken(g, ++g.ParkSequence);
+    }
+
+    /// <summary>At a cancellation point of <paramref name="g"/>: throws the kill or timeout pending for it, if any.</summary>
+    private static void RaisePending(Greenlet g)
+    {
+        if (g.ShieldDepth > 0) return; // a shield holds kills and timeouts back (CancellationShield)
+        if (g.PendingException is { } pending)
+        {
+            if (g.State != GreenletState.Dead) g.PendingException = null;
+            throw pending;
+        }
+        // Level-triggered cancellation: a killed greenlet, or one inside an expired GreenTimeout scope, cannot block.
+        if ((g.KillException != null || g.ExpiredTimeouts > 0) && g.StickyException() is { } sticky)
+            throw sticky;
     }
 
     /// <summary>Undoes <see cref="BeginPark"/> when registering the wakers failed.</summary>

@@ -168,6 +168,31 @@ public class AsyncSocketReactorTests : PatchedHubTest
         Assert.That(log, Is.EquivalentTo(new[] { "stackful", "stackless" }), "both got the monitor, in whichever order");
     }
 
+    [Test]
+    public void HttpClientCallsInTaskWhenAllOnAHubGroupAllFinish()
+    {
+        // Each request's continuations are steps of its greenlet, and they meet the timer queue's lock (HttpClient's
+        // timeout) that the other hub's steps and pool threads hold: two steps of one greenlet then wait for it with
+        // the baton released at the same time (Hub.Blocking.cs). This hung one run in three before each got a park
+        // of its own.
+        using var server = SlowServer.Http(TimeSpan.Zero, "ok");
+        using var http = new HttpClient();
+        var url = $"http://127.0.0.1:{server.Port}/";
+        using var group = new HubGroup(2);
+        var greenlets = Enumerable.Range(0, 40).Select(_ => group.SpawnAsync(async () =>
+        {
+            for (int round = 0; round < 10; round++)
+            {
+                var both = await Task.WhenAll(http.GetStringAsync(url), http.GetStringAsync(url));
+                Assert.That(both, Is.EqualTo(new[] { "ok", "ok" }));
+            }
+        })).ToList();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (greenlets.Any(g => !g.Dead) && DateTime.UtcNow < deadline) Green.Sleep(10);
+        Assert.That(greenlets.Count(g => !g.Dead), Is.Zero, "no greenlet hangs");
+        Assert.That(greenlets.Where(g => !g.Successful).Select(g => g.Exception?.ToString()), Is.Empty);
+    }
+
     /// <summary>Library code as HttpClient's is written: a read awaited with ConfigureAwait(false), then a monitor
     /// (bounded here, so that a hub that cannot move fails the test rather than hanging it).</summary>
     private static async Task<bool> TakeAfterRead(NetworkStream stream, object gate, TimeSpan bound)

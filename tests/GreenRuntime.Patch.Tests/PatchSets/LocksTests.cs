@@ -77,6 +77,48 @@ public class LocksTests : PatchedHubTest
     }
 
     [Test]
+    public void TwoStepsOfOneStacklessGreenletMayWaitForLocksAtTheSameTime()
+    {
+        // Task.WhenAll of two async calls: both continuations are steps of the one stackless greenlet, and each
+        // meets a lock a plain thread holds (a shared TimerQueue, connection pool). Each waits with the baton
+        // released, so the second step's wait begins while the first one's is still out: the two waits must not
+        // share the greenlet's park (a shared one handed the first step's baton to the second step's thread, and the
+        // first, holding the lock, waited for ever).
+        var gate = new object();
+        var ticker = new Ticker();
+        for (int round = 0; round < 20; round++)
+        {
+            int entered = 0;
+            using var held = new ManualResetEventSlim();
+            using var release = new ManualResetEventSlim();
+            var holder = new Thread(() =>
+            {
+                lock (gate)
+                {
+                    held.Set();
+                    release.Wait();
+                }
+            });
+            holder.Start();
+            held.Wait();
+            async Task Step()
+            {
+                await Task.Yield(); // from here on a step posted to the greenlet
+                lock (gate) entered++;
+            }
+            var g = Green.SpawnAsync(() => Task.WhenAll(Step(), Step(), Step()));
+            Green.Sleep(TimeSpan.FromMilliseconds(20)); // the steps now wait for the lock, the baton released
+            release.Set();
+            Assert.That(g.Join(TimeSpan.FromSeconds(10)), Is.True, $"round {round}: the steps finish");
+            Assert.That(g.Successful, Is.True, () => $"round {round}: {g.Exception}");
+            Assert.That(entered, Is.EqualTo(3));
+            holder.Join();
+        }
+        ticker.Stop();
+        Assert.That(ticker.LongestGap, Is.LessThan(GapBound));
+    }
+
+    [Test]
     public void AGreenletWaitingForALockHeldAcrossASleepLetsTheHubRun()
     {
         var gate = new object();

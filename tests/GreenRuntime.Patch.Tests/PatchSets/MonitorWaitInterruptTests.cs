@@ -45,6 +45,41 @@ public class MonitorWaitInterruptTests : PatchedHubTest
     }
 
     [Test]
+    public void AKillInterruptsTheWaitOfAStepOfAStacklessGreenlet()
+    {
+        var gate = new object();
+        bool heldWhenRaised = false;
+        var victim = Green.SpawnAsync(async () =>
+        {
+            await Task.Yield(); // the wait below runs in a step posted to the greenlet
+            lock (gate)
+            {
+                try
+                {
+                    Monitor.Wait(gate);
+                }
+                catch (GreenletExit)
+                {
+                    heldWhenRaised = Monitor.IsEntered(gate);
+                    throw;
+                }
+            }
+        });
+        Green.Sleep(50);
+        var watch = Stopwatch.StartNew();
+        victim.Kill(timeout: TimeSpan.FromSeconds(10));
+        Assert.Multiple(() =>
+        {
+            Assert.That(victim.Dead, Is.True);
+            Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(2)));
+            Assert.That(victim.Value, Is.InstanceOf<GreenletExit>());
+            Assert.That(heldWhenRaised, Is.True, "raised after the wait re-acquired the monitor");
+        });
+        Assert.That(Monitor.TryEnter(gate), Is.True, "the lock statement's finally released the monitor");
+        Monitor.Exit(gate);
+    }
+
+    [Test]
     public void ATimeoutInterruptsAWaitWithATimeout()
     {
         var gate = new object();
