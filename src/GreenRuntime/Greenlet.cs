@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Runtime.ExceptionServices;
 using GreenRuntime.Scheduling;
 
@@ -127,7 +128,18 @@ public partial class Greenlet
         _parent = Hub.IsOnHubThread ? Hub.CurrentGreenlet : Hub.HubGreenlet;
         Context = ExecutionContext.Capture(); // runs its body under its creator's context (Scheduling/AmbientContext.cs)
         if (stackless) SyncContext = new HubSynchronizationContext(this);
-        if (Hub.Options.TrackSpawnStacks) Rare.SpawnStack = new StackTrace(2, false).ToString();
+        if (Hub.Options.TrackSpawnStacks) Rare.SpawnStack = SpawnSite();
+    }
+
+    /// <summary>The caller's stack from the first frame outside this library: counting frames to skip would depend on
+    /// what the JIT inlined (Green.Spawn into its caller, this constructor into Green.Spawn).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static string SpawnSite()
+    {
+        var here = new StackTrace(0, false);
+        int ours = 0;
+        while (ours < here.FrameCount && here.GetFrame(ours)?.GetMethod()?.Module.Assembly == typeof(Greenlet).Assembly) ours++;
+        return new StackTrace(ours, false).ToString();
     }
 
     private Greenlet(Hub hub, string name, GreenletState state)
