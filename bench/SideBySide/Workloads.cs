@@ -168,6 +168,7 @@ internal static class Workloads
         var random = new Random(42);
         var delays = Enumerable.Range(0, n).Select(_ => random.Next(50)).ToArray();
         int threadsBefore = Hub.Current.GetRunInfo().Carriers.Threads;
+        long allocated = GC.GetTotalAllocatedBytes();
         var watch = Stopwatch.StartNew();
         var all = new Greenlet[n];
         for (int i = 0; i < n; i++)
@@ -177,6 +178,7 @@ internal static class Workloads
         }
         var spawned = watch.Elapsed.TotalSeconds;
         var gcPause = GC.GetTotalPauseDuration();
+        int gcCount = GC.CollectionCount(0);
         Green.JoinAll(all);
         var wall = watch.Elapsed.TotalSeconds;
         var info = Hub.Current.GetRunInfo().Carriers;
@@ -185,6 +187,8 @@ internal static class Workloads
             ["wall_s"] = wall,
             ["spawn_s"] = spawned,
             ["gc_pause_s"] = (GC.GetTotalPauseDuration() - gcPause).TotalSeconds,
+            ["gcs"] = GC.CollectionCount(0) - gcCount,
+            ["allocated_per_greenlet"] = (GC.GetTotalAllocatedBytes() - allocated) / (double)n,
             ["failed"] = all.Count(g => !g.Successful),
             ["threads_created"] = Math.Max(0, info.Threads - threadsBefore),
             ["carrier_limit"] = info.Limit,
