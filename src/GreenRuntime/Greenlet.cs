@@ -74,6 +74,10 @@ public partial class Greenlet
     /// <summary>True while its carrier runs a call with the baton released (Hub.Blocking.cs): only that call's return may wake it.</summary>
     internal bool OutsideBaton;
 
+    /// <summary>For a blocking step of a stackless greenlet (Hub.Steps.cs): that greenlet, and the step as one of its waits.</summary>
+    internal Greenlet? StepOf;
+    internal Hub.StepWait? StepWait;
+
     /// <summary>
     /// Set by the first kill and never cleared: the level-triggered half of cancellation. While it is set, every
     /// blocking point of this greenlet raises it again (BeginPark, the Task-form waits), so a <c>catch (Exception)</c>
@@ -150,7 +154,7 @@ public partial class Greenlet
         State_ = state;
     }
 
-    /// <summary>A greenlet of the hub's own (the hub, the main greenlet, a released step): no body, never scheduled as a start.</summary>
+    /// <summary>A greenlet of the hub's own (the hub, the main greenlet, a blocking step): no body, never scheduled as a start.</summary>
     internal static Greenlet CreateSpecial(Hub hub, string name, GreenletState state = GreenletState.Created) => new(hub, name, state);
 
     /// <summary>The hub that runs this greenlet.</summary>

@@ -23,13 +23,8 @@
 // Invariant 1 holds throughout: between steps 2 and 5 C runs only the call, which is not greenlet code of
 // the hub; it touches no hub state (the comments below mark the one line after which it may not).
 //
-// A stackless greenlet can have several steps in flight (the continuations of `Task.WhenAll(a, b)`, each running
-// library code that meets a contended lock), and each may wait with the baton released while another already does.
-// So what parks in step 1 is not the stackless greenlet itself but a step of it: an identity of its own for this one
-// call (its park token, carrier and OutsideBaton mark), tracked as one of the greenlet's waits so a kill reaches it.
-// Rejected: parking the stackless greenlet itself (the second step's park took over the first one's token and
-// carrier, so the first step's baton went to the second step's thread, and the first, holding the lock the others
-// wanted, waited for ever: HttpClient calls in Task.WhenAll on a HubGroup hung this way on the timer queue's lock).
+// On a stackless greenlet, what parks in step 1 is a step of it (Hub.Steps.cs): several steps of one greenlet may each
+// run a released call at once.
 
 using System.Runtime.ExceptionServices;
 using GreenRuntime.Scheduling;
@@ -65,30 +60,8 @@ public sealed partial class Hub
         // A cancellation point raises a kill already pending before the call starts; entering a lock is not one (legacy
         // cleanup takes locks in finally blocks after a kill, and a thread's Monitor.Enter does not fail either).
         var owner = _current;
-        ReleasedStep? step = null;
-        if (owner.IsStackless)
-        {
-            if (raisePending) RaisePending(owner);
-            step = new ReleasedStep(this, owner);
-            _current = step.Greenlet;
-        }
-        WakeToken token;
-        try
-        {
-            token = BeginPark(reason, raise: raisePending && step == null);
-        }
-        catch
-        {
-            _current = owner;
-            throw;
-        }
-        var g = token.Greenlet;
-        if (step != null)
-        {
-            step.Track(token);
-            // Not running on the hub while its step is out: a kill then fails the step's wait (KillGreenlet, Awaiting).
-            if (owner.State == GreenletState.Running) owner.State = GreenletState.Awaiting;
-        }
+        var token = BeginPark(reason, raise: raisePending);
+        var g = token.Greenlet; // a step of owner when owner is stackless (Hub.Steps.cs)
         if (g.OutsideBaton)
             throw new InvalidOperationException($"Internal error: {g} released the baton again from inside a released call.");
         var self = Carrier.ForCurrentThread();
@@ -138,16 +111,11 @@ public sealed partial class Hub
         g.WaitReason = WaitReason.None;
         g.ResumeValue = null;
         g.ResumeError = null;
-        if (step != null)
-        {
-            step.Untrack();
-            _current = owner;
-            if (owner.State == GreenletState.Awaiting) owner.State = GreenletState.Running; // another step ended meanwhile
-        }
+        EndStep(g);
         failure?.Throw();
         if (raisePending && owner.ShieldDepth == 0)
         {
-            if (step?.Greenlet.PendingException is { } killed) throw killed;
+            if (g != owner && g.PendingException is { } killed) throw killed; // the step was failed for the greenlet
             if (owner.PendingException is { } pending)
             {
                 if (owner.State != GreenletState.Dead) owner.PendingException = null;
@@ -155,27 +123,6 @@ public sealed partial class Hub
             }
         }
         return result;
-    }
-
-    /// <summary>
-    /// The identity one step of a stackless greenlet parks under while it waits with the baton released (see the
-    /// header). A kill of the greenlet reaches it as one of the greenlet's pending waits: recorded, and a Monitor.Wait
-    /// interrupted, exactly as for a stackful greenlet's own released call.
-    /// </summary>
-    private sealed class ReleasedStep(Hub hub, Greenlet owner) : Sync.IAsyncWait
-    {
-        public readonly Greenlet Greenlet = Greenlet.CreateSpecial(hub, "a step of a stackless greenlet, waiting with the baton released", GreenletState.Running);
-        private WakeToken _token;
-
-        public void Track(in WakeToken token)
-        {
-            _token = token;
-            owner.TrackAsyncWait(this);
-        }
-
-        public void Untrack() => owner.UntrackAsyncWait(this);
-
-        public void Fail(Exception error) => hub.TryWake(_token, null, error);
     }
 
     private static readonly Action<object?> s_returnFromBlocking = static state =>

@@ -25,6 +25,9 @@ public sealed partial class Hub
         AssertMayBlock();
         var g = _current;
         if (raise) RaisePending(g);
+        // A stackless greenlet's steps may block at once: each parks an identity of its own (Hub.Steps.cs). Switch is
+        // the exception: whoever switches back resumes the greenlet that switched away.
+        if (g.IsStackless && reason != WaitReason.Switch) g = BeginStep(g);
         // One park at a time: a second BeginPark before the first one's EndPark (code between the steps that blocked)
         // would overwrite the first park's token, and its waker would never resume anyone.
         Debug.Assert(g.State is not (GreenletState.Parked or GreenletState.Ready),
@@ -62,6 +65,7 @@ public sealed partial class Hub
             g.ResumeError = null;
             g.ResumeValue = null;
         }
+        EndStep(g);
     }
 
     /// <summary>Step 3: gives the baton away until a waker resumes this park.</summary>
@@ -90,6 +94,8 @@ public sealed partial class Hub
         var value = g.ResumeValue;
         g.ResumeError = null;
         g.ResumeValue = null;
+        EndStep(g);
+        g = _current; // the stackless greenlet again, after a step's park
         if (g.ShieldDepth == 0 && g.PendingException is { } pending)
         {
             if (g.State != GreenletState.Dead) g.PendingException = null;

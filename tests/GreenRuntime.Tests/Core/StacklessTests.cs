@@ -93,6 +93,63 @@ public class StacklessTests : HubTest
     }
 
     [Test]
+    public void StepsOfOneStacklessGreenletMayBlockAtTheSameTime()
+    {
+        // Continuations of one greenlet (Task.WhenAll) that each make a blocking call: each parks a step of its own.
+        var woke = new List<int>();
+        async Task Step(int ms)
+        {
+            await Task.Yield();
+            Green.Sleep(ms);
+            woke.Add(ms);
+        }
+        var g = Green.SpawnAsync(() => Task.WhenAll(Step(60), Step(20), Step(40)));
+        Assert.That(g.Join(TimeSpan.FromSeconds(10)), Is.True, "every step finishes");
+        Assert.That(g.Successful, Is.True, () => g.Exception!.ToString());
+        Assert.That(woke, Is.EqualTo(new[] { 20, 40, 60 }), "the sleeps overlapped");
+        Assert.That(g.State, Is.EqualTo(GreenletState.Dead));
+    }
+
+    [Test]
+    public void AKillEndsEveryBlockedStepOfAStacklessGreenlet()
+    {
+        var ended = new List<string>();
+        async Task Step(string name)
+        {
+            await Task.Yield();
+            try
+            {
+                Green.Sleep(TimeSpan.FromSeconds(30));
+            }
+            catch (GreenletExit)
+            {
+                ended.Add(name);
+                throw;
+            }
+        }
+        var g = Green.SpawnAsync(() => Task.WhenAll(Step("a"), Step("b")));
+        Green.Sleep(20);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        g.Kill(timeout: TimeSpan.FromSeconds(10));
+        Assert.That(g.Dead, Is.True);
+        Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(5)), "not after the 30 s sleeps");
+        Assert.That(ended, Is.EquivalentTo(new[] { "a", "b" }));
+    }
+
+    [Test]
+    public void AnExpiredGreenTimeoutEndsABlockedStep()
+    {
+        var g = Green.SpawnAsync(async () =>
+        {
+            using var timeout = GreenTimeout.Start(TimeSpan.FromMilliseconds(30));
+            await Task.Yield();
+            Green.Sleep(TimeSpan.FromSeconds(30));
+        });
+        Assert.That(g.Join(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(g.Exception, Is.InstanceOf<GreenTimeoutException>());
+    }
+
+    [Test]
     public void AwaitAGreenletFromAnotherThread()
     {
         var g = Green.Spawn(() => { Green.Sleep(10); return "done"; });
