@@ -232,6 +232,36 @@ public class HttpServerTests : ServerTest
     }
 
     [Test]
+    public void AKeepAliveRequestAfterOneThatFilledTheInputBufferToItsEndIsAnswered()
+    {
+        // The input buffer is rented from a power-of-two pool: with 4 KiB of head limit it holds 8 KiB. A first request
+        // of exactly that size leaves the buffer consumed to its very end; the next request's receive must still get
+        // room (a receive into no room returned 0, read as the client closing: the connection closed unanswered).
+        const int headLimit = 4096;
+        int bufferLength = (int)System.Numerics.BitOperations.RoundUpToPowerOf2(headLimit + 4096);
+        Serve(Describe, new HttpServerOptions { MaxRequestHeadersTotalSize = headLimit });
+        for (int total = bufferLength - 2; total <= bufferLength + 2; total++)
+        {
+            var (first, second) = Client(() =>
+            {
+                using var s = Connect(_server.LocalEndPoint);
+                string head = "POST /fill HTTP/1.1\r\nHost: x\r\nContent-Length: ";
+                int bodyLength = total - head.Length - "\r\n\r\n".Length;
+                bodyLength -= bodyLength.ToString(System.Globalization.CultureInfo.InvariantCulture).Length;
+                var request = Encoding.ASCII.GetBytes($"{head}{bodyLength}\r\n\r\n{new string('b', bodyLength)}");
+                Assert.That(request, Has.Length.EqualTo(total));
+                s.Send(request);
+                var reader = new ResponseReader(s);
+                var one = reader.ReadRequired();
+                SendText(s, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+                return (one, reader.ReadRequired());
+            });
+            Assert.That(first.BodyText, Does.StartWith("POST /fill HTTP/1.1 len="), $"a first request of {total} bytes");
+            Assert.That(second.BodyText, Does.StartWith("GET /next"), $"the request after one of {total} bytes");
+        }
+    }
+
+    [Test]
     public void Http10ClientsGetCloseOrKeepAliveAsTheyAsk()
     {
         Serve(ctx =>

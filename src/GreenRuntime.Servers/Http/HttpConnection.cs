@@ -419,6 +419,7 @@ internal sealed class HttpConnection
     private bool? FillNow()
     {
         if (Parking.ParkingHubSilent() is null) return null; // off a hub: the blocking path waits for the next request
+        MakeRoom();
         int n = CooperativeSocket.ReceiveNow(_io.Socket, _buffer.AsSpan(_end), out var error);
         if (n < 0) return null;
         if (error != SocketError.Success) throw new SocketException((int)error);
@@ -432,6 +433,19 @@ internal sealed class HttpConnection
     /// <exception cref="TimeoutException">Nothing arrived within <paramref name="timeout"/>.</exception>
     public bool Fill(TimeSpan? timeout)
     {
+        MakeRoom();
+        int n = _io.Receive(_buffer.AsSpan(_end), timeout);
+        if (n == 0) return false;
+        _end += n;
+        AssertBuffer();
+        return true;
+    }
+
+    /// <summary>Before every receive: room after _end. A receive into no room returns 0, which reads as the client
+    /// closing; a request that consumed the buffer to its very end left exactly that (the next request on the
+    /// connection was closed unanswered).</summary>
+    private void MakeRoom()
+    {
         if (_start == _end) _start = _end = 0;
         else if (_buffer.Length - _end < 1024 && _start > 0)
         {
@@ -441,11 +455,6 @@ internal sealed class HttpConnection
         }
         if (_end == _buffer.Length)
             throw new InvalidOperationException("Internal error: the input buffer is full although every reader bounds what it buffers.");
-        int n = _io.Receive(_buffer.AsSpan(_end), timeout);
-        if (n == 0) return false;
-        _end += n;
-        AssertBuffer();
-        return true;
     }
 
     /// <summary>Copies buffered bytes into <paramref name="destination"/> and consumes them.</summary>
