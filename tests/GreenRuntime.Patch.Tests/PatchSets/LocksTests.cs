@@ -119,27 +119,6 @@ public class LocksTests : PatchedHubTest
     }
 
     [Test]
-    public void TwoStepsOfOneStacklessGreenletMayBlockAtTheSameTime()
-    {
-        // Library code after a ConfigureAwait(false) await that makes a patched blocking call (a Sleep in a retry, a
-        // sync wait) parks the step's carrier; two steps of one greenlet may do so at once.
-        for (int round = 0; round < 10; round++)
-        {
-            var log = new List<int>();
-            async Task Step(int ms)
-            {
-                await Task.Yield();
-                Thread.Sleep(ms);
-                log.Add(ms);
-            }
-            var g = Green.SpawnAsync(() => Task.WhenAll(Step(60), Step(20), Step(40)));
-            Assert.That(g.Join(TimeSpan.FromSeconds(10)), Is.True, $"round {round}: the steps finish");
-            Assert.That(g.Successful, Is.True, () => $"round {round}: {g.Exception}");
-            Assert.That(log, Is.EqualTo(new[] { 20, 40, 60 }), "the sleeps overlapped");
-        }
-    }
-
-    [Test]
     public void AGreenletWaitingForALockHeldAcrossASleepLetsTheHubRun()
     {
         var gate = new object();
