@@ -58,6 +58,8 @@ public partial class Greenlet
         public Dictionary<object, object?>? Locals;
         public CancellationTokenSource? Cancellation;
         public GreenTimeout? InnermostTimeout;
+        public Greenlet? StepOf;
+        public Hub.StepWait? StepWait;
     }
 
     private RareState? _rare;
@@ -75,8 +77,8 @@ public partial class Greenlet
     internal bool OutsideBaton;
 
     /// <summary>For a blocking step of a stackless greenlet (Hub.Steps.cs): that greenlet, and the step as one of its waits.</summary>
-    internal Greenlet? StepOf;
-    internal Hub.StepWait? StepWait;
+    internal Greenlet? StepOf { get => _rare?.StepOf; set => Rare.StepOf = value; }
+    internal Hub.StepWait? StepWait { get => _rare?.StepWait; set => Rare.StepWait = value; }
 
     /// <summary>
     /// Set by the first kill and never cleared: the level-triggered half of cancellation. While it is set, every
