@@ -58,7 +58,6 @@ public partial class Greenlet
         public Dictionary<object, object?>? Locals;
         public CancellationTokenSource? Cancellation;
         public GreenTimeout? InnermostTimeout;
-        public Greenlet? StepOf;
         public Hub.StepWait? StepWait;
     }
 
@@ -76,8 +75,7 @@ public partial class Greenlet
     /// <summary>True while its carrier runs a call with the baton released (Hub.Blocking.cs): only that call's return may wake it.</summary>
     internal bool OutsideBaton;
 
-    /// <summary>For a blocking step of a stackless greenlet (Hub.Steps.cs): that greenlet, and the step as one of its waits.</summary>
-    internal Greenlet? StepOf { get => _rare?.StepOf; set => Rare.StepOf = value; }
+    /// <summary>For a blocking step of a stackless greenlet (Hub.Steps.cs): the step as one of that greenlet's waits.</summary>
     internal Hub.StepWait? StepWait { get => _rare?.StepWait; set => Rare.StepWait = value; }
 
     /// <summary>

@@ -26,8 +26,7 @@ public sealed partial class Hub
     private Greenlet BeginStep(Greenlet owner)
     {
         var step = Greenlet.CreateSpecial(this, StepName, GreenletState.Running);
-        step.StepOf = owner;
-        step.StepWait = new StepWait(this, step);
+        step.StepWait = new StepWait(this, owner, step);
         owner.TrackAsyncWait(step.StepWait);
         // Not running on the hub while its step is parked: a kill or timeout then fails the step's wait (KillGreenlet,
         // GreenTimeout: Awaiting).
@@ -40,8 +39,8 @@ public sealed partial class Hub
     /// again. Hub-only.</summary>
     private void EndStep(Greenlet g)
     {
-        if (g.StepOf is not { } owner) return;
-        owner.UntrackAsyncWait(g.StepWait!);
+        if (g.StepWait is not { Owner: var owner } wait) return;
+        owner.UntrackAsyncWait(wait);
         _current = owner;
         // Another step of it may have run and ended meanwhile; this one goes on running.
         if (owner.State == GreenletState.Awaiting) owner.State = GreenletState.Running;
@@ -49,8 +48,11 @@ public sealed partial class Hub
 
     /// <summary>A parked step as one of its greenlet's pending waits: a kill or timeout of the greenlet wakes it with the
     /// exception (a released call: raised once the call returns, or interrupting a Monitor.Wait).</summary>
-    internal sealed class StepWait(Hub hub, Greenlet step) : Sync.IAsyncWait
+    internal sealed class StepWait(Hub hub, Greenlet owner, Greenlet step) : Sync.IAsyncWait
     {
+        /// <summary>The stackless greenlet the step belongs to.</summary>
+        public Greenlet Owner { get; } = owner;
+
         public void Fail(Exception error) => hub.TryWake(new WakeToken(step, step.ParkSequence), null, error);
     }
 }

@@ -89,18 +89,8 @@ public class LocksTests : PatchedHubTest
         for (int round = 0; round < 20; round++)
         {
             int entered = 0;
-            using var held = new ManualResetEventSlim();
             using var release = new ManualResetEventSlim();
-            var holder = new Thread(() =>
-            {
-                lock (gate)
-                {
-                    held.Set();
-                    release.Wait();
-                }
-            });
-            holder.Start();
-            held.Wait();
+            var holder = HoldOnAThread(gate, release);
             async Task Step()
             {
                 await Task.Yield(); // from here on a step posted to the greenlet
@@ -130,6 +120,24 @@ public class LocksTests : PatchedHubTest
     {
         var gate = new Lock();
         HolderAndWaiter(body => { lock (gate) body(); });
+    }
+
+    /// <summary>A plain thread that holds <paramref name="gate"/> until <paramref name="release"/> is set; returns once it
+    /// holds it.</summary>
+    private static Thread HoldOnAThread(object gate, ManualResetEventSlim release)
+    {
+        using var held = new ManualResetEventSlim();
+        var thread = new Thread(() =>
+        {
+            lock (gate)
+            {
+                held.Set();
+                release.Wait();
+            }
+        });
+        thread.Start();
+        held.Wait();
+        return thread;
     }
 
     /// <summary>Greenlet a holds the lock across a patched sleep while b waits for it: both finish in order, and the
@@ -260,18 +268,8 @@ public class LocksTests : PatchedHubTest
         Assert.Throws<SynchronizationLockException>(() => Monitor.Wait(gate, 1));
         Assert.Throws<ArgumentNullException>(() => Monitor.Enter(null!));
         lock (gate) Assert.That(Monitor.Wait(gate, 20), Is.False);
-        using var held = new ManualResetEventSlim();
         using var release = new ManualResetEventSlim();
-        var other = new Thread(() =>
-        {
-            lock (gate)
-            {
-                held.Set();
-                release.Wait();
-            }
-        });
-        other.Start();
-        held.Wait();
+        var other = HoldOnAThread(gate, release);
         Assert.That(Monitor.TryEnter(gate, 30), Is.False);
         release.Set();
         other.Join();
