@@ -162,6 +162,10 @@ internal sealed class BlockingMonitor
         {
             reason = "stack capture is off (HubOptions.CaptureBlockedStacks = false)";
         }
+        else if (osThread == 0)
+        {
+            reason = "no thread held the baton: it was handed to a carrier thread that the OS had not run yet (the CPUs were busy)";
+        }
         else if (!TryClaimCaptureSlot(out var sinceLast))
         {
             reason = $"the last stack capture in this process was {sinceLast.TotalSeconds:F1} s ago; captures pause the process for about 0.5 s, so at most one is made per {MinCaptureInterval.TotalSeconds:F0} s";

@@ -473,6 +473,9 @@ public sealed partial class Hub
     {
         AssertBatonHeld();
         _batonHolder = 0;
+        // In transit: the carrier it was handed to may wait for a CPU a while. Meanwhile no thread holds it, so the
+        // blocking monitor must not take the thread that just parked for a holder asleep in a blocking call.
+        _batonHolderOsThread = 0;
     }
 
     [Conditional("DEBUG")]

@@ -289,4 +289,39 @@ public class BlockingMonitorTests
             StarvationWindow.ReportInterval = saved;
         }
     }
+
+    [Test]
+    public void HandOffsOnBusyCpusAreNotReportedAsStarvation()
+    {
+        // Greenlets that only yield hand the baton from carrier to carrier all the time; with every CPU kept busy by
+        // plain threads, each carrier handed the baton waits a while for a CPU. The thread that handed it on is
+        // asleep (parked) meanwhile, but it no longer holds the baton: that wait is CPU contention, not a call that
+        // blocks, and must not be reported as one.
+        var saved = StarvationWindow.ReportInterval;
+        StarvationWindow.ReportInterval = TimeSpan.Zero;
+        var stop = false;
+        var burners = Enumerable.Range(0, Environment.ProcessorCount).Select(_ => new Thread(() =>
+        {
+            while (!Volatile.Read(ref stop)) Thread.SpinWait(1000);
+        }) { IsBackground = true }).ToList();
+        try
+        {
+            CreateHub(TimeSpan.FromMilliseconds(300), captureStacks: false);
+            burners.ForEach(t => t.Start());
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(2.5);
+            var workers = Enumerable.Range(0, 8).Select(i => Green.Spawn(() =>
+            {
+                while (DateTime.UtcNow < deadline) Green.Sleep(0);
+            }, $"yielder-{i}")).ToList();
+            Green.JoinAll(workers);
+            Assert.That(_hub!.GetRunInfo().Switches, Is.GreaterThan(1000), "the greenlets handed the baton around");
+            Assert.That(_logs.Entries.Where(e => e.EventId.Id == 16).Select(e => e.Message), Is.Empty);
+        }
+        finally
+        {
+            Volatile.Write(ref stop, true);
+            burners.ForEach(t => t.Join());
+            StarvationWindow.ReportInterval = saved;
+        }
+    }
 }
