@@ -9,7 +9,8 @@
 //      (GC.GetTotalPauseDuration) — every thread was stopped then, so the holder is not to blame — but never more
 //      than this thread overslept its interval (it is frozen with the others).
 //   2. Same epoch, hub not idle, not reported yet, seen for at least MaxBlockingTime, and something else wants the
-//      baton (Hub.ReadOthersWaiting): a blocked episode. Count it, capture the holder thread's stack
+//      baton (Hub.ReadOthersWaiting), and a thread holds it (a baton handed to a carrier still waiting for a CPU has
+//      no holder: that stall is CPU contention, which no greenlet causes): a blocked episode. Count it, capture the holder thread's stack
 //      (ThreadStackCapture, unless disabled or rate-limited), log one warning (event 10 or 11) and raise
 //      Hub.Blocked. The episode is reported once however long it lasts. A stack that stops in a runtime stub before
 //      any named frame is retried once while the episode lasts; a stack whose top is the scheduler (taken after the
@@ -128,8 +129,8 @@ internal sealed class BlockingMonitor
                     continue;
                 }
                 var holder = hub.ReadBatonGreenlet();
-                if (!hub.ReadOthersWaiting(holder))
-                    continue;
+                if (!hub.ReadOthersWaiting(holder) || hub.ReadBatonHolderOsThread() == 0)
+                    continue; // nobody waits; or the baton is in transit (the CPUs are busy), which no greenlet causes
                 reported = true;
                 _starvation.NoteEpisode();
                 reportedHolder = holder == hub.HubGreenlet ? "a hub callback" : holder.ToString();
