@@ -77,6 +77,9 @@ internal static partial class CooperativeThreading
 
     // ---- ManualResetEventSlim ----
 
+    private static readonly Func<(ManualResetEventSlim Event, int Ms, CancellationToken Token), bool> s_eventWaitReleased =
+        static s => EventWait.Call(s.Event, s.Ms, s.Token);
+
     /// <summary>Replaces <c>ManualResetEventSlim.Wait(int, CancellationToken)</c>.</summary>
     public static unsafe bool EventSlimWait(ManualResetEventSlim e, int millisecondsTimeout, CancellationToken cancellationToken)
     {
@@ -89,6 +92,14 @@ internal static partial class CooperativeThreading
                 : EventWait.Call(e, millisecondsTimeout, cancellationToken);
         }
         if (EventWait.Call(e, 0, cancellationToken)) return true;
+        if (Parking.CanReleaseBaton)
+        {
+            // The original wait on the greenlet's own thread, the baton released: Set() pulses that thread directly,
+            // where a registered wait handle would pass the signal through the thread pool's wait thread and a worker
+            // (queued behind whatever else the pool runs) before the hub heard of it. A kill or timeout interrupts it.
+            return Parking.RunReleased(s_eventWaitReleased, (e, millisecondsTimeout, cancellationToken), WaitReason.Event,
+                interruptible: true);
+        }
         using var wait = new HandleWait(e.WaitHandle, consumes: false);
         var either = Cooperative.OrCancelled(wait.Signalled, cancellationToken, out var registration);
         using (registration)
@@ -156,6 +167,21 @@ internal static partial class CooperativeThreading
                 ? Parking.RunReleased(s_waitOneReleased, (handle, millisecondsTimeout), WaitReason.Thread, cancellationPoint: false)
                 : WaitOneInt.Call(handle, millisecondsTimeout);
         }
+        if (Parking.CanReleaseBaton)
+        {
+            // As for ManualResetEventSlim: the original wait on the greenlet's own thread, woken directly by Set or
+            // Release rather than through the thread pool, and acquiring exactly as the original does.
+            var released = new ReleasedWaitOne(handle, millisecondsTimeout);
+            try
+            {
+                return Parking.RunReleased(ReleasedWaitOne.Wait, released, WaitReason.Event, interruptible: true);
+            }
+            catch
+            {
+                if (released.Acquired) GiveBack(handle); // a kill raised just after the wait acquired: nobody owns it now
+                throw;
+            }
+        }
         var wait = new HandleWait(handle, consumes: true);
         try
         {
@@ -202,6 +228,34 @@ internal static partial class CooperativeThreading
     /// (auto-reset events, semaphores) the acquisition is handed over exactly once: the callback and the
     /// waiter race on <c>_state</c> (Pending → Acquired by the callback, Pending → Abandoned by the waiter).
     /// </summary>
+    /// <summary>A released <c>WaitOne</c> that records whether it acquired the handle, so a kill raised once it has
+    /// returned can give the acquisition back.</summary>
+    private sealed class ReleasedWaitOne(WaitHandle handle, int millisecondsTimeout)
+    {
+        public static readonly Func<ReleasedWaitOne, bool> Wait = static w => w.Acquired = WaitOneInt.Call(w._handle, w._timeout);
+
+        private readonly WaitHandle _handle = handle;
+        private readonly int _timeout = millisecondsTimeout;
+
+        public bool Acquired;
+    }
+
+    /// <summary>Undoes what a wait on <paramref name="handle"/> acquired (a no-op for manual-reset events).</summary>
+    private static void GiveBack(WaitHandle handle)
+    {
+        switch (handle)
+        {
+            case Semaphore semaphore:
+                semaphore.Release();
+                break;
+            case ManualResetEvent:
+                break; // nothing was consumed
+            case EventWaitHandle e:
+                e.Set(); // auto-reset: the wait reset it
+                break;
+        }
+    }
+
     private sealed class HandleWait : IDisposable
     {
         private const int Pending = 0, Acquired = 1, Abandoned = 2;
@@ -240,21 +294,8 @@ internal static partial class CooperativeThreading
             return true;
         }
 
-        /// <summary>Undoes what the registration's wait acquired (a no-op for manual-reset events).</summary>
-        public void GiveBack()
-        {
-            switch (_handle)
-            {
-                case Semaphore semaphore:
-                    semaphore.Release();
-                    break;
-                case ManualResetEvent:
-                    break; // nothing was consumed
-                case EventWaitHandle e:
-                    e.Set(); // auto-reset: the registration reset it
-                    break;
-            }
-        }
+        /// <summary>Undoes what the registration's wait acquired.</summary>
+        public void GiveBack() => CooperativeThreading.GiveBack(_handle);
 
         public void Dispose() => Abandon(giveBack: false);
     }
