@@ -12,6 +12,9 @@ namespace GreenRuntime.Cooperative;
 /// contains a <see cref="Mutex"/> is waited for by the greenlet's own thread with the hub's baton released
 /// (Hub.Blocking.cs): a mutex is owned by the thread that acquires it and cannot be acquired on the greenlet's
 /// behalf by a thread-pool wait.</para>
+/// <para>Any other set is waited for the same way, with the original wait interrupted by a kill or timeout
+/// (<c>Thread.Interrupt</c>); what it acquired just as a kill came is given back. Only when no carrier is left to take
+/// over the hub do the registered waits below stand in.</para>
 /// <para>WaitAny: every handle is registered with <c>ThreadPool.RegisterWaitForSingleObject</c> (a
 /// <see cref="HandleWait"/> each). The greenlet parks until one registration fires or the timeout elapses.
 /// Then every registration is ended; each one that acquired its handle in the meantime (an auto-reset event
@@ -56,7 +59,43 @@ internal static partial class CooperativeThreading
                 ? Parking.RunReleased(s_waitMultipleReleased, (handles, waitAll, millisecondsTimeout), WaitReason.Thread, cancellationPoint: false)
                 : WaitMultipleSlot.Call(handles, waitAll, millisecondsTimeout);
         }
+        if (Parking.CanReleaseBaton)
+        {
+            // As WaitOne: the original wait on the greenlet's own thread, woken directly and atomic as the original.
+            var released = new ReleasedWaitMultiple(handles, waitAll, millisecondsTimeout);
+            try
+            {
+                return Parking.RunReleased(ReleasedWaitMultiple.Wait, released, WaitReason.Event, interruptible: true);
+            }
+            catch
+            {
+                released.GiveBackAcquired(); // a kill raised just after the wait acquired: nobody owns it now
+                throw;
+            }
+        }
         return waitAll ? WaitAllOnHub(hub, handles, millisecondsTimeout) : WaitAnyOnHub(hub, handles, millisecondsTimeout);
+    }
+
+    /// <summary>A released <c>WaitAny</c>/<c>WaitAll</c> that records what it acquired, so a kill raised once it has
+    /// returned can give it back.</summary>
+    private sealed class ReleasedWaitMultiple(WaitHandle[] handles, bool waitAll, int millisecondsTimeout)
+    {
+        public static readonly Func<ReleasedWaitMultiple, int> Wait =
+            static w => w._result = WaitMultipleSlot.Call(w._handles, w._waitAll, w._timeout);
+
+        private readonly WaitHandle[] _handles = handles;
+        private readonly bool _waitAll = waitAll;
+        private readonly int _timeout = millisecondsTimeout;
+        private int _result = WaitHandle.WaitTimeout;
+
+        public void GiveBackAcquired()
+        {
+            if (_result == WaitHandle.WaitTimeout) return;
+            if (_waitAll)
+                foreach (var handle in _handles) GiveBack(handle);
+            else
+                GiveBack(_handles[_result]);
+        }
     }
 
     private static int WaitAnyOnHub(Hub hub, WaitHandle[] handles, int millisecondsTimeout)

@@ -2,6 +2,8 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
+using GreenRuntime.LowLevel;
 
 namespace GreenRuntime.Patch.Tests.PatchSets;
 
@@ -166,6 +168,43 @@ public class OnHubBehaviourTests : PatchedHubTest
         {
             Volatile.Write(ref stop.Value, true);
         }
+    }
+
+    [Test]
+    public void WithNoCarrierLeftToTakeOverEventWaitsAreRegisteredWaits()
+    {
+        // Two carriers: the first waiter's released wait takes the second to run the hub, so the second waiter, started
+        // there, has none left to hand the hub to and waits through registered waits (the pool) instead. Both kinds
+        // must end on their signals, acquiring exactly once.
+        Exception? failure = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                using var hub = new Hub(new HubOptions { MaxCarriers = 2, MaxBlockingTime = null });
+                using var first = new AutoResetEvent(false);
+                using var second = new AutoResetEvent(false);
+                using var slim = new ManualResetEventSlim();
+                var released = Green.Spawn(() => first.WaitOne());
+                var registered = Green.Spawn(() => second.WaitOne() && slim.Wait(10_000));
+                Green.Sleep(100);
+                Assert.That(Parking.CanReleaseBaton, Is.False, "both carriers are taken");
+                first.Set();
+                second.Set();
+                slim.Set();
+                Assert.That(Green.JoinAll([released, registered], TimeSpan.FromSeconds(10), raiseError: true), Has.Count.EqualTo(2));
+                Assert.That(released.Value, Is.True);
+                Assert.That(registered.Value, Is.True);
+                Assert.That(first.WaitOne(0) || second.WaitOne(0), Is.False, "each signal was consumed exactly once");
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        });
+        thread.Start();
+        thread.Join();
+        if (failure != null) ExceptionDispatchInfo.Throw(failure);
     }
 
     [Test]
