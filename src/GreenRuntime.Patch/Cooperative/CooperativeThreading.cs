@@ -77,8 +77,8 @@ internal static partial class CooperativeThreading
 
     // ---- ManualResetEventSlim ----
 
-    private static readonly Func<(ManualResetEventSlim Event, int Ms, CancellationToken Token), bool> s_eventWaitReleased =
-        static s => EventWait.Call(s.Event, s.Ms, s.Token);
+    private static readonly Func<(ManualResetEventSlim Event, int Ms, CancellationToken Token), bool>
+        s_eventWaitReleased = static s => EventWait.Call(s.Event, s.Ms, s.Token);
 
     /// <summary>Replaces <c>ManualResetEventSlim.Wait(int, CancellationToken)</c>.</summary>
     public static unsafe bool EventSlimWait(ManualResetEventSlim e, int millisecondsTimeout, CancellationToken cancellationToken)
@@ -178,7 +178,7 @@ internal static partial class CooperativeThreading
             }
             catch
             {
-                if (released.Acquired) GiveBack(handle); // a kill raised just after the wait acquired: nobody owns it now
+                if (released.Acquired) GiveBack(handle); // a kill raised just after it acquired: nobody owns it now
                 throw;
             }
         }
@@ -223,16 +223,12 @@ internal static partial class CooperativeThreading
         return Cooperative.PollUntil(hub, () => JoinInt.Call(thread, 0), Cooperative.WaitTimeout(ms));
     }
 
-    /// <summary>
-    /// A thread-pool registered wait on a handle, exposed as a task. For handles whose wait acquires them
-    /// (auto-reset events, semaphores) the acquisition is handed over exactly once: the callback and the
-    /// waiter race on <c>_state</c> (Pending → Acquired by the callback, Pending → Abandoned by the waiter).
-    /// </summary>
     /// <summary>A released <c>WaitOne</c> that records whether it acquired the handle, so a kill raised once it has
     /// returned can give the acquisition back.</summary>
     private sealed class ReleasedWaitOne(WaitHandle handle, int millisecondsTimeout)
     {
-        public static readonly Func<ReleasedWaitOne, bool> Wait = static w => w.Acquired = WaitOneInt.Call(w._handle, w._timeout);
+        public static readonly Func<ReleasedWaitOne, bool> Wait =
+            static w => w.Acquired = WaitOneInt.Call(w._handle, w._timeout);
 
         private readonly WaitHandle _handle = handle;
         private readonly int _timeout = millisecondsTimeout;
@@ -256,6 +252,11 @@ internal static partial class CooperativeThreading
         }
     }
 
+    /// <summary>
+    /// A thread-pool registered wait on a handle, exposed as a task. For handles whose wait acquires them
+    /// (auto-reset events, semaphores) the acquisition is handed over exactly once: the callback and the
+    /// waiter race on <c>_state</c> (Pending → Acquired by the callback, Pending → Abandoned by the waiter).
+    /// </summary>
     private sealed class HandleWait : IDisposable
     {
         private const int Pending = 0, Acquired = 1, Abandoned = 2;

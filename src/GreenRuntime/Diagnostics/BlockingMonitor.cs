@@ -8,13 +8,13 @@
 //      process was frozen by stack captures (ThreadStackCapture.CaptureTicks) or paused by the GC
 //      (GC.GetTotalPauseDuration) — every thread was stopped then, so the holder is not to blame — but never more
 //      than this thread overslept its interval (it is frozen with the others).
-//   2. Same epoch, hub not idle, not reported yet, seen for at least MaxBlockingTime, and something else wants the
+//   2. Same epoch, hub not idle, not reported yet, seen for at least MaxBlockingTime, something else wants the
 //      baton (Hub.ReadOthersWaiting), and a thread holds it (a baton handed to a carrier still waiting for a CPU has
-//      no holder: that stall is CPU contention, which no greenlet causes): a blocked episode. Count it, capture the holder thread's stack
-//      (ThreadStackCapture, unless disabled or rate-limited), log one warning (event 10 or 11) and raise
-//      Hub.Blocked. The episode is reported once however long it lasts. A stack that stops in a runtime stub before
-//      any named frame is retried once while the episode lasts; a stack whose top is the scheduler (taken after the
-//      holder released the baton) is dropped with that reason.
+//      no holder: that stall is CPU contention, which no greenlet causes): a blocked episode. Count it, capture the
+//      holder thread's stack (ThreadStackCapture, unless disabled or rate-limited), log one warning (event 10 or 11)
+//      and raise Hub.Blocked. The episode is reported once however long it lasts. A stack that stops in a runtime
+//      stub before any named frame is retried once while the episode lasts; a stack whose top is the scheduler
+//      (taken after the holder released the baton) is dropped with that reason.
 //   3. Every sample also feeds the starvation window (StarvationWindow.cs): many holds each too short for step 2
 //      that together starve the hub are reported once per window (event 16).
 // Invariant: at most one report per epoch (the `reported` flag is cleared only when the epoch changes).

@@ -11,7 +11,8 @@ namespace GreenRuntime.Diagnostics;
 /// Statistical, by the monitor's own samples: a sample counts as <em>blocked</em> when the hub is not idle, another
 /// greenlet wants the baton, and the holder's thread is asleep in the kernel (state S or D in
 /// <c>/proc/self/task/TID/stat</c>: a wait, not computation) while it keeps the baton. A baton in transit (handed to a
-/// carrier the OS has not run yet) has no holder: that is CPU contention, not a blocking call, and does not count. When blocked samples are more than half of a window
+/// carrier the OS has not run yet) has no holder: that is CPU contention, not a blocking call, and does not count.
+/// When blocked samples are more than half of a window
 /// (at least <see cref="MinSamples"/> samples), one warning names the share and the greenlets that held the baton
 /// in most blocked samples. Windows in which a single hold was reported as a blocked episode are not reported
 /// again. At most one report per <see cref="ReportInterval"/>. Cost: a few field reads per sample, plus one small
@@ -68,9 +69,9 @@ internal sealed class StarvationWindow
         return report;
     }
 
-    /// <summary>Whether the thread holding the baton sleeps in the kernel, and held it all the while this was read: a holder
-    /// that handed the baton on meanwhile parked for that reason (a hand-off, not a blocking call), and while the baton is
-    /// in transit no thread holds it (its id reads 0).</summary>
+    /// <summary>Whether the thread holding the baton sleeps in the kernel, and held it all the while this was read: a
+    /// holder that handed the baton on meanwhile parked for that reason (a hand-off, not a blocking call), and while the
+    /// baton is in transit no thread holds it (its id reads 0).</summary>
     private static bool HolderAsleep(Hub hub)
     {
         long epoch = hub.ReadBatonEpoch();
