@@ -13,13 +13,15 @@ namespace GreenRuntime.Cooperative;
 /// <item><c>SemaphoreSlim.Wait*</c> (funnel <c>WaitCore</c>): <c>WaitAsync</c> with the same timeout and a
 /// linked token; a kill cancels it and gives back a count acquired in the race.</item>
 /// <item><c>ManualResetEventSlim.Wait*</c> (and through it <c>CountdownEvent.Wait</c>, <c>Barrier.SignalAndWait</c>,
-/// <c>Task.WaitAll</c>'s internal event): the event's WaitHandle registered with
-/// <c>ThreadPool.RegisterWaitForSingleObject</c>.</item>
-/// <item><c>WaitHandle.WaitOne</c>: the handle itself registered the same way. The registration acquires the
-/// handle (an AutoResetEvent is reset, a Semaphore decremented), so the result is handed over through a
-/// compare-exchange; a kill that loses the race gives the signal back (Set/Release). A <see cref="Mutex"/>
-/// cannot be acquired on the greenlet's behalf by another thread: its own thread waits, with the hub's baton
-/// released (Hub.Blocking.cs).</item>
+/// <c>Task.WaitAll</c>'s internal event) and <c>WaitHandle.WaitOne</c>: the original wait, run by the greenlet's own
+/// thread with the hub's baton released (Hub.Blocking.cs), so <c>Set</c>/<c>Release</c> wakes it directly and it
+/// acquires exactly as the original; a kill or timeout interrupts it (<c>Thread.Interrupt</c>), and a signal acquired
+/// just as the kill was raised is given back (Set/Release). A <see cref="Mutex"/> is waited for the same way but not
+/// interrupted (one just acquired must reach the caller's code that releases it). Only when no carrier is left to take
+/// over the hub is the handle registered with <c>ThreadPool.RegisterWaitForSingleObject</c> instead
+/// (<see cref="HandleWait"/>): that registration acquires the handle (an AutoResetEvent is reset, a Semaphore
+/// decremented), so the result is handed over through a compare-exchange; a kill that loses the race gives the signal
+/// back. (Registered waits alone made every wake wait for a pool worker: seconds when the pool's threads were busy.)</item>
 /// <item><c>WaitHandle.WaitAny/WaitAll</c> (funnel <c>WaitMultiple</c>): see CooperativeThreading.WaitMultiple.cs.</item>
 /// <item><c>Thread.Join</c>: polled with <c>Join(0)</c> and parks of 1–20 ms (no completion signal exists).</item>
 /// </list>
