@@ -23,7 +23,8 @@ namespace GreenRuntime.Cooperative;
 /// decremented), so the result is handed over through a compare-exchange; a kill that loses the race gives the signal
 /// back. (Registered waits alone made every wake wait for a pool worker: seconds when the pool's threads were busy.)</item>
 /// <item><c>WaitHandle.WaitAny/WaitAll</c> (funnel <c>WaitMultiple</c>): see CooperativeThreading.WaitMultiple.cs.</item>
-/// <item><c>Thread.Join</c>: polled with <c>Join(0)</c> and parks of 1–20 ms (no completion signal exists).</item>
+/// <item><c>Thread.Join</c>: the original join, released and interruptible the same way; when no carrier is left, polled
+/// with <c>Join(0)</c> and parks of 1–20 ms (no completion signal exists for another thread's end).</item>
 /// </list>
 /// </remarks>
 internal static partial class CooperativeThreading
@@ -203,7 +204,7 @@ internal static partial class CooperativeThreading
     {
         var hub = Cooperative.ParkingHub();
         if (hub is null || millisecondsTimeout is 0 or < -1 || thread == Thread.CurrentThread) return JoinInt.Call(thread, millisecondsTimeout);
-        return Cooperative.PollUntil(hub, () => JoinInt.Call(thread, 0), Cooperative.WaitTimeout(millisecondsTimeout));
+        return JoinOnHub(hub, thread, millisecondsTimeout);
     }
 
     public static void Join(Thread thread)
@@ -214,7 +215,7 @@ internal static partial class CooperativeThreading
             JoinNone.Call(thread);
             return;
         }
-        Cooperative.PollUntil(hub, () => JoinInt.Call(thread, 0), null);
+        JoinOnHub(hub, thread, Timeout.Infinite);
     }
 
     public static bool Join(Thread thread, TimeSpan timeout)
@@ -222,7 +223,19 @@ internal static partial class CooperativeThreading
         var hub = Cooperative.ParkingHub();
         long ms = (long)timeout.TotalMilliseconds;
         if (hub is null || ms is 0 or < -1 or > int.MaxValue || thread == Thread.CurrentThread) return JoinTimeSpan.Call(thread, timeout);
-        return Cooperative.PollUntil(hub, () => JoinInt.Call(thread, 0), Cooperative.WaitTimeout(ms));
+        return JoinOnHub(hub, thread, (int)ms);
+    }
+
+    private static readonly Func<(Thread Thread, int Ms), bool> s_joinReleased = static s => JoinInt.Call(s.Thread, s.Ms);
+
+    /// <summary>The original join on the greenlet's own thread with the baton released, which returns the moment the
+    /// thread ends (a kill or timeout interrupts it); polled only when no carrier is left to take over the hub.</summary>
+    private static bool JoinOnHub(Hub hub, Thread thread, int millisecondsTimeout)
+    {
+        if (JoinInt.Call(thread, 0)) return true; // also throws the original's exception for a thread never started
+        return Parking.CanReleaseBaton
+            ? Parking.RunReleased(s_joinReleased, (thread, millisecondsTimeout), WaitReason.Thread, interruptible: true)
+            : Cooperative.PollUntil(hub, () => JoinInt.Call(thread, 0), Cooperative.WaitTimeout(millisecondsTimeout));
     }
 
     /// <summary>A released <c>WaitOne</c> that records whether it acquired the handle, so a kill raised once it has

@@ -308,6 +308,25 @@ public class OnHubBehaviourTests : PatchedHubTest
     }
 
     [Test]
+    public void AKillEndsAThreadJoinAndTheJoinWorksAfterwards()
+    {
+        using var finish = new ManualResetEventSlim();
+        var worker = new Thread(() => finish.Wait()); // off the hub: the original wait
+        worker.Start();
+        var joiner = Green.Spawn(() => worker.Join());
+        var timed = Green.Spawn(() => worker.Join(50));
+        Green.Sleep(50);
+        joiner.Kill(block: false);
+        Assert.That(Green.JoinAll([joiner, timed], TimeSpan.FromSeconds(5)), Has.Count.EqualTo(2), "the kill and the timeout ended the joins");
+        Assert.That(joiner.Value, Is.InstanceOf<GreenletExit>());
+        Assert.That(timed.Value, Is.False, "the thread was still running");
+        finish.Set();
+        var late = Green.Spawn(() => worker.Join(10_000));
+        Assert.That(late.Get(), Is.True);
+        Assert.That(worker.IsAlive, Is.False);
+    }
+
+    [Test]
     public void CallSitesCompiledBeforePatchingAreRedirected()
     {
         // PatchedHubTest patched in OneTimeSetUp; prove it with a method first compiled and run before that:
