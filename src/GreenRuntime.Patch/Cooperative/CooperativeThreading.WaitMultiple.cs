@@ -41,9 +41,6 @@ internal static partial class CooperativeThreading
         WaitMultipleMethod?.CreateDelegate<WaitMultipleFn>()
         ?? (static (h, all, ms) => all ? (WaitHandle.WaitAll(h.ToArray(), ms) ? 0 : WaitHandle.WaitTimeout) : WaitHandle.WaitAny(h.ToArray(), ms)));
 
-    private static readonly Func<(WaitHandle[] Handles, bool All, int Ms), int> s_waitMultipleReleased =
-        static s => WaitMultipleSlot.Call(s.Handles, s.All, s.Ms);
-
     /// <summary>Replaces the private <c>WaitHandle.WaitMultiple(ReadOnlySpan&lt;WaitHandle&gt;, bool, int)</c>.</summary>
     public static int WaitMultiple(ReadOnlySpan<WaitHandle> waitHandles, bool waitAll, int millisecondsTimeout)
     {
@@ -52,20 +49,16 @@ internal static partial class CooperativeThreading
         int now = WaitMultipleSlot.Call(waitHandles, waitAll, 0);
         if (now != WaitHandle.WaitTimeout) return now;
         var handles = waitHandles.ToArray(); // the registrations outlive no frame, but lambdas cannot hold a span
-        if (handles.Any(h => h is Mutex))
-        {
-            // A mutex must be acquired by this very thread: it waits itself, with the baton released.
-            return Parking.CanReleaseBaton
-                ? Parking.RunReleased(s_waitMultipleReleased, (handles, waitAll, millisecondsTimeout), WaitReason.Thread, cancellationPoint: false)
-                : WaitMultipleSlot.Call(handles, waitAll, millisecondsTimeout);
-        }
         if (Parking.CanReleaseBaton)
         {
-            // As WaitOne: the original wait on the greenlet's own thread, woken directly and atomic as the original.
+            // As WaitOne: the original wait on the greenlet's own thread, woken directly and atomic as the original;
+            // interrupted by a kill or timeout unless the set holds a mutex, which this very thread must come to own.
+            bool mutex = handles.Any(h => h is Mutex);
             var released = new ReleasedWaitMultiple(handles, waitAll, millisecondsTimeout);
             try
             {
-                return Parking.RunReleased(ReleasedWaitMultiple.Wait, released, WaitReason.Event, interruptible: true);
+                return Parking.RunReleased(ReleasedWaitMultiple.Wait, released, mutex ? WaitReason.Thread : WaitReason.Event,
+                    cancellationPoint: !mutex, interruptible: !mutex);
             }
             catch
             {
@@ -73,6 +66,7 @@ internal static partial class CooperativeThreading
                 throw;
             }
         }
+        if (handles.Any(h => h is Mutex)) return WaitMultipleSlot.Call(handles, waitAll, millisecondsTimeout); // no carrier left
         return waitAll ? WaitAllOnHub(hub, handles, millisecondsTimeout) : WaitAnyOnHub(hub, handles, millisecondsTimeout);
     }
 

@@ -157,27 +157,21 @@ internal static partial class CooperativeThreading
             : WaitOneOnHub(hub, handle, (int)ms);
     }
 
-    private static readonly Func<(WaitHandle Handle, int Ms), bool> s_waitOneReleased = static s => WaitOneInt.Call(s.Handle, s.Ms);
-
     private static bool WaitOneOnHub(Hub hub, WaitHandle handle, int millisecondsTimeout)
     {
         if (WaitOneInt.Call(handle, 0)) return true; // also throws ObjectDisposedException like the original
-        if (handle is Mutex)
-        {
-            // Owned by the thread that acquires it: the greenlet's own thread waits, with the baton released. A kill
-            // stays pending (a mutex just acquired must reach the caller's code that releases it).
-            return Parking.CanReleaseBaton
-                ? Parking.RunReleased(s_waitOneReleased, (handle, millisecondsTimeout), WaitReason.Thread, cancellationPoint: false)
-                : WaitOneInt.Call(handle, millisecondsTimeout);
-        }
         if (Parking.CanReleaseBaton)
         {
-            // As for ManualResetEventSlim: the original wait on the greenlet's own thread, woken directly by Set or
-            // Release rather than through the thread pool, and acquiring exactly as the original does.
+            // The original wait on the greenlet's own thread, the baton released: Set/Release wakes that thread directly
+            // (rather than through the thread pool) and it acquires exactly as the original does. A kill or timeout
+            // interrupts it, except for a Mutex: owned by the thread that acquires it, one just acquired must reach the
+            // caller's code that releases it, so the kill stays pending.
+            bool mutex = handle is Mutex;
             var released = new ReleasedWaitOne(handle, millisecondsTimeout);
             try
             {
-                return Parking.RunReleased(ReleasedWaitOne.Wait, released, WaitReason.Event, interruptible: true);
+                return Parking.RunReleased(ReleasedWaitOne.Wait, released, mutex ? WaitReason.Thread : WaitReason.Event,
+                    cancellationPoint: !mutex, interruptible: !mutex);
             }
             catch
             {
@@ -185,6 +179,7 @@ internal static partial class CooperativeThreading
                 throw;
             }
         }
+        if (handle is Mutex) return WaitOneInt.Call(handle, millisecondsTimeout); // no carrier left: only this thread can own it
         var wait = new HandleWait(handle, consumes: true);
         try
         {
