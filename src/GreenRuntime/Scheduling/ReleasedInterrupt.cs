@@ -14,11 +14,20 @@
 // wait (it is ours: dropped, the pending exception is raised instead) or consumes the still-pending interrupt
 // with Thread.Sleep(0), which throws it at once. A ThreadInterruptedException seen in state Returned was not
 // ours and propagates unchanged.
+//
+// The wait for Delivered must itself be ready to meet the interrupt: Interrupt() makes it pending before it
+// returns, and a spin that backs off with Thread.Sleep(0) (SpinWait does) throws it right there. Escaping
+// Finish, that exception left RunReleased between giving the baton away and parking for it, so the greenlet went
+// on running without the baton (a kill racing a Monitor.Wait that returned by itself, on a loaded machine).
+// Finish therefore catches it while it waits and counts the interrupt as consumed.
 
 namespace GreenRuntime.Scheduling;
 
 /// <summary>The interrupt handshake of one released, interruptible wait (see the comment at the top of this file).</summary>
-internal sealed class ReleasedInterrupt(Thread carrierThread)
+/// <param name="carrierThread">The thread that waits.</param>
+/// <param name="interrupt">How the interrupt is delivered: <see cref="Thread.Interrupt"/> (tests slow it down to hold the
+/// handshake in state Requested).</param>
+internal sealed class ReleasedInterrupt(Thread carrierThread, Action<Thread>? interrupt = null)
 {
     private const int Waiting = 0, Returned = 1, Requested = 2, Delivered = 3;
 
@@ -29,7 +38,8 @@ internal sealed class ReleasedInterrupt(Thread carrierThread)
     {
         if (Interlocked.CompareExchange(ref _state, Requested, Waiting) != Waiting)
             return;
-        carrierThread.Interrupt();
+        if (interrupt is null) carrierThread.Interrupt();
+        else interrupt(carrierThread);
         Volatile.Write(ref _state, Delivered);
     }
 
@@ -41,14 +51,22 @@ internal sealed class ReleasedInterrupt(Thread carrierThread)
     {
         if (Interlocked.CompareExchange(ref _state, Returned, Waiting) == Waiting)
             return;
+        bool consumed = failure is ThreadInterruptedException;
+        if (consumed) failure = null;
         var spin = new SpinWait();
         while (Volatile.Read(ref _state) != Delivered)
-            spin.SpinOnce(sleep1Threshold: -1); // Request is between its two writes: a few instructions away
-        if (failure is ThreadInterruptedException)
         {
-            failure = null;
-            return;
+            // Request is inside Interrupt(): usually a few instructions away, longer when its thread is preempted.
+            try
+            {
+                spin.SpinOnce(sleep1Threshold: -1);
+            }
+            catch (ThreadInterruptedException)
+            {
+                consumed = true; // ours, landed while we waited (see the top of this file)
+            }
         }
+        if (consumed) return;
         try
         {
             // The interrupt landed after the wait had returned: still pending on this thread. Consume it (this
