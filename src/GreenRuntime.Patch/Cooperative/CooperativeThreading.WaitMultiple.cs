@@ -12,6 +12,9 @@ namespace GreenRuntime.Cooperative;
 /// contains a <see cref="Mutex"/> is waited for by the greenlet's own thread with the hub's baton released
 /// (Hub.Blocking.cs): a mutex is owned by the thread that acquires it and cannot be acquired on the greenlet's
 /// behalf by a thread-pool wait.</para>
+/// <para>Any other set is waited for the same way, with the original wait interrupted by a kill or timeout
+/// (<c>Thread.Interrupt</c>); what it acquired just as a kill came is given back. Only when no carrier is left to take
+/// over the hub do the registered waits below stand in.</para>
 /// <para>WaitAny: every handle is registered with <c>ThreadPool.RegisterWaitForSingleObject</c> (a
 /// <see cref="HandleWait"/> each). The greenlet parks until one registration fires or the timeout elapses.
 /// Then every registration is ended; each one that acquired its handle in the meantime (an auto-reset event
@@ -38,9 +41,6 @@ internal static partial class CooperativeThreading
         WaitMultipleMethod?.CreateDelegate<WaitMultipleFn>()
         ?? (static (h, all, ms) => all ? (WaitHandle.WaitAll(h.ToArray(), ms) ? 0 : WaitHandle.WaitTimeout) : WaitHandle.WaitAny(h.ToArray(), ms)));
 
-    private static readonly Func<(WaitHandle[] Handles, bool All, int Ms), int> s_waitMultipleReleased =
-        static s => WaitMultipleSlot.Call(s.Handles, s.All, s.Ms);
-
     /// <summary>Replaces the private <c>WaitHandle.WaitMultiple(ReadOnlySpan&lt;WaitHandle&gt;, bool, int)</c>.</summary>
     public static int WaitMultiple(ReadOnlySpan<WaitHandle> waitHandles, bool waitAll, int millisecondsTimeout)
     {
@@ -49,14 +49,47 @@ internal static partial class CooperativeThreading
         int now = WaitMultipleSlot.Call(waitHandles, waitAll, 0);
         if (now != WaitHandle.WaitTimeout) return now;
         var handles = waitHandles.ToArray(); // the registrations outlive no frame, but lambdas cannot hold a span
-        if (handles.Any(h => h is Mutex))
+        if (Parking.CanReleaseBaton)
         {
-            // A mutex must be acquired by this very thread: it waits itself, with the baton released.
-            return Parking.CanReleaseBaton
-                ? Parking.RunReleased(s_waitMultipleReleased, (handles, waitAll, millisecondsTimeout), WaitReason.Thread, cancellationPoint: false)
-                : WaitMultipleSlot.Call(handles, waitAll, millisecondsTimeout);
+            // As WaitOne: the original wait on the greenlet's own thread, woken directly and atomic as the original;
+            // interrupted by a kill or timeout unless the set holds a mutex, which this very thread must come to own.
+            bool mutex = handles.Any(h => h is Mutex);
+            var released = new ReleasedWaitMultiple(handles, waitAll, millisecondsTimeout);
+            try
+            {
+                return Parking.RunReleased(ReleasedWaitMultiple.Wait, released, mutex ? WaitReason.Thread : WaitReason.Event,
+                    cancellationPoint: !mutex, interruptible: !mutex);
+            }
+            catch
+            {
+                released.GiveBackAcquired(); // a kill raised just after the wait acquired: nobody owns it now
+                throw;
+            }
         }
+        if (handles.Any(h => h is Mutex)) return WaitMultipleSlot.Call(handles, waitAll, millisecondsTimeout); // no carrier left
         return waitAll ? WaitAllOnHub(hub, handles, millisecondsTimeout) : WaitAnyOnHub(hub, handles, millisecondsTimeout);
+    }
+
+    /// <summary>A released <c>WaitAny</c>/<c>WaitAll</c> that records what it acquired, so a kill raised once it has
+    /// returned can give it back.</summary>
+    private sealed class ReleasedWaitMultiple(WaitHandle[] handles, bool waitAll, int millisecondsTimeout)
+    {
+        public static readonly Func<ReleasedWaitMultiple, int> Wait =
+            static w => w._result = WaitMultipleSlot.Call(w._handles, w._waitAll, w._timeout);
+
+        private readonly WaitHandle[] _handles = handles;
+        private readonly bool _waitAll = waitAll;
+        private readonly int _timeout = millisecondsTimeout;
+        private int _result = WaitHandle.WaitTimeout;
+
+        public void GiveBackAcquired()
+        {
+            if (_result == WaitHandle.WaitTimeout) return;
+            if (_waitAll)
+                foreach (var handle in _handles) GiveBack(handle);
+            else
+                GiveBack(_handles[_result]);
+        }
     }
 
     private static int WaitAnyOnHub(Hub hub, WaitHandle[] handles, int millisecondsTimeout)

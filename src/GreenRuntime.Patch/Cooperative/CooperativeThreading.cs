@@ -13,15 +13,18 @@ namespace GreenRuntime.Cooperative;
 /// <item><c>SemaphoreSlim.Wait*</c> (funnel <c>WaitCore</c>): <c>WaitAsync</c> with the same timeout and a
 /// linked token; a kill cancels it and gives back a count acquired in the race.</item>
 /// <item><c>ManualResetEventSlim.Wait*</c> (and through it <c>CountdownEvent.Wait</c>, <c>Barrier.SignalAndWait</c>,
-/// <c>Task.WaitAll</c>'s internal event): the event's WaitHandle registered with
-/// <c>ThreadPool.RegisterWaitForSingleObject</c>.</item>
-/// <item><c>WaitHandle.WaitOne</c>: the handle itself registered the same way. The registration acquires the
-/// handle (an AutoResetEvent is reset, a Semaphore decremented), so the result is handed over through a
-/// compare-exchange; a kill that loses the race gives the signal back (Set/Release). A <see cref="Mutex"/>
-/// cannot be acquired on the greenlet's behalf by another thread: its own thread waits, with the hub's baton
-/// released (Hub.Blocking.cs).</item>
+/// <c>Task.WaitAll</c>'s internal event) and <c>WaitHandle.WaitOne</c>: the original wait, run by the greenlet's own
+/// thread with the hub's baton released (Hub.Blocking.cs), so <c>Set</c>/<c>Release</c> wakes it directly and it
+/// acquires exactly as the original; a kill or timeout interrupts it (<c>Thread.Interrupt</c>), and a signal acquired
+/// just as the kill was raised is given back (Set/Release). A <see cref="Mutex"/> is waited for the same way but not
+/// interrupted (one just acquired must reach the caller's code that releases it). Only when no carrier is left to take
+/// over the hub is the handle registered with <c>ThreadPool.RegisterWaitForSingleObject</c> instead
+/// (<see cref="HandleWait"/>): that registration acquires the handle (an AutoResetEvent is reset, a Semaphore
+/// decremented), so the result is handed over through a compare-exchange; a kill that loses the race gives the signal
+/// back. (Registered waits alone made every wake wait for a pool worker: seconds when the pool's threads were busy.)</item>
 /// <item><c>WaitHandle.WaitAny/WaitAll</c> (funnel <c>WaitMultiple</c>): see CooperativeThreading.WaitMultiple.cs.</item>
-/// <item><c>Thread.Join</c>: polled with <c>Join(0)</c> and parks of 1–20 ms (no completion signal exists).</item>
+/// <item><c>Thread.Join</c>: the original join, released and interruptible the same way; when no carrier is left, polled
+/// with <c>Join(0)</c> and parks of 1–20 ms (no completion signal exists for another thread's end).</item>
 /// </list>
 /// </remarks>
 internal static partial class CooperativeThreading
@@ -77,6 +80,9 @@ internal static partial class CooperativeThreading
 
     // ---- ManualResetEventSlim ----
 
+    private static readonly Func<(ManualResetEventSlim Event, int Ms, CancellationToken Token), bool>
+        s_eventWaitReleased = static s => EventWait.Call(s.Event, s.Ms, s.Token);
+
     /// <summary>Replaces <c>ManualResetEventSlim.Wait(int, CancellationToken)</c>.</summary>
     public static unsafe bool EventSlimWait(ManualResetEventSlim e, int millisecondsTimeout, CancellationToken cancellationToken)
     {
@@ -89,6 +95,14 @@ internal static partial class CooperativeThreading
                 : EventWait.Call(e, millisecondsTimeout, cancellationToken);
         }
         if (EventWait.Call(e, 0, cancellationToken)) return true;
+        if (Parking.CanReleaseBaton)
+        {
+            // The original wait on the greenlet's own thread, the baton released: Set() pulses that thread directly,
+            // where a registered wait handle would pass the signal through the thread pool's wait thread and a worker
+            // (queued behind whatever else the pool runs) before the hub heard of it. A kill or timeout interrupts it.
+            return Parking.RunReleased(s_eventWaitReleased, (e, millisecondsTimeout, cancellationToken), WaitReason.Event,
+                interruptible: true);
+        }
         using var wait = new HandleWait(e.WaitHandle, consumes: false);
         var either = Cooperative.OrCancelled(wait.Signalled, cancellationToken, out var registration);
         using (registration)
@@ -143,19 +157,29 @@ internal static partial class CooperativeThreading
             : WaitOneOnHub(hub, handle, (int)ms);
     }
 
-    private static readonly Func<(WaitHandle Handle, int Ms), bool> s_waitOneReleased = static s => WaitOneInt.Call(s.Handle, s.Ms);
-
     private static bool WaitOneOnHub(Hub hub, WaitHandle handle, int millisecondsTimeout)
     {
         if (WaitOneInt.Call(handle, 0)) return true; // also throws ObjectDisposedException like the original
-        if (handle is Mutex)
+        if (Parking.CanReleaseBaton)
         {
-            // Owned by the thread that acquires it: the greenlet's own thread waits, with the baton released. A kill
-            // stays pending (a mutex just acquired must reach the caller's code that releases it).
-            return Parking.CanReleaseBaton
-                ? Parking.RunReleased(s_waitOneReleased, (handle, millisecondsTimeout), WaitReason.Thread, cancellationPoint: false)
-                : WaitOneInt.Call(handle, millisecondsTimeout);
+            // The original wait on the greenlet's own thread, the baton released: Set/Release wakes that thread directly
+            // (rather than through the thread pool) and it acquires exactly as the original does. A kill or timeout
+            // interrupts it, except for a Mutex: owned by the thread that acquires it, one just acquired must reach the
+            // caller's code that releases it, so the kill stays pending.
+            bool mutex = handle is Mutex;
+            var released = new ReleasedWaitOne(handle, millisecondsTimeout);
+            try
+            {
+                return Parking.RunReleased(ReleasedWaitOne.Wait, released, mutex ? WaitReason.Thread : WaitReason.Event,
+                    cancellationPoint: !mutex, interruptible: !mutex);
+            }
+            catch
+            {
+                if (released.Acquired) GiveBack(handle); // a kill raised just after it acquired: nobody owns it now
+                throw;
+            }
         }
+        if (handle is Mutex) return WaitOneInt.Call(handle, millisecondsTimeout); // no carrier left: only this thread can own it
         var wait = new HandleWait(handle, consumes: true);
         try
         {
@@ -175,7 +199,7 @@ internal static partial class CooperativeThreading
     {
         var hub = Cooperative.ParkingHub();
         if (hub is null || millisecondsTimeout is 0 or < -1 || thread == Thread.CurrentThread) return JoinInt.Call(thread, millisecondsTimeout);
-        return Cooperative.PollUntil(hub, () => JoinInt.Call(thread, 0), Cooperative.WaitTimeout(millisecondsTimeout));
+        return JoinOnHub(hub, thread, millisecondsTimeout);
     }
 
     public static void Join(Thread thread)
@@ -186,7 +210,7 @@ internal static partial class CooperativeThreading
             JoinNone.Call(thread);
             return;
         }
-        Cooperative.PollUntil(hub, () => JoinInt.Call(thread, 0), null);
+        JoinOnHub(hub, thread, Timeout.Infinite);
     }
 
     public static bool Join(Thread thread, TimeSpan timeout)
@@ -194,7 +218,48 @@ internal static partial class CooperativeThreading
         var hub = Cooperative.ParkingHub();
         long ms = (long)timeout.TotalMilliseconds;
         if (hub is null || ms is 0 or < -1 or > int.MaxValue || thread == Thread.CurrentThread) return JoinTimeSpan.Call(thread, timeout);
-        return Cooperative.PollUntil(hub, () => JoinInt.Call(thread, 0), Cooperative.WaitTimeout(ms));
+        return JoinOnHub(hub, thread, (int)ms);
+    }
+
+    private static readonly Func<(Thread Thread, int Ms), bool> s_joinReleased = static s => JoinInt.Call(s.Thread, s.Ms);
+
+    /// <summary>The original join on the greenlet's own thread with the baton released, which returns the moment the
+    /// thread ends (a kill or timeout interrupts it); polled only when no carrier is left to take over the hub.</summary>
+    private static bool JoinOnHub(Hub hub, Thread thread, int millisecondsTimeout)
+    {
+        if (JoinInt.Call(thread, 0)) return true; // also throws the original's exception for a thread never started
+        return Parking.CanReleaseBaton
+            ? Parking.RunReleased(s_joinReleased, (thread, millisecondsTimeout), WaitReason.Thread, interruptible: true)
+            : Cooperative.PollUntil(hub, () => JoinInt.Call(thread, 0), Cooperative.WaitTimeout(millisecondsTimeout));
+    }
+
+    /// <summary>A released <c>WaitOne</c> that records whether it acquired the handle, so a kill raised once it has
+    /// returned can give the acquisition back.</summary>
+    private sealed class ReleasedWaitOne(WaitHandle handle, int millisecondsTimeout)
+    {
+        public static readonly Func<ReleasedWaitOne, bool> Wait =
+            static w => w.Acquired = WaitOneInt.Call(w._handle, w._timeout);
+
+        private readonly WaitHandle _handle = handle;
+        private readonly int _timeout = millisecondsTimeout;
+
+        public bool Acquired;
+    }
+
+    /// <summary>Undoes what a wait on <paramref name="handle"/> acquired (a no-op for manual-reset events).</summary>
+    private static void GiveBack(WaitHandle handle)
+    {
+        switch (handle)
+        {
+            case Semaphore semaphore:
+                semaphore.Release();
+                break;
+            case ManualResetEvent:
+                break; // nothing was consumed
+            case EventWaitHandle e:
+                e.Set(); // auto-reset: the wait reset it
+                break;
+        }
     }
 
     /// <summary>
@@ -240,21 +305,8 @@ internal static partial class CooperativeThreading
             return true;
         }
 
-        /// <summary>Undoes what the registration's wait acquired (a no-op for manual-reset events).</summary>
-        public void GiveBack()
-        {
-            switch (_handle)
-            {
-                case Semaphore semaphore:
-                    semaphore.Release();
-                    break;
-                case ManualResetEvent:
-                    break; // nothing was consumed
-                case EventWaitHandle e:
-                    e.Set(); // auto-reset: the registration reset it
-                    break;
-            }
-        }
+        /// <summary>Undoes what the registration's wait acquired.</summary>
+        public void GiveBack() => CooperativeThreading.GiveBack(_handle);
 
         public void Dispose() => Abandon(giveBack: false);
     }
