@@ -41,14 +41,7 @@ public class ReleasedInterruptTests
                 escaped = e;
             }
             failureAfter = failure;
-            try
-            {
-                Thread.Sleep(0);
-            }
-            catch (ThreadInterruptedException)
-            {
-                pendingAfter = true;
-            }
+            pendingAfter = ConsumePendingInterrupt();
             hub.Join();
         });
         carrier.Start();
@@ -83,14 +76,7 @@ public class ReleasedInterruptTests
             }
             handshake.Finish(ref failure);
             failureAfter = failure;
-            try
-            {
-                Thread.Sleep(0);
-            }
-            catch (ThreadInterruptedException)
-            {
-                pendingAfter = true;
-            }
+            pendingAfter = ConsumePendingInterrupt();
             hub.Join();
         });
         carrier.Start();
@@ -98,5 +84,19 @@ public class ReleasedInterruptTests
 
         Assert.That(failureAfter, Is.Null, "the interrupt was the handshake's: the pending kill is raised instead");
         Assert.That(pendingAfter, Is.False);
+    }
+
+    /// <summary>Whether an interrupt was pending on the calling thread (it is consumed).</summary>
+    private static bool ConsumePendingInterrupt()
+    {
+        try
+        {
+            Thread.Sleep(0);
+            return false;
+        }
+        catch (ThreadInterruptedException)
+        {
+            return true;
+        }
     }
 }
