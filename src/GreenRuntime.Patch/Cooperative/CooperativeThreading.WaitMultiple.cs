@@ -49,46 +49,27 @@ internal static partial class CooperativeThreading
         int now = WaitMultipleSlot.Call(waitHandles, waitAll, 0);
         if (now != WaitHandle.WaitTimeout) return now;
         var handles = waitHandles.ToArray(); // the registrations outlive no frame, but lambdas cannot hold a span
-        if (Parking.CanReleaseBaton)
-        {
-            // As WaitOne: the original wait on the greenlet's own thread, woken directly and atomic as the original;
-            // interrupted by a kill or timeout unless the set holds a mutex, which this very thread must come to own.
-            bool mutex = handles.Any(h => h is Mutex);
-            var released = new ReleasedWaitMultiple(handles, waitAll, millisecondsTimeout);
-            try
-            {
-                return Parking.RunReleased(ReleasedWaitMultiple.Wait, released, mutex ? WaitReason.Thread : WaitReason.Event,
-                    cancellationPoint: !mutex, interruptible: !mutex);
-            }
-            catch
-            {
-                released.GiveBackAcquired(); // a kill raised just after the wait acquired: nobody owns it now
-                throw;
-            }
-        }
-        if (handles.Any(h => h is Mutex)) return WaitMultipleSlot.Call(handles, waitAll, millisecondsTimeout); // no carrier left
+        bool mutex = handles.Any(h => h is Mutex);
+        // As WaitOne: the original wait on the greenlet's own thread, woken directly and atomic as the original.
+        if (Parking.CanReleaseBaton) return new ReleasedWaitMultiple(handles, waitAll, millisecondsTimeout).Run(mutex);
+        if (mutex) return WaitMultipleSlot.Call(handles, waitAll, millisecondsTimeout); // no carrier left: only this thread can own it
         return waitAll ? WaitAllOnHub(hub, handles, millisecondsTimeout) : WaitAnyOnHub(hub, handles, millisecondsTimeout);
     }
 
-    /// <summary>A released <c>WaitAny</c>/<c>WaitAll</c> that records what it acquired, so a kill raised once it has
-    /// returned can give it back.</summary>
-    private sealed class ReleasedWaitMultiple(WaitHandle[] handles, bool waitAll, int millisecondsTimeout)
+    /// <summary>A released <c>WaitAny</c>/<c>WaitAll</c>: it records what it acquired, to give back after a kill.</summary>
+    private sealed class ReleasedWaitMultiple(WaitHandle[] handles, bool waitAll, int millisecondsTimeout) : ReleasedHandleWait<int>
     {
-        public static readonly Func<ReleasedWaitMultiple, int> Wait =
-            static w => w._result = WaitMultipleSlot.Call(w._handles, w._waitAll, w._timeout);
-
-        private readonly WaitHandle[] _handles = handles;
-        private readonly bool _waitAll = waitAll;
-        private readonly int _timeout = millisecondsTimeout;
         private int _result = WaitHandle.WaitTimeout;
 
-        public void GiveBackAcquired()
+        protected override int Wait() => _result = WaitMultipleSlot.Call(handles, waitAll, millisecondsTimeout);
+
+        protected override void GiveBackAcquired()
         {
             if (_result == WaitHandle.WaitTimeout) return;
-            if (_waitAll)
-                foreach (var handle in _handles) GiveBack(handle);
+            if (waitAll)
+                foreach (var handle in handles) GiveBack(handle);
             else
-                GiveBack(_handles[_result]);
+                GiveBack(handles[_result]);
         }
     }
 

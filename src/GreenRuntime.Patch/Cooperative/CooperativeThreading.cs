@@ -160,25 +160,9 @@ internal static partial class CooperativeThreading
     private static bool WaitOneOnHub(Hub hub, WaitHandle handle, int millisecondsTimeout)
     {
         if (WaitOneInt.Call(handle, 0)) return true; // also throws ObjectDisposedException like the original
-        if (Parking.CanReleaseBaton)
-        {
-            // The original wait on the greenlet's own thread, the baton released: Set/Release wakes that thread directly
-            // (rather than through the thread pool) and it acquires exactly as the original does. A kill or timeout
-            // interrupts it, except for a Mutex: owned by the thread that acquires it, one just acquired must reach the
-            // caller's code that releases it, so the kill stays pending.
-            bool mutex = handle is Mutex;
-            var released = new ReleasedWaitOne(handle, millisecondsTimeout);
-            try
-            {
-                return Parking.RunReleased(ReleasedWaitOne.Wait, released, mutex ? WaitReason.Thread : WaitReason.Event,
-                    cancellationPoint: !mutex, interruptible: !mutex);
-            }
-            catch
-            {
-                if (released.Acquired) GiveBack(handle); // a kill raised just after it acquired: nobody owns it now
-                throw;
-            }
-        }
+        // The original wait on the greenlet's own thread, the baton released: Set/Release wakes that thread directly
+        // (rather than through the thread pool) and it acquires exactly as the original does.
+        if (Parking.CanReleaseBaton) return new ReleasedWaitOne(handle, millisecondsTimeout).Run(handle is Mutex);
         if (handle is Mutex) return WaitOneInt.Call(handle, millisecondsTimeout); // no carrier left: only this thread can own it
         var wait = new HandleWait(handle, consumes: true);
         try
@@ -233,17 +217,47 @@ internal static partial class CooperativeThreading
             : Cooperative.PollUntil(hub, () => JoinInt.Call(thread, 0), Cooperative.WaitTimeout(millisecondsTimeout));
     }
 
-    /// <summary>A released <c>WaitOne</c> that records whether it acquired the handle, so a kill raised once it has
-    /// returned can give the acquisition back.</summary>
-    private sealed class ReleasedWaitOne(WaitHandle handle, int millisecondsTimeout)
+    /// <summary>
+    /// A released wait on wait handles (<c>WaitOne</c>, <c>WaitAny</c>/<c>WaitAll</c>) that records what it acquired. A kill
+    /// or timeout interrupts it, and what it acquired just as the kill was raised is given back: nobody would own it
+    /// otherwise. A set with a <see cref="Mutex"/> is not interrupted and keeps a kill pending: a mutex just acquired
+    /// belongs to this very thread and must reach the caller's code that releases it.
+    /// </summary>
+    private abstract class ReleasedHandleWait<TResult>
     {
-        public static readonly Func<ReleasedWaitOne, bool> Wait =
-            static w => w.Acquired = WaitOneInt.Call(w._handle, w._timeout);
+        private static readonly Func<ReleasedHandleWait<TResult>, TResult> s_wait = static w => w.Wait();
 
-        private readonly WaitHandle _handle = handle;
-        private readonly int _timeout = millisecondsTimeout;
+        /// <summary>The original wait (no baton).</summary>
+        protected abstract TResult Wait();
 
-        public bool Acquired;
+        /// <summary>Gives back what <see cref="Wait"/> acquired, if anything.</summary>
+        protected abstract void GiveBackAcquired();
+
+        public TResult Run(bool mutex)
+        {
+            try
+            {
+                return Parking.RunReleased(s_wait, this, mutex ? WaitReason.Thread : WaitReason.Event,
+                    cancellationPoint: !mutex, interruptible: !mutex);
+            }
+            catch
+            {
+                GiveBackAcquired();
+                throw;
+            }
+        }
+    }
+
+    private sealed class ReleasedWaitOne(WaitHandle handle, int millisecondsTimeout) : ReleasedHandleWait<bool>
+    {
+        private bool _acquired;
+
+        protected override bool Wait() => _acquired = WaitOneInt.Call(handle, millisecondsTimeout);
+
+        protected override void GiveBackAcquired()
+        {
+            if (_acquired) GiveBack(handle);
+        }
     }
 
     /// <summary>Undoes what a wait on <paramref name="handle"/> acquired (a no-op for manual-reset events).</summary>
