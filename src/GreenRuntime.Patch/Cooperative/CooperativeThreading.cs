@@ -87,7 +87,7 @@ internal static partial class CooperativeThreading
     public static unsafe bool EventSlimWait(ManualResetEventSlim e, int millisecondsTimeout, CancellationToken cancellationToken)
     {
         var hub = Cooperative.ParkingHub();
-        if (hub is null || millisecondsTimeout == 0)
+        if (hub is null || millisecondsTimeout is 0 or < -1) // the original throws for < -1, set or not
         {
             nint entry = EventWait.Entry;
             return entry != 0

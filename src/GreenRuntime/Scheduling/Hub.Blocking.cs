@@ -92,10 +92,11 @@ public sealed partial class Hub
         {
             failure = ExceptionDispatchInfo.Capture(e);
         }
+        bool interrupted = false;
         if (interrupt != null)
         {
             var error = failure?.SourceException;
-            interrupt.Finish(ref error);
+            interrupted = interrupt.Finish(ref error);
             if (error is null) failure = null;
         }
         PostItem(RunItem.ForCallback(s_returnFromBlocking, g)); // through the inbox: this thread is not the baton holder
@@ -121,6 +122,14 @@ public sealed partial class Hub
                 if (owner.State != GreenletState.Dead) owner.PendingException = null;
                 throw pending;
             }
+        }
+        if (interrupted)
+        {
+            // The call has no result to return; what interrupted it is raised, though a cancelled timeout took it back
+            // from the pending exception or a shield holds that back (ReleasedInterrupt.cs).
+            var interruptedBy = interrupt!.Reason!;
+            if (ReferenceEquals(owner.PendingException, interruptedBy) && owner.State != GreenletState.Dead) owner.PendingException = null;
+            throw interruptedBy;
         }
         return result;
     }

@@ -124,7 +124,7 @@ public sealed partial class Hub
             if (error != null)
             {
                 g.PendingException ??= error;
-                g.ReleasedInterrupt?.Request();
+                g.ReleasedInterrupt?.Request(error);
             }
             return false;
         }

@@ -20,6 +20,12 @@
 // Finish, that exception left RunReleased between giving the baton away and parking for it, so the greenlet went
 // on running without the baton (a kill racing a Monitor.Wait that returned by itself, on a loaded machine).
 // Finish therefore catches it while it waits and counts the interrupt as consumed.
+//
+// A wait that was interrupted has no outcome of its own: its result is not a result. The exception that asked for the
+// interrupt (Reason) is therefore kept here and raised by RunReleased even when the greenlet's pending exception is
+// gone by the time the baton is back — a GreenTimeout cancelled meanwhile withdraws it, a shield holds it back —
+// exactly as a park woken with an exception raises it whatever happens to the timeout afterwards. Returning the
+// wait's default instead told the caller that an Infinite wait had timed out, or that WaitAny had acquired handle 0.
 
 namespace GreenRuntime.Scheduling;
 
@@ -33,11 +39,16 @@ internal sealed class ReleasedInterrupt(Thread carrierThread, Action<Thread>? in
 
     private int _state;
 
+    /// <summary>The kill or timeout that interrupted the wait (set on the hub; read once the baton is back).</summary>
+    public Exception? Reason { get; private set; }
+
     /// <summary>Hub side, on the baton holder: interrupts the wait if it has not returned yet. Never blocks.</summary>
-    public void Request()
+    /// <param name="reason">The kill or timeout the interrupt stands for.</param>
+    public void Request(Exception reason)
     {
         if (Interlocked.CompareExchange(ref _state, Requested, Waiting) != Waiting)
             return;
+        Reason = reason;
         if (interrupt is null) carrierThread.Interrupt();
         else interrupt(carrierThread);
         Volatile.Write(ref _state, Delivered);
@@ -47,12 +58,15 @@ internal sealed class ReleasedInterrupt(Thread carrierThread, Action<Thread>? in
     /// Carrier side, right after the wait returned or threw (no baton): leaves no interrupt pending on this
     /// thread and drops <paramref name="failure"/> if it is the interrupt this handshake delivered.
     /// </summary>
-    public void Finish(ref Exception? failure)
+    /// <returns>True when the wait itself was interrupted (the dropped failure): it has no outcome, and the caller must
+    /// raise <see cref="Reason"/>. False when it returned or failed by itself.</returns>
+    public bool Finish(ref Exception? failure)
     {
         if (Interlocked.CompareExchange(ref _state, Returned, Waiting) == Waiting)
-            return;
-        bool consumed = failure is ThreadInterruptedException;
-        if (consumed) failure = null;
+            return false;
+        bool interrupted = failure is ThreadInterruptedException;
+        if (interrupted) failure = null;
+        bool consumed = interrupted;
         var spin = new SpinWait();
         while (Volatile.Read(ref _state) != Delivered)
         {
@@ -66,7 +80,7 @@ internal sealed class ReleasedInterrupt(Thread carrierThread, Action<Thread>? in
                 consumed = true; // ours, landed while we waited (see the top of this file)
             }
         }
-        if (consumed) return;
+        if (consumed) return interrupted;
         try
         {
             // The interrupt landed after the wait had returned: still pending on this thread. Consume it (this
@@ -76,5 +90,6 @@ internal sealed class ReleasedInterrupt(Thread carrierThread, Action<Thread>? in
         catch (ThreadInterruptedException)
         {
         }
+        return false;
     }
 }

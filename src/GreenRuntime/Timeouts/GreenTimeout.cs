@@ -244,6 +244,8 @@ public sealed class GreenTimeout : IDisposable
             case GreenletState.Parked:
                 _hub.TryWake(new WakeToken(g, g.ParkSequence), null, Exception);
                 return;
+            case GreenletState.Awaiting when g.ShieldDepth > 0:
+                return; // as Parked: a shield of its running step holds it back
             case GreenletState.Awaiting:
                 if (g.FailAsyncWaits(Exception) == 0) SetPending(g);
                 return;

@@ -130,6 +130,49 @@ public class OnHubBehaviourTests : PatchedHubTest
     }
 
     [Test]
+    public void AnEventWaitWithATimeoutBelowMinusOneThrowsAsTheOriginalSetOrNot()
+    {
+        using var set = new ManualResetEventSlim(true);
+        using var unset = new ManualResetEventSlim();
+        var g = Green.Spawn(() =>
+        {
+            Assert.Throws<ArgumentOutOfRangeException>(() => set.Wait(-2));
+            Assert.Throws<ArgumentOutOfRangeException>(() => unset.Wait(-2));
+        });
+        g.Join(TimeSpan.FromSeconds(10));
+        Assert.That(g.Successful, Is.True, g.Exception?.ToString());
+    }
+
+    [Test]
+    public void AnInterruptedEventWaitRaisesItsTimeoutEvenWhenTheTimeoutIsCancelledAtOnce()
+    {
+        // The timeout's token callback cancels it on the hub right after its expiry interrupted the wait: the wait still
+        // has no result, so it must not return as if it had timed out (false) or been set.
+        using var never = new ManualResetEventSlim();
+        using var semaphore = new Semaphore(0, 1);
+        var outcomes = new List<object?>();
+        var g = Green.Spawn(() =>
+        {
+            foreach (var wait in new Func<object>[] { () => never.Wait(Timeout.Infinite), () => WaitHandle.WaitAny([semaphore]) })
+            {
+                using var timeout = GreenTimeout.Start(TimeSpan.FromMilliseconds(20));
+                timeout.Token.Register(timeout.Cancel);
+                try
+                {
+                    outcomes.Add(wait());
+                }
+                catch (GreenTimeoutException e)
+                {
+                    outcomes.Add(e.GetType());
+                }
+            }
+        });
+        g.Join(TimeSpan.FromSeconds(10));
+        Assert.That(outcomes, Is.EqualTo(new object[] { typeof(GreenTimeoutException), typeof(GreenTimeoutException) }));
+        Assert.That(semaphore.WaitOne(0), Is.False, "nothing was acquired, nothing given back");
+    }
+
+    [Test]
     public void EventWaitsOfGreenletsDoNotNeedTheThreadPool()
     {
         // Every pool thread busy with work that does not finish (as under a burst of CPU-bound requests): a greenlet's

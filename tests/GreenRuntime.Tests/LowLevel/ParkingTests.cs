@@ -260,6 +260,60 @@ public class ParkingTests : HubTest
     }
 
     [Test]
+    public void AReleasedWaitInterruptedForATimeoutRaisesItEvenIfTheTimeoutIsCancelledBeforeTheBatonIsBack()
+    {
+        using var never = new ManualResetEventSlim();
+        object? outcome = "still waiting";
+        var g = Green.Spawn(() =>
+        {
+            using var timeout = GreenTimeout.Start(TimeSpan.FromMilliseconds(20));
+            // Runs on the hub right after the expired timeout interrupted the wait, before the greenlet has the baton back.
+            timeout.Token.Register(timeout.Cancel);
+            try
+            {
+                outcome = Parking.RunReleased(static e => e.Wait(Timeout.Infinite), never, WaitReason.Event, interruptible: true);
+            }
+            catch (GreenTimeoutException e)
+            {
+                outcome = e;
+            }
+        });
+        Assert.That(g.Join(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(outcome, Is.InstanceOf<GreenTimeoutException>(),
+            "an interrupted wait has no result of its own: returning false says an infinite wait timed out");
+    }
+
+    [Test]
+    public void AShieldedStacklessGreenletsReleasedWaitIsNotInterruptedByItsTimeout()
+    {
+        using var gate = new ManualResetEventSlim();
+        object? outcome = "not run";
+        var g = Green.SpawnAsync(async () =>
+        {
+            await Task.Yield();
+            using var timeout = GreenTimeout.Start(TimeSpan.FromMilliseconds(20));
+            using (Green.Shield())
+            {
+                try
+                {
+                    outcome = Parking.RunReleased(static e => e.Wait(TimeSpan.FromSeconds(10)), gate, WaitReason.Event, interruptible: true);
+                }
+                catch (Exception e)
+                {
+                    outcome = e;
+                }
+            }
+        });
+        Green.Spawn(() =>
+        {
+            Green.Sleep(150);
+            gate.Set();
+        });
+        g.Join(TimeSpan.FromSeconds(10));
+        Assert.That(outcome, Is.EqualTo(true), "the shield holds the expired timeout back: the wait ends when the event is set");
+    }
+
+    [Test]
     public void YieldLetsTheReadyGreenletsRunOnce()
     {
         var order = new List<string>();

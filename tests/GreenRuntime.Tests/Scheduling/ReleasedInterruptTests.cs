@@ -14,7 +14,7 @@ public class ReleasedInterruptTests
     public void AnInterruptThatLandsWhileTheWaitReturnsIsConsumedInsideFinish(bool callThrew)
     {
         Exception? escaped = null, failureAfter = null;
-        bool pendingAfter = false;
+        bool pendingAfter = false, outcomeDropped = true;
         var callsOwn = new InvalidOperationException("the call's own exception");
         var carrier = new Thread(() =>
         {
@@ -27,14 +27,14 @@ public class ReleasedInterruptTests
                 Volatile.Write(ref interrupted, 1);
                 Thread.Sleep(100);
             });
-            var hub = new Thread(handshake.Request);
+            var hub = new Thread(() => handshake.Request(Kill));
             hub.Start();
             while (Volatile.Read(ref interrupted) == 0) Thread.SpinWait(100); // a pure spin: it cannot meet the interrupt
 
             Exception? failure = callThrew ? callsOwn : null; // the wait returned (or failed) by itself
             try
             {
-                handshake.Finish(ref failure);
+                outcomeDropped = handshake.Finish(ref failure);
             }
             catch (Exception e)
             {
@@ -52,18 +52,19 @@ public class ReleasedInterruptTests
             Assert.That(escaped, Is.Null, "Finish threw: the carrier would go on without the baton");
             Assert.That(pendingAfter, Is.False, "the interrupt was left pending on the carrier");
             Assert.That(failureAfter, Is.SameAs(callThrew ? callsOwn : null), "the call's own outcome is kept");
+            Assert.That(outcomeDropped, Is.False, "the call ended by itself: its outcome stands");
         });
     }
 
     [Test]
     public void AWaitInterruptedByTheHandshakeHasItsExceptionDropped()
     {
-        Exception? failureAfter = new InvalidOperationException("not replaced");
-        bool pendingAfter = false;
+        Exception? failureAfter = new InvalidOperationException("not replaced"), reason = null;
+        bool pendingAfter = false, interrupted = false;
         var carrier = new Thread(() =>
         {
             var handshake = new ReleasedInterrupt(Thread.CurrentThread);
-            var hub = new Thread(handshake.Request);
+            var hub = new Thread(() => handshake.Request(Kill));
             Exception? failure = null;
             try
             {
@@ -74,8 +75,9 @@ public class ReleasedInterruptTests
             {
                 failure = e;
             }
-            handshake.Finish(ref failure);
+            interrupted = handshake.Finish(ref failure);
             failureAfter = failure;
+            reason = handshake.Reason;
             pendingAfter = ConsumePendingInterrupt();
             hub.Join();
         });
@@ -84,7 +86,11 @@ public class ReleasedInterruptTests
 
         Assert.That(failureAfter, Is.Null, "the interrupt was the handshake's: the pending kill is raised instead");
         Assert.That(pendingAfter, Is.False);
+        Assert.That(interrupted, Is.True, "the wait has no outcome of its own");
+        Assert.That(reason, Is.SameAs(Kill), "what asked for the interrupt is kept for the caller to raise");
     }
+
+    private static readonly Exception Kill = new GreenletExit();
 
     /// <summary>Whether an interrupt was pending on the calling thread (it is consumed).</summary>
     private static bool ConsumePendingInterrupt()
