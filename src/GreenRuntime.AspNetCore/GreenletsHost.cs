@@ -96,6 +96,9 @@ internal sealed class GreenletsHost : IDisposable, IAsyncDisposable
     {
         if (_stopping) return false;
         _stopping = true;
+        // A full fence: the last Exit decrements (a full fence too) then reads _stopping, so one of the two sees the other.
+        // A volatile write followed by a volatile read may be reordered, and then both would miss.
+        Interlocked.MemoryBarrier();
         if (Volatile.Read(ref _inFlight) == 0) _drained.TrySetResult();
         return true;
     }

@@ -41,6 +41,72 @@ public sealed class LifecycleTests
     }
 
     [Test]
+    public async Task AnAbortedAsyncEndpointResumesFromItsCancelledAwaitAndRunsItsFinallyBlocks()
+    {
+        // The endpoint's await is cancelled by RequestAborted, whose callbacks run before the middleware's abort: the
+        // continuation reaches the hub just ahead of the kill. It must still run (a permit released in a finally block,
+        // a pooled connection given back), or every aborted request leaks what it held.
+        int started = 0, finallies = 0;
+        using var permits = new SemaphoreSlim(1, 1);
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/wait", async (HttpContext ctx) =>
+        {
+            await permits.WaitAsync(ctx.RequestAborted);
+            try
+            {
+                Interlocked.Increment(ref started);
+                await Task.Delay(Timeout.Infinite, ctx.RequestAborted);
+            }
+            finally
+            {
+                permits.Release();
+                Interlocked.Increment(ref finallies);
+            }
+        }), configure: o => o.Hubs = 1);
+        for (int round = 1; round <= 10; round++)
+        {
+            using var cancel = new CancellationTokenSource();
+            var request = app.Client.GetAsync("/wait", cancel.Token);
+            for (int i = 0; i < 600 && Volatile.Read(ref started) < round; i++) await Task.Delay(50);
+            Assert.That(Volatile.Read(ref started), Is.EqualTo(round), $"round {round}: the endpoint started (its permit was given back)");
+            cancel.Cancel();
+            Assert.That(async () => await request, Throws.InstanceOf<OperationCanceledException>());
+            for (int i = 0; i < 200 && Volatile.Read(ref finallies) < round; i++) await Task.Delay(50);
+            Assert.That(Volatile.Read(ref finallies), Is.EqualTo(round), $"round {round}: the endpoint's finally block ran");
+        }
+    }
+
+    [Test]
+    public async Task AnAbortedRequestEndsOnlyWhenItsAsyncPipelineHasEnded()
+    {
+        // Without the middleware Kestrel waits for the pipeline's Task, aborted or not: code before UseGreenlets must not
+        // go on (and the request's HttpContext must not be recycled) while the endpoint still runs on the hub.
+        var inEndpoint = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var endpointEnded = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var returned = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/gated", async (HttpContext ctx) =>
+        {
+            inEndpoint.TrySetResult();
+            await gate.Task; // does not watch RequestAborted
+            endpointEnded.TrySetResult(ctx.Request.Path.Value ?? "");
+        }), before: a => a.Use(async (ctx, next) =>
+        {
+            await next(ctx);
+            if (ctx.Request.Path == "/gated") returned.TrySetResult(endpointEnded.Task.IsCompleted);
+        }));
+        using var cancel = new CancellationTokenSource();
+        var request = app.Client.GetAsync("/gated", cancel.Token);
+        await inEndpoint.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        cancel.Cancel();
+        Assert.That(async () => await request, Throws.InstanceOf<OperationCanceledException>());
+        await Task.Delay(500); // the abort reaches the hub meanwhile
+        Assert.That(returned.Task.IsCompleted, Is.False, "the middleware returned while the endpoint was still awaiting");
+        gate.SetResult();
+        Assert.That(await endpointEnded.Task.WaitAsync(TimeSpan.FromSeconds(30)), Is.EqualTo("/gated"));
+        Assert.That(await returned.Task.WaitAsync(TimeSpan.FromSeconds(30)), Is.True, "the middleware returned after the endpoint ended");
+    }
+
+    [Test]
     public async Task ARequestAbortedBeforeItsGreenletRanNeverRunsAndStillEnds()
     {
         var hogging = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -24,8 +24,15 @@
 //   4. When the pipeline's Task completes (inline, or from a thread that posts to the hub), the pump ends; the
 //      greenlet completes the middleware's Task with the pipeline's outcome (an exception goes to Kestrel, which
 //      answers 500 as it would without the middleware).
-//   5. RequestAborted kills the request greenlet and its live helpers (on the hub); the middleware's Task completes
-//      when the greenlet ends, or at once when the kill found it not yet running (its body then never runs).
+//   5. RequestAborted kills the request greenlet and its running helpers (on the hub): blocking code on their stacks
+//      raises GreenletExit at its next blocking call, as a killed greenlet's code does. What the kill does not do is end
+//      the request early. The pump parks inside a shield, so a kill that finds it idle (the pipeline suspended in an
+//      await) or just handed a continuation is recorded, not raised: the continuation still runs (an await cancelled
+//      by RequestAborted resumes and its finally blocks release what they hold), and the middleware's Task completes
+//      when the pipeline's Task does, as Kestrel waits for it without the middleware (before that, the HttpContext
+//      is still in use). A helper not yet started when the abort came is killed once its body begins, for the same
+//      reason: killing a greenlet that never ran would drop its continuation. Only a request greenlet killed before
+//      its body ran ends the request at once (nothing of the pipeline ever started).
 //
 // All state below marked "hub-only" is read and written only on the request's hub while holding its baton (in the
 // request greenlet, a helper, or a hub callback), so it needs no lock; every other thread reaches it by Hub.Post.
@@ -145,27 +152,33 @@ internal sealed class RequestGreenlet
                 _completionHooked = true;
                 pipeline.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(OnPipelineCompleted);
             }
-            var token = Parking.BeginPark(WaitReason.Task, foreignWake: true);
-            _idleToken = token;
-            _idle = true;
-            // The completion may have run inline (on this thread) since the loop's check: it found the greenlet busy.
-            if (pipeline.IsCompleted)
-            {
-                _idle = false;
-                Parking.CancelPark(token);
-                break;
-            }
-            object? handed;
-            try
-            {
-                handed = Parking.EndPark(token);
-            }
-            finally
-            {
-                _idle = false;
-                _idleToken = default;
-            }
-            if (handed is PostedCallback callback) RunPosted(callback);
+            if (WaitForWork(pipeline) is PostedCallback callback) RunPosted(callback, inPump: true);
+        }
+    }
+
+    /// <summary>The pump's idle park, shielded (step 5): an abort is raised in the continuations it runs, never here.</summary>
+    /// <returns>The continuation handed over, or null when the pipeline completed.</returns>
+    private object? WaitForWork(Task pipeline)
+    {
+        using var shield = Green.Shield();
+        var token = Parking.BeginPark(WaitReason.Task, foreignWake: true);
+        _idleToken = token;
+        _idle = true;
+        // The completion may have run inline (on this thread) since the loop's check: it found the greenlet busy.
+        if (pipeline.IsCompleted)
+        {
+            _idle = false;
+            Parking.CancelPark(token);
+            return null;
+        }
+        try
+        {
+            return Parking.EndPark(token);
+        }
+        finally
+        {
+            _idle = false;
+            _idleToken = default;
         }
     }
 
@@ -178,13 +191,19 @@ internal sealed class RequestGreenlet
     }
 
     /// <summary>Runs one posted callback in the calling greenlet (the pump or a helper), with the request's context.</summary>
-    private void RunPosted(PostedCallback callback)
+    /// <param name="callback">The continuation.</param>
+    /// <param name="inPump">Run by the pump: an abort that ended the callback must not end the pump (step 5).</param>
+    private void RunPosted(PostedCallback callback, bool inPump = false)
     {
         var previous = SynchronizationContext.Current;
         SynchronizationContext.SetSynchronizationContext(_sync);
         try
         {
             callback.Callback(callback.State);
+        }
+        catch (GreenletExit) when (inPump)
+        {
+            // The abort, out of a raw Post; an await's continuation keeps it in its Task, which ends the pipeline.
         }
         catch (Exception e) when (e is not GreenletExit)
         {
@@ -226,11 +245,24 @@ internal sealed class RequestGreenlet
     {
         AssertOnHub();
         if (TryWakePump(posted)) return;
-        var helper = Green.Spawn(() => RunPosted(posted), HelperName);
+        var helper = Green.Spawn(() => RunHelper(posted), HelperName);
         if (_finished) return; // a continuation after the request ended (fire-and-forget work): nothing to kill it for
         var helpers = _helpers ??= new List<Greenlet>();
         if (helpers.Count >= 8) helpers.RemoveAll(static h => h.Dead);
         helpers.Add(helper);
+    }
+
+    /// <summary>A helper's body: the continuation, under a kill when the request was aborted before the helper began.</summary>
+    private void RunHelper(PostedCallback posted)
+    {
+        if (_aborted && !_finished)
+        {
+            // Killed at its next blocking call, as the helpers running at the abort were (step 5): the hub runs this
+            // callback only once the helper has parked or ended.
+            var self = Green.Current;
+            Hub.Post(() => self.Kill(block: false));
+        }
+        RunPosted(posted);
     }
 
     /// <summary>Hub-only: wakes the pump if it is parked waiting for work. The pump's park has exactly one wake: this
@@ -287,7 +319,7 @@ internal sealed class RequestGreenlet
         }
     }
 
-    /// <summary>Hub-only: kills the request greenlet and its live helpers.</summary>
+    /// <summary>Hub-only: kills the request greenlet and its running helpers (step 5).</summary>
     private void AbortOnHub()
     {
         AssertOnHub();
@@ -297,7 +329,7 @@ internal sealed class RequestGreenlet
         main.Kill(block: false);
         if (_helpers != null)
             foreach (var helper in _helpers)
-                if (!helper.Dead) helper.Kill(block: false);
+                if (!helper.Dead && helper.State != GreenletState.Scheduled) helper.Kill(block: false); // RunHelper kills the others
         // Killed before it ran: its body never will, so nothing else completes the middleware's Task.
         if (!_bodyBegan && main.Dead) _done.TrySetResult();
     }
