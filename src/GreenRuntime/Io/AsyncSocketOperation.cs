@@ -65,6 +65,9 @@ internal sealed class AsyncSocketOperation : IValueTaskSource<int>, IValueTaskSo
     private Exception? _interrupt;
     private bool _finished;
 
+    /// <summary>A send that holds its socket's send turn (Reactor.TryTakeSendTurn): its end passes the turn on.</summary>
+    public bool HoldsSendTurn { get; init; }
+
     public AsyncSocketOperation(Hub hub, Reactor reactor, Socket socket, SafeSocketHandle handle, int fd, AsyncSocketKind kind,
         Memory<byte> buffer, SocketFlags flags, int transferred, CancellationToken cancel, Func<SocketError, Exception>? error)
     {
@@ -228,14 +231,20 @@ internal sealed class AsyncSocketOperation : IValueTaskSource<int>, IValueTaskSo
 
     private void Finish(int result)
     {
-        _finished = true;
+        End();
         _core.SetResult(result);
     }
 
     private void Finish(Exception error)
     {
-        _finished = true;
+        End();
         _core.SetException(error);
+    }
+
+    private void End()
+    {
+        _finished = true;
+        if (HoldsSendTurn) _reactor.ReleaseSendTurn(_handle, _fd);
     }
 
     /// <summary>Step 4's routing: a continuation that asked for no context becomes a step of the owner, run with none.</summary>

@@ -27,6 +27,10 @@
 // poll completes on the baton holder; the awaiting code's continuation then goes through the hub's synchronization
 // context like any other. This is how an idle keep-alive connection waits with no greenlet stack and no carrier.
 //
+// Async sends take turns: one send of a socket at a time goes through the reactor, the others wait in arrival order
+// (SendTurn below), as .NET's socket engine queues them. Otherwise a send that arrives while another waits for buffer
+// space would go out at once (or through .NET's engine), in the middle of the first one's bytes.
+//
 // A socket closed while a greenlet waits on it: close() silently drops the fd from every epoll set, so the
 // reactor sweeps its registrations every 250 ms while it has any and wakes the waiters of closed handles with
 // Closed; a registration found for a *different* handle on the same fd number (closed and reused) is
@@ -87,6 +91,10 @@ internal sealed unsafe class Reactor : IDisposable
         /// <summary>Parked greenlets beyond the first of one direction: several greenlets may block on one socket, as
         /// several threads may in Socket.Receive; an edge wakes them all and each retries its call. Null while unused.</summary>
         public List<WakeToken>? MoreReaders, MoreWriters;
+
+        /// <summary>An async send holds the socket's send turn (SendTurn); the others queued for it, in order.</summary>
+        public bool Sending;
+        public Queue<SendTurn>? QueuedSends;
 
         public bool IsWaited(bool write) => write
             ? !Writer.IsEmpty || MoreWriters is { Count: > 0 } || AsyncWriter != null
@@ -264,6 +272,78 @@ internal sealed unsafe class Reactor : IDisposable
         return wait.Task;
     }
 
+    /// <summary>
+    /// Takes the socket's send turn for an async send of the current stackless greenlet. Null: the caller has it now and
+    /// must give it back with <see cref="ReleaseSendTurn"/> once its send is done (at once, or when its operation ends).
+    /// Otherwise the Task that completes, in the caller's greenlet, when the turn is the caller's (cancelled by
+    /// <paramref name="cancel"/> meanwhile: the turn goes to the next in line). False: the kernel refuses to watch the fd.
+    /// </summary>
+    public bool TryTakeSendTurn(SafeHandle handle, int fd, SynchronizationContext owner, CancellationToken cancel, out Task? queued)
+    {
+        queued = null;
+        var r = Register(handle, fd);
+        if (r == null) return false;
+        if (!r.Sending)
+        {
+            r.Sending = true;
+            return true;
+        }
+        var turn = new SendTurn(this, handle, fd, owner, cancel);
+        (r.QueuedSends ??= new()).Enqueue(turn);
+        queued = turn.Task;
+        return true;
+    }
+
+    /// <summary>Gives the send turn taken with <see cref="TryTakeSendTurn"/> to the next send in line, if any.</summary>
+    public void ReleaseSendTurn(SafeHandle handle, int fd)
+    {
+        if (!_registrations.TryGetValue(fd, out var r) || !ReferenceEquals(r.Handle, handle)) return;
+        if (r.QueuedSends is { Count: > 0 } queue) queue.Dequeue().Hand();
+        else r.Sending = false;
+    }
+
+    /// <summary>One async send waiting for its socket's send turn.</summary>
+    internal sealed class SendTurn : TaskCompletionSource
+    {
+        private readonly Reactor _reactor;
+        private readonly SafeHandle _handle;
+        private readonly int _fd;
+        private readonly SynchronizationContext _owner;
+        private readonly CancellationTokenRegistration _cancellation;
+
+        public SendTurn(Reactor reactor, SafeHandle handle, int fd, SynchronizationContext owner, CancellationToken cancel)
+        {
+            _reactor = reactor;
+            _handle = handle;
+            _fd = fd;
+            _owner = owner;
+            if (cancel.CanBeCanceled)
+                _cancellation = cancel.UnsafeRegister(static (t, token) => ((SendTurn)t!).TrySetCanceled(token), this);
+        }
+
+        /// <summary>The turn is this send's: it goes on in its own greenlet (not here, inside the reactor's poll or the
+        /// previous send's completion, where no greenlet runs). One cancelled meanwhile passes the turn on.</summary>
+        public void Hand() => _owner.Post(static t => ((SendTurn)t!).Begin(), this);
+
+        private void Begin()
+        {
+            _cancellation.Unregister();
+            // Under no synchronization context, so the send's await (ConfigureAwait(false)) goes on right here, in its
+            // greenlet: the runtime inlines such a continuation only where no context is set, and would otherwise send it
+            // to the thread pool, off the hub, with the turn.
+            var saved = SynchronizationContext.Current;
+            SynchronizationContext.SetSynchronizationContext(null);
+            try
+            {
+                if (!TrySetResult()) _reactor.ReleaseSendTurn(_handle, _fd);
+            }
+            finally
+            {
+                SynchronizationContext.SetSynchronizationContext(saved);
+            }
+        }
+    }
+
     /// <summary>Whether a <see cref="WaitAsync"/> for this direction of the socket can start now: the kernel watches the fd
     /// (registering it on first use) and nobody else waits for the same direction.</summary>
     public bool CanWaitAsync(SafeHandle handle, int fd, bool write) => Register(handle, fd) is { } r && !r.IsWaited(write);
@@ -279,12 +359,13 @@ internal sealed unsafe class Reactor : IDisposable
 
     private Registration? Register(SafeHandle handle, int fd)
     {
-        if (_registrations.TryGetValue(fd, out var r))
+        while (_registrations.TryGetValue(fd, out var old))
         {
-            if (ReferenceEquals(r.Handle, handle)) return r;
-            // The old socket was closed and its number reused: its waiters will never hear from it.
-            AbortWaiters(r);
+            if (ReferenceEquals(old.Handle, handle)) return old;
+            // The old socket was closed and its number reused: its waiters will never hear from it. Forgotten first:
+            // ending their waits may run continuations right here, which may register this very fd (hence the loop).
             _registrations.Remove(fd);
+            AbortWaiters(old);
         }
         var ev = new Epoll.Event { Events = Epoll.In | Epoll.Out | Epoll.RdHup | Epoll.EdgeTriggered, Data = (ulong)fd };
         if (Epoll.Control(_epfd, Epoll.CtlAdd, fd, &ev) != 0)
@@ -292,7 +373,7 @@ internal sealed unsafe class Reactor : IDisposable
             if (Marshal.GetLastPInvokeError() != Epoll.EEXIST || Epoll.Control(_epfd, Epoll.CtlMod, fd, &ev) != 0)
                 return null;
         }
-        r = new Registration(handle);
+        var r = new Registration(handle);
         _registrations[fd] = r;
         if (_registrations.Count == 1) _nextSweep = Stopwatch.GetTimestamp() + s_sweepInterval;
         return r;
@@ -394,17 +475,25 @@ internal sealed unsafe class Reactor : IDisposable
     /// <summary>Forgets closed sockets, waking whoever still waits on one.</summary>
     private void Sweep()
     {
+        _nextSweep = Stopwatch.GetTimestamp() + s_sweepInterval;
+        List<Registration>? closed = null;
         foreach (var (fd, r) in _registrations)
         {
             if (!r.Handle.IsClosed) continue;
-            AbortWaiters(r);
-            _registrations.Remove(fd);
+            (closed ??= new()).Add(r);
+            _registrations.Remove(fd); // removing the current entry is allowed while enumerating; adding is not
         }
-        _nextSweep = Stopwatch.GetTimestamp() + s_sweepInterval;
+        if (closed == null) return;
+        // After the walk: ending a wait may run its continuation right here (a stackless waiter's await with
+        // ConfigureAwait(false)), and that code may wait on another socket, which registers it.
+        foreach (var r in closed) AbortWaiters(r);
     }
 
     private void AbortWaiters(Registration r)
     {
+        // Queued sends go on, each in turn, and find the socket closed: OperationAborted, as .NET fails the sends it queued.
+        r.Sending = false;
+        while (r.QueuedSends is { Count: > 0 } queue) queue.Dequeue().Hand();
         r.WakeParked(_hub, write: false, s_closed);
         r.WakeParked(_hub, write: true, s_closed);
         r.AsyncReader?.Complete(Readiness.Closed);
@@ -414,7 +503,7 @@ internal sealed unsafe class Reactor : IDisposable
     public void Dispose()
     {
         if (_events == null) return;
-        foreach (var r in _registrations.Values)
+        foreach (var r in _registrations.Values.ToArray()) // a continuation run by Complete may register another socket
         {
             r.AsyncReader?.Complete(Readiness.Closed);
             r.AsyncWriter?.Complete(Readiness.Closed);

@@ -65,14 +65,27 @@ public static partial class CooperativeSocket
     /// <param name="exceptionFor">The exception a failed send faults the task with (default: a <see cref="SocketException"/>).</param>
     /// <param name="result">The send's task: the number of bytes sent (all of them).</param>
     /// <returns>False, having done nothing, when the call is not for the reactor.</returns>
+    /// <remarks>Concurrent sends on one socket go out one after another, in the order they were made, as .NET's own engine
+    /// queues them: a send made while another waits for buffer space waits for its turn.</remarks>
     public static bool TrySendAsync(Socket socket, ReadOnlyMemory<byte> buffer, SocketFlags flags, CancellationToken cancellationToken,
         Func<SocketError, Exception>? exceptionFor, out ValueTask<int> result)
     {
         result = default;
-        if (StartSend(socket, buffer, flags, cancellationToken, exceptionFor, out var operation, out var failure, out int sent) is not { } handled)
+        if (!TryTakeSendTurn(socket, flags, cancellationToken, out var turn, out var queued))
             return false;
+        if (queued != null)
+        {
+            result = new ValueTask<int>(SendInTurn(queued, turn, socket, buffer, flags, cancellationToken, exceptionFor));
+            return true;
+        }
+        if (StartSend(socket, buffer, flags, cancellationToken, exceptionFor, out var operation, out var failure, out int sent, holdsTurn: true) is null)
+        {
+            turn.Release(); // not for the reactor after all: the caller runs .NET's own send
+            return false;
+        }
+        if (operation == null) turn.Release();
         result = operation?.Start() ?? (failure is null ? new ValueTask<int>(sent) : ValueTask.FromException<int>(failure));
-        return handled;
+        return true;
     }
 
     /// <summary>
@@ -90,10 +103,61 @@ public static partial class CooperativeSocket
         Func<SocketError, Exception>? exceptionFor, out ValueTask result)
     {
         result = default;
-        if (StartSend(socket, buffer, flags, cancellationToken, exceptionFor, out var operation, out var failure, out _) is not { } handled)
+        if (!TryTakeSendTurn(socket, flags, cancellationToken, out var turn, out var queued))
             return false;
+        if (queued != null)
+        {
+            result = new ValueTask(SendInTurn(queued, turn, socket, buffer, flags, cancellationToken, exceptionFor));
+            return true;
+        }
+        if (StartSend(socket, buffer, flags, cancellationToken, exceptionFor, out var operation, out var failure, out _, holdsTurn: true) is null)
+        {
+            turn.Release();
+            return false;
+        }
+        if (operation == null) turn.Release();
         result = operation?.StartUntyped() ?? (failure is null ? default : ValueTask.FromException(failure));
-        return handled;
+        return true;
+    }
+
+    /// <summary>The socket's send turn held by the caller (<see cref="Reactor.TryTakeSendTurn"/>).</summary>
+    private readonly record struct SendTurnHeld(Reactor Reactor, SafeSocketHandle Handle, int Fd)
+    {
+        public void Release() => Reactor.ReleaseSendTurn(Handle, Fd);
+    }
+
+    /// <summary>An async send's first step: false when the call is not for the reactor; otherwise the caller holds the
+    /// socket's send turn (<paramref name="queued"/> null) or must await <paramref name="queued"/> for it.</summary>
+    private static bool TryTakeSendTurn(Socket socket, SocketFlags flags, CancellationToken cancellationToken, out SendTurnHeld turn, out Task? queued)
+    {
+        ArgumentNullException.ThrowIfNull(socket);
+        turn = default;
+        queued = null;
+        if (cancellationToken.IsCancellationRequested || !SocketIo.PassesThrough(flags, send: true)
+            || !OnStacklessReactor(socket, write: true, out var hub, out var reactor, out var handle, out int fd, waitFree: false)
+            || hub.CurrentGreenlet.SyncContext is not { } owner)
+            return false;
+        turn = new SendTurnHeld(reactor, handle, fd);
+        return reactor.TryTakeSendTurn(handle, fd, owner, cancellationToken, out queued);
+    }
+
+    /// <summary>A send made while another send of the socket was under way: it waits for its turn, then sends.</summary>
+    private static async Task<int> SendInTurn(Task queued, SendTurnHeld turn, Socket socket, ReadOnlyMemory<byte> buffer, SocketFlags flags,
+        CancellationToken cancellationToken, Func<SocketError, Exception>? exceptionFor)
+    {
+        // Completed in this send's own greenlet (Reactor.SendTurn.Hand), so the send below is that greenlet's; cancelled
+        // by the token meanwhile, it throws here and its turn passes to the next send.
+        await queued.ConfigureAwait(false);
+        if (Parking.ParkingHubSilent() is null)
+            throw new InvalidOperationException("Internal error: a queued send was given its turn off its hub.");
+        if (StartSend(socket, buffer, flags, cancellationToken, exceptionFor, out var operation, out var failure, out int sent, holdsTurn: true) is null)
+        {
+            turn.Release();
+            throw ExceptionFor(exceptionFor, SocketError.OperationAborted);
+        }
+        if (operation == null) turn.Release();
+        if (operation != null) return await operation.Start();
+        return failure is null ? sent : throw failure;
     }
 
     /// <summary>
@@ -141,7 +205,7 @@ public static partial class CooperativeSocket
     /// <summary>The send's synchronous part: everything that goes out at once. Null: not handled. Otherwise the operation that
     /// waits for the rest (null when nothing is left), or the failure, or the bytes sent.</summary>
     private static bool? StartSend(Socket socket, ReadOnlyMemory<byte> buffer, SocketFlags flags, CancellationToken cancellationToken,
-        Func<SocketError, Exception>? exceptionFor, out AsyncSocketOperation? operation, out Exception? failure, out int sent)
+        Func<SocketError, Exception>? exceptionFor, out AsyncSocketOperation? operation, out Exception? failure, out int sent, bool holdsTurn)
     {
         ArgumentNullException.ThrowIfNull(socket);
         operation = null;
@@ -162,7 +226,10 @@ public static partial class CooperativeSocket
                     failure = ExceptionFor(exceptionFor, SocketError.OperationAborted);
                     return true;
                 case SocketIo.Outcome.WouldBlock:
-                    operation = new AsyncSocketOperation(hub, reactor, socket, handle, fd, AsyncSocketKind.Send, writable, flags, sent, cancellationToken, exceptionFor);
+                    operation = new AsyncSocketOperation(hub, reactor, socket, handle, fd, AsyncSocketKind.Send, writable, flags, sent, cancellationToken, exceptionFor)
+                    {
+                        HoldsSendTurn = holdsTurn,
+                    };
                     return true;
             }
             if (error != SocketError.Success)
@@ -176,8 +243,10 @@ public static partial class CooperativeSocket
     }
 
     /// <summary>Whether an async call on <paramref name="socket"/> is for the reactor: made by a stackless greenlet of a hub
-    /// with a reactor, on a stream socket with an open handle that the reactor can wait for in this direction.</summary>
-    private static bool OnStacklessReactor(Socket socket, bool write, out Hub hub, out Reactor reactor, out SafeSocketHandle handle, out int fd)
+    /// with a reactor, on a stream socket with an open handle that the reactor can wait for in this direction (unless
+    /// <c>waitFree</c> is false: a send that orders itself behind the others takes its turn instead).</summary>
+    private static bool OnStacklessReactor(Socket socket, bool write, out Hub hub, out Reactor reactor, out SafeSocketHandle handle, out int fd,
+        bool waitFree = true)
     {
         reactor = null!;
         handle = null!;
@@ -187,7 +256,7 @@ public static partial class CooperativeSocket
         var current = hub.CurrentGreenlet;
         return current.IsStackless && current != hub.HubGreenlet && socket.SocketType == SocketType.Stream
             && SocketIo.IsAvailable(hub) && SocketIo.TryGetHandle(hub, socket, out reactor, out handle, out fd)
-            && reactor.CanWaitAsync(handle, fd, write);
+            && (!waitFree || reactor.CanWaitAsync(handle, fd, write));
     }
 
     private static Exception ExceptionFor(Func<SocketError, Exception>? exceptionFor, SocketError error) =>

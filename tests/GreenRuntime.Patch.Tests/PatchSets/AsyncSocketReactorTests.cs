@@ -53,6 +53,45 @@ public class AsyncSocketReactorTests : PatchedHubTest
     }
 
     [Test]
+    public void Concurrent_sends_on_one_socket_go_out_one_after_another_in_the_order_they_were_made()
+    {
+        var (client, server) = Pair();
+        using var c = client;
+        using var s = server;
+        c.SendBufferSize = 4096; // the first send fills the buffers long before the reader starts
+        var big = new byte[4 << 20];
+        Array.Fill(big, (byte)'a');
+        var smalls = new[] { "B"u8.ToArray(), "C"u8.ToArray(), "D"u8.ToArray() };
+        var first = Green.SpawnAsync(async () => await c.SendAsync(big, SocketFlags.None));
+        Green.Sleep(20); // the first waits for buffer space on the reactor
+        var others = smalls.Select(b => Green.SpawnAsync(async () => await c.SendAsync(b, SocketFlags.None))).ToList();
+        // A send queued behind it and cancelled meanwhile never goes out, and does not hold up those behind it.
+        using var cancel = new CancellationTokenSource();
+        var cancelled = Green.SpawnAsync(async () => await c.SendAsync("X"u8.ToArray(), SocketFlags.None, cancel.Token));
+        var last = Green.SpawnAsync(async () => await new NetworkStream(c, ownsSocket: false).WriteAsync("E"u8.ToArray()));
+        Green.Sleep(10);
+        cancel.Cancel();
+        var all = OffHub(async () =>
+        {
+            var buffer = new byte[big.Length + 4];
+            int read = 0;
+            while (read < buffer.Length)
+            {
+                int n = await s.ReceiveAsync(buffer.AsMemory(read), SocketFlags.None);
+                if (n == 0) break;
+                read += n;
+            }
+            return buffer[..read];
+        });
+        Green.JoinAll([first, .. others, cancelled, last], TimeSpan.FromSeconds(30));
+        Assert.That(first.Successful && others.All(g => g.Successful) && last.Successful, Is.True, "every send completed");
+        Assert.That(cancelled.Exception, Is.InstanceOf<OperationCanceledException>());
+        Assert.That(all, Has.Length.EqualTo(big.Length + 4));
+        Assert.That(all.AsSpan(0, big.Length).IndexOfAnyExcept((byte)'a'), Is.EqualTo(-1), "the first send's bytes came out whole");
+        Assert.That(System.Text.Encoding.ASCII.GetString(all, big.Length, 4), Is.EqualTo("BCDE"), "then the others, in order");
+    }
+
+    [Test]
     public void Receive_and_send_on_a_stackless_greenlet_complete_in_order_through_the_reactor()
     {
         var (client, server) = Pair();

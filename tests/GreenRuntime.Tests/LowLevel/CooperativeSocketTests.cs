@@ -51,6 +51,28 @@ public class CooperativeSocketTests : HubTest
     }
 
     [Test]
+    public void AContinuationThatWaitsOnAnotherSocketWhenItsSocketWasClosedLeavesTheReactorWorking()
+    {
+        // A ConfigureAwait(false) continuation of the readiness wait runs where the wait completes: inside the reactor's
+        // sweep of closed sockets. Waiting there on a socket the reactor has not seen yet adds a registration while the
+        // sweep walks them.
+        using var fresh = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        SocketError? second = null;
+        var waiter = Green.SpawnAsync(async () =>
+        {
+            await CooperativeSocket.WaitReadableAsync(_server, null).ConfigureAwait(false);
+            second = await CooperativeSocket.WaitReadableAsync(fresh, TimeSpan.FromMilliseconds(50)).ConfigureAwait(false);
+        });
+        Green.Sleep(20);
+        _server.Dispose(); // the sweep (every 250 ms) finds it closed and ends the first wait
+        Assert.That(waiter.Join(TimeSpan.FromSeconds(10)), Is.True, "the waiter ended");
+        Assert.That(waiter.Exception, Is.Null);
+        Assert.That(second, Is.Not.Null);
+        var after = Green.Spawn(() => Green.Sleep(300));
+        Assert.That(after.Join(TimeSpan.FromSeconds(10)), Is.True, "the hub still runs its greenlets");
+    }
+
+    [Test]
     public void WaitReadableAsyncHoldsNoThreadAndCompletesWhenDataArrives()
     {
         var result = new List<string>();
