@@ -1,3 +1,4 @@
+using GreenRuntime.LowLevel;
 using System.Net;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -104,6 +105,21 @@ public sealed class LifecycleTests
         gate.SetResult();
         Assert.That(await endpointEnded.Task.WaitAsync(TimeSpan.FromSeconds(30)), Is.EqualTo("/gated"));
         Assert.That(await returned.Task.WaitAsync(TimeSpan.FromSeconds(30)), Is.True, "the middleware returned after the endpoint ended");
+    }
+
+    [Test]
+    public async Task ARequestArrivingOnAThreadWithAHubOfItsOwnStillGetsAGreenletOfTheHost()
+    {
+        // Code that once called Green.* on a pool thread leaves that thread a hub of its own; requests Kestrel later
+        // serves on that thread must still run on the host's hubs.
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/where", (HubGroup group) =>
+                Parking.CurrentHub is { } hub && group.Hubs.Contains(hub) ? "host" : "elsewhere"),
+            before: a => a.Use((ctx, next) =>
+            {
+                using var own = new Hub(); // this thread's own hub while the rest of the pipeline is entered
+                return next(ctx);
+            }));
+        Assert.That(await app.Client.GetStringAsync("/where"), Is.EqualTo("host"));
     }
 
     [Test]

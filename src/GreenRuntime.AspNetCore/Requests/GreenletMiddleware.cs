@@ -13,8 +13,9 @@ internal sealed class GreenletMiddleware(RequestDelegate next, GreenletsHost hos
 {
     public Task InvokeAsync(HttpContext context)
     {
-        // Already on a greenlet (UseGreenlets twice, or a branch that re-enters the pipeline): the request has one.
-        if (Parking.CurrentHub != null) return next(context);
+        // Already on a greenlet of this host (UseGreenlets twice, or a branch that re-enters the pipeline): the request has
+        // one. Any other hub does not count: a pool thread keeps the hub that code calling Green.* on it once created.
+        if (Parking.CurrentHub is { } hub && host.Group.Hubs.Contains(hub)) return next(context);
         if (host.Limit is { } limit)
         {
             var slot = limit.EnterAsync(context.RequestAborted);
