@@ -18,7 +18,13 @@ public sealed class GreenPriorityQueue<T> : GreenQueue<T>
         _heap = new PriorityQueue<T, T>(comparer ?? Comparer<T>.Default);
 
     private protected override int StoredCount => _heap.Count;
-    private protected override void StoreItem(T item) => _heap.Enqueue(item, item);
+    private protected override void StoreItem(T item)
+    {
+        // Compared with the first item before the heap changes: a comparer that throws (items that are not comparable)
+        // throws here, leaving the heap as it was, rather than halfway through the heap's sift.
+        if (_heap.Count > 0) _heap.Comparer.Compare(item, _heap.Peek());
+        _heap.Enqueue(item, item);
+    }
     private protected override T TakeItem() => _heap.Dequeue();
     private protected override T PeekItem() => _heap.Peek();
     private protected override void ReturnItem(T item) => _heap.Enqueue(item, item);

@@ -173,7 +173,17 @@ public class GreenQueue<T> : IEnumerable<T>
             return PutResult.Added;
         }
         if (MaxSize is { } max && StoredCount >= max) return PutResult.Full;
-        StoreItem(item);
+        try
+        {
+            StoreItem(item);
+        }
+        catch
+        {
+            // The store refused the item (a priority queue's comparer threw): the caller's exception, and the queue
+            // stays usable: every caller holds the lock once and leaves at once when this throws.
+            QueueLock.Exit();
+            throw;
+        }
         _count = StoredCount;
         OnItemAdded();
         _peekers.ServeAll(true);
@@ -208,7 +218,9 @@ public class GreenQueue<T> : IEnumerable<T>
     {
         Blocking.ValidateTimeout(timeout);
         if (TryGet(out item)) return true;
-        if (_closed) return false;
+        // Closed since the look: an item put before the close (on another hub or thread) may be there now. Once closed,
+        // nothing more can come, so this second look decides.
+        if (_closed) return TryGet(out item);
         if (timeout == TimeSpan.Zero) throw Empty(timeout);
         var hub = Blocking.WaitingHub();
         QueueLock.Enter();
@@ -315,7 +327,7 @@ public class GreenQueue<T> : IEnumerable<T>
     {
         Blocking.ValidateTimeout(timeout);
         if (TryPeek(out var first)) return first;
-        if (_closed) throw ClosedAndEmpty();
+        if (_closed) return TryPeek(out first) ? first : throw ClosedAndEmpty(); // as in TakeOrClosed
         if (timeout == TimeSpan.Zero) throw Empty(timeout);
         var hub = Blocking.WaitingHub();
         var time = hub?.Options.TimeProvider ?? TimeProvider.System;

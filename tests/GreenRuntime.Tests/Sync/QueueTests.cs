@@ -19,6 +19,18 @@ public class QueueTests : HubTest
     }
 
     [Test]
+    public void AnItemThePriorityQueueCannotCompareIsRefusedAndTheQueueStaysUsable()
+    {
+        var q = new GreenPriorityQueue<object>();
+        q.Put(new object());
+        Assert.Throws<ArgumentException>(() => q.Put(new object()), "objects that are not comparable");
+        // From another thread too: the queue's lock was given back (a timeout here means that thread spins on it).
+        var other = Task.Run(() => q.TryGet(out _));
+        Assert.That(Green.Wait(other, TimeSpan.FromSeconds(10)), Is.True, "another thread took the first item");
+        Assert.That(q.Count, Is.Zero);
+    }
+
+    [Test]
     public void TwoBogusWaitersLeaveTheItemInTheQueue()
     {
         var q = new GreenQueue<string>();
