@@ -534,6 +534,56 @@ public class HttpServerTests : ServerTest
     }
 
     [Test]
+    public void AFailedResponseWriteEndsTheResponseEvenWhenTheHandlerSwallowsTheFailure()
+    {
+        // A client that does not read within IoTimeout fails the write halfway through a chunk. Legacy handler code that
+        // swallows every exception writes on: nothing of it may go out, and the half-sent chunk must not be sent again
+        // (the body would no longer be what its framing says, on a connection still kept alive).
+        const int chunk = 1 << 20, chunks = 8;
+        var failures = new List<Exception>();
+        Serve(ctx =>
+        {
+            ctx.Response.ContentLength = (long)chunk * chunks;
+            var data = new byte[chunk];
+            for (int i = 0; i < chunks; i++)
+            {
+                Array.Fill(data, (byte)(i + 1));
+                try
+                {
+                    ctx.Response.Write(data);
+                }
+                catch (Exception e)
+                {
+                    failures.Add(e);
+                }
+            }
+        }, new HttpServerOptions { IoTimeout = TimeSpan.FromMilliseconds(200) });
+        var received = Client(() =>
+        {
+            using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 4096 };
+            s.Connect(_server.LocalEndPoint);
+            SendText(s, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            Thread.Sleep(1000); // the server's writes time out meanwhile
+            s.ReceiveTimeout = 10_000;
+            var all = new MemoryStream();
+            var buffer = new byte[65536];
+            int n;
+            while ((n = s.Receive(buffer)) > 0) all.Write(buffer, 0, n);
+            return all.ToArray();
+        });
+        int bodyStart = received.AsSpan().IndexOf("\r\n\r\n"u8) + 4;
+        Assert.That(bodyStart, Is.GreaterThan(4), "the head arrived");
+        var body = received.AsSpan(bodyStart);
+        Assert.That(body.Length, Is.LessThan(chunk * chunks), "the response was cut short and the connection closed");
+        int wrong = -1;
+        for (int j = 0; j < body.Length && wrong < 0; j++)
+            if (body[j] != (byte)(j / chunk + 1)) wrong = j;
+        Assert.That(wrong, Is.EqualTo(-1), $"every body byte is where the handler wrote it (of {body.Length} received)");
+        Assert.That(failures, Is.Not.Empty);
+        Assert.That(failures, Has.All.InstanceOf<IOException>(), "the documented exception");
+    }
+
+    [Test]
     public void SlowBodiesAndIdleConnectionsTimeOutWithoutLeakingGreenlets()
     {
         int baseline = Hub.AliveCount;

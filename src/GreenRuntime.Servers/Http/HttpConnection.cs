@@ -501,13 +501,36 @@ internal sealed class HttpConnection
         throw new HttpProtocolException(400, $"A line of the chunked body is longer than {maxLength} bytes.");
     }
 
-    /// <summary>Sends and clears <see cref="Output"/>.</summary>
+    /// <summary>
+    /// Sends and clears <see cref="Output"/>. A send that fails (the client went away, or did not read within the
+    /// IoTimeout) may have sent part of it, and the response can no longer be framed: the connection is closed after
+    /// the exchange, and every later write of it fails the same way (a handler that swallows the exception must not
+    /// send the unsent rest again, nor more body, on a connection a client or proxy would read as in step).
+    /// </summary>
+    /// <exception cref="IOException">This send, or an earlier one of the connection, failed.</exception>
     public void FlushOutput()
     {
+        if (_outputBroken)
+        {
+            Output.Clear();
+            throw new IOException("The response cannot be sent any more: an earlier write to the client failed.");
+        }
         if (Output.Length == 0) return;
-        _io.Send(Output.Memory.Span, _options.IoTimeout);
+        try
+        {
+            _io.Send(Output.Memory.Span, _options.IoTimeout);
+        }
+        catch (Exception e) when (e is SocketException or TimeoutException)
+        {
+            _outputBroken = true;
+            _mustClose = true;
+            Output.Clear();
+            throw new IOException($"Sending the response to the client failed: {e.Message}", e);
+        }
         Output.Clear();
     }
+
+    private bool _outputBroken;
 
     private void SendError(int status, string message)
     {
@@ -534,7 +557,7 @@ internal sealed class HttpConnection
         {
             FlushOutput();
         }
-        catch (Exception e) when (e is SocketException or TimeoutException or ObjectDisposedException)
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
         {
             // The client is gone; there is nobody to tell.
         }
