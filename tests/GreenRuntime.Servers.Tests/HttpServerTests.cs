@@ -379,6 +379,8 @@ public class HttpServerTests : ServerTest
     [TestCase("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1e3\r\n\r\n")]
     [TestCase("GET /caf\u00e9 HTTP/1.1\r\nHost: x\r\n\r\n")]
     [TestCase("GET / XTTP/1.1\r\nHost: x\r\n\r\n")]
+    [TestCase("GET / HTTP/1.1\nHost: x\n\n")] // lines ended by LF alone: refused at once, not after the head's timeout (408)
+    [TestCase("GET / HTTP/1.1\r\nHost: x\n\n")]
     public void MalformedRequestsGet400(string request)
     {
         Serve(Describe);
@@ -390,6 +392,7 @@ public class HttpServerTests : ServerTest
     [TestCase("2 \r\nab\r\n0\r\n\r\n")]
     [TestCase("10000000000000000\r\n")]
     [TestCase("2\r\nab\r\n0\r\nbad trailer\r\n\r\n")]
+    [TestCase("5\nhello\n0\n\n")] // as above: at once, not after IoTimeout (408)
     public void MalformedChunkedBodiesGet400(string body)
     {
         Serve(Describe);

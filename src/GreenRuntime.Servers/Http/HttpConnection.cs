@@ -494,6 +494,7 @@ internal sealed class HttpConnection
                 return _buffer.AsSpan(_start - length - 2, length);
             }
             if (pending.Length > maxLength + 1) break;
+            HttpHeadParser.RejectBareLineBreaks(pending, from, "chunked body");
             scanned = pending.Length;
             if (!Fill(_options.IoTimeout))
                 throw new HttpProtocolException(400, "The client closed the connection in the middle of a chunked body.");

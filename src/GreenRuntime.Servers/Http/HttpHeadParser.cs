@@ -46,7 +46,29 @@ internal static class HttpHeadParser
             return length;
         }
         if (pending.Length >= limit) throw HeadTooLarge(pending, limit);
+        RejectBareLineBreaks(pending, from, "request head");
         return -1;
+    }
+
+    /// <summary>
+    /// A bare LF, or a CR followed by anything but LF, can never end a line (lines end with CRLF): refused with 400 as soon
+    /// as it arrives, rather than after the client's time is up (a head or chunk line ended by LF alone would otherwise
+    /// wait for its timeout and get 408). <paramref name="from"/>: where the bytes not yet looked at begin (a CR at the
+    /// very end may still be followed by its LF).
+    /// </summary>
+    /// <exception cref="HttpProtocolException">400.</exception>
+    public static void RejectBareLineBreaks(ReadOnlySpan<byte> pending, int from, string what)
+    {
+        for (int i = from; i < pending.Length; i++)
+        {
+            int next = pending[i..].IndexOfAny((byte)'\r', (byte)'\n');
+            if (next < 0) return;
+            i += next;
+            if (pending[i] == '\n' && (i == 0 || pending[i - 1] != '\r'))
+                throw Bad($"The {what} contains a bare LF (lines end with CRLF).");
+            if (pending[i] == '\r' && i + 1 < pending.Length && pending[i + 1] != '\n')
+                throw Bad($"The {what} contains a bare CR.");
+        }
     }
 
     private static HttpProtocolException HeadTooLarge(ReadOnlySpan<byte> pending, int limit)
