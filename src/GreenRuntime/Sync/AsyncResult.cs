@@ -36,7 +36,19 @@ public sealed class AsyncResult<T> : IGreenWaitable
     public bool Successful => _ready && _error == null;
 
     /// <summary>The value if <see cref="Successful"/>; default otherwise.</summary>
-    public T Value => Successful ? _value : default!;
+    public T Value
+    {
+        get
+        {
+            if (!_ready) return default!;
+            // Set may be called again from another thread: the value and the error are read as one pair, under the lock
+            // (a value larger than a word could otherwise be read half-written, or read after a SetException replaced it).
+            _lock.Enter();
+            var value = _error == null ? _value : default!;
+            _lock.Exit();
+            return value;
+        }
+    }
 
     /// <summary>The exception if one was set; null otherwise.</summary>
     public Exception? Exception => _error?.SourceException;
