@@ -58,9 +58,13 @@ internal static class Blocking
             if (IsFinite(timeout)) timer = hub.AddWakeTimer(timeout!.Value, token, Hub.TimedOut);
             woken = hub.EndPark(token);
         }
-        catch
+        catch (Exception e)
         {
-            Interrupted(lk, list, w, onServedButInterrupted);
+            // Served on another hub as a kill or timeout ended the park here, with nothing to give back (a putter's item
+            // is the getter's now): the call took effect, as it does on one hub, where a timeout waits while its greenlet
+            // holds a value it has not seen. The kill or expired scope stays, raised at the next blocking point.
+            if (Interrupted(lk, list, w, onServedButInterrupted) && ReferenceEquals(e, hub.CurrentGreenlet.StickyException()))
+                return w;
             throw;
         }
         finally
@@ -92,12 +96,22 @@ internal static class Blocking
 
     /// <summary>A wait that ends with an exception: the waiter leaves the list, or, if it was served in the meantime,
     /// the primitive takes its item back.</summary>
-    private static void Interrupted<T>(SyncLock lk, WaiterList<T> list, Waiter<T> w, Action<Waiter<T>>? onServedButInterrupted)
+    /// <returns>Whether it was served with nothing to take back: what it waited for has happened.</returns>
+    private static bool Interrupted<T>(SyncLock lk, WaiterList<T> list, Waiter<T> w, Action<Waiter<T>>? onServedButInterrupted)
     {
         lk.Enter();
-        if (w.State == WaiterState.Served) onServedButInterrupted?.Invoke(w);
-        else Withdraw(list, w);
+        bool done = false;
+        if (w.State == WaiterState.Served)
+        {
+            if (onServedButInterrupted != null) onServedButInterrupted(w);
+            else done = true;
+        }
+        else
+        {
+            Withdraw(list, w);
+        }
         lk.Exit();
+        return done;
     }
 
     private static void Withdraw<T>(WaiterList<T> list, Waiter<T> w)

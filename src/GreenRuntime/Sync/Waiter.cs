@@ -19,7 +19,9 @@
 // primitive), or the waiting side withdrew it first and the server passes it by.
 // On the waiter's own hub the server also requires the park's token to be current, so there (the single-hub case) a
 // waiter whose timer already fired is never served, exactly as before several hubs existed. A waiter of another hub
-// cannot be asked that (its hub owns its state); when its timeout and a serve cross, it returns the item.
+// cannot be asked that (its hub owns its state); when its timeout and a serve cross, it returns the item, and when a
+// kill or GreenTimeout and a serve cross, a served waiter with nothing to give back (a putter: its item is the
+// getter's) returns as served, leaving the kill or expired scope to its next blocking point (Blocking.Park).
 //
 // Rejected designs
 //   * Binding each primitive to one hub and marshalling every call from elsewhere through that hub's inbox: cheap

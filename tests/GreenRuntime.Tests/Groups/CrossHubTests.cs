@@ -26,6 +26,56 @@ public class CrossHubTests : GroupTest
     }
 
     [Test]
+    public void APutterWhoseTimeoutFiredAsAnotherHubTookItsItemReportsThePutDone([Values] bool queue)
+    {
+        // P's GreenTimeout fires on hub 0 (P is Ready with it, not yet running) while a getter on hub 1 takes P's item.
+        // On one hub the put would count as done (a timeout waits while its greenlet holds a value it has not seen);
+        // across hubs it must too, or a sender that retries after "timed out" delivers the item twice.
+        var channel = new GreenChannel<int>();
+        var full = new GreenQueue<int>(1);
+        full.Put(0);
+        bool go = false, got = false;
+        int received = -1;
+        var putter = Group.SpawnOn(0, () =>
+        {
+            using var timeout = GreenTimeout.Start(TimeSpan.FromMilliseconds(10));
+            // Runs on hub 0 right after the expiry made P Ready, before P can run: hub 1 takes the item meanwhile.
+            timeout.Token.Register(() =>
+            {
+                Volatile.Write(ref go, true);
+                while (!Volatile.Read(ref got)) Thread.SpinWait(10);
+            });
+            try
+            {
+                if (queue) full.Put(42);
+                else channel.Put(42);
+                return true;
+            }
+            catch (GreenTimeoutException)
+            {
+                return false;
+            }
+        });
+        var getter = Group.SpawnOn(1, () =>
+        {
+            while (!Volatile.Read(ref go)) Thread.SpinWait(10);
+            if (queue)
+            {
+                full.Get(Long); // frees the slot: the waiting putter's item moves in
+                received = full.Get(Long);
+            }
+            else
+            {
+                received = channel.Get(Long);
+            }
+            Volatile.Write(ref got, true);
+        });
+        Assert.That(getter.Join(Long), Is.True);
+        Assert.That(received, Is.EqualTo(42));
+        Assert.That(putter.Get(Long), Is.True, "the put took effect, so it did not time out");
+    }
+
+    [Test]
     public void AsyncResultIsSetOnOneHubAndReadOnAllOthers()
     {
         var r = new AsyncResult<string>();
