@@ -273,10 +273,11 @@ internal sealed unsafe class Reactor : IDisposable
     }
 
     /// <summary>
-    /// Takes the socket's send turn for an async send of the current stackless greenlet. Null: the caller has it now and
-    /// must give it back with <see cref="ReleaseSendTurn"/> once its send is done (at once, or when its operation ends).
-    /// Otherwise the Task that completes, in the caller's greenlet, when the turn is the caller's (cancelled by
-    /// <paramref name="cancel"/> meanwhile: the turn goes to the next in line). False: the kernel refuses to watch the fd.
+    /// Takes the socket's send turn for an async send of the current stackless greenlet. <paramref name="queued"/> null: the
+    /// caller has it now and must give it back with <see cref="ReleaseSendTurn"/> once its send is done (at once, or when
+    /// its operation ends). Otherwise the Task that completes, in the caller's greenlet, when the turn is the caller's
+    /// (cancelled by <paramref name="cancel"/> meanwhile: the turn goes to the next in line). False: the kernel refuses to
+    /// watch the fd.
     /// </summary>
     public bool TryTakeSendTurn(SafeHandle handle, int fd, SynchronizationContext owner, CancellationToken cancel, out Task? queued)
     {
@@ -323,7 +324,17 @@ internal sealed unsafe class Reactor : IDisposable
 
         /// <summary>The turn is this send's: it goes on in its own greenlet (not here, inside the reactor's poll or the
         /// previous send's completion, where no greenlet runs). One cancelled meanwhile passes the turn on.</summary>
-        public void Hand() => _owner.Post(static t => ((SendTurn)t!).Begin(), this);
+        public void Hand()
+        {
+            try
+            {
+                _owner.Post(static t => ((SendTurn)t!).Begin(), this);
+            }
+            catch (ObjectDisposedException)
+            {
+                TrySetCanceled(); // its hub is gone, and the greenlet with it
+            }
+        }
 
         private void Begin()
         {

@@ -153,7 +153,10 @@ public static partial class CooperativeSocket
         if (StartSend(socket, buffer, flags, cancellationToken, exceptionFor, out var operation, out var failure, out int sent, holdsTurn: true) is null)
         {
             turn.Release();
-            throw ExceptionFor(exceptionFor, SocketError.OperationAborted);
+            // Closed while it waited: as .NET fails the sends it queued. Otherwise something else waits for the socket to
+            // become writable (a readiness wait): the send is .NET's own, as it would have been without the queue.
+            if (turn.Handle.IsClosed) throw ExceptionFor(exceptionFor, SocketError.OperationAborted);
+            return await socket.SendAsync(buffer, flags, cancellationToken);
         }
         if (operation == null) turn.Release();
         if (operation != null) return await operation.Start();
