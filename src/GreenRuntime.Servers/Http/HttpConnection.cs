@@ -70,6 +70,9 @@ internal sealed class HttpConnection
     private byte[] _buffer;
     private int _start, _end;
     private bool _mustClose;
+
+    /// <summary>A response write failed (FlushOutput): nothing more is sent on this connection.</summary>
+    private bool _outputBroken;
     private bool _requestKeepAlive;
     private bool _served; // a request has been served: the next wait for bytes is a keep-alive wait
     private string _method = "", _target = "";
@@ -530,8 +533,6 @@ internal sealed class HttpConnection
         }
         Output.Clear();
     }
-
-    private bool _outputBroken;
 
     private void SendError(int status, string message)
     {

@@ -71,20 +71,10 @@ public static partial class CooperativeSocket
         Func<SocketError, Exception>? exceptionFor, out ValueTask<int> result)
     {
         result = default;
-        if (!TryTakeSendTurn(socket, flags, cancellationToken, out var turn, out var queued))
+        if (!TryStartSend(socket, buffer, flags, cancellationToken, exceptionFor, out var queued, out var operation, out var failure, out int sent))
             return false;
-        if (queued != null)
-        {
-            result = new ValueTask<int>(SendInTurn(queued, turn, socket, buffer, flags, cancellationToken, exceptionFor));
-            return true;
-        }
-        if (StartSend(socket, buffer, flags, cancellationToken, exceptionFor, out var operation, out var failure, out int sent, holdsTurn: true) is null)
-        {
-            turn.Release(); // not for the reactor after all: the caller runs .NET's own send
-            return false;
-        }
-        if (operation == null) turn.Release();
-        result = operation?.Start() ?? (failure is null ? new ValueTask<int>(sent) : ValueTask.FromException<int>(failure));
+        result = queued != null ? new ValueTask<int>(queued)
+            : operation?.Start() ?? (failure is null ? new ValueTask<int>(sent) : ValueTask.FromException<int>(failure));
         return true;
     }
 
@@ -103,25 +93,45 @@ public static partial class CooperativeSocket
         Func<SocketError, Exception>? exceptionFor, out ValueTask result)
     {
         result = default;
-        if (!TryTakeSendTurn(socket, flags, cancellationToken, out var turn, out var queued))
+        if (!TryStartSend(socket, buffer, flags, cancellationToken, exceptionFor, out var queued, out var operation, out var failure, out _))
             return false;
-        if (queued != null)
-        {
-            result = new ValueTask(SendInTurn(queued, turn, socket, buffer, flags, cancellationToken, exceptionFor));
-            return true;
-        }
-        if (StartSend(socket, buffer, flags, cancellationToken, exceptionFor, out var operation, out var failure, out _, holdsTurn: true) is null)
-        {
-            turn.Release();
-            return false;
-        }
-        if (operation == null) turn.Release();
-        result = operation?.StartUntyped() ?? (failure is null ? default : ValueTask.FromException(failure));
+        result = queued != null ? new ValueTask(queued)
+            : operation?.StartUntyped() ?? (failure is null ? default : ValueTask.FromException(failure));
         return true;
     }
 
+    /// <summary>The start both <c>TrySendAsync</c> forms share. False: not for the reactor (nothing was done). Otherwise one of:
+    /// <paramref name="queued"/>, a send waiting for its turn behind another; <paramref name="operation"/>, waiting for buffer
+    /// space (it holds the turn until it ends); <paramref name="failure"/>; or all of the buffer went out at once.</summary>
+    private static bool TryStartSend(Socket socket, ReadOnlyMemory<byte> buffer, SocketFlags flags, CancellationToken cancellationToken,
+        Func<SocketError, Exception>? exceptionFor, out Task<int>? queued, out AsyncSocketOperation? operation, out Exception? failure, out int sent)
+    {
+        queued = null;
+        operation = null;
+        failure = null;
+        sent = 0;
+        if (!TryTakeSendTurn(socket, flags, cancellationToken, out var turn, out var turnTask))
+            return false;
+        if (turnTask != null)
+        {
+            queued = SendInTurn(turnTask, turn, socket, buffer, flags, cancellationToken, exceptionFor);
+            return true;
+        }
+        return SendHoldingTurn(turn, socket, buffer, flags, cancellationToken, exceptionFor, out operation, out failure, out sent);
+    }
+
+    /// <summary><see cref="StartSend"/> by the holder of the socket's send turn, which passes the turn on unless an operation
+    /// now waits with it. False: not for the reactor after all (the caller sends another way).</summary>
+    private static bool SendHoldingTurn(SendTurnHeld turn, Socket socket, ReadOnlyMemory<byte> buffer, SocketFlags flags, CancellationToken cancellationToken,
+        Func<SocketError, Exception>? exceptionFor, out AsyncSocketOperation? operation, out Exception? failure, out int sent)
+    {
+        bool handled = StartSend(turn, socket, buffer, flags, cancellationToken, exceptionFor, out operation, out failure, out sent);
+        if (operation == null) turn.Release();
+        return handled;
+    }
+
     /// <summary>The socket's send turn held by the caller (<see cref="Reactor.TryTakeSendTurn"/>).</summary>
-    private readonly record struct SendTurnHeld(Reactor Reactor, SafeSocketHandle Handle, int Fd)
+    private readonly record struct SendTurnHeld(Hub Hub, Reactor Reactor, SafeSocketHandle Handle, int Fd)
     {
         public void Release() => Reactor.ReleaseSendTurn(Handle, Fd);
     }
@@ -137,7 +147,7 @@ public static partial class CooperativeSocket
             || !OnStacklessReactor(socket, write: true, out var hub, out var reactor, out var handle, out int fd, waitFree: false)
             || hub.CurrentGreenlet.SyncContext is not { } owner)
             return false;
-        turn = new SendTurnHeld(reactor, handle, fd);
+        turn = new SendTurnHeld(hub, reactor, handle, fd);
         return reactor.TryTakeSendTurn(handle, fd, owner, cancellationToken, out queued);
     }
 
@@ -150,15 +160,13 @@ public static partial class CooperativeSocket
         await queued.ConfigureAwait(false);
         if (Parking.ParkingHubSilent() is null)
             throw new InvalidOperationException("Internal error: a queued send was given its turn off its hub.");
-        if (StartSend(socket, buffer, flags, cancellationToken, exceptionFor, out var operation, out var failure, out int sent, holdsTurn: true) is null)
+        if (!SendHoldingTurn(turn, socket, buffer, flags, cancellationToken, exceptionFor, out var operation, out var failure, out int sent))
         {
-            turn.Release();
             // Closed while it waited: as .NET fails the sends it queued. Otherwise something else waits for the socket to
             // become writable (a readiness wait): the send is .NET's own, as it would have been without the queue.
             if (turn.Handle.IsClosed) throw ExceptionFor(exceptionFor, SocketError.OperationAborted);
             return await socket.SendAsync(buffer, flags, cancellationToken);
         }
-        if (operation == null) turn.Release();
         if (operation != null) return await operation.Start();
         return failure is null ? sent : throw failure;
     }
@@ -205,18 +213,19 @@ public static partial class CooperativeSocket
         return true;
     }
 
-    /// <summary>The send's synchronous part: everything that goes out at once. Null: not handled. Otherwise the operation that
+    /// <summary>The send's synchronous part: everything that goes out at once. False: not handled. Otherwise the operation that
     /// waits for the rest (null when nothing is left), or the failure, or the bytes sent.</summary>
-    private static bool? StartSend(Socket socket, ReadOnlyMemory<byte> buffer, SocketFlags flags, CancellationToken cancellationToken,
-        Func<SocketError, Exception>? exceptionFor, out AsyncSocketOperation? operation, out Exception? failure, out int sent, bool holdsTurn)
+    /// <remarks>The caller holds the send turn, so the checks of <see cref="TryTakeSendTurn"/> were made; what may have
+    /// changed since is whether something else waits for the socket to become writable.</remarks>
+    private static bool StartSend(SendTurnHeld turn, Socket socket, ReadOnlyMemory<byte> buffer, SocketFlags flags, CancellationToken cancellationToken,
+        Func<SocketError, Exception>? exceptionFor, out AsyncSocketOperation? operation, out Exception? failure, out int sent)
     {
-        ArgumentNullException.ThrowIfNull(socket);
         operation = null;
         failure = null;
         sent = 0;
-        if (cancellationToken.IsCancellationRequested || !SocketIo.PassesThrough(flags, send: true)
-            || !OnStacklessReactor(socket, write: true, out var hub, out var reactor, out var handle, out int fd))
-            return null;
+        var (hub, reactor, handle, fd) = turn;
+        if (cancellationToken.IsCancellationRequested || !reactor.CanWaitAsync(handle, fd, write: true))
+            return false;
         // The memory stays the caller's: the operation only reads it (MemoryMarshal.AsMemory gives recv/send one type).
         var writable = System.Runtime.InteropServices.MemoryMarshal.AsMemory(buffer);
         while (true)
@@ -224,14 +233,14 @@ public static partial class CooperativeSocket
             switch (SocketIo.Attempt(socket, handle, fd, send: true, writable.Span[sent..], flags, out int n, out var error))
             {
                 case SocketIo.Outcome.NotHandled when sent == 0:
-                    return null;
+                    return false;
                 case SocketIo.Outcome.NotHandled:
                     failure = ExceptionFor(exceptionFor, SocketError.OperationAborted);
                     return true;
                 case SocketIo.Outcome.WouldBlock:
                     operation = new AsyncSocketOperation(hub, reactor, socket, handle, fd, AsyncSocketKind.Send, writable, flags, sent, cancellationToken, exceptionFor)
                     {
-                        HoldsSendTurn = holdsTurn,
+                        HoldsSendTurn = true, // the caller's (SendHoldingTurn)
                     };
                     return true;
             }

@@ -41,12 +41,8 @@ public sealed class AsyncResult<T> : IGreenWaitable
         get
         {
             if (!_ready) return default!;
-            // Set may be called again from another thread: the value and the error are read as one pair, under the lock
-            // (a value larger than a word could otherwise be read half-written, or read after a SetException replaced it).
-            _lock.Enter();
-            var value = _error == null ? _value : default!;
-            _lock.Exit();
-            return value;
+            var (value, error) = ReadPair();
+            return error == null ? value : default!;
         }
     }
 
@@ -128,12 +124,19 @@ public sealed class AsyncResult<T> : IGreenWaitable
 
     private T Result()
     {
-        // Set may be called again (the last one wins for later readers): read the pair under the lock.
-        _lock.Enter();
-        var (value, error) = (_value, _error);
-        _lock.Exit();
+        var (value, error) = ReadPair();
         error?.Throw();
         return value;
+    }
+
+    /// <summary>The value and the error as one pair: Set may be called again from another thread (the last one wins for
+    /// later readers), and a value larger than a word could otherwise be read half-written.</summary>
+    private (T Value, ExceptionDispatchInfo? Error) ReadPair()
+    {
+        _lock.Enter();
+        var pair = (_value, _error);
+        _lock.Exit();
+        return pair;
     }
 
     /// <summary>Waits without blocking a thread; completes with whether the result is ready.</summary>
