@@ -44,6 +44,18 @@ public sealed class HttpServerOptions
     /// operation throws <see cref="IOException"/> and the connection is closed. Default 30 s; null waits as long as it takes.</summary>
     public TimeSpan? IoTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>The slowest a request body may arrive, in bytes per second, measured over the whole body once
+    /// <see cref="MinRequestBodyDataRateGracePeriod"/> has passed (slow-POST defence: <see cref="IoTimeout"/> alone lets a
+    /// client that sends a byte now and then hold the request for ever). Only the time the handler spends waiting for body
+    /// bytes counts, not its own work between reads, and the unread rest of a body drained after the handler counts too.
+    /// A body that falls behind fails the handler's read with <see cref="IOException"/> (408 if the response has not
+    /// started) and the connection is closed. Default 240 bytes/s, as Kestrel; null sets no minimum.</summary>
+    public double? MinRequestBodyDataRate { get; init; } = 240;
+
+    /// <summary>How long a request body may take before <see cref="MinRequestBodyDataRate"/> applies: the body may wait this
+    /// long plus one second per <see cref="MinRequestBodyDataRate"/> bytes received. Default 5 s, as Kestrel.</summary>
+    public TimeSpan MinRequestBodyDataRateGracePeriod { get; init; } = TimeSpan.FromSeconds(5);
+
     /// <summary>Response bytes buffered before the headers are sent. A response the handler finishes within this size
     /// gets an automatic Content-Length; a longer one is sent chunked (close-delimited to HTTP/1.0 clients).
     /// Default 16 KiB, range 0–1 MiB.</summary>
@@ -74,6 +86,10 @@ public sealed class HttpServerOptions
             throw new ArgumentOutOfRangeException(nameof(KeepAliveTimeout), KeepAliveTimeout, "KeepAliveTimeout must be positive.");
         if (IoTimeout is { } io && io <= TimeSpan.Zero)
             throw new ArgumentOutOfRangeException(nameof(IoTimeout), io, "IoTimeout must be positive, or null to wait as long as it takes.");
+        if (MinRequestBodyDataRate is { } rate && !(rate > 0 && double.IsFinite(rate)))
+            throw new ArgumentOutOfRangeException(nameof(MinRequestBodyDataRate), rate, "MinRequestBodyDataRate must be a positive number of bytes per second, or null for no minimum.");
+        if (MinRequestBodyDataRateGracePeriod <= TimeSpan.Zero)
+            throw new ArgumentOutOfRangeException(nameof(MinRequestBodyDataRateGracePeriod), MinRequestBodyDataRateGracePeriod, "MinRequestBodyDataRateGracePeriod must be positive.");
         if (ResponseBufferSize is < 0 or > 1024 * 1024)
             throw new ArgumentOutOfRangeException(nameof(ResponseBufferSize), ResponseBufferSize, "ResponseBufferSize must be between 0 and 1 MiB.");
         if (ServerHeader != null && !HttpSyntax.IsValidHeaderValue(ServerHeader))

@@ -609,6 +609,80 @@ public class HttpServerTests : ServerTest
         WaitUntil(() => Hub.AliveCount == baseline + 1, "only the accept loop is left");
     }
 
+    private static readonly HttpServerOptions s_minimumRate100 = new()
+    {
+        MinRequestBodyDataRate = 100,
+        MinRequestBodyDataRateGracePeriod = TimeSpan.FromMilliseconds(300),
+    };
+
+    /// <summary>Sends <paramref name="head"/>, then <paramref name="bytesPerStep"/> body bytes every 100 ms until the server
+    /// answers or closes (or <paramref name="steps"/> were sent), and reads the response.</summary>
+    private (RawResponse? Response, bool Closed, TimeSpan Elapsed) Dribble(string head, int bytesPerStep, int steps)
+    {
+        using var s = Connect(_server.LocalEndPoint);
+        var watch = Stopwatch.StartNew();
+        SendText(s, head);
+        try
+        {
+            for (int i = 0; i < steps && !s.Poll(100_000, SelectMode.SelectRead); i++)
+                SendText(s, new string('a', bytesPerStep));
+        }
+        catch (SocketException)
+        {
+            // closed by the server between the poll and the send
+        }
+        var reader = new ResponseReader(s);
+        var r = reader.Read();
+        return (r, reader.AtEnd, watch.Elapsed);
+    }
+
+    [Test]
+    public void ABodyArrivingSlowerThanTheMinimumRateGets408AndIsClosed()
+    {
+        // Each byte comes well within IoTimeout (30 s), so only the rate over the whole body can end this request.
+        var failures = new List<Exception>();
+        Serve(ctx =>
+        {
+            try
+            {
+                Describe(ctx);
+            }
+            catch (IOException e)
+            {
+                failures.Add(e);
+                throw;
+            }
+        }, s_minimumRate100);
+        var (r, closed, elapsed) = Client(() => Dribble("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", bytesPerStep: 1, steps: 1000));
+        Assert.That(r, Is.Not.Null.And.Property("Status").EqualTo(408));
+        Assert.That(closed, Is.True);
+        Assert.That(elapsed, Is.LessThan(TimeSpan.FromSeconds(10)), "the grace period plus a second per 100 bytes, not 1,000 bytes at 10 a second");
+        Assert.That(failures, Has.Count.EqualTo(1));
+        Assert.That(failures[0].Message, Does.Contain("MinRequestBodyDataRate"));
+    }
+
+    [Test]
+    public void ABodyArrivingInSmallPiecesAboveTheMinimumRateIsServed()
+    {
+        Serve(Describe, s_minimumRate100);
+        var (r, _, _) = Client(() => Dribble("POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 400\r\n\r\n", bytesPerStep: 40, steps: 10)); // 400 bytes/s
+        Assert.That(r, Is.Not.Null);
+        Assert.That(r!.Status, Is.EqualTo(200));
+        Assert.That(r.BodyText, Does.StartWith("POST / HTTP/1.1 len=400 "));
+    }
+
+    [Test]
+    public void AnUnreadBodyDrainedTooSlowlyEndsTheConnectionAfterTheResponse()
+    {
+        Serve(ctx => ctx.Response.Write("did not read the body"), s_minimumRate100);
+        var (r, closed, elapsed) = Client(() => Dribble("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", bytesPerStep: 1, steps: 1000));
+        Assert.That(r, Is.Not.Null);
+        Assert.That(r!.Status, Is.EqualTo(200));
+        Assert.That(r.Header("Connection"), Is.EqualTo("close"));
+        Assert.That(closed, Is.True);
+        Assert.That(elapsed, Is.LessThan(TimeSpan.FromSeconds(10)));
+    }
+
     [Test]
     public void StopLetsARequestInProgressFinishWithConnectionClose()
     {
@@ -665,6 +739,9 @@ public class HttpServerTests : ServerTest
         Assert.That(() => new HttpServer(AnyLoopbackPort, Describe, new HttpServerOptions { MaxRequestHeaderCount = 0 }), Throws.InstanceOf<ArgumentOutOfRangeException>());
         Assert.That(() => new HttpServer(AnyLoopbackPort, Describe, new HttpServerOptions { RequestHeadersTimeout = TimeSpan.Zero }), Throws.InstanceOf<ArgumentOutOfRangeException>());
         Assert.That(() => new HttpServer(AnyLoopbackPort, Describe, new HttpServerOptions { ServerHeader = "a\r\nb" }), Throws.ArgumentException);
+        Assert.That(() => new HttpServer(AnyLoopbackPort, Describe, new HttpServerOptions { MinRequestBodyDataRate = 0 }), Throws.InstanceOf<ArgumentOutOfRangeException>());
+        Assert.That(() => new HttpServer(AnyLoopbackPort, Describe, new HttpServerOptions { MinRequestBodyDataRate = double.NaN }), Throws.InstanceOf<ArgumentOutOfRangeException>());
+        Assert.That(() => new HttpServer(AnyLoopbackPort, Describe, new HttpServerOptions { MinRequestBodyDataRateGracePeriod = TimeSpan.Zero }), Throws.InstanceOf<ArgumentOutOfRangeException>());
         Assert.That(() => new HttpServer(AnyLoopbackPort, Describe, new HttpServerOptions { Pool = new GreenPool(2), MaxConnections = 5 }), Throws.ArgumentException.With.Message.Contains("either Pool or MaxConnections"));
     }
 

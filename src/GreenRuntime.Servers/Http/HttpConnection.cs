@@ -110,7 +110,6 @@ internal sealed class HttpConnection
     public bool RequestAllowsKeepAlive => _requestKeepAlive && !_mustClose;
     public string CurrentMethod => _method;
     public string CurrentTarget => _target;
-    public TimeSpan? IoTimeout => _options.IoTimeout;
     public int MaxHeaderCount => _options.MaxRequestHeaderCount;
     public int MaxHeadersSize => _options.MaxRequestHeadersTotalSize;
 
@@ -336,6 +335,7 @@ internal sealed class HttpConnection
         _requestKeepAlive = head.KeepAlive;
         if (head.Close) _mustClose = true;
 
+        StartBodyClock();
         var body = new RequestBodyStream(this, head.ContentLength ?? 0, head.Chunked, head.ExpectContinue, _options.MaxRequestBodySize);
         var request = new HttpRequest(head.Method, head.Target, head.Http10 ? "HTTP/1.0" : "HTTP/1.1", head.Headers, head.ContentLength, head.Chunked, body);
         var response = new HttpResponse(this, head.Method == "HEAD", head.Http10, _options.ResponseBufferSize);
@@ -434,15 +434,69 @@ internal sealed class HttpConnection
 
     /// <summary>Receives more bytes into the input buffer. False when the client closed its side.</summary>
     /// <exception cref="TimeoutException">Nothing arrived within <paramref name="timeout"/>.</exception>
-    public bool Fill(TimeSpan? timeout)
+    public bool Fill(TimeSpan? timeout) => Receive(timeout) > 0;
+
+    private int Receive(TimeSpan? timeout)
     {
         MakeRoom();
         int n = _io.Receive(_buffer.AsSpan(_end), timeout);
-        if (n == 0) return false;
         _end += n;
         AssertBuffer();
-        return true;
+        return n;
     }
+
+    /// <summary>Past this allowance, and with no IoTimeout, a body read waits as long as it takes (a day of waiting at
+    /// the minimum rate is far behind the bytes that earned it).</summary>
+    private const double MaxBoundedWaitSeconds = 86_400;
+
+    // The request body's clock (MinRequestBodyDataRate): the time spent waiting for its bytes, and the bytes that came.
+    private TimeSpan _bodyWaited;
+    private long _bodyReceived;
+
+    /// <summary>Starts the clock of a new request's body.</summary>
+    private void StartBodyClock()
+    {
+        _bodyWaited = TimeSpan.Zero;
+        _bodyReceived = 0;
+    }
+
+    /// <summary><see cref="Fill"/> for the request body: each wait is bounded by IoTimeout and by what is left of the body's
+    /// allowance, the grace period plus a second per MinRequestBodyDataRate bytes received so far.</summary>
+    /// <exception cref="TimeoutException">Nothing arrived within IoTimeout, or the body fell below the minimum rate.</exception>
+    public bool FillBody()
+    {
+        var timeout = _options.IoTimeout;
+        bool rateBound = false;
+        if (_options.MinRequestBodyDataRate is { } rate)
+        {
+            // In seconds, as a double: a large body at a tiny rate earns an allowance past what a TimeSpan holds.
+            double left = _options.MinRequestBodyDataRateGracePeriod.TotalSeconds + _bodyReceived / rate - _bodyWaited.TotalSeconds;
+            if (left <= 0) throw RateTooLow(rate);
+            if (left < (timeout?.TotalSeconds ?? MaxBoundedWaitSeconds))
+            {
+                timeout = TimeSpan.FromSeconds(left);
+                rateBound = true;
+            }
+        }
+        long started = _time.GetTimestamp();
+        try
+        {
+            int n = Receive(timeout);
+            _bodyReceived += n;
+            return n > 0;
+        }
+        catch (TimeoutException) when (rateBound)
+        {
+            throw RateTooLow(_options.MinRequestBodyDataRate!.Value);
+        }
+        finally
+        {
+            _bodyWaited += _time.GetElapsedTime(started);
+        }
+    }
+
+    private TimeoutException RateTooLow(double rate) =>
+        new($"it arrived slower than the minimum of {rate} bytes/s (MinRequestBodyDataRate, after a grace period of {_options.MinRequestBodyDataRateGracePeriod.TotalSeconds} s): {_bodyReceived} bytes in {_bodyWaited.TotalSeconds:0.###} s of waiting.");
 
     /// <summary>Before every receive: room after _end. A receive into no room returns 0, which reads as the client
     /// closing; a request that consumed the buffer to its very end left exactly that (the next request on the
@@ -499,7 +553,7 @@ internal sealed class HttpConnection
             if (pending.Length > maxLength + 1) break;
             HttpHeadParser.RejectBareLineBreaks(pending, from, "chunked body");
             scanned = pending.Length;
-            if (!Fill(_options.IoTimeout))
+            if (!FillBody())
                 throw new HttpProtocolException(400, "The client closed the connection in the middle of a chunked body.");
         }
         throw new HttpProtocolException(400, $"A line of the chunked body is longer than {maxLength} bytes.");

@@ -58,13 +58,13 @@ internal sealed class RequestBodyStream : Stream
     {
         if (_broken != null) throw new IOException($"The request body can no longer be read: {_broken.Message}", _broken);
         if (_done || buffer.IsEmpty) return 0;
-        if (_expectContinue)
-        {
-            _expectContinue = false;
-            _connection.SendContinue();
-        }
         try
         {
+            if (_expectContinue)
+            {
+                _expectContinue = false;
+                _connection.SendContinue(); // a failed send breaks the body and the connection like a failed read
+            }
             return _chunked ? ReadChunked(buffer) : ReadLength(buffer);
         }
         catch (TimeoutException e)
@@ -112,7 +112,7 @@ internal sealed class RequestBodyStream : Stream
 
     private int ReadLength(Span<byte> buffer)
     {
-        if (_connection.Buffered == 0 && !_connection.Fill(_connection.IoTimeout))
+        if (_connection.Buffered == 0 && !_connection.FillBody())
             throw new HttpProtocolException(400, "The client closed the connection before sending the whole body.");
         int n = _connection.Take(buffer[..(int)Math.Min(buffer.Length, _remaining)]);
         _remaining -= n;
@@ -144,7 +144,7 @@ internal sealed class RequestBodyStream : Stream
                 }
                 case ChunkState.Data:
                 {
-                    if (_connection.Buffered == 0 && !_connection.Fill(_connection.IoTimeout))
+                    if (_connection.Buffered == 0 && !_connection.FillBody())
                         throw new HttpProtocolException(400, "The client closed the connection in the middle of a chunk.");
                     int n = _connection.Take(buffer[..(int)Math.Min(buffer.Length, _remaining)]);
                     _remaining -= n;
