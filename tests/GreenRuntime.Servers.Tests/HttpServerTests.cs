@@ -684,6 +684,26 @@ public class HttpServerTests : ServerTest
     }
 
     [Test]
+    public void ACrlfAfterABodyLeavesTheConnectionIdleRatherThanStartingARequest()
+    {
+        Serve(Describe, new HttpServerOptions { RequestHeadersTimeout = TimeSpan.FromMilliseconds(300) });
+        var (first, second) = Client(() =>
+        {
+            using var s = Connect(_server.LocalEndPoint);
+            var reader = new ResponseReader(s);
+            SendText(s, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\r\n"); // the stray CRLF some clients add
+            var first = reader.ReadRequired();
+            Thread.Sleep(900); // three head timeouts: an idle connection waits for the keep-alive timeout instead
+            SendText(s, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+            return (first, reader.Read());
+        });
+        Assert.That(first.Status, Is.EqualTo(200));
+        Assert.That(second, Is.Not.Null, "the connection was still open");
+        Assert.That(second!.Status, Is.EqualTo(200), "no 408 for a request that never began");
+        Assert.That(second.BodyText, Does.StartWith("GET /next "));
+    }
+
+    [Test]
     public void StopLetsARequestInProgressFinishWithConnectionClose()
     {
         bool started = false;

@@ -261,13 +261,17 @@ internal sealed class HttpConnection
     /// the connection ended quietly, or -1 when it is idle (a keep-alive connection with nothing to read yet).</summary>
     private int ReadHead(bool first)
     {
+        // RFC 9112 §2.2: empty lines before a request line are ignored. Dropped here, the CRLF some clients send after a
+        // body no longer counts as a request begun: the connection goes idle instead of waiting out RequestHeadersTimeout
+        // on its stackful greenlet and answering 408.
+        if (!first) _start += HttpHeadParser.LeadingEmptyLines(_buffer.AsSpan(_start, Buffered));
         if (!first && Buffered == 0)
         {
-            if (_server.IsFull) return 0; // clients wait for a slot: do not hold one idle
             switch (FillNow())
             {
-                case true: break;
+                case true: break; // a request is here (at capacity, its response says Connection: close)
                 case false: return 0;
+                case null when _server.IsFull: return 0; // clients wait for a slot: do not hold one idle
                 case null when Parking.ParkingHubSilent() is not null: // nothing there yet: idle, not off a hub
                     switch (AwaitNextRequestBriefly())
                     {
