@@ -206,6 +206,36 @@ public sealed class LifecycleTests
     }
 
     [Test]
+    public async Task ACancellationReachesTheMiddlewareBeforeUseGreenletsAsTheSameExceptionAndACancelledTask()
+    {
+        var thrown = new OperationCanceledException("the endpoint's own");
+        Exception? seen = null;
+        bool? cancelled = null;
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/cancel", async Task<string> () =>
+            {
+                await Task.Yield(); // the pipeline's Task ends cancelled, after an await
+                throw thrown;
+            }),
+            before: a => a.Use(async (ctx, next) =>
+            {
+                var inner = next(ctx);
+                try
+                {
+                    await inner;
+                }
+                catch (Exception e)
+                {
+                    seen = e;
+                    cancelled = inner.IsCanceled;
+                    ctx.Response.StatusCode = 418;
+                }
+            }));
+        Assert.That((await app.Client.GetAsync("/cancel")).StatusCode, Is.EqualTo((HttpStatusCode)418));
+        Assert.That(seen, Is.SameAs(thrown), "the endpoint's exception itself, as without the middleware");
+        Assert.That(cancelled, Is.True);
+    }
+
+    [Test]
     public async Task GracefulShutdownWaitsForRequestsInFlight()
     {
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -58,7 +58,10 @@ internal sealed class RequestGreenlet
     private readonly GreenletsHost _host;
     private readonly HttpContext _http;
     private readonly RequestDelegate _next;
-    private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    // The pipeline's own Task once it has ended, which the middleware's Task mirrors through Unwrap (its exception
+    // instances and its cancellation included, as if the middleware were not there), or a completed Task when the
+    // request ends without an outcome to report.
+    private readonly TaskCompletionSource<Task> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly RequestSynchronizationContext _sync;
     private Hub? _hub;
     private Greenlet? _main;
@@ -93,16 +96,16 @@ internal sealed class RequestGreenlet
         if (http.RequestAborted.CanBeCanceled)
         {
             var registration = http.RequestAborted.UnsafeRegister(static s => ((RequestGreenlet)s!).OnAborted(), request);
-            return request.CompleteAfter(registration);
+            return request.CompleteAfter(registration).Unwrap();
         }
-        return request._done.Task;
+        return request._done.Task.Unwrap();
     }
 
-    private async Task CompleteAfter(CancellationTokenRegistration registration)
+    private async Task<Task> CompleteAfter(CancellationTokenRegistration registration)
     {
         try
         {
-            await _done.Task.ConfigureAwait(false);
+            return await _done.Task.ConfigureAwait(false);
         }
         finally
         {
@@ -138,7 +141,7 @@ internal sealed class RequestGreenlet
             _finished = true;
             _idle = false;
             SynchronizationContext.SetSynchronizationContext(previous);
-            _done.TrySetResult(); // killed (or a bug of ours): the request ends without an outcome to report
+            _done.TrySetResult(Task.CompletedTask); // killed (or a bug of ours): the request ends without an outcome to report
         }
     }
 
@@ -185,9 +188,7 @@ internal sealed class RequestGreenlet
     /// <summary>Step 4: hands the pipeline's outcome to the middleware.</summary>
     private void Complete(Task pipeline)
     {
-        if (pipeline.IsCompletedSuccessfully || _aborted) _done.TrySetResult();
-        else if (pipeline.IsCanceled) _done.TrySetCanceled();
-        else _done.TrySetException(pipeline.Exception!.InnerExceptions);
+        _done.TrySetResult(_aborted ? Task.CompletedTask : pipeline);
     }
 
     /// <summary>Runs one posted callback in the calling greenlet (the pump or a helper), with the request's context.</summary>
@@ -315,7 +316,7 @@ internal sealed class RequestGreenlet
         }
         catch (ObjectDisposedException)
         {
-            _done.TrySetResult(); // the hub is gone and took the request greenlet with it
+            _done.TrySetResult(Task.CompletedTask); // the hub is gone and took the request greenlet with it
         }
     }
 
@@ -331,6 +332,6 @@ internal sealed class RequestGreenlet
             foreach (var helper in _helpers)
                 if (!helper.Dead && helper.State != GreenletState.Scheduled) helper.Kill(block: false); // RunHelper kills the others
         // Killed before it ran: its body never will, so nothing else completes the middleware's Task.
-        if (!_bodyBegan && main.Dead) _done.TrySetResult();
+        if (!_bodyBegan && main.Dead) _done.TrySetResult(Task.CompletedTask);
     }
 }
