@@ -23,7 +23,9 @@
 //      greenlets (one baton per hub).
 //   4. When the pipeline's Task completes (inline, or from a thread that posts to the hub), the pump ends; the
 //      greenlet completes the middleware's Task with the pipeline's outcome (an exception goes to Kestrel, which
-//      answers 500 as it would without the middleware).
+//      answers 500 as it would without the middleware), and Kestrel's continuation runs right there, shielded, until
+//      it awaits the next request: handing it to a pool thread cost a thread wake-up per request (measured with wrk
+//      on the "hello" endpoint: 19 instead of 23 µs of CPU per request).
 //   5. RequestAborted kills the request greenlet and its running helpers (on the hub): blocking code on their stacks
 //      raises GreenletExit at its next blocking call, as a killed greenlet's code does. What the kill does not do is end
 //      the request early. The pump parks inside a shield, so a kill that finds it idle (the pipeline suspended in an
@@ -61,7 +63,7 @@ internal sealed class RequestGreenlet
     // The pipeline's own Task once it has ended, which the middleware's Task mirrors through Unwrap (its exception
     // instances and its cancellation included, as if the middleware were not there), or a completed Task when the
     // request ends without an outcome to report.
-    private readonly TaskCompletionSource<Task> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource<Task> _done = new(); // continuations inline: see End
     private readonly RequestSynchronizationContext _sync;
     private Hub? _hub;
     private Greenlet? _main;
@@ -122,6 +124,7 @@ internal sealed class RequestGreenlet
         _bodyBegan = true;
         var previous = SynchronizationContext.Current;
         SynchronizationContext.SetSynchronizationContext(_sync);
+        Task? outcome = null;
         try
         {
             Task pipeline;
@@ -134,16 +137,30 @@ internal sealed class RequestGreenlet
                 pipeline = Task.FromException(e);
             }
             Pump(pipeline);
-            Complete(pipeline);
+            outcome = _aborted ? Task.CompletedTask : pipeline;
         }
         finally
         {
             _finished = true;
             _idle = false;
             SynchronizationContext.SetSynchronizationContext(previous);
-            _done.TrySetResult(Task.CompletedTask); // killed (or a bug of ours): the request ends without an outcome to report
+            End(outcome ?? Task.CompletedTask); // null: killed (or a bug of ours), the request ends without an outcome to report
         }
     }
+
+    /// <summary>Step 4: hands the pipeline's outcome to the middleware. What Kestrel does next with the connection (finish
+    /// the response, start reading the next request) runs right here, on this greenlet's carrier, until its first await
+    /// that has to wait: on a thread-pool thread it would cost that thread a wake-up per request. It runs shielded, so a
+    /// kill never lands in Kestrel's code, and with no synchronization context, as on the pool.</summary>
+    private void End(Task outcome)
+    {
+        using var shield = Green.Shield();
+        _done.TrySetResult(outcome);
+    }
+
+    /// <summary><see cref="End"/> from a hub callback or a foreign thread, where Kestrel's code must not run inline.</summary>
+    private void EndElsewhere() =>
+        ThreadPool.UnsafeQueueUserWorkItem(static r => r._done.TrySetResult(Task.CompletedTask), this, preferLocal: false);
 
     /// <summary>Step 3's pump: park until a continuation or the pipeline's completion arrives; run the continuation.</summary>
     private void Pump(Task pipeline)
@@ -183,12 +200,6 @@ internal sealed class RequestGreenlet
             _idle = false;
             _idleToken = default;
         }
-    }
-
-    /// <summary>Step 4: hands the pipeline's outcome to the middleware.</summary>
-    private void Complete(Task pipeline)
-    {
-        _done.TrySetResult(_aborted ? Task.CompletedTask : pipeline);
     }
 
     /// <summary>Runs one posted callback in the calling greenlet (the pump or a helper), with the request's context.</summary>
@@ -316,7 +327,7 @@ internal sealed class RequestGreenlet
         }
         catch (ObjectDisposedException)
         {
-            _done.TrySetResult(Task.CompletedTask); // the hub is gone and took the request greenlet with it
+            EndElsewhere(); // the hub is gone and took the request greenlet with it
         }
     }
 
@@ -332,6 +343,6 @@ internal sealed class RequestGreenlet
             foreach (var helper in _helpers)
                 if (!helper.Dead && helper.State != GreenletState.Scheduled) helper.Kill(block: false); // RunHelper kills the others
         // Killed before it ran: its body never will, so nothing else completes the middleware's Task.
-        if (!_bodyBegan && main.Dead) _done.TrySetResult(Task.CompletedTask);
+        if (!_bodyBegan && main.Dead) EndElsewhere();
     }
 }
