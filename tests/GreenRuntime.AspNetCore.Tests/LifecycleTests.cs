@@ -206,6 +206,30 @@ public sealed class LifecycleTests
     }
 
     [Test]
+    public async Task PipelinedRequestsEachGetAGreenletOfTheirOwn()
+    {
+        // Kestrel reads the second request of one write synchronously, in the continuation that runs when the first
+        // request's greenlet ends: that must not count as "already in a greenlet".
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/who/{n}", (string n) =>
+            $"who={n}:{Green.Current.Id}:{Green.Current.Name}:{SynchronizationContext.Current?.GetType().Name};"));
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        await socket.ConnectAsync(app.Client.BaseAddress!.Host, app.Client.BaseAddress.Port);
+        var requests = string.Concat(Enumerable.Range(1, 3).Select(n => $"GET /who/{n} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes(requests + "GET /who/4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        var received = new MemoryStream();
+        var buffer = new byte[4096];
+        int n;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        while ((n = await socket.ReceiveAsync(buffer, timeout.Token)) > 0) received.Write(buffer, 0, n);
+        var text = System.Text.Encoding.ASCII.GetString(received.ToArray());
+        var answers = System.Text.RegularExpressions.Regex.Matches(text, @"who=(\d):(\d+):([^:;]*):([^;]*);").Select(m => m.Groups).ToList();
+        Assert.That(answers.Select(g => g[1].Value), Is.EqualTo(new[] { "1", "2", "3", "4" }), text);
+        Assert.That(answers.Select(g => g[2].Value).Distinct().Count(), Is.EqualTo(4), "a greenlet each: " + text);
+        Assert.That(answers.Select(g => g[3].Value), Has.All.EqualTo("aspnetcore request"), text);
+        Assert.That(answers.Select(g => g[4].Value), Has.All.EqualTo("RequestSynchronizationContext"), text);
+    }
+
+    [Test]
     public async Task ACancellationReachesTheMiddlewareBeforeUseGreenletsAsTheSameExceptionAndACancelledTask()
     {
         var thrown = new OperationCanceledException("the endpoint's own");

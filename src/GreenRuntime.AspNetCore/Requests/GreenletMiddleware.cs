@@ -14,8 +14,9 @@ internal sealed class GreenletMiddleware(RequestDelegate next, GreenletsHost hos
     public Task InvokeAsync(HttpContext context)
     {
         // Already on a greenlet of this host (UseGreenlets twice, or a branch that re-enters the pipeline): the request has
-        // one. Any other hub does not count: a pool thread keeps the hub that code calling Green.* on it once created.
-        if (Parking.CurrentHub is { } hub && host.Group.Hubs.Contains(hub)) return next(context);
+        // one. Any other hub does not count: a pool thread keeps the hub that code calling Green.* on it once created;
+        // nor does Kestrel's continuation of an ended request, which may read the connection's next request at once.
+        if (Parking.CurrentHub is { } hub && host.Group.Hubs.Contains(hub) && !RequestGreenlet.InKestrelContinuation) return next(context);
         if (host.Limit is { } limit)
         {
             var slot = limit.EnterAsync(context.RequestAborted);

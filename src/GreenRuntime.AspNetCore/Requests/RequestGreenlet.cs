@@ -155,8 +155,22 @@ internal sealed class RequestGreenlet
     private void End(Task outcome)
     {
         using var shield = Green.Shield();
-        _done.TrySetResult(outcome);
+        t_ending = true;
+        try
+        {
+            _done.TrySetResult(outcome);
+        }
+        finally
+        {
+            t_ending = false;
+        }
     }
+
+    [ThreadStatic] private static bool t_ending;
+
+    /// <summary>Whether the caller is Kestrel's continuation run by <see cref="End"/>: the next request of a connection that
+    /// Kestrel reads at once (pipelined) is not "already in a greenlet", it needs one of its own.</summary>
+    internal static bool InKestrelContinuation => t_ending;
 
     /// <summary><see cref="End"/> from a hub callback or a foreign thread, where Kestrel's code must not run inline.</summary>
     private void EndElsewhere() =>
