@@ -238,6 +238,7 @@ internal sealed class AsyncSocketOperation : IValueTaskSource<int>, IValueTaskSo
     private void Finish(Exception error)
     {
         End();
+        if (_kind == AsyncSocketKind.Connect) CooperativeSocket.ForgetPendingConnect(_socket); // cancelled, killed, failed
         _core.SetException(error);
     }
 

@@ -122,15 +122,23 @@ public static partial class CooperativeSocket
             case null: return false;
             case true: return true;
         }
-        while (true)
+        try
         {
-            var readiness = SocketIo.WaitWritableOnce(hub, s, null);
-            if (readiness is null or Readiness.Closed) throw new SocketException((int)SocketError.OperationAborted);
-            switch (ConnectOutcome(s))
+            while (true)
             {
-                case SocketError.Success: return true;
-                case { } error: throw new SocketException((int)error);
+                var readiness = SocketIo.WaitWritableOnce(hub, s, null);
+                if (readiness is null or Readiness.Closed) throw new SocketException((int)SocketError.OperationAborted);
+                switch (ConnectOutcome(s))
+                {
+                    case SocketError.Success: return true;
+                    case { } error: throw new SocketException((int)error);
+                }
             }
+        }
+        catch
+        {
+            ForgetPendingConnect(s); // killed or closed while waiting
+            throw;
         }
     }
 
@@ -177,8 +185,7 @@ public static partial class CooperativeSocket
         var error = (SocketError)(int)s.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
         if (error != SocketError.Success)
         {
-            // Otherwise the Connected getter would poll the failed socket, see it "writable" and report true.
-            PendingConnect(s) = false;
+            ForgetPendingConnect(s);
             return error;
         }
         return s.Connected ? SocketError.Success : null; // the getter records the connection
@@ -186,6 +193,17 @@ public static partial class CooperativeSocket
 
     [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_nonBlockingConnectInProgress")]
     private static extern ref bool PendingConnect(Socket s);
+
+    /// <summary>
+    /// Ends .NET's bookkeeping of a non-blocking connect that failed, was cancelled or was abandoned by a kill. Left in
+    /// place, the Connected getter would poll the socket, see it writable (the failure, or a handshake the kernel
+    /// finished after the cancellation) and report it connected, where .NET's own failed or cancelled connect leaves
+    /// it unconnected.
+    /// </summary>
+    internal static void ForgetPendingConnect(Socket s)
+    {
+        if (s_pendingConnectField > 0) PendingConnect(s) = false;
+    }
 
     private static int s_pendingConnectField; // 0 unknown, 1 present, -1 missing (then connects use ConnectAsync)
 

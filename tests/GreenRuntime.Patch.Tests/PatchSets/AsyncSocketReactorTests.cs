@@ -601,6 +601,75 @@ public class AsyncSocketReactorTests : PatchedHubTest
         Assert.That(onHub.Error, Is.EqualTo(SocketError.ConnectionRefused));
     }
 
+    /// <summary>A listener whose accept queue is full, so the kernel drops a connect's SYN and sends it again about a
+    /// second later; <c>MakeRoom</c> empties the queue, so that next try gets an answer and the handshake completes.</summary>
+    private sealed class FullListener : IDisposable
+    {
+        private readonly Socket _listener = Listener(backlog: 0);
+        private readonly List<Socket> _fillers = [];
+
+        public FullListener()
+        {
+            for (int i = 0; i < 3; i++)
+            {
+                var filler = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { Blocking = false };
+                _fillers.Add(filler);
+                try { filler.Connect(_listener.LocalEndPoint!); } catch (SocketException) { }
+            }
+        }
+
+        public EndPoint EndPoint => _listener.LocalEndPoint!;
+
+        public void MakeRoom()
+        {
+            foreach (var f in _fillers) f.Dispose();
+            _listener.Blocking = false;
+            for (int i = 0; i < 4; i++) try { _listener.Accept().Dispose(); } catch (SocketException) { }
+        }
+
+        public void Dispose()
+        {
+            foreach (var f in _fillers) f.Dispose();
+            _listener.Dispose();
+        }
+    }
+
+    [Test]
+    public void A_cancelled_connect_leaves_the_socket_unconnected_as_the_original_does()
+    {
+        // The kernel finishes the handshake after the cancellation (the socket becomes writable): the cancelled socket
+        // must not report itself connected.
+        static async Task<(string? Failure, bool ConnectedAfter)> CancelledConnect()
+        {
+            using var listener = new FullListener();
+            await Task.Delay(100);
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+            var e = await Failure(() => socket.ConnectAsync(listener.EndPoint, cancel.Token).AsTask());
+            listener.MakeRoom();
+            await Task.Delay(2500);
+            return (e?.GetType().Name, socket.Connected);
+        }
+        var original = OffHub(CancelledConnect);
+        var onHub = Green.SpawnAsync(CancelledConnect).Get();
+        Assert.That(onHub, Is.EqualTo(original));
+        Assert.That(onHub, Is.EqualTo(((string?)"OperationCanceledException", false)));
+    }
+
+    [Test]
+    public void A_blocking_connect_abandoned_by_a_kill_leaves_the_socket_unconnected()
+    {
+        using var listener = new FullListener();
+        Green.Sleep(100);
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        var connecting = Green.Spawn(() => socket.Connect(listener.EndPoint));
+        Green.Sleep(300);
+        connecting.Kill();
+        listener.MakeRoom();
+        Green.Sleep(2500);
+        Assert.That(socket.Connected, Is.False);
+    }
+
     [Test]
     public void Many_stackless_greenlets_echo_concurrently_on_one_hub()
     {
