@@ -137,7 +137,7 @@ public static partial class CooperativeSocket
         }
         catch
         {
-            ForgetPendingConnect(s); // killed or closed while waiting
+            ForgetPendingConnect(s); // failed, or killed or closed while waiting
             throw;
         }
     }
@@ -178,16 +178,13 @@ public static partial class CooperativeSocket
     /// <summary>
     /// The outcome of a non-blocking connect once the socket reported writability: Success (the socket records the
     /// connection: endpoints, state), the error it failed with, or null when it is still in progress (an early edge).
+    /// A caller that ends the connect without success calls <see cref="ForgetPendingConnect"/>.
     /// </summary>
     internal static SocketError? ConnectOutcome(Socket s)
     {
         // SO_ERROR is how a non-blocking connect reports its outcome (.NET returns it as a SocketError).
         var error = (SocketError)(int)s.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
-        if (error != SocketError.Success)
-        {
-            ForgetPendingConnect(s);
-            return error;
-        }
+        if (error != SocketError.Success) return error; // the caller ends the connect: ForgetPendingConnect
         return s.Connected ? SocketError.Success : null; // the getter records the connection
     }
 
