@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Security.Claims;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
@@ -37,6 +38,52 @@ public sealed class IsolationTests
             results.Add(await app.Client.GetStringAsync($"/whoami/{id}")));
         Assert.That(results, Has.Count.EqualTo(1000));
         Assert.That(results.Where(r => r != "ok").Distinct().Take(5), Is.Empty);
+    }
+
+    [Test]
+    public async Task TheMiddlewareTouchesNothingOfTheHttpContextOnceTheRequestsGreenletRuns()
+    {
+        // HttpContext is not thread-safe (its feature cache races): once the greenlet runs the pipeline on a hub's thread,
+        // the middleware on Kestrel's thread must be done with the context. The lifetime feature below waits, when read,
+        // for the endpoint to be running, so a read that races with the greenlet is caught every time, not once in a while.
+        using var endpointRunning = new ManualResetEventSlim();
+        int readsWhileRunning = 0;
+        await using var app = await TestApp.StartAsync(
+            a => a.MapGet("/owned", () =>
+            {
+                endpointRunning.Set();
+                Thread.Sleep(1500);
+                endpointRunning.Reset();
+                return "ok";
+            }),
+            before: a => a.Use((ctx, next) =>
+            {
+                var lifetime = ctx.Features.Get<IHttpRequestLifetimeFeature>()!;
+                ctx.Features.Set<IHttpRequestLifetimeFeature>(new WatchedLifetime(lifetime, () =>
+                {
+                    if (endpointRunning.Wait(TimeSpan.FromSeconds(1))) Interlocked.Increment(ref readsWhileRunning);
+                }));
+                return next(ctx);
+            }));
+
+        Assert.That(await app.Client.GetStringAsync("/owned"), Is.EqualTo("ok"));
+        Assert.That(readsWhileRunning, Is.Zero, "the middleware read RequestAborted while the endpoint ran in its greenlet");
+    }
+
+    /// <summary>A request-lifetime feature that reports each read of <see cref="RequestAborted"/>.</summary>
+    private sealed class WatchedLifetime(IHttpRequestLifetimeFeature inner, Action onRead) : IHttpRequestLifetimeFeature
+    {
+        public CancellationToken RequestAborted
+        {
+            get
+            {
+                onRead();
+                return inner.RequestAborted;
+            }
+            set => inner.RequestAborted = value;
+        }
+
+        public void Abort() => inner.Abort();
     }
 
     [Test]

@@ -12,6 +12,7 @@
 //   1. The middleware (on a Kestrel thread-pool thread) spawns the request greenlet and awaits a Task that the
 //      greenlet completes: no pool thread waits. The greenlet is created there, so it runs under the request's
 //      ExecutionContext (IHttpContextAccessor, Activity.Current, logging scopes flow in as they would into an await).
+//      The middleware reads what it needs of the HttpContext first: once spawned, the greenlet owns the context.
 //   2. The greenlet installs the request's RequestSynchronizationContext and calls `next(context)`: synchronous
 //      endpoint code runs on its stack, and a blocking call parks the greenlet (Patch.All), not a thread.
 //   3. Every continuation posted to that context (an `await` inside the pipeline, from whatever thread completes the
@@ -91,13 +92,17 @@ internal sealed class RequestGreenlet
     /// <summary>Step 1: places the request's greenlet and returns the Task that completes when it is done.</summary>
     public static Task RunAsync(GreenletsHost host, HttpContext http, RequestDelegate next)
     {
+        // Everything the middleware needs of the HttpContext is read before the spawn: from then on the greenlet runs the
+        // pipeline on a hub's thread, possibly at once, and HttpContext is not thread-safe (two threads filling its
+        // feature cache can each see the other's reset, which surfaces as a NullReferenceException in the endpoint).
+        var aborted = http.RequestAborted;
         var request = new RequestGreenlet(host, http, next);
         var g = host.Group.Spawn(request.Body, GreenletName);
         request._main = g;
         request._hub = g.Hub;
-        if (http.RequestAborted.CanBeCanceled)
+        if (aborted.CanBeCanceled)
         {
-            var registration = http.RequestAborted.UnsafeRegister(static s => ((RequestGreenlet)s!).OnAborted(), request);
+            var registration = aborted.UnsafeRegister(static s => ((RequestGreenlet)s!).OnAborted(), request);
             return request.CompleteAfter(registration).Unwrap();
         }
         return request._done.Task.Unwrap();
