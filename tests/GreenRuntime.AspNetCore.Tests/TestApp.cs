@@ -16,6 +16,10 @@ internal sealed class TestApp : IAsyncDisposable
     public required WebApplication App { get; init; }
     public required HttpClient Client { get; init; }
 
+    /// <summary>What the app logged at Warning and above: written to the test's output when the app is disposed, so a
+    /// failed test (a 500, say) shows the server-side exception behind it.</summary>
+    private ServerLog Log { get; init; } = null!;
+
     public HubGroup Group => App.Services.GetRequiredService<HubGroup>();
 
     /// <param name="map">maps the endpoints (after UseGreenlets)</param>
@@ -30,6 +34,8 @@ internal sealed class TestApp : IAsyncDisposable
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { EnvironmentName = "Production" });
         builder.Logging.ClearProviders();
+        var log = new ServerLog();
+        builder.Logging.AddProvider(log);
         if (kestrel)
             builder.WebHost.UseKestrel(k =>
             {
@@ -63,7 +69,7 @@ internal sealed class TestApp : IAsyncDisposable
             client = app.GetTestClient();
             client.Timeout = TimeSpan.FromSeconds(60);
         }
-        return new TestApp { App = app, Client = client };
+        return new TestApp { App = app, Client = client, Log = log };
     }
 
     public async ValueTask DisposeAsync()
@@ -71,6 +77,32 @@ internal sealed class TestApp : IAsyncDisposable
         Client.Dispose();
         await App.StopAsync();
         await App.DisposeAsync();
+        foreach (var line in Log.Lines) await TestContext.Out.WriteLineAsync(line);
+    }
+}
+
+/// <summary>Keeps the app's warnings and errors (with their exceptions) for the test's output.</summary>
+internal sealed class ServerLog : ILoggerProvider
+{
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _lines = new();
+
+    public IEnumerable<string> Lines => _lines;
+
+    public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
+
+    public void Dispose() { }
+
+    private sealed class Logger(ServerLog owner, string category) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (!IsEnabled(logLevel) || owner._lines.Count >= 50) return;
+            owner._lines.Enqueue($"server {logLevel} {category}: {formatter(state, exception)}{(exception == null ? "" : Environment.NewLine + exception)}");
+        }
     }
 }
 
