@@ -226,6 +226,7 @@ public sealed class HubGroup : IDisposable
         try
         {
             if (cpu >= 0 && Affinity.TryPin(cpu)) hubOptions = hubOptions.PinnedCopy();
+            else Affinity.Restore(Affinity.ProcessMask); // not the mask of the thread that made the group, if it was pinned
             hub = new Hub(hubOptions);
             hub.JoinGroup(this);
             _hubs[index] = hub;
@@ -264,7 +265,7 @@ public sealed class HubGroup : IDisposable
     /// <summary>The CPUs this process may run on (its affinity mask), in order.</summary>
     private static int[] AllowedCpus()
     {
-        var mask = Affinity.Save();
+        var mask = Affinity.ProcessMask; // the process's CPUs, whatever the calling thread was pinned to
         if (mask == null) return [];
         var cpus = new List<int>();
         for (int i = 0; i < mask.Length * 64; i++)

@@ -44,7 +44,8 @@ public sealed class HubOptions
     /// <summary>
     /// Pin the hub's thread and every carrier that runs for it to the CPU the hub was created on. Waking a
     /// thread parked on the same CPU costs about half as much as waking one on another CPU. Default false. The
-    /// hub's thread gets its original CPU mask back when the hub is disposed; pooled carriers re-pin per hub.
+    /// hub's thread gets its original CPU mask back when the hub is disposed; pooled carriers re-pin per hub, and run with
+    /// the process's CPU mask for a hub that is not pinned (whichever thread created them).
     /// </summary>
     public bool PinCarriersToOneCpu { get; init; }
 

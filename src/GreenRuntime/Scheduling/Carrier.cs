@@ -59,7 +59,18 @@ internal sealed class Carrier
         return t_current = carrier;
     }
 
-    private void BindToCurrentThread() => _originalMask = Affinity.Save();
+    private void BindToCurrentThread()
+    {
+        if (!IsPooled)
+        {
+            _originalMask = Affinity.Save(); // a thread of the user's (or a hub's own): its mask is its owner's
+            return;
+        }
+        // A new thread inherits the CPU mask of the thread that created it, which may be a pinned hub's: a pooled carrier
+        // serves every hub of the process, so it starts from the process's mask, and an unpinned hub gets it back.
+        _originalMask = Affinity.ProcessMask;
+        Affinity.Restore(_originalMask);
+    }
 
     internal static Carrier StartPooled(CarrierPool pool, int stackSize)
     {
@@ -126,6 +137,13 @@ internal sealed class Carrier
 /// <summary>sched_setaffinity for the calling thread (Linux).</summary>
 internal static unsafe class Affinity
 {
+    /// <summary>The process's CPU mask before any hub pinned a thread: what a thread that serves no pinned hub runs with.
+    /// Read once, when this class is first used, which is before its first pin (a hub reads its thread's mask or CPU
+    /// first); null where unavailable.</summary>
+    public static readonly ulong[]? ProcessMask;
+
+    static Affinity() => ProcessMask = Save(); // an explicit static constructor: it runs before any member is used
+
     public static int CurrentCpu() => OperatingSystem.IsLinux() ? SchedGetCpu() : -1;
 
     public static bool TryPin(int cpu)

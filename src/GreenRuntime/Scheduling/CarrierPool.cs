@@ -115,6 +115,9 @@ internal sealed class CarrierPool
     /// <summary>The refill thread: on each request, creates idle carriers until <see cref="LowWater"/> are ready.</summary>
     private void RefillLoop()
     {
+        // Created by whichever hub first drained the pool, perhaps a pinned one: it works in parallel with the hubs, and the
+        // carriers it creates start from the process's mask anyway (Carrier.BindToCurrentThread).
+        Affinity.Restore(Affinity.ProcessMask);
         while (true)
         {
             _refillWanted.Wait(); // not a greenlet wait: this thread has no hub (a patched wait runs the original here)
