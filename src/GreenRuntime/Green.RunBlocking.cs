@@ -11,7 +11,8 @@ public static partial class Green
     /// </summary>
     /// <remarks>
     /// <para><paramref name="action"/> runs concurrently with the hub's greenlets, on the greenlet's own carrier
-    /// thread (thread identity, thread-static state and lock ownership are kept). It must not touch state the
+    /// thread (thread identity, thread-static state and lock ownership are kept; on a hub pinned to one CPU it runs with
+    /// the process's CPU mask meanwhile, so it does not take the hub's CPU). It must not touch state the
     /// greenlets share without synchronisation, and it cannot use greenlet operations (Spawn, Sleep, Join,
     /// waits on primitives: they throw <see cref="InvalidOperationException"/>). Patched BCL methods it calls
     /// run their blocking originals.</para>
@@ -45,6 +46,24 @@ public static partial class Green
             return call(state);
         if (hub.CurrentGreenlet.IsStackless)
             return Wait(Task.Run(() => call(state)));
-        return hub.RunReleased(call, state, WaitReason.Blocking, raisePending: true);
+        return hub.RunReleased(static s => OffTheHubsCpu(s.call, s.state), (call, state), WaitReason.Blocking, raisePending: true);
+    }
+
+    /// <summary>The call, on the greenlet's carrier, with the process's CPU mask when the hub is pinned to one CPU: it runs
+    /// beside the hub's greenlets, which keep that CPU; the carrier is pinned again before it queues for the baton.</summary>
+    private static TResult OffTheHubsCpu<TState, TResult>(Func<TState, TResult> call, TState state)
+    {
+        var carrier = Carrier.ForCurrentThread();
+        int cpu = carrier.PinnedCpu;
+        if (cpu < 0) return call(state);
+        carrier.PinTo(-1);
+        try
+        {
+            return call(state);
+        }
+        finally
+        {
+            carrier.PinTo(cpu);
+        }
     }
 }

@@ -1,9 +1,35 @@
+using GreenRuntime.Scheduling;
 using System.Diagnostics;
 
 namespace GreenRuntime.Tests.Core;
 
 public class RunBlockingTests : HubTest
 {
+    [Test]
+    public void OnAPinnedHubTheCallRunsOnTheProcesssCpusAndTheGreenletGoesBackToTheHubsCpu()
+    {
+        if (!OperatingSystem.IsLinux() || Environment.ProcessorCount < 2) Assert.Ignore("needs sched_getaffinity and two CPUs.");
+        ulong[]? before = null, during = null, after = null;
+        var thread = new Thread(() =>
+        {
+            using var pinned = new Hub(new HubOptions { PinCarriersToOneCpu = true });
+            Green.Spawn(() =>
+            {
+                before = Affinity.Save();
+                during = Green.RunBlocking(Affinity.Save);
+                after = Affinity.Save();
+            }).Join();
+        });
+        thread.Start();
+        Green.Wait(Task.Run(thread.Join));
+        Assert.Multiple(() =>
+        {
+            Assert.That(before!.Sum(word => System.Numerics.BitOperations.PopCount(word)), Is.EqualTo(1), "a pinned hub's greenlet runs on one CPU");
+            Assert.That(during, Is.EqualTo(Affinity.ProcessMask), "the blocking call runs on every CPU of the process");
+            Assert.That(after, Is.EqualTo(before), "back on the hub's CPU");
+        });
+    }
+
     [Test]
     public void OtherGreenletsRunWhileTheCallBlocksItsOwnThread()
     {
