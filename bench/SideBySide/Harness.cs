@@ -73,6 +73,11 @@ internal static class Harness
         a => WithServer(a, port => start != null ? start(port) : a.StartLocalGevent(geventScript!, port.ToString(System.Globalization.CultureInfo.InvariantCulture)),
             (_, port) => RunOurs($"idle_client {port} {IdleConnections} 1000 5"));
 
+    /// <summary>A row of 10k random 0–49 ms stackful sleepers: ours in worker <paramref name="worker"/>, gevent's sleepers.py.</summary>
+    private static Workload Sleepers10k(string name, string title, string target, string worker) =>
+        new(name, title, "s", target, Mine(worker, "10000"), LocalGevent("sleepers.py", "10000"), null,
+            "wall_s", "wall_s", "", false, [("threads_created", "", "", "carrier threads created")]);
+
     private const string AspNet = "ASP.NET Core, 1,000 keep-alive connections, ";
 
     private static Workload AspNetRow(string name, string title, string target, string way, string endpoint, double warmup, double seconds) =>
@@ -120,18 +125,10 @@ internal static class Harness
             Mine("blocked_mem"), null, null,
             "wall_s", "", "", false,
             [("bytes_per_greenlet", "", "", "bytes per greenlet")]),
-        new("sleepers_10k_cold", "10k stackful greenlets each sleeping a random 0–49 ms (seeded), ours in a cold process: wall", "s", "≤ gevent",
-            Mine("sleepers_stackful", "10000"), LocalGevent("sleepers.py", "10000"), null,
-            "wall_s", "wall_s", "", false, [("threads_created", "", "", "carrier threads created")]),
-        new("sleepers_10k_warm", "10k random sleepers as above, ours warmed up (a second round in the process): wall", "s", "≤ 0.5× gevent",
-            Mine("sleepers_stackful_warm", "10000"), LocalGevent("sleepers.py", "10000"), null,
-            "wall_s", "wall_s", "", false, [("threads_created", "", "", "carrier threads created")]),
-        new("sleepers_10k_cold_pinned", "10k random sleepers as above, cold process, hub with `PinCarriersToOneCpu`: wall", "s", "as above (the option's effect)",
-            Mine("sleepers_stackful_pinned", "10000"), LocalGevent("sleepers.py", "10000"), null,
-            "wall_s", "wall_s", "", false, [("threads_created", "", "", "carrier threads created")]),
-        new("sleepers_10k_warm_pinned", "10k random sleepers as above, warmed up, hub with `PinCarriersToOneCpu`: wall", "s", "as above (the option's effect)",
-            Mine("sleepers_stackful_warm_pinned", "10000"), LocalGevent("sleepers.py", "10000"), null,
-            "wall_s", "wall_s", "", false, [("threads_created", "", "", "carrier threads created")]),
+        Sleepers10k("sleepers_10k_cold", "10k stackful greenlets each sleeping a random 0–49 ms (seeded), ours in a cold process: wall", "≤ gevent", "sleepers_stackful"),
+        Sleepers10k("sleepers_10k_warm", "10k random sleepers as above, ours warmed up (a second round in the process): wall", "≤ 0.5× gevent", "sleepers_stackful_warm"),
+        Sleepers10k("sleepers_10k_cold_pinned", "10k random sleepers as above, cold process, hub with `PinCarriersToOneCpu`: wall", "as above (the option's effect)", "sleepers_stackful_pinned"),
+        Sleepers10k("sleepers_10k_warm_pinned", "10k random sleepers as above, warmed up, hub with `PinCarriersToOneCpu`: wall", "as above (the option's effect)", "sleepers_stackful_warm_pinned"),
         new("sleepers_20k_cold", "20k random 0–49 ms stackful sleepers, cold process: wall (all must succeed on default kernel limits)", "s", "≤ gevent, none fails",
             Mine("sleepers_stackful", "20000"), LocalGevent("sleepers.py", "20000"), null,
             "wall_s", "wall_s", "", false, [("failed", "", "", "greenlets failed"), ("threads_created", "", "", "carrier threads created")]),
