@@ -65,8 +65,8 @@ internal sealed class AsyncSocketOperation : IValueTaskSource<int>, IValueTaskSo
     private Exception? _interrupt;
     private bool _finished;
 
-    /// <summary>A send that holds its socket's send turn (Reactor.TryTakeSendTurn): its end passes the turn on.</summary>
-    public bool HoldsSendTurn { get; init; }
+    /// <summary>A call that holds its socket's turn for its direction (Reactor.TryTakeTurn): its end passes the turn on.</summary>
+    public bool HoldsTurn { get; init; }
 
     public AsyncSocketOperation(Hub hub, Reactor reactor, Socket socket, SafeSocketHandle handle, int fd, AsyncSocketKind kind,
         Memory<byte> buffer, SocketFlags flags, int transferred, CancellationToken cancel, Func<SocketError, Exception>? error)
@@ -245,7 +245,7 @@ internal sealed class AsyncSocketOperation : IValueTaskSource<int>, IValueTaskSo
     private void End()
     {
         _finished = true;
-        if (HoldsSendTurn) _reactor.ReleaseSendTurn(_handle, _fd);
+        if (HoldsTurn) _reactor.ReleaseTurn(_handle, _fd, Writes);
     }
 
     /// <summary>Step 4's routing: a continuation that asked for no context becomes a step of the owner, run with none.</summary>

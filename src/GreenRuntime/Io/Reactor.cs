@@ -27,9 +27,11 @@
 // poll completes on the baton holder; the awaiting code's continuation then goes through the hub's synchronization
 // context like any other. This is how an idle keep-alive connection waits with no greenlet stack and no carrier.
 //
-// Async sends take turns: one send of a socket at a time goes through the reactor, the others wait in arrival order
-// (SendTurn below), as .NET's socket engine queues them. Otherwise a send that arrives while another waits for buffer
-// space would go out at once (or through .NET's engine), in the middle of the first one's bytes.
+// Async calls take turns, per socket and direction: one receive and one send of a socket at a time go through the
+// reactor, the others wait in arrival order (Turn below), as .NET's socket engine queues them. Otherwise a send that
+// arrives while another waits for buffer space would go out at once (or through .NET's engine), in the middle of the
+// first one's bytes, and a receive made while another waits for data would race it for the next bytes: whichever
+// system call ran first would take them, so the two callers could see the stream out of order.
 //
 // A socket closed while a greenlet waits on it: close() silently drops the fd from every epoll set, so the
 // reactor sweeps its registrations every 250 ms while it has any and wakes the waiters of closed handles with
@@ -92,9 +94,13 @@ internal sealed unsafe class Reactor : IDisposable
         /// several threads may in Socket.Receive; an edge wakes them all and each retries its call. Null while unused.</summary>
         public List<WakeToken>? MoreReaders, MoreWriters;
 
-        /// <summary>An async send holds the socket's send turn (SendTurn); the others queued for it, in order.</summary>
-        public bool Sending;
-        public Queue<SendTurn>? QueuedSends;
+        /// <summary>An async receive / send holds the socket's turn for its direction (Turn); the others queued for it, in order.</summary>
+        public bool Receiving, Sending;
+        public Queue<Turn>? QueuedReceives, QueuedSends;
+
+        public ref bool TurnHeld(bool write) => ref write ? ref Sending : ref Receiving;
+
+        public ref Queue<Turn>? Queued(bool write) => ref write ? ref QueuedSends : ref QueuedReceives;
 
         public bool IsWaited(bool write) => write
             ? !Writer.IsEmpty || MoreWriters is { Count: > 0 } || AsyncWriter != null
@@ -273,62 +279,72 @@ internal sealed unsafe class Reactor : IDisposable
     }
 
     /// <summary>
-    /// Takes the socket's send turn for an async send of the current stackless greenlet. <paramref name="queued"/> null: the
-    /// caller has it now and must give it back with <see cref="ReleaseSendTurn"/> once its send is done (at once, or when
-    /// its operation ends). Otherwise the Task that completes, in the caller's greenlet, when the turn is the caller's
-    /// (cancelled by <paramref name="cancel"/> meanwhile: the turn goes to the next in line). False: the kernel refuses to
+    /// Takes the socket's turn for an async call of the stackless greenlet <paramref name="owner"/> in one direction.
+    /// <paramref name="queued"/> null: the caller has it now and must give it back with <see cref="ReleaseTurn"/> once its
+    /// call is done (at once, or when its operation ends). Otherwise the Task that completes, in the caller's greenlet, when
+    /// the turn is the caller's; cancelled by <paramref name="cancel"/> meanwhile, or failed by a kill or timeout of
+    /// <paramref name="owner"/>, it ends with that and the turn goes to the next in line. False: the kernel refuses to
     /// watch the fd.
     /// </summary>
-    public bool TryTakeSendTurn(SafeHandle handle, int fd, SynchronizationContext owner, CancellationToken cancel, out Task? queued)
+    public bool TryTakeTurn(SafeHandle handle, int fd, bool write, Greenlet owner, CancellationToken cancel, out Task? queued)
     {
         queued = null;
         var r = Register(handle, fd);
         if (r == null) return false;
-        if (!r.Sending)
+        ref bool held = ref r.TurnHeld(write);
+        if (!held)
         {
-            r.Sending = true;
+            held = true;
             return true;
         }
-        var turn = new SendTurn(this, handle, fd, owner, cancel);
-        (r.QueuedSends ??= new()).Enqueue(turn);
+        var turn = new Turn(this, handle, fd, write, owner, cancel);
+        (r.Queued(write) ??= new()).Enqueue(turn);
         queued = turn.Task;
         return true;
     }
 
-    /// <summary>Gives the send turn taken with <see cref="TryTakeSendTurn"/> to the next send in line, if any.</summary>
-    public void ReleaseSendTurn(SafeHandle handle, int fd)
+    /// <summary>Gives the turn taken with <see cref="TryTakeTurn"/> to the next call in line, if any.</summary>
+    public void ReleaseTurn(SafeHandle handle, int fd, bool write)
     {
         if (!_registrations.TryGetValue(fd, out var r) || !ReferenceEquals(r.Handle, handle)) return;
-        if (r.QueuedSends is { Count: > 0 } queue) queue.Dequeue().Hand();
-        else r.Sending = false;
+        if (r.Queued(write) is { Count: > 0 } queue) queue.Dequeue().Hand();
+        else r.TurnHeld(write) = false;
     }
 
-    /// <summary>One async send waiting for its socket's send turn.</summary>
-    internal sealed class SendTurn : TaskCompletionSource
+    /// <summary>One async call waiting for its socket's turn in one direction; one of its greenlet's pending waits, so a
+    /// kill or a timeout ends it.</summary>
+    internal sealed class Turn : TaskCompletionSource, Sync.IAsyncWait
     {
         private readonly Reactor _reactor;
         private readonly SafeHandle _handle;
         private readonly int _fd;
-        private readonly SynchronizationContext _owner;
+        private readonly bool _write;
+        private readonly Greenlet _owner;
         private readonly CancellationTokenRegistration _cancellation;
 
-        public SendTurn(Reactor reactor, SafeHandle handle, int fd, SynchronizationContext owner, CancellationToken cancel)
+        public Turn(Reactor reactor, SafeHandle handle, int fd, bool write, Greenlet owner, CancellationToken cancel)
         {
             _reactor = reactor;
             _handle = handle;
             _fd = fd;
+            _write = write;
             _owner = owner;
+            owner.TrackAsyncWait(this);
             if (cancel.CanBeCanceled)
-                _cancellation = cancel.UnsafeRegister(static (t, token) => ((SendTurn)t!).TrySetCanceled(token), this);
+                _cancellation = cancel.UnsafeRegister(static (t, token) => ((Turn)t!).TrySetCanceled(token), this);
         }
 
-        /// <summary>The turn is this send's: it goes on in its own greenlet (not here, inside the reactor's poll or the
-        /// previous send's completion, where no greenlet runs). One cancelled meanwhile passes the turn on.</summary>
+        /// <summary>A kill or an expired GreenTimeout of the waiting greenlet (on the baton holder): the call ends with it,
+        /// and its place in line is skipped when its turn comes.</summary>
+        public void Fail(Exception error) => TrySetException(error);
+
+        /// <summary>The turn is this call's: it goes on in its own greenlet (not here, inside the reactor's poll or the
+        /// previous call's completion, where no greenlet runs). One that ended meanwhile passes the turn on.</summary>
         public void Hand()
         {
             try
             {
-                _owner.Post(static t => ((SendTurn)t!).Begin(), this);
+                _owner.SyncContext!.Post(static t => ((Turn)t!).Begin(), this);
             }
             catch (ObjectDisposedException)
             {
@@ -339,14 +355,15 @@ internal sealed unsafe class Reactor : IDisposable
         private void Begin()
         {
             _cancellation.Unregister();
-            // Under no synchronization context, so the send's await (ConfigureAwait(false)) goes on right here, in its
+            _owner.UntrackAsyncWait(this);
+            // Under no synchronization context, so the call's await (ConfigureAwait(false)) goes on right here, in its
             // greenlet: the runtime inlines such a continuation only where no context is set, and would otherwise send it
             // to the thread pool, off the hub, with the turn.
             var saved = SynchronizationContext.Current;
             SynchronizationContext.SetSynchronizationContext(null);
             try
             {
-                if (!TrySetResult()) _reactor.ReleaseSendTurn(_handle, _fd);
+                if (!TrySetResult()) _reactor.ReleaseTurn(_handle, _fd, _write);
             }
             finally
             {
@@ -502,9 +519,12 @@ internal sealed unsafe class Reactor : IDisposable
 
     private void AbortWaiters(Registration r)
     {
-        // Queued sends go on, each in turn, and find the socket closed: OperationAborted, as .NET fails the sends it queued.
-        r.Sending = false;
-        while (r.QueuedSends is { Count: > 0 } queue) queue.Dequeue().Hand();
+        // Queued calls go on, each in turn, and find the socket closed: OperationAborted, as .NET fails the calls it queued.
+        foreach (bool write in (ReadOnlySpan<bool>)[false, true])
+        {
+            r.TurnHeld(write) = false;
+            while (r.Queued(write) is { Count: > 0 } queue) queue.Dequeue().Hand();
+        }
         r.WakeParked(_hub, write: false, s_closed);
         r.WakeParked(_hub, write: true, s_closed);
         r.AsyncReader?.Complete(Readiness.Closed);

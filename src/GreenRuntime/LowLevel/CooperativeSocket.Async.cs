@@ -26,30 +26,81 @@ public static partial class CooperativeSocket
     /// <param name="result">The receive's task when the method returns true: the bytes received, 0 at the end of the stream.</param>
     /// <returns>False, having done nothing, when the call is not for the reactor: off a stackless greenlet (off a hub, on a
     /// stackful greenlet, in a hub callback, inside <see cref="Parking.SuppressCooperation"/>), no reactor on this platform,
-    /// not a stream socket, a closed handle, other flags, a token already cancelled, or another wait for the same socket to
-    /// become readable in progress. Use the socket's own call then.</returns>
-    /// <remarks>A kill or an expired <see cref="GreenTimeout"/> of the awaiting greenlet faults the task with that exception
-    /// at once (when the receive has to wait); no data is lost (nothing is read after the task ended).</remarks>
+    /// not a stream socket, a closed handle, other flags, a token already cancelled, or a readiness wait of something else on
+    /// the same socket in progress. Use the socket's own call then.</returns>
+    /// <remarks>Concurrent receives on one socket are served one after another, in the order they were made, as .NET's own
+    /// engine queues them: a receive made while another waits for data waits for its turn, so each gets the bytes that
+    /// follow those of the one before it. A kill or an expired <see cref="GreenTimeout"/> of the awaiting greenlet faults
+    /// the task with that exception at once (when the receive has to wait, or waits for its turn); no data is lost
+    /// (nothing is read after the task ended).</remarks>
     public static bool TryReceiveAsync(Socket socket, Memory<byte> buffer, SocketFlags flags, CancellationToken cancellationToken,
         Func<SocketError, Exception>? exceptionFor, out ValueTask<int> result)
     {
-        ArgumentNullException.ThrowIfNull(socket);
         result = default;
-        if (cancellationToken.IsCancellationRequested || !SocketIo.PassesThrough(flags, send: false)
-            || !OnStacklessReactor(socket, write: false, out var hub, out var reactor, out var handle, out int fd))
+        if (!SocketIo.PassesThrough(flags, send: false)
+            || !TryTakeTurn(socket, write: false, cancellationToken, out var turn, out var turnTask))
             return false;
+        if (turnTask != null)
+        {
+            result = new ValueTask<int>(ReceiveInTurn(turnTask, turn, socket, buffer, flags, cancellationToken, exceptionFor));
+            return true;
+        }
+        return ReceiveHoldingTurn(turn, socket, buffer, flags, cancellationToken, exceptionFor, out result);
+    }
+
+    /// <summary>A receive by the holder of the socket's receive turn: the non-blocking call at once, and while nothing is
+    /// there an operation on the reactor that keeps the turn until it ends. False: not for the reactor after all (the
+    /// turn is given back; the caller receives another way).</summary>
+    private static bool ReceiveHoldingTurn(TurnHeld turn, Socket socket, Memory<byte> buffer, SocketFlags flags, CancellationToken cancellationToken,
+        Func<SocketError, Exception>? exceptionFor, out ValueTask<int> result)
+    {
+        result = default;
+        var (hub, reactor, handle, fd, _) = turn;
+        if (cancellationToken.IsCancellationRequested || !reactor.CanWaitAsync(handle, fd, write: false))
+        {
+            turn.Release();
+            return false;
+        }
         Span<byte> probe = stackalloc byte[1];
         bool peek = buffer.IsEmpty;
         switch (SocketIo.Attempt(socket, handle, fd, send: false, peek ? probe : buffer.Span, peek ? flags | SocketFlags.Peek : flags, out int n, out var error))
         {
             case SocketIo.Outcome.NotHandled:
+                turn.Release();
                 return false;
             case SocketIo.Outcome.Done:
+                turn.Release();
                 result = error == SocketError.Success ? new ValueTask<int>(peek ? 0 : n) : ValueTask.FromException<int>(ExceptionFor(exceptionFor, error));
                 return true;
         }
-        result = new AsyncSocketOperation(hub, reactor, socket, handle, fd, AsyncSocketKind.Receive, buffer, flags, 0, cancellationToken, exceptionFor).Start();
+        result = new AsyncSocketOperation(hub, reactor, socket, handle, fd, AsyncSocketKind.Receive, buffer, flags, 0, cancellationToken, exceptionFor)
+        {
+            HoldsTurn = true,
+        }.Start();
         return true;
+    }
+
+    /// <summary>A receive made while another receive of the socket was under way: it waits for its turn, then receives.</summary>
+    private static async Task<int> ReceiveInTurn(Task queued, TurnHeld turn, Socket socket, Memory<byte> buffer, SocketFlags flags,
+        CancellationToken cancellationToken, Func<SocketError, Exception>? exceptionFor)
+    {
+        await WaitForTurn(queued);
+        if (ReceiveHoldingTurn(turn, socket, buffer, flags, cancellationToken, exceptionFor, out var result)) return await result;
+        // Closed while it waited: as .NET fails the receives it queued. Otherwise the token was cancelled just now, or
+        // something else waits for the socket to become readable (a readiness wait): the original's call, as it would
+        // have been without the queue.
+        if (turn.Handle.IsClosed) throw ExceptionFor(exceptionFor, SocketError.OperationAborted);
+        return await socket.ReceiveAsync(buffer, flags, cancellationToken);
+    }
+
+    /// <summary>Waits for a queued call's turn, which is handed over in the call's own greenlet (Reactor.Turn.Hand), so what
+    /// the call does next is that greenlet's; cancelled, killed or timed out meanwhile, it throws here and the turn passes
+    /// to the next call in line.</summary>
+    private static async Task WaitForTurn(Task queued)
+    {
+        await queued.ConfigureAwait(false);
+        if (Parking.ParkingHubSilent() is null)
+            throw new InvalidOperationException("Internal error: a queued socket call was given its turn off its hub.");
     }
 
     /// <summary>
@@ -110,7 +161,7 @@ public static partial class CooperativeSocket
         operation = null;
         failure = null;
         sent = 0;
-        if (!TryTakeSendTurn(socket, flags, cancellationToken, out var turn, out var turnTask))
+        if (!SocketIo.PassesThrough(flags, send: true) || !TryTakeTurn(socket, write: true, cancellationToken, out var turn, out var turnTask))
             return false;
         if (turnTask != null)
         {
@@ -122,7 +173,7 @@ public static partial class CooperativeSocket
 
     /// <summary><see cref="StartSend"/> by the holder of the socket's send turn, which passes the turn on unless an operation
     /// now waits with it. False: not for the reactor after all (the caller sends another way).</summary>
-    private static bool SendHoldingTurn(SendTurnHeld turn, Socket socket, ReadOnlyMemory<byte> buffer, SocketFlags flags, CancellationToken cancellationToken,
+    private static bool SendHoldingTurn(TurnHeld turn, Socket socket, ReadOnlyMemory<byte> buffer, SocketFlags flags, CancellationToken cancellationToken,
         Func<SocketError, Exception>? exceptionFor, out AsyncSocketOperation? operation, out Exception? failure, out int sent)
     {
         bool handled = StartSend(turn, socket, buffer, flags, cancellationToken, exceptionFor, out operation, out failure, out sent);
@@ -130,36 +181,31 @@ public static partial class CooperativeSocket
         return handled;
     }
 
-    /// <summary>The socket's send turn held by the caller (<see cref="Reactor.TryTakeSendTurn"/>).</summary>
-    private readonly record struct SendTurnHeld(Hub Hub, Reactor Reactor, SafeSocketHandle Handle, int Fd)
+    /// <summary>The socket's turn for one direction, held by the caller (<see cref="Reactor.TryTakeTurn"/>).</summary>
+    private readonly record struct TurnHeld(Hub Hub, Reactor Reactor, SafeSocketHandle Handle, int Fd, bool Write)
     {
-        public void Release() => Reactor.ReleaseSendTurn(Handle, Fd);
+        public void Release() => Reactor.ReleaseTurn(Handle, Fd, Write);
     }
 
-    /// <summary>An async send's first step: false when the call is not for the reactor; otherwise the caller holds the
-    /// socket's send turn (<paramref name="queued"/> null) or must await <paramref name="queued"/> for it.</summary>
-    private static bool TryTakeSendTurn(Socket socket, SocketFlags flags, CancellationToken cancellationToken, out SendTurnHeld turn, out Task? queued)
+    /// <summary>An async call's first step: false when the call is not for the reactor; otherwise the caller holds the
+    /// socket's turn for the direction (<paramref name="queued"/> null) or must await <paramref name="queued"/> for it.</summary>
+    private static bool TryTakeTurn(Socket socket, bool write, CancellationToken cancellationToken, out TurnHeld turn, out Task? queued)
     {
         ArgumentNullException.ThrowIfNull(socket);
         turn = default;
         queued = null;
-        if (cancellationToken.IsCancellationRequested || !SocketIo.PassesThrough(flags, send: true)
-            || !OnStacklessReactor(socket, write: true, out var hub, out var reactor, out var handle, out int fd, waitFree: false)
-            || hub.CurrentGreenlet.SyncContext is not { } owner)
+        if (cancellationToken.IsCancellationRequested
+            || !OnStacklessReactor(socket, write, out var hub, out var reactor, out var handle, out int fd, waitFree: false))
             return false;
-        turn = new SendTurnHeld(hub, reactor, handle, fd);
-        return reactor.TryTakeSendTurn(handle, fd, owner, cancellationToken, out queued);
+        turn = new TurnHeld(hub, reactor, handle, fd, write);
+        return reactor.TryTakeTurn(handle, fd, write, hub.CurrentGreenlet, cancellationToken, out queued);
     }
 
     /// <summary>A send made while another send of the socket was under way: it waits for its turn, then sends.</summary>
-    private static async Task<int> SendInTurn(Task queued, SendTurnHeld turn, Socket socket, ReadOnlyMemory<byte> buffer, SocketFlags flags,
+    private static async Task<int> SendInTurn(Task queued, TurnHeld turn, Socket socket, ReadOnlyMemory<byte> buffer, SocketFlags flags,
         CancellationToken cancellationToken, Func<SocketError, Exception>? exceptionFor)
     {
-        // Completed in this send's own greenlet (Reactor.SendTurn.Hand), so the send below is that greenlet's; cancelled
-        // by the token meanwhile, it throws here and its turn passes to the next send.
-        await queued.ConfigureAwait(false);
-        if (Parking.ParkingHubSilent() is null)
-            throw new InvalidOperationException("Internal error: a queued send was given its turn off its hub.");
+        await WaitForTurn(queued);
         if (!SendHoldingTurn(turn, socket, buffer, flags, cancellationToken, exceptionFor, out var operation, out var failure, out int sent))
         {
             // Closed while it waited: as .NET fails the sends it queued. Otherwise something else waits for the socket to
@@ -215,15 +261,15 @@ public static partial class CooperativeSocket
 
     /// <summary>The send's synchronous part: everything that goes out at once. False: not handled. Otherwise the operation that
     /// waits for the rest (null when nothing is left), or the failure, or the bytes sent.</summary>
-    /// <remarks>The caller holds the send turn, so the checks of <see cref="TryTakeSendTurn"/> were made; what may have
+    /// <remarks>The caller holds the send turn, so the checks of <see cref="TryTakeTurn"/> were made; what may have
     /// changed since is whether something else waits for the socket to become writable.</remarks>
-    private static bool StartSend(SendTurnHeld turn, Socket socket, ReadOnlyMemory<byte> buffer, SocketFlags flags, CancellationToken cancellationToken,
+    private static bool StartSend(TurnHeld turn, Socket socket, ReadOnlyMemory<byte> buffer, SocketFlags flags, CancellationToken cancellationToken,
         Func<SocketError, Exception>? exceptionFor, out AsyncSocketOperation? operation, out Exception? failure, out int sent)
     {
         operation = null;
         failure = null;
         sent = 0;
-        var (hub, reactor, handle, fd) = turn;
+        var (hub, reactor, handle, fd, _) = turn;
         if (cancellationToken.IsCancellationRequested || !reactor.CanWaitAsync(handle, fd, write: true))
             return false;
         // The memory stays the caller's: the operation only reads it (MemoryMarshal.AsMemory gives recv/send one type).
@@ -240,7 +286,7 @@ public static partial class CooperativeSocket
                 case SocketIo.Outcome.WouldBlock:
                     operation = new AsyncSocketOperation(hub, reactor, socket, handle, fd, AsyncSocketKind.Send, writable, flags, sent, cancellationToken, exceptionFor)
                     {
-                        HoldsSendTurn = true, // the caller's (SendHoldingTurn)
+                        HoldsTurn = true, // the caller's (SendHoldingTurn)
                     };
                     return true;
             }

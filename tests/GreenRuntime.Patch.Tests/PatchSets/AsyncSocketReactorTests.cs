@@ -92,6 +92,61 @@ public class AsyncSocketReactorTests : PatchedHubTest
     }
 
     [Test]
+    public void Concurrent_receives_on_one_socket_get_the_bytes_in_the_order_they_were_made()
+    {
+        var (client, server) = Pair();
+        using var c = client;
+        using var s = server;
+        static Greenlet<string> Receive(Socket socket) => Green.SpawnAsync(async () =>
+        {
+            var one = new byte[1];
+            int n = await socket.ReceiveAsync(one.AsMemory(), SocketFlags.None);
+            return Encoding.ASCII.GetString(one, 0, n);
+        });
+        var first = Receive(s);
+        Green.Sleep(20); // the first waits on the reactor for data
+        var later = Enumerable.Range(0, 3).Select(_ => Receive(s)).ToList();
+        Green.Sleep(20);
+        c.Send("WXYZ"u8);
+        // The hub keeps busy meanwhile, so anything that waits for the data elsewhere (a second reader on .NET's engine)
+        // would take it before the reactor is polled.
+        var busy = System.Diagnostics.Stopwatch.StartNew();
+        while (busy.ElapsedMilliseconds < 100) Thread.SpinWait(100);
+        Greenlet<string>[] all = [first, .. later];
+        Assert.That(all.Select(g => g.Get(TimeSpan.FromSeconds(10))), Is.EqualTo(new[] { "W", "X", "Y", "Z" }));
+    }
+
+    [Test]
+    public void A_receive_cancelled_or_killed_while_it_waits_for_its_turn_takes_no_bytes_and_the_next_one_gets_them()
+    {
+        var (client, server) = Pair();
+        using var c = client;
+        using var s = server;
+        using var cancel = new CancellationTokenSource();
+        Greenlet<string> Receive(CancellationToken token = default) => Green.SpawnAsync(async () =>
+        {
+            var one = new byte[1];
+            int n = await s.ReceiveAsync(one.AsMemory(), SocketFlags.None, token);
+            return Encoding.ASCII.GetString(one, 0, n);
+        });
+        var first = Receive();
+        Green.Sleep(20);
+        var cancelled = Receive(cancel.Token);
+        var killed = Receive();
+        var last = Receive();
+        Green.Sleep(20);
+        cancel.Cancel();
+        killed.Kill(timeout: TimeSpan.FromSeconds(5));
+        Assert.That(killed.Dead, Is.True, "a kill ends a receive queued for its turn at once");
+        Assert.That(((Greenlet)killed).Value, Is.InstanceOf<GreenletExit>());
+        c.Send("AB"u8);
+        Assert.That(first.Get(TimeSpan.FromSeconds(10)), Is.EqualTo("A"));
+        Assert.That(last.Get(TimeSpan.FromSeconds(10)), Is.EqualTo("B"));
+        cancelled.Join(TimeSpan.FromSeconds(10));
+        Assert.That(cancelled.Exception, Is.InstanceOf<OperationCanceledException>());
+    }
+
+    [Test]
     public void Receive_and_send_on_a_stackless_greenlet_complete_in_order_through_the_reactor()
     {
         var (client, server) = Pair();
