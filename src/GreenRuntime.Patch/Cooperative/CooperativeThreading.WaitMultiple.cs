@@ -63,6 +63,10 @@ internal static partial class CooperativeThreading
 
         protected override int Wait() => _result = WaitMultipleSlot.Call(handles, waitAll, millisecondsTimeout);
 
+        protected override bool Acquired(out int result) => (result = _result) != WaitHandle.WaitTimeout;
+
+        protected override bool CanGiveBack => waitAll ? handles.All(CanGiveBackExactly) : _result == WaitHandle.WaitTimeout || CanGiveBackExactly(handles[_result]);
+
         protected override void GiveBackAcquired()
         {
             if (_result == WaitHandle.WaitTimeout) return;

@@ -220,7 +220,10 @@ internal static partial class CooperativeThreading
     /// <summary>
     /// A released wait on wait handles (<c>WaitOne</c>, <c>WaitAny</c>/<c>WaitAll</c>) that records what it acquired. A kill
     /// or timeout interrupts it, and what it acquired just as the kill was raised is given back: nobody would own it
-    /// otherwise. A set with a <see cref="Mutex"/> is not interrupted and keeps a kill pending: a mutex just acquired
+    /// otherwise. Where that cannot be done exactly (a plain <see cref="EventWaitHandle"/>, whose reset mode .NET does not
+    /// reveal: Set would restore an auto-reset event but set a manual-reset one that was reset meanwhile), the wait keeps
+    /// what it acquired and returns it, and the kill is raised at the greenlet's next blocking point, as if it had come a
+    /// moment later. A set with a <see cref="Mutex"/> is not interrupted and keeps a kill pending: a mutex just acquired
     /// belongs to this very thread and must reach the caller's code that releases it.
     /// </summary>
     private abstract class ReleasedHandleWait<TResult>
@@ -229,6 +232,12 @@ internal static partial class CooperativeThreading
 
         /// <summary>The original wait (no baton).</summary>
         protected abstract TResult Wait();
+
+        /// <summary>Whether <see cref="Wait"/> acquired something, and what it returned then.</summary>
+        protected abstract bool Acquired(out TResult result);
+
+        /// <summary>Whether what <see cref="Wait"/> acquired can be given back exactly.</summary>
+        protected abstract bool CanGiveBack { get; }
 
         /// <summary>Gives back what <see cref="Wait"/> acquired, if anything.</summary>
         protected abstract void GiveBackAcquired();
@@ -239,6 +248,11 @@ internal static partial class CooperativeThreading
             {
                 return Parking.RunReleased(s_wait, this, mutex ? WaitReason.Thread : WaitReason.Event,
                     cancellationPoint: !mutex, interruptible: !mutex);
+            }
+            catch (Exception e) when (!CanGiveBack && Acquired(out var result))
+            {
+                Parking.KeepPending(e); // raised only after the wait returned, so it is the greenlet's kill or timeout
+                return result;
             }
             catch
             {
@@ -254,11 +268,19 @@ internal static partial class CooperativeThreading
 
         protected override bool Wait() => _acquired = WaitOneInt.Call(handle, millisecondsTimeout);
 
+        protected override bool Acquired(out bool result) => result = _acquired;
+
+        protected override bool CanGiveBack => CanGiveBackExactly(handle);
+
         protected override void GiveBackAcquired()
         {
             if (_acquired) GiveBack(handle);
         }
     }
+
+    /// <summary>Whether <see cref="GiveBack"/> undoes exactly what a wait on <paramref name="handle"/> acquired.</summary>
+    private static bool CanGiveBackExactly(WaitHandle handle) =>
+        handle is not EventWaitHandle || handle is ManualResetEvent or AutoResetEvent;
 
     /// <summary>Undoes what a wait on <paramref name="handle"/> acquired (a no-op for manual-reset events).</summary>
     private static void GiveBack(WaitHandle handle)

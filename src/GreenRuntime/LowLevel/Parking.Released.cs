@@ -34,4 +34,20 @@ public static partial class Parking
             throw new InvalidOperationException("The baton cannot be released here (off a greenlet that may park, inside SuppressCooperation, or no carrier is left): check Parking.CanReleaseBaton and run the call directly when it is false.");
         return Hub.CurrentOrNull!.RunReleased(call, state, reason == WaitReason.None ? WaitReason.Blocking : reason, cancellationPoint, interruptible);
     }
+
+    /// <summary>
+    /// Makes a kill or an expired <see cref="GreenTimeout"/> that <see cref="RunReleased"/> raised as its call returned
+    /// pending again, so that the current greenlet raises it at its next blocking point instead. For a call that acquired
+    /// something just as the kill came and cannot give it back exactly: the caller returns what it acquired, as if the kill
+    /// had come a moment later. A timeout that has ended meanwhile (its scope disposed) is not raised at all.
+    /// </summary>
+    /// <param name="exception">The exception <see cref="RunReleased"/> threw.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="exception"/> is null.</exception>
+    /// <exception cref="InvalidOperationException">Not on a greenlet of a hub.</exception>
+    public static void KeepPending(Exception exception)
+    {
+        ArgumentNullException.ThrowIfNull(exception);
+        var hub = Hub.CurrentOrNull ?? throw new InvalidOperationException("Parking.KeepPending is for greenlet code on a hub's thread.");
+        hub.KeepPending(exception);
+    }
 }

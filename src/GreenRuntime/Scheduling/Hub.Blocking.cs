@@ -142,6 +142,16 @@ public sealed partial class Hub
             throw new InvalidOperationException($"Internal error: {g} returned from a blocking call but was no longer parked (every park has exactly one wake).");
     };
 
+    /// <summary>Parking.KeepPending: the exception a released call's return raised becomes the current greenlet's pending
+    /// one again (a newer one, already pending, wins). Hub-only.</summary>
+    internal void KeepPending(Exception exception)
+    {
+        var g = _current;
+        if (g == HubGreenlet)
+            throw new InvalidOperationException("Parking.KeepPending is for greenlet code, not hub callbacks.");
+        if (g.State != GreenletState.Dead) g.PendingException ??= exception;
+    }
+
     /// <summary>The message for Green calls made on a thread that has released its hub's baton.</summary>
     private static InvalidOperationException ReleasedThreadMisuse(Hub hub) =>
         new($"This code runs inside Green.RunBlocking (or a lock wait) with the baton of {hub} released: it runs concurrently with that hub's greenlets and cannot use greenlet operations (Spawn, Sleep, Join, waits on primitives). Do greenlet work before or after the blocking call.");

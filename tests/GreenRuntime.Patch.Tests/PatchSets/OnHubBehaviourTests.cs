@@ -173,6 +173,32 @@ public class OnHubBehaviourTests : PatchedHubTest
     }
 
     [Test]
+    public void AManualResetEventWaitHandleAcquiredJustBeforeAKillIsLeftAsItsOwnerSetsIt()
+    {
+        // A plain EventWaitHandle does not say whether it resets itself, so what its wait acquired cannot be given back
+        // exactly: Set would restore an auto-reset event, but would set a manual-reset one that another thread has reset.
+        // Such a wait keeps what it acquired and returns, and the kill is raised at the greenlet's next blocking point.
+        using var manual = new EventWaitHandle(false, EventResetMode.ManualReset);
+        bool returned = false;
+        var waiter = Green.Spawn(() =>
+        {
+            returned = manual.WaitOne();
+            Green.Sleep(TimeSpan.FromSeconds(30));
+        });
+        Green.Sleep(20); // the waiter's thread waits in WaitOne with the baton released
+        manual.Set();
+        // Keep the baton until the waiter's wait has returned true: its greenlet waits for the baton now.
+        var busy = System.Diagnostics.Stopwatch.StartNew();
+        while (busy.ElapsedMilliseconds < 100) Thread.SpinWait(100);
+        waiter.Kill(block: false);
+        manual.Reset();
+        Assert.That(waiter.Join(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(waiter.Value, Is.InstanceOf<GreenletExit>());
+        Assert.That(returned, Is.True, "the wait returned what it acquired; the kill came at the next blocking point");
+        Assert.That(manual.WaitOne(0), Is.False, "the event stays as its owner left it (reset)");
+    }
+
+    [Test]
     public void EventWaitsOfGreenletsDoNotNeedTheThreadPool()
     {
         // Every pool thread busy with work that does not finish (as under a burst of CPU-bound requests): a greenlet's

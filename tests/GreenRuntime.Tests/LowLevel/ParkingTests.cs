@@ -260,6 +260,60 @@ public class ParkingTests : HubTest
     }
 
     [Test]
+    public void KeepPendingRaisesAKillThatARunReleasedCallRaisedAtTheNextBlockingPointInstead()
+    {
+        using var gate = new ManualResetEventSlim();
+        var steps = new List<string>();
+        var g = Green.Spawn(() =>
+        {
+            try
+            {
+                // Not interruptible: the kill waits for the call's return and is raised then.
+                Parking.RunReleased(static e => e.Wait(TimeSpan.FromSeconds(10)), gate, WaitReason.Event);
+                steps.Add("returned");
+            }
+            catch (GreenletExit e)
+            {
+                steps.Add("raised on return");
+                Parking.KeepPending(e);
+            }
+            steps.Add("went on");
+            Green.Sleep(TimeSpan.FromSeconds(10));
+            steps.Add("slept");
+        });
+        Green.Sleep(20);
+        g.Kill(block: false);
+        gate.Set();
+        Assert.That(g.Join(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(g.Value, Is.InstanceOf<GreenletExit>());
+        Assert.That(steps, Is.EqualTo(new[] { "raised on return", "went on" }), "the kill came again at the next blocking point");
+    }
+
+    [Test]
+    public void KeepPendingRefusesNullAndAThreadWithNoHub()
+    {
+        Assert.Throws<ArgumentNullException>(() => Parking.KeepPending(null!));
+        Exception? offHub = null;
+        var thread = new Thread(() => offHub = Record(() => Parking.KeepPending(new GreenletExit())));
+        thread.Start();
+        thread.Join();
+        Assert.That(offHub, Is.InstanceOf<InvalidOperationException>());
+
+        static Exception? Record(Action call)
+        {
+            try
+            {
+                call();
+                return null;
+            }
+            catch (Exception e)
+            {
+                return e;
+            }
+        }
+    }
+
+    [Test]
     public void AReleasedWaitInterruptedForATimeoutRaisesItEvenIfTheTimeoutIsCancelledBeforeTheBatonIsBack()
     {
         using var never = new ManualResetEventSlim();
