@@ -12,8 +12,9 @@ namespace GreenRuntime.Cooperative;
 /// contains a <see cref="Mutex"/> is waited for by the greenlet's own thread with the hub's baton released
 /// (Hub.Blocking.cs): a mutex is owned by the thread that acquires it and cannot be acquired on the greenlet's
 /// behalf by a thread-pool wait.</para>
-/// <para>Any other set is waited for the same way, with the original wait interrupted by a kill or timeout
-/// (<c>Thread.Interrupt</c>); what it acquired just as a kill came is given back. Only when no carrier is left to take
+/// <para>Any other set is waited for the same way. Either way a kill or timeout interrupts the original wait
+/// (<c>Thread.Interrupt</c>), and what it acquired just as a kill came is given back (a mutex released by the thread
+/// that acquired it), or kept where that cannot be done exactly (ReleasedHandleWait). Only when no carrier is left to take
 /// over the hub do the registered waits below stand in.</para>
 /// <para>WaitAny: every handle is registered with <c>ThreadPool.RegisterWaitForSingleObject</c> (a
 /// <see cref="HandleWait"/> each). The greenlet parks until one registration fires or the timeout elapses.

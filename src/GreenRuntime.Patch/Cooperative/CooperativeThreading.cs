@@ -223,8 +223,8 @@ internal static partial class CooperativeThreading
     /// otherwise. Where that cannot be done exactly (a plain <see cref="EventWaitHandle"/>, whose reset mode .NET does not
     /// reveal: Set would restore an auto-reset event but set a manual-reset one that was reset meanwhile), the wait keeps
     /// what it acquired and returns it, and the kill is raised at the greenlet's next blocking point, as if it had come a
-    /// moment later. A set with a <see cref="Mutex"/> is not interrupted and keeps a kill pending: a mutex just acquired
-    /// belongs to this very thread and must reach the caller's code that releases it.
+    /// moment later. A <see cref="Mutex"/> is given back by releasing it, on the thread that acquired it: that thread is
+    /// the greenlet's own carrier, which runs the wait.
     /// </summary>
     private abstract class ReleasedHandleWait<TResult>
     {
@@ -246,8 +246,7 @@ internal static partial class CooperativeThreading
         {
             try
             {
-                return Parking.RunReleased(s_wait, this, mutex ? WaitReason.Thread : WaitReason.Event,
-                    cancellationPoint: !mutex, interruptible: !mutex);
+                return Parking.RunReleased(s_wait, this, mutex ? WaitReason.Thread : WaitReason.Event, interruptible: true);
             }
             catch (Exception e) when (!CanGiveBack && Acquired(out var result))
             {
@@ -282,13 +281,17 @@ internal static partial class CooperativeThreading
     private static bool CanGiveBackExactly(WaitHandle handle) =>
         handle is not EventWaitHandle || handle is ManualResetEvent or AutoResetEvent;
 
-    /// <summary>Undoes what a wait on <paramref name="handle"/> acquired (a no-op for manual-reset events).</summary>
+    /// <summary>Undoes what a wait on <paramref name="handle"/> acquired (a no-op for manual-reset events). A mutex is
+    /// released, so this must run on the thread that acquired it.</summary>
     private static void GiveBack(WaitHandle handle)
     {
         switch (handle)
         {
             case Semaphore semaphore:
                 semaphore.Release();
+                break;
+            case Mutex mutex:
+                mutex.ReleaseMutex();
                 break;
             case ManualResetEvent:
                 break; // nothing was consumed

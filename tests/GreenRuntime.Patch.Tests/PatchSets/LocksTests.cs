@@ -186,6 +186,94 @@ public class LocksTests : PatchedHubTest
     }
 
     [Test]
+    public void AGreenletWaitingForAMutexIsKilledAtOnceAndAcquiresNothing([Values] bool waitAny)
+    {
+        using var mutex = new Mutex();
+        using var release = new ManualResetEventSlim();
+        using var held = new ManualResetEventSlim();
+        var owner = new Thread(() =>
+        {
+            mutex.WaitOne();
+            held.Set();
+            release.Wait();
+            mutex.ReleaseMutex();
+        });
+        owner.Start();
+        Green.Wait(Task.Run(() => held.Wait(TimeSpan.FromSeconds(5))));
+        bool reachedFinally = false;
+        var waiter = Green.Spawn(() =>
+        {
+            try
+            {
+                if (waitAny) WaitHandle.WaitAny([mutex]);
+                else mutex.WaitOne();
+            }
+            finally
+            {
+                reachedFinally = true;
+            }
+        });
+        Green.Sleep(20); // it waits for the mutex with the baton released
+        waiter.Kill(timeout: TimeSpan.FromSeconds(5));
+        bool dead = waiter.Dead;
+        release.Set();
+        owner.Join();
+        Assert.That(dead, Is.True, "the kill interrupted the wait instead of waiting for the mutex");
+        Assert.That(reachedFinally, Is.True);
+        Assert.That(waiter.Value, Is.InstanceOf<GreenletExit>());
+        // The killed wait acquired nothing: another thread can take the mutex at once.
+        var free = Task.Run(() =>
+        {
+            bool got = mutex.WaitOne(0);
+            if (got) mutex.ReleaseMutex();
+            return got;
+        });
+        Green.Wait(free);
+        Assert.That(free.Result, Is.True);
+    }
+
+    [Test]
+    public void AMutexAcquiredJustAsAKillComesIsReleasedAgain()
+    {
+        using var mutex = new Mutex();
+        using var release = new ManualResetEventSlim();
+        using var held = new ManualResetEventSlim();
+        var owner = new Thread(() =>
+        {
+            mutex.WaitOne();
+            held.Set();
+            release.Wait();
+            mutex.ReleaseMutex();
+        });
+        owner.Start();
+        Green.Wait(Task.Run(() => held.Wait(TimeSpan.FromSeconds(5))));
+        bool entered = false;
+        var waiter = Green.Spawn(() =>
+        {
+            mutex.WaitOne();
+            entered = true;
+        });
+        Green.Sleep(20);
+        release.Set();
+        // Keep the baton until the waiter's thread has acquired the mutex: its greenlet waits for the baton now.
+        var busy = System.Diagnostics.Stopwatch.StartNew();
+        while (busy.ElapsedMilliseconds < 100) Thread.SpinWait(100);
+        waiter.Kill(timeout: TimeSpan.FromSeconds(5));
+        owner.Join();
+        Assert.That(waiter.Dead, Is.True);
+        Assert.That(waiter.Value, Is.InstanceOf<GreenletExit>());
+        Assert.That(entered, Is.False, "the kill was raised from the wait");
+        var free = Task.Run(() =>
+        {
+            bool got = mutex.WaitOne(0);
+            if (got) mutex.ReleaseMutex();
+            return got;
+        });
+        Green.Wait(free);
+        Assert.That(free.Result, Is.True, "the waiter's thread released the mutex it had acquired");
+    }
+
+    [Test]
     public void WaitAnyAndWaitAllOverSetsWithAMutexAreCooperative()
     {
         using var mutex = new Mutex();
