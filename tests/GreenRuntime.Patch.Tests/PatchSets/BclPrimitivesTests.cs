@@ -1,0 +1,89 @@
+using System.Collections.Concurrent;
+using GreenRuntime.TestSupport;
+
+namespace GreenRuntime.Patch.Tests.PatchSets;
+
+/// <summary>
+/// Synchronisation types of the BCL that legacy code shares between threads, and that wait through the patched calls
+/// underneath (<c>ReaderWriterLockSlim</c> on its events, <c>BlockingCollection</c> on <c>SemaphoreSlim</c>,
+/// <c>Barrier</c> and <c>CountdownEvent</c> on <c>ManualResetEventSlim</c>): used between greenlets of one hub, they
+/// neither deadlock it nor stall its other greenlets.
+/// </summary>
+public class BclPrimitivesTests : PatchedHubTest
+{
+    private static readonly TimeSpan GapBound = TimeSpan.FromMilliseconds(150);
+
+    private static void JoinAllSucceeded(IReadOnlyCollection<Greenlet> greenlets)
+    {
+        var finished = Green.JoinAll(greenlets, TimeSpan.FromSeconds(30));
+        Assert.That(finished, Has.Count.EqualTo(greenlets.Count), "every greenlet finished");
+        Assert.That(greenlets.Where(g => !g.Successful).Select(g => g.Exception?.ToString()), Is.Empty);
+    }
+
+    [Test]
+    public void AReaderWriterLockSlimHeldForWritingAcrossASleepLetsTheReadersInAfterwards()
+    {
+        var rw = new ReaderWriterLockSlim();
+        var log = new List<string>();
+        var ticker = new Ticker();
+        var writer = Green.Spawn(() =>
+        {
+            rw.EnterWriteLock();
+            log.Add("write");
+            Thread.Sleep(300);
+            log.Add("written");
+            rw.ExitWriteLock();
+        });
+        Green.Sleep(20);
+        var readers = Enumerable.Range(0, 5).Select(_ => Green.Spawn(() =>
+        {
+            rw.EnterReadLock();
+            log.Add("read");
+            Thread.Sleep(50);
+            rw.ExitReadLock();
+        })).ToList();
+        JoinAllSucceeded([writer, .. readers]);
+        ticker.Stop();
+        Assert.That(log, Is.EqualTo(new[] { "write", "written", "read", "read", "read", "read", "read" }));
+        Assert.That(ticker.LongestGap, Is.LessThan(GapBound));
+    }
+
+    [Test]
+    public void ABoundedBlockingCollectionMovesItemsInOrderBetweenTwoGreenlets()
+    {
+        using var queue = new BlockingCollection<int>(boundedCapacity: 10);
+        var received = new List<int>();
+        var producer = Green.Spawn(() =>
+        {
+            for (int i = 0; i < 10_000; i++) queue.Add(i);
+            queue.CompleteAdding();
+        });
+        var consumer = Green.Spawn(() =>
+        {
+            foreach (int item in queue.GetConsumingEnumerable()) received.Add(item);
+        });
+        JoinAllSucceeded([producer, consumer]);
+        Assert.That(received, Is.EqualTo(Enumerable.Range(0, 10_000)));
+    }
+
+    [Test]
+    public void GreenletsMeetAtABarrierAndACountdownEvent()
+    {
+        const int Parties = 4, Phases = 100;
+        using var barrier = new Barrier(Parties);
+        using var done = new CountdownEvent(Parties);
+        var phasesSeen = new int[Parties];
+        var parties = Enumerable.Range(0, Parties).Select(i => Green.Spawn(() =>
+        {
+            for (int k = 0; k < Phases; k++)
+            {
+                barrier.SignalAndWait();
+                phasesSeen[i] = (int)barrier.CurrentPhaseNumber;
+            }
+            done.Signal();
+        })).ToList();
+        var waiter = Green.Spawn(() => done.Wait());
+        JoinAllSucceeded([.. parties, waiter]);
+        Assert.That(phasesSeen, Is.All.EqualTo(Phases));
+    }
+}
