@@ -185,11 +185,9 @@ public class LocksTests : PatchedHubTest
         Assert.That(ticker.LongestGap, Is.LessThan(GapBound));
     }
 
-    [Test]
-    public void AGreenletWaitingForAMutexIsKilledAtOnceAndAcquiresNothing([Values] bool waitAny)
+    /// <summary>A plain thread that owns <paramref name="mutex"/> (once this returns) until <paramref name="release"/> is set.</summary>
+    private static Thread HeldByAnotherThread(Mutex mutex, ManualResetEventSlim release)
     {
-        using var mutex = new Mutex();
-        using var release = new ManualResetEventSlim();
         using var held = new ManualResetEventSlim();
         var owner = new Thread(() =>
         {
@@ -200,6 +198,28 @@ public class LocksTests : PatchedHubTest
         });
         owner.Start();
         Green.Wait(Task.Run(() => held.Wait(TimeSpan.FromSeconds(5))));
+        return owner;
+    }
+
+    /// <summary>Whether a thread with no greenlet can take <paramref name="mutex"/> at once (it gives it back).</summary>
+    private static bool IsFree(Mutex mutex)
+    {
+        var probe = Task.Run(() =>
+        {
+            bool got = mutex.WaitOne(0);
+            if (got) mutex.ReleaseMutex();
+            return got;
+        });
+        Green.Wait(probe);
+        return probe.Result;
+    }
+
+    [Test]
+    public void AGreenletWaitingForAMutexIsKilledAtOnceAndAcquiresNothing([Values] bool waitAny)
+    {
+        using var mutex = new Mutex();
+        using var release = new ManualResetEventSlim();
+        var owner = HeldByAnotherThread(mutex, release);
         bool reachedFinally = false;
         var waiter = Green.Spawn(() =>
         {
@@ -221,15 +241,7 @@ public class LocksTests : PatchedHubTest
         Assert.That(dead, Is.True, "the kill interrupted the wait instead of waiting for the mutex");
         Assert.That(reachedFinally, Is.True);
         Assert.That(waiter.Value, Is.InstanceOf<GreenletExit>());
-        // The killed wait acquired nothing: another thread can take the mutex at once.
-        var free = Task.Run(() =>
-        {
-            bool got = mutex.WaitOne(0);
-            if (got) mutex.ReleaseMutex();
-            return got;
-        });
-        Green.Wait(free);
-        Assert.That(free.Result, Is.True);
+        Assert.That(IsFree(mutex), Is.True, "the killed wait acquired nothing");
     }
 
     [Test]
@@ -237,16 +249,7 @@ public class LocksTests : PatchedHubTest
     {
         using var mutex = new Mutex();
         using var release = new ManualResetEventSlim();
-        using var held = new ManualResetEventSlim();
-        var owner = new Thread(() =>
-        {
-            mutex.WaitOne();
-            held.Set();
-            release.Wait();
-            mutex.ReleaseMutex();
-        });
-        owner.Start();
-        Green.Wait(Task.Run(() => held.Wait(TimeSpan.FromSeconds(5))));
+        var owner = HeldByAnotherThread(mutex, release);
         bool entered = false;
         var waiter = Green.Spawn(() =>
         {
@@ -263,14 +266,7 @@ public class LocksTests : PatchedHubTest
         Assert.That(waiter.Dead, Is.True);
         Assert.That(waiter.Value, Is.InstanceOf<GreenletExit>());
         Assert.That(entered, Is.False, "the kill was raised from the wait");
-        var free = Task.Run(() =>
-        {
-            bool got = mutex.WaitOne(0);
-            if (got) mutex.ReleaseMutex();
-            return got;
-        });
-        Green.Wait(free);
-        Assert.That(free.Result, Is.True, "the waiter's thread released the mutex it had acquired");
+        Assert.That(IsFree(mutex), Is.True, "the waiter's thread released the mutex it had acquired");
     }
 
     [Test]
