@@ -43,6 +43,12 @@ public sealed class GreenletRunInfo
     /// <summary>Where it was created, when <see cref="HubOptions.TrackSpawnStacks"/> is on; otherwise null.</summary>
     public string? SpawnStack { get; internal init; }
 
+    /// <summary>For a stackless greenlet, its steps that are blocked now: continuations of it that made a blocking call (a
+    /// patched wait, a contended lock waited for with the baton released) and are parked on a carrier of their own, each
+    /// described like a parked greenlet (<see cref="WaitReason"/>, <see cref="WakesIn"/>, <see cref="SinceLastSwitch"/>).
+    /// Empty otherwise.</summary>
+    public IReadOnlyList<GreenletRunInfo> BlockedSteps { get; internal init; } = [];
+
     /// <summary>Human-readable state: <c>running</c>, <c>ready</c>, <c>parked in Sleep (wakes in 0.95 s)</c>, ...</summary>
     public string Describe() => State switch
     {
@@ -51,6 +57,7 @@ public sealed class GreenletRunInfo
         GreenletState.Parked => $"parked in {WaitReason}" + (WakesIn is { } t ? $" (times out in {RunInfoFormatter.Seconds(t)})" : ""),
         GreenletState.Ready => "ready",
         GreenletState.Scheduled => "scheduled (not started)",
+        GreenletState.Awaiting when BlockedSteps.Count > 0 => $"awaiting (stackless), {BlockedSteps.Count} blocked step{(BlockedSteps.Count == 1 ? "" : "s")}",
         GreenletState.Awaiting => "awaiting (stackless)",
         GreenletState.Created => "created",
         GreenletState.Dead => "dead",

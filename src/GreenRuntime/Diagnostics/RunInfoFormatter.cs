@@ -29,6 +29,12 @@ internal static class RunInfoFormatter
         for (int i = 0; i < rows.Count; i++)
         {
             AppendRow(sb, rows[i], widths);
+            foreach (var step in info.Greenlets[i].BlockedSteps)
+            {
+                sb.Append("        step: ").Append(step.Describe());
+                if (step.SinceLastSwitch is { } since) sb.Append(", since ").Append(Seconds(since)).Append(" ago");
+                sb.AppendLine();
+            }
             if (info.Greenlets[i].SpawnStack is { } stack)
             {
                 sb.Append("        spawned at:").AppendLine();

@@ -237,6 +237,7 @@ public sealed partial class Hub
             ParentId = g.Parent?.Id,
             ParentName = g.Parent?.Name,
             SpawnStack = g.SpawnStack,
+            BlockedSteps = g.IsStackless ? g.BlockedSteps().Select(step => Describe(step, now, deadlines)).ToList() : [],
         };
     }
 

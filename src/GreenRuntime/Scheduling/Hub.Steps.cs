@@ -53,6 +53,9 @@ public sealed partial class Hub
         /// <summary>The stackless greenlet the step belongs to.</summary>
         public Greenlet Owner { get; } = owner;
 
-        public void Fail(Exception error) => hub.TryWake(new WakeToken(step, step.ParkSequence), null, error);
+        /// <summary>The step itself: the special greenlet that is parked (run info lists it under its greenlet).</summary>
+        public Greenlet Step { get; } = step;
+
+        public void Fail(Exception error) => hub.TryWake(new WakeToken(Step, Step.ParkSequence), null, error);
     }
 }

@@ -19,6 +19,10 @@ public partial class Greenlet : IGreenWaitable
 
     internal void UntrackAsyncWait(IAsyncWait wait) => _asyncWaits?.Remove(wait);
 
+    /// <summary>The steps of this stackless greenlet that are blocked now (Hub.Steps.cs), oldest first. Hub-only.</summary>
+    internal IEnumerable<Greenlet> BlockedSteps() =>
+        _asyncWaits is { Count: > 0 } waits ? waits.OfType<Hub.StepWait>().Select(w => w.Step) : [];
+
     /// <summary>Fails every pending Task-form wait of this greenlet with <paramref name="error"/>; returns how many.</summary>
     internal int FailAsyncWaits(Exception error)
     {

@@ -74,6 +74,36 @@ public class RunInfoTests
     }
 
     [Test]
+    public void The_blocked_steps_of_a_stackless_greenlet_are_listed_under_it()
+    {
+        // Two continuations of one async greenlet each block with the baton released (Task.WhenAll of two branches):
+        // the greenlet itself only awaits, and what holds it up is in its steps.
+        using var gate = new ManualResetEventSlim();
+        static async Task Branch(ManualResetEventSlim gate)
+        {
+            await Task.Yield();
+            GreenRuntime.LowLevel.Parking.RunReleased(static g => g.Wait(TimeSpan.FromSeconds(10)), gate, WaitReason.Lock);
+        }
+        var g = Green.SpawnAsync(() => Task.WhenAll(Branch(gate), Branch(gate)), "two-branches");
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        GreenletRunInfo entry;
+        do
+        {
+            Green.Sleep(5);
+            entry = Entry(_hub.GetRunInfo(), g);
+        } while (entry.BlockedSteps.Count < 2 && DateTime.UtcNow < deadline);
+        Assert.That(entry.BlockedSteps, Has.Count.EqualTo(2));
+        Assert.That(entry.BlockedSteps.Select(s => (s.State, s.WaitReason)), Is.All.EqualTo((GreenletState.Parked, WaitReason.Lock)));
+        Assert.That(entry.BlockedSteps.All(s => s.SinceLastSwitch is not null));
+        Assert.That(entry.Describe(), Is.EqualTo("awaiting (stackless), 2 blocked steps"));
+        var text = _hub.FormatRunInfo();
+        Assert.That(text.Split('\n').Count(l => l.Contains("step: parked in Lock, since ")), Is.EqualTo(2), text);
+        Assert.That(Entry(_hub.GetRunInfo(), Green.Current).BlockedSteps, Is.Empty, "a stackful greenlet has none");
+        gate.Set();
+        Assert.That(g.Join(TimeSpan.FromSeconds(10)), Is.True);
+    }
+
+    [Test]
     public void Formatted_run_info_has_a_line_per_greenlet_and_the_carriers()
     {
         var sleeper = Green.Spawn(() => Green.Sleep(TimeSpan.FromSeconds(30)), "napper");
