@@ -91,27 +91,28 @@ public class AsyncSocketReactorTests : PatchedHubTest
         Assert.That(System.Text.Encoding.ASCII.GetString(all, big.Length, 4), Is.EqualTo("BCDE"), "then the others, in order");
     }
 
+    /// <summary>A stackless greenlet that receives one byte from <paramref name="socket"/> and returns it as text.</summary>
+    private static Greenlet<string> ReceiveOneByte(Socket socket, CancellationToken token = default) => Green.SpawnAsync(async () =>
+    {
+        var one = new byte[1];
+        int n = await socket.ReceiveAsync(one.AsMemory(), SocketFlags.None, token);
+        return Encoding.ASCII.GetString(one, 0, n);
+    });
+
     [Test]
     public void Concurrent_receives_on_one_socket_get_the_bytes_in_the_order_they_were_made()
     {
         var (client, server) = Pair();
         using var c = client;
         using var s = server;
-        static Greenlet<string> Receive(Socket socket) => Green.SpawnAsync(async () =>
-        {
-            var one = new byte[1];
-            int n = await socket.ReceiveAsync(one.AsMemory(), SocketFlags.None);
-            return Encoding.ASCII.GetString(one, 0, n);
-        });
-        var first = Receive(s);
+        var first = ReceiveOneByte(s);
         Green.Sleep(20); // the first waits on the reactor for data
-        var later = Enumerable.Range(0, 3).Select(_ => Receive(s)).ToList();
+        var later = Enumerable.Range(0, 3).Select(_ => ReceiveOneByte(s)).ToList();
         Green.Sleep(20);
         c.Send("WXYZ"u8);
         // The hub keeps busy meanwhile, so anything that waits for the data elsewhere (a second reader on .NET's engine)
         // would take it before the reactor is polled.
-        var busy = System.Diagnostics.Stopwatch.StartNew();
-        while (busy.ElapsedMilliseconds < 100) Thread.SpinWait(100);
+        HoldTheBaton();
         Greenlet<string>[] all = [first, .. later];
         Assert.That(all.Select(g => g.Get(TimeSpan.FromSeconds(10))), Is.EqualTo(new[] { "W", "X", "Y", "Z" }));
     }
@@ -123,17 +124,11 @@ public class AsyncSocketReactorTests : PatchedHubTest
         using var c = client;
         using var s = server;
         using var cancel = new CancellationTokenSource();
-        Greenlet<string> Receive(CancellationToken token = default) => Green.SpawnAsync(async () =>
-        {
-            var one = new byte[1];
-            int n = await s.ReceiveAsync(one.AsMemory(), SocketFlags.None, token);
-            return Encoding.ASCII.GetString(one, 0, n);
-        });
-        var first = Receive();
+        var first = ReceiveOneByte(s);
         Green.Sleep(20);
-        var cancelled = Receive(cancel.Token);
-        var killed = Receive();
-        var last = Receive();
+        var cancelled = ReceiveOneByte(s, cancel.Token);
+        var killed = ReceiveOneByte(s);
+        var last = ReceiveOneByte(s);
         Green.Sleep(20);
         cancel.Cancel();
         killed.Kill(timeout: TimeSpan.FromSeconds(5));

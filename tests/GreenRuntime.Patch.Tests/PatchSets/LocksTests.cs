@@ -259,8 +259,7 @@ public class LocksTests : PatchedHubTest
         Green.Sleep(20);
         release.Set();
         // Keep the baton until the waiter's thread has acquired the mutex: its greenlet waits for the baton now.
-        var busy = System.Diagnostics.Stopwatch.StartNew();
-        while (busy.ElapsedMilliseconds < 100) Thread.SpinWait(100);
+        HoldTheBaton();
         waiter.Kill(timeout: TimeSpan.FromSeconds(5));
         owner.Join();
         Assert.That(waiter.Dead, Is.True);

@@ -188,8 +188,7 @@ public class OnHubBehaviourTests : PatchedHubTest
         Green.Sleep(20); // the waiter's thread waits in WaitOne with the baton released
         manual.Set();
         // Keep the baton until the waiter's wait has returned true: its greenlet waits for the baton now.
-        var busy = System.Diagnostics.Stopwatch.StartNew();
-        while (busy.ElapsedMilliseconds < 100) Thread.SpinWait(100);
+        HoldTheBaton();
         waiter.Kill(block: false);
         manual.Reset();
         Assert.That(waiter.Join(TimeSpan.FromSeconds(10)), Is.True);

@@ -43,4 +43,12 @@ public abstract class PatchedHubTest
         call();
         return watch.Elapsed;
     }
+
+    /// <summary>Keeps the hub's baton for 100 ms without a cooperative call: other threads go on (a released wait returns
+    /// and queues for the baton), but no greenlet of the hub runs meanwhile.</summary>
+    protected static void HoldTheBaton()
+    {
+        var busy = Stopwatch.StartNew();
+        while (busy.ElapsedMilliseconds < 100) Thread.SpinWait(100);
+    }
 }
