@@ -47,7 +47,9 @@ if (args is ["quick-prims", ..])
 }
 if (args is ["quick-patch", ..])
 {
-    PatchOverhead.Run(args.Length > 1 ? int.Parse(args[1]) : 10_000_000);
+    int calls = args.Length > 1 ? int.Parse(args[1]) : 10_000_000;
+    PatchOverhead.Run(calls);
+    ReflectionPatchOverhead.Run(calls / 5);
     return;
 }
 if (args is ["quick-hubs", ..])

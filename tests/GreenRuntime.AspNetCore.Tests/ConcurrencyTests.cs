@@ -180,6 +180,45 @@ public sealed class ConcurrencyTests
         Assert.That(() => queue.Exit(), Throws.InvalidOperationException.With.Message.Contains("Invariant broken"));
     }
 
+    [Test]
+    public async Task AServiceWhoseStaticConstructorBlocksIsResolvedByManyRequestsAtOnce()
+    {
+        // The container's first resolutions construct the service by reflection (ConstructorInfo.Invoke), where the runtime
+        // itself runs the static constructor: the first request parks inside it, and the others must wait for it without
+        // holding their hub's baton, or the hub (one here) deadlocks.
+        var app = await TestApp.StartAsync(a => a.MapGet("/service", (SlowToInitialise service) => service.Greeting),
+            configure: o => o.Hubs = 1, services: s => s.AddTransient<SlowToInitialise>());
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            var responses = await Task.WhenAll(Enumerable.Range(0, 50).Select(_ => app.Client.GetStringAsync("/service", timeout.Token)));
+            Assert.That(responses, Has.All.EqualTo("initialised once"));
+            Assert.That(SlowToInitialise.Runs, Is.EqualTo(1));
+        }
+        finally
+        {
+            // A deadlocked hub would keep the host's graceful shutdown waiting for ever: give it a bound.
+            var stopped = app.DisposeAsync().AsTask();
+            Assert.That(await Task.WhenAny(stopped, Task.Delay(TimeSpan.FromSeconds(30))), Is.SameAs(stopped), "the host stopped");
+        }
+    }
+
+    /// <summary>A service whose static constructor blocks (a patched sleep standing for a file or a connection).</summary>
+    private sealed class SlowToInitialise
+    {
+        public static int Runs;
+        private static readonly string s_greeting;
+
+        static SlowToInitialise()
+        {
+            Thread.Sleep(200);
+            Interlocked.Increment(ref Runs);
+            s_greeting = "initialised once";
+        }
+
+        public string Greeting => s_greeting;
+    }
+
     /// <summary>A request body sent in two parts with a pause between them.</summary>
     private sealed class SlowContent(string first, string second, TimeSpan pause) : HttpContent
     {

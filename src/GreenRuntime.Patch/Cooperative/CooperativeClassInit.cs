@@ -25,10 +25,11 @@ namespace GreenRuntime.Cooperative;
 /// greenlet that finds another thread recorded for the class waits with the baton released. The record is
 /// made only for greenlets, so an initialisation running on a plain thread is waited for holding the baton
 /// (a stall of the hub, reported by the blocking monitor, not a deadlock: a plain thread does not need the
-/// baton to finish). Reflection paths that the runtime runs natively (FieldInfo.GetValue on a type not yet
-/// initialised) are not seen; a greenlet parked inside a constructor reached that way can still deadlock.</para>
+/// baton to finish). Reflection that initialises a class natively (a static field's <c>FieldInfo.GetValue</c>,
+/// <c>ConstructorInfo.Invoke</c>, <c>RuntimeHelpers.GetUninitializedObject</c>) is made to pass through
+/// <see cref="RunClassConstructor"/> first (CooperativeClassInit.Reflection.cs).</para>
 /// </remarks>
-internal static unsafe class CooperativeClassInit
+internal static unsafe partial class CooperativeClassInit
 {
     internal delegate void InitClassFn(void* methodTable);
 

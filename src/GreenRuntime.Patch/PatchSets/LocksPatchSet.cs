@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Reflection;
 using System.Runtime.CompilerServices;
 using GreenRuntime.Cooperative;
 
@@ -11,6 +13,7 @@ namespace GreenRuntime.PatchSets;
 internal sealed class LocksPatchSet : PatchSet
 {
     private static readonly Type M = typeof(CooperativeMonitor);
+    private static readonly Type C = typeof(CooperativeClassInit);
 
     public static readonly LocksPatchSet Instance = new(); // after the fields its constructor uses
 
@@ -38,5 +41,13 @@ internal sealed class LocksPatchSet : PatchSet
         new("System.Threading.Lock.TryEnterSlow(Int32, ThreadId) (contended Lock.Enter / TryEnter)", CooperativeLock.TryEnterSlowMethod, typeof(CooperativeLock).GetMethod(nameof(CooperativeLock.TryEnter))!, CooperativeLock.TryEnterSlow, WarmUpLock),
         new("System.Runtime.CompilerServices.InitHelpers.InitClassSlow(MethodTable*) (static constructors)", CooperativeClassInit.InitClassSlowMethod, typeof(CooperativeClassInit).GetMethod(nameof(CooperativeClassInit.InitClass))!, CooperativeClassInit.InitClassSlow, CooperativeClassInit.WarmUp),
         Point(typeof(RuntimeHelpers), "RunClassConstructor", [typeof(RuntimeTypeHandle)], typeof(CooperativeClassInit), nameof(CooperativeClassInit.RunClassConstructor), CooperativeClassInit.RunClassConstructorSlot) with { WarmUp = CooperativeClassInit.WarmUp },
+        // Reflection that initialises a class inside the runtime (CooperativeClassInit.Reflection.cs).
+        new("System.Reflection.RtFieldInfo.GetValue(Object) (a static field's FieldInfo.GetValue)", CooperativeClassInit.RtFieldInfo?.GetMethod("GetValue", [typeof(object)]), C.GetMethod(nameof(CooperativeClassInit.FieldGetValue))!, CooperativeClassInit.FieldGetValueSlot, CooperativeClassInit.WarmUpReflection),
+        new("System.Reflection.RtFieldInfo.SetValue(Object, Object, BindingFlags, Binder, CultureInfo) (a static field's FieldInfo.SetValue)", CooperativeClassInit.RtFieldInfo?.GetMethod("SetValue", [typeof(object), typeof(object), typeof(BindingFlags), typeof(Binder), typeof(CultureInfo)]), C.GetMethod(nameof(CooperativeClassInit.FieldSetValue))!, CooperativeClassInit.FieldSetValueSlot, CooperativeClassInit.WarmUpReflection),
+        new("System.Reflection.RtFieldInfo.GetValueDirect(TypedReference) (a static field's FieldInfo.GetValueDirect)", CooperativeClassInit.RtFieldInfo?.GetMethod("GetValueDirect", [typeof(TypedReference)]), C.GetMethod(nameof(CooperativeClassInit.FieldGetValueDirect))!, CooperativeClassInit.FieldGetValueDirectSlot, CooperativeClassInit.WarmUpReflection),
+        new("System.Reflection.RtFieldInfo.SetValueDirect(TypedReference, Object) (a static field's FieldInfo.SetValueDirect)", CooperativeClassInit.RtFieldInfo?.GetMethod("SetValueDirect", [typeof(TypedReference), typeof(object)]), C.GetMethod(nameof(CooperativeClassInit.FieldSetValueDirect))!, CooperativeClassInit.FieldSetValueDirectSlot, CooperativeClassInit.WarmUpReflection),
+        new("System.Reflection.RuntimeConstructorInfo.Invoke(BindingFlags, Binder, Object[], CultureInfo) (ConstructorInfo.Invoke)", CooperativeClassInit.RuntimeConstructorInfo?.GetMethod("Invoke", [typeof(BindingFlags), typeof(Binder), typeof(object[]), typeof(CultureInfo)]), C.GetMethod(nameof(CooperativeClassInit.ConstructorInvoke))!, CooperativeClassInit.ConstructorInvokeSlot, CooperativeClassInit.WarmUpReflection),
+        new("System.Reflection.ConstructorInvoker.InterpretedInvoke(Object, IntPtr*) (a ConstructorInvoker's first calls)", CooperativeClassInit.InterpretedInvokeMethod, C.GetMethod(nameof(CooperativeClassInit.ConstructorInvokerInvoke))!, CooperativeClassInit.InterpretedInvokeSlot, CooperativeClassInit.WarmUpReflection),
+        Point(typeof(RuntimeHelpers), "GetUninitializedObject", [typeof(Type)], C, nameof(CooperativeClassInit.GetUninitializedObject), CooperativeClassInit.GetUninitializedObjectSlot) with { WarmUp = CooperativeClassInit.WarmUpReflection },
     ];
 }
