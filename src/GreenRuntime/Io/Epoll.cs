@@ -56,6 +56,20 @@ internal static unsafe partial class Epoll
     [LibraryImport("libc", EntryPoint = "close")]
     public static partial int Close(int fd);
 
+    /// <summary>One entry of poll(2).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short ReturnedEvents;
+    }
+
+    public const short PollIn = 0x001;
+
+    [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
+    public static partial int Poll(PollFd* fds, nuint count, int timeoutMs);
+
     [LibraryImport("libc", EntryPoint = "recv", SetLastError = true)]
     public static partial nint Receive(int fd, byte* buffer, nint length, int flags);
 

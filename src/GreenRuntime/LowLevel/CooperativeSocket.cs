@@ -96,6 +96,8 @@ public static partial class CooperativeSocket
     {
         if (SocketIo.TryWaitReadable(hub, socket, timeout, out var readable))
             return readable;
+        // A pipe wrapped in a Socket cannot be peeked at: without the reactor its read waits as the original does.
+        if (!SocketIo.IsSocket(socket)) return SocketError.Success;
         using var cancel = new CancellationTokenSource();
         Task<int> peek;
         try

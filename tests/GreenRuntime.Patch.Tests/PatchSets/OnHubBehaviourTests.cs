@@ -376,6 +376,79 @@ public class OnHubBehaviourTests : PatchedHubTest
     }
 
     [Test]
+    public void RedirectedProcessStreamsAreReadAndWrittenByOverlappingGreenlets()
+    {
+        // On Unix a Process's redirected streams are pipes that .NET reads and writes through a Socket object that is no
+        // socket: the cooperative receive must not recv() or peek on it (ENOTSOCK), yet must not block the hub either.
+        var ticks = new List<long>();
+        var clock = Stopwatch.StartNew();
+        bool done = false;
+        var ticker = Green.Spawn(() =>
+        {
+            while (!done)
+            {
+                Thread.Sleep(5);
+                ticks.Add(clock.ElapsedMilliseconds);
+            }
+        });
+        var outputs = new string[10];
+        var elapsed = RunInGreenlets(10, i =>
+        {
+            using var p = Process.Start(new ProcessStartInfo("sh", "-c \"read x; sleep 0.3; echo got$x; echo oops 1>&2; head -c 100000 /dev/zero\"")
+            {
+                RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+            })!;
+            p.StandardInput.WriteLine(i);
+            p.StandardInput.Close();
+            var output = p.StandardOutput.ReadToEnd();
+            var error = p.StandardError.ReadToEnd();
+            p.WaitForExit();
+            outputs[i] = $"{output.Length} {output[..output.IndexOf('\n')]} {error.Trim()}";
+        });
+        done = true;
+        ticker.Join();
+        Assert.That(outputs, Is.EqualTo(Enumerable.Range(0, 10).Select(i => $"{100_000 + $"got{i}\n".Length} got{i} oops")));
+        // Ten 0.3 s processes one after another would take 3 s; overlapped about 0.3 s (generous bound for a loaded machine).
+        Assert.That(elapsed, Is.LessThan(TimeSpan.FromSeconds(2.5)), "the reads overlapped");
+        var gaps = ticks.Zip(ticks.Skip(1), (a, b) => b - a);
+        Assert.That(gaps.DefaultIfEmpty(0).Max(), Is.LessThan(250), "no read held the hub while its process slept");
+    }
+
+    [Test]
+    public void AnAnonymousPipeIsReadOnAGreenletWithoutHoldingTheHub()
+    {
+        using var server = new System.IO.Pipes.AnonymousPipeServerStream(System.IO.Pipes.PipeDirection.Out);
+        using var client = new System.IO.Pipes.AnonymousPipeClientStream(System.IO.Pipes.PipeDirection.In, server.ClientSafePipeHandle);
+        var writer = new Thread(() =>
+        {
+            Thread.Sleep(200); // a plain thread: the original sleep
+            server.Write([1, 2, 3]);
+            server.Close();
+        });
+        int ticks = 0;
+        var ticker = Green.Spawn(() =>
+        {
+            while (true)
+            {
+                Thread.Sleep(10);
+                ticks++;
+            }
+        });
+        writer.Start();
+        var reader = Green.Spawn(() =>
+        {
+            var buffer = new byte[8];
+            int first = client.Read(buffer);
+            int end = client.Read(buffer, first, buffer.Length - first);
+            return (first, end, buffer[0]);
+        });
+        Assert.That(reader.Get(), Is.EqualTo((3, 0, (byte)1)), "three bytes, then the end of the stream");
+        Assert.That(ticks, Is.GreaterThanOrEqualTo(5), "the ticker ran while the reader waited");
+        ticker.Kill();
+        writer.Join();
+    }
+
+    [Test]
     public void AKillEndsAThreadJoinAndTheJoinWorksAfterwards()
     {
         using var finish = new ManualResetEventSlim();
