@@ -7,7 +7,8 @@ namespace GreenRuntime.Cooperative;
 /// baton around the runtime's wait, like <see cref="CooperativeMonitor"/> and for the same reason (ownership is
 /// per OS thread, and a greenlet always resumes on its own carrier).
 /// </summary>
-/// <remarks>The target is the NoInlining <c>Lock.TryEnterSlow(int, ThreadId)</c>, which every contended
+/// <remarks>A kill or timeout interrupts the wait as for a monitor (the runtime's <c>Lock</c> wait honours
+/// <see cref="Thread.Interrupt"/> with nothing acquired and stays consistent). The target is the NoInlining <c>Lock.TryEnterSlow(int, ThreadId)</c>, which every contended
 /// <c>Enter</c>/<c>TryEnter</c> reaches after its inlined fast path fails. It returns the owner's id on success
 /// and a zero id on failure; <c>ThreadId</c> is an internal struct around one <c>uint</c>, mirrored here.</remarks>
 internal static class CooperativeLock
@@ -48,6 +49,6 @@ internal static class CooperativeLock
             return TryEnterSlow.Call(self, timeoutMs, current);
         var acquired = TryEnterSlow.Call(self, 0, current);
         if (acquired.Id != 0) return acquired;
-        return Parking.RunReleased(s_wait, (self, timeoutMs, current), WaitReason.Lock, cancellationPoint: false);
+        return Parking.RunReleased(s_wait, (self, timeoutMs, current), WaitReason.Lock, cancellationPoint: false, interruptible: true);
     }
 }

@@ -15,9 +15,13 @@ namespace GreenRuntime.Cooperative;
 /// <c>lock</c> statement are inlined fast paths that never block; contention reaches the NoInlining
 /// <c>Enter_Slowpath(object)</c> and <c>TryEnter_Slowpath(object, int)</c>. <c>Monitor.Wait(object, int)</c>
 /// is the funnel of every <c>Wait</c> overload. <c>Pulse</c>/<c>PulseAll</c> never block.</para>
-/// <para>A kill or timeout that arrives while a greenlet waits to enter stays pending until its next blocking
-/// point: raising it between acquiring the monitor and the <c>try</c> of the <c>lock</c> statement would leave
-/// the monitor owned by a carrier that goes on to run other greenlets.</para>
+/// <para>A kill or timeout that arrives while a greenlet waits to enter interrupts the runtime's wait
+/// (<see cref="Thread.Interrupt"/>), which then throws with nothing acquired: the <c>lock</c> statement's
+/// <c>finally</c> exits nothing, and the kill is raised. One that comes just as the monitor was acquired stays
+/// pending until the greenlet's next blocking point: raising it between acquiring the monitor and the <c>try</c>
+/// of the <c>lock</c> statement would leave the monitor owned by a carrier that goes on to run other greenlets.
+/// Entering is not a cancellation point otherwise (a kill already raised does not fail the enter of a
+/// <c>finally</c> that cleans up under a lock).</para>
 /// </remarks>
 internal static class CooperativeMonitor
 {
@@ -54,7 +58,7 @@ internal static class CooperativeMonitor
             return;
         }
         if (TryEnterSlowpath.Call(obj, 0)) return;
-        Parking.RunReleased(s_enter, obj, WaitReason.Lock, cancellationPoint: false);
+        Parking.RunReleased(s_enter, obj, WaitReason.Lock, cancellationPoint: false, interruptible: true);
     }
 
     /// <summary>Replaces <c>Monitor.TryEnter_Slowpath(object, int)</c>: a contended <c>TryEnter</c> with a timeout.</summary>
@@ -64,7 +68,7 @@ internal static class CooperativeMonitor
         if (hub is null || millisecondsTimeout == 0 || !Parking.CanReleaseBaton)
             return TryEnterSlowpath.Call(obj, millisecondsTimeout);
         if (TryEnterSlowpath.Call(obj, 0)) return true;
-        return Parking.RunReleased(s_tryEnter, (obj, millisecondsTimeout), WaitReason.Lock, cancellationPoint: false);
+        return Parking.RunReleased(s_tryEnter, (obj, millisecondsTimeout), WaitReason.Lock, cancellationPoint: false, interruptible: true);
     }
 
     /// <summary>Replaces <c>Monitor.Wait(object, int)</c>.</summary>

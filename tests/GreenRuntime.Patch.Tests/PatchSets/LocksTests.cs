@@ -322,25 +322,78 @@ public class LocksTests : PatchedHubTest
     }
 
     [Test]
-    public void AKillDuringALockWaitLeavesTheLockUsable()
+    public void AKillInterruptsALockWaitAtOnceAndLeavesTheLockUsable([Values("lock", "Monitor.TryEnter", "Lock")] string kind)
     {
         var gate = new object();
-        var holder = Green.Spawn(() =>
+        var lockObject = new Lock();
+        Action<Action> underLock = kind switch
         {
-            lock (gate) Thread.Sleep(Hold);
+            "lock" => body => { lock (gate) body(); },
+            "Lock" => body => { lock (lockObject) body(); },
+            _ => body =>
+            {
+                if (!Monitor.TryEnter(gate, 60_000)) return;
+                try
+                {
+                    body();
+                }
+                finally
+                {
+                    Monitor.Exit(gate);
+                }
+            },
+        };
+        var holder = Green.Spawn(() => underLock(() => Thread.Sleep(Hold)));
+        bool entered = false, reachedFinally = false;
+        var victim = Green.Spawn(() =>
+        {
+            try
+            {
+                underLock(() => entered = true);
+            }
+            finally
+            {
+                reachedFinally = true;
+            }
         });
+        Green.Sleep(50); // the victim waits for the lock with the baton released
+        victim.Kill(timeout: TimeSpan.FromSeconds(5));
+        bool endedWhileHeld = victim.Dead && !holder.Dead;
+        holder.Join();
+        Assert.That(endedWhileHeld, Is.True, "the kill interrupted the wait instead of waiting for the holder");
+        Assert.That(victim.Value, Is.InstanceOf<GreenletExit>());
+        Assert.That(entered, Is.False, "nothing was acquired");
+        Assert.That(reachedFinally, Is.True);
+        var after = Green.Spawn(() => underLock(() => entered = true));
+        Assert.That(Green.JoinAll([after], TimeSpan.FromSeconds(5)), Has.Count.EqualTo(1), "nobody keeps the lock");
+        Assert.That(entered, Is.True);
+    }
+
+    [Test]
+    public void AMonitorAcquiredJustAsAKillComesIsKeptAndTheKillIsRaisedAtTheNextBlockingPoint()
+    {
+        var gate = new object();
+        using var release = new ManualResetEventSlim();
+        var owner = HoldOnAThread(gate, release);
         bool entered = false;
         var victim = Green.Spawn(() =>
         {
-            lock (gate) entered = true;
-            Green.Sleep(10_000); // the kill, kept pending while the monitor was awaited, lands here
+            lock (gate)
+            {
+                entered = true;
+                Thread.Sleep(10_000); // the kill, which came after the monitor was acquired, lands here
+            }
         });
-        Green.Sleep(50);
-        victim.Kill(block: false);
-        Green.JoinAll([holder, victim]);
+        Green.Sleep(20);
+        release.Set();
+        // Keep the baton until the victim's thread has acquired the monitor: its greenlet waits for the baton now.
+        HoldTheBaton();
+        victim.Kill(timeout: TimeSpan.FromSeconds(5));
+        owner.Join();
+        Assert.That(victim.Dead, Is.True);
         Assert.That(victim.Value, Is.InstanceOf<GreenletExit>());
-        Assert.That(entered, Is.True, "the monitor was acquired and released before the kill was raised");
-        Assert.That(Monitor.TryEnter(gate), Is.True, "nobody keeps the monitor");
+        Assert.That(entered, Is.True, "the acquired monitor was kept: raising the kill there would have leaked it");
+        Assert.That(Monitor.TryEnter(gate), Is.True, "the lock statement's finally released it");
         Monitor.Exit(gate);
     }
 
