@@ -256,16 +256,23 @@ public class LocksTests : PatchedHubTest
             mutex.WaitOne();
             entered = true;
         });
+        KillJustAfterItsThreadAcquires(waiter, release, owner);
+        Assert.That(entered, Is.False, "the kill was raised from the wait");
+        Assert.That(IsFree(mutex), Is.True, "the waiter's thread released the mutex it had acquired");
+    }
+
+    /// <summary>Lets <paramref name="waiter"/> wait for what <paramref name="owner"/> holds, releases it, keeps the baton
+    /// until the waiter's thread has acquired it (its greenlet then waits for the baton), and kills the waiter: the kill
+    /// races the acquisition. The waiter must end with <see cref="GreenletExit"/>.</summary>
+    private static void KillJustAfterItsThreadAcquires(Greenlet waiter, ManualResetEventSlim release, Thread owner)
+    {
         Green.Sleep(20);
         release.Set();
-        // Keep the baton until the waiter's thread has acquired the mutex: its greenlet waits for the baton now.
         HoldTheBaton();
         waiter.Kill(timeout: TimeSpan.FromSeconds(5));
         owner.Join();
         Assert.That(waiter.Dead, Is.True);
         Assert.That(waiter.Value, Is.InstanceOf<GreenletExit>());
-        Assert.That(entered, Is.False, "the kill was raised from the wait");
-        Assert.That(IsFree(mutex), Is.True, "the waiter's thread released the mutex it had acquired");
     }
 
     [Test]
@@ -384,14 +391,7 @@ public class LocksTests : PatchedHubTest
                 Thread.Sleep(10_000); // the kill, which came after the monitor was acquired, lands here
             }
         });
-        Green.Sleep(20);
-        release.Set();
-        // Keep the baton until the victim's thread has acquired the monitor: its greenlet waits for the baton now.
-        HoldTheBaton();
-        victim.Kill(timeout: TimeSpan.FromSeconds(5));
-        owner.Join();
-        Assert.That(victim.Dead, Is.True);
-        Assert.That(victim.Value, Is.InstanceOf<GreenletExit>());
+        KillJustAfterItsThreadAcquires(victim, release, owner);
         Assert.That(entered, Is.True, "the acquired monitor was kept: raising the kill there would have leaked it");
         Assert.That(Monitor.TryEnter(gate), Is.True, "the lock statement's finally released it");
         Monitor.Exit(gate);
