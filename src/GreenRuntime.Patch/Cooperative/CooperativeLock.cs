@@ -8,9 +8,10 @@ namespace GreenRuntime.Cooperative;
 /// per OS thread, and a greenlet always resumes on its own carrier).
 /// </summary>
 /// <remarks>A kill or timeout interrupts the wait as for a monitor (the runtime's <c>Lock</c> wait honours
-/// <see cref="Thread.Interrupt"/> with nothing acquired and stays consistent). The target is the NoInlining <c>Lock.TryEnterSlow(int, ThreadId)</c>, which every contended
-/// <c>Enter</c>/<c>TryEnter</c> reaches after its inlined fast path fails. It returns the owner's id on success
-/// and a zero id on failure; <c>ThreadId</c> is an internal struct around one <c>uint</c>, mirrored here.</remarks>
+/// <see cref="Thread.Interrupt"/> with nothing acquired and stays consistent). The target is the NoInlining
+/// <c>Lock.TryEnterSlow(int, ThreadId)</c>, which every contended <c>Enter</c>/<c>TryEnter</c> reaches after its
+/// inlined fast path fails. It returns the owner's id on success and a zero id on failure; <c>ThreadId</c> is an
+/// internal struct around one <c>uint</c>, mirrored here.</remarks>
 internal static class CooperativeLock
 {
     /// <summary>Passed exactly like the runtime's internal <c>Lock.ThreadId</c> (one uint).</summary>
