@@ -19,7 +19,8 @@ public class RunInfoTests
         var sleeper = Green.Spawn(() => Green.Sleep(TimeSpan.FromSeconds(30)), "sleeper");
         var joiner = Green.Spawn(() => { sleeper.Join(TimeSpan.FromSeconds(20)); }, "joiner");
         var waiter = Green.Spawn(() => { sleeper.Join(); }, "waiter");
-        var stackless = Green.SpawnAsync(async () => await Task.Delay(TimeSpan.FromSeconds(30)), "async");
+        var awaited = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var stackless = Green.SpawnAsync(async () => await awaited.Task, "async");
         var yielder = new Greenlet(() => { while (true) Green.Sleep(0); }, "yielder");
         yielder.Start();
         Green.Sleep(20);                       // everything above ran until its first wait
@@ -60,6 +61,8 @@ public class RunInfoTests
         Assert.That((y.State, y.IsStackless), Is.EqualTo((GreenletState.Ready, false)));
         Assert.That(y.Describe(), Is.EqualTo("ready"));
 
+        // A kill of a stackless greenlet waits for the foreign task it awaits (docs/core.md): end that first.
+        awaited.SetResult();
         Green.KillAll([sleeper, joiner, waiter, yielder, stackless]);
     }
 
