@@ -377,6 +377,69 @@ public class LocksTests : PatchedHubTest
     }
 
     [Test]
+    public void KillsRacingLockWaitsOnTwoHubsNeverBreakMutualExclusionNorLeakALock()
+    {
+        // Greenlets of two hubs take a monitor (across a patched sleep) and a Lock in turn while a third of them are
+        // killed at random moments: in a wait, just as it acquires, or inside the block.
+        var gate = new object();
+        var lockObject = new Lock();
+        int inside = 0, overlaps = 0, strayInterrupts = 0;
+        var random = new Random(7);
+        var all = new List<Greenlet>();
+        using (var group = new HubGroup(2))
+        {
+            for (int round = 0; round < 10; round++)
+            {
+                var batch = Enumerable.Range(0, 30).Select(i => group.SpawnOn(i % 2, () =>
+                {
+                    try
+                    {
+                        for (int k = 0; k < 4; k++)
+                        {
+                            if (k % 2 == 0)
+                            {
+                                lock (gate)
+                                {
+                                    if (Interlocked.Increment(ref inside) > 1) Interlocked.Increment(ref overlaps);
+                                    try
+                                    {
+                                        Thread.Sleep(1);
+                                    }
+                                    finally
+                                    {
+                                        Interlocked.Decrement(ref inside);
+                                    }
+                                }
+                            }
+                            else
+                            {
+                                lock (lockObject) Thread.SpinWait(200);
+                            }
+                        }
+                    }
+                    catch (ThreadInterruptedException)
+                    {
+                        Interlocked.Increment(ref strayInterrupts);
+                        throw;
+                    }
+                })).ToList();
+                Thread.Sleep(random.Next(1, 8));
+                foreach (var g in batch.Where((_, i) => i % 3 == 0)) g.Kill(block: false);
+                all.AddRange(batch);
+            }
+            Assert.That(all.All(g => g.Join(TimeSpan.FromSeconds(30))), Is.True, "every greenlet ended");
+        }
+        Assert.That(overlaps, Is.Zero, "two greenlets were inside the monitor at once");
+        Assert.That(strayInterrupts, Is.Zero, "an interrupt meant for a lock wait reached user code");
+        Assert.That(all.Where(g => g.Exception is not null and not GreenletExit).Select(g => g.Exception), Is.Empty);
+        Assert.That(all.Count(g => g.Value is GreenletExit), Is.GreaterThan(0), "some kills landed");
+        Assert.That(Monitor.TryEnter(gate), Is.True, "the monitor is free");
+        Monitor.Exit(gate);
+        Assert.That(lockObject.TryEnter(), Is.True, "the Lock is free");
+        lockObject.Exit();
+    }
+
+    [Test]
     public void AMonitorAcquiredJustAsAKillComesIsKeptAndTheKillIsRaisedAtTheNextBlockingPoint()
     {
         var gate = new object();
