@@ -285,6 +285,69 @@ public partial class FileReadWriteTests : PatchedHubTest
         }
     }
 
+    [Test]
+    public void FileCopyAndAMoveAcrossFileSystemsLetTheHubRunWhileTheyCopy()
+    {
+        // The whole-file copy is native code (copy_file_range) that no read or write funnel sees: it runs with the
+        // baton released, so another greenlet runs while it copies. Counted, not timed: the observer's turns while a
+        // copy is in progress are zero when the copy holds the hub.
+        string big = path + ".big";
+        File.WriteAllBytes(big, new byte[32 << 20]);
+        string shm = Directory.Exists("/dev/shm") ? "/dev/shm" : Path.GetTempPath(); // tmpfs: another file system, usually
+        try
+        {
+            foreach (bool move in new[] { false, true })
+            {
+                bool copying = false, done = false;
+                int turnsDuringCopies = 0;
+                var observer = Green.Spawn(() =>
+                {
+                    while (!done)
+                    {
+                        if (copying) turnsDuringCopies++;
+                        Green.Sleep(TimeSpan.FromMilliseconds(1));
+                    }
+                });
+                var copier = Green.Spawn(() =>
+                {
+                    for (int i = 0; i < 10 && turnsDuringCopies == 0; i++)
+                    {
+                        string target = Path.Combine(shm, $"greenruntime-copy-{Guid.NewGuid():N}");
+                        copying = true;
+                        if (move)
+                        {
+                            File.Copy(big, big + ".moving"); // its own copy time is not counted below
+                            copying = false;
+                            Green.Sleep(TimeSpan.FromMilliseconds(2));
+                            copying = true;
+                            File.Move(big + ".moving", target);
+                        }
+                        else
+                        {
+                            File.Copy(big, target);
+                        }
+                        copying = false;
+                        Assert.That(new FileInfo(target).Length, Is.EqualTo(32 << 20));
+                        File.Delete(target);
+                    }
+                    done = true;
+                });
+                Green.JoinAll([copier, observer], raiseError: true);
+                Assert.That(turnsDuringCopies, Is.GreaterThan(0), move ? "File.Move across file systems held the hub" : "File.Copy held the hub");
+            }
+            // The original's exceptions, raised on the greenlet: no overwrite of an existing file, a missing source.
+            Assert.That(() => File.Copy(big, path), Throws.TypeOf<IOException>().With.Message.Contains(path));
+            Assert.That(() => File.Copy(big + ".missing", big + ".copy"), Throws.TypeOf<FileNotFoundException>());
+            File.Copy(big, path, overwrite: true);
+            Assert.That(new FileInfo(path).Length, Is.EqualTo(32 << 20));
+        }
+        finally
+        {
+            File.Delete(big);
+            File.Delete(big + ".moving");
+        }
+    }
+
     [LibraryImport("libc", EntryPoint = "mkfifo", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     private static partial int MkFifo(string path, int mode);
 
