@@ -5,12 +5,13 @@ namespace GreenRuntime.Cooperative;
 /// <summary>
 /// <c>File.Copy</c>, <c>FileInfo.CopyTo</c> and a <c>File.Move</c> across file systems on a greenlet: on Unix they
 /// reach <c>FileSystem.CopyFile(string, string, bool)</c>, which copies the whole file in native code (one
-/// <c>copy_file_range</c>/<c>sendfile</c> loop) that no read or write funnel sees. On a greenlet the copy runs as
-/// <see cref="Green.RunBlocking(Action)"/> runs a call: on the greenlet's own thread with the hub's baton released, so
-/// the other greenlets run meanwhile (measured: ten 64 MiB copies in ten greenlets held the hub for 240 ms).
+/// <c>copy_file_range</c>/<c>sendfile</c> loop) that no read or write funnel sees. On a greenlet the copy runs through
+/// <see cref="Green.RunBlocking(Action)"/>: on the greenlet's own thread with the hub's baton released (on the thread
+/// pool for a stackless greenlet), so the other greenlets run meanwhile (measured: ten 64 MiB copies in ten greenlets
+/// held the hub for 240 ms).
 /// </summary>
-/// <remarks>A kill or timeout that arrives during the copy is raised when it returns: a copy cannot be interrupted,
-/// and the destination is then complete, as after the original.</remarks>
+/// <remarks>A kill or timeout that arrives during the copy of a stackful greenlet is raised when the copy returns: a
+/// copy cannot be interrupted, and the destination is then complete, as after the original.</remarks>
 internal static class CooperativeFileCopy
 {
     internal static readonly MethodInfo? CopyFileMethod = typeof(File).Assembly.GetType("System.IO.FileSystem")
@@ -19,20 +20,14 @@ internal static class CooperativeFileCopy
     internal static readonly OriginalSlot<Action<string, string, bool>> CopyFileSlot =
         new(CopyFileMethod?.CreateDelegate<Action<string, string, bool>>() ?? File.Copy);
 
-    private static readonly Func<(string Source, string Destination, bool Overwrite), bool> s_copy = static s =>
-    {
-        CopyFileSlot.Call(s.Source, s.Destination, s.Overwrite);
-        return true;
-    };
-
     /// <summary>Replaces <c>FileSystem.CopyFile(string, string, bool)</c> (Unix).</summary>
     public static void CopyFile(string sourceFullPath, string destFullPath, bool overwrite)
     {
-        if (Cooperative.ParkingHub() is null || !Parking.CanReleaseBaton)
+        if (Cooperative.ParkingHub() is null)
         {
             CopyFileSlot.Call(sourceFullPath, destFullPath, overwrite);
             return;
         }
-        Parking.RunReleased(s_copy, (sourceFullPath, destFullPath, overwrite), WaitReason.File);
+        Green.RunBlocking(() => CopyFileSlot.Call(sourceFullPath, destFullPath, overwrite));
     }
 }

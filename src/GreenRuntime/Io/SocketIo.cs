@@ -119,8 +119,8 @@ internal static unsafe class SocketIo
     /// </summary>
     public static bool TryWaitReadable(Hub hub, Socket s, TimeSpan? timeout, out SocketError error)
     {
-        if (!IsSocket(s)) return WaitReadableByPoll(hub, s, timeout, out error);
-        // A 1-byte peek consumes no data (for any socket type); it does consume a pending error, reported here.
+        // A 1-byte peek consumes no data (for any socket type); it does consume a pending error, reported here. On a
+        // Socket that wraps a pipe the peek is a poll() instead (TryCall).
         Span<byte> probe = stackalloc byte[1];
         return ReceiveParked(hub, s, probe, SocketFlags.Peek, timeout, out _, out error);
     }
@@ -130,13 +130,25 @@ internal static unsafe class SocketIo
     /// .NET then reads and writes it with read()/write(), since recv/send fail there with ENOTSOCK.</summary>
     public static bool IsSocket(Socket s)
     {
+        if (s_isSocketMissing || s_handleFieldMissing) return true;
+        try
+        {
+            return HandleField(s) is not { } handle || IsSocket(handle);
+        }
+        catch (MissingFieldException)
+        {
+            return true; // TryGetHandle notes the missing field for its callers
+        }
+    }
+
+    private static bool IsSocket(SafeSocketHandle handle)
+    {
         if (s_isSocketMissing) return true;
         try
         {
-            var handle = HandleField(s);
-            return handle is null || IsSocketHandle(handle);
+            return IsSocketHandle(handle);
         }
-        catch (MissingMemberException)
+        catch (MissingMethodException)
         {
             s_isSocketMissing = true; // a runtime without the flag (Windows): every Socket is a socket
             return true;
@@ -147,56 +159,6 @@ internal static unsafe class SocketIo
 
     [UnsafeAccessor(UnsafeAccessorKind.Method, Name = "get_IsSocket")]
     private static extern bool IsSocketHandle(SafeSocketHandle handle);
-
-    /// <summary>Parks until the pipe behind <paramref name="s"/> is readable (data, the writer's end, or an error: a
-    /// read would not block), asking poll() without waiting and parking on the reactor in between. Consumes nothing.</summary>
-    private static bool WaitReadableByPoll(Hub hub, Socket s, TimeSpan? timeout, out SocketError error)
-    {
-        error = SocketError.Success;
-        if (!TryGetHandle(hub, s, out var reactor, out var handle, out int fd)) return false;
-        long deadline = Deadline(hub, timeout);
-        while (true)
-        {
-            switch (PollReadableNow(handle, fd))
-            {
-                case null: error = SocketError.OperationAborted; return true; // closed meanwhile
-                case true: return true;
-            }
-            switch (reactor.Wait(handle, fd, write: false, Remaining(hub, deadline)))
-            {
-                case null: return false;
-                case Readiness.TimedOut: error = SocketError.TimedOut; return true;
-                case Readiness.Closed: error = SocketError.OperationAborted; return true;
-            }
-        }
-    }
-
-    /// <summary>poll() with a zero timeout: whether a read of <paramref name="fd"/> would return at once; null when the
-    /// handle was closed meanwhile.</summary>
-    private static bool? PollReadableNow(SafeSocketHandle handle, int fd)
-    {
-        bool added = false;
-        try
-        {
-            handle.DangerousAddRef(ref added);
-        }
-        catch (ObjectDisposedException)
-        {
-            return null;
-        }
-        try
-        {
-            var entry = new Epoll.PollFd { Fd = fd, Events = Epoll.PollIn };
-            int n;
-            do n = Epoll.Poll(&entry, 1, 0);
-            while (n < 0 && Marshal.GetLastPInvokeError() == Epoll.EINTR);
-            return n != 0; // readable, the writer gone (POLLHUP), an error, or poll itself failing: let the read report it
-        }
-        finally
-        {
-            if (added) handle.DangerousRelease();
-        }
-    }
 
     /// <summary>
     /// Parks once until <paramref name="s"/> reports writability (or an error, or its closing): for a
@@ -309,6 +271,11 @@ internal static unsafe class SocketIo
         }
         try
         {
+            if (!send && (flags & (int)SocketFlags.Peek) != 0 && !IsSocket(handle))
+            {
+                result = PollReadable(fd, out errno);
+                return true;
+            }
             fixed (byte* p = buffer)
             {
                 do
@@ -326,6 +293,18 @@ internal static unsafe class SocketIo
         {
             if (added) handle.DangerousRelease();
         }
+    }
+
+    /// <summary>The peek of a pipe (which recv cannot peek at): 0 when a read would not block (data, the writer gone, an
+    /// error; poll() itself failing too: the read then reports what is wrong), or -1 with EAGAIN.</summary>
+    private static nint PollReadable(int fd, out int errno)
+    {
+        var entry = new Epoll.PollFd { Fd = fd, Events = Epoll.PollIn };
+        int n;
+        do n = Epoll.Poll(&entry, 1, 0);
+        while (n < 0 && Marshal.GetLastPInvokeError() == Epoll.EINTR);
+        errno = n == 0 ? Epoll.EAGAIN : 0;
+        return n == 0 ? -1 : 0;
     }
 
     private static SocketError Fail(Socket s, int errno)
