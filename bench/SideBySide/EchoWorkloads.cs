@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
@@ -9,7 +10,7 @@ namespace GreenRuntime.SideBySide;
 /// loop — made concurrent by <see cref="Patch.All"/>, one greenlet per connection: the same shape as gevent's
 /// echo_server.py / echo_client.py under monkey.patch_all().
 /// </summary>
-internal static class EchoWorkloads
+internal static partial class EchoWorkloads
 {
     private const int MessageSize = 64;
 
@@ -43,6 +44,73 @@ internal static class EchoWorkloads
         acceptor.Kill();
         listener.Dispose();
         return result;
+    }
+
+    /// <summary>
+    /// The kernel's floor for the in-process echo rows: the same connections, but one thread that makes only the four
+    /// system calls of a round trip (client send, server receive, server send, client receive), straight to libc: no
+    /// runtime layer, no hub, no patching. On loopback a send delivers its bytes before it returns, so nothing ever waits:
+    /// no one-thread echo, in any runtime, serves more round trips per second on this machine.
+    /// </summary>
+    public static unsafe Dictionary<string, double> InProcessFloor(int clients, int rounds)
+    {
+        using var listener = Listen(0);
+        var sockets = new List<Socket>();
+        var pairs = new (int Client, int Server)[clients];
+        for (int i = 0; i < clients; i++)
+        {
+            var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            client.Connect(listener.LocalEndPoint!);
+            var server = listener.Accept();
+            server.NoDelay = true;
+            sockets.Add(client);
+            sockets.Add(server);
+            pairs[i] = ((int)client.Handle, (int)server.Handle);
+        }
+        var buffer = new byte[4096];
+        double seconds;
+        fixed (byte* b = buffer)
+        {
+            RoundTrips(pairs, b, Math.Min(rounds, 100)); // warm-up: compiled code and the sockets' buffers
+            var watch = Stopwatch.StartNew();
+            RoundTrips(pairs, b, rounds);
+            seconds = watch.Elapsed.TotalSeconds;
+        }
+        foreach (var socket in sockets) socket.Dispose();
+        long requests = (long)clients * rounds;
+        return new()
+        {
+            ["clients"] = clients,
+            ["rounds"] = rounds,
+            ["requests"] = requests,
+            ["seconds"] = seconds,
+            ["req_per_s"] = requests / seconds,
+            ["us_per_round_trip"] = seconds * 1e6 / requests,
+        };
+    }
+
+    private static unsafe void RoundTrips((int Client, int Server)[] pairs, byte* buffer, int rounds)
+    {
+        for (int r = 0; r < rounds; r++)
+            foreach (var (client, server) in pairs)
+            {
+                Check(LibC.send(client, buffer, MessageSize, 0));
+                nint n = Check(LibC.recv(server, buffer, 4096, 0));
+                Check(LibC.send(server, buffer, n, 0));
+                for (nint got = 0; got < MessageSize; ) got += Check(LibC.recv(client, buffer + got, MessageSize - got, 0));
+            }
+
+        static nint Check(nint result) =>
+            result > 0 ? result : throw new IOException($"the floor's system call failed (result {result}, errno {Marshal.GetLastPInvokeError()})");
+    }
+
+    private static unsafe partial class LibC
+    {
+        [LibraryImport("libc", SetLastError = true)]
+        public static partial nint send(int fd, byte* buffer, nint length, int flags);
+
+        [LibraryImport("libc", SetLastError = true)]
+        public static partial nint recv(int fd, byte* buffer, nint length, int flags);
     }
 
     private static Socket Listen(int port, bool reusePort = false)
