@@ -160,7 +160,7 @@ internal static class Harness
         new("echo_async_inproc", "echo 100 conns × 1,000 × 64 B in one process, ours: stackless client and server greenlets on one hub (`await ReceiveAsync/SendAsync` + Patch.All: the hub's reactor)", "req/s", "≥ 3× gevent",
             Mine("echo_inproc_async"), Gevent("echo_inproc.py", ""), Go("inproc"),
             "req_per_s", "req_per_s", "req_per_s", true, EchoLatency),
-        new("echo_inproc_floor", "echo in one process, the kernel's floor: the same 100 conns × 1,000 × 64 B served by one thread that makes only the four system calls of each round trip (blocking .NET sockets, no hub, no patching; on loopback nothing ever waits)", "req/s", "the most a one-thread echo can reach here",
+        new("echo_inproc_floor", "echo in one process, the kernel's floor: the same 100 conns × 1,000 × 64 B served by one thread that makes only the four system calls of each round trip (straight to libc: no runtime layer, no hub, no patching; on loopback nothing ever waits)", "req/s", "the most a one-thread echo can reach here",
             Mine("echo_inproc_floor"), Gevent("echo_inproc.py", ""), null,
             "req_per_s", "req_per_s", "", true, []),
         new("echo_async_procs", "echo, separate processes, each system's own client against its own server; ours: async handler and client on one hub per process (stackless, the hub's reactor)", "req/s", "≥ 2× gevent, ≥ 0.8× Go, p99 ≤ gevent",
