@@ -49,6 +49,16 @@ public class WorkerSmokeTests
     }
 
     [Test]
+    public void TheInProcessEchoFloorMakesEveryRoundTrip()
+    {
+        var figures = Run("echo_inproc_floor 2 10");
+
+        Assert.That(figures["requests"], Is.EqualTo(20));
+        Assert.That(figures["req_per_s"], Is.GreaterThan(0));
+        Assert.That(figures["us_per_round_trip"], Is.EqualTo(1e6 / figures["req_per_s"]).Within(1e-6).Percent);
+    }
+
+    [Test]
     public void EchoClientAgainstOurServerInAnotherProcessCountsEveryRoundTrip()
     {
         var run = Harness.WithServer(SweepSmokeTests.NoAnchors, port => Harness.StartOurs($"echo_server {port}"),
