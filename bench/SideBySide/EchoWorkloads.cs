@@ -1,7 +1,7 @@
-using System.Runtime.InteropServices;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 
 namespace GreenRuntime.SideBySide;
 
