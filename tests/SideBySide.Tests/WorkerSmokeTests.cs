@@ -58,6 +58,18 @@ public class WorkerSmokeTests
         Assert.That(figures["us_per_round_trip"], Is.EqualTo(1e6 / figures["req_per_s"]).Within(1e-6).Percent);
     }
 
+    [TestCase("")]
+    [TestCase(" pinned")]
+    public void TheWakeChainWakesEveryThreadOnce(string pinned)
+    {
+        var figures = Run($"wake_chain 50{pinned}");
+
+        Assert.That(figures["threads"], Is.EqualTo(50));
+        Assert.That(figures["pinned"], Is.EqualTo(pinned == "" ? 0 : 1));
+        Assert.That(figures["chain_s"], Is.GreaterThan(0));
+        Assert.That(figures["us_per_hop"], Is.EqualTo(figures["chain_s"] * 1e6 / 50).Within(1e-6).Percent);
+    }
+
     [Test]
     public void EchoClientAgainstOurServerInAnotherProcessCountsEveryRoundTrip()
     {
