@@ -129,7 +129,7 @@ internal static class Harness
         Sleepers10k("sleepers_10k_warm", "10k random sleepers as above, ours warmed up (a second round in the process): wall", "≤ 0.5× gevent", "sleepers_stackful_warm"),
         Sleepers10k("sleepers_10k_cold_pinned", "10k random sleepers as above, cold process, hub with `PinCarriersToOneCpu`: wall", "as above (the option's effect)", "sleepers_stackful_pinned"),
         Sleepers10k("sleepers_10k_warm_pinned", "10k random sleepers as above, warmed up, hub with `PinCarriersToOneCpu`: wall", "as above (the option's effect)", "sleepers_stackful_warm_pinned"),
-        new("wake_chain_10k", "the floor of the 10k sleeper rows: 10,000 parked threads woken one after another, each by the one before (one futex wake and one switch per hop, no runtime on the path; gevent: its 10k sleepers)", "s", "the least 10,000 resumes of thread-backed greenlets cost here",
+        new("wake_chain_10k", "the floor of the 10k sleeper rows: 10,000 parked threads woken one after another, each by the one before (one futex wake and one switch per hop, nothing else on the path; gevent: its 10k sleepers)", "s", "the least 10,000 resumes of thread-backed greenlets cost here",
             Mine("wake_chain", "10000"), LocalGevent("sleepers.py", "10000"), null,
             "chain_s", "wall_s", "", false, [("us_per_hop", "", "", "µs per hop")]),
         new("wake_chain_10k_pinned", "the same wake chain with every thread on one CPU (as `PinCarriersToOneCpu` keeps a hub's carriers)", "s", "as above, pinned",

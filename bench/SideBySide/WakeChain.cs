@@ -1,11 +1,11 @@
 // The floor of the stackful sleeper rows: a wake chain through N parked threads.
 //
 // A suspended stackful greenlet keeps a parked thread, and the hub resumes one greenlet at a time, so resuming N of
-// them takes at least N thread wakes one after another. This worker measures that alone, with no runtime on the path:
-// N threads started with pthread_create each park on a futex word of its own; the first is woken, and each one, woken,
-// wakes the next and parks again. A hop is one futex wake and one context switch, the least a resume can cost on this
-// kernel. "pinned" keeps every thread on one CPU, as HubOptions.PinCarriersToOneCpu does for a hub's carriers;
-// otherwise the kernel places them, and a wake may have to rouse the other CPU first.
+// them takes at least N thread wakes one after another. This worker measures that alone, with nothing else on the
+// path: N threads each park on a futex word of their own (the raw system call, as a carrier parks); the first is
+// woken, and each one, woken, wakes the next and parks again. A hop is one futex wake and one context switch, the least
+// a resume can cost on this kernel. "pinned" keeps every thread on one CPU, as HubOptions.PinCarriersToOneCpu does for
+// a hub's carriers; otherwise the kernel places them, and a wake may have to rouse the other CPU first.
 
 using System.Diagnostics;
 using System.Runtime.InteropServices;
@@ -67,26 +67,19 @@ internal static unsafe class WakeChain
 
     private static void Start(int index)
     {
-        var attr = stackalloc byte[128]; // pthread_attr_t: 56 bytes on x64 (glibc)
-        if (PthreadAttrInit(attr) != 0 || PthreadAttrSetStackSize(attr, 256 * 1024) != 0 || PthreadAttrSetDetachState(attr, 1) != 0)
-            throw new InvalidOperationException("pthread_attr_* failed.");
-        ulong id;
-        int error = PthreadCreate(&id, attr, &Body, index);
-        PthreadAttrDestroy(attr);
-        if (error != 0) throw new OutOfMemoryException($"pthread_create failed with error {error} after {index} threads.");
+        // Thread.Start returns once the thread runs, so creating 10,000 takes a second or two, all before the timing.
+        var thread = new Thread(() => Body(index), 256 * 1024) { IsBackground = true };
+        thread.UnsafeStart();
     }
 
-    [UnmanagedCallersOnly]
-    private static nint Body(nint state)
+    private static void Body(int index)
     {
-        int index = (int)state;
         int* word = &s_words[index * WordStride];
         Interlocked.Increment(ref s_parked);
         WaitFor(word);
         if (index + 1 < s_count) Wake(&s_words[(index + 1) * WordStride]);
         else Volatile.Write(ref s_endTicks, Stopwatch.GetTimestamp());
         WaitFor(s_released); // parked again, as a carrier is once it has handed the baton on
-        return 0;
     }
 
     private static void WaitFor(int* word)
@@ -111,19 +104,4 @@ internal static unsafe class WakeChain
 
     [DllImport("libc", EntryPoint = "sched_setaffinity")]
     private static extern int SchedSetAffinity(int pid, nint size, ulong* mask);
-
-    [DllImport("libc", EntryPoint = "pthread_attr_init")]
-    private static extern int PthreadAttrInit(byte* attr);
-
-    [DllImport("libc", EntryPoint = "pthread_attr_destroy")]
-    private static extern int PthreadAttrDestroy(byte* attr);
-
-    [DllImport("libc", EntryPoint = "pthread_attr_setstacksize")]
-    private static extern int PthreadAttrSetStackSize(byte* attr, nint size);
-
-    [DllImport("libc", EntryPoint = "pthread_attr_setdetachstate")]
-    private static extern int PthreadAttrSetDetachState(byte* attr, int state);
-
-    [DllImport("libc", EntryPoint = "pthread_create")]
-    private static extern int PthreadCreate(ulong* thread, byte* attr, delegate* unmanaged<nint, nint> start, nint arg);
 }

@@ -28,7 +28,7 @@ internal static class Workloads
             "aspnet_upstream" => AspNetCoreWorkloads.Upstream(Int(0, 0)),
             // The kernel's floor for the in-process echo rows: no runtime at all.
             "echo_inproc_floor" => EchoWorkloads.InProcessFloor(Int(0, 100), Int(1, 1000)),
-            // The floor of the stackful sleeper rows: thread wakes alone, no runtime on the path.
+            // The floor of the stackful sleeper rows: thread wakes alone, nothing else on the path.
             "wake_chain" => WakeChain.Run(Int(0, 10_000), args.Length > 1 && args[1] == "pinned"),
             "idle_client" => IdleClient.Run(Int(0, 0), Int(1, 15_000), Int(2, 1_000), args.Length > 3 ? Seconds(3) : 5, args.Length > 4 ? Seconds(4) : 12),
             "load" => LoadClient.Run(LoadProtocol.Parse(args[0]), Int(1, 0), Int(2, 1), Int(3, 1), TimeSpan.FromSeconds(Seconds(4)), TimeSpan.FromSeconds(Seconds(5))),
