@@ -73,7 +73,8 @@ public static class Patch
     public static PatchReport Dns() => Apply([DnsPatchSet.Instance], null);
 
     /// <summary>Synchronous file reads and writes (FileStream, File.*, RandomAccess): what the page cache can serve is read
-    /// inline (Linux: one <c>preadv2</c> with <c>RWF_NOWAIT</c>), the rest runs on the thread pool while the greenlet waits.</summary>
+    /// inline (Linux: one <c>preadv2</c> with <c>RWF_NOWAIT</c>), the rest runs on the thread pool while the greenlet waits;
+    /// <c>File.Copy</c>; console writes that would wait for a pipe's reader.</summary>
     public static PatchReport Files() => Apply([FilesPatchSet.Instance], null);
 
     /// <summary><c>Task.Wait</c>, <c>Task&lt;T&gt;.Result</c>, <c>GetAwaiter().GetResult()</c>, <c>Task.WaitAll/WaitAny</c>.</summary>

@@ -14,7 +14,8 @@ public sealed class PatchOptions
     /// <summary>Synchronous <c>Dns</c> lookups. Default true.</summary>
     public bool Dns { get; init; } = true;
 
-    /// <summary>Synchronous file reads and writes, offloaded to the thread pool. Default true.</summary>
+    /// <summary>Synchronous file reads and writes (what would wait for the disk runs on the thread pool), <c>File.Copy</c>,
+    /// and console writes that would wait for a pipe's reader (run with the hub's baton released). Default true.</summary>
     public bool Files { get; init; } = true;
 
     /// <summary><c>Task.Wait</c>, <c>Result</c>, <c>GetAwaiter().GetResult()</c>, <c>WaitAll</c>, <c>WaitAny</c>. Default true.</summary>

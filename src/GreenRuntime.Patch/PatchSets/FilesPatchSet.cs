@@ -4,7 +4,8 @@ namespace GreenRuntime.PatchSets;
 
 /// <summary>
 /// Synchronous file I/O at the Unix funnels in <c>System.IO.RandomAccess</c> that FileStream, File.* and
-/// RandomAccess.Read/Write all reach, and the native whole-file copy behind File.Copy.
+/// RandomAccess.Read/Write all reach, the native whole-file copy behind File.Copy, and the
+/// console streams' writes (a pipe whose reader stopped reading).
 /// </summary>
 internal sealed class FilesPatchSet : PatchSet
 {
@@ -18,6 +19,7 @@ internal sealed class FilesPatchSet : PatchSet
         new("System.IO.RandomAccess.WriteAtOffset(SafeFileHandle, ReadOnlySpan`1, Int64)", CooperativeFile.WriteAtOffsetMethod, Replacement(nameof(CooperativeFile.WriteAtOffset)), CooperativeFile.WriteAt),
         new("System.IO.RandomAccess.ReadScatterAtOffset(SafeFileHandle, IReadOnlyList`1, Int64)", CooperativeFile.ReadScatterAtOffsetMethod, Replacement(nameof(CooperativeFile.ReadScatterAtOffset)), CooperativeFile.ReadScatter),
         new("System.IO.RandomAccess.WriteGatherAtOffset(SafeFileHandle, IReadOnlyList`1, Int64)", CooperativeFile.WriteGatherAtOffsetMethod, Replacement(nameof(CooperativeFile.WriteGatherAtOffset)), CooperativeFile.WriteGather),
+        new("System.ConsolePal.WriteFromConsoleStream(SafeFileHandle, ReadOnlySpan`1) (Console.Out, Console.Error, Console.OpenStandardOutput/Error)", CooperativeConsoleOutput.WriteFromConsoleStreamMethod, typeof(CooperativeConsoleOutput).GetMethod(nameof(CooperativeConsoleOutput.WriteFromConsoleStream))!, CooperativeConsoleOutput.WriteFromConsoleStreamSlot),
         new("System.IO.FileSystem.CopyFile(String, String, Boolean) (File.Copy, FileInfo.CopyTo, File.Move across file systems)", CooperativeFileCopy.CopyFileMethod, typeof(CooperativeFileCopy).GetMethod(nameof(CooperativeFileCopy.CopyFile))!, CooperativeFileCopy.CopyFileSlot),
     ];
 

@@ -3,7 +3,7 @@ using System.Diagnostics;
 namespace GreenRuntime.Patch.Tests.PatchSets;
 
 /// <summary>
-/// Console.ReadLine on a greenlet, on a real stdin: a child process (tests/StdinProbe) patches everything and
+/// Console.ReadLine on a greenlet, on a real stdin: a child process (tests/ConsoleProbe) patches everything and
 /// reads a line on one greenlet while another ticks; this test writes the line after a pause.
 /// </summary>
 [TestFixture]
@@ -13,7 +13,7 @@ public class StdinTests
     public void ReadLineOnAGreenletLetsOthersRunAndReturnsTheLineIntact()
     {
         string dotnet = Environment.ProcessPath is { } p && Path.GetFileNameWithoutExtension(p) == "dotnet" ? p : "dotnet";
-        var start = new ProcessStartInfo(dotnet, [Path.Combine(AppContext.BaseDirectory, "StdinProbe.dll")])
+        var start = new ProcessStartInfo(dotnet, [Path.Combine(AppContext.BaseDirectory, "ConsoleProbe.dll")])
         {
             RedirectStandardInput = true,
             RedirectStandardOutput = true,

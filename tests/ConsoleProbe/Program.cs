@@ -1,0 +1,76 @@
+// Two probes of the console on greenlets, in a process whose stdin or stdout is a pipe the test holds.
+//
+// ConsoleProbe (no argument): prints "ready" once it waits for input, then, when a line arrived:
+//   line=<the line read>|ticksWhileWaiting=<ticks of the other greenlet during Console.ReadLine>|readerFirst=<bool>
+//   Exit codes: 0 = read a line; 1 = stdin ended without a line; 2 = Console.ReadLine was not patched.
+//
+// ConsoleProbe stdout LINES [files-only]: two writer greenlets each write LINES numbered lines of 100 bytes to Console.Out
+// (more than a pipe holds) while a ticker greenlet sleeps 5 ms at a time (Green.Sleep); at the end it writes to stderr
+//   written=<lines written>|maxTickerGapMs=<the longest the ticker waited for one of its sleeps>|patched=<bool>
+//   files-only applies only the Files patch set (Patch.Files()) instead of Patch.All().
+using System.Diagnostics;
+using GreenRuntime;
+
+// "files-only": just the Files set, so that contended monitors are not cooperative.
+var report = args.Contains("files-only") ? Patch.Files() : Patch.All();
+using var hub = new Hub();
+return args is ["stdout", var lines, ..] ? WriteStdout(int.Parse(lines)) : ReadStdin();
+
+int ReadStdin()
+{
+    if (!report.Patched.Any(p => p.Set == "Stdin"))
+    {
+        Console.WriteLine("stdin not patched: " + string.Join("; ", report.Refused.Where(r => r.Set == "Stdin")));
+        return 2;
+    }
+    int ticks = 0, ticksAtStart = -1, ticksAtEnd = -1;
+    string? line = null;
+    var reader = Green.Spawn(() =>
+    {
+        ticksAtStart = ticks;
+        line = Console.ReadLine();
+        ticksAtEnd = ticks;
+    });
+    var ticker = Green.Spawn(() =>
+    {
+        while (!reader.Ready)
+        {
+            Thread.Sleep(10);
+            ticks++;
+            if (ticks == 1) Console.WriteLine("ready"); // the reader has started its read by now: it ran first
+        }
+    });
+    Green.JoinAll([reader, ticker], raiseError: true);
+    Console.WriteLine($"line={line}|ticksWhileWaiting={ticksAtEnd - ticksAtStart}|readerFirst={ticksAtStart == 0}");
+    return line is null ? 1 : 0;
+}
+
+int WriteStdout(int lines)
+{
+    bool patched = report.Patched.Any(p => p.Method.Name == "WriteFromConsoleStream");
+    int written = 0, writing = 2;
+    double maxGap = 0;
+    // The ticker starts first, so a writer that held the hub would stop it in the middle of a sleep.
+    var ticker = Green.Spawn(() =>
+    {
+        var clock = Stopwatch.StartNew();
+        while (writing > 0)
+        {
+            var before = clock.Elapsed.TotalMilliseconds;
+            Green.Sleep(5);
+            maxGap = Math.Max(maxGap, clock.Elapsed.TotalMilliseconds - before);
+        }
+    });
+    var writers = new[] { 'a', 'b' }.Select(tag => Green.Spawn(() =>
+    {
+        for (int i = 0; i < lines; i++)
+        {
+            Console.WriteLine($"{tag}{i:D8}{new string('.', 90)}"); // 100 bytes with the newline
+            written++;
+        }
+        writing--;
+    })).ToArray();
+    Green.JoinAll([.. writers, ticker], raiseError: true);
+    Console.Error.WriteLine($"written={written}|maxTickerGapMs={maxGap:F0}|patched={patched}");
+    return 0;
+}
