@@ -13,16 +13,23 @@ namespace GreenRuntime.Cooperative;
 /// thread with the hub's baton released, so the other greenlets go on while the reader catches up.
 /// </summary>
 /// <remarks>
-/// <para>A console write usually returns at once, so the common case must stay one system call: the write is made
-/// directly when the descriptor is a regular file or a block device (the kernel never waits for a reader there), or
-/// when <c>poll</c> says the descriptor is writable and the write is at most <see cref="AtomicPipeWrite"/> bytes. On
-/// Linux a pipe reports writable while one of its buffers is free, and a write of up to PIPE_BUF bytes then goes
-/// through whole. Only a longer write, or one to a descriptor that is not writable (its reader stopped reading and
-/// the buffer is full), takes the released path, which costs two thread hand-offs.</para>
+/// <para>A console write usually returns at once, so the common case must cost what the original costs. Per console
+/// handle (its type is read once, with <c>statx</c>):</para>
+/// <list type="bullet">
+/// <item>a regular file or block device: the original (the kernel never waits for a reader there);</item>
+/// <item>a pipe or socket (a shell's pipe, a container's log pipe, the journal's socket): one
+/// <c>pwritev2(..., RWF_NOWAIT)</c> under <c>Console.Out</c>'s monitor, as the original takes it. It writes what fits
+/// and fails with EAGAIN instead of waiting; only what did not fit is written by the original with the baton
+/// released. The first write of each handle on a greenlet goes through the original, which also sets the console up; a handle
+/// whose kernel refuses <c>RWF_NOWAIT</c> (EOPNOTSUPP) is treated as a terminal from then on; any other error is
+/// left to the original, which reports it as it would have (EPIPE counts as written);</item>
+/// <item>a character device that is not a terminal (<c>/dev/null</c>): as a pipe;</item>
+/// <item>anything else (a terminal, whose cursor position the original tracks): <c>poll</c> first, and the original at once when the descriptor is writable and
+/// the write is at most <see cref="AtomicPipeWrite"/> bytes; otherwise the original with the baton released.</item>
+/// </list>
 /// <para>Why the baton is released rather than the greenlet parked until the descriptor is writable: the
 /// descriptor is shared with other processes (it is the process's stdout, often a shell's pipe) and must stay in
-/// blocking mode, so a write can still block after any readiness check; and the original keeps its own semantics
-/// (partial writes, EPIPE treated as success, the terminal's cursor bookkeeping) only when it runs itself.</para>
+/// blocking mode, so the original's write may still block after any readiness check.</para>
 /// <para>The caller holds <c>Console.Out</c>'s monitor (the writers are synchronized, and the original locks it
 /// again). While the write is released, another greenlet writing to the console waits for that monitor: that wait
 /// is cooperative only under the Locks patch set. Without it, the other greenlet would block the hub in
@@ -33,7 +40,7 @@ namespace GreenRuntime.Cooperative;
 /// </remarks>
 internal static unsafe partial class CooperativeConsoleOutput
 {
-    /// <summary>PIPE_BUF on Linux: a pipe write of at most this many bytes is atomic, and fits in one free buffer.</summary>
+    /// <summary>PIPE_BUF on Linux: a write of at most this many bytes to a descriptor that polls writable goes through whole.</summary>
     internal const int AtomicPipeWrite = 4096;
 
     internal delegate void WriteFn(SafeFileHandle handle, ReadOnlySpan<byte> buffer);
@@ -45,8 +52,7 @@ internal static unsafe partial class CooperativeConsoleOutput
         WriteFromConsoleStreamMethod?.CreateDelegate<WriteFn>()
         ?? ((_, _) => throw new MissingMethodException("System.ConsolePal has no WriteFromConsoleStream(SafeFileHandle, ReadOnlySpan<byte>) in this runtime; console output is not patched here.")));
 
-    /// <summary>Per console handle: whether it is a regular file or block device, whose writes never wait for a reader.</summary>
-    private static readonly ConditionalWeakTable<SafeFileHandle, StrongBox<bool>> s_neverWaits = new();
+    private static readonly ConditionalWeakTable<SafeFileHandle, HandleState> s_handles = new();
 
     private static readonly Func<(nint Buffer, int Length, SafeFileHandle Owner), bool> s_released = static s =>
     {
@@ -57,32 +63,92 @@ internal static unsafe partial class CooperativeConsoleOutput
     /// <summary>Replaces <c>System.ConsolePal.WriteFromConsoleStream(SafeFileHandle, ReadOnlySpan&lt;byte&gt;)</c>.</summary>
     public static void WriteFromConsoleStream(SafeFileHandle handle, ReadOnlySpan<byte> buffer)
     {
-        if (buffer.IsEmpty || Cooperative.ParkingHub() is null || WritesAtOnce(handle, buffer.Length)
-            || !Parking.CanReleaseBaton || !LockWaitsAreCooperative())
+        if (buffer.IsEmpty || handle.IsInvalid || handle.IsClosed || Cooperative.ParkingHub() is null)
         {
             WriteFromConsoleStreamSlot.Call(handle, buffer);
             return;
         }
-        fixed (byte* pinned = buffer) // the released call runs on this very thread, inside this frame
-            Parking.RunReleased(s_released, ((nint)pinned, buffer.Length, handle), WaitReason.File, cancellationPoint: false);
+        if (!s_handles.TryGetValue(handle, out var state))
+        {
+            s_handles.TryAdd(handle, new HandleState(KindOf(handle)));
+            WriteFromConsoleStreamSlot.Call(handle, buffer); // the first write also sets the console up
+            return;
+        }
+        if (state.Kind == HandleKind.NoWait)
+        {
+            lock (Console.Out) // what the original holds around its write
+            {
+                switch (TryWriteNoWait(handle, buffer, out int written))
+                {
+                    case NoWait.Done: return;
+                    case NoWait.WouldBlock: WriteReleased(handle, buffer[written..]); return;
+                    case NoWait.Failed: WriteFromConsoleStreamSlot.Call(handle, buffer[written..]); return;
+                }
+                state.Kind = HandleKind.Poll; // EOPNOTSUPP, nothing written
+            }
+        }
+        if (state.Kind == HandleKind.Poll && (buffer.Length > AtomicPipeWrite || !PollsWritable(handle)))
+            WriteReleased(handle, buffer);
+        else
+            WriteFromConsoleStreamSlot.Call(handle, buffer);
     }
 
-    /// <summary>Whether a write of <paramref name="length"/> bytes to <paramref name="handle"/> returns without waiting
-    /// for a reader (see the remarks of the class). An error of fstat or poll says yes: the original then reports it.</summary>
-    private static bool WritesAtOnce(SafeFileHandle handle, int length)
+    /// <summary>The original's write of <paramref name="rest"/> on this thread with the baton released, when the other
+    /// writers' wait for the console's monitor is cooperative (see the remarks of the class); else the original as is.</summary>
+    private static void WriteReleased(SafeFileHandle handle, ReadOnlySpan<byte> rest)
     {
-        if (handle.IsInvalid || handle.IsClosed) return true;
-        if (!s_neverWaits.TryGetValue(handle, out var neverWaits))
-            neverWaits = s_neverWaits.GetValue(handle, static h => new StrongBox<bool>(IsFileOrBlockDevice(h)));
-        if (neverWaits.Value) return true;
-        if (length > AtomicPipeWrite) return false;
+        if (!Parking.CanReleaseBaton || !LockWaitsAreCooperative())
+        {
+            WriteFromConsoleStreamSlot.Call(handle, rest);
+            return;
+        }
+        fixed (byte* pinned = rest) // the released call runs on this very thread, inside this frame
+            Parking.RunReleased(s_released, ((nint)pinned, rest.Length, handle), WaitReason.File, cancellationPoint: false);
+    }
+
+    private static NoWait TryWriteNoWait(SafeFileHandle handle, ReadOnlySpan<byte> buffer, out int written)
+    {
+        written = 0;
+        bool added = false;
+        handle.DangerousAddRef(ref added);
+        try
+        {
+            int fd = (int)handle.DangerousGetHandle();
+            fixed (byte* start = buffer)
+            {
+                while (written < buffer.Length)
+                {
+                    var chunk = new IoVec { Base = start + written, Length = (nuint)(buffer.Length - written) };
+                    nint n = PWritev2(fd, &chunk, 1, -1, RwfNoWait);
+                    if (n > 0)
+                    {
+                        written += (int)n;
+                        continue;
+                    }
+                    int errno = n < 0 ? Marshal.GetLastPInvokeError() : EAgain;
+                    if (errno == EIntr) continue;
+                    if (errno == EAgain) return NoWait.WouldBlock;
+                    return errno == EOpNotSupp && written == 0 ? NoWait.Unsupported : NoWait.Failed;
+                }
+            }
+            return NoWait.Done;
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
+    /// <summary>Whether <c>poll</c> says <paramref name="handle"/> is writable now (or reports an error or hang-up, which
+    /// the original's write then reports without waiting; so does a failed poll).</summary>
+    private static bool PollsWritable(SafeFileHandle handle)
+    {
         bool added = false;
         handle.DangerousAddRef(ref added);
         try
         {
             var poll = new PollFd { Fd = (int)handle.DangerousGetHandle(), Events = PollOut };
-            int ready = Poll(&poll, 1, 0);
-            return ready != 0; // writable, an error or hang-up (the original's write reports it), or poll failed
+            return Poll(&poll, 1, 0) != 0;
         }
         finally
         {
@@ -90,21 +156,36 @@ internal static unsafe partial class CooperativeConsoleOutput
         }
     }
 
-    private static bool IsFileOrBlockDevice(SafeFileHandle handle)
+    private static HandleKind KindOf(SafeFileHandle handle)
     {
         bool added = false;
         handle.DangerousAddRef(ref added);
         try
         {
+            int fd = (int)handle.DangerousGetHandle();
             var status = new StatxBuffer();
-            if (Statx((int)handle.DangerousGetHandle(), "", AtEmptyPath, StatxType, &status) != 0) return false;
-            int type = status.Mode & FileTypeMask;
-            return type is RegularFile or BlockDevice;
+            if (Statx(fd, "", AtEmptyPath, StatxType, &status) != 0) return HandleKind.Poll;
+            return (status.Mode & FileTypeMask) switch
+            {
+                RegularFile or BlockDevice => HandleKind.NeverWaits,
+                Fifo or Socket => HandleKind.NoWait,
+                CharacterDevice when IsATty(fd) == 0 => HandleKind.NoWait, // /dev/null and the like (EOPNOTSUPP: Poll)
+                _ => HandleKind.Poll, // a terminal: the original keeps its cursor bookkeeping
+            };
         }
         finally
         {
             if (added) handle.DangerousRelease();
         }
+    }
+
+    private enum HandleKind : byte { NeverWaits, NoWait, Poll }
+
+    private enum NoWait : byte { Done, WouldBlock, Failed, Unsupported }
+
+    private sealed class HandleState(HandleKind kind)
+    {
+        public volatile HandleKind Kind = kind;
     }
 
     /// <summary>Whether a greenlet that meets a contended monitor waits with the baton released (the Locks patch set
@@ -113,11 +194,25 @@ internal static unsafe partial class CooperativeConsoleOutput
         CooperativeMonitor.EnterSlowpathMethod is { } enter && Patch.IsPatched(enter);
 
     private const short PollOut = 0x4;
+    private const int RwfNoWait = 0x8;
+    private const int EIntr = 4;
+    private const int EAgain = 11;
+    private const int EOpNotSupp = 95;
+    private const int Fifo = 0x1000;
+    private const int Socket = 0xC000;
+    private const int CharacterDevice = 0x2000;
     private const int AtEmptyPath = 0x1000;
     private const uint StatxType = 0x1;
     private const int FileTypeMask = 0xF000;
     private const int RegularFile = 0x8000;
     private const int BlockDevice = 0x6000;
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct IoVec
+    {
+        public byte* Base;
+        public nuint Length;
+    }
 
     [StructLayout(LayoutKind.Sequential)]
     private struct PollFd
@@ -133,6 +228,12 @@ internal static unsafe partial class CooperativeConsoleOutput
     {
         [FieldOffset(28)] public ushort Mode;
     }
+
+    [LibraryImport("libc", EntryPoint = "pwritev2", SetLastError = true)]
+    private static partial nint PWritev2(int fd, IoVec* iov, int count, long offset, int flags);
+
+    [LibraryImport("libc", EntryPoint = "isatty")]
+    private static partial int IsATty(int fd);
 
     [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
     private static partial int Poll(PollFd* fds, nuint count, int timeout);
