@@ -12,7 +12,9 @@ namespace GreenRuntime.Cooperative;
 /// <c>GetAwaiter().GetResult()</c> and <c>Task.WaitAny</c>; <c>Task.WaitAllCore</c> by every <c>Task.WaitAll</c>.
 /// After the park the original runs with a zero timeout, so return values, cancellation and the exceptions
 /// thrown are the original's. Unlike the original, a task that has not started yet is not run inline on the
-/// waiting thread (that would run foreign code on the greenlet's stack); the thread pool runs it.
+/// waiting thread (that would run foreign code on the greenlet's stack); the thread pool runs it. A task created with
+/// <c>RunContinuationsAsynchronously</c> is waited for by the original instead, on the greenlet's own thread with the
+/// baton released: a park would be woken through the thread pool, the original's wait is signalled directly.
 /// </remarks>
 internal static class CooperativeTask
 {
@@ -33,11 +35,23 @@ internal static class CooperativeTask
         var hub = Cooperative.ParkingHub();
         if (hub is null || millisecondsTimeout == 0 || task.IsCompleted || cancellationToken.IsCancellationRequested)
             return Wait.Call(task, millisecondsTimeout, cancellationToken);
+        if (RunsContinuationsAsynchronously(task) && Parking.CanReleaseBaton)
+            return Parking.RunReleased(s_waitReleased, (task, millisecondsTimeout, cancellationToken), WaitReason.Task, interruptible: true);
         var either = Cooperative.OrCancelled(task, cancellationToken, out var registration);
         using (registration)
             Cooperative.Park(hub, either, Cooperative.WaitTimeout(millisecondsTimeout), WaitReason.Task);
         return Wait.Call(task, 0, cancellationToken);
     }
+
+    private static readonly Func<(Task Task, int Ms, CancellationToken Token), bool> s_waitReleased = static s => Wait.Call(s.Task, s.Ms, s.Token);
+    private static readonly Func<(Task[] Tasks, int Ms, CancellationToken Token), bool> s_waitAllReleased = static s => WaitAll.Call(s.Tasks, s.Ms, s.Token);
+
+    /// <summary>Whether <paramref name="task"/> sends its continuations through the thread pool
+    /// (<see cref="TaskCreationOptions.RunContinuationsAsynchronously"/>): a park would then be woken by a pool thread,
+    /// which legacy code often keeps busy (see Hub.WaitForTask), while .NET's own blocking wait is signalled directly. So
+    /// such a wait is the original, run on the greenlet's own thread with the baton released.</summary>
+    private static bool RunsContinuationsAsynchronously(Task task) =>
+        (task.CreationOptions & TaskCreationOptions.RunContinuationsAsynchronously) != 0;
 
     /// <summary>Replaces <c>Task.WaitAllCore</c>.</summary>
     public static bool WaitAllCore(ReadOnlySpan<Task> tasks, int millisecondsTimeout, CancellationToken cancellationToken)
@@ -50,6 +64,14 @@ internal static class CooperativeTask
         {
             if (t is null) return WaitAll.Call(tasks, millisecondsTimeout, cancellationToken); // the original's ArgumentException
             pending |= !t.IsCompleted;
+        }
+        if (pending && Parking.CanReleaseBaton)
+        {
+            foreach (var t in tasks)
+            {
+                if (!t.IsCompleted && RunsContinuationsAsynchronously(t))
+                    return Parking.RunReleased(s_waitAllReleased, (tasks.ToArray(), millisecondsTimeout, cancellationToken), WaitReason.Task, interruptible: true);
+            }
         }
         if (pending)
         {
