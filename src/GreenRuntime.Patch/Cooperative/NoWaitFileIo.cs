@@ -49,7 +49,7 @@ internal static unsafe partial class NoWaitFileIo
     private static readonly ConditionalWeakTable<SafeFileHandle, HandleState> Handles = new();
 
     /// <summary>SafeFileHandle's internal "the original uses pread/pwrite" flag, or null if this runtime has none.</summary>
-    private static readonly Func<SafeFileHandle, bool>? SupportsRandomAccess =
+    internal static readonly Func<SafeFileHandle, bool>? SupportsRandomAccess =
         typeof(SafeFileHandle).GetProperty("SupportsRandomAccess", BindingFlags.NonPublic | BindingFlags.Instance)?.GetMethod?.CreateDelegate<Func<SafeFileHandle, bool>>();
 
     private static volatile bool readsUnavailable = !OperatingSystem.IsLinux() || SupportsRandomAccess is null;
