@@ -71,13 +71,13 @@ internal static unsafe class CooperativeFile
     private static int ReadOffloaded(Hub hub, SafeFileHandle handle, Span<byte> buffer, long fileOffset)
     {
         int length = buffer.Length;
-        var claim = PoolClaim.For(handle);
+        var claim = ClaimFor(handle);
         if (claim == PoolClaim.Late) return ReadReleased(handle, buffer, fileOffset);
         if (length <= BounceLimit)
         {
             var bounce = IoBuffers.Pool.Rent(length);
             var task = Task.Run(() => claim is null || claim.PoolStarts() ? ReadAt.Call(handle, bounce.AsSpan(0, length), fileOffset) : 0);
-            if (!WaitForPool(hub, task, claim)) // a kill abandons the bounce buffer to the GC
+            if (!PoolClaim.Wait(hub, task, claim, WaitReason.File)) // a kill abandons the bounce buffer to the GC
             {
                 IoBuffers.Pool.Return(bounce);
                 return ReadReleased(handle, buffer, fileOffset);
@@ -107,7 +107,7 @@ internal static unsafe class CooperativeFile
     private static void WriteOffloaded(Hub hub, SafeFileHandle handle, ReadOnlySpan<byte> buffer, long fileOffset)
     {
         int length = buffer.Length;
-        var claim = PoolClaim.For(handle);
+        var claim = ClaimFor(handle);
         if (claim == PoolClaim.Late)
         {
             WriteReleased(handle, buffer, fileOffset);
@@ -121,7 +121,7 @@ internal static unsafe class CooperativeFile
             {
                 if (claim is null || claim.PoolStarts()) WriteAt.Call(handle, bounce.AsSpan(0, length), fileOffset);
             });
-            if (!WaitForPool(hub, task, claim))
+            if (!PoolClaim.Wait(hub, task, claim, WaitReason.File))
             {
                 IoBuffers.Pool.Return(bounce);
                 WriteReleased(handle, buffer, fileOffset);
@@ -146,15 +146,6 @@ internal static unsafe class CooperativeFile
         }
     }
 
-    /// <summary>Parks until the pool has run <paramref name="task"/>. False: no pool thread had started it within the
-    /// grace, and the greenlet took it back (the caller runs the call itself).</summary>
-    private static bool WaitForPool(Hub hub, Task task, PoolClaim? claim)
-    {
-        if (claim is not null && !Cooperative.Park(hub, task, PoolClaim.Grace, WaitReason.File) && claim.TakeBack()) return false;
-        Cooperative.Park(hub, task, null, WaitReason.File);
-        return true;
-    }
-
     private static readonly Func<(SafeFileHandle Handle, nint Buffer, int Length, long Offset), int> s_readReleased =
         static s => ReadAt.Call(s.Handle, new Span<byte>((void*)s.Buffer, s.Length), s.Offset);
 
@@ -164,73 +155,22 @@ internal static unsafe class CooperativeFile
         return true;
     };
 
-    /// <summary>The original read on the greenlet's own thread with the baton released (inline when no carrier is left
-    /// to take over the hub: a seekable file's call ends within the disk's time).</summary>
+    /// <summary>A pool claim for a call on <paramref name="handle"/>: only a seekable file's calls end by themselves.</summary>
+    private static PoolClaim? ClaimFor(SafeFileHandle handle) =>
+        NoWaitFileIo.SupportsRandomAccess is { } seekable && seekable(handle) ? PoolClaim.Offer() : null;
+
+    /// <summary>The original read on the greenlet's own thread with the baton released.</summary>
     private static int ReadReleased(SafeFileHandle handle, Span<byte> buffer, long fileOffset)
     {
-        if (!Parking.CanReleaseBaton) return ReadAt.Call(handle, buffer, fileOffset);
         fixed (byte* pinned = buffer) // the released call runs on this very thread, inside this frame
-            return Parking.RunReleased(s_readReleased, (handle, (nint)pinned, buffer.Length, fileOffset), WaitReason.File);
+            return PoolClaim.RunReleased(s_readReleased, (handle, (nint)pinned, buffer.Length, fileOffset), WaitReason.File);
     }
 
-    /// <summary>The original write on the greenlet's own thread with the baton released (see <see cref="ReadReleased"/>).</summary>
+    /// <summary>The original write on the greenlet's own thread with the baton released.</summary>
     private static void WriteReleased(SafeFileHandle handle, ReadOnlySpan<byte> buffer, long fileOffset)
     {
-        if (!Parking.CanReleaseBaton)
-        {
-            WriteAt.Call(handle, buffer, fileOffset);
-            return;
-        }
         fixed (byte* pinned = buffer)
-            Parking.RunReleased(s_writeReleased, (handle, (nint)pinned, buffer.Length, fileOffset), WaitReason.File);
-    }
-
-    /// <summary>
-    /// A call on a seekable file offered to the thread pool, which the greenlet takes back when no pool thread has
-    /// started it within <see cref="Grace"/>, and then runs on its own thread with the baton released. The pool is the
-    /// faster way while it has a thread to spare (measured: 20,000 small ext4 writes from 4 greenlets, 0.24–0.26 s
-    /// always through the pool, 0.64–0.68 s always released, each release costing two thread hand-offs; 0.26–0.36 s
-    /// this way); but legacy code often holds every pool thread in blocking calls, and then a call sent there waited
-    /// until the pool grew (200 writes: 4.5–5 s; 22 ms this way, and 20,000 in 0.69 s). After a take-back the pool counts
-    /// as late for <see cref="LateWindow"/>: calls in that window go released at once.
-    /// Only seekable files (regular files, block devices) qualify: their calls end within the disk's time, whereas a
-    /// pipe or terminal may wait for ever for the other side, and a released call cannot be interrupted by a kill.
-    /// </summary>
-    private sealed class PoolClaim
-    {
-        /// <summary>How long an offered call may wait for a pool thread: a pool with a thread to spare starts it within
-        /// tens of microseconds, and within a millisecond or two on two busy CPUs (1 ms took back calls a free pool would
-        /// have run, 0.33–0.37 s for the writes above).</summary>
-        public static readonly TimeSpan Grace = TimeSpan.FromMilliseconds(2);
-
-        /// <summary>How long after a take-back calls skip the pool (20 ms: a pool that was only briefly busy gets its next
-        /// call soon; one that is held costs a grace per window).</summary>
-        private static readonly long LateWindow = System.Diagnostics.Stopwatch.Frequency / 50;
-
-        /// <summary>Returned by <see cref="For"/> while the pool counts as late.</summary>
-        public static readonly PoolClaim Late = new();
-
-        private static long s_lateUntil;
-        private int _state; // 0 offered, 1 started by a pool thread, 2 taken back by the greenlet
-
-        /// <summary>A claim for a call on <paramref name="handle"/>; <see cref="Late"/> to run it released at once; null
-        /// when only the pool may run it (not a seekable file, or no carrier left to take over the hub).</summary>
-        public static PoolClaim? For(SafeFileHandle handle)
-        {
-            if (NoWaitFileIo.SupportsRandomAccess is not { } seekable || !seekable(handle) || !Parking.CanReleaseBaton) return null;
-            return System.Diagnostics.Stopwatch.GetTimestamp() < Volatile.Read(ref s_lateUntil) ? Late : new PoolClaim();
-        }
-
-        /// <summary>Called by the pool thread: whether it runs the call (false: the greenlet took it back).</summary>
-        public bool PoolStarts() => Interlocked.CompareExchange(ref _state, 1, 0) == 0;
-
-        /// <summary>Called by the greenlet after the grace: whether it takes the call back (false: a pool thread runs it).</summary>
-        public bool TakeBack()
-        {
-            if (Interlocked.CompareExchange(ref _state, 2, 0) != 0) return false;
-            Volatile.Write(ref s_lateUntil, System.Diagnostics.Stopwatch.GetTimestamp() + LateWindow);
-            return true;
-        }
+            PoolClaim.RunReleased(s_writeReleased, (handle, (nint)pinned, buffer.Length, fileOffset), WaitReason.File);
     }
 
     public static long ReadScatterAtOffset(SafeFileHandle handle, IReadOnlyList<Memory<byte>> buffers, long fileOffset)

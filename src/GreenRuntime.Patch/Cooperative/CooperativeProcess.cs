@@ -3,9 +3,10 @@ using System.Diagnostics;
 namespace GreenRuntime.Cooperative;
 
 /// <summary>
-/// <c>Process.WaitForExit</c> on a greenlet: parks on <c>WaitForExitAsync</c> (which also waits for redirected
-/// output to be read to the end), then lets the original finish the call, which no longer blocks and raises
-/// <c>Exited</c> exactly as it would have.
+/// <c>Process.WaitForExit</c> on a greenlet: the original wait on the greenlet's own thread with the baton released;
+/// for a process with <c>EnableRaisingEvents</c> (or when no carrier is left), a park on <c>WaitForExitAsync</c> (which
+/// also waits for redirected output to be read to the end), after which the original finishes the call, which no longer
+/// blocks and raises <c>Exited</c> on the greenlet exactly as it would have.
 /// </summary>
 internal static class CooperativeProcess
 {
@@ -39,11 +40,20 @@ internal static class CooperativeProcess
         return WaitOnHub(hub, process, (int)ms);
     }
 
+    private static readonly Func<(Process Process, int Ms), bool> s_waitReleased = static s => WaitInt.Call(s.Process, s.Ms);
+
     private static bool WaitOnHub(Hub hub, Process process, int milliseconds)
     {
         // Validates like the original (no process associated -> InvalidOperationException) and answers at once
         // for a process that has exited, when no draining of redirected output was asked for.
         if (WaitInt.Call(process, 0) && milliseconds != Timeout.Infinite) return true;
+        // The original wait on the greenlet's own thread, the baton released: the process's exit wakes that thread
+        // directly. WaitForExitAsync hears of the exit through a thread-pool callback, so with the pool's threads held
+        // by legacy blocking work the first wait of a process took 0.9 s instead of 1 ms. A kill interrupts the wait.
+        // Not with EnableRaisingEvents: the original raises Exited on the thread that waited, which must then be the
+        // greenlet holding the baton, not a released thread running beside the hub's greenlets.
+        if (!process.EnableRaisingEvents && Parking.CanReleaseBaton)
+            return Parking.RunReleased(s_waitReleased, (process, milliseconds), WaitReason.Other, interruptible: true);
         using var cancel = new CancellationTokenSource();
         var exited = process.WaitForExitAsync(cancel.Token);
         if (!Cooperative.Park(hub, exited, Cooperative.WaitTimeout(milliseconds), WaitReason.Other, cancel))
