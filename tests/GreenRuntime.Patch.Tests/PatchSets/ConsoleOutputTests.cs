@@ -35,15 +35,8 @@ public class ConsoleOutputTests
 
     private static (int Written, double MaxGapMs, string Stdout) RunProbe(bool filesOnly)
     {
-        string dotnet = Environment.ProcessPath is { } p && Path.GetFileNameWithoutExtension(p) == "dotnet" ? p : "dotnet";
-        string[] arguments = [Path.Combine(AppContext.BaseDirectory, "ConsoleProbe.dll"), "stdout", LinesPerWriter.ToString(), .. filesOnly ? ["files-only"] : Array.Empty<string>()];
-        var start = new ProcessStartInfo(dotnet, arguments)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            WorkingDirectory = AppContext.BaseDirectory,
-        };
-        using Process probe = Process.Start(start)!;
+        string lines = LinesPerWriter.ToString();
+        using Process probe = ConsoleProbeProcess.Start(filesOnly ? ["stdout", lines, "files-only"] : ["stdout", lines]);
         try
         {
             Task<string> stderr = probe.StandardError.ReadToEndAsync();

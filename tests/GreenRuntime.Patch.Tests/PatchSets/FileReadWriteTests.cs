@@ -250,9 +250,7 @@ public partial class FileReadWriteTests : PatchedHubTest
     [Test]
     public void FileReadsAndWritesDoNotWaitForAThreadPoolThatIsHeld()
     {
-        ThreadPool.GetMinThreads(out int poolThreads, out _);
-        using var hold = new ManualResetEventSlim();
-        var holders = Enumerable.Range(0, poolThreads + 8).Select(_ => Task.Run(() => hold.Wait())).ToArray();
+        using var pool = new HeldThreadPool();
         NoWaitFileIo.Enabled = false; // every read and write goes the way of one that would wait for the disk
         try
         {
@@ -283,8 +281,6 @@ public partial class FileReadWriteTests : PatchedHubTest
         finally
         {
             NoWaitFileIo.Enabled = true;
-            hold.Set();
-            Task.WaitAll(holders);
         }
     }
 

@@ -359,45 +359,35 @@ public class OnHubBehaviourTests : PatchedHubTest
     [Test]
     public void WaitsForTasksThatRunTheirContinuationsAsynchronouslyNeedNoThreadPoolThread()
     {
-        ThreadPool.GetMinThreads(out int poolThreads, out _);
-        using var hold = new ManualResetEventSlim();
-        var holders = Enumerable.Range(0, poolThreads + 4).Select(_ => Task.Run(() => hold.Wait())).ToArray();
-        try
+        using var pool = new HeldThreadPool();
+        var sources = Enumerable.Range(0, 6).Select(_ => new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
+        var watch = Stopwatch.StartNew();
+        var waiters = new Func<int>[]
         {
-            var sources = Enumerable.Range(0, 6).Select(_ => new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
-            var watch = Stopwatch.StartNew();
-            var waiters = new Func<int>[]
-            {
-                () => sources[0].Task.Result,
-                () => sources[1].Task.Wait(10_000) ? 1 : 0,
-                () => sources[2].Task.GetAwaiter().GetResult(),
-                () => Task.WaitAll([sources[3].Task], 10_000) ? 3 : 0,
-                () => sources[4].Task.Wait(10_000, new CancellationTokenSource().Token) ? 4 : 0,
-                () => sources[5].Task.Result, // set by another greenlet of the hub
-            }.Select(w => Green.Spawn(w)).ToList();
-            var setter = new Thread(() =>
-            {
-                Thread.Sleep(50);
-                for (int i = 0; i < 5; i++) sources[i].SetResult(i);
-            });
-            setter.Start();
-            Green.Spawn(() =>
-            {
-                Thread.Sleep(50);
-                sources[5].SetResult(5);
-            });
-            var finished = Green.JoinAll(waiters, TimeSpan.FromSeconds(30));
-            Assert.That(finished, Has.Count.EqualTo(waiters.Count));
-            Assert.That(waiters.Select(w => ((Greenlet<int>)w).Get()), Is.EqualTo(new[] { 0, 1, 2, 3, 4, 5 }));
-            // Generous: about 55 ms when woken directly; seconds when each wake waits for the pool to grow.
-            Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(1.5)));
-            setter.Join();
-        }
-        finally
+            () => sources[0].Task.Result,
+            () => sources[1].Task.Wait(10_000) ? 1 : 0,
+            () => sources[2].Task.GetAwaiter().GetResult(),
+            () => Task.WaitAll([sources[3].Task], 10_000) ? 3 : 0,
+            () => sources[4].Task.Wait(10_000, new CancellationTokenSource().Token) ? 4 : 0,
+            () => sources[5].Task.Result, // set by another greenlet of the hub
+        }.Select(w => Green.Spawn(w)).ToList();
+        var setter = new Thread(() =>
         {
-            hold.Set();
-            Task.WaitAll(holders);
-        }
+            Thread.Sleep(50);
+            for (int i = 0; i < 5; i++) sources[i].SetResult(i);
+        });
+        setter.Start();
+        Green.Spawn(() =>
+        {
+            Thread.Sleep(50);
+            sources[5].SetResult(5);
+        });
+        var finished = Green.JoinAll(waiters, TimeSpan.FromSeconds(30));
+        Assert.That(finished, Has.Count.EqualTo(waiters.Count));
+        Assert.That(waiters.Select(w => ((Greenlet<int>)w).Get()), Is.EqualTo(new[] { 0, 1, 2, 3, 4, 5 }));
+        // Generous: about 55 ms when woken directly; seconds when each wake waits for the pool to grow.
+        Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(1.5)));
+        setter.Join();
     }
 
     /// <summary>With the pool's threads held by legacy blocking work, a DNS lookup and a process wait once heard of
@@ -405,30 +395,20 @@ public class OnHubBehaviourTests : PatchedHubTest
     [Test]
     public void DnsLookupsAndProcessWaitsDoNotWaitForAThreadPoolThatIsHeld()
     {
-        ThreadPool.GetMinThreads(out int poolThreads, out _);
-        using var hold = new ManualResetEventSlim();
-        var holders = Enumerable.Range(0, poolThreads + 8).Select(_ => Task.Run(() => hold.Wait())).ToArray();
-        try
+        using var pool = new HeldThreadPool();
+        var watch = Stopwatch.StartNew();
+        var lookup = Green.Spawn(() => Dns.GetHostAddresses("localhost"));
+        var exitCode = Green.Spawn(() =>
         {
-            var watch = Stopwatch.StartNew();
-            var lookup = Green.Spawn(() => Dns.GetHostAddresses("localhost"));
-            var exitCode = Green.Spawn(() =>
-            {
-                using var process = Process.Start(new ProcessStartInfo("/bin/sh", ["-c", "exit 3"]) { UseShellExecute = false })!;
-                process.WaitForExit();
-                return process.ExitCode;
-            });
-            Assert.That(Green.JoinAll([lookup, exitCode], TimeSpan.FromSeconds(30)), Has.Count.EqualTo(2));
-            Assert.That(lookup.Get(), Is.Not.Empty);
-            Assert.That(exitCode.Get(), Is.EqualTo(3));
-            // Generous: milliseconds when woken directly; seconds when each waits for the pool to grow.
-            Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(2)));
-        }
-        finally
-        {
-            hold.Set();
-            Task.WaitAll(holders);
-        }
+            using var process = Process.Start(new ProcessStartInfo("/bin/sh", ["-c", "exit 3"]) { UseShellExecute = false })!;
+            process.WaitForExit();
+            return process.ExitCode;
+        });
+        Assert.That(Green.JoinAll([lookup, exitCode], TimeSpan.FromSeconds(30)), Has.Count.EqualTo(2));
+        Assert.That(lookup.Get(), Is.Not.Empty);
+        Assert.That(exitCode.Get(), Is.EqualTo(3));
+        // Generous: milliseconds when woken directly; seconds when each waits for the pool to grow.
+        Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(2)));
     }
 
     [Test]

@@ -12,15 +12,7 @@ public class StdinTests
     [Test]
     public void ReadLineOnAGreenletLetsOthersRunAndReturnsTheLineIntact()
     {
-        string dotnet = Environment.ProcessPath is { } p && Path.GetFileNameWithoutExtension(p) == "dotnet" ? p : "dotnet";
-        var start = new ProcessStartInfo(dotnet, [Path.Combine(AppContext.BaseDirectory, "ConsoleProbe.dll")])
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            WorkingDirectory = AppContext.BaseDirectory,
-        };
-        using Process probe = Process.Start(start)!;
+        using Process probe = ConsoleProbeProcess.Start();
         try
         {
             Task<string> stderr = probe.StandardError.ReadToEndAsync();
