@@ -31,7 +31,8 @@ internal sealed class PoolClaim
     public static readonly PoolClaim Late = new();
 
     private static long s_lateUntil;
-    private int _state; // 0 offered, 1 started by a pool thread, 2 taken back by the greenlet
+    private const int Offered = 0, Started = 1, Withdrawn = 2;
+    private int _state = Offered; // Started by a pool thread, or Withdrawn by the greenlet (taken back, or killed)
 
     /// <summary>A claim for one call; <see cref="Late"/> to run it released at once; null when only the pool may run it
     /// (no carrier is left to take over the hub).</summary>
@@ -42,14 +43,29 @@ internal sealed class PoolClaim
     }
 
     /// <summary>Called by the pool thread: whether it runs the call (false: the greenlet took it back).</summary>
-    public bool PoolStarts() => Interlocked.CompareExchange(ref _state, 1, 0) == 0;
+    public bool PoolStarts() => Interlocked.CompareExchange(ref _state, Started, Offered) == Offered;
 
     /// <summary>Parks until the pool has run <paramref name="task"/>, the work item that starts with
     /// <see cref="PoolStarts"/>. False: no pool thread had started it within the grace and the greenlet took it back; the
     /// caller runs the call itself (released).</summary>
+    /// <remarks>A kill or timeout during the grace withdraws the call if no pool thread has started it yet, so a killed
+    /// greenlet's write cannot land later, after writes made since; one already started runs to its end, abandoned.</remarks>
     public static bool Wait(Hub hub, Task task, PoolClaim? claim, WaitReason reason)
     {
-        if (claim is not null && !Cooperative.Park(hub, task, Grace, reason) && claim.TakeBack()) return false;
+        if (claim is not null)
+        {
+            bool done;
+            try
+            {
+                done = Cooperative.Park(hub, task, Grace, reason);
+            }
+            catch
+            {
+                Interlocked.CompareExchange(ref claim._state, Withdrawn, Offered);
+                throw;
+            }
+            if (!done && claim.TakeBack()) return false;
+        }
         Cooperative.Park(hub, task, null, reason);
         return true;
     }
@@ -61,7 +77,7 @@ internal sealed class PoolClaim
 
     private bool TakeBack()
     {
-        if (Interlocked.CompareExchange(ref _state, 2, 0) != 0) return false;
+        if (Interlocked.CompareExchange(ref _state, Withdrawn, Offered) != Offered) return false;
         Volatile.Write(ref s_lateUntil, Stopwatch.GetTimestamp() + LateWindow);
         return true;
     }
