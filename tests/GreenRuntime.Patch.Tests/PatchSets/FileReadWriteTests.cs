@@ -284,6 +284,33 @@ public partial class FileReadWriteTests : PatchedHubTest
         }
     }
 
+    /// <summary>A write offered to a busy pool and killed before any pool thread started it must never land: a later
+    /// write by someone else would otherwise be overwritten by it once the pool got to it.</summary>
+    [Test]
+    public void AWriteKilledBeforeThePoolStartedItNeverLands()
+    {
+        string file = path + ".killed";
+        NoWaitFileIo.Enabled = false; // the write goes the way of one that would wait for the disk
+        try
+        {
+            using var stream = new FileStream(file, FileMode.Create, FileAccess.Write, FileShare.ReadWrite, bufferSize: 0);
+            using (var pool = new HeldThreadPool())
+            {
+                var writer = Green.Spawn(() => stream.Write("killed"u8));
+                Green.Sleep(0); // the writer offers its write to the pool and waits for a pool thread to start it
+                writer.Kill();
+                Assert.That(writer.Dead, Is.True);
+            }
+            Thread.Sleep(200); // the pool's threads are free again: a write still offered would run now
+            Assert.That(File.ReadAllBytes(file), Is.Empty, "the killed write was withdrawn");
+        }
+        finally
+        {
+            NoWaitFileIo.Enabled = true;
+            File.Delete(file);
+        }
+    }
+
     [Test]
     public void AReadThatWaitsParksOnlyItsGreenletAndAKillEndsIt()
     {
