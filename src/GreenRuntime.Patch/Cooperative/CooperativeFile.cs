@@ -166,11 +166,13 @@ internal static unsafe class CooperativeFile
             return PoolClaim.RunReleased(s_readReleased, (handle, (nint)pinned, buffer.Length, fileOffset), WaitReason.File);
     }
 
-    /// <summary>The original write on the greenlet's own thread with the baton released.</summary>
+    /// <summary>The original write on the greenlet's own thread with the baton released. Not a cancellation point: a
+    /// kill that arrives meanwhile is raised at the greenlet's next blocking call, so a write that happened is never
+    /// reported as failed (FileStream would not advance its position past bytes that are in the file).</summary>
     private static void WriteReleased(SafeFileHandle handle, ReadOnlySpan<byte> buffer, long fileOffset)
     {
         fixed (byte* pinned = buffer)
-            PoolClaim.RunReleased(s_writeReleased, (handle, (nint)pinned, buffer.Length, fileOffset), WaitReason.File);
+            PoolClaim.RunReleased(s_writeReleased, (handle, (nint)pinned, buffer.Length, fileOffset), WaitReason.File, cancellationPoint: false);
     }
 
     public static long ReadScatterAtOffset(SafeFileHandle handle, IReadOnlyList<Memory<byte>> buffers, long fileOffset)

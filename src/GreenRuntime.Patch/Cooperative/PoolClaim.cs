@@ -71,9 +71,10 @@ internal sealed class PoolClaim
     }
 
     /// <summary>Runs <paramref name="call"/> on the greenlet's own thread with the baton released, or inline when no
-    /// carrier is left to take over the hub (the call ends by itself).</summary>
-    public static TResult RunReleased<TState, TResult>(Func<TState, TResult> call, TState state, WaitReason reason) =>
-        Parking.CanReleaseBaton ? Parking.RunReleased(call, state, reason) : call(state);
+    /// carrier is left to take over the hub (the call ends by itself). <paramref name="cancellationPoint"/>: as
+    /// <see cref="Parking.RunReleased{TState, TResult}"/>'s.</summary>
+    public static TResult RunReleased<TState, TResult>(Func<TState, TResult> call, TState state, WaitReason reason, bool cancellationPoint = true) =>
+        Parking.CanReleaseBaton ? Parking.RunReleased(call, state, reason, cancellationPoint) : call(state);
 
     private bool TakeBack()
     {
