@@ -4,6 +4,9 @@
 //   line=<the line read>|ticksWhileWaiting=<ticks of the other greenlet during Console.ReadLine>|readerFirst=<bool>
 //   Exit codes: 0 = read a line; 1 = stdin ended without a line; 2 = Console.ReadLine was not patched.
 //
+// ConsoleProbe held-pool: the same with every thread-pool thread (and a few more) held in a blocking wait first, as
+//   legacy code holds them.
+//
 // ConsoleProbe stdout LINES [files-only]: two writer greenlets each write LINES numbered lines of 100 bytes to Console.Out
 // (more than a pipe holds) while a ticker greenlet sleeps 5 ms at a time (Green.Sleep); at the end it writes to stderr
 //   written=<lines written>|maxTickerGapMs=<the longest the ticker waited for one of its sleeps>|patched=<bool>
@@ -22,6 +25,7 @@ return args switch
 {
     ["stdout", var lines, ..] => WriteStdout(int.Parse(lines)),
     ["write-cost", ..] => WriteCost(),
+    ["held-pool"] => ReadStdinWithThePoolHeld(),
     _ => ReadStdin(),
 };
 
@@ -52,6 +56,22 @@ int ReadStdin()
     Green.JoinAll([reader, ticker], raiseError: true);
     Console.WriteLine($"line={line}|ticksWhileWaiting={ticksAtEnd - ticksAtStart}|readerFirst={ticksAtStart == 0}");
     return line is null ? 1 : 0;
+}
+
+int ReadStdinWithThePoolHeld()
+{
+    ThreadPool.GetMinThreads(out int minimum, out _);
+    using var release = new ManualResetEventSlim();
+    var holders = Enumerable.Range(0, minimum + 8).Select(_ => Task.Run(() => release.Wait())).ToArray();
+    try
+    {
+        return ReadStdin();
+    }
+    finally
+    {
+        release.Set();
+        Task.WaitAll(holders);
+    }
 }
 
 int WriteStdout(int lines)

@@ -3,7 +3,7 @@ namespace GreenRuntime.Cooperative;
 
 /// <summary>
 /// Reads of <see cref="Console.In"/> on a greenlet (<c>Console.ReadLine</c>, <c>Console.Read</c>,
-/// <c>Console.In.ReadLine/Read</c>): the read runs on a thread-pool thread while only the greenlet waits.
+/// <c>Console.In.ReadLine/Read</c>): the read runs on a thread of its own while only the greenlet waits.
 /// </summary>
 /// <remarks>
 /// <para>The patch point is the internal <c>System.IO.SyncTextReader</c> that <see cref="Console.In"/> is
@@ -39,7 +39,7 @@ internal static class CooperativeConsole
             Parking.WaitBlocking(leftover);
             return leftover.GetAwaiter().GetResult();
         }
-        var read = leftover ?? Task.Run(() => original(reader));
+        var read = leftover ?? StdinThread.Read(original, reader);
         try
         {
             Cooperative.Park(hub, read, null, WaitReason.Other);
@@ -50,6 +50,48 @@ internal static class CooperativeConsole
             throw;
         }
         return read.GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// The thread that makes the stdin reads greenlets ask for, one after another, completing each read's task itself
+    /// (so the wake reaches the hub from that thread). The thread pool would do, but legacy code often holds every pool
+    /// thread, and a read queued behind them did not even start until the pool grew; a plain thread blocked in
+    /// Console.ReadLine waits for nobody but the typist. Started with the first read, a background thread.
+    /// </summary>
+    private static class StdinThread
+    {
+        private static readonly System.Collections.Concurrent.ConcurrentQueue<Action> s_reads = new();
+        private static readonly SemaphoreSlim s_queued = new(0);
+        private static int s_started;
+
+        public static Task<T> Read<T>(Func<TextReader, T> original, TextReader reader)
+        {
+            var result = new TaskCompletionSource<T>();
+            s_reads.Enqueue(() =>
+            {
+                try
+                {
+                    result.SetResult(original(reader));
+                }
+                catch (Exception e)
+                {
+                    result.SetException(e);
+                }
+            });
+            if (Interlocked.Exchange(ref s_started, 1) == 0)
+                new Thread(Loop) { IsBackground = true, Name = "GreenRuntime stdin" }.Start();
+            s_queued.Release();
+            return result.Task;
+        }
+
+        private static void Loop()
+        {
+            while (true)
+            {
+                s_queued.Wait(); // no hub on this thread: the original wait
+                if (s_reads.TryDequeue(out var read)) read();
+            }
+        }
     }
 
     /// <summary>A read abandoned by a killed greenlet, kept for the next reader of the same TextReader.</summary>

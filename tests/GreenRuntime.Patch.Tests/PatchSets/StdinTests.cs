@@ -9,6 +9,36 @@ namespace GreenRuntime.Patch.Tests.PatchSets;
 [TestFixture]
 public class StdinTests
 {
+    /// <summary>Legacy code often holds every thread-pool thread; a read sent to the pool did not even start until the
+    /// pool grew, so a line typed at once reached the greenlet seconds later.</summary>
+    [Test]
+    public void ReadLineOnAGreenletNeedsNoThreadPoolThread()
+    {
+        using Process probe = ConsoleProbeProcess.Start("held-pool");
+        try
+        {
+            Task<string> stderr = probe.StandardError.ReadToEndAsync();
+            Task<string?> ready = probe.StandardOutput.ReadLineAsync();
+            Assert.That(ready.Wait(TimeSpan.FromSeconds(30)), Is.True, "the probe started");
+            Assert.That(ready.Result, Is.EqualTo("ready"), $"probe said: {ready.Result} {(probe.HasExited ? stderr.Result : "")}");
+            var watch = Stopwatch.StartNew();
+            probe.StandardInput.WriteLine("typed at once");
+            probe.StandardInput.Flush();
+            Task<string?> answer = probe.StandardOutput.ReadLineAsync();
+            Assert.That(answer.Wait(TimeSpan.FromSeconds(30)), Is.True, "the probe answered");
+            var latency = watch.Elapsed;
+            Assert.That(answer.Result, Does.StartWith("line=typed at once|"));
+            // Generous: milliseconds when a thread of its own reads; seconds when the read waits for the pool to grow.
+            Assert.That(latency, Is.LessThan(TimeSpan.FromMilliseconds(500)), "the line reached the greenlet at once");
+            Assert.That(probe.WaitForExit(TimeSpan.FromSeconds(30)), Is.True);
+            Assert.That(probe.ExitCode, Is.EqualTo(0), stderr.Result);
+        }
+        finally
+        {
+            if (!probe.HasExited) probe.Kill();
+        }
+    }
+
     [Test]
     public void ReadLineOnAGreenletLetsOthersRunAndReturnsTheLineIntact()
     {
