@@ -113,25 +113,18 @@ internal static unsafe partial class CooperativeConsoleOutput
         handle.DangerousAddRef(ref added);
         try
         {
-            int fd = (int)handle.DangerousGetHandle();
-            fixed (byte* start = buffer)
+            written = NoWaitFileIo.WriteNoWait((int)handle.DangerousGetHandle(), buffer, -1, out int errno);
+            return errno switch
             {
-                while (written < buffer.Length)
-                {
-                    var chunk = new IoVec { Base = start + written, Length = (nuint)(buffer.Length - written) };
-                    nint n = PWritev2(fd, &chunk, 1, -1, RwfNoWait);
-                    if (n > 0)
-                    {
-                        written += (int)n;
-                        continue;
-                    }
-                    int errno = n < 0 ? Marshal.GetLastPInvokeError() : EAgain;
-                    if (errno == EIntr) continue;
-                    if (errno == EAgain) return NoWait.WouldBlock;
-                    return errno == EOpNotSupp && written == 0 ? NoWait.Unsupported : NoWait.Failed;
-                }
-            }
-            return NoWait.Done;
+                0 => NoWait.Done,
+                EAgain => NoWait.WouldBlock,
+                EOpNotSupp when written == 0 => NoWait.Unsupported,
+                _ => NoWait.Failed,
+            };
+        }
+        catch (EntryPointNotFoundException)
+        {
+            return NoWait.Unsupported; // no pwritev2 in this libc
         }
         finally
         {
@@ -194,8 +187,6 @@ internal static unsafe partial class CooperativeConsoleOutput
         CooperativeMonitor.EnterSlowpathMethod is { } enter && Patch.IsPatched(enter);
 
     private const short PollOut = 0x4;
-    private const int RwfNoWait = 0x8;
-    private const int EIntr = 4;
     private const int EAgain = 11;
     private const int EOpNotSupp = 95;
     private const int Fifo = 0x1000;
@@ -206,13 +197,6 @@ internal static unsafe partial class CooperativeConsoleOutput
     private const int FileTypeMask = 0xF000;
     private const int RegularFile = 0x8000;
     private const int BlockDevice = 0x6000;
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct IoVec
-    {
-        public byte* Base;
-        public nuint Length;
-    }
 
     [StructLayout(LayoutKind.Sequential)]
     private struct PollFd
@@ -228,9 +212,6 @@ internal static unsafe partial class CooperativeConsoleOutput
     {
         [FieldOffset(28)] public ushort Mode;
     }
-
-    [LibraryImport("libc", EntryPoint = "pwritev2", SetLastError = true)]
-    private static partial nint PWritev2(int fd, IoVec* iov, int count, long offset, int flags);
 
     [LibraryImport("libc", EntryPoint = "isatty")]
     private static partial int IsATty(int fd);

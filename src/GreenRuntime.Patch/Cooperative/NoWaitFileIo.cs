@@ -183,31 +183,18 @@ internal static unsafe partial class NoWaitFileIo
                 return 0;
             }
 
-            fixed (byte* start = buffer)
+            written = WriteNoWait(fd, buffer, fileOffset, out int errno);
+            if (written > 0)
             {
-                while (written < buffer.Length)
-                {
-                    var iov = new IoVector { Base = start + written, Length = buffer.Length - written };
-                    nint n = PWriteV2(fd, &iov, 1, fileOffset + written, RwfNoWait);
-                    if (n > 0)
-                    {
-                        writeSucceeded = true;
-                        written += (int)n;
-                        continue;
-                    }
-
-                    int errno = n == 0 ? EAgain : Marshal.GetLastPInvokeError();
-                    if (errno == EIntr)
-                    {
-                        continue;
-                    }
-
-                    Remember(handle, errno, reads: false);
-                    return written;
-                }
-
-                return written;
+                writeSucceeded = true;
             }
+
+            if (errno != 0)
+            {
+                Remember(handle, errno, reads: false);
+            }
+
+            return written;
         }
         catch (EntryPointNotFoundException)
         {
@@ -221,6 +208,39 @@ internal static unsafe partial class NoWaitFileIo
                 handle.DangerousRelease();
             }
         }
+    }
+
+    /// <summary>
+    /// <c>pwritev2(..., RWF_NOWAIT)</c> until <paramref name="buffer"/> is written, the kernel would wait, or the call
+    /// fails: returns the bytes written, with <paramref name="errno"/> of the call that stopped short (EAGAIN: it would
+    /// wait; 0 when everything was written). A negative <paramref name="fileOffset"/> writes at the descriptor's own
+    /// position (a pipe, a socket, the console). Throws <see cref="EntryPointNotFoundException"/> without pwritev2.
+    /// </summary>
+    internal static int WriteNoWait(int fd, ReadOnlySpan<byte> buffer, long fileOffset, out int errno)
+    {
+        int written = 0;
+        fixed (byte* start = buffer)
+        {
+            while (written < buffer.Length)
+            {
+                var iov = new IoVector { Base = start + written, Length = buffer.Length - written };
+                nint n = PWriteV2(fd, &iov, 1, fileOffset < 0 ? -1 : fileOffset + written, RwfNoWait);
+                if (n > 0)
+                {
+                    written += (int)n;
+                    continue;
+                }
+
+                errno = n == 0 ? EAgain : Marshal.GetLastPInvokeError();
+                if (errno != EIntr)
+                {
+                    return written;
+                }
+            }
+        }
+
+        errno = 0;
+        return written;
     }
 
     /// <summary>True where the original would pread/pwrite at this offset and the call is small enough to do inline.</summary>
