@@ -25,7 +25,9 @@ internal sealed class PoolClaim
 
     /// <summary>How long after a take-back calls skip the pool (20 ms: a pool that was only briefly busy gets its next
     /// call soon; one that is held costs a grace per window).</summary>
-    private static readonly long LateWindow = Stopwatch.Frequency / 50;
+    internal static readonly TimeSpan LateWindow = TimeSpan.FromMilliseconds(20);
+
+    private static readonly long LateWindowTicks = (long)(LateWindow.TotalSeconds * Stopwatch.Frequency);
 
     /// <summary>Returned by <see cref="Offer"/> while the pool counts as late: run the call released at once.</summary>
     public static readonly PoolClaim Late = new();
@@ -79,7 +81,7 @@ internal sealed class PoolClaim
     private bool TakeBack()
     {
         if (Interlocked.CompareExchange(ref _state, Withdrawn, Offered) != Offered) return false;
-        Volatile.Write(ref s_lateUntil, Stopwatch.GetTimestamp() + LateWindow);
+        Volatile.Write(ref s_lateUntil, Stopwatch.GetTimestamp() + LateWindowTicks);
         return true;
     }
 }
