@@ -5,9 +5,7 @@
 // path: N threads each park on a futex word of their own (the raw system call, as a carrier parks); the first is
 // woken, and each one, woken, wakes the next and parks again. A hop is one futex wake and one context switch, the least
 // a resume can cost on this kernel. "pinned" keeps every thread on one CPU, as HubOptions.PinCarriersToOneCpu does for
-// a hub's carriers; otherwise the kernel places them, and a wake may have to rouse the other CPU first. Every thread
-// runs under SCHED_BATCH, as carriers do (docs/core.md): 10,000 hops unpinned took 0.12–0.13 s under the default
-// policy, 0.06–0.09 s under batch; pinned 0.054–0.060 s either way.
+// a hub's carriers; otherwise the kernel places them, and a wake may have to rouse the other CPU first.
 
 using System.Diagnostics;
 using System.Runtime.InteropServices;
@@ -17,7 +15,6 @@ namespace GreenRuntime.SideBySide;
 internal static unsafe class WakeChain
 {
     private const int FutexWaitPrivate = 128, FutexWakePrivate = 129;
-    private const int SchedBatch = 3;
     private const int WordStride = 16; // ints: one futex word per cache line
 
     private static int* s_words;
@@ -78,8 +75,6 @@ internal static unsafe class WakeChain
     private static void Body(int index)
     {
         int* word = &s_words[index * WordStride];
-        int priority = 0;
-        SchedSetScheduler(0, SchedBatch, &priority); // as a carrier runs: a wake that does not preempt its waker
         Interlocked.Increment(ref s_parked);
         WaitFor(word);
         if (index + 1 < s_count) Wake(&s_words[(index + 1) * WordStride]);
@@ -103,9 +98,6 @@ internal static unsafe class WakeChain
     // glibc's syscall() moves its integer arguments into the system call's registers, so a fixed prototype is safe.
     [DllImport("libc", EntryPoint = "syscall")]
     private static extern long Syscall(long number, int* word, int op, int value, void* timeout, int* word2, int value3);
-
-    [DllImport("libc", EntryPoint = "sched_setscheduler")]
-    private static extern int SchedSetScheduler(int pid, int policy, int* param);
 
     [DllImport("libc", EntryPoint = "sched_getaffinity")]
     private static extern int SchedGetAffinity(int pid, nint size, ulong* mask);

@@ -70,7 +70,6 @@ internal sealed class Carrier
         // serves every hub of the process, so it starts from the process's mask, and an unpinned hub gets it back.
         _originalMask = Affinity.ProcessMask;
         Affinity.Restore(_originalMask);
-        SchedulingPolicy.TrySetBatch();
     }
 
     internal static Carrier StartPooled(CarrierPool pool, int stackSize)
@@ -180,49 +179,4 @@ internal static unsafe class Affinity
 
     [DllImport("libc", EntryPoint = "sched_getcpu")]
     private static extern int SchedGetCpu();
-}
-
-/// <summary>
-/// Pooled carriers run under Linux's <c>SCHED_BATCH</c> policy: their wake-ups never preempt the thread that is running.
-/// </summary>
-/// <remarks>
-/// Almost every wake of a carrier is a baton hand-off, and the thread that wakes it parks right after (Parker.cs). Under
-/// the default policy the woken carrier, placed on the waker's CPU, often preempts the waker before it reaches its park;
-/// the waker then waits to run again just to go to sleep, or the other, idle, vCPU is woken to take it (≈ 35 µs on a
-/// VM). A batch thread's wake never preempts (the kernel leaves its turn to the tick or to the running thread's next
-/// sleep), which is what a hand-off wants. Its share of the CPU is unchanged; the policy is also not a privilege, so
-/// any process may set it. Measured on a 2-vCPU VM, the same build with and without, alternating: 10,000 warm random
-/// sleepers 0.18–0.19 s against 0.22–0.26 s (involuntary context switches 10–50 against 3,600–4,100 per round);
-/// the HTTP server example under <c>wrk -c500</c> 21.6–21.8 k requests/s (p99 38–40 ms) against 17.9–18.5 k (51–55 ms);
-/// cold sleepers, ping-pong, ASP.NET Core's blocking and "hello" endpoints the same within the noise. Restricting the
-/// policy to parked carriers (set before each park, undone after) gained nothing and costs two system calls a park.
-/// The kernel copies a thread's policy to the threads it creates, but the runtime sets a managed thread's own as it
-/// starts it, so a <see cref="Thread"/> or a thread-pool thread started by greenlet code runs under the default policy;
-/// only a thread a native library creates on a carrier inherits batch (docs/core.md). A kernel or sandbox that refuses
-/// the call leaves the default policy; nothing else changes.
-/// </remarks>
-internal static unsafe class SchedulingPolicy
-{
-    /// <summary>The policies of sched_setscheduler(2) used here.</summary>
-    public const int Other = 0, Batch = 3;
-
-    /// <summary>Puts the calling thread under <c>SCHED_BATCH</c> (Linux); false where refused or unavailable.</summary>
-    public static bool TrySetBatch() => TrySet(Batch);
-
-    /// <summary>Sets the calling thread's policy (priority 0, as the fair policies require); false where refused or unavailable.</summary>
-    public static bool TrySet(int policy)
-    {
-        if (!OperatingSystem.IsLinux()) return false;
-        int priority = 0; // struct sched_param
-        return SchedSetScheduler(0, policy, &priority) == 0;
-    }
-
-    /// <summary>The calling thread's policy (Linux), or -1.</summary>
-    public static int Current() => OperatingSystem.IsLinux() ? SchedGetScheduler(0) : -1;
-
-    [DllImport("libc", EntryPoint = "sched_setscheduler")]
-    private static extern int SchedSetScheduler(int pid, int policy, int* param);
-
-    [DllImport("libc", EntryPoint = "sched_getscheduler")]
-    private static extern int SchedGetScheduler(int pid);
 }
