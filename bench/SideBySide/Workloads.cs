@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text.Json;
 
 namespace GreenRuntime.SideBySide;
@@ -61,6 +62,7 @@ internal static class Workloads
             "sleep_mem_warm" => WarmedUp(() => SleepersStackless(1_000), () => SleepersStackless(Int(0, 100_000))),
             "sleepers_stackful" => SleepersStackful(Int(0, 10_000)),
             "sleepers_stackful_warm" => WarmedUp(() => SleepersStackful(Int(0, 10_000)), () => SleepersStackful(Int(0, 10_000))),
+            "sleepers_stackful_warm_contended" => WarmedUp(() => SleepersStackful(Int(0, 10_000)), () => BesideBusyThreads(() => SleepersStackful(Int(0, 10_000)))),
             "run_blocking" => RunBlocking(Int(0, 20)),
             _ => throw new ArgumentException($"unknown workload '{name}'"),
         };
@@ -277,6 +279,35 @@ internal static class Workloads
     {
         WarmUp(() => warmUp());
         return run();
+    }
+
+    /// <summary>
+    /// Runs <paramref name="run"/> while one CPU-bound thread per CPU spins beside it (ordinary threads of this process,
+    /// default priority), as on a machine that other work keeps busy. Every hand-off of the baton is a thread wake; a
+    /// scheduling trick that only pays on an idle machine shows here: carriers under SCHED_BATCH, whose wakes never
+    /// preempt, made the warm 10k sleepers 5.2–8.0 s beside two CPU-bound processes instead of 0.30–0.39 s
+    /// (docs/internals.md).
+    /// </summary>
+    private static Dictionary<string, double> BesideBusyThreads(Func<Dictionary<string, double>> run)
+    {
+        int count = Environment.ProcessorCount;
+        var stop = new StrongBox<bool>();
+        var threads = Enumerable.Range(0, count).Select(i => new Thread(() =>
+        {
+            while (!Volatile.Read(ref stop.Value)) { }
+        }) { IsBackground = true, Name = $"busy #{i}" }).ToList();
+        threads.ForEach(t => t.Start());
+        try
+        {
+            var result = run();
+            result["busy_threads"] = count;
+            return result;
+        }
+        finally
+        {
+            Volatile.Write(ref stop.Value, true);
+            threads.ForEach(t => t.Join());
+        }
     }
 
     /// <summary>Runs the workload small a few times with pauses, so the tiered JIT has published optimized code

@@ -31,6 +31,16 @@ public class WorkerSmokeTests
     }
 
     [Test]
+    public void ContendedSleepersRunBesideOneBusyThreadPerCpuAndAllFinish()
+    {
+        var figures = Run("sleepers_stackful_warm_contended 200");
+
+        Assert.That(figures["busy_threads"], Is.EqualTo(Environment.ProcessorCount));
+        Assert.That(figures["failed"], Is.Zero);
+        Assert.That(figures["wall_s"], Is.GreaterThanOrEqualTo(0.045), "the longest of the seeded 0–49 ms sleeps is waited for");
+    }
+
+    [Test]
     public void TimersWorkerWaitsAtLeastTheLongestDelay()
     {
         var figures = Run("timers 200");
