@@ -76,7 +76,14 @@ internal static class Harness
     /// <summary>A row of 10k random 0–49 ms stackful sleepers: ours in worker <paramref name="worker"/>, gevent's sleepers.py.</summary>
     private static Workload Sleepers10k(string name, string title, string target, string worker) =>
         new(name, title, "s", target, Mine(worker, "10000"), LocalGevent("sleepers.py", "10000"), null,
-            "wall_s", "wall_s", "", false, [("threads_created", "", "", "carrier threads created")]);
+            "wall_s", "wall_s", "", false, SleeperExtras);
+
+    // Declared before All, whose initializer reads it.
+    private static readonly (string, string, string, string)[] SleeperExtras =
+    [
+        ("threads_created", "", "", "carrier threads created"),
+        ("voluntary_switches_per_greenlet", "", "", "thread sleeps per greenlet (hand-offs)"),
+    ];
 
     private const string AspNet = "ASP.NET Core, 1,000 keep-alive connections, ";
 
@@ -129,7 +136,7 @@ internal static class Harness
         Sleepers10k("sleepers_10k_warm", "10k random sleepers as above, ours warmed up (a second round in the process): wall", "≤ 0.5× gevent", "sleepers_stackful_warm"),
         new("sleepers_10k_warm_contended", "10k random sleepers as above, warmed up, beside one CPU-bound thread per CPU (default priority, in the same process): wall", "s", "no hand-off waits for a busy thread's time slice (compare the warm row)",
             Mine("sleepers_stackful_warm_contended", "10000"), null, null,
-            "wall_s", "", "", false, [("threads_created", "", "", "carrier threads created")]),
+            "wall_s", "", "", false, SleeperExtras),
         Sleepers10k("sleepers_10k_cold_pinned", "10k random sleepers as above, cold process, hub with `PinCarriersToOneCpu`: wall", "as above (the option's effect)", "sleepers_stackful_pinned"),
         Sleepers10k("sleepers_10k_warm_pinned", "10k random sleepers as above, warmed up, hub with `PinCarriersToOneCpu`: wall", "as above (the option's effect)", "sleepers_stackful_warm_pinned"),
         new("wake_chain_10k", "the floor of the 10k sleeper rows: 10,000 parked threads woken one after another, each by the one before (one futex wake and one switch per hop, nothing else on the path; gevent: its 10k sleepers)", "s", "the least 10,000 resumes of thread-backed greenlets cost here",

@@ -38,6 +38,7 @@ public class WorkerSmokeTests
         Assert.That(figures["busy_threads"], Is.EqualTo(Environment.ProcessorCount));
         Assert.That(figures["failed"], Is.Zero);
         Assert.That(figures["wall_s"], Is.GreaterThanOrEqualTo(0.045), "the longest of the seeded 0–49 ms sleeps is waited for");
+        Assert.That(figures["voluntary_switches_per_greenlet"], Is.GreaterThan(0), "sleeping greenlets hand the baton between threads");
     }
 
     [Test]
