@@ -33,6 +33,10 @@ internal sealed class PoolClaim
     public static readonly PoolClaim Late = new();
 
     private static long s_lateUntil;
+
+    /// <summary>How many calls <see cref="Offer"/> has sent the released way because the pool counted as late (tests read
+    /// it to tell such a call from one that never reached the pool).</summary>
+    internal static long LateCalls;
     private const int Offered = 0, Started = 1, Withdrawn = 2;
     private int _state = Offered; // Started by a pool thread, or Withdrawn by the greenlet (taken back, or killed)
 
@@ -41,7 +45,9 @@ internal sealed class PoolClaim
     public static PoolClaim? Offer()
     {
         if (!Parking.CanReleaseBaton) return null;
-        return Stopwatch.GetTimestamp() < Volatile.Read(ref s_lateUntil) ? Late : new PoolClaim();
+        if (Stopwatch.GetTimestamp() >= Volatile.Read(ref s_lateUntil)) return new PoolClaim();
+        Interlocked.Increment(ref LateCalls);
+        return Late;
     }
 
     /// <summary>Called by the pool thread: whether it runs the call (false: the greenlet took it back).</summary>

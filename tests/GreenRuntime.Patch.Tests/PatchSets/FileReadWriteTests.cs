@@ -72,11 +72,13 @@ public partial class FileReadWriteTests : PatchedHubTest
         using SafeFileHandle handle = File.OpenHandle(path);
         _ = RandomAccess.Read(handle, new byte[4096], 0); // in the page cache now (it was just written anyway)
 
+        // Reads that did not complete inline: thread-pool round trips, and calls run released at once because a pool
+        // start slower than the grace (a busy moment of this VM) made the pool count as late.
         long Pooled(bool inline)
         {
             NoWaitFileIo.Enabled = inline;
             Thread.Sleep(2 * PoolClaim.LateWindow); // a pool found late by an earlier test no longer counts as late
-            long before = ThreadPool.CompletedWorkItemCount;
+            long before = ThreadPool.CompletedWorkItemCount + Volatile.Read(ref PoolClaim.LateCalls);
             Green.Spawn(() =>
             {
                 var buffer = new byte[1024];
@@ -85,14 +87,14 @@ public partial class FileReadWriteTests : PatchedHubTest
                     Assert.That(RandomAccess.Read(handle, buffer, i * 7), Is.EqualTo(1024));
                 }
             }).Get();
-            return ThreadPool.CompletedWorkItemCount - before;
+            return ThreadPool.CompletedWorkItemCount + Volatile.Read(ref PoolClaim.LateCalls) - before;
         }
 
         long inlineItems = Pooled(inline: true);
         long pooledItems = Pooled(inline: false);
-        TestContext.Out.WriteLine($"500 cached 1 KB reads: {inlineItems} thread-pool work items inline, {pooledItems} without");
+        TestContext.Out.WriteLine($"500 cached 1 KB reads: {inlineItems} thread-pool work items or late calls inline, {pooledItems} without");
         // The count is sampled: the item that wakes the greenlet for the last read may not be counted yet.
-        Assert.That(pooledItems, Is.GreaterThanOrEqualTo(400), "with the inline path off, every read is a thread-pool round trip");
+        Assert.That(pooledItems, Is.GreaterThanOrEqualTo(400), "with the inline path off, every read is a thread-pool round trip (or released while the pool is late)");
         Assert.That(inlineItems, Is.LessThan(50), "cached reads complete inline (a few items may be other code's)");
     }
 
