@@ -109,11 +109,10 @@ internal static unsafe partial class CooperativeConsoleOutput
     private static NoWait TryWriteNoWait(SafeFileHandle handle, ReadOnlySpan<byte> buffer, out int written)
     {
         written = 0;
-        bool added = false;
-        handle.DangerousAddRef(ref added);
         try
         {
-            written = NoWaitFileIo.WriteNoWait((int)handle.DangerousGetHandle(), buffer, -1, out int errno);
+            using var lease = new FdLease(handle);
+            written = NoWaitFileIo.WriteNoWait(lease.Fd, buffer, -1, out int errno);
             return errno switch
             {
                 0 => NoWait.Done,
@@ -126,36 +125,24 @@ internal static unsafe partial class CooperativeConsoleOutput
         {
             return NoWait.Unsupported; // no pwritev2 in this libc
         }
-        finally
-        {
-            if (added) handle.DangerousRelease();
-        }
     }
 
     /// <summary>Whether <c>poll</c> says <paramref name="handle"/> is writable now (or reports an error or hang-up, which
     /// the original's write then reports without waiting; so does a failed poll).</summary>
     private static bool PollsWritable(SafeFileHandle handle)
     {
-        bool added = false;
-        handle.DangerousAddRef(ref added);
-        try
+        using (var lease = new FdLease(handle))
         {
-            var poll = new PollFd { Fd = (int)handle.DangerousGetHandle(), Events = PollOut };
+            var poll = new PollFd { Fd = lease.Fd, Events = PollOut };
             return Poll(&poll, 1, 0) != 0;
-        }
-        finally
-        {
-            if (added) handle.DangerousRelease();
         }
     }
 
     private static HandleKind KindOf(SafeFileHandle handle)
     {
-        bool added = false;
-        handle.DangerousAddRef(ref added);
-        try
+        using (var lease = new FdLease(handle))
         {
-            int fd = (int)handle.DangerousGetHandle();
+            int fd = lease.Fd;
             var status = new StatxBuffer();
             if (Statx(fd, "", AtEmptyPath, StatxType, &status) != 0) return HandleKind.Poll;
             return (status.Mode & FileTypeMask) switch
@@ -165,10 +152,6 @@ internal static unsafe partial class CooperativeConsoleOutput
                 CharacterDevice when IsATty(fd) == 0 => HandleKind.NoWait, // /dev/null and the like (EOPNOTSUPP: Poll)
                 _ => HandleKind.Poll, // a terminal: the original keeps its cursor bookkeeping
             };
-        }
-        finally
-        {
-            if (added) handle.DangerousRelease();
         }
     }
 

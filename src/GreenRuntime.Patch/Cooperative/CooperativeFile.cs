@@ -227,11 +227,9 @@ internal static unsafe partial class RawFileIo
 
     public static int ReadAtOffset(SafeFileHandle handle, Span<byte> buffer, long fileOffset)
     {
-        bool added = false;
-        handle.DangerousAddRef(ref added);
-        try
+        using (var lease = new FdLease(handle))
         {
-            int fd = (int)handle.DangerousGetHandle();
+            int fd = lease.Fd;
             fixed (byte* p = buffer)
             {
                 while (true)
@@ -249,10 +247,6 @@ internal static unsafe partial class RawFileIo
                     throw new IOException($"read failed with errno {errno} on {handle}.", errno);
                 }
             }
-        }
-        finally
-        {
-            if (added) handle.DangerousRelease();
         }
     }
 

@@ -95,11 +95,10 @@ internal static unsafe partial class NoWaitFileIo
             return false;
         }
 
-        bool added = false;
-        handle.DangerousAddRef(ref added);
         try
         {
-            int fd = (int)handle.DangerousGetHandle();
+            using var lease = new FdLease(handle);
+            int fd = lease.Fd;
             fixed (byte* start = buffer)
             {
                 while (read < buffer.Length)
@@ -145,13 +144,6 @@ internal static unsafe partial class NoWaitFileIo
             readsUnavailable = true; // a libc without preadv2
             return false;
         }
-        finally
-        {
-            if (added)
-            {
-                handle.DangerousRelease();
-            }
-        }
     }
 
     /// <summary>
@@ -166,11 +158,10 @@ internal static unsafe partial class NoWaitFileIo
         }
 
         int written = 0;
-        bool added = false;
-        handle.DangerousAddRef(ref added);
         try
         {
-            int fd = (int)handle.DangerousGetHandle();
+            using var lease = new FdLease(handle);
+            int fd = lease.Fd;
             state ??= Handles.GetValue(handle, static _ => new HandleState());
             if (state.OpenFlags < 0)
             {
@@ -200,13 +191,6 @@ internal static unsafe partial class NoWaitFileIo
         {
             writesUnavailable = true;
             return written;
-        }
-        finally
-        {
-            if (added)
-            {
-                handle.DangerousRelease();
-            }
         }
     }
 
