@@ -10,16 +10,26 @@ namespace AspNetCoreLegacy;
 /// </summary>
 public static class LegacyOrders
 {
-    /// <summary>A blocking query: connect, send one line, read one line back (a synchronous database driver's shape).</summary>
+    /// <summary>
+    /// A blocking query, the shape of a synchronous database driver: take a pooled connection (or open one), send one
+    /// line, read one line back, and give the connection back. Like ADO.NET's pooling, connections are kept open between
+    /// queries: one new TCP connection per query would leave a socket in TIME_WAIT for each, and under load that runs
+    /// the machine out of ephemeral ports.
+    /// </summary>
     public static string Query(IPEndPoint database, string query)
     {
-        using var client = new TcpClient();
-        client.Connect(database);
-        using var stream = client.GetStream();
-        using var writer = new StreamWriter(stream, Encoding.UTF8) { AutoFlush = true };
-        using var reader = new StreamReader(stream, Encoding.UTF8);
-        writer.WriteLine(query);
-        return reader.ReadLine() ?? throw new IOException("the database closed the connection without answering");
+        var connection = DatabaseConnection.Rent(database);
+        try
+        {
+            var row = connection.Query(query);
+            DatabaseConnection.Return(connection);
+            return row;
+        }
+        catch
+        {
+            connection.Dispose(); // a connection that failed mid-query is not reused
+            throw;
+        }
     }
 
     /// <summary>A synchronous HTTP call with a retry loop that sleeps between attempts.</summary>
@@ -40,4 +50,49 @@ public static class LegacyOrders
             }
         }
     }
+}
+
+/// <summary>One open connection to the "database", pooled the legacy way: a stack behind a <c>lock</c>.</summary>
+internal sealed class DatabaseConnection : IDisposable
+{
+    private static readonly Stack<DatabaseConnection> s_idle = new();
+    private readonly IPEndPoint _database;
+    private readonly TcpClient _client = new();
+    private readonly StreamWriter _writer;
+    private readonly StreamReader _reader;
+
+    private DatabaseConnection(IPEndPoint database)
+    {
+        _database = database;
+        _client.Connect(database);
+        var stream = _client.GetStream();
+        _writer = new StreamWriter(stream, Encoding.UTF8) { AutoFlush = true };
+        _reader = new StreamReader(stream, Encoding.UTF8);
+    }
+
+    public static DatabaseConnection Rent(IPEndPoint database)
+    {
+        lock (s_idle)
+        {
+            while (s_idle.TryPop(out var idle))
+            {
+                if (idle._database.Equals(database)) return idle;
+                idle.Dispose();
+            }
+        }
+        return new DatabaseConnection(database);
+    }
+
+    public static void Return(DatabaseConnection connection)
+    {
+        lock (s_idle) s_idle.Push(connection);
+    }
+
+    public string Query(string query)
+    {
+        _writer.WriteLine(query);
+        return _reader.ReadLine() ?? throw new IOException("the database closed the connection without answering");
+    }
+
+    public void Dispose() => _client.Dispose();
 }

@@ -72,9 +72,12 @@ public sealed class LocalServices : IAsyncDisposable
                 var stream = client.GetStream();
                 using var reader = new StreamReader(stream, Encoding.UTF8);
                 await using var writer = new StreamWriter(stream, Encoding.UTF8) { AutoFlush = true };
-                var query = await reader.ReadLineAsync(_stop.Token);
-                await Task.Delay(DelayMs, _stop.Token);
-                await writer.WriteLineAsync($"row for '{query}'");
+                // One answer per line, for as long as the client keeps the connection (drivers pool their connections).
+                while (await reader.ReadLineAsync(_stop.Token) is { } query)
+                {
+                    await Task.Delay(DelayMs, _stop.Token);
+                    await writer.WriteLineAsync($"row for '{query}'");
+                }
             }
             catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException)
             {
