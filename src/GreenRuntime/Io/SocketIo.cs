@@ -15,6 +15,14 @@
 // here for a greenlet that may park, or, for a stackless greenlet's async call, waiting on the reactor without
 // parking (AsyncSocketOperation.cs), so both kinds of greenlet share the same system-call code.
 //
+// A send is one message: once part of it went out, a kill or timeout no longer ends it. The blocking original never
+// returns part-way, and legacy code frames its writes on that promise: a message cut short makes the peer read the next
+// one as its rest, which breaks the connection for every user of it (an SSH session shared by greenlets lost its MAC
+// check this way). From the first byte sent on, the send parks under a CancellationShield: a kill or expired timeout
+// stays pending and is raised as the send returns, once the whole message went out. A peer that never reads holds
+// such a send as it holds the original (the socket's SendTimeout, closing the socket, or the peer's going away end it);
+// before anything went out the send is interrupted at once, since it cuts nothing.
+//
 // Every entry point returns false ("not handled") when it cannot do the call this way — no reactor, flags it
 // does not pass through, a closed or invalid handle, an fd epoll refuses — and the caller then runs its
 // other path, so the exception a user sees for a disposed socket is the original's. Receive and send take
@@ -83,10 +91,19 @@ internal static unsafe class SocketIo
 
     /// <summary>
     /// Sends all of <paramref name="data"/>, parking while the kernel's buffer is full. Returns false when not
-    /// handled before anything was sent. <paramref name="sent"/> is what went out before an error or timeout.
+    /// handled before anything was sent. <paramref name="sent"/> is what went out before an error or timeout. A kill
+    /// or timeout of the greenlet ends the send only while nothing of it went out (see the header).
     /// </summary>
     public static bool TrySend(Hub hub, Socket s, ReadOnlySpan<byte> data, SocketFlags flags, TimeSpan? timeout, out int sent, out SocketError error)
     {
+        bool handled = TrySendWhole(hub, s, data, flags, timeout, out sent, out error, out bool heldBack);
+        if (heldBack) hub.RaisePendingNow(); // the message is out (or the socket failed): what was held back goes now
+        return handled;
+    }
+
+    private static bool TrySendWhole(Hub hub, Socket s, ReadOnlySpan<byte> data, SocketFlags flags, TimeSpan? timeout, out int sent, out SocketError error, out bool heldBack)
+    {
+        heldBack = false;
         sent = 0;
         error = SocketError.Success;
         if (!PassesThrough(flags, send: true) || s.SocketType != SocketType.Stream || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
@@ -102,7 +119,18 @@ internal static unsafe class SocketIo
                 case Outcome.Done when error != SocketError.Success: return true;
                 case Outcome.Done: sent += n; continue;
             }
-            switch (reactor.Wait(handle, fd, write: true, Remaining(hub, deadline)))
+            Readiness? readiness;
+            if (sent == 0)
+            {
+                readiness = reactor.Wait(handle, fd, write: true, Remaining(hub, deadline));
+            }
+            else
+            {
+                heldBack = true;
+                using (new CancellationShield(hub.CurrentGreenlet)) // see the header: part of the message went out
+                    readiness = reactor.Wait(handle, fd, write: true, Remaining(hub, deadline));
+            }
+            switch (readiness)
             {
                 case null when sent == 0: return false;
                 case null: error = SocketError.SocketError; return true;

@@ -187,6 +187,101 @@ public class CooperativeSocketTests : HubTest
     }
 
     [Test]
+    public void AKillOrTimeoutThatComesWhileAMessageIsPartlySentIsRaisedOnlyOnceAllOfItWentOut()
+    {
+        // A message cut short breaks every framed protocol on the connection (SSH, TLS, a database's wire protocol): the
+        // peer reads the next message as the rest of this one. A blocking Send never returns part-way, so the layer's
+        // must not either. The peer here reads nothing until the timeout has expired and the sender has given up on the
+        // first message, then reads everything.
+        _server.SendBufferSize = 64 * 1024;
+        _client.ReceiveBufferSize = 64 * 1024;
+        var first = new byte[8 * 1024 * 1024];
+        Array.Fill(first, (byte)1);
+        var second = new byte[1000];
+        Array.Fill(second, (byte)2);
+        var stall = new ManualResetEventSlim();
+        var reader = Task.Run(() =>
+        {
+            stall.Wait();
+            var all = new MemoryStream();
+            var chunk = new byte[64 * 1024];
+            int n;
+            while ((n = _client.Receive(chunk)) > 0) all.Write(chunk, 0, n);
+            return all.ToArray();
+        });
+        Exception? raised = null;
+        var sender = Green.Spawn(() =>
+        {
+            try
+            {
+                Green.WithTimeout(TimeSpan.FromMilliseconds(50), () =>
+                {
+                    CooperativeSocket.Send(_server, first, SocketFlags.None, null, out _);
+                    Assert.Fail("the expired timeout is raised as the send returns");
+                });
+            }
+            catch (GreenTimeoutException e)
+            {
+                raised = e;
+            }
+            CooperativeSocket.Send(_server, second, SocketFlags.None, null, out _);
+            _server.Shutdown(SocketShutdown.Send);
+        });
+        Green.Sleep(300);
+        Assert.That(sender.Dead, Is.False, "the timeout expired while the first message was partly sent: the send goes on");
+        stall.Set();
+        Assert.That(Parking.WaitForTask(reader, TimeSpan.FromSeconds(30)), Is.True);
+        Green.JoinAll([sender]);
+        Assert.That(sender.Successful, Is.True);
+        Assert.That(raised, Is.Not.Null, "the timeout is raised once the first message went out");
+        Assert.That(reader.Result, Is.EqualTo(first.Concat(second).ToArray()), "each message arrives whole");
+    }
+
+    [Test]
+    public void APartlySentMessageToAPeerThatNeverReadsEndsWhenItsSocketIsClosed()
+    {
+        // How a server stops a handler stuck writing to a client that stopped reading: kill it, then close its socket.
+        _server.SendBufferSize = 64 * 1024;
+        _client.ReceiveBufferSize = 64 * 1024;
+        int sent = -1;
+        var writer = Green.Spawn(() => sent = CooperativeSocket.Send(_server, new byte[8 * 1024 * 1024], SocketFlags.None, null, out _));
+        Green.Sleep(50);
+        writer.Kill(block: false);
+        Green.Sleep(50);
+        Assert.That(writer.Dead, Is.False, "part of the message went out: the kill waits for the send");
+        _server.Dispose();
+        Green.JoinAll([writer], TimeSpan.FromSeconds(10));
+        Assert.That(writer.Dead, Is.True);
+        Assert.That(sent, Is.EqualTo(-1), "the kill is raised as the send returns: its result is never seen");
+    }
+
+    [Test]
+    public void AKillBeforeAnythingOfAMessageWentOutEndsTheSendAtOnce()
+    {
+        // Nothing of the message is on the stream yet, so ending the send there cuts nothing.
+        _server.SendBufferSize = 64 * 1024;
+        _client.ReceiveBufferSize = 64 * 1024;
+        var filler = new byte[8 * 1024 * 1024];
+        int queued = 0;
+        while (true)
+        {
+            int n = CooperativeSocket.Send(_server, filler, SocketFlags.None, TimeSpan.FromMilliseconds(50), out var error);
+            queued += n;
+            if (error == SocketError.TimedOut) break; // the kernel's buffers are full
+        }
+        bool returned = false;
+        var killed = Green.Spawn(() =>
+        {
+            CooperativeSocket.Send(_server, "late"u8.ToArray(), SocketFlags.None, null, out _);
+            returned = true;
+        });
+        Green.Sleep(20);
+        killed.Kill();
+        Assert.That((killed.Dead, returned), Is.EqualTo((true, false)));
+        Assert.That(queued, Is.GreaterThan(0));
+    }
+
+    [Test]
     public void TheReactorCarriesSocketsOnLinuxX64()
     {
         bool linuxX64 = OperatingSystem.IsLinux() && System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64;
