@@ -19,7 +19,9 @@
 // returns part-way, and legacy code frames its writes on that promise: a message cut short makes the peer read the next
 // one as its rest, which breaks the connection for every user of it (an SSH session shared by greenlets lost its MAC
 // check this way). From the first byte sent on, the send parks under a CancellationShield: a kill or expired timeout
-// stays pending and is raised as the send returns, once the whole message went out. A peer that never reads holds
+// stays pending and is raised at the greenlet's next blocking point. Not as the send returns: the caller's bookkeeping
+// after a send that succeeded must run (SSH.NET counts the packet sent after Send returns; skipping that broke the
+// next packet's MAC just the same). A peer that never reads holds
 // such a send as it holds the original (the socket's SendTimeout, closing the socket, or the peer's going away end it);
 // before anything went out the send is interrupted at once, since it cuts nothing.
 //
@@ -96,14 +98,6 @@ internal static unsafe class SocketIo
     /// </summary>
     public static bool TrySend(Hub hub, Socket s, ReadOnlySpan<byte> data, SocketFlags flags, TimeSpan? timeout, out int sent, out SocketError error)
     {
-        bool handled = TrySendWhole(hub, s, data, flags, timeout, out sent, out error, out bool heldBack);
-        if (heldBack) hub.RaisePendingNow(); // the message is out (or the socket failed): what was held back goes now
-        return handled;
-    }
-
-    private static bool TrySendWhole(Hub hub, Socket s, ReadOnlySpan<byte> data, SocketFlags flags, TimeSpan? timeout, out int sent, out SocketError error, out bool heldBack)
-    {
-        heldBack = false;
         sent = 0;
         error = SocketError.Success;
         if (!PassesThrough(flags, send: true) || s.SocketType != SocketType.Stream || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
@@ -126,7 +120,6 @@ internal static unsafe class SocketIo
             }
             else
             {
-                heldBack = true;
                 using (new CancellationShield(hub.CurrentGreenlet)) // see the header: part of the message went out
                     readiness = reactor.Wait(handle, fd, write: true, Remaining(hub, deadline));
             }

@@ -11,8 +11,8 @@ public static partial class CooperativeSocket
     /// </summary>
     /// <remarks>A kill or an expired timeout of the greenlet ends the send while nothing of it went out. Once part of it
     /// did (on the reactor path), they are held back until the rest is sent, the socket fails or it is closed, and are
-    /// thrown as the call returns: like the blocking original, the send never stops halfway, which would cut the
-    /// message and corrupt the stream for every later write.</remarks>
+    /// thrown at the greenlet's next blocking point: like the blocking original, the send never stops halfway, which
+    /// would cut the message and corrupt the stream for every later write.</remarks>
     /// <param name="socket">A connected stream socket (or a connected datagram socket: one datagram).</param>
     /// <param name="data">What to send. The caller may reuse it as soon as the call returns, whatever the outcome.</param>
     /// <param name="flags">As for <see cref="Socket.Send(ReadOnlySpan{byte}, SocketFlags, out SocketError)"/>.</param>

@@ -53,10 +53,6 @@ public sealed partial class Hub
             throw sticky;
     }
 
-    /// <summary>Throws the kill or timeout pending for the current greenlet, if any: for a call that held them back with a
-    /// shield while it could not stop halfway (a partly sent message, Io/SocketIo.cs) and has now finished.</summary>
-    internal void RaisePendingNow() => RaisePending(_current);
-
     /// <summary>Undoes <see cref="BeginPark"/> when registering the wakers failed.</summary>
     internal void CancelPark(in WakeToken token)
     {
