@@ -10,11 +10,13 @@ namespace GreenRuntime.Cooperative;
 /// Funnels: <c>Task.InternalWait(int, CancellationToken)</c> ([MethodImpl(NoOptimization)], so never inlined)
 /// is reached by every <c>Task.Wait</c> overload, <c>Task&lt;T&gt;.Result</c>,
 /// <c>GetAwaiter().GetResult()</c> and <c>Task.WaitAny</c>; <c>Task.WaitAllCore</c> by every <c>Task.WaitAll</c>.
-/// After the park the original runs with a zero timeout, so return values, cancellation and the exceptions
-/// thrown are the original's. Unlike the original, a task that has not started yet is not run inline on the
-/// waiting thread (that would run foreign code on the greenlet's stack); the thread pool runs it. A task created with
-/// <c>RunContinuationsAsynchronously</c> is waited for by the original instead, on the greenlet's own thread with the
-/// baton released: a park would be woken through the thread pool, the original's wait is signalled directly.
+/// After the park the original runs with a zero timeout, so return values and the exceptions thrown are the
+/// original's; a token cancelled before the task ended throws OperationCanceledException first, as the original's
+/// wait does (the original with a zero timeout does not look at the token). Unlike the original, a task that has not
+/// started yet is not run inline on the waiting thread (that would run foreign code on the greenlet's stack); the
+/// thread pool runs it. A task created with <c>RunContinuationsAsynchronously</c> is waited for by the original
+/// instead, on the greenlet's own thread with the baton released: a park would be woken through the thread pool, the
+/// original's wait is signalled directly.
 /// </remarks>
 internal static class CooperativeTask
 {
@@ -40,6 +42,9 @@ internal static class CooperativeTask
         var either = Cooperative.OrCancelled(task, cancellationToken, out var registration);
         using (registration)
             Cooperative.Park(hub, either, Cooperative.WaitTimeout(millisecondsTimeout), WaitReason.Task);
+        // The original with a zero timeout returns false for a cancelled token, where its wait would have thrown: throw
+        // as that wait does (Polly's pessimistic timeout waits with its timeout's token, then reads the Result).
+        if (!task.IsCompleted) cancellationToken.ThrowIfCancellationRequested();
         return Wait.Call(task, 0, cancellationToken);
     }
 

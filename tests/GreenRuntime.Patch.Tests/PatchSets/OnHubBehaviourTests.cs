@@ -353,6 +353,47 @@ public class OnHubBehaviourTests : PatchedHubTest
         Assert.That(Task.WaitAny([new TaskCompletionSource().Task, Task.Delay(10)]), Is.EqualTo(1));
     }
 
+    /// <summary>A task wait whose token is cancelled first throws OperationCanceledException, as on a plain thread: Polly's
+    /// pessimistic timeout (<c>task.Wait(timeoutToken)</c>, then <c>task.Result</c>) relies on it, and hung on a greenlet
+    /// when the wait returned instead.</summary>
+    [Test]
+    public void ATaskWaitWhoseTokenIsCancelledThrowsAsOnAPlainThread()
+    {
+        static string Outcome(Func<CancellationToken, object> wait)
+        {
+            using var cancel = new CancellationTokenSource(50);
+            try
+            {
+                return $"returned {wait(cancel.Token)}";
+            }
+            catch (Exception e)
+            {
+                return e.GetType().Name;
+            }
+        }
+        static string[] All()
+        {
+            var never = new TaskCompletionSource<int>().Task; // continuations run synchronously: the park path
+            var neverAsync = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously).Task;
+            return
+            [
+                Outcome(ct => { never.Wait(ct); return "void"; }),
+                Outcome(ct => never.Wait(10_000, ct)),
+                Outcome(ct => never.Wait(TimeSpan.FromSeconds(10), ct)),
+                Outcome(ct => Task.WaitAny([never], ct)),
+                Outcome(ct => Task.WaitAny([never, neverAsync], 10_000, ct)),
+                Outcome(ct => Task.WaitAll([never], 10_000, ct)),
+                Outcome(ct => neverAsync.Wait(10_000, ct)),
+            ];
+        }
+        string[] onThread = [];
+        var thread = new Thread(() => onThread = All());
+        thread.Start();
+        thread.Join();
+        Assert.That(onThread, Is.All.EqualTo(nameof(OperationCanceledException)), "the original, for reference");
+        Assert.That(Green.Spawn(All).Get(), Is.EqualTo(onThread));
+    }
+
     /// <summary>Libraries' task completion sources usually run their continuations asynchronously: a park woken through
     /// a continuation would wait for a thread-pool thread, and legacy code often holds the pool's threads (2.4 s for a
     /// result set after 50 ms, measured with the pool's threads held). Every kind of wait is woken directly.</summary>
