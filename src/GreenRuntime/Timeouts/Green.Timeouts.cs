@@ -61,6 +61,8 @@ public static partial class Green
     }
 
     /// <summary>The async form of <see cref="WithTimeout{T}(TimeSpan, Func{T}, T)"/>, for stackless greenlets.</summary>
+    /// <remarks>As there, the timeout is recognised also when code in between wrapped its exception (an async client
+    /// library that reports a failed connect as its own exception around the socket's).</remarks>
     public static async Task<T> WithTimeoutAsync<T>(TimeSpan timeout, Func<Task<T>> body, T timeoutValue)
     {
         ArgumentNullException.ThrowIfNull(body);
@@ -69,7 +71,7 @@ public static partial class Green
         {
             return await body();
         }
-        catch (GreenTimeoutException e) when (e.Scope == t)
+        catch (Exception e) when (GreenTimeoutException.RaisedBy(e, t) != null)
         {
             return timeoutValue;
         }

@@ -35,6 +35,27 @@ public class WrappedTimeoutAndKillTests : HubTest
     }
 
     [Test]
+    public void WithTimeoutAsyncReturnsTheTimeoutValueWhenTheTimeoutCameBackWrapped()
+    {
+        // An async client library wraps the socket error the same way (RabbitMQ.Client: BrokerUnreachableException over an
+        // AggregateException over the timeout raised in its connect).
+        static async Task<int> SleepWrappedAsync()
+        {
+            try
+            {
+                await Green.SleepAsync(TimeSpan.FromSeconds(10));
+                return 1;
+            }
+            catch (Exception e)
+            {
+                throw new InvalidOperationException("None of the specified endpoints were reachable", new AggregateException(e));
+            }
+        }
+        var g = Green.SpawnAsync(async () => await Green.WithTimeoutAsync(TimeSpan.FromMilliseconds(20), SleepWrappedAsync, -1));
+        Assert.That(g.Get(TimeSpan.FromSeconds(5)), Is.EqualTo(-1));
+    }
+
+    [Test]
     public void RunSilentlyReturnsFalseWhenTheTimeoutCameBackWrapped()
     {
         var g = Green.Spawn(() => GreenTimeout.RunSilently(TimeSpan.FromMilliseconds(20), () => SleepWrapped(10_000)));
