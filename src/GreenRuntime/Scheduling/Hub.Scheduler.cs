@@ -452,9 +452,21 @@ public sealed partial class Hub
         if (main.State != GreenletState.Parked)
             return false;
         string message = _carrierWaiters.Count == 0
-            ? $"This operation would block forever: {main} is waiting ({main.WaitReason}) and no greenlet is ready, no timer is pending and no operation is outstanding on {this}."
+            ? $"This operation would block forever: {main} is waiting ({main.WaitReason}) and no greenlet is ready, no timer is pending and no operation is outstanding on {this}.{PrimitiveWaitHint()}"
             : $"This operation would block forever: {_carrierWaiters.Count} greenlet(s) of {this} wait for a carrier thread, but all {_carriersInUse} carriers (HubOptions.MaxCarriers = {Options.MaxCarriers}: a cap of {MaxCarriers:N0}, {CarrierLimitSource}) keep suspended greenlets that nothing can wake any more (they wait for something only a greenlet that has not started could provide). Raise HubOptions.MaxCarriers (up to the machine's limit; docs/core.md says how to raise that), or bound concurrency with a GreenPool or use stackless greenlets.";
         return TryWake(new WakeToken(main, main.ParkSequence), null, new LoopExitException(message));
+    }
+
+    /// <summary>For a LoopExit in which greenlets wait on primitives: the hub cannot see plain threads that hold one (a
+    /// library's callback that will set an Event or put into a GreenQueue), so it says what to do about them.</summary>
+    private string PrimitiveWaitHint()
+    {
+        foreach (var g in AliveGreenlets())
+        {
+            if (g.State == GreenletState.Parked && g.WaitReason is WaitReason.Event or WaitReason.Queue or WaitReason.Lock)
+                return $" {g} waits on a primitive ({g.WaitReason}): such a wait counts as outstanding only while another hub may run. If a thread that is not a greenlet (a library's callback, the thread pool) will signal it, wait with a timeout (in a loop if need be): a pending timeout keeps the hub from reporting this.";
+        }
+        return "";
     }
 
     private long TicksToNanoseconds(long timestampTicks) => (long)(timestampTicks * (1_000_000_000.0 / _time.TimestampFrequency));

@@ -27,6 +27,24 @@ public class LoopExitAndWaitTests : HubTest
     }
 
     [Test]
+    public void ALoopExitOverAWaitOnAPrimitiveSaysHowToWaitForASignalFromAPlainThread()
+    {
+        // A library's callback thread will put into the queue, which the hub cannot know: the message says what to do.
+        var inbox = new GreenQueue<string>();
+        var worker = Green.Spawn(() => inbox.Get());
+        var e = Assert.Throws<LoopExitException>(() => worker.Join());
+        Assert.That(e!.Message, Does.Contain("waits on a primitive (Queue)").And.Contain("wait with a timeout"));
+        worker.Kill();
+        var waiting = Green.Spawn(() => inbox.Get(TimeSpan.FromSeconds(10))); // the advice: a pending timeout
+        new Thread(() =>
+        {
+            Thread.Sleep(50);
+            inbox.Put("from a plain thread");
+        }).Start();
+        Assert.That(waiting.Get(TimeSpan.FromSeconds(10)), Is.EqualTo("from a plain thread"));
+    }
+
+    [Test]
     public void JoiningAGreenletThatCanNeverFinishRaisesLoopExit()
     {
         var stuck = Green.Spawn(() => Hub.Park(WaitReason.Event)); // parked with no waker at all
