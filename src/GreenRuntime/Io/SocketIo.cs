@@ -21,9 +21,9 @@
 // check this way). From the first byte sent on, the send parks under a CancellationShield: a kill or expired timeout
 // stays pending and is raised at the greenlet's next blocking point. Not as the send returns: the caller's bookkeeping
 // after a send that succeeded must run (SSH.NET counts the packet sent after Send returns; skipping that broke the
-// next packet's MAC just the same). A peer that never reads holds
-// such a send as it holds the original (the socket's SendTimeout, closing the socket, or the peer's going away end it);
-// before anything went out the send is interrupted at once, since it cuts nothing.
+// next packet's MAC just the same). A peer that never reads holds such a send as it holds the original (the socket's
+// SendTimeout, closing the socket, or the peer's going away end it); before anything went out the send is
+// interrupted at once, since it cuts nothing.
 //
 // Every entry point returns false ("not handled") when it cannot do the call this way — no reactor, flags it
 // does not pass through, a closed or invalid handle, an fd epoll refuses — and the caller then runs its
