@@ -28,6 +28,12 @@ namespace GreenRuntime.Cooperative;
 /// baton to finish). Reflection that initialises a class natively (a static field's <c>FieldInfo.GetValue</c>,
 /// <c>ConstructorInfo.Invoke</c>, <c>RuntimeHelpers.GetUninitializedObject</c>) is made to pass through
 /// <see cref="RunClassConstructor"/> first (CooperativeClassInit.Reflection.cs).</para>
+/// <para>A greenlet runs a static constructor under a <see cref="CancellationShield"/>: a kill or timeout that comes
+/// meanwhile is raised at its first blocking point after the constructor. Raised inside it, it would fail the
+/// constructor, which the runtime remembers for the life of the process (every later use of the class throws
+/// <see cref="TypeInitializationException"/>); an ASP.NET Core request whose client went away during the first use of
+/// a service broke that service so. A thread is never stopped inside a static constructor either (.NET Framework
+/// deferred Thread.Abort there for the same reason).</para>
 /// </remarks>
 internal static unsafe partial class CooperativeClassInit
 {
@@ -79,7 +85,8 @@ internal static unsafe partial class CooperativeClassInit
             case Role.Initialiser:
                 try
                 {
-                    InitClassSlow.Call(methodTable);
+                    using (Green.Shield()) // see the remarks: a kill must not fail the constructor
+                        InitClassSlow.Call(methodTable);
                 }
                 finally
                 {
@@ -109,7 +116,8 @@ internal static unsafe partial class CooperativeClassInit
             case Role.Initialiser:
                 try
                 {
-                    RunClassConstructorSlot.Call(type);
+                    using (Green.Shield()) // see the remarks: a kill must not fail the constructor
+                        RunClassConstructorSlot.Call(type);
                 }
                 finally
                 {

@@ -118,6 +118,32 @@ public class LazyInitialisationTests : PatchedHubTest
         Assert.That(all.Select(g => g.Exception), Is.All.TypeOf<TypeInitializationException>());
     }
 
+    /// <summary>A kill raised inside a static constructor would fail it, and the runtime remembers that for the life of
+    /// the process: every later use of the class throws TypeInitializationException. An ASP.NET Core request whose
+    /// client went away (RequestAborted kills its greenlet) during the first use of a service broke the service this way.
+    /// A thread is never stopped inside one, so neither is a greenlet: the kill waits for the constructor.</summary>
+    [Test]
+    public void AKillThatComesDuringAStaticConstructorWaitsForItAndLeavesTheClassUsable()
+    {
+        bool returned = false;
+        var first = Green.Spawn(() =>
+        {
+            _ = KilledDuringInit.Value;
+            returned = true;
+            Thread.Sleep(1000); // the next blocking point: the kill is raised here
+        });
+        Green.Sleep(50); // inside the constructor's sleep
+        first.Kill(block: false);
+        Green.JoinAll([first], TimeSpan.FromSeconds(10));
+        Assert.That((first.Dead, returned), Is.EqualTo((true, true)), "the constructor finished; the kill ended the greenlet after it");
+        Assert.That(Green.Spawn(() => KilledDuringInit.Value).Get(TimeSpan.FromSeconds(10)), Is.EqualTo("initialised"));
+        // A timeout that expires inside the constructor is held back the same way.
+        var timedOut = Green.Spawn(() => GreenTimeout.RunSilently(TimeSpan.FromMilliseconds(20), () => _ = TimedOutDuringInit.Value));
+        Green.JoinAll([timedOut], TimeSpan.FromSeconds(10));
+        Assert.That(timedOut.Exception, Is.Null);
+        Assert.That(TimedOutDuringInit.Value, Is.EqualTo("initialised"));
+    }
+
     [Test]
     public void RunClassConstructorFromManyGreenletsRunsItOnce()
     {
@@ -134,6 +160,28 @@ public class LazyInitialisationTests : PatchedHubTest
         {
             Thread.Sleep(20);
             throw new InvalidOperationException("broken on purpose");
+        }
+    }
+
+    private static class KilledDuringInit
+    {
+        public static readonly string Value = Slow();
+
+        private static string Slow()
+        {
+            Thread.Sleep(200);
+            return "initialised";
+        }
+    }
+
+    private static class TimedOutDuringInit
+    {
+        public static readonly string Value = Slow();
+
+        private static string Slow()
+        {
+            Thread.Sleep(200);
+            return "initialised";
         }
     }
 
