@@ -184,6 +184,25 @@ public sealed class LifecycleTests
         Assert.That(hub.GetRunInfo().Greenlets.Count(g => g.Name == "aspnetcore request"), Is.Zero, "no request greenlet is left behind");
     }
 
+    /// <summary>A GreenletExit that is not this request's kill is an endpoint failure like any other: a Lazy whose factory
+    /// was killed in an earlier request rethrows that GreenletExit to every later one, which came back as empty 200s.</summary>
+    [Test]
+    public async Task AGreenletExitThatIsNotTheRequestsOwnKillBecomesA500()
+    {
+        var cached = new GreenletExit(); // as a Lazy<T> caches the kill of the request that ran its factory
+        await using var app = await TestApp.StartAsync(a =>
+        {
+            a.MapGet("/rethrow", string () => throw cached);
+            a.MapGet("/rethrow-after-await", async Task<string> () =>
+            {
+                await Task.Delay(5);
+                throw cached;
+            });
+        }, configure: o => o.Hubs = 1);
+        Assert.That((await app.Client.GetAsync("/rethrow")).StatusCode, Is.EqualTo(HttpStatusCode.InternalServerError));
+        Assert.That((await app.Client.GetAsync("/rethrow-after-await")).StatusCode, Is.EqualTo(HttpStatusCode.InternalServerError));
+    }
+
     [Test]
     public async Task ExceptionsReachTheMiddlewareBeforeUseGreenletsUnchanged()
     {

@@ -137,8 +137,10 @@ internal sealed class RequestGreenlet
             {
                 pipeline = _next(_http);
             }
-            catch (Exception e) when (e is not GreenletExit)
+            catch (Exception e) when (e is not GreenletExit || !_aborted)
             {
+                // Also a GreenletExit that is not this request's kill: one rethrown by a Lazy<T> whose factory a killed
+                // request ran is an endpoint failure (a 500), not the end of an aborted request.
                 pipeline = Task.FromException(e);
             }
             Pump(pipeline);
