@@ -52,15 +52,16 @@ internal static unsafe partial class CooperativeClassInit
     /// <summary>Class (MethodTable address) -> managed id of the greenlet carrier initialising it.</summary>
     private static readonly Dictionary<nint, int> s_initialising = new();
 
-    private static readonly Func<nint, bool> s_initClassReleased = static mt =>
+    // The originals, by class (MethodTable address): what a greenlet runs itself, or with the baton released.
+    private static readonly Func<nint, bool> s_initClass = static mt =>
     {
         InitClassSlow.Call((void*)mt);
         return true;
     };
 
-    private static readonly Func<RuntimeTypeHandle, bool> s_runClassConstructorReleased = static h =>
+    private static readonly Func<nint, bool> s_runClassConstructor = static mt =>
     {
-        RunClassConstructorSlot.Call(h);
+        RunClassConstructorSlot.Call(RuntimeTypeHandle.FromIntPtr(mt));
         return true;
     };
 
@@ -74,61 +75,43 @@ internal static unsafe partial class CooperativeClassInit
     /// <summary>Replaces <c>InitHelpers.InitClassSlow(MethodTable*)</c>.</summary>
     public static void InitClass(void* methodTable)
     {
-        var hub = Cooperative.ParkingHubSilent();
-        if (hub is null)
-        {
+        if (Cooperative.ParkingHubSilent() is null)
             InitClassSlow.Call(methodTable);
-            return;
-        }
-        switch (Enter((nint)methodTable))
-        {
-            case Role.Initialiser:
-                try
-                {
-                    using (Green.Shield()) // see the remarks: a kill must not fail the constructor
-                        InitClassSlow.Call(methodTable);
-                }
-                finally
-                {
-                    Leave((nint)methodTable);
-                }
-                return;
-            case Role.Waiter when Parking.CanReleaseBaton:
-                Parking.RunReleased(s_initClassReleased, (nint)methodTable, WaitReason.Blocking, cancellationPoint: false);
-                return;
-            default:
-                InitClassSlow.Call(methodTable);
-                return;
-        }
+        else
+            InitialiseOnGreenlet((nint)methodTable, s_initClass);
     }
 
     /// <summary>Replaces <c>RuntimeHelpers.RunClassConstructor(RuntimeTypeHandle)</c>.</summary>
     public static void RunClassConstructor(RuntimeTypeHandle type)
     {
-        var hub = Cooperative.ParkingHubSilent();
-        if (hub is null || type.Value == 0)
-        {
+        if (Cooperative.ParkingHubSilent() is null || type.Value == 0)
             RunClassConstructorSlot.Call(type);
-            return;
-        }
-        switch (Enter(type.Value))
+        else
+            InitialiseOnGreenlet(type.Value, s_runClassConstructor);
+    }
+
+    /// <summary>Both entry points on a greenlet: run <paramref name="original"/> as the class's initialiser (shielded, see
+    /// the remarks), or wait for another thread's initialisation with the baton released.</summary>
+    private static void InitialiseOnGreenlet(nint methodTable, Func<nint, bool> original)
+    {
+        switch (Enter(methodTable))
         {
             case Role.Initialiser:
                 try
                 {
-                    using (Green.Shield()) // see the remarks: a kill must not fail the constructor
-                        RunClassConstructorSlot.Call(type);
+                    using (Green.Shield()) // a kill must not fail the constructor
+                        original(methodTable);
                 }
                 finally
                 {
-                    Leave(type.Value);
+                    Leave(methodTable);
                 }
                 return;
             case Role.Waiter when Parking.CanReleaseBaton:
-                Parking.RunReleased(s_runClassConstructorReleased, type, WaitReason.Blocking, cancellationPoint: false);
+                Parking.RunReleased(original, methodTable, WaitReason.Blocking, cancellationPoint: false);
                 return;
             default:
-                RunClassConstructorSlot.Call(type);
+                original(methodTable);
                 return;
         }
     }
@@ -196,10 +179,11 @@ internal static unsafe partial class CooperativeClassInit
         Leave(probe);
         RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(InitClass))!.MethodHandle);
         RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(RunClassConstructor))!.MethodHandle);
+        RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(InitialiseOnGreenlet), BindingFlags.NonPublic | BindingFlags.Static)!.MethodHandle);
         RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(Enter), BindingFlags.NonPublic | BindingFlags.Static)!.MethodHandle);
         RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(Leave), BindingFlags.NonPublic | BindingFlags.Static)!.MethodHandle);
         _ = Cooperative.ParkingHubSilent();
-        GC.KeepAlive(s_initClassReleased);
-        GC.KeepAlive(s_runClassConstructorReleased);
+        GC.KeepAlive(s_initClass);
+        GC.KeepAlive(s_runClassConstructor);
     }
 }
