@@ -114,15 +114,8 @@ internal static unsafe class SocketIo
                 case Outcome.Done: sent += n; continue;
             }
             Readiness? readiness;
-            if (sent == 0)
-            {
+            using (sent > 0 ? new CancellationShield(hub.CurrentGreenlet) : default) // see the header: part of the message went out
                 readiness = reactor.Wait(handle, fd, write: true, Remaining(hub, deadline));
-            }
-            else
-            {
-                using (new CancellationShield(hub.CurrentGreenlet)) // see the header: part of the message went out
-                    readiness = reactor.Wait(handle, fd, write: true, Remaining(hub, deadline));
-            }
             switch (readiness)
             {
                 case null when sent == 0: return false;
