@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace GreenRuntime.Io;
 
-/// <summary>The Linux system calls the reactor is built on (epoll, eventfd, non-blocking send/recv).</summary>
+/// <summary>The Linux system calls the reactor is built on (epoll, eventfd, non-blocking send/recv, and pwritev2 for pipes).</summary>
 /// <remarks>
 /// Bound for linux-x64 only: there <c>struct epoll_event</c> is packed (12 bytes); other architectures lay
 /// it out differently, and the reactor is then not used (<see cref="IsSupported"/>), so sockets fall back to
@@ -75,4 +75,17 @@ internal static unsafe partial class Epoll
 
     [LibraryImport("libc", EntryPoint = "send", SetLastError = true)]
     public static partial nint Send(int fd, byte* buffer, nint length, int flags);
+
+    /// <summary>pwritev2's flag that makes a write to a pipe write what fits and fail with EAGAIN rather than wait.</summary>
+    public const int RwfNoWait = 0x8;
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct IoVector
+    {
+        public byte* Base;
+        public nint Length;
+    }
+
+    [LibraryImport("libc", EntryPoint = "pwritev2", SetLastError = true)]
+    public static partial nint WriteVector(int fd, IoVector* vectors, int count, long offset, int flags);
 }

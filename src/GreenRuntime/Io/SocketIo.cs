@@ -25,6 +25,12 @@
 // SendTimeout, closing the socket, or the peer's going away end it); before anything went out the send is
 // interrupted at once, since it cuts nothing.
 //
+// On Unix .NET wraps a pipe in a Socket too (how PipeStream writes: a Process's redirected stdin, anonymous and named
+// pipes' sync writes). Its sends are the same loop, with pwritev2(RWF_NOWAIT) for send(), which a pipe refuses
+// (ENOTSOCK): it writes what fits and never waits. So a message to a pipe gets the same promise as one to a socket;
+// through SendAsync a kill cancelled the operation and lost how much of it had gone out. A kernel that refuses
+// RWF_NOWAIT for pipes (EOPNOTSUPP) is remembered, and such sends take the caller's other path.
+//
 // Every entry point returns false ("not handled") when it cannot do the call this way — no reactor, flags it
 // does not pass through, a closed or invalid handle, an fd epoll refuses — and the caller then runs its
 // other path, so the exception a user sees for a disposed socket is the original's. Receive and send take
@@ -100,7 +106,7 @@ internal static unsafe class SocketIo
     {
         sent = 0;
         error = SocketError.Success;
-        if (!PassesThrough(flags, send: true) || s.SocketType != SocketType.Stream || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
+        if (!PassesThrough(flags, send: true) || !IsByteStream(s) || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
             return false;
         long deadline = Deadline(hub, timeout);
         while (sent < data.Length)
@@ -126,6 +132,17 @@ internal static unsafe class SocketIo
         }
         return true;
     }
+
+    /// <summary>Whether sends on <paramref name="s"/> may go through <see cref="TrySend"/>: a stream socket, or a pipe
+    /// (whose Socket's type is Unknown) while the kernel takes RWF_NOWAIT for pipes.</summary>
+    private static bool IsByteStream(Socket s) => s.SocketType switch
+    {
+        SocketType.Stream => true,
+        SocketType.Unknown => !s_pipeWritesRefused && !IsSocket(s),
+        _ => false,
+    };
+
+    private static bool s_pipeWritesRefused;
 
     /// <summary>
     /// Parks until a receive on <paramref name="s"/> would not block (data, end of stream or an error is
@@ -292,6 +309,8 @@ internal static unsafe class SocketIo
             }
             fixed (byte* p = buffer)
             {
+                if (send && !IsSocket(handle))
+                    return TryWritePipe(fd, p, buffer.Length, out result, out errno);
                 do
                 {
                     result = send
@@ -307,6 +326,32 @@ internal static unsafe class SocketIo
         {
             if (added) handle.DangerousRelease();
         }
+    }
+
+    /// <summary>The send of a pipe: one pwritev2(RWF_NOWAIT) at the pipe's position, EINTR retried. False, with the
+    /// refusal remembered, where the kernel or libc does not offer it for pipes.</summary>
+    private static bool TryWritePipe(int fd, byte* buffer, int length, out nint result, out int errno)
+    {
+        var vector = new Epoll.IoVector { Base = buffer, Length = length };
+        try
+        {
+            do
+            {
+                result = Epoll.WriteVector(fd, &vector, 1, -1, Epoll.RwfNoWait);
+                errno = result < 0 ? Marshal.GetLastPInvokeError() : 0;
+            }
+            while (result < 0 && errno == Epoll.EINTR);
+        }
+        catch (EntryPointNotFoundException)
+        {
+            (result, errno) = (-1, Errno.ENOSYS);
+        }
+        if (result < 0 && errno is Errno.EOPNOTSUPP or Errno.ENOSYS)
+        {
+            s_pipeWritesRefused = true;
+            return false;
+        }
+        return true;
     }
 
     /// <summary>The peek of a pipe (which recv cannot peek at): 0 when a read would not block (data, the writer gone, an

@@ -579,6 +579,85 @@ public class OnHubBehaviourTests : PatchedHubTest
     }
 
     [Test]
+    public void ATimeoutThatComesWhileAPipeWriteIsPartlyDoneIsRaisedOnlyOnceAllOfItWentOut()
+    {
+        // A Process's stdin and every PipeStream write through a Socket that wraps the pipe. A write cut short corrupts
+        // what the reader parses (a child reading length-prefixed records, a shell reading lines), so, as on a socket,
+        // the write goes on once part of it went out, and the timeout is raised at the next blocking point.
+        using var server = new System.IO.Pipes.AnonymousPipeServerStream(System.IO.Pipes.PipeDirection.Out);
+        using var client = new System.IO.Pipes.AnonymousPipeClientStream(System.IO.Pipes.PipeDirection.In, server.ClientSafePipeHandle);
+        var first = new byte[1024 * 1024];
+        Array.Fill(first, (byte)1);
+        var second = new byte[1000];
+        Array.Fill(second, (byte)2);
+        var stall = new ManualResetEventSlim();
+        var reader = Task.Run(() =>
+        {
+            stall.Wait(); // a plain thread: the original wait
+            var all = new MemoryStream();
+            client.CopyTo(all);
+            return all.ToArray();
+        });
+        Exception? raised = null;
+        var writer = Green.Spawn(() =>
+        {
+            try
+            {
+                Green.WithTimeout(TimeSpan.FromMilliseconds(50), () =>
+                {
+                    server.Write(first);
+                    Thread.Sleep(1); // the next blocking point raises the expired timeout
+                    Assert.Fail("the expired timeout was not raised");
+                });
+            }
+            catch (GreenTimeoutException e)
+            {
+                raised = e;
+            }
+            server.Write(second);
+            server.Dispose();
+        });
+        Green.Sleep(300);
+        Assert.That(writer.Dead, Is.False, "the timeout expired while the first write was partly done: the write goes on");
+        stall.Set();
+        Assert.That(Parking.WaitForTask(reader, TimeSpan.FromSeconds(30)), Is.True);
+        Green.JoinAll([writer]);
+        Assert.That(writer.Successful, Is.True, writer.Exception?.ToString());
+        Assert.That(raised, Is.Not.Null, "the timeout is raised at the blocking point after the write");
+        Assert.That(reader.Result, Is.EqualTo(first.Concat(second).ToArray()), "each write arrives whole");
+    }
+
+    [Test]
+    public void AKillEndsAWriteToAFullPipeAtOnceWhileNothingOfItWentOut()
+    {
+        using var server = new System.IO.Pipes.AnonymousPipeServerStream(System.IO.Pipes.PipeDirection.Out);
+        using var client = new System.IO.Pipes.AnonymousPipeClientStream(System.IO.Pipes.PipeDirection.In, server.ClientSafePipeHandle);
+        var filled = Green.Spawn(() =>
+        {
+            while (true) server.Write(new byte[4096]); // PIPE_BUF: each write goes in whole or not at all
+        });
+        Green.Sleep(100);
+        Assert.That(filled.WaitReason, Is.EqualTo(WaitReason.Socket), "parked: the pipe is full");
+        filled.Kill();
+        Assert.That(filled.Dead, Is.True, "nothing of the last write went out, so the kill ends it at once");
+        var late = Green.Spawn(() => server.Write("late"u8));
+        Green.Sleep(50);
+        late.Kill();
+        Assert.That(late.Dead, Is.True);
+        // The reader finds whole 4 KiB writes of zeros and nothing of the killed ones.
+        var buffer = new byte[64 * 1024];
+        long total = 0;
+        server.Dispose();
+        int n;
+        while ((n = client.Read(buffer)) > 0)
+        {
+            Assert.That(buffer.AsSpan(0, n).IndexOfAnyExcept((byte)0), Is.EqualTo(-1));
+            total += n;
+        }
+        Assert.That(total % 4096, Is.Zero, "only whole writes");
+    }
+
+    [Test]
     public void AKillEndsAThreadJoinAndTheJoinWorksAfterwards()
     {
         using var finish = new ManualResetEventSlim();
