@@ -255,7 +255,12 @@ public class SocketSendOnHubTests : PatchedHubTest
                 Green.Sleep(100);
                 Assert.That(sending.Ready, Is.False, "4 MiB do not fit the socket buffers of a peer that does not read");
                 Assert.That(sending.WaitReason, Is.EqualTo(WaitReason.Socket));
+                // The ticker runs while the send is parked (polled with a generous bound: a loaded machine may give it
+                // fewer turns in the first 100 ms).
+                var watch = System.Diagnostics.Stopwatch.StartNew();
+                while (ticks <= 3 && watch.Elapsed < TimeSpan.FromSeconds(10)) Green.Sleep(10);
                 Assert.That(ticks, Is.GreaterThan(3));
+                Assert.That(sending.Ready, Is.False, "still parked: the peer has read nothing");
                 var received = SendSockets.ReceiveAll(server, pre.Length + content.Length + post.Length);
                 Green.JoinAll([sending, ticker], TimeSpan.FromSeconds(10), raiseError: true);
                 Assert.That(received, Is.EqualTo(pre.Concat(content).Concat(post).ToArray()));
