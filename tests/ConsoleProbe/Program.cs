@@ -33,7 +33,7 @@ int ReadStdin()
 {
     if (report is null || !report.Patched.Any(p => p.Set == "Stdin"))
     {
-        Console.WriteLine("stdin not patched: " + string.Join("; ", report.Refused.Where(r => r.Set == "Stdin")));
+        Console.WriteLine("stdin not patched: " + string.Join("; ", report?.Refused.Where(r => r.Set == "Stdin") ?? []));
         return 2;
     }
     int ticks = 0, ticksAtStart = -1, ticksAtEnd = -1;
