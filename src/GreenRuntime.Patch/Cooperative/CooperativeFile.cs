@@ -16,13 +16,18 @@ namespace GreenRuntime.Cooperative;
 /// connections): ~3.7 k req/s with every read sent to the thread pool, ~11 k with the cached read inline
 /// (docs/patching.md); a cached 1 KB read on a greenlet costs 1.5x a plain pread instead of ~40x.</para>
 /// <para>Spans cannot travel to another thread. Up to <see cref="BounceLimit"/> bytes go through a pooled
-/// private buffer: a kill then abandons the read or write safely (the thread-pool call finishes into memory
-/// nobody else uses; a write still happens). Larger spans are pinned and the pool thread works on the caller's
-/// memory directly; a kill then waits for the system call to finish before the frame unwinds, which for a
-/// regular file is bounded, and for a pipe or terminal could take as long as the other side takes.</para>
+/// private buffer: a kill of a pipe's or terminal's call then abandons it safely (the thread-pool call finishes into
+/// memory nobody else uses). Larger spans are pinned and the pool thread works on the caller's memory directly; a kill
+/// then waits for the system call to finish before the frame unwinds, which could take as long as the other side
+/// takes.</para>
 /// <para>A call that goes to the thread pool pays a round trip (microseconds); that is the price of never stalling
 /// the hub on a cold disk. A call done inline does not park, so a kill or timeout that arrives meanwhile is raised
-/// at the greenlet's next blocking call, as after any call that did not need to wait. The vectored forms
+/// at the greenlet's next blocking call, as after any call that did not need to wait. So is one that arrives while a
+/// regular file's call waits, or that is already pending: such a call ends by itself, and on a thread nothing
+/// interrupts it, so code that unwinds from a kill and must write (a stream's flush in <c>Dispose</c>, a database
+/// file's rollback) does so as on a thread. Raised there, the kill (level-triggered, docs/core.md) failed every write
+/// of the cleanup: an embedded database lost its rollback and stayed locked. A pipe's or a terminal's call waits for
+/// the other side, for ever perhaps, so it stays a cancellation point. The vectored forms
 /// (ReadScatter/WriteGather, reached only through the public RandomAccess overloads that take lists of buffers)
 /// always go to the thread pool.</para>
 /// </remarks>
@@ -70,8 +75,10 @@ internal static unsafe class CooperativeFile
     /// (see <see cref="PoolClaim"/>).</summary>
     private static int ReadOffloaded(Hub hub, SafeFileHandle handle, Span<byte> buffer, long fileOffset)
     {
+        bool bounded = IsBounded(handle);
+        using var shield = bounded ? Green.Shield() : default;
         int length = buffer.Length;
-        var claim = ClaimFor(handle);
+        var claim = bounded ? PoolClaim.Offer() : null;
         if (claim == PoolClaim.Late) return ReadReleased(handle, buffer, fileOffset);
         if (length <= BounceLimit)
         {
@@ -106,8 +113,10 @@ internal static unsafe class CooperativeFile
     /// (see <see cref="PoolClaim"/>).</summary>
     private static void WriteOffloaded(Hub hub, SafeFileHandle handle, ReadOnlySpan<byte> buffer, long fileOffset)
     {
+        bool bounded = IsBounded(handle);
+        using var shield = bounded ? Green.Shield() : default;
         int length = buffer.Length;
-        var claim = ClaimFor(handle);
+        var claim = bounded ? PoolClaim.Offer() : null;
         if (claim == PoolClaim.Late)
         {
             WriteReleased(handle, buffer, fileOffset);
@@ -155,9 +164,11 @@ internal static unsafe class CooperativeFile
         return true;
     };
 
-    /// <summary>A pool claim for a call on <paramref name="handle"/>: only a seekable file's calls end by themselves.</summary>
-    private static PoolClaim? ClaimFor(SafeFileHandle handle) =>
-        NoWaitFileIo.SupportsRandomAccess is { } seekable && seekable(handle) ? PoolClaim.Offer() : null;
+    /// <summary>Whether a call on <paramref name="handle"/> ends by itself: a seekable file's does, a pipe's or a
+    /// terminal's waits for the other side. Such a call may be taken back from the pool (<see cref="PoolClaim"/>), and
+    /// it is no cancellation point (see the class remarks).</summary>
+    private static bool IsBounded(SafeFileHandle handle) =>
+        NoWaitFileIo.SupportsRandomAccess is { } seekable && seekable(handle);
 
     /// <summary>The original read on the greenlet's own thread with the baton released.</summary>
     private static int ReadReleased(SafeFileHandle handle, Span<byte> buffer, long fileOffset)
@@ -179,6 +190,7 @@ internal static unsafe class CooperativeFile
     {
         var hub = Cooperative.ParkingHub();
         if (hub is null) return ReadScatter.Call(handle, buffers, fileOffset);
+        using var shield = IsBounded(handle) ? Green.Shield() : default;
         var task = Task.Run(() => ReadScatter.Call(handle, buffers, fileOffset));
         Cooperative.Park(hub, task, null, WaitReason.File, drain: true);
         return task.GetAwaiter().GetResult();
@@ -192,6 +204,7 @@ internal static unsafe class CooperativeFile
             WriteGather.Call(handle, buffers, fileOffset);
             return;
         }
+        using var shield = IsBounded(handle) ? Green.Shield() : default;
         var task = Task.Run(() => WriteGather.Call(handle, buffers, fileOffset));
         Cooperative.Park(hub, task, null, WaitReason.File, drain: true);
         task.GetAwaiter().GetResult();

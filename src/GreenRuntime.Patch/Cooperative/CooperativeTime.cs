@@ -1,7 +1,8 @@
 
 namespace GreenRuntime.Cooperative;
 
-/// <summary>Thread.Sleep and Thread.Yield on a greenlet: a hub timer and a yield instead of an OS sleep.</summary>
+/// <summary>Thread.Sleep and Thread.Yield on a greenlet: a hub timer and a yield instead of an OS sleep. The shortest
+/// of them (0 and 1 ms, and Yield) are no cancellation points when CoreLib's spin loops call them.</summary>
 internal static class CooperativeTime
 {
     internal static readonly OriginalSlot<Action<int>> SleepInt = new(static ms => Thread.Sleep(ms));
@@ -39,7 +40,11 @@ internal static class CooperativeTime
     {
         var hub = Cooperative.ParkingHub();
         if (hub is null) return YieldSlot.Call();
-        return Parking.Yield();
+        bool others;
+        using (Green.Shield())
+            others = Parking.Yield();
+        RaiseUnlessBackingOff();
+        return others;
     }
 
     private static void SleepOnHub(Hub hub, int milliseconds)
@@ -50,6 +55,41 @@ internal static class CooperativeTime
             Parking.ParkForever(WaitReason.Sleep);
             return;
         }
-        Green.Sleep(TimeSpan.FromMilliseconds(milliseconds));
+        if (milliseconds > 1)
+        {
+            Green.Sleep(TimeSpan.FromMilliseconds(milliseconds));
+            return;
+        }
+        using (Green.Shield())
+            Green.Sleep(TimeSpan.FromMilliseconds(milliseconds));
+        RaiseUnlessBackingOff();
+    }
+
+    // Thread.Sleep(0), Thread.Sleep(1) and Thread.Yield are how CoreLib's spin loops back off (SpinWait, and so
+    // SpinLock, SemaphoreSlim's and ManualResetEventSlim's spins; ReaderWriterLockSlim's internal lock), often in the
+    // middle of bookkeeping that no exception is expected from: on a thread only Thread.Interrupt could throw there.
+    // A kill raised in one (a kill is raised again at every cancellation point, docs/core.md) left a
+    // ReaderWriterLockSlim's read lock held and its counters corrupted for good, so such a short wait parks shielded,
+    // and afterwards raises a pending kill or timeout only when other code called it: a polling loop of Sleep(1) stays
+    // killable, a back-off inside CoreLib raises at the greenlet's next blocking call instead. The stack is looked at
+    // only when something is pending.
+    private static void RaiseUnlessBackingOff()
+    {
+        if (Parking.CancellationPending && !CalledByCoreLib())
+            Parking.Yield(); // a cancellation point: raises what is pending
+    }
+
+    /// <summary>Whether the code that called Thread.Sleep or Thread.Yield is CoreLib's (frames of this assembly and of
+    /// <see cref="Thread"/> itself skipped).</summary>
+    private static bool CalledByCoreLib()
+    {
+        var frames = new System.Diagnostics.StackTrace(1, false).GetFrames();
+        foreach (var frame in frames)
+        {
+            var type = frame.GetMethod()?.DeclaringType;
+            if (type is null || type.Assembly == typeof(CooperativeTime).Assembly || type == typeof(Thread)) continue;
+            return type.Assembly == typeof(object).Assembly;
+        }
+        return false;
     }
 }

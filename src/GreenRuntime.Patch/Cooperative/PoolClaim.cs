@@ -57,7 +57,8 @@ internal sealed class PoolClaim
     /// <see cref="PoolStarts"/>. False: no pool thread had started it within the grace and the greenlet took it back; the
     /// caller runs the call itself (released).</summary>
     /// <remarks>A kill or timeout during the grace withdraws the call if no pool thread has started it yet, so a killed
-    /// greenlet's write cannot land later, after writes made since; one already started runs to its end, abandoned.</remarks>
+    /// call cannot happen later; one already started runs to its end, abandoned. (A file call parks shielded, so no kill
+    /// reaches it here: it is no cancellation point, <see cref="CooperativeFile"/>.)</remarks>
     public static bool Wait(Hub hub, Task task, PoolClaim? claim, WaitReason reason)
     {
         if (claim is not null)

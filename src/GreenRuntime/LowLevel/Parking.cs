@@ -103,6 +103,22 @@ public static partial class Parking
     /// <summary>Whether the caller may park now (<see cref="ParkingHubSilent"/> is not null). Any thread.</summary>
     public static bool CanPark => ParkingHubSilent() is not null;
 
+    /// <summary>
+    /// Whether the current greenlet's next cancellation point (a park outside every <see cref="CancellationShield"/>)
+    /// would raise a kill or an expired <see cref="GreenTimeout"/>. False off a greenlet. For a call that is no
+    /// cancellation point itself (it parks shielded) and decides afterwards whether to raise now, with <see cref="Yield"/>,
+    /// or leave it to the greenlet's next blocking call. Any thread.
+    /// </summary>
+    public static bool CancellationPending
+    {
+        get
+        {
+            if (Hub.CurrentOrNull is not { IsOnHubThread: true } hub) return false;
+            var g = hub.CurrentGreenlet;
+            return g != hub.HubGreenlet && (g.PendingException != null || g.StickyException() != null);
+        }
+    }
+
     /// <summary>Whether the calling thread is inside <see cref="SuppressCooperation"/>.</summary>
     public static bool IsCooperationSuppressed => t_suppressed != 0;
 

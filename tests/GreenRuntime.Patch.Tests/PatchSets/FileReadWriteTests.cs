@@ -287,10 +287,11 @@ public partial class FileReadWriteTests : PatchedHubTest
         }
     }
 
-    /// <summary>A write offered to a busy pool and killed before any pool thread started it must never land: a later
-    /// write by someone else would otherwise be overwritten by it once the pool got to it.</summary>
+    /// <summary>A write offered to a busy pool is not withdrawn by a kill: as on a thread, where nothing interrupts a
+    /// file write, it is taken back from the pool and done, and the kill is raised at the next blocking point. (Were it
+    /// abandoned to the pool instead, it could land later, over writes made since.)</summary>
     [Test]
-    public void AWriteKilledBeforeThePoolStartedItNeverLands()
+    public void AWriteToAFileIsNoCancellationPointEvenWhileThePoolIsBusy()
     {
         string file = path + ".killed";
         NoWaitFileIo.Enabled = false; // the write goes the way of one that would wait for the disk
@@ -300,13 +301,60 @@ public partial class FileReadWriteTests : PatchedHubTest
             using (var pool = new HeldThreadPool())
             {
                 Thread.Sleep(2 * PoolClaim.LateWindow); // not late yet: the write is offered to the pool, not run released
-                var writer = Green.Spawn(() => stream.Write("killed"u8));
+                bool after = false;
+                var writer = Green.Spawn(() =>
+                {
+                    stream.Write("written"u8);
+                    after = true;
+                    Thread.Sleep(1000); // the next blocking point raises the kill
+                });
                 Green.Sleep(0); // the writer offers its write to the pool and waits for a pool thread to start it
                 writer.Kill();
-                Assert.That(writer.Dead, Is.True);
+                Assert.That((writer.Dead, after), Is.EqualTo((true, true)), "the write finished, then the kill was raised");
             }
             Thread.Sleep(200); // the pool's threads are free again: a write still offered would run now
-            Assert.That(File.ReadAllBytes(file), Is.Empty, "the killed write was withdrawn");
+            Assert.That(File.ReadAllBytes(file), Is.EqualTo("written"u8.ToArray()), "written once, by the greenlet itself");
+        }
+        finally
+        {
+            NoWaitFileIo.Enabled = true;
+            File.Delete(file);
+        }
+    }
+
+    /// <summary>Cleanup that runs as a kill or timeout unwinds (a writer's flush in <c>Dispose</c>, an embedded database's
+    /// rollback) writes its file as on a thread: the kill, raised again at every cancellation point, does not fail those
+    /// writes.</summary>
+    [TestCase("kill")]
+    [TestCase("timeout")]
+    public void CleanupThatUnwindsFromAKillOrTimeoutStillWritesAndReadsItsFile(string how)
+    {
+        string file = path + ".cleanup";
+        NoWaitFileIo.Enabled = false; // every call goes the way of one that would wait for the disk
+        try
+        {
+            File.WriteAllText(file, "");
+            string? readBack = null;
+            var worker = Green.Spawn(() =>
+            {
+                try
+                {
+                    using var writer = new StreamWriter(file);
+                    writer.Write("flushed in Dispose");
+                    if (how == "kill") Thread.Sleep(10_000);
+                    else Green.WithTimeout(TimeSpan.FromMilliseconds(20), () => Thread.Sleep(10_000));
+                }
+                finally
+                {
+                    readBack = File.ReadAllText(file);
+                }
+            });
+            Green.Sleep(50);
+            if (how == "kill") worker.Kill();
+            Green.JoinAll([worker], TimeSpan.FromSeconds(10));
+            Assert.That(worker.Dead, Is.True);
+            Assert.That(readBack, Is.EqualTo("flushed in Dispose"), "the flush and the read in the finally block ran");
+            Assert.That(File.ReadAllText(file), Is.EqualTo("flushed in Dispose"));
         }
         finally
         {

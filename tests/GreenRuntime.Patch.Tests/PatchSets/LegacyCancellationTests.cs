@@ -81,4 +81,61 @@ public class LegacyCancellationTests : PatchedHubTest
         g.Kill(timeout: TimeSpan.FromSeconds(10));
         Assert.That(g.Dead, Is.True);
     }
+
+    [Test]
+    public void CoreLibsSpinBackOffsAreNoCancellationPointsButTheSameCallsFromOtherCodeAre()
+    {
+        bool spunThrough = false;
+        var raised = Green.WithTimeout(TimeSpan.FromMilliseconds(20), () =>
+        {
+            var watch = Stopwatch.StartNew();
+            while (watch.ElapsedMilliseconds < 60) { } // the timeout expires meanwhile, raised at the next blocking point
+            var spin = new SpinWait();
+            for (int i = 0; i < 100; i++) spin.SpinOnce(); // CoreLib: Thread.Sleep(0), Sleep(1) and Yield inside
+            spunThrough = true;
+            Thread.Sleep(1); // this code's own call: a cancellation point
+            return "not raised";
+        }, "raised");
+        Assert.That((spunThrough, raised), Is.EqualTo((true, "raised")));
+    }
+
+    [Test]
+    public void AReaderWriterLockSlimReleasedWhileUnwindingFromATimeoutStaysConsistent()
+    {
+        // ExitReadLock takes the lock's internal spin lock; when another thread holds that, it backs off with
+        // Thread.Sleep(0) and Sleep(1). Raised there, the expired timeout left the read lock held for good.
+        var rw = new ReaderWriterLockSlim();
+        var spinLock = typeof(ReaderWriterLockSlim).GetField("_spinLock", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!;
+        var isLocked = spinLock.FieldType.GetField("_isLocked", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!;
+        void SetInternalLock(bool locked)
+        {
+            object boxed = spinLock.GetValue(rw)!;
+            isLocked.SetValue(boxed, locked);
+            spinLock.SetValue(rw, boxed);
+        }
+        var reader = Green.Spawn(() =>
+        {
+            rw.EnterReadLock();
+            return Green.WithTimeout(TimeSpan.FromMilliseconds(30), () =>
+            {
+                try
+                {
+                    Thread.Sleep(10_000);
+                }
+                finally
+                {
+                    rw.ExitReadLock();
+                }
+                return "slept";
+            }, "timed out");
+        });
+        Green.Sleep(10);
+        SetInternalLock(true); // as another thread inside the lock's bookkeeping would
+        Green.Sleep(200); // the timeout has expired and the reader spins in ExitReadLock
+        SetInternalLock(false);
+        Assert.That(reader.Get(), Is.EqualTo("timed out"));
+        Assert.That(rw.CurrentReadCount, Is.Zero, "the read lock was released");
+        Assert.That(rw.TryEnterWriteLock(0), Is.True);
+        rw.ExitWriteLock();
+    }
 }
