@@ -21,7 +21,8 @@ public sealed class HubOptions
     /// <remarks>On Linux the stack is read by the runtime's <c>createdump</c> tool (crash-report mode, no dump file),
     /// which <b>pauses the whole process</b> while it walks every thread: about 0.5–1.3 s with ten threads, longer with
     /// more. Captures are therefore made at most once per 10 seconds per process, and not at all when the process has
-    /// more than 64 threads (each parked stackful greenlet keeps one). Turn this off where such a pause is not
+    /// more than 64 threads (each parked stackful greenlet keeps one) or when nothing reads the report (no logger
+    /// enabled for warnings, no <see cref="Hub.Blocked"/> handler). Turn this off where such a pause is not
     /// acceptable: reports then name the greenlet and the duration only. See docs/diagnostics.md.</remarks>
     public bool CaptureBlockedStacks { get; init; } = true;
 

@@ -126,7 +126,7 @@ internal sealed class BlockingMonitor
                 {
                     // Suspicious: warm the capture up now (once per process, in the background) so that a first
                     // capture starts fast. Not at start-up: spawning a process then slows every program's start.
-                    if (_captureStacks && held >= _maxTicks / 2 && hub.ReadOthersWaiting(hub.ReadBatonGreenlet()))
+                    if (_captureStacks && held >= _maxTicks / 2 && IsRead(hub) && hub.ReadOthersWaiting(hub.ReadBatonGreenlet()))
                         ThreadStackCapture.WarmUpInBackground();
                     continue;
                 }
@@ -165,9 +165,19 @@ internal sealed class BlockingMonitor
         {
             reason = "stack capture is off (HubOptions.CaptureBlockedStacks = false)";
         }
+        else if (!IsRead(hub))
+        {
+            // A capture freezes the whole process for 0.5 s or more: never for a report that goes nowhere.
+            reason = "nothing reads the report (no logger enabled for warnings, no Hub.Blocked handler)";
+        }
         else if (osThread == 0)
         {
             reason = "no thread held the baton: it was handed to a carrier thread that the OS had not run yet (the CPUs were busy)";
+        }
+        else if (hub.ReadBatonEpoch() != epoch)
+        {
+            // The thread read above may already run the next holder: its stack would be shown under this one's name.
+            reason = "the greenlet released the baton before the snapshot was taken";
         }
         else if (!TryClaimCaptureSlot(out var sinceLast))
         {
@@ -229,6 +239,9 @@ internal sealed class BlockingMonitor
         hub.RaiseBlocked(report);
         return duration > TimeSpan.Zero;
     }
+
+    /// <summary>Whether a report would reach anyone: a logger enabled for warnings, or a <see cref="Hub.Blocked"/> handler.</summary>
+    private bool IsRead(Hub hub) => _logger.IsEnabled(LogLevel.Warning) || hub.HasBlockedHandlers;
 
     /// <summary>A stack whose innermost managed frame is the scheduler's park belongs to a thread that had already
     /// given the baton away: it says nothing about the episode.</summary>

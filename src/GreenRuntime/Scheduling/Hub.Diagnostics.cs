@@ -126,6 +126,9 @@ public sealed partial class Hub
     internal void NoteBlockedEpisode() => Interlocked.Increment(ref _blockedEpisodes);
 
     /// <summary>Raises <see cref="Blocked"/> on the calling (monitor) thread; handler failures are logged.</summary>
+    /// <summary>Whether anything handles <see cref="Blocked"/> now.</summary>
+    internal bool HasBlockedHandlers => Blocked != null;
+
     internal void RaiseBlocked(HubBlockedReport report)
     {
         var handlers = Blocked;

@@ -176,6 +176,21 @@ public class BlockingMonitorTests
     }
 
     [Test]
+    public void No_stack_is_captured_for_a_report_that_nothing_reads()
+    {
+        // The default options: no logger, no Blocked handler. A capture would freeze the whole process for nobody.
+        WaitUntilFewThreads();
+        BlockingMonitor.MinCaptureInterval = TimeSpan.Zero;
+        _hub = new Hub(new HubOptions { MaxBlockingTime = TimeSpan.FromMilliseconds(50) });
+        long capturedBefore = ThreadStackCapture.CaptureTicks(System.Diagnostics.Stopwatch.GetTimestamp());
+        var waiter = Green.Spawn(() => Green.Sleep(1));
+        var spinner = Green.Spawn(() => Busy.SpinWithoutYielding(TimeSpan.FromMilliseconds(400)), "spinner");
+        Green.JoinAll([spinner, waiter]);
+        Assert.That(_hub.GetRunInfo().BlockedEpisodes, Is.EqualTo(1), "the monitor saw the episode");
+        Assert.That(ThreadStackCapture.CaptureTicks(System.Diagnostics.Stopwatch.GetTimestamp()), Is.EqualTo(capturedBefore), "and captured nothing");
+    }
+
+    [Test]
     public void A_blocking_hub_callback_is_reported_as_a_callback()
     {
         CreateHub(TimeSpan.FromMilliseconds(50), captureStacks: false);
