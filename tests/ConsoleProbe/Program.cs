@@ -12,6 +12,10 @@
 //   written=<lines written>|maxTickerGapMs=<the longest the ticker waited for one of its sleeps>|patched=<bool>
 //   files-only applies only the Files patch set (Patch.Files()) instead of Patch.All().
 //
+// ConsoleProbe abandoned-reads: two greenlets call Console.ReadLine under a 100 ms Green.WithTimeout and give up; then
+// "ready" is printed, and one greenlet reads the next 4 lines and prints them as "lines=<a>,<b>,<c>,<d>" (each read
+// abandoned by a timeout is kept for a later reader, oldest first: no line lost, none out of order).
+//
 // ConsoleProbe write-cost [unpatched]: what one Console.Out.Write of 41 bytes costs on a greenlet (best of 5 rounds
 // of 300,000), written to stderr as "<patched|unpatched> <ns> ns per write"; stdout is wherever the caller sent it
 // (| cat > /dev/null for a pipe).
@@ -26,6 +30,7 @@ return args switch
     ["stdout", var lines, ..] => WriteStdout(int.Parse(lines)),
     ["write-cost", ..] => WriteCost(),
     ["held-pool"] => ReadStdinWithThePoolHeld(),
+    ["abandoned-reads"] => ReadAfterAbandonedReads(),
     _ => ReadStdin(),
 };
 
@@ -56,6 +61,19 @@ int ReadStdin()
     Green.JoinAll([reader, ticker], raiseError: true);
     Console.WriteLine($"line={line}|ticksWhileWaiting={ticksAtEnd - ticksAtStart}|readerFirst={ticksAtStart == 0}");
     return line is null ? 1 : 0;
+}
+
+int ReadAfterAbandonedReads()
+{
+    var abandoned = Enumerable.Range(0, 2)
+        .Select(_ => Green.Spawn(() => Green.WithTimeout(TimeSpan.FromMilliseconds(100), () => Console.ReadLine(), "timed out")))
+        .ToList();
+    Green.JoinAll(abandoned, raiseError: true);
+    if (abandoned.Any(g => g.Get() != "timed out")) return 1;
+    Console.WriteLine("ready");
+    var lines = Green.Spawn(() => string.Join(",", Enumerable.Range(0, 4).Select(_ => Console.ReadLine())));
+    Console.WriteLine("lines=" + lines.Get());
+    return 0;
 }
 
 int ReadStdinWithThePoolHeld()

@@ -11,7 +11,8 @@ namespace GreenRuntime.Cooperative;
 /// type also backs every <see cref="TextReader.Synchronized"/> reader; those run the original.</para>
 /// <para>A read on stdin cannot be cancelled. When the waiting greenlet is killed, the read it started stays
 /// pending and its result is kept: the next read of the same kind on <see cref="Console.In"/>, on a greenlet
-/// or not, returns it instead of reading again, so no input is lost.</para>
+/// or not, returns it instead of reading again (the oldest first, when several were abandoned), so no input is lost
+/// or reordered.</para>
 /// </remarks>
 internal static class CooperativeConsole
 {
@@ -36,21 +37,26 @@ internal static class CooperativeConsole
         if (hub is null)
         {
             if (leftover is null) return original(reader);
-            Parking.WaitBlocking(leftover);
-            return leftover.GetAwaiter().GetResult();
+            Parking.WaitBlocking(leftover.Task);
+            return leftover.Task.GetAwaiter().GetResult();
         }
-        var read = leftover ?? StdinThread.Read(original, reader);
+        var read = leftover ?? new StdinRead<T>(Interlocked.Increment(ref s_reads), StdinThread.Read(original, reader));
         try
         {
-            Cooperative.Park(hub, read, null, WaitReason.Other);
+            Cooperative.Park(hub, read.Task, null, WaitReason.Other);
         }
         catch
         {
             pending.Keep(reader, read); // killed: the next reader gets this read's result
             throw;
         }
-        return read.GetAwaiter().GetResult();
+        return read.Task.GetAwaiter().GetResult();
     }
+
+    private static long s_reads;
+
+    /// <summary>A read queued on the stdin thread, numbered in the order the reads were queued (and so will complete).</summary>
+    private sealed record StdinRead<T>(long Number, Task<T> Task);
 
     /// <summary>
     /// The thread that makes the stdin reads greenlets ask for, one after another, completing each read's task itself
@@ -94,26 +100,35 @@ internal static class CooperativeConsole
         }
     }
 
-    /// <summary>A read abandoned by a killed greenlet, kept for the next reader of the same TextReader.</summary>
+    /// <summary>
+    /// The reads abandoned by killed greenlets, kept for the next readers of the same TextReader, oldest first: each read
+    /// consumes the input that comes when its turn on the stdin thread comes, so a reader that took a newer one before an
+    /// older one would get the lines out of order (and with a single slot, a second abandoned read lost its line).
+    /// </summary>
     private sealed class Pending<T>
     {
-        private (TextReader Reader, Task<T> Read)? _kept;
+        private readonly List<(TextReader Reader, StdinRead<T> Read)> _kept = [];
         private readonly Lock _gate = new();
 
-        public Task<T>? Take(TextReader reader)
+        public StdinRead<T>? Take(TextReader reader)
         {
             lock (_gate)
             {
-                if (_kept is not { } kept || !ReferenceEquals(kept.Reader, reader)) return null;
-                _kept = null;
-                return kept.Read;
+                int oldest = -1;
+                for (int i = 0; i < _kept.Count; i++)
+                    if (ReferenceEquals(_kept[i].Reader, reader) && (oldest < 0 || _kept[i].Read.Number < _kept[oldest].Read.Number))
+                        oldest = i;
+                if (oldest < 0) return null;
+                var read = _kept[oldest].Read;
+                _kept.RemoveAt(oldest);
+                return read;
             }
         }
 
-        public void Keep(TextReader reader, Task<T> read)
+        public void Keep(TextReader reader, StdinRead<T> read)
         {
             lock (_gate)
-                _kept ??= (reader, read);
+                _kept.Add((reader, read));
         }
     }
 }

@@ -71,4 +71,31 @@ public class StdinTests
             if (!probe.HasExited) probe.Kill();
         }
     }
+
+    [Test]
+    public void ReadsAbandonedByTimeoutsAreKeptForTheNextReaderOldestFirst()
+    {
+        using Process probe = ConsoleProbeProcess.Start("abandoned-reads");
+        try
+        {
+            Task<string> stderr = probe.StandardError.ReadToEndAsync();
+            Task<string?> ready = probe.StandardOutput.ReadLineAsync();
+            Assert.That(ready.Wait(TimeSpan.FromSeconds(30)), Is.True, "the probe started");
+            Assert.That(ready.Result, Is.EqualTo("ready"), $"probe said: {ready.Result} {(probe.HasExited ? stderr.Result : "")}");
+            foreach (var line in new[] { "1", "2", "3", "4" })
+            {
+                probe.StandardInput.WriteLine(line);
+                probe.StandardInput.Flush();
+                Thread.Sleep(100); // one line at a time: each reaches whichever read is waiting then
+            }
+            Task<string> rest = probe.StandardOutput.ReadToEndAsync();
+            Assert.That(probe.WaitForExit(TimeSpan.FromSeconds(30)), Is.True, "the probe finished after its lines");
+            Assert.That(probe.ExitCode, Is.EqualTo(0), $"probe output: {rest.Result} {stderr.Result}");
+            Assert.That(rest.Result.Trim(), Is.EqualTo("lines=1,2,3,4"), "no line lost, none out of order");
+        }
+        finally
+        {
+            if (!probe.HasExited) probe.Kill();
+        }
+    }
 }
