@@ -9,7 +9,8 @@ namespace GreenRuntime.PatchSets;
 /// Synchronous <see cref="Socket"/> operations (SendTo, SendFile and Disconnect included), at the large overloads (with <c>out SocketError</c>, or the
 /// full parameter list) that every smaller overload, <see cref="NetworkStream"/>, <see cref="TcpClient"/>,
 /// <see cref="TcpListener"/>, <see cref="UdpClient"/>, SslStream and HttpClient's synchronous path call; and the
-/// asynchronous receive, send and connect funnels, for stackless greenlets.
+/// asynchronous receive, send and connect funnels, for stackless greenlets; and HttpClient's synchronous Send, whose
+/// token is linked to the greenlet's kill and timeouts.
 /// </summary>
 internal sealed class SocketsPatchSet : PatchSet
 {
@@ -51,6 +52,9 @@ internal sealed class SocketsPatchSet : PatchSet
         Point(S, "SendAsync", [typeof(ReadOnlyMemory<byte>), typeof(SocketFlags), typeof(CancellationToken)], C, "SendAsync", PatchedSocket.SendAsyncSlot),
         Point(S, "SendAsyncForNetworkStream", [typeof(ReadOnlyMemory<byte>), typeof(SocketFlags), typeof(CancellationToken)], C, "SendAsyncForNetworkStream", PatchedSocket.SendAsyncForNetworkStreamSlot),
         Point(S, "ConnectAsync", [typeof(EndPoint), typeof(CancellationToken)], C, "ConnectAsync", PatchedSocket.ConnectAsyncSlot),
+        // The synchronous HttpClient funnel: the request's token also observes the greenlet's kill and timeouts.
+        Point(typeof(System.Net.Http.HttpClient), "Send", [typeof(System.Net.Http.HttpRequestMessage), typeof(System.Net.Http.HttpCompletionOption), typeof(CancellationToken)],
+            typeof(CooperativeHttpClient), "Send", CooperativeHttpClient.SendSlot),
     ];
 
     /// <summary>AcceptAsync returns <c>ValueTask&lt;Socket&gt;</c>, a struct returned through a hidden buffer, which the detour

@@ -119,6 +119,32 @@ public static partial class Parking
         }
     }
 
+    /// <summary>
+    /// A token for an operation the current greenlet starts and waits for: cancelled when <paramref name="token"/> is,
+    /// when the greenlet is killed, or when a <see cref="GreenTimeout"/> open on it now expires. A wait the kill
+    /// interrupts abandons its operation; an operation that holds a shared resource for its caller (a pooled connection
+    /// it is queued for) must see the cancellation too, or it keeps the resource for a caller that is gone. Off a
+    /// greenlet it is <paramref name="token"/>.
+    /// </summary>
+    /// <param name="token">The caller's own token.</param>
+    /// <param name="linked">The source made to combine them; dispose it once the operation is over. Null when none was
+    /// needed.</param>
+    /// <remarks>The token's callbacks run on the hub, inside the call that killed the greenlet or in the timeout's expiry:
+    /// hand it only to operations whose cancellation does not block.</remarks>
+    public static CancellationToken LinkCancellation(CancellationToken token, out CancellationTokenSource? linked)
+    {
+        linked = null;
+        if (Hub.CurrentOrNull is not { IsOnHubThread: true } hub || hub.CurrentGreenlet == hub.HubGreenlet) return token;
+        var g = hub.CurrentGreenlet;
+        if (!token.CanBeCanceled && g.InnermostTimeout == null) return g.CancellationToken;
+        var tokens = new List<CancellationToken>(4) { g.CancellationToken };
+        if (token.CanBeCanceled) tokens.Add(token);
+        for (var t = g.InnermostTimeout; t != null; t = t.Outer)
+            tokens.Add(t.Token);
+        linked = CancellationTokenSource.CreateLinkedTokenSource(tokens.ToArray());
+        return linked.Token;
+    }
+
     /// <summary>Whether the calling thread is inside <see cref="SuppressCooperation"/>.</summary>
     public static bool IsCooperationSuppressed => t_suppressed != 0;
 

@@ -138,4 +138,37 @@ public class LegacyCancellationTests : PatchedHubTest
         Assert.That(rw.TryEnterWriteLock(0), Is.True);
         rw.ExitWriteLock();
     }
+
+    [TestCase("kill")]
+    [TestCase("timeout")]
+    public void AGreenletEndedWhileQueuedForAPooledHttpConnectionGivesItsPlaceBack(string how)
+    {
+        // With MaxConnectionsPerServer reached, HttpClient.Send waits in the pool's queue. A kill or timeout that only
+        // interrupted the wait left the queue entry: the pool handed the next free connection to the dead caller, and
+        // every later request waited for ever.
+        using var server = SlowServer.Http(TimeSpan.FromMilliseconds(300));
+        using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 1 });
+        var url = $"http://127.0.0.1:{server.Port}/";
+        string Get()
+        {
+            using var response = http.Send(new HttpRequestMessage(HttpMethod.Get, url));
+            using var reader = new StreamReader(response.Content.ReadAsStream());
+            return reader.ReadToEnd();
+        }
+        var holder = Green.Spawn(Get);
+        Green.Sleep(50);
+        var queued = how == "kill"
+            ? Green.Spawn(Get)
+            : Green.Spawn(() => Green.WithTimeout(TimeSpan.FromMilliseconds(50), Get, "timed out"));
+        Green.Sleep(100);
+        if (how == "kill") queued.Kill();
+        Green.JoinAll([holder, queued], TimeSpan.FromSeconds(10));
+        Assert.That(holder.Get(), Is.EqualTo("hello"));
+        Assert.That(queued.Dead, Is.True);
+        if (how == "timeout") Assert.That(queued.Get(), Is.EqualTo("timed out"), "the timeout, not the request's cancellation");
+        var later = Green.Spawn(Get);
+        Green.JoinAll([later], TimeSpan.FromSeconds(10));
+        Assert.That(later.Ready, Is.True, "a later request got the connection");
+        Assert.That(later.Get(), Is.EqualTo("hello"));
+    }
 }
