@@ -42,6 +42,31 @@ public sealed class LifecycleTests
     }
 
     [Test]
+    public async Task AnEndpointThatAbortsItsOwnRequestRunsOnAsWithoutTheMiddleware()
+    {
+        // HttpContext.Abort() by the app (reject, quota exceeded) drops the connection; the code after it (an audit
+        // record, a cleanup) must still run, as it does on plain Kestrel. Only a client that goes away kills.
+        var after = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/reject", (HttpContext context) =>
+        {
+            context.Abort();
+            try
+            {
+                Thread.Sleep(50); // blocking calls after the abort: cooperative, not killed
+                Thread.Sleep(50);
+                after.TrySetResult("ran on");
+            }
+            catch (Exception e)
+            {
+                after.TrySetResult(e.GetType().Name);
+            }
+        }));
+        Assert.That(async () => await app.Client.GetAsync("/reject"), Throws.InstanceOf<HttpRequestException>());
+        Assert.That(await after.Task.WaitAsync(TimeSpan.FromSeconds(30)), Is.EqualTo("ran on"));
+        Assert.That((await app.Client.GetAsync("/missing")).StatusCode, Is.EqualTo(HttpStatusCode.NotFound));
+    }
+
+    [Test]
     public async Task AnAbortedAsyncEndpointResumesFromItsCancelledAwaitAndRunsItsFinallyBlocks()
     {
         // The endpoint's await is cancelled by RequestAborted, whose callbacks run before the middleware's abort: the

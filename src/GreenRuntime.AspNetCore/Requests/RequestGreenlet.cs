@@ -27,7 +27,8 @@
 //      answers 500 as it would without the middleware), and Kestrel's continuation runs right there, shielded, until
 //      it awaits the next request: handing it to a pool thread cost a thread wake-up per request (measured with wrk
 //      on the "hello" endpoint: 19 instead of 23 µs of CPU per request).
-//   5. RequestAborted kills the request greenlet and its running helpers (on the hub): blocking code on their stacks
+//   5. RequestAborted kills the request greenlet and its running helpers (on the hub), unless the app's own code asked
+//      for the abort (HttpContext.Abort(), recorded by AppAbortRecorder): blocking code on their stacks
 //      raises GreenletExit at its next blocking call, as a killed greenlet's code does. What the kill does not do is end
 //      the request early. The pump parks inside a shield, so a kill that finds it idle (the pipeline suspended in an
 //      await) or just handed a continuation is recorded, not raised: the continuation still runs (an await cancelled
@@ -49,6 +50,7 @@
 
 using GreenRuntime.LowLevel;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 
 namespace GreenRuntime.AspNetCore.Requests;
 
@@ -78,6 +80,9 @@ internal sealed class RequestGreenlet
     private bool _completionHooked;
     private List<Greenlet>? _helpers;
 
+    // Set (any thread) when the app's own code called HttpContext.Abort(); read by OnAborted.
+    private volatile bool _abortedByApp;
+
     private RequestGreenlet(GreenletsHost host, HttpContext http, RequestDelegate next)
     {
         _host = host;
@@ -97,6 +102,8 @@ internal sealed class RequestGreenlet
         // feature cache can each see the other's reset, which surfaces as a NullReferenceException in the endpoint).
         var aborted = http.RequestAborted;
         var request = new RequestGreenlet(host, http, next);
+        if (http.Features.Get<IHttpRequestLifetimeFeature>() is { } lifetime)
+            http.Features.Set<IHttpRequestLifetimeFeature>(new AppAbortRecorder(lifetime, request));
         var g = host.Group.Spawn(request.Body, GreenletName);
         request._main = g;
         request._hub = g.Hub;
@@ -342,6 +349,9 @@ internal sealed class RequestGreenlet
     /// <summary>RequestAborted fired (any thread).</summary>
     private void OnAborted()
     {
+        // The app dropped the connection itself (HttpContext.Abort(): a rejected request, a quota exceeded) and goes on
+        // running, as it would without the middleware: its audit log or cleanup after the call must not be killed.
+        if (_abortedByApp) return;
         try
         {
             Hub.Post(AbortOnHub);
@@ -365,5 +375,25 @@ internal sealed class RequestGreenlet
                 if (!helper.Dead && helper.State != GreenletState.Scheduled) helper.Kill(block: false); // RunHelper kills the others
         // Killed before it ran: its body never will, so nothing else completes the middleware's Task.
         if (!_bodyBegan && main.Dead) EndElsewhere();
+    }
+
+    /// <summary>
+    /// The request's lifetime feature, as seen by the pipeline after <c>UseGreenlets()</c>: it records an abort the app
+    /// asks for (<see cref="HttpContext.Abort"/>), which Kestrel reports through <c>RequestAborted</c> like a client that
+    /// went away. Only the second kills the request greenlet (step 5).
+    /// </summary>
+    private sealed class AppAbortRecorder(IHttpRequestLifetimeFeature inner, RequestGreenlet request) : IHttpRequestLifetimeFeature
+    {
+        public CancellationToken RequestAborted
+        {
+            get => inner.RequestAborted;
+            set => inner.RequestAborted = value;
+        }
+
+        public void Abort()
+        {
+            request._abortedByApp = true;
+            inner.Abort();
+        }
     }
 }
