@@ -10,7 +10,7 @@ namespace GreenRuntime.PatchSets;
 /// full parameter list) that every smaller overload, <see cref="NetworkStream"/>, <see cref="TcpClient"/>,
 /// <see cref="TcpListener"/>, <see cref="UdpClient"/>, SslStream and HttpClient's synchronous path call; and the
 /// asynchronous receive, send and connect funnels, for stackless greenlets; and HttpClient's synchronous Send, whose
-/// token is linked to the greenlet's kill and timeouts.
+/// token is linked to the greenlet's kill and timeouts; and a named pipe server's wait for a client.
 /// </summary>
 internal sealed class SocketsPatchSet : PatchSet
 {
@@ -55,6 +55,8 @@ internal sealed class SocketsPatchSet : PatchSet
         // The synchronous HttpClient funnel: the request's token also observes the greenlet's kill and timeouts.
         Point(typeof(System.Net.Http.HttpClient), "Send", [typeof(System.Net.Http.HttpRequestMessage), typeof(System.Net.Http.HttpCompletionOption), typeof(CancellationToken)],
             typeof(CooperativeHttpClient), "Send", CooperativeHttpClient.SendSlot),
+        // A named pipe's accept (a Unix socket's, started asynchronously): cancelled when a kill or timeout ends the wait.
+        Point(typeof(System.IO.Pipes.NamedPipeServerStream), "WaitForConnection", [], typeof(CooperativeNamedPipe), "WaitForConnection", CooperativeNamedPipe.WaitForConnectionSlot),
     ];
 
     /// <summary>AcceptAsync returns <c>ValueTask&lt;Socket&gt;</c>, a struct returned through a hidden buffer, which the detour

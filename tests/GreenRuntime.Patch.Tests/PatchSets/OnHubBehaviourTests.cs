@@ -628,6 +628,33 @@ public class OnHubBehaviourTests : PatchedHubTest
     }
 
     [Test]
+    public void ANamedPipeServerWhoseWaitForAClientTimedOutServesTheNextClient()
+    {
+        string name = "greenruntime-test-" + Guid.NewGuid().ToString("N");
+        using var server = new System.IO.Pipes.NamedPipeServerStream(name, System.IO.Pipes.PipeDirection.InOut, 1);
+        var first = Green.WithTimeout(TimeSpan.FromMilliseconds(100), () =>
+        {
+            server.WaitForConnection();
+            return "connected";
+        }, "timed out");
+        Assert.That(first, Is.EqualTo("timed out"));
+        var client = Green.Spawn(() =>
+        {
+            using var pipe = new System.IO.Pipes.NamedPipeClientStream(".", name);
+            pipe.Connect(5000);
+            pipe.WriteByte(7);
+            Green.Sleep(500); // keep the connection until the server has read
+        });
+        int read = Green.WithTimeout(TimeSpan.FromSeconds(10), () =>
+        {
+            server.WaitForConnection();
+            return server.ReadByte();
+        }, -1);
+        Assert.That(read, Is.EqualTo(7), "the abandoned wait did not take the client's connection");
+        client.Join();
+    }
+
+    [Test]
     public void AKillEndsAWriteToAFullPipeAtOnceWhileNothingOfItWentOut()
     {
         using var server = new System.IO.Pipes.AnonymousPipeServerStream(System.IO.Pipes.PipeDirection.Out);
