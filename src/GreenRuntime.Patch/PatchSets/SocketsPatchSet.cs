@@ -10,7 +10,8 @@ namespace GreenRuntime.PatchSets;
 /// full parameter list) that every smaller overload, <see cref="NetworkStream"/>, <see cref="TcpClient"/>,
 /// <see cref="TcpListener"/>, <see cref="UdpClient"/>, SslStream and HttpClient's synchronous path call; and the
 /// asynchronous receive, send and connect funnels, for stackless greenlets; and HttpClient's synchronous Send, whose
-/// token is linked to the greenlet's kill and timeouts; and a named pipe server's wait for a client.
+/// token is linked to the greenlet's kill and timeouts, as are ClientWebSocket's operations; and a named pipe server's
+/// wait for a client.
 /// </summary>
 internal sealed class SocketsPatchSet : PatchSet
 {
@@ -57,6 +58,13 @@ internal sealed class SocketsPatchSet : PatchSet
             typeof(CooperativeHttpClient), "Send", CooperativeHttpClient.SendSlot),
         // A named pipe's accept (a Unix socket's, started asynchronously): cancelled when a kill or timeout ends the wait.
         Point(typeof(System.IO.Pipes.NamedPipeServerStream), "WaitForConnection", [], typeof(CooperativeNamedPipe), "WaitForConnection", CooperativeNamedPipe.WaitForConnectionSlot),
+        // ClientWebSocket operations a stackful greenlet starts (and waits for): cancelled by its kill and timeouts too.
+        Point(typeof(System.Net.WebSockets.ClientWebSocket), "ReceiveAsync", [typeof(ArraySegment<byte>), typeof(CancellationToken)],
+            typeof(CooperativeWebSocket), "ReceiveAsync", CooperativeWebSocket.ReceiveSlot),
+        Point(typeof(System.Net.WebSockets.ClientWebSocket), "SendAsync", [typeof(ArraySegment<byte>), typeof(System.Net.WebSockets.WebSocketMessageType), typeof(bool), typeof(CancellationToken)],
+            typeof(CooperativeWebSocket), "SendAsync", CooperativeWebSocket.SendSlot),
+        Point(typeof(System.Net.WebSockets.ClientWebSocket), "ConnectAsync", [typeof(Uri), typeof(CancellationToken)],
+            typeof(CooperativeWebSocket), "ConnectAsync", CooperativeWebSocket.ConnectSlot),
     ];
 
     /// <summary>AcceptAsync returns <c>ValueTask&lt;Socket&gt;</c>, a struct returned through a hidden buffer, which the detour

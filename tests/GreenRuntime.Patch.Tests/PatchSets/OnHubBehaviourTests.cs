@@ -628,6 +628,48 @@ public class OnHubBehaviourTests : PatchedHubTest
     }
 
     [Test]
+    public void AWebSocketReceiveEndedByATimeoutIsCancelledNotLeftToTakeTheNextMessage()
+    {
+        // Legacy code waits for ReceiveAsync with GetAwaiter().GetResult() and no token. Left running after the timeout,
+        // the receive took the next message for nobody (another greenlet's reply, on a shared socket). Cancelled, the
+        // socket is aborted, as on a thread whose token was cancelled.
+        var probe = new TcpListener(IPAddress.Loopback, 0);
+        probe.Start();
+        int port = ((IPEndPoint)probe.LocalEndpoint).Port;
+        probe.Stop();
+        using var listener = new HttpListener();
+        listener.Prefixes.Add($"http://127.0.0.1:{port}/");
+        listener.Start();
+        var server = Task.Run(async () =>
+        {
+            var context = await listener.GetContextAsync();
+            var socket = (await context.AcceptWebSocketAsync(null)).WebSocket;
+            var buffer = new byte[100];
+            while (socket.State == System.Net.WebSockets.WebSocketState.Open)
+            {
+                var received = await socket.ReceiveAsync(buffer, CancellationToken.None);
+                if (received.MessageType == System.Net.WebSockets.WebSocketMessageType.Close) break;
+                await Task.Delay(300); // the reply comes after the client's timeout
+                await socket.SendAsync(buffer.AsMemory(0, received.Count), System.Net.WebSockets.WebSocketMessageType.Text, true, CancellationToken.None);
+            }
+        });
+        using var client = new System.Net.WebSockets.ClientWebSocket();
+        client.ConnectAsync(new Uri($"ws://127.0.0.1:{port}/"), CancellationToken.None).GetAwaiter().GetResult();
+        client.SendAsync(new ArraySegment<byte>("slow"u8.ToArray()), System.Net.WebSockets.WebSocketMessageType.Text, true, CancellationToken.None).GetAwaiter().GetResult();
+        var first = Green.WithTimeout(TimeSpan.FromMilliseconds(100), () =>
+        {
+            var buffer = new byte[100];
+            var result = client.ReceiveAsync(new ArraySegment<byte>(buffer), CancellationToken.None).GetAwaiter().GetResult();
+            return System.Text.Encoding.UTF8.GetString(buffer, 0, result.Count);
+        }, "timed out");
+        Assert.That(first, Is.EqualTo("timed out"));
+        Green.Sleep(50);
+        Assert.That(client.State, Is.EqualTo(System.Net.WebSockets.WebSocketState.Aborted), "the abandoned receive was cancelled, as a thread's with a cancelled token");
+        listener.Stop();
+        Assert.That(Parking.WaitForTask(server, TimeSpan.FromSeconds(10)), Is.True);
+    }
+
+    [Test]
     public void ANamedPipeServerWhoseWaitForAClientTimedOutServesTheNextClient()
     {
         string name = "greenruntime-test-" + Guid.NewGuid().ToString("N");
