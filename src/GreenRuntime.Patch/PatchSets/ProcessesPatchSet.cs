@@ -3,7 +3,7 @@ using GreenRuntime.Cooperative;
 
 namespace GreenRuntime.PatchSets;
 
-/// <summary><see cref="Process.WaitForExit()"/> and its overloads.</summary>
+/// <summary><see cref="Process.WaitForExit()"/> and its overloads, and <see cref="Process.Start()"/>.</summary>
 internal sealed class ProcessesPatchSet : PatchSet
 {
     private static readonly Type C = typeof(CooperativeProcess);
@@ -17,5 +17,6 @@ internal sealed class ProcessesPatchSet : PatchSet
         Point(typeof(Process), "WaitForExit", [typeof(int)], C, "WaitForExit", CooperativeProcess.WaitInt),
         Point(typeof(Process), "WaitForExit", [], C, "WaitForExit", CooperativeProcess.WaitNone),
         Point(typeof(Process), "WaitForExit", [typeof(TimeSpan)], C, "WaitForExit", CooperativeProcess.WaitTimeSpan),
+        Point(typeof(Process), "Start", [], C, "Start", CooperativeProcess.StartSlot),
     ];
 }

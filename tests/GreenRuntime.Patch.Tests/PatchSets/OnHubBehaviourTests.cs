@@ -545,6 +545,28 @@ public class OnHubBehaviourTests : PatchedHubTest
     }
 
     [Test]
+    public void ProcessStartRunsWithTheBatonReleased()
+    {
+        // The parent waits in native code until its child has exec'd; meanwhile the other greenlets run.
+        var starter = Green.Spawn(() =>
+        {
+            for (int i = 0; i < 20; i++)
+            {
+                using var p = Process.Start(new ProcessStartInfo("sh", "-c true") { UseShellExecute = false })!;
+                p.WaitForExit();
+            }
+        });
+        int seenStarting = 0;
+        while (!starter.Ready)
+        {
+            if (starter.WaitReason == WaitReason.Blocking) seenStarting++;
+            Green.Sleep(0);
+        }
+        Assert.That(starter.Successful, Is.True, starter.Exception?.ToString());
+        Assert.That(seenStarting, Is.GreaterThan(0), "another greenlet ran while a start was under way");
+    }
+
+    [Test]
     public void AnAnonymousPipeIsReadOnAGreenletWithoutHoldingTheHub()
     {
         using var server = new System.IO.Pipes.AnonymousPipeServerStream(System.IO.Pipes.PipeDirection.Out);
