@@ -179,6 +179,20 @@ public class StacklessTests : HubTest
     }
 
     [Test]
+    public void AStacklessGreenletThatEndsThroughItsOwnTokenAfterAKillEndsAsAKilledGreenlet()
+    {
+        // docs/core.md tells async code to pass Greenlet.CancellationToken to foreign awaits; the cancellation it then
+        // ends with is the kill, and reads as a stackful greenlet's kill does.
+        var stackful = Green.Spawn(() => Green.Sleep(10_000));
+        var stackless = Green.SpawnAsync(async () => await Task.Delay(10_000, Green.Current.CancellationToken));
+        Green.Sleep(10);
+        stackful.Kill();
+        stackless.Kill(timeout: TimeSpan.FromSeconds(10));
+        Assert.That(stackless.Dead, Is.True);
+        Assert.That((stackless.Successful, stackless.Exception?.GetType()), Is.EqualTo((stackful.Successful, stackful.Exception?.GetType())));
+    }
+
+    [Test]
     public void AKilledStacklessGreenletAwaitingAPrimitiveEndsAtOnceWithTheKill()
     {
         var ev = new Event();
