@@ -79,13 +79,16 @@ internal static unsafe partial class Epoll
     /// <summary>pwritev2's flag that makes a write to a pipe write what fits and fail with EAGAIN rather than wait.</summary>
     public const int RwfNoWait = 0x8;
 
-    [StructLayout(LayoutKind.Sequential)]
-    public struct IoVector
+    /// <summary>pwritev2 of one buffer at the descriptor's own position (offset -1): the iovec is built here, a pointer
+    /// and a length.</summary>
+    public static nint WriteNoWait(int fd, byte* buffer, nint length)
     {
-        public byte* Base;
-        public nint Length;
+        nint* vector = stackalloc nint[2];
+        vector[0] = (nint)buffer;
+        vector[1] = length;
+        return WriteVector(fd, vector, 1, -1, RwfNoWait);
     }
 
     [LibraryImport("libc", EntryPoint = "pwritev2", SetLastError = true)]
-    public static partial nint WriteVector(int fd, IoVector* vectors, int count, long offset, int flags);
+    private static partial nint WriteVector(int fd, nint* vectors, int count, long offset, int flags);
 }

@@ -332,12 +332,11 @@ internal static unsafe class SocketIo
     /// refusal remembered, where the kernel or libc does not offer it for pipes.</summary>
     private static bool TryWritePipe(int fd, byte* buffer, int length, out nint result, out int errno)
     {
-        var vector = new Epoll.IoVector { Base = buffer, Length = length };
         try
         {
             do
             {
-                result = Epoll.WriteVector(fd, &vector, 1, -1, Epoll.RwfNoWait);
+                result = Epoll.WriteNoWait(fd, buffer, length);
                 errno = result < 0 ? Marshal.GetLastPInvokeError() : 0;
             }
             while (result < 0 && errno == Epoll.EINTR);
