@@ -85,27 +85,42 @@ internal static partial class CooperativeThreading
     /// that thread directly. An async waiter's task would complete its continuations on the thread pool (SemaphoreSlim
     /// runs them asynchronously), so a wake would wait for a pool thread, and legacy code whose pool threads block in
     /// the very producers the greenlet waits for (a bounded <c>BlockingCollection</c> fed by <c>Task.Run</c>) waited for
-    /// the pool to grow: measured 6.5 ms per item. A kill or timeout interrupts the wait; a count acquired just as it
-    /// was raised is released again.</summary>
+    /// the pool to grow: measured 6.5 ms per item. A kill or timeout ends the wait by cancelling a token the wait was
+    /// given along with the caller's, not with <c>Thread.Interrupt</c>: SemaphoreSlim counts the waiters a
+    /// <c>Release</c> has pulsed, and an interrupt that lands after the pulse loses that count, so every later
+    /// <c>Release</c> took a woken waiter to be on its way and woke nobody (a greenlet then waited for ever with the
+    /// count free). Its own cancellation keeps the count right. A count acquired just as the kill came is released
+    /// again.</summary>
     private sealed class ReleasedSemaphoreWait(SemaphoreSlim semaphore, long millisecondsTimeout, CancellationToken cancellationToken)
     {
         private static readonly Func<ReleasedSemaphoreWait, bool> s_wait = static w => w._acquired = SemaphoreWait.Call(w._semaphore, w._timeout, w._token);
 
         private readonly SemaphoreSlim _semaphore = semaphore;
         private readonly long _timeout = millisecondsTimeout;
-        private readonly CancellationToken _token = cancellationToken;
+        private readonly CancellationToken _callerToken = cancellationToken;
+        private CancellationToken _token;
         private bool _acquired;
 
         public bool Run()
         {
+            _token = Parking.LinkCancellation(_callerToken, out var linked);
             try
             {
-                return Parking.RunReleased(s_wait, this, WaitReason.Lock, interruptible: true);
+                return Parking.RunReleased(s_wait, this, WaitReason.Lock);
+            }
+            catch (OperationCanceledException) when (!_callerToken.IsCancellationRequested && Parking.CancellationPending)
+            {
+                Parking.Yield(); // the kill or timeout that cancelled the wait: a cancellation point raises it
+                throw;
             }
             catch
             {
                 if (_acquired) _semaphore.Release(); // acquired as the kill came: the count belongs to nobody now
                 throw;
+            }
+            finally
+            {
+                linked?.Dispose();
             }
         }
     }

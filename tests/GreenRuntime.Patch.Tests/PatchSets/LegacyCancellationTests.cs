@@ -171,4 +171,42 @@ public class LegacyCancellationTests : PatchedHubTest
         Assert.That(later.Ready, Is.True, "a later request got the connection");
         Assert.That(later.Get(), Is.EqualTo("hello"));
     }
+
+    [Test]
+    public void ASemaphoreSlimWaitEndedByATimeoutLosesNoLaterWake()
+    {
+        // SemaphoreSlim counts the waiters a Release has pulsed; a wait ended by Thread.Interrupt after the pulse lost
+        // that count, and every later Release woke nobody: the next waiter slept to its timeout with a count free.
+        var semaphore = new SemaphoreSlim(0);
+        for (int round = 0; round < 30; round++)
+        {
+            var timedOut = Green.Spawn(() =>
+            {
+                bool acquired = Green.WithTimeout(TimeSpan.FromMilliseconds(2), () =>
+                {
+                    semaphore.Wait();
+                    return true;
+                }, false); // the timeout races the release below
+                if (acquired) semaphore.Release();
+            });
+            var releaser = Green.Spawn(() =>
+            {
+                Thread.Sleep(2);
+                semaphore.Release();
+            });
+            Green.JoinAll([timedOut, releaser], raiseError: true);
+            while (semaphore.Wait(0)) { }
+            var watch = Stopwatch.StartNew();
+            var waiter = Green.Spawn(() => semaphore.Wait(5000));
+            var late = Green.Spawn(() =>
+            {
+                Thread.Sleep(10);
+                semaphore.Release();
+            });
+            Green.JoinAll([waiter, late], raiseError: true);
+            Assert.That(waiter.Get(), Is.True);
+            Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(2.5)), $"round {round}: the Release woke the waiter (it slept to its timeout)");
+            while (semaphore.Wait(0)) { }
+        }
+    }
 }
