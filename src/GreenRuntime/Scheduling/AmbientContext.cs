@@ -17,7 +17,8 @@
 //   3. A stackful greenlet that parks keeps its context on its own carrier thread (the context is per thread, and
 //      the thread is the greenlet's while it is suspended). The scheduler may run hub callbacks (timers, links,
 //      Hub.Post actions) on that thread meanwhile: they run under the default context, and the greenlet's context
-//      is put back before the thread returns into it, so a callback can neither see nor change a greenlet's values.
+//      is put back before the thread returns into it, so a callback can neither see nor change a greenlet's values
+//      (also when the greenlet parked inside ExecutionContext.SuppressFlow, whose context Capture does not return).
 //      The same holds for the thread's SynchronizationContext, which a stackful greenlet may set for its own awaits
 //      (the ASP.NET Core integration does): the scheduler runs with none while the greenlet is parked (Hub.EndPark),
 //      so timers, callbacks and the reactor's completions never post into it (.NET would also queue every
@@ -88,21 +89,30 @@ internal static class AmbientContext
 
     /// <summary>
     /// Step 3 of the header: switches a thread that may be keeping a greenlet's context to the default one for a hub
-    /// callback, and returns what to give back to it afterwards (null: nothing to restore).
+    /// callback, and returns what to give back to it afterwards.
     /// </summary>
-    public static ExecutionContext? EnterForCallback()
+    /// <remarks>A greenlet parked inside <see cref="ExecutionContext.SuppressFlow"/> keeps its values in a context whose
+    /// flow is suppressed, which <see cref="ExecutionContext.Capture"/> does not return: the flow is restored for the
+    /// switch and suppressed again after the callback (the greenlet's own AsyncFlowControl then undoes it as usual).
+    /// Left as it was, the callback ran in the greenlet's context and could read and change its values.</remarks>
+    public static SavedContext EnterForCallback()
     {
+        bool suppressed = ExecutionContext.IsFlowSuppressed();
+        if (suppressed) ExecutionContext.RestoreFlow();
         var current = ExecutionContext.Capture();
-        // null means flow is suppressed on this thread: leave it as it is (restoring would lose the suppression).
-        if (current == null || ReferenceEquals(current, Default)) return null;
+        if (current == null || ReferenceEquals(current, Default)) return new SavedContext(null, suppressed);
         ExecutionContext.Restore(Default);
-        return current;
+        return new SavedContext(current, suppressed);
     }
 
     /// <summary>Ends <see cref="EnterForCallback"/>: gives the thread back the context it had, or the default one.</summary>
-    public static void LeaveCallback(ExecutionContext? saved)
+    public static void LeaveCallback(SavedContext saved)
     {
-        if (saved != null) ExecutionContext.Restore(saved);
+        if (saved.Context != null) ExecutionContext.Restore(saved.Context);
         else if (ExecutionContext.Capture() is { } now && !ReferenceEquals(now, Default)) ExecutionContext.Restore(Default);
+        if (saved.FlowSuppressed && !ExecutionContext.IsFlowSuppressed()) ExecutionContext.SuppressFlow();
     }
+
+    /// <summary>What <see cref="EnterForCallback"/> took from the thread.</summary>
+    public readonly record struct SavedContext(ExecutionContext? Context, bool FlowSuppressed);
 }

@@ -126,6 +126,29 @@ public class AmbientContextTests : HubTest
         Assert.That(afterCallback, Is.EqualTo("mine"));
     }
 
+    [Test]
+    public void HubCallbacksCannotSeeOrChangeTheValuesOfAGreenletParkedWithItsFlowSuppressed()
+    {
+        string? inCallback = "unset";
+        string? afterCallback = "unset";
+        bool stillSuppressed = false;
+        var g = Green.Spawn(() =>
+        {
+            s_local.Value = "mine";
+            using (ExecutionContext.SuppressFlow())
+            {
+                Hub.Current.Post(() => { inCallback = s_local.Value; s_local.Value = "callback"; });
+                Green.Sleep(20); // the callback runs on this parked greenlet's thread
+                afterCallback = s_local.Value;
+                stillSuppressed = ExecutionContext.IsFlowSuppressed();
+            } // the greenlet's own AsyncFlowControl undoes the suppression
+        });
+        g.Join();
+        Assert.That(g.Successful, Is.True, g.Exception?.ToString());
+        Assert.That(inCallback, Is.Null);
+        Assert.That((afterCallback, stillSuppressed), Is.EqualTo(("mine", true)));
+    }
+
     /// <summary>A context of the kind UI frameworks install: anything but the default one.</summary>
     private sealed class ForeignContext : SynchronizationContext
     {
