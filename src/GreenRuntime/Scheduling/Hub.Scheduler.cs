@@ -468,7 +468,7 @@ public sealed partial class Hub
         foreach (var g in AliveGreenlets())
         {
             if (g.State == GreenletState.Parked && g.WaitReason is WaitReason.Event or WaitReason.Queue or WaitReason.Lock)
-                return $" {g} waits on a primitive ({g.WaitReason}): such a wait counts as outstanding only while another hub may run. If a thread that is not a greenlet (a library's callback, the thread pool) will signal it, wait with a timeout (in a loop if need be): a pending timeout keeps the hub from reporting this.";
+                return $" {g} waits on a primitive ({g.WaitReason}): such a wait counts as outstanding only while another hub may run. If a thread that is not a greenlet (a library's callback, the thread pool) will signal it, hold a keep-alive while it may (using var alive = Hub.Current.KeepAlive();), or wait with a timeout: either keeps the hub from reporting this.";
         }
         return "";
     }

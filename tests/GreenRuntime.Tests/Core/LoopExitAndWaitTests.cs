@@ -33,7 +33,7 @@ public class LoopExitAndWaitTests : HubTest
         var inbox = new GreenQueue<string>();
         var worker = Green.Spawn(() => inbox.Get());
         var e = Assert.Throws<LoopExitException>(() => worker.Join());
-        Assert.That(e!.Message, Does.Contain("waits on a primitive (Queue)").And.Contain("wait with a timeout"));
+        Assert.That(e!.Message, Does.Contain("waits on a primitive (Queue)").And.Contain("KeepAlive()").And.Contain("wait with a timeout"));
         worker.Kill();
         var waiting = Green.Spawn(() => inbox.Get(TimeSpan.FromSeconds(10))); // the advice: a pending timeout
         new Thread(() =>
@@ -42,6 +42,47 @@ public class LoopExitAndWaitTests : HubTest
             inbox.Put("from a plain thread");
         }).Start();
         Assert.That(waiting.Get(TimeSpan.FromSeconds(10)), Is.EqualTo("from a plain thread"));
+    }
+
+    [Test]
+    public void AKeepAliveLetsAWaitWithoutTimeoutGetItsSignalFromAPlainThread()
+    {
+        // A message broker's consumer callback, say: the first message comes later, from a thread the hub cannot see.
+        var inbox = new GreenQueue<string>();
+        var received = new Event();
+        using (Hub.KeepAlive())
+        {
+            new Thread(() =>
+            {
+                Thread.Sleep(100);
+                inbox.Put("first message");
+                Thread.Sleep(100);
+                received.Set();
+            }).Start();
+            Assert.That(inbox.Get(), Is.EqualTo("first message"));
+            received.Wait();
+        }
+        // Closed: a wait nothing can end is reported again.
+        var e = Assert.Throws<LoopExitException>(() => inbox.Get());
+        Assert.That(e!.Message, Does.Contain("would block forever"));
+    }
+
+    [Test]
+    public void AKeepAliveDisposedFromAPlainThreadEndsWhenItsPostArrives()
+    {
+        var scope = Hub.KeepAlive();
+        var signal = new Event();
+        new Thread(() =>
+        {
+            Thread.Sleep(50);
+            scope.Dispose(); // from a thread with no hub: posted to the hub
+            scope.Dispose(); // twice: nothing more
+        }).Start();
+        var e = Assert.Throws<LoopExitException>(() => signal.Wait());
+        Assert.That(e!.Message, Does.Contain("would block forever"), "reported once the scope's end arrived");
+        var hub = Hub;
+        var offHub = Task.Run(() => hub.KeepAlive());
+        Assert.That(() => offHub.GetAwaiter().GetResult(), Throws.InvalidOperationException, "only the hub's own greenlets open one");
     }
 
     [Test]
