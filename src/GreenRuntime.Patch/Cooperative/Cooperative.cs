@@ -89,6 +89,31 @@ internal static class Cooperative
     }
 
     /// <summary>
+    /// Runs a synchronous call whose operation holds a shared resource for its caller (a pooled connection it is queued
+    /// for, a semaphore's waiter count) with a token that the greenlet's kill and open timeouts cancel as well
+    /// (<see cref="Parking.LinkCancellation"/>), so the operation withdraws as it does on a thread whose token was
+    /// cancelled. The cancellation they caused is raised as the kill or timeout itself; one of
+    /// <paramref name="callerToken"/> stays the caller's <see cref="OperationCanceledException"/>.
+    /// </summary>
+    public static TResult WithKillToken<TState, TResult>(TState state, CancellationToken callerToken, Func<TState, CancellationToken, TResult> call)
+    {
+        var token = Parking.LinkCancellation(callerToken, out var linked);
+        try
+        {
+            return call(state, token);
+        }
+        catch (OperationCanceledException) when (!callerToken.IsCancellationRequested && Parking.CancellationPending)
+        {
+            Parking.Yield(); // a cancellation point: raises the kill or timeout that cancelled the operation
+            throw;
+        }
+        finally
+        {
+            linked?.Dispose();
+        }
+    }
+
+    /// <summary>
     /// Parks with growing pauses (<see cref="PollBackoff"/>: 1 ms doubling to 20 ms) until <paramref name="done"/> returns true or the
     /// timeout elapses. For waits that .NET offers no completion signal for.
     /// </summary>

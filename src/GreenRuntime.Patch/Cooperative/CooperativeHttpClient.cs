@@ -23,19 +23,7 @@ internal static class CooperativeHttpClient
     {
         if (Cooperative.ParkingHub() is null)
             return SendSlot.Call(client, request, completionOption, cancellationToken);
-        var token = Parking.LinkCancellation(cancellationToken, out var linked);
-        try
-        {
-            return SendSlot.Call(client, request, completionOption, token);
-        }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && Parking.CancellationPending)
-        {
-            Parking.Yield(); // a cancellation point: raises the kill or timeout that cancelled the request
-            throw;
-        }
-        finally
-        {
-            linked?.Dispose();
-        }
+        return Cooperative.WithKillToken((client, request, completionOption), cancellationToken,
+            static (s, token) => SendSlot.Call(s.client, s.request, s.completionOption, token));
     }
 }

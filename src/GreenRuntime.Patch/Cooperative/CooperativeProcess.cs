@@ -3,7 +3,8 @@ using System.Diagnostics;
 namespace GreenRuntime.Cooperative;
 
 /// <summary>
-/// <c>Process.Start</c> on a greenlet runs with the baton released. <c>Process.WaitForExit</c> on a greenlet: the original wait on the greenlet's own thread with the baton released;
+/// <c>Process.Start</c> on a greenlet runs with the baton released. <c>Process.WaitForExit</c> on a greenlet: the
+/// original wait on the greenlet's own thread with the baton released;
 /// for a process with <c>EnableRaisingEvents</c> (or when no carrier is left), a park on <c>WaitForExitAsync</c> (which
 /// also waits for redirected output to be read to the end), after which the original finishes the call, which no longer
 /// blocks and raises <c>Exited</c> on the greenlet exactly as it would have.

@@ -95,6 +95,12 @@ internal static partial class CooperativeThreading
     {
         private static readonly Func<ReleasedSemaphoreWait, bool> s_wait = static w => w._acquired = SemaphoreWait.Call(w._semaphore, w._timeout, w._token);
 
+        private static readonly Func<ReleasedSemaphoreWait, CancellationToken, bool> s_waitReleased = static (w, token) =>
+        {
+            w._token = token;
+            return Parking.RunReleased(s_wait, w, WaitReason.Lock);
+        };
+
         private readonly SemaphoreSlim _semaphore = semaphore;
         private readonly long _timeout = millisecondsTimeout;
         private readonly CancellationToken _callerToken = cancellationToken;
@@ -103,24 +109,14 @@ internal static partial class CooperativeThreading
 
         public bool Run()
         {
-            _token = Parking.LinkCancellation(_callerToken, out var linked);
             try
             {
-                return Parking.RunReleased(s_wait, this, WaitReason.Lock);
-            }
-            catch (OperationCanceledException) when (!_callerToken.IsCancellationRequested && Parking.CancellationPending)
-            {
-                Parking.Yield(); // the kill or timeout that cancelled the wait: a cancellation point raises it
-                throw;
+                return Cooperative.WithKillToken(this, _callerToken, s_waitReleased);
             }
             catch
             {
                 if (_acquired) _semaphore.Release(); // acquired as the kill came: the count belongs to nobody now
                 throw;
-            }
-            finally
-            {
-                linked?.Dispose();
             }
         }
     }

@@ -10,10 +10,11 @@ public static partial class CooperativeSocket
     /// Sends all of <paramref name="data"/>, parking while the kernel's buffer is full.
     /// </summary>
     /// <remarks>A kill or an expired timeout of the greenlet ends the send while nothing of it went out. Once part of it
-    /// did (on the reactor path: stream sockets, and the pipes .NET wraps in a Socket, on Linux x64), they are held back until the rest is sent, the socket fails or it is closed, and are
-    /// thrown at the greenlet's next blocking point: like the blocking original, the send never stops halfway, which
-    /// would cut the message and corrupt the stream for every later write. Without the reactor the send is .NET's
-    /// <c>SendAsync</c>, and a kill cancels it wherever it is.</remarks>
+    /// did (on the reactor path: stream sockets, and the pipes .NET wraps in a Socket, on Linux x64), they are held back
+    /// until the rest is sent, the socket fails or it is closed, and are thrown at the greenlet's next blocking point:
+    /// like the blocking original, the send never stops halfway, which would cut the message and corrupt the stream for
+    /// every later write. Without the reactor the send is .NET's <c>SendAsync</c>, and a kill cancels it wherever it
+    /// is.</remarks>
     /// <param name="socket">A connected stream socket (or a connected datagram socket: one datagram).</param>
     /// <param name="data">What to send. The caller may reuse it as soon as the call returns, whatever the outcome.</param>
     /// <param name="flags">As for <see cref="Socket.Send(ReadOnlySpan{byte}, SocketFlags, out SocketError)"/>.</param>

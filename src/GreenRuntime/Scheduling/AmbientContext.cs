@@ -97,9 +97,13 @@ internal static class AmbientContext
     /// Left as it was, the callback ran in the greenlet's context and could read and change its values.</remarks>
     public static SavedContext EnterForCallback()
     {
-        bool suppressed = ExecutionContext.IsFlowSuppressed();
-        if (suppressed) ExecutionContext.RestoreFlow();
         var current = ExecutionContext.Capture();
+        bool suppressed = current == null; // Capture returns null exactly while the flow is suppressed
+        if (suppressed)
+        {
+            ExecutionContext.RestoreFlow();
+            current = ExecutionContext.Capture();
+        }
         if (current == null || ReferenceEquals(current, Default)) return new SavedContext(null, suppressed);
         ExecutionContext.Restore(Default);
         return new SavedContext(current, suppressed);
