@@ -9,6 +9,16 @@ namespace GreenRuntime.Patch.Tests.PatchSets;
 [TestFixture]
 public class StdinTests
 {
+    /// <summary>Waits for the probe's "ready" line; returns its standard error, read to the end in the background.</summary>
+    private static Task<string> WaitUntilReady(Process probe)
+    {
+        Task<string> stderr = probe.StandardError.ReadToEndAsync();
+        Task<string?> ready = probe.StandardOutput.ReadLineAsync();
+        Assert.That(ready.Wait(TimeSpan.FromSeconds(30)), Is.True, "the probe started");
+        Assert.That(ready.Result, Is.EqualTo("ready"), $"probe said: {ready.Result} {(probe.HasExited ? stderr.Result : "")}");
+        return stderr;
+    }
+
     /// <summary>Legacy code often holds every thread-pool thread; a read sent to the pool did not even start until the
     /// pool grew, so a line typed at once reached the greenlet seconds later.</summary>
     [Test]
@@ -17,10 +27,7 @@ public class StdinTests
         using Process probe = ConsoleProbeProcess.Start("held-pool");
         try
         {
-            Task<string> stderr = probe.StandardError.ReadToEndAsync();
-            Task<string?> ready = probe.StandardOutput.ReadLineAsync();
-            Assert.That(ready.Wait(TimeSpan.FromSeconds(30)), Is.True, "the probe started");
-            Assert.That(ready.Result, Is.EqualTo("ready"), $"probe said: {ready.Result} {(probe.HasExited ? stderr.Result : "")}");
+            Task<string> stderr = WaitUntilReady(probe);
             var watch = Stopwatch.StartNew();
             probe.StandardInput.WriteLine("typed at once");
             probe.StandardInput.Flush();
@@ -45,11 +52,8 @@ public class StdinTests
         using Process probe = ConsoleProbeProcess.Start();
         try
         {
-            Task<string> stderr = probe.StandardError.ReadToEndAsync();
             // "ready": the ticker ticked once, so the reader greenlet is inside Console.ReadLine.
-            Task<string?> ready = probe.StandardOutput.ReadLineAsync();
-            Assert.That(ready.Wait(TimeSpan.FromSeconds(30)), Is.True, "the probe started");
-            Assert.That(ready.Result, Is.EqualTo("ready"), $"probe said: {ready.Result} {(probe.HasExited ? stderr.Result : "")}");
+            Task<string> stderr = WaitUntilReady(probe);
             Thread.Sleep(300);
             const string line = "a line for the greenlet: ünïcødé, tabs\tand  spaces";
             probe.StandardInput.WriteLine(line);
@@ -78,10 +82,7 @@ public class StdinTests
         using Process probe = ConsoleProbeProcess.Start("abandoned-reads");
         try
         {
-            Task<string> stderr = probe.StandardError.ReadToEndAsync();
-            Task<string?> ready = probe.StandardOutput.ReadLineAsync();
-            Assert.That(ready.Wait(TimeSpan.FromSeconds(30)), Is.True, "the probe started");
-            Assert.That(ready.Result, Is.EqualTo("ready"), $"probe said: {ready.Result} {(probe.HasExited ? stderr.Result : "")}");
+            Task<string> stderr = WaitUntilReady(probe);
             foreach (var line in new[] { "1", "2", "3", "4" })
             {
                 probe.StandardInput.WriteLine(line);
