@@ -177,10 +177,14 @@ internal static class CodeMemory
     /// <remarks>Uses the snapshot, and re-reads the map before answering no (reserved pages get committed).</remarks>
     public static bool IsReadable(nint address, int length)
     {
-        return Check(FindRegion(address)) || (Refresh2() && Check(FindRegion(address)));
+        // Both ends: a stub at the end of its page is followed by a page the runtime maps apart (precode code and data
+        // pages alternate, with other protections), so a readable range may span two mappings. Shorter than a page, it
+        // has no hole in between when both ends are mapped.
+        return Check() || (Refresh2() && Check());
 
-        bool Check(Region? r) =>
-            r is { } region && (region.Protection & Libc.ProtRead) != 0 && (ulong)address + (ulong)length <= region.End;
+        bool Check() => Readable(FindRegion(address)) && Readable(FindRegion(address + length - 1));
+
+        static bool Readable(Region? r) => r is { } region && (region.Protection & Libc.ProtRead) != 0;
 
         static bool Refresh2()
         {

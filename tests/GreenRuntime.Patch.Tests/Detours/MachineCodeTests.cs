@@ -111,4 +111,20 @@ public class MachineCodeTests
         CodeMemory.WriteCode(body, code);
         return body;
     }
+
+    [Test]
+    public void ARangeThatSpansTwoReadableMappingsIsReadable()
+    {
+        // A runtime stub at the end of its page, followed by a page mapped apart with other protections (how .NET
+        // interleaves precode code and data pages): the entry walk reads 24 bytes across the boundary.
+        int page = CodeMemory.PageSize;
+        nint two = Libc.MMap(0, (nuint)(2 * page), Libc.ProtRead | Libc.ProtWrite, Libc.MapPrivate | Libc.MapAnonymous, -1, 0);
+        Assert.That(two, Is.Not.EqualTo(Libc.MapFailed));
+        Assert.That(Libc.MProtect(two + page, (nuint)page, Libc.ProtRead), Is.Zero, "the second page becomes a mapping of its own");
+        Assert.That(CodeMemory.IsReadable(two + page - 16, 24), Is.True, "both pages are readable");
+        Assert.That(Libc.MProtect(two + page, (nuint)page, 0), Is.Zero);
+        CodeMemory.Refresh(); // the map is a snapshot, re-read only when it answers no
+        Assert.That(CodeMemory.IsReadable(two + page - 16, 24), Is.False, "the second page is not");
+        Assert.That(CodeMemory.IsReadable(two + page - 24, 24), Is.True, "the first page alone is");
+    }
 }
