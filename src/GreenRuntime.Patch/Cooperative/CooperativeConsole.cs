@@ -13,6 +13,12 @@ namespace GreenRuntime.Cooperative;
 /// pending and its result is kept: the next read of the same kind on <see cref="Console.In"/>, on a greenlet
 /// or not, returns it instead of reading again (the oldest first, when several were abandoned), so no input is lost
 /// or reordered.</para>
+/// <para>Input already in <see cref="Console.In"/>'s buffer is read on the greenlet itself: when stdin is redirected the
+/// reader is a <see cref="StreamReader"/> that reads 4 KiB at a time, and a line it holds whole (or a character, for
+/// <c>Read</c>) needs no system call. Sending each of those reads through the stdin thread cost two thread hand-offs
+/// per line: 100,000 piped lines took 1.85 s against 0.25 s on a thread. The buffer is looked at under the reader's own
+/// lock, and only while no read is queued on the stdin thread or kept from a killed greenlet, so the order of the
+/// lines is the order of the reads.</para>
 /// </remarks>
 internal static class CooperativeConsole
 {
@@ -23,17 +29,19 @@ internal static class CooperativeConsole
     private static readonly Pending<int> s_pendingChar = new();
 
     /// <summary>Replaces <c>SyncTextReader.ReadLine()</c>.</summary>
-    public static string? ReadLine(TextReader reader) => ReadVia(reader, s_pendingLine, ReadLineSlot.Call);
+    public static string? ReadLine(TextReader reader) => ReadVia(reader, s_pendingLine, ReadLineSlot.Call, wholeLine: true);
 
     /// <summary>Replaces <c>SyncTextReader.Read()</c>.</summary>
-    public static int Read(TextReader reader) => ReadVia(reader, s_pendingChar, ReadSlot.Call);
+    public static int Read(TextReader reader) => ReadVia(reader, s_pendingChar, ReadSlot.Call, wholeLine: false);
 
-    private static T ReadVia<T>(TextReader reader, Pending<T> pending, Func<TextReader, T> original)
+    private static T ReadVia<T>(TextReader reader, Pending<T> pending, Func<TextReader, T> original, bool wholeLine)
     {
         var hub = Cooperative.ParkingHub();
         bool isStdin = ReferenceEquals(reader, Console.In);
         if (!isStdin) return original(reader);
         var leftover = pending.Take(reader);
+        if (hub is not null && leftover is null && BufferedInput.Serves(reader, wholeLine, original, out var buffered))
+            return buffered;
         if (hub is null)
         {
             if (leftover is null) return original(reader);
@@ -55,6 +63,60 @@ internal static class CooperativeConsole
 
     private static long s_reads;
 
+    /// <summary>Reads that need no system call: what <see cref="Console.In"/>'s <see cref="StreamReader"/> already holds.</summary>
+    private static class BufferedInput
+    {
+        private static System.Reflection.FieldInfo? s_inner;
+
+        // Until the synchronized reader or StreamReader lacks a field read below (another runtime's): then the stdin
+        // thread does every read.
+        private static bool s_usable = true;
+
+        public static bool Serves<T>(TextReader reader, bool wholeLine, Func<TextReader, T> original, out T result)
+        {
+            result = default!;
+            if (!s_usable || StdinThread.Busy) return false;
+            s_inner ??= reader.GetType().GetField("_in", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance);
+            if (s_inner is null)
+            {
+                s_usable = false;
+                return false;
+            }
+            if (s_inner.GetValue(reader) is not StreamReader inner) return false; // a terminal's reader: interactive input
+            // The synchronized reader's methods lock the reader itself: holding that lock, nobody else can take what is
+            // buffered between the look and the read. A reader busy elsewhere (a thread blocked in a read) is not waited for.
+            if (!Monitor.TryEnter(reader)) return false;
+            try
+            {
+                int position = CharPos(inner), length = CharLen(inner);
+                bool enough = wholeLine
+                    ? position < length && Array.IndexOf(CharBuffer(inner), '\n', position, length - position) >= 0
+                    : position < length;
+                if (!enough) return false;
+                result = original(reader);
+                return true;
+            }
+            catch (MissingFieldException)
+            {
+                s_usable = false;
+                return false;
+            }
+            finally
+            {
+                Monitor.Exit(reader);
+            }
+        }
+
+        [System.Runtime.CompilerServices.UnsafeAccessor(System.Runtime.CompilerServices.UnsafeAccessorKind.Field, Name = "_charBuffer")]
+        private static extern ref char[] CharBuffer(StreamReader reader);
+
+        [System.Runtime.CompilerServices.UnsafeAccessor(System.Runtime.CompilerServices.UnsafeAccessorKind.Field, Name = "_charPos")]
+        private static extern ref int CharPos(StreamReader reader);
+
+        [System.Runtime.CompilerServices.UnsafeAccessor(System.Runtime.CompilerServices.UnsafeAccessorKind.Field, Name = "_charLen")]
+        private static extern ref int CharLen(StreamReader reader);
+    }
+
     /// <summary>A read queued on the stdin thread, numbered in the order the reads were queued (and so will complete).</summary>
     private sealed record StdinRead<T>(long Number, Task<T> Task);
 
@@ -69,20 +131,31 @@ internal static class CooperativeConsole
         private static readonly System.Collections.Concurrent.ConcurrentQueue<Action> s_reads = new();
         private static readonly SemaphoreSlim s_queued = new(0);
         private static int s_started;
+        private static int s_unfinished;
+
+        /// <summary>Whether a read is queued or running on the thread: a later read must then come after it.</summary>
+        public static bool Busy => Volatile.Read(ref s_unfinished) != 0;
 
         public static Task<T> Read<T>(Func<TextReader, T> original, TextReader reader)
         {
             var result = new TaskCompletionSource<T>();
+            Interlocked.Increment(ref s_unfinished);
             s_reads.Enqueue(() =>
             {
+                T value = default!;
+                Exception? error = null;
                 try
                 {
-                    result.SetResult(original(reader));
+                    value = original(reader);
                 }
                 catch (Exception e)
                 {
-                    result.SetException(e);
+                    error = e;
                 }
+                // Finished before the reader hears of it: its next read may then take what is buffered on its greenlet.
+                Interlocked.Decrement(ref s_unfinished);
+                if (error is null) result.SetResult(value);
+                else result.SetException(error);
             });
             if (Interlocked.Exchange(ref s_started, 1) == 0)
                 new Thread(Loop) { IsBackground = true, Name = "GreenRuntime stdin" }.Start();

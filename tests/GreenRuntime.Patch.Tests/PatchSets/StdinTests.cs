@@ -99,4 +99,34 @@ public class StdinTests
             if (!probe.HasExited) probe.Kill();
         }
     }
+
+    /// <summary>Piped input arrives in 4 KiB chunks: what Console.In already holds is read on the greenlet, and only a read
+    /// that needs more input goes to the stdin thread (each line went there, two thread hand-offs per line).</summary>
+    [Test]
+    public void PipedLinesAlreadyBufferedAreReadOnTheGreenletInOrder()
+    {
+        const int count = 20_000;
+        using Process probe = ConsoleProbeProcess.Start("piped-lines");
+        try
+        {
+            Task<string> stderr = probe.StandardError.ReadToEndAsync();
+            Task<string> output = probe.StandardOutput.ReadToEndAsync();
+            for (int i = 0; i < count; i++) probe.StandardInput.WriteLine(i);
+            probe.StandardInput.Close();
+            Assert.That(probe.WaitForExit(TimeSpan.FromSeconds(60)), Is.True, "the probe read its input to the end");
+            Assert.That(probe.ExitCode, Is.EqualTo(0), $"probe output: {output.Result} {stderr.Result}");
+            var fields = output.Result.Trim().Split('|').Select(f => f.Split('=')).ToDictionary(f => f[0], f => f[1]);
+            TestContext.Out.WriteLine(output.Result);
+            Assert.That(fields["lines"], Is.EqualTo(count.ToString()), "every line arrived");
+            Assert.That(fields["ordered"], Is.EqualTo("True"), "in order, intact, the first character read apart included");
+            // About 120 KB of input in 4 KiB reads: some tens of reads need the stdin thread (a few thread switches each),
+            // not every line (at least two switches per line).
+            Assert.That(long.Parse(fields["switches"]), Is.LessThan(count / 4), "voluntary context switches while reading");
+            Assert.That(int.Parse(fields["ticks"]), Is.GreaterThan(0), "the other greenlet ran while the reader waited for input");
+        }
+        finally
+        {
+            if (!probe.HasExited) probe.Kill();
+        }
+    }
 }
