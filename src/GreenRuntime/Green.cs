@@ -122,7 +122,7 @@ public static partial class Green
         if (Sync.Blocking.TakePendingException(owner) is { } pending) return Task.FromException(pending);
         var sleep = new AsyncSleep(owner is { IsStackless: true } ? owner : null);
         sleep.Timer = hub.AddTimer(delay, static s => ((AsyncSleep)s!).Finish(null), sleep);
-        sleep.Owner?.TrackAsyncWait(sleep);
+        sleep.Owner?.TrackAsyncWait(sleep, GreenTimeout.FlowScope);
         return sleep.Task;
     }
 

@@ -54,7 +54,7 @@ public partial class Greenlet
         public List<(Action<Greenlet> Callback, LinkKind Kind)>? MoreLinks;
         public HubTimer? StartTimer;
         public string? SpawnStack;
-        public List<Sync.IAsyncWait>? AsyncWaits;
+        public List<(Sync.IAsyncWait Wait, GreenTimeout? Scope)>? AsyncWaits;
         public Dictionary<object, object?>? Locals;
         public CancellationTokenSource? Cancellation;
         public GreenTimeout? InnermostTimeout;
@@ -604,13 +604,27 @@ public partial class Greenlet
     /// The exception every blocking point of this greenlet raises now: the kill, else the outermost expired
     /// <see cref="GreenTimeout"/> scope still open (an outer scope wins over an inner one), else null.
     /// </summary>
-    internal Exception? StickyException()
+    /// <remarks>A stackless greenlet's scopes belong to the flows of its code (<see cref="GreenTimeout.FlowScope"/>): only
+    /// the scopes of the flow that blocks count, so a loop the greenlet started outside an expired scope goes on.</remarks>
+    internal Exception? StickyException() => StickyException(IsStackless ? GreenTimeout.FlowScope : null);
+
+    /// <summary><see cref="StickyException()"/> for a blocking point of the flow whose innermost scope is
+    /// <paramref name="flowScope"/> (stackless greenlets; ignored for a stackful one, whose scopes are its stack's).</summary>
+    internal Exception? StickyException(GreenTimeout? flowScope)
     {
         if (KillException != null) return KillException;
         if (ExpiredTimeouts == 0) return null;
         GreenTimeout? outermost = null;
-        for (var t = _rare?.InnermostTimeout; t != null; t = t.Outer)
-            if (t.Expired) outermost = t;
+        if (IsStackless)
+        {
+            for (var t = flowScope; t != null; t = t.FlowOuter)
+                if (t.Expired && t.IsOpen) outermost = t;
+        }
+        else
+        {
+            for (var t = _rare?.InnermostTimeout; t != null; t = t.Outer)
+                if (t.Expired) outermost = t;
+        }
         return outermost?.Exception;
     }
 

@@ -60,6 +60,7 @@ internal sealed class AsyncSocketOperation : IValueTaskSource<int>, IValueTaskSo
     private readonly Func<SocketError, Exception>? _error;
     private readonly Greenlet? _owner;
     private readonly Action _onReady;
+    private readonly GreenTimeout? _scope; // the caller's: the waits are begun again from the reactor's callback
     private int _transferred;
     private Task<SocketError>? _wait;
     private Exception? _interrupt;
@@ -84,6 +85,7 @@ internal sealed class AsyncSocketOperation : IValueTaskSource<int>, IValueTaskSo
         var current = hub.CurrentGreenlet;
         _owner = current == hub.HubGreenlet ? null : current;
         _onReady = OnReady;
+        _scope = GreenTimeout.FlowScope;
     }
 
     private bool Writes => _kind != AsyncSocketKind.Receive;
@@ -107,7 +109,7 @@ internal sealed class AsyncSocketOperation : IValueTaskSource<int>, IValueTaskSo
     {
         while (true)
         {
-            if (Blocking.TakePendingException(_owner) is { } pending)
+            if (Blocking.TakePendingException(_owner, _scope) is { } pending)
             {
                 Finish(pending);
                 return;
@@ -130,7 +132,7 @@ internal sealed class AsyncSocketOperation : IValueTaskSource<int>, IValueTaskSo
             if (!wait.IsCompleted)
             {
                 _wait = wait;
-                _owner?.TrackAsyncWait(this);
+                _owner?.TrackAsyncWait(this, _scope);
                 return; // the reactor calls OnReady when the wait ends
 
             }

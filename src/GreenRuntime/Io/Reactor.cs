@@ -329,7 +329,7 @@ internal sealed unsafe class Reactor : IDisposable
             _fd = fd;
             _write = write;
             _owner = owner;
-            owner.TrackAsyncWait(this);
+            owner.TrackAsyncWait(this, GreenTimeout.FlowScope); // made by the caller, in its code's flow
             if (cancel.CanBeCanceled)
                 _cancellation = cancel.UnsafeRegister(static (t, token) => ((Turn)t!).TrySetCanceled(token), this);
         }

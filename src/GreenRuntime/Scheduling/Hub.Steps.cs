@@ -27,7 +27,7 @@ public sealed partial class Hub
     {
         var step = Greenlet.CreateSpecial(this, StepName, GreenletState.Running);
         step.StepWait = new StepWait(this, owner, step);
-        owner.TrackAsyncWait(step.StepWait);
+        owner.TrackAsyncWait(step.StepWait, GreenTimeout.FlowScope);
         // Not running on the hub while its step is parked: a kill or timeout then fails the step's wait (KillGreenlet,
         // GreenTimeout: Awaiting).
         if (owner.State == GreenletState.Running) owner.State = GreenletState.Awaiting;

@@ -150,10 +150,13 @@ internal static class Blocking
     /// The Task form's equivalent of BeginPark's check: a kill or GreenTimeout pending for the calling greenlet is
     /// raised here, at this blocking point. Returns the exception to fault the Task with, or null.
     /// </summary>
-    internal static Exception? TakePendingException(Greenlet? owner)
+    internal static Exception? TakePendingException(Greenlet? owner) => TakePendingException(owner, GreenTimeout.FlowScope);
+
+    /// <summary><see cref="TakePendingException(Greenlet?)"/> for a wait begun in the flow whose scope was <paramref name="scope"/>.</summary>
+    internal static Exception? TakePendingException(Greenlet? owner, GreenTimeout? scope)
     {
         if (owner == null || owner.ShieldDepth > 0) return null;
-        if (owner.PendingException is not { } pending) return owner.StickyException(); // a kill or expired scope raises every time
+        if (owner.PendingException is not { } pending) return owner.StickyException(scope); // a kill or expired scope raises every time
         if (!owner.Dead) owner.PendingException = null;
         return pending;
     }

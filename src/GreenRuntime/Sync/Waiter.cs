@@ -123,7 +123,7 @@ internal sealed class Waiter<T> : IAsyncWait
     internal static Waiter<T> ForTask(SyncLock lk, Hub? hub, Greenlet? owner, T item = default!)
     {
         var w = new Waiter<T>(lk, hub, WaiterKind.Task, owner, default, item, null);
-        if (owner is { IsStackless: true }) owner.TrackAsyncWait(w); // on the owner's hub: a kill fails the wait
+        if (owner is { IsStackless: true }) owner.TrackAsyncWait(w, GreenTimeout.FlowScope); // on the owner's hub: a kill fails the wait
         return w;
     }
 

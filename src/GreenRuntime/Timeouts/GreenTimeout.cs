@@ -20,6 +20,13 @@
 // leaves the scope promptly. The greenlet's open scopes form a stack (Outer links, newest first); when several have
 // expired, the outermost one raises, as its exception is the one that must unwind through the inner scopes.
 //
+// Stackless greenlets: several flows of a stackless greenlet's code run at once (an awaited call, and a loop it
+// started earlier and never awaited), so its scopes are not one stack but belong to the flow that opened them: an
+// AsyncLocal (FlowScope) carries the innermost one through the awaits of the code that opened it and into the async
+// calls made from there, and each Task-form wait remembers the scope it began in. When the timer fires, step 2 fails
+// only the waits begun inside this scope, and the level-triggered rule raises only at blocking points of flows inside
+// it; step 4 sets nothing pending, which any flow's next blocking point would have taken. A kill still ends them all.
+//
 // Rejected: throwing from the timer callback into the greenlet "now" (impossible without stack switching), and a
 // per-call timeout parameter threaded through every blocking API (gevent's Timeout exists because blocking calls
 // nest arbitrarily deep in user code).
@@ -45,7 +52,9 @@ namespace GreenRuntime;
 /// itself is not aborted by this (a Task cannot be cancelled from outside); its completion is ignored when it
 /// arrives. Cooperative I/O that owns a CancellationToken cancels the operation as well.</para>
 /// <para>In stackless code the timeout faults the task of a pending <c>WaitAsync</c>/<c>GetAsync</c>/<c>PutAsync</c>/<c>AcquireAsync</c>
-/// of this library; an await of another task is not interrupted, and the exception is raised at the next such call.</para>
+/// of this library; an await of another task is not interrupted, and the exception is raised at the next such call.
+/// Only waits of the code inside the scope count: the scope flows through that code's awaits like an
+/// <see cref="AsyncLocal{T}"/>, and a loop the greenlet started before the scope is not interrupted.</para>
 /// <para>The silent form (gevent's <c>Timeout(t, False)</c>) is <see cref="RunSilently"/> or <see cref="Green.WithTimeout{T}(TimeSpan, Func{T}, T)"/>.</para>
 /// </remarks>
 /// <example>
@@ -71,6 +80,28 @@ public sealed class GreenTimeout : IDisposable
 
     /// <summary>The scope opened before this one on the same greenlet and still open (the scope stack's next link).</summary>
     internal GreenTimeout? Outer;
+
+    // The scopes of a stackless greenlet's code, as its flow sees them (see "Stackless greenlets" above).
+    private static readonly AsyncLocal<GreenTimeout?> s_flowScope = new();
+
+    /// <summary>The innermost scope of the running stackless code's flow (null in stackful code: its scopes are its
+    /// greenlet's stack, <see cref="Outer"/>).</summary>
+    internal static GreenTimeout? FlowScope => s_flowScope.Value;
+
+    /// <summary>The scope of the flow that this one was opened in (stackless greenlets only).</summary>
+    internal GreenTimeout? FlowOuter { get; private set; }
+
+    /// <summary>Whether the scope is still open (not disposed).</summary>
+    internal bool IsOpen => _open;
+
+    /// <summary>Whether a wait begun in the flow whose innermost scope was <paramref name="scope"/> is inside this one.</summary>
+    internal bool Contains(GreenTimeout? scope)
+    {
+        if (!_greenlet.IsStackless) return true; // a stackful greenlet has one wait at a time, inside all its scopes
+        for (var s = scope; s != null; s = s.FlowOuter)
+            if (s == this) return true;
+        return false;
+    }
 
     private GreenTimeout(Hub hub, Greenlet greenlet, TimeSpan duration, Exception? exception)
     {
@@ -99,6 +130,13 @@ public sealed class GreenTimeout : IDisposable
         t.Outer = g.InnermostTimeout;
         g.InnermostTimeout = t;
         t._open = true;
+        if (g.IsStackless)
+        {
+            // Set in the caller's flow (this method is not async): the awaits that follow in it, and the async calls it
+            // makes from here on, carry the scope; code it started before does not.
+            t.FlowOuter = s_flowScope.Value;
+            s_flowScope.Value = t;
+        }
         if (timeout != Timeout.InfiniteTimeSpan)
             t._timer = hub.AddTimer(timeout, static s => ((GreenTimeout)s!).Fire(), t);
         return t;
@@ -210,6 +248,7 @@ public sealed class GreenTimeout : IDisposable
             break;
         }
         Outer = null;
+        if (s_flowScope.Value == this) s_flowScope.Value = FlowOuter; // disposed in the flow that opened it: the usual case
     }
 
     private void Fire()
@@ -235,6 +274,14 @@ public sealed class GreenTimeout : IDisposable
     private void Deliver()
     {
         var g = _greenlet;
+        if (g.IsStackless)
+        {
+            // Step 2, only for the waits begun inside this scope (see "Stackless greenlets"). Nothing is left pending
+            // otherwise: the scope's own code raises at its next blocking point (Greenlet.StickyException), and code
+            // the greenlet runs outside the scope must not.
+            if (g.State != GreenletState.Dead && g.ShieldDepth == 0) g.FailAsyncWaits(Exception, this);
+            return;
+        }
         switch (g.State)
         {
             case GreenletState.Dead:
