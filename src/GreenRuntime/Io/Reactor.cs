@@ -238,6 +238,46 @@ internal sealed unsafe class Reactor : IDisposable
     }
 
     /// <summary>
+    /// <see cref="Wait"/> for several sockets at once (Socket.Select): parks until any of <paramref name="targets"/> may
+    /// be ready for its direction, its timeout passes, or one is closed. Null, before parking, when the kernel refuses to
+    /// watch one of them.
+    /// </summary>
+    public Readiness? WaitAny(ReadOnlySpan<(SafeHandle Handle, int Fd, bool Write)> targets, TimeSpan? timeout)
+    {
+        var registrations = new Registration[targets.Length];
+        for (int i = 0; i < targets.Length; i++)
+        {
+            if (Register(targets[i].Handle, targets[i].Fd) is not { } r) return null;
+            registrations[i] = r;
+        }
+        for (int i = 0; i < targets.Length; i++)
+        {
+            ref bool ready = ref targets[i].Write ? ref registrations[i].WriteReady : ref registrations[i].ReadReady;
+            if (!ready) continue;
+            ready = false;
+            return Readiness.Ready;
+        }
+        // One park, one token in every registration: the first edge wakes it, later ones find the token spent.
+        var token = _hub.BeginPark(WaitReason.Socket);
+        for (int i = 0; i < targets.Length; i++) registrations[i].AddParked(targets[i].Write, token);
+        _hub.BeginExternalWait();
+        HubTimer? timer = null;
+        try
+        {
+            if (timeout is { } limit && limit != Timeout.InfiniteTimeSpan) timer = _hub.AddWakeTimer(limit, token, Hub.TimedOut);
+            var value = _hub.EndPark(token);
+            if (ReferenceEquals(value, Hub.TimedOut)) return Readiness.TimedOut;
+            return ReferenceEquals(value, s_closed) ? Readiness.Closed : Readiness.Ready;
+        }
+        finally
+        {
+            timer?.Cancel();
+            _hub.EndExternalWait();
+            for (int i = 0; i < targets.Length; i++) registrations[i].RemoveParked(targets[i].Write, token);
+        }
+    }
+
+    /// <summary>
     /// The stackless form of <see cref="Wait"/>, in the socket calls' terms: a Task that completes with
     /// <see cref="SocketError.Success"/> when <paramref name="fd"/> may be readable (or writable),
     /// <see cref="SocketError.TimedOut"/> after <paramref name="timeout"/>, <see cref="SocketError.OperationAborted"/>

@@ -203,6 +203,39 @@ internal static unsafe class SocketIo
     }
 
     /// <summary>
+    /// Parks until <paramref name="ready"/> says yes, asking it each time the reactor reports that one of
+    /// <paramref name="sockets"/> may be ready for its direction (what Socket.Poll and Socket.Select wait for; the caller
+    /// has just asked once and got no). Returns its last answer: false when the timeout passed first. Null, before any
+    /// wait, when the reactor cannot watch one of the sockets: the caller must wait another way.
+    /// </summary>
+    public static bool? WaitUntilReady(Hub hub, ReadOnlySpan<(Socket Socket, bool Write)> sockets, TimeSpan? timeout, Func<bool> ready)
+    {
+        Reactor? reactor = null;
+        var targets = new (System.Runtime.InteropServices.SafeHandle Handle, int Fd, bool Write)[sockets.Length];
+        for (int i = 0; i < sockets.Length; i++)
+        {
+            if (!TryGetHandle(hub, sockets[i].Socket, out var r, out var handle, out int fd)) return null;
+            reactor = r;
+            targets[i] = (handle, fd, sockets[i].Write);
+        }
+        if (reactor is null) return null;
+        long deadline = Deadline(hub, timeout);
+        bool waited = false;
+        while (true)
+        {
+            var readiness = reactor.WaitAny(targets, Remaining(hub, deadline));
+            if (readiness is null)
+            {
+                if (!waited) return null;
+                return ready(); // a socket was closed and its number reused meanwhile: the caller's check reports it
+            }
+            waited = true;
+            if (ready()) return true;
+            if (readiness != Readiness.Ready) return false; // timed out, or a socket was closed (asked again above)
+        }
+    }
+
+    /// <summary>
     /// Waits without parking — for a stackless greenlet, or code that holds no carrier — until a receive on
     /// <paramref name="s"/> would not block. Null when not handled (no reactor, a closed handle).
     /// </summary>
