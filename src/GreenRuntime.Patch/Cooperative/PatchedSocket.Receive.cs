@@ -4,21 +4,28 @@ using Layer = GreenRuntime.LowLevel.CooperativeSocket;
 namespace GreenRuntime.Cooperative;
 
 // Stream receives: the core's cooperative Receive (the system call on the reactor, or wait readable and then the
-// original). A receive the original would reject at once (bad arguments, an empty buffer) runs the original, so
-// its exception or result is exactly the BCL's.
+// original). A receive the original would reject at once (bad arguments) runs the original, so its exception is
+// exactly the BCL's. A receive into an empty buffer is no exception: on a blocking socket it waits until data is there
+// (and then returns 0 without taking any), which is how synchronous SslStream waits for each TLS record; so it waits
+// readable first, like any receive. Run as the original, it held the hub until the peer sent: a TLS server and its
+// clients on one hub hung for good, and one idle TLS connection stopped every other greenlet.
 internal static partial class PatchedSocket
 {
     public static int Receive(Socket s, byte[] buffer, int offset, int size, SocketFlags socketFlags, out SocketError errorCode)
     {
-        if (!Cooperates(s) || !IsSlice(buffer, offset, size) || size == 0)
+        if (!Cooperates(s) || !IsSlice(buffer, offset, size))
             return ReceiveArray.Call(s, buffer!, offset, size, socketFlags, out errorCode);
+        if (size == 0)
+            return WaitReadableThen(s, out errorCode) ? ReceiveArray.Call(s, buffer, offset, size, socketFlags, out errorCode) : 0;
         return Layer.Receive(s, buffer.AsSpan(offset, size), socketFlags, ReceiveTimeout(s), out errorCode);
     }
 
     public static int Receive(Socket s, Span<byte> buffer, SocketFlags socketFlags, out SocketError errorCode)
     {
-        if (!Cooperates(s) || buffer.IsEmpty)
+        if (!Cooperates(s))
             return ReceiveSpan.Call(s, buffer, socketFlags, out errorCode);
+        if (buffer.IsEmpty)
+            return WaitReadableThen(s, out errorCode) ? ReceiveSpan.Call(s, buffer, socketFlags, out errorCode) : 0;
         return Layer.Receive(s, buffer, socketFlags, ReceiveTimeout(s), out errorCode);
     }
 
@@ -26,12 +33,14 @@ internal static partial class PatchedSocket
     {
         if (!Cooperates(s) || buffers is null || buffers.Count == 0)
             return ReceiveList.Call(s, buffers!, socketFlags, out errorCode);
-        var ready = Layer.WaitReadable(s, ReceiveTimeout(s));
-        if (ready != SocketError.Success)
-        {
-            errorCode = ready;
-            return 0;
-        }
-        return ReceiveList.Call(s, buffers, socketFlags, out errorCode);
+        return WaitReadableThen(s, out errorCode) ? ReceiveList.Call(s, buffers, socketFlags, out errorCode) : 0;
+    }
+
+    /// <summary>Parks until a receive on <paramref name="s"/> would not block (within its ReceiveTimeout); false with the
+    /// error to report (a timeout, or an error the socket reported meanwhile) when the original must not run.</summary>
+    private static bool WaitReadableThen(Socket s, out SocketError errorCode)
+    {
+        errorCode = Layer.WaitReadable(s, ReceiveTimeout(s));
+        return errorCode == SocketError.Success;
     }
 }
