@@ -13,15 +13,19 @@ public static partial class CooperativeSocket
     /// <param name="listener">A bound, listening socket.</param>
     /// <param name="cancellationToken">Cancels the accept (<see cref="OperationCanceledException"/>); the listener stays usable.</param>
     /// <returns>The accepted socket; the caller owns it.</returns>
-    /// <remarks>When the greenlet is killed while it waits, the pending accept is cancelled, and a connection it still
-    /// produces in the race is closed (nobody is left to serve it).</remarks>
+    /// <remarks>Without a token, on the hub's reactor: the listener's accept(2) without waiting, parked while nothing is
+    /// queued, so a kill or timeout can only end the wait, before anything was accepted. With a token (or without a
+    /// reactor) it is .NET's AcceptAsync, parked: when the greenlet is killed meanwhile the pending accept is cancelled,
+    /// and a connection it still produces in the race is closed (nobody is left to serve it).</remarks>
     /// <exception cref="SocketException">The accept failed (for example out of file descriptors).</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
     /// <exception cref="InvalidOperationException">Not on a greenlet that may park, or the socket is not listening.</exception>
     public static Socket Accept(Socket listener, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(listener);
-        RequireHub();
+        var hub = RequireHub();
+        if (!cancellationToken.CanBeCanceled && SocketIo.IsAvailable(hub) && AcceptOnReactor(hub, listener) is { } accepted)
+            return accepted;
         using var cancel = cancellationToken.CanBeCanceled ? CancellationTokenSource.CreateLinkedTokenSource(cancellationToken) : new CancellationTokenSource();
         ValueTask<Socket> pending;
         try
@@ -46,6 +50,65 @@ public static partial class CooperativeSocket
             throw;
         }
         return task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// The accept of a blocking listener on the hub's reactor: accept(2) without waiting, and park until the listener is
+    /// readable while nothing is queued. Null when the reactor cannot watch the listener (nothing was accepted then).
+    /// </summary>
+    /// <remarks>
+    /// Why not AcceptAsync, as elsewhere: .NET's socket engine completes it on a thread-pool thread, so the greenlet woke
+    /// only when a pool thread was free (800 ms while legacy code kept the pool busy), and a kill or timeout in that
+    /// window closed a connection the kernel had already handed over, resetting a real client. Here a kill can only
+    /// land in the park, before anything was accepted. The listener is switched to non-blocking mode for the one call,
+    /// with no park in between, and the accepted socket is blocking, as the original's is.
+    /// </remarks>
+    private static Socket? AcceptOnReactor(Hub hub, Socket listener)
+    {
+        bool parked = false;
+        while (true)
+        {
+            bool blocking = listener.Blocking;
+            try
+            {
+                listener.Blocking = false;
+                Socket accepted;
+                using (Parking.SuppressCooperation())
+                    accepted = listener.Accept(); // a listener that does not listen throws here, as the original does
+                accepted.Blocking = true;
+                return accepted;
+            }
+            catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock or SocketError.ConnectionAborted or SocketError.ConnectionReset)
+            {
+                // Nothing queued (or the client gave up in between): wait for the next one.
+            }
+            catch (ObjectDisposedException) when (parked)
+            {
+                // Closed while this greenlet waited: what a thread blocked in Accept sees.
+                throw new SocketException((int)SocketError.Interrupted);
+            }
+            finally
+            {
+                RestoreBlocking(listener, blocking);
+            }
+            // Not watchable: before any park, the caller's other path; after one, the listener was closed meanwhile (the
+            // next attempt reports it).
+            if (SocketIo.WaitUntilReady(hub, [(listener, false)], null, static () => true) is null && !parked)
+                return null;
+            parked = true;
+        }
+    }
+
+    private static void RestoreBlocking(Socket listener, bool blocking)
+    {
+        try
+        {
+            listener.Blocking = blocking;
+        }
+        catch (ObjectDisposedException)
+        {
+            // closed by another thread during the accept: nothing to restore
+        }
     }
 
     /// <summary>
