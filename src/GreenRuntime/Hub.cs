@@ -46,7 +46,8 @@ public sealed partial class Hub : IDisposable
             throw new InvalidOperationException($"This thread already has a hub ({t_current}). Dispose it first, or use Hub.Current.");
         Options = options;
         Id = Interlocked.Increment(ref s_nextId);
-        _logger = options.LoggerFactory.CreateLogger("GreenRuntime.Hub");
+        var logger = new Diagnostics.HubContextLogger(options.LoggerFactory.CreateLogger("GreenRuntime.Hub"));
+        _logger = logger;
         _time = options.TimeProvider;
         _pool = CarrierPool.For(options.CarrierStackSize);
         _pool.Prestart(2);
@@ -57,6 +58,7 @@ public sealed partial class Hub : IDisposable
         MainGreenlet.Carrier = _mainCarrier;
         _mainCarrier.Owner = MainGreenlet;
         _current = MainGreenlet;
+        logger.Bind(this);
         if (options.PinCarriersToOneCpu)
         {
             _cpu = Affinity.CurrentCpu();
@@ -155,4 +157,8 @@ public sealed partial class Hub : IDisposable
         throw new InvalidOperationException($"This operation belongs to {this} and must be called from its thread or one of its greenlets. From other threads use Hub.Post or Greenlet.Kill, which are thread-safe.");
 
     internal bool IsOnHubThread => t_current == this;
+
+    /// <summary>Whether the caller is hub code with no greenlet running (a callback, a link, the scheduler), on the hub's
+    /// thread of a hub that is not disposed: code that cannot park.</summary>
+    internal bool InHubContext => t_current == this && _current == HubGreenlet && !_disposed;
 }

@@ -53,4 +53,47 @@ public class CallbackWarningTests : PatchedHubTest
         ticker.Join();
         Assert.That(recorder.Entries.Count(e => e.Id.Id == 6), Is.EqualTo(1));
     }
+
+    [Test]
+    public void WhatTheHubLogsOutsideAnyGreenletWaitsForALoggerLockThatAParkedGreenletHolds()
+    {
+        // The application's logger takes a lock per call, as file sinks do. A stackless greenlet's failure, a callback
+        // that throws and a patched call inside a raw link are logged by hub code, which cannot park: waiting there for
+        // that lock while a greenlet of the hub held it (parked mid-write) hung the hub for good. On a thread of its own
+        // with a deadline, so that a hang fails the test instead of stopping the run.
+        HubUnderTest.Dispose();
+        var recorder = new Recorder();
+        Exception? failure = null;
+        var run = new Thread(() =>
+        {
+            try
+            {
+                using var hub = new Hub(new HubOptions { MaxBlockingTime = null, LoggerFactory = recorder });
+                var writer = Green.Spawn(() =>
+                {
+                    lock (recorder.Entries) Thread.Sleep(100); // a greenlet in the middle of a log line
+                });
+                var failing = Green.SpawnAsync(async () =>
+                {
+                    await Green.SleepAsync(TimeSpan.FromMilliseconds(10));
+                    throw new InvalidOperationException("boom");
+                }, "failing");
+                hub.Post(() => throw new InvalidOperationException("a callback that throws"));
+                var linked = Green.Spawn(() => Thread.Sleep(20));
+                linked.RawLink(SleepInRawLink);
+                Green.JoinAll([writer, failing, linked]);
+                Green.Sleep(50); // the queued messages are written meanwhile
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        }) { IsBackground = true };
+        run.Start();
+        Assert.That(run.Join(TimeSpan.FromSeconds(20)), Is.True, "the hub hung on its logger's lock");
+        Assert.That(failure, Is.Null);
+        List<int> ids;
+        lock (recorder.Entries) ids = recorder.Entries.Select(e => e.Id.Id).ToList();
+        Assert.That(ids, Does.Contain(1).And.Contain(2).And.Contain(6), "each message was logged");
+    }
 }

@@ -1,0 +1,77 @@
+// The hub's logger: what the runtime logs where no greenlet runs is written by a greenlet.
+//
+// The runtime logs from hub context: a greenlet failure recorded by a hub callback (a stackless greenlet's end), a
+// callback or link that threw, a patched call made inside a callback (event 6). Such code cannot park, so a contended
+// lock inside the application's logger (every file sink takes one: Serilog's, NLog's, log4net's) is waited for with the
+// baton held. When a greenlet of the same hub holds that lock — parked in the sink's file write, or queued for the
+// baton after its released lock wait — neither can go on, and the hub hung for good (HubOptions.LoggerFactory is the
+// application's own; under AddGreenlets it is the host's).
+//
+// So a log call made in hub context is queued, and a greenlet of the hub (the writer, started when the queue was empty)
+// makes it: a greenlet can wait for the sink's lock with the baton released, like any greenlet that logs. The order of
+// the hub's own messages is kept; against the application's messages they may come a scheduling round later. Calls
+// made by greenlets, by other threads (the blocking monitor's) or while the hub is disposed go straight through.
+//
+// Rejected: a thread of its own for the queue (a wake through it for every message, and one more thread per process
+// whose lifetime nothing owns); deferring every message (greenlet code can log where it is, and tests and users expect
+// a greenlet's failure to be logged before Join returns).
+
+using Microsoft.Extensions.Logging;
+
+namespace GreenRuntime.Diagnostics;
+
+/// <summary>The hub's <see cref="ILogger"/>; see the header of this file.</summary>
+internal sealed class HubContextLogger(ILogger inner) : ILogger
+{
+    private const string WriterName = "hub log writer";
+
+    private Hub? _hub;
+
+    // Hub-only.
+    private Queue<Action>? _queued;
+    private Greenlet? _writer;
+
+    /// <summary>Binds the logger to its hub, once the hub exists.</summary>
+    public void Bind(Hub hub) => _hub = hub;
+
+    public IDisposable? BeginScope<TState>(TState state) where TState : notnull => inner.BeginScope(state);
+
+    public bool IsEnabled(LogLevel logLevel) => inner.IsEnabled(logLevel);
+
+    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+    {
+        if (_hub is not { InHubContext: true })
+        {
+            inner.Log(logLevel, eventId, state, exception, formatter);
+            return;
+        }
+        (_queued ??= new()).Enqueue(() => inner.Log(logLevel, eventId, state, exception, formatter));
+        if (_writer is null)
+        {
+            _writer = new Greenlet(Write, WriterName);
+            _writer.Start();
+        }
+    }
+
+    private void Write()
+    {
+        try
+        {
+            while (_queued!.TryDequeue(out var log))
+            {
+                try
+                {
+                    log();
+                }
+                catch (Exception e) when (e is not GreenletExit)
+                {
+                    // A logger that throws has nobody to tell: the message is lost, as it would be inline.
+                }
+            }
+        }
+        finally
+        {
+            _writer = null;
+        }
+    }
+}
