@@ -22,6 +22,13 @@ namespace GreenRuntime.Cooperative;
 /// of the <c>lock</c> statement would leave the monitor owned by a carrier that goes on to run other greenlets.
 /// Entering is not a cancellation point otherwise (a kill already raised does not fail the enter of a
 /// <c>finally</c> that cleans up under a lock).</para>
+/// <para>A contended enter made by CoreLib itself (the lock inside <c>SemaphoreSlim.Release</c>, a
+/// <c>ConcurrentDictionary</c> bucket, <c>Lazy&lt;T&gt;</c>'s) is not interrupted at all: it waits for the lock, and the
+/// kill or timeout is raised at the greenlet's next blocking point. CoreLib's bookkeeping around such locks is not
+/// written for an exception in the middle (nothing interrupts a thread there in practice): a kill that interrupted the
+/// enter in <c>SemaphoreSlim.Release</c> under <c>BlockingCollection.Add</c> left the collection counting an adder that
+/// had gone, so its items were stranded and <c>CompleteAdding</c> spun for ever. The caller is read from the stack, and
+/// only when an interrupt came.</para>
 /// </remarks>
 internal static class CooperativeMonitor
 {
@@ -41,9 +48,34 @@ internal static class CooperativeMonitor
     // Cached here rather than as lambdas: the calls below must not allocate closures or initialise classes.
     private static readonly Func<object, bool> s_enter = static o =>
     {
-        EnterSlowpath.Call(o);
-        return true;
+        while (true)
+        {
+            try
+            {
+                EnterSlowpath.Call(o);
+                return true;
+            }
+            catch (ThreadInterruptedException) when (EnteredByCoreLib())
+            {
+                // A kill or timeout, not raised inside CoreLib's own bookkeeping (see the remarks): wait on. The
+                // handshake sends one interrupt per wait, and the kill stays pending for the next blocking point.
+            }
+        }
     };
+
+    /// <summary>Whether the code entering the monitor is CoreLib's: the first frame that is neither the runtime's nor
+    /// <see cref="Monitor"/>'s own.</summary>
+    private static bool EnteredByCoreLib()
+    {
+        foreach (var frame in new System.Diagnostics.StackTrace(1, false).GetFrames())
+        {
+            var type = frame.GetMethod()?.DeclaringType;
+            if (type is null || type == typeof(Monitor) || type.Assembly == typeof(CooperativeMonitor).Assembly || type.Assembly == typeof(Hub).Assembly)
+                continue;
+            return type.Assembly == typeof(object).Assembly;
+        }
+        return false;
+    }
 
     private static readonly Func<(object Obj, int Ms), bool> s_tryEnter = static s => TryEnterSlowpath.Call(s.Obj, s.Ms);
     private static readonly Func<(object Obj, int Ms), bool> s_wait = static s => WaitInt.Call(s.Obj, s.Ms);

@@ -141,6 +141,53 @@ public class LegacyCancellationTests : PatchedHubTest
 
     [TestCase("kill")]
     [TestCase("timeout")]
+    public void AKillDoesNotInterruptALockThatCoreLibEnters(string how)
+    {
+        // SemaphoreSlim.Release takes the semaphore's internal lock. Interrupted there, the Release failed half-way, and
+        // BlockingCollection.Add around it left the collection counting an adder that had gone (CompleteAdding spun for
+        // ever). CoreLib's own lock waits are no cancellation point: the Release completes, the kill comes after it.
+        var semaphore = new SemaphoreSlim(0);
+        var lockField = typeof(SemaphoreSlim).GetField("m_lockObjAndDisposed", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!;
+        object internalLock = lockField.GetValue(semaphore)!;
+        using var held = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var holder = new Thread(() =>
+        {
+            lock (internalLock)
+            {
+                held.Set();
+                release.Wait();
+            }
+        });
+        holder.Start();
+        held.Wait();
+        string? reached = null;
+        var releaser = Green.Spawn(() =>
+        {
+            void ReleaseThenBlock()
+            {
+                semaphore.Release(); // waits for the internal lock with the baton released
+                reached = "released";
+                Green.Sleep(10_000); // the next blocking point raises the kill or timeout
+                reached = "slept";
+            }
+            if (how == "kill") ReleaseThenBlock();
+            else Green.WithTimeout(TimeSpan.FromMilliseconds(30), ReleaseThenBlock);
+        });
+        Green.Sleep(50);
+        if (how == "kill") releaser.Kill(block: false);
+        else Green.Sleep(100); // the timeout expires while the greenlet waits for the lock
+        Green.Sleep(20);
+        release.Set();
+        holder.Join();
+        Assert.That(releaser.Join(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(reached, Is.EqualTo("released"), "the Release completed, and the kill or timeout came at the next blocking point");
+        Assert.That(semaphore.CurrentCount, Is.EqualTo(1));
+        Assert.That(semaphore.Wait(0), Is.True, "the semaphore works on");
+    }
+
+    [TestCase("kill")]
+    [TestCase("timeout")]
     public void AGreenletEndedWhileQueuedForAPooledHttpConnectionGivesItsPlaceBack(string how)
     {
         // With MaxConnectionsPerServer reached, HttpClient.Send waits in the pool's queue. A kill or timeout that only
