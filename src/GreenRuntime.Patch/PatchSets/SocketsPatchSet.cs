@@ -58,6 +58,8 @@ internal sealed class SocketsPatchSet : PatchSet
             typeof(CooperativeHttpClient), "Send", CooperativeHttpClient.SendSlot),
         // A named pipe's accept (a Unix socket's, started asynchronously): cancelled when a kill or timeout ends the wait.
         Point(typeof(System.IO.Pipes.NamedPipeServerStream), "WaitForConnection", [], typeof(CooperativeNamedPipe), "WaitForConnection", CooperativeNamedPipe.WaitForConnectionSlot),
+        // HttpListener's wait for the next request: one a kill or timeout abandoned is kept for the next GetContext.
+        Point(typeof(System.Net.HttpListener), "GetContext", [], typeof(CooperativeHttpListener), "GetContext", CooperativeHttpListener.GetContextSlot),
         // ClientWebSocket operations a stackful greenlet starts (and waits for): cancelled by its kill and timeouts too.
         Point(typeof(System.Net.WebSockets.ClientWebSocket), "ReceiveAsync", [typeof(ArraySegment<byte>), typeof(CancellationToken)],
             typeof(CooperativeWebSocket), "ReceiveAsync", CooperativeWebSocket.ReceiveSlot),

@@ -1,0 +1,103 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace GreenRuntime.Patch.Tests.PatchSets;
+
+/// <summary>
+/// <see cref="HttpListener.GetContext"/> on greenlets: a wait for the next request that a timeout or kill abandoned stays
+/// queued in the listener, which cannot withdraw it; the next GetContext gets it, so the request it receives is served.
+/// Before, that request went to the dead wait, and a GetContext loop under a short timeout never answered again.
+/// </summary>
+public class HttpListenerTests : PatchedHubTest
+{
+    private static HttpListener Start(out string prefix)
+    {
+        using (var probe = new TcpListener(IPAddress.Loopback, 0))
+        {
+            probe.Start();
+            prefix = $"http://127.0.0.1:{((IPEndPoint)probe.LocalEndpoint).Port}/";
+        }
+        var listener = new HttpListener();
+        listener.Prefixes.Add(prefix);
+        listener.Start();
+        return listener;
+    }
+
+    private static void Answer(HttpListenerContext context)
+    {
+        var body = System.Text.Encoding.UTF8.GetBytes(context.Request.Url!.AbsolutePath);
+        context.Response.ContentLength64 = body.Length;
+        context.Response.OutputStream.Write(body);
+        context.Response.Close();
+    }
+
+    /// <summary>Requests <paramref name="count"/> paths one after another from a plain thread, <paramref name="gap"/>
+    /// apart; returns what came back for each (or the error).</summary>
+    private static List<string> RequestFromAThread(string prefix, int count, TimeSpan gap)
+    {
+        var answers = new List<string>();
+        var client = new Thread(() =>
+        {
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(3) };
+            for (int i = 0; i < count; i++)
+            {
+                Thread.Sleep(gap);
+                try
+                {
+                    answers.Add(http.GetStringAsync($"{prefix}r{i}").GetAwaiter().GetResult());
+                }
+                catch (Exception e)
+                {
+                    answers.Add($"r{i} failed: {e.GetType().Name}");
+                }
+            }
+        });
+        client.Start();
+        while (client.IsAlive) Green.Sleep(10);
+        return answers;
+    }
+
+    [Test]
+    public void AGetContextLoopUnderAShortTimeoutServesEveryRequest()
+    {
+        using var listener = Start(out var prefix);
+        bool stop = false;
+        var server = Green.Spawn(() =>
+        {
+            while (!stop)
+            {
+                var context = Green.WithTimeout(TimeSpan.FromMilliseconds(40), () => listener.GetContext(), null);
+                if (context is not null) Answer(context);
+            }
+        });
+        var answers = RequestFromAThread(prefix, 6, TimeSpan.FromMilliseconds(100));
+        stop = true;
+        server.Join(TimeSpan.FromSeconds(5));
+        Assert.That(answers, Is.EqualTo(Enumerable.Range(0, 6).Select(i => $"/r{i}")));
+    }
+
+    [Test]
+    public void AKilledAcceptGreenletsWaitIsTakenOverByTheNext()
+    {
+        using var listener = Start(out var prefix);
+        Greenlet? server = null;
+        void Serve() => server = Green.Spawn(() =>
+        {
+            while (true) Answer(listener.GetContext());
+        });
+        Serve();
+        var restarter = Green.Spawn(() =>
+        {
+            while (true)
+            {
+                Green.Sleep(150);
+                server!.Kill();
+                Serve();
+            }
+        });
+        var answers = RequestFromAThread(prefix, 6, TimeSpan.FromMilliseconds(70));
+        restarter.Kill();
+        server!.Kill();
+        Assert.That(answers, Is.EqualTo(Enumerable.Range(0, 6).Select(i => $"/r{i}")));
+    }
+}
