@@ -55,8 +55,10 @@ internal static class CooperativeMonitor
                 EnterSlowpath.Call(o);
                 return true;
             }
-            catch (ThreadInterruptedException) when (EnteredByCoreLib())
+            catch (ThreadInterruptedException)
             {
+                // Not a filter: inside one, the stack shows the exception dispatcher (CoreLib's) above the caller.
+                if (!EnteredByCoreLib()) throw;
                 // A kill or timeout, not raised inside CoreLib's own bookkeeping (see the remarks): wait on. The
                 // handshake sends one interrupt per wait, and the kill stays pending for the next blocking point.
             }

@@ -218,8 +218,16 @@ internal sealed unsafe class Reactor : IDisposable
             else r.ReadReady = false;
             return Readiness.Ready;
         }
+        return ParkUntilReady(new ReadOnlySpan<Registration>(ref r), new ReadOnlySpan<bool>(ref write), timeout);
+    }
+
+    /// <summary>Parks the current greenlet until one of <paramref name="registrations"/> reports readiness for its
+    /// direction (<paramref name="writes"/>), its timeout passes, or one is closed: one park, one token in every
+    /// registration, so the first edge wakes it and later ones find the token spent.</summary>
+    private Readiness ParkUntilReady(ReadOnlySpan<Registration> registrations, ReadOnlySpan<bool> writes, TimeSpan? timeout)
+    {
         var token = _hub.BeginPark(WaitReason.Socket);
-        r.AddParked(write, token);
+        for (int i = 0; i < registrations.Length; i++) registrations[i].AddParked(writes[i], token);
         _hub.BeginExternalWait();
         HubTimer? timer = null;
         try
@@ -233,7 +241,8 @@ internal sealed unsafe class Reactor : IDisposable
         {
             timer?.Cancel();
             _hub.EndExternalWait();
-            r.RemoveParked(write, token); // nothing when an edge woke it (the wake cleared it)
+            // Nothing for a registration whose edge woke it (the wake cleared it).
+            for (int i = 0; i < registrations.Length; i++) registrations[i].RemoveParked(writes[i], token);
         }
     }
 
@@ -245,36 +254,21 @@ internal sealed unsafe class Reactor : IDisposable
     public Readiness? WaitAny(ReadOnlySpan<(SafeHandle Handle, int Fd, bool Write)> targets, TimeSpan? timeout)
     {
         var registrations = new Registration[targets.Length];
+        var writes = new bool[targets.Length];
         for (int i = 0; i < targets.Length; i++)
         {
             if (Register(targets[i].Handle, targets[i].Fd) is not { } r) return null;
             registrations[i] = r;
+            writes[i] = targets[i].Write;
         }
         for (int i = 0; i < targets.Length; i++)
         {
-            ref bool ready = ref targets[i].Write ? ref registrations[i].WriteReady : ref registrations[i].ReadReady;
+            ref bool ready = ref writes[i] ? ref registrations[i].WriteReady : ref registrations[i].ReadReady;
             if (!ready) continue;
             ready = false;
             return Readiness.Ready;
         }
-        // One park, one token in every registration: the first edge wakes it, later ones find the token spent.
-        var token = _hub.BeginPark(WaitReason.Socket);
-        for (int i = 0; i < targets.Length; i++) registrations[i].AddParked(targets[i].Write, token);
-        _hub.BeginExternalWait();
-        HubTimer? timer = null;
-        try
-        {
-            if (timeout is { } limit && limit != Timeout.InfiniteTimeSpan) timer = _hub.AddWakeTimer(limit, token, Hub.TimedOut);
-            var value = _hub.EndPark(token);
-            if (ReferenceEquals(value, Hub.TimedOut)) return Readiness.TimedOut;
-            return ReferenceEquals(value, s_closed) ? Readiness.Closed : Readiness.Ready;
-        }
-        finally
-        {
-            timer?.Cancel();
-            _hub.EndExternalWait();
-            for (int i = 0; i < targets.Length; i++) registrations[i].RemoveParked(targets[i].Write, token);
-        }
+        return ParkUntilReady(registrations, writes, timeout);
     }
 
     /// <summary>

@@ -38,12 +38,7 @@ public class PollSelectTests
 
     private static (Socket A, Socket B) Pair(List<Socket> owned)
     {
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(1);
-        var a = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        a.Connect(listener.LocalEndPoint!);
-        var b = listener.Accept();
+        var (a, b) = GreenRuntime.TestSupport.LoopbackPair.Connect();
         owned.Add(a);
         owned.Add(b);
         return (a, b);

@@ -14,15 +14,7 @@ namespace GreenRuntime.Patch.Tests.PatchSets;
 /// </summary>
 public class ZeroByteReceiveTests : PatchedHubTest
 {
-    private static (Socket Client, Socket Server) Pair()
-    {
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(1);
-        var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        client.Connect(listener.LocalEndPoint!);
-        return (client, listener.Accept());
-    }
+    private static (Socket Client, Socket Server) Pair() => GreenRuntime.TestSupport.LoopbackPair.Connect();
 
     /// <summary>Runs <paramref name="wait"/> on a greenlet beside a ticker while a thread sends a byte after 300 ms; returns
     /// the ticks counted meanwhile.</summary>

@@ -26,12 +26,7 @@ public class ReactorTests : HubTest
 
     private (Socket A, Socket B) Pair()
     {
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(1);
-        var a = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        a.Connect(listener.LocalEndPoint!);
-        var b = listener.Accept();
+        var (a, b) = GreenRuntime.TestSupport.LoopbackPair.Connect();
         a.NoDelay = b.NoDelay = true;
         _sockets.Add(a);
         _sockets.Add(b);

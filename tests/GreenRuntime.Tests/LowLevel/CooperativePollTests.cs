@@ -42,12 +42,7 @@ public class CooperativePollTests : HubTest
 
     private (Socket A, Socket B) Pair()
     {
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(1);
-        var a = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        a.Connect(listener.LocalEndPoint!);
-        var b = listener.Accept();
+        var (a, b) = GreenRuntime.TestSupport.LoopbackPair.Connect();
         _sockets.Add(a);
         _sockets.Add(b);
         return (a, b);
