@@ -90,6 +90,10 @@ public partial class Greenlet
     internal int ExpiredTimeouts;
 
     /// <summary>Open <see cref="CancellationShield"/>s: while above zero, kills and timeouts are recorded but not raised.</summary>
+    /// <summary>A kill or timeout came while a socket send of this greenlet waited, shielded, for the rest of its message:
+    /// raised at the start of its next send (Io/SocketIo.cs). Hub-only.</summary>
+    internal bool CancellationHeldBySend;
+
     internal int ShieldDepth;
     /// <summary>While <see cref="OutsideBaton"/> in an interruptible wait: how a kill or timeout interrupts it (ReleasedInterrupt.cs).</summary>
     internal ReleasedInterrupt? ReleasedInterrupt;

@@ -1,3 +1,4 @@
+using System.Net.Sockets;
 using System.Diagnostics;
 
 namespace GreenRuntime.Patch.Tests.PatchSets;
@@ -137,6 +138,67 @@ public class LegacyCancellationTests : PatchedHubTest
         Assert.That(rw.CurrentReadCount, Is.Zero, "the read lock was released");
         Assert.That(rw.TryEnterWriteLock(0), Is.True);
         rw.ExitWriteLock();
+    }
+
+    [TestCase("kill")]
+    [TestCase("timeout")]
+    public void AWriterStreamingToASlowReaderEndsAtItsNextSendAfterAKill(string how)
+    {
+        // Each send gets part of its chunk out at once and waits, shielded, for the rest (a message is never cut), so
+        // the writer never met a blocking point: killed, it streamed on to its last chunk. The kill held back by a send
+        // is raised at the start of the next one, between two whole chunks.
+        const int chunk = 64 * 1024, chunks = 200;
+        var (writerSide, readerSide) = GreenRuntime.TestSupport.LoopbackPair.Connect();
+        using (writerSide)
+        using (readerSide)
+        {
+            writerSide.SendBufferSize = 16 * 1024;
+            readerSide.ReceiveBufferSize = 16 * 1024;
+            long received = 0;
+            bool readerDone = false;
+            var reader = new Thread(() =>
+            {
+                var buffer = new byte[8 * 1024];
+                try
+                {
+                    int n;
+                    while ((n = readerSide.Receive(buffer)) > 0)
+                    {
+                        Interlocked.Add(ref received, n);
+                        Thread.Sleep(2); // a slow reader: about 4 MB/s at most
+                    }
+                }
+                catch (SocketException)
+                {
+                }
+                Volatile.Write(ref readerDone, true);
+            });
+            reader.Start();
+            int written = 0;
+            var writer = Green.Spawn(() =>
+            {
+                void Stream()
+                {
+                    var data = new byte[chunk];
+                    for (int i = 0; i < chunks; i++)
+                    {
+                        writerSide.Send(data);
+                        written++;
+                    }
+                }
+                if (how == "kill") Stream();
+                else Green.WithTimeout(TimeSpan.FromMilliseconds(100), Stream);
+            });
+            Green.Sleep(100);
+            if (how == "kill") writer.Kill(block: false);
+            Assert.That(writer.Join(TimeSpan.FromSeconds(10)), Is.True);
+            int writtenAtEnd = written;
+            writerSide.Shutdown(SocketShutdown.Send);
+            reader.Join();
+            TestContext.Out.WriteLine($"{how}: {writtenAtEnd} of {chunks} chunks written, {received} bytes received");
+            Assert.That(writtenAtEnd, Is.LessThan(chunks / 2), "the writer went on streaming after its kill or timeout");
+            Assert.That(received % chunk, Is.Zero, "only whole chunks went out: no send was cut");
+        }
     }
 
     [TestCase("kill")]
