@@ -43,14 +43,15 @@ public class PoolWaitKillTests : DropInTest
             var held = Enumerable.Range(0, poolSize).Select(_ => new NpgsqlConnection(connectionString)).ToList();
             foreach (var c in held) c.Open();
             var victimWaiting = new GreenRuntime.Event();
-            bool queried = false;
+            bool opened = false, slept = false;
             var victim = Green.Spawn(() =>
             {
                 using var connection = new NpgsqlConnection(connectionString);
                 victimWaiting.Set();
                 using (Green.Shield()) connection.Open();
-                Query(connection);
-                queried = true;
+                opened = true;
+                Green.Sleep(TimeSpan.FromSeconds(10)); // the kill held back by the shield is raised here
+                slept = true;
             });
             victimWaiting.Wait();
             Green.Sleep(TimeSpan.FromMilliseconds(100)); // inside the pool's wait
@@ -58,7 +59,8 @@ public class PoolWaitKillTests : DropInTest
             Green.Sleep(TimeSpan.FromMilliseconds(50));
             foreach (var c in held) c.Dispose();
             Assert.That(victim.Join(TimeSpan.FromSeconds(5)), Is.True, "the killed greenlet did not end once a connection was free");
-            Assert.That(victim.Successful && !queried, Is.True, "the kill should have ended the greenlet at its query");
+            Assert.That(opened, Is.True, "the shielded open finished once a connection was free");
+            Assert.That(victim.Successful && !slept, Is.True, "the kill ended the greenlet at its next blocking point");
 
             // All of the pool is usable again: every connection of it at once, well before the pool's timeout.
             var watch = Stopwatch.StartNew();
