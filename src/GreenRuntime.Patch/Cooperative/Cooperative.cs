@@ -113,6 +113,30 @@ internal static class Cooperative
         }
     }
 
+    /// <summary>For an asynchronous operation a stackful greenlet that may park starts (and legacy code waits for with
+    /// <c>.Result</c>): a token that <paramref name="cancellationToken"/>, the greenlet's kill and its open timeouts cancel,
+    /// and its source, to dispose once the operation is over (<see cref="DisposeAfter"/>). False elsewhere, including in a
+    /// stackless greenlet, whose code passes its own token.</summary>
+    public static bool LinkOnStackful(CancellationToken cancellationToken, out CancellationToken token, out CancellationTokenSource? linked)
+    {
+        token = cancellationToken;
+        linked = null;
+        if (ParkingHub() is null || Green.Current.IsStackless) return false;
+        token = Parking.LinkCancellation(cancellationToken, out linked);
+        return true;
+    }
+
+    /// <summary>Disposes <paramref name="linked"/> once <paramref name="operation"/> is over; returns the operation.</summary>
+    public static T DisposeAfter<T>(T operation, CancellationTokenSource? linked)
+        where T : Task
+    {
+        if (linked is null) return operation;
+        if (operation.IsCompleted) linked.Dispose();
+        else operation.ContinueWith(static (_, source) => ((CancellationTokenSource)source!).Dispose(), linked, CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        return operation;
+    }
+
     /// <summary>
     /// Parks with growing pauses (<see cref="PollBackoff"/>: 1 ms doubling to 20 ms) until <paramref name="done"/> returns true or the
     /// timeout elapses. For waits that .NET offers no completion signal for.

@@ -26,39 +26,19 @@ internal static class CooperativeWebSocket
 
     /// <summary>Replaces <see cref="ClientWebSocket.ReceiveAsync(ArraySegment{byte}, CancellationToken)"/>.</summary>
     public static Task<WebSocketReceiveResult> ReceiveAsync(ClientWebSocket socket, ArraySegment<byte> buffer, CancellationToken cancellationToken) =>
-        Linked(cancellationToken, out var token, out var linked)
-            ? DisposeAfter(ReceiveSlot.Call(socket, buffer, token), linked)
+        Cooperative.LinkOnStackful(cancellationToken, out var token, out var linked)
+            ? Cooperative.DisposeAfter(ReceiveSlot.Call(socket, buffer, token), linked)
             : ReceiveSlot.Call(socket, buffer, cancellationToken);
 
     /// <summary>Replaces <see cref="ClientWebSocket.SendAsync(ArraySegment{byte}, WebSocketMessageType, bool, CancellationToken)"/>.</summary>
     public static Task SendAsync(ClientWebSocket socket, ArraySegment<byte> buffer, WebSocketMessageType messageType, bool endOfMessage, CancellationToken cancellationToken) =>
-        Linked(cancellationToken, out var token, out var linked)
-            ? DisposeAfter(SendSlot.Call(socket, buffer, messageType, endOfMessage, token), linked)
+        Cooperative.LinkOnStackful(cancellationToken, out var token, out var linked)
+            ? Cooperative.DisposeAfter(SendSlot.Call(socket, buffer, messageType, endOfMessage, token), linked)
             : SendSlot.Call(socket, buffer, messageType, endOfMessage, cancellationToken);
 
     /// <summary>Replaces <see cref="ClientWebSocket.ConnectAsync(Uri, CancellationToken)"/>.</summary>
     public static Task ConnectAsync(ClientWebSocket socket, Uri uri, CancellationToken cancellationToken) =>
-        Linked(cancellationToken, out var token, out var linked)
-            ? DisposeAfter(ConnectSlot.Call(socket, uri, token), linked)
+        Cooperative.LinkOnStackful(cancellationToken, out var token, out var linked)
+            ? Cooperative.DisposeAfter(ConnectSlot.Call(socket, uri, token), linked)
             : ConnectSlot.Call(socket, uri, cancellationToken);
-
-    /// <summary>On a stackful greenlet that may park: the linked token, and its source to dispose once the operation is over.</summary>
-    private static bool Linked(CancellationToken cancellationToken, out CancellationToken token, out CancellationTokenSource? linked)
-    {
-        token = cancellationToken;
-        linked = null;
-        if (Cooperative.ParkingHub() is null || Green.Current.IsStackless) return false;
-        token = Parking.LinkCancellation(cancellationToken, out linked);
-        return true;
-    }
-
-    private static T DisposeAfter<T>(T operation, CancellationTokenSource? linked)
-        where T : Task
-    {
-        if (linked is null) return operation;
-        if (operation.IsCompleted) linked.Dispose();
-        else operation.ContinueWith(static (_, source) => ((CancellationTokenSource)source!).Dispose(), linked, CancellationToken.None,
-            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        return operation;
-    }
 }

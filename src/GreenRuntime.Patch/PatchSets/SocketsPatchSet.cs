@@ -56,6 +56,15 @@ internal sealed class SocketsPatchSet : PatchSet
         // The synchronous HttpClient funnel: the request's token also observes the greenlet's kill and timeouts.
         Point(typeof(System.Net.Http.HttpClient), "Send", [typeof(System.Net.Http.HttpRequestMessage), typeof(System.Net.Http.HttpCompletionOption), typeof(CancellationToken)],
             typeof(CooperativeHttpClient), "Send", CooperativeHttpClient.SendSlot),
+        // The asynchronous ones HttpClient's async calls end in, started on a stackful greenlet: the same token.
+        Point(typeof(System.Net.Http.HttpClient), "SendAsync", [typeof(System.Net.Http.HttpRequestMessage), typeof(System.Net.Http.HttpCompletionOption), typeof(CancellationToken)],
+            typeof(CooperativeHttpClient), "SendAsync", CooperativeHttpClient.SendAsyncSlot),
+        Point(typeof(System.Net.Http.HttpClient), "GetStringAsyncCore", [typeof(System.Net.Http.HttpRequestMessage), typeof(CancellationToken)],
+            typeof(CooperativeHttpClient), "GetStringAsyncCore", CooperativeHttpClient.GetStringSlot),
+        Point(typeof(System.Net.Http.HttpClient), "GetByteArrayAsyncCore", [typeof(System.Net.Http.HttpRequestMessage), typeof(CancellationToken)],
+            typeof(CooperativeHttpClient), "GetByteArrayAsyncCore", CooperativeHttpClient.GetByteArraySlot),
+        Point(typeof(System.Net.Http.HttpClient), "GetStreamAsyncCore", [typeof(System.Net.Http.HttpRequestMessage), typeof(CancellationToken)],
+            typeof(CooperativeHttpClient), "GetStreamAsyncCore", CooperativeHttpClient.GetStreamSlot),
         // A named pipe's accept (a Unix socket's, started asynchronously): cancelled when a kill or timeout ends the wait.
         Point(typeof(System.IO.Pipes.NamedPipeServerStream), "WaitForConnection", [], typeof(CooperativeNamedPipe), "WaitForConnection", CooperativeNamedPipe.WaitForConnectionSlot),
         // HttpListener's wait for the next request: one a kill or timeout abandoned is kept for the next GetContext.

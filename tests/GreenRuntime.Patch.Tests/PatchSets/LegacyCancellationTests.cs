@@ -281,6 +281,38 @@ public class LegacyCancellationTests : PatchedHubTest
         Assert.That(later.Get(), Is.EqualTo("hello"));
     }
 
+    [TestCase("kill")]
+    [TestCase("timeout")]
+    public void AnAsyncHttpRequestWaitedForWithResultIsCancelledWithItsGreenlet(string how)
+    {
+        // Sync-over-async (GetStringAsync(url).Result, and WCF's synchronous calls): a kill or timeout ended the wait but
+        // left the request queued for the pool's one connection, then on it until the server answered, so a later
+        // request waited behind every abandoned one. Started on a stackful greenlet, the request now gets a token that
+        // the greenlet's kill and timeouts cancel.
+        var delay = TimeSpan.FromMilliseconds(400);
+        using var server = SlowServer.Http(delay);
+        using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 1 });
+        var url = $"http://127.0.0.1:{server.Port}/";
+        string Get() => http.GetStringAsync(url).Result;
+        var holder = Green.Spawn(Get);
+        Green.Sleep(50);
+        var abandoned = Enumerable.Range(0, 5).Select(_ => how == "kill"
+            ? Green.Spawn(Get)
+            : Green.Spawn(() => Green.WithTimeout(TimeSpan.FromMilliseconds(50), Get, "timed out"))).ToList();
+        Green.Sleep(100);
+        if (how == "kill") Green.KillAll(abandoned);
+        Green.JoinAll(abandoned, TimeSpan.FromSeconds(10));
+        Assert.That(abandoned.All(g => g.Dead), Is.True);
+        if (how == "timeout") Assert.That(abandoned.Select(g => g.Get()), Has.All.EqualTo("timed out"), "the timeout, not the request's cancellation");
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var later = Green.Spawn(Get);
+        Assert.That(later.Get(TimeSpan.FromSeconds(20)), Is.EqualTo("hello"));
+        Assert.That(holder.Get(), Is.EqualTo("hello"));
+        // The holder's rest and one request of its own (≈ 0.65 s) when the abandoned ones are withdrawn; behind five
+        // abandoned requests of 0.4 s each (≈ 2.6 s) when they are not.
+        Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(1.5)), "the later request waited behind the abandoned ones");
+    }
+
     [Test]
     public void ASemaphoreSlimWaitEndedByATimeoutLosesNoLaterWake()
     {
