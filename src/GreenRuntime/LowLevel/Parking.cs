@@ -129,19 +129,14 @@ public static partial class Parking
     /// <param name="token">The caller's own token.</param>
     /// <param name="linked">The source made to combine them; dispose it once the operation is over. Null when none was
     /// needed.</param>
-    /// <remarks>The token's callbacks run on the hub, inside the call that killed the greenlet or in the timeout's expiry:
-    /// hand it only to operations whose cancellation does not block.</remarks>
+    /// <remarks>A kill or timeout cancels the token from a thread of the runtime's, not from the hub: the operation's
+    /// cancellation callbacks may take locks (SemaphoreSlim's does), which hub code could only wait for with the baton
+    /// held. One that comes while the greenlet is shielded cancels nothing (see KillLinkedSource.cs).</remarks>
     public static CancellationToken LinkCancellation(CancellationToken token, out CancellationTokenSource? linked)
     {
         linked = null;
         if (Hub.CurrentOrNull is not { IsOnHubThread: true } hub || hub.CurrentGreenlet == hub.HubGreenlet) return token;
-        var g = hub.CurrentGreenlet;
-        if (!token.CanBeCanceled && g.InnermostTimeout == null) return g.CancellationToken;
-        var tokens = new List<CancellationToken>(4) { g.CancellationToken };
-        if (token.CanBeCanceled) tokens.Add(token);
-        for (var t = g.InnermostTimeout; t != null; t = t.Outer)
-            tokens.Add(t.Token);
-        linked = CancellationTokenSource.CreateLinkedTokenSource(tokens.ToArray());
+        linked = new KillLinkedSource(hub.CurrentGreenlet, token);
         return linked.Token;
     }
 

@@ -201,6 +201,90 @@ public class LegacyCancellationTests : PatchedHubTest
         }
     }
 
+    [TestCase("kill from a hub callback")]
+    [TestCase("timeout")]
+    public void CancellingAWaitsTokenNeverWaitsForALockOnTheHub(string how)
+    {
+        // A kill from a hub callback (ASP.NET Core's RequestAborted) or a timeout's expiry cancelled the token a patched
+        // SemaphoreSlim.Wait was given right there on the hub, and SemaphoreSlim's cancellation callback takes the
+        // semaphore's lock. A greenlet that had won that lock in a released wait (inside Release) waited for the baton,
+        // and the hub for the lock: the process stopped answering. The cancel now runs on a thread of the runtime's. On a
+        // hub of its own thread with a deadline, so that a hang fails the test instead of stopping the run.
+        Exception? failure = null;
+        int released = 0;
+        bool waiterEnded = false;
+        var run = new Thread(() =>
+        {
+            try
+            {
+                using var hub = new Hub(new HubOptions { MaxBlockingTime = null });
+                var semaphore = new SemaphoreSlim(0);
+                var lockField = typeof(SemaphoreSlim).GetField("m_lockObjAndDisposed", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!;
+                object internalLock = lockField.GetValue(semaphore)!;
+                using var held = new ManualResetEventSlim();
+                var holder = new Thread(() =>
+                {
+                    lock (internalLock)
+                    {
+                        held.Set();
+                        Thread.Sleep(300);
+                    }
+                });
+                var waiter = Green.Spawn(() =>
+                {
+                    if (how == "timeout") Green.WithTimeout(TimeSpan.FromMilliseconds(100), () => semaphore.Wait());
+                    else semaphore.Wait();
+                });
+                Green.Sleep(20); // the waiter waits, its token linked
+                holder.Start();
+                held.Wait();
+                var releaser = Green.Spawn(() =>
+                {
+                    semaphore.Release(); // waits for the internal lock with the baton released
+                    released++;
+                });
+                Green.Sleep(20);
+                if (how != "timeout") hub.Post(() => waiter.Kill(block: false)); // a kill made by hub code
+                Green.JoinAll([waiter, releaser], TimeSpan.FromSeconds(10));
+                waiterEnded = waiter.Dead;
+                holder.Join();
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        }) { IsBackground = true };
+        run.Start();
+        Assert.That(run.Join(TimeSpan.FromSeconds(20)), Is.True, "the hub waited for the semaphore's lock with its baton held");
+        Assert.That(failure, Is.Null);
+        Assert.That(released, Is.EqualTo(1));
+        Assert.That(waiterEnded, Is.True);
+    }
+
+    [Test]
+    public void AShieldHoldsAKillBackFromAWaitGivenALinkedToken()
+    {
+        // The token a patched SemaphoreSlim.Wait gets is cancelled by a kill; inside Green.Shield the kill must wait for
+        // the shield's end (Npgsql's shielded Open waits in such a SemaphoreSlim): it was raised inside the shield, as an
+        // OperationCanceledException.
+        var semaphore = new SemaphoreSlim(0);
+        string? outcome = null;
+        var g = Green.Spawn(() =>
+        {
+            using (Green.Shield()) semaphore.Wait();
+            outcome = "acquired";
+            Green.Sleep(10_000); // the kill is raised here
+            outcome = "slept";
+        });
+        Green.Sleep(50);
+        g.Kill(block: false);
+        Green.Sleep(50);
+        semaphore.Release();
+        Assert.That(g.Join(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(outcome, Is.EqualTo("acquired"));
+        Assert.That(g.Successful, Is.True, () => $"ended with {g.Exception}");
+    }
+
     [TestCase("kill")]
     [TestCase("timeout")]
     public void AKillDoesNotInterruptALockThatCoreLibEnters(string how)

@@ -1,0 +1,91 @@
+// The source behind Parking.LinkCancellation: a token for foreign code that a greenlet's kill and timeouts cancel.
+//
+// Why the cancel runs off the hub: a kill or a timeout's expiry is hub code (a hub callback, a timer, the killing
+// greenlet's own step), and a token cancelled there runs its callbacks there. The callbacks here are foreign code's:
+// CoreLib's SemaphoreSlim registers one that takes the semaphore's lock. Hub code cannot park, so a contended lock is
+// waited for with the baton held; when a greenlet of the hub held that lock (won in a released wait, queued for the
+// baton) neither could go on, and an ASP.NET Core app under client disconnects (each one a kill from a hub callback)
+// stopped answering for good. So the greenlet's and the timeouts' cancellations are handed to one thread of the
+// process that does nothing else (the thread pool would do, but legacy code keeps it busy: a kill would wait for it),
+// and the callbacks run there, where waiting for a lock is only waiting. The caller's own token is linked directly,
+// as CancellationTokenSource.CreateLinkedTokenSource does.
+//
+// A kill or timeout that comes while the greenlet is shielded (Green.Shield) cancels nothing: the shield holds it back
+// for the greenlet's next blocking point after the shield, and an operation started inside the shield ends inside it.
+
+namespace GreenRuntime.LowLevel;
+
+/// <summary>See the header of this file. Dispose it once the operation is over.</summary>
+internal sealed class KillLinkedSource : CancellationTokenSource
+{
+    private readonly Greenlet _greenlet;
+    private readonly List<CancellationTokenRegistration> _registrations = new(3);
+
+    public KillLinkedSource(Greenlet greenlet, CancellationToken callerToken)
+    {
+        _greenlet = greenlet;
+        if (callerToken.CanBeCanceled)
+            _registrations.Add(callerToken.UnsafeRegister(static s => ((KillLinkedSource)s!).CancelQuietly(), this));
+        _registrations.Add(greenlet.CancellationToken.UnsafeRegister(static s => ((KillLinkedSource)s!).OnKillOrTimeout(), this));
+        for (var t = greenlet.InnermostTimeout; t != null; t = t.Outer)
+            _registrations.Add(t.Token.UnsafeRegister(static s => ((KillLinkedSource)s!).OnKillOrTimeout(), this));
+    }
+
+    /// <summary>On the hub, where the kill or the timeout's expiry cancelled its token.</summary>
+    private void OnKillOrTimeout()
+    {
+        if (_greenlet.ShieldDepth > 0) return;
+        Canceller.Queue(this);
+    }
+
+    internal void CancelQuietly()
+    {
+        try
+        {
+            Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The operation ended, and its caller disposed this, before the cancel came round.
+        }
+        catch (AggregateException)
+        {
+            // A callback of the operation threw: the operation's own failure, which it reports to its caller.
+        }
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            foreach (var r in _registrations) r.Dispose();
+            _registrations.Clear();
+        }
+        base.Dispose(disposing);
+    }
+
+    /// <summary>The thread that cancels the sources handed to it, one after another.</summary>
+    private static class Canceller
+    {
+        private static readonly System.Collections.Concurrent.ConcurrentQueue<KillLinkedSource> s_queue = new();
+        private static readonly SemaphoreSlim s_queued = new(0); // waited for by a plain thread: the original wait
+        private static int s_started;
+
+        public static void Queue(KillLinkedSource source)
+        {
+            s_queue.Enqueue(source);
+            if (Interlocked.Exchange(ref s_started, 1) == 0)
+                new Thread(Run) { IsBackground = true, Name = "GreenRuntime cancellations" }.UnsafeStart();
+            s_queued.Release();
+        }
+
+        private static void Run()
+        {
+            while (true)
+            {
+                s_queued.Wait();
+                if (s_queue.TryDequeue(out var source)) source.CancelQuietly();
+            }
+        }
+    }
+}
