@@ -68,7 +68,9 @@ internal sealed class KillLinkedSource : CancellationTokenSource
     private static class Canceller
     {
         private static readonly System.Collections.Concurrent.ConcurrentQueue<KillLinkedSource> s_queue = new();
-        private static readonly SemaphoreSlim s_queued = new(0); // waited for by a plain thread: the original wait
+        // A futex word, not a SemaphoreSlim: queueing runs on the hub, where a semaphore's Release could meet its lock
+        // held by this thread's Wait and block the hub.
+        private static readonly Scheduling.Parker s_queued = new();
         private static int s_started;
 
         public static void Queue(KillLinkedSource source)
@@ -76,15 +78,15 @@ internal sealed class KillLinkedSource : CancellationTokenSource
             s_queue.Enqueue(source);
             if (Interlocked.Exchange(ref s_started, 1) == 0)
                 new Thread(Run) { IsBackground = true, Name = "GreenRuntime cancellations" }.UnsafeStart();
-            s_queued.Release();
+            s_queued.Unpark();
         }
 
         private static void Run()
         {
             while (true)
             {
-                s_queued.Wait();
-                if (s_queue.TryDequeue(out var source)) source.CancelQuietly();
+                s_queued.Park();
+                while (s_queue.TryDequeue(out var source)) source.CancelQuietly();
             }
         }
     }
