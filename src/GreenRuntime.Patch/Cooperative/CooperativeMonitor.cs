@@ -22,8 +22,9 @@ namespace GreenRuntime.Cooperative;
 /// of the <c>lock</c> statement would leave the monitor owned by a carrier that goes on to run other greenlets.
 /// Entering is not a cancellation point otherwise (a kill already raised does not fail the enter of a
 /// <c>finally</c> that cleans up under a lock).</para>
-/// <para>A contended enter made by CoreLib itself (the lock inside <c>SemaphoreSlim.Release</c>, a
-/// <c>ConcurrentDictionary</c> bucket, <c>Lazy&lt;T&gt;</c>'s) is not interrupted at all: it waits for the lock, and the
+/// <para>A contended enter made by CoreLib itself, or of a lock object whose type is CoreLib's (the lock inside
+/// <c>SemaphoreSlim.Release</c>, a <c>ConcurrentDictionary</c> bucket, <c>Lazy&lt;T&gt;</c>'s, a <c>List&lt;T&gt;</c> locked on)
+/// is not interrupted at all: it waits for the lock, and the
 /// kill or timeout is raised at the greenlet's next blocking point. CoreLib's bookkeeping around such locks is not
 /// written for an exception in the middle (nothing interrupts a thread there in practice): a kill that interrupted the
 /// enter in <c>SemaphoreSlim.Release</c> under <c>BlockingCollection.Add</c> left the collection counting an adder that
@@ -58,12 +59,19 @@ internal static class CooperativeMonitor
             catch (ThreadInterruptedException)
             {
                 // Not a filter: inside one, the stack shows the exception dispatcher (CoreLib's) above the caller.
-                if (!EnteredByCoreLib()) throw;
+                if (!IsCoreLibLock(o) && !EnteredByCoreLib()) throw;
                 // A kill or timeout, not raised inside CoreLib's own bookkeeping (see the remarks): wait on. The
                 // handshake sends one interrupt per wait, and the kill stays pending for the next blocking point.
             }
         }
     };
+
+    /// <summary>Whether the monitor is an object of a CoreLib type other than <see cref="object"/> itself: the lock
+    /// CoreLib keeps inside its own types (SemaphoreSlim's <c>StrongBox&lt;bool&gt;</c>, <c>Lazy&lt;T&gt;</c>'s helper), or a
+    /// CoreLib collection that code locks on. The caller alone does not tell: the JIT inlines CoreLib methods such as
+    /// <c>SemaphoreSlim.Release</c> into the code that calls them, and their frames vanish from the stack (a killed
+    /// request's <c>finally { pool.Release(); }</c> then failed and lost the permit).</summary>
+    private static bool IsCoreLibLock(object o) => o.GetType() is var type && type != typeof(object) && type.Assembly == typeof(object).Assembly;
 
     /// <summary>Whether the code entering the monitor is CoreLib's: the first frame that is neither the runtime's nor
     /// <see cref="Monitor"/>'s own.</summary>
