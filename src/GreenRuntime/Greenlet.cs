@@ -92,6 +92,10 @@ public partial class Greenlet
     /// <summary>Open <see cref="CancellationShield"/>s: while above zero, kills and timeouts are recorded but not raised.</summary>
     /// <summary>A kill or timeout came while a socket send of this greenlet waited, shielded, for the rest of its message:
     /// raised at the start of its next send (Io/SocketIo.cs). Hub-only.</summary>
+    /// <summary>The tokens handed to operations of this greenlet that its kill and timeouts cancel (LowLevel/KillLinkedSource.cs),
+    /// while the operations last. Hub-only.</summary>
+    internal List<LowLevel.KillLinkedSource>? LiveCancellations;
+
     internal bool CancellationHeldBySend;
 
     internal int ShieldDepth;

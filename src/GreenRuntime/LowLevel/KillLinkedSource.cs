@@ -12,6 +12,14 @@
 //
 // A kill or timeout that comes while the greenlet is shielded (Green.Shield) cancels nothing: the shield holds it back
 // for the greenlet's next blocking point after the shield, and an operation started inside the shield ends inside it.
+//
+// The greenlet is often woken by the kill itself (parked, not in a released wait), and then unwinds through the
+// operation's code, whose finally blocks unregister from the token. The cancel must come first, or the operation
+// never sees it (a request queued for a pooled connection then takes the next free one for nobody). So the greenlet,
+// resuming with the kill or timeout, cancels its sources itself, on its own stack (where a lock is only a cooperative
+// wait), before it raises the exception (CancelQueued, from Hub.EndPark and BeginPark). The cancelling thread serves
+// the greenlet in a released wait, which nothing else can wake. A cancel queued when the source is disposed leaves
+// the source to that thread.
 
 namespace GreenRuntime.LowLevel;
 
@@ -20,10 +28,13 @@ internal sealed class KillLinkedSource : CancellationTokenSource
 {
     private readonly Greenlet _greenlet;
     private readonly List<CancellationTokenRegistration> _registrations = new(3);
+    private bool _queued; // hub-only: a cancel was handed to the cancelling thread
 
     public KillLinkedSource(Greenlet greenlet, CancellationToken callerToken)
     {
         _greenlet = greenlet;
+        (greenlet.LiveCancellations ??= new()).Add(this);
+        Canceller.EnsureStarted(); // here, in the greenlet's own code: not inside a kill, which may run on the hub
         if (callerToken.CanBeCanceled)
             _registrations.Add(callerToken.UnsafeRegister(static s => ((KillLinkedSource)s!).CancelQuietly(), this));
         _registrations.Add(greenlet.CancellationToken.UnsafeRegister(static s => ((KillLinkedSource)s!).OnKillOrTimeout(), this));
@@ -34,8 +45,17 @@ internal sealed class KillLinkedSource : CancellationTokenSource
     /// <summary>On the hub, where the kill or the timeout's expiry cancelled its token.</summary>
     private void OnKillOrTimeout()
     {
-        if (_greenlet.ShieldDepth > 0) return;
+        if (_greenlet.ShieldDepth > 0 || _queued) return;
+        _queued = true;
         Canceller.Queue(this);
+    }
+
+    /// <summary>On the greenlet, as it resumes with a kill or timeout: cancels, here and now, each of its sources whose
+    /// cancel that kill or timeout queued (see the header).</summary>
+    internal static void CancelQueued(List<KillLinkedSource> live)
+    {
+        foreach (var source in live.ToArray())
+            if (source._queued && !source.IsCancellationRequested) source.CancelQuietly();
     }
 
     internal void CancelQuietly()
@@ -60,6 +80,8 @@ internal sealed class KillLinkedSource : CancellationTokenSource
         {
             foreach (var r in _registrations) r.Dispose();
             _registrations.Clear();
+            _greenlet.LiveCancellations?.Remove(this);
+            if (_queued) return; // the cancelling thread still cancels it (see the header); nothing else holds on to it
         }
         base.Dispose(disposing);
     }
@@ -73,11 +95,15 @@ internal sealed class KillLinkedSource : CancellationTokenSource
         private static readonly Scheduling.Parker s_queued = new();
         private static int s_started;
 
+        public static void EnsureStarted()
+        {
+            if (Volatile.Read(ref s_started) == 0 && Interlocked.Exchange(ref s_started, 1) == 0)
+                new Thread(Run) { IsBackground = true, Name = "GreenRuntime cancellations" }.UnsafeStart();
+        }
+
         public static void Queue(KillLinkedSource source)
         {
             s_queue.Enqueue(source);
-            if (Interlocked.Exchange(ref s_started, 1) == 0)
-                new Thread(Run) { IsBackground = true, Name = "GreenRuntime cancellations" }.UnsafeStart();
             s_queued.Unpark();
         }
 

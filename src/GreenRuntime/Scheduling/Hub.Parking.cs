@@ -46,11 +46,15 @@ public sealed partial class Hub
         if (g.PendingException is { } pending)
         {
             if (g.State != GreenletState.Dead) g.PendingException = null;
+            if (g.LiveCancellations is { Count: > 0 } live) LowLevel.KillLinkedSource.CancelQueued(live); // before unwinding
             throw pending;
         }
         // Level-triggered cancellation: a killed greenlet, or one inside an expired GreenTimeout scope, cannot block.
         if ((g.KillException != null || g.ExpiredTimeouts > 0) && g.StickyException() is { } sticky)
+        {
+            if (g.LiveCancellations is { Count: > 0 } live) LowLevel.KillLinkedSource.CancelQueued(live);
             throw sticky;
+        }
     }
 
     /// <summary>Undoes <see cref="BeginPark"/> when registering the wakers failed.</summary>
@@ -101,7 +105,11 @@ public sealed partial class Hub
             if (g.State != GreenletState.Dead) g.PendingException = null;
             error = pending;
         }
-        if (error != null) throw error;
+        if (error != null)
+        {
+            if (g.LiveCancellations is { Count: > 0 } live) LowLevel.KillLinkedSource.CancelQueued(live); // before unwinding
+            throw error;
+        }
         return value;
     }
 

@@ -285,6 +285,42 @@ public class LegacyCancellationTests : PatchedHubTest
         Assert.That(g.Successful, Is.True, () => $"ended with {g.Exception}");
     }
 
+    [Test]
+    public void AKillWaitsForALockWhoseObjectIsOfACoreLibType()
+    {
+        // The JIT inlines CoreLib methods such as SemaphoreSlim.Release into their callers, so the stack does not always
+        // show that CoreLib is entering a lock; the lock object's type does (SemaphoreSlim's is a StrongBox<bool>). A
+        // killed request's finally { pool.Release(); } threw there and leaked the permit, until no request got one.
+        var list = new List<int>();
+        using var held = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var holder = new Thread(() =>
+        {
+            lock (list)
+            {
+                held.Set();
+                release.Wait();
+            }
+        });
+        holder.Start();
+        held.Wait();
+        bool entered = false;
+        var waiter = Green.Spawn(() =>
+        {
+            lock (list) entered = true;
+            Green.Sleep(10_000); // the kill is raised here
+        });
+        Green.Sleep(50);
+        waiter.Kill(block: false);
+        Green.Sleep(50);
+        Assert.That(waiter.Dead, Is.False, "the kill waits for the lock, as on a thread");
+        release.Set();
+        holder.Join();
+        Assert.That(waiter.Join(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(entered, Is.True);
+        Assert.That(waiter.Successful, Is.True);
+    }
+
     [TestCase("kill")]
     [TestCase("timeout")]
     public void AKillDoesNotInterruptALockThatCoreLibEnters(string how)
