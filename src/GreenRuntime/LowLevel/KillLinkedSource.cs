@@ -17,7 +17,7 @@
 // operation's code, whose finally blocks unregister from the token. The cancel must come first, or the operation
 // never sees it (a request queued for a pooled connection then takes the next free one for nobody). So the greenlet,
 // resuming with the kill or timeout, cancels its sources itself, on its own stack (where a lock is only a cooperative
-// wait), before it raises the exception (CancelQueued, from Hub.EndPark and BeginPark). The cancelling thread serves
+// wait), before it raises the exception (CancelQueued, from Hub.EndPark, BeginPark and the return of a released call). The cancelling thread serves
 // the greenlet in a released wait, which nothing else can wake. A cancel queued when the source is disposed leaves
 // the source to that thread.
 
@@ -52,8 +52,9 @@ internal sealed class KillLinkedSource : CancellationTokenSource
 
     /// <summary>On the greenlet, as it resumes with a kill or timeout: cancels, here and now, each of its sources whose
     /// cancel that kill or timeout queued (see the header).</summary>
-    internal static void CancelQueued(List<KillLinkedSource> live)
+    internal static void CancelQueued(Greenlet greenlet)
     {
+        if (greenlet.LiveCancellations is not { Count: > 0 } live) return;
         foreach (var source in live.ToArray())
             if (source._queued && !source.IsCancellationRequested) source.CancelQuietly();
     }

@@ -113,6 +113,8 @@ public sealed partial class Hub
         g.ResumeValue = null;
         g.ResumeError = null;
         EndStep(g);
+        if (failure != null || interrupted || (raisePending && owner.ShieldDepth == 0 && (g.PendingException ?? owner.PendingException) != null))
+            LowLevel.KillLinkedSource.CancelQueued(owner); // before unwinding (KillLinkedSource.cs)
         failure?.Throw();
         if (raisePending && owner.ShieldDepth == 0)
         {

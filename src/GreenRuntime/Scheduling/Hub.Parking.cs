@@ -46,13 +46,13 @@ public sealed partial class Hub
         if (g.PendingException is { } pending)
         {
             if (g.State != GreenletState.Dead) g.PendingException = null;
-            if (g.LiveCancellations is { Count: > 0 } live) LowLevel.KillLinkedSource.CancelQueued(live); // before unwinding
+            LowLevel.KillLinkedSource.CancelQueued(g); // before unwinding
             throw pending;
         }
         // Level-triggered cancellation: a killed greenlet, or one inside an expired GreenTimeout scope, cannot block.
         if ((g.KillException != null || g.ExpiredTimeouts > 0) && g.StickyException() is { } sticky)
         {
-            if (g.LiveCancellations is { Count: > 0 } live) LowLevel.KillLinkedSource.CancelQueued(live);
+            LowLevel.KillLinkedSource.CancelQueued(g);
             throw sticky;
         }
     }
@@ -107,7 +107,7 @@ public sealed partial class Hub
         }
         if (error != null)
         {
-            if (g.LiveCancellations is { Count: > 0 } live) LowLevel.KillLinkedSource.CancelQueued(live); // before unwinding
+            LowLevel.KillLinkedSource.CancelQueued(g); // before unwinding
             throw error;
         }
         return value;
