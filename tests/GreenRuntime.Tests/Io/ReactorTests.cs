@@ -7,32 +7,8 @@ namespace GreenRuntime.Tests.Io;
 
 /// <summary>Socket waits on the hub's epoll reactor (Io/Reactor.cs, Io/SocketIo.cs).</summary>
 [TestFixture]
-public class ReactorTests : HubTest
+public class ReactorTests : ReactorSocketTest
 {
-    private readonly List<Socket> _sockets = new();
-
-    [SetUp]
-    public void RequireReactor()
-    {
-        if (!Epoll.IsSupported) Assert.Ignore("The reactor exists on Linux x64 only.");
-    }
-
-    [TearDown]
-    public void CloseSockets()
-    {
-        foreach (var s in _sockets) s.Dispose();
-        _sockets.Clear();
-    }
-
-    private (Socket A, Socket B) Pair()
-    {
-        var (a, b) = GreenRuntime.TestSupport.LoopbackPair.Connect();
-        a.NoDelay = b.NoDelay = true;
-        _sockets.Add(a);
-        _sockets.Add(b);
-        return (a, b);
-    }
-
     private int Receive(Socket s, Span<byte> buffer, TimeSpan? timeout = null)
     {
         Assert.That(SocketIo.TryReceive(Hub, s, buffer, SocketFlags.None, timeout, out int n, out var error), Is.True, "the reactor path handles a connected TCP socket");

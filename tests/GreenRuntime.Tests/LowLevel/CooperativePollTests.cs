@@ -13,10 +13,9 @@ namespace GreenRuntime.Tests.LowLevel;
 /// clock stands still, a wait that asked again at intervals would never see the data; these see it at once.
 /// </summary>
 [TestFixture]
-public class CooperativePollTests : HubTest
+public class CooperativePollTests : GreenRuntime.Tests.Io.ReactorSocketTest
 {
     private readonly StoppedClock _clock = new();
-    private readonly List<Socket> _sockets = new();
 
     protected override HubOptions CreateOptions(ILoggerFactory loggerFactory) => new() { LoggerFactory = loggerFactory, TimeProvider = _clock };
 
@@ -27,26 +26,6 @@ public class CooperativePollTests : HubTest
         public override long GetTimestamp() => 1_000_000_000;
     }
 
-    [SetUp]
-    public void RequireReactor()
-    {
-        if (!Epoll.IsSupported) Assert.Ignore("The reactor exists on Linux x64 only.");
-    }
-
-    [TearDown]
-    public void CloseSockets()
-    {
-        foreach (var s in _sockets) s.Dispose();
-        _sockets.Clear();
-    }
-
-    private (Socket A, Socket B) Pair()
-    {
-        var (a, b) = GreenRuntime.TestSupport.LoopbackPair.Connect();
-        _sockets.Add(a);
-        _sockets.Add(b);
-        return (a, b);
-    }
 
     [Test]
     public void PollIsWokenByTheDataItWaitsFor()
@@ -126,14 +105,8 @@ public class CooperativePollTests : HubTest
 /// <summary>The timeouts of <see cref="CooperativeSocket.Poll"/> and <see cref="CooperativeSocket.Select"/>, on the hub's
 /// real clock.</summary>
 [TestFixture]
-public class CooperativePollTimeoutTests : HubTest
+public class CooperativePollTimeoutTests : GreenRuntime.Tests.Io.ReactorSocketTest
 {
-    [SetUp]
-    public void RequireReactor()
-    {
-        if (!Epoll.IsSupported) Assert.Ignore("The reactor exists on Linux x64 only.");
-    }
-
     [Test]
     public void NothingReadyWithinTheTimeoutEmptiesTheListsAndPollSaysNo()
     {
