@@ -93,7 +93,7 @@ public partial class Greenlet
     /// <summary>A kill or timeout came while a socket send of this greenlet waited, shielded, for the rest of its message:
     /// raised at the start of its next send (Io/SocketIo.cs). Hub-only.</summary>
     /// <summary>The tokens handed to operations of this greenlet that its kill and timeouts cancel (LowLevel/KillLinkedSource.cs),
-    /// while the operations last. Hub-only.</summary>
+    /// while the operations last. Created on the hub; locked for every use, since a source may be disposed anywhere.</summary>
     internal List<LowLevel.KillLinkedSource>? LiveCancellations;
 
     internal bool CancellationHeldBySend;

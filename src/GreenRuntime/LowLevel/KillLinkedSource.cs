@@ -17,9 +17,10 @@
 // operation's code, whose finally blocks unregister from the token. The cancel must come first, or the operation
 // never sees it (a request queued for a pooled connection then takes the next free one for nobody). So the greenlet,
 // resuming with the kill or timeout, cancels its sources itself, on its own stack (where a lock is only a cooperative
-// wait), before it raises the exception (CancelQueued, from Hub.EndPark, BeginPark and the return of a released call). The cancelling thread serves
-// the greenlet in a released wait, which nothing else can wake. A cancel queued when the source is disposed leaves
-// the source to that thread.
+// wait), before it raises the exception (CancelQueued, from Hub.EndPark, BeginPark and the return of a released
+// call). The cancelling thread serves the greenlet in a released wait, which nothing else can wake. A cancel queued
+// when the source is disposed leaves the source to that thread. The greenlet's list of its sources is locked: an
+// asynchronous operation's source is disposed by whatever thread completes the operation.
 
 namespace GreenRuntime.LowLevel;
 
@@ -33,7 +34,8 @@ internal sealed class KillLinkedSource : CancellationTokenSource
     public KillLinkedSource(Greenlet greenlet, CancellationToken callerToken)
     {
         _greenlet = greenlet;
-        (greenlet.LiveCancellations ??= new()).Add(this);
+        var live = greenlet.LiveCancellations ??= new();
+        lock (live) live.Add(this);
         Canceller.EnsureStarted(); // here, in the greenlet's own code: not inside a kill, which may run on the hub
         if (callerToken.CanBeCanceled)
             _registrations.Add(callerToken.UnsafeRegister(static s => ((KillLinkedSource)s!).CancelQuietly(), this));
@@ -54,8 +56,10 @@ internal sealed class KillLinkedSource : CancellationTokenSource
     /// cancel that kill or timeout queued (see the header).</summary>
     internal static void CancelQueued(Greenlet greenlet)
     {
-        if (greenlet.LiveCancellations is not { Count: > 0 } live) return;
-        foreach (var source in live.ToArray())
+        if (greenlet.LiveCancellations is not { } live) return;
+        KillLinkedSource[] sources;
+        lock (live) sources = live.ToArray();
+        foreach (var source in sources)
             if (source._queued && !source.IsCancellationRequested) source.CancelQuietly();
     }
 
@@ -81,7 +85,8 @@ internal sealed class KillLinkedSource : CancellationTokenSource
         {
             foreach (var r in _registrations) r.Dispose();
             _registrations.Clear();
-            _greenlet.LiveCancellations?.Remove(this);
+            if (_greenlet.LiveCancellations is { } live)
+                lock (live) live.Remove(this);
             if (_queued) return; // the cancelling thread still cancels it (see the header); nothing else holds on to it
         }
         base.Dispose(disposing);
