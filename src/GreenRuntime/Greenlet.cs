@@ -616,6 +616,9 @@ public partial class Greenlet
     /// the scopes of the flow that blocks count, so a loop the greenlet started outside an expired scope goes on.</remarks>
     internal Exception? StickyException() => StickyException(IsStackless ? GreenTimeout.FlowScope : null);
 
+    /// <summary>Whether a kill or timeout waits to be raised at this greenlet's next blocking point. Hub-only.</summary>
+    internal bool CancellationPending => PendingException != null || StickyException() != null;
+
     /// <summary><see cref="StickyException()"/> for a blocking point of the flow whose innermost scope is
     /// <paramref name="flowScope"/> (stackless greenlets; ignored for a stackful one, whose scopes are its stack's).</summary>
     internal Exception? StickyException(GreenTimeout? flowScope)

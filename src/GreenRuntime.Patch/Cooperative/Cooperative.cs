@@ -113,6 +113,22 @@ internal static class Cooperative
         }
     }
 
+    /// <summary>Whether the code that called <paramref name="api"/> is CoreLib's: the first frame of the stack that is
+    /// neither the runtime's (this assembly, the core one) nor <paramref name="api"/>'s own. Costs a stack walk: ask only
+    /// when it matters (a kill is pending). Not from an exception filter, whose stack shows CoreLib's dispatcher on top.
+    /// Frames the JIT inlined are not on the stack.</summary>
+    public static bool CalledByCoreLib(Type api)
+    {
+        foreach (var frame in new System.Diagnostics.StackTrace(1, false).GetFrames())
+        {
+            var type = frame.GetMethod()?.DeclaringType;
+            if (type is null || type == api || type.Assembly == typeof(Cooperative).Assembly || type.Assembly == typeof(Hub).Assembly)
+                continue;
+            return type.Assembly == typeof(object).Assembly;
+        }
+        return false;
+    }
+
     /// <summary>For an asynchronous operation a stackful greenlet that may park starts (and legacy code waits for with
     /// <c>.Result</c>): a token that <paramref name="cancellationToken"/>, the greenlet's kill and its open timeouts cancel,
     /// and its source, to dispose once the operation is over (<see cref="DisposeAfter"/>). False elsewhere, including in a

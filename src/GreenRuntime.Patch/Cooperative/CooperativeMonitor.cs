@@ -59,7 +59,7 @@ internal static class CooperativeMonitor
             catch (ThreadInterruptedException)
             {
                 // Not a filter: inside one, the stack shows the exception dispatcher (CoreLib's) above the caller.
-                if (!IsCoreLibLock(o) && !EnteredByCoreLib()) throw;
+                if (!IsCoreLibLock(o) && !Cooperative.CalledByCoreLib(typeof(Monitor))) throw;
                 // A kill or timeout, not raised inside CoreLib's own bookkeeping (see the remarks): wait on. The
                 // handshake sends one interrupt per wait, and the kill stays pending for the next blocking point.
             }
@@ -72,20 +72,6 @@ internal static class CooperativeMonitor
     /// <c>SemaphoreSlim.Release</c> into the code that calls them, and their frames vanish from the stack (a killed
     /// request's <c>finally { pool.Release(); }</c> then failed and lost the permit).</summary>
     private static bool IsCoreLibLock(object o) => o.GetType() is var type && type != typeof(object) && type.Assembly == typeof(object).Assembly;
-
-    /// <summary>Whether the code entering the monitor is CoreLib's: the first frame that is neither the runtime's nor
-    /// <see cref="Monitor"/>'s own.</summary>
-    private static bool EnteredByCoreLib()
-    {
-        foreach (var frame in new System.Diagnostics.StackTrace(1, false).GetFrames())
-        {
-            var type = frame.GetMethod()?.DeclaringType;
-            if (type is null || type == typeof(Monitor) || type.Assembly == typeof(CooperativeMonitor).Assembly || type.Assembly == typeof(Hub).Assembly)
-                continue;
-            return type.Assembly == typeof(object).Assembly;
-        }
-        return false;
-    }
 
     private static readonly Func<(object Obj, int Ms), bool> s_tryEnter = static s => TryEnterSlowpath.Call(s.Obj, s.Ms);
     private static readonly Func<(object Obj, int Ms), bool> s_wait = static s => WaitInt.Call(s.Obj, s.Ms);

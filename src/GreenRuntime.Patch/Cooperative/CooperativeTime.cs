@@ -75,21 +75,7 @@ internal static class CooperativeTime
     // only when something is pending.
     private static void RaiseUnlessBackingOff()
     {
-        if (Parking.CancellationPending && !CalledByCoreLib())
+        if (Parking.CancellationPending && !Cooperative.CalledByCoreLib(typeof(Thread)))
             Parking.Yield(); // a cancellation point: raises what is pending
-    }
-
-    /// <summary>Whether the code that called Thread.Sleep or Thread.Yield is CoreLib's (frames of this assembly and of
-    /// <see cref="Thread"/> itself skipped).</summary>
-    private static bool CalledByCoreLib()
-    {
-        var frames = new System.Diagnostics.StackTrace(1, false).GetFrames();
-        foreach (var frame in frames)
-        {
-            var type = frame.GetMethod()?.DeclaringType;
-            if (type is null || type.Assembly == typeof(CooperativeTime).Assembly || type == typeof(Thread)) continue;
-            return type.Assembly == typeof(object).Assembly;
-        }
-        return false;
     }
 }

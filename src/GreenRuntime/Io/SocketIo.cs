@@ -132,7 +132,7 @@ internal static unsafe class SocketIo
             Readiness? readiness;
             using (sent > 0 ? new CancellationShield(g) : default) // see the header: part of the message went out
                 readiness = reactor.Wait(handle, fd, write: true, Remaining(hub, deadline));
-            if (sent > 0 && (g.PendingException != null || g.StickyException() != null)) g.CancellationHeldBySend = true;
+            if (sent > 0 && g.CancellationPending) g.CancellationHeldBySend = true;
             switch (readiness)
             {
                 case null when sent == 0: return false;

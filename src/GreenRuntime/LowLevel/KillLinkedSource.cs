@@ -56,7 +56,7 @@ internal sealed class KillLinkedSource : CancellationTokenSource
     /// cancel that kill or timeout queued (see the header).</summary>
     internal static void CancelQueued(Greenlet greenlet)
     {
-        if (greenlet.LiveCancellations is not { } live) return;
+        if (greenlet.LiveCancellations is not { Count: > 0 } live) return; // the common case, read without the lock
         KillLinkedSource[] sources;
         lock (live) sources = live.ToArray();
         foreach (var source in sources)

@@ -115,7 +115,7 @@ public static partial class Parking
         {
             if (Hub.CurrentOrNull is not { IsOnHubThread: true } hub) return false;
             var g = hub.CurrentGreenlet;
-            return g != hub.HubGreenlet && (g.PendingException != null || g.StickyException() != null);
+            return g != hub.HubGreenlet && g.CancellationPending;
         }
     }
 

@@ -113,8 +113,7 @@ public sealed partial class Hub
         g.ResumeValue = null;
         g.ResumeError = null;
         EndStep(g);
-        if (failure != null || interrupted || (raisePending && owner.ShieldDepth == 0 && (g.PendingException ?? owner.PendingException) != null))
-            LowLevel.KillLinkedSource.CancelQueued(owner); // before unwinding (KillLinkedSource.cs)
+        LowLevel.KillLinkedSource.CancelQueued(owner); // a kill or timeout came meanwhile: before unwinding (KillLinkedSource.cs)
         failure?.Throw();
         if (raisePending && owner.ShieldDepth == 0)
         {

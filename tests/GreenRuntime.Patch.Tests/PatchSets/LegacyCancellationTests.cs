@@ -201,6 +201,11 @@ public class LegacyCancellationTests : PatchedHubTest
         }
     }
 
+    /// <summary>The monitor SemaphoreSlim takes inside Wait and Release, to hold from another thread as CoreLib would.</summary>
+    private static object InternalLockOf(SemaphoreSlim semaphore) =>
+        typeof(SemaphoreSlim).GetField("m_lockObjAndDisposed", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!
+            .GetValue(semaphore)!;
+
     [TestCase("kill from a hub callback")]
     [TestCase("timeout")]
     public void CancellingAWaitsTokenNeverWaitsForALockOnTheHub(string how)
@@ -219,8 +224,7 @@ public class LegacyCancellationTests : PatchedHubTest
             {
                 using var hub = new Hub(new HubOptions { MaxBlockingTime = null });
                 var semaphore = new SemaphoreSlim(0);
-                var lockField = typeof(SemaphoreSlim).GetField("m_lockObjAndDisposed", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!;
-                object internalLock = lockField.GetValue(semaphore)!;
+                object internalLock = InternalLockOf(semaphore);
                 using var held = new ManualResetEventSlim();
                 var holder = new Thread(() =>
                 {
@@ -329,8 +333,7 @@ public class LegacyCancellationTests : PatchedHubTest
         // BlockingCollection.Add around it left the collection counting an adder that had gone (CompleteAdding spun for
         // ever). CoreLib's own lock waits are no cancellation point: the Release completes, the kill comes after it.
         var semaphore = new SemaphoreSlim(0);
-        var lockField = typeof(SemaphoreSlim).GetField("m_lockObjAndDisposed", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!;
-        object internalLock = lockField.GetValue(semaphore)!;
+        object internalLock = InternalLockOf(semaphore);
         using var held = new ManualResetEventSlim();
         using var release = new ManualResetEventSlim();
         var holder = new Thread(() =>
