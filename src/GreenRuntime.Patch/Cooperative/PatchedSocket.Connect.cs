@@ -5,10 +5,19 @@ namespace GreenRuntime.Cooperative;
 
 // Connection set-up and tear-down. Connect is the core's cooperative connect (a non-blocking connect waited for on
 // the reactor, or ConnectAsync); a DnsEndPoint runs the original, which resolves through the patched Dns and comes
-// back here once per address. Accept is the core's cooperative accept (AcceptAsync, a connection accepted in the
-// race with a kill closed); Disconnect parks on DisconnectAsync.
+// back here once per address. Accept is the core's cooperative accept (on the reactor where there is one);
+// Disconnect parks on DisconnectAsync. Closing (SafeSocketHandle.CloseAsIs, where every Socket.Dispose and Close of a
+// socket that owns its handle ends) runs the original, then ends at once the waits of greenlets parked on the socket, as
+// closing a socket wakes the threads blocked in it. Socket.Dispose(bool) itself is virtual and has no code the detour
+// engine can find before its first call; Close and Dispose() are small enough to be inlined into their callers.
 internal static partial class PatchedSocket
 {
+    public static void CloseAsIs(SafeSocketHandle handle, bool abortive)
+    {
+        CloseAsIsSlot.Call(handle, abortive);
+        GreenRuntime.LowLevel.CooperativeSocket.NotifyClosed(handle);
+    }
+
     public static Socket Accept(Socket s)
     {
         var hub = Cooperative.ParkingHub();

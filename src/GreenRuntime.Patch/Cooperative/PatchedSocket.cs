@@ -15,7 +15,7 @@ namespace GreenRuntime.Cooperative;
 /// use too: the non-blocking system call parked on the hub's reactor where there is one, otherwise .NET's async
 /// operations, timeouts and kills.</para>
 /// <para>By concern: receives (PatchedSocket.Receive.cs), sends and SendFile (PatchedSocket.Send.cs), datagram
-/// ReceiveFrom/ReceiveMessageFrom/SendTo (PatchedSocket.Datagram.cs), Accept/Connect/Disconnect
+/// ReceiveFrom/ReceiveMessageFrom/SendTo (PatchedSocket.Datagram.cs), Accept/Connect/Disconnect/closing
 /// (PatchedSocket.Connect.cs), Poll/Select (PatchedSocket.Poll.cs).</para>
 /// <para>Timeouts are the socket's own: <see cref="Socket.ReceiveTimeout"/> for receives,
 /// <see cref="Socket.SendTimeout"/> for sends (SocketError.TimedOut, as the original reports it).</para>
@@ -59,7 +59,11 @@ internal static partial class PatchedSocket
     internal static readonly OriginalSlot<SpanSendTo> SendToSpan = new(static (s, b, f, r) => s.SendTo(b, f, r));
     internal static readonly OriginalSlot<SpanSendToAddress> SendToAddress = new(static (s, b, f, a) => s.SendTo(b, f, a));
     internal static readonly OriginalSlot<Action<Socket, bool>> DisconnectSlot = new(static (s, reuse) => s.Disconnect(reuse));
+    internal static readonly OriginalSlot<Action<SafeSocketHandle, bool>> CloseAsIsSlot = new(CloseAsIsCore);
     internal static readonly OriginalSlot<SendFileFn> SendFileSlot = new(static (s, n, pre, post, f) => s.SendFile(n, pre, post, f));
+
+    [System.Runtime.CompilerServices.UnsafeAccessor(System.Runtime.CompilerServices.UnsafeAccessorKind.Method, Name = "CloseAsIs")]
+    private static extern void CloseAsIsCore(SafeSocketHandle handle, bool abortive); // internal
 
     // Not Socket.Handle: reading it marks the handle as exposed, which changes how .NET treats the socket.
     private static bool MayPark(Socket s) => s.Blocking;

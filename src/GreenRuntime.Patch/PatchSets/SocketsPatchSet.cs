@@ -6,7 +6,7 @@ using GreenRuntime.Cooperative;
 namespace GreenRuntime.PatchSets;
 
 /// <summary>
-/// Synchronous <see cref="Socket"/> operations (SendTo, SendFile and Disconnect included), at the large overloads (with <c>out SocketError</c>, or the
+/// Synchronous <see cref="Socket"/> operations (SendTo, SendFile, Disconnect and closing included), at the large overloads (with <c>out SocketError</c>, or the
 /// full parameter list) that every smaller overload, <see cref="NetworkStream"/>, <see cref="TcpClient"/>,
 /// <see cref="TcpListener"/>, <see cref="UdpClient"/>, SslStream and HttpClient's synchronous path call; and the
 /// asynchronous receive, send and connect funnels, for stackless greenlets; and HttpClient's synchronous Send, whose
@@ -47,6 +47,8 @@ internal sealed class SocketsPatchSet : PatchSet
         Point(S, "SendTo", [typeof(ReadOnlySpan<byte>), typeof(SocketFlags), typeof(EndPoint)], C, "SendTo", PatchedSocket.SendToSpan),
         Point(S, "SendTo", [typeof(ReadOnlySpan<byte>), typeof(SocketFlags), typeof(SocketAddress)], C, "SendTo", PatchedSocket.SendToAddress),
         Point(S, "Disconnect", [typeof(bool)], C, "Disconnect", PatchedSocket.DisconnectSlot),
+        // Closing: greenlets parked on the socket wake at once, as blocked threads do.
+        Point(typeof(SafeSocketHandle), "CloseAsIs", [typeof(bool)], C, "CloseAsIs", PatchedSocket.CloseAsIsSlot),
         Point(S, "SendFile", [typeof(string), typeof(ReadOnlySpan<byte>), typeof(ReadOnlySpan<byte>), typeof(TransmitFileOptions)], C, "SendFile", PatchedSocket.SendFileSlot),
         // The async funnels: for stackless greenlets, completed on the hub's reactor (PatchedSocket.Async.cs).
         Point(S, "ReceiveAsync", [typeof(Memory<byte>), typeof(SocketFlags), typeof(bool), typeof(CancellationToken)], C, "ReceiveAsync", PatchedSocket.ReceiveAsyncSlot),

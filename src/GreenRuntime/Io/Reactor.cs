@@ -33,10 +33,12 @@
 // first one's bytes, and a receive made while another waits for data would race it for the next bytes: whichever
 // system call ran first would take them, so the two callers could see the stream out of order.
 //
-// A socket closed while a greenlet waits on it: close() silently drops the fd from every epoll set, so the
-// reactor sweeps its registrations every 250 ms while it has any and wakes the waiters of closed handles with
-// Closed; a registration found for a *different* handle on the same fd number (closed and reused) is
-// replaced the same way.
+// A socket closed while a greenlet waits on it: close() silently drops the fd from every epoll set, so no event
+// says so. Whoever closes a socket through Socket.Dispose under Patch.All(), or calls CooperativeSocket.NotifyClosed,
+// ends its waits at once (EndWaitsOnClosed: every reactor that watches the handle is told, on its own baton holder,
+// through its inbox), as closing wakes the threads blocked on a socket. For a close nobody reports the reactor
+// sweeps its registrations every 250 ms while it has any and wakes the waiters of closed handles with Closed; a
+// registration found for a *different* handle on the same fd number (closed and reused) is replaced the same way.
 //
 // Rejected designs
 //   * One-shot registrations (EPOLLONESHOT): an epoll_ctl per wait, one more system call per round trip.
@@ -46,6 +48,7 @@
 
 using System.Diagnostics;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using GreenRuntime.Scheduling;
 
@@ -81,9 +84,20 @@ internal sealed unsafe class Reactor : IDisposable
     private readonly Dictionary<int, Registration> _registrations = new();
     private long _nextSweep;
 
-    private sealed class Registration(SafeHandle handle)
+    /// <summary>Every live registration of a handle, across reactors (chained through <see cref="Registration.NextWatcher"/>,
+    /// under <see cref="s_watchersLock"/>): what <see cref="EndWaitsOnClosed"/> looks up from whichever thread closes a
+    /// socket. Weak, so a handle nobody closes properly is not kept alive by it.</summary>
+    private static readonly ConditionalWeakTable<SafeHandle, Registration> s_watchers = new();
+    private static readonly Lock s_watchersLock = new();
+
+    private sealed class Registration(Reactor owner, SafeHandle handle, int fd)
     {
+        public readonly Reactor Owner = owner;
+        public readonly int Fd = fd;
         public SafeHandle Handle = handle;
+
+        /// <summary>The handle's registration in another reactor (greenlets of two hubs waiting on one socket); rare.</summary>
+        public Registration? NextWatcher;
         /// <summary>The first greenlet parked for each direction; default when none (a woken token is cleared, so
         /// an idle socket's registration keeps no finished greenlet alive).</summary>
         public WakeToken Reader, Writer;
@@ -427,6 +441,7 @@ internal sealed unsafe class Reactor : IDisposable
             // The old socket was closed and its number reused: its waiters will never hear from it. Forgotten first:
             // ending their waits may run continuations right here, which may register this very fd (hence the loop).
             _registrations.Remove(fd);
+            Unwatch(old);
             AbortWaiters(old);
         }
         var ev = new Epoll.Event { Events = Epoll.In | Epoll.Out | Epoll.RdHup | Epoll.EdgeTriggered, Data = (ulong)fd };
@@ -435,8 +450,9 @@ internal sealed unsafe class Reactor : IDisposable
             if (Marshal.GetLastPInvokeError() != Epoll.EEXIST || Epoll.Control(_epfd, Epoll.CtlMod, fd, &ev) != 0)
                 return null;
         }
-        var r = new Registration(handle);
+        var r = new Registration(this, handle, fd);
         _registrations[fd] = r;
+        Watch(r);
         if (_registrations.Count == 1) _nextSweep = Stopwatch.GetTimestamp() + s_sweepInterval;
         return r;
     }
@@ -544,11 +560,67 @@ internal sealed unsafe class Reactor : IDisposable
             if (!r.Handle.IsClosed) continue;
             (closed ??= new()).Add(r);
             _registrations.Remove(fd); // removing the current entry is allowed while enumerating; adding is not
+            Unwatch(r);
         }
         if (closed == null) return;
         // After the walk: ending a wait may run its continuation right here (a stackless waiter's await with
         // ConfigureAwait(false)), and that code may wait on another socket, which registers it.
         foreach (var r in closed) AbortWaiters(r);
+    }
+
+    private static void Watch(Registration r)
+    {
+        lock (s_watchersLock)
+        {
+            if (s_watchers.TryGetValue(r.Handle, out var first)) r.NextWatcher = first;
+            s_watchers.AddOrUpdate(r.Handle, r);
+        }
+    }
+
+    private static void Unwatch(Registration r)
+    {
+        lock (s_watchersLock)
+        {
+            if (!s_watchers.TryGetValue(r.Handle, out var first)) return;
+            if (ReferenceEquals(first, r))
+            {
+                if (r.NextWatcher is { } next) s_watchers.AddOrUpdate(r.Handle, next);
+                else s_watchers.Remove(r.Handle);
+                return;
+            }
+            for (var prev = first; prev.NextWatcher is { } cur; prev = cur)
+                if (ReferenceEquals(cur, r))
+                {
+                    prev.NextWatcher = r.NextWatcher;
+                    return;
+                }
+        }
+    }
+
+    /// <summary>
+    /// Ends at once the waits on <paramref name="handle"/>, which has just been closed, in every reactor that watches it:
+    /// parked greenlets wake with <see cref="Readiness.Closed"/>, stackless waits complete. Safe from any thread: each
+    /// reactor does it on its own baton holder, as a hub callback (so no waiter's code runs inside the closer's call).
+    /// Nothing when the handle is still open (a Socket that did not own it) or nobody watches it.
+    /// </summary>
+    public static void EndWaitsOnClosed(SafeHandle handle)
+    {
+        if (!handle.IsClosed || !s_watchers.TryGetValue(handle, out _)) return; // lock-free: most sockets closed were never waited on
+        lock (s_watchersLock)
+        {
+            if (!s_watchers.TryGetValue(handle, out var first)) return;
+            for (var r = first; r != null; r = r.NextWatcher)
+                r.Owner._hub.PostItem(RunItem.ForCallback(static x => ((Registration)x!).Owner.Forget((Registration)x!), r));
+        }
+    }
+
+    /// <summary>On the baton holder: drops <paramref name="r"/> (if still current) and ends its waits.</summary>
+    private void Forget(Registration r)
+    {
+        if (_events == null || !_registrations.TryGetValue(r.Fd, out var current) || !ReferenceEquals(current, r)) return;
+        _registrations.Remove(r.Fd);
+        Unwatch(r);
+        AbortWaiters(r);
     }
 
     private void AbortWaiters(Registration r)
@@ -570,6 +642,7 @@ internal sealed unsafe class Reactor : IDisposable
         if (_events == null) return;
         foreach (var r in _registrations.Values.ToArray()) // a continuation run by Complete may register another socket
         {
+            Unwatch(r);
             r.AsyncReader?.Complete(Readiness.Closed);
             r.AsyncWriter?.Complete(Readiness.Closed);
         }

@@ -96,7 +96,7 @@ internal static unsafe class SocketIo
             {
                 case null: return false;
                 case Readiness.TimedOut: error = SocketError.TimedOut; return true;
-                case Readiness.Closed: error = SocketError.OperationAborted; return true;
+                case Readiness.Closed: error = ClosedUnderCall(s); return true;
             }
         }
     }
@@ -125,7 +125,7 @@ internal static unsafe class SocketIo
             switch (Attempt(s, handle, fd, send: true, rest, flags, out int n, out error))
             {
                 case Outcome.NotHandled when sent == 0: return false;
-                case Outcome.NotHandled: error = SocketError.OperationAborted; return true; // closed under us halfway
+                case Outcome.NotHandled: error = ClosedUnderCall(s); return true; // closed under us halfway
                 case Outcome.Done when error != SocketError.Success: return true;
                 case Outcome.Done: sent += n; continue;
             }
@@ -138,10 +138,34 @@ internal static unsafe class SocketIo
                 case null when sent == 0: return false;
                 case null: error = SocketError.SocketError; return true;
                 case Readiness.TimedOut: error = SocketError.TimedOut; return true;
-                case Readiness.Closed: error = SocketError.OperationAborted; return true;
+                case Readiness.Closed: error = ClosedUnderCall(s); return true;
             }
         }
         return true;
+    }
+
+    /// <summary>What a thread blocked in a receive or send on <paramref name="s"/> sees when another thread closes the socket:
+    /// .NET then unblocks the system call by disconnecting a stream socket (ConnectionAborted) and shutting down any
+    /// other (Interrupted), and so the greenlet parked in its place reports the same.</summary>
+    private static SocketError ClosedUnderCall(Socket s) =>
+        s.SocketType is SocketType.Stream or SocketType.Unknown ? SocketError.ConnectionAborted : SocketError.Interrupted;
+
+    /// <summary>Ends at once the waits of greenlets parked on <paramref name="s"/>, which has just been closed (see
+    /// <see cref="Reactor.EndWaitsOnClosed"/>). Safe from any thread.</summary>
+    public static void NotifyClosed(Socket s)
+    {
+        if (s_handleFieldMissing) return;
+        SafeSocketHandle? handle;
+        try
+        {
+            handle = HandleField(s);
+        }
+        catch (MissingFieldException)
+        {
+            s_handleFieldMissing = true;
+            return;
+        }
+        if (handle is not null) Reactor.EndWaitsOnClosed(handle);
     }
 
     /// <summary>Whether sends on <paramref name="s"/> may go through <see cref="TrySend"/>: a stream socket, or a pipe

@@ -199,6 +199,31 @@ public static partial class CooperativeSocket
         }
     }
 
+    /// <summary>
+    /// Ends at once the waits of greenlets (and stackless waits) on <paramref name="socket"/>, on whichever hub they are:
+    /// call it right after closing a socket that other greenlets may be blocked on, as closing a socket wakes the threads
+    /// blocked in it. A parked receive or send then reports <see cref="SocketError.ConnectionAborted"/> on a stream
+    /// socket and <see cref="SocketError.Interrupted"/> on others, as a blocked thread's does; an accept reports
+    /// Interrupted. Under <c>Patch.All()</c> every <see cref="Socket.Dispose()"/> and <see cref="Socket.Close()"/> does this by itself.
+    /// </summary>
+    /// <remarks>Safe from any thread, on or off a hub. Nothing happens while the socket is still open (a
+    /// <see cref="Socket"/> that does not own its handle) or when nobody waits on it. Without it the hub's reactor notices
+    /// the closing within about 250 ms and ends the waits then.</remarks>
+    public static void NotifyClosed(Socket socket)
+    {
+        ArgumentNullException.ThrowIfNull(socket);
+        SocketIo.NotifyClosed(socket);
+    }
+
+    /// <summary><see cref="NotifyClosed(Socket)"/> for the socket whose handle <paramref name="handle"/> is: for code that
+    /// closes the handle itself. (Reading <see cref="Socket.SafeHandle"/> changes how .NET treats a socket: prefer the
+    /// other overload.)</summary>
+    public static void NotifyClosed(SafeSocketHandle handle)
+    {
+        ArgumentNullException.ThrowIfNull(handle);
+        Reactor.EndWaitsOnClosed(handle);
+    }
+
     /// <summary>The hub the caller parks on, or the misuse exception.</summary>
     private static Hub RequireHub() =>
         Parking.ParkingHubSilent() ?? throw new InvalidOperationException(

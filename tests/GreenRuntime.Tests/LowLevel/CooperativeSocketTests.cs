@@ -254,7 +254,7 @@ public class CooperativeSocketTests : HubTest
         _server.Dispose();
         Green.JoinAll([writer], TimeSpan.FromSeconds(10));
         Assert.That(writer.Dead, Is.True);
-        Assert.That(error, Is.EqualTo(SocketError.OperationAborted), "the send ends as the original's does when its socket is closed");
+        Assert.That(error, Is.EqualTo(SocketError.ConnectionAborted), "the send ends as the original's does when its socket is closed");
     }
 
     [Test]
