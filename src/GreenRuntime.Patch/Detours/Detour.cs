@@ -281,7 +281,9 @@ public sealed class Detour : IDisposable
     /// <summary>
     /// Redirects every call of <paramref name="target"/> to <paramref name="replacement"/>.
     /// </summary>
-    /// <param name="target">A non-generic method or constructor with an IL body.</param>
+    /// <param name="target">A method or constructor with an IL body: not a generic method; of a generic type, only an
+    /// instance method of a class instantiated over reference types, and then the detour covers every such
+    /// instantiation (they share its code).</param>
     /// <param name="replacement">
     /// A static method with the target's return type and parameters; for an instance target, <c>this</c>
     /// comes first (as the declaring type, or <c>ref T</c> when the declaring type is a struct).
@@ -316,7 +318,7 @@ public sealed class Detour : IDisposable
     /// </code>
     /// </example>
     /// <inheritdoc cref="Create(MethodBase, MethodInfo)"/>
-    /// <param name="target">A non-generic method or constructor with an IL body.</param>
+    /// <param name="target">As for <see cref="Create(MethodBase, MethodInfo)"/>.</param>
     /// <param name="replacement">A static method with the target's signature (<c>this</c> first for instance targets).</param>
     /// <param name="beforeLive">Called once with the detour before it goes live; null for none.</param>
     public static Detour Create(MethodBase target, MethodInfo replacement, Action<Detour>? beforeLive)

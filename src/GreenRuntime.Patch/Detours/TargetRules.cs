@@ -30,11 +30,22 @@ internal static class TargetRules
                 $"Cannot detour {name}: it is an open generic method; detour a closed instantiation instead.");
         }
 
-        if (target.IsGenericMethod || target.DeclaringType is { IsGenericType: true })
+        if (target.IsGenericMethod)
         {
             throw new NotSupportedException(
-                $"Cannot detour {name}: generic instantiations are not supported (shared generic code serves " +
-                "several instantiations and takes a hidden instantiation argument).");
+                $"Cannot detour {name}: generic instantiations of a generic method are not supported (their shared code takes a hidden " +
+                "instantiation argument).");
+        }
+
+        // An instance method of a generic class over reference types runs the class's shared code (T = __Canon), which
+        // finds its instantiation through `this`: its calling convention is the plain one, and one detour covers every
+        // such instantiation. A value-type instantiation has code of its own; a static method takes a hidden argument.
+        if (target.DeclaringType is { IsGenericType: true } generic
+            && (target.IsStatic || generic.IsValueType || generic.GetGenericArguments().Any(a => a.IsValueType)))
+        {
+            throw new NotSupportedException(
+                $"Cannot detour {name}: of generic types only instance methods of classes instantiated over reference " +
+                "types are supported (their shared code serves every such instantiation and needs no hidden argument).");
         }
 
         if (target.IsAbstract)

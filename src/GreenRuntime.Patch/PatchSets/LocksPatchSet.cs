@@ -8,7 +8,9 @@ namespace GreenRuntime.PatchSets;
 /// <summary>
 /// Locks owned by an OS thread — <see cref="Monitor"/> (the C# <c>lock</c> statement), <see cref="Lock"/> and the
 /// runtime's class-initialisation lock: a greenlet that would wait for one releases the hub's baton around the
-/// runtime's wait (see <see cref="CooperativeMonitor"/>, <see cref="CooperativeLock"/>, <see cref="CooperativeClassInit"/>).
+/// runtime's wait (see <see cref="CooperativeMonitor"/>, <see cref="CooperativeLock"/>, <see cref="CooperativeClassInit"/>);
+/// and the lazy initialisation they guard runs shielded (static constructors, <see cref="Lazy{T}"/> factories:
+/// <see cref="CooperativeLazy"/>).
 /// </summary>
 internal sealed class LocksPatchSet : PatchSet
 {
@@ -49,5 +51,7 @@ internal sealed class LocksPatchSet : PatchSet
         new("System.Reflection.RuntimeConstructorInfo.Invoke(BindingFlags, Binder, Object[], CultureInfo) (ConstructorInfo.Invoke)", CooperativeClassInit.RuntimeConstructorInfo?.GetMethod("Invoke", [typeof(BindingFlags), typeof(Binder), typeof(object[]), typeof(CultureInfo)]), C.GetMethod(nameof(CooperativeClassInit.ConstructorInvoke))!, CooperativeClassInit.ConstructorInvokeSlot, CooperativeClassInit.WarmUpReflection),
         new("System.Reflection.ConstructorInvoker.InterpretedInvoke(Object, IntPtr*) (a ConstructorInvoker's first calls)", CooperativeClassInit.InterpretedInvokeMethod, C.GetMethod(nameof(CooperativeClassInit.ConstructorInvokerInvoke))!, CooperativeClassInit.InterpretedInvokeSlot, CooperativeClassInit.WarmUpReflection),
         Point(typeof(RuntimeHelpers), "GetUninitializedObject", [typeof(Type)], C, nameof(CooperativeClassInit.GetUninitializedObject), CooperativeClassInit.GetUninitializedObjectSlot) with { WarmUp = CooperativeClassInit.WarmUpReflection },
+        // Lazy<T> factories run shielded, as static constructors do: a kill raised inside one would be cached as its value.
+        new("System.Lazy`1.ViaFactory(LazyThreadSafetyMode) (Lazy<T> factories, T a reference type)", CooperativeLazy.ViaFactoryMethod, typeof(CooperativeLazy).GetMethod(nameof(CooperativeLazy.ViaFactory))!, CooperativeLazy.ViaFactorySlot, CooperativeLazy.WarmUp),
     ];
 }

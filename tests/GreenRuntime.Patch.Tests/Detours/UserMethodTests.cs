@@ -141,6 +141,33 @@ public class UserMethodTests
         Assert.That(e!.Message, Does.Contain("does not match"));
     }
 
+    [Test]
+    public void AnInstanceMethodOfAGenericClassIsRedirectedForEveryReferenceTypeInstantiation()
+    {
+        // Box<string> and Box<Uri> run the shared code of Box<__Canon>: one detour, reached through any of them.
+        Assert.That(new Box<string>("a").Describe(), Is.EqualTo("box of a"));
+        using Detour d = Detour.Create(typeof(Box<object>).GetMethod(nameof(Box<object>.Describe))!, Method(typeof(Replacements), nameof(Replacements.DescribeBox)));
+        Replacements.DescribeBoxDetour = d;
+        Assert.Multiple(() =>
+        {
+            Assert.That(new Box<string>("a").Describe(), Is.EqualTo("<box of a>"));
+            Assert.That(new Box<Uri>(new Uri("http://x/")).Describe(), Is.EqualTo("<box of http://x/>"));
+            Assert.That(new Box<int>(7).Describe(), Is.EqualTo("box of 7"), "a value-type instantiation has code of its own");
+        });
+        d.Dispose();
+        Assert.That(new Box<string>("a").Describe(), Is.EqualTo("box of a"));
+    }
+
+    [Test]
+    public void GenericClassMethodsWithoutSharedReferenceCodeAreRefused()
+    {
+        var replacement = Method(typeof(Replacements), nameof(Replacements.DescribeBox));
+        var valueType = Assert.Throws<NotSupportedException>(() => Detour.Create(typeof(Box<int>).GetMethod(nameof(Box<int>.Describe))!, replacement));
+        Assert.That(valueType!.Message, Does.Contain("instantiated over reference types"));
+        var isStatic = Assert.Throws<NotSupportedException>(() => Detour.Create(typeof(Box<object>).GetMethod(nameof(Box<object>.Make))!, Method(typeof(Replacements), nameof(Replacements.MakeBox))));
+        Assert.That(isStatic!.Message, Does.Contain("instantiated over reference types"));
+    }
+
     internal delegate double MixedFn(string s, double d, Point p, ref int r, out string note, long l, float f, char c);
 
     internal delegate void AccumulatorPushFn(ref Accumulator self, int value);
@@ -148,6 +175,15 @@ public class UserMethodTests
     internal static MethodInfo Method(Type type, string name) =>
         type.GetMethod(name, BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static | BindingFlags.Instance)
         ?? throw new MissingMethodException(type.Name, name);
+}
+
+internal sealed class Box<T>(T value)
+{
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public string Describe() => $"box of {value}";
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static string Make() => typeof(T).Name;
 }
 
 internal struct Point
@@ -220,6 +256,11 @@ internal static class Targets
 internal static class Replacements
 {
     public static Detour? GreetingDetour;
+    public static Detour? DescribeBoxDetour;
+
+    public static string DescribeBox(object box) => $"<{DescribeBoxDetour!.GetOriginal<Func<object, string>>()(box)}>";
+
+    public static string MakeBox() => "replaced";
 
     public static int Add(int a, int b) => -(a * b);
 

@@ -145,6 +145,45 @@ public class LazyInitialisationTests : PatchedHubTest
     }
 
     [Test]
+    public void AKillThatComesDuringALazyFactoryWaitsForItAndLeavesTheLazyUsable()
+    {
+        // Lazy<T> caches what its factory threw for good: a kill raised inside would be every later caller's exception.
+        var lazy = new Lazy<string>(() =>
+        {
+            Thread.Sleep(200);
+            return "created";
+        });
+        bool returned = false;
+        var first = Green.Spawn(() =>
+        {
+            _ = lazy.Value;
+            returned = true;
+            Thread.Sleep(1000); // the next blocking point: the kill is raised here
+        });
+        Green.Sleep(50); // inside the factory's sleep
+        first.Kill(block: false);
+        Green.JoinAll([first], TimeSpan.FromSeconds(10));
+        Assert.That((first.Dead, returned), Is.EqualTo((true, true)), "the factory finished; the kill ended the greenlet after it");
+        Assert.That(Green.Spawn(() => lazy.Value).Get(TimeSpan.FromSeconds(10)), Is.EqualTo("created"));
+
+        // A timeout that expires inside a factory is held back the same way, in the modes that cache exceptions.
+        var unsafeLazy = new Lazy<Uri>(() =>
+        {
+            Thread.Sleep(100);
+            return new Uri("http://created/");
+        }, LazyThreadSafetyMode.None);
+        var timedOut = Green.Spawn(() => GreenTimeout.RunSilently(TimeSpan.FromMilliseconds(20), () => _ = unsafeLazy.Value));
+        Green.JoinAll([timedOut], TimeSpan.FromSeconds(10));
+        Assert.That(timedOut.Exception, Is.Null);
+        Assert.That(unsafeLazy.Value, Is.EqualTo(new Uri("http://created/")));
+
+        // What the factory itself throws is still the Lazy's outcome, as off the hub.
+        var failing = new Lazy<string>(() => throw new InvalidOperationException("broken on purpose"));
+        Assert.Throws<InvalidOperationException>(() => Green.Spawn(() => failing.Value).Get(TimeSpan.FromSeconds(10)));
+        Assert.That(() => failing.Value, Throws.InvalidOperationException.With.Message.EqualTo("broken on purpose"));
+    }
+
+    [Test]
     public void RunClassConstructorFromManyGreenletsRunsItOnce()
     {
         var all = Enumerable.Range(0, 20).Select(_ => Green.Spawn(() => System.Runtime.CompilerServices.RuntimeHelpers.RunClassConstructor(typeof(ViaReflection).TypeHandle))).ToList();
