@@ -26,10 +26,14 @@ public sealed class HubOptions
     /// acceptable: reports then name the greenlet and the duration only. See docs/diagnostics.md.</remarks>
     public bool CaptureBlockedStacks { get; init; } = true;
 
-    /// <summary>Stack size of carrier threads, in bytes. Default 256 KiB; range 128 KiB – 64 MiB.</summary>
-    /// <remarks>Stack size only changes virtual memory; a parked carrier costs about 40 KiB of real memory
-    /// whatever its size. Below 128 KiB a deep call chain risks a StackOverflow, which .NET cannot catch.</remarks>
-    public int CarrierStackSize { get; init; } = 256 * 1024;
+    /// <summary>Stack size of carrier threads, in bytes. Default 0: the stack a new thread of this process gets (pthread's
+    /// default, from <c>ulimit -s</c>: 8 MiB on most Linux systems), so code that runs on a thread has as much stack
+    /// on a greenlet. Otherwise 128 KiB – 64 MiB.</summary>
+    /// <remarks>Stack size only changes virtual memory (and, under strict overcommit, <c>vm.overcommit_memory = 2</c>,
+    /// the memory the kernel commits); a parked carrier costs about 40 KiB of real memory whatever its size. A stack
+    /// overflow aborts the process, and .NET cannot catch it: a smaller stack than a thread's turns input that a thread
+    /// parses (deeply nested JSON, say) into a crash.</remarks>
+    public int CarrierStackSize { get; init; }
 
     /// <summary>
     /// The most pooled carrier threads the hub may use at once, which bounds the number of stackful greenlets that
@@ -85,8 +89,8 @@ public sealed class HubOptions
         ArgumentNullException.ThrowIfNull(TimeProvider);
         if (MaxBlockingTime is { } max && max <= TimeSpan.Zero)
             throw new ArgumentOutOfRangeException(nameof(MaxBlockingTime), max, "MaxBlockingTime must be positive, or null to disable the blocking monitor.");
-        if (CarrierStackSize is < 128 * 1024 or > 64 * 1024 * 1024)
-            throw new ArgumentOutOfRangeException(nameof(CarrierStackSize), CarrierStackSize, "CarrierStackSize must be between 128 KiB and 64 MiB.");
+        if (CarrierStackSize != 0 && CarrierStackSize is < 128 * 1024 or > 64 * 1024 * 1024)
+            throw new ArgumentOutOfRangeException(nameof(CarrierStackSize), CarrierStackSize, "CarrierStackSize must be 0 (a thread's default) or between 128 KiB and 64 MiB.");
         if (MaxCarriers is < 0 or 1)
             throw new ArgumentOutOfRangeException(nameof(MaxCarriers), MaxCarriers, "MaxCarriers must be 0 (the machine's limit) or at least 2.");
         var machine = Scheduling.CarrierLimit.Machine;

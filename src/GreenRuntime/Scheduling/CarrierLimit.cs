@@ -10,8 +10,8 @@ namespace GreenRuntime.Scheduling;
 /// Read once per process from Linux: <c>vm.max_map_count</c> (the runtime aborts, uncatchably, when a new thread
 /// cannot map its stack and guard pages; a parked .NET thread costs <see cref="MappingsPerCarrier"/> mappings),
 /// <c>kernel.threads-max</c> and <c>kernel.pid_max</c> (system-wide: the threads of every process count), the
-/// cgroup's <c>pids.max</c>, and available memory (<see cref="BytesPerCarrier"/> of RSS and kernel memory per
-/// parked thread). What is left of each, minus a margin for the rest of the process, bounds the carriers; the
+/// cgroup's <c>pids.max</c>, available memory (<see cref="BytesPerCarrier"/> of RSS and kernel memory per
+/// parked thread), and under strict overcommit the memory left to commit (a whole stack per carrier). What is left of each, minus a margin for the rest of the process, bounds the carriers; the
 /// smallest wins. Elsewhere (no /proc) the limit is a fixed, conservative number.
 /// </remarks>
 internal sealed class CarrierLimit
@@ -60,8 +60,15 @@ internal sealed class CarrierLimit
             candidates.Add((pidMax - systemThreads, $"kernel.pid_max = {pidMax:N0} ({systemThreads:N0} threads on the system; raise with sysctl -w kernel.pid_max=N, up to 4,194,304)"));
         if (CgroupPids() is { } pids)
             candidates.Add((pids.Max - pids.Current, $"the cgroup's pids.max = {pids.Max:N0} ({pids.Current:N0} in use; raise the container's pids limit)"));
-        if (MemInfoAvailable() is { } available)
+        if (MemInfo("MemAvailable") is { } available)
             candidates.Add((available / BytesPerCarrier, $"available memory = {available / (1024 * 1024):N0} MiB ({BytesPerCarrier / 1024} KiB per parked carrier)"));
+        // Under strict overcommit the kernel commits a thread's whole stack when it maps it.
+        if (ReadLong("/proc/sys/vm/overcommit_memory") == 2 && MemInfo("CommitLimit") is { } commitLimit && MemInfo("Committed_AS") is { } committed)
+        {
+            long stack = CarrierPool.DefaultStackSize;
+            candidates.Add(((commitLimit - committed) / stack,
+                $"strict overcommit (vm.overcommit_memory = 2): {(commitLimit - committed) / (1024 * 1024):N0} MiB left to commit, {stack / 1024:N0} KiB per carrier stack; lower HubOptions.CarrierStackSize or raise vm.overcommit_ratio"));
+        }
 
         if (candidates.Count == 0)
             return new CarrierLimit(FallbackLimit, $"a fixed limit of {FallbackLimit:N0} (the kernel's limits could not be read)");
@@ -133,14 +140,15 @@ internal sealed class CarrierLimit
         return null; // "max" (unlimited) does not parse: no limit from the cgroup
     }
 
-    private static long? MemInfoAvailable()
+    /// <summary>A /proc/meminfo field, in bytes.</summary>
+    private static long? MemInfo(string field)
     {
         try
         {
             foreach (var line in File.ReadLines("/proc/meminfo"))
             {
-                if (!line.StartsWith("MemAvailable:", StringComparison.Ordinal)) continue;
-                var kb = line["MemAvailable:".Length..].Trim().Split(' ')[0];
+                if (!line.StartsWith(field + ":", StringComparison.Ordinal)) continue;
+                var kb = line[(field.Length + 1)..].Trim().Split(' ')[0];
                 return long.TryParse(kb, NumberStyles.Integer, CultureInfo.InvariantCulture, out var value) ? value * 1024 : null;
             }
         }

@@ -36,8 +36,11 @@ internal sealed class CarrierPool
 
     private CarrierPool(int stackSize) => _stackSize = stackSize;
 
+    /// <summary>The pool of carriers with <paramref name="stackSize"/> bytes of stack; 0: a thread's default
+    /// (<see cref="DefaultStackSize"/>).</summary>
     public static CarrierPool For(int stackSize)
     {
+        if (stackSize == 0) stackSize = DefaultStackSize;
         lock (s_pools)
         {
             if (!s_pools.TryGetValue(stackSize, out var pool))
@@ -45,6 +48,14 @@ internal sealed class CarrierPool
             return pool;
         }
     }
+
+    /// <summary>
+    /// The stack of a thread started with no size given, which is what .NET's own threads get: carriers match it, so that
+    /// recursion a thread survives does not overflow a greenlet (an overflow aborts the process). Within the range
+    /// <see cref="HubOptions.CarrierStackSize"/> allows; 1.5 MiB, .NET's size elsewhere, where pthread does not say.
+    /// </summary>
+    public static int DefaultStackSize { get; } =
+        (int)Math.Clamp(NativeThread.DefaultStackSize() ?? 1536 * 1024, 128 * 1024, 64 * 1024 * 1024);
 
     /// <summary>Every pool of the process (one per carrier stack size), for metrics.</summary>
     public static CarrierPool[] All()

@@ -48,6 +48,27 @@ internal static unsafe class NativeThread
         }
     }
 
+    /// <summary>
+    /// The stack a thread of this process gets when nobody asks for a size: pthread's default, which glibc takes from the
+    /// stack limit (<c>ulimit -s</c>; 8 MiB on most Linux systems, 32 MiB when unlimited). .NET starts its threads (the
+    /// thread pool's, <c>new Thread()</c>) with it too. Null where pthread is not used or does not say.
+    /// </summary>
+    public static long? DefaultStackSize()
+    {
+        if (!IsAvailable) return null;
+        var attr = stackalloc byte[128];
+        if (PthreadAttrInit(attr) != 0) return null;
+        try
+        {
+            nint size;
+            return PthreadAttrGetStackSize(attr, &size) == 0 && size > 0 ? size : null;
+        }
+        finally
+        {
+            PthreadAttrDestroy(attr);
+        }
+    }
+
     private static void Check(int error, string call)
     {
         if (error != 0)
@@ -69,6 +90,9 @@ internal static unsafe class NativeThread
 
     [DllImport("libc", EntryPoint = "pthread_attr_destroy")]
     private static extern int PthreadAttrDestroy(byte* attr);
+
+    [DllImport("libc", EntryPoint = "pthread_attr_getstacksize")]
+    private static extern int PthreadAttrGetStackSize(byte* attr, nint* size);
 
     [DllImport("libc", EntryPoint = "pthread_attr_setstacksize")]
     private static extern int PthreadAttrSetStackSize(byte* attr, nint size);

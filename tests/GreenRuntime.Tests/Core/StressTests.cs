@@ -174,6 +174,25 @@ public class CarrierPoolTests
         if (OperatingSystem.IsLinux()) Assert.That(stack, Is.InRange(stackSize, stackSize + 65536));
     }
 
+    [Test]
+    public void ByDefaultAGreenletHasAsMuchStackAsANewThread()
+    {
+        // A stack overflow aborts the process: recursion that a thread survives (a parser on deeply nested input) must not
+        // overflow a greenlet. Measured the way .NET libraries guard their recursion: how deep until the runtime says the
+        // stack is nearly used up.
+        int onThread = 0;
+        var thread = new Thread(() => onThread = DepthUntilStackRunsLow(0));
+        thread.Start();
+        thread.Join();
+        using var hub = new Hub();
+        int onGreenlet = Green.Spawn(() => DepthUntilStackRunsLow(0)).Get();
+        Assert.That(onGreenlet, Is.GreaterThanOrEqualTo(onThread * 9 / 10), $"greenlet {onGreenlet} frames, thread {onThread}");
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static int DepthUntilStackRunsLow(int depth) =>
+        System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack() ? DepthUntilStackRunsLow(depth + 1) + 0 : depth;
+
     /// <summary>The stack size of the calling thread as the C library reports it (Linux), or 0.</summary>
     private static unsafe long StackSizeOfThisThread()
     {
