@@ -661,6 +661,43 @@ public class HttpServerTests : ServerTest
         Assert.That(failures[0].Message, Does.Contain("MinRequestBodyDataRate"));
     }
 
+    [TestCase("Content-Length: 10\r\n\r\n01234", "56789", "0123456789")]
+    [TestCase("Transfer-Encoding: chunked\r\n\r\n5\r\n01234\r\n", "5\r\n56789\r\n0\r\n\r\n", "0123456789")]
+    [TestCase("Transfer-Encoding: chunked\r\n\r\n5\r\n01234\r\n0\r\nX-Trailer: 1\r\n", "\r\n", "01234")]
+    public void AGreenTimeoutAroundABodyReadIsTheHandlersAndLeavesTheBodyReadable(string headAndFirstPart, string rest, string expected)
+    {
+        // The handler's own timeout is a TimeoutException too: taken for the server's limit, it became a 408 the client
+        // never caused, WithTimeout did not see its timeout, and the connection (with a pipelined request) was closed.
+        Serve(ctx =>
+        {
+            var body = new MemoryStream();
+            var buffer = new byte[100];
+            int timedOut = 0;
+            while (true)
+            {
+                int n = Green.WithTimeout(TimeSpan.FromMilliseconds(100), () => ctx.Request.Body.Read(buffer, 0, buffer.Length), -1);
+                if (n == 0) break;
+                if (n < 0) timedOut++;
+                else body.Write(buffer, 0, n);
+            }
+            ctx.Response.Write($"{Encoding.ASCII.GetString(body.ToArray())} timed out {(timedOut > 0 ? "yes" : "no")}");
+        });
+        var (first, second) = Client(() =>
+        {
+            using var s = Connect(_server.LocalEndPoint);
+            SendText(s, "POST / HTTP/1.1\r\nHost: x\r\n" + headAndFirstPart);
+            Thread.Sleep(400);
+            SendText(s, rest + "POST /next HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n0");
+            var reader = new ResponseReader(s);
+            return (reader.Read(), reader.Read());
+        });
+        Assert.That(first, Is.Not.Null);
+        Assert.That((first!.Status, first.BodyText), Is.EqualTo((200, expected + " timed out yes")));
+        Assert.That(first.Header("Connection"), Is.Not.EqualTo("close"));
+        Assert.That(second, Is.Not.Null, "the pipelined request is answered on the same connection");
+        Assert.That((second!.Status, second.BodyText), Is.EqualTo((200, "0 timed out no")));
+    }
+
     [Test]
     public void ABodyArrivingInSmallPiecesAboveTheMinimumRateIsServed()
     {

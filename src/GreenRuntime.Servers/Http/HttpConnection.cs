@@ -489,7 +489,7 @@ internal sealed class HttpConnection
             _bodyReceived += n;
             return n > 0;
         }
-        catch (TimeoutException) when (rateBound)
+        catch (TimeoutException e) when (rateBound && e is not GreenTimeoutException) // not the handler's own GreenTimeout
         {
             throw RateTooLow(_options.MinRequestBodyDataRate!.Value);
         }

@@ -23,7 +23,7 @@ internal sealed class RequestBodyStream : Stream
     private bool _done;
     private IOException? _broken;
 
-    private enum ChunkState : byte { Size, Data, DataEnd }
+    private enum ChunkState : byte { Size, Data, DataEnd, Trailers }
 
     public RequestBodyStream(HttpConnection connection, long contentLength, bool chunked, bool expectContinue, long? limit)
     {
@@ -67,8 +67,11 @@ internal sealed class RequestBodyStream : Stream
             }
             return _chunked ? ReadChunked(buffer) : ReadLength(buffer);
         }
-        catch (TimeoutException e)
+        catch (TimeoutException e) when (e is not GreenTimeoutException)
         {
+            // The server's own limits (IoTimeout, MinRequestBodyDataRate). A GreenTimeout of the handler's goes through
+            // as it is, for its scope to recognise, and leaves the body readable: an interrupted wait took no bytes, and
+            // the reader's state changes only once a whole line or some data has arrived.
             _broken = new HttpProtocolException(408, $"The request body stopped arriving: {e.Message}");
             _connection.MarkMustClose();
             throw _broken;
@@ -132,9 +135,8 @@ internal sealed class RequestBodyStream : Stream
                     long size = HttpHeadParser.ParseChunkSize(_connection.ReadLine(MaxChunkLineLength));
                     if (size == 0)
                     {
-                        SkipTrailers();
-                        _done = true;
-                        return 0;
+                        _state = ChunkState.Trailers;
+                        break;
                     }
                     if (_limit is { } limit && _total + size > limit)
                         throw new HttpProtocolException(413, $"The chunked request body is larger than the limit of {limit} bytes.");
@@ -152,6 +154,10 @@ internal sealed class RequestBodyStream : Stream
                     if (_remaining == 0) _state = ChunkState.DataEnd;
                     return n;
                 }
+                case ChunkState.Trailers:
+                    SkipTrailers(); // interrupted (a GreenTimeout of the handler), it goes on with the next trailer line
+                    _done = true;
+                    return 0;
                 case ChunkState.DataEnd:
                     if (!_connection.ReadLine(2).IsEmpty)
                         throw new HttpProtocolException(400, "A chunk's data was not followed by CRLF.");
