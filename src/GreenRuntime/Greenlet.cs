@@ -86,6 +86,9 @@ public partial class Greenlet
     /// </summary>
     internal Exception? KillException;
 
+    /// <summary>Whether <see cref="KillException"/> has been thrown in the greenlet at least once (see <see cref="Raising"/>).</summary>
+    internal bool KillRaised;
+
     /// <summary>How many <see cref="GreenTimeout"/> scopes of this greenlet have expired and are not disposed yet.</summary>
     internal int ExpiredTimeouts;
 
@@ -518,7 +521,8 @@ public partial class Greenlet
         // its socket call throws into an IOException, and a driver wraps that again. The greenlet was still
         // killed, so its own kill (matched by reference, never a GreenletExit it merely carries from elsewhere)
         // is its outcome.
-        if (error is not (null or GreenletExit) && KillException is GreenletExit kill && Wraps(error, kill))
+        // Likewise when unwinding from the raised kill ended in an exception that does not even wrap it (see Raising).
+        if (error is not (null or GreenletExit) && KillException is GreenletExit kill && (KillRaised || Wraps(error, kill)))
             error = kill;
         if (error is GreenletExit exit)
         {
@@ -534,6 +538,21 @@ public partial class Greenlet
             _value = value;
             _successful = true;
         }
+    }
+
+    /// <summary>
+    /// Notes that <paramref name="e"/> is about to be thrown in this greenlet at a blocking point, and returns it. A kill or
+    /// a timeout, once raised, is raised again at every later blocking point; library code that cleans up in a
+    /// <c>finally</c> or <c>Dispose</c> (a database reader reading the rest of its results) then meets it there, may
+    /// swallow it and throw an exception of its own that does not wrap it (MySqlConnector: "Connection must be Open").
+    /// Whatever ends the greenlet (or leaves the timeout's scope) after the raise is the kill's (the timeout's) doing, so
+    /// the raise is remembered: <see cref="SetResult"/> and <see cref="GreenTimeoutException.RaisedBy"/> look at it.
+    /// </summary>
+    internal Exception Raising(Exception e)
+    {
+        if (ReferenceEquals(e, KillException)) KillRaised = true;
+        else if (e is GreenTimeoutException { Scope: { } scope }) scope.Raised = true;
+        return e;
     }
 
     private static bool Wraps(Exception error, Exception inner)

@@ -114,14 +114,18 @@ public sealed partial class Hub
         g.ResumeError = null;
         EndStep(g);
         LowLevel.KillLinkedSource.CancelQueued(owner); // a kill or timeout came meanwhile: before unwinding (KillLinkedSource.cs)
-        failure?.Throw();
+        if (failure != null)
+        {
+            owner.Raising(failure.SourceException);
+            failure.Throw();
+        }
         if (raisePending && owner.ShieldDepth == 0)
         {
-            if (g != owner && g.PendingException is { } killed) throw killed; // the step was failed for the greenlet
+            if (g != owner && g.PendingException is { } killed) throw owner.Raising(killed); // the step was failed for the greenlet
             if (owner.PendingException is { } pending)
             {
                 if (owner.State != GreenletState.Dead) owner.PendingException = null;
-                throw pending;
+                throw owner.Raising(pending);
             }
         }
         if (interrupted)
@@ -130,7 +134,7 @@ public sealed partial class Hub
             // from the pending exception or a shield holds that back (ReleasedInterrupt.cs).
             var interruptedBy = interrupt!.Reason!;
             if (ReferenceEquals(owner.PendingException, interruptedBy) && owner.State != GreenletState.Dead) owner.PendingException = null;
-            throw interruptedBy;
+            throw owner.Raising(interruptedBy);
         }
         return result;
     }

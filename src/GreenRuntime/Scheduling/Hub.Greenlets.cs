@@ -65,7 +65,7 @@ public sealed partial class Hub
                     Finish(g, null, exception);
                     return;
                 case GreenletState.Running:
-                    if (g == _current) throw exception;
+                    if (g == _current) throw g.Raising(exception);
                     g.PendingException = exception;
                     return;
                 case GreenletState.Parked when g.ShieldDepth > 0:

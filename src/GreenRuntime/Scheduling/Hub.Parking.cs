@@ -47,13 +47,13 @@ public sealed partial class Hub
         {
             if (g.State != GreenletState.Dead) g.PendingException = null;
             LowLevel.KillLinkedSource.CancelQueued(g); // before unwinding
-            throw pending;
+            throw g.Raising(pending);
         }
         // Level-triggered cancellation: a killed greenlet, or one inside an expired GreenTimeout scope, cannot block.
         if ((g.KillException != null || g.ExpiredTimeouts > 0) && g.StickyException() is { } sticky)
         {
             LowLevel.KillLinkedSource.CancelQueued(g);
-            throw sticky;
+            throw g.Raising(sticky);
         }
     }
 
@@ -108,7 +108,7 @@ public sealed partial class Hub
         if (error != null)
         {
             LowLevel.KillLinkedSource.CancelQueued(g); // before unwinding
-            throw error;
+            throw g.Raising(error);
         }
         return value;
     }

@@ -25,7 +25,9 @@ public class GreenTimeoutException : TimeoutException
     /// wraps what it cannot handle: a timeout raised inside a patched socket receive leaves
     /// <c>NetworkStream.Read</c> as an <see cref="System.IO.IOException"/>, and a database driver wraps that once
     /// more (Npgsql: NpgsqlException ← IOException ← this). Those layers cannot know it was a timeout; the scope
-    /// that raised it can, by reference.
+    /// that raised it can, by reference. And once raised, the timeout is raised again at every later blocking point
+    /// in its scope, so clean-up code that swallows it there and throws an exception of its own (not wrapping it)
+    /// leaves the scope with that exception: it too is the timeout's (Greenlet.Raising).
     /// </summary>
     internal static GreenTimeoutException? RaisedBy(Exception e, GreenTimeout scope)
     {
@@ -35,6 +37,6 @@ public class GreenTimeoutException : TimeoutException
             if (x is GreenTimeoutException t && t.Scope == scope)
                 return t;
         }
-        return null;
+        return scope.Raised ? scope.Exception as GreenTimeoutException : null;
     }
 }

@@ -195,6 +195,9 @@ public sealed class GreenTimeout : IDisposable
     /// <summary>The greenlet it interrupts.</summary>
     public Greenlet Greenlet => _greenlet;
 
+    /// <summary>Whether the exception has been thrown in the greenlet at a blocking point (Greenlet.Raising).</summary>
+    internal bool Raised { get; set; }
+
     /// <summary>Whether the deadline has passed and the timeout fired (whether or not the exception was raised yet).</summary>
     public bool Expired { get; private set; }
 

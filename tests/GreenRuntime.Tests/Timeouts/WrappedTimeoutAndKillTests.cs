@@ -107,6 +107,76 @@ public class WrappedTimeoutAndKillTests : HubTest
         });
     }
 
+    /// <summary>What a database reader's Dispose does (MySqlConnector): reads the rest of its results, a blocking point
+    /// where the kill or timeout already raised is raised again, swallows that, and throws its own exception.</summary>
+    private sealed class ReaderThatFailsItsOwnWayWhenInterrupted : IDisposable
+    {
+        public void Dispose()
+        {
+            try
+            {
+                Green.Sleep(10);
+            }
+            catch (Exception)
+            {
+                throw new InvalidOperationException("Connection must be Open; current state is Broken");
+            }
+        }
+    }
+
+    [Test]
+    public void ATimeoutThatCleanUpCodeReplacedWithItsOwnExceptionIsStillTheTimeout()
+    {
+        var withValue = Green.Spawn(() => Green.WithTimeout(TimeSpan.FromMilliseconds(20), () =>
+        {
+            using var reader = new ReaderThatFailsItsOwnWayWhenInterrupted();
+            Green.Sleep(10_000);
+            return 1;
+        }, -1));
+        Assert.That(withValue.Get(TimeSpan.FromSeconds(5)), Is.EqualTo(-1));
+
+        GreenTimeout? scope = null;
+        var throwing = Green.Spawn(() => Green.WithTimeout(TimeSpan.FromMilliseconds(20), () =>
+        {
+            scope = Green.Current.InnermostTimeout;
+            using var reader = new ReaderThatFailsItsOwnWayWhenInterrupted();
+            Green.Sleep(10_000);
+            return 1;
+        }));
+        throwing.Join(TimeSpan.FromSeconds(5));
+        Assert.That(throwing.Exception, Is.InstanceOf<GreenTimeoutException>().With.Property(nameof(GreenTimeoutException.Scope)).SameAs(scope));
+
+        // Not raised yet, the timeout has nothing to do with what the body throws.
+        var unrelated = Green.Spawn(() => Green.WithTimeout(TimeSpan.FromSeconds(10), () =>
+        {
+            using var reader = new ReaderThatFailsItsOwnWayWhenInterrupted();
+            throw new FormatException("the body's own failure");
+#pragma warning disable CS0162
+            return 1;
+#pragma warning restore CS0162
+        }, -1));
+        unrelated.Join(TimeSpan.FromSeconds(5));
+        Assert.That(unrelated.Exception, Is.InstanceOf<FormatException>());
+    }
+
+    [Test]
+    public void AGreenletWhoseCleanUpReplacedTheRaisedKillWithItsOwnExceptionCountsAsKilled()
+    {
+        var g = Green.Spawn(() =>
+        {
+            using var reader = new ReaderThatFailsItsOwnWayWhenInterrupted();
+            Green.Sleep(10_000);
+        });
+        Green.Sleep(10);
+        g.Kill();
+        Assert.Multiple(() =>
+        {
+            Assert.That(g.Successful, Is.True);
+            Assert.That(g.Value, Is.InstanceOf<GreenletExit>());
+            Assert.That(g.Exception, Is.Null);
+        });
+    }
+
     [Test]
     public void AGreenletThatWrapsSomeoneElsesGreenletExitStillFails()
     {
