@@ -49,8 +49,8 @@ internal static unsafe partial class CooperativeClassInit
 
     internal static readonly OriginalSlot<Action<RuntimeTypeHandle>> RunClassConstructorSlot = new(static h => RuntimeHelpers.RunClassConstructor(h));
 
-    /// <summary>Class (MethodTable address) -> managed id of the greenlet carrier initialising it.</summary>
-    private static readonly Dictionary<nint, int> s_initialising = new();
+    /// <summary>Class (MethodTable address) -> managed id of the greenlet carrier initialising it, and its hub.</summary>
+    private static readonly Dictionary<nint, (int Thread, Hub? Hub)> s_initialising = new();
 
     // The originals, by class (MethodTable address): what a greenlet runs itself, or with the baton released.
     private static readonly Func<nint, bool> s_initClass = static mt =>
@@ -75,26 +75,63 @@ internal static unsafe partial class CooperativeClassInit
     /// <summary>Replaces <c>InitHelpers.InitClassSlow(MethodTable*)</c>.</summary>
     public static void InitClass(void* methodTable)
     {
-        if (Cooperative.ParkingHubSilent() is null)
+        if (Cooperative.ParkingHubSilent() is not { } hub)
+        {
+            ThrowIfItWouldWaitForItsOwnHub((nint)methodTable);
             InitClassSlow.Call(methodTable);
+        }
         else
-            InitialiseOnGreenlet((nint)methodTable, s_initClass);
+        {
+            InitialiseOnGreenlet(hub, (nint)methodTable, s_initClass);
+        }
     }
 
     /// <summary>Replaces <c>RuntimeHelpers.RunClassConstructor(RuntimeTypeHandle)</c>.</summary>
     public static void RunClassConstructor(RuntimeTypeHandle type)
     {
-        if (Cooperative.ParkingHubSilent() is null || type.Value == 0)
+        if (type.Value == 0 || Cooperative.ParkingHubSilent() is not { } hub)
+        {
+            if (type.Value != 0) ThrowIfItWouldWaitForItsOwnHub(type.Value);
             RunClassConstructorSlot.Call(type);
+        }
         else
-            InitialiseOnGreenlet(type.Value, s_runClassConstructor);
+        {
+            InitialiseOnGreenlet(hub, type.Value, s_runClassConstructor);
+        }
+    }
+
+    /// <summary>
+    /// Code of a hub that cannot park (a link or timer callback, <c>Hub.Post</c>, code inside SuppressCooperation) and
+    /// reaches a class whose constructor a greenlet of the same hub is running: that greenlet is parked inside the
+    /// constructor and needs the baton this code holds, so the runtime's wait for the class would never end. Throws
+    /// instead (the callback's failure is logged), where the hub used to hang for good.
+    /// </summary>
+    private static void ThrowIfItWouldWaitForItsOwnHub(nint methodTable)
+    {
+        if (Parking.CurrentHub is not { } hub) return; // no hub here, or released: the wait holds nothing up
+        (int Thread, Hub? Hub) owner;
+        EnterGate();
+        try
+        {
+            if (!s_initialising.TryGetValue(methodTable, out owner)) return;
+        }
+        finally
+        {
+            ExitGate();
+        }
+        if (owner.Hub != hub || owner.Thread == Environment.CurrentManagedThreadId) return;
+        var type = Type.GetTypeFromHandle(RuntimeTypeHandle.FromIntPtr(methodTable));
+        throw new InvalidOperationException(
+            $"{type} is being initialised by a greenlet of {hub} that is parked inside its static constructor, and this code " +
+            "cannot park (a hub callback: a link, a timer, Hub.Post; or code inside Parking.SuppressCooperation): waiting for the " +
+            "class here would hold the hub for ever. Use the class from a greenlet, or make sure it is initialised first.");
     }
 
     /// <summary>Both entry points on a greenlet: run <paramref name="original"/> as the class's initialiser (shielded, see
     /// the remarks), or wait for another thread's initialisation with the baton released.</summary>
-    private static void InitialiseOnGreenlet(nint methodTable, Func<nint, bool> original)
+    private static void InitialiseOnGreenlet(Hub hub, nint methodTable, Func<nint, bool> original)
     {
-        switch (Enter(methodTable))
+        switch (Enter(methodTable, hub))
         {
             case Role.Initialiser:
                 try
@@ -137,15 +174,15 @@ internal static unsafe partial class CooperativeClassInit
 
     private static void ExitGate() => Volatile.Write(ref s_gate, 0);
 
-    private static Role Enter(nint type)
+    private static Role Enter(nint type, Hub? hub)
     {
         int me = Environment.CurrentManagedThreadId;
         EnterGate();
         try
         {
-            if (s_initialising.TryGetValue(type, out int owner))
-                return owner == me ? Role.Recursive : Role.Waiter;
-            s_initialising.Add(type, me);
+            if (s_initialising.TryGetValue(type, out var owner))
+                return owner.Thread == me ? Role.Recursive : Role.Waiter;
+            s_initialising.Add(type, (me, hub));
             return Role.Initialiser;
         }
         finally
@@ -174,14 +211,16 @@ internal static unsafe partial class CooperativeClassInit
     internal static void WarmUp()
     {
         var probe = (nint)1;
-        _ = Enter(probe);
-        _ = Enter(probe);
+        _ = Enter(probe, null);
+        _ = Enter(probe, null);
+        ThrowIfItWouldWaitForItsOwnHub(probe);
         Leave(probe);
         RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(InitClass))!.MethodHandle);
         RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(RunClassConstructor))!.MethodHandle);
         RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(InitialiseOnGreenlet), BindingFlags.NonPublic | BindingFlags.Static)!.MethodHandle);
         RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(Enter), BindingFlags.NonPublic | BindingFlags.Static)!.MethodHandle);
         RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(Leave), BindingFlags.NonPublic | BindingFlags.Static)!.MethodHandle);
+        RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(ThrowIfItWouldWaitForItsOwnHub), BindingFlags.NonPublic | BindingFlags.Static)!.MethodHandle);
         _ = Cooperative.ParkingHubSilent();
         GC.KeepAlive(s_initClass);
         GC.KeepAlive(s_runClassConstructor);

@@ -184,6 +184,41 @@ public class LazyInitialisationTests : PatchedHubTest
     }
 
     [Test]
+    public void AHubCallbackThatReachesAClassAParkedGreenletIsInitialisingFailsInsteadOfHangingTheHub()
+    {
+        // The callback holds the baton that the greenlet inside the constructor needs: waiting for the class there never
+        // ended. Run on a hub of its own thread, so that a hang fails this test instead of the run.
+        Exception? seen = null;
+        var runner = new Thread(() =>
+        {
+            using var hub = new Hub(new HubOptions { MaxBlockingTime = null });
+            var initialiser = Green.Spawn(() => { _ = TouchedByACallbackDuringInit.Value; });
+            var other = Green.Spawn(() => Green.Sleep(5)); // ends while the constructor is parked in its I/O
+            other.RawLink(ended =>
+            {
+                try
+                {
+                    _ = TouchedByACallbackDuringInit.Value;
+                }
+                catch (InvalidOperationException e)
+                {
+                    seen = e;
+                }
+            });
+            Green.JoinAll([initialiser, other]);
+        }) { IsBackground = true };
+        runner.Start();
+        Assert.That(runner.Join(TimeSpan.FromSeconds(20)), Is.True, "the hub went on");
+        Assert.That(seen, Is.InstanceOf<InvalidOperationException>().With.Message.Contains(nameof(TouchedByACallbackDuringInit)));
+        Assert.That(TouchedByACallbackDuringInit.Value, Is.EqualTo(nameof(TouchedByACallbackDuringInit)), "the class was initialised");
+    }
+
+    private static class TouchedByACallbackDuringInit
+    {
+        public static readonly string Value = LazyInitialisationTests.SlowInitialisation(nameof(TouchedByACallbackDuringInit));
+    }
+
+    [Test]
     public void RunClassConstructorFromManyGreenletsRunsItOnce()
     {
         var all = Enumerable.Range(0, 20).Select(_ => Green.Spawn(() => System.Runtime.CompilerServices.RuntimeHelpers.RunClassConstructor(typeof(ViaReflection).TypeHandle))).ToList();
