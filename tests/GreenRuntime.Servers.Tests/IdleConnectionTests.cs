@@ -16,6 +16,58 @@ public class IdleConnectionTests : ServerTest
     private static readonly byte[] s_get = "GET /idle HTTP/1.1\r\nHost: test\r\n\r\n"u8.ToArray();
 
     [Test]
+    public void ConnectionsThatSentPartOfAHeadHoldNoCarrierAndAreServedWhenTheRestComes()
+    {
+        // Slowloris: each client sends the start of a request and stalls. A stackful greenlet per such connection held a
+        // carrier thread for up to RequestHeadersTimeout (10 s): 1,000 of them, 1,000 threads.
+        const int clients = 200;
+        int handled = 0;
+        using var server = new HttpServer(AnyLoopbackPort, ctx =>
+        {
+            handled++;
+            ctx.Response.Write("ok\n");
+        });
+        server.Start();
+        var endPoint = server.LocalEndPoint;
+        var sockets = ClientAsync(async () =>
+        {
+            var all = new Socket[clients];
+            await Parallel.ForEachAsync(Enumerable.Range(0, clients), new ParallelOptions { MaxDegreeOfParallelism = 50 }, async (i, _) =>
+            {
+                var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                await s.ConnectAsync(endPoint);
+                await s.SendAsync("GET /slow HTTP/1.1\r\nHost: te"u8.ToArray());
+                all[i] = s;
+            });
+            return all;
+        }, timeoutSeconds: 60);
+        try
+        {
+            WaitUntil(() => server.ConnectionCount == clients, "every connection was accepted");
+            Green.Sleep(200); // their first bytes are in
+            Assert.That(Hub.GetRunInfo().Carriers.HeldByThisHub, Is.LessThanOrEqualTo(2), "a partial head is gathered without a carrier");
+            Assert.That(handled, Is.Zero);
+            ClientAsync(async () =>
+            {
+                await Parallel.ForEachAsync(sockets, new ParallelOptions { MaxDegreeOfParallelism = 50 }, async (s, _) =>
+                {
+                    await s.SendAsync("st\r\n\r\n"u8.ToArray());
+                    var buffer = new byte[1024];
+                    int n = await s.ReceiveAsync(buffer);
+                    if (!Encoding.ASCII.GetString(buffer, 0, n).StartsWith("HTTP/1.1 200", StringComparison.Ordinal))
+                        throw new InvalidOperationException("not served: " + Encoding.ASCII.GetString(buffer, 0, n));
+                });
+                return 0;
+            }, timeoutSeconds: 60);
+            Assert.That(handled, Is.EqualTo(clients));
+        }
+        finally
+        {
+            foreach (var s in sockets) s.Dispose();
+        }
+    }
+
+    [Test]
     public void FiveThousandIdleKeepAliveConnectionsHoldNoCarrierWhileOthersKeepBeingServed()
     {
         const int idle = 5000;

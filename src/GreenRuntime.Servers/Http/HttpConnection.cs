@@ -14,7 +14,8 @@
 // responses go out in order because one greenlet serves the connection at a time.
 //
 // Idle connections hold no carrier: the connection itself is a stackless greenlet (RunAsync). It waits on the hub's
-// reactor for the first bytes, then spawns a stackful greenlet that serves requests (blocking handlers need a stack)
+// reactor for the first bytes and gathers the head there (a client that sends part of a head and stalls costs no
+// thread either), then spawns a stackful greenlet that serves requests (blocking handlers need a stack)
 // for as long as the client keeps them coming. When a response is complete, nothing is buffered and a non-blocking
 // receive finds nothing, that greenlet ends and hands the connection back idle: its buffers go back to the pool
 // and the stackless greenlet awaits readability again, with no thread and no stack, for up to KeepAliveTimeout.
@@ -75,6 +76,8 @@ internal sealed class HttpConnection
     private bool _outputBroken;
     private bool _requestKeepAlive;
     private bool _served; // a request has been served: the next wait for bytes is a keep-alive wait
+    private long _headStarted; // when the head being gathered began to arrive (RequestHeadersTimeout counts from there)
+    private bool _closedBeforeHead; // the client closed its side before sending a whole head
     private string _method = "", _target = "";
     private HttpResponse? _response;
 
@@ -132,6 +135,18 @@ internal sealed class HttpConnection
                 return;
             while (true)
             {
+                // The head is gathered here, with no carrier: a client that sends part of a head and stalls (slowloris)
+                // would otherwise hold a thread until RequestHeadersTimeout, one per connection. Awaited inline, as
+                // below (each async method an idle connection is suspended in keeps a state machine alive).
+                _headStarted = _time.GetTimestamp();
+                while (GatherHead() is null)
+                {
+                    var headLeft = _options.RequestHeadersTimeout - _time.GetElapsedTime(_headStarted);
+                    if (headLeft <= TimeSpan.Zero
+                        || await CooperativeSocket.WaitReadableAsync(_io.Socket, headLeft, Greenlet.CancellationToken) != SocketError.Success)
+                        break; // ReadHead, on the stackful greenlet, answers what is wrong (408) or sees the error itself
+                }
+                if (_end == _start && _closedBeforeHead) return;
                 // A bound delegate, not a closure over a loop local: the state machine would keep that closure while idle.
                 var serving = Green.Spawn(ServeWhileBusy, "HttpServer.requests");
                 bool idle;
@@ -172,6 +187,41 @@ internal sealed class HttpConnection
         {
             HttpServer.SetIdle(this, false);
             Close();
+        }
+    }
+
+    /// <summary>
+    /// One step of gathering a request head without a stack (<see cref="RunAsync"/>): receives what is there without
+    /// waiting. True: a head is complete, or something is wrong with it or the connection (ReadHead, on the stackful
+    /// greenlet, reports it as it would have); null: not complete yet, wait for more bytes.
+    /// </summary>
+    private bool? GatherHead()
+    {
+        if (_buffer.Length == 0) _buffer = IoBuffers.Pool.Rent(_options.MaxRequestHeadersTotalSize + 4096);
+        try
+        {
+            while (true)
+            {
+                var pending = _buffer.AsSpan(_start, Buffered);
+                pending = pending[HttpHeadParser.LeadingEmptyLines(pending)..];
+                if (pending.Length > 0 && HttpHeadParser.FindHeadEnd(pending, 0, _options.MaxRequestHeadersTotalSize) > 0) return true;
+                MakeRoom();
+                if (_end == _buffer.Length) return true;
+                int n = CooperativeSocket.ReceiveNow(_io.Socket, _buffer.AsSpan(_end), out var error);
+                if (n < 0) return null;
+                if (error != SocketError.Success) return true;
+                if (n == 0)
+                {
+                    _closedBeforeHead = true;
+                    return true;
+                }
+                _end += n;
+                AssertBuffer();
+            }
+        }
+        catch (HttpProtocolException)
+        {
+            return true; // too long a head: ReadHead finds it again and answers 414 / 431
         }
     }
 
@@ -299,7 +349,9 @@ internal sealed class HttpConnection
                 HttpServer.SetIdle(this, false);
             }
         }
-        long started = _time.GetTimestamp();
+        // A head gathered in part by the stackless greenlet has been arriving since then.
+        long started = _headStarted != 0 ? _headStarted : _time.GetTimestamp();
+        _headStarted = 0;
         int limit = _options.MaxRequestHeadersTotalSize;
         int scanned = 0;
         while (true)
