@@ -122,6 +122,9 @@ internal sealed class BlockingMonitor
                 held += step;
                 if (reported || hub.ReadIdle())
                     continue;
+                if (held >= _intervalTicks && hub.ReadOthersWaiting(hub.ReadBatonGreenlet()))
+                    hub.AskToYield(epoch); // for a holder whose calls never wait (Hub.YieldIfAsked); reported below if it does not
+
                 if (held < _maxTicks)
                 {
                     // Suspicious: warm the capture up now (once per process, in the background) so that a first

@@ -84,6 +84,7 @@ internal static unsafe class SocketIo
         error = SocketError.Success;
         if (!TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
             return false;
+        hub.YieldIfAsked();
         long deadline = Deadline(hub, timeout);
         while (true)
         {
@@ -118,6 +119,7 @@ internal static unsafe class SocketIo
             g.CancellationHeldBySend = false;
             if (Sync.Blocking.TakePendingException(g) is { } held) throw held; // see the header: nothing of this send went out
         }
+        hub.YieldIfAsked();
         long deadline = Deadline(hub, timeout);
         while (sent < data.Length)
         {

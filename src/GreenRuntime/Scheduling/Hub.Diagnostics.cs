@@ -72,6 +72,28 @@ public sealed partial class Hub
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void NoteBatonEpoch() => _batonEpoch++;
 
+    // The monitor's request that the greenlet holding the baton since that epoch give the others a turn (-1: none).
+    private long _yieldAskedAtEpoch = -1;
+
+    /// <summary>Monitor thread: the baton has not moved since <paramref name="epoch"/> for a sample or more while others
+    /// wait; the holder is asked to yield at its next I/O call that would not wait (<see cref="YieldIfAsked"/>).</summary>
+    internal void AskToYield(long epoch) => Volatile.Write(ref _yieldAskedAtEpoch, epoch);
+
+    /// <summary>
+    /// Hub-only, at the start of a socket call on a greenlet that may park: yields if the monitor asked the holder to.
+    /// A greenlet streaming a large result (a database reader, a bulk copy) finds data at every receive and room at
+    /// every send, so none of its calls waits and it never gave the baton up: the other greenlets stalled for the whole
+    /// transfer, and a kill or timeout could not land until it paused. The yield is a cancellation point, taken before
+    /// the call moves any byte.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void YieldIfAsked()
+    {
+        if (Volatile.Read(ref _yieldAskedAtEpoch) != _batonEpoch) return;
+        _yieldAskedAtEpoch = -1;
+        YieldCurrent();
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void NoteIdle(bool idle)
     {
