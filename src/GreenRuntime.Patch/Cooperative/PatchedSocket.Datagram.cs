@@ -1,52 +1,145 @@
 using System.Net;
 using System.Net.Sockets;
+using GreenRuntime.LowLevel;
+using Layer = GreenRuntime.LowLevel.CooperativeSocket;
 
 namespace GreenRuntime.Cooperative;
 
-// Datagram (and message) calls. ReceiveFrom and ReceiveMessageFrom wait until the socket is readable through the
-// core's cooperative layer, then call the original, which returns at once with the datagram, its sender and its
-// truncation flags exactly as the BCL reports them (a bare recvfrom would not). SendTo parks on SendToAsync with a
-// pooled copy of a span (a kill may abandon a copy, never the caller's memory), SendTimeout covering the whole call.
+// Datagram (and message) calls. ReceiveFrom and ReceiveMessageFrom are the original made through the core's
+// CooperativeSocket.ReceiveWhenReadable: at once and again whenever the socket becomes readable, never blocking (another
+// reader may take the datagram first), so they return the datagram, its sender and its truncation flags exactly as the
+// BCL reports them (a bare recvfrom would not), and their own exceptions for bad arguments or state before any wait.
+// Receive on a datagram socket (PatchedSocket.Receive.cs) goes the same way. SendTo parks on SendToAsync with a pooled
+// copy of a span (a kill may abandon a copy, never the caller's memory), SendTimeout covering the whole call.
 internal static partial class PatchedSocket
 {
     public static int ReceiveFrom(Socket s, byte[] buffer, int offset, int size, SocketFlags socketFlags, ref EndPoint remoteEP)
     {
-        var hub = Cooperative.ParkingHub();
-        if (hub is not null && MayPark(s) && buffer is not null && remoteEP is not null)
-            ThrowUnlessReadable(s);
-        return ReceiveFromArray.Call(s, buffer!, offset, size, socketFlags, ref remoteEP!);
+        var call = new DatagramCall { Array = buffer, Offset = offset, Size = size, Flags = socketFlags, Remote = remoteEP };
+        Receive(s, ref call, static (Socket s, ref DatagramCall c) =>
+        {
+            c.Received = ReceiveFromArray.Call(s, c.Array!, c.Offset, c.Size, c.Flags, ref c.Remote!);
+            return SocketError.Success;
+        });
+        remoteEP = call.Remote!;
+        return call.Received;
     }
 
     public static int ReceiveFrom(Socket s, Span<byte> buffer, SocketFlags socketFlags, ref EndPoint remoteEP)
     {
-        var hub = Cooperative.ParkingHub();
-        if (hub is not null && MayPark(s) && remoteEP is not null)
-            ThrowUnlessReadable(s);
-        return ReceiveFromSpan.Call(s, buffer, socketFlags, ref remoteEP!);
+        var call = new DatagramCall { Buffer = buffer, Flags = socketFlags, Remote = remoteEP };
+        Receive(s, ref call, static (Socket s, ref DatagramCall c) =>
+        {
+            c.Received = ReceiveFromSpan.Call(s, c.Buffer, c.Flags, ref c.Remote!);
+            return SocketError.Success;
+        });
+        remoteEP = call.Remote!;
+        return call.Received;
     }
 
     public static int ReceiveFrom(Socket s, Span<byte> buffer, SocketFlags socketFlags, SocketAddress receivedAddress)
     {
-        var hub = Cooperative.ParkingHub();
-        if (hub is not null && MayPark(s) && receivedAddress is not null)
-            ThrowUnlessReadable(s);
-        return ReceiveFromAddress.Call(s, buffer, socketFlags, receivedAddress!);
+        var call = new DatagramCall { Buffer = buffer, Flags = socketFlags, Address = receivedAddress };
+        Receive(s, ref call, static (Socket s, ref DatagramCall c) =>
+        {
+            c.Received = ReceiveFromAddress.Call(s, c.Buffer, c.Flags, c.Address!);
+            return SocketError.Success;
+        });
+        return call.Received;
     }
 
     public static int ReceiveMessageFrom(Socket s, byte[] buffer, int offset, int size, ref SocketFlags socketFlags, ref EndPoint remoteEP, out IPPacketInformation ipPacketInformation)
     {
-        var hub = Cooperative.ParkingHub();
-        if (hub is not null && MayPark(s) && buffer is not null && remoteEP is not null)
-            ThrowUnlessReadable(s);
-        return ReceiveMessageFromArray.Call(s, buffer!, offset, size, ref socketFlags, ref remoteEP!, out ipPacketInformation);
+        var call = new DatagramCall { Array = buffer, Offset = offset, Size = size, Flags = socketFlags, Remote = remoteEP };
+        Receive(s, ref call, static (Socket s, ref DatagramCall c) =>
+        {
+            c.Flags = c.InFlags; // the original overwrites them, also when it would block
+            c.Received = ReceiveMessageFromArray.Call(s, c.Array!, c.Offset, c.Size, ref c.Flags, ref c.Remote!, out c.Info);
+            return SocketError.Success;
+        });
+        (socketFlags, remoteEP, ipPacketInformation) = (call.Flags, call.Remote!, call.Info);
+        return call.Received;
     }
 
     public static int ReceiveMessageFrom(Socket s, Span<byte> buffer, ref SocketFlags socketFlags, ref EndPoint remoteEP, out IPPacketInformation ipPacketInformation)
     {
-        var hub = Cooperative.ParkingHub();
-        if (hub is not null && MayPark(s) && remoteEP is not null)
-            ThrowUnlessReadable(s);
-        return ReceiveMessageFromSpan.Call(s, buffer, ref socketFlags, ref remoteEP!, out ipPacketInformation);
+        var call = new DatagramCall { Buffer = buffer, Flags = socketFlags, Remote = remoteEP };
+        Receive(s, ref call, static (Socket s, ref DatagramCall c) =>
+        {
+            c.Flags = c.InFlags;
+            c.Received = ReceiveMessageFromSpan.Call(s, c.Buffer, ref c.Flags, ref c.Remote!, out c.Info);
+            return SocketError.Success;
+        });
+        (socketFlags, remoteEP, ipPacketInformation) = (call.Flags, call.Remote!, call.Info);
+        return call.Received;
+    }
+
+    /// <summary>The arguments and results of one datagram receive (each overload uses its own fields).</summary>
+    private ref struct DatagramCall
+    {
+        public byte[]? Array;
+        public int Offset, Size;
+        public Span<byte> Buffer;
+        public IList<ArraySegment<byte>>? List;
+        public SocketFlags Flags;
+        public SocketFlags InFlags;
+        public EndPoint? Remote;
+        public SocketAddress? Address;
+        public IPPacketInformation Info;
+        public int Received;
+        public bool ReportsErrors; // an out SocketError overload: errors are returned, not thrown
+    }
+
+    /// <summary>
+    /// A datagram receive: on a greenlet, the core's <see cref="Layer.ReceiveWhenReadable"/> (the original, never blocking,
+    /// made at once, so its own exceptions for bad arguments or state come before any wait); elsewhere the original,
+    /// called again when a greenlet's call made the socket non-blocking under it. The error of a call that reports its
+    /// errors (the caller's <c>out SocketError</c>); a call that throws them gets its exception.
+    /// </summary>
+    private static SocketError Receive(Socket s, ref DatagramCall call, ReceiveAttempt<DatagramCall> receive)
+    {
+        call.InFlags = call.Flags;
+        if (!Cooperates(s)) return OffHub(s, ref call, receive);
+        var error = Layer.ReceiveWhenReadable(s, ReceiveTimeout(s), ref call, receive);
+        if (error != SocketError.Success && !call.ReportsErrors) throw new SocketException((int)error);
+        return error;
+    }
+
+    /// <summary>
+    /// The original off the hub. A blocking socket's receive never reports WouldBlock by itself: it does when it started
+    /// in the instant a greenlet's call had the socket non-blocking (one system call), and the thread then waits as the
+    /// original would have, by calling it again once the socket is blocking again.
+    /// </summary>
+    private static SocketError OffHub(Socket s, ref DatagramCall call, ReceiveAttempt<DatagramCall> receive)
+    {
+        while (true)
+        {
+            bool blocking = s.Blocking;
+            call.Flags = call.InFlags;
+            try
+            {
+                var error = receive(s, ref call);
+                if (error != SocketError.WouldBlock || !blocking || !BlockingAgain(s)) return error;
+            }
+            catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock && blocking)
+            {
+                if (!BlockingAgain(s)) throw;
+            }
+        }
+    }
+
+    /// <summary>Waits (a few microseconds: one system call of a greenlet) until <paramref name="s"/> is blocking again;
+    /// false when it stays non-blocking (the application switched it).</summary>
+    private static bool BlockingAgain(Socket s)
+    {
+        var spin = new SpinWait();
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        while (!s.Blocking)
+        {
+            if (watch.ElapsedMilliseconds > 100) return false;
+            spin.SpinOnce();
+        }
+        return true;
     }
 
     public static int SendTo(Socket s, byte[] buffer, int offset, int size, SocketFlags socketFlags, EndPoint remoteEP)

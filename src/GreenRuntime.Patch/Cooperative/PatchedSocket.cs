@@ -80,11 +80,4 @@ internal static partial class PatchedSocket
     private static TimeSpan? ReceiveTimeout(Socket s) => Cooperative.SocketTimeout(s.ReceiveTimeout);
 
     private static TimeSpan? SendTimeout(Socket s) => Cooperative.SocketTimeout(s.SendTimeout);
-
-    /// <summary>Parks until <paramref name="s"/> is readable, then lets the original run; throws the error found meanwhile.</summary>
-    private static void ThrowUnlessReadable(Socket s)
-    {
-        var ready = GreenRuntime.LowLevel.CooperativeSocket.WaitReadable(s, ReceiveTimeout(s));
-        if (ready != SocketError.Success) throw new SocketException((int)ready);
-    }
 }

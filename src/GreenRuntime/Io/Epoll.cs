@@ -53,6 +53,12 @@ internal static unsafe partial class Epoll
     [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
     public static partial nint Read(int fd, void* buffer, nint count);
 
+    public const int FGetFl = 3, FSetFl = 4;
+
+    /// <summary>fcntl(fd, F_GETFL or F_SETFL, flags). Variadic in C; its int argument goes in the same register on x64.</summary>
+    [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
+    public static partial int Fcntl(int fd, int command, int argument);
+
     [LibraryImport("libc", EntryPoint = "close")]
     public static partial int Close(int fd);
 
@@ -65,7 +71,7 @@ internal static unsafe partial class Epoll
         public short ReturnedEvents;
     }
 
-    public const short PollIn = 0x001;
+    public const short PollIn = 0x001, PollRdHup = 0x2000;
 
     [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
     public static partial int Poll(PollFd* fds, nuint count, int timeoutMs);

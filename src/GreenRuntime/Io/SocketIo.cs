@@ -39,7 +39,8 @@
 // does not pass through, a closed or invalid handle, an fd epoll refuses — and the caller then runs its
 // other path, so the exception a user sees for a disposed socket is the original's. Receive and send take
 // stream sockets only: for datagrams the original reports truncation (MessageSize) and partial sends in ways
-// a bare recv/send does not, so datagram sockets only wait for readability here and keep the original call.
+// a bare recv/send does not, so datagram sockets only wait for readability here (WaitReadableOnce, after their
+// own non-blocking call found nothing) and keep the original call.
 
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
@@ -78,7 +79,7 @@ internal static unsafe class SocketIo
     }
 
     /// <summary>The receive loop: the non-blocking recv, parked on the reactor between EAGAINs.</summary>
-    private static bool ReceiveParked(Hub hub, Socket s, Span<byte> buffer, SocketFlags flags, TimeSpan? timeout, out int received, out SocketError error)
+    private static bool ReceiveParked(Hub hub, Socket s, Span<byte> buffer, SocketFlags flags, TimeSpan? timeout, out int received, out SocketError error, bool readableIfShutDown = false)
     {
         received = 0;
         error = SocketError.Success;
@@ -93,6 +94,8 @@ internal static unsafe class SocketIo
                 case Outcome.NotHandled: return false;
                 case Outcome.Done: return true;
             }
+            if (readableIfShutDown && IsReceiveShutDown(handle, fd))
+                return true; // a receive returns at once (see IsReceiveShutDown), though the non-blocking peek says EAGAIN
             switch (reactor.Wait(handle, fd, write: false, Remaining(hub, deadline)))
             {
                 case null: return false;
@@ -149,7 +152,7 @@ internal static unsafe class SocketIo
     /// <summary>What a thread blocked in a receive or send on <paramref name="s"/> sees when another thread closes the socket:
     /// .NET then unblocks the system call by disconnecting a stream socket (ConnectionAborted) and shutting down any
     /// other (Interrupted), and so the greenlet parked in its place reports the same.</summary>
-    private static SocketError ClosedUnderCall(Socket s) =>
+    internal static SocketError ClosedUnderCall(Socket s) =>
         s.SocketType is SocketType.Stream or SocketType.Unknown ? SocketError.ConnectionAborted : SocketError.Interrupted;
 
     /// <summary>Ends at once the waits of greenlets parked on <paramref name="s"/>, which has just been closed (see
@@ -190,7 +193,111 @@ internal static unsafe class SocketIo
         // A 1-byte peek consumes no data (for any socket type); it does consume a pending error, reported here. On a
         // Socket that wraps a pipe the peek is a poll() instead (TryCall).
         Span<byte> probe = stackalloc byte[1];
-        return ReceiveParked(hub, s, probe, SocketFlags.Peek, timeout, out _, out error);
+        return ReceiveParked(hub, s, probe, SocketFlags.Peek, timeout, out _, out error, readableIfShutDown: s.SocketType != SocketType.Stream);
+    }
+
+    /// <summary>
+    /// Parks once until <paramref name="s"/> may be readable (or reports an error, or is closed): for a caller that has
+    /// just made its own non-blocking receive and found nothing. Null when not handled (the caller waits another way).
+    /// </summary>
+    public static Readiness? WaitReadableOnce(Hub hub, Socket s, TimeSpan? timeout)
+    {
+        if (!TryGetHandle(hub, s, out var reactor, out var handle, out int fd)) return null;
+        return reactor.Wait(handle, fd, write: false, timeout);
+    }
+
+    /// <summary>
+    /// Whether the receive side of <paramref name="s"/> is shut down (poll() reports POLLRDHUP). On a datagram socket a
+    /// blocking receive then returns 0 at once (the kernel stops waiting), while a non-blocking one, and so the peek, still
+    /// fails with EAGAIN: parked on that, a greenlet slept through the <c>Shutdown</c> that wakes a thread. False where it
+    /// cannot tell (no poll() binding, a closed handle).
+    /// </summary>
+    public static bool IsReceiveShutDown(Socket s)
+    {
+        if (!Epoll.IsSupported || s_handleFieldMissing) return false;
+        SafeSocketHandle? handle;
+        try
+        {
+            handle = HandleField(s);
+        }
+        catch (MissingFieldException)
+        {
+            s_handleFieldMissing = true;
+            return false;
+        }
+        return handle is { IsInvalid: false, IsClosed: false } && IsReceiveShutDown(handle, (int)handle.DangerousGetHandle());
+    }
+
+    /// <summary>
+    /// Clears O_NONBLOCK on the file descriptor of <paramref name="s"/> until the scope ends, behind .NET's back: for the
+    /// one receive on a socket whose receive side is shut down, which then returns at once, as a thread's on a blocking
+    /// descriptor does (once .NET made the descriptor non-blocking it emulates a blocking receive on its own engine, which
+    /// never returns then). A scope that did nothing when the descriptor cannot be read.
+    /// </summary>
+    public static BlockingDescriptor MakeDescriptorBlocking(Socket s)
+    {
+        if (!Epoll.IsSupported || s_handleFieldMissing) return default;
+        SafeSocketHandle? handle;
+        try
+        {
+            handle = HandleField(s);
+        }
+        catch (MissingFieldException)
+        {
+            s_handleFieldMissing = true;
+            return default;
+        }
+        if (handle is not { IsInvalid: false, IsClosed: false }) return default;
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+        }
+        catch (ObjectDisposedException)
+        {
+            return default;
+        }
+        int fd = (int)handle.DangerousGetHandle();
+        int flags = Epoll.Fcntl(fd, Epoll.FGetFl, 0);
+        if (flags < 0 || (flags & Epoll.NonBlock) == 0 || Epoll.Fcntl(fd, Epoll.FSetFl, flags & ~Epoll.NonBlock) < 0)
+        {
+            handle.DangerousRelease();
+            return default;
+        }
+        return new BlockingDescriptor(handle, fd, flags);
+    }
+
+    /// <summary>The scope of <see cref="MakeDescriptorBlocking"/>: puts the descriptor's flags back.</summary>
+    public readonly struct BlockingDescriptor(SafeSocketHandle? handle, int fd, int flags) : IDisposable
+    {
+        public void Dispose()
+        {
+            if (handle is null) return;
+            Epoll.Fcntl(fd, Epoll.FSetFl, flags);
+            handle.DangerousRelease();
+        }
+    }
+
+    private static bool IsReceiveShutDown(SafeSocketHandle handle, int fd)
+    {
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            var entry = new Epoll.PollFd { Fd = fd, Events = Epoll.PollIn | Epoll.PollRdHup };
+            int n;
+            do n = Epoll.Poll(&entry, 1, 0);
+            while (n < 0 && Marshal.GetLastPInvokeError() == Epoll.EINTR);
+            return n > 0 && (entry.ReturnedEvents & Epoll.PollRdHup) != 0;
+        }
+        catch (ObjectDisposedException)
+        {
+            return false;
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
     }
 
     /// <summary>Whether <paramref name="s"/> stands for a real socket. On Unix .NET also wraps a pipe in a Socket (how
@@ -479,14 +586,14 @@ internal static unsafe class SocketIo
 
     /// <summary>The deadline of a call, on the hub's clock (<see cref="HubOptions.TimeProvider"/>, which every
     /// timeout of the runtime reads); long.MaxValue for none.</summary>
-    private static long Deadline(Hub hub, TimeSpan? timeout)
+    internal static long Deadline(Hub hub, TimeSpan? timeout)
     {
         if (timeout is not { } t || t == Timeout.InfiniteTimeSpan || t < TimeSpan.Zero) return long.MaxValue;
         var time = hub.Options.TimeProvider;
         return time.GetTimestamp() + (long)(t.TotalSeconds * time.TimestampFrequency);
     }
 
-    private static TimeSpan? Remaining(Hub hub, long deadline)
+    internal static TimeSpan? Remaining(Hub hub, long deadline)
     {
         if (deadline == long.MaxValue) return null;
         var left = hub.Options.TimeProvider.GetElapsedTime(hub.Options.TimeProvider.GetTimestamp(), deadline);

@@ -8,14 +8,16 @@
 // Design, per operation:
 //   1. Receive and Send on stream sockets take the reactor path: nothing is left running after a timeout or a
 //      kill, so the caller's buffer is the caller's again at once.
-//   2. Where the reactor declines (no reactor on this platform, flags it does not pass through, datagram
-//      sockets, a handle it cannot watch): a receive waits until the socket is readable with an async 1-byte
+//   2. Datagram (message) sockets: the socket's own receive, made non-blocking, and on EAGAIN a wait on the
+//      reactor (CooperativeSocket.Datagram.cs): another reader may take the datagram between the wake and the call.
+//   3. Where the reactor declines (no reactor on this platform, flags it does not pass through, a handle it
+//      cannot watch): a receive waits until the socket is readable with an async 1-byte
 //      peek, which consumes nothing (so a kill or a timeout loses no data and never writes into the caller's
 //      buffer later), then receives, which returns at once; a send sends a pooled copy with SendAsync.
-//   3. An interrupted async operation is cancelled; one that may still read or write memory the unwinding
+//   4. An interrupted async operation is cancelled; one that may still read or write memory the unwinding
 //      frame owns is waited for (a short real wait inside Parking.SuppressCooperation) before the exception
 //      propagates: a pooled buffer is never handed back while the kernel may still touch it.
-//   4. The final calls go through Parking.SuppressCooperation, so with Patch.All() applied they run the
+//   5. The final calls go through Parking.SuppressCooperation, so with Patch.All() applied they run the
 //      original Socket methods instead of coming back here.
 // Errors are reported as the Socket's own SocketError codes (out parameters, as Socket.Receive(..., out
 // SocketError) does); exceptions are the ones the Socket itself throws (a disposed socket, bad arguments).
@@ -69,6 +71,18 @@ public static partial class CooperativeSocket
         var hub = RequireHub();
         if (SocketIo.TryReceive(hub, socket, buffer, flags, timeout, out int received, out error))
             return received;
+        if (IsMessageSocket(socket) && SocketIo.IsSocket(socket))
+        {
+            var call = new SpanReceive { Buffer = buffer, Flags = flags };
+            var outcome = ReceiveWhenReadable(socket, timeout, ref call,
+                static (Socket s, ref SpanReceive c) =>
+                {
+                    c.Received = s.Receive(c.Buffer, c.Flags, out var e);
+                    return e;
+                });
+            error = outcome;
+            return outcome == SocketError.Success ? call.Received : 0;
+        }
         var ready = WaitReadable(hub, socket, timeout);
         if (ready != SocketError.Success)
         {
@@ -77,6 +91,13 @@ public static partial class CooperativeSocket
         }
         using (Parking.SuppressCooperation())
             return socket.Receive(buffer, flags, out error); // readable: returns at once
+    }
+
+    private ref struct SpanReceive
+    {
+        public Span<byte> Buffer;
+        public SocketFlags Flags;
+        public int Received;
     }
 
     /// <summary>
