@@ -68,28 +68,31 @@ public static partial class CooperativeSocket
         bool parked = false;
         while (true)
         {
-            bool blocking = listener.Blocking;
-            try
+            using (NonBlockingGate(listener).EnterScope()) // greenlets of two hubs may accept on one listener
             {
-                listener.Blocking = false;
-                Socket accepted;
-                using (Parking.SuppressCooperation())
-                    accepted = listener.Accept(); // a listener that does not listen throws here, as the original does
-                accepted.Blocking = true;
-                return accepted;
-            }
-            catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock or SocketError.ConnectionAborted or SocketError.ConnectionReset)
-            {
-                // Nothing queued (or the client gave up in between): wait for the next one.
-            }
-            catch (ObjectDisposedException) when (parked)
-            {
-                // Closed while this greenlet waited: what a thread blocked in Accept sees.
-                throw new SocketException((int)SocketError.Interrupted);
-            }
-            finally
-            {
-                RestoreBlocking(listener, blocking);
+                bool blocking = listener.Blocking;
+                try
+                {
+                    listener.Blocking = false;
+                    Socket accepted;
+                    using (Parking.SuppressCooperation())
+                        accepted = listener.Accept(); // a listener that does not listen throws here, as the original does
+                    accepted.Blocking = true;
+                    return accepted;
+                }
+                catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock or SocketError.ConnectionAborted or SocketError.ConnectionReset)
+                {
+                    // Nothing queued (or the client gave up in between): wait for the next one.
+                }
+                catch (ObjectDisposedException) when (parked)
+                {
+                    // Closed while this greenlet waited: what a thread blocked in Accept sees.
+                    throw new SocketException((int)SocketError.Interrupted);
+                }
+                finally
+                {
+                    RestoreBlocking(listener, blocking);
+                }
             }
             // Not watchable: before any park, the caller's other path; after one, the listener was closed meanwhile (the
             // next attempt reports it).

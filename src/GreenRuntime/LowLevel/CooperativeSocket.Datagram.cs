@@ -31,8 +31,11 @@ public delegate SocketError ReceiveAttempt<TState>(Socket socket, ref TState sta
 public static partial class CooperativeSocket
 {
     // One gate per socket: two hubs' threads switching the same socket would otherwise restore each other's switch, leaving
-    // one call blocking or the socket non-blocking for good.
+    // one call blocking or the socket non-blocking for good. Every call made with the socket switched takes it (the
+    // datagram receives here, the accept on the reactor).
     private static readonly ConditionalWeakTable<Socket, Lock> s_nonBlockingGates = new();
+
+    private static Lock NonBlockingGate(Socket socket) => s_nonBlockingGates.GetValue(socket, static _ => new Lock());
 
     /// <summary>
     /// Makes <paramref name="receive"/>, one receive call of the socket's own, without letting it block: at once, and again
@@ -94,7 +97,7 @@ public static partial class CooperativeSocket
     {
         using (Parking.SuppressCooperation())
         {
-            lock (s_nonBlockingGates.GetValue(socket, static _ => new Lock()))
+            lock (NonBlockingGate(socket))
             {
                 bool blocking = socket.Blocking;
                 try
@@ -132,7 +135,7 @@ public static partial class CooperativeSocket
     {
         using (Parking.SuppressCooperation())
         {
-            lock (s_nonBlockingGates.GetValue(socket, static _ => new Lock()))
+            lock (NonBlockingGate(socket))
             {
                 bool blocking = socket.Blocking;
                 try

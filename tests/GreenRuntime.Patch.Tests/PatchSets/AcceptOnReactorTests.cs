@@ -87,6 +87,40 @@ public class AcceptOnReactorTests : PatchedHubTest
     }
 
     [Test]
+    public void GreenletsOfTwoHubsAcceptingOnOneListenerLeaveItBlockingAndLoseNoClient()
+    {
+        // Each accept switches the listener to non-blocking for one call and back: two hubs' threads doing that at once
+        // restored each other's switch, leaving an accept blocking its hub or the listener non-blocking for good.
+        const int clients = 400;
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(clients);
+        int accepted = 0;
+        using (var group = new HubGroup(2))
+        {
+            var acceptors = Enumerable.Range(0, 2).Select(h => group.SpawnOn(h, () =>
+            {
+                while (Volatile.Read(ref accepted) < clients)
+                {
+                    using var s = Green.WithTimeout<Socket?>(TimeSpan.FromMilliseconds(200), () => listener.Accept(), null);
+                    if (s != null) Interlocked.Increment(ref accepted);
+                }
+            })).ToList();
+            var sockets = new List<Socket>();
+            for (int i = 0; i < clients; i++)
+            {
+                var c = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                c.Connect(listener.LocalEndPoint!);
+                sockets.Add(c);
+            }
+            foreach (var a in acceptors) Assert.That(a.Join(TimeSpan.FromSeconds(30)), Is.True, "both acceptors ended");
+            foreach (var c in sockets) c.Dispose();
+        }
+        Assert.That(accepted, Is.EqualTo(clients));
+        Assert.That(listener.Blocking, Is.True, "the listener is blocking again, as its owner left it");
+    }
+
+    [Test]
     public void ClosingTheListenerEndsAWaitingAcceptAsOnAThread()
     {
         var listener = new TcpListener(IPAddress.Loopback, 0);
