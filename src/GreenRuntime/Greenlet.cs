@@ -635,6 +635,17 @@ public partial class Greenlet
     /// the scopes of the flow that blocks count, so a loop the greenlet started outside an expired scope goes on.</remarks>
     internal Exception? StickyException() => StickyException(IsStackless ? GreenTimeout.FlowScope : null);
 
+    /// <summary>Whether a kill or timeout is pending that has not been raised in this greenlet yet (see <see cref="Raising"/>).
+    /// Hub-only.</summary>
+    internal bool UnraisedCancellation =>
+        PendingException != null
+        || StickyException() switch
+        {
+            null => false,
+            GreenTimeoutException { Scope: { } scope } => !scope.Raised,
+            var sticky => !(ReferenceEquals(sticky, KillException) && KillRaised),
+        };
+
     /// <summary>Whether a kill or timeout waits to be raised at this greenlet's next blocking point. Hub-only.</summary>
     internal bool CancellationPending => PendingException != null || StickyException() != null;
 

@@ -54,6 +54,7 @@ internal static unsafe class CooperativeFile
     {
         var hub = Cooperative.ParkingHub();
         if (hub is null || buffer.IsEmpty) return ReadAt.Call(handle, buffer, fileOffset);
+        Parking.YieldPoint(); // a read loop answered by the page cache never parks: see YieldPoint
         if (NoWaitFileIo.TryRead(handle, buffer, fileOffset, out int inline)) return inline;
         // Not (all) cached, or not a file the kernel can read without waiting: the rest as the original would.
         return inline + ReadOffloaded(hub, handle, buffer[inline..], fileOffset + inline);
@@ -67,6 +68,7 @@ internal static unsafe class CooperativeFile
             WriteAt.Call(handle, buffer, fileOffset);
             return;
         }
+        Parking.YieldPoint(); // a write loop's calls are no cancellation points: see YieldPoint
         int inline = NoWaitFileIo.TryWrite(handle, buffer, fileOffset);
         if (inline < buffer.Length) WriteOffloaded(hub, handle, buffer[inline..], fileOffset + inline);
     }
@@ -190,6 +192,7 @@ internal static unsafe class CooperativeFile
     {
         var hub = Cooperative.ParkingHub();
         if (hub is null) return ReadScatter.Call(handle, buffers, fileOffset);
+        Parking.YieldPoint();
         using var shield = IsBounded(handle) ? Green.Shield() : default;
         var task = Task.Run(() => ReadScatter.Call(handle, buffers, fileOffset));
         Cooperative.Park(hub, task, null, WaitReason.File, drain: true);
@@ -204,6 +207,7 @@ internal static unsafe class CooperativeFile
             WriteGather.Call(handle, buffers, fileOffset);
             return;
         }
+        Parking.YieldPoint();
         using var shield = IsBounded(handle) ? Green.Shield() : default;
         var task = Task.Run(() => WriteGather.Call(handle, buffers, fileOffset));
         Cooperative.Park(hub, task, null, WaitReason.File, drain: true);

@@ -120,6 +120,26 @@ public static partial class Parking
     }
 
     /// <summary>
+    /// Where a call that completes without waiting — a file read the page cache answers, a socket receive that finds data,
+    /// a send the kernel takes — gives way, before it moves any byte: it raises a kill or an expired
+    /// <see cref="GreenTimeout"/> that has not been raised in the greenlet yet, and yields when the hub's blocking monitor
+    /// has seen the greenlet hold the baton for a sample or more while others wait. Such calls are otherwise no blocking
+    /// point, so a loop of them (copying a cached file, streaming a database result) neither let the other greenlets run
+    /// nor could be killed. Once the kill or timeout has been raised, later calls go through: clean-up that unwinds from it
+    /// (a writer's flush in <c>Dispose</c>) still writes, as on a thread. Nothing off a greenlet that may park, or inside
+    /// a <see cref="CancellationShield"/> (for the raise).
+    /// </summary>
+    public static void YieldPoint()
+    {
+        if (ParkingHubSilent() is not { } hub) return;
+        var g = hub.CurrentGreenlet;
+        if (g.ShieldDepth == 0 && g.UnraisedCancellation)
+            hub.YieldCurrent(); // a cancellation point: raises it
+        else
+            hub.YieldIfAsked();
+    }
+
+    /// <summary>
     /// A token for an operation the current greenlet starts and waits for: cancelled when <paramref name="token"/> is,
     /// when the greenlet is killed, or when a <see cref="GreenTimeout"/> open on it now expires. A wait the kill
     /// interrupts abandons its operation; an operation that holds a shared resource for its caller (a pooled connection

@@ -23,6 +23,92 @@ public partial class FileReadWriteTests : PatchedHubTest
         (0, NoWaitFileIo.InlineLimit), (5, NoWaitFileIo.InlineLimit + 1), (0, FileLength + 10),
     ];
 
+    [Test]
+    public void AKillOrTimeoutReachesAGreenletWhoseOnlyCallsAreFileCallsAndCleanUpStillWrites()
+    {
+        // A file call is no cancellation point (it ends by itself, and cleanup that unwinds from a kill must write), and a
+        // cached read never parks: a loop of them ran to its end through a kill and a timeout. The first delivery now
+        // comes at the start of the next file call; once raised, file calls go through. On a hub of its own thread (with
+        // the blocking monitor on), so that a loop that never gives way fails this test instead of hanging the run.
+        string written = path + ".w", cleanup = path + ".c";
+        long fileLength = -1, killedAfter = -1, timedOutValue = 0;
+        string? cleanupText = null;
+        bool killedAsKilled = false;
+        Exception? failure = null;
+        var runner = new Thread(() =>
+        {
+            try
+            {
+                RunTheLoops();
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        }) { IsBackground = true };
+
+        void RunTheLoops()
+        {
+            using var hub = new Hub(new HubOptions { MaxBlockingTime = TimeSpan.FromMilliseconds(40) });
+            int writes = 0;
+            var writer = Green.Spawn(() =>
+            {
+                using var fs = new FileStream(written, FileMode.Create, FileAccess.Write, FileShare.Read, bufferSize: 0);
+                var chunk = new byte[64 * 1024];
+                while (true)
+                {
+                    fs.Write(chunk);
+                    writes++;
+                }
+            });
+            while (writes < 5) Green.Sleep(1);
+            writer.Kill(timeout: TimeSpan.FromSeconds(10));
+            killedAfter = writes;
+            killedAsKilled = writer.Dead && writer.Value is GreenletExit;
+            fileLength = new FileInfo(written).Length;
+
+            timedOutValue = Green.Spawn(() => Green.WithTimeout(TimeSpan.FromMilliseconds(20), () =>
+            {
+                long total = 0;
+                while (true) total += File.ReadAllBytes(path).Length; // cached: read inline, never parks
+#pragma warning disable CS0162
+                return total;
+#pragma warning restore CS0162
+            }, -1L)).Get(TimeSpan.FromSeconds(10));
+
+            var cleaner = Green.Spawn(() =>
+            {
+                try
+                {
+                    Green.Sleep(10_000);
+                }
+                finally
+                {
+                    File.WriteAllText(cleanup, "written while unwinding");
+                }
+            });
+            Green.Sleep(10);
+            cleaner.Kill(timeout: TimeSpan.FromSeconds(10));
+            cleanupText = File.ReadAllText(cleanup);
+        }
+
+        try
+        {
+            runner.Start();
+            Assert.That(runner.Join(TimeSpan.FromSeconds(60)), Is.True, "the loops gave way");
+            Assert.That(failure, Is.Null);
+            Assert.That(killedAsKilled, Is.True, "the writer ended killed");
+            Assert.That(fileLength, Is.EqualTo(killedAfter * 64 * 1024), "every write whole, none after the kill");
+            Assert.That(timedOutValue, Is.EqualTo(-1), "the timeout ended the read loop");
+            Assert.That(cleanupText, Is.EqualTo("written while unwinding"), "file calls after the raise go through");
+        }
+        finally
+        {
+            File.Delete(written);
+            File.Delete(cleanup);
+        }
+    }
+
     [SetUp]
     public void CreateFile()
     {
