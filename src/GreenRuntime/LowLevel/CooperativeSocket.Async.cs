@@ -236,7 +236,7 @@ public static partial class CooperativeSocket
         if (remoteEndPoint is null or DnsEndPoint || cancellationToken.IsCancellationRequested || socket.Connected
             || !OnStacklessReactor(socket, write: true, out var hub, out var reactor, out var handle, out int fd))
             return false;
-        bool? connected;
+        ConnectStart connected;
         try
         {
             connected = StartConnect(socket, remoteEndPoint);
@@ -252,8 +252,9 @@ public static partial class CooperativeSocket
         }
         switch (connected)
         {
-            case null: return false;
-            case true: return true;
+            case ConnectStart.NotHandled: return false;
+            case ConnectStart.Connected: return true;
+            case ConnectStart.NoRoom: return false; // a Unix listener's full backlog: nothing started, the original reports it
         }
         result = new AsyncSocketOperation(hub, reactor, socket, handle, fd, AsyncSocketKind.Connect, default, SocketFlags.None, 0, cancellationToken, null).StartUntyped();
         return true;

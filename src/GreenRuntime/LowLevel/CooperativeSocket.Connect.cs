@@ -120,7 +120,8 @@ public static partial class CooperativeSocket
     /// </summary>
     /// <remarks>On the reactor this is the non-blocking connect .NET itself supports, waited for on the hub's epoll set,
     /// which keeps the socket out of .NET's own socket engine afterwards; elsewhere it is <c>ConnectAsync</c>, parked.
-    /// A kill cancels the connect (the socket is then unusable, as after a failed connect).</remarks>
+    /// A kill cancels the connect (the socket is then unusable, as after a failed connect). A Unix-domain listener whose
+    /// backlog is full is tried again every 1–20 ms until it has room, as a blocking connect waits for it.</remarks>
     /// <exception cref="SocketException">The connection failed (refused, unreachable...).</exception>
     /// <exception cref="InvalidOperationException">Not on a greenlet that may park, or the socket is listening.</exception>
     public static void Connect(Socket socket, EndPoint remoteEndPoint)
@@ -183,10 +184,20 @@ public static partial class CooperativeSocket
     /// </summary>
     private static bool ConnectOnReactor(Hub hub, Socket s, EndPoint remoteEP)
     {
-        switch (StartConnect(s, remoteEP))
+        var backoff = new PollBackoff();
+        while (true)
         {
-            case null: return false;
-            case true: return true;
+            switch (StartConnect(s, remoteEP))
+            {
+                case ConnectStart.NotHandled: return false;
+                case ConnectStart.Connected: return true;
+                case ConnectStart.NoRoom:
+                    // Nothing signals room in a Unix listener's backlog: retry as a blocking connect waits, killable.
+                    Green.Sleep(backoff.Next(PollBackoff.Max));
+                    backoff.Grow();
+                    continue;
+            }
+            break;
         }
         try
         {
@@ -208,14 +219,31 @@ public static partial class CooperativeSocket
         }
     }
 
-    /// <summary>
-    /// Starts the non-blocking connect: true when it connected at once (loopback often does), false when it is in
-    /// progress (wait until the socket is writable, then ask <see cref="ConnectOutcome"/>), null when the socket cannot
-    /// be switched to non-blocking mode (nothing was done). Throws the socket's own exception for a connect that fails at once.
-    /// </summary>
-    internal static bool? StartConnect(Socket s, EndPoint remoteEP)
+    /// <summary>How <see cref="StartConnect"/> left a non-blocking connect.</summary>
+    internal enum ConnectStart
     {
-        if (!CanForgetPendingConnect(s)) return null;
+        /// <summary>The socket cannot be switched to non-blocking mode: nothing was done.</summary>
+        NotHandled,
+
+        /// <summary>Connected at once (loopback often does).</summary>
+        Connected,
+
+        /// <summary>In progress: wait until the socket is writable, then ask <see cref="ConnectOutcome"/>.</summary>
+        InProgress,
+
+        /// <summary>A Unix listener's backlog is full: nothing started and nothing was recorded; try again later.</summary>
+        NoRoom,
+    }
+
+    /// <summary>
+    /// Starts the non-blocking connect. Throws the socket's own exception for a connect that fails at once.
+    /// </summary>
+    /// <remarks>For AF_UNIX, EAGAIN (WouldBlock) does not mean "in progress", as EINPROGRESS does for TCP: the listener's
+    /// backlog is full and no connection was started, yet the socket is writable at once with no error, so waiting for
+    /// writability would report a connection that does not exist. A blocking connect waits for room instead.</remarks>
+    internal static ConnectStart StartConnect(Socket s, EndPoint remoteEP)
+    {
+        if (!CanForgetPendingConnect(s)) return ConnectStart.NotHandled;
         bool wasBlocking = s.Blocking;
         try
         {
@@ -223,17 +251,22 @@ public static partial class CooperativeSocket
         }
         catch (Exception e) when (e is SocketException or ObjectDisposedException)
         {
-            return null; // the other path reports the socket's state
+            return ConnectStart.NotHandled; // the other path reports the socket's state
         }
         try
         {
             using (Parking.SuppressCooperation())
                 s.Connect(remoteEP);
-            return true; // connected at once, or the socket's own exception
+            return ConnectStart.Connected; // connected at once, or the socket's own exception
+        }
+        catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock && s.AddressFamily == AddressFamily.Unix)
+        {
+            ForgetPendingConnect(s);
+            return ConnectStart.NoRoom;
         }
         catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress)
         {
-            return false;
+            return ConnectStart.InProgress;
         }
         finally
         {

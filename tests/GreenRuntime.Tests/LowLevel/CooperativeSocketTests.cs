@@ -321,6 +321,90 @@ public class CooperativeSocketTests : HubTest
     }
 
     [Test]
+    public void AUnixConnectToAFullBacklogWaitsForRoomAsABlockingConnectDoes()
+    {
+        // For AF_UNIX a non-blocking connect to a full backlog fails with EAGAIN and starts nothing: the socket is writable
+        // at once with no error, so treating it as "in progress" reported connections that did not exist.
+        var path = Path.Combine(Path.GetTempPath(), "gr-backlog-" + Guid.NewGuid().ToString("N")[..8]);
+        var address = new UnixDomainSocketEndPoint(path);
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(address);
+        listener.Listen(1);
+        try
+        {
+            const int clients = 8;
+            var connects = Enumerable.Range(0, clients).Select(i => Green.Spawn(() =>
+            {
+                var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                CooperativeSocket.Connect(s, address);
+                CooperativeSocket.Send(s, [(byte)i], SocketFlags.None, null, out var error);
+                Assert.That(error, Is.EqualTo(SocketError.Success), $"client {i} sends on the connection its connect reported");
+                return s;
+            })).ToList();
+            Green.Sleep(50); // the backlog fills: the other connects wait for room
+            var received = new List<int>();
+            using var patience = new CancellationTokenSource(TimeSpan.FromSeconds(10)); // a connect reported but never made
+            for (int i = 0; i < clients; i++)
+            {
+                using var accepted = CooperativeSocket.Accept(listener, patience.Token);
+                var buffer = new byte[1];
+                int n = CooperativeSocket.Receive(accepted, buffer, SocketFlags.None, TimeSpan.FromSeconds(10), out _);
+                Assert.That(n, Is.EqualTo(1), "every accepted connection carries its client's byte");
+                received.Add(buffer[0]);
+            }
+            foreach (var c in connects) c.Get(TimeSpan.FromSeconds(10)).Dispose();
+            Assert.That(received.Order(), Is.EqualTo(Enumerable.Range(0, clients)));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Test]
+    public void AUnixConnectWaitingForRoomInAFullBacklogEndsOnAKillOrTimeout()
+    {
+        var path = Path.Combine(Path.GetTempPath(), "gr-backlog-" + Guid.NewGuid().ToString("N")[..8]);
+        var address = new UnixDomainSocketEndPoint(path);
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(address);
+        listener.Listen(0);
+        var filling = new List<Socket>();
+        try
+        {
+            // Fill the backlog (never accepted) until a plain non-blocking connect finds no room.
+            while (true)
+            {
+                var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified) { Blocking = false };
+                filling.Add(s);
+                try
+                {
+                    s.Connect(address);
+                }
+                catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock)
+                {
+                    break;
+                }
+            }
+            using var killed = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            var waiting = Green.Spawn(() => CooperativeSocket.Connect(killed, address));
+            Green.Sleep(50);
+            Assert.That(waiting.Ready, Is.False, "the connect waits for room");
+            waiting.Kill();
+            Assert.That(waiting.Ready, Is.True);
+            Assert.That(killed.Connected, Is.False);
+            using var timed = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            Assert.Throws<GreenTimeoutException>(() => Green.WithTimeout(TimeSpan.FromMilliseconds(50), () => CooperativeSocket.Connect(timed, address)));
+            Assert.That(timed.Connected, Is.False);
+        }
+        finally
+        {
+            foreach (var s in filling) s.Dispose();
+            File.Delete(path);
+        }
+    }
+
+    [Test]
     public void ARefusedConnectThrowsTheSocketsError()
     {
         var port = ((IPEndPoint)_listener.LocalEndPoint!).Port;
