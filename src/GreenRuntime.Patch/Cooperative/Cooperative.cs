@@ -114,15 +114,20 @@ internal static class Cooperative
     }
 
     /// <summary>Whether the code that called <paramref name="api"/> is CoreLib's: the first frame of the stack that is
-    /// neither the runtime's (this assembly, the core one) nor <paramref name="api"/>'s own. Costs a stack walk: ask only
-    /// when it matters (a kill is pending). Not from an exception filter, whose stack shows CoreLib's dispatcher on top.
-    /// Frames the JIT inlined are not on the stack.</summary>
+    /// neither the runtime's (this assembly, the core one) nor <paramref name="api"/>'s own, nor <see cref="SpinWait"/>'s.
+    /// Costs a stack walk: ask only when it matters (a kill is pending). Not from an exception filter, whose stack shows
+    /// CoreLib's dispatcher on top. Frames the JIT inlined are not on the stack.</summary>
+    /// <remarks>SpinWait is CoreLib's, but it is a tool, not bookkeeping: what matters is who spins with it. CoreLib's own
+    /// primitives do (SemaphoreSlim, ManualResetEventSlim, SpinLock), and so do polling loops of other code
+    /// (<c>SpinWait.SpinUntil</c> in user code, <c>NamedPipeClientStream.Connect</c> waiting for its pipe to appear),
+    /// which must stay killable.</remarks>
     public static bool CalledByCoreLib(Type api)
     {
         foreach (var frame in new System.Diagnostics.StackTrace(1, false).GetFrames())
         {
             var type = frame.GetMethod()?.DeclaringType;
-            if (type is null || type == api || type.Assembly == typeof(Cooperative).Assembly || type.Assembly == typeof(Hub).Assembly)
+            if (type is null || type == api || type == typeof(SpinWait)
+                || type.Assembly == typeof(Cooperative).Assembly || type.Assembly == typeof(Hub).Assembly)
                 continue;
             return type.Assembly == typeof(object).Assembly;
         }

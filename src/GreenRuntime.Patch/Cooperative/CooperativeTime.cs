@@ -71,8 +71,10 @@ internal static class CooperativeTime
     // A kill raised in one (a kill is raised again at every cancellation point, docs/core.md) left a
     // ReaderWriterLockSlim's read lock held and its counters corrupted for good, so such a short wait parks shielded,
     // and afterwards raises a pending kill or timeout only when other code called it: a polling loop of Sleep(1) stays
-    // killable, a back-off inside CoreLib raises at the greenlet's next blocking call instead. The stack is looked at
-    // only when something is pending.
+    // killable, a back-off inside CoreLib raises at the greenlet's next blocking call instead. A SpinWait counts as its
+    // caller's: SpinLock's spins are CoreLib's, SpinWait.SpinUntil in user code or NamedPipeClientStream.Connect's wait
+    // for its pipe are polling loops (a kill or timeout of either was ignored until the condition came true). The stack
+    // is looked at only when something is pending.
     private static void RaiseUnlessBackingOff()
     {
         if (Parking.CancellationPending && !Cooperative.CalledByCoreLib(typeof(Thread)))

@@ -91,13 +91,66 @@ public class LegacyCancellationTests : PatchedHubTest
         {
             var watch = Stopwatch.StartNew();
             while (watch.ElapsedMilliseconds < 60) { } // the timeout expires meanwhile, raised at the next blocking point
-            var spin = new SpinWait();
-            for (int i = 0; i < 100; i++) spin.SpinOnce(); // CoreLib: Thread.Sleep(0), Sleep(1) and Yield inside
+            var spinLock = new SpinLock(false);
+            bool taken = false;
+            var holder = new Thread(() =>
+            {
+                bool held = false;
+                spinLock.Enter(ref held);
+                Thread.Sleep(50); // off the hub: a plain sleep
+                spinLock.Exit();
+            });
+            holder.Start();
+            while (!spinLock.IsHeld) { }
+            spinLock.Enter(ref taken); // CoreLib's SpinLock spins with SpinWait: Thread.Sleep(0), Sleep(1) and Yield inside
+            spinLock.Exit();
             spunThrough = true;
             Thread.Sleep(1); // this code's own call: a cancellation point
             return "not raised";
         }, "raised");
         Assert.That((spunThrough, raised), Is.EqualTo((true, "raised")));
+    }
+
+    [Test]
+    public void SpinUntilInOtherCodeIsACancellationPoint()
+    {
+        // SpinWait is CoreLib's, but a SpinUntil of user code is a polling loop: its back-offs count as that code's.
+        bool flag = false;
+        var watch = Stopwatch.StartNew();
+        var outcome = Green.WithTimeout(TimeSpan.FromMilliseconds(100), () => SpinWait.SpinUntil(() => flag, 5000) ? "flag" : "gave up", "raised");
+        Assert.That(outcome, Is.EqualTo("raised"));
+        Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(4)), "the timeout ended the spin, not SpinUntil's own");
+    }
+
+    [Test]
+    public void ANamedPipeClientsConnectToAMissingPipeEndsOnATimeoutOrAKill()
+    {
+        // NamedPipeClientStream.Connect polls for the pipe with a SpinWait: that loop is the pipe's, not CoreLib's bookkeeping.
+        string Missing() => "gr-missing-" + Guid.NewGuid().ToString("N");
+        var outcome = Green.WithTimeout(TimeSpan.FromMilliseconds(100), () =>
+        {
+            using var pipe = new System.IO.Pipes.NamedPipeClientStream(".", Missing(), System.IO.Pipes.PipeDirection.InOut);
+            try
+            {
+                pipe.Connect(3000);
+                return "connected";
+            }
+            catch (TimeoutException e) when (e is not GreenTimeoutException)
+            {
+                return "the pipe's own timeout";
+            }
+        }, "raised");
+        Assert.That(outcome, Is.EqualTo("raised"));
+
+        var connecting = Green.Spawn(() =>
+        {
+            using var pipe = new System.IO.Pipes.NamedPipeClientStream(".", Missing(), System.IO.Pipes.PipeDirection.InOut);
+            pipe.Connect(30_000);
+        });
+        Green.Sleep(50);
+        var killer = Green.Spawn(() => connecting.Kill());
+        killer.Join(TimeSpan.FromSeconds(10));
+        Assert.That((killer.Ready, connecting.Dead), Is.EqualTo((true, true)), "the kill ended the connect");
     }
 
     [Test]
