@@ -24,6 +24,8 @@ namespace GreenRuntime.Cooperative;
 /// decremented), so the result is handed over through a compare-exchange; a kill that loses the race gives the signal
 /// back. (Registered waits alone made every wake wait for a pool worker: seconds when the pool's threads were busy.)</item>
 /// <item><c>WaitHandle.WaitAny/WaitAll</c> (funnel <c>WaitMultiple</c>): see CooperativeThreading.WaitMultiple.cs.</item>
+/// <item><c>GC.WaitForPendingFinalizers</c>: the original wait with the baton released (a finalizer may need a lock that
+/// a parked greenlet holds), not interrupted.</item>
 /// <item><c>Thread.Join</c>: the original join, released and interruptible the same way; when no carrier is left, polled
 /// with <c>Join(0)</c> and parks of 1–20 ms (no completion signal exists for another thread's end).</item>
 /// </list>
@@ -258,6 +260,29 @@ internal static partial class CooperativeThreading
         return Parking.CanReleaseBaton
             ? Parking.RunReleased(s_joinReleased, (thread, millisecondsTimeout), WaitReason.Thread, interruptible: true)
             : Cooperative.PollUntil(hub, () => JoinInt.Call(thread, 0), Cooperative.WaitTimeout(millisecondsTimeout));
+    }
+
+    internal static readonly OriginalSlot<Action> WaitForFinalizers = new(static () => GC.WaitForPendingFinalizers());
+
+    private static readonly Func<bool, bool> s_waitForFinalizersReleased = static _ =>
+    {
+        WaitForFinalizers.Call();
+        return true;
+    };
+
+    /// <summary>Replaces <see cref="GC.WaitForPendingFinalizers"/>: on a greenlet, the original wait with the baton
+    /// released. Finalizers run on the finalizer thread and may take a lock that a parked greenlet of this hub holds;
+    /// waited for holding the baton, that greenlet never ran to release it and the hub deadlocked for good. Not
+    /// interrupted by a kill (the runtime's wait is not meant to be cut short); a kill or timeout that comes meanwhile is
+    /// raised once the finalizers are done.</summary>
+    public static void WaitForPendingFinalizers()
+    {
+        if (Cooperative.ParkingHub() is null || !Parking.CanReleaseBaton)
+        {
+            WaitForFinalizers.Call();
+            return;
+        }
+        Parking.RunReleased(s_waitForFinalizersReleased, false, WaitReason.Thread);
     }
 
     /// <summary>

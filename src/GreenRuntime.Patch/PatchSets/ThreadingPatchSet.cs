@@ -42,5 +42,6 @@ internal sealed class ThreadingPatchSet : PatchSet
         Point(typeof(Thread), "Join", [typeof(int)], C, "Join", CooperativeThreading.JoinInt),
         Point(typeof(Thread), "Join", [], C, "Join", CooperativeThreading.JoinNone),
         Point(typeof(Thread), "Join", [typeof(TimeSpan)], C, "Join", CooperativeThreading.JoinTimeSpan),
+        Point(typeof(GC), "WaitForPendingFinalizers", [], C, "WaitForPendingFinalizers", CooperativeThreading.WaitForFinalizers),
     ];
 }

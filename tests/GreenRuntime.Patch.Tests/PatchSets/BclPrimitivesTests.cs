@@ -115,4 +115,50 @@ public class BclPrimitivesTests : PatchedHubTest
         JoinAllSucceeded([.. parties, waiter]);
         Assert.That(phasesSeen, Is.All.EqualTo(Phases));
     }
+
+    private static readonly object s_finalizerLock = new();
+    private static int s_finalizersEntered, s_finalizersGaveUp;
+
+    private sealed class NeedsTheLock
+    {
+        ~NeedsTheLock()
+        {
+            // Gives up after 5 s, so that a hub that is deadlocked fails the test instead of hanging it.
+            if (Monitor.TryEnter(s_finalizerLock, TimeSpan.FromSeconds(5)))
+            {
+                Monitor.Exit(s_finalizerLock);
+                Interlocked.Increment(ref s_finalizersEntered);
+            }
+            else
+            {
+                Interlocked.Increment(ref s_finalizersGaveUp);
+            }
+        }
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void Abandon(int count)
+    {
+        for (int i = 0; i < count; i++) _ = new NeedsTheLock();
+    }
+
+    [Test]
+    public void WaitForPendingFinalizersLetsAGreenletHoldingALockAFinalizerNeedsRun()
+    {
+        // On threads the holder releases the lock after its sleep and the wait returns then.
+        s_finalizersEntered = s_finalizersGaveUp = 0;
+        var holder = Green.Spawn(() =>
+        {
+            lock (s_finalizerLock) Thread.Sleep(300);
+        });
+        Green.Sleep(20);
+        var waiter = Green.Spawn(() =>
+        {
+            Abandon(3);
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        });
+        JoinAllSucceeded([holder, waiter]);
+        Assert.That((s_finalizersEntered, s_finalizersGaveUp), Is.EqualTo((3, 0)), "every finalizer got the lock once its holder released it");
+    }
 }
