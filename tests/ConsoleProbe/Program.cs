@@ -25,6 +25,10 @@
 // ConsoleProbe write-cost [unpatched]: what one Console.Out.Write of 41 bytes costs on a greenlet (best of 5 rounds
 // of 300,000), written to stderr as "<patched|unpatched> <ns> ns per write"; stdout is wherever the caller sent it
 // (| cat > /dev/null for a pipe).
+//
+// ConsoleProbe exit-graceful: a greenlet calls Environment.Exit(3) while a worker greenlet polls a stop flag; the
+// ProcessExit handler sets the flag and waits up to 5 s for the worker to say it stopped, then prints
+//   stopped=<bool>|waitedMs=<ms>
 using System.Diagnostics;
 using GreenRuntime;
 
@@ -38,6 +42,7 @@ return args switch
     ["held-pool"] => ReadStdinWithThePoolHeld(),
     ["abandoned-reads"] => ReadAfterAbandonedReads(),
     ["piped-lines"] => ReadPipedLines(),
+    ["exit-graceful"] => ExitGracefully(),
     _ => ReadStdin(),
 };
 
@@ -188,4 +193,30 @@ int WriteCost()
     }).Join();
     Console.Error.WriteLine($"{(report is null ? "unpatched" : "patched")} {best:F0} ns per write");
     return 0;
+}
+
+int ExitGracefully()
+{
+    bool stop = false;
+    using var stopped = new ManualResetEventSlim();
+    AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+    {
+        var watch = Stopwatch.StartNew();
+        stop = true;
+        bool ok = stopped.Wait(5000);
+        Console.WriteLine($"stopped={ok}|waitedMs={watch.ElapsedMilliseconds}");
+    };
+    var worker = Green.Spawn(() =>
+    {
+        while (!stop) Thread.Sleep(10);
+        stopped.Set();
+    });
+    Green.Spawn(() =>
+    {
+        Thread.Sleep(50);
+        Environment.Exit(3);
+    });
+    worker.Join();
+    Thread.Sleep(Timeout.Infinite); // the exit ends the process
+    return 1;
 }

@@ -3,7 +3,7 @@ using System.Diagnostics;
 namespace GreenRuntime.Cooperative;
 
 /// <summary>
-/// <c>Process.Start</c> on a greenlet runs with the baton released. <c>Process.WaitForExit</c> on a greenlet: the
+/// <c>Process.Start</c> and <c>Environment.Exit</c> on a greenlet run with the baton released. <c>Process.WaitForExit</c> on a greenlet: the
 /// original wait on the greenlet's own thread with the baton released;
 /// for a process with <c>EnableRaisingEvents</c> (or when no carrier is left), a park on <c>WaitForExitAsync</c> (which
 /// also waits for redirected output to be read to the end), after which the original finishes the call, which no longer
@@ -16,7 +16,25 @@ internal static class CooperativeProcess
     internal static readonly OriginalSlot<Func<Process, TimeSpan, bool>> WaitTimeSpan = new(static (p, t) => p.WaitForExit(t));
     internal static readonly OriginalSlot<Func<Process, bool>> StartSlot = new(static p => p.Start());
 
+    internal static readonly OriginalSlot<Action<int>> ExitSlot = new(static code => Environment.Exit(code));
+
     private static readonly Func<Process, bool> s_startReleased = static p => StartSlot.Call(p);
+
+    private static readonly Func<int, bool> s_exitReleased = static code =>
+    {
+        ExitSlot.Call(code);
+        return true; // never reached: the process has ended
+    };
+
+    /// <summary>Replaces <see cref="Environment.Exit"/>: on a greenlet, the original with the baton released. It runs the
+    /// <c>ProcessExit</c> handlers on the calling thread before the process ends, and graceful-shutdown code waits there
+    /// for workers to notice a flag and stop: with the baton held, no greenlet ran, so such a handler waited out its
+    /// timeout (or for ever). Nothing pending is raised: exiting is not a blocking point to cancel.</summary>
+    public static void Exit(int exitCode)
+    {
+        if (Cooperative.ParkingHub() is null || !Parking.CanReleaseBaton) ExitSlot.Call(exitCode);
+        else Parking.RunReleased(s_exitReleased, exitCode, WaitReason.Other, cancellationPoint: false);
+    }
 
     /// <summary>Replaces <see cref="Process.Start()"/> (every static <c>Process.Start</c> ends there): the original on
     /// the greenlet's own thread with the baton released. On Linux the parent waits in native code until the child has

@@ -3,7 +3,8 @@ using GreenRuntime.Cooperative;
 
 namespace GreenRuntime.PatchSets;
 
-/// <summary><see cref="Process.WaitForExit()"/> and its overloads, and <see cref="Process.Start()"/>.</summary>
+/// <summary><see cref="Process.WaitForExit()"/> and its overloads, <see cref="Process.Start()"/>, and
+/// <see cref="Environment.Exit"/>.</summary>
 internal sealed class ProcessesPatchSet : PatchSet
 {
     private static readonly Type C = typeof(CooperativeProcess);
@@ -18,5 +19,6 @@ internal sealed class ProcessesPatchSet : PatchSet
         Point(typeof(Process), "WaitForExit", [], C, "WaitForExit", CooperativeProcess.WaitNone),
         Point(typeof(Process), "WaitForExit", [typeof(TimeSpan)], C, "WaitForExit", CooperativeProcess.WaitTimeSpan),
         Point(typeof(Process), "Start", [], C, "Start", CooperativeProcess.StartSlot),
+        Point(typeof(Environment), "Exit", [typeof(int)], C, "Exit", CooperativeProcess.ExitSlot),
     ];
 }
