@@ -152,6 +152,7 @@ internal static class Cooperative
         where T : Task
     {
         if (linked is null) return operation;
+        Parking.TieCancellation(operation, linked); // an operation other greenlets wait for is not the starter's to cancel
         if (operation.IsCompleted) linked.Dispose();
         else operation.ContinueWith(static (_, source) => ((CancellationTokenSource)source!).Dispose(), linked, CancellationToken.None,
             TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);

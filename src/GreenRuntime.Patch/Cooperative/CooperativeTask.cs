@@ -37,6 +37,7 @@ internal static class CooperativeTask
         var hub = Cooperative.ParkingHub();
         if (hub is null || millisecondsTimeout == 0 || task.IsCompleted || cancellationToken.IsCancellationRequested)
             return Wait.Call(task, millisecondsTimeout, cancellationToken);
+        Parking.WaitingFor(task);
         if (RunsContinuationsAsynchronously(task) && Parking.CanReleaseBaton)
             return Parking.RunReleased(s_waitReleased, (task, millisecondsTimeout, cancellationToken), WaitReason.Task, interruptible: true);
         var either = Cooperative.OrCancelled(task, cancellationToken, out var registration);
@@ -69,6 +70,7 @@ internal static class CooperativeTask
         {
             if (t is null) return WaitAll.Call(tasks, millisecondsTimeout, cancellationToken); // the original's ArgumentException
             pending |= !t.IsCompleted;
+            Parking.WaitingFor(t);
         }
         if (pending && Parking.CanReleaseBaton)
         {

@@ -21,6 +21,10 @@
 // call). The cancelling thread serves the greenlet in a released wait, which nothing else can wake. A cancel queued
 // when the source is disposed leaves the source to that thread. The greenlet's list of its sources is locked: an
 // asynchronous operation's source is disposed by whatever thread completes the operation.
+//
+// An operation another greenlet waits for is no longer the starter's alone (a single-flight cache: the first caller
+// starts the request, the others wait for the same task): the starter's kill or timeout then cancels nothing, or every
+// waiter would get the cancellation where threads get the result (Parking.TieCancellation, Parking.WaitingFor).
 
 namespace GreenRuntime.LowLevel;
 
@@ -30,6 +34,23 @@ internal sealed class KillLinkedSource : CancellationTokenSource
     private readonly Greenlet _greenlet;
     private readonly List<CancellationTokenRegistration> _registrations = new(3);
     private bool _queued; // hub-only: a cancel was handed to the cancelling thread
+    private volatile bool _shared; // another greenlet waits for the operation (see the header)
+
+    /// <summary>The operations given a source's token, for <see cref="WaitingFor"/>.</summary>
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Task, KillLinkedSource> s_operations = new();
+
+    /// <summary>Records that <paramref name="operation"/> was given this source's token.</summary>
+    internal void Tie(Task operation)
+    {
+        if (!operation.IsCompleted) s_operations.AddOrUpdate(operation, this);
+    }
+
+    /// <summary>A greenlet is about to wait for <paramref name="task"/>: if it is an operation another greenlet started with
+    /// a linked token, that greenlet's kill or timeout no longer cancels it.</summary>
+    internal static void WaitingFor(Greenlet waiter, Task task)
+    {
+        if (s_operations.TryGetValue(task, out var source) && source._greenlet != waiter) source._shared = true;
+    }
 
     public KillLinkedSource(Greenlet greenlet, CancellationToken callerToken)
     {
@@ -47,7 +68,7 @@ internal sealed class KillLinkedSource : CancellationTokenSource
     /// <summary>On the hub, where the kill or the timeout's expiry cancelled its token.</summary>
     private void OnKillOrTimeout()
     {
-        if (_greenlet.ShieldDepth > 0 || _queued) return;
+        if (_greenlet.ShieldDepth > 0 || _queued || _shared) return;
         _queued = true;
         Canceller.Queue(this);
     }
@@ -60,7 +81,7 @@ internal sealed class KillLinkedSource : CancellationTokenSource
         KillLinkedSource[] sources;
         lock (live) sources = live.ToArray();
         foreach (var source in sources)
-            if (source._queued && !source.IsCancellationRequested) source.CancelQuietly();
+            if (source._queued && !source._shared && !source.IsCancellationRequested) source.CancelQuietly();
     }
 
     internal void CancelQuietly()
@@ -118,7 +139,8 @@ internal sealed class KillLinkedSource : CancellationTokenSource
             while (true)
             {
                 s_queued.Park();
-                while (s_queue.TryDequeue(out var source)) source.CancelQuietly();
+                while (s_queue.TryDequeue(out var source))
+                    if (!source._shared) source.CancelQuietly();
             }
         }
     }

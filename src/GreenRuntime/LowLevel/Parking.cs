@@ -160,6 +160,26 @@ public static partial class Parking
         return linked.Token;
     }
 
+    /// <summary>
+    /// Ties <paramref name="linked"/>, a source <see cref="LinkCancellation"/> made, to the operation its token was given
+    /// to. Once a greenlet other than the one that started the operation waits for it (<see cref="WaitingFor"/>), the
+    /// operation is shared — a single-flight cache's task, which the first caller starts and the others wait for — and
+    /// the starter's kill or timeout no longer cancels it: the other waiters get its result, as threads would. Any thread.
+    /// </summary>
+    public static void TieCancellation(Task operation, CancellationTokenSource? linked)
+    {
+        ArgumentNullException.ThrowIfNull(operation);
+        if (linked is KillLinkedSource source) source.Tie(operation);
+    }
+
+    /// <summary>For a wait on <paramref name="task"/> the current greenlet is about to make: see <see cref="TieCancellation"/>.
+    /// Cheap (one weak-table lookup); nothing off a greenlet.</summary>
+    public static void WaitingFor(Task task)
+    {
+        if (task is null || Hub.CurrentOrNull is not { IsOnHubThread: true } hub || hub.CurrentGreenlet == hub.HubGreenlet) return;
+        KillLinkedSource.WaitingFor(hub.CurrentGreenlet, task);
+    }
+
     /// <summary>Whether the calling thread is inside <see cref="SuppressCooperation"/>.</summary>
     public static bool IsCooperationSuppressed => t_suppressed != 0;
 

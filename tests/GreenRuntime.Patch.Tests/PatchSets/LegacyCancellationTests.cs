@@ -489,6 +489,29 @@ public class LegacyCancellationTests : PatchedHubTest
         Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(1.5)), "the later request waited behind the abandoned ones");
     }
 
+    [TestCase("kill")]
+    [TestCase("timeout")]
+    public void AnAsyncHttpRequestOtherGreenletsWaitForIsNotCancelledWithTheGreenletThatStartedIt(string how)
+    {
+        // A single-flight cache: the first caller starts the request, the others wait for the same task. The starter's
+        // kill or timeout cancelled the task for every waiter (and poisoned the cache); on threads they get the result.
+        using var server = SlowServer.Http(TimeSpan.FromMilliseconds(300));
+        using var http = new HttpClient();
+        var url = $"http://127.0.0.1:{server.Port}/";
+        var shared = new Lazy<Task<string>>(() => http.GetStringAsync(url));
+        var starter = how == "kill"
+            ? Green.Spawn(() => shared.Value.Result)
+            : Green.Spawn(() => Green.WithTimeout(TimeSpan.FromMilliseconds(100), () => shared.Value.Result, "gave up"));
+        Green.Sleep(20);
+        var others = Enumerable.Range(0, 3).Select(_ => Green.Spawn(() => shared.Value.Result)).ToList();
+        Green.Sleep(60);
+        if (how == "kill") starter.Kill();
+        Green.JoinAll([starter, .. others], TimeSpan.FromSeconds(10));
+        Assert.That(others.Select(g => g.Get()), Has.All.EqualTo("hello"), "the other waiters got the response");
+        Assert.That(shared.Value.Status, Is.EqualTo(TaskStatus.RanToCompletion));
+        if (how == "timeout") Assert.That(starter.Get(), Is.EqualTo("gave up"));
+    }
+
     [Test]
     public void ASemaphoreSlimWaitEndedByATimeoutLosesNoLaterWake()
     {
