@@ -159,18 +159,23 @@ internal static unsafe class SocketIo
     /// <see cref="Reactor.EndWaitsOnClosed"/>). Safe from any thread.</summary>
     public static void NotifyClosed(Socket s)
     {
-        if (s_handleFieldMissing) return;
-        SafeSocketHandle? handle;
+        if (ReadHandle(s) is { } handle) Reactor.EndWaitsOnClosed(handle);
+    }
+
+    /// <summary>The socket's handle, read without marking it exposed (unlike <see cref="Socket.SafeHandle"/>); null when
+    /// there is none, or on a runtime whose Socket is laid out differently (noted once: the callers' other path).</summary>
+    private static SafeSocketHandle? ReadHandle(Socket s)
+    {
+        if (s_handleFieldMissing) return null;
         try
         {
-            handle = HandleField(s);
+            return HandleField(s);
         }
         catch (MissingFieldException)
         {
             s_handleFieldMissing = true;
-            return;
+            return null;
         }
-        if (handle is not null) Reactor.EndWaitsOnClosed(handle);
     }
 
     /// <summary>Whether sends on <paramref name="s"/> may go through <see cref="TrySend"/>: a stream socket, or a pipe
@@ -214,18 +219,8 @@ internal static unsafe class SocketIo
     /// </summary>
     public static bool IsReceiveShutDown(Socket s)
     {
-        if (!Epoll.IsSupported || s_handleFieldMissing) return false;
-        SafeSocketHandle? handle;
-        try
-        {
-            handle = HandleField(s);
-        }
-        catch (MissingFieldException)
-        {
-            s_handleFieldMissing = true;
-            return false;
-        }
-        return handle is { IsInvalid: false, IsClosed: false } && IsReceiveShutDown(handle, (int)handle.DangerousGetHandle());
+        if (!Epoll.IsSupported) return false;
+        return ReadHandle(s) is { IsInvalid: false, IsClosed: false } handle && IsReceiveShutDown(handle, (int)handle.DangerousGetHandle());
     }
 
     /// <summary>
@@ -236,18 +231,7 @@ internal static unsafe class SocketIo
     /// </summary>
     public static BlockingDescriptor MakeDescriptorBlocking(Socket s)
     {
-        if (!Epoll.IsSupported || s_handleFieldMissing) return default;
-        SafeSocketHandle? handle;
-        try
-        {
-            handle = HandleField(s);
-        }
-        catch (MissingFieldException)
-        {
-            s_handleFieldMissing = true;
-            return default;
-        }
-        if (handle is not { IsInvalid: false, IsClosed: false }) return default;
+        if (!Epoll.IsSupported || ReadHandle(s) is not { IsInvalid: false, IsClosed: false } handle) return default;
         bool added = false;
         try
         {
@@ -445,17 +429,8 @@ internal static unsafe class SocketIo
         reactor = null!;
         handle = null!;
         fd = -1;
-        if (s_handleFieldMissing) return false;
-        try
-        {
-            handle = HandleField(s);
-        }
-        catch (MissingFieldException)
-        {
-            s_handleFieldMissing = true; // a runtime whose Socket is laid out differently: the callers' other path
-            return false;
-        }
-        if (handle is null || handle.IsInvalid || handle.IsClosed) return false;
+        if (ReadHandle(s) is not { IsInvalid: false, IsClosed: false } read) return false;
+        handle = read;
         var r = hub.Reactor;
         if (r == null) return false;
         reactor = r;
