@@ -90,6 +90,10 @@ internal sealed unsafe class Reactor : IDisposable
     private static readonly ConditionalWeakTable<SafeHandle, Registration> s_watchers = new();
     private static readonly Lock s_watchersLock = new();
 
+    // Invariant: s_watchersLock is taken only with cooperation suppressed, so neither its enter nor the weak table's own
+    // lock inside releases the baton. Hub code (a sweep, a callback) takes it holding the baton; a greenlet that won it in
+    // a released wait and then queued for the baton, holding it, deadlocked that hub (seen under wrk with two hubs).
+
     private sealed class Registration(Reactor owner, SafeHandle handle, int fd)
     {
         public readonly Reactor Owner = owner;
@@ -570,6 +574,7 @@ internal sealed unsafe class Reactor : IDisposable
 
     private static void Watch(Registration r)
     {
+        using (LowLevel.Parking.SuppressCooperation())
         lock (s_watchersLock)
         {
             if (s_watchers.TryGetValue(r.Handle, out var first)) r.NextWatcher = first;
@@ -579,6 +584,7 @@ internal sealed unsafe class Reactor : IDisposable
 
     private static void Unwatch(Registration r)
     {
+        using (LowLevel.Parking.SuppressCooperation())
         lock (s_watchersLock)
         {
             if (!s_watchers.TryGetValue(r.Handle, out var first)) return;
@@ -606,6 +612,7 @@ internal sealed unsafe class Reactor : IDisposable
     public static void EndWaitsOnClosed(SafeHandle handle)
     {
         if (!handle.IsClosed || !s_watchers.TryGetValue(handle, out _)) return; // lock-free: most sockets closed were never waited on
+        using (LowLevel.Parking.SuppressCooperation())
         lock (s_watchersLock)
         {
             if (!s_watchers.TryGetValue(handle, out var first)) return;

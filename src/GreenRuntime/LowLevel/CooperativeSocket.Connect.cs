@@ -68,15 +68,15 @@ public static partial class CooperativeSocket
         bool parked = false;
         while (true)
         {
-            using (NonBlockingGate(listener).EnterScope()) // greenlets of two hubs may accept on one listener
+            // Greenlets of two hubs may accept on one listener. Suppressed: the gate's holder must not wait for the baton.
+            using (Parking.SuppressCooperation())
+            using (NonBlockingGate(listener).EnterScope())
             {
                 bool blocking = listener.Blocking;
                 try
                 {
                     listener.Blocking = false;
-                    Socket accepted;
-                    using (Parking.SuppressCooperation())
-                        accepted = listener.Accept(); // a listener that does not listen throws here, as the original does
+                    var accepted = listener.Accept(); // a listener that does not listen throws here, as the original does
                     accepted.Blocking = true;
                     return accepted;
                 }

@@ -42,7 +42,9 @@ internal sealed class KillLinkedSource : CancellationTokenSource
     /// <summary>Records that <paramref name="operation"/> was given this source's token.</summary>
     internal void Tie(Task operation)
     {
-        if (!operation.IsCompleted) s_operations.AddOrUpdate(operation, this);
+        if (operation.IsCompleted) return;
+        using (Parking.SuppressCooperation()) // the table's lock: its holder must not queue for the baton
+            s_operations.AddOrUpdate(operation, this);
     }
 
     /// <summary>A greenlet is about to wait for <paramref name="task"/>: if it is an operation another greenlet started with

@@ -99,6 +99,34 @@ public class SocketCloseTests : PatchedHubTest
     public static IEnumerable<string> CallNames() => s_calls.Keys;
 
     [Test]
+    public void ManySocketsWaitedOnAndClosedByTheGreenletsOfTwoHubsAtOnceNeverStallAHub()
+    {
+        // Every first wait on a socket and every close passes through one process-wide table of watched sockets. Its lock
+        // is taken by hub code (the reactor's sweep) holding the baton and by greenlets; a greenlet that won it in a
+        // released wait and queued for the baton while holding it deadlocked its hub (an HttpServer under wrk on two hubs).
+        const int perGreenlet = 150, greenletsPerHub = 8;
+        using var group = new HubGroup(2);
+        var workers = Enumerable.Range(0, 2 * greenletsPerHub).Select(i => group.SpawnOn(i % 2, () =>
+        {
+            var buffer = new byte[1];
+            for (int n = 0; n < perGreenlet; n++)
+            {
+                var (client, server) = GreenRuntime.TestSupport.LoopbackPair.Connect();
+                using (client)
+                using (server)
+                {
+                    var reader = Green.Spawn(() => server.Receive(buffer));
+                    Green.Sleep(0);
+                    client.Send([7]);
+                    reader.Join();
+                }
+            }
+        })).ToList();
+        foreach (var w in workers) Assert.That(w.Join(TimeSpan.FromSeconds(60)), Is.True, "every hub kept running");
+        Assert.That(workers.All(w => w.Successful), Is.True);
+    }
+
+    [Test]
     public void ClosingFromAnotherGreenletOrAThreadWakesTheReaderAtOnce()
     {
         // The sweep alone takes up to 250 ms per close: 20 closes would take 2.5 s on average.
