@@ -226,7 +226,7 @@ internal sealed unsafe class Reactor : IDisposable
     /// timeout elapses or the socket is closed. Null when the kernel refuses to watch this fd (not a socket,
     /// say): the caller must wait another way.
     /// </summary>
-    public Readiness? Wait(SafeHandle handle, int fd, bool write, TimeSpan? timeout)
+    public Readiness? Wait(SafeHandle handle, int fd, bool write, TimeSpan? timeout, WaitReason reason = WaitReason.Socket)
     {
         var r = Register(handle, fd);
         if (r == null) return null;
@@ -236,15 +236,15 @@ internal sealed unsafe class Reactor : IDisposable
             else r.ReadReady = false;
             return Readiness.Ready;
         }
-        return ParkUntilReady(new ReadOnlySpan<Registration>(ref r), new ReadOnlySpan<bool>(ref write), timeout);
+        return ParkUntilReady(new ReadOnlySpan<Registration>(ref r), new ReadOnlySpan<bool>(ref write), timeout, reason);
     }
 
     /// <summary>Parks the current greenlet until one of <paramref name="registrations"/> reports readiness for its
     /// direction (<paramref name="writes"/>), its timeout passes, or one is closed: one park, one token in every
     /// registration, so the first edge wakes it and later ones find the token spent.</summary>
-    private Readiness ParkUntilReady(ReadOnlySpan<Registration> registrations, ReadOnlySpan<bool> writes, TimeSpan? timeout)
+    private Readiness ParkUntilReady(ReadOnlySpan<Registration> registrations, ReadOnlySpan<bool> writes, TimeSpan? timeout, WaitReason reason = WaitReason.Socket)
     {
-        var token = _hub.BeginPark(WaitReason.Socket);
+        var token = _hub.BeginPark(reason);
         for (int i = 0; i < registrations.Length; i++) registrations[i].AddParked(writes[i], token);
         _hub.BeginExternalWait();
         HubTimer? timer = null;
