@@ -16,10 +16,10 @@ namespace GreenRuntime.Cooperative;
 /// connections): ~3.7 k req/s with every read sent to the thread pool, ~11 k with the cached read inline
 /// (docs/patching.md); a cached 1 KB read on a greenlet costs 1.5x a plain pread instead of ~40x.</para>
 /// <para>Spans cannot travel to another thread. Up to <see cref="BounceLimit"/> bytes go through a pooled
-/// private buffer: a kill of a pipe's or terminal's call then abandons it safely (the thread-pool call finishes into
-/// memory nobody else uses). Larger spans are pinned and the pool thread works on the caller's memory directly; a kill
-/// then waits for the system call to finish before the frame unwinds, which could take as long as the other side
-/// takes.</para>
+/// private buffer; larger spans are pinned and the pool thread works on the caller's memory directly (a seekable file's
+/// call is shielded, so the frame outlives it). A pipe's, FIFO's or terminal's call never goes to the pool: it waits on
+/// the hub's reactor and then makes a call that does not wait (<see cref="UnseekableFileIo"/>), so a kill leaves nothing
+/// running.</para>
 /// <para>A call that goes to the thread pool pays a round trip (microseconds); that is the price of never stalling
 /// the hub on a cold disk. A call done inline does not park, so a kill or timeout that arrives meanwhile is raised
 /// at the greenlet's next blocking call, as after any call that did not need to wait. So is one that arrives while a
@@ -29,7 +29,7 @@ namespace GreenRuntime.Cooperative;
 /// of the cleanup: an embedded database lost its rollback and stayed locked. A pipe's or a terminal's call waits for
 /// the other side, for ever perhaps, so it stays a cancellation point. The vectored forms
 /// (ReadScatter/WriteGather, reached only through the public RandomAccess overloads that take lists of buffers)
-/// always go to the thread pool.</para>
+/// never go inline; they are offered to the pool like the rest.</para>
 /// </remarks>
 internal static unsafe class CooperativeFile
 {
@@ -78,6 +78,7 @@ internal static unsafe class CooperativeFile
     private static int ReadOffloaded(Hub hub, SafeFileHandle handle, Span<byte> buffer, long fileOffset)
     {
         bool bounded = IsBounded(handle);
+        if (!bounded && UnseekableFileIo.Applies) return UnseekableFileIo.Read(handle, buffer, fileOffset);
         using var shield = bounded ? Green.Shield() : default;
         int length = buffer.Length;
         var claim = bounded ? PoolClaim.Offer() : null;
@@ -102,13 +103,8 @@ internal static unsafe class CooperativeFile
                 IoBuffers.Pool.Return(bounce);
             }
         }
-        fixed (byte* pinned = buffer)
-        {
-            nint address = (nint)pinned;
-            var task = Task.Run(() => ReadAt.Call(handle, new Span<byte>((void*)address, length), fileOffset));
-            Cooperative.Park(hub, task, null, WaitReason.File, drain: true);
-            return task.GetAwaiter().GetResult();
-        }
+        fixed (byte* pinned = buffer) // a seekable file's call is shielded, so the frame outlives it
+            return Offload(hub, claim, s_readReleased, (handle, (nint)pinned, length, fileOffset), write: false);
     }
 
     /// <summary>The original write while the greenlet waits: on a thread-pool thread, or released when the pool is late
@@ -116,6 +112,11 @@ internal static unsafe class CooperativeFile
     private static void WriteOffloaded(Hub hub, SafeFileHandle handle, ReadOnlySpan<byte> buffer, long fileOffset)
     {
         bool bounded = IsBounded(handle);
+        if (!bounded && UnseekableFileIo.Applies)
+        {
+            UnseekableFileIo.Write(handle, buffer, fileOffset);
+            return;
+        }
         using var shield = bounded ? Green.Shield() : default;
         int length = buffer.Length;
         var claim = bounded ? PoolClaim.Offer() : null;
@@ -149,12 +150,7 @@ internal static unsafe class CooperativeFile
             return;
         }
         fixed (byte* pinned = buffer)
-        {
-            nint address = (nint)pinned;
-            var task = Task.Run(() => WriteAt.Call(handle, new ReadOnlySpan<byte>((void*)address, length), fileOffset));
-            Cooperative.Park(hub, task, null, WaitReason.File, drain: true);
-            task.GetAwaiter().GetResult();
-        }
+            Offload(hub, claim, s_writeReleased, (handle, (nint)pinned, length, fileOffset), write: true);
     }
 
     private static readonly Func<(SafeFileHandle Handle, nint Buffer, int Length, long Offset), int> s_readReleased =
@@ -193,10 +189,9 @@ internal static unsafe class CooperativeFile
         var hub = Cooperative.ParkingHub();
         if (hub is null) return ReadScatter.Call(handle, buffers, fileOffset);
         Parking.YieldPoint();
-        using var shield = IsBounded(handle) ? Green.Shield() : default;
-        var task = Task.Run(() => ReadScatter.Call(handle, buffers, fileOffset));
-        Cooperative.Park(hub, task, null, WaitReason.File, drain: true);
-        return task.GetAwaiter().GetResult();
+        bool bounded = IsBounded(handle);
+        using var shield = bounded ? Green.Shield() : default;
+        return Offload(hub, bounded ? PoolClaim.Offer() : null, s_readScatterReleased, (handle, buffers, fileOffset), write: false);
     }
 
     public static void WriteGatherAtOffset(SafeFileHandle handle, IReadOnlyList<ReadOnlyMemory<byte>> buffers, long fileOffset)
@@ -208,10 +203,35 @@ internal static unsafe class CooperativeFile
             return;
         }
         Parking.YieldPoint();
-        using var shield = IsBounded(handle) ? Green.Shield() : default;
-        var task = Task.Run(() => WriteGather.Call(handle, buffers, fileOffset));
-        Cooperative.Park(hub, task, null, WaitReason.File, drain: true);
-        task.GetAwaiter().GetResult();
+        bool bounded = IsBounded(handle);
+        using var shield = bounded ? Green.Shield() : default;
+        Offload(hub, bounded ? PoolClaim.Offer() : null, s_writeGatherReleased, (handle, buffers, fileOffset), write: true);
+    }
+
+    private static readonly Func<(SafeFileHandle Handle, IReadOnlyList<Memory<byte>> Buffers, long Offset), long> s_readScatterReleased =
+        static s => ReadScatter.Call(s.Handle, s.Buffers, s.Offset);
+
+    private static readonly Func<(SafeFileHandle Handle, IReadOnlyList<ReadOnlyMemory<byte>> Buffers, long Offset), bool> s_writeGatherReleased = static s =>
+    {
+        WriteGather.Call(s.Handle, s.Buffers, s.Offset);
+        return true;
+    };
+
+    /// <summary>
+    /// <paramref name="call"/> on a thread-pool thread while the greenlet waits, taken back and run released when no pool
+    /// thread has started it within the grace (<see cref="PoolClaim"/>), so that no wake depends on a free pool thread
+    /// (a 4 MiB File.WriteAllBytes with the pool's threads held took 4.9 s, waiting for the pool to grow). Only the pool
+    /// runs it when <paramref name="claim"/> is null (a pipe's call where the reactor path does not apply, or no carrier
+    /// left to take over the hub); a kill then waits for it, since it may use memory the frame pins. A write run released
+    /// is no cancellation point (see <see cref="WriteReleased"/>).
+    /// </summary>
+    private static TResult Offload<TState, TResult>(Hub hub, PoolClaim? claim, Func<TState, TResult> call, TState state, bool write)
+    {
+        if (claim == PoolClaim.Late) return PoolClaim.RunReleased(call, state, WaitReason.File, cancellationPoint: !write);
+        var task = Task.Run(() => claim is null || claim.PoolStarts() ? call(state) : default!);
+        if (claim is null) Cooperative.Park(hub, task, null, WaitReason.File, drain: true);
+        else if (!PoolClaim.Wait(hub, task, claim, WaitReason.File)) return PoolClaim.RunReleased(call, state, WaitReason.File, cancellationPoint: !write);
+        return task.GetAwaiter().GetResult();
     }
 
     private static MethodInfo? Find(string name, params Type[] parameters) =>

@@ -452,8 +452,8 @@ public partial class FileReadWriteTests : PatchedHubTest
     [Test]
     public void AReadThatWaitsParksOnlyItsGreenletAndAKillEndsIt()
     {
-        // A FIFO is not seekable: the original reads it with read(), so the read goes to the thread pool (never
-        // inline) and waits there for a writer; the greenlet parks, the hub goes on, and a kill ends the greenlet.
+        // A FIFO is not seekable: the original reads it with read(), so the read waits on the hub's reactor for a
+        // writer; the greenlet parks, the hub goes on, and a kill ends the greenlet.
         string fifo = path + ".fifo";
         Assert.That(MkFifo(fifo, 0x180 /* 0600 */), Is.Zero);
         try
@@ -482,8 +482,9 @@ public partial class FileReadWriteTests : PatchedHubTest
             Assert.That(returned, Is.False);
             ticker.Kill();
 
-            // The thread-pool read is still waiting for data: give it some, so it ends (into the abandoned buffer).
+            // Nothing read on behalf of the killed greenlet: the next reader gets the data.
             stream.Write(new byte[] { 1, 2, 3 });
+            Assert.That(stream.Read(new byte[100], 0, 100), Is.EqualTo(3));
         }
         finally
         {

@@ -1,0 +1,223 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using GreenRuntime.Scheduling;
+using Microsoft.Win32.SafeHandles;
+
+namespace GreenRuntime.Cooperative;
+
+/// <summary>
+/// Reads and writes of a file handle whose calls wait for the other side (a pipe, a FIFO, a terminal: what the original
+/// reads with <c>read()</c> and writes with <c>write()</c>), done like a pipe-backed Socket's: the non-blocking call
+/// first, and a wait on the hub's reactor (<see cref="Parking.WaitReadable"/>) while it would block.
+/// </summary>
+/// <remarks>
+/// <para>Nothing runs anywhere while the greenlet waits, so a kill or a timeout leaves nothing behind. Such a call used
+/// to run on a thread-pool thread into a private buffer, abandoned by a kill: the abandoned read went on waiting, took
+/// the next data that arrived (a reader looping with a 10 ms timeout got 6–24 of 180 bytes a writer sent) and held its
+/// pool thread and the descriptor (a <c>Dispose</c> did not close it); an abandoned write went out later, between the
+/// bytes of the next one.</para>
+/// <para>The protocol, per call: (1) <c>preadv2</c>/<c>pwritev2</c> with <c>RWF_NOWAIT</c> at the descriptor's position,
+/// which moves what is there (or fits) and answers EAGAIN instead of waiting; (2) on EAGAIN, park until the reactor
+/// reports readiness (a <c>poll()</c> with growing pauses where the reactor cannot watch the descriptor), then 1 again.
+/// A read returns what its first successful call got, as the original's one <c>read()</c> does; a write loops until all
+/// of it is out, as the original's does.</para>
+/// <para>A write is one message: once part of it went out, it waits for the rest under a <see cref="CancellationShield"/>,
+/// so a kill or timeout is raised at the greenlet's next blocking point and the stream is never cut or interleaved with
+/// the next write (as a socket's send, docs/patching.md). Before anything went out it is interrupted at once.</para>
+/// <para>A descriptor that refuses <c>RWF_NOWAIT</c> is remembered per handle: on Linux 6.18 a FIFO opened by its path
+/// and a terminal refuse it, an anonymous pipe takes it. Its read waits the same way until <c>poll()</c> reports it
+/// readable and then makes the original's read, which returns at once (unless another reader of the same descriptor took
+/// the data first). Its write is the original's, PIPE_BUF bytes at a time, each once <c>poll()</c> reports room
+/// (<see cref="WriteInChunks"/>).</para>
+/// <para>Any other error of the non-blocking call is not reported from here: the original then runs and raises its
+/// own exception.</para>
+/// </remarks>
+internal static unsafe partial class UnseekableFileIo
+{
+    private const int RwfNoWait = 0x8;
+    private const int EIntr = 4;
+    private const int EAgain = 11;
+    private const int ENoSys = 38;
+    private const int EOpNotSupp = 95;
+    private const short PollIn = 0x001, PollOut = 0x004;
+    private const int PipeBuf = 4096; // Linux's PIPE_BUF: the largest write to a pipe that is never split
+
+    /// <summary>Handles that refused RWF_NOWAIT reads (<c>true</c>) or writes (<c>false</c>) — both are recorded separately.</summary>
+    private static readonly ConditionalWeakTable<SafeFileHandle, Refusals> s_refused = new();
+
+    private sealed class Refusals
+    {
+        public volatile bool Reads, Writes;
+    }
+
+    /// <summary>Whether calls on a handle that is not seekable may come here: the handle's own flag tells such a handle from
+    /// a seekable file (whose calls are at an offset), and the calls here are Linux's.</summary>
+    public static bool Applies => OperatingSystem.IsLinux() && NoWaitFileIo.SupportsRandomAccess is not null;
+
+    /// <summary>One read of at most <paramref name="buffer"/>.Length bytes, parking while nothing is there.</summary>
+    public static int Read(SafeFileHandle handle, Span<byte> buffer, long fileOffset)
+    {
+        while (true)
+        {
+            if (TryReadNow(handle, buffer, fileOffset) is { } read) return read;
+            WaitReady(handle, write: false);
+        }
+    }
+
+    /// <summary>All of <paramref name="buffer"/>, parking while the other side's buffer is full.</summary>
+    public static void Write(SafeFileHandle handle, ReadOnlySpan<byte> buffer, long fileOffset)
+    {
+        int sent = 0;
+        while (sent < buffer.Length)
+        {
+            int n = TryWriteNow(handle, buffer[sent..], fileOffset, out bool refused);
+            if (refused)
+            {
+                WriteInChunks(handle, buffer, sent, fileOffset);
+                return;
+            }
+            sent += n;
+            if (sent == buffer.Length) return;
+            // Once part of the message went out, the rest goes too, whatever comes meanwhile (see the remarks).
+            using (sent > 0 ? Green.Shield() : default)
+                WaitReady(handle, write: true);
+        }
+    }
+
+    /// <summary>The bytes read (0 at the end of the stream), or null when nothing is there yet.</summary>
+    private static int? TryReadNow(SafeFileHandle handle, Span<byte> buffer, long fileOffset)
+    {
+        if (!Refused(handle, reads: true))
+        {
+            try
+            {
+                using var lease = new FdLease(handle);
+                fixed (byte* p = buffer)
+                {
+                    var iov = new IoVector { Base = p, Length = buffer.Length };
+                    while (true)
+                    {
+                        nint n = PReadV2(lease.Fd, &iov, 1, -1, RwfNoWait);
+                        if (n >= 0) return (int)n;
+                        int errno = Marshal.GetLastPInvokeError();
+                        if (errno == EIntr) continue;
+                        if (errno == EAgain) return null;
+                        if (errno is not (EOpNotSupp or ENoSys)) break; // the original reports it
+                        Refuse(handle, reads: true);
+                        return null;
+                    }
+                }
+            }
+            catch (EntryPointNotFoundException)
+            {
+                Refuse(handle, reads: true);
+                return null;
+            }
+        }
+        else if (!IsReady(handle, PollIn))
+        {
+            return null;
+        }
+        return CooperativeFile.ReadAt.Call(handle, buffer, fileOffset);
+    }
+
+    /// <summary>The bytes written (0 when nothing fits now); <paramref name="refused"/> when the descriptor refuses
+    /// RWF_NOWAIT. Any other error: the original writes all of <paramref name="buffer"/> and reports it.</summary>
+    private static int TryWriteNow(SafeFileHandle handle, ReadOnlySpan<byte> buffer, long fileOffset, out bool refused)
+    {
+        refused = Refused(handle, reads: false);
+        if (refused) return 0;
+        int written, errno;
+        try
+        {
+            using var lease = new FdLease(handle);
+            written = NoWaitFileIo.WriteNoWait(lease.Fd, buffer, -1, out errno);
+        }
+        catch (EntryPointNotFoundException)
+        {
+            (written, errno) = (0, ENoSys);
+        }
+        if (errno is 0 or EAgain) return written;
+        if (errno is EOpNotSupp or ENoSys && written == 0)
+        {
+            Refuse(handle, reads: false);
+            refused = true;
+            return 0;
+        }
+        CooperativeFile.WriteAt.Call(handle, buffer[written..], fileOffset); // an error the original raises (EPIPE: the reader is gone)
+        return buffer.Length;
+    }
+
+    /// <summary>
+    /// The write of a descriptor that refuses RWF_NOWAIT: the original's write of at most <see cref="PipeBuf"/> bytes at a
+    /// time, each once <c>poll()</c> reports the descriptor writable. A pipe that is writable has a free page, and a write
+    /// of at most PIPE_BUF bytes then goes out whole at once (POSIX makes it atomic), so no call waits; the waits are on
+    /// the reactor, shielded once part of the message went out (see the remarks).
+    /// </summary>
+    private static void WriteInChunks(SafeFileHandle handle, ReadOnlySpan<byte> buffer, int sent, long fileOffset)
+    {
+        while (sent < buffer.Length)
+        {
+            // poll() first: the reactor reports edges, and a descriptor that stayed writable since its last wait has none.
+            while (!IsReady(handle, PollOut))
+                using (sent > 0 ? Green.Shield() : default)
+                    WaitReady(handle, write: true);
+            int chunk = Math.Min(PipeBuf, buffer.Length - sent);
+            CooperativeFile.WriteAt.Call(handle, buffer.Slice(sent, chunk), fileOffset);
+            sent += chunk;
+        }
+    }
+
+    /// <summary>Parks until the descriptor may be ready: on the reactor, or, where it cannot watch the descriptor, asking
+    /// <c>poll()</c> with growing pauses. A kill or timeout is raised here (unless shielded).</summary>
+    private static void WaitReady(SafeFileHandle handle, bool write)
+    {
+        if ((write ? Parking.WaitWritable(handle) : Parking.WaitReadable(handle)) is not null) return;
+        short events = write ? PollOut : PollIn;
+        Parking.PollUntil(() => IsReady(handle, events), null);
+    }
+
+    /// <summary>Whether <c>poll()</c> reports the descriptor ready for <paramref name="events"/> (or failed, or hung
+    /// up): a call then returns at once. True for a closed handle: the call reports it.</summary>
+    private static bool IsReady(SafeFileHandle handle, short events)
+    {
+        if (handle.IsClosed) return true;
+        using var lease = new FdLease(handle);
+        var entry = new PollFd { Fd = lease.Fd, Events = events };
+        int n;
+        do n = Poll(&entry, 1, 0);
+        while (n < 0 && Marshal.GetLastPInvokeError() == EIntr);
+        return n != 0;
+    }
+
+    private static bool Refused(SafeFileHandle handle, bool reads) =>
+        s_refused.TryGetValue(handle, out var r) && (reads ? r.Reads : r.Writes);
+
+    private static void Refuse(SafeFileHandle handle, bool reads)
+    {
+        var r = s_refused.GetValue(handle, static _ => new Refusals());
+        if (reads) r.Reads = true;
+        else r.Writes = true;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct IoVector
+    {
+        public byte* Base;
+        public nint Length;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short ReturnedEvents;
+    }
+
+    [LibraryImport("libc", EntryPoint = "preadv2", SetLastError = true)]
+    private static partial nint PReadV2(int fd, IoVector* iov, int count, long offset, int flags);
+
+    [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
+    private static partial int Poll(PollFd* fds, nuint count, int timeoutMs);
+}
