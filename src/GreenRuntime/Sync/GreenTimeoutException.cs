@@ -36,6 +36,8 @@ public class GreenTimeoutException : TimeoutException
         {
             if (x is GreenTimeoutException t && t.Scope == scope)
                 return t;
+            if (x is GreenTimeoutException { Scope: not null } or GreenletExit)
+                return null; // an enclosing timeout's, or a kill: it goes on through this scope
         }
         return scope.Raised ? scope.Exception as GreenTimeoutException : null;
     }

@@ -160,6 +160,32 @@ public class WrappedTimeoutAndKillTests : HubTest
     }
 
     [Test]
+    public void AnEnclosingTimeoutStillPropagatesThroughAnInnerScopeWhoseTimeoutWasRaisedBefore()
+    {
+        // The inner scope's timeout was raised and handled inside it; the outer one expires during a shielded wait and is
+        // raised at the next blocking point (the outermost expired scope wins). What then leaves the inner scope is the
+        // outer's timeout, not the inner's to swallow.
+        var g = Green.Spawn(() => Green.WithTimeout(TimeSpan.FromMilliseconds(80), () =>
+            Green.WithTimeout(TimeSpan.FromMilliseconds(20), () =>
+            {
+                var inner = Green.Current.InnermostTimeout;
+                try
+                {
+                    Green.Sleep(10_000);
+                }
+                catch (GreenTimeoutException e) when (e.Scope == inner)
+                {
+                    // handled
+                }
+                using (Green.Shield())
+                    Green.Sleep(150); // the outer expires meanwhile
+                Green.Sleep(10_000);
+                return "inner done";
+            }, "inner timed out"), "outer timed out"));
+        Assert.That(g.Get(TimeSpan.FromSeconds(5)), Is.EqualTo("outer timed out"));
+    }
+
+    [Test]
     public void AGreenletWhoseCleanUpReplacedTheRaisedKillWithItsOwnExceptionCountsAsKilled()
     {
         var g = Green.Spawn(() =>
