@@ -37,10 +37,10 @@ internal static unsafe partial class NoWaitFileIo
     internal const int InlineLimit = 256 * 1024;
 
     private const int RwfNoWait = 0x8;
-    private const int EIntr = 4;
-    private const int EAgain = 11;
-    private const int ENoSys = 38;
-    private const int EOpNotSupp = 95;
+    internal const int EIntr = 4;
+    internal const int EAgain = 11;
+    internal const int ENoSys = 38;
+    internal const int EOpNotSupp = 95;
     private const int FGetFl = 3;
     private const int OSync = 0x101000; // O_SYNC includes O_DSYNC (0x1000) on Linux
     private const int ODSync = 0x1000;
@@ -191,6 +191,25 @@ internal static unsafe partial class NoWaitFileIo
         {
             writesUnavailable = true;
             return written;
+        }
+    }
+
+    /// <summary>
+    /// One <c>preadv2(..., RWF_NOWAIT)</c> into <paramref name="buffer"/> (EINTR retried): the bytes read (0 at the end of
+    /// the stream), or -1 with <paramref name="errno"/> (EAGAIN: it would wait). A negative <paramref name="fileOffset"/>
+    /// reads at the descriptor's own position. Throws <see cref="EntryPointNotFoundException"/> without preadv2.
+    /// </summary>
+    internal static int ReadNoWait(int fd, Span<byte> buffer, long fileOffset, out int errno)
+    {
+        fixed (byte* start = buffer)
+        {
+            var iov = new IoVector { Base = start, Length = buffer.Length };
+            while (true)
+            {
+                nint n = PReadV2(fd, &iov, 1, fileOffset < 0 ? -1 : fileOffset, RwfNoWait);
+                errno = n >= 0 ? 0 : Marshal.GetLastPInvokeError();
+                if (errno != EIntr) return n >= 0 ? (int)n : -1;
+            }
         }
     }
 

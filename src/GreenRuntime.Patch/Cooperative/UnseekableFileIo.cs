@@ -34,11 +34,7 @@ namespace GreenRuntime.Cooperative;
 /// </remarks>
 internal static unsafe partial class UnseekableFileIo
 {
-    private const int RwfNoWait = 0x8;
-    private const int EIntr = 4;
-    private const int EAgain = 11;
-    private const int ENoSys = 38;
-    private const int EOpNotSupp = 95;
+    private const int EIntr = NoWaitFileIo.EIntr, EAgain = NoWaitFileIo.EAgain, ENoSys = NoWaitFileIo.ENoSys, EOpNotSupp = NoWaitFileIo.EOpNotSupp;
     private const short PollIn = 0x001, PollOut = 0x004;
     private const int PipeBuf = 4096; // Linux's PIPE_BUF: the largest write to a pipe that is never split
 
@@ -91,22 +87,17 @@ internal static unsafe partial class UnseekableFileIo
         {
             try
             {
-                using var lease = new FdLease(handle);
-                fixed (byte* p = buffer)
+                int n, errno;
+                using (var lease = new FdLease(handle))
+                    n = NoWaitFileIo.ReadNoWait(lease.Fd, buffer, -1, out errno);
+                if (n >= 0) return n;
+                if (errno == EAgain) return null;
+                if (errno is EOpNotSupp or ENoSys)
                 {
-                    var iov = new IoVector { Base = p, Length = buffer.Length };
-                    while (true)
-                    {
-                        nint n = PReadV2(lease.Fd, &iov, 1, -1, RwfNoWait);
-                        if (n >= 0) return (int)n;
-                        int errno = Marshal.GetLastPInvokeError();
-                        if (errno == EIntr) continue;
-                        if (errno == EAgain) return null;
-                        if (errno is not (EOpNotSupp or ENoSys)) break; // the original reports it
-                        Refuse(handle, reads: true);
-                        return null;
-                    }
+                    Refuse(handle, reads: true);
+                    return null;
                 }
+                // any other error: the original reports it
             }
             catch (EntryPointNotFoundException)
             {
@@ -201,22 +192,12 @@ internal static unsafe partial class UnseekableFileIo
     }
 
     [StructLayout(LayoutKind.Sequential)]
-    private struct IoVector
-    {
-        public byte* Base;
-        public nint Length;
-    }
-
-    [StructLayout(LayoutKind.Sequential)]
     private struct PollFd
     {
         public int Fd;
         public short Events;
         public short ReturnedEvents;
     }
-
-    [LibraryImport("libc", EntryPoint = "preadv2", SetLastError = true)]
-    private static partial nint PReadV2(int fd, IoVector* iov, int count, long offset, int flags);
 
     [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
     private static partial int Poll(PollFd* fds, nuint count, int timeoutMs);

@@ -85,7 +85,7 @@ internal static unsafe class SocketIo
         error = SocketError.Success;
         if (!TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
             return false;
-        LowLevel.Parking.YieldPoint();
+        hub.YieldPoint();
         long deadline = Deadline(hub, timeout);
         while (true)
         {
@@ -122,7 +122,7 @@ internal static unsafe class SocketIo
             g.CancellationHeldBySend = false;
             if (Sync.Blocking.TakePendingException(g) is { } held) throw held; // see the header: nothing of this send went out
         }
-        LowLevel.Parking.YieldPoint();
+        hub.YieldPoint();
         long deadline = Deadline(hub, timeout);
         while (sent < data.Length)
         {

@@ -129,15 +129,7 @@ public static partial class Parking
     /// (a writer's flush in <c>Dispose</c>) still writes, as on a thread. Nothing off a greenlet that may park, or inside
     /// a <see cref="CancellationShield"/> (for the raise).
     /// </summary>
-    public static void YieldPoint()
-    {
-        if (ParkingHubSilent() is not { } hub) return;
-        var g = hub.CurrentGreenlet;
-        if (g.ShieldDepth == 0 && g.UnraisedCancellation)
-            hub.YieldCurrent(); // a cancellation point: raises it
-        else
-            hub.YieldIfAsked();
-    }
+    public static void YieldPoint() => ParkingHubSilent()?.YieldPoint();
 
     /// <summary>
     /// A token for an operation the current greenlet starts and waits for: cancelled when <paramref name="token"/> is,

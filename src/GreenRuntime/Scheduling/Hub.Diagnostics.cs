@@ -87,11 +87,21 @@ public sealed partial class Hub
     /// the call moves any byte.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void YieldIfAsked()
+    private void YieldIfAsked()
     {
         if (Volatile.Read(ref _yieldAskedAtEpoch) != _batonEpoch) return;
         _yieldAskedAtEpoch = -1;
         YieldCurrent();
+    }
+
+    /// <summary><see cref="LowLevel.Parking.YieldPoint"/> for a caller that knows it may park on this hub.</summary>
+    internal void YieldPoint()
+    {
+        var g = _current;
+        if (g.ShieldDepth == 0 && g.UnraisedCancellation)
+            YieldCurrent(); // a cancellation point: raises it
+        else
+            YieldIfAsked();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
