@@ -12,14 +12,15 @@ namespace GreenRuntime.Benchmarks;
 /// round trip, the way before); and a whole <c>File.ReadAllText</c> of a 1 KB file off and on the hub.
 /// </summary>
 /// <remarks>
-///   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-file [calls=20000]
-/// Best of 7 rounds, ns per call.
+///   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-file [calls=20000] [directory=temp]
+/// Best of 7 rounds, ns per call. Give <c>/dev/shm</c> as the directory to measure a tmpfs file, which the kernel
+/// reads without RWF_NOWAIT (plain <c>pread</c> inline).
 /// </remarks>
 internal static partial class FileReadCost
 {
-    public static unsafe void Run(int calls)
+    public static unsafe void Run(int calls, string? directory)
     {
-        string path = Path.GetTempFileName();
+        string path = directory is null ? Path.GetTempFileName() : Path.Combine(directory, Path.GetRandomFileName());
         File.WriteAllText(path, "Hello from {path}\n" + new string('.', 1000) + "\n");
         try
         {

@@ -9,7 +9,7 @@
 //                                                                                   (PatchOverhead.cs)
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-hubs     items through one queue across the
 //                                                                                   hubs of a HubGroup (HubGroupThroughput.cs)
-//   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-file     a cached 1 KB file read on a greenlet
+//   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-file     a cached 1 KB file read on a greenlet ([calls] [directory], e.g. /dev/shm)
 //                                                                                   vs the plain system call (FileReadCost.cs)
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-gc [N ...]   GC pauses with N suspended stackful
 //                                                                                   greenlets (default 0 and 1000;
@@ -32,7 +32,7 @@ if (args is ["patch-startup", ..])
 }
 if (args is ["quick-file", ..])
 {
-    FileReadCost.Run(args.Length > 1 ? int.Parse(args[1]) : 20_000);
+    FileReadCost.Run(args.Length > 1 ? int.Parse(args[1]) : 20_000, args.Length > 2 ? args[2] : null);
     return;
 }
 if (args is ["quick-gc", ..])

@@ -30,6 +30,12 @@ namespace GreenRuntime.Cooperative;
 /// buffered writes (XFS and btrfs on recent kernels; not ext4 or tmpfs).</para>
 /// <para>Reads and writes larger than <see cref="InlineLimit"/> always go to the thread pool: even from the page
 /// cache, copying megabytes holds the hub for a visible time.</para>
+/// <para>A file whose file system keeps it in memory and nowhere else (tmpfs, ramfs: <c>/dev/shm</c>, <c>/run</c>,
+/// a container's memory-backed volume) refuses <c>RWF_NOWAIT</c>, yet none of its calls waits for a device: its
+/// pages are the file. Such a handle, found by <c>fstatfs</c> when it first refuses, is read and written inline
+/// with plain <c>pread</c>/<c>pwrite</c> (within the same size limit), as cached data on other file systems is.
+/// What such a call can still wait for is memory reclaim or another writer's inode lock, which the blocking
+/// monitor sees like any other stall of the hub.</para>
 /// </remarks>
 internal static unsafe partial class NoWaitFileIo
 {
@@ -44,6 +50,8 @@ internal static unsafe partial class NoWaitFileIo
     private const int FGetFl = 3;
     private const int OSync = 0x101000; // O_SYNC includes O_DSYNC (0x1000) on Linux
     private const int ODSync = 0x1000;
+    private const long TmpfsMagic = 0x01021994;
+    private const long RamfsMagic = 0x858458f6; // the kernel widens the unsigned constant: no sign extension
 
     private static readonly int PageSize = Environment.SystemPageSize;
     private static readonly ConditionalWeakTable<SafeFileHandle, HandleState> Handles = new();
@@ -52,8 +60,12 @@ internal static unsafe partial class NoWaitFileIo
     internal static readonly Func<SafeFileHandle, bool>? SupportsRandomAccess =
         typeof(SafeFileHandle).GetProperty("SupportsRandomAccess", BindingFlags.NonPublic | BindingFlags.Instance)?.GetMethod?.CreateDelegate<Func<SafeFileHandle, bool>>();
 
-    private static volatile bool readsUnavailable = !OperatingSystem.IsLinux() || SupportsRandomAccess is null;
-    private static volatile bool writesUnavailable = !OperatingSystem.IsLinux() || SupportsRandomAccess is null;
+    private static readonly bool Unavailable = !OperatingSystem.IsLinux() || SupportsRandomAccess is null;
+
+    // No RWF_NOWAIT calls any more (the kernel or libc lacks them, or every handle refused): in-memory files are
+    // still found, by one fstatfs per call on a handle with no state.
+    private static volatile bool readsGivenUp;
+    private static volatile bool writesGivenUp;
 
     /// <summary>
     /// After this many handles answered EOPNOTSUPP while none ever succeeded, the process stops trying (every new
@@ -72,6 +84,7 @@ internal static unsafe partial class NoWaitFileIo
     {
         public volatile bool NoReads;
         public volatile bool NoWrites;
+        public volatile bool InMemory; // tmpfs or ramfs: plain pread/pwrite never wait for a device
         public int OpenFlags = -1; // F_GETFL, read at the first inline write
     }
 
@@ -90,7 +103,7 @@ internal static unsafe partial class NoWaitFileIo
     public static bool TryRead(SafeFileHandle handle, Span<byte> buffer, long fileOffset, out int read)
     {
         read = 0;
-        if (!Applies(handle, buffer.Length, fileOffset, readsUnavailable, out HandleState? state) || state?.NoReads == true)
+        if (!Applies(handle, buffer.Length, fileOffset, out HandleState? state))
         {
             return false;
         }
@@ -99,6 +112,21 @@ internal static unsafe partial class NoWaitFileIo
         {
             using var lease = new FdLease(handle);
             int fd = lease.Fd;
+            if (state is null && readsGivenUp)
+            {
+                state = InMemoryState(handle, fd);
+            }
+
+            if (state?.InMemory == true)
+            {
+                return ReadInMemory(fd, buffer, fileOffset, ref read);
+            }
+
+            if (state?.NoReads == true || readsGivenUp)
+            {
+                return false;
+            }
+
             fixed (byte* start = buffer)
             {
                 while (read < buffer.Length)
@@ -132,7 +160,11 @@ internal static unsafe partial class NoWaitFileIo
                         continue;
                     }
 
-                    Remember(handle, errno, reads: true);
+                    if (Remember(handle, fd, errno, reads: true))
+                    {
+                        return ReadInMemory(fd, buffer, fileOffset, ref read);
+                    }
+
                     return false;
                 }
 
@@ -141,7 +173,7 @@ internal static unsafe partial class NoWaitFileIo
         }
         catch (EntryPointNotFoundException)
         {
-            readsUnavailable = true; // a libc without preadv2
+            readsGivenUp = true; // a libc without preadv2
             return false;
         }
     }
@@ -152,7 +184,7 @@ internal static unsafe partial class NoWaitFileIo
     /// </summary>
     public static int TryWrite(SafeFileHandle handle, ReadOnlySpan<byte> buffer, long fileOffset)
     {
-        if (!Applies(handle, buffer.Length, fileOffset, writesUnavailable, out HandleState? state) || state?.NoWrites == true)
+        if (!Applies(handle, buffer.Length, fileOffset, out HandleState? state))
         {
             return 0;
         }
@@ -162,7 +194,23 @@ internal static unsafe partial class NoWaitFileIo
         {
             using var lease = new FdLease(handle);
             int fd = lease.Fd;
+            if (state is null && writesGivenUp)
+            {
+                state = InMemoryState(handle, fd);
+            }
+
+            if (state?.InMemory == true)
+            {
+                return WriteInMemory(fd, buffer, fileOffset, written);
+            }
+
+            if (state?.NoWrites == true || writesGivenUp)
+            {
+                return 0;
+            }
+
             state ??= Handles.GetValue(handle, static _ => new HandleState());
+
             if (state.OpenFlags < 0)
             {
                 state.OpenFlags = Fcntl(fd, FGetFl);
@@ -180,16 +228,16 @@ internal static unsafe partial class NoWaitFileIo
                 writeSucceeded = true;
             }
 
-            if (errno != 0)
+            if (errno != 0 && Remember(handle, fd, errno, reads: false))
             {
-                Remember(handle, errno, reads: false);
+                return WriteInMemory(fd, buffer, fileOffset, written);
             }
 
             return written;
         }
         catch (EntryPointNotFoundException)
         {
-            writesUnavailable = true;
+            writesGivenUp = true;
             return written;
         }
     }
@@ -247,10 +295,10 @@ internal static unsafe partial class NoWaitFileIo
     }
 
     /// <summary>True where the original would pread/pwrite at this offset and the call is small enough to do inline.</summary>
-    private static bool Applies(SafeFileHandle handle, int length, long fileOffset, bool unavailable, out HandleState? state)
+    private static bool Applies(SafeFileHandle handle, int length, long fileOffset, out HandleState? state)
     {
         state = null;
-        if (unavailable || !Enabled || length == 0 || length > InlineLimit || fileOffset < 0 || handle.IsInvalid || handle.IsClosed)
+        if (Unavailable || !Enabled || length == 0 || length > InlineLimit || fileOffset < 0 || handle.IsInvalid || handle.IsClosed)
         {
             return false;
         }
@@ -266,22 +314,30 @@ internal static unsafe partial class NoWaitFileIo
         return true;
     }
 
-    private static void Remember(SafeFileHandle handle, int errno, bool reads)
+    /// <summary>Records what an error says of the handle or the process; true when the handle's file lives in memory
+    /// only, so the call goes on with plain <c>pread</c>/<c>pwrite</c>.</summary>
+    private static bool Remember(SafeFileHandle handle, int fd, int errno, bool reads)
     {
         if (errno == ENoSys)
         {
-            readsUnavailable = true;
-            writesUnavailable = true;
+            readsGivenUp = true;
+            writesGivenUp = true;
         }
         else if (errno == EOpNotSupp)
         {
+            if (InMemoryState(handle, fd) is not null)
+            {
+                return true; // no refusal counted: files elsewhere may still take RWF_NOWAIT
+            }
+
             HandleState state = Handles.GetValue(handle, static _ => new HandleState());
+
             if (reads)
             {
                 state.NoReads = true;
                 if (Interlocked.Increment(ref readRefusals) >= RefusalsBeforeGivingUp && !readSucceeded)
                 {
-                    readsUnavailable = true;
+                    readsGivenUp = true;
                 }
             }
             else
@@ -289,12 +345,94 @@ internal static unsafe partial class NoWaitFileIo
                 state.NoWrites = true;
                 if (Interlocked.Increment(ref writeRefusals) >= RefusalsBeforeGivingUp && !writeSucceeded)
                 {
-                    writesUnavailable = true;
+                    writesGivenUp = true;
                 }
             }
         }
 
         // EAGAIN: not cached (or a lock is held) this time; anything else: the original will report it.
+        return false;
+    }
+
+    /// <summary>
+    /// The rest of a read of an in-memory file, from <paramref name="read"/> on: plain <c>pread</c> (EINTR retried) until
+    /// the buffer is full or the file ends. False, with <paramref name="read"/> what was read, when a call fails: the
+    /// caller reads the rest the usual way, and the original reports the error.
+    /// </summary>
+    private static bool ReadInMemory(int fd, Span<byte> buffer, long fileOffset, ref int read)
+    {
+        fixed (byte* start = buffer)
+        {
+            while (read < buffer.Length)
+            {
+                nint n = PRead(fd, start + read, buffer.Length - read, fileOffset + read);
+                if (n > 0)
+                {
+                    read += (int)n;
+                    continue;
+                }
+
+                if (n == 0) return true;
+                if (Marshal.GetLastPInvokeError() != EIntr) return false;
+            }
+
+            return true;
+        }
+    }
+
+    /// <summary>The rest of a write to an in-memory file, from <paramref name="written"/> on, with plain <c>pwrite</c>
+    /// (EINTR retried); returns the bytes written in all (the caller writes what is left the usual way).</summary>
+    private static int WriteInMemory(int fd, ReadOnlySpan<byte> buffer, long fileOffset, int written)
+    {
+        fixed (byte* start = buffer)
+        {
+            while (written < buffer.Length)
+            {
+                nint n = PWrite(fd, start + written, buffer.Length - written, fileOffset + written);
+                if (n > 0)
+                {
+                    written += (int)n;
+                }
+                else if (n == 0 || Marshal.GetLastPInvokeError() != EIntr)
+                {
+                    return written;
+                }
+            }
+
+            return written;
+        }
+    }
+
+    /// <summary>The handle's state, marked in memory, when its file is on tmpfs or ramfs; otherwise null, and nothing is
+    /// recorded (the process gave up on RWF_NOWAIT, and a table entry per handle is what giving up saves).</summary>
+    private static HandleState? InMemoryState(SafeFileHandle handle, int fd)
+    {
+        if (!IsInMemoryFileSystem(fd))
+        {
+            return null;
+        }
+
+        HandleState state = Handles.GetValue(handle, static _ => new HandleState());
+        state.InMemory = true;
+        return state;
+    }
+
+    /// <summary>True for a descriptor on tmpfs or ramfs, whose files are memory and nothing else.</summary>
+    private static bool IsInMemoryFileSystem(int fd)
+    {
+        if (IntPtr.Size != 8)
+        {
+            return false; // f_type is read as the 64-bit ABIs' leading long
+        }
+
+        // struct statfs is 120 bytes on the 64-bit Linux ABIs (glibc and musl alike), f_type its first field.
+        long* statfs = stackalloc long[32];
+        if (FStatFs(fd, statfs) != 0)
+        {
+            return false;
+        }
+
+        return statfs[0] is TmpfsMagic or RamfsMagic;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -309,6 +447,15 @@ internal static unsafe partial class NoWaitFileIo
 
     [LibraryImport("libc", EntryPoint = "pwritev2", SetLastError = true)]
     private static partial nint PWriteV2(int fd, IoVector* iov, int count, long offset, int flags);
+
+    [LibraryImport("libc", EntryPoint = "pread", SetLastError = true)]
+    private static partial nint PRead(int fd, byte* buffer, nint count, long offset);
+
+    [LibraryImport("libc", EntryPoint = "pwrite", SetLastError = true)]
+    private static partial nint PWrite(int fd, byte* buffer, nint count, long offset);
+
+    [LibraryImport("libc", EntryPoint = "fstatfs", SetLastError = true)]
+    private static partial int FStatFs(int fd, long* buffer);
 
     [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
     private static partial int Fcntl(int fd, int command);
