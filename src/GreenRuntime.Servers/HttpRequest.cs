@@ -5,12 +5,13 @@ namespace GreenRuntime.Servers;
 /// from the connection as the handler asks for it (blocking only the handler's greenlet).
 /// </summary>
 /// <remarks>Header values are decoded as Latin-1 (RFC 9110 leaves non-ASCII bytes opaque). The target is kept
-/// as sent (percent-encoding included); <see cref="Path"/> and <see cref="QueryString"/> split it at the first '?'.</remarks>
+/// as sent (percent-encoding included); <see cref="Path"/> and <see cref="QueryString"/> are its path and query, also of
+/// an absolute-form target ("http://host/a?x=1", whose authority the Host header must then name, as Kestrel requires).</remarks>
 public sealed class HttpRequest
 {
     private readonly List<KeyValuePair<string, string>> _headers;
 
-    internal HttpRequest(string method, string target, string protocol, List<KeyValuePair<string, string>> headers, long? contentLength, bool chunked, Stream body)
+    internal HttpRequest(string method, string target, string path, string queryString, string protocol, List<KeyValuePair<string, string>> headers, long? contentLength, bool chunked, Stream body)
     {
         Method = method;
         Target = target;
@@ -19,21 +20,22 @@ public sealed class HttpRequest
         ContentLength = contentLength;
         IsChunked = chunked;
         Body = body;
-        int q = target.IndexOf('?');
-        Path = q < 0 ? target : target[..q];
-        QueryString = q < 0 ? "" : target[(q + 1)..];
+        Path = path;
+        QueryString = queryString;
     }
 
     /// <summary>The method as sent, e.g. "GET" (methods are case-sensitive).</summary>
     public string Method { get; }
 
-    /// <summary>The request-target as sent: usually a path with an optional query ("/a/b?x=1"), or "*" for OPTIONS.</summary>
+    /// <summary>The request-target as sent: usually a path with an optional query ("/a/b?x=1"); also an absolute URI
+    /// ("http://host/a/b?x=1"), "*" (OPTIONS only) or "host:port" (CONNECT only).</summary>
     public string Target { get; }
 
-    /// <summary>The part of <see cref="Target"/> before the first '?', still percent-encoded.</summary>
+    /// <summary>The target's path, still percent-encoded: the part of <see cref="Target"/> before the first '?', without the
+    /// scheme and authority of an absolute-form target ("/" when it has no path). Empty for "*" and for CONNECT's "host:port".</summary>
     public string Path { get; }
 
-    /// <summary>The part of <see cref="Target"/> after the first '?', without it; empty when there is none.</summary>
+    /// <summary>The target's query: the part after the first '?', without it (nor a fragment); empty when there is none.</summary>
     public string QueryString { get; }
 
     /// <summary>"HTTP/1.1" or "HTTP/1.0".</summary>

@@ -399,6 +399,75 @@ public class HttpServerTests : ServerTest
         AssertRejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body, 400);
     }
 
+    // ---- request-target forms (RFC 9112 §3.2); the expectations are what Kestrel answers to the same bytes ----
+
+    private static void EchoTarget(HttpContext ctx) =>
+        ctx.Response.Write($"{ctx.Request.Method} path=[{ctx.Request.Path}] query=[{ctx.Request.QueryString}] host=[{ctx.Request.GetHeader("Host")}]");
+
+    private string Echo(string request)
+    {
+        var r = SendRaw(request, out _);
+        Assert.That(r.Status, Is.EqualTo(200), $"answer to {request[..Math.Min(60, request.Length)].ReplaceLineEndings("⏎")}");
+        return Encoding.ASCII.GetString(r.Body);
+    }
+
+    [TestCase("http://example.com/a/b?x=1", "example.com", "/a/b", "x=1")]
+    [TestCase("http://example.com:80/a", "example.com", "/a", "")]
+    [TestCase("http://example.com/a", "example.com:80", "/a", "")]
+    [TestCase("https://example.com:443/a", "example.com", "/a", "")]
+    [TestCase("http://example.com:8080/a%20b/c%2Fd?x=%41&y", "example.com:8080", "/a%20b/c%2Fd", "x=%41&y")] // still encoded, as origin-form paths are
+    [TestCase("http://example.com", "example.com", "/", "")]
+    [TestCase("http://example.com?q=1", "example.com", "/", "q=1")]
+    [TestCase("http://user:pw@example.com/a", "example.com", "/a", "")]
+    [TestCase("http://[::1]:5000/a", "[::1]:5000", "/a", "")]
+    [TestCase("http://example.com/a#frag", "example.com", "/a", "")]
+    [TestCase("http://Example.COM/a", "example.com", "/a", "")]
+    public void AbsoluteFormTargetsGiveTheirPathAndQuery(string target, string host, string path, string query)
+    {
+        Serve(EchoTarget);
+        Assert.That(Echo($"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            Is.EqualTo($"GET path=[{path}] query=[{query}] host=[{host}]"));
+    }
+
+    [Test]
+    public void AnAbsoluteFormTargetNeedsNoHostInHttp10ButAMatchingOneIfAny()
+    {
+        Serve(EchoTarget);
+        Assert.That(Echo("GET http://example.com/a/b?x=1 HTTP/1.0\r\n\r\n"), Is.EqualTo("GET path=[/a/b] query=[x=1] host=[]"));
+        AssertRejected("GET http://example.com/a/b?x=1 HTTP/1.0\r\nHost: other.org\r\n\r\n", 400);
+        AssertRejected("GET http://example.com/a/b?x=1 HTTP/1.1\r\nHost: other.org\r\n\r\n", 400);
+        AssertRejected("GET http://example.com/a/b?x=1 HTTP/1.1\r\nHost: example.com:8080\r\n\r\n", 400);
+        AssertRejected("GET http://example.com/a/b?x=1 HTTP/1.1\r\n\r\n", 400);
+    }
+
+    [Test]
+    public void AsteriskAndAuthorityFormsAreForOptionsAndConnectOnly()
+    {
+        Serve(EchoTarget);
+        Assert.That(Echo("OPTIONS * HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n"), Is.EqualTo("OPTIONS path=[] query=[] host=[example.com]"));
+        Assert.That(Echo("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n"),
+            Is.EqualTo("CONNECT path=[] query=[] host=[example.com:443]"));
+        Assert.That(Echo("CONNECT /a HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n"), Is.EqualTo("CONNECT path=[/a] query=[] host=[example.com]"));
+
+        var star = SendRaw("GET * HTTP/1.1\r\nHost: example.com\r\n\r\n", out bool closed);
+        Assert.That((star.Status, star.Header("Allow"), star.Header("Connection"), closed), Is.EqualTo((405, "OPTIONS", "close", true)));
+        var authority = SendRaw("GET example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", out closed);
+        Assert.That((authority.Status, authority.Header("Allow"), authority.Header("Connection"), closed), Is.EqualTo((405, "CONNECT", "close", true)));
+    }
+
+    [TestCase("GET HTTP://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n")] // the scheme is matched as sent, as by Kestrel
+    [TestCase("GET ftp://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n")]
+    [TestCase("GET http:///a HTTP/1.1\r\nHost: example.com\r\n\r\n")]
+    [TestCase("GET http://example.com\\a HTTP/1.1\r\nHost: example.com\r\n\r\n")]
+    [TestCase("GET a/b HTTP/1.1\r\nHost: example.com\r\n\r\n")]
+    [TestCase("OPTIONS *x HTTP/1.1\r\nHost: example.com\r\n\r\n")]
+    [TestCase("CONNECT example.com:443 HTTP/1.1\r\nHost: other.org\r\n\r\n")]
+    public void MalformedOrMismatchedTargetsGet400(string request)
+    {
+        Serve(EchoTarget);
+        AssertRejected(request, 400);
+    }
+
     [Test]
     public void UnsupportedVersionTransferEncodingAndExpectationAreRefused()
     {

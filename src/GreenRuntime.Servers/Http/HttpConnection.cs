@@ -300,7 +300,7 @@ internal sealed class HttpConnection
             catch (HttpProtocolException e)
             {
                 ServerLog.BadRequest(Logger, _remote.ToString()!, e.Status, e.Message);
-                SendError(e.Status, e.Message);
+                SendError(e.Status, e.Message, e.Allow);
                 return false;
             }
         }
@@ -393,7 +393,7 @@ internal sealed class HttpConnection
 
         StartBodyClock();
         var body = new RequestBodyStream(this, head.ContentLength ?? 0, head.Chunked, head.ExpectContinue, _options.MaxRequestBodySize);
-        var request = new HttpRequest(head.Method, head.Target, head.Http10 ? "HTTP/1.0" : "HTTP/1.1", head.Headers, head.ContentLength, head.Chunked, body);
+        var request = new HttpRequest(head.Method, head.Target, head.Path, head.QueryString, head.Http10 ? "HTTP/1.0" : "HTTP/1.1", head.Headers, head.ContentLength, head.Chunked, body);
         var response = new HttpResponse(this, head.Method == "HEAD", head.Http10, _options.ResponseBufferSize);
         var context = new HttpContext(request, response, _remote, _local);
         _response = response;
@@ -644,7 +644,7 @@ internal sealed class HttpConnection
         Output.Clear();
     }
 
-    private void SendError(int status, string message)
+    private void SendError(int status, string message, string? allow)
     {
         Output.Clear();
         var body = Encoding.UTF8.GetBytes(message + "\n");
@@ -659,6 +659,12 @@ internal sealed class HttpConnection
         {
             Output.Append("Server: "u8);
             Output.AppendLatin1(server);
+            Output.AppendCrlf();
+        }
+        if (allow != null)
+        {
+            Output.Append("Allow: "u8);
+            Output.AppendLatin1(allow);
             Output.AppendCrlf();
         }
         Output.Append("Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "u8);

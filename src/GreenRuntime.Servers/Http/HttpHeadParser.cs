@@ -4,11 +4,12 @@
 // Framing (RFC 9112 §2.2): empty lines before a request line are ignored; a head ends at the first CRLF CRLF; a head
 // longer than MaxRequestHeadersTotalSize is refused with 414 when its request line alone is too long, else 431.
 // Checks (RFC 9110/9112), in order: request line = token SP target SP HTTP/1.x (505 for another digit version, 400
-// otherwise); field lines = token ":" OWS value OWS, no obs-fold, no controls; at most MaxRequestHeaderCount fields
-// (431); exactly one Host in HTTP/1.1 (at most one in HTTP/1.0); Content-Length a number, repeated values equal;
-// Transfer-Encoding only "chunked" (501 for other codings, 400 together with Content-Length); a Content-Length over
-// MaxRequestBodySize is 413; Expect only 100-continue (417). Chunked bodies: ParseChunkSize and CheckTrailerField
-// check the lines RequestBodyStream reads.
+// otherwise); the target's form (ParseTarget: origin, absolute, "*" for OPTIONS, host:port for CONNECT; 405 for
+// another method); field lines = token ":" OWS value OWS, no obs-fold, no controls; at most MaxRequestHeaderCount
+// fields (431); exactly one Host in HTTP/1.1 (at most one in HTTP/1.0), equal to the authority of an absolute-form or
+// authority-form target; Content-Length a number, repeated values equal; Transfer-Encoding only "chunked" (501 for
+// other codings, 400 together with Content-Length); a Content-Length over MaxRequestBodySize is 413; Expect only
+// 100-continue (417). Chunked bodies: ParseChunkSize and CheckTrailerField check the lines RequestBodyStream reads.
 //
 // Rejected: a regex or a string split of the head (allocations on garbage input, and lenient where the RFC is
 // strict: bare LF, whitespace before the colon, folded lines, which request smuggling relies on).
@@ -110,6 +111,8 @@ internal static class HttpHeadParser
         else throw Bad("The protocol version is not HTTP/1.x.");
 
         var parsed = new HttpRequestHead { Method = MethodString(method), Target = Encoding.ASCII.GetString(target), Http10 = http10 };
+        string? authority = ParseTarget(parsed, out var absolute);
+        string? host = null;
         int hosts = 0;
         bool hasTransferEncoding = false;
         string? transferEncoding = null, connection = null, expect = null;
@@ -130,7 +133,11 @@ internal static class HttpHeadParser
             string nameText = HeaderName(name);
             string valueText = Encoding.Latin1.GetString(value);
             parsed.Headers.Add(new(nameText, valueText));
-            if (nameText.Equals("Host", StringComparison.OrdinalIgnoreCase)) hosts++;
+            if (nameText.Equals("Host", StringComparison.OrdinalIgnoreCase))
+            {
+                hosts++;
+                host = valueText;
+            }
             else if (nameText.Equals("Content-Length", StringComparison.OrdinalIgnoreCase)) parsed.ContentLength = MergeContentLength(parsed.ContentLength, value);
             else if (nameText.Equals("Transfer-Encoding", StringComparison.OrdinalIgnoreCase))
             {
@@ -142,6 +149,8 @@ internal static class HttpHeadParser
         }
 
         if (hosts > 1 || (hosts == 0 && !http10)) throw Bad(hosts == 0 ? "HTTP/1.1 requests must have a Host header." : "The request has more than one Host header.");
+        if (host != null && authority != null && !NamesAuthority(host, authority, absolute))
+            throw Bad("The Host header does not name the authority of the request target.");
         if (hasTransferEncoding)
         {
             if (parsed.ContentLength != null) throw Bad("The request has both Content-Length and Transfer-Encoding.");
@@ -163,6 +172,68 @@ internal static class HttpHeadParser
         parsed.Close |= HttpSyntax.ListContains(connection, "close");
         parsed.KeepAlive = !parsed.Close && (!http10 || HttpSyntax.ListContains(connection, "keep-alive"));
         return parsed;
+    }
+
+    /// <summary>
+    /// Sets the head's path and query from its target, by the target's form (RFC 9112 §3.2), as Kestrel tells the forms
+    /// apart: origin-form ("/a?x=1"); "*", for OPTIONS only (else 405); absolute-form, "http://" or "https://" then a
+    /// URI; anything else is authority-form ("host:port"), for CONNECT only (else 405). Returns the authority the Host
+    /// header must then equal (null for origin-form and "*"), and the parsed URI of an absolute-form target.
+    /// </summary>
+    /// <remarks>RFC 9112 §3.2.2 has an origin server take the host of an absolute-form target and ignore the Host
+    /// header; Kestrel instead refuses a Host header that differs from the target's authority (the RFC has the client
+    /// send them equal), so a handler reading Host sees the target's host either way, and a Host the client made up
+    /// cannot disagree with the URI it asked for.</remarks>
+    /// <exception cref="HttpProtocolException">400 for a malformed target, 405 (with Allow) for a form the method does not take.</exception>
+    private static string? ParseTarget(HttpRequestHead head, out Uri? absolute)
+    {
+        absolute = null;
+        string target = head.Target;
+        if (target[0] == '/')
+        {
+            SplitQuery(target, out head.Path, out head.QueryString);
+            return null;
+        }
+        if (target == "*")
+        {
+            if (head.Method != "OPTIONS")
+                throw new HttpProtocolException(405, "The request target \"*\" is for OPTIONS only.") { Allow = "OPTIONS" };
+            return null; // no path, as Kestrel reports it
+        }
+        if (target.StartsWith("http://", StringComparison.Ordinal) || target.StartsWith("https://", StringComparison.Ordinal))
+        {
+            // A backslash is in no URI, but System.Uri reads it as '/': refused, so the path taken below is the one Uri saw.
+            if (target.Contains('\\') || !Uri.TryCreate(target, UriKind.Absolute, out absolute) || absolute.Authority.Length == 0)
+                throw Bad("The absolute-form request target is not a valid http or https URI.");
+            int authorityStart = target.IndexOf("//", StringComparison.Ordinal) + 2;
+            int pathStart = target.AsSpan(authorityStart).IndexOfAny('/', '?', '#');
+            var pathAndQuery = pathStart < 0 ? "" : target[(authorityStart + pathStart)..];
+            int fragment = pathAndQuery.IndexOf('#');
+            if (fragment >= 0) pathAndQuery = pathAndQuery[..fragment];
+            SplitQuery(pathAndQuery, out head.Path, out head.QueryString);
+            if (head.Path.Length == 0) head.Path = "/";
+            return absolute.Authority;
+        }
+        foreach (char c in target)
+            if (!(char.IsAsciiLetterOrDigit(c) || c is ':' or '.' or '-' or '[' or ']' or '@'))
+                throw Bad("The request target is neither a path, an absolute URI, \"*\" nor host:port.");
+        if (head.Method != "CONNECT")
+            throw new HttpProtocolException(405, "A host:port request target is for CONNECT only.") { Allow = "CONNECT" };
+        return target;
+    }
+
+    /// <summary>Whether a Host header names the target's authority: host names are case-insensitive (RFC 3986 §3.2.2),
+    /// and for an absolute-form target with the scheme's default port the port may be given or left out, as Kestrel allows.</summary>
+    private static bool NamesAuthority(string host, string authority, Uri? absolute) =>
+        host.Equals(authority, StringComparison.OrdinalIgnoreCase)
+        || (absolute is { IsDefaultPort: true }
+            && host.Equals(authority + ":" + absolute.Port.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.OrdinalIgnoreCase));
+
+    private static void SplitQuery(string pathAndQuery, out string path, out string query)
+    {
+        int q = pathAndQuery.IndexOf('?');
+        path = q < 0 ? pathAndQuery : pathAndQuery[..q];
+        query = q < 0 ? "" : pathAndQuery[(q + 1)..];
     }
 
     /// <summary>The size on a chunk-size line (RFC 9112 §7.1: hex digits, optional whitespace and extensions after ';').</summary>

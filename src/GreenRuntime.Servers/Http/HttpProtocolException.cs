@@ -7,4 +7,7 @@ namespace GreenRuntime.Servers;
 internal sealed class HttpProtocolException(int status, string message) : IOException(message)
 {
     public int Status { get; } = status;
+
+    /// <summary>The Allow header of a 405 answer (RFC 9110 §15.5.6 requires one): the methods the target accepts.</summary>
+    public string? Allow { get; init; }
 }

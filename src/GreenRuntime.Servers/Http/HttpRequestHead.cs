@@ -9,6 +9,12 @@ internal sealed class HttpRequestHead
     /// <summary>The request-target as sent.</summary>
     public string Target = "";
 
+    /// <summary>The target's path, still percent-encoded: of an absolute-form target too; empty for "*" and authority-form.</summary>
+    public string Path = "";
+
+    /// <summary>The target's query, without its '?'; empty when there is none.</summary>
+    public string QueryString = "";
+
     /// <summary>HTTP/1.0 (otherwise HTTP/1.1).</summary>
     public bool Http10;
 
