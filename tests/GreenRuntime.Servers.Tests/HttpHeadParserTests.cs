@@ -185,6 +185,11 @@ public class HttpHeadParserTests
     [TestCase("a ;ext", 10L)]
     [TestCase("a\t;ext", 10L)]
     [TestCase("fffffffffffffff", 0xfffffffffffffffL)]
+    [TestCase("1000000000000000", 0x1000000000000000L)]
+    [TestCase("7fffffffffffffff", long.MaxValue)]
+    [TestCase("0000000000000000005", 5L)] // leading zeros: 1*HEXDIG, the value is what counts
+    [TestCase("00000000000000000000000000000000000000000000000000000000000000000000000000000000a;ext", 10L)]
+    [TestCase("00000000000000000000", 0L)]
     public void ChunkSizesAreHexWithOptionalExtensions(string line, long size) =>
         Assert.That(HttpHeadParser.ParseChunkSize(Bytes(line)), Is.EqualTo(size));
 
@@ -195,7 +200,9 @@ public class HttpHeadParserTests
     [TestCase("0x10")]
     [TestCase("10 ")]
     [TestCase("10 x")]
-    [TestCase("1000000000000000")]
+    [TestCase("8000000000000000")] // over long.MaxValue: refused, not wrapped
+    [TestCase("10000000000000005")]
+    [TestCase("0000ffffffffffffffff")]
     [TestCase("5;ext\u0001")]
     public void MalformedChunkSizeLinesAre400(string line) =>
         Assert.That(Assert.Throws<HttpProtocolException>(() => HttpHeadParser.ParseChunkSize(Bytes(line)))!.Status, Is.EqualTo(400));

@@ -391,6 +391,8 @@ public class HttpServerTests : ServerTest
     [TestCase("2\r\nabc\r\n0\r\n\r\n")]
     [TestCase("2 \r\nab\r\n0\r\n\r\n")]
     [TestCase("10000000000000000\r\n")]
+    [TestCase("8000000000000000\r\n")]
+    [TestCase("0000000000000000010000000000000000\r\n")]
     [TestCase("2\r\nab\r\n0\r\nbad trailer\r\n\r\n")]
     [TestCase("5\nhello\n0\n\n")] // as above: at once, not after IoTimeout (408)
     public void MalformedChunkedBodiesGet400(string body)
@@ -466,6 +468,25 @@ public class HttpServerTests : ServerTest
     {
         Serve(EchoTarget);
         AssertRejected(request, 400);
+    }
+
+    [TestCase("0000000000000000005\r\nhello\r\n0\r\n\r\n")]
+    [TestCase("00000000000000000000000000000000000000000000000000000000000000000000000000000002\r\nhe\r\n3\r\nllo\r\n00000000000000000000\r\n\r\n")]
+    [TestCase("5;name=value;x=\"q s\"\r\nhello\r\n0;last\r\n\r\n")]
+    [TestCase("5 ;name=value\r\nhello\r\n0\r\n\r\n")]
+    public void ChunkSizesWithLeadingZerosAndExtensionsAreRead(string body)
+    {
+        Serve(ctx => ctx.Response.Write(ctx.Request.ReadBodyAsString()));
+        var r = SendRaw("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + body, out _);
+        Assert.That((r.Status, Encoding.ASCII.GetString(r.Body)), Is.EqualTo((200, "hello")));
+    }
+
+    [Test]
+    public void AChunkSizeNearTheLargestValueIsOverTheLimitNotWrappedUnderIt()
+    {
+        Serve(Describe);
+        AssertRejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\n", 413);
+        AssertRejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7ffffffffffffffe\r\n", 413);
     }
 
     [Test]

@@ -237,7 +237,9 @@ internal static class HttpHeadParser
     }
 
     /// <summary>The size on a chunk-size line (RFC 9112 §7.1: hex digits, optional whitespace and extensions after ';').</summary>
-    /// <exception cref="HttpProtocolException">400: not a size, too large (15 hex digits at most), or a malformed rest.</exception>
+    /// <remarks>The grammar is 1*HEXDIG, so leading zeros are allowed in any number; what is bounded is the value, checked
+    /// before each digit so that it never wraps (RFC 9112 §7.1 asks recipients to guard against overflow).</remarks>
+    /// <exception cref="HttpProtocolException">400: not a size, a value over <see cref="long.MaxValue"/>, or a malformed rest.</exception>
     public static long ParseChunkSize(ReadOnlySpan<byte> line)
     {
         long size = 0;
@@ -246,8 +248,8 @@ internal static class HttpHeadParser
         {
             int digit = HexValue(line[i]);
             if (digit < 0) break;
-            if (i >= 15) throw Bad("The chunk size is too large.");
-            size = size * 16 + digit;
+            if (size > long.MaxValue >> 4) throw Bad("The chunk size is too large.");
+            size = (size << 4) | (long)digit;
         }
         if (i == 0) throw Bad("A chunk size line does not start with a hexadecimal size.");
         var rest = line[i..];

@@ -138,7 +138,8 @@ internal sealed class RequestBodyStream : Stream
                         _state = ChunkState.Trailers;
                         break;
                     }
-                    if (_limit is { } limit && _total + size > limit)
+                    // Not _total + size: a size near long.MaxValue would wrap it below the limit.
+                    if (_limit is { } limit && size > limit - _total)
                         throw new HttpProtocolException(413, $"The chunked request body is larger than the limit of {limit} bytes.");
                     _remaining = size;
                     _state = ChunkState.Data;
