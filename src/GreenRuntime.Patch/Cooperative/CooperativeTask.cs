@@ -17,6 +17,11 @@ namespace GreenRuntime.Cooperative;
 /// thread pool runs it. A task created with <c>RunContinuationsAsynchronously</c> is waited for by the original
 /// instead, on the greenlet's own thread with the baton released: a park would be woken through the thread pool, the
 /// original's wait is signalled directly.
+/// <para>A task that has completed by the time a kill or timeout would end the wait is the wait's outcome: the kill or
+/// timeout stays pending, raised at the greenlet's next blocking point. A task's result can carry ownership that cannot
+/// be given back (<c>SocketsHttpHandler</c> hands a pooled connection to its queued waiter by completing the waiter's
+/// task): raising the kill after that hand-over lost the connection for good, where a thread whose token is cancelled
+/// a moment after the hand-over receives the connection and returns it.</para>
 /// </remarks>
 internal static class CooperativeTask
 {
@@ -39,18 +44,61 @@ internal static class CooperativeTask
             return Wait.Call(task, millisecondsTimeout, cancellationToken);
         Parking.WaitingFor(task);
         if (RunsContinuationsAsynchronously(task) && Parking.CanReleaseBaton)
-            return Parking.RunReleased(s_waitReleased, (task, millisecondsTimeout, cancellationToken), WaitReason.Task, interruptible: true);
+        {
+            var wait = new ReleasedWait<Task>(task, millisecondsTimeout, cancellationToken);
+            try
+            {
+                return Parking.RunReleased(s_waitReleased, wait, WaitReason.Task, interruptible: true);
+            }
+            catch (Exception e) when (task.IsCompleted && !ReferenceEquals(e, wait.Thrown))
+            {
+                Parking.KeepPending(e); // a kill or timeout that came as the task completed: see the remarks
+                return Wait.Call(task, 0, cancellationToken);
+            }
+        }
         var either = Cooperative.OrCancelled(task, cancellationToken, out var registration);
         using (registration)
-            Cooperative.Park(hub, either, Cooperative.WaitTimeout(millisecondsTimeout), WaitReason.Task);
+        {
+            try
+            {
+                Cooperative.Park(hub, either, Cooperative.WaitTimeout(millisecondsTimeout), WaitReason.Task);
+            }
+            catch (Exception e) when (task.IsCompleted)
+            {
+                Parking.KeepPending(e); // the park throws only a kill or timeout: see the remarks
+            }
+        }
         // The original with a zero timeout returns false for a cancelled token, where its wait would have thrown: throw
         // as that wait does (Polly's pessimistic timeout waits with its timeout's token, then reads the Result).
         if (!task.IsCompleted) cancellationToken.ThrowIfCancellationRequested();
         return Wait.Call(task, 0, cancellationToken);
     }
 
-    private static readonly Func<(Task Task, int Ms, CancellationToken Token), bool> s_waitReleased = static s => Wait.Call(s.Task, s.Ms, s.Token);
-    private static readonly Func<(Task[] Tasks, int Ms, CancellationToken Token), bool> s_waitAllReleased = static s => WaitAll.Call(s.Tasks, s.Ms, s.Token);
+    private static readonly Func<ReleasedWait<Task>, bool> s_waitReleased = static s => s.Run(static s => Wait.Call(s.Tasks, s.Ms, s.Token));
+    private static readonly Func<ReleasedWait<Task[]>, bool> s_waitAllReleased = static s => s.Run(static s => WaitAll.Call(s.Tasks, s.Ms, s.Token));
+
+    /// <summary>A wait run with the baton released, and what the original threw, if it did: any other exception out of
+    /// the release is the greenlet's kill or timeout.</summary>
+    private sealed class ReleasedWait<T>(T tasks, int ms, CancellationToken token)
+    {
+        public readonly T Tasks = tasks;
+        public readonly int Ms = ms;
+        public readonly CancellationToken Token = token;
+        public Exception? Thrown;
+
+        public bool Run(Func<ReleasedWait<T>, bool> wait)
+        {
+            try
+            {
+                return wait(this);
+            }
+            catch (Exception e)
+            {
+                Thrown = e;
+                throw;
+            }
+        }
+    }
 
     /// <summary>Whether <paramref name="task"/> sends its continuations through the thread pool
     /// (<see cref="TaskCreationOptions.RunContinuationsAsynchronously"/>): a park would then be woken by a pool thread,
@@ -58,6 +106,8 @@ internal static class CooperativeTask
     /// such a wait is the original, run on the greenlet's own thread with the baton released.</summary>
     private static bool RunsContinuationsAsynchronously(Task task) =>
         (task.CreationOptions & TaskCreationOptions.RunContinuationsAsynchronously) != 0;
+
+    private static bool AllCompleted(Task[] tasks) => Array.TrueForAll(tasks, static t => t.IsCompleted);
 
     /// <summary>Replaces <c>Task.WaitAllCore</c>.</summary>
     public static bool WaitAllCore(ReadOnlySpan<Task> tasks, int millisecondsTimeout, CancellationToken cancellationToken)
@@ -77,7 +127,18 @@ internal static class CooperativeTask
             foreach (var t in tasks)
             {
                 if (!t.IsCompleted && RunsContinuationsAsynchronously(t))
-                    return Parking.RunReleased(s_waitAllReleased, (tasks.ToArray(), millisecondsTimeout, cancellationToken), WaitReason.Task, interruptible: true);
+                {
+                    var wait = new ReleasedWait<Task[]>(tasks.ToArray(), millisecondsTimeout, cancellationToken);
+                    try
+                    {
+                        return Parking.RunReleased(s_waitAllReleased, wait, WaitReason.Task, interruptible: true);
+                    }
+                    catch (Exception e) when (AllCompleted(wait.Tasks) && !ReferenceEquals(e, wait.Thrown))
+                    {
+                        Parking.KeepPending(e); // as in InternalWait
+                        return WaitAll.Call(wait.Tasks, 0, cancellationToken);
+                    }
+                }
             }
         }
         if (pending)
@@ -85,7 +146,16 @@ internal static class CooperativeTask
             var all = Task.WhenAll(tasks.ToArray());
             var either = Cooperative.OrCancelled(all, cancellationToken, out var registration);
             using (registration)
-                Cooperative.Park(hub, either, Cooperative.WaitTimeout(millisecondsTimeout), WaitReason.Task);
+            {
+                try
+                {
+                    Cooperative.Park(hub, either, Cooperative.WaitTimeout(millisecondsTimeout), WaitReason.Task);
+                }
+                catch (Exception e) when (all.IsCompleted)
+                {
+                    Parking.KeepPending(e); // as in InternalWait
+                }
+            }
             if (all.IsFaulted) _ = all.Exception; // observed: the original reports the failures below
         }
         return WaitAll.Call(tasks, 0, cancellationToken);

@@ -424,6 +424,36 @@ public class LegacyCancellationTests : PatchedHubTest
         Assert.That(semaphore.Wait(0), Is.True, "the semaphore works on");
     }
 
+    [TestCase(true)]
+    [TestCase(false)]
+    public void ATaskCompletedJustBeforeAKillIsReceivedAndTheKillComesAtTheNextBlockingPoint(bool continuationsAsynchronously)
+    {
+        // SocketsHttpHandler hands a pooled connection to its queued waiter by completing the waiter's task. A kill that
+        // came right after the hand-over was raised from the wait instead of its result, and the connection was lost for
+        // good (the pool went on with one connection less). A thread whose token is cancelled a moment after the
+        // hand-over receives the connection (and gives it back).
+        var options = continuationsAsynchronously ? TaskCreationOptions.RunContinuationsAsynchronously : TaskCreationOptions.None;
+        for (int round = 0; round < 20; round++)
+        {
+            var handOver = new TaskCompletionSource<string>(options);
+            string? received = null;
+            bool blockedAfter = false;
+            var waiter = Green.Spawn(() =>
+            {
+                received = handOver.Task.GetAwaiter().GetResult();
+                blockedAfter = true;
+                Green.Sleep(10_000);
+            });
+            Green.Sleep(20);
+            Assert.That(handOver.TrySetResult("connection"), Is.True);
+            waiter.Kill(block: false);
+            Assert.That(waiter.Join(TimeSpan.FromSeconds(10)), Is.True);
+            Assert.That(received, Is.EqualTo("connection"), $"round {round}: the completed task's result reached the waiter");
+            Assert.That(blockedAfter, Is.True, "the kill was raised at the next blocking point");
+            Assert.That(waiter.Successful, Is.True, "the greenlet ended killed");
+        }
+    }
+
     [TestCase("kill")]
     [TestCase("timeout")]
     public void AGreenletEndedWhileQueuedForAPooledHttpConnectionGivesItsPlaceBack(string how)
