@@ -471,12 +471,16 @@ public class LegacyCancellationTests : PatchedHubTest
             return reader.ReadToEnd();
         }
         var holder = Green.Spawn(Get);
-        Green.Sleep(50);
+        while (server.Connections == 0 && !holder.Dead) Green.Sleep(5);
         var queued = how == "kill"
             ? Green.Spawn(Get)
             : Green.Spawn(() => Green.WithTimeout(TimeSpan.FromMilliseconds(50), Get, "timed out"));
-        Green.Sleep(100);
-        if (how == "kill") queued.Kill();
+        if (how == "kill")
+        {
+            // Killed once it waits in the pool's queue, however long the machine takes to get it there.
+            while (queued.WaitReason != WaitReason.Task && !queued.Dead) Green.Sleep(5);
+            queued.Kill();
+        }
         Green.JoinAll([holder, queued], TimeSpan.FromSeconds(10));
         Assert.That(holder.Get(), Is.EqualTo("hello"));
         Assert.That(queued.Dead, Is.True);
