@@ -491,6 +491,52 @@ public class LegacyCancellationTests : PatchedHubTest
         Assert.That(later.Get(), Is.EqualTo("hello"));
     }
 
+    [Test]
+    public void AGreenletKilledAsThePoolHandsItAConnectionDoesNotTakeTheConnectionWithIt()
+    {
+        // The kill lands after the pool handed the queued request a connection (the wait has returned, the greenlet waits
+        // for the baton) but before the greenlet ran again. Raised in place of the wait's result, it left the connection
+        // with nobody: the pool counted it as busy for ever and every later request waited. A thread whose token is
+        // cancelled that late takes the connection, sees the cancellation on it, and closes it.
+        using var server = SlowServer.Http(TimeSpan.Zero);
+        using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 1 });
+        var url = $"http://127.0.0.1:{server.Port}/";
+        string Get()
+        {
+            using var response = http.Send(new HttpRequestMessage(HttpMethod.Get, url));
+            using var reader = new StreamReader(response.Content.ReadAsStream());
+            return reader.ReadToEnd();
+        }
+        using var holding = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        // A thread, not a greenlet, holds the one connection: it gives it back while the hub's baton is held here.
+        var holder = Task.Run(() =>
+        {
+            using var response = http.Send(new HttpRequestMessage(HttpMethod.Get, url), HttpCompletionOption.ResponseHeadersRead);
+            holding.Set();
+            release.Wait();
+        });
+        while (!holding.IsSet) Green.Sleep(5);
+        var queued = Green.Spawn(Get);
+        while (queued.WaitReason != WaitReason.Task && !queued.Dead) Green.Sleep(5);
+        Assert.That(queued.Dead, Is.False, "the second request waits for the pool's connection");
+
+        release.Set();
+        // No cooperative call from here to the kill: the queued greenlet cannot run, whatever the pool hands it waits.
+        var watch = Stopwatch.StartNew();
+        while (server.Connections < 2 && watch.Elapsed < TimeSpan.FromSeconds(10)) Thread.SpinWait(100);
+        Assert.That(server.Connections, Is.EqualTo(2), "the pool opened a connection for the queued request");
+        HoldTheBaton(); // the connect completes and the pool hands the connection over
+        queued.Kill();
+        Assert.That(holder.Wait(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(queued.Dead, Is.True);
+
+        var later = Green.Spawn(Get);
+        Green.JoinAll([later], TimeSpan.FromSeconds(10));
+        Assert.That(later.Ready, Is.True, "a later request got the connection");
+        Assert.That(later.Get(), Is.EqualTo("hello"));
+    }
+
     [TestCase("kill")]
     [TestCase("timeout")]
     public void AnAsyncHttpRequestWaitedForWithResultIsCancelledWithItsGreenlet(string how)
