@@ -524,7 +524,9 @@ public partial class Greenlet
         // Likewise when unwinding from the raised kill ended in an exception that does not even wrap it (see Raising).
         if (error is not (null or GreenletExit) && KillException is GreenletExit kill && (KillRaised || Wraps(error, kill)))
             error = kill;
-        if (error is GreenletExit exit)
+        // Only its own exit: another greenlet's kill that ends this one (a single-flight factory that greenlet ran, whose
+        // outcome every waiter rethrows) is a failure here, not a quiet, successful end.
+        if (error is GreenletExit exit && (ReferenceEquals(exit, KillException) || exit.Killed is null || exit.Killed == this))
         {
             _value = exit;
             _successful = true;

@@ -54,6 +54,7 @@ public sealed partial class Hub
         if (g.State == GreenletState.Dead) return;
         bool first = g.KillException == null;
         g.KillException ??= exception;
+        if (exception is GreenletExit exit) exit.Killed ??= g;
         try
         {
             switch (g.State)

@@ -24,6 +24,41 @@ public class KillTests : HubTest
     }
 
     [Test]
+    public void AnotherGreenletsKillThatEndsAGreenletIsItsFailureButItsOwnOrOneItThrowsIsSuccess()
+    {
+        // A single-flight factory runs on the first caller's greenlet and every waiter rethrows its outcome: when that
+        // greenlet is killed, the waiters end with its GreenletExit. They were not killed; they failed. Counted as a
+        // quiet, successful end, the failure was hidden from Get, links and JoinAll(raiseError).
+        GreenletExit? othersKill = null;
+        var runner = Green.Spawn(() =>
+        {
+            try
+            {
+                Green.Sleep(10_000);
+            }
+            catch (GreenletExit e)
+            {
+                othersKill = e;
+                throw;
+            }
+        });
+        Green.Sleep(10);
+        runner.Kill();
+        var waiter = Green.Spawn(() => throw othersKill!);
+        var quitter = Green.Spawn(() => throw new GreenletExit("done here")); // gevent's raise GreenletExit: a quiet end
+        Green.JoinAll([waiter, quitter]);
+        Assert.Multiple(() =>
+        {
+            Assert.That(runner.Successful, Is.True, "the killed greenlet's own kill");
+            Assert.That(waiter.Successful, Is.False, "another greenlet's kill is a failure");
+            Assert.That(waiter.Exception, Is.SameAs(othersKill));
+            Assert.That(() => waiter.Get(), Throws.TypeOf<GreenletExit>());
+            Assert.That(quitter.Successful, Is.True, "a GreenletExit the greenlet throws itself");
+            Assert.That(quitter.Value, Is.InstanceOf<GreenletExit>());
+        });
+    }
+
+    [Test]
     public void KillAfterSpawnBeforeItRanNeverRunsTheBody()
     {
         var ran = false;
