@@ -78,6 +78,20 @@ internal static unsafe class SocketIo
             && ReceiveParked(hub, s, buffer, flags, timeout, out received, out error);
     }
 
+    /// <summary>
+    /// <see cref="TryReceive"/> for a message socket (a datagram, a record): one recv with MSG_DONTWAIT per attempt takes
+    /// one message whole, as the original's recv does, and reports no sender or truncation, as the original's
+    /// <c>Receive</c> does not either. Not for an empty buffer: .NET's receive into one peeks and takes nothing, a recv of
+    /// 0 bytes would take the datagram. A socket whose receive side is shut down returns 0, as a thread's receive does.
+    /// </summary>
+    public static bool TryReceiveMessage(Hub hub, Socket s, Span<byte> buffer, SocketFlags flags, TimeSpan? timeout, out int received, out SocketError error)
+    {
+        received = 0;
+        error = SocketError.Success;
+        return !buffer.IsEmpty && PassesThrough(flags, send: false)
+            && ReceiveParked(hub, s, buffer, flags, timeout, out received, out error, readableIfShutDown: true);
+    }
+
     /// <summary>The receive loop: the non-blocking recv, parked on the reactor between EAGAINs.</summary>
     private static bool ReceiveParked(Hub hub, Socket s, Span<byte> buffer, SocketFlags flags, TimeSpan? timeout, out int received, out SocketError error, bool readableIfShutDown = false)
     {

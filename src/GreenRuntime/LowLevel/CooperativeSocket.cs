@@ -73,6 +73,9 @@ public static partial class CooperativeSocket
             return received;
         if (IsMessageSocket(socket) && SocketIo.IsSocket(socket))
         {
+            // MSG_DONTWAIT per call: the socket's mode stays as it is for every other user of it.
+            if (!buffer.IsEmpty && SocketIo.TryReceiveMessage(hub, socket, buffer, flags, timeout, out int got, out error))
+                return got;
             var call = new SpanReceive { Buffer = buffer, Flags = flags };
             var outcome = ReceiveWhenReadable(socket, timeout, ref call,
                 static (Socket s, ref SpanReceive c) =>

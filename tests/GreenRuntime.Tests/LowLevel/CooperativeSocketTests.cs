@@ -460,6 +460,73 @@ public class CooperativeSocketTests : HubTest
         Assert.That((timedOut, err), Is.EqualTo((0, SocketError.TimedOut)));
     }
 
+    /// <summary>A greenlet's datagram receive used to switch the socket to non-blocking mode for its one system call, so a
+    /// plain thread's blocking receive on the same socket that started in that instant failed with WouldBlock, which a
+    /// blocking socket never reports on a thread. Now the greenlet's receive is a per-call non-blocking system call
+    /// (MSG_DONTWAIT) and the socket's mode never changes.</summary>
+    [Test]
+    public void AThreadSharingADatagramSocketWithAGreenletNeverSeesWouldBlock()
+    {
+        using var shared = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        using var sender = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        shared.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        shared.ReceiveTimeout = 1000; // ends the thread's loop once the sender has stopped
+        const int Count = 20_000;
+        int received = 0, wouldBlock = 0;
+        bool sending = true;
+        var thread = new Thread(() =>
+        {
+            var buffer = new byte[16];
+            EndPoint from = new IPEndPoint(IPAddress.Any, 0);
+            while (true)
+            {
+                try
+                {
+                    shared.ReceiveFrom(buffer, ref from);
+                    Interlocked.Increment(ref received);
+                }
+                catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock)
+                {
+                    Interlocked.Increment(ref wouldBlock);
+                }
+                catch (SocketException e) when (e.SocketErrorCode == SocketError.TimedOut)
+                {
+                    if (!Volatile.Read(ref sending)) return;
+                }
+            }
+        });
+        var greenlet = Green.Spawn(() =>
+        {
+            var buffer = new byte[16];
+            while (true)
+            {
+                CooperativeSocket.Receive(shared, buffer, SocketFlags.None, TimeSpan.FromMilliseconds(500), out var error);
+                if (error == SocketError.TimedOut)
+                {
+                    if (!Volatile.Read(ref sending)) return;
+                    continue;
+                }
+                Assert.That(error, Is.EqualTo(SocketError.Success));
+                Interlocked.Increment(ref received);
+            }
+        });
+        var feeder = new Thread(() =>
+        {
+            for (int i = 0; i < Count; i++)
+            {
+                sender.SendTo("datagram"u8, shared.LocalEndPoint!);
+                if (i % 4 == 0) Thread.Yield();
+            }
+            Volatile.Write(ref sending, false);
+        });
+        thread.Start();
+        feeder.Start();
+        greenlet.Join();
+        Parking.PollUntil(() => !thread.IsAlive && !feeder.IsAlive, null);
+        Assert.That(wouldBlock, Is.Zero, "a blocking socket's receive on a thread never reports WouldBlock");
+        Assert.That(received, Is.GreaterThan(Count / 2), "the datagrams reached the two readers");
+    }
+
     [Test]
     public void OffAGreenletThatMayParkTheLayerRefusesWithAClearMessage()
     {
