@@ -25,9 +25,10 @@ namespace GreenRuntime.Cooperative;
 /// so a kill or timeout is raised at the greenlet's next blocking point and the stream is never cut or interleaved with
 /// the next write (as a socket's send, docs/patching.md). Before anything went out it is interrupted at once.</para>
 /// <para>A descriptor that refuses <c>RWF_NOWAIT</c> is remembered per handle: on Linux 6.18 a FIFO opened by its path
-/// and a terminal refuse it, an anonymous pipe takes it. Its read waits the same way until <c>poll()</c> reports it
-/// readable and then makes the original's read, which returns at once (unless another reader of the same descriptor took
-/// the data first). Its write is the original's, PIPE_BUF bytes at a time, each once <c>poll()</c> reports room
+/// and a terminal refuse it, an anonymous pipe takes it. Its read is made through a non-blocking open file description
+/// of its own on the same FIFO (<see cref="ReadFifoNoWait"/>), so another reader that empties the FIFO first sends the
+/// greenlet back to waiting; a terminal's waits until <c>poll()</c> reports it readable and then makes the original's read,
+/// which returns at once unless another reader of the terminal took the input first. Its write is the original's, PIPE_BUF bytes at a time, each once <c>poll()</c> reports room
 /// (<see cref="WriteInChunks"/>).</para>
 /// <para>Any other error of the non-blocking call is not reported from here: the original then runs and raises its
 /// own exception.</para>
@@ -37,6 +38,9 @@ internal static unsafe partial class UnseekableFileIo
     private const int EIntr = NoWaitFileIo.EIntr, EAgain = NoWaitFileIo.EAgain, ENoSys = NoWaitFileIo.ENoSys, EOpNotSupp = NoWaitFileIo.EOpNotSupp;
     private const short PollIn = 0x001, PollOut = 0x004;
     private const int PipeBuf = 4096; // Linux's PIPE_BUF: the largest write to a pipe that is never split
+    private const int ORdOnly = 0, ONonBlock = 0x800, OCloExec = 0x80000, ONoCtty = 0x100;
+    private const int AtEmptyPath = 0x1000, StatxType = 0x1, StatxSize = 256, StatxModeOffset = 28;
+    private const int SIfMt = 0xF000, SIfIfo = 0x1000;
 
     /// <summary>Handles that refused RWF_NOWAIT reads (<c>true</c>) or writes (<c>false</c>) — both are recorded separately.</summary>
     private static readonly ConditionalWeakTable<SafeFileHandle, Refusals> s_refused = new();
@@ -44,6 +48,12 @@ internal static unsafe partial class UnseekableFileIo
     private sealed class Refusals
     {
         public volatile bool Reads, Writes;
+
+        /// <summary>Not a FIFO that can be opened again privately: its reads wait for <c>poll()</c>, then read.</summary>
+        public volatile bool NotFifo;
+
+        /// <summary>Known to be a FIFO (or a pipe).</summary>
+        public volatile bool Fifo;
     }
 
     /// <summary>Whether calls on a handle that is not seekable may come here: the handle's own flag tells such a handle from
@@ -105,11 +115,82 @@ internal static unsafe partial class UnseekableFileIo
                 return null;
             }
         }
-        else if (!IsReady(handle, PollIn))
+        else
         {
-            return null;
+            switch (ReadFifoNoWait(handle, buffer, out int n))
+            {
+                case FifoRead.Done: return n;
+                case FifoRead.WouldBlock: return null;
+                case FifoRead.NotFifo when !IsReady(handle, PollIn): return null;
+            }
         }
         return CooperativeFile.ReadAt.Call(handle, buffer, fileOffset);
+    }
+
+    private enum FifoRead : byte { Done, WouldBlock, NotFifo, Failed }
+
+    /// <summary>
+    /// The read of a FIFO whose descriptor refuses RWF_NOWAIT, made so that it never waits: through an open file
+    /// description of its own on the same FIFO (<c>/proc/self/fd/N</c> opened with O_NONBLOCK), read and closed at once.
+    /// </summary>
+    /// <remarks>A <c>poll()</c> and then the original's blocking <c>read()</c> left a window: another reader of the FIFO
+    /// (a thread, another process) that emptied it in between left the read blocked with the hub's baton until the next
+    /// write. Setting O_NONBLOCK on the handle's own description for the call would show the switch to every other user
+    /// of that description (a thread's read of the same FileStream would fail with EAGAIN). A FIFO's data belongs to the
+    /// FIFO, not to a description, so a private one reads exactly what the handle would; it is a reader only for the
+    /// length of the call, so a writer's EPIPE after the last reader closed is unchanged. Only FIFOs and pipes: reopening
+    /// another character device (a pseudo-terminal master) would open a new device.</remarks>
+    private static FifoRead ReadFifoNoWait(SafeFileHandle handle, Span<byte> buffer, out int read)
+    {
+        read = 0;
+        var refusals = s_refused.GetValue(handle, static _ => new Refusals());
+        if (refusals.NotFifo) return FifoRead.NotFifo;
+        if (handle.IsClosed) return FifoRead.Failed; // the original reports it
+        using var lease = new FdLease(handle);
+        if (!refusals.Fifo && !(refusals.Fifo = IsFifo(lease.Fd)))
+        {
+            refusals.NotFifo = true;
+            return FifoRead.NotFifo;
+        }
+        int own = OpenPath($"/proc/self/fd/{lease.Fd}", ORdOnly | ONonBlock | OCloExec | ONoCtty);
+        if (own < 0)
+        {
+            refusals.NotFifo = true; // no /proc, or no right to open the FIFO again: poll() and the original's read
+            return FifoRead.NotFifo;
+        }
+        try
+        {
+            fixed (byte* p = buffer)
+            {
+                nint n;
+                int errno;
+                do
+                {
+                    n = ReadFd(own, p, buffer.Length);
+                    errno = n < 0 ? Marshal.GetLastPInvokeError() : 0;
+                }
+                while (n < 0 && errno == EIntr);
+                if (n >= 0)
+                {
+                    read = (int)n;
+                    return FifoRead.Done;
+                }
+                return errno == EAgain ? FifoRead.WouldBlock : FifoRead.Failed; // any other error: the original reports it
+            }
+        }
+        finally
+        {
+            CloseFd(own);
+        }
+    }
+
+    /// <summary>Whether the descriptor is a FIFO or a pipe (<c>statx</c>'s file type).</summary>
+    private static bool IsFifo(int fd)
+    {
+        var statx = stackalloc byte[StatxSize];
+        if (Statx(fd, "", AtEmptyPath, StatxType, statx) != 0) return false;
+        ushort mode = *(ushort*)(statx + StatxModeOffset);
+        return (mode & SIfMt) == SIfIfo;
     }
 
     /// <summary>The bytes written (0 when nothing fits now); <paramref name="refused"/> when the descriptor refuses
@@ -201,4 +282,16 @@ internal static unsafe partial class UnseekableFileIo
 
     [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
     private static partial int Poll(PollFd* fds, nuint count, int timeoutMs);
+
+    [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int OpenPath(string path, int flags);
+
+    [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
+    private static partial nint ReadFd(int fd, byte* buffer, nint count);
+
+    [LibraryImport("libc", EntryPoint = "close")]
+    private static partial int CloseFd(int fd);
+
+    [LibraryImport("libc", EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Statx(int dirFd, string path, int flags, uint mask, byte* buffer);
 }

@@ -1,5 +1,6 @@
 using System.Text;
 using GreenRuntime.Cooperative;
+using GreenRuntime.LowLevel;
 
 namespace GreenRuntime.Patch.Tests.PatchSets;
 
@@ -68,6 +69,95 @@ public partial class FileReadWriteTests
         {
             File.Delete(fifo);
             File.Delete(fifo + "2");
+        }
+    }
+
+    /// <summary>A FIFO's descriptor refuses RWF_NOWAIT, so its read was made once <c>poll()</c> reported data; a second
+    /// reader of the FIFO (here a thread, as well another process) that took the data in between left that read blocked
+    /// in <c>read()</c> with the hub's baton until the next write: the other greenlets stopped. Now the read itself never
+    /// waits, and the greenlet goes back to the reactor when the other reader was first.</summary>
+    [Test]
+    public void FifoReadRacingAnotherReaderNeverHoldsTheHub()
+    {
+        string fifo = path + ".fifo";
+        try
+        {
+            // The other reader's own open file description, non-blocking, so it needs no writer to open; with it open, the
+            // writer's open and then the greenlet's reader's open return at once.
+            Assert.That(MkFifo(fifo, 0x180 /* 0600 */), Is.Zero);
+            int other = Open(fifo, 0x800 /* O_RDONLY | O_NONBLOCK */);
+            Assert.That(other, Is.GreaterThanOrEqualTo(0));
+            var writer = new FileStream(fifo, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, bufferSize: 0);
+            var reader = new FileStream(fifo, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, bufferSize: 0);
+            const int Rounds = 1000, Burst = 64;
+            int taken = 0, stalls = 0, rounds = 0, ticks = 0, armed = -1;
+            bool stop = false;
+            var ticker = Green.Spawn(() =>
+            {
+                while (!Volatile.Read(ref stop))
+                {
+                    Green.Sleep(1);
+                    Interlocked.Increment(ref ticks);
+                }
+            });
+            var greenletReader = Green.Spawn(() =>
+            {
+                // A byte per call: each call asks poll() and then reads, so the other reader often empties the FIFO in between.
+                var buffer = new byte[1];
+                int n;
+                while ((n = reader.Read(buffer)) > 0) Interlocked.Add(ref taken, n);
+            });
+            var drainer = new Thread(() =>
+            {
+                // Once per burst, takes all that is left at a random moment after the greenlet began reading it: often
+                // between its poll() and its read().
+                var random = new Random(7);
+                var buffer = new byte[4096];
+                while (!Volatile.Read(ref stop))
+                {
+                    int round = Volatile.Read(ref armed);
+                    if (round < 0 || Volatile.Read(ref taken) <= round * Burst) continue;
+                    Thread.SpinWait(random.Next(0, 500));
+                    long n = ReadFd(other, buffer, buffer.Length);
+                    if (n > 0) Interlocked.Add(ref taken, (int)n);
+                    Interlocked.CompareExchange(ref armed, -1, round);
+                }
+            });
+            var feeder = new Thread(() =>
+            {
+                for (; rounds < Rounds; rounds++)
+                {
+                    Volatile.Write(ref armed, rounds);
+                    writer.Write(new byte[Burst]);
+                    var watch = System.Diagnostics.Stopwatch.StartNew();
+                    while (Volatile.Read(ref taken) < (rounds + 1) * Burst && watch.ElapsedMilliseconds < 5000) Thread.Yield();
+                    // The hub must still run its other greenlets whoever took the byte.
+                    int before = Volatile.Read(ref ticks);
+                    watch.Restart();
+                    while (Volatile.Read(ref ticks) < before + 2 && watch.ElapsedMilliseconds < 1000) Thread.Yield();
+                    if (Volatile.Read(ref ticks) < before + 2)
+                    {
+                        stalls++;
+                        break;
+                    }
+                }
+                writer.Dispose(); // the end of the stream: a read blocked meanwhile returns
+            });
+            drainer.Start();
+            feeder.Start();
+            greenletReader.Join();
+            Parking.PollUntil(() => !feeder.IsAlive, null);
+            Volatile.Write(ref stop, true);
+            drainer.Join();
+            ticker.Join();
+            Close(other);
+            reader.Dispose();
+            Assert.That(stalls, Is.Zero, $"the hub stopped while the greenlet's read waited for data another reader took (round {rounds})");
+            Assert.That(taken, Is.EqualTo(Rounds * Burst), "every byte reached one of the two readers");
+        }
+        finally
+        {
+            File.Delete(fifo);
         }
     }
 

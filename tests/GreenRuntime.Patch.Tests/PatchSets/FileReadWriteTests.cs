@@ -558,6 +558,20 @@ public partial class FileReadWriteTests : PatchedHubTest
     [LibraryImport("libc", EntryPoint = "mkfifo", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     private static partial int MkFifo(string path, int mode);
 
+    [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int Open(string path, int flags);
+
+    [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
+    private static unsafe partial nint ReadFd(int fd, byte* buffer, nint count);
+
+    private static unsafe long ReadFd(int fd, byte[] buffer, int count)
+    {
+        fixed (byte* p = buffer) return ReadFd(fd, p, count);
+    }
+
+    [LibraryImport("libc", EntryPoint = "close")]
+    private static partial int Close(int fd);
+
     [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
     private static partial long Lseek(SafeFileHandle fd, long offset, int whence);
 
