@@ -166,13 +166,16 @@ internal static class TargetRules
     /// Whether a replacement may declare <paramref name="actual"/> where the target has <paramref name="expected"/>
     /// because both are passed the same way and C# cannot name the target's type: runtime-internal pointer types
     /// (<c>MethodTable*</c>) as any pointer or <see cref="nint"/>, and an internal struct wrapping one primitive
-    /// field (<c>Lock.ThreadId</c>) as a struct wrapping the same primitive. Both are one integer register in
-    /// SysV x64.
+    /// field (<c>Lock.ThreadId</c>) as a struct wrapping the same primitive, and a reference type that is not
+    /// visible outside its assembly (a <c>Func</c> over internal types) as <see cref="object"/>. All are one
+    /// integer register in SysV x64, and an object reference is reported to the GC the same way whatever its type.
     /// </summary>
     internal static bool AbiEquivalent(Type actual, Type expected)
     {
         if (expected.IsPointer)
             return actual.IsPointer || actual == typeof(nint) || actual == typeof(nuint);
+        if (!expected.IsValueType && !expected.IsByRef)
+            return actual == typeof(object) && !expected.IsVisible;
         if (!expected.IsValueType || !actual.IsValueType || expected.IsPrimitive || expected.IsEnum || expected.IsVisible)
             return false;
         return SinglePrimitiveField(expected) is { } e && SinglePrimitiveField(actual) == e;

@@ -2,6 +2,7 @@ using System.Reflection;
 using System.Reflection.Emit;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using GreenRuntime.Cooperative;
 using GreenRuntime.Detours;
 
 namespace GreenRuntime.Patch.Tests.Detours;
@@ -81,6 +82,19 @@ public class RefusalTests
             Method(typeof(RefusalTargets), nameof(RefusalTargets.Work)),
             Method(typeof(RefusalReplacements), nameof(RefusalReplacements.WrongWork)),
             "does not match");
+
+    [Test]
+    public void ObjectStandsForAReferenceTypeOnlyWhenCSharpCannotNameIt()
+    {
+        // SafeFileHandle.Open's last parameter is a Func over internal types: a replacement can only declare it as object.
+        Assert.That(CooperativeFileOpen.OpenMethod, Is.Not.Null);
+        Assert.DoesNotThrow(() => TargetRules.Validate(CooperativeFileOpen.OpenMethod!, Method(typeof(CooperativeFileOpen), nameof(CooperativeFileOpen.Open))));
+        // A type the replacement could have named is not widened to object.
+        Refused<ArgumentException>(
+            Method(typeof(RefusalTargets), nameof(RefusalTargets.TakesString)),
+            Method(typeof(RefusalReplacements), nameof(RefusalReplacements.TakesObject)),
+            "does not match");
+    }
 
     [Test]
     public void InstanceTargetWithoutThisParameter() =>
@@ -198,6 +212,9 @@ internal sealed class RefusalTargets
 {
     public static T Generic<T>(T value) => value;
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static int TakesString(string text) => text.Length + Environment.ProcessorCount;
+
     [DllImport("libc")]
     public static extern int getpid();
 
@@ -220,6 +237,8 @@ internal static class RefusalReplacements
     }
 
     public static int Int0() => 0;
+
+    public static int TakesObject(object text) => 0;
 
     public static int Int1(int x) => x;
 

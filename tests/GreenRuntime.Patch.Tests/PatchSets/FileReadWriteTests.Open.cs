@@ -1,0 +1,272 @@
+using System.Diagnostics;
+using Microsoft.Win32.SafeHandles;
+
+namespace GreenRuntime.Patch.Tests.PatchSets;
+
+/// <summary>Opening and deleting files: a FIFO's open, which waits for the other end, and the truncation or deletion of a
+/// large file, which frees its blocks inside the call, run with the hub's baton released; the rest as before, with the
+/// original's results and exceptions.</summary>
+public partial class FileReadWriteTests
+{
+    /// <summary>A greenlet opening a FIFO's read end blocked the hub in <c>open()</c>, so the greenlet that was to open the
+    /// write end never ran: the hub was deadlocked for good. On threads both opens complete, and now on greenlets too. On a
+    /// hub of its own thread with a bounded join, so that the old deadlock fails the test instead of hanging the run.</summary>
+    [Test]
+    public void TwoGreenletsOfOneHubOpenTheTwoEndsOfAFifo()
+    {
+        string fifo = path + ".fifo";
+        Assert.That(MkFifo(fifo, 0x180 /* 0600 */), Is.Zero);
+        string? received = null;
+        Exception? failure = null;
+        var runner = new Thread(() =>
+        {
+            try
+            {
+                using var hub = new Hub();
+                var reader = Green.Spawn(() =>
+                {
+                    using var stream = new StreamReader(new FileStream(fifo, FileMode.Open, FileAccess.Read));
+                    received = stream.ReadToEnd();
+                });
+                var writer = Green.Spawn(() =>
+                {
+                    using var stream = new StreamWriter(new FileStream(fifo, FileMode.Open, FileAccess.Write));
+                    stream.Write("through the fifo");
+                });
+                Green.JoinAll([reader, writer], raiseError: true);
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        }) { IsBackground = true };
+        try
+        {
+            runner.Start();
+            bool finished = runner.Join(TimeSpan.FromSeconds(10));
+            Assert.That(finished, Is.True, "the hub is deadlocked: the read end's open blocks it, so the write end's greenlet never runs");
+            Assert.That(failure, Is.Null);
+            Assert.That(received, Is.EqualTo("through the fifo"));
+        }
+        finally
+        {
+            ReleaseStuckFifoOpens(fifo, runner);
+            File.Delete(fifo);
+        }
+    }
+
+    /// <summary>While a greenlet's FIFO open waits 500 ms for the other end (a thread), the hub goes on: a ticker's longest
+    /// gap stays far below the wait (it was the whole wait). Both directions: a reader waits for a writer, a writer for a
+    /// reader.</summary>
+    [TestCase(FileAccess.Read)]
+    [TestCase(FileAccess.Write)]
+    public void AFifoOpenThatWaitsForTheOtherEndLetsTheHubRun(FileAccess access)
+    {
+        string fifo = path + ".fifo";
+        Assert.That(MkFifo(fifo, 0x180 /* 0600 */), Is.Zero);
+        int peerRead = -1;
+        var peer = new Thread(() =>
+        {
+            Thread.Sleep(500);
+            using var other = new FileStream(fifo, FileMode.Open, access == FileAccess.Read ? FileAccess.Write : FileAccess.Read);
+            if (access == FileAccess.Read) other.Write([1, 2, 3]);
+            else peerRead = other.Read(new byte[10]);
+        });
+        try
+        {
+            bool done = false;
+            TimeSpan longestGap = TimeSpan.Zero;
+            var ticker = Green.Spawn(() =>
+            {
+                var last = Stopwatch.StartNew();
+                while (!done)
+                {
+                    Green.Sleep(TimeSpan.FromMilliseconds(5));
+                    if (last.Elapsed > longestGap) longestGap = last.Elapsed;
+                    last.Restart();
+                }
+            });
+            var opener = Green.Spawn(() =>
+            {
+                Green.Sleep(TimeSpan.FromMilliseconds(20)); // the ticker is running
+                peer.Start();
+                using var stream = new FileStream(fifo, FileMode.Open, access);
+                if (access == FileAccess.Read) Assert.That(stream.Read(new byte[10]), Is.EqualTo(3));
+                else stream.Write([1, 2, 3]);
+                done = true;
+            });
+            Green.JoinAll([opener, ticker], raiseError: true);
+            peer.Join();
+            if (access == FileAccess.Write) Assert.That(peerRead, Is.EqualTo(3));
+            Assert.That(longestGap, Is.LessThan(TimeSpan.FromMilliseconds(200)), "the open held the hub while it waited for the other end");
+        }
+        finally
+        {
+            if (peer.ThreadState != System.Threading.ThreadState.Unstarted) peer.Join();
+            File.Delete(fifo);
+        }
+    }
+
+    /// <summary><c>File.Delete</c> of a large file and a truncating open of one (<c>FileMode.Create</c>,
+    /// <c>FileMode.Truncate</c>) free its blocks and cached pages inside the call (40–100 ms for 64–256 MiB on ext4): they
+    /// held the hub meanwhile, and now run with the baton released. Counted, not timed: the observer's turns while the call
+    /// is in progress are zero when it holds the hub. Blocks written, not a sparse or preallocated file: those free next to
+    /// nothing.</summary>
+    [TestCase("delete")]
+    [TestCase("create")]
+    [TestCase("truncate")]
+    public void DeletingOrTruncatingALargeFileLetsTheHubRun(string operation)
+    {
+        string big = path + ".big";
+        var chunk = new byte[1 << 20];
+        new Random(7).NextBytes(chunk);
+        try
+        {
+            bool inCall = false, done = false;
+            int turnsDuringCalls = 0;
+            var observer = Green.Spawn(() =>
+            {
+                while (!done)
+                {
+                    if (inCall) turnsDuringCalls++;
+                    Green.Sleep(TimeSpan.FromMilliseconds(1));
+                }
+            });
+            var worker = Green.Spawn(() =>
+            {
+                for (int i = 0; i < 5 && turnsDuringCalls == 0; i++)
+                {
+                    using (var fs = new FileStream(big, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 0))
+                    {
+                        for (int m = 0; m < 64; m++) fs.Write(chunk);
+                    }
+                    inCall = true;
+                    switch (operation)
+                    {
+                        case "delete":
+                            File.Delete(big);
+                            break;
+                        case "create":
+                            File.OpenHandle(big, FileMode.Create, FileAccess.Write).Dispose();
+                            break;
+                        default:
+                            new FileStream(big, FileMode.Truncate).Dispose();
+                            break;
+                    }
+                    inCall = false;
+                    Assert.That(File.Exists(big), Is.EqualTo(operation != "delete"));
+                    if (operation != "delete") Assert.That(new FileInfo(big).Length, Is.Zero);
+                }
+                done = true;
+            });
+            Green.JoinAll([worker, observer], raiseError: true);
+            Assert.That(turnsDuringCalls, Is.GreaterThan(0), $"{operation} of a 64 MiB file held the hub");
+        }
+        finally
+        {
+            File.Delete(big);
+        }
+    }
+
+    /// <summary>Opens and deletes on a greenlet, released or inline, end exactly as on a thread: the same handles (length,
+    /// type), the same exceptions with the same messages.</summary>
+    [Test]
+    public void OpensAndDeletesOnAGreenletEndAsOnAThread()
+    {
+        string dir = path + ".dir", fifo = path + ".fifo", big = path + ".big", link = path + ".link";
+        Directory.CreateDirectory(dir);
+        Assert.That(MkFifo(fifo, 0x180 /* 0600 */), Is.Zero);
+        File.CreateSymbolicLink(link, fifo);
+        var cases = new (string Name, Func<string> Call)[]
+        {
+            ("open a missing file", () => Describe(File.OpenHandle(path + ".missing"))),
+            ("open in a missing directory", () => Describe(File.OpenHandle(Path.Combine(path + ".nodir", "x")))),
+            ("open a directory to read", () => Describe(File.OpenHandle(dir))),
+            ("create over a directory", () => Describe(File.OpenHandle(dir, FileMode.Create, FileAccess.Write))),
+            ("truncate a missing file", () => Describe(File.OpenHandle(path + ".missing", FileMode.Truncate, FileAccess.Write))),
+            ("create a new file over an existing one", () => Describe(File.OpenHandle(path, FileMode.CreateNew, FileAccess.Write))),
+            ("read a small file", () => File.ReadAllBytes(path).Length.ToString()),
+            ("truncate a large file", () => Describe(File.OpenHandle(big, FileMode.Truncate, FileAccess.Write))),
+            ("create over a large file", () => Describe(File.OpenHandle(big, FileMode.Create, FileAccess.ReadWrite))),
+            ("truncate a large file another handle locks", () =>
+            {
+                using var held = new FileStream(big, FileMode.Open, FileAccess.Read, FileShare.None);
+                return Describe(File.OpenHandle(big, FileMode.Truncate, FileAccess.Write));
+            }),
+            ("truncate a FIFO read-write", () => Describe(File.OpenHandle(fifo, FileMode.Truncate, FileAccess.ReadWrite))),
+            ("open a FIFO read-write through a symlink", () => Describe(File.OpenHandle(link, FileMode.Open, FileAccess.ReadWrite))),
+            ("delete a large file", () => { File.Delete(big); return File.Exists(big).ToString(); }),
+            ("delete a missing file", () => { File.Delete(path + ".missing"); return "ok"; }),
+            ("delete a directory", () => { File.Delete(dir); return "ok"; }),
+            ("delete in a missing directory", () => { File.Delete(Path.Combine(path + ".nodir", "x")); return "ok"; }),
+            ("delete a symlink to a FIFO", () => { new FileInfo(link).Delete(); return File.Exists(link) + " " + File.Exists(fifo); }),
+        };
+        try
+        {
+            foreach (var (name, call) in cases)
+            {
+                string onThread = "", onGreenlet = "";
+                WriteLargeFile(big);
+                var thread = new Thread(() => onThread = Outcome(call));
+                thread.Start();
+                thread.Join();
+                WriteLargeFile(big);
+                if (!File.Exists(link)) File.CreateSymbolicLink(link, fifo);
+                Green.Spawn(() => onGreenlet = Outcome(call)).Join();
+                if (!File.Exists(link)) File.CreateSymbolicLink(link, fifo);
+                Assert.That(onGreenlet, Is.EqualTo(onThread), name);
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir);
+            File.Delete(fifo);
+            File.Delete(big);
+            File.Delete(link);
+        }
+
+        static string Outcome(Func<string> call)
+        {
+            try
+            {
+                return call();
+            }
+            catch (Exception e)
+            {
+                return $"{e.GetType().Name}: {e.Message}";
+            }
+        }
+
+        static string Describe(SafeFileHandle handle)
+        {
+            using (handle)
+                return $"seekable {Lseek(handle, 0, 1 /* SEEK_CUR */) >= 0}, length {(Lseek(handle, 0, 1) >= 0 ? RandomAccess.GetLength(handle) : -1)}";
+        }
+
+        static void WriteLargeFile(string file)
+        {
+            using var fs = new FileStream(file, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 0);
+            fs.Write(new byte[4 << 20]);
+        }
+    }
+
+    /// <summary>Opens and closes both ends of <paramref name="fifo"/> without waiting, again and again, so that greenlets
+    /// stuck in their opens of it (the old deadlock) go on and their thread ends.</summary>
+    private static void ReleaseStuckFifoOpens(string fifo, Thread stuck)
+    {
+        for (int i = 0; i < 50 && stuck.IsAlive; i++)
+        {
+            int reader = OpenNative(fifo, 0x800 /* O_RDONLY | O_NONBLOCK */);
+            int writer = OpenNative(fifo, 0x801 /* O_WRONLY | O_NONBLOCK */);
+            if (writer >= 0) CloseNative(writer);
+            if (reader >= 0) CloseNative(reader);
+            stuck.Join(TimeSpan.FromMilliseconds(100));
+        }
+    }
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "open", StringMarshalling = System.Runtime.InteropServices.StringMarshalling.Utf8)]
+    private static partial int OpenNative(string path, int flags);
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "close")]
+    private static partial int CloseNative(int fd);
+}
