@@ -10,9 +10,11 @@ public partial class FileReadWriteTests
 {
     /// <summary>A greenlet opening a FIFO's read end blocked the hub in <c>open()</c>, so the greenlet that was to open the
     /// write end never ran: the hub was deadlocked for good. On threads both opens complete, and now on greenlets too. On a
-    /// hub of its own thread with a bounded join, so that the old deadlock fails the test instead of hanging the run.</summary>
-    [Test]
-    public void TwoGreenletsOfOneHubOpenTheTwoEndsOfAFifo()
+    /// hub of its own thread with a bounded join, so that the old deadlock fails the test instead of hanging the run. The
+    /// reader also as a stackless greenlet, whose synchronous code runs on a carrier of its own too.</summary>
+    [TestCase(false)]
+    [TestCase(true)]
+    public void TwoGreenletsOfOneHubOpenTheTwoEndsOfAFifo(bool stacklessReader)
     {
         string fifo = path + ".fifo";
         Assert.That(MkFifo(fifo, 0x180 /* 0600 */), Is.Zero);
@@ -23,11 +25,18 @@ public partial class FileReadWriteTests
             try
             {
                 using var hub = new Hub();
-                var reader = Green.Spawn(() =>
+                void Read()
                 {
                     using var stream = new StreamReader(new FileStream(fifo, FileMode.Open, FileAccess.Read));
                     received = stream.ReadToEnd();
-                });
+                }
+                var reader = stacklessReader
+                    ? Green.SpawnAsync(() =>
+                    {
+                        Read();
+                        return Task.CompletedTask;
+                    })
+                    : Green.Spawn(Read);
                 var writer = Green.Spawn(() =>
                 {
                     using var stream = new StreamWriter(new FileStream(fifo, FileMode.Open, FileAccess.Write));
