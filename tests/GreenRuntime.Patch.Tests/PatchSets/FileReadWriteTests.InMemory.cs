@@ -44,22 +44,15 @@ public partial class FileReadWriteTests
         try
         {
             using SafeFileHandle handle = File.OpenHandle(file, FileMode.Open, FileAccess.ReadWrite);
-            long Pooled(bool inline)
+            long Pooled(bool inline) => PoolWorkDuring(inline, () =>
             {
-                NoWaitFileIo.Enabled = inline;
-                Thread.Sleep(2 * PoolClaim.LateWindow); // a pool found late by an earlier test no longer counts as late
-                long before = ThreadPool.CompletedWorkItemCount + Volatile.Read(ref PoolClaim.LateCalls);
-                Green.Spawn(() =>
+                var buffer = new byte[1024];
+                for (int i = 0; i < 250; i++)
                 {
-                    var buffer = new byte[1024];
-                    for (int i = 0; i < 250; i++)
-                    {
-                        Assert.That(RandomAccess.Read(handle, buffer, i * 7), Is.EqualTo(1024));
-                        RandomAccess.Write(handle, buffer, FileLength + (i * 1024L));
-                    }
-                }).Get();
-                return ThreadPool.CompletedWorkItemCount + Volatile.Read(ref PoolClaim.LateCalls) - before;
-            }
+                    Assert.That(RandomAccess.Read(handle, buffer, i * 7), Is.EqualTo(1024));
+                    RandomAccess.Write(handle, buffer, FileLength + (i * 1024L));
+                }
+            });
 
             long inlineItems = Pooled(inline: true);
             long pooledItems = Pooled(inline: false);

@@ -152,29 +152,32 @@ public partial class FileReadWriteTests : PatchedHubTest
         Assert.That(Lseek(handle, 0, 1), Is.Zero, "pread semantics: the kernel's file offset is never moved");
     }
 
+    /// <summary>Runs <paramref name="calls"/> on a greenlet with the inline path on or off, and counts the calls that did
+    /// not complete inline: thread-pool round trips, and calls run released at once because a pool start slower than
+    /// the grace (a busy moment of this VM) made the pool count as late.</summary>
+    private static long PoolWorkDuring(bool inline, Action calls)
+    {
+        NoWaitFileIo.Enabled = inline;
+        Thread.Sleep(2 * PoolClaim.LateWindow); // a pool found late by an earlier test no longer counts as late
+        long before = ThreadPool.CompletedWorkItemCount + Volatile.Read(ref PoolClaim.LateCalls);
+        Green.Spawn(calls).Get();
+        return ThreadPool.CompletedWorkItemCount + Volatile.Read(ref PoolClaim.LateCalls) - before;
+    }
+
     [Test]
     public void CachedReadsDoNotGoToTheThreadPoolAndUncachedOnesDo()
     {
         using SafeFileHandle handle = File.OpenHandle(path);
         _ = RandomAccess.Read(handle, new byte[4096], 0); // in the page cache now (it was just written anyway)
 
-        // Reads that did not complete inline: thread-pool round trips, and calls run released at once because a pool
-        // start slower than the grace (a busy moment of this VM) made the pool count as late.
-        long Pooled(bool inline)
+        long Pooled(bool inline) => PoolWorkDuring(inline, () =>
         {
-            NoWaitFileIo.Enabled = inline;
-            Thread.Sleep(2 * PoolClaim.LateWindow); // a pool found late by an earlier test no longer counts as late
-            long before = ThreadPool.CompletedWorkItemCount + Volatile.Read(ref PoolClaim.LateCalls);
-            Green.Spawn(() =>
+            var buffer = new byte[1024];
+            for (int i = 0; i < 500; i++)
             {
-                var buffer = new byte[1024];
-                for (int i = 0; i < 500; i++)
-                {
-                    Assert.That(RandomAccess.Read(handle, buffer, i * 7), Is.EqualTo(1024));
-                }
-            }).Get();
-            return ThreadPool.CompletedWorkItemCount + Volatile.Read(ref PoolClaim.LateCalls) - before;
-        }
+                Assert.That(RandomAccess.Read(handle, buffer, i * 7), Is.EqualTo(1024));
+            }
+        });
 
         long inlineItems = Pooled(inline: true);
         long pooledItems = Pooled(inline: false);

@@ -454,6 +454,14 @@ public class LegacyCancellationTests : PatchedHubTest
         }
     }
 
+    /// <summary>A synchronous GET the legacy way (HttpClient.Send, the body read from its stream).</summary>
+    private static string SendGet(HttpClient http, string url)
+    {
+        using var response = http.Send(new HttpRequestMessage(HttpMethod.Get, url));
+        using var reader = new StreamReader(response.Content.ReadAsStream());
+        return reader.ReadToEnd();
+    }
+
     [TestCase("kill")]
     [TestCase("timeout")]
     public void AGreenletEndedWhileQueuedForAPooledHttpConnectionGivesItsPlaceBack(string how)
@@ -464,12 +472,7 @@ public class LegacyCancellationTests : PatchedHubTest
         using var server = SlowServer.Http(TimeSpan.FromMilliseconds(300));
         using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 1 });
         var url = $"http://127.0.0.1:{server.Port}/";
-        string Get()
-        {
-            using var response = http.Send(new HttpRequestMessage(HttpMethod.Get, url));
-            using var reader = new StreamReader(response.Content.ReadAsStream());
-            return reader.ReadToEnd();
-        }
+        string Get() => SendGet(http, url);
         var holder = Green.Spawn(Get);
         while (server.Connections == 0 && !holder.Dead) Green.Sleep(5);
         var queued = how == "kill"
@@ -501,12 +504,7 @@ public class LegacyCancellationTests : PatchedHubTest
         using var server = SlowServer.Http(TimeSpan.Zero);
         using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 1 });
         var url = $"http://127.0.0.1:{server.Port}/";
-        string Get()
-        {
-            using var response = http.Send(new HttpRequestMessage(HttpMethod.Get, url));
-            using var reader = new StreamReader(response.Content.ReadAsStream());
-            return reader.ReadToEnd();
-        }
+        string Get() => SendGet(http, url);
         using var holding = new ManualResetEventSlim();
         using var release = new ManualResetEventSlim();
         // A thread, not a greenlet, holds the one connection: it gives it back while the hub's baton is held here.
