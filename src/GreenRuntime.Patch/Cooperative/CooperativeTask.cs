@@ -17,8 +17,10 @@ namespace GreenRuntime.Cooperative;
 /// thread pool runs it. A task created with <c>RunContinuationsAsynchronously</c> is waited for by the original
 /// instead, on the greenlet's own thread with the baton released: a park would be woken through the thread pool, the
 /// original's wait is signalled directly.
-/// <para>A task that has completed by the time a kill or timeout would end the wait is the wait's outcome: the kill or
-/// timeout stays pending, raised at the greenlet's next blocking point. A task's result can carry ownership that cannot
+/// <para>A task that has completed successfully by the time a kill or timeout would end the wait is the wait's outcome:
+/// the kill or timeout stays pending, raised at the greenlet's next blocking point. A task that failed or was cancelled
+/// is not: its cancellation is often the greenlet's own kill or timeout (the token the runtime gives HttpClient's calls),
+/// which the caller must see as such, not as a <c>TaskCanceledException</c>. A task's result can carry ownership that cannot
 /// be given back (<c>SocketsHttpHandler</c> hands a pooled connection to its queued waiter by completing the waiter's
 /// task): raising the kill after that hand-over lost the connection for good, where a thread whose token is cancelled
 /// a moment after the hand-over receives the connection and returns it.</para>
@@ -50,7 +52,7 @@ internal static class CooperativeTask
             {
                 return Parking.RunReleased(s_waitReleased, wait, WaitReason.Task, interruptible: true);
             }
-            catch (Exception e) when (task.IsCompleted && !ReferenceEquals(e, wait.Thrown))
+            catch (Exception e) when (task.IsCompletedSuccessfully && !ReferenceEquals(e, wait.Thrown))
             {
                 Parking.KeepPending(e); // a kill or timeout that came as the task completed: see the remarks
                 return Wait.Call(task, 0, cancellationToken);
@@ -63,7 +65,7 @@ internal static class CooperativeTask
             {
                 Cooperative.Park(hub, either, Cooperative.WaitTimeout(millisecondsTimeout), WaitReason.Task);
             }
-            catch (Exception e) when (task.IsCompleted)
+            catch (Exception e) when (task.IsCompletedSuccessfully)
             {
                 Parking.KeepPending(e); // the park throws only a kill or timeout: see the remarks
             }
@@ -107,7 +109,7 @@ internal static class CooperativeTask
     private static bool RunsContinuationsAsynchronously(Task task) =>
         (task.CreationOptions & TaskCreationOptions.RunContinuationsAsynchronously) != 0;
 
-    private static bool AllCompleted(Task[] tasks) => Array.TrueForAll(tasks, static t => t.IsCompleted);
+    private static bool AllSucceeded(Task[] tasks) => Array.TrueForAll(tasks, static t => t.IsCompletedSuccessfully);
 
     /// <summary>Replaces <c>Task.WaitAllCore</c>.</summary>
     public static bool WaitAllCore(ReadOnlySpan<Task> tasks, int millisecondsTimeout, CancellationToken cancellationToken)
@@ -133,7 +135,7 @@ internal static class CooperativeTask
                     {
                         return Parking.RunReleased(s_waitAllReleased, wait, WaitReason.Task, interruptible: true);
                     }
-                    catch (Exception e) when (AllCompleted(wait.Tasks) && !ReferenceEquals(e, wait.Thrown))
+                    catch (Exception e) when (AllSucceeded(wait.Tasks) && !ReferenceEquals(e, wait.Thrown))
                     {
                         Parking.KeepPending(e); // as in InternalWait
                         return WaitAll.Call(wait.Tasks, 0, cancellationToken);
@@ -151,7 +153,7 @@ internal static class CooperativeTask
                 {
                     Cooperative.Park(hub, either, Cooperative.WaitTimeout(millisecondsTimeout), WaitReason.Task);
                 }
-                catch (Exception e) when (all.IsCompleted)
+                catch (Exception e) when (all.IsCompletedSuccessfully)
                 {
                     Parking.KeepPending(e); // as in InternalWait
                 }

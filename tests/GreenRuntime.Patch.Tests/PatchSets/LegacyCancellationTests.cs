@@ -426,6 +426,37 @@ public class LegacyCancellationTests : PatchedHubTest
 
     [TestCase(true)]
     [TestCase(false)]
+    public void ATaskCancelledByTheGreenletsOwnKillGivesWayToTheKill(bool continuationsAsynchronously)
+    {
+        // The runtime cancels the token it gives HttpClient's calls when the greenlet is killed or times out, so the
+        // call's task is cancelled as the wait ends: the caller must see the kill (or the timeout), not the task's
+        // TaskCanceledException wrapped in an AggregateException.
+        var options = continuationsAsynchronously ? TaskCreationOptions.RunContinuationsAsynchronously : TaskCreationOptions.None;
+        for (int round = 0; round < 20; round++)
+        {
+            Exception? seen = null;
+            var waiter = Green.Spawn(() =>
+            {
+                var call = new TaskCompletionSource<string>(options);
+                using var registration = Green.Current.CancellationToken.Register(() => call.TrySetCanceled());
+                try
+                {
+                    _ = call.Task.Result;
+                }
+                catch (Exception e)
+                {
+                    seen = e;
+                    throw;
+                }
+            });
+            Green.Sleep(5);
+            waiter.Kill();
+            Assert.That(seen, Is.InstanceOf<GreenletExit>(), $"round {round}");
+        }
+    }
+
+    [TestCase(true)]
+    [TestCase(false)]
     public void ATaskCompletedJustBeforeAKillIsReceivedAndTheKillComesAtTheNextBlockingPoint(bool continuationsAsynchronously)
     {
         // SocketsHttpHandler hands a pooled connection to its queued waiter by completing the waiter's task. A kill that
