@@ -8,7 +8,12 @@ namespace GreenRuntime.Cooperative;
 /// per OS thread, and a greenlet always resumes on its own carrier).
 /// </summary>
 /// <remarks>A kill or timeout interrupts the wait as for a monitor (the runtime's <c>Lock</c> wait honours
-/// <see cref="Thread.Interrupt"/> with nothing acquired and stays consistent). The target is the NoInlining
+/// <see cref="Thread.Interrupt"/> with nothing acquired and stays consistent), except where CoreLib itself enters the
+/// lock: as for a monitor, CoreLib's bookkeeping around it is not written for an exception in the middle, so such a
+/// wait goes on until the lock is taken and the kill is raised at the next blocking point. A kill that interrupted
+/// <c>CancellationTokenSource</c>'s <c>Dispose</c> (its registrations' lock, contended by a cancellation in progress)
+/// left a disposed linked source registered on its parent for good: one per killed <c>HttpClient.Send</c>, kept, with
+/// the dead greenlet, for the life of the client. The target is the NoInlining
 /// <c>Lock.TryEnterSlow(int, ThreadId)</c>, which every contended <c>Enter</c>/<c>TryEnter</c> reaches after its
 /// inlined fast path fails. It returns the owner's id on success and a zero id on failure; <c>ThreadId</c> is an
 /// internal struct around one <c>uint</c>, mirrored here.</remarks>
@@ -29,7 +34,27 @@ internal static class CooperativeLock
 
     internal static readonly OriginalSlot<TryEnterSlowFn> TryEnterSlow = new(CallDirect);
 
-    private static readonly Func<(Lock Self, int Ms, ThreadId Current), ThreadId> s_wait = static s => TryEnterSlow.Call(s.Self, s.Ms, s.Current);
+    private static readonly Func<(Lock Self, int Ms, ThreadId Current), ThreadId> s_wait = static s =>
+    {
+        long started = Environment.TickCount64;
+        int left = s.Ms;
+        while (true)
+        {
+            try
+            {
+                return TryEnterSlow.Call(s.Self, left, s.Current);
+            }
+            catch (ThreadInterruptedException)
+            {
+                // Not a filter: inside one, the stack shows the exception dispatcher (CoreLib's) above the caller.
+                if (!Cooperative.CalledByCoreLib(typeof(Lock))) throw;
+                // A kill or timeout inside CoreLib's own bookkeeping: wait on for the rest of the time (see the
+                // remarks); the handshake sends one interrupt per wait, and the kill stays pending.
+                if (s.Ms != Timeout.Infinite)
+                    left = (int)Math.Max(0, s.Ms - (Environment.TickCount64 - started));
+            }
+        }
+    };
 
     // Before patching, the original is reached through reflection (tests of the replacement without a detour).
     private static ThreadId CallDirect(Lock self, int timeoutMs, ThreadId current)

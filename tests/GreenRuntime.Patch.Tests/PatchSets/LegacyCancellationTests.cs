@@ -1,3 +1,4 @@
+using System.Reflection;
 using System.Net.Sockets;
 using System.Diagnostics;
 
@@ -376,6 +377,55 @@ public class LegacyCancellationTests : PatchedHubTest
         Assert.That(waiter.Join(TimeSpan.FromSeconds(10)), Is.True);
         Assert.That(entered, Is.True);
         Assert.That(waiter.Successful, Is.True);
+    }
+
+    [Test]
+    public void AKillDoesNotInterruptASystemThreadingLockThatCoreLibEnters()
+    {
+        // Disposing a CancellationTokenSource with a pending CancelAfter closes its timer under the timer queue's Lock.
+        // Interrupted there, Dispose stopped half-way: a linked source (HttpClient makes one per Send) stayed registered
+        // on its parent for good, holding the dead greenlet, one per killed request for the life of the client.
+        var queues = (Array)typeof(object).Assembly.GetType("System.Threading.TimerQueue")!
+            .GetProperty("Instances", BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static)!.GetValue(null)!;
+        var locks = queues.Cast<object>()
+            .Select(q => (Lock)q.GetType().GetProperty("SharedLock", BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(q)!)
+            .ToList();
+        using var held = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var sources = new List<CancellationTokenSource>();
+        for (int i = 0; i < 4; i++)
+        {
+            var source = new CancellationTokenSource();
+            source.CancelAfter(TimeSpan.FromMinutes(5)); // a timer on some queue, closed by Dispose
+            sources.Add(source);
+        }
+        var holder = new Thread(() =>
+        {
+            foreach (var queueLock in locks) queueLock.Enter();
+            held.Set();
+            release.Wait();
+            foreach (var queueLock in locks) queueLock.Exit();
+        });
+        holder.Start();
+        held.Wait();
+        int disposed = 0;
+        var disposer = Green.Spawn(() =>
+        {
+            foreach (var source in sources)
+            {
+                source.Dispose(); // waits for the timer queue's Lock with the baton released
+                disposed++;
+            }
+            Green.Sleep(10_000); // the kill is raised here
+        });
+        Green.Sleep(50);
+        disposer.Kill(block: false);
+        Green.Sleep(50);
+        release.Set();
+        holder.Join();
+        Assert.That(disposer.Join(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(disposed, Is.EqualTo(sources.Count), "every Dispose completed; the kill came at the next blocking point");
+        Assert.That(disposer.Successful, Is.True, () => $"ended with {disposer.Exception}");
     }
 
     [TestCase("kill")]
