@@ -9,6 +9,19 @@ public static partial class Parking
     public static bool CanReleaseBaton => Hub.CurrentOrNull is { } hub && t_suppressed == 0 && hub.CanReleaseBaton;
 
     /// <summary>
+    /// Whether the current greenlet can run a call with the baton released when a stand-in may run the hub meanwhile
+    /// (<see cref="RunReleased"/> with <c>standIn: true</c>): <see cref="CanReleaseBaton"/>, or every carrier the hub may use
+    /// (<see cref="HubOptions.MaxCarriers"/>) is taken but another greenlet is parked in an ordinary park, whose thread then
+    /// runs the hub until that greenlet is resumed. Any thread.
+    /// </summary>
+    /// <remarks>For a wait that cannot be polled and that a greenlet of the same hub may end (<c>Monitor.Wait</c>, whose
+    /// pulse is lost if it comes while nobody waits). A wait that can be polled should poll instead when
+    /// <see cref="CanReleaseBaton"/> is false: it then keeps no thread blocked, whereas a stand-in's greenlet may be the one
+    /// the blocked call waits for, and greenlets blocked in lock waits that took every stand-in leave none for the lock's
+    /// holder when it must wait.</remarks>
+    public static bool CanReleaseBatonToStandIn => Hub.CurrentOrNull is { } hub && t_suppressed == 0 && hub.CanReleaseBatonToStandIn;
+
+    /// <summary>
     /// Runs a call that must really block (a contended lock, a native library's I/O) on the current greenlet's own
     /// thread with the hub's baton given away, so the other greenlets run meanwhile; the greenlet then queues for the
     /// baton like any woken one. Thread identity, thread-static state and lock ownership are kept (the GIL-release
@@ -24,15 +37,17 @@ public static partial class Parking
     /// <param name="interruptible">A kill or timeout interrupts the call with <see cref="Thread.Interrupt"/>. Only for
     /// calls whose interrupted form leaves a consistent state (<see cref="Monitor.Wait(object, int)"/> throws after
     /// re-acquiring the monitor); never for arbitrary code.</param>
+    /// <param name="standIn">When no carrier is free, hand the hub to the thread of a parked greenlet (see
+    /// <see cref="CanReleaseBatonToStandIn"/>, which must then be true).</param>
     /// <returns>What <paramref name="call"/> returned; an exception it threw is rethrown.</returns>
-    /// <exception cref="InvalidOperationException"><see cref="CanReleaseBaton"/> is false (check it first, and run the
-    /// call directly when it is).</exception>
-    public static TResult RunReleased<TState, TResult>(Func<TState, TResult> call, TState state, WaitReason reason, bool cancellationPoint = true, bool interruptible = false)
+    /// <exception cref="InvalidOperationException"><see cref="CanReleaseBaton"/> (with <paramref name="standIn"/>,
+    /// <see cref="CanReleaseBatonToStandIn"/>) is false (check it first, and run the call directly when it is).</exception>
+    public static TResult RunReleased<TState, TResult>(Func<TState, TResult> call, TState state, WaitReason reason, bool cancellationPoint = true, bool interruptible = false, bool standIn = false)
     {
         ArgumentNullException.ThrowIfNull(call);
-        if (!CanReleaseBaton)
+        if (standIn ? !CanReleaseBatonToStandIn : !CanReleaseBaton)
             throw new InvalidOperationException("The baton cannot be released here (off a greenlet that may park, inside SuppressCooperation, or no carrier is left): check Parking.CanReleaseBaton and run the call directly when it is false.");
-        return Hub.CurrentOrNull!.RunReleased(call, state, reason == WaitReason.None ? WaitReason.Blocking : reason, cancellationPoint, interruptible);
+        return Hub.CurrentOrNull!.RunReleased(call, state, reason == WaitReason.None ? WaitReason.Blocking : reason, cancellationPoint, interruptible, standIn);
     }
 
     /// <summary>

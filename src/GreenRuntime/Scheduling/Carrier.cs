@@ -12,8 +12,9 @@ namespace GreenRuntime.Scheduling;
 /// A carrier is either <em>free</em> (<see cref="Owner"/> is null: nothing of a greenlet's stack lives on
 /// this thread, so it may run unstarted greenlets and stackless continuations inline) or <em>owned</em> by
 /// the one greenlet whose suspended stack it keeps. Every <see cref="Parker.Park()"/> of a carrier has
-/// exactly one matching wake: either "your owner was resumed, you hold the baton" (owned) or "here is a
-/// job, you hold the baton" (free, in the pool).
+/// exactly one matching wake: either "your owner was resumed, you hold the baton" (owned), "run the hub for a
+/// released call, you hold the baton" (owned, <see cref="StandIn"/>: Hub.Blocking.cs) or "here is a job, you hold the
+/// baton" (free, in the pool).
 /// </remarks>
 [DebuggerDisplay("Carrier #{Id} owner={Owner}")]
 internal sealed class Carrier
@@ -27,6 +28,10 @@ internal sealed class Carrier
 
     /// <summary>The greenlet whose stack this thread keeps, or null when free. Written only by the baton holder.</summary>
     public Greenlet? Owner;
+
+    /// <summary>Set by the baton holder before it hands this owned carrier the baton to run the hub while its owner stays
+    /// parked (Hub.Blocking.cs, a released call with no free carrier left); cleared by the carrier when it takes the baton.</summary>
+    public bool StandIn;
 
     /// <summary>The hub a pooled carrier must run the scheduler of when it is next unparked.</summary>
     public Hub? Job;

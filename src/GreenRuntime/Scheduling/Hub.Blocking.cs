@@ -9,7 +9,11 @@
 // The protocol (RunReleased), run by the baton holder on the greenlet G's own carrier C:
 //   1. Park G (reason Blocking) and mark it OutsideBaton. It counts as an outstanding operation, so the hub
 //      does not declare LoopExit while C is away.
-//   2. Hand the baton to a free pooled carrier, which runs the scheduler: other greenlets go on.
+//   2. Hand the baton to a free pooled carrier, which runs the scheduler: other greenlets go on. At the carrier cap a
+//      call that asks for it (standIn: a Monitor.Wait, which cannot be polled) hands the baton instead to the carrier
+//      of a greenlet parked in an ordinary park: that thread runs the scheduler until its own greenlet is resumed,
+//      then goes on with it, and the next baton holder runs the hub from there. Without it such a wait had to hold
+//      the baton, or wait for a carrier that the greenlets waiting for its monitor kept for ever.
 //   3. C runs the call with no baton. Its thread has no hub meanwhile (Hub.CurrentOrNull is null), so every
 //      patched method it reaches behaves exactly like the original and nothing it does can touch the hub.
 //   4. C posts "G's call returned" to the hub's inbox and parks on its own Parker.
@@ -43,6 +47,30 @@ public sealed partial class Hub
     internal bool CanReleaseBaton => CanBlockHere && !_disposed && _carriersInUse < MaxCarriers;
 
     /// <summary>
+    /// <see cref="CanReleaseBaton"/>, or every carrier is taken but a greenlet parked in an ordinary park keeps one that
+    /// can run the hub meanwhile (step 2 with a stand-in).
+    /// </summary>
+    internal bool CanReleaseBatonToStandIn =>
+        CanBlockHere && !_disposed && (_carriersInUse < MaxCarriers || ParkedCarrier(Carrier.ForCurrentThread()) != null);
+
+    /// <summary>The carrier of a stackful greenlet parked in an ordinary park (not itself in a released call), other than
+    /// <paramref name="self"/>: parked in <see cref="ParkUntilOwnerResumes"/>, so it can take the baton and run the hub until its
+    /// own greenlet is resumed. The main greenlet's thread first: it counts against no cap, and it usually waits (in a join)
+    /// for the others. Null if there is none. Baton holder only.</summary>
+    private Carrier? ParkedCarrier(Carrier self)
+    {
+        if (MayStandIn(MainGreenlet, self) is { } main) return main;
+        for (var g = _aliveHead; g != null; g = g.NextAlive)
+        {
+            if (MayStandIn(g, self) is { } c) return c;
+        }
+        return null;
+    }
+
+    private static Carrier? MayStandIn(Greenlet g, Carrier self) =>
+        g is { State: GreenletState.Parked, OutsideBaton: false, IsStackless: false, Carrier: { } c } && c != self && c.Owner == g && !c.StandIn ? c : null;
+
+    /// <summary>
     /// Runs <paramref name="call"/> on the current greenlet's own thread with the baton given away, so the
     /// other greenlets of the hub run meanwhile (see the protocol at the top of this file).
     /// </summary>
@@ -55,7 +83,9 @@ public sealed partial class Hub
     /// <param name="interruptible">A kill or timeout interrupts the call with <see cref="Thread.Interrupt"/>
     /// (ReleasedInterrupt.cs): only for calls whose interrupted form leaves a consistent state (Monitor.Wait
     /// throws after re-acquiring the monitor); never for arbitrary user code.</param>
-    internal TResult RunReleased<TState, TResult>(Func<TState, TResult> call, TState state, WaitReason reason, bool raisePending, bool interruptible = false)
+    /// <param name="standIn">With no free carrier left, a parked greenlet's carrier runs the hub meanwhile (step 2;
+    /// <see cref="CanReleaseBatonToStandIn"/> must be true).</param>
+    internal TResult RunReleased<TState, TResult>(Func<TState, TResult> call, TState state, WaitReason reason, bool raisePending, bool interruptible = false, bool standIn = false)
     {
         // A cancellation point raises a kill already pending before the call starts; entering a lock is not one (legacy
         // cleanup takes locks in finally blocks after a kill, and a thread's Monitor.Enter does not fail either).
@@ -75,11 +105,21 @@ public sealed partial class Hub
         // From here on this is scheduler code (Invariant 2): the pool's own lock, if contended, must be waited for
         // as the original wait, not released around again (that recursed until the stack ran out).
         _inScheduler = true;
-        var free = RentCarrier();
-        free.Job = this;
+        Carrier runner;
+        if (_carriersInUse < MaxCarriers)
+        {
+            runner = RentCarrier();
+            runner.Job = this;
+        }
+        else
+        {
+            runner = (standIn ? ParkedCarrier(self) : null)
+                ?? throw new InvalidOperationException($"Internal error: {g} released the baton of {this} with no carrier left to run it.");
+            runner.StandIn = true;
+        }
         t_current = null;
         t_released = this;
-        HandBaton(free);
+        HandBaton(runner);
         // No baton from here to ParkUntilOwnerResumes: nothing below may touch the hub's state.
 
         TResult result = default!;

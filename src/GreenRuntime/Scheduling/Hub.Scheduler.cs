@@ -79,7 +79,12 @@ public sealed partial class Hub
     /// Runs the scheduler on the baton holder <paramref name="self"/> until either the greenlet this thread
     /// keeps (<c>self.Owner</c>) is resumed, or — for a free carrier — the baton has been handed away.
     /// </summary>
-    private void Schedule(Carrier self)
+    /// <param name="self">This thread's carrier.</param>
+    /// <param name="standIn">This owned carrier runs the hub as a stand-in (Hub.Blocking.cs): when it hands the baton
+    /// away it returns instead of parking here, so that a carrier lent again and again does not nest a frame each time.</param>
+    /// <returns>True when the greenlet this thread keeps was resumed here (this thread holds the baton); false when the
+    /// baton was handed away.</returns>
+    private bool Schedule(Carrier self, bool standIn = false)
     {
         AssertBatonHeld();
         _inScheduler = true;
@@ -103,16 +108,21 @@ public sealed partial class Hub
                     if (target == self)
                     {
                         _inScheduler = false;
-                        return;
+                        return true;
                     }
                     if (self.Owner != null)
                     {
+                        if (standIn)
+                        {
+                            HandBaton(target, CarrierToNudge(self, target));
+                            return false;
+                        }
                         HandBatonAndPark(self, target);
-                        return;
+                        return true;
                     }
                     if (self.IsPooled) _carriersInUse--;
                     HandBaton(target, CarrierToNudge(self, target));
-                    return; // a free carrier goes back to the pool; the baton is gone
+                    return false; // a free carrier goes back to the pool; the baton is gone
                 }
 
                 case RunKind.Start:
@@ -135,8 +145,13 @@ public sealed partial class Hub
                     _carrierWaiters.PushFront(item); // the free carrier takes exactly this item first
                     var free = RentCarrier();
                     free.Job = this;
+                    if (standIn)
+                    {
+                        HandBaton(free);
+                        return false;
+                    }
                     HandBatonAndPark(self, free);
-                    return;
+                    return true;
 
                 default:
                     throw new InvalidOperationException($"Internal error: unexpected {item.Kind} item in the ready queue of {this}.");
@@ -156,9 +171,17 @@ public sealed partial class Hub
 
     private void ParkUntilOwnerResumes(Carrier self, Carrier handedTo, bool spin)
     {
-        ParkCarrier(self, handedTo, spin);
-        // The only wake of an owned carrier is "your owner was resumed" (Schedule, case Resume).
-        TakeBaton();
+        while (true)
+        {
+            ParkCarrier(self, handedTo, spin);
+            // An owned carrier is woken because its owner was resumed (Schedule, case Resume), or to stand in for a
+            // released call's thread and run the hub while its owner stays parked (Hub.Blocking.cs).
+            TakeBaton();
+            if (!self.StandIn) break;
+            self.StandIn = false;
+            if (Schedule(self, standIn: true)) return; // the owner was resumed on the way
+            spin = false;
+        }
         _inScheduler = false;
         Debug.Assert(_current == self.Owner, $"Invariant broken: carrier #{self.Id} woke while {_current} holds the baton, not its owner {self.Owner}.");
     }
