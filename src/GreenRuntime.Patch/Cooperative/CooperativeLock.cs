@@ -71,10 +71,26 @@ internal static class CooperativeLock
     public static ThreadId TryEnter(Lock self, int timeoutMs, ThreadId current)
     {
         var hub = Cooperative.ParkingHub();
-        if (hub is null || timeoutMs == 0 || !Parking.CanReleaseBaton)
+        if (hub is null || timeoutMs == 0)
             return TryEnterSlow.Call(self, timeoutMs, current);
         var acquired = TryEnterSlow.Call(self, 0, current);
         if (acquired.Id != 0) return acquired;
-        return Parking.RunReleased(s_wait, (self, timeoutMs, current), WaitReason.Lock, cancellationPoint: false, interruptible: true);
+        if (Parking.CanReleaseBaton)
+            return Parking.RunReleased(s_wait, (self, timeoutMs, current), WaitReason.Lock, cancellationPoint: false, interruptible: true);
+        // No carrier left to take over the hub: poll (CooperativeMonitor.PollEnter), not block with the baton.
+        var poll = new PolledEnter(self);
+        return CooperativeMonitor.PollEnter(s_tryEnterNow, poll, timeoutMs, callerApi: null) ? poll.Acquired : default;
     }
+
+    private sealed class PolledEnter(Lock self)
+    {
+        public readonly Lock Self = self;
+        public ThreadId Acquired;
+    }
+
+    // With a zero timeout the original tries to take the lock only for a thread id not yet initialised (its fast path
+    // was not tried then); for an initialised one it returns at once without trying. So each attempt passes the
+    // uninitialised id: the original initialises it for this thread, takes the lock if it is free, and returns the id.
+    // (Recursion was answered by the first attempt, made with the caller's id.)
+    private static readonly Func<PolledEnter, bool> s_tryEnterNow = static p => (p.Acquired = TryEnterSlow.Call(p.Self, 0, default)).Id != 0;
 }

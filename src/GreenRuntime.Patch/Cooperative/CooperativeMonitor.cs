@@ -80,23 +80,28 @@ internal static class CooperativeMonitor
     public static void Enter(object obj)
     {
         var hub = Cooperative.ParkingHub();
-        if (hub is null || !Parking.CanReleaseBaton)
+        if (hub is null)
         {
             EnterSlowpath.Call(obj);
             return;
         }
         if (TryEnterSlowpath.Call(obj, 0)) return;
-        Parking.RunReleased(s_enter, obj, WaitReason.Lock, cancellationPoint: false, interruptible: true);
+        if (Parking.CanReleaseBaton)
+            Parking.RunReleased(s_enter, obj, WaitReason.Lock, cancellationPoint: false, interruptible: true);
+        else
+            PollEnter(s_tryEnterNow, obj, Timeout.Infinite, typeof(Monitor), IsCoreLibLock(obj));
     }
 
     /// <summary>Replaces <c>Monitor.TryEnter_Slowpath(object, int)</c>: a contended <c>TryEnter</c> with a timeout.</summary>
     public static bool TryEnter(object obj, int millisecondsTimeout)
     {
         var hub = Cooperative.ParkingHub();
-        if (hub is null || millisecondsTimeout == 0 || !Parking.CanReleaseBaton)
+        if (hub is null || millisecondsTimeout is 0 or < -1) // the original refuses < -1
             return TryEnterSlowpath.Call(obj, millisecondsTimeout);
         if (TryEnterSlowpath.Call(obj, 0)) return true;
-        return Parking.RunReleased(s_tryEnter, (obj, millisecondsTimeout), WaitReason.Lock, cancellationPoint: false, interruptible: true);
+        return Parking.CanReleaseBaton
+            ? Parking.RunReleased(s_tryEnter, (obj, millisecondsTimeout), WaitReason.Lock, cancellationPoint: false, interruptible: true)
+            : PollEnter(s_tryEnterNow, obj, millisecondsTimeout, typeof(Monitor), IsCoreLibLock(obj));
     }
 
     /// <summary>Replaces <c>Monitor.Wait(object, int)</c>.</summary>
@@ -106,8 +111,72 @@ internal static class CooperativeMonitor
     public static bool Wait(object obj, int millisecondsTimeout)
     {
         var hub = Cooperative.ParkingHub();
-        if (hub is null || millisecondsTimeout == 0 || !Parking.CanReleaseBaton)
+        if (hub is null || millisecondsTimeout == 0)
             return WaitInt.Call(obj, millisecondsTimeout);
-        return Parking.RunReleased(s_wait, (obj, millisecondsTimeout), WaitReason.Lock, cancellationPoint: true, interruptible: true);
+        if (!Parking.CanReleaseBatonToStandIn && !WaitForStandIn(hub, ref millisecondsTimeout))
+            return false; // timed out holding the monitor, as a Wait that nobody pulsed returns
+        return Parking.RunReleased(s_wait, (obj, millisecondsTimeout), WaitReason.Lock, cancellationPoint: true, interruptible: true, standIn: true);
+    }
+
+    /// <summary>
+    /// Parks, polling with <see cref="PollBackoff"/>, until the baton can be released for a <c>Monitor.Wait</c>: every
+    /// carrier is taken and no other greenlet is parked in an ordinary park to stand in (the others are in released
+    /// calls). A Wait cannot be polled itself (a pulse that comes while the waiter is not queued is lost), but this
+    /// greenlet holds the monitor all along, so no pulse can come before it enters the real wait. A kill or timeout
+    /// meanwhile is raised with the monitor held, as from an interrupted wait. Returns false when
+    /// <paramref name="millisecondsTimeout"/> ran out first; otherwise lowers it by the time spent.
+    /// </summary>
+    private static bool WaitForStandIn(Hub hub, ref int millisecondsTimeout)
+    {
+        var time = hub.Options.TimeProvider;
+        long start = time.GetTimestamp();
+        if (!Parking.PollUntil(static () => Parking.CanReleaseBatonToStandIn, Cooperative.WaitTimeout(millisecondsTimeout)))
+            return false;
+        if (millisecondsTimeout != Timeout.Infinite)
+            millisecondsTimeout = Math.Max(0, millisecondsTimeout - (int)time.GetElapsedTime(start).TotalMilliseconds);
+        return true;
+    }
+
+    private static readonly Func<object, bool> s_tryEnterNow = static o => TryEnterSlowpath.Call(o, 0);
+
+    /// <summary>
+    /// A contended enter of a lock that only the calling thread may own (a monitor, a <see cref="Lock"/>) when no carrier
+    /// is left to take over the hub: the greenlet parks between non-blocking attempts (<see cref="PollBackoff"/>, 1–20
+    /// ms) made on its own thread, so ownership stays right. Waited for with the baton held, a lock that a parked
+    /// greenlet of the same hub held was never released: the hub stopped for good.
+    /// </summary>
+    /// <remarks>Kills and timeouts as for the released wait: one already pending when the enter starts stays pending, and
+    /// so does one that comes meanwhile to an enter that CoreLib makes; any other is raised from a pause, with nothing
+    /// acquired.</remarks>
+    /// <param name="tryEnter">The non-blocking attempt; true when it acquired the lock.</param>
+    /// <param name="state">Passed to <paramref name="tryEnter"/>.</param>
+    /// <param name="millisecondsTimeout">How long to keep trying; <see cref="Timeout.Infinite"/>: until acquired.</param>
+    /// <param name="callerApi">The API whose frames to look past when asking whether CoreLib is the caller (see the
+    /// remarks of the class); null: the caller is not looked at.</param>
+    /// <param name="coreLibLock">The lock is CoreLib's own: a kill never interrupts its enter.</param>
+    internal static bool PollEnter<TState>(Func<TState, bool> tryEnter, TState state, int millisecondsTimeout, Type? callerApi, bool coreLibLock = false)
+    {
+        var time = Hub.Current.Options.TimeProvider;
+        long start = time.GetTimestamp();
+        var backoff = new PollBackoff();
+        // Decided before the first pause: a kill that came during one would be raised from it at once, inside CoreLib's
+        // bookkeeping for an enter of CoreLib's. (One stack walk per polled enter, which waits a millisecond at least.)
+        bool keepPending = coreLibLock || Parking.CancellationPending || (callerApi != null && Cooperative.CalledByCoreLib(callerApi));
+        while (true)
+        {
+            if (tryEnter(state)) return true;
+            var left = millisecondsTimeout == Timeout.Infinite ? TimeSpan.MaxValue
+                : TimeSpan.FromMilliseconds(millisecondsTimeout) - time.GetElapsedTime(start);
+            if (left <= TimeSpan.Zero) return false;
+            if (keepPending)
+            {
+                using (Green.Shield()) Green.Sleep(backoff.Next(left));
+            }
+            else
+            {
+                Green.Sleep(backoff.Next(left));
+            }
+            backoff.Grow();
+        }
     }
 }

@@ -15,7 +15,8 @@ namespace GreenRuntime.Cooperative;
 /// <para>Any other set is waited for the same way. Either way a kill or timeout interrupts the original wait
 /// (<c>Thread.Interrupt</c>), and what it acquired just as a kill came is given back (a mutex released by the thread
 /// that acquired it), or kept where that cannot be done exactly (ReleasedHandleWait). Only when no carrier is left to take
-/// over the hub do the registered waits below stand in.</para>
+/// over the hub do the registered waits below stand in, and a set with a mutex is polled instead (the original with a
+/// zero timeout on the greenlet's own thread, between parks of 1–20 ms: all or none for WaitAll).</para>
 /// <para>WaitAny: every handle is registered with <c>ThreadPool.RegisterWaitForSingleObject</c> (a
 /// <see cref="HandleWait"/> each). The greenlet parks until one registration fires or the timeout elapses.
 /// Then every registration is ended; each one that acquired its handle in the meantime (an auto-reset event
@@ -53,7 +54,12 @@ internal static partial class CooperativeThreading
         bool mutex = handles.Any(h => h is Mutex);
         // As WaitOne: the original wait on the greenlet's own thread, woken directly and atomic as the original.
         if (Parking.CanReleaseBaton) return new ReleasedWaitMultiple(handles, waitAll, millisecondsTimeout).Run(mutex);
-        if (mutex) return WaitMultipleSlot.Call(handles, waitAll, millisecondsTimeout); // no carrier left: only this thread can own it
+        if (mutex) // no carrier left, and only this thread can own a mutex: polled; WaitAll(0) acquires all or none
+        {
+            int acquired = WaitHandle.WaitTimeout;
+            return PollMutex(hub, () => (acquired = WaitMultipleSlot.Call(handles, waitAll, 0)) != WaitHandle.WaitTimeout, millisecondsTimeout)
+                ? acquired : WaitHandle.WaitTimeout;
+        }
         return waitAll ? WaitAllOnHub(hub, handles, millisecondsTimeout) : WaitAnyOnHub(hub, handles, millisecondsTimeout);
     }
 

@@ -17,9 +17,9 @@ namespace GreenRuntime.Cooperative;
 /// <c>Task.WaitAll</c>'s internal event) and <c>WaitHandle.WaitOne</c>: the original wait, run by the greenlet's own
 /// thread with the hub's baton released (Hub.Blocking.cs), so <c>Set</c>/<c>Release</c> wakes it directly and it
 /// acquires exactly as the original; a kill or timeout interrupts it (<c>Thread.Interrupt</c>), and a signal acquired
-/// just as the kill was raised is given back (Set/Release). A <see cref="Mutex"/> is waited for the same way but not
-/// interrupted (one just acquired must reach the caller's code that releases it). Only when no carrier is left to take
-/// over the hub is the handle registered with <c>ThreadPool.RegisterWaitForSingleObject</c> instead
+/// just as the kill was raised is given back (Set/Release); a <see cref="Mutex"/> acquired so is released again by its
+/// thread. Only when no carrier is left to take over the hub is a mutex polled (only its own thread may acquire it) and
+/// any other handle registered with <c>ThreadPool.RegisterWaitForSingleObject</c> instead
 /// (<see cref="HandleWait"/>): that registration acquires the handle (an AutoResetEvent is reset, a Semaphore
 /// decremented), so the result is handed over through a compare-exchange; a kill that loses the race gives the signal
 /// back. (Registered waits alone made every wake wait for a pool worker: seconds when the pool's threads were busy.)</item>
@@ -208,7 +208,8 @@ internal static partial class CooperativeThreading
         // The original wait on the greenlet's own thread, the baton released: Set/Release wakes that thread directly
         // (rather than through the thread pool) and it acquires exactly as the original does.
         if (Parking.CanReleaseBaton) return new ReleasedWaitOne(handle, millisecondsTimeout).Run(handle is Mutex);
-        if (handle is Mutex) return WaitOneInt.Call(handle, millisecondsTimeout); // no carrier left: only this thread can own it
+        if (handle is Mutex) // no carrier left, and only this thread can own it: polled here (see PollMutex)
+            return PollMutex(hub, () => WaitOneInt.Call(handle, 0), millisecondsTimeout);
         var wait = new HandleWait(handle, consumes: true);
         try
         {
@@ -221,6 +222,13 @@ internal static partial class CooperativeThreading
         }
         return wait.Abandon(giveBack: false);
     }
+
+    /// <summary>A mutex wait when no carrier is left to take over the hub: non-blocking attempts on the greenlet's own
+    /// thread (the one that must own the mutex) between parks of 1–20 ms (<see cref="PollBackoff"/>). Waited for with the
+    /// baton held, a mutex that a parked greenlet of the same hub held was never released: the hub stopped for good. A
+    /// kill or timeout is raised from a pause, with nothing acquired.</summary>
+    private static bool PollMutex(Hub hub, Func<bool> tryAcquire, int millisecondsTimeout) =>
+        Cooperative.PollUntil(hub, tryAcquire, Cooperative.WaitTimeout(millisecondsTimeout));
 
     // ---- Thread.Join ----
 
