@@ -34,7 +34,6 @@ internal sealed class KillLinkedSource : CancellationTokenSource
     private readonly Greenlet _greenlet;
     private readonly List<CancellationTokenRegistration> _registrations = new(3);
     private bool _queued; // hub-only: a cancel was handed to the cancelling thread
-    private int _cancelsRunning; // Cancel() calls of this source begun and not yet returned (see AwaitCancelCallbacks)
     private volatile bool _shared; // another greenlet waits for the operation (see the header)
 
     /// <summary>The operations given a source's token, for <see cref="WaitingFor"/>.</summary>
@@ -84,32 +83,11 @@ internal sealed class KillLinkedSource : CancellationTokenSource
         KillLinkedSource[] sources;
         lock (live) sources = live.ToArray();
         foreach (var source in sources)
-        {
-            if (!source._queued || source._shared) continue;
-            if (!source.IsCancellationRequested) source.CancelQuietly();
-            source.AwaitCancelCallbacks(); // the cancelling thread's Cancel may have begun first
-        }
-    }
-
-    /// <summary>
-    /// Waits until a cancel of this source that the cancelling thread began has run its callbacks. A second
-    /// <see cref="CancellationTokenSource.Cancel()"/> returns at once once the first has begun, and unwinding before the
-    /// operation's callback ran would unregister it unrun: an HttpClient request waiting for a pooled connection then
-    /// stayed queued with nobody behind it, took the next connection given back, and kept it for ever (every later
-    /// request waited). The callbacks are the operation's own (a TaskCompletionSource cancelled, a socket aborted), so
-    /// this is microseconds; bounded all the same.
-    /// </summary>
-    private void AwaitCancelCallbacks()
-    {
-        var spin = new SpinWait();
-        long deadline = Environment.TickCount64 + 1000;
-        while (Volatile.Read(ref _cancelsRunning) > 0 && Environment.TickCount64 < deadline)
-            spin.SpinOnce(sleep1Threshold: -1);
+            if (source._queued && !source._shared && !source.IsCancellationRequested) source.CancelQuietly();
     }
 
     internal void CancelQuietly()
     {
-        Interlocked.Increment(ref _cancelsRunning);
         try
         {
             Cancel();
@@ -121,10 +99,6 @@ internal sealed class KillLinkedSource : CancellationTokenSource
         catch (AggregateException)
         {
             // A callback of the operation threw: the operation's own failure, which it reports to its caller.
-        }
-        finally
-        {
-            Interlocked.Decrement(ref _cancelsRunning);
         }
     }
 
