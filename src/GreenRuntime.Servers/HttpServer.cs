@@ -68,7 +68,7 @@ public sealed class HttpServer : IDisposable
             ConfigureAccepted = static s => s.NoDelay = true,
             DisplayName = "HttpServer",
             OnFull = CloseIdleConnections,
-            OnStopping = CloseIdleConnectionsOf,
+            OnStopping = hub => CloseIdleConnectionsOf(hub),
         };
     }
 
@@ -155,8 +155,8 @@ public sealed class HttpServer : IDisposable
     {
         foreach (var hub in _idle.Keys)
         {
-            if (hub == full) CloseIdleConnectionsOf(hub);
-            else if (!hub.IsDisposed) PostQuietly(hub, () => CloseIdleConnectionsOf(hub));
+            if (hub == full) CloseIdleConnectionsOf(hub, keepAliveOnly: true);
+            else if (!hub.IsDisposed) PostQuietly(hub, () => CloseIdleConnectionsOf(hub, keepAliveOnly: true));
         }
     }
 
@@ -172,11 +172,14 @@ public sealed class HttpServer : IDisposable
         }
     }
 
-    /// <summary>Kills the idle keep-alive connections of <paramref name="hub"/>. On that hub; never blocks.</summary>
-    private void CloseIdleConnectionsOf(Hub hub)
+    /// <summary>Kills the idle connections of <paramref name="hub"/>: keep-alive connections between requests and, unless
+    /// <paramref name="keepAliveOnly"/>, new ones that have not sent a byte yet. At capacity only the keep-alive ones go:
+    /// a new connection's client is about to send, having just been let in. On that hub; never blocks.</summary>
+    private void CloseIdleConnectionsOf(Hub hub, bool keepAliveOnly = false)
     {
         if (_idle.TryGetValue(hub, out var set))
-            foreach (var idle in set.ToList()) idle.Greenlet.Kill(block: false);
+            foreach (var idle in set.ToList())
+                if (!keepAliveOnly || idle.Served) idle.Greenlet.Kill(block: false);
     }
 
     /// <summary>The set of <paramref name="hub"/>'s idle connections, which only that hub touches.</summary>

@@ -627,6 +627,28 @@ public class HttpServerTests : ServerTest
     }
 
     [Test]
+    public void StopClosesConnectionsThatHaveNotSentARequestYetAtOnce()
+    {
+        // HttpClient opens connections ahead of its requests and may leave some unused: Stop waited its whole timeout
+        // for them, as for a request in progress. Kestrel closes them at once, as idle keep-alive connections are.
+        int baseline = Hub.AliveCount;
+        Serve(Describe);
+        var endPoint = _server.LocalEndPoint;
+        var silent = Enumerable.Range(0, 3).Select(_ => Task.Run(() =>
+        {
+            using var s = Connect(endPoint);
+            return new ResponseReader(s).AtEnd; // waits for the server to close the connection
+        })).ToList();
+        WaitUntil(() => _server.ConnectionCount == 3, "the clients are connected");
+        Green.Sleep(100);
+        var watch = Stopwatch.StartNew();
+        _server.Stop(TimeSpan.FromSeconds(5));
+        Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(4)), "connections with no request do not hold up Stop");
+        Assert.That(silent.Select(t => Green.Wait(t, TimeSpan.FromSeconds(10))), Has.All.True, "each was closed");
+        Assert.That(Hub.AliveCount, Is.EqualTo(baseline));
+    }
+
+    [Test]
     public void AFailedResponseWriteEndsTheResponseEvenWhenTheHandlerSwallowsTheFailure()
     {
         // A client that does not read within IoTimeout fails the write halfway through a chunk. Legacy handler code that

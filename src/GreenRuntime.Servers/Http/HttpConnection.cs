@@ -76,6 +76,9 @@ internal sealed class HttpConnection
     private bool _outputBroken;
     private bool _requestKeepAlive;
     private bool _served; // a request has been served: the next wait for bytes is a keep-alive wait
+
+    /// <summary>A request has been served on this connection (an idle one is then a keep-alive connection, not a new one).</summary>
+    public bool Served => _served;
     private long _headStarted; // when the head being gathered began to arrive (RequestHeadersTimeout counts from there)
     private bool _closedBeforeHead; // the client closed its side before sending a whole head
     private string _method = "", _target = "";
@@ -130,9 +133,20 @@ internal sealed class HttpConnection
         Greenlet = Green.Current;
         try
         {
-            // A new connection's first bytes are awaited like an idle connection's next ones, within the head timeout.
-            if (await CooperativeSocket.WaitReadableAsync(_io.Socket, _options.RequestHeadersTimeout, Greenlet.CancellationToken) != SocketError.Success)
-                return;
+            // A new connection's first bytes are awaited like an idle connection's next ones, within the head timeout. It is
+            // idle meanwhile, for Stop (clients such as HttpClient open connections ahead of their requests, and Stop used
+            // to wait its whole timeout for them); the close at capacity spares it (see HttpServer.CloseIdleConnectionsOf).
+            HttpServer.SetIdle(this, true);
+            try
+            {
+                if (_server.IsStopping) return;
+                if (await CooperativeSocket.WaitReadableAsync(_io.Socket, _options.RequestHeadersTimeout, Greenlet.CancellationToken) != SocketError.Success)
+                    return;
+            }
+            finally
+            {
+                HttpServer.SetIdle(this, false);
+            }
             while (true)
             {
                 // The head is gathered here, with no carrier: a client that sends part of a head and stalls (slowloris)
