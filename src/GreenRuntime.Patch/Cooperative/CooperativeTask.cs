@@ -46,58 +46,65 @@ internal static class CooperativeTask
             return Wait.Call(task, millisecondsTimeout, cancellationToken);
         Parking.WaitingFor(task);
         if (RunsContinuationsAsynchronously(task) && Parking.CanReleaseBaton)
-        {
-            var wait = new ReleasedWait<Task>(task, millisecondsTimeout, cancellationToken);
-            try
-            {
-                return Parking.RunReleased(s_waitReleased, wait, WaitReason.Task, interruptible: true);
-            }
-            catch (Exception e) when (task.IsCompletedSuccessfully && !ReferenceEquals(e, wait.Thrown))
-            {
-                Parking.KeepPending(e); // a kill or timeout that came as the task completed: see the remarks
-                return Wait.Call(task, 0, cancellationToken);
-            }
-        }
-        var either = Cooperative.OrCancelled(task, cancellationToken, out var registration);
-        using (registration)
-        {
-            try
-            {
-                Cooperative.Park(hub, either, Cooperative.WaitTimeout(millisecondsTimeout), WaitReason.Task);
-            }
-            catch (Exception e) when (task.IsCompletedSuccessfully)
-            {
-                Parking.KeepPending(e); // the park throws only a kill or timeout: see the remarks
-            }
-        }
+            return new ReleasedWait([task], all: false, millisecondsTimeout, cancellationToken).Run();
+        Park(hub, task, cancellationToken, millisecondsTimeout);
         // The original with a zero timeout returns false for a cancelled token, where its wait would have thrown: throw
         // as that wait does (Polly's pessimistic timeout waits with its timeout's token, then reads the Result).
         if (!task.IsCompleted) cancellationToken.ThrowIfCancellationRequested();
         return Wait.Call(task, 0, cancellationToken);
     }
 
-    private static readonly Func<ReleasedWait<Task>, bool> s_waitReleased = static s => s.Run(static s => Wait.Call(s.Tasks, s.Ms, s.Token));
-    private static readonly Func<ReleasedWait<Task[]>, bool> s_waitAllReleased = static s => s.Run(static s => WaitAll.Call(s.Tasks, s.Ms, s.Token));
-
-    /// <summary>A wait run with the baton released, and what the original threw, if it did: any other exception out of
-    /// the release is the greenlet's kill or timeout.</summary>
-    private sealed class ReleasedWait<T>(T tasks, int ms, CancellationToken token)
+    /// <summary>Parks until <paramref name="done"/> completes, the token is cancelled or the time is up. A kill or timeout
+    /// that came as <paramref name="done"/> succeeded stays pending (see the remarks); the park throws nothing else.</summary>
+    private static void Park(Hub hub, Task done, CancellationToken cancellationToken, int millisecondsTimeout)
     {
-        public readonly T Tasks = tasks;
-        public readonly int Ms = ms;
-        public readonly CancellationToken Token = token;
-        public Exception? Thrown;
-
-        public bool Run(Func<ReleasedWait<T>, bool> wait)
+        var either = Cooperative.OrCancelled(done, cancellationToken, out var registration);
+        using (registration)
         {
             try
             {
-                return wait(this);
+                Cooperative.Park(hub, either, Cooperative.WaitTimeout(millisecondsTimeout), WaitReason.Task);
+            }
+            catch (Exception e) when (done.IsCompletedSuccessfully)
+            {
+                Parking.KeepPending(e);
+            }
+        }
+    }
+
+    private static readonly Func<ReleasedWait, bool> s_waitReleased = static w => w.Original(w.Ms);
+
+    /// <summary>The original <c>Wait</c> or <c>WaitAll</c> run with the baton released. It records what the original
+    /// threw: any other exception out of the release is the greenlet's kill or timeout, which stays pending when it came
+    /// as every task succeeded (see the remarks).</summary>
+    private sealed class ReleasedWait(Task[] tasks, bool all, int ms, CancellationToken token)
+    {
+        public readonly int Ms = ms;
+        private Exception? _thrown;
+
+        public bool Original(int millisecondsTimeout)
+        {
+            try
+            {
+                return all ? WaitAll.Call(tasks, millisecondsTimeout, token) : Wait.Call(tasks[0], millisecondsTimeout, token);
             }
             catch (Exception e)
             {
-                Thrown = e;
+                _thrown = e;
                 throw;
+            }
+        }
+
+        public bool Run()
+        {
+            try
+            {
+                return Parking.RunReleased(s_waitReleased, this, WaitReason.Task, interruptible: true);
+            }
+            catch (Exception e) when (!ReferenceEquals(e, _thrown) && Array.TrueForAll(tasks, static t => t.IsCompletedSuccessfully))
+            {
+                Parking.KeepPending(e);
+                return Original(0);
             }
         }
     }
@@ -108,8 +115,6 @@ internal static class CooperativeTask
     /// such a wait is the original, run on the greenlet's own thread with the baton released.</summary>
     private static bool RunsContinuationsAsynchronously(Task task) =>
         (task.CreationOptions & TaskCreationOptions.RunContinuationsAsynchronously) != 0;
-
-    private static bool AllSucceeded(Task[] tasks) => Array.TrueForAll(tasks, static t => t.IsCompletedSuccessfully);
 
     /// <summary>Replaces <c>Task.WaitAllCore</c>.</summary>
     public static bool WaitAllCore(ReadOnlySpan<Task> tasks, int millisecondsTimeout, CancellationToken cancellationToken)
@@ -129,35 +134,13 @@ internal static class CooperativeTask
             foreach (var t in tasks)
             {
                 if (!t.IsCompleted && RunsContinuationsAsynchronously(t))
-                {
-                    var wait = new ReleasedWait<Task[]>(tasks.ToArray(), millisecondsTimeout, cancellationToken);
-                    try
-                    {
-                        return Parking.RunReleased(s_waitAllReleased, wait, WaitReason.Task, interruptible: true);
-                    }
-                    catch (Exception e) when (AllSucceeded(wait.Tasks) && !ReferenceEquals(e, wait.Thrown))
-                    {
-                        Parking.KeepPending(e); // as in InternalWait
-                        return WaitAll.Call(wait.Tasks, 0, cancellationToken);
-                    }
-                }
+                    return new ReleasedWait(tasks.ToArray(), all: true, millisecondsTimeout, cancellationToken).Run();
             }
         }
         if (pending)
         {
             var all = Task.WhenAll(tasks.ToArray());
-            var either = Cooperative.OrCancelled(all, cancellationToken, out var registration);
-            using (registration)
-            {
-                try
-                {
-                    Cooperative.Park(hub, either, Cooperative.WaitTimeout(millisecondsTimeout), WaitReason.Task);
-                }
-                catch (Exception e) when (all.IsCompletedSuccessfully)
-                {
-                    Parking.KeepPending(e); // as in InternalWait
-                }
-            }
+            Park(hub, all, cancellationToken, millisecondsTimeout);
             if (all.IsFaulted) _ = all.Exception; // observed: the original reports the failures below
         }
         return WaitAll.Call(tasks, 0, cancellationToken);
