@@ -79,7 +79,7 @@ internal static class CooperativeLock
             return Parking.RunReleased(s_wait, (self, timeoutMs, current), WaitReason.Lock, cancellationPoint: false, interruptible: true);
         // No carrier left to take over the hub: poll (CooperativeMonitor.PollEnter), not block with the baton.
         var poll = new PolledEnter(self);
-        return CooperativeMonitor.PollEnter(s_tryEnterNow, poll, timeoutMs, callerApi: null) ? poll.Acquired : default;
+        return CooperativeMonitor.PollEnter(s_tryEnterNow, poll, timeoutMs, typeof(Lock)) ? poll.Acquired : default;
     }
 
     private sealed class PolledEnter(Lock self)
