@@ -23,7 +23,9 @@ namespace GreenRuntime.Cooperative;
 /// which the caller must see as such, not as a <c>TaskCanceledException</c>. A task's result can carry ownership that cannot
 /// be given back (<c>SocketsHttpHandler</c> hands a pooled connection to its queued waiter by completing the waiter's
 /// task): raising the kill after that hand-over lost the connection for good, where a thread whose token is cancelled
-/// a moment after the hand-over receives the connection and returns it.</para>
+/// a moment after the hand-over receives the connection and returns it. Before deciding, the wait lets the cancellation
+/// that the kill began on another thread finish (<see cref="Parking.SettleCancellation"/>): its callback may be what
+/// withdraws the waiter from that queue.</para>
 /// </remarks>
 internal static class CooperativeTask
 {
@@ -65,8 +67,9 @@ internal static class CooperativeTask
             {
                 Cooperative.Park(hub, either, Cooperative.WaitTimeout(millisecondsTimeout), WaitReason.Task);
             }
-            catch (Exception e) when (done.IsCompletedSuccessfully)
+            catch (Exception e)
             {
+                if (!Settled(done)) throw;
                 Parking.KeepPending(e);
             }
         }
@@ -101,12 +104,22 @@ internal static class CooperativeTask
             {
                 return Parking.RunReleased(s_waitReleased, this, WaitReason.Task, interruptible: true);
             }
-            catch (Exception e) when (!ReferenceEquals(e, _thrown) && Array.TrueForAll(tasks, static t => t.IsCompletedSuccessfully))
+            catch (Exception e) when (!ReferenceEquals(e, _thrown))
             {
+                if (!Settled(all ? Task.WhenAll(tasks) : tasks[0])) throw;
                 Parking.KeepPending(e);
                 return Original(0);
             }
         }
+    }
+
+    /// <summary>After a kill or timeout ended a wait for <paramref name="awaited"/>: whether it succeeded, once the
+    /// cancellations the kill began elsewhere have run (their callbacks may complete it, see
+    /// <see cref="Parking.SettleCancellation"/>).</summary>
+    private static bool Settled(Task awaited)
+    {
+        Parking.SettleCancellation(awaited);
+        return awaited.IsCompletedSuccessfully;
     }
 
     /// <summary>Whether <paramref name="task"/> sends its continuations through the thread pool

@@ -22,6 +22,18 @@
 // when the source is disposed leaves the source to that thread. The greenlet's list of its sources is locked: an
 // asynchronous operation's source is disposed by whatever thread completes the operation.
 //
+// The greenlet that resumes with the kill may find its source's cancel begun by the cancelling thread and not finished:
+// CancellationTokenSource.Cancel marks the source cancelled first and runs the callbacks after, one by one. Unwinding
+// then unregisters the callbacks not run yet, and they never run. A callback that completes what the greenlet waited
+// for matters most: SocketsHttpHandler cancels a request's place in a pooled connection's queue by cancelling the
+// waiter's task; unregistered, the place stays queued and takes the next free connection for nobody, so every later
+// request waits for ever. A thread cannot leave that wait but through the callback. So a task wait that a kill or
+// timeout ended first waits, shielded and parked, until its task completes or the begun cancels have ended (Settle,
+// through Parking.SettleCancellation). It waits parked, never with the baton held: a callback may need a lock that a
+// greenlet queued for the baton holds. It waits only for a task, not in every unwinding: a released Monitor.Wait that
+// the kill interrupted comes back holding the monitor, which a callback (SemaphoreSlim's) may need. Every cancel of a
+// source goes through one gate (CancelQuietly), so a source is cancelled once and its end is known.
+//
 // An operation another greenlet waits for is no longer the starter's alone (a single-flight cache: the first caller
 // starts the request, the others wait for the same task): the starter's kill or timeout then cancels nothing, or every
 // waiter would get the cancellation where threads get the result (Parking.TieCancellation, Parking.WaitingFor).
@@ -35,6 +47,10 @@ internal sealed class KillLinkedSource : CancellationTokenSource
     private readonly List<CancellationTokenRegistration> _registrations = new(3);
     private bool _queued; // hub-only: a cancel was handed to the cancelling thread
     private volatile bool _shared; // another greenlet waits for the operation (see the header)
+    private int _cancelState; // NotCancelled, Cancelling, Cancelled: whoever moves it from the first runs the cancel
+    private TaskCompletionSource? _cancelEnded; // made by the first greenlet that waits for a begun cancel (Settle)
+
+    private const int NotCancelled = 0, Cancelling = 1, Cancelled = 2;
 
     /// <summary>The operations given a source's token, for <see cref="WaitingFor"/>.</summary>
     private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Task, KillLinkedSource> s_operations = new();
@@ -83,11 +99,14 @@ internal sealed class KillLinkedSource : CancellationTokenSource
         KillLinkedSource[] sources;
         lock (live) sources = live.ToArray();
         foreach (var source in sources)
-            if (source._queued && !source._shared && !source.IsCancellationRequested) source.CancelQuietly();
+            if (source._queued && !source._shared) source.CancelQuietly();
     }
 
+    /// <summary>The one way a source is cancelled (see the header): only the first caller cancels; a later one returns
+    /// at once, even while the first one still runs the callbacks.</summary>
     internal void CancelQuietly()
     {
+        if (Interlocked.CompareExchange(ref _cancelState, Cancelling, NotCancelled) != NotCancelled) return;
         try
         {
             Cancel();
@@ -100,6 +119,38 @@ internal sealed class KillLinkedSource : CancellationTokenSource
         {
             // A callback of the operation threw: the operation's own failure, which it reports to its caller.
         }
+        finally
+        {
+            // Both sides are full fences: a waiter that published its completion source after this read sees Cancelled.
+            Interlocked.Exchange(ref _cancelState, Cancelled);
+            Volatile.Read(ref _cancelEnded)?.TrySetResult();
+        }
+    }
+
+    /// <summary>On <paramref name="greenlet"/>, after a kill or timeout ended its wait for <paramref name="awaited"/>:
+    /// waits, shielded, until <paramref name="awaited"/> completes or no cancel of the greenlet's sources that another
+    /// thread began is still running (see the header).</summary>
+    internal static void Settle(Hub hub, Greenlet greenlet, Task awaited)
+    {
+        using var shield = new CancellationShield(greenlet);
+        while (!awaited.IsCompleted && BegunElsewhere(greenlet) is { } ended)
+            hub.WaitForTask(Task.WhenAny(awaited, ended), timeout: null, WaitReason.Task);
+    }
+
+    /// <summary>The end of a cancel of one of <paramref name="greenlet"/>'s sources still running on another thread;
+    /// null if there is none.</summary>
+    private static Task? BegunElsewhere(Greenlet greenlet)
+    {
+        if (greenlet.LiveCancellations is not { Count: > 0 } live) return null;
+        KillLinkedSource[] sources;
+        lock (live) sources = live.ToArray();
+        foreach (var source in sources)
+        {
+            if (Volatile.Read(ref source._cancelState) != Cancelling) continue;
+            if (Volatile.Read(ref source._cancelEnded) is null) Interlocked.CompareExchange(ref source._cancelEnded, new(), null);
+            if (Volatile.Read(ref source._cancelState) == Cancelling) return source._cancelEnded!.Task; // else it ended meanwhile
+        }
+        return null;
     }
 
     protected override void Dispose(bool disposing)

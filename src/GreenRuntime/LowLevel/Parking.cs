@@ -172,6 +172,26 @@ public static partial class Parking
         KillLinkedSource.WaitingFor(hub.CurrentGreenlet, task);
     }
 
+    /// <summary>
+    /// For a wait on <paramref name="awaited"/> that a kill or timeout of the current greenlet has just ended, before the
+    /// exception unwinds: waits, shielded from further kills and timeouts, until <paramref name="awaited"/> completes or
+    /// the cancellations of the greenlet's <see cref="LinkCancellation"/> tokens that another thread has begun have ended.
+    /// Their callbacks may be what completes <paramref name="awaited"/> (a queue that hands out pooled connections cancels
+    /// its waiter's task): unwinding first would unregister them before they ran, and a thread, which can leave such a
+    /// wait only through the callback, never loses one. Returns at once when no such cancellation runs; nothing off a
+    /// greenlet that may park.
+    /// </summary>
+    /// <param name="awaited">The task the interrupted wait was for.</param>
+    /// <returns>Whether <paramref name="awaited"/> has completed.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="awaited"/> is null.</exception>
+    public static bool SettleCancellation(Task awaited)
+    {
+        ArgumentNullException.ThrowIfNull(awaited);
+        if (!awaited.IsCompleted && ParkingHubSilent() is { } hub)
+            KillLinkedSource.Settle(hub, hub.CurrentGreenlet, awaited);
+        return awaited.IsCompleted;
+    }
+
     /// <summary>Whether the calling thread is inside <see cref="SuppressCooperation"/>.</summary>
     public static bool IsCooperationSuppressed => t_suppressed != 0;
 

@@ -535,6 +535,51 @@ public class LegacyCancellationTests : PatchedHubTest
         }
     }
 
+    [TestCase(true)]
+    [TestCase(false)]
+    public void AKilledTaskWaitLetsTheCancelBegunOnAnotherThreadRunItsCallbacksBeforeUnwinding(bool continuationsAsynchronously)
+    {
+        // SocketsHttpHandler withdraws a request queued for a pooled connection through a callback on the request's token,
+        // which the runtime cancels on a thread of its own when the greenlet is killed. Resuming with the kill, the
+        // greenlet found that cancel begun, its callbacks not run yet, and unwound: unregistering the callback on the way,
+        // so the request stayed queued and later took a connection for nobody. A thread leaves that wait only through the
+        // callback. Here the cancelling thread is held inside an earlier callback while the greenlet resumes.
+        var options = continuationsAsynchronously ? TaskCreationOptions.RunContinuationsAsynchronously : TaskCreationOptions.None;
+        for (int round = 0; round < 5; round++)
+        {
+            var queued = new TaskCompletionSource<string>(options);
+            using var cancelling = new ManualResetEventSlim();
+            using var gate = new ManualResetEventSlim();
+            var waiter = Green.Spawn(() =>
+            {
+                var token = GreenRuntime.LowLevel.Parking.LinkCancellation(CancellationToken.None, out var linked);
+                using (linked)
+                using (token.UnsafeRegister(_ => queued.TrySetCanceled(), null)) // runs after the one below (the last registered runs first)
+                {
+                    // Not disposed here: disposing a registration waits for its callback when it runs on another thread.
+                    token.UnsafeRegister(_ =>
+                    {
+                        if (Hub.CurrentOrNull is not null) return; // cancelled on the hub or the greenlet: not the case here
+                        cancelling.Set();
+                        gate.Wait(TimeSpan.FromSeconds(10));
+                    }, null);
+                    _ = queued.Task.GetAwaiter().GetResult();
+                }
+            });
+            Green.Sleep(20);
+            waiter.Kill(block: false);
+            // Hold the baton until the cancelling thread is inside the cancel, so the waiter resumes to find it begun.
+            var held = Stopwatch.StartNew();
+            while (!cancelling.IsSet && held.Elapsed < TimeSpan.FromSeconds(10)) Thread.SpinWait(100);
+            Assert.That(cancelling.IsSet, Is.True, $"round {round}: the kill's cancel ran on the runtime's thread");
+            Green.Sleep(100); // the waiter resumes with the kill meanwhile
+            gate.Set();
+            Assert.That(waiter.Join(TimeSpan.FromSeconds(10)), Is.True);
+            Assert.That(queued.Task.IsCanceled, Is.True, $"round {round}: the queued wait was withdrawn by its callback");
+            Assert.That(waiter.Successful, Is.True, "the greenlet ended killed");
+        }
+    }
+
     /// <summary>A synchronous GET the legacy way (HttpClient.Send, the body read from its stream).</summary>
     private static string SendGet(HttpClient http, string url)
     {
