@@ -25,7 +25,8 @@ namespace GreenRuntime.Cooperative;
 /// greenlet that finds another thread recorded for the class waits with the baton released. The record is
 /// made only for greenlets, so an initialisation running on a plain thread is waited for holding the baton
 /// (a stall of the hub, reported by the blocking monitor, not a deadlock: a plain thread does not need the
-/// baton to finish). Reflection that initialises a class natively (a static field's <c>FieldInfo.GetValue</c>,
+/// baton to finish). When no carrier is left to take over the hub, such a greenlet polls for the record to go instead
+/// (1–20 ms pauses), then lets the runtime finish the job. Reflection that initialises a class natively (a static field's <c>FieldInfo.GetValue</c>,
 /// <c>ConstructorInfo.Invoke</c>, <c>RuntimeHelpers.GetUninitializedObject</c>) is made to pass through
 /// <see cref="RunClassConstructor"/> first (CooperativeClassInit.Reflection.cs).</para>
 /// <para>A greenlet runs a static constructor under a <see cref="CancellationShield"/>: a kill or timeout that comes
@@ -147,6 +148,14 @@ internal static unsafe partial class CooperativeClassInit
             case Role.Waiter when Parking.CanReleaseBaton:
                 Parking.RunReleased(original, methodTable, WaitReason.Blocking, cancellationPoint: false);
                 return;
+            case Role.Waiter:
+                // No carrier left to take over the hub: the runtime's wait would hold the baton, which the initialiser
+                // needs if it is a greenlet of this hub parked inside the constructor (the hub stopped for good). Its
+                // record goes once the constructor has run; shielded, as the released wait is no cancellation point.
+                using (Green.Shield())
+                    Parking.PollUntil(() => !IsInitialising(methodTable), timeout: null);
+                original(methodTable);
+                return;
             default:
                 original(methodTable);
                 return;
@@ -191,6 +200,19 @@ internal static unsafe partial class CooperativeClassInit
         }
     }
 
+    private static bool IsInitialising(nint type)
+    {
+        EnterGate();
+        try
+        {
+            return s_initialising.ContainsKey(type);
+        }
+        finally
+        {
+            ExitGate();
+        }
+    }
+
     private static void Leave(nint type)
     {
         EnterGate();
@@ -214,6 +236,7 @@ internal static unsafe partial class CooperativeClassInit
         _ = Enter(probe, null);
         _ = Enter(probe, null);
         ThrowIfItWouldWaitForItsOwnHub(probe);
+        _ = IsInitialising(probe);
         Leave(probe);
         RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(InitClass))!.MethodHandle);
         RuntimeHelpers.PrepareMethod(typeof(CooperativeClassInit).GetMethod(nameof(RunClassConstructor))!.MethodHandle);

@@ -213,6 +213,31 @@ public class LazyInitialisationTests : PatchedHubTest
         Assert.That(TouchedByACallbackDuringInit.Value, Is.EqualTo(nameof(TouchedByACallbackDuringInit)), "the class was initialised");
     }
 
+    [Test]
+    public void AGreenletThatReachesAClassAParkedGreenletIsInitialisingWhenNoCarrierIsLeftWaitsWithoutHangingTheHub()
+    {
+        // Every carrier is taken (one by the initialiser, parked in the constructor's I/O), so the main greenlet cannot
+        // hand the hub to another while it waits for the class: the runtime's wait held the baton the initialiser needed.
+        string? seen = null;
+        var runner = new Thread(() =>
+        {
+            using var hub = new Hub(new HubOptions { MaxCarriers = 2, MaxBlockingTime = null });
+            var initialiser = Green.Spawn(() => { _ = TouchedAtTheCarrierCap.Value; });
+            var sleeper = Green.Spawn(() => Green.Sleep(500));
+            Green.Sleep(20); // both parked, each on a carrier: none left
+            seen = TouchedAtTheCarrierCap.Value;
+            Green.JoinAll([initialiser, sleeper]);
+        }) { IsBackground = true };
+        runner.Start();
+        Assert.That(runner.Join(TimeSpan.FromSeconds(20)), Is.True, "the hub went on");
+        Assert.That(seen, Is.EqualTo(nameof(TouchedAtTheCarrierCap)), "the class was initialised once, by the greenlet");
+    }
+
+    private static class TouchedAtTheCarrierCap
+    {
+        public static readonly string Value = LazyInitialisationTests.SlowInitialisation(nameof(TouchedAtTheCarrierCap));
+    }
+
     private static class TouchedByACallbackDuringInit
     {
         public static readonly string Value = LazyInitialisationTests.SlowInitialisation(nameof(TouchedByACallbackDuringInit));
