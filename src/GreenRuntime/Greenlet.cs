@@ -243,7 +243,7 @@ public partial class Greenlet
         {
             var g = (Greenlet)s!;
             g.StartTimer = null;
-            if (g.State_ == GreenletState.Created) g.Hub.StartGreenlet(g);
+            if (g.State_ == GreenletState.Created && !g.Hub.IsDisposed) g.Hub.StartGreenlet(g); // a disposed hub starts nothing new
         }, this);
     }
 
@@ -343,13 +343,13 @@ public partial class Greenlet
         // the end cooperatively (Join), a thread blocks.
         if (block && Hub.CurrentOrNull is { CanBlockHere: true })
         {
-            Hub.Post(() => Hub.KillGreenlet(this, exception));
+            Hub.PostAction(() => Hub.KillGreenlet(this, exception));
             Join(timeout);
             return;
         }
         // Not disposed: the link may still fire after a timed-out wait gave up on it.
         var done = block ? new ManualResetEventSlim() : null;
-        Hub.Post(() =>
+        Hub.PostAction(() =>
         {
             Hub.KillGreenlet(this, exception);
             if (done != null) AddLink(_ => done.Set(), LinkKind.All);
@@ -418,7 +418,7 @@ public partial class Greenlet
     {
         if (!Hub.IsOnHubThread)
         {
-            Hub.Post(() => Unlink(callback));
+            Hub.PostAction(() => Unlink(callback));
             return;
         }
         if (SpawnedLink.Is(_firstLink.Callback, callback)) _firstLink = default;
@@ -451,6 +451,7 @@ public partial class Greenlet
         // Runs as a hub callback (NotifyLinks): spawning never blocks.
         private void Run(Greenlet finished)
         {
+            if (finished.Hub.IsDisposed) return; // it finished after Dispose: the hub starts nothing new, not even a link's greenlet
             var g = new Greenlet(() => _user(finished));
             g.Context = _context;
             g.Start();
@@ -463,7 +464,7 @@ public partial class Greenlet
         ArgumentNullException.ThrowIfNull(callback);
         if (!Hub.IsOnHubThread)
         {
-            Hub.Post(() => AddLink(callback, kind));
+            Hub.PostAction(() => AddLink(callback, kind));
             return;
         }
         if (Dead)

@@ -67,6 +67,6 @@ internal static class GreenletAwaiting
             else ThreadPool.UnsafeQueueUserWorkItem(static c => c(), continuation, preferLocal: false);
         };
         if (g.Hub.IsOnHubThread) g.AddLink(link, LinkKind.All);
-        else g.Hub.Post(() => g.AddLink(link, LinkKind.All));
+        else g.Hub.PostAction(() => g.AddLink(link, LinkKind.All));
     }
 }

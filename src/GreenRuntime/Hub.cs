@@ -105,9 +105,25 @@ public sealed partial class Hub : IDisposable
     }
 
     /// <summary>
+    /// <see cref="Post"/> for the runtime's own work on greenlets that exist already (a kill, a link, a wake from another
+    /// thread): it still reaches a disposed hub that runs greenlets which outlived <see cref="Dispose()"/>.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The hub has stopped for good (<see cref="IsClosed"/>).</exception>
+    internal void PostAction(Action action)
+    {
+        if (_closed) throw new ObjectDisposedException(ToString(), "The hub has been disposed and has stopped; nothing will run what is posted to it.");
+        PostItem(RunItem.ForCallback(static a => ((Action)a!)(), action));
+    }
+
+    /// <summary>
     /// Kills every greenlet still alive (waiting up to 5 seconds for them to unwind), returns their carriers to
     /// the pool and unbinds the hub from its thread. Must be called from the main greenlet.
     /// </summary>
+    /// <remarks>A greenlet still unwinding when the 5 seconds are over (inside a <see cref="Green.Shield"/>, or in a call
+    /// that is not cooperative) is logged (event 4) and left to finish on a background thread, which runs the hub for it
+    /// alone until it ends, as a thread would finish its work: what it holds (a lock, a class initialiser) is released then.
+    /// Its kill stays pending, so it ends at its first blocking point outside a shield. Nothing new starts on the hub
+    /// meanwhile: <see cref="IsDisposed"/> is true and <see cref="Post"/> throws as soon as this method returns.</remarks>
     public void Dispose() => Dispose(TimeSpan.FromSeconds(5));
 
     /// <summary><see cref="Dispose()"/> waiting up to <paramref name="killTimeout"/> for the greenlets to unwind.</summary>
@@ -128,19 +144,83 @@ public sealed partial class Hub : IDisposable
             {
                 // the survivors are logged below
             }
-            foreach (var g in alive)
-                if (!g.Dead) Log.StuckAtDispose(_logger, g.ToString());
         }
+        // Greenlets spawned while the others unwound are killed too: nothing else would ever end them.
+        foreach (var g in AliveGreenlets())
+            if (g.KillException == null) KillGreenlet(g, new GreenletExit());
+        var survivors = AliveGreenlets();
+        foreach (var g in survivors) Log.StuckAtDispose(_logger, g.ToString());
         _disposed = true;
-        Unregister(this);
-        StopDiagnostics();
-        DisposeReactor();
+        if (survivors.Count > 0) DriveSurvivorsInBackground(survivors);
+        else Close();
         t_current = null;
         if (_mainAffinity != null)
         {
             Affinity.Restore(_mainAffinity); // the hub's thread is the user's: give its CPUs back
             _mainCarrier.PinnedCpu = -1;
         }
+    }
+
+    /// <summary>Whether the hub's loop has stopped for good: it is disposed and no greenlet of it is left to run. Until
+    /// then a disposed hub still runs the greenlets that outlived <see cref="Dispose()"/>: they may park, and wakes,
+    /// kills and links reach them.</summary>
+    internal bool IsClosed => _closed;
+
+    private bool _closed;
+
+    /// <summary>Ends the disposal once nothing of the hub can run any more. Baton holder only.</summary>
+    private void Close()
+    {
+        _closed = true; // first: from here on nothing on this thread may park on the hub (Parking.ParkingHub)
+        Unregister(this);
+        StopDiagnostics();
+        DisposeReactor();
+    }
+
+    /// <summary>
+    /// Greenlets still alive after Dispose's grace keep what they hold (a Monitor, a class initialiser, a Lazy) until
+    /// they end, so abandoning them on a loop nobody runs would hang whoever needs it next, for ever. The main greenlet's
+    /// role passes to a background thread instead, which runs the loop until the last survivor has ended and then
+    /// closes the hub. The user's thread gives the baton away here and returns unbound, as with no survivors.
+    /// </summary>
+    private void DriveSurvivorsInBackground(List<Greenlet> survivors)
+    {
+        // The survivors may wait on what only a plain thread will signal: the loop must not declare LoopExit and give up.
+        _pendingExternal++;
+        ReleaseBaton();
+        var driver = new Thread(() => DriveSurvivors(survivors)) { IsBackground = true, Name = $"{this} after Dispose" };
+        driver.UnsafeStart(); // the default context: nothing of the user's thread flows into the hub's loop
+    }
+
+    /// <summary>The background thread's part: it becomes the main greenlet's carrier and parks it until every survivor
+    /// has ended (nothing new can start on a disposed hub, so the set only shrinks).</summary>
+    private void DriveSurvivors(List<Greenlet> survivors)
+    {
+        t_current = this;
+        TakeBaton();
+        var self = Carrier.ForCurrentThread();
+        self.PinTo(_cpu);
+        int left = survivors.Count;
+        WakeToken token = default;
+        foreach (var g in survivors)
+            g.AddLink(_ => { if (--left == 0) TryWake(token); }, LinkKind.All);
+        while (left > 0)
+        {
+            token = BeginPark(WaitReason.Join, raise: false);
+            try
+            {
+                EndPark(token);
+            }
+            catch (Exception e)
+            {
+                // A kill or wake of the main greenlet from elsewhere: the survivors still need the loop.
+                Log.CallbackFailed(_logger, e, "main greenlet of a disposed hub");
+            }
+        }
+        _pendingExternal--;
+        Close();
+        ReleaseBaton();
+        t_current = null;
     }
 
     /// <summary>Describes the hub for logs.</summary>
@@ -159,6 +239,6 @@ public sealed partial class Hub : IDisposable
     internal bool IsOnHubThread => t_current == this;
 
     /// <summary>Whether the caller is hub code with no greenlet running (a callback, a link, the scheduler), on the hub's
-    /// thread of a hub that is not disposed: code that cannot park.</summary>
-    internal bool InHubContext => t_current == this && _current == HubGreenlet && !_disposed;
+    /// thread of a hub that has not stopped: code that cannot park.</summary>
+    internal bool InHubContext => t_current == this && _current == HubGreenlet && !_closed;
 }

@@ -17,7 +17,7 @@ internal static partial class Log
     [LoggerMessage(EventId = 3, Level = LogLevel.Error, Message = "A continuation of {Greenlet} (async void?) threw")]
     public static partial void ContinuationFailed(ILogger logger, Exception exception, string greenlet);
 
-    [LoggerMessage(EventId = 4, Level = LogLevel.Warning, Message = "{Greenlet} did not die when its hub was disposed; it is probably blocked in a call that is not cooperative")]
+    [LoggerMessage(EventId = 4, Level = LogLevel.Warning, Message = "{Greenlet} did not end within the grace of its hub's Dispose; it goes on to its end on a background thread that runs the hub for it (it is shielded, or blocked in a call that is not cooperative)")]
     public static partial void StuckAtDispose(ILogger logger, string greenlet);
 
     [LoggerMessage(EventId = 6, Level = LogLevel.Warning, Message = "A patched blocking call ({Call}) ran its blocking original inside the hub callback {Callback} of {Hub}: hub callbacks (raw links, timers, Hub.Post actions) cannot park, so every greenlet of the hub waited. Do the blocking work in a greenlet (Link instead of RawLink, or spawn one from the callback). Logged once per callback.")]

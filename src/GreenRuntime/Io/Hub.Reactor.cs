@@ -19,7 +19,7 @@ public sealed partial class Hub
 
     private Reactor? CreateReactor()
     {
-        if (_reactorRefused || _disposed || !Epoll.IsSupported) return null;
+        if (_reactorRefused || _closed || !Epoll.IsSupported) return null;
         try
         {
             _reactor = new Reactor(this);

@@ -3,7 +3,7 @@
 //
 // Glossary: to *park* is to give up the hub's baton until exactly one *wake* names the park's ParkToken; the
 // *parking hub* is the calling thread's hub when the caller is greenlet code that may park there (not a hub
-// callback, not the scheduler, not a disposed hub, not inside SuppressCooperation).
+// callback, not the scheduler, not a hub that has stopped after its disposal, not inside SuppressCooperation).
 //
 // The protocol every cooperative operation follows (the same one the core's own primitives use):
 //   1. hub = Parking.ParkingHub(); if null, do the ordinary blocking thing (off a hub nothing may park);
@@ -74,7 +74,8 @@ public static partial class Parking
     /// <summary>
     /// The hub the caller may park on, or null when a cooperative operation must do the ordinary blocking thing:
     /// no hub on this thread, inside a hub callback (which must not block: the hub logs a warning once per
-    /// callback, event 6), a disposed hub, or inside <see cref="SuppressCooperation"/>. Any thread.
+    /// callback, event 6), a disposed hub that has stopped (one still running greenlets that outlived its
+    /// <see cref="Hub.Dispose()"/> lets them park), or inside <see cref="SuppressCooperation"/>. Any thread.
     /// </summary>
     /// <remarks>One thread-static read when the thread has no hub: cheap enough for the entry of every replaced
     /// BCL call.</remarks>
@@ -83,7 +84,7 @@ public static partial class Parking
     {
         var hub = Hub.CurrentOrNull;
         if (hub is null) return null;
-        if (t_suppressed == 0 && hub.CanBlockHere && !hub.IsDisposed) return hub;
+        if (t_suppressed == 0 && hub.CanBlockHere && !hub.IsClosed) return hub;
         if (t_suppressed == 0) hub.NoteNotCooperative();
         return null;
     }
@@ -97,7 +98,7 @@ public static partial class Parking
     public static Hub? ParkingHubSilent()
     {
         var hub = Hub.CurrentOrNull;
-        return hub is not null && t_suppressed == 0 && hub.CanBlockHere && !hub.IsDisposed ? hub : null;
+        return hub is not null && t_suppressed == 0 && hub.CanBlockHere && !hub.IsClosed ? hub : null;
     }
 
     /// <summary>Whether the caller may park now (<see cref="ParkingHubSilent"/> is not null). Any thread.</summary>

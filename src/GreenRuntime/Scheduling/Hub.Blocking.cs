@@ -44,14 +44,14 @@ public sealed partial class Hub
     /// Whether the current greenlet can run a call with the baton released: code of a greenlet (not a
     /// callback or the scheduler), and a free carrier is allowed to take over the hub meanwhile.
     /// </summary>
-    internal bool CanReleaseBaton => CanBlockHere && !_disposed && _carriersInUse < MaxCarriers;
+    internal bool CanReleaseBaton => CanBlockHere && !_closed && _carriersInUse < MaxCarriers;
 
     /// <summary>
     /// <see cref="CanReleaseBaton"/>, or every carrier is taken but a greenlet parked in an ordinary park keeps one that
     /// can run the hub meanwhile (step 2 with a stand-in).
     /// </summary>
     internal bool CanReleaseBatonToStandIn =>
-        CanBlockHere && !_disposed && (_carriersInUse < MaxCarriers || ParkedCarrier(Carrier.ForCurrentThread()) != null);
+        CanBlockHere && !_closed && (_carriersInUse < MaxCarriers || ParkedCarrier(Carrier.ForCurrentThread()) != null);
 
     /// <summary>The carrier of a stackful greenlet parked in an ordinary park (not itself in a released call), other than
     /// <paramref name="self"/>: parked in <see cref="ParkUntilOwnerResumes"/>, so it can take the baton and run the hub until its

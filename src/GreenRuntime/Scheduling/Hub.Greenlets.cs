@@ -32,6 +32,9 @@ public sealed partial class Hub
 
     internal void StartGreenlet(Greenlet g, bool first = false)
     {
+        // Greenlets that outlived Dispose still run on the hub; they finish, but start nothing new.
+        if (_disposed)
+            throw new ObjectDisposedException(ToString(), $"The hub has been disposed; it starts no new greenlet ({g}).");
         g.MarkStarted();
         g.State = GreenletState.Scheduled;
         _spawnedCount++;

@@ -45,7 +45,7 @@ public sealed partial class Hub
             }
             try
             {
-                hub.Post(() => hub._pendingExternal--);
+                hub.PostAction(() => hub._pendingExternal--);
             }
             catch (ObjectDisposedException)
             {

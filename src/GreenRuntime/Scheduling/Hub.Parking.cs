@@ -163,7 +163,7 @@ public sealed partial class Hub
             throw new InvalidOperationException("Link callbacks, timer callbacks and Hub.Post actions run on the hub and must not block (no Sleep, Join, Wait or blocking I/O there). Spawn a greenlet from the callback to do blocking work.");
         if (_inScheduler)
             throw new InvalidOperationException($"Internal error: the scheduler of {this} tried to park (Invariant 2: scheduler code never blocks; a BCL method it calls must not be made cooperative there).");
-        if (_disposed)
+        if (_closed)
             throw new ObjectDisposedException(ToString(), "The hub has been disposed.");
     }
 }

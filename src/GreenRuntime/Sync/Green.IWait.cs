@@ -57,7 +57,7 @@ public static partial class Green
                 subscriptions.Add(w.Subscribe(() =>
                 {
                     if (hub.IsOnHubThread) OnReadyOnHub();
-                    else if (!hub.IsDisposed) hub.Post(OnReadyOnHub);
+                    else if (!hub.IsClosed) hub.PostAction(OnReadyOnHub);
                 }));
             }
             if (Blocking.IsFinite(timeout))

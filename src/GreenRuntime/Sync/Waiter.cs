@@ -314,7 +314,7 @@ internal sealed class Waiter<T> : IAsyncWait
         // The hub timer and the owner's list of waits belong to the hub they were made on.
         var home = Owner?.Hub ?? Hub!;
         if (home.IsOnHubThread) ReleaseOnHub(this);
-        else if (!home.IsDisposed) home.PostItem(RunItem.ForCallback(static s => ReleaseOnHub((Waiter<T>)s!), this));
+        else if (!home.IsClosed) home.PostItem(RunItem.ForCallback(static s => ReleaseOnHub((Waiter<T>)s!), this));
     }
 
     private static void ReleaseOnHub(Waiter<T> w)

@@ -301,7 +301,7 @@ public sealed class GreenTimeout : IDisposable
                 return;
             case GreenletState.Ready when (g.ResumeValue != null || g.ResumeError != null) && _deferrals < MaxDeferrals:
                 _deferrals++;
-                _hub.Post(() =>
+                _hub.PostAction(() =>
                 {
                     if (!_cancelled) Deliver();
                 });
