@@ -5,16 +5,22 @@ using Layer = GreenRuntime.LowLevel.CooperativeSocket;
 
 namespace GreenRuntime.Cooperative;
 
-// Datagram (and message) calls. ReceiveFrom and ReceiveMessageFrom are the original made through the core's
-// CooperativeSocket.ReceiveWhenReadable: at once and again whenever the socket becomes readable, never blocking (another
-// reader may take the datagram first), so they return the datagram, its sender and its truncation flags exactly as the
-// BCL reports them (a bare recvfrom would not), and their own exceptions for bad arguments or state before any wait.
-// Receive on a datagram socket (PatchedSocket.Receive.cs) goes the same way. SendTo parks on SendToAsync with a pooled
-// copy of a span (a kill may abandon a copy, never the caller's memory), SendTimeout covering the whole call.
+// Datagram (and message) calls. ReceiveFrom is the core's CooperativeSocket.TryReceiveFrom where it takes the call (a
+// recvfrom with MSG_DONTWAIT on the reactor: the socket's mode never changes, so a thread or another hub's greenlet
+// blocked in a receive on the same socket never sees WouldBlock because of it), the sender turned into an EndPoint as the
+// BCL does (SenderEndPoint). Arguments or state the original rejects go to the original, for its own exception. The rest
+// (ReceiveMessageFrom, whose packet information only the BCL builds, and what the reactor declines) is the original made
+// through the core's CooperativeSocket.ReceiveWhenReadable: at once and again whenever the socket becomes readable, never
+// blocking (another reader may take the datagram first), so it returns the datagram, its sender, its truncation flags
+// and packet information exactly as the BCL reports them, and its own exceptions for bad arguments or state before any
+// wait. Receive on a datagram socket (PatchedSocket.Receive.cs) goes the same way. SendTo parks on SendToAsync with a
+// pooled copy of a span (a kill may abandon a copy, never the caller's memory), SendTimeout covering the whole call.
 internal static partial class PatchedSocket
 {
     public static int ReceiveFrom(Socket s, byte[] buffer, int offset, int size, SocketFlags socketFlags, ref EndPoint remoteEP)
     {
+        if (IsSlice(buffer, offset, size) && TryReceiveFromOnReactor(s, buffer.AsSpan(offset, size), socketFlags, ref remoteEP, out int got))
+            return got;
         var call = new DatagramCall { Array = buffer, Offset = offset, Size = size, Flags = socketFlags, Remote = remoteEP };
         Receive(s, ref call, static (Socket s, ref DatagramCall c) =>
         {
@@ -27,6 +33,7 @@ internal static partial class PatchedSocket
 
     public static int ReceiveFrom(Socket s, Span<byte> buffer, SocketFlags socketFlags, ref EndPoint remoteEP)
     {
+        if (TryReceiveFromOnReactor(s, buffer, socketFlags, ref remoteEP, out int got)) return got;
         var call = new DatagramCall { Buffer = buffer, Flags = socketFlags, Remote = remoteEP };
         Receive(s, ref call, static (Socket s, ref DatagramCall c) =>
         {
@@ -39,6 +46,13 @@ internal static partial class PatchedSocket
 
     public static int ReceiveFrom(Socket s, Span<byte> buffer, SocketFlags socketFlags, SocketAddress receivedAddress)
     {
+        // The original's own checks first: a smaller address is its ArgumentOutOfRangeException.
+        if (Cooperates(s) && receivedAddress is not null && receivedAddress.Size >= SocketAddress.GetMaximumAddressSize(s.AddressFamily)
+            && Layer.TryReceiveFrom(s, buffer, socketFlags, receivedAddress, ReceiveTimeout(s), out int got, out var error))
+        {
+            if (error != SocketError.Success) throw new SocketException((int)error);
+            return got;
+        }
         var call = new DatagramCall { Buffer = buffer, Flags = socketFlags, Address = receivedAddress };
         Receive(s, ref call, static (Socket s, ref DatagramCall c) =>
         {
@@ -46,6 +60,58 @@ internal static partial class PatchedSocket
             return SocketError.Success;
         });
         return call.Received;
+    }
+
+    /// <summary>
+    /// ReceiveFrom with an EndPoint through the core's recvfrom on the reactor. False, having taken nothing, where the
+    /// original must run: off a greenlet, a non-blocking socket, arguments or state it rejects (a null or foreign-family
+    /// endpoint, an unbound socket: its exception comes before any I/O), or what the core declines.
+    /// </summary>
+    private static bool TryReceiveFromOnReactor(Socket s, Span<byte> buffer, SocketFlags flags, ref EndPoint remoteEP, out int received)
+    {
+        received = 0;
+        if (!Cooperates(s) || remoteEP is null || !s.IsBound || !CanTryAddressFamily(s, remoteEP.AddressFamily)) return false;
+        var address = new SocketAddress(s.AddressFamily);
+        if (!Layer.TryReceiveFrom(s, buffer, flags, address, ReceiveTimeout(s), out received, out var error)) return false;
+        if (error != SocketError.Success) throw new SocketException((int)error);
+        remoteEP = SenderEndPoint(s, remoteEP, address);
+        return true;
+    }
+
+    /// <summary>Whether the original accepts an endpoint of <paramref name="family"/> on <paramref name="s"/> (its own
+    /// family, or IPv4 on a dual-mode IPv6 socket).</summary>
+    private static bool CanTryAddressFamily(Socket s, AddressFamily family) =>
+        family == s.AddressFamily || (family == AddressFamily.InterNetwork && IsDualMode(s));
+
+    private static bool IsDualMode(Socket s) => s.AddressFamily == AddressFamily.InterNetworkV6 && s.DualMode;
+
+    private static readonly IPEndPoint s_anyV6 = new(IPAddress.IPv6Any, 0);
+    private static readonly IPEndPoint s_anyV4 = new(IPAddress.Any, 0);
+
+    /// <summary>
+    /// The endpoint the original's ReceiveFrom reports for the sender in <paramref name="address"/>: the caller's
+    /// <paramref name="remoteEP"/> creates it (an IPv4 one on a dual-mode socket an IPv6 one, so an IPv4 sender comes back
+    /// as its IPv4-mapped IPv6 address, as the kernel reports it); an address of no size (a shut-down receive, an unnamed
+    /// Unix sender) leaves <paramref name="remoteEP"/> as it was, and one the endpoint cannot create too.
+    /// </summary>
+    private static EndPoint SenderEndPoint(Socket s, EndPoint remoteEP, SocketAddress address)
+    {
+        if (address.Size == 0 && remoteEP.AddressFamily == address.Family) return remoteEP;
+        var template = remoteEP.AddressFamily == AddressFamily.InterNetwork && IsDualMode(s) ? s_anyV6 : remoteEP;
+        try
+        {
+            if (template.AddressFamily == address.Family) return template.Create(address);
+            if (template.AddressFamily == AddressFamily.InterNetworkV6 && address.Family == AddressFamily.InterNetwork)
+            {
+                var v4 = (IPEndPoint)s_anyV4.Create(address);
+                return new IPEndPoint(v4.Address.MapToIPv6(), v4.Port);
+            }
+        }
+        catch (Exception e) when (e is ArgumentException or SocketException or FormatException)
+        {
+            // the original keeps the caller's endpoint when it cannot create one
+        }
+        return remoteEP;
     }
 
     public static int ReceiveMessageFrom(Socket s, byte[] buffer, int offset, int size, ref SocketFlags socketFlags, ref EndPoint remoteEP, out IPPacketInformation ipPacketInformation)

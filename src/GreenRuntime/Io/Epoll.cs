@@ -79,6 +79,10 @@ internal static unsafe partial class Epoll
     [LibraryImport("libc", EntryPoint = "recv", SetLastError = true)]
     public static partial nint Receive(int fd, byte* buffer, nint length, int flags);
 
+    /// <summary>recvfrom(2): <paramref name="addressLength"/> is the address buffer's size in, the sender's address's size out.</summary>
+    [LibraryImport("libc", EntryPoint = "recvfrom", SetLastError = true)]
+    public static partial nint ReceiveFrom(int fd, byte* buffer, nint length, int flags, byte* address, uint* addressLength);
+
     [LibraryImport("libc", EntryPoint = "send", SetLastError = true)]
     public static partial nint Send(int fd, byte* buffer, nint length, int flags);
 

@@ -92,6 +92,82 @@ internal static unsafe class SocketIo
             && ReceiveParked(hub, s, buffer, flags, timeout, out received, out error, readableIfShutDown: true);
     }
 
+    /// <summary>
+    /// A message socket's receive that reports the sender: one recvfrom with MSG_DONTWAIT per attempt, the sender's
+    /// address written into <paramref name="address"/> as the kernel gives it (the layout of <see cref="System.Net.SocketAddress"/>
+    /// on Linux) and its size into <paramref name="addressLength"/>. The socket's mode is left alone, so a thread blocked
+    /// on the same socket never sees EAGAIN because of it. Not for an empty buffer (as <see cref="TryReceiveMessage"/>),
+    /// nor a pipe. A socket whose receive side is shut down returns 0 with no address, as a thread's receive does.
+    /// </summary>
+    public static bool TryReceiveFrom(Hub hub, Socket s, Span<byte> buffer, SocketFlags flags, Span<byte> address, TimeSpan? timeout, out int received, out int addressLength, out SocketError error)
+    {
+        received = 0;
+        addressLength = 0;
+        error = SocketError.Success;
+        if (buffer.IsEmpty || !PassesThrough(flags, send: false) || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd) || !IsSocket(handle))
+            return false;
+        hub.YieldPoint();
+        long deadline = Deadline(hub, timeout);
+        while (true)
+        {
+            if (!TryCallFrom(handle, fd, buffer, (int)flags, address, out nint n, out int length, out int errno)) return false;
+            if (n >= 0)
+            {
+                (received, addressLength) = ((int)n, length);
+                return true;
+            }
+            if (errno != Epoll.EAGAIN)
+            {
+                error = Fail(s, errno);
+                return true;
+            }
+            if (IsReceiveShutDown(handle, fd)) return true;
+            switch (reactor.Wait(handle, fd, write: false, Remaining(hub, deadline)))
+            {
+                case null: return false;
+                case Readiness.TimedOut: error = SocketError.TimedOut; return true;
+                case Readiness.Closed: error = ClosedUnderCall(s); return true;
+            }
+        }
+    }
+
+    /// <summary>One recvfrom with MSG_DONTWAIT, EINTR retried, under a reference on the handle. False when the handle was
+    /// closed meanwhile.</summary>
+    private static bool TryCallFrom(SafeSocketHandle handle, int fd, Span<byte> buffer, int flags, Span<byte> address, out nint result, out int addressLength, out int errno)
+    {
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+        }
+        catch (ObjectDisposedException)
+        {
+            (result, addressLength, errno) = (-1, 0, 0);
+            return false;
+        }
+        try
+        {
+            fixed (byte* p = buffer)
+            fixed (byte* a = address)
+            {
+                uint length;
+                do
+                {
+                    length = (uint)address.Length;
+                    result = Epoll.ReceiveFrom(fd, p, buffer.Length, flags | Epoll.MsgDontWait, a, &length);
+                    errno = result < 0 ? Marshal.GetLastPInvokeError() : 0;
+                }
+                while (result < 0 && errno == Epoll.EINTR);
+                addressLength = result < 0 ? 0 : (int)Math.Min(length, (uint)address.Length);
+            }
+            return true;
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
     /// <summary>The receive loop: the non-blocking recv, parked on the reactor between EAGAINs.</summary>
     private static bool ReceiveParked(Hub hub, Socket s, Span<byte> buffer, SocketFlags flags, TimeSpan? timeout, out int received, out SocketError error, bool readableIfShutDown = false)
     {

@@ -1,3 +1,4 @@
+using System.Net;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using GreenRuntime.Io;
@@ -17,17 +18,19 @@ namespace GreenRuntime.LowLevel;
 public delegate SocketError ReceiveAttempt<TState>(Socket socket, ref TState state)
     where TState : allows ref struct;
 
-// Message sockets (UDP, Unix datagram, seqpacket): the receive is the socket's own call, never a bare recv, since only
-// the original reports the sender, the truncation flags and the packet information as .NET does. It is made with the
-// socket non-blocking, because another reader (a greenlet of another hub, a plain thread, a greenlet of this hub
-// resumed first) may take the datagram between the wake and the call: a blocking call then waited in recvmsg holding
-// the hub until the next datagram came, and for good when the sender was a greenlet of that hub. Made first, before
-// any wait, it also throws the original's own exception for bad arguments or state (unbound, wrong address family)
-// at once, where a wait first held them until data came.
+// Message sockets (UDP, Unix datagram, seqpacket). Where the reactor can make the receive itself it does, with
+// MSG_DONTWAIT per call, so the socket's mode never changes under another user of it (a plain thread, a greenlet of another
+// hub, blocked in its own receive on the same socket): Receive is a recv, ReceiveFrom a recvfrom (TryReceiveFrom), which
+// the caller turns into an EndPoint as .NET does. What the reactor does not make (ReceiveMessageFrom, whose packet
+// information and flags .NET builds from recvmsg's control data in ways that are internal to it; other flags; an empty
+// buffer, which .NET answers with a peek) is the socket's own call, made with the socket non-blocking
+// (ReceiveWhenReadable), because another reader may take the datagram between the wake and the call: a blocking call then
+// waited in recvmsg holding the hub until the next datagram came, and for good when the sender was a greenlet of that hub.
+// Made first, before any wait, it also throws the original's own exception for bad arguments or state (unbound, wrong
+// address family) at once, where a wait first held them until data came.
 //
-// Rejected: MSG_DONTWAIT through SocketFlags (.NET's blocking path waits on its own engine after EAGAIN once the file
-// descriptor is non-blocking); a bare recvmsg rebuilding the endpoint and packet information (what .NET does there is
-// internal and changes between versions).
+// Rejected: MSG_DONTWAIT through SocketFlags (.NET refuses the bit with OperationNotSupported, and once the descriptor is
+// non-blocking its blocking path waits on its own engine after EAGAIN anyway).
 public static partial class CooperativeSocket
 {
     // One gate per socket: two hubs' threads switching the same socket would otherwise restore each other's switch, leaving
@@ -36,6 +39,42 @@ public static partial class CooperativeSocket
     private static readonly ConditionalWeakTable<Socket, Lock> s_nonBlockingGates = new();
 
     private static Lock NonBlockingGate(Socket socket) => s_nonBlockingGates.GetValue(socket, static _ => new Lock());
+
+    /// <summary>
+    /// Receives one datagram and its sender's address, parking while none is there: a <c>recvfrom</c> with
+    /// <c>MSG_DONTWAIT</c> on the hub's reactor, the socket's mode untouched, so that a plain thread (or a greenlet of
+    /// another hub) in a blocking receive on the same socket keeps its blocking behaviour.
+    /// </summary>
+    /// <param name="socket">A message socket (UDP, Unix datagram, raw, seqpacket), blocking or not.</param>
+    /// <param name="buffer">Where the datagram goes; a longer datagram is cut to its length, as
+    /// <see cref="Socket.ReceiveFrom(Span{byte}, SocketFlags, SocketAddress)"/> cuts it.</param>
+    /// <param name="flags"><see cref="SocketFlags.None"/>, or any of <see cref="SocketFlags.Peek"/>,
+    /// <see cref="SocketFlags.OutOfBand"/>, <see cref="SocketFlags.DontRoute"/>.</param>
+    /// <param name="receivedAddress">Receives the sender's address as the kernel reports it (its
+    /// <see cref="SocketAddress.Size"/> is set when the receive succeeded); at least
+    /// <see cref="SocketAddress.GetMaximumAddressSize"/> of the socket's family. Turn it into an endpoint with
+    /// <see cref="System.Net.EndPoint.Create"/>.</param>
+    /// <param name="timeout">How long to wait for a datagram (null or infinite: no limit).</param>
+    /// <param name="received">The bytes received; 0 on an error, or when the socket's receive side is shut down (as a
+    /// thread's receive returns then, with no address: <see cref="SocketAddress.Size"/> 0).</param>
+    /// <param name="error"><see cref="SocketError.Success"/>, <see cref="SocketError.TimedOut"/>,
+    /// <see cref="SocketError.Interrupted"/> when the socket was closed meanwhile, or the socket's error.</param>
+    /// <returns>Whether the receive was made this way. False, having taken nothing, where it cannot be: no reactor (not
+    /// Linux x64), other flags, an empty buffer, an address too small for the socket's family, a closed socket. Make the
+    /// socket's own call through <see cref="ReceiveWhenReadable{TState}"/> then.</returns>
+    /// <exception cref="InvalidOperationException">Not on a greenlet that may park.</exception>
+    public static bool TryReceiveFrom(Socket socket, Span<byte> buffer, SocketFlags flags, SocketAddress receivedAddress, TimeSpan? timeout, out int received, out SocketError error)
+    {
+        ArgumentNullException.ThrowIfNull(socket);
+        ArgumentNullException.ThrowIfNull(receivedAddress);
+        var hub = RequireHub();
+        (received, error) = (0, SocketError.Success);
+        if (!IsMessageSocket(socket) || receivedAddress.Buffer.Length < SocketAddress.GetMaximumAddressSize(socket.AddressFamily)
+            || !SocketIo.TryReceiveFrom(hub, socket, buffer, flags, receivedAddress.Buffer.Span, timeout, out received, out int length, out error))
+            return false;
+        if (error == SocketError.Success) receivedAddress.Size = length;
+        return true;
+    }
 
     /// <summary>
     /// Makes <paramref name="receive"/>, one receive call of the socket's own, without letting it block: at once, and again

@@ -8,8 +8,9 @@
 // Design, per operation:
 //   1. Receive and Send on stream sockets take the reactor path: nothing is left running after a timeout or a
 //      kill, so the caller's buffer is the caller's again at once.
-//   2. Datagram (message) sockets: the socket's own receive, made non-blocking, and on EAGAIN a wait on the
-//      reactor (CooperativeSocket.Datagram.cs): another reader may take the datagram between the wake and the call.
+//   2. Datagram (message) sockets: recv/recvfrom with MSG_DONTWAIT where the reactor can make the call, otherwise the
+//      socket's own receive made non-blocking; on EAGAIN a wait on the reactor (CooperativeSocket.Datagram.cs): another
+//      reader may take the datagram between the wake and the call.
 //   3. Where the reactor declines (no reactor on this platform, flags it does not pass through, a handle it
 //      cannot watch): a receive waits until the socket is readable with an async 1-byte
 //      peek, which consumes nothing (so a kill or a timeout loses no data and never writes into the caller's

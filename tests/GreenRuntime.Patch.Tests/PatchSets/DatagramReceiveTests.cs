@@ -1,5 +1,8 @@
+extern alias PatchAssembly;
+
 using System.Net;
 using System.Net.Sockets;
+using Originals = PatchAssembly::GreenRuntime.Cooperative.PatchedSocket;
 
 namespace GreenRuntime.Patch.Tests.PatchSets;
 
@@ -125,6 +128,200 @@ public class DatagramReceiveTests : PatchedHubTest
         });
         Assert.That(timedOut.Get(TimeSpan.FromSeconds(10)), Is.EqualTo(SocketError.TimedOut), "the socket's ReceiveTimeout");
     }
+
+    /// <summary>A greenlet's ReceiveFrom used to make the socket non-blocking for its one system call, so a plain thread's
+    /// blocking receive on the same socket that started in that instant (unpatched: the original) failed with WouldBlock,
+    /// and the socket's Blocking read false meanwhile, which threads alone never see. Now it is a recvfrom with
+    /// MSG_DONTWAIT and the socket's mode never changes.</summary>
+    [Test]
+    public void AThreadSharingTheSocketWithGreenletsReceivingFromNeverSeesItNonBlocking()
+    {
+        using var shared = BoundUdp();
+        using var sender = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        shared.ReceiveTimeout = 1000; // ends the readers once the feeder has stopped
+        const int Count = 20_000;
+        int received = 0, wouldBlock = 0, sawNonBlocking = 0;
+        bool sending = true;
+        var reader = new Thread(() =>
+        {
+            var buffer = new byte[16];
+            EndPoint from = new IPEndPoint(IPAddress.Any, 0);
+            while (true)
+            {
+                try
+                {
+                    Originals.ReceiveFromArray.Call(shared, buffer, 0, buffer.Length, SocketFlags.None, ref from);
+                    Interlocked.Increment(ref received);
+                }
+                catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock)
+                {
+                    Interlocked.Increment(ref wouldBlock);
+                }
+                catch (SocketException e) when (e.SocketErrorCode == SocketError.TimedOut)
+                {
+                    if (!Volatile.Read(ref sending)) return;
+                }
+            }
+        });
+        var watcher = new Thread(() =>
+        {
+            while (Volatile.Read(ref sending))
+            {
+                if (!shared.Blocking) Interlocked.Increment(ref sawNonBlocking);
+            }
+        });
+        void Read(Func<byte[], int> receive)
+        {
+            var buffer = new byte[16];
+            while (true)
+            {
+                try
+                {
+                    receive(buffer);
+                }
+                catch (SocketException e) when (e.SocketErrorCode == SocketError.TimedOut)
+                {
+                    if (!Volatile.Read(ref sending)) return;
+                    continue;
+                }
+                Interlocked.Increment(ref received);
+            }
+        }
+        var greenlets = new[]
+        {
+            Green.Spawn(() => Read(buffer =>
+            {
+                EndPoint from = new IPEndPoint(IPAddress.Any, 0);
+                return shared.ReceiveFrom(buffer, ref from);
+            })),
+            Green.Spawn(() => Read(buffer => shared.ReceiveFrom(buffer, SocketFlags.None, new SocketAddress(AddressFamily.InterNetwork)))),
+        };
+        var feeder = new Thread(() =>
+        {
+            for (int i = 0; i < Count; i++)
+            {
+                sender.SendTo("datagram"u8, shared.LocalEndPoint!);
+                if (i % 4 == 0) Thread.Yield();
+            }
+            Volatile.Write(ref sending, false);
+        });
+        reader.Start();
+        watcher.Start();
+        feeder.Start();
+        Assert.That(Green.JoinAll(greenlets, timeout: TimeSpan.FromSeconds(120)), Has.Count.EqualTo(2), "every greenlet ended");
+        GreenRuntime.LowLevel.Parking.PollUntil(() => !reader.IsAlive && !feeder.IsAlive && !watcher.IsAlive, null);
+        Assert.That(wouldBlock, Is.Zero, "a blocking socket's receive on a thread never reports WouldBlock");
+        Assert.That(sawNonBlocking, Is.Zero, "the socket stayed blocking for everyone else");
+        Assert.That(received, Is.GreaterThan(Count / 2), "the datagrams reached the readers");
+    }
+
+    /// <summary>Sockets that receive from a sender, the sender, and the endpoint a receive starts from.</summary>
+    private static readonly Dictionary<string, Func<(Socket Receiver, Socket Sender, EndPoint Target, EndPoint From, IDisposable? Cleanup)>> s_senders = new()
+    {
+        ["IPv4"] = () =>
+        {
+            var receiver = BoundUdp();
+            var sender = BoundUdp();
+            return (receiver, sender, receiver.LocalEndPoint!, new IPEndPoint(IPAddress.Any, 0), null);
+        },
+        ["IPv6"] = () =>
+        {
+            var receiver = new Socket(AddressFamily.InterNetworkV6, SocketType.Dgram, ProtocolType.Udp);
+            receiver.Bind(new IPEndPoint(IPAddress.IPv6Loopback, 0));
+            var sender = new Socket(AddressFamily.InterNetworkV6, SocketType.Dgram, ProtocolType.Udp);
+            sender.Bind(new IPEndPoint(IPAddress.IPv6Loopback, 0));
+            return (receiver, sender, receiver.LocalEndPoint!, new IPEndPoint(IPAddress.IPv6Any, 0), null);
+        },
+        ["dual mode, an IPv4 sender, an IPv4 endpoint"] = () => DualMode(new IPEndPoint(IPAddress.Any, 0)),
+        ["dual mode, an IPv4 sender, an IPv6 endpoint"] = () => DualMode(new IPEndPoint(IPAddress.IPv6Any, 0)),
+        ["Unix datagram, a named sender"] = () => Unix(named: true),
+        ["Unix datagram, an unnamed sender"] = () => Unix(named: false),
+    };
+
+    private static (Socket, Socket, EndPoint, EndPoint, IDisposable?) DualMode(EndPoint from)
+    {
+        var receiver = new Socket(AddressFamily.InterNetworkV6, SocketType.Dgram, ProtocolType.Udp) { DualMode = true };
+        receiver.Bind(new IPEndPoint(IPAddress.IPv6Any, 0));
+        var sender = BoundUdp();
+        return (receiver, sender, new IPEndPoint(IPAddress.Loopback, ((IPEndPoint)receiver.LocalEndPoint!).Port), from, null);
+    }
+
+    private static (Socket, Socket, EndPoint, EndPoint, IDisposable?) Unix(bool named)
+    {
+        string path = Path.Combine(Path.GetTempPath(), "gr-from-" + Guid.NewGuid().ToString("N")[..8]);
+        var receiver = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        receiver.Bind(new UnixDomainSocketEndPoint(path));
+        var sender = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        if (named) sender.Bind(new UnixDomainSocketEndPoint(path + "s"));
+        return (receiver, sender, new UnixDomainSocketEndPoint(path), new UnixDomainSocketEndPoint(path + "x"), new Cleanup(path));
+    }
+
+    private sealed class Cleanup(string path) : IDisposable
+    {
+        public void Dispose()
+        {
+            File.Delete(path);
+            File.Delete(path + "s");
+        }
+    }
+
+    public static IEnumerable<string> SenderCases() => s_senders.Keys;
+
+    /// <summary>What the three ReceiveFrom overloads report for two datagrams (one cut short by a small buffer).</summary>
+    private static string ReceiveFromAll(string name)
+    {
+        var (receiver, sender, target, from, cleanup) = s_senders[name]();
+        using (cleanup)
+        using (receiver)
+        using (sender)
+        {
+            var lines = new List<string>();
+            sender.SendTo("hello, world"u8, target);
+            sender.SendTo("second"u8, target);
+            sender.SendTo("third"u8, target);
+            var buffer = new byte[32];
+            EndPoint remote = from;
+            int n = receiver.ReceiveFrom(buffer, 0, 5, SocketFlags.None, ref remote);
+            lines.Add($"array: {n} {Convert.ToHexString(buffer, 0, n)} {remote.GetType().Name} {remote} same={ReferenceEquals(remote, from)}");
+            remote = from;
+            n = receiver.ReceiveFrom(buffer.AsSpan(), SocketFlags.None, ref remote);
+            lines.Add($"span: {n} {Convert.ToHexString(buffer, 0, n)} {remote.GetType().Name} {remote} same={ReferenceEquals(remote, from)}");
+            var address = new SocketAddress(receiver.AddressFamily);
+            n = receiver.ReceiveFrom(buffer.AsSpan(), SocketFlags.None, address);
+            EndPoint template = receiver.AddressFamily == AddressFamily.Unix ? from : new IPEndPoint(IPAddress.IPv6Any, 0);
+            if (receiver.AddressFamily == AddressFamily.InterNetwork) template = new IPEndPoint(IPAddress.Any, 0);
+            lines.Add($"address: {n} {Convert.ToHexString(buffer, 0, n)} {address.Family} {address.Size} {Created(template, address)}");
+            return string.Join("\n", lines).Replace(Path.GetTempPath(), "<tmp>/");
+        }
+    }
+
+    private static string Created(EndPoint template, SocketAddress address)
+    {
+        try
+        {
+            return template.Create(address).ToString() ?? "null";
+        }
+        catch (Exception e)
+        {
+            return e.GetType().Name;
+        }
+    }
+
+    [TestCaseSource(nameof(SenderCases))]
+    public void ReceiveFromReportsTheDatagramAndTheSenderAsOnAThread(string name)
+    {
+        string? onThread = null;
+        var thread = new Thread(() => onThread = ReceiveFromAll(name));
+        thread.Start();
+        Assert.That(thread.Join(TimeSpan.FromSeconds(10)), Is.True);
+        var onGreenlet = Green.Spawn(() => ReceiveFromAll(name)).Get(TimeSpan.FromSeconds(10));
+        // The ports and paths differ between the two runs: compare with them taken out.
+        Assert.That(Normalise(onGreenlet), Is.EqualTo(Normalise(onThread!)));
+        TestContext.Out.WriteLine(onGreenlet);
+    }
+
+    private static string Normalise(string text) =>
+        System.Text.RegularExpressions.Regex.Replace(text, @"(:\d+\b)|(gr-from-[0-9a-f]{8})", m => m.Groups[1].Success ? ":<port>" : "<path>");
 
     /// <summary>A connected datagram socket and what a receive on it is.</summary>
     private static readonly Dictionary<string, Func<(Socket Socket, Func<int> Receive, IDisposable? Peer)>> s_shutdownCases = new()
