@@ -83,6 +83,10 @@ internal static unsafe partial class Epoll
     [LibraryImport("libc", EntryPoint = "recvfrom", SetLastError = true)]
     public static partial nint ReceiveFrom(int fd, byte* buffer, nint length, int flags, byte* address, uint* addressLength);
 
+    /// <summary>accept4(2) without the peer's address (the accepted socket asks the kernel for it).</summary>
+    [LibraryImport("libc", EntryPoint = "accept4", SetLastError = true)]
+    public static partial int Accept(int fd, byte* address, uint* addressLength, int flags);
+
     [LibraryImport("libc", EntryPoint = "send", SetLastError = true)]
     public static partial nint Send(int fd, byte* buffer, nint length, int flags);
 

@@ -168,6 +168,77 @@ internal static unsafe class SocketIo
         }
     }
 
+    // The listener's handle in .NET's own non-blocking-descriptor state (what its first asynchronous operation puts it in
+    // for good): the descriptor is O_NONBLOCK and .NET waits on its engine for a blocking call that finds nothing, so a
+    // thread's Accept never reports WouldBlock, however the descriptor is used meanwhile. Internal: a runtime without
+    // these members (s_acceptMembersMissing) makes the accept the old way.
+    [UnsafeAccessor(UnsafeAccessorKind.Method, Name = "get_AsyncContext")]
+    [return: UnsafeAccessorType("System.Net.Sockets.SocketAsyncContext, System.Net.Sockets")]
+    private static extern object AsyncContext(SafeSocketHandle handle);
+
+    [UnsafeAccessor(UnsafeAccessorKind.Method, Name = "SetHandleNonBlocking")]
+    private static extern void SetHandleNonBlocking([UnsafeAccessorType("System.Net.Sockets.SocketAsyncContext, System.Net.Sockets")] object context);
+
+    private static bool s_acceptMembersMissing;
+
+    /// <summary>
+    /// One accept on a TCP listener that never waits and never switches <see cref="Socket.Blocking"/>: accept4 on the
+    /// listener's descriptor, which is first put in .NET's non-blocking-descriptor state (see above; Linux has no per-call
+    /// non-blocking accept). The accepted descriptor is blocking and close-on-exec, as .NET's own accept makes it, and
+    /// wrapped in a <see cref="Socket"/> that reads its family, type, endpoints and connected state from the kernel.
+    /// </summary>
+    /// <returns><see cref="Outcome.Done"/> with the socket; <see cref="Outcome.WouldBlock"/> when no connection is queued
+    /// (or the one queued was reset before it was taken); <see cref="Outcome.NotHandled"/>, having taken nothing, when the
+    /// listener is not an IP stream socket, is closed, the runtime lacks the members, or accept4 failed otherwise (the
+    /// caller's other path then reports the listener's state or the error as .NET does).</returns>
+    public static Outcome TryAccept(Socket listener, out Socket? accepted)
+    {
+        accepted = null;
+        if (s_acceptMembersMissing || !Epoll.IsSupported || listener.SocketType != SocketType.Stream
+            || listener.AddressFamily is not (AddressFamily.InterNetwork or AddressFamily.InterNetworkV6)
+            || ReadHandle(listener) is not { IsInvalid: false, IsClosed: false } handle)
+            return Outcome.NotHandled;
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            SetHandleNonBlocking(AsyncContext(handle));
+            int fd;
+            int errno;
+            do
+            {
+                fd = Epoll.Accept((int)handle.DangerousGetHandle(), null, null, Epoll.CloseOnExec);
+                errno = fd < 0 ? Marshal.GetLastPInvokeError() : 0;
+            }
+            while (fd < 0 && errno == Epoll.EINTR);
+            if (fd < 0) return errno is Epoll.EAGAIN or Errno.ECONNABORTED ? Outcome.WouldBlock : Outcome.NotHandled;
+            var owned = new SafeSocketHandle(fd, ownsHandle: true);
+            try
+            {
+                accepted = new Socket(owned);
+            }
+            catch
+            {
+                owned.Dispose();
+                throw;
+            }
+            return Outcome.Done;
+        }
+        catch (ObjectDisposedException)
+        {
+            return Outcome.NotHandled;
+        }
+        catch (Exception e) when (e is MissingMethodException or MissingMemberException or TypeLoadException)
+        {
+            s_acceptMembersMissing = true;
+            return Outcome.NotHandled;
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
     /// <summary>The receive loop: the non-blocking recv, parked on the reactor between EAGAINs.</summary>
     private static bool ReceiveParked(Hub hub, Socket s, Span<byte> buffer, SocketFlags flags, TimeSpan? timeout, out int received, out SocketError error, bool readableIfShutDown = false)
     {

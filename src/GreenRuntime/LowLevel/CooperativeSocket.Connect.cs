@@ -60,14 +60,28 @@ public static partial class CooperativeSocket
     /// Why not AcceptAsync, as elsewhere: .NET's socket engine completes it on a thread-pool thread, so the greenlet woke
     /// only when a pool thread was free (800 ms while legacy code kept the pool busy), and a kill or timeout in that
     /// window closed a connection the kernel had already handed over, resetting a real client. Here a kill can only
-    /// land in the park, before anything was accepted. The listener is switched to non-blocking mode for the one call,
-    /// with no park in between, and the accepted socket is blocking, as the original's is.
+    /// land in the park, before anything was accepted.
+    /// <para>A TCP listener is accepted on with accept4 (SocketIo.TryAccept), <see cref="Socket.Blocking"/> untouched, so a
+    /// plain thread's <see cref="Socket.Accept"/> on the same listener keeps waiting as it does among threads. Other
+    /// listeners (Unix domain, whose accepted socket .NET gives the listener's endpoint bookkeeping) are switched to
+    /// non-blocking mode for the one call of .NET's own Accept, with no park in between; a thread's Accept that starts in
+    /// that instant reports WouldBlock. The accepted socket is blocking either way, as the original's is.</para>
     /// </remarks>
     private static Socket? AcceptOnReactor(Hub hub, Socket listener)
     {
         bool parked = false;
         while (true)
         {
+            switch (SocketIo.TryAccept(listener, out var taken))
+            {
+                case SocketIo.Outcome.Done:
+                    return taken;
+                case SocketIo.Outcome.WouldBlock:
+                    if (SocketIo.WaitUntilReady(hub, [(listener, false)], null, static () => true) is null && !parked)
+                        return null;
+                    parked = true;
+                    continue;
+            }
             // Greenlets of two hubs may accept on one listener. Suppressed: the gate's holder must not wait for the baton.
             using (Parking.SuppressCooperation())
             using (NonBlockingGate(listener).EnterScope())

@@ -527,6 +527,118 @@ public class CooperativeSocketTests : HubTest
         Assert.That(received, Is.GreaterThan(Count / 2), "the datagrams reached the two readers");
     }
 
+    /// <summary>A greenlet's accept on the reactor used to switch the listener to non-blocking mode for its one system
+    /// call, so a plain thread's blocking Accept on the same listener that started in that instant failed with
+    /// WouldBlock, and the listener's Blocking read false meanwhile. Now it is an accept4 on the listener's descriptor,
+    /// Blocking untouched.</summary>
+    [Test]
+    public void AThreadSharingAListenerWithGreenletsNeverSeesItNonBlocking()
+    {
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(512);
+        const int Count = 3000;
+        int accepted = 0, wouldBlock = 0, sawNonBlocking = 0;
+        bool connecting = true;
+        var target = listener.LocalEndPoint!;
+        var acceptor = new Thread(() =>
+        {
+            while (true)
+            {
+                try
+                {
+                    listener.Accept().Dispose();
+                    Interlocked.Increment(ref accepted);
+                }
+                catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock)
+                {
+                    Interlocked.Increment(ref wouldBlock);
+                }
+                catch (Exception e) when (e is SocketException or ObjectDisposedException)
+                {
+                    return; // the listener closed at the end
+                }
+            }
+        });
+        var watcher = new Thread(() =>
+        {
+            while (Volatile.Read(ref connecting))
+            {
+                if (!listener.Blocking) Interlocked.Increment(ref sawNonBlocking);
+            }
+        });
+        var greenlets = Enumerable.Range(0, 2).Select(_ => Green.Spawn(() =>
+        {
+            while (true)
+            {
+                try
+                {
+                    CooperativeSocket.Accept(listener).Dispose();
+                }
+                catch (SocketException e) when (e.SocketErrorCode == SocketError.Interrupted)
+                {
+                    return; // the listener closed at the end
+                }
+                Interlocked.Increment(ref accepted);
+            }
+        })).ToList();
+        var connector = new Thread(() =>
+        {
+            for (int i = 0; i < Count; i++)
+            {
+                using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                client.Connect(target);
+            }
+            Volatile.Write(ref connecting, false);
+        });
+        acceptor.Start();
+        watcher.Start();
+        connector.Start();
+        Parking.PollUntil(() => !connector.IsAlive && Volatile.Read(ref accepted) >= Count, TimeSpan.FromSeconds(60));
+        listener.Close();
+        CooperativeSocket.NotifyClosed(listener);
+        Green.JoinAll(greenlets, timeout: TimeSpan.FromSeconds(10));
+        Parking.PollUntil(() => !acceptor.IsAlive && !watcher.IsAlive, TimeSpan.FromSeconds(10));
+        Assert.That(wouldBlock, Is.Zero, "a blocking listener's Accept on a thread never reports WouldBlock");
+        Assert.That(sawNonBlocking, Is.Zero, "the listener stayed blocking for everyone else");
+        Assert.That(accepted, Is.EqualTo(Count), "every connection was accepted once");
+    }
+
+    /// <summary>The socket a greenlet's accept returns is the one a thread's Accept returns: blocking, connected, the same
+    /// family, type and endpoints, and the options the kernel carries over from the listener (TCP_NODELAY).</summary>
+    [TestCase(false)]
+    [TestCase(true)]
+    public void AnAcceptedSocketIsTheOneAThreadGets(bool dualMode)
+    {
+        using var listener = dualMode
+            ? new Socket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp) { DualMode = true }
+            : new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(dualMode ? IPAddress.IPv6Any : IPAddress.Loopback, 0));
+        listener.Listen();
+        listener.NoDelay = true;
+        var target = new IPEndPoint(IPAddress.Loopback, ((IPEndPoint)listener.LocalEndPoint!).Port);
+        static string Describe(Socket s, Socket client) =>
+            $"Blocking={s.Blocking} Connected={s.Connected} IsBound={s.IsBound} {s.AddressFamily} {s.SocketType} {s.ProtocolType} " +
+            $"NoDelay={s.NoDelay} Local={s.LocalEndPoint} RemoteIsClient={Equals(((IPEndPoint)s.RemoteEndPoint!).Port, ((IPEndPoint)client.LocalEndPoint!).Port)} " +
+            $"Remote={((IPEndPoint)s.RemoteEndPoint!).Address} {s.RemoteEndPoint!.GetType().Name} DualMode={(s.AddressFamily == AddressFamily.InterNetworkV6 ? s.DualMode : null)}";
+        string Accepted(Func<Socket> accept)
+        {
+            using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            client.Connect(target);
+            using var socket = accept();
+            socket.Send("x"u8);
+            var one = new byte[1];
+            return Describe(socket, client) + $" echo={client.Receive(one)}";
+        }
+        string? onThread = null;
+        var thread = new Thread(() => onThread = Accepted(listener.Accept));
+        thread.Start();
+        Assert.That(thread.Join(TimeSpan.FromSeconds(10)), Is.True);
+        var onGreenlet = Green.Spawn(() => Accepted(() => CooperativeSocket.Accept(listener))).Get(TimeSpan.FromSeconds(10));
+        Assert.That(onGreenlet, Is.EqualTo(onThread));
+        Assert.That(listener.Blocking, Is.True);
+    }
+
     [Test]
     public void OffAGreenletThatMayParkTheLayerRefusesWithAClearMessage()
     {
