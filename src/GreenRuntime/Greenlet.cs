@@ -99,8 +99,6 @@ public partial class Greenlet
     /// while the operations last. Created on the hub; locked for every use, since a source may be disposed anywhere.</summary>
     internal List<LowLevel.KillLinkedSource>? LiveCancellations;
 
-    internal bool CancellationHeldBySend;
-
     internal int ShieldDepth;
     /// <summary>While <see cref="OutsideBaton"/> in an interruptible wait: how a kill or timeout interrupts it (ReleasedInterrupt.cs).</summary>
     internal ReleasedInterrupt? ReleasedInterrupt;

@@ -68,7 +68,7 @@ internal static unsafe class CooperativeFile
             WriteAt.Call(handle, buffer, fileOffset);
             return;
         }
-        Parking.YieldPoint(); // a write loop's calls are no cancellation points: see YieldPoint
+        Parking.GiveWay(); // no cancellation point: see GiveWay
         int inline = NoWaitFileIo.TryWrite(handle, buffer, fileOffset);
         if (inline < buffer.Length) WriteOffloaded(hub, handle, buffer[inline..], fileOffset + inline);
     }
@@ -202,7 +202,7 @@ internal static unsafe class CooperativeFile
             WriteGather.Call(handle, buffers, fileOffset);
             return;
         }
-        Parking.YieldPoint();
+        Parking.GiveWay();
         bool bounded = IsBounded(handle);
         using var shield = bounded ? Green.Shield() : default;
         Offload(hub, bounded ? PoolClaim.Offer() : null, s_writeGatherReleased, (handle, buffers, fileOffset), write: true);

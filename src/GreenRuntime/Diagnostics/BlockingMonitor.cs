@@ -123,7 +123,7 @@ internal sealed class BlockingMonitor
                 if (reported || hub.ReadIdle())
                     continue;
                 if (held >= _intervalTicks && hub.ReadOthersWaiting(hub.ReadBatonGreenlet()))
-                    hub.AskToYield(epoch); // for a holder whose calls never wait (Hub.YieldIfAsked); reported below if it does not
+                    hub.AskToYield(epoch); // for a holder whose calls never wait (Hub.GiveWay); reported below if it does not
 
                 if (held < _maxTicks)
                 {

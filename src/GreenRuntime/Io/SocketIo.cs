@@ -23,11 +23,12 @@
 // after a send that succeeded must run (SSH.NET counts the packet sent after Send returns; skipping that broke the
 // next packet's MAC just the same). A peer that never reads holds such a send as it holds the original (the socket's
 // SendTimeout, closing the socket, or the peer's going away end it); before anything went out the send is
-// interrupted at once, since it cuts nothing. A kill or timeout that a send held back this way is raised at the start
-// of the greenlet's next send, before any byte of it goes out: a writer streaming to a slow reader gets part of every
-// send out at once and waits for the rest shielded, so it never met a blocking point and went on streaming for seconds
-// after its kill (12 MB, 5.7 s). Only a kill held back by a send is raised there: a library's catch handler that sends
-// its goodbye after a kill raised elsewhere still sends it.
+// interrupted, since it cuts nothing of the message. Nor does a send start by raising a kill or timeout that came
+// before it (it gives way to the others when the blocking monitor asks, shielded): a library may have committed to the
+// message before the call, as SSH.NET encrypts its packet under a counter-mode cipher before it sends it, so a packet
+// lost at the start of the send broke the session's cipher for every greenlet on it, where a thread's interrupt never
+// lands in a send. A kill or timeout held back is raised at the greenlet's next blocking point: a receive, a wait, or
+// a send that must wait for room with nothing of it sent (a writer streaming to a slow reader ends there).
 //
 // On Unix .NET wraps a pipe in a Socket too (how PipeStream writes: a Process's redirected stdin, anonymous and named
 // pipes' sync writes). Its sends are the same loop, with pwritev2(RWF_NOWAIT) for send(), which a pipe refuses
@@ -278,12 +279,7 @@ internal static unsafe class SocketIo
         if (!PassesThrough(flags, send: true) || !IsByteStream(s) || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
             return false;
         var g = hub.CurrentGreenlet;
-        if (g.CancellationHeldBySend)
-        {
-            g.CancellationHeldBySend = false;
-            if (Sync.Blocking.TakePendingException(g) is { } held) throw held; // see the header: nothing of this send went out
-        }
-        hub.YieldPoint();
+        hub.GiveWay(); // no cancellation point (see the header)
         long deadline = Deadline(hub, timeout);
         while (sent < data.Length)
         {
@@ -298,7 +294,6 @@ internal static unsafe class SocketIo
             Readiness? readiness;
             using (sent > 0 ? new CancellationShield(g) : default) // see the header: part of the message went out
                 readiness = reactor.Wait(handle, fd, write: true, Remaining(hub, deadline));
-            if (sent > 0 && g.CancellationPending) g.CancellationHeldBySend = true;
             switch (readiness)
             {
                 case null when sent == 0: return false;

@@ -121,16 +121,25 @@ public static partial class Parking
     }
 
     /// <summary>
-    /// Where a call that completes without waiting — a file read the page cache answers, a socket receive that finds data,
-    /// a send the kernel takes — gives way, before it moves any byte: it raises a kill or an expired
-    /// <see cref="GreenTimeout"/> that has not been raised in the greenlet yet, and yields when the hub's blocking monitor
-    /// has seen the greenlet hold the baton for a sample or more while others wait. Such calls are otherwise no blocking
-    /// point, so a loop of them (copying a cached file, streaming a database result) neither let the other greenlets run
-    /// nor could be killed. Once the kill or timeout has been raised, later calls go through: clean-up that unwinds from it
-    /// (a writer's flush in <c>Dispose</c>) still writes, as on a thread. Nothing off a greenlet that may park, or inside
-    /// a <see cref="CancellationShield"/> (for the raise).
+    /// Where a read that completes without waiting — a file read the page cache answers, a socket receive that finds
+    /// data — gives way, before it moves any byte: it raises a kill or an expired <see cref="GreenTimeout"/> that has not
+    /// been raised in the greenlet yet, and yields (shielded) when the hub's blocking monitor has seen the greenlet hold
+    /// the baton for a sample or more while others wait. Such calls are otherwise no blocking point, so a loop of them
+    /// (copying a cached file, streaming a database result) neither let the other greenlets run nor could be killed. Once
+    /// the kill or timeout has been raised, later calls go through: clean-up that unwinds from it still reads, as on a
+    /// thread. Writes use <see cref="GiveWay"/>. Nothing off a greenlet that may park, or inside a
+    /// <see cref="CancellationShield"/> (for the raise).
     /// </summary>
     public static void YieldPoint() => ParkingHubSilent()?.YieldPoint();
+
+    /// <summary>
+    /// <see cref="YieldPoint"/> for a call that writes: it gives way when the hub's blocking monitor asks, but raises no
+    /// kill or timeout, as a thread's write is never interrupted. A library may have committed to the data before the
+    /// call (SSH.NET encrypts a packet under a counter-mode cipher, then sends it; Lucene and LiteDB write a commit's
+    /// pages in turn), and a write dropped at its start then breaks what every later write builds on. The kill or
+    /// timeout is raised at the greenlet's next blocking point that is no write. Nothing off a greenlet that may park.
+    /// </summary>
+    public static void GiveWay() => ParkingHubSilent()?.GiveWay();
 
     /// <summary>
     /// A token for an operation the current greenlet starts and waits for: cancelled when <paramref name="token"/> is,

@@ -76,22 +76,24 @@ public sealed partial class Hub
     private long _yieldAskedAtEpoch = -1;
 
     /// <summary>Monitor thread: the baton has not moved since <paramref name="epoch"/> for a sample or more while others
-    /// wait; the holder is asked to yield at its next I/O call that would not wait (<see cref="YieldIfAsked"/>).</summary>
+    /// wait; the holder is asked to yield at its next I/O call that would not wait (<see cref="GiveWay"/>).</summary>
     internal void AskToYield(long epoch) => Volatile.Write(ref _yieldAskedAtEpoch, epoch);
 
     /// <summary>
-    /// Hub-only, at the start of a socket call on a greenlet that may park: yields if the monitor asked the holder to.
-    /// A greenlet streaming a large result (a database reader, a bulk copy) finds data at every receive and room at
-    /// every send, so none of its calls waits and it never gave the baton up: the other greenlets stalled for the whole
-    /// transfer, and a kill or timeout could not land until it paused. The yield is a cancellation point, taken before
-    /// the call moves any byte.
+    /// Hub-only, at the start of a socket or file call on a greenlet that may park: yields if the monitor asked the
+    /// holder to. A greenlet streaming a large result (a database reader, a bulk copy) finds data at every receive and
+    /// room at every send, so none of its calls waits and it never gave the baton up: the other greenlets stalled for the
+    /// whole transfer. The yield is shielded, so no cancellation point: a kill already raised is not raised again there
+    /// (clean-up code that writes after a kill, a LiteDB rollback, lost its write whenever the monitor had asked), and
+    /// whether a kill not raised yet is raised at the call is the caller's choice (<see cref="YieldPoint"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void YieldIfAsked()
+    internal void GiveWay()
     {
         if (Volatile.Read(ref _yieldAskedAtEpoch) != _batonEpoch) return;
         _yieldAskedAtEpoch = -1;
-        YieldCurrent();
+        using (new CancellationShield(_current))
+            YieldCurrent();
     }
 
     /// <summary><see cref="LowLevel.Parking.YieldPoint"/> for a caller that knows it may park on this hub.</summary>
@@ -101,7 +103,7 @@ public sealed partial class Hub
         if (g.ShieldDepth == 0 && g.UnraisedCancellation)
             YieldCurrent(); // a cancellation point: raises it
         else
-            YieldIfAsked();
+            GiveWay();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -26,10 +26,11 @@ public partial class FileReadWriteTests : PatchedHubTest
     [Test]
     public void AKillOrTimeoutReachesAGreenletWhoseOnlyCallsAreFileCallsAndCleanUpStillWrites()
     {
-        // A file call is no cancellation point (it ends by itself, and cleanup that unwinds from a kill must write), and a
-        // cached read never parks: a loop of them ran to its end through a kill and a timeout. The first delivery now
-        // comes at the start of the next file call; once raised, file calls go through. On a hub of its own thread (with
-        // the blocking monitor on), so that a loop that never gives way fails this test instead of hanging the run.
+        // A file call waits for nothing a kill could end, and a cached read never parks: a loop of them ran to its end
+        // through a kill and a timeout. The first delivery now comes at the start of the next read (a write is never
+        // where it lands, as on a thread: see Parking.GiveWay); once raised, file calls go through. On a hub of its own
+        // thread (with the blocking monitor on), so that a loop that never gives way fails this test instead of hanging
+        // the run.
         string written = path + ".w", cleanup = path + ".c";
         long fileLength = -1, killedAfter = -1, timedOutValue = 0;
         string? cleanupText = null;
@@ -53,10 +54,13 @@ public partial class FileReadWriteTests : PatchedHubTest
             int writes = 0;
             var writer = Green.Spawn(() =>
             {
+                // A copy loop: a cached read, then a write.
+                using var source = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0);
                 using var fs = new FileStream(written, FileMode.Create, FileAccess.Write, FileShare.Read, bufferSize: 0);
                 var chunk = new byte[64 * 1024];
                 while (true)
                 {
+                    if (source.Read(chunk) < chunk.Length) source.Position = 0;
                     fs.Write(chunk);
                     writes++;
                 }
@@ -448,6 +452,54 @@ public partial class FileReadWriteTests : PatchedHubTest
         finally
         {
             NoWaitFileIo.Enabled = true;
+            File.Delete(file);
+        }
+    }
+
+    [TestCase("kill")]
+    [TestCase("timeout")]
+    public void CleanupThatHoldsTheBatonLongAfterAKillStillWritesAndReadsItsFile(string how)
+    {
+        // The yield the blocking monitor asks of a greenlet that held the baton too long (taken at the start of a file
+        // call) raised the kill or timeout again there: LiteDB's rollback after a timed-out commit lost its write, and
+        // its lock stayed held. On a hub of its own, with the monitor on and a ticker waiting.
+        string file = path + ".slowcleanup";
+        string? readBack = null;
+        bool ended = false;
+        var runner = new Thread(() =>
+        {
+            using var hub = new Hub(new HubOptions { MaxBlockingTime = TimeSpan.FromMilliseconds(40) });
+            var ticker = Green.Spawn(() => { while (true) Green.Sleep(5); });
+            var worker = Green.Spawn(() =>
+            {
+                try
+                {
+                    if (how == "kill") Thread.Sleep(10_000);
+                    else Green.WithTimeout(TimeSpan.FromMilliseconds(20), () => Thread.Sleep(10_000));
+                }
+                catch (Exception e) when (e is GreenletExit or GreenTimeoutException)
+                {
+                    var busy = System.Diagnostics.Stopwatch.StartNew();
+                    while (busy.ElapsedMilliseconds < 300) { } // clean-up that computes: the monitor asks it to yield
+                    File.WriteAllText(file, "written by the clean-up");
+                    readBack = File.ReadAllText(file);
+                    throw;
+                }
+            });
+            Green.Sleep(50);
+            if (how == "kill") worker.Kill(block: false);
+            ended = worker.Join(TimeSpan.FromSeconds(10));
+            ticker.Kill();
+        }) { IsBackground = true };
+        try
+        {
+            runner.Start();
+            Assert.That(runner.Join(TimeSpan.FromSeconds(30)), Is.True);
+            Assert.That(ended, Is.True);
+            Assert.That(readBack, Is.EqualTo("written by the clean-up"));
+        }
+        finally
+        {
             File.Delete(file);
         }
     }

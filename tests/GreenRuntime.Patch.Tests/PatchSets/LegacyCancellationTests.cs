@@ -1,3 +1,4 @@
+using System.Text;
 using System.Reflection;
 using System.Net.Sockets;
 using System.Diagnostics;
@@ -196,12 +197,13 @@ public class LegacyCancellationTests : PatchedHubTest
 
     [TestCase("kill")]
     [TestCase("timeout")]
-    public void AWriterStreamingToASlowReaderEndsAtItsNextSendAfterAKill(string how)
+    public void AWriterStreamingToASlowReaderSendsWholeChunksAndMeetsItsKillAtItsNextBlockingPointThatIsNoSend(string how)
     {
-        // Each send gets part of its chunk out at once and waits, shielded, for the rest (a message is never cut), so
-        // the writer never met a blocking point: killed, it streamed on to its last chunk. The kill held back by a send
-        // is raised at the start of the next one, between two whole chunks.
-        const int chunk = 64 * 1024, chunks = 200;
+        // Each send gets part of its chunk out at once and waits, shielded, for the rest: a message is never cut. Nor is
+        // a send where a kill or timeout lands at its start (a library may have built the message for good before the
+        // call: SSH.NET's cipher has moved on), as a thread's interrupt never lands in a send. So the writer streams its
+        // chunks whole and meets its kill or timeout at the first blocking point after them that is no send.
+        const int chunk = 64 * 1024, chunks = 60;
         var (writerSide, readerSide) = GreenRuntime.TestSupport.LoopbackPair.Connect();
         using (writerSide)
         using (readerSide)
@@ -209,7 +211,6 @@ public class LegacyCancellationTests : PatchedHubTest
             writerSide.SendBufferSize = 16 * 1024;
             readerSide.ReceiveBufferSize = 16 * 1024;
             long received = 0;
-            bool readerDone = false;
             var reader = new Thread(() =>
             {
                 var buffer = new byte[8 * 1024];
@@ -219,16 +220,16 @@ public class LegacyCancellationTests : PatchedHubTest
                     while ((n = readerSide.Receive(buffer)) > 0)
                     {
                         Interlocked.Add(ref received, n);
-                        Thread.Sleep(2); // a slow reader: about 4 MB/s at most
+                        Thread.Sleep(1); // a slow reader
                     }
                 }
                 catch (SocketException)
                 {
                 }
-                Volatile.Write(ref readerDone, true);
             });
             reader.Start();
             int written = 0;
+            bool sleptAfter = false;
             var writer = Green.Spawn(() =>
             {
                 void Stream()
@@ -239,20 +240,82 @@ public class LegacyCancellationTests : PatchedHubTest
                         writerSide.Send(data);
                         written++;
                     }
+                    Thread.Sleep(10_000); // the first blocking point that is no send
+                    sleptAfter = true;
                 }
                 if (how == "kill") Stream();
                 else Green.WithTimeout(TimeSpan.FromMilliseconds(100), Stream);
             });
             Green.Sleep(100);
             if (how == "kill") writer.Kill(block: false);
-            Assert.That(writer.Join(TimeSpan.FromSeconds(10)), Is.True);
-            int writtenAtEnd = written;
+            Assert.That(writer.Join(TimeSpan.FromSeconds(30)), Is.True, "the kill or timeout ended the writer at its sleep");
             writerSide.Shutdown(SocketShutdown.Send);
             reader.Join();
-            TestContext.Out.WriteLine($"{how}: {writtenAtEnd} of {chunks} chunks written, {received} bytes received");
-            Assert.That(writtenAtEnd, Is.LessThan(chunks / 2), "the writer went on streaming after its kill or timeout");
-            Assert.That(received % chunk, Is.Zero, "only whole chunks went out: no send was cut");
+            Assert.That((written, sleptAfter), Is.EqualTo((chunks, false)), "every chunk sent, then the kill or timeout at the sleep");
+            Assert.That(writer.Successful, Is.EqualTo(how == "kill"), "killed, or ended by its own timeout's exception");
+            Assert.That(received, Is.EqualTo((long)chunk * chunks), "only whole chunks went out: no send was cut");
         }
+    }
+
+    [TestCase("kill")]
+    [TestCase("timeout")]
+    public void AKillOrTimeoutThatCameBeforeASendIsNotRaisedAtItsStart(string how)
+    {
+        // SSH.NET encrypts a packet under a counter-mode cipher, then sends it: a kill or timeout raised at the start of
+        // that send dropped a packet the cipher had counted, and the session, shared by other greenlets, broke for all.
+        // It came in the yield the blocking monitor asks of a greenlet that held the baton too long (here: computing
+        // while a ticker waits), taken at the start of the send. On a hub of its own, with the monitor on.
+        bool sent = false, ended = false;
+        string? got = null;
+        var runner = new Thread(() =>
+        {
+            using var hub = new Hub(new HubOptions { MaxBlockingTime = TimeSpan.FromMilliseconds(40) });
+            var (a, b) = GreenRuntime.TestSupport.LoopbackPair.Connect();
+            using (a)
+            using (b)
+            {
+                var ticker = Green.Spawn(() => { while (true) Green.Sleep(5); });
+                var worker = Green.Spawn(() =>
+                {
+                    void Work()
+                    {
+                        var busy = Stopwatch.StartNew();
+                        while (busy.ElapsedMilliseconds < 300) { } // the kill or timeout comes while it computes
+                        a.Send("packet"u8);
+                        sent = true;
+                        Thread.Sleep(10_000);
+                    }
+                    if (how == "kill") Work();
+                    else Green.WithTimeout(TimeSpan.FromMilliseconds(20), Work);
+                });
+                if (how == "kill")
+                {
+                    var killer = new Thread(() =>
+                    {
+                        Thread.Sleep(50);
+                        worker.Kill(block: false);
+                    });
+                    killer.Start();
+                }
+                ended = worker.Join(TimeSpan.FromSeconds(10));
+                ticker.Kill();
+                var buffer = new byte[16];
+                b.ReceiveTimeout = 5000;
+                try
+                {
+                    got = Encoding.ASCII.GetString(buffer, 0, b.Receive(buffer));
+                }
+                catch (SocketException e)
+                {
+                    got = e.SocketErrorCode.ToString(); // nothing came
+                }
+            }
+        }) { IsBackground = true };
+        runner.Start();
+        Assert.That(runner.Join(TimeSpan.FromSeconds(30)), Is.True);
+        Assert.That(ended, Is.True);
+        Assert.That(sent, Is.True, "the send went out; the kill or timeout was raised at the sleep after it");
+        Assert.That(got, Is.EqualTo("packet"));
     }
 
     /// <summary>The monitor SemaphoreSlim takes inside Wait and Release, to hold from another thread as CoreLib would.</summary>
