@@ -20,6 +20,12 @@ namespace GreenRuntime.Cooperative;
 /// the request in the pool's queue, then on a connection until the server answered: with
 /// <c>MaxConnectionsPerServer = 2</c>, ten timed-out calls held the next four calls up for 10.5 s (0.45 s on threads,
 /// whose timed-out calls were cancelled by their tokens).</para>
+/// <para>Requests that reach a <see cref="SocketsHttpHandler"/> without an <see cref="HttpClient"/> call, through an
+/// <see cref="HttpMessageInvoker"/> (Grpc.Net.Client's channel, YARP) or a <see cref="DelegatingHandler"/> chain, get it
+/// at the handler's <c>Send</c> and <c>SendAsync</c>: a gRPC call killed or timed out on a greenlet kept its HTTP/2
+/// stream until the server ended it, and with the server's <c>MaxStreamsPerConnection</c> used up every later call
+/// failed with DeadlineExceeded. The <see cref="HttpClient"/> points stay: their token also covers the body
+/// <see cref="HttpClient"/> reads, and theirs is the task other greenlets wait for.</para>
 /// </remarks>
 internal static class CooperativeHttpClient
 {
@@ -38,11 +44,50 @@ internal static class CooperativeHttpClient
     // The cores are private: their replacements run only once a detour bound their originals.
     private static InvalidOperationException Unbound(string core) => new($"Internal error: HttpClient.{core} was called through its replacement without its original.");
 
+    internal static readonly OriginalSlot<Func<SocketsHttpHandler, HttpRequestMessage, CancellationToken, HttpResponseMessage>> HandlerSendSlot =
+        new(static (handler, request, token) => new HttpMessageInvoker(handler, disposeHandler: false).Send(request, token));
+
+    internal static readonly OriginalSlot<Func<SocketsHttpHandler, HttpRequestMessage, CancellationToken, Task<HttpResponseMessage>>> HandlerSendAsyncSlot =
+        new(static (handler, request, token) => new HttpMessageInvoker(handler, disposeHandler: false).SendAsync(request, token));
+
+    // The request an HttpClient replacement is passing on with a linked token, while its original runs on this thread:
+    // HttpClient reaches the handler before its first await, and a second link there would be tied to the handler's
+    // task, which nobody else waits for, so the starter's kill would cancel a request other greenlets share.
+    [ThreadStatic] private static HttpRequestMessage? t_linkedRequest;
+
     /// <summary>Replaces <see cref="HttpClient.SendAsync(HttpRequestMessage, HttpCompletionOption, CancellationToken)"/>.</summary>
-    public static Task<HttpResponseMessage> SendAsync(HttpClient client, HttpRequestMessage request, HttpCompletionOption completionOption, CancellationToken cancellationToken) =>
-        Cooperative.LinkOnStackful(cancellationToken, out var token, out var linked)
-            ? Cooperative.DisposeAfter(SendAsyncSlot.Call(client, request, completionOption, token), linked)
-            : SendAsyncSlot.Call(client, request, completionOption, cancellationToken);
+    public static Task<HttpResponseMessage> SendAsync(HttpClient client, HttpRequestMessage request, HttpCompletionOption completionOption, CancellationToken cancellationToken)
+    {
+        if (!Cooperative.LinkOnStackful(cancellationToken, out var token, out var linked))
+            return SendAsyncSlot.Call(client, request, completionOption, cancellationToken);
+        var outer = t_linkedRequest;
+        t_linkedRequest = request;
+        try
+        {
+            return Cooperative.DisposeAfter(SendAsyncSlot.Call(client, request, completionOption, token), linked);
+        }
+        finally
+        {
+            t_linkedRequest = outer;
+        }
+    }
+
+    /// <summary>Replaces <c>SocketsHttpHandler.SendAsync(HttpRequestMessage, CancellationToken)</c>, which every asynchronous
+    /// request of the handler goes through, whatever sends it: an <see cref="HttpMessageInvoker"/> (gRPC's channel, YARP),
+    /// a <see cref="DelegatingHandler"/> chain or an <see cref="HttpClient"/>.</summary>
+    public static Task<HttpResponseMessage> HandlerSendAsync(SocketsHttpHandler handler, HttpRequestMessage request, CancellationToken cancellationToken) =>
+        !ReferenceEquals(request, t_linkedRequest) && Cooperative.LinkOnStackful(cancellationToken, out var token, out var linked)
+            ? Cooperative.DisposeAfter(HandlerSendAsyncSlot.Call(handler, request, token), linked)
+            : HandlerSendAsyncSlot.Call(handler, request, cancellationToken);
+
+    /// <summary>Replaces <c>SocketsHttpHandler.Send(HttpRequestMessage, CancellationToken)</c>, the synchronous counterpart.</summary>
+    public static HttpResponseMessage HandlerSend(SocketsHttpHandler handler, HttpRequestMessage request, CancellationToken cancellationToken)
+    {
+        if (ReferenceEquals(request, t_linkedRequest) || Cooperative.ParkingHub() is null)
+            return HandlerSendSlot.Call(handler, request, cancellationToken);
+        return Cooperative.WithKillToken((handler, request), cancellationToken,
+            static (s, token) => HandlerSendSlot.Call(s.handler, s.request, token));
+    }
 
     /// <summary>Replaces the private <c>HttpClient.GetStringAsyncCore(HttpRequestMessage, CancellationToken)</c>.</summary>
     public static Task<string> GetStringAsyncCore(HttpClient client, HttpRequestMessage request, CancellationToken cancellationToken) =>
@@ -56,17 +101,37 @@ internal static class CooperativeHttpClient
     public static Task<Stream> GetStreamAsyncCore(HttpClient client, HttpRequestMessage request, CancellationToken cancellationToken) =>
         Linked(GetStreamSlot, client, request, cancellationToken);
 
-    private static Task<T> Linked<T>(OriginalSlot<CoreFn<T>> core, HttpClient client, HttpRequestMessage request, CancellationToken cancellationToken) =>
-        Cooperative.LinkOnStackful(cancellationToken, out var token, out var linked)
-            ? Cooperative.DisposeAfter(core.Call(client, request, token), linked)
-            : core.Call(client, request, cancellationToken);
+    private static Task<T> Linked<T>(OriginalSlot<CoreFn<T>> core, HttpClient client, HttpRequestMessage request, CancellationToken cancellationToken)
+    {
+        if (!Cooperative.LinkOnStackful(cancellationToken, out var token, out var linked))
+            return core.Call(client, request, cancellationToken);
+        var outer = t_linkedRequest;
+        t_linkedRequest = request;
+        try
+        {
+            return Cooperative.DisposeAfter(core.Call(client, request, token), linked);
+        }
+        finally
+        {
+            t_linkedRequest = outer;
+        }
+    }
 
     /// <summary>Replaces <see cref="HttpClient.Send(HttpRequestMessage, HttpCompletionOption, CancellationToken)"/>.</summary>
     public static HttpResponseMessage Send(HttpClient client, HttpRequestMessage request, HttpCompletionOption completionOption, CancellationToken cancellationToken)
     {
         if (Cooperative.ParkingHub() is null)
             return SendSlot.Call(client, request, completionOption, cancellationToken);
-        return Cooperative.WithKillToken((client, request, completionOption), cancellationToken,
-            static (s, token) => SendSlot.Call(s.client, s.request, s.completionOption, token));
+        var outer = t_linkedRequest;
+        t_linkedRequest = request;
+        try
+        {
+            return Cooperative.WithKillToken((client, request, completionOption), cancellationToken,
+                static (s, token) => SendSlot.Call(s.client, s.request, s.completionOption, token));
+        }
+        finally
+        {
+            t_linkedRequest = outer;
+        }
     }
 }

@@ -9,9 +9,9 @@ namespace GreenRuntime.PatchSets;
 /// Synchronous <see cref="Socket"/> operations (SendTo, SendFile, Disconnect and closing included), at the large overloads (with <c>out SocketError</c>, or the
 /// full parameter list) that every smaller overload, <see cref="NetworkStream"/>, <see cref="TcpClient"/>,
 /// <see cref="TcpListener"/>, <see cref="UdpClient"/>, SslStream and HttpClient's synchronous path call; and the
-/// asynchronous receive, send and connect funnels, for stackless greenlets; and HttpClient's synchronous Send, whose
-/// token is linked to the greenlet's kill and timeouts, as are ClientWebSocket's operations; and a named pipe server's
-/// wait for a client.
+/// asynchronous receive, send and connect funnels, for stackless greenlets; and HttpClient's Send and SendAsync and
+/// SocketsHttpHandler's, whose token is linked to the greenlet's kill and timeouts, as are ClientWebSocket's operations;
+/// and a named pipe server's wait for a client.
 /// </summary>
 internal sealed class SocketsPatchSet : PatchSet
 {
@@ -67,6 +67,12 @@ internal sealed class SocketsPatchSet : PatchSet
             typeof(CooperativeHttpClient), "GetByteArrayAsyncCore", CooperativeHttpClient.GetByteArraySlot),
         Point(typeof(System.Net.Http.HttpClient), "GetStreamAsyncCore", [typeof(System.Net.Http.HttpRequestMessage), typeof(CancellationToken)],
             typeof(CooperativeHttpClient), "GetStreamAsyncCore", CooperativeHttpClient.GetStreamSlot),
+        // Every request of a SocketsHttpHandler, whatever sends it (an HttpMessageInvoker, a DelegatingHandler chain): the
+        // same token, unless an HttpClient point above linked the request already.
+        Point(typeof(System.Net.Http.SocketsHttpHandler), "Send", [typeof(System.Net.Http.HttpRequestMessage), typeof(CancellationToken)],
+            typeof(CooperativeHttpClient), "HandlerSend", CooperativeHttpClient.HandlerSendSlot),
+        Point(typeof(System.Net.Http.SocketsHttpHandler), "SendAsync", [typeof(System.Net.Http.HttpRequestMessage), typeof(CancellationToken)],
+            typeof(CooperativeHttpClient), "HandlerSendAsync", CooperativeHttpClient.HandlerSendAsyncSlot),
         // A named pipe's accept (a Unix socket's, started asynchronously): cancelled when a kill or timeout ends the wait.
         Point(typeof(System.IO.Pipes.NamedPipeServerStream), "WaitForConnection", [], typeof(CooperativeNamedPipe), "WaitForConnection", CooperativeNamedPipe.WaitForConnectionSlot),
         // HttpListener's wait for the next request: one a kill or timeout abandoned is kept for the next GetContext.

@@ -756,6 +756,46 @@ public class LegacyCancellationTests : PatchedHubTest
         Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(1.5)), "the later request waited behind the abandoned ones");
     }
 
+    [TestCase("kill", "Send")]
+    [TestCase("timeout", "Send")]
+    [TestCase("kill", "SendAsync")]
+    [TestCase("timeout", "SendAsync")]
+    public void RequestsOfAnHttpMessageInvokerEndedByAKillOrTimeoutGiveTheirConnectionBack(string how, string call)
+    {
+        // gRPC's channel, YARP and others send through an HttpMessageInvoker, not an HttpClient. Its requests got no token
+        // of the greenlet's: one on a connection kept it (an HTTP/2 stream, for gRPC) until the server answered, for ever
+        // here, and one queued for a pooled connection took the next free one for nobody; with MaxConnectionsPerServer
+        // reached, every later request waited.
+        using var server = SlowServer.HttpFirstNeverAnswered();
+        using var invoker = new HttpMessageInvoker(new SocketsHttpHandler { MaxConnectionsPerServer = 1 });
+        var url = $"http://127.0.0.1:{server.Port}/";
+        string Get()
+        {
+            var request = new HttpRequestMessage(HttpMethod.Get, url);
+            using var response = call == "Send" ? invoker.Send(request, CancellationToken.None) : invoker.SendAsync(request, CancellationToken.None).Result;
+            return response.Content.ReadAsStringAsync().Result;
+        }
+        Greenlet Start(TimeSpan timeout) => how == "kill" ? Green.Spawn(Get) : Green.Spawn(() => Green.WithTimeout(timeout, Get, "timed out"));
+
+        var holder = Start(TimeSpan.FromMilliseconds(600)); // on the one connection, which the server never answers
+        while (server.Connections == 0 && !holder.Dead) Green.Sleep(5);
+        Green.Sleep(50);
+        var queued = Start(TimeSpan.FromMilliseconds(100)); // in the pool's queue
+        if (how == "kill")
+        {
+            while (queued.WaitReason != WaitReason.Task && !queued.Dead) Green.Sleep(5);
+            queued.Kill();
+            holder.Kill();
+        }
+        Green.JoinAll([holder, queued], TimeSpan.FromSeconds(10));
+        Assert.That(new[] { holder, queued }.Select(g => g.Successful), Has.All.True, "both ended by the kill or timeout");
+        if (how == "timeout") Assert.That(new[] { holder, queued }.Select(g => g.Get()), Has.All.EqualTo("timed out"), "the timeout, not the request's cancellation");
+        var later = Green.Spawn(Get);
+        Green.JoinAll([later], TimeSpan.FromSeconds(10));
+        Assert.That(later.Ready, Is.True, "a later request got the connection");
+        Assert.That(later.Get(), Is.EqualTo("hello"));
+    }
+
     [TestCase("kill")]
     [TestCase("timeout")]
     public void AnAsyncHttpRequestOtherGreenletsWaitForIsNotCancelledWithTheGreenletThatStartedIt(string how)

@@ -35,7 +35,26 @@ internal sealed class SlowServer : IDisposable
     });
 
     /// <summary>An HTTP/1.1 responder: reads the request head, waits <paramref name="delay"/>, answers <paramref name="body"/>, closes.</summary>
-    public static SlowServer Http(TimeSpan delay, string body = "hello") => new(async (stream, ct) =>
+    public static SlowServer Http(TimeSpan delay, string body = "hello") => new((stream, ct) => AnswerHttp(stream, delay, body, ct));
+
+    /// <summary>An HTTP/1.1 responder that never answers its first connection (it reads it until the client closes it) and
+    /// answers every later one at once.</summary>
+    public static SlowServer HttpFirstNeverAnswered(string body = "hello")
+    {
+        int connections = 0;
+        return new(async (stream, ct) =>
+        {
+            if (Interlocked.Increment(ref connections) > 1)
+            {
+                await AnswerHttp(stream, TimeSpan.Zero, body, ct);
+                return;
+            }
+            var buffer = new byte[4096];
+            while (await stream.ReadAsync(buffer, ct) > 0) { }
+        });
+    }
+
+    private static async Task AnswerHttp(NetworkStream stream, TimeSpan delay, string body, CancellationToken ct)
     {
         var head = new StringBuilder();
         var buffer = new byte[4096];
@@ -48,7 +67,7 @@ internal sealed class SlowServer : IDisposable
         await Task.Delay(delay, ct);
         var response = $"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n{body}";
         await stream.WriteAsync(Encoding.ASCII.GetBytes(response), ct);
-    });
+    }
 
     /// <summary>A minimal SMTP responder that accepts any message, pausing <paramref name="delay"/> before its greeting.</summary>
     public static SlowServer Smtp(TimeSpan delay) => new(async (stream, ct) =>
