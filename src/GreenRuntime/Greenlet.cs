@@ -296,7 +296,15 @@ public partial class Greenlet
         // A thread: not disposed, the link may still fire after a timed-out wait gave up on it.
         var done = new ManualResetEventSlim();
         AddLink(_ => done.Set(), LinkKind.All);
-        done.Wait(timeout ?? Timeout.InfiniteTimeSpan);
+        // A link posted just as a disposed hub closed after its last greenlet is never run: look at Dead now and then.
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var limit = timeout ?? Timeout.InfiniteTimeSpan;
+        var look = TimeSpan.FromMilliseconds(100);
+        while (!Dead)
+        {
+            var left = limit == Timeout.InfiniteTimeSpan ? look : limit - watch.Elapsed;
+            if (left <= TimeSpan.Zero || done.Wait(left < look ? left : look)) break;
+        }
         return Dead;
     }
 
@@ -462,7 +470,15 @@ public partial class Greenlet
         ArgumentNullException.ThrowIfNull(callback);
         if (!Hub.IsOnHubThread)
         {
-            Hub.PostAction(() => AddLink(callback, kind));
+            try
+            {
+                Hub.PostAction(() => AddLink(callback, kind));
+            }
+            catch (ObjectDisposedException) when (Dead)
+            {
+                // The hub closed once its last greenlet had ended: no loop runs links any more, so this one runs here.
+                if (Matches(kind)) callback(this);
+            }
             return;
         }
         if (Dead)
