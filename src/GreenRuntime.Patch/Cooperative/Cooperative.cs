@@ -134,6 +134,24 @@ internal static class Cooperative
         return false;
     }
 
+    /// <summary>Whether the file call being made was made by CoreLib for its own needs (<c>TimeZoneInfo</c> reading its
+    /// zone file for <c>DateTime.Now</c>, a culture's data): the first caller outside CoreLib's file API (System.IO) is
+    /// CoreLib too. A stack walk: only for the rare call that would raise a kill or timeout.</summary>
+    public static bool FileCallByCoreLib()
+    {
+        var coreLib = typeof(object).Assembly;
+        foreach (var frame in new System.Diagnostics.StackTrace(1, false).GetFrames())
+        {
+            var type = frame.GetMethod()?.DeclaringType;
+            if (type is null || type.Assembly == typeof(Cooperative).Assembly || type.Assembly == typeof(Hub).Assembly)
+                continue;
+            if (type.Assembly == coreLib && (type.Namespace is "System.IO" or "System.IO.Strategies" or "Microsoft.Win32.SafeHandles" || type.Namespace?.StartsWith("System.Text", StringComparison.Ordinal) == true))
+                continue;
+            return type.Assembly == coreLib;
+        }
+        return false;
+    }
+
     /// <summary>For an asynchronous operation a stackful greenlet that may park starts (and legacy code waits for with
     /// <c>.Result</c>): a token that <paramref name="cancellationToken"/>, the greenlet's kill and its open timeouts cancel,
     /// and its source, to dispose once the operation is over (<see cref="DisposeAfter"/>). False elsewhere, including in a

@@ -65,10 +65,20 @@ internal static unsafe class CooperativeFile
     {
         var hub = Cooperative.ParkingHub();
         if (hub is null || buffer.IsEmpty) return ReadAt.Call(handle, buffer, fileOffset);
-        Parking.YieldPoint(); // a read loop answered by the page cache never parks: see YieldPoint
+        ReadPoint(); // a read loop answered by the page cache never parks
         if (NoWaitFileIo.TryRead(handle, buffer, fileOffset, out int inline)) return inline;
         // Not (all) cached, or not a file the kernel can read without waiting: the rest as the original would.
         return inline + ReadOffloaded(hub, handle, buffer[inline..], fileOffset + inline);
+    }
+
+    /// <summary>Where a read gives way, and raises a kill or timeout not raised yet (<see cref="Parking.YieldPoint"/>), so a
+    /// loop of cached reads can be killed; but not in a read CoreLib makes for its own needs in the middle of the
+    /// caller's operation, which a thread's interrupt never stops either (<c>DateTime.Now</c> loading the zone file
+    /// inside Lucene's commit: the kill raised there threw away every document the commit was flushing).</summary>
+    private static void ReadPoint()
+    {
+        if (Parking.CancellationPending && !Cooperative.FileCallByCoreLib()) Parking.YieldPoint();
+        else Parking.GiveWay();
     }
 
     public static void WriteAtOffset(SafeFileHandle handle, ReadOnlySpan<byte> buffer, long fileOffset)
@@ -226,7 +236,7 @@ internal static unsafe class CooperativeFile
     {
         var hub = Cooperative.ParkingHub();
         if (hub is null) return ReadScatter.Call(handle, buffers, fileOffset);
-        Parking.YieldPoint();
+        ReadPoint();
         bool bounded = IsBounded(handle);
         using var shield = bounded ? Green.Shield() : default;
         return Offload(hub, bounded ? PoolClaim.Offer() : null, s_readScatterReleased, (handle, buffers, fileOffset), write: false);
