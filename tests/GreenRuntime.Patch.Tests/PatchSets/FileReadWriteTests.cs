@@ -505,6 +505,27 @@ public partial class FileReadWriteTests : PatchedHubTest
     }
 
     [Test]
+    public void AFileReadCoreLibMakesForItsOwnNeedsIsNoCancellationPoint()
+    {
+        // DateTime.Now loads the zone file the first time: inside Lucene's commit, the kill raised at that read threw
+        // away every document the commit was flushing. A thread's interrupt never stops a file read.
+        bool loaded = false;
+        var worker = Green.Spawn(() =>
+        {
+            using (Green.Shield()) Green.Sleep(50); // the kill comes meanwhile and stays pending, not raised yet
+            TimeZoneInfo.ClearCachedData();
+            _ = TimeZoneInfo.FindSystemTimeZoneById("Europe/Paris"); // reads /usr/share/zoneinfo/Europe/Paris
+            loaded = true;
+            Thread.Sleep(10_000); // the kill is raised here
+        });
+        Green.Sleep(10);
+        worker.Kill(block: false);
+        Assert.That(worker.Join(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(loaded, Is.True, "the zone was loaded; the kill came at the sleep after it");
+        Assert.That(worker.Successful, Is.True, "the greenlet ended killed");
+    }
+
+    [Test]
     public void AReadThatWaitsParksOnlyItsGreenletAndAKillEndsIt()
     {
         // A FIFO is not seekable: the original reads it with read(), so the read waits on the hub's reactor for a
