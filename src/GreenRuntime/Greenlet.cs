@@ -89,6 +89,13 @@ public partial class Greenlet
     /// <summary>Whether <see cref="KillException"/> has been thrown in the greenlet at least once (see <see cref="Raising"/>).</summary>
     internal bool KillRaised;
 
+    /// <summary>The kill or timeout exception thrown last in this greenlet, and the stack pointer of its throw: its finally
+    /// handlers do not raise it again (Scheduling/UnwindingCleanup.cs).</summary>
+    internal Exception? LastRaised;
+
+    /// <summary>See <see cref="LastRaised"/>.</summary>
+    internal long LastRaisedAt;
+
     /// <summary>How many <see cref="GreenTimeout"/> scopes of this greenlet have expired and are not disposed yet.</summary>
     internal int ExpiredTimeouts;
 
@@ -559,16 +566,20 @@ public partial class Greenlet
 
     /// <summary>
     /// Notes that <paramref name="e"/> is about to be thrown in this greenlet at a blocking point, and returns it. A kill or
-    /// a timeout, once raised, is raised again at every later blocking point; library code that cleans up in a
-    /// <c>finally</c> or <c>Dispose</c> (a database reader reading the rest of its results) then meets it there, may
-    /// swallow it and throw an exception of its own that does not wrap it (MySqlConnector: "Connection must be Open").
-    /// Whatever ends the greenlet (or leaves the timeout's scope) after the raise is the kill's (the timeout's) doing, so
-    /// the raise is remembered: <see cref="SetResult"/> and <see cref="GreenTimeoutException.RaisedBy"/> look at it.
+    /// a timeout, once raised, is raised again at every later blocking point but those of the finally handlers it runs
+    /// as it unwinds (<see cref="LastRaised"/>); library code that cleans up in a <c>catch</c> (a database reader reading
+    /// the rest of its results) then meets it there, may swallow it and throw an exception of its own that does not wrap
+    /// it (MySqlConnector: "Connection must be Open"). Whatever ends the greenlet (or leaves the timeout's scope) after
+    /// the raise is the kill's (the timeout's) doing, so the raise is remembered: <see cref="SetResult"/> and
+    /// <see cref="GreenTimeoutException.RaisedBy"/> look at it.
     /// </summary>
     internal Exception Raising(Exception e)
     {
         if (ReferenceEquals(e, KillException)) KillRaised = true;
         else if (e is GreenTimeoutException { Scope: { } scope }) scope.Raised = true;
+        else return e;
+        LastRaised = e;
+        LastRaisedAt = Scheduling.UnwindingCleanup.StackPointer();
         return e;
     }
 

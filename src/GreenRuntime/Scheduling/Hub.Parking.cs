@@ -52,6 +52,8 @@ public sealed partial class Hub
         // Level-triggered cancellation: a killed greenlet, or one inside an expired GreenTimeout scope, cannot block.
         if ((g.KillException != null || g.ExpiredTimeouts > 0) && g.StickyException() is { } sticky)
         {
+            // Cleanup that the raised exception runs as it unwinds (a Dispose in a finally) waits, as on a thread.
+            if (!g.IsStackless && ReferenceEquals(g.LastRaised, sticky) && UnwindingCleanup.RunsIn(sticky, g.LastRaisedAt)) return;
             LowLevel.KillLinkedSource.CancelQueued(g);
             throw g.Raising(sticky);
         }
