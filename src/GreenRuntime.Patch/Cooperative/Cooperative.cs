@@ -30,6 +30,7 @@
 //   * Doing real work on the hub thread for file I/O (what gevent does): a cold read blocks every greenlet
 //     of the hub. We offload to the thread pool instead.
 
+using System.Reflection;
 using System.Runtime.CompilerServices;
 
 namespace GreenRuntime.Cooperative;
@@ -121,7 +122,44 @@ internal static class Cooperative
     /// primitives do (SemaphoreSlim, ManualResetEventSlim, SpinLock), and so do polling loops of other code
     /// (<c>SpinWait.SpinUntil</c> in user code, <c>NamedPipeClientStream.Connect</c> waiting for its pipe to appear),
     /// which must stay killable.</remarks>
-    public static bool CalledByCoreLib(Type api)
+    public static bool CalledByCoreLib(Type api) => Caller(api) is { } frame && frame.GetMethod()!.DeclaringType!.Assembly == typeof(object).Assembly;
+
+    /// <summary>Whether a kill or timeout must not interrupt the lock enter that the caller of <paramref name="api"/>
+    /// makes: the caller is CoreLib (<see cref="CalledByCoreLib"/>), or its call stands in a <c>try</c> that catches
+    /// <see cref="ThreadInterruptedException"/> (a handler of that type, or a filter, which may test for it). Code that
+    /// catches the interrupt of its lock enter retries it (Lucene.Net's <c>UninterruptableMonitor</c>, around every lock
+    /// it takes, also in <c>finally</c> blocks that do its flush bookkeeping): a kill, which it does not catch, would
+    /// leave that bookkeeping half done, as no interrupt of a thread does. Costs a stack walk, as CalledByCoreLib.</summary>
+    internal static bool CallerKeepsInterruptsOut(Type api)
+    {
+        if (Caller(api) is not { } frame) return false;
+        var method = frame.GetMethod()!;
+        if (method.DeclaringType!.Assembly == typeof(object).Assembly) return true;
+        IList<ExceptionHandlingClause> clauses;
+        try
+        {
+            if (method.GetMethodBody() is not { } body) return false;
+            clauses = body.ExceptionHandlingClauses;
+        }
+        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or BadImageFormatException)
+        {
+            return false; // no IL to read (a dynamic method)
+        }
+        // The offset of a call in a try body is exact in optimized code too (unlike a call in a handler, which runs as a
+        // funclet reported at its parent's position).
+        int il = frame.GetILOffset();
+        foreach (var clause in clauses)
+        {
+            if (il < clause.TryOffset || il >= clause.TryOffset + clause.TryLength) continue;
+            if (clause.Flags == ExceptionHandlingClauseOptions.Filter
+                || clause.Flags == ExceptionHandlingClauseOptions.Clause && clause.CatchType == typeof(ThreadInterruptedException))
+                return true;
+        }
+        return false;
+    }
+
+    /// <summary>The first frame of the stack that is neither the runtime's nor <paramref name="api"/>'s own, nor <see cref="SpinWait"/>'s.</summary>
+    private static System.Diagnostics.StackFrame? Caller(Type api)
     {
         foreach (var frame in new System.Diagnostics.StackTrace(1, false).GetFrames())
         {
@@ -129,9 +167,9 @@ internal static class Cooperative
             if (type is null || type == api || type == typeof(SpinWait)
                 || type.Assembly == typeof(Cooperative).Assembly || type.Assembly == typeof(Hub).Assembly)
                 continue;
-            return type.Assembly == typeof(object).Assembly;
+            return frame;
         }
-        return false;
+        return null;
     }
 
     /// <summary>Whether the file call being made was made by CoreLib for its own needs (<c>TimeZoneInfo</c> reading its

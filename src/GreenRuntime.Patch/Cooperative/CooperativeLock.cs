@@ -47,7 +47,7 @@ internal static class CooperativeLock
             catch (ThreadInterruptedException)
             {
                 // Not a filter: inside one, the stack shows the exception dispatcher (CoreLib's) above the caller.
-                if (!Cooperative.CalledByCoreLib(typeof(Lock))) throw;
+                if (!Cooperative.CallerKeepsInterruptsOut(typeof(Lock))) throw;
                 // A kill or timeout inside CoreLib's own bookkeeping: wait on for the rest of the time (see the
                 // remarks); the handshake sends one interrupt per wait, and the kill stays pending.
                 if (s.Ms != Timeout.Infinite)

@@ -22,7 +22,9 @@ namespace GreenRuntime.Cooperative;
 /// of the <c>lock</c> statement would leave the monitor owned by a carrier that goes on to run other greenlets.
 /// Entering is not a cancellation point otherwise (a kill already raised does not fail the enter of a
 /// <c>finally</c> that cleans up under a lock).</para>
-/// <para>A contended enter made by CoreLib itself, or of a lock object whose type is CoreLib's (the lock inside
+/// <para>A contended enter made by CoreLib itself, or by code that catches <see cref="ThreadInterruptedException"/>
+/// around it to retry it (Lucene.Net's <c>UninterruptableMonitor</c>; see <c>Cooperative.CallerKeepsInterruptsOut</c>),
+/// or of a lock object whose type is CoreLib's (the lock inside
 /// <c>SemaphoreSlim.Release</c>, a <c>ConcurrentDictionary</c> bucket, <c>Lazy&lt;T&gt;</c>'s, a <c>List&lt;T&gt;</c> locked on)
 /// is not interrupted at all: it waits for the lock, and the
 /// kill or timeout is raised at the greenlet's next blocking point. CoreLib's bookkeeping around such locks is not
@@ -59,7 +61,7 @@ internal static class CooperativeMonitor
             catch (ThreadInterruptedException)
             {
                 // Not a filter: inside one, the stack shows the exception dispatcher (CoreLib's) above the caller.
-                if (!IsCoreLibLock(o) && !Cooperative.CalledByCoreLib(typeof(Monitor))) throw;
+                if (!IsCoreLibLock(o) && !Cooperative.CallerKeepsInterruptsOut(typeof(Monitor))) throw;
                 // A kill or timeout, not raised inside CoreLib's own bookkeeping (see the remarks): wait on. The
                 // handshake sends one interrupt per wait, and the kill stays pending for the next blocking point.
             }
@@ -161,7 +163,7 @@ internal static class CooperativeMonitor
         var backoff = new PollBackoff();
         // Decided before the first pause: a kill that came during one would be raised from it at once, inside CoreLib's
         // bookkeeping for an enter of CoreLib's. (One stack walk per polled enter, which waits a millisecond at least.)
-        bool keepPending = coreLibLock || Parking.CancellationPending || (callerApi != null && Cooperative.CalledByCoreLib(callerApi));
+        bool keepPending = coreLibLock || Parking.CancellationPending || (callerApi != null && Cooperative.CallerKeepsInterruptsOut(callerApi));
         while (true)
         {
             if (tryEnter(state)) return true;

@@ -261,4 +261,50 @@ public class UnwindingCleanupTests : PatchedHubTest
         Assert.That(g.Dead, Is.True);
         Assert.That(cleanedUp, Is.False);
     }
+    /// <summary>Lucene.Net's UninterruptableMonitor.Enter: a lock enter that catches the interrupt and retries.</summary>
+    private static void UninterruptableEnter(object gate)
+    {
+        while (true)
+        {
+            try
+            {
+                Monitor.Enter(gate);
+                return;
+            }
+            catch (Exception e) when (e is ThreadInterruptedException)
+            {
+            }
+        }
+    }
+
+    [Test]
+    public void AKillDuringALockEnterThatRetriesInterruptsTakesTheLockAndIsRaisedAtTheNextBlockingCall()
+    {
+        var gate = new object();
+        bool entered = false, sleptAfter = false;
+        var holder = Green.Spawn(() =>
+        {
+            lock (gate) Thread.Sleep(100);
+        });
+        var waiter = Green.Spawn(() =>
+        {
+            UninterruptableEnter(gate); // contended: the holder sleeps in it
+            try
+            {
+                entered = true;
+            }
+            finally
+            {
+                Monitor.Exit(gate);
+            }
+            Thread.Sleep(10_000);
+            sleptAfter = true;
+        });
+        Green.Sleep(20);
+        waiter.Kill();
+        Assert.That(waiter.Value, Is.InstanceOf<GreenletExit>());
+        Assert.That(entered, Is.True, "the enter waited for the lock instead of failing");
+        Assert.That(sleptAfter, Is.False, "the kill was raised at the next blocking call");
+        holder.Join();
+    }
 }
