@@ -135,27 +135,9 @@ internal static class Cooperative
         if (Caller(api) is not { } frame) return false;
         var method = frame.GetMethod()!;
         if (method.DeclaringType!.Assembly == typeof(object).Assembly) return true;
-        IList<ExceptionHandlingClause> clauses;
-        try
-        {
-            if (method.GetMethodBody() is not { } body) return false;
-            clauses = body.ExceptionHandlingClauses;
-        }
-        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or BadImageFormatException)
-        {
-            return false; // no IL to read (a dynamic method)
-        }
-        // The offset of a call in a try body is exact in optimized code too (unlike a call in a handler, which runs as a
-        // funclet reported at its parent's position).
-        int il = frame.GetILOffset();
-        foreach (var clause in clauses)
-        {
-            if (il < clause.TryOffset || il >= clause.TryOffset + clause.TryLength) continue;
-            if (clause.Flags == ExceptionHandlingClauseOptions.Filter
-                || clause.Flags == ExceptionHandlingClauseOptions.Clause && clause.CatchType == typeof(ThreadInterruptedException))
-                return true;
-        }
-        return false;
+        return StackInspection.TryClausesAround(frame).Any(static c =>
+            c.Flags == ExceptionHandlingClauseOptions.Filter
+            || (c.Flags == ExceptionHandlingClauseOptions.Clause && c.CatchType == typeof(ThreadInterruptedException)));
     }
 
     /// <summary>The first frame of the stack that is neither the runtime's nor <paramref name="api"/>'s own, nor <see cref="SpinWait"/>'s.</summary>

@@ -77,28 +77,9 @@ internal static class UnwindingCleanup
 
     /// <summary>Whether the frame stands inside the try of a finally or fault clause. Not the runtime's frames: its own
     /// cleanup is shielded, and the frames of a blocking call are the same whichever handler makes it.</summary>
-    private static bool InTryOfFinally(StackFrame frame)
-    {
-        if (frame.GetMethod() is not { } method || IsRuntime(method.DeclaringType?.Assembly)) return false;
-        IList<ExceptionHandlingClause> clauses;
-        try
-        {
-            if (method.GetMethodBody() is not { } body) return false;
-            clauses = body.ExceptionHandlingClauses;
-        }
-        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or BadImageFormatException)
-        {
-            return false; // no IL to read (a dynamic method)
-        }
-        int il = frame.GetILOffset();
-        foreach (var clause in clauses)
-        {
-            if (clause.Flags is ExceptionHandlingClauseOptions.Finally or ExceptionHandlingClauseOptions.Fault
-                && il >= clause.TryOffset && il < clause.TryOffset + clause.TryLength)
-                return true;
-        }
-        return false;
-    }
+    private static bool InTryOfFinally(StackFrame frame) =>
+        frame.GetMethod() is { } method && !IsRuntime(method.DeclaringType?.Assembly)
+        && LowLevel.StackInspection.TryClausesAround(frame).Any(static c => c.Flags is ExceptionHandlingClauseOptions.Finally or ExceptionHandlingClauseOptions.Fault);
 
     private static bool IsRuntime(Assembly? assembly) =>
         assembly == typeof(UnwindingCleanup).Assembly || assembly?.GetName().Name == "GreenRuntime.Patch";
