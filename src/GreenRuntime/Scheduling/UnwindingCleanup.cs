@@ -16,7 +16,10 @@
 //      to the frame whose catch takes it (the landing frame) in the exception's own stack trace. So the current stack
 //      shows the landing frame and, deeper, the frames the exception came through, the last of them the one whose
 //      handler runs. One of those deeper frames has its position inside the try of a finally or fault clause.
-// The handlers of the landing frame itself (its catch, a finally of the same method) are not deeper than it: they raise.
+// The handlers of the landing frame itself (its catch, a finally of the same method) are not deeper than it: they raise,
+// except in an async method whose only catch around the throw is the compiler's (the kill goes on to the method's task):
+// its finally blocks are cleanup on the way out (SSH.NET downloads through an async method run synchronously, and the
+// timeout was raised again in the close request of its file stream's Dispose).
 //
 // Rejected: the IL offset of the frame within the handler's region (MethodBody.ExceptionHandlingClauses). Because of 2,
 // a finally run by an exception is never reported inside its handler region (0 of 400 calls in each JIT mode); only the
@@ -25,7 +28,8 @@
 // Known limits (the kill is raised, as before, unless the first one applies): a catch handler of the landing frame that
 // calls the very method the kill came through, stopped at the same call inside a try/finally (a retry of the failed
 // call), is taken for that method's finally, and its blocking calls complete as on a thread; a finally of the landing
-// frame itself; a kill wrapped in another exception as it unwinds (the wrapper's trace is not the kill's); stackless
+// frame itself (but an async method's, as above); a kill wrapped in another exception as it unwinds (the wrapper's
+// trace is not the kill's); stackless
 // greenlets (their frames are state machines the hub resumes). The cost, two stack walks, is paid only at a blocking
 // point of a greenlet whose kill or timeout has been raised, and only while that exception's handlers run.
 
@@ -67,10 +71,20 @@ internal static class UnwindingCleanup
             {
                 if (InTryOfFinally(current[i - deeper])) return true;
             }
-            return false;
+            return TakenByAsyncBuilder(current[i]) && InTryOfFinally(current[i]);
         }
         return false;
     }
+
+    /// <summary>Whether the landing frame is an async method's state machine whose only catch around the throw is the one
+    /// the compiler wraps the whole body in (it hands the exception to the method's task): the finally blocks of that
+    /// method (a <c>using</c> in an async method run synchronously on the greenlet) are then cleanup the exception runs on
+    /// its way out, not the handlers of a catch that takes it. A catch of the method's own code around the throw takes
+    /// it: its handler raises, as anywhere.</summary>
+    private static bool TakenByAsyncBuilder(StackFrame landing) =>
+        landing.GetMethod() is { Name: nameof(IAsyncStateMachine.MoveNext) } method
+        && typeof(IAsyncStateMachine).IsAssignableFrom(method.DeclaringType)
+        && LowLevel.StackInspection.TryClausesAround(landing).Count(static c => c.Flags is ExceptionHandlingClauseOptions.Clause or ExceptionHandlingClauseOptions.Filter) == 1;
 
     private static bool Same(StackFrame a, StackFrame b) =>
         a.GetMethod() is { } method && method == b.GetMethod() && a.GetILOffset() == b.GetILOffset();

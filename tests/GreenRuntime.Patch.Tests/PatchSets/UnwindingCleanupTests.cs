@@ -237,6 +237,44 @@ public class UnwindingCleanupTests : PatchedHubTest
         }
     }
 
+    private static async Task AsyncMethodRunSynchronously(Action done)
+    {
+        using (new SleepOnDispose(done))
+            Thread.Sleep(10_000); // killed here, before any await: the method runs on the greenlet's own stack
+        await Task.Yield();
+    }
+
+    private static async Task AsyncMethodThatCatches(Action caught)
+    {
+        try
+        {
+            using (new SleepOnDispose(static () => { }))
+                Thread.Sleep(10_000);
+        }
+        catch (GreenletExit)
+        {
+            Thread.Sleep(10_000); // the method's own catch takes the kill: its handler raises it again
+            caught();
+        }
+        await Task.Yield();
+    }
+
+    [Test]
+    public void AnAsyncMethodsDisposeRunSynchronouslyAfterAKillCompletesItsBlockingCall()
+    {
+        // The compiler wraps an async method's body in a catch that hands the exception to its task, so the kill lands in
+        // the method's own frame, and its using's Dispose looked like a handler of the catch that takes the kill.
+        bool disposed = false, caughtThenSlept = false;
+        var worker = Green.Spawn(() => AsyncMethodRunSynchronously(() => disposed = true).GetAwaiter().GetResult());
+        Green.Sleep(20);
+        worker.Kill();
+        Assert.That(disposed, Is.True, "the Dispose's blocking call completed");
+        var catcher = Green.Spawn(() => AsyncMethodThatCatches(() => caughtThenSlept = true).GetAwaiter().GetResult());
+        Green.Sleep(20);
+        catcher.Kill(timeout: TimeSpan.FromSeconds(5));
+        Assert.That((catcher.Dead, caughtThenSlept), Is.EqualTo((true, false)), "a catch of the method's own code still raises the kill");
+    }
+
     [Test]
     public void ASecondKillInterruptsACleanupThatBlocks()
     {
