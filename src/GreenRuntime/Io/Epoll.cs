@@ -87,6 +87,17 @@ internal static unsafe partial class Epoll
     [LibraryImport("libc", EntryPoint = "accept4", SetLastError = true)]
     public static partial int Accept(int fd, byte* address, uint* addressLength, int flags);
 
+    /// <summary>ioctl(fd, SIOCOUTQ, &amp;bytes): the bytes of a stream socket's send queue not yet acknowledged by the peer.</summary>
+    [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
+    public static partial int IoctlInt(int fd, nuint request, int* value);
+
+    public const nuint SiocOutQ = 0x5411;
+
+    [LibraryImport("libc", EntryPoint = "getsockopt", SetLastError = true)]
+    public static partial int GetSockOpt(int fd, int level, int name, int* value, uint* length);
+
+    public const int SolSocket = 1, SoSndBuf = 7;
+
     [LibraryImport("libc", EntryPoint = "send", SetLastError = true)]
     public static partial nint Send(int fd, byte* buffer, nint length, int flags);
 

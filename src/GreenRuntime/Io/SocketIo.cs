@@ -23,12 +23,14 @@
 // after a send that succeeded must run (SSH.NET counts the packet sent after Send returns; skipping that broke the
 // next packet's MAC just the same). A peer that never reads holds such a send as it holds the original (the socket's
 // SendTimeout, closing the socket, or the peer's going away end it); before anything went out the send is
-// interrupted, since it cuts nothing of the message. Nor does a send start by raising a kill or timeout that came
-// before it (it gives way to the others when the blocking monitor asks, shielded): a library may have committed to the
-// message before the call, as SSH.NET encrypts its packet under a counter-mode cipher before it sends it, so a packet
-// lost at the start of the send broke the session's cipher for every greenlet on it, where a thread's interrupt never
-// lands in a send. A kill or timeout held back is raised at the greenlet's next blocking point: a receive, a wait, or
-// a send that must wait for room with nothing of it sent (a writer streaming to a slow reader ends there).
+// interrupted, since it cuts nothing of the message. A send that starts with a kill or timeout pending, not raised yet
+// (held back by the previous send, or come while the greenlet computed), raises it only when the message does not fit
+// whole in the socket's free buffer, so that the send would have to wait: a library may have committed to the message
+// before the call, as SSH.NET encrypts its packet under a counter-mode cipher before it sends it, and a packet dropped
+// at the start of a send that would have gone out at once broke the session's cipher for every greenlet on it (a
+// thread's interrupt never lands in a send). A writer streaming to a slow reader finds its buffer full and ends there,
+// between two whole messages (12 MB, 5.7 s streamed after a kill when nothing there raised it); one whose reader keeps
+// up never waits, and streams on until its next other blocking point, as a thread would.
 //
 // On Unix .NET wraps a pipe in a Socket too (how PipeStream writes: a Process's redirected stdin, anonymous and named
 // pipes' sync writes). Its sends are the same loop, with pwritev2(RWF_NOWAIT) for send(), which a pipe refuses
@@ -279,7 +281,10 @@ internal static unsafe class SocketIo
         if (!PassesThrough(flags, send: true) || !IsByteStream(s) || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
             return false;
         var g = hub.CurrentGreenlet;
-        hub.GiveWay(); // no cancellation point (see the header)
+        if (g.ShieldDepth == 0 && g.UnraisedCancellation && !FitsWhole(handle, fd, data.Length))
+            hub.YieldPoint(); // would wait for room with nothing of it sent: raised, cutting nothing (see the header)
+        else
+            hub.GiveWay();
         long deadline = Deadline(hub, timeout);
         while (sent < data.Length)
         {
@@ -303,6 +308,29 @@ internal static unsafe class SocketIo
             }
         }
         return true;
+    }
+
+    /// <summary>Whether a stream socket's send buffer has room for <paramref name="length"/> more bytes now (its size less
+    /// what is queued), so that a send of them goes out whole without waiting. False when the kernel does not say (a pipe).
+    /// The kernel's own accounting differs a little, so a message that is said to fit may still wait for part of its
+    /// room: it is then sent whole as any other, shielded.</summary>
+    private static bool FitsWhole(SafeHandle handle, int fd, int length)
+    {
+        int queued, size;
+        uint sizeLength = sizeof(int);
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            if (Epoll.IoctlInt(fd, Epoll.SiocOutQ, &queued) != 0) return false;
+            if (Epoll.GetSockOpt(fd, Epoll.SolSocket, Epoll.SoSndBuf, &size, &sizeLength) != 0) return false;
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+        // Linux reports twice the size set, the half it keeps for its own overhead included: the data's share is the half.
+        return (long)size / 2 - queued >= length;
     }
 
     /// <summary>What a thread blocked in a receive or send on <paramref name="s"/> sees when another thread closes the socket:

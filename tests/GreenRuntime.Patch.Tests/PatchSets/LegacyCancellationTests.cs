@@ -197,13 +197,13 @@ public class LegacyCancellationTests : PatchedHubTest
 
     [TestCase("kill")]
     [TestCase("timeout")]
-    public void AWriterStreamingToASlowReaderSendsWholeChunksAndMeetsItsKillAtItsNextBlockingPointThatIsNoSend(string how)
+    public void AWriterStreamingToASlowReaderEndsAtItsNextSendThatDoesNotFitAfterAKill(string how)
     {
-        // Each send gets part of its chunk out at once and waits, shielded, for the rest: a message is never cut. Nor is
-        // a send where a kill or timeout lands at its start (a library may have built the message for good before the
-        // call: SSH.NET's cipher has moved on), as a thread's interrupt never lands in a send. So the writer streams its
-        // chunks whole and meets its kill or timeout at the first blocking point after them that is no send.
-        const int chunk = 64 * 1024, chunks = 60;
+        // Each send gets part of its chunk out at once and waits, shielded, for the rest (a message is never cut), so
+        // the writer never met a blocking point: killed, it streamed on to its last chunk. The kill held back by a send
+        // is raised at the start of a later send whose chunk does not fit in the socket's free buffer, before any byte
+        // of it goes out: between two whole chunks.
+        const int chunk = 64 * 1024, chunks = 200;
         var (writerSide, readerSide) = GreenRuntime.TestSupport.LoopbackPair.Connect();
         using (writerSide)
         using (readerSide)
@@ -220,7 +220,7 @@ public class LegacyCancellationTests : PatchedHubTest
                     while ((n = readerSide.Receive(buffer)) > 0)
                     {
                         Interlocked.Add(ref received, n);
-                        Thread.Sleep(1); // a slow reader
+                        Thread.Sleep(2); // a slow reader: about 4 MB/s at most
                     }
                 }
                 catch (SocketException)
@@ -229,7 +229,6 @@ public class LegacyCancellationTests : PatchedHubTest
             });
             reader.Start();
             int written = 0;
-            bool sleptAfter = false;
             var writer = Green.Spawn(() =>
             {
                 void Stream()
@@ -240,20 +239,19 @@ public class LegacyCancellationTests : PatchedHubTest
                         writerSide.Send(data);
                         written++;
                     }
-                    Thread.Sleep(10_000); // the first blocking point that is no send
-                    sleptAfter = true;
                 }
                 if (how == "kill") Stream();
                 else Green.WithTimeout(TimeSpan.FromMilliseconds(100), Stream);
             });
             Green.Sleep(100);
             if (how == "kill") writer.Kill(block: false);
-            Assert.That(writer.Join(TimeSpan.FromSeconds(30)), Is.True, "the kill or timeout ended the writer at its sleep");
+            Assert.That(writer.Join(TimeSpan.FromSeconds(10)), Is.True);
+            int writtenAtEnd = written;
             writerSide.Shutdown(SocketShutdown.Send);
             reader.Join();
-            Assert.That((written, sleptAfter), Is.EqualTo((chunks, false)), "every chunk sent, then the kill or timeout at the sleep");
-            Assert.That(writer.Successful, Is.EqualTo(how == "kill"), "killed, or ended by its own timeout's exception");
-            Assert.That(received, Is.EqualTo((long)chunk * chunks), "only whole chunks went out: no send was cut");
+            TestContext.Out.WriteLine($"{how}: {writtenAtEnd} of {chunks} chunks written, {received} bytes received");
+            Assert.That(writtenAtEnd, Is.LessThan(chunks / 2), "the writer went on streaming after its kill or timeout");
+            Assert.That(received % chunk, Is.Zero, "only whole chunks went out: no send was cut");
         }
     }
 
