@@ -25,7 +25,9 @@ namespace GreenRuntime.Cooperative;
 /// <para>A released call is no cancellation point, as a file write run released is not: a kill or timeout that arrives
 /// meanwhile is raised at the greenlet's next blocking point, so the caller gets the handle it opened (and disposes of
 /// it as it unwinds) and a delete that happened is not reported as failed. Only a kill or timeout not raised yet is
-/// raised before the call starts (<see cref="Parking.YieldPoint"/>). An <c>open()</c> cannot be interrupted, on a
+/// raised before a FIFO open starts (<see cref="Parking.YieldPoint"/>); a truncation or a delete changes the file
+/// system, as a write does, and raises nothing (a scratch file's delete in a <c>finally</c> raised the kill that had
+/// come during the writes before it, and the file stayed). An <c>open()</c> cannot be interrupted, on a
 /// thread either: a FIFO open whose other end never comes waits for ever, now without holding the hub.</para>
 /// </remarks>
 internal static unsafe partial class CooperativeFileOpen
@@ -74,7 +76,9 @@ internal static unsafe partial class CooperativeFileOpen
                 : OpenSlot.Call(fullPath, mode, access, share, options, preallocationSize, openPermissions, out fileLength, out filePermissions, failForSymlink, out wasSymlink, createOpenException);
         }
         var call = new OpenCall(fullPath, mode, access, share, options, preallocationSize, openPermissions, failForSymlink, createOpenException);
-        var handle = Released(s_open, call);
+        // A FIFO open waits for its other end: a kill not raised yet is raised before it starts. A truncation changes the
+        // file, as a write does: no cancellation point.
+        var handle = Released(s_open, call, cancellationPoint: mode is not (FileMode.Create or FileMode.Truncate));
         fileLength = call.FileLength;
         filePermissions = call.FilePermissions;
         wasSymlink = call.WasSymlink;
@@ -89,7 +93,7 @@ internal static unsafe partial class CooperativeFileOpen
             DeleteFileSlot.Call(fullPath);
             return;
         }
-        Released(s_delete, fullPath);
+        Released(s_delete, fullPath, cancellationPoint: false); // it changes the file system, as a write does
     }
 
     /// <summary>Whether the open may wait: a FIFO opened for reading or for writing only, or a truncation of a regular file
@@ -113,9 +117,10 @@ internal static unsafe partial class CooperativeFileOpen
     /// <summary>The original on the greenlet's own thread with the baton released (see the class remarks). Where the baton
     /// cannot be released (a stackless greenlet), <see cref="Green.RunBlocking{T}(Func{T})"/>'s way, shielded so that the
     /// result still reaches the caller.</summary>
-    private static TResult Released<TState, TResult>(Func<TState, TResult> call, TState state)
+    private static TResult Released<TState, TResult>(Func<TState, TResult> call, TState state, bool cancellationPoint)
     {
-        Parking.YieldPoint();
+        if (cancellationPoint) Parking.YieldPoint();
+        else Parking.GiveWay();
         if (Parking.CanReleaseBaton) return Parking.RunReleased(call, state, WaitReason.File, cancellationPoint: false);
         using (Green.Shield())
             return Green.RunBlocking(() => call(state));

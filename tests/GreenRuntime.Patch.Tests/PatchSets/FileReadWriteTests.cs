@@ -526,6 +526,28 @@ public partial class FileReadWriteTests : PatchedHubTest
     }
 
     [Test]
+    public void ADeleteOfALargeFileIsNoCancellationPoint()
+    {
+        // A delete changes the file system, as a write does: a scratch file's delete in a finally raised the kill that had
+        // come during the writes before it (they raise nothing), and the file stayed.
+        string big = path + ".big";
+        File.WriteAllBytes(big, new byte[2 << 20]); // large enough that its delete runs with the baton released
+        bool deleted = false;
+        var worker = Green.Spawn(() =>
+        {
+            using (Green.Shield()) Green.Sleep(50); // the kill comes meanwhile and stays pending, not raised yet
+            File.Delete(big);
+            deleted = true;
+            Thread.Sleep(10_000); // the kill is raised here
+        });
+        Green.Sleep(10);
+        worker.Kill(block: false);
+        Assert.That(worker.Join(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That((deleted, File.Exists(big)), Is.EqualTo((true, false)), "the file was deleted; the kill came at the sleep after it");
+        File.Delete(big);
+    }
+
+    [Test]
     public void AReadThatWaitsParksOnlyItsGreenletAndAKillEndsIt()
     {
         // A FIFO is not seekable: the original reads it with read(), so the read waits on the hub's reactor for a
