@@ -55,21 +55,27 @@ internal static class CooperativeHttpClient
     // task, which nobody else waits for, so the starter's kill would cancel a request other greenlets share.
     [ThreadStatic] private static HttpRequestMessage? t_linkedRequest;
 
+    /// <summary>Marks <see cref="t_linkedRequest"/> while an HttpClient replacement's original runs.</summary>
+    private readonly struct PassingLinked : IDisposable
+    {
+        private readonly HttpRequestMessage? _outer;
+
+        public PassingLinked(HttpRequestMessage request)
+        {
+            _outer = t_linkedRequest;
+            t_linkedRequest = request;
+        }
+
+        public void Dispose() => t_linkedRequest = _outer;
+    }
+
     /// <summary>Replaces <see cref="HttpClient.SendAsync(HttpRequestMessage, HttpCompletionOption, CancellationToken)"/>.</summary>
     public static Task<HttpResponseMessage> SendAsync(HttpClient client, HttpRequestMessage request, HttpCompletionOption completionOption, CancellationToken cancellationToken)
     {
         if (!Cooperative.LinkOnStackful(cancellationToken, out var token, out var linked))
             return SendAsyncSlot.Call(client, request, completionOption, cancellationToken);
-        var outer = t_linkedRequest;
-        t_linkedRequest = request;
-        try
-        {
+        using (new PassingLinked(request))
             return Cooperative.DisposeAfter(SendAsyncSlot.Call(client, request, completionOption, token), linked);
-        }
-        finally
-        {
-            t_linkedRequest = outer;
-        }
     }
 
     /// <summary>Replaces <c>SocketsHttpHandler.SendAsync(HttpRequestMessage, CancellationToken)</c>, which every asynchronous
@@ -105,16 +111,8 @@ internal static class CooperativeHttpClient
     {
         if (!Cooperative.LinkOnStackful(cancellationToken, out var token, out var linked))
             return core.Call(client, request, cancellationToken);
-        var outer = t_linkedRequest;
-        t_linkedRequest = request;
-        try
-        {
+        using (new PassingLinked(request))
             return Cooperative.DisposeAfter(core.Call(client, request, token), linked);
-        }
-        finally
-        {
-            t_linkedRequest = outer;
-        }
     }
 
     /// <summary>Replaces <see cref="HttpClient.Send(HttpRequestMessage, HttpCompletionOption, CancellationToken)"/>.</summary>
@@ -122,16 +120,8 @@ internal static class CooperativeHttpClient
     {
         if (Cooperative.ParkingHub() is null)
             return SendSlot.Call(client, request, completionOption, cancellationToken);
-        var outer = t_linkedRequest;
-        t_linkedRequest = request;
-        try
-        {
+        using (new PassingLinked(request))
             return Cooperative.WithKillToken((client, request, completionOption), cancellationToken,
                 static (s, token) => SendSlot.Call(s.client, s.request, s.completionOption, token));
-        }
-        finally
-        {
-            t_linkedRequest = outer;
-        }
     }
 }
