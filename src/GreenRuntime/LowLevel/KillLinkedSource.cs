@@ -95,11 +95,16 @@ internal sealed class KillLinkedSource : CancellationTokenSource
     /// cancel that kill or timeout queued (see the header).</summary>
     internal static void CancelQueued(Greenlet greenlet)
     {
-        if (greenlet.LiveCancellations is not { Count: > 0 } live) return; // the common case, read without the lock
-        KillLinkedSource[] sources;
-        lock (live) sources = live.ToArray();
-        foreach (var source in sources)
+        foreach (var source in Sources(greenlet))
             if (source._queued && !source._shared) source.CancelQuietly();
+    }
+
+    /// <summary>A copy of <paramref name="greenlet"/>'s live sources, taken under their list's lock; none is the common
+    /// case, read without it.</summary>
+    private static KillLinkedSource[] Sources(Greenlet greenlet)
+    {
+        if (greenlet.LiveCancellations is not { Count: > 0 } live) return [];
+        lock (live) return live.ToArray();
     }
 
     /// <summary>The one way a source is cancelled (see the header): only the first caller cancels; a later one returns
@@ -141,10 +146,7 @@ internal sealed class KillLinkedSource : CancellationTokenSource
     /// null if there is none.</summary>
     private static Task? BegunElsewhere(Greenlet greenlet)
     {
-        if (greenlet.LiveCancellations is not { Count: > 0 } live) return null;
-        KillLinkedSource[] sources;
-        lock (live) sources = live.ToArray();
-        foreach (var source in sources)
+        foreach (var source in Sources(greenlet))
         {
             if (Volatile.Read(ref source._cancelState) != Cancelling) continue;
             if (Volatile.Read(ref source._cancelEnded) is null) Interlocked.CompareExchange(ref source._cancelEnded, new(), null);
