@@ -141,29 +141,17 @@ internal static class Cooperative
     }
 
     /// <summary>The first frame of the stack that is neither the runtime's nor <paramref name="api"/>'s own, nor <see cref="SpinWait"/>'s.</summary>
-    private static System.Diagnostics.StackFrame? Caller(Type api) => Caller(t => t == api || t == typeof(SpinWait));
-
-    /// <summary>The first frame of the stack that is neither the runtime's nor one <paramref name="passedThrough"/> says the
-    /// call only passes through.</summary>
-    private static System.Diagnostics.StackFrame? Caller(Func<Type, bool> passedThrough)
+    private static System.Diagnostics.StackFrame? Caller(Type api)
     {
         foreach (var frame in new System.Diagnostics.StackTrace(1, false).GetFrames())
         {
             var type = frame.GetMethod()?.DeclaringType;
-            if (type is null || type.Assembly == typeof(Cooperative).Assembly || type.Assembly == typeof(Hub).Assembly || passedThrough(type))
+            if (type is null || type.Assembly == typeof(Cooperative).Assembly || type.Assembly == typeof(Hub).Assembly || type == api || type == typeof(SpinWait))
                 continue;
             return frame;
         }
         return null;
     }
-
-    /// <summary>Whether the file call being made was made by CoreLib for its own needs (<c>TimeZoneInfo</c> reading its
-    /// zone file for <c>DateTime.Now</c>, a culture's data): the first caller outside CoreLib's file API (System.IO) is
-    /// CoreLib too. A stack walk: only for the rare call that would raise a kill or timeout.</summary>
-    public static bool FileCallByCoreLib() =>
-        Caller(static t => t.Assembly == typeof(object).Assembly
-            && (t.Namespace is "System.IO" or "System.IO.Strategies" or "Microsoft.Win32.SafeHandles" || t.Namespace?.StartsWith("System.Text", StringComparison.Ordinal) == true))
-        is { } frame && frame.GetMethod()!.DeclaringType!.Assembly == typeof(object).Assembly;
 
     /// <summary>For an asynchronous operation a stackful greenlet that may park starts (and legacy code waits for with
     /// <c>.Result</c>): a token that <paramref name="cancellationToken"/>, the greenlet's kill and its open timeouts cancel,
