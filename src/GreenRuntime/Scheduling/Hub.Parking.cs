@@ -40,7 +40,7 @@ public sealed partial class Hub
     }
 
     /// <summary>At a cancellation point of <paramref name="g"/>: throws the kill or timeout pending for it, if any.</summary>
-    private static void RaisePending(Greenlet g)
+    private void RaisePending(Greenlet g)
     {
         if (g.ShieldDepth > 0) return; // a shield holds kills and timeouts back (CancellationShield)
         if (g.PendingException is { } pending)
@@ -54,6 +54,11 @@ public sealed partial class Hub
         {
             // Cleanup that the raised exception runs as it unwinds (a Dispose in a finally) waits, as on a thread.
             if (!g.IsStackless && ReferenceEquals(g.LastRaised, sticky) && UnwindingCleanup.RunsIn(sticky, g.LastRaisedAt)) return;
+            // A loop that swallows what is raised here and blocks again (a driver's exception wraps the kill, and the
+            // retry loop catches that) comes back at once, again and again, without ever parking: it gives way when
+            // the blocking monitor asks, as a loop of calls that never wait does (GiveWay), or the hub stops for as
+            // long as the loop lasts.
+            if (!g.IsStackless) GiveWay();
             LowLevel.KillLinkedSource.CancelQueued(g);
             throw g.Raising(sticky);
         }

@@ -39,6 +39,59 @@ public class LevelTriggeredCancellationTests : HubTest
     }
 
     [Test]
+    public void ALoopThatSwallowsTheKillWithoutEverParkingStillLetsTheOthersRun()
+    {
+        // A retry loop whose catch neither sleeps nor rethrows (a driver's exception wraps the kill: catch
+        // (NpgsqlException) { continue; }) meets the kill again at once at its next blocking point, again and again,
+        // without parking. It still gives the others a turn when the blocking monitor asks, as a loop of calls that
+        // never wait does. On a hub of its own thread, so that a loop holding the baton cannot hang the test run; a
+        // plain thread ends the loop.
+        int ticksDuringSpin = -1, swallowed = 0;
+        Exception? failure = null;
+        var runner = new Thread(() =>
+        {
+            try
+            {
+                using var hub = new Hub(new HubOptions { MaxBlockingTime = TimeSpan.FromMilliseconds(40) });
+                int ticks = 0;
+                var stop = new ManualResetEventSlim(); // set by a plain thread: Wait(0) below never blocks
+                var ticker = Green.Spawn(() => { while (true) { Green.Sleep(1); ticks++; } });
+                var ev = new Event();
+                var spinner = Green.Spawn(() =>
+                {
+                    while (!stop.IsSet)
+                    {
+                        try
+                        {
+                            ev.Wait();
+                        }
+                        catch (GreenletExit)
+                        {
+                            swallowed++;
+                        }
+                    }
+                });
+                Green.Sleep(20);
+                int before = ticks;
+                spinner.Kill(block: false);
+                new Thread(() => { Thread.Sleep(600); stop.Set(); }) { IsBackground = true }.Start();
+                spinner.Join();
+                ticksDuringSpin = ticks - before;
+                ticker.Kill();
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        }) { IsBackground = true };
+        runner.Start();
+        Assert.That(runner.Join(TimeSpan.FromSeconds(30)), Is.True);
+        Assert.That(failure, Is.Null);
+        Assert.That(swallowed, Is.GreaterThan(100), "the loop met the kill again and again");
+        Assert.That(ticksDuringSpin, Is.GreaterThan(5), "the ticker had turns while the loop spun");
+    }
+
+    [Test]
     public void EveryKindOfBlockingPointRaisesTheKillAgain()
     {
         var raised = new List<string>();
