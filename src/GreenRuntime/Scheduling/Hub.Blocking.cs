@@ -139,6 +139,9 @@ public sealed partial class Hub
             interrupted = interrupt.Finish(ref error);
             if (error is null) failure = null;
         }
+        // A lock's released wait returns owning the lock, and every other thread that wants it waits until this greenlet
+        // runs and releases it: it goes ahead of the ready queue, or a convoy of such holders forms.
+        g.ResumeFirst = reason == WaitReason.Lock;
         PostItem(RunItem.ForCallback(s_returnFromBlocking, g)); // through the inbox: this thread is not the baton holder
         t_released = null;
         t_current = this;
@@ -183,7 +186,7 @@ public sealed partial class Hub
     {
         var g = (Greenlet)state!;
         g.OutsideBaton = false;
-        if (!g.Hub.TryWake(new WakeToken(g, g.ParkSequence)))
+        if (!g.Hub.TryWake(new WakeToken(g, g.ParkSequence), first: g.ResumeFirst))
             throw new InvalidOperationException($"Internal error: {g} returned from a blocking call but was no longer parked (every park has exactly one wake).");
     };
 

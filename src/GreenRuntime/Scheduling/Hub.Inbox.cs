@@ -34,6 +34,9 @@ public sealed partial class Hub
         while (_inbox.TryDequeue(out var item))
         {
             if (item.Kind == RunKind.Wake) TryWake(item.Token, item.State, item.Error);
+            // A released call's return is a wake too (Hub.Blocking.cs): made here, a lock's goes ahead of the greenlets
+            // already ready, as it must, instead of waiting its turn as a callback behind them.
+            else if (ReferenceEquals(item.Callback, s_returnFromBlocking)) s_returnFromBlocking(item.State);
             else Enqueue(item);
         }
     }

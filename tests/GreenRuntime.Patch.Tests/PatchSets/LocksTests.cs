@@ -14,6 +14,40 @@ public class LocksTests : PatchedHubTest
     private static readonly TimeSpan Hold = TimeSpan.FromMilliseconds(300);
     private static readonly TimeSpan GapBound = TimeSpan.FromMilliseconds(150);
 
+    [TestCase("monitor")]
+    [TestCase("Lock")]
+    public void AGreenletThatMeetsALockHeldByAReadyGreenletLetsItRunBeforeWaitingInTheRuntime(string kind)
+    {
+        // The holder is about to run (here it yielded inside its lock): the greenlet that wants the lock lets it, then
+        // takes the lock, instead of parking its thread in the runtime's wait, whose every waiter then held the lock
+        // while it waited for the baton (a convoy that cost ASP.NET Core's console logger most of its throughput).
+        var monitor = new object();
+        var threadingLock = new Lock();
+        var states = new List<string>();
+        Greenlet waiter = null!;
+        var holder = Green.Spawn(() =>
+        {
+            using var scope = kind == "Lock" ? threadingLock.EnterScope() : default;
+            if (kind == "monitor") Monitor.Enter(monitor);
+            Green.Yield(); // the waiter meets the lock held
+            states.Add($"{waiter.State} {waiter.WaitReason}");
+            if (kind == "monitor") Monitor.Exit(monitor);
+        });
+        waiter = Green.Spawn(() =>
+        {
+            if (kind == "Lock")
+            {
+                using (threadingLock.EnterScope()) states.Add("entered");
+            }
+            else
+            {
+                lock (monitor) states.Add("entered");
+            }
+        });
+        Green.JoinAll([holder, waiter], TimeSpan.FromSeconds(10));
+        Assert.That(states, Is.EqualTo(new[] { "Ready Yield", "entered" }), "the waiter yielded to the holder instead of waiting in the runtime");
+    }
+
     [Test]
     public void ABoundedBufferWrittenWithLockAndMonitorWaitMovesItemsInOrder()
     {

@@ -259,6 +259,32 @@ public class ParkingTests : HubTest
         Assert.That(order, Is.EqualTo(new[] { "other ran", "returned" }));
     }
 
+    [TestCase(WaitReason.Lock, "returned first")]
+    [TestCase(WaitReason.Blocking, "others first")]
+    public void AReleasedLockWaitIsResumedAheadOfTheReadyGreenlets(WaitReason reason, string expected)
+    {
+        // A lock's released wait returns owning the lock, which every other thread that wants it waits for until its
+        // greenlet runs: it is resumed before the greenlets already ready. Any other released call takes its turn.
+        var order = new List<string>();
+        using var gate = new ManualResetEventSlim();
+        bool returned = false;
+        var released = Green.Spawn(() =>
+        {
+            Parking.RunReleased(static s => { s.gate.Wait(TimeSpan.FromSeconds(10)); return true; }, (gate, 0), reason);
+            order.Add("released");
+        });
+        Green.Sleep(10); // it is in its call
+        for (int i = 0; i < 3; i++) Green.Spawn(() => order.Add("ready"));
+        gate.Set();
+        var spin = System.Diagnostics.Stopwatch.StartNew();
+        while (spin.ElapsedMilliseconds < 50) { } // holding the baton: the call returns and posts its return meanwhile
+        returned = true;
+        released.Join(TimeSpan.FromSeconds(10));
+        Green.Sleep(10);
+        Assert.That(returned, Is.True);
+        Assert.That(order[0] == "released" ? "returned first" : "others first", Is.EqualTo(expected), string.Join(", ", order));
+    }
+
     [Test]
     public void KeepPendingRaisesAKillThatARunReleasedCallRaisedAtTheNextBlockingPointInstead()
     {
