@@ -264,6 +264,7 @@ public sealed partial class Hub
             error = e;
         }
         AmbientContext.Reset(); // nothing of this greenlet's context is left for the carrier's next item
+        self.ResetThreadAfterBody();
         AssertBatonHeld();
         self.Owner = null;
         g.Carrier = null;

@@ -69,6 +69,26 @@ public class AmbientContextTests : HubTest
     }
 
     [Test]
+    public void ACarrierGetsItsNameBackgroundFlagAndPriorityBackWhenABodyChangedThem()
+    {
+        // As the thread pool resets a thread after each work item: a body that named its thread left the name on later
+        // greenlets' log lines, and one that made its thread a foreground thread kept the process from exiting.
+        Thread? carrier = null;
+        string? nameBefore = null;
+        var g = Green.Spawn(() =>
+        {
+            carrier = Thread.CurrentThread;
+            nameBefore = carrier.Name;
+            carrier.Name = "job-7";
+            carrier.IsBackground = false;
+            carrier.Priority = ThreadPriority.Lowest;
+        });
+        g.Join();
+        Assert.That(nameBefore, Does.StartWith("GreenRuntime carrier #"));
+        Assert.That((carrier!.Name, carrier.IsBackground, carrier.Priority), Is.EqualTo((nameBefore, true, ThreadPriority.Normal)));
+    }
+
+    [Test]
     public void AThousandInterleavedGreenletsEachKeepTheirOwnValue()
     {
         int leaks = 0;
