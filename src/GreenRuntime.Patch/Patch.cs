@@ -125,6 +125,7 @@ public static class Patch
         using (Cooperative.Cooperative.Bypass())
         lock (s_gate)
         {
+            Cooperative.NativeClassInit.Initialise();
             foreach (var entry in s_applied.Values.Reverse()) entry.Detour.Dispose();
             count = s_applied.Count;
             s_applied.Clear();
@@ -145,6 +146,7 @@ public static class Patch
         using (Cooperative.Cooperative.Bypass())
         lock (s_gate)
         {
+            Cooperative.NativeClassInit.Initialise();
             s_lastLoggerFactory = loggerFactory;
             long start = Stopwatch.GetTimestamp();
             var checks = ApplyLocked(sets, patched, already, refused, out var support, out var batch);

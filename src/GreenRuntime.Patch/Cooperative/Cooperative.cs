@@ -42,8 +42,11 @@ internal static class Cooperative
     /// The hub the caller may park on, or null when the call must behave exactly like the original: no hub on
     /// this thread, inside a hub callback (which must not block), a disposed hub, or inside <see cref="Bypass"/>.
     /// </summary>
+    /// <remarks>Also null inside a static constructor the runtime started natively (<see cref="NativeClassInit"/>): there the
+    /// blocking call runs as the original, holding the baton, since a greenlet that touches the class would wait for it
+    /// holding the baton too.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Hub? ParkingHub() => Parking.ParkingHub();
+    public static Hub? ParkingHub() => Parking.ParkingHub() is { } hub && !NativeClassInit.Inside() ? hub : null;
 
     /// <summary>
     /// <see cref="ParkingHub"/> without its warning for calls inside hub callbacks, and so without side effects: for

@@ -18,9 +18,11 @@ namespace GreenRuntime.Cooperative;
 /// for something only another greenlet can provide (a lock that greenlet holds across a park). Releasing the
 /// baton only in the greenlet that actually meets an initialisation in progress keeps the hub running and costs
 /// nothing to the greenlet that runs the constructor.</para>
-/// <para>How a greenlet knows it would wait: every entry of compiled code into class initialisation goes
+/// <para>How a greenlet knows it would wait: every entry of jitted code into class initialisation goes
 /// through <c>InitHelpers.InitClassSlow(MethodTable*)</c> on .NET 10 (static method calls, static field
-/// access, <c>new</c>, generic statics; <c>RuntimeHelpers.RunClassConstructor</c> is patched too). Both
+/// access, <c>new</c>, generic statics; <c>RuntimeHelpers.RunClassConstructor</c> is patched too). ReadyToRun code
+/// initialises classes natively, past both; a greenlet inside such a constructor does not park at all
+/// (<see cref="NativeClassInit"/>). Both
 /// replacements record which thread is initialising which class while a greenlet runs the original; a
 /// greenlet that finds another thread recorded for the class waits with the baton released. The record is
 /// made only for greenlets, so an initialisation running on a plain thread is waited for holding the baton
@@ -211,6 +213,32 @@ internal static unsafe partial class CooperativeClassInit
         {
             ExitGate();
         }
+    }
+
+    /// <summary>Whether this thread runs <paramref name="type"/>'s static constructor through one of the two entry points
+    /// (for <see cref="NativeClassInit"/>, which finds the constructor on the stack). A stack frame names a shared generic
+    /// class by its definition, so a recorded instantiation of that definition counts.</summary>
+    internal static bool IsRunByThisThread(Type type)
+    {
+        int me = Environment.CurrentManagedThreadId;
+        var mine = new List<nint>();
+        EnterGate();
+        try
+        {
+            foreach (var (mt, owner) in s_initialising)
+                if (owner.Thread == me) mine.Add(mt);
+        }
+        finally
+        {
+            ExitGate();
+        }
+        foreach (var mt in mine)
+        {
+            var recorded = Type.GetTypeFromHandle(RuntimeTypeHandle.FromIntPtr(mt));
+            if (recorded == type || (type.IsGenericTypeDefinition && recorded is { IsGenericType: true } && recorded.GetGenericTypeDefinition() == type))
+                return true;
+        }
+        return false;
     }
 
     private static void Leave(nint type)
