@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Reflection;
 using System.Reflection.PortableExecutable;
-using System.Runtime.ExceptionServices;
 
 namespace GreenRuntime.Patch.Tests.PatchSets;
 
@@ -46,25 +45,6 @@ public class ReadyToRunClassInitTests : PatchedHubTest
         Assert.That(afterwards, Is.LessThan(TimeSpan.FromMilliseconds(550)), "sleeps outside the constructor park cooperatively");
     }
 
-    /// <summary>Runs <paramref name="body"/> on a hub of a new thread and fails if it has not finished within
-    /// <see cref="DeadlockLimit"/> (a deadlocked hub's thread is left behind).</summary>
-    private static void OnOwnHub(Action body)
-    {
-        Exception? error = null;
-        var thread = new Thread(() =>
-        {
-            try
-            {
-                using var hub = new Hub(new HubOptions { MaxBlockingTime = null });
-                body();
-            }
-            catch (Exception e)
-            {
-                error = e;
-            }
-        }) { IsBackground = true, Name = "ReadyToRun class-init hub" };
-        thread.Start();
-        Assert.That(thread.Join(DeadlockLimit), Is.True, "the hub deadlocked: a greenlet waited for the class's initialisation holding the baton");
-        if (error != null) ExceptionDispatchInfo.Throw(error);
-    }
+    private static void OnOwnHub(Action body) =>
+        OwnHub.Run(body, DeadlockLimit, "the hub deadlocked: a greenlet waited for the class's initialisation holding the baton");
 }

@@ -1,6 +1,5 @@
 using System.Reflection;
 using System.Runtime.CompilerServices;
-using System.Runtime.ExceptionServices;
 
 namespace GreenRuntime.Patch.Tests.PatchSets;
 
@@ -117,27 +116,8 @@ public class ReflectionClassInitTests : PatchedHubTest
         Assert.That(Slow<TTag>.Runs, Is.EqualTo(1), "the static constructor ran exactly once");
     }
 
-    /// <summary>Runs <paramref name="body"/> on a hub of a new thread and fails if it has not finished within
-    /// <see cref="DeadlockLimit"/> (a deadlocked hub's thread is left behind).</summary>
-    private static void OnOwnHub(Action body)
-    {
-        Exception? error = null;
-        var thread = new Thread(() =>
-        {
-            try
-            {
-                using var hub = new Hub(new HubOptions { MaxBlockingTime = null });
-                body();
-            }
-            catch (Exception e)
-            {
-                error = e;
-            }
-        }) { IsBackground = true, Name = "reflection class-init hub" };
-        thread.Start();
-        Assert.That(thread.Join(DeadlockLimit), Is.True, "the hub deadlocked: a greenlet waited for the class's initialisation holding the baton");
-        if (error != null) ExceptionDispatchInfo.Throw(error);
-    }
+    private static void OnOwnHub(Action body) =>
+        OwnHub.Run(body, DeadlockLimit, "the hub deadlocked: a greenlet waited for the class's initialisation holding the baton");
 
     private sealed class GetTag;
     private sealed class SetTag;
