@@ -95,21 +95,17 @@ internal static class CooperativeMonitor
     }
 
     /// <summary>
-    /// After a contended attempt to enter a lock that only the calling thread may own (a monitor, a <see cref="Lock"/>):
-    /// lets the ready greenlets run once, then tries again, before the caller waits in the runtime. The lock is most
-    /// often held by a greenlet of the same hub that is about to run: its own released enter has just acquired it, and it
-    /// waits for the baton (resumed ahead of the others, Hub.Blocking.cs). An enter that went to the runtime's wait at once
-    /// joined a queue of threads that each held the lock until its greenlet got the baton, so every later enter met the
-    /// lock held for as long as the greenlets kept taking it: a convoy. 64 greenlets logging through ASP.NET Core's
-    /// console logger had 57 in that wait at any moment and made 7.9–11.4 k log rounds a second, against 49–51 k on
-    /// threads; 35–39 k now. Not a cancellation point, as entering is not.
+    /// After a contended attempt to enter a lock that only the calling thread may own (a monitor, a <see cref="Lock"/>),
+    /// before the caller waits in the runtime: when a greenlet of this hub has won a lock in a released wait and waits
+    /// for the baton, the lock met is most likely its, so the ready greenlets run once (that one first) and the enter is
+    /// tried again (<see cref="Parking.YieldToLockHolders"/>). An enter that went to the runtime's wait at once joined a
+    /// queue of threads that each held the lock until its greenlet got the baton, so every later enter met the lock held
+    /// for as long as the greenlets kept taking it: a convoy (64 greenlets logging through ASP.NET Core's console logger
+    /// had 57 in that wait at any moment). With no such greenlet the lock is a plain thread's, and the pass through the
+    /// ready queue would only cost. Not a cancellation point, as entering is not.
     /// </summary>
-    internal static bool TryAgainAfterTheOthers<TState>(Func<TState, bool> tryEnter, TState state)
-    {
-        using (Green.Shield())
-            Green.Yield();
-        return tryEnter(state);
-    }
+    internal static bool TryAgainAfterTheOthers<TState>(Func<TState, bool> tryEnter, TState state) =>
+        Parking.YieldToLockHolders() && tryEnter(state);
 
     /// <summary>Replaces <c>Monitor.TryEnter_Slowpath(object, int)</c>: a contended <c>TryEnter</c> with a timeout.</summary>
     public static bool TryEnter(object obj, int millisecondsTimeout)

@@ -142,6 +142,14 @@ public static partial class Parking
     public static void GiveWay() => ParkingHubSilent()?.GiveWay();
 
     /// <summary>
+    /// For a lock enter that met the lock held, before it waits in the runtime: when a greenlet of this hub has won a lock
+    /// in a released wait and waits for the baton (<see cref="RunReleased"/> with <see cref="WaitReason.Lock"/>), lets the
+    /// ready greenlets run once, that one first, and returns true: the lock met is most likely its. Otherwise returns
+    /// false at once, so a lock held by a plain thread costs no pass through the ready queue. Raises no kill or timeout.
+    /// </summary>
+    public static bool YieldToLockHolders() => ParkingHubSilent()?.YieldToLockHolders() ?? false;
+
+    /// <summary>
     /// A token for an operation the current greenlet starts and waits for: cancelled when <paramref name="token"/> is,
     /// when the greenlet is killed, or when a <see cref="GreenTimeout"/> open on it now expires. A wait the kill
     /// interrupts abandons its operation; an operation that holds a shared resource for its caller (a pooled connection

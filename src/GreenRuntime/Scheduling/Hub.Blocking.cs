@@ -142,6 +142,7 @@ public sealed partial class Hub
         // A lock's released wait returns owning the lock, and every other thread that wants it waits until this greenlet
         // runs and releases it: it goes ahead of the ready queue, or a convoy of such holders forms.
         g.ResumeFirst = reason == WaitReason.Lock;
+        if (g.ResumeFirst) Interlocked.Increment(ref _lockHoldersQueued); // counted from here: a return still in the inbox counts
         PostItem(RunItem.ForCallback(s_returnFromBlocking, g)); // through the inbox: this thread is not the baton holder
         t_released = null;
         t_current = this;
@@ -149,6 +150,11 @@ public sealed partial class Hub
 
         // The baton is back (step 5).
         _pendingExternal--;
+        if (g.ResumeFirst)
+        {
+            g.ResumeFirst = false;
+            Interlocked.Decrement(ref _lockHoldersQueued);
+        }
         g.ReleasedInterrupt = null;
         self.Owner = previousOwner;
         if (previousOwner != g) g.Carrier = null;

@@ -96,6 +96,19 @@ public sealed partial class Hub
             YieldCurrent();
     }
 
+    /// <summary>Greenlets whose released lock wait has returned owning the lock and that wait for the baton (Hub.Blocking.cs):
+    /// raised by their threads as they post their return, lowered by the baton holder as each is resumed.</summary>
+    private int _lockHoldersQueued;
+
+    /// <summary><see cref="LowLevel.Parking.YieldToLockHolders"/> for a caller that knows it may park on this hub.</summary>
+    internal bool YieldToLockHolders()
+    {
+        if (Volatile.Read(ref _lockHoldersQueued) == 0) return false;
+        using (new CancellationShield(_current))
+            YieldCurrent();
+        return true;
+    }
+
     /// <summary><see cref="LowLevel.Parking.YieldPoint"/> for a caller that knows it may park on this hub.</summary>
     internal void YieldPoint()
     {
