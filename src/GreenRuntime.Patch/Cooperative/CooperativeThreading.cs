@@ -341,7 +341,27 @@ internal static partial class CooperativeThreading
     {
         private bool _acquired;
 
-        protected override bool Wait() => _acquired = WaitOneInt.Call(handle, millisecondsTimeout);
+        protected override bool Wait() =>
+            _acquired = handle is Mutex ? WaitInSlices(handle, millisecondsTimeout) : WaitOneInt.Call(handle, millisecondsTimeout);
+
+        /// <summary>
+        /// A mutex's wait, in slices with an alertable point between them, where the interrupt a kill or timeout sends
+        /// (ReleasedInterrupt) is raised: the wait of a named mutex ignores <see cref="Thread.Interrupt"/> on Linux, so a
+        /// greenlet waiting for one that another process held could not be killed at all, and its timeout came only when
+        /// the mutex was released.
+        /// </summary>
+        private static bool WaitInSlices(WaitHandle handle, int millisecondsTimeout)
+        {
+            const int Slice = 20;
+            long start = Environment.TickCount64;
+            while (true)
+            {
+                int left = millisecondsTimeout == Timeout.Infinite ? Slice : (int)Math.Max(0, millisecondsTimeout - (Environment.TickCount64 - start));
+                if (WaitOneInt.Call(handle, Math.Min(left, Slice))) return true;
+                if (left <= Slice && millisecondsTimeout != Timeout.Infinite) return false;
+                Thread.Sleep(0); // alertable: throws ThreadInterruptedException when an interrupt is pending
+            }
+        }
 
         protected override bool Acquired(out bool result) => result = _acquired;
 
