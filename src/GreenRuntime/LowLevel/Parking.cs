@@ -121,14 +121,15 @@ public static partial class Parking
     }
 
     /// <summary>
-    /// Where a read that completes without waiting — a file read the page cache answers, a socket receive that finds
-    /// data — gives way, before it moves any byte: it raises a kill or an expired <see cref="GreenTimeout"/> that has not
-    /// been raised in the greenlet yet, and yields (shielded) when the hub's blocking monitor has seen the greenlet hold
-    /// the baton for a sample or more while others wait. Such calls are otherwise no blocking point, so a loop of them
-    /// (copying a cached file, streaming a database result) neither let the other greenlets run nor could be killed. Once
-    /// the kill or timeout has been raised, later calls go through: clean-up that unwinds from it still reads, as on a
-    /// thread. Writes use <see cref="GiveWay"/>. Nothing off a greenlet that may park, or inside a
-    /// <see cref="CancellationShield"/> (for the raise).
+    /// Where a read that completes without waiting, but could have waited for the other side — a socket receive that
+    /// finds data, a pipe's read — gives way, before it moves any byte: it raises a kill or an expired
+    /// <see cref="GreenTimeout"/> that has not been raised in the greenlet yet, and yields (shielded) when the hub's
+    /// blocking monitor has seen the greenlet hold the baton for a sample or more while others wait. Such calls are
+    /// otherwise no blocking point, so a loop of them (streaming a database result) neither let the other greenlets run
+    /// nor could be killed. Once the kill or timeout has been raised, later calls go through: clean-up that unwinds from
+    /// it still reads, as on a thread. Writes and regular files' reads, which nothing interrupts on a thread, use
+    /// <see cref="GiveWay"/>. Nothing off a greenlet that may park, or inside a <see cref="CancellationShield"/> (for
+    /// the raise).
     /// </summary>
     public static void YieldPoint() => ParkingHubSilent()?.YieldPoint();
 
