@@ -72,9 +72,6 @@ public partial class Greenlet
     internal object? ResumeValue;
     internal Exception? ResumeError;
     internal Exception? PendingException;
-    /// <summary>Its released call returns holding a lock: it is resumed ahead of the ready queue (Hub.Blocking.cs).</summary>
-    internal bool ResumeFirst;
-
     /// <summary>True while its carrier runs a call with the baton released (Hub.Blocking.cs): only that call's return may wake it.</summary>
     internal bool OutsideBaton;
 

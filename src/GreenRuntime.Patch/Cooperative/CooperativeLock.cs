@@ -75,8 +75,11 @@ internal static class CooperativeLock
             return TryEnterSlow.Call(self, timeoutMs, current);
         var acquired = TryEnterSlow.Call(self, 0, current);
         if (acquired.Id != 0) return acquired;
-        var again = new PolledEnter(self);
-        if (CooperativeMonitor.TryAgainAfterTheOthers(s_tryEnterNow, again)) return again.Acquired;
+        if (Parking.YieldToLockHolders()) // see CooperativeMonitor.TryAgainAfterTheOthers
+        {
+            var again = new PolledEnter(self);
+            if (s_tryEnterNow(again)) return again.Acquired;
+        }
         if (Parking.CanReleaseBaton)
             return Parking.RunReleased(s_wait, (self, timeoutMs, current), WaitReason.Lock, cancellationPoint: false, interruptible: true);
         // No carrier left to take over the hub: poll (CooperativeMonitor.PollEnter), not block with the baton.

@@ -87,7 +87,7 @@ internal static class CooperativeMonitor
             EnterSlowpath.Call(obj);
             return;
         }
-        if (TryEnterSlowpath.Call(obj, 0) || TryAgainAfterTheOthers(s_tryEnterNow, obj)) return;
+        if (TryEnterSlowpath.Call(obj, 0) || TryAgainAfterTheOthers(obj)) return;
         if (Parking.CanReleaseBaton)
             Parking.RunReleased(s_enter, obj, WaitReason.Lock, cancellationPoint: false, interruptible: true);
         else
@@ -104,8 +104,7 @@ internal static class CooperativeMonitor
     /// had 57 in that wait at any moment). With no such greenlet the lock is a plain thread's, and the pass through the
     /// ready queue would only cost. Not a cancellation point, as entering is not.
     /// </summary>
-    internal static bool TryAgainAfterTheOthers<TState>(Func<TState, bool> tryEnter, TState state) =>
-        Parking.YieldToLockHolders() && tryEnter(state);
+    private static bool TryAgainAfterTheOthers(object obj) => Parking.YieldToLockHolders() && TryEnterSlowpath.Call(obj, 0);
 
     /// <summary>Replaces <c>Monitor.TryEnter_Slowpath(object, int)</c>: a contended <c>TryEnter</c> with a timeout.</summary>
     public static bool TryEnter(object obj, int millisecondsTimeout)
@@ -113,7 +112,7 @@ internal static class CooperativeMonitor
         var hub = Cooperative.ParkingHub();
         if (hub is null || millisecondsTimeout is 0 or < -1) // the original refuses < -1
             return TryEnterSlowpath.Call(obj, millisecondsTimeout);
-        if (TryEnterSlowpath.Call(obj, 0) || TryAgainAfterTheOthers(s_tryEnterNow, obj)) return true;
+        if (TryEnterSlowpath.Call(obj, 0) || TryAgainAfterTheOthers(obj)) return true;
         return Parking.CanReleaseBaton
             ? Parking.RunReleased(s_tryEnter, (obj, millisecondsTimeout), WaitReason.Lock, cancellationPoint: false, interruptible: true)
             : PollEnter(s_tryEnterNow, obj, millisecondsTimeout, typeof(Monitor), IsCoreLibLock(obj));

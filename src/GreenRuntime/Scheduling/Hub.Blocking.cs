@@ -141,8 +141,7 @@ public sealed partial class Hub
         }
         // A lock's released wait returns owning the lock, and every other thread that wants it waits until this greenlet
         // runs and releases it: it goes ahead of the ready queue, or a convoy of such holders forms.
-        g.ResumeFirst = reason == WaitReason.Lock;
-        if (g.ResumeFirst) Interlocked.Increment(ref _lockHoldersQueued); // counted from here: a return still in the inbox counts
+        if (reason == WaitReason.Lock) Interlocked.Increment(ref _lockHoldersQueued); // counted from here: a return still in the inbox counts
         PostItem(RunItem.ForCallback(s_returnFromBlocking, g)); // through the inbox: this thread is not the baton holder
         t_released = null;
         t_current = this;
@@ -150,11 +149,7 @@ public sealed partial class Hub
 
         // The baton is back (step 5).
         _pendingExternal--;
-        if (g.ResumeFirst)
-        {
-            g.ResumeFirst = false;
-            Interlocked.Decrement(ref _lockHoldersQueued);
-        }
+        if (reason == WaitReason.Lock) Interlocked.Decrement(ref _lockHoldersQueued);
         g.ReleasedInterrupt = null;
         self.Owner = previousOwner;
         if (previousOwner != g) g.Carrier = null;
@@ -192,7 +187,8 @@ public sealed partial class Hub
     {
         var g = (Greenlet)state!;
         g.OutsideBaton = false;
-        if (!g.Hub.TryWake(new WakeToken(g, g.ParkSequence), first: g.ResumeFirst))
+        // Still parked for the reason its released call gave: a lock's return goes first (see RunReleased).
+        if (!g.Hub.TryWake(new WakeToken(g, g.ParkSequence), first: g.WaitReason == WaitReason.Lock))
             throw new InvalidOperationException($"Internal error: {g} returned from a blocking call but was no longer parked (every park has exactly one wake).");
     };
 
