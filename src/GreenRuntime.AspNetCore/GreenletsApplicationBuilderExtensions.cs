@@ -25,6 +25,8 @@ public static class GreenletsApplicationBuilderExtensions
     /// leaves the hub as it would leave any synchronization context. <c>HttpContext.RequestAborted</c> kills the
     /// request's greenlets: their next blocking point raises <c>GreenletExit</c>.</para>
     /// <para>Synchronous body I/O (with <c>AllowSynchronousIO</c>) parks the greenlet under <see cref="Patch.All"/>.</para>
+    /// <para>SignalR hub methods run in greenlets too, one per invocation (SignalR runs them off the connection's request,
+    /// so they are not "after" this middleware): see <see cref="GreenletsServiceCollectionExtensions.AddGreenlets"/>.</para>
     /// <para>Place it after middleware that need not run in a greenlet (exception pages, static files, routing) and before
     /// the endpoints that block.</para>
     /// </remarks>
@@ -36,6 +38,7 @@ public static class GreenletsApplicationBuilderExtensions
         ArgumentNullException.ThrowIfNull(app);
         var host = app.ApplicationServices.GetService<GreenletsHost>()
             ?? throw new InvalidOperationException("UseGreenlets() needs the greenlet services: call builder.Services.AddGreenlets() when configuring the host's services.");
+        host.RunsRequests = true;
         return app.Use(next => new GreenletMiddleware(next, host).InvokeAsync);
     }
 }

@@ -1,4 +1,5 @@
 using GreenRuntime.AspNetCore.Requests;
+using GreenRuntime.LowLevel;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -68,12 +69,58 @@ internal sealed class GreenletsHost : IDisposable, IAsyncDisposable
         }
     }
 
-    /// <summary>Counts a request in. Requests that arrive while the host stops still run in greenlets: the group is
-    /// disposed only after the count has dropped to zero (or the shutdown timeout passed).</summary>
-    public void Enter() => Interlocked.Increment(ref _inFlight);
+    /// <summary>Whether <see cref="GreenletsApplicationBuilderExtensions.UseGreenlets"/> put the middleware into the app's
+    /// pipeline: SignalR hub methods run in greenlets only then (see GreenletHubFilter).</summary>
+    public bool RunsRequests { get; set; }
 
-    /// <summary>Counts a request out; the last one out of a stopping host ends the shutdown wait.</summary>
-    public void Exit()
+    /// <summary>
+    /// Whether the caller already runs in one of this host's greenlets, so that work it starts needs no greenlet of its
+    /// own. Any other hub does not count: a pool thread keeps the hub that code calling Green.* on it once created; nor
+    /// does the continuation an ended request runs for its caller (Kestrel's, which may read the connection's next
+    /// request at once, or SignalR's dispatch loop, which may start the connection's next hub method).
+    /// </summary>
+    public bool InGreenlet => Parking.CurrentHub is { } hub && Group.Hubs.Contains(hub) && !RequestGreenlet.InCallerContinuation;
+
+    /// <summary>
+    /// Runs <paramref name="start"/> (which places work in a greenlet) counted as in flight until its Task completes.
+    /// Work that arrives while the host stops still runs in greenlets: the group is disposed only after the count has
+    /// dropped to zero (or the shutdown timeout passed).
+    /// </summary>
+    public Task CountInFlight(Func<Task> start)
+    {
+        Interlocked.Increment(ref _inFlight);
+        Task run;
+        try
+        {
+            run = start();
+        }
+        catch
+        {
+            Exit();
+            throw;
+        }
+        if (run.IsCompleted)
+        {
+            Exit();
+            return run;
+        }
+        return ExitAfter(run);
+    }
+
+    private async Task ExitAfter(Task run)
+    {
+        try
+        {
+            await run.ConfigureAwait(false);
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    /// <summary>Counts work out; the last one out of a stopping host ends the shutdown wait.</summary>
+    private void Exit()
     {
         if (Interlocked.Decrement(ref _inFlight) == 0 && _stopping) _drained.TrySetResult();
     }

@@ -1,3 +1,5 @@
+using GreenRuntime.AspNetCore.SignalR;
+using Microsoft.AspNetCore.SignalR;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
@@ -18,6 +20,9 @@ public static class GreenletsServiceCollectionExtensions
     /// <para>The group can be injected (<c>HubGroup</c>) to run background greenlets on the same hubs.</para>
     /// <para>The runtime's metrics are the <c>GreenRuntime</c> meter: the host's metrics pipeline sees it like any
     /// other (<c>dotnet-counters monitor --counters GreenRuntime</c>, OpenTelemetry's <c>AddMeter("GreenRuntime")</c>).</para>
+    /// <para>With <c>UseGreenlets()</c> in the pipeline, SignalR hub methods (and hubs' <c>OnConnectedAsync</c> and
+    /// <c>OnDisconnectedAsync</c>) run in greenlets too, through a hub filter registered here for every hub: filters
+    /// added before this call run outside the greenlet, those added after it inside.</para>
     /// <para>Calling it again only applies <paramref name="configure"/> too.</para>
     /// </remarks>
     /// <param name="services">The host's services.</param>
@@ -57,6 +62,12 @@ public static class GreenletsServiceCollectionExtensions
         // Depends on the group, so the container (which disposes in reverse order of creation) disposes it first: it
         // waits for the requests in flight, then the group stops.
         services.TryAddSingleton<GreenletsHost>();
+        if (!services.Any(static d => d.ServiceType == typeof(GreenletHubFilter)))
+        {
+            // Every hub's methods run in greenlets once UseGreenlets() is in the pipeline; harmless without SignalR.
+            services.AddSingleton<GreenletHubFilter>();
+            services.Configure<Microsoft.AspNetCore.SignalR.HubOptions>(static o => o.AddFilter<GreenletHubFilter>());
+        }
         return services;
     }
 }

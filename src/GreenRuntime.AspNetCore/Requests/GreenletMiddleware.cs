@@ -1,4 +1,3 @@
-using GreenRuntime.LowLevel;
 using Microsoft.AspNetCore.Http;
 
 namespace GreenRuntime.AspNetCore.Requests;
@@ -14,9 +13,8 @@ internal sealed class GreenletMiddleware(RequestDelegate next, GreenletsHost hos
     public Task InvokeAsync(HttpContext context)
     {
         // Already on a greenlet of this host (UseGreenlets twice, or a branch that re-enters the pipeline): the request has
-        // one. Any other hub does not count: a pool thread keeps the hub that code calling Green.* on it once created;
-        // nor does Kestrel's continuation of an ended request, which may read the connection's next request at once.
-        if (Parking.CurrentHub is { } hub && host.Group.Hubs.Contains(hub) && !RequestGreenlet.InKestrelContinuation) return next(context);
+        // one.
+        if (host.InGreenlet) return next(context);
         if (host.Limit is { } limit)
         {
             var slot = limit.EnterAsync(context.RequestAborted);
@@ -51,36 +49,5 @@ internal sealed class GreenletMiddleware(RequestDelegate next, GreenletsHost hos
         }
     }
 
-    private Task RunAsync(HttpContext context)
-    {
-        host.Enter();
-        Task run;
-        try
-        {
-            run = RequestGreenlet.RunAsync(host, context, next);
-        }
-        catch
-        {
-            host.Exit();
-            throw;
-        }
-        if (run.IsCompleted)
-        {
-            host.Exit();
-            return run;
-        }
-        return ExitAfter(run);
-    }
-
-    private async Task ExitAfter(Task run)
-    {
-        try
-        {
-            await run.ConfigureAwait(false);
-        }
-        finally
-        {
-            host.Exit();
-        }
-    }
+    private Task RunAsync(HttpContext context) => host.CountInFlight(() => RequestGreenlet.RunAsync(host, context, next));
 }

@@ -38,6 +38,9 @@
 //      reason: killing a greenlet that never ran would drop its continuation. Only a request greenlet killed before
 //      its body ran ends the request at once (nothing of the pipeline ever started).
 //
+// SignalR hub methods run the same way (GreenletHubFilter): starting the hub method plays `next(context)`, and the
+// connection's ConnectionAborted plays RequestAborted.
+//
 // All state below marked "hub-only" is read and written only on the request's hub while holding its baton (in the
 // request greenlet, a helper, or a hub callback), so it needs no lock; every other thread reaches it by Hub.Post.
 //
@@ -61,8 +64,7 @@ internal sealed class RequestGreenlet
     private const string HelperName = "aspnetcore continuation";
 
     private readonly GreenletsHost _host;
-    private readonly HttpContext _http;
-    private readonly RequestDelegate _next;
+    private readonly Func<Task> _start;
     // The pipeline's own Task once it has ended, which the middleware's Task mirrors through Unwrap (its exception
     // instances and its cancellation included, as if the middleware were not there), or a completed Task when the
     // request ends without an outcome to report.
@@ -83,11 +85,10 @@ internal sealed class RequestGreenlet
     // Set (any thread) when the app's own code called HttpContext.Abort(); read by OnAborted.
     private volatile bool _abortedByApp;
 
-    private RequestGreenlet(GreenletsHost host, HttpContext http, RequestDelegate next)
+    private RequestGreenlet(GreenletsHost host, Func<Task> start)
     {
         _host = host;
-        _http = http;
-        _next = next;
+        _start = start;
         _sync = new RequestSynchronizationContext(this);
     }
 
@@ -101,18 +102,32 @@ internal sealed class RequestGreenlet
         // pipeline on a hub's thread, possibly at once, and HttpContext is not thread-safe (two threads filling its
         // feature cache can each see the other's reset, which surfaces as a NullReferenceException in the endpoint).
         var aborted = http.RequestAborted;
-        var request = new RequestGreenlet(host, http, next);
+        var request = new RequestGreenlet(host, () => next(http));
         if (http.Features.Get<IHttpRequestLifetimeFeature>() is { } lifetime)
             http.Features.Set<IHttpRequestLifetimeFeature>(new AppAbortRecorder(lifetime, request));
-        var g = host.Group.Spawn(request.Body, GreenletName);
-        request._main = g;
-        request._hub = g.Hub;
+        return request.Start(aborted, GreenletName);
+    }
+
+    /// <summary>Step 1 for work that is not an HTTP request (a SignalR hub method): <paramref name="start"/> plays the
+    /// pipeline, and <paramref name="aborted"/> the request's <c>RequestAborted</c>.</summary>
+    /// <param name="host">The host whose hubs run it.</param>
+    /// <param name="start">Starts the work on the greenlet; its Task's outcome is the returned Task's.</param>
+    /// <param name="aborted">Kills the work's greenlets when it fires (step 5).</param>
+    /// <param name="name">The greenlet's name.</param>
+    public static Task RunAsync(GreenletsHost host, Func<Task> start, CancellationToken aborted, string name) =>
+        new RequestGreenlet(host, start).Start(aborted, name);
+
+    private Task Start(CancellationToken aborted, string name)
+    {
+        var g = _host.Group.Spawn(Body, name);
+        _main = g;
+        _hub = g.Hub;
         if (aborted.CanBeCanceled)
         {
-            var registration = aborted.UnsafeRegister(static s => ((RequestGreenlet)s!).OnAborted(), request);
-            return request.CompleteAfter(registration).Unwrap();
+            var registration = aborted.UnsafeRegister(static s => ((RequestGreenlet)s!).OnAborted(), this);
+            return CompleteAfter(registration).Unwrap();
         }
-        return request._done.Task.Unwrap();
+        return _done.Task.Unwrap();
     }
 
     private async Task<Task> CompleteAfter(CancellationTokenRegistration registration)
@@ -142,7 +157,7 @@ internal sealed class RequestGreenlet
             Task pipeline;
             try
             {
-                pipeline = _next(_http);
+                pipeline = _start();
             }
             catch (Exception e) when (e is not GreenletExit || !_aborted)
             {
@@ -182,9 +197,10 @@ internal sealed class RequestGreenlet
 
     [ThreadStatic] private static bool t_ending;
 
-    /// <summary>Whether the caller is Kestrel's continuation run by <see cref="End"/>: the next request of a connection that
-    /// Kestrel reads at once (pipelined) is not "already in a greenlet", it needs one of its own.</summary>
-    internal static bool InKestrelContinuation => t_ending;
+    /// <summary>Whether the caller is the continuation run by <see cref="End"/> (Kestrel's, or SignalR's dispatch loop): the
+    /// next request of a connection that Kestrel reads at once (pipelined), or the next hub method of a connection, is not
+    /// "already in a greenlet", it needs one of its own.</summary>
+    internal static bool InCallerContinuation => t_ending;
 
     /// <summary><see cref="End"/> from a hub callback or a foreign thread, where Kestrel's code must not run inline.</summary>
     private void EndElsewhere() =>

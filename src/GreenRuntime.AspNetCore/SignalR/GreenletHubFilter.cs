@@ -1,0 +1,53 @@
+using GreenRuntime.AspNetCore.Requests;
+using Microsoft.AspNetCore.SignalR;
+
+namespace GreenRuntime.AspNetCore.SignalR;
+
+/// <summary>
+/// Runs each SignalR hub method, and each hub's <c>OnConnectedAsync</c>/<c>OnDisconnectedAsync</c>, in a greenlet of the
+/// host's hubs, the way <see cref="GreenletsApplicationBuilderExtensions.UseGreenlets"/> runs a request: blocking code in
+/// a hub parks its greenlet, and its <c>await</c>s resume on that hub.
+/// </summary>
+/// <remarks>
+/// <para>Why a filter and not the middleware: SignalR starts each connection's handler on a thread-pool thread of its
+/// own, off the request that carries the connection (on purpose, so that a blocking hub does not hold up the
+/// transport), so the request's greenlet never runs a hub method.</para>
+/// <para><c>AddGreenlets</c> registers it for every hub; it does nothing until <c>UseGreenlets()</c> has put the
+/// middleware into the pipeline, so an app that uses the hubs only for background greenlets keeps SignalR as it is.
+/// Invocations count as in flight for the host's graceful stop but take no <see cref="GreenletsOptions.MaxConcurrentRequests"/>
+/// slot: the connection's own request already holds one, and waiting for another could wait on itself.</para>
+/// <para>The connection's <c>ConnectionAborted</c> kills a running hub method's greenlet, as <c>RequestAborted</c> kills
+/// a request's. A streaming method's items are produced after the method has returned, outside the filter, so the
+/// code of an <c>IAsyncEnumerable</c> or a <c>ChannelReader</c> writer runs where SignalR runs it.</para>
+/// </remarks>
+internal sealed class GreenletHubFilter(GreenletsHost host) : IHubFilter
+{
+    private const string MethodName = "signalr hub method";
+    private const string ConnectedName = "signalr connected";
+    private const string DisconnectedName = "signalr disconnected";
+
+    public async ValueTask<object?> InvokeMethodAsync(HubInvocationContext invocationContext, Func<HubInvocationContext, ValueTask<object?>> next)
+    {
+        if (!host.RunsRequests || host.InGreenlet) return await next(invocationContext).ConfigureAwait(false);
+        var aborted = invocationContext.Context.ConnectionAborted;
+        Task<object?>? invocation = null;
+        // Awaiting the run rethrows the method's exception; after an abort it completes without one, and the method's
+        // own outcome (a GreenletExit, or what it returned if it caught the kill) is what the caller gets.
+        await host.CountInFlight(() => RequestGreenlet.RunAsync(host, () => invocation = next(invocationContext).AsTask(), aborted, MethodName))
+            .ConfigureAwait(false);
+        return invocation is null
+            ? throw new OperationCanceledException("The connection was aborted before its hub method began.", aborted)
+            : await invocation.ConfigureAwait(false);
+    }
+
+    public Task OnConnectedAsync(HubLifetimeContext context, Func<HubLifetimeContext, Task> next) =>
+        !host.RunsRequests || host.InGreenlet
+            ? next(context)
+            : host.CountInFlight(() => RequestGreenlet.RunAsync(host, () => next(context), context.Context.ConnectionAborted, ConnectedName));
+
+    // Not under ConnectionAborted: the connection is gone already (that is what the event reports), and its cleanup runs.
+    public Task OnDisconnectedAsync(HubLifetimeContext context, Exception? exception, Func<HubLifetimeContext, Exception?, Task> next) =>
+        !host.RunsRequests || host.InGreenlet
+            ? next(context, exception)
+            : host.CountInFlight(() => RequestGreenlet.RunAsync(host, () => next(context, exception), CancellationToken.None, DisconnectedName));
+}

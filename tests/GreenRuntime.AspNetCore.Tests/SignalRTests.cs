@@ -1,0 +1,139 @@
+using System.Collections.Concurrent;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.SignalR;
+using Microsoft.AspNetCore.SignalR.Client;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace GreenRuntime.AspNetCore.Tests;
+
+/// <summary>SignalR hub methods of a green app run in greenlets of its hubs, like the requests of its endpoints.</summary>
+[TestFixture]
+public sealed class SignalRTests
+{
+    /// <summary>What a hub method or event saw of where it ran.</summary>
+    internal sealed record Where(bool OnGreenlet, bool OnHostHub, string ConnectionId, string? User);
+
+    internal sealed class LegacyHub(HubGroup group, IHttpContextAccessor accessor) : Microsoft.AspNetCore.SignalR.Hub
+    {
+        public static readonly ConcurrentDictionary<string, Where> Connected = new();
+        public static readonly Concurrency Inside = new();
+        public static TaskCompletionSource<Greenlet> Started = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public static TaskCompletionSource Killed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override Task OnConnectedAsync()
+        {
+            Thread.Sleep(10); // a legacy lookup on connect
+            Connected[Context.ConnectionId] = Here();
+            return Task.CompletedTask;
+        }
+
+        public Where Sleep(int ms)
+        {
+            using (Inside.Enter()) Thread.Sleep(ms);
+            return Here();
+        }
+
+        public async Task<Where> SleepAfterAwait(int ms)
+        {
+            await Task.Yield();
+            Thread.Sleep(ms);
+            return Here();
+        }
+
+        public string Forever()
+        {
+            Started.TrySetResult(Green.Current);
+            try
+            {
+                Thread.Sleep(TimeSpan.FromSeconds(60));
+            }
+            catch (GreenletExit)
+            {
+                Killed.TrySetResult();
+                throw;
+            }
+            return "not killed";
+        }
+
+        public string Fail() => throw new HubException("the legacy call failed");
+
+        private Where Here() => new(
+            GreenRuntime.LowLevel.Parking.CanPark,
+            GreenRuntime.LowLevel.Parking.CurrentHub is { } hub && group.Hubs.Contains(hub),
+            Context.ConnectionId,
+            accessor.HttpContext?.Request.Query["user"]);
+    }
+
+    private static Task<TestApp> StartAsync() => TestApp.StartAsync(
+        a => a.MapHub<LegacyHub>("/legacy"),
+        services: s =>
+        {
+            s.AddSignalR(o => o.EnableDetailedErrors = false);
+            s.AddHttpContextAccessor();
+        });
+
+    private static async Task<HubConnection> ConnectAsync(TestApp app, string user)
+    {
+        var connection = new HubConnectionBuilder()
+            .WithUrl(new Uri(app.Client.BaseAddress!, $"/legacy?user={user}"))
+            .Build();
+        await connection.StartAsync();
+        return connection;
+    }
+
+    [Test]
+    public async Task BlockingHubMethodsRunInGreenletsOfTheHostsHubsAndOverlap()
+    {
+        await using var app = await StartAsync();
+        var connections = await Task.WhenAll(Enumerable.Range(0, 40).Select(i => ConnectAsync(app, $"u{i}")));
+        try
+        {
+            var calls = connections.Select(c => c.InvokeAsync<Where>(nameof(LegacyHub.Sleep), 1000)).ToArray();
+            var results = await Task.WhenAll(calls).WaitAsync(TimeSpan.FromSeconds(60));
+            for (int i = 0; i < connections.Length; i++)
+            {
+                Assert.That(results[i].OnGreenlet && results[i].OnHostHub, Is.True, "the hub method ran in a greenlet of the host");
+                Assert.That(results[i].ConnectionId, Is.EqualTo(connections[i].ConnectionId));
+                Assert.That(results[i].User, Is.EqualTo($"u{i}"), "the connection's HttpContext, through IHttpContextAccessor");
+                Assert.That(LegacyHub.Connected[connections[i].ConnectionId!], Is.EqualTo(results[i] with { }), "OnConnectedAsync too");
+            }
+            Assert.That(LegacyHub.Inside.Peak, Is.EqualTo(connections.Length), "every call was inside its sleep at once");
+            var afterAwait = await connections[0].InvokeAsync<Where>(nameof(LegacyHub.SleepAfterAwait), 10);
+            Assert.That(afterAwait.OnGreenlet && afterAwait.OnHostHub, Is.True, "code after an await runs on the hub too");
+        }
+        finally
+        {
+            foreach (var c in connections) await c.DisposeAsync();
+        }
+    }
+
+    [Test]
+    public async Task AClosedConnectionKillsItsHubMethodsGreenlet()
+    {
+        LegacyHub.Started = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        LegacyHub.Killed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await StartAsync();
+        var connection = await ConnectAsync(app, "gone");
+        var call = connection.InvokeAsync<string>(nameof(LegacyHub.Forever));
+        var greenlet = await LegacyHub.Started.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await connection.DisposeAsync(); // the client goes away: ConnectionAborted
+        await LegacyHub.Killed.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        for (int i = 0; i < 200 && !greenlet.Dead; i++) await Task.Delay(50);
+        Assert.That(greenlet.Dead, Is.True);
+        Assert.That(async () => await call, Throws.Exception);
+        // The app serves on.
+        await using var next = await ConnectAsync(app, "next");
+        Assert.That((await next.InvokeAsync<Where>(nameof(LegacyHub.Sleep), 1)).OnGreenlet, Is.True);
+    }
+
+    [Test]
+    public async Task AHubMethodsExceptionReachesItsCallerAndTheConnectionServesOn()
+    {
+        await using var app = await StartAsync();
+        await using var connection = await ConnectAsync(app, "fails");
+        var e = Assert.ThrowsAsync<HubException>(() => connection.InvokeAsync<string>(nameof(LegacyHub.Fail)));
+        Assert.That(e!.Message, Does.Contain("the legacy call failed"));
+        Assert.That((await connection.InvokeAsync<Where>(nameof(LegacyHub.Sleep), 1)).OnGreenlet, Is.True);
+    }
+}
