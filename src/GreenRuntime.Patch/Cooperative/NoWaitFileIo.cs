@@ -35,7 +35,10 @@ namespace GreenRuntime.Cooperative;
 /// pages are the file. Such a handle, found by <c>fstatfs</c> when it first refuses, is read and written inline
 /// with plain <c>pread</c>/<c>pwrite</c> (within the same size limit), as cached data on other file systems is.
 /// What such a call can still wait for is memory reclaim or another writer's inode lock, which the blocking
-/// monitor sees like any other stall of the hub.</para>
+/// monitor sees like any other stall of the hub. procfs refuses it too, and its files are made by the kernel as
+/// they are read, from memory: they are read inline the same way (<c>Process.GetProcesses()</c> reads a few per
+/// process; through the thread pool it took 67–100 ms on a greenlet against 10 ms on a thread). The one procfs file
+/// that waits, <c>/proc/kmsg</c> (root only), would hold the hub until the kernel logs something.</para>
 /// </remarks>
 internal static unsafe partial class NoWaitFileIo
 {
@@ -52,6 +55,7 @@ internal static unsafe partial class NoWaitFileIo
     private const int ODSync = 0x1000;
     private const long TmpfsMagic = 0x01021994;
     private const long RamfsMagic = 0x858458f6; // the kernel widens the unsigned constant: no sign extension
+    private const long ProcMagic = 0x9fa0;
 
     private static readonly int PageSize = Environment.SystemPageSize;
     private static readonly ConditionalWeakTable<SafeFileHandle, HandleState> Handles = new();
@@ -84,7 +88,7 @@ internal static unsafe partial class NoWaitFileIo
     {
         public volatile bool NoReads;
         public volatile bool NoWrites;
-        public volatile bool InMemory; // tmpfs or ramfs: plain pread/pwrite never wait for a device
+        public volatile bool InMemory; // tmpfs, ramfs or procfs: plain pread/pwrite never wait for a device
         public int OpenFlags = -1; // F_GETFL, read at the first inline write
     }
 
@@ -417,7 +421,8 @@ internal static unsafe partial class NoWaitFileIo
         return state;
     }
 
-    /// <summary>True for a descriptor on tmpfs or ramfs, whose files are memory and nothing else.</summary>
+    /// <summary>True for a descriptor on tmpfs or ramfs, whose files are memory and nothing else, or on procfs, whose
+    /// files the kernel writes as they are read.</summary>
     private static bool IsInMemoryFileSystem(int fd)
     {
         if (IntPtr.Size != 8)
@@ -432,7 +437,7 @@ internal static unsafe partial class NoWaitFileIo
             return false;
         }
 
-        return statfs[0] is TmpfsMagic or RamfsMagic;
+        return statfs[0] is TmpfsMagic or RamfsMagic or ProcMagic;
     }
 
     [StructLayout(LayoutKind.Sequential)]

@@ -67,6 +67,25 @@ public partial class FileReadWriteTests
     }
 
     [Test]
+    public void ProcfsReadsDoNotGoToTheThreadPoolAndGiveTheOriginalsText()
+    {
+        // procfs refuses RWF_NOWAIT too, and the kernel writes its files as they are read: Process.GetProcesses() and a
+        // process tree's kill read a few files per process, each a thread-pool round trip (6-10x their cost on threads).
+        string Stat() => File.ReadAllText("/proc/self/stat").Split(' ')[0]; // the pid, which does not change
+        string expected = Stat();
+        long Pooled(bool inline) => PoolWorkDuring(inline, () =>
+        {
+            for (int i = 0; i < 250; i++) Assert.That(Stat(), Is.EqualTo(expected));
+        });
+
+        long inlineItems = Pooled(inline: true);
+        long pooledItems = Pooled(inline: false);
+        TestContext.Out.WriteLine($"250 reads of /proc/self/stat: {inlineItems} thread-pool work items or late calls inline, {pooledItems} without");
+        Assert.That(pooledItems, Is.GreaterThanOrEqualTo(200), "with the inline path off, every read is a thread-pool round trip (or released while the pool is late)");
+        Assert.That(inlineItems, Is.LessThan(50), "procfs reads complete inline (a few items may be other code's)");
+    }
+
+    [Test]
     public void TmpfsReadsAndWritesOnAGreenletGiveTheOriginalsResults()
     {
         string file = CreateTmpfsFile();
