@@ -1,13 +1,14 @@
 using System.Diagnostics;
+using System.Reflection;
 
 namespace GreenRuntime.Cooperative;
 
 /// <summary>
 /// <c>Process.Start</c> and <c>Environment.Exit</c> on a greenlet run with the baton released. <c>Process.WaitForExit</c> on a greenlet: the
-/// original wait on the greenlet's own thread with the baton released;
-/// for a process with <c>EnableRaisingEvents</c> (or when no carrier is left), a park on <c>WaitForExitAsync</c> (which
-/// also waits for redirected output to be read to the end), after which the original finishes the call, which no longer
-/// blocks and raises <c>Exited</c> on the greenlet exactly as it would have.
+/// original wait on the greenlet's own thread with the baton released (for a process with <c>EnableRaisingEvents</c>, the
+/// original's private wait, without the <c>Exited</c> event); when no carrier is left, a park on <c>WaitForExitAsync</c>
+/// (which also waits for redirected output to be read to the end). Either way the original then finishes the call on the
+/// greenlet, which no longer blocks and raises <c>Exited</c> there exactly as it would have.
 /// </summary>
 internal static class CooperativeProcess
 {
@@ -76,6 +77,14 @@ internal static class CooperativeProcess
 
     private static readonly Func<(Process Process, int Ms), bool> s_waitReleased = static s => WaitInt.Call(s.Process, s.Ms);
 
+    /// <summary>The private <c>Process.WaitForExitCore(int)</c>: the original's wait (for the exit, and with an infinite
+    /// timeout for redirected output to be read to the end) without the <c>Exited</c> event the original raises after it;
+    /// null on a runtime without it.</summary>
+    private static readonly Func<Process, int, bool>? s_waitCore =
+        typeof(Process).GetMethod("WaitForExitCore", BindingFlags.NonPublic | BindingFlags.Instance, [typeof(int)])?.CreateDelegate<Func<Process, int, bool>>();
+
+    private static readonly Func<(Process Process, int Ms), bool> s_waitCoreReleased = static s => s_waitCore!(s.Process, s.Ms);
+
     private static bool WaitOnHub(Hub hub, Process process, int milliseconds)
     {
         // Validates like the original (no process associated -> InvalidOperationException) and answers at once
@@ -84,10 +93,22 @@ internal static class CooperativeProcess
         // The original wait on the greenlet's own thread, the baton released: the process's exit wakes that thread
         // directly. WaitForExitAsync hears of the exit through a thread-pool callback, so with the pool's threads held
         // by legacy blocking work the first wait of a process took 0.9 s instead of 1 ms. A kill interrupts the wait.
-        // Not with EnableRaisingEvents: the original raises Exited on the thread that waited, which must then be the
-        // greenlet holding the baton, not a released thread running beside the hub's greenlets.
-        if (!process.EnableRaisingEvents && Parking.CanReleaseBaton)
-            return Parking.RunReleased(s_waitReleased, (process, milliseconds), WaitReason.Other, interruptible: true);
+        if (Parking.CanReleaseBaton)
+        {
+            if (!process.EnableRaisingEvents)
+                return Parking.RunReleased(s_waitReleased, (process, milliseconds), WaitReason.Other, interruptible: true);
+            // With EnableRaisingEvents the original raises Exited on the thread that waited once the wait is over, which
+            // must then be the greenlet holding the baton, not a released thread running beside the hub's greenlets: the
+            // released thread runs the original's wait alone, and the original, asked again on the greenlet, returns at
+            // once and raises the event there (unless the thread pool's exit callback raised it first, as on threads).
+            // Parked on WaitForExitAsync instead, the wake came from that pool callback: 0.8-1 s with the pool's threads
+            // held, against 0.1 s on threads.
+            if (s_waitCore != null)
+            {
+                return Parking.RunReleased(s_waitCoreReleased, (process, milliseconds), WaitReason.Other, interruptible: true)
+                    && WaitInt.Call(process, milliseconds); // exited (and drained, for an infinite wait): returns at once
+            }
+        }
         using var cancel = new CancellationTokenSource();
         var exited = process.WaitForExitAsync(cancel.Token);
         if (!Cooperative.Park(hub, exited, Cooperative.WaitTimeout(milliseconds), WaitReason.Other, cancel))

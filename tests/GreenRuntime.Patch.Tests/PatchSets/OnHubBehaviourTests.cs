@@ -452,6 +452,54 @@ public class OnHubBehaviourTests : PatchedHubTest
         Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(2)));
     }
 
+    /// <summary>A process with <c>EnableRaisingEvents</c> was waited for by parking on <c>WaitForExitAsync</c>, whose wake
+    /// came from the pool's exit callback: five 0.1 s processes took 0.73-1 s with the pool's threads held, 0.1 s on
+    /// threads. The wait is the released original's now, and <c>Exited</c> still runs on the greenlet (or on a pool thread,
+    /// as on threads), never on a released thread beside the hub's greenlets.</summary>
+    [Test]
+    public void AProcessWaitWithExitedEventsDoesNotWaitForAThreadPoolThatIsHeld()
+    {
+        using var pool = new HeldThreadPool();
+        var exitedOn = new System.Collections.Concurrent.ConcurrentBag<string>();
+        var watch = Stopwatch.StartNew();
+        var waiters = Enumerable.Range(0, 5).Select(_ => Green.Spawn(() =>
+        {
+            int exitCodes = 0;
+            for (int round = 0; round < 3; round++) // each round's wakes waited for the pool to grow again
+            {
+                using var process = new Process { StartInfo = new ProcessStartInfo("sleep", "0.1") { UseShellExecute = false }, EnableRaisingEvents = true };
+                process.Exited += (_, _) => exitedOn.Add(Thread.CurrentThread.IsThreadPoolThread ? "pool" : Parking.CanPark ? "greenlet" : "released thread");
+                process.Start();
+                process.WaitForExit();
+                exitCodes += process.ExitCode;
+            }
+            return exitCodes;
+        })).ToList();
+        Assert.That(Green.JoinAll(waiters, TimeSpan.FromSeconds(60)), Has.Count.EqualTo(5));
+        var elapsed = watch.Elapsed;
+        Assert.That(waiters.Select(w => ((Greenlet<int>)w).Get()), Is.All.EqualTo(0));
+        Assert.That(exitedOn, Has.Count.EqualTo(15), "Exited was raised before WaitForExit returned, as on threads");
+        Assert.That(exitedOn.Distinct(), Is.SubsetOf(new[] { "greenlet", "pool" }), "never on a released thread beside the hub's greenlets");
+        // Generous: about 0.3 s when woken directly (three rounds of 0.1 s); 0.75 s and more per round when the wakes wait
+        // for the pool to grow.
+        Assert.That(elapsed, Is.LessThan(TimeSpan.FromSeconds(1.2)));
+    }
+
+    [Test]
+    public void AProcessWaitWithExitedEventsIsKilledAtOnce()
+    {
+        using var process = new Process { StartInfo = new ProcessStartInfo("sleep", "5") { UseShellExecute = false }, EnableRaisingEvents = true };
+        process.Start();
+        var waiter = Green.Spawn(() => process.WaitForExit());
+        Green.Sleep(50);
+        var watch = Stopwatch.StartNew();
+        waiter.Kill(timeout: TimeSpan.FromSeconds(5));
+        Assert.That(waiter.Dead, Is.True);
+        Assert.That(waiter.Value, Is.InstanceOf<GreenletExit>());
+        Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(2)), "the kill interrupted the wait");
+        process.Kill();
+    }
+
     [Test]
     public void KillAndTimeoutEndAWaitForATaskThatRunsItsContinuationsAsynchronously()
     {
