@@ -25,7 +25,7 @@ internal static class CooperativeHttpListener
         var hub = Cooperative.ParkingHub();
         var pending = TakeAbandoned(listener);
         if (hub is null)
-            return pending is null ? GetContextSlot.Call(listener) : pending.GetAwaiter().GetResult();
+            return pending is null ? GetContextSlot.Call(listener) : Result(pending);
         if (pending is null)
         {
             try
@@ -46,14 +46,39 @@ internal static class CooperativeHttpListener
             if (!pending.IsCompleted || pending.IsCompletedSuccessfully) Keep(listener, pending);
             throw;
         }
-        return pending.GetAwaiter().GetResult();
+        return Result(pending);
     }
 
+    /// <summary>The wait's context, or the exception the original's wait throws: a listener stopped or closed while it
+    /// waited ends the asynchronous form with <see cref="ObjectDisposedException"/>, and the original, which waits on the
+    /// same asynchronous result, turns that into <c>HttpListenerException</c> 500, the one a server loop catches to end.</summary>
+    private static HttpListenerContext Result(Task<HttpListenerContext> pending)
+    {
+        try
+        {
+            return pending.GetAwaiter().GetResult();
+        }
+        catch (ObjectDisposedException)
+        {
+            throw new HttpListenerException(500, "Listener closed.");
+        }
+    }
+
+    /// <summary>The oldest kept wait still worth waiting for. One that failed since it was kept (the listener was stopped)
+    /// has nobody to report to: on a thread, the wait that failed was the caller's own, and a restarted listener's next
+    /// <c>GetContext</c> serves the next request.</summary>
     private static Task<HttpListenerContext>? TakeAbandoned(HttpListener listener)
     {
         if (!s_abandoned.TryGetValue(listener, out var queue)) return null;
         lock (queue)
-            return queue.Count > 0 ? queue.Dequeue() : null;
+        {
+            while (queue.Count > 0)
+            {
+                var kept = queue.Dequeue();
+                if (!kept.IsCompleted || kept.IsCompletedSuccessfully) return kept;
+            }
+            return null;
+        }
     }
 
     private static void Keep(HttpListener listener, Task<HttpListenerContext> pending)

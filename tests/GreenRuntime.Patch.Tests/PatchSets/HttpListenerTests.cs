@@ -100,4 +100,65 @@ public class HttpListenerTests : PatchedHubTest
         server!.Kill();
         Assert.That(answers, Is.EqualTo(Enumerable.Range(0, 6).Select(i => $"/r{i}")));
     }
+
+    /// <summary>What a GetContext waiting while another caller stops the listener ends with.</summary>
+    private static string StoppedWhileWaiting(bool onGreenlet)
+    {
+        using var listener = Start(out _);
+        string outcome = "";
+        void Wait()
+        {
+            try
+            {
+                listener.GetContext();
+                outcome = "returned";
+            }
+            catch (Exception e)
+            {
+                outcome = e is HttpListenerException h ? $"{e.GetType().Name} {h.ErrorCode}" : e.GetType().Name;
+            }
+        }
+        if (onGreenlet)
+        {
+            var waiter = Green.Spawn(Wait);
+            Green.Sleep(200);
+            listener.Stop();
+            waiter.Join(TimeSpan.FromSeconds(10));
+        }
+        else
+        {
+            var waiter = new Thread(Wait);
+            waiter.Start();
+            Thread.Sleep(200);
+            listener.Stop();
+            waiter.Join(TimeSpan.FromSeconds(10));
+        }
+        return outcome;
+    }
+
+    [Test]
+    public void AGetContextWaitingWhenTheListenerStopsFailsAsAThreadsDoes()
+    {
+        // The loop `try { ctx = listener.GetContext(); } catch (HttpListenerException) { break; }` ends a server; on a
+        // greenlet the wait ended with ObjectDisposedException, which escaped it.
+        string onThread = StoppedWhileWaiting(onGreenlet: false);
+        Assert.That(onThread, Is.EqualTo("HttpListenerException 500"));
+        Assert.That(StoppedWhileWaiting(onGreenlet: true), Is.EqualTo(onThread));
+    }
+
+    [Test]
+    public void AnAbandonedWaitThatFailedWhenTheListenerStoppedDoesNotFailTheNextGetContextAfterARestart()
+    {
+        using var listener = Start(out var prefix);
+        Assert.That(Green.WithTimeout(TimeSpan.FromMilliseconds(50), () => listener.GetContext(), null), Is.Null);
+        listener.Stop(); // the kept wait fails now, with nobody waiting for it
+        listener.Start();
+        var server = Green.Spawn(() =>
+        {
+            while (true) Answer(listener.GetContext());
+        });
+        var answers = RequestFromAThread(prefix, 2, TimeSpan.FromMilliseconds(20));
+        server.Kill();
+        Assert.That(answers, Is.EqualTo(new[] { "/r0", "/r1" }));
+    }
 }
