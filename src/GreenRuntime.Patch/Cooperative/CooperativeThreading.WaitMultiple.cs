@@ -46,6 +46,12 @@ internal static partial class CooperativeThreading
     /// <summary>Replaces the private <c>WaitHandle.WaitMultiple(ReadOnlySpan&lt;WaitHandle&gt;, bool, int)</c>.</summary>
     public static int WaitMultiple(ReadOnlySpan<WaitHandle> waitHandles, bool waitAll, int millisecondsTimeout)
     {
+        foreach (var h in waitHandles)
+        {
+            if (h is not Mutex) continue;
+            NoteMutexWait();
+            break;
+        }
         var hub = Cooperative.ParkingHub();
         if (hub is null || millisecondsTimeout is 0 or < -1) return WaitMultipleSlot.Call(waitHandles, waitAll, millisecondsTimeout);
         int now = WaitMultipleSlot.Call(waitHandles, waitAll, 0);

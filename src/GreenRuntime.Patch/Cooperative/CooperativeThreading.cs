@@ -157,8 +157,18 @@ internal static partial class CooperativeThreading
 
     // ---- WaitHandle.WaitOne ----
 
+    /// <summary>
+    /// Before any wait that may acquire a <see cref="Mutex"/>, on the thread that waits: a pooled carrier then ends once the
+    /// greenlet body it runs is over (<see cref="Parking.RetireCarrierAfterBody"/>), so a mutex the body did not release is
+    /// abandoned as on a thread's exit, for every other waiter and other processes, and the next greenlet on that thread
+    /// does not acquire it recursively as its owner. Conservative: .NET offers no cheap way to ask which mutexes a thread
+    /// owns, and <c>ReleaseMutex</c> is not patched, so a body that released what it took retires its carrier too.
+    /// </summary>
+    private static void NoteMutexWait() => Parking.RetireCarrierAfterBody();
+
     public static unsafe bool WaitOne(WaitHandle handle, int millisecondsTimeout)
     {
+        if (handle is Mutex) NoteMutexWait();
         var hub = Cooperative.ParkingHub();
         if (hub is null || millisecondsTimeout == 0 || millisecondsTimeout < -1)
         {
@@ -172,12 +182,14 @@ internal static partial class CooperativeThreading
 
     public static bool WaitOne(WaitHandle handle)
     {
+        if (handle is Mutex) NoteMutexWait();
         var hub = Cooperative.ParkingHub();
         return hub is null ? WaitOneNone.Call(handle) : WaitOneOnHub(hub, handle, Timeout.Infinite);
     }
 
     public static bool WaitOne(WaitHandle handle, TimeSpan timeout)
     {
+        if (handle is Mutex) NoteMutexWait();
         var hub = Cooperative.ParkingHub();
         long ms = (long)timeout.TotalMilliseconds;
         return hub is null || ms is < -1 or > int.MaxValue || ms == 0
@@ -187,6 +199,7 @@ internal static partial class CooperativeThreading
 
     public static bool WaitOne(WaitHandle handle, int millisecondsTimeout, bool exitContext)
     {
+        if (handle is Mutex) NoteMutexWait();
         var hub = Cooperative.ParkingHub();
         return hub is null || millisecondsTimeout is 0 or < -1
             ? WaitOneIntContext.Call(handle, millisecondsTimeout, exitContext)
@@ -195,6 +208,7 @@ internal static partial class CooperativeThreading
 
     public static bool WaitOne(WaitHandle handle, TimeSpan timeout, bool exitContext)
     {
+        if (handle is Mutex) NoteMutexWait();
         var hub = Cooperative.ParkingHub();
         long ms = (long)timeout.TotalMilliseconds;
         return hub is null || ms is < -1 or > int.MaxValue || ms == 0

@@ -45,6 +45,15 @@ internal sealed class Carrier
     /// <summary>Consecutive spins of this carrier that did not see the baton, and the parks left before it may spin again (Hub.Spinning.cs).</summary>
     public int SpinFailures, SpinCooldown;
 
+    /// <summary>
+    /// Set on this thread when code on it may have acquired something only the thread's end gives up (a
+    /// <see cref="Mutex"/>: the OS abandons what a thread owns when it exits, and nothing else does). A pooled carrier
+    /// so marked ends once the item it runs is done instead of going back to the pool, so the next greenlet never
+    /// inherits the ownership and other waiters see the mutex abandoned, as after a thread's exit. Written only by
+    /// this thread.
+    /// </summary>
+    public bool RetireAfterBody;
+
     public readonly bool IsPooled;
     private readonly CarrierPool? _pool;
 
@@ -53,6 +62,9 @@ internal sealed class Carrier
         _pool = pool;
         IsPooled = pool != null;
     }
+
+    /// <summary>The carrier of the calling thread, or null when it never was one (no allocation).</summary>
+    public static Carrier? CurrentOrNull => t_current;
 
     /// <summary>The carrier of the calling thread, created for threads that are not pooled carriers.</summary>
     public static Carrier ForCurrentThread() => t_current ?? CreateForCurrentThread();
@@ -136,6 +148,11 @@ internal sealed class Carrier
             Job = null;
             hub.RunAsFreeCarrier(this);
             // The baton has been handed away: nothing below may touch the hub.
+            if (RetireAfterBody)
+            {
+                _pool!.Forget();
+                return; // the thread ends, and with it whatever it still owned is abandoned (see RetireAfterBody)
+            }
             _pool!.Return(this);
         }
     }

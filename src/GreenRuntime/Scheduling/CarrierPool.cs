@@ -170,6 +170,12 @@ internal sealed class CarrierPool
         lock (_idle) _idle.Add(carrier);
     }
 
+    /// <summary>A carrier that ends its thread rather than come back (<see cref="Carrier.RetireAfterBody"/>).</summary>
+    public void Forget()
+    {
+        lock (_idle) _created--;
+    }
+
     /// <summary>Called by an idle carrier whose wait timed out: removes it unless the pool is at its minimum or it was just rented.</summary>
     public bool TryRetire(Carrier carrier)
     {

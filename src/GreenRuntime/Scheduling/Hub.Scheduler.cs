@@ -132,6 +132,7 @@ public sealed partial class Hub
                     if (self.Owner == null)
                     {
                         RunInline(self, item);
+                        if (self.RetireAfterBody && HandBatonToRetire(self)) return false;
                         break;
                     }
                     // This thread keeps a suspended stack: new code must start on a free thread.
@@ -202,6 +203,30 @@ public sealed partial class Hub
         ReleaseBaton();
         target.Parker.Unpark();
         if (nudge != null) Nudge(nudge, target);
+    }
+
+    /// <summary>
+    /// This free pooled carrier ran code that may have left it owning a mutex (<see cref="Carrier.RetireAfterBody"/>): it
+    /// hands the baton to a fresh free carrier, which takes its place in <see cref="_carriersInUse"/>, and its thread then
+    /// ends (Carrier.PoolLoop), which abandons the mutex the moment the body is over, as a thread's exit does. Kept, with
+    /// the ownership, only when the kernel refuses a replacement thread.
+    /// </summary>
+    private bool HandBatonToRetire(Carrier self)
+    {
+        Debug.Assert(self.IsPooled && self.Owner == null, $"Invariant broken: only a free pooled carrier may retire, not carrier #{self.Id} (owner {self.Owner}).");
+        Carrier next;
+        try
+        {
+            next = _pool.Rent();
+        }
+        catch (Exception e) when (e is OutOfMemoryException or ThreadStartException)
+        {
+            self.RetireAfterBody = false;
+            return false;
+        }
+        next.Job = this;
+        HandBaton(next);
+        return true;
     }
 
     private Carrier RentCarrier()
