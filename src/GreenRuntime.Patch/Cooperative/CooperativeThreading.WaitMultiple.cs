@@ -46,12 +46,26 @@ internal static partial class CooperativeThreading
     /// <summary>Replaces the private <c>WaitHandle.WaitMultiple(ReadOnlySpan&lt;WaitHandle&gt;, bool, int)</c>.</summary>
     public static int WaitMultiple(ReadOnlySpan<WaitHandle> waitHandles, bool waitAll, int millisecondsTimeout)
     {
+        int mutexes = 0;
         foreach (var h in waitHandles)
+            if (h is Mutex) mutexes++;
+        if (mutexes == 0) return WaitMultipleCore(waitHandles, waitAll, millisecondsTimeout);
+        NoteMutexWait();
+        try
         {
-            if (h is not Mutex) continue;
-            NoteMutexWait();
-            break;
+            int result = WaitMultipleCore(waitHandles, waitAll, millisecondsTimeout);
+            if (result != WaitHandle.WaitTimeout) NoteMutexAcquired(waitAll ? mutexes : (uint)result < (uint)waitHandles.Length && waitHandles[result] is Mutex ? 1 : 0);
+            return result;
         }
+        // A WaitAll that reports an abandoned mutex has acquired every handle; a WaitAny, the abandoned mutex.
+        catch (AbandonedMutexException) when (NoteMutexAcquired(waitAll ? mutexes : 1))
+        {
+            throw; // never reached: the filter only counts
+        }
+    }
+
+    private static int WaitMultipleCore(ReadOnlySpan<WaitHandle> waitHandles, bool waitAll, int millisecondsTimeout)
+    {
         var hub = Cooperative.ParkingHub();
         if (hub is null || millisecondsTimeout is 0 or < -1) return WaitMultipleSlot.Call(waitHandles, waitAll, millisecondsTimeout);
         int now = WaitMultipleSlot.Call(waitHandles, waitAll, 0);

@@ -24,6 +24,8 @@ namespace GreenRuntime.Cooperative;
 /// decremented), so the result is handed over through a compare-exchange; a kill that loses the race gives the signal
 /// back. (Registered waits alone made every wake wait for a pool worker: seconds when the pool's threads were busy.)</item>
 /// <item><c>WaitHandle.WaitAny/WaitAll</c> (funnel <c>WaitMultiple</c>): see CooperativeThreading.WaitMultiple.cs.</item>
+/// <item><c>Mutex.ReleaseMutex</c>: the original, then one mutex fewer in the carrier's count of what it owns (the waits
+/// above count what they acquire), so that only a body still holding a mutex at its end ends its carrier.</item>
 /// <item><c>GC.WaitForPendingFinalizers</c>: the original wait with the baton released (a finalizer may need a lock that
 /// a parked greenlet holds), not interrupted.</item>
 /// <item><c>Thread.Join</c>: the original join, released and interruptible the same way; when no carrier is left, polled
@@ -158,17 +160,38 @@ internal static partial class CooperativeThreading
     // ---- WaitHandle.WaitOne ----
 
     /// <summary>
-    /// Before any wait that may acquire a <see cref="Mutex"/>, on the thread that waits: a pooled carrier then ends once the
-    /// greenlet body it runs is over (<see cref="Parking.RetireCarrierAfterBody"/>), so a mutex the body did not release is
-    /// abandoned as on a thread's exit, for every other waiter and other processes, and the next greenlet on that thread
-    /// does not acquire it recursively as its owner. Conservative: .NET offers no cheap way to ask which mutexes a thread
-    /// owns, and <c>ReleaseMutex</c> is not patched, so a body that released what it took retires its carrier too.
+    /// Before any wait that may acquire a <see cref="Mutex"/>, on the thread that waits, when <c>ReleaseMutex</c> is not
+    /// patched (refused, or not yet bound): nothing then counts what the body gives back, so a pooled carrier ends once the
+    /// greenlet body it runs is over (<see cref="Parking.RetireCarrierAfterBody"/>), whatever the body released. With the
+    /// release patched, the acquisitions are counted instead (<see cref="NoteMutexAcquired"/>, <see cref="ReleaseMutex"/>)
+    /// and the carrier ends only when the body still owns a mutex at its end. Either way a mutex the body did not release
+    /// is abandoned as on a thread's exit, for every other waiter and other processes, and the next greenlet on that
+    /// thread does not acquire it recursively as its owner: .NET on Linux keeps a mutex's owner in native code and offers
+    /// no way to ask which mutexes a thread owns.
     /// </summary>
-    private static void NoteMutexWait() => Parking.RetireCarrierAfterBody();
+    private static void NoteMutexWait()
+    {
+        if (ReleaseMutexSlot.Entry == 0) Parking.RetireCarrierAfterBody();
+    }
+
+    /// <summary>Counts <paramref name="count"/> mutex acquisitions of the calling thread (<see cref="Parking.NoteThreadAcquired"/>).
+    /// Returns false, for an exception filter: an <see cref="AbandonedMutexException"/> acquires too, and the filter counts
+    /// it without catching it.</summary>
+    private static bool NoteMutexAcquired(int count)
+    {
+        Parking.NoteThreadAcquired(count);
+        return false;
+    }
+
+    private static bool CountIfAcquired(bool acquired)
+    {
+        if (acquired) NoteMutexAcquired(1);
+        return acquired;
+    }
 
     public static unsafe bool WaitOne(WaitHandle handle, int millisecondsTimeout)
     {
-        if (handle is Mutex) NoteMutexWait();
+        if (handle is Mutex) return WaitOneMutex(handle, millisecondsTimeout);
         var hub = Cooperative.ParkingHub();
         if (hub is null || millisecondsTimeout == 0 || millisecondsTimeout < -1)
         {
@@ -180,26 +203,43 @@ internal static partial class CooperativeThreading
         return WaitOneOnHub(hub, handle, millisecondsTimeout);
     }
 
+    private static bool WaitOneMutex(WaitHandle handle, int millisecondsTimeout)
+    {
+        NoteMutexWait();
+        try
+        {
+            var hub = Cooperative.ParkingHub();
+            return CountIfAcquired(hub is null || millisecondsTimeout == 0 || millisecondsTimeout < -1
+                ? WaitOneInt.Call(handle, millisecondsTimeout)
+                : WaitOneOnHub(hub, handle, millisecondsTimeout));
+        }
+        catch (AbandonedMutexException) when (NoteMutexAcquired(1))
+        {
+            throw; // never reached: the filter only counts
+        }
+    }
+
     public static bool WaitOne(WaitHandle handle)
     {
-        if (handle is Mutex) NoteMutexWait();
+        if (handle is Mutex) return WaitOneMutex(handle, Timeout.Infinite);
         var hub = Cooperative.ParkingHub();
         return hub is null ? WaitOneNone.Call(handle) : WaitOneOnHub(hub, handle, Timeout.Infinite);
     }
 
     public static bool WaitOne(WaitHandle handle, TimeSpan timeout)
     {
-        if (handle is Mutex) NoteMutexWait();
-        var hub = Cooperative.ParkingHub();
         long ms = (long)timeout.TotalMilliseconds;
-        return hub is null || ms is < -1 or > int.MaxValue || ms == 0
-            ? WaitOneTimeSpan.Call(handle, timeout)
+        bool original = ms is < -1 or > int.MaxValue;
+        if (handle is Mutex && !original) return WaitOneMutex(handle, (int)ms);
+        var hub = Cooperative.ParkingHub();
+        return hub is null || original || ms == 0
+            ? WaitOneTimeSpan.Call(handle, timeout) // the original's argument check
             : WaitOneOnHub(hub, handle, (int)ms);
     }
 
     public static bool WaitOne(WaitHandle handle, int millisecondsTimeout, bool exitContext)
     {
-        if (handle is Mutex) NoteMutexWait();
+        if (handle is Mutex) return WaitOneMutex(handle, millisecondsTimeout);
         var hub = Cooperative.ParkingHub();
         return hub is null || millisecondsTimeout is 0 or < -1
             ? WaitOneIntContext.Call(handle, millisecondsTimeout, exitContext)
@@ -208,12 +248,31 @@ internal static partial class CooperativeThreading
 
     public static bool WaitOne(WaitHandle handle, TimeSpan timeout, bool exitContext)
     {
-        if (handle is Mutex) NoteMutexWait();
-        var hub = Cooperative.ParkingHub();
         long ms = (long)timeout.TotalMilliseconds;
-        return hub is null || ms is < -1 or > int.MaxValue || ms == 0
+        bool original = ms is < -1 or > int.MaxValue;
+        if (handle is Mutex && !original) return WaitOneMutex(handle, (int)ms);
+        var hub = Cooperative.ParkingHub();
+        return hub is null || original || ms == 0
             ? WaitOneTimeSpanContext.Call(handle, timeout, exitContext)
             : WaitOneOnHub(hub, handle, (int)ms);
+    }
+
+    // ---- Mutex.ReleaseMutex ----
+
+    internal static readonly OriginalSlot<Action<Mutex>> ReleaseMutexSlot = new(static m => m.ReleaseMutex());
+
+    /// <summary>
+    /// Replaces <see cref="Mutex.ReleaseMutex"/> (a 25-byte method, the only release of a mutex, which its callers compiled
+    /// after the patch cannot inline): once the original has released it, the calling thread's count of mutex
+    /// acquisitions goes down (<see cref="Parking.NoteThreadReleased"/>), so a body that gave back every mutex it took
+    /// keeps its carrier. A release that throws (not the owner) counts nothing.
+    /// </summary>
+    public static unsafe void ReleaseMutex(Mutex mutex)
+    {
+        nint entry = ReleaseMutexSlot.Entry;
+        if (entry != 0) ((delegate* managed<Mutex, void>)entry)(mutex);
+        else ReleaseMutexSlot.Call(mutex);
+        Parking.NoteThreadReleased();
     }
 
     private static bool WaitOneOnHub(Hub hub, WaitHandle handle, int millisecondsTimeout)
@@ -401,7 +460,7 @@ internal static partial class CooperativeThreading
                 semaphore.Release();
                 break;
             case Mutex mutex:
-                mutex.ReleaseMutex();
+                ReleaseMutexSlot.Call(mutex); // gives back what the wait never counted
                 break;
             case ManualResetEvent:
                 break; // nothing was consumed

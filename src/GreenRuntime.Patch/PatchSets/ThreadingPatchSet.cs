@@ -29,6 +29,12 @@ internal sealed class ThreadingPatchSet : PatchSet
         WaitHandle.WaitAll([signalled], 0);
     }
 
+    private static void WarmUpReleaseMutex()
+    {
+        using var mutex = new Mutex(initiallyOwned: true);
+        mutex.ReleaseMutex();
+    }
+
     public override IReadOnlyList<PatchPoint> Points { get; } =
     [
         new("System.Threading.SemaphoreSlim.WaitCore(Int64, CancellationToken)", CooperativeThreading.SemaphoreWaitCoreMethod, C.GetMethod(nameof(CooperativeThreading.SemaphoreWaitCore))!, CooperativeThreading.SemaphoreWait),
@@ -39,6 +45,7 @@ internal sealed class ThreadingPatchSet : PatchSet
         Point(typeof(WaitHandle), "WaitOne", [typeof(int), typeof(bool)], C, "WaitOne", CooperativeThreading.WaitOneIntContext) with { WarmUp = WarmUpWaitOne },
         Point(typeof(WaitHandle), "WaitOne", [typeof(TimeSpan), typeof(bool)], C, "WaitOne", CooperativeThreading.WaitOneTimeSpanContext) with { WarmUp = WarmUpWaitOne },
         new("System.Threading.WaitHandle.WaitMultiple(ReadOnlySpan`1, Boolean, Int32) (WaitAll, WaitAny)", CooperativeThreading.WaitMultipleMethod, C.GetMethod(nameof(CooperativeThreading.WaitMultiple))!, CooperativeThreading.WaitMultipleSlot, WarmUpWaitMultiple),
+        Point(typeof(Mutex), "ReleaseMutex", [], C, nameof(CooperativeThreading.ReleaseMutex), CooperativeThreading.ReleaseMutexSlot) with { WarmUp = WarmUpReleaseMutex },
         Point(typeof(Thread), "Join", [typeof(int)], C, "Join", CooperativeThreading.JoinInt),
         Point(typeof(Thread), "Join", [], C, "Join", CooperativeThreading.JoinNone),
         Point(typeof(Thread), "Join", [typeof(TimeSpan)], C, "Join", CooperativeThreading.JoinTimeSpan),

@@ -47,12 +47,24 @@ internal sealed class Carrier
 
     /// <summary>
     /// Set on this thread when code on it may have acquired something only the thread's end gives up (a
-    /// <see cref="Mutex"/>: the OS abandons what a thread owns when it exits, and nothing else does). A pooled carrier
-    /// so marked ends once the item it runs is done instead of going back to the pool, so the next greenlet never
-    /// inherits the ownership and other waiters see the mutex abandoned, as after a thread's exit. Written only by
-    /// this thread.
+    /// <see cref="Mutex"/>: the OS abandons what a thread owns when it exits, and nothing else does) and nothing counts
+    /// what it gives back. A pooled carrier so marked ends once the item it runs is done instead of going back to the
+    /// pool, so the next greenlet never inherits the ownership and other waiters see the mutex abandoned, as after a
+    /// thread's exit. Written only by this thread.
     /// </summary>
     public bool RetireAfterBody;
+
+    /// <summary>
+    /// Acquisitions this thread made of something only its end gives up, less those it gave back
+    /// (<see cref="LowLevel.Parking.NoteThreadAcquired"/>, <see cref="LowLevel.Parking.NoteThreadReleased"/>): above
+    /// zero once an item is done, the thread still owns one, and a pooled carrier ends as for
+    /// <see cref="RetireAfterBody"/>. Written only by this thread.
+    /// </summary>
+    public int OwnedUntilExit;
+
+    /// <summary>Whether this carrier must end once the item it runs is done (<see cref="RetireAfterBody"/>,
+    /// <see cref="OwnedUntilExit"/>).</summary>
+    public bool MustRetire => RetireAfterBody || OwnedUntilExit > 0;
 
     public readonly bool IsPooled;
     private readonly CarrierPool? _pool;
@@ -148,8 +160,10 @@ internal sealed class Carrier
             Job = null;
             hub.RunAsFreeCarrier(this);
             // The baton has been handed away: nothing below may touch the hub.
-            if (RetireAfterBody)
+            if (MustRetire)
             {
+                RetireAfterBody = false;
+                OwnedUntilExit = 0;
                 _pool!.Forget();
                 return; // the thread ends, and with it whatever it still owned is abandoned (see RetireAfterBody)
             }

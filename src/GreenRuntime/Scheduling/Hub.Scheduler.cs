@@ -132,7 +132,7 @@ public sealed partial class Hub
                     if (self.Owner == null)
                     {
                         RunInline(self, item);
-                        if (self.RetireAfterBody && HandBatonToRetire(self)) return false;
+                        if (self.MustRetire && HandBatonToRetire(self)) return false;
                         break;
                     }
                     // This thread keeps a suspended stack: new code must start on a free thread.
@@ -206,7 +206,7 @@ public sealed partial class Hub
     }
 
     /// <summary>
-    /// This free pooled carrier ran code that may have left it owning a mutex (<see cref="Carrier.RetireAfterBody"/>): it
+    /// This free pooled carrier ran code that may have left it owning a mutex (<see cref="Carrier.MustRetire"/>): it
     /// hands the baton to a fresh free carrier, which takes its place in <see cref="_carriersInUse"/>, and its thread then
     /// ends (Carrier.PoolLoop), which abandons the mutex the moment the body is over, as a thread's exit does. Kept, with
     /// the ownership, only when the kernel refuses a replacement thread.
@@ -222,6 +222,7 @@ public sealed partial class Hub
         catch (Exception e) when (e is OutOfMemoryException or ThreadStartException)
         {
             self.RetireAfterBody = false;
+            self.OwnedUntilExit = 0;
             return false;
         }
         next.Job = this;

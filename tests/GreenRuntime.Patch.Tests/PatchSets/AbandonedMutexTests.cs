@@ -1,3 +1,7 @@
+extern alias PatchAssembly;
+
+using Patching = PatchAssembly::GreenRuntime.Patch;
+
 namespace GreenRuntime.Patch.Tests.PatchSets;
 
 /// <summary>
@@ -172,29 +176,131 @@ public class AbandonedMutexTests : PatchedHubTest
     [Test]
     public void ACarrierThatEndsIsReplacedWithoutChangingWhatTheHubHolds()
     {
-        // Each of these bodies may have kept the mutex, so each carrier ends and the hub takes a fresh one in its place:
-        // none is counted twice or lost against the hub's carrier cap.
+        // Each of these bodies keeps the mutex (abandoned by the one before), so each carrier ends and the hub takes a
+        // fresh one in its place: none is counted twice or lost against the hub's carrier cap.
         using var mutex = NewMutex(named: false, out _);
         int before = HubUnderTest.GetRunInfo().Carriers.HeldByThisHub;
-        for (int i = 0; i < 30; i++)
+        var threads = new List<Thread>();
+        void TakeAndKeep()
         {
-            var g = Green.Spawn(() =>
+            try
             {
                 mutex.WaitOne();
-                Green.Sleep(1);
-                mutex.ReleaseMutex();
-            });
+            }
+            catch (AbandonedMutexException)
+            {
+                // acquired: the body before ended holding it
+            }
+            lock (threads) threads.Add(Thread.CurrentThread);
+            Green.Sleep(1);
+        }
+        for (int i = 0; i < 30; i++)
+        {
+            var g = Green.Spawn(TakeAndKeep);
             g.Join(TimeSpan.FromSeconds(10));
             Assert.That(g.Successful, Is.True);
         }
-        var concurrent = Enumerable.Range(0, 20).Select(_ => Green.Spawn(() =>
-        {
-            mutex.WaitOne();
-            Green.Sleep(1);
-            mutex.ReleaseMutex();
-        })).ToList();
+        var concurrent = Enumerable.Range(0, 20).Select(_ => Green.Spawn(TakeAndKeep)).ToList();
         Green.JoinAll(concurrent, TimeSpan.FromSeconds(20), raiseError: true);
         Assert.That(concurrent.All(g => g.Successful), Is.True);
+        Assert.That(threads.Distinct().Count(), Is.EqualTo(50), "every body that kept the mutex ended its carrier");
         Assert.That(HubUnderTest.GetRunInfo().Carriers.HeldByThisHub, Is.EqualTo(before));
+        Assert.That(WaitOnAThread(mutex, AbandonBoundMs), Is.EqualTo("abandoned"));
+    }
+
+    [Test]
+    public void BodiesThatReleasedTheirMutexKeepTheirCarrierWhileOneThatKeepsItStillAbandonsIt()
+    {
+        // A library that guards a shared file with a mutex on every write takes and releases it in nearly every body:
+        // such bodies must not cost a thread each. Each body below acquires and releases 28 times, through every
+        // patched wait that acquires (WaitOne overloads, WaitAny, WaitAll, recursively), and records its thread.
+        using var mutex = NewMutex(named: false, out _); // WaitAny and WaitAll refuse named ones on Linux
+        using var named = NewMutex(named: true, out _);
+        using var signalled = new ManualResetEvent(true);
+        var threads = new List<Thread>();
+        for (int i = 0; i < 50; i++)
+        {
+            var g = Green.Spawn(() =>
+            {
+                for (int j = 0; j < 4; j++)
+                {
+                    mutex.WaitOne();
+                    mutex.ReleaseMutex();
+                    named.WaitOne();
+                    Assert.That(named.WaitOne(0), Is.True);
+                    named.ReleaseMutex();
+                    named.ReleaseMutex();
+                    Assert.That(mutex.WaitOne(1000), Is.True);
+                    Assert.That(mutex.WaitOne(TimeSpan.FromSeconds(1)), Is.True); // recursive: owned twice
+                    mutex.ReleaseMutex();
+                    mutex.ReleaseMutex();
+                    Assert.That(WaitHandle.WaitAny([mutex, signalled]), Is.EqualTo(0));
+                    mutex.ReleaseMutex();
+                    Assert.That(WaitHandle.WaitAll([signalled, mutex], 1000), Is.True);
+                    mutex.ReleaseMutex();
+                    Green.Sleep(0);
+                }
+                lock (threads) threads.Add(Thread.CurrentThread);
+            });
+            g.Join(TimeSpan.FromSeconds(10));
+            Assert.That(g.Successful, Is.True, () => g.Exception?.ToString() ?? "");
+        }
+        var distinct = threads.Distinct().ToList();
+        Assert.That(distinct, Has.Count.LessThanOrEqualTo(5), "bodies that released their mutex ran on fresh threads: their carriers were retired");
+        Assert.That(distinct.All(t => t.IsAlive), Is.True, "a carrier that only ran bodies that released their mutex ended");
+        Assert.That(Patching.Applied.Select(p => p.Method), Has.Member(typeof(Mutex).GetMethod(nameof(Mutex.ReleaseMutex))),
+            "with the release patched, only a body that still holds a mutex ends its carrier");
+        Assert.That(WaitOnAThread(mutex, 0), Is.EqualTo("acquired"));
+        Assert.That(WaitOnAThread(named, 0), Is.EqualTo("acquired"));
+
+        // Recursively owned twice and released once, it is still held when the body ends: abandoned.
+        Green.Spawn(() =>
+        {
+            mutex.WaitOne();
+            mutex.WaitOne();
+            mutex.ReleaseMutex();
+        }).Join();
+        Assert.That(WaitOnAThread(mutex, AbandonBoundMs), Is.EqualTo("abandoned"));
+        string waited = "";
+        var holder = Green.Spawn(() =>
+        {
+            mutex.WaitOne();
+            mutex.ReleaseMutex();
+            mutex.WaitOne(); // kept
+            Green.Sleep(50);
+        });
+        var waiter = Green.Spawn(() =>
+        {
+            Green.Sleep(10);
+            waited = WaitAndRelease(mutex, AbandonBoundMs);
+        });
+        Green.JoinAll([holder, waiter], TimeSpan.FromSeconds(10));
+        Assert.That(waited, Is.EqualTo("abandoned"));
+    }
+
+    [Test]
+    public void OnThreadsAThreadThatReleasedItsMutexLeavesItFreeAndOneThatKeepsItAbandonsIt()
+    {
+        using var mutex = NewMutex(named: true, out _);
+        var t = new Thread(() =>
+        {
+            for (int i = 0; i < 20; i++)
+            {
+                mutex.WaitOne();
+                mutex.ReleaseMutex();
+            }
+        });
+        t.Start();
+        t.Join();
+        Assert.That(WaitOnAThread(mutex, 0), Is.EqualTo("acquired"));
+        t = new Thread(() =>
+        {
+            mutex.WaitOne();
+            mutex.WaitOne();
+            mutex.ReleaseMutex();
+        });
+        t.Start();
+        t.Join();
+        Assert.That(WaitOnAThread(mutex, AbandonBoundMs), Is.EqualTo("abandoned"));
     }
 }
