@@ -58,6 +58,16 @@ public sealed class SignalRTests
 
         public string Fail() => throw new HubException("the legacy call failed");
 
+        public async IAsyncEnumerable<Where> Stream(int count)
+        {
+            for (int i = 0; i < count; i++)
+            {
+                Thread.Sleep(20); // a legacy read of the next row
+                yield return Here();
+                await Task.Yield();
+            }
+        }
+
         private Where Here() => new(
             GreenRuntime.LowLevel.Parking.CanPark,
             GreenRuntime.LowLevel.Parking.CurrentHub is { } hub && group.Hubs.Contains(hub),
@@ -101,6 +111,33 @@ public sealed class SignalRTests
             Assert.That(LegacyHub.Inside.Peak, Is.EqualTo(connections.Length), "every call was inside its sleep at once");
             var afterAwait = await connections[0].InvokeAsync<Where>(nameof(LegacyHub.SleepAfterAwait), 10);
             Assert.That(afterAwait.OnGreenlet && afterAwait.OnHostHub, Is.True, "code after an await runs on the hub too");
+        }
+        finally
+        {
+            foreach (var c in connections) await c.DisposeAsync();
+        }
+    }
+
+    [Test]
+    public async Task AStreamingHubMethodsItemsAreMadeInGreenletsOfTheHostsHubs()
+    {
+        await using var app = await StartAsync();
+        var connections = await Task.WhenAll(Enumerable.Range(0, 10).Select(i => ConnectAsync(app, $"s{i}")));
+        try
+        {
+            async Task<List<Where>> Read(HubConnection c)
+            {
+                var items = new List<Where>();
+                await foreach (var item in c.StreamAsync<Where>(nameof(LegacyHub.Stream), 5)) items.Add(item);
+                return items;
+            }
+            var streams = await Task.WhenAll(connections.Select(Read)).WaitAsync(TimeSpan.FromSeconds(60));
+            for (int i = 0; i < connections.Length; i++)
+            {
+                Assert.That(streams[i], Has.Count.EqualTo(5));
+                Assert.That(streams[i].All(w => w.OnGreenlet && w.OnHostHub), Is.True, "every item was made in a greenlet of the host");
+                Assert.That(streams[i].All(w => w.ConnectionId == connections[i].ConnectionId), Is.True);
+            }
         }
         finally
         {

@@ -17,8 +17,9 @@ namespace GreenRuntime.AspNetCore.SignalR;
 /// Invocations count as in flight for the host's graceful stop but take no <see cref="GreenletsOptions.MaxConcurrentRequests"/>
 /// slot: the connection's own request already holds one, and waiting for another could wait on itself.</para>
 /// <para>The connection's <c>ConnectionAborted</c> kills a running hub method's greenlet, as <c>RequestAborted</c> kills
-/// a request's. A streaming method's items are produced after the method has returned, outside the filter, so the
-/// code of an <c>IAsyncEnumerable</c> or a <c>ChannelReader</c> writer runs where SignalR runs it.</para>
+/// a request's. A streaming method's items are produced after the method has returned, outside the filter: its
+/// <c>IAsyncEnumerable</c> is handed to SignalR wrapped (<see cref="GreenletStream"/>), so that each of its steps runs in a
+/// greenlet too.</para>
 /// </remarks>
 internal sealed class GreenletHubFilter(GreenletsHost host) : IHubFilter
 {
@@ -37,7 +38,7 @@ internal sealed class GreenletHubFilter(GreenletsHost host) : IHubFilter
             .ConfigureAwait(false);
         return invocation is null
             ? throw new OperationCanceledException("The connection was aborted before its hub method began.", aborted)
-            : await invocation.ConfigureAwait(false);
+            : GreenletStream.Wrap(host, await invocation.ConfigureAwait(false), aborted);
     }
 
     public Task OnConnectedAsync(HubLifetimeContext context, Func<HubLifetimeContext, Task> next) =>
