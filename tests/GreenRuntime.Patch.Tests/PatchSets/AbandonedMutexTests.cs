@@ -120,9 +120,16 @@ public class AbandonedMutexTests : PatchedHubTest
     public void AGreenletWaitingForAMutexAnotherGreenletEndsHoldingGetsItAbandoned()
     {
         using var mutex = NewMutex(named: false, out _);
+        Assert.That(WhatAWaiterGetsWhenAHolderEnds(mutex, () => mutex.WaitOne()), Is.EqualTo("abandoned"));
+    }
+
+    /// <summary>A greenlet runs <paramref name="take"/> and ends 50 ms later; what another greenlet, waiting for the mutex
+    /// meanwhile, gets.</summary>
+    private static string WhatAWaiterGetsWhenAHolderEnds(Mutex mutex, Action take)
+    {
         var holder = Green.Spawn(() =>
         {
-            mutex.WaitOne();
+            take();
             Green.Sleep(50); // the waiter waits meanwhile
         });
         string waited = "";
@@ -132,7 +139,7 @@ public class AbandonedMutexTests : PatchedHubTest
             waited = WaitAndRelease(mutex, AbandonBoundMs);
         });
         Green.JoinAll([holder, waiter], TimeSpan.FromSeconds(10));
-        Assert.That(waited, Is.EqualTo("abandoned"));
+        return waited;
     }
 
     [Test]
@@ -261,21 +268,12 @@ public class AbandonedMutexTests : PatchedHubTest
             mutex.ReleaseMutex();
         }).Join();
         Assert.That(WaitOnAThread(mutex, AbandonBoundMs), Is.EqualTo("abandoned"));
-        string waited = "";
-        var holder = Green.Spawn(() =>
+        Assert.That(WhatAWaiterGetsWhenAHolderEnds(mutex, () =>
         {
             mutex.WaitOne();
             mutex.ReleaseMutex();
             mutex.WaitOne(); // kept
-            Green.Sleep(50);
-        });
-        var waiter = Green.Spawn(() =>
-        {
-            Green.Sleep(10);
-            waited = WaitAndRelease(mutex, AbandonBoundMs);
-        });
-        Green.JoinAll([holder, waiter], TimeSpan.FromSeconds(10));
-        Assert.That(waited, Is.EqualTo("abandoned"));
+        }), Is.EqualTo("abandoned"));
     }
 
     [Test]
