@@ -21,6 +21,16 @@ public sealed class SignalRTests
         public static TaskCompletionSource<Greenlet> Started = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public static TaskCompletionSource Killed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+        public static int Disconnected, Cleaned;
+
+        public override Task OnDisconnectedAsync(Exception? exception)
+        {
+            Interlocked.Increment(ref Disconnected);
+            Thread.Sleep(5); // a legacy cleanup: remove the session's row
+            Interlocked.Increment(ref Cleaned);
+            return base.OnDisconnectedAsync(exception);
+        }
+
         public override Task OnConnectedAsync()
         {
             Thread.Sleep(10); // a legacy lookup on connect
@@ -162,6 +172,22 @@ public sealed class SignalRTests
         // The app serves on.
         await using var next = await ConnectAsync(app, "next");
         Assert.That((await next.InvokeAsync<Where>(nameof(LegacyHub.Sleep), 1)).OnGreenlet, Is.True);
+    }
+
+    [Test]
+    public async Task OnDisconnectedRunsItsBlockingCleanupToTheEndWhenClientsCloseTheirWebsockets()
+    {
+        // The websocket's request sees RequestAborted when its client closes the socket: that is how an upgraded
+        // connection ends, not a client giving up on a response, so nothing of the connection's cleanup is killed.
+        await using var app = await StartAsync();
+        int disconnected = Volatile.Read(ref LegacyHub.Disconnected), cleaned = Volatile.Read(ref LegacyHub.Cleaned);
+        var connections = await Task.WhenAll(Enumerable.Range(0, 30).Select(i => ConnectAsync(app, $"d{i}")));
+        foreach (var c in connections) Assert.That((await c.InvokeAsync<Where>(nameof(LegacyHub.Sleep), 1)).OnGreenlet, Is.True);
+        await Task.WhenAll(connections.Select(c => c.DisposeAsync().AsTask()));
+        for (int i = 0; i < 200 && Volatile.Read(ref LegacyHub.Disconnected) - disconnected < connections.Length; i++) await Task.Delay(50);
+        await Task.Delay(200);
+        Assert.That(Volatile.Read(ref LegacyHub.Disconnected) - disconnected, Is.EqualTo(connections.Length));
+        Assert.That(Volatile.Read(ref LegacyHub.Cleaned) - cleaned, Is.EqualTo(connections.Length), "every OnDisconnectedAsync ran past its blocking call");
     }
 
     [Test]

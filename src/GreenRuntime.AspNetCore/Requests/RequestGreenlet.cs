@@ -27,7 +27,8 @@
 //      the next request: handing it to a pool thread cost a thread wake-up per request (measured with wrk on the
 //      "hello" endpoint: 19 instead of 23 µs of CPU per request).
 //   5. RequestAborted kills the request greenlet and its running helpers (on the hub), unless the app's own code asked
-//      for the abort (HttpContext.Abort(), recorded by AppAbortRecorder): blocking code on their stacks
+//      for the abort (HttpContext.Abort(), recorded by AppAbortRecorder) or upgraded the request (a websocket, recorded
+//      by UpgradeRecorder: its RequestAborted is the connection's normal end): blocking code on their stacks
 //      raises GreenletExit at its next blocking call, as a killed greenlet's code does. What the kill does not do is end
 //      the request early. A helper not yet started when the abort came, or started after it, is killed once its body
 //      begins: the continuation still runs (an await cancelled by RequestAborted resumes and its finally blocks
@@ -78,8 +79,10 @@ internal sealed class RequestGreenlet
     private List<Greenlet>? _helpers;
     private Task? _pipeline; // once the request greenlet has ended with the pipeline suspended
 
-    // Set (any thread) when the app's own code called HttpContext.Abort(); read by OnAborted.
+    // Set (any thread) when the app's own code called HttpContext.Abort(), or upgraded the request (a websocket); read by
+    // OnAborted.
     private volatile bool _abortedByApp;
+    private volatile bool _upgraded;
 
     private RequestGreenlet(GreenletsHost host, Func<Task> start)
     {
@@ -101,6 +104,10 @@ internal sealed class RequestGreenlet
         var request = new RequestGreenlet(host, () => next(http));
         if (http.Features.Get<IHttpRequestLifetimeFeature>() is { } lifetime)
             http.Features.Set<IHttpRequestLifetimeFeature>(new AppAbortRecorder(lifetime, request));
+        if (http.Features.Get<IHttpUpgradeFeature>() is { IsUpgradableRequest: true } upgrade)
+            http.Features.Set<IHttpUpgradeFeature>(new UpgradeRecorder(upgrade, request));
+        if (http.Features.Get<IHttpExtendedConnectFeature>() is { IsExtendedConnect: true } connect)
+            http.Features.Set<IHttpExtendedConnectFeature>(new ExtendedConnectRecorder(connect, request));
         return request.Start(aborted, GreenletName);
     }
 
@@ -336,6 +343,12 @@ internal sealed class RequestGreenlet
         // The app dropped the connection itself (HttpContext.Abort(): a rejected request, a quota exceeded) and goes on
         // running, as it would without the middleware: its audit log or cleanup after the call must not be killed.
         if (_abortedByApp) return;
+        // An upgraded request (a websocket, over HTTP/1.1's Upgrade or HTTP/2's extended CONNECT) sees RequestAborted when
+        // its connection closes: the normal end of that connection, not a client giving up on a response. The code
+        // still running for it is the connection's cleanup (SignalR's OnDisconnectedAsync runs in such a request's
+        // continuations), which a kill cut short at its first blocking call; what reads or writes the connection sees
+        // it closed by itself, as without the middleware.
+        if (_upgraded) return;
         try
         {
             Hub.Post(AbortOnHub);
@@ -366,6 +379,33 @@ internal sealed class RequestGreenlet
     /// asks for (<see cref="HttpContext.Abort"/>), which Kestrel reports through <c>RequestAborted</c> like a client that
     /// went away. Only the second kills the request greenlet (step 5).
     /// </summary>
+    /// <summary>The request's upgrade feature, as seen by the pipeline after <c>UseGreenlets()</c>: it records that the
+    /// request was upgraded (<see cref="OnAborted"/>).</summary>
+    private sealed class UpgradeRecorder(IHttpUpgradeFeature inner, RequestGreenlet request) : IHttpUpgradeFeature
+    {
+        public bool IsUpgradableRequest => inner.IsUpgradableRequest;
+
+        public Task<Stream> UpgradeAsync()
+        {
+            request._upgraded = true;
+            return inner.UpgradeAsync();
+        }
+    }
+
+    /// <summary>HTTP/2's and HTTP/3's way to open a websocket, recorded like <see cref="UpgradeRecorder"/>.</summary>
+    private sealed class ExtendedConnectRecorder(IHttpExtendedConnectFeature inner, RequestGreenlet request) : IHttpExtendedConnectFeature
+    {
+        public bool IsExtendedConnect => inner.IsExtendedConnect;
+
+        public string? Protocol => inner.Protocol;
+
+        public ValueTask<Stream> AcceptAsync()
+        {
+            request._upgraded = true;
+            return inner.AcceptAsync();
+        }
+    }
+
     private sealed class AppAbortRecorder(IHttpRequestLifetimeFeature inner, RequestGreenlet request) : IHttpRequestLifetimeFeature
     {
         public CancellationToken RequestAborted
