@@ -47,8 +47,8 @@
 // run on pool threads, where blocking code after the first await blocks the pool again: the starvation this
 // integration exists to remove); keeping the request greenlet parked as a pump that runs the continuations while it is
 // free (Green.Current stayed the same across most awaits, but every suspended request held a carrier thread: an
-// endpoint awaiting a 20 ms delay under wrk at 1,000 connections ran 1,011 threads and served 54 % of plain
-// Kestrel's requests, and a websocket or SignalR connection held one for its lifetime).
+// endpoint awaiting a 20 ms delay under wrk at 1,000 connections ran 1,030 threads at 86-105 µs of CPU per request,
+// against 44-47 threads and 63-80 µs with helpers, and a websocket or SignalR connection held one for its lifetime).
 
 using GreenRuntime.LowLevel;
 using Microsoft.AspNetCore.Http;
