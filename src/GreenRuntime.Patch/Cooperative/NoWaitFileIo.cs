@@ -38,8 +38,8 @@ namespace GreenRuntime.Cooperative;
 /// monitor sees like any other stall of the hub. procfs refuses it too, and its files are made by the kernel as
 /// they are read, from memory: they are read inline the same way (<c>Process.GetProcesses()</c> reads a few per
 /// process; with each process's name, over 71 processes: 23–31 ms through the thread pool, 9 ms inline, 7 ms on a
-/// thread). The one procfs file
-/// that waits, <c>/proc/kmsg</c> (root only), would hold the hub until the kernel logs something.</para>
+/// thread). The one procfs file that waits, <c>/proc/kmsg</c> (root only), would hold the hub until the kernel logs
+/// something.</para>
 /// </remarks>
 internal static unsafe partial class NoWaitFileIo
 {
