@@ -107,6 +107,26 @@ internal sealed class GreenletsHost : IDisposable, IAsyncDisposable
         return ExitAfter(run);
     }
 
+    /// <summary><paramref name="start"/> in a greenlet of this host's hubs, as a request's pipeline runs
+    /// (<see cref="RequestGreenlet"/>), counted as in flight; <paramref name="aborted"/> kills the greenlets it runs in.</summary>
+    public Task RunInGreenletAsync(Func<Task> start, CancellationToken aborted, string name) =>
+        CountInFlight(() => RequestGreenlet.RunAsync(this, start, aborted, name));
+
+    /// <summary>
+    /// <see cref="RunInGreenletAsync(Func{Task}, CancellationToken, string)"/> with the result of <paramref name="start"/>'s
+    /// Task. After an abort the run completes without the work's exception, so the work's own outcome is what the caller
+    /// gets: a <c>GreenletExit</c>, or what it returned if it caught the kill; an abort that came before the work began
+    /// is an <see cref="OperationCanceledException"/>.
+    /// </summary>
+    public async Task<T> RunInGreenletAsync<T>(Func<Task<T>> start, CancellationToken aborted, string name)
+    {
+        Task<T>? started = null;
+        await CountInFlight(() => RequestGreenlet.RunAsync(this, () => started = start(), aborted, name)).ConfigureAwait(false);
+        return started is null
+            ? throw new OperationCanceledException("The connection was aborted before the work began in its greenlet.", aborted)
+            : await started.ConfigureAwait(false);
+    }
+
     private async Task ExitAfter(Task run)
     {
         try

@@ -1,4 +1,3 @@
-using GreenRuntime.AspNetCore.Requests;
 using Microsoft.AspNetCore.SignalR;
 
 namespace GreenRuntime.AspNetCore.SignalR;
@@ -27,28 +26,22 @@ internal sealed class GreenletHubFilter(GreenletsHost host) : IHubFilter
     private const string ConnectedName = "signalr connected";
     private const string DisconnectedName = "signalr disconnected";
 
+    /// <summary>Whether the call runs where it is: no <c>UseGreenlets()</c> in the pipeline, or already in a greenlet of
+    /// the host.</summary>
+    private bool RunsInPlace => !host.RunsRequests || host.InGreenlet;
+
     public async ValueTask<object?> InvokeMethodAsync(HubInvocationContext invocationContext, Func<HubInvocationContext, ValueTask<object?>> next)
     {
-        if (!host.RunsRequests || host.InGreenlet) return await next(invocationContext).ConfigureAwait(false);
+        if (RunsInPlace) return await next(invocationContext).ConfigureAwait(false);
         var aborted = invocationContext.Context.ConnectionAborted;
-        Task<object?>? invocation = null;
-        // Awaiting the run rethrows the method's exception; after an abort it completes without one, and the method's
-        // own outcome (a GreenletExit, or what it returned if it caught the kill) is what the caller gets.
-        await host.CountInFlight(() => RequestGreenlet.RunAsync(host, () => invocation = next(invocationContext).AsTask(), aborted, MethodName))
-            .ConfigureAwait(false);
-        return invocation is null
-            ? throw new OperationCanceledException("The connection was aborted before its hub method began.", aborted)
-            : GreenletStream.Wrap(host, await invocation.ConfigureAwait(false), aborted);
+        var result = await host.RunInGreenletAsync(() => next(invocationContext).AsTask(), aborted, MethodName).ConfigureAwait(false);
+        return GreenletStream.Wrap(host, result, aborted);
     }
 
     public Task OnConnectedAsync(HubLifetimeContext context, Func<HubLifetimeContext, Task> next) =>
-        !host.RunsRequests || host.InGreenlet
-            ? next(context)
-            : host.CountInFlight(() => RequestGreenlet.RunAsync(host, () => next(context), context.Context.ConnectionAborted, ConnectedName));
+        RunsInPlace ? next(context) : host.RunInGreenletAsync(() => next(context), context.Context.ConnectionAborted, ConnectedName);
 
     // Not under ConnectionAborted: the connection is gone already (that is what the event reports), and its cleanup runs.
     public Task OnDisconnectedAsync(HubLifetimeContext context, Exception? exception, Func<HubLifetimeContext, Exception?, Task> next) =>
-        !host.RunsRequests || host.InGreenlet
-            ? next(context, exception)
-            : host.CountInFlight(() => RequestGreenlet.RunAsync(host, () => next(context, exception), CancellationToken.None, DisconnectedName));
+        RunsInPlace ? next(context, exception) : host.RunInGreenletAsync(() => next(context, exception), CancellationToken.None, DisconnectedName);
 }

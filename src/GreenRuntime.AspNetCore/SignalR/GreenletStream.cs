@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using GreenRuntime.AspNetCore.Requests;
 
 namespace GreenRuntime.AspNetCore.SignalR;
 
@@ -47,18 +46,11 @@ internal static class GreenletStream
 
         public T Current => inner.Current;
 
-        public async ValueTask<bool> MoveNextAsync()
-        {
-            Task<bool>? step = null;
-            await host.CountInFlight(() => RequestGreenlet.RunAsync(host, () => step = inner.MoveNextAsync().AsTask(), aborted, StepName))
-                .ConfigureAwait(false);
-            return step is null
-                ? throw new OperationCanceledException("The connection was aborted before the stream's next item was asked for.", aborted)
-                : await step.ConfigureAwait(false);
-        }
+        public ValueTask<bool> MoveNextAsync() =>
+            new(host.RunInGreenletAsync(() => inner.MoveNextAsync().AsTask(), aborted, StepName));
 
         // Not under the abort: the iterator's finally blocks run, as they would on the pool.
         public ValueTask DisposeAsync() =>
-            new(host.CountInFlight(() => RequestGreenlet.RunAsync(host, () => inner.DisposeAsync().AsTask(), CancellationToken.None, StepName)));
+            new(host.RunInGreenletAsync(() => inner.DisposeAsync().AsTask(), CancellationToken.None, StepName));
     }
 }

@@ -162,8 +162,6 @@ internal sealed class Carrier
             // The baton has been handed away: nothing below may touch the hub.
             if (MustRetire)
             {
-                RetireAfterBody = false;
-                OwnedUntilExit = 0;
                 _pool!.Forget();
                 return; // the thread ends, and with it whatever it still owned is abandoned (see RetireAfterBody)
             }
