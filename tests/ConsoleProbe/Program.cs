@@ -26,6 +26,12 @@
 // of 300,000), written to stderr as "<patched|unpatched> <ns> ns per write"; stdout is wherever the caller sent it
 // (| cat > /dev/null for a pipe).
 //
+// ConsoleProbe readkey: stdin must be a terminal. A greenlet calls Console.ReadKey(intercept: true) under a 100 ms
+// Green.WithTimeout and gives up; then a reader greenlet reads two keys while a ticker greenlet ticks, printing "ready"
+// on its first tick, and then
+//   keys=<the two keys>|ticksWhileWaiting=<ticks of the ticker during the reads>|timedOut=<the first read timed out>
+// (the read abandoned by the timeout is kept: the first key goes to the next ReadKey).
+//
 // ConsoleProbe exit-graceful: a greenlet calls Environment.Exit(3) while a worker greenlet polls a stop flag; the
 // ProcessExit handler sets the flag and waits up to 5 s for the worker to say it stopped, then prints
 //   stopped=<bool>|waitedMs=<ms>
@@ -43,6 +49,7 @@ return args switch
     ["abandoned-reads"] => ReadAfterAbandonedReads(),
     ["piped-lines"] => ReadPipedLines(),
     ["exit-graceful"] => ExitGracefully(),
+    ["readkey"] => ReadKeys(),
     _ => ReadStdin(),
 };
 
@@ -129,6 +136,31 @@ int ReadAfterAbandonedReads()
     Console.WriteLine("ready");
     var lines = Green.Spawn(() => string.Join(",", Enumerable.Range(0, 4).Select(_ => Console.ReadLine())));
     Console.WriteLine("lines=" + lines.Get());
+    return 0;
+}
+
+int ReadKeys()
+{
+    bool timedOut = Green.Spawn(() => Green.WithTimeout(TimeSpan.FromMilliseconds(100), () => Console.ReadKey(true).KeyChar, '-')).Get() == '-';
+    int ticks = 0, ticksAtStart = -1, ticksAtEnd = -1;
+    string keys = "";
+    var reader = Green.Spawn(() =>
+    {
+        ticksAtStart = ticks;
+        keys += Console.ReadKey(intercept: true).KeyChar;
+        keys += Console.ReadKey(intercept: true).KeyChar;
+        ticksAtEnd = ticks;
+    });
+    var ticker = Green.Spawn(() =>
+    {
+        while (!reader.Ready)
+        {
+            Thread.Sleep(10);
+            if (++ticks == 1) Console.WriteLine("ready");
+        }
+    });
+    Green.JoinAll([reader, ticker], raiseError: true);
+    Console.WriteLine($"keys={keys}|ticksWhileWaiting={ticksAtEnd - ticksAtStart}|timedOut={timedOut}");
     return 0;
 }
 

@@ -3,12 +3,15 @@ namespace GreenRuntime.Cooperative;
 
 /// <summary>
 /// Reads of <see cref="Console.In"/> on a greenlet (<c>Console.ReadLine</c>, <c>Console.Read</c>,
-/// <c>Console.In.ReadLine/Read</c>): the read runs on a thread of its own while only the greenlet waits.
+/// <c>Console.In.ReadLine/Read</c>) and of the terminal's keys (<c>Console.ReadKey</c>): the read runs on a thread of
+/// its own while only the greenlet waits.
 /// </summary>
 /// <remarks>
 /// <para>The patch point is the internal <c>System.IO.SyncTextReader</c> that <see cref="Console.In"/> is
 /// (<c>Console.ReadLine</c> itself cannot be detoured on .NET 10: a call sits in its first bytes). The same
-/// type also backs every <see cref="TextReader.Synchronized"/> reader; those run the original.</para>
+/// type also backs every <see cref="TextReader.Synchronized"/> reader; those run the original. <c>Console.ReadKey</c>
+/// ends in the same type's <c>ReadKey(bool)</c> on the terminal's reader, after the check that throws when stdin is
+/// redirected, which so stays on the greenlet; the key is read on the same thread as the lines, in the order asked.</para>
 /// <para>A read on stdin cannot be cancelled. When the waiting greenlet is killed, the read it started stays
 /// pending and its result is kept: the next read of the same kind on <see cref="Console.In"/>, on a greenlet
 /// or not, returns it instead of reading again (the oldest first, when several were abandoned), so no input is lost
@@ -24,15 +27,23 @@ internal static class CooperativeConsole
 {
     internal static readonly OriginalSlot<Func<TextReader, string?>> ReadLineSlot = new(static r => r.ReadLine());
     internal static readonly OriginalSlot<Func<TextReader, int>> ReadSlot = new(static r => r.Read());
+    internal static readonly OriginalSlot<Func<TextReader, bool, ConsoleKeyInfo>> ReadKeySlot = new(static (_, intercept) => Console.ReadKey(intercept)); // the terminal's reader: the only one it is called on
 
     private static readonly Pending<string?> s_pendingLine = new();
     private static readonly Pending<int> s_pendingChar = new();
+    private static readonly Pending<ConsoleKeyInfo> s_pendingKey = new();
 
     /// <summary>Replaces <c>SyncTextReader.ReadLine()</c>.</summary>
     public static string? ReadLine(TextReader reader) => ReadVia(reader, s_pendingLine, ReadLineSlot.Call, wholeLine: true);
 
     /// <summary>Replaces <c>SyncTextReader.Read()</c>.</summary>
     public static int Read(TextReader reader) => ReadVia(reader, s_pendingChar, ReadSlot.Call, wholeLine: false);
+
+    /// <summary>Replaces <c>SyncTextReader.ReadKey(bool)</c>: only <c>Console.ReadKey</c> calls it, on the terminal's reader
+    /// (which is <see cref="Console.In"/> unless <see cref="Console.SetIn"/> replaced that).</summary>
+    public static ConsoleKeyInfo ReadKey(TextReader reader, bool intercept)
+        // A key kept from a killed greenlet was read with the intercept of the read that was abandoned.
+        => ReadOnStdinThread(Cooperative.ParkingHub(), reader, s_pendingKey, s_pendingKey.Take(reader), r => ReadKeySlot.Call(r, intercept));
 
     private static T ReadVia<T>(TextReader reader, Pending<T> pending, Func<TextReader, T> original, bool wholeLine)
     {
@@ -42,6 +53,13 @@ internal static class CooperativeConsole
         var leftover = pending.Take(reader);
         if (hub is not null && leftover is null && BufferedInput.Serves(reader, wholeLine, original, out var buffered))
             return buffered;
+        return ReadOnStdinThread(hub, reader, pending, leftover, original);
+    }
+
+    /// <summary>Waits for <paramref name="leftover"/> (a read a killed greenlet left) or for a new read on the stdin
+    /// thread: parked on <paramref name="hub"/>, or blocking when there is none.</summary>
+    private static T ReadOnStdinThread<T>(Hub? hub, TextReader reader, Pending<T> pending, StdinRead<T>? leftover, Func<TextReader, T> original)
+    {
         if (hub is null)
         {
             if (leftover is null) return original(reader);

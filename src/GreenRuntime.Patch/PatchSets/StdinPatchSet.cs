@@ -3,9 +3,9 @@ using GreenRuntime.Cooperative;
 namespace GreenRuntime.PatchSets;
 
 /// <summary>
-/// Reads of <see cref="Console.In"/>, at the internal <c>System.IO.SyncTextReader</c> that it is, which
-/// <c>Console.ReadLine</c>/<c>Console.Read</c> call (they themselves have a call in their first bytes, which
-/// the detour engine refuses to relocate).
+/// Reads of <see cref="Console.In"/> and of the terminal's keys, at the internal <c>System.IO.SyncTextReader</c> that
+/// <c>Console.In</c> is, which <c>Console.ReadLine</c>/<c>Console.Read</c>/<c>Console.ReadKey</c> call (they themselves
+/// have a call in their first bytes, which the detour engine refuses to relocate, or may be inlined).
 /// </summary>
 internal sealed class StdinPatchSet : PatchSet
 {
@@ -19,6 +19,7 @@ internal sealed class StdinPatchSet : PatchSet
     [
         new("System.IO.SyncTextReader.ReadLine() (Console.In, Console.ReadLine)", SyncTextReader?.GetMethod("ReadLine", Type.EmptyTypes), typeof(CooperativeConsole).GetMethod(nameof(CooperativeConsole.ReadLine))!, CooperativeConsole.ReadLineSlot, WarmUpConsoleIn),
         new("System.IO.SyncTextReader.Read() (Console.In, Console.Read)", SyncTextReader?.GetMethod("Read", Type.EmptyTypes), typeof(CooperativeConsole).GetMethod(nameof(CooperativeConsole.Read))!, CooperativeConsole.ReadSlot, WarmUpConsoleIn),
+        new("System.IO.SyncTextReader.ReadKey(Boolean) (Console.ReadKey)", SyncTextReader?.GetMethod("ReadKey", [typeof(bool)]), typeof(CooperativeConsole).GetMethod(nameof(CooperativeConsole.ReadKey))!, CooperativeConsole.ReadKeySlot, WarmUpConsoleIn),
     ];
 
     public override IReadOnlyList<(string Method, string Reason, bool Blocks)> KnownRefusals { get; } =

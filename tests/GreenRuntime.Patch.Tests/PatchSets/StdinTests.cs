@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 
 namespace GreenRuntime.Patch.Tests.PatchSets;
 
@@ -7,7 +9,7 @@ namespace GreenRuntime.Patch.Tests.PatchSets;
 /// reads a line on one greenlet while another ticks; this test writes the line after a pause.
 /// </summary>
 [TestFixture]
-public class StdinTests
+public partial class StdinTests
 {
     /// <summary>Waits for the probe's "ready" line; returns its standard error, read to the end in the background.</summary>
     private static Task<string> WaitUntilReady(Process probe)
@@ -128,5 +130,89 @@ public class StdinTests
         {
             if (!probe.HasExited) probe.Kill();
         }
+    }
+
+    /// <summary>Console.ReadKey reads the terminal: the probe's stdin is the slave side of a pseudo-terminal whose master
+    /// this test holds. The read used to run on the greenlet itself and stop the hub until a key came.</summary>
+    [Test]
+    public void ReadKeyOnAGreenletLetsOthersRunAndKeepsAKeyItsTimeoutAbandoned()
+    {
+        using var terminal = PseudoTerminal.Open();
+        string dotnet = Environment.ProcessPath is { } p && Path.GetFileNameWithoutExtension(p) == "dotnet" ? p : "dotnet";
+        var start = new ProcessStartInfo("/bin/sh", ["-c", "exec \"$0\" \"$1\" readkey < \"$2\"", dotnet, Path.Combine(AppContext.BaseDirectory, "ConsoleProbe.dll"), terminal.SlavePath])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = AppContext.BaseDirectory,
+        };
+        using Process probe = Process.Start(start)!;
+        try
+        {
+            Task<string> stderr = WaitUntilReady(probe);
+            Thread.Sleep(300);
+            terminal.Write("ab");
+            Task<string> rest = probe.StandardOutput.ReadToEndAsync();
+            Assert.That(probe.WaitForExit(TimeSpan.FromSeconds(30)), Is.True, "the probe finished after its keys");
+            TestContext.Out.WriteLine(rest.Result);
+            Assert.That(probe.ExitCode, Is.EqualTo(0), $"probe output: {rest.Result} {stderr.Result}");
+            var fields = rest.Result.Trim().Split('|').Select(f => f.Split('=')).ToDictionary(f => f[0], f => f[1]);
+            Assert.That(fields["timedOut"], Is.EqualTo("True"), "the first ReadKey gave up after 100 ms");
+            Assert.That(fields["keys"], Is.EqualTo("ab"), "the key of the abandoned read went to the next ReadKey, then the next key");
+            // 300 ms at one tick per 10 ms: about 30; a blocked hub gives 0 or 1.
+            Assert.That(int.Parse(fields["ticksWhileWaiting"]), Is.GreaterThanOrEqualTo(5), "the ticker kept ticking while ReadKey waited");
+        }
+        finally
+        {
+            if (!probe.HasExited) probe.Kill();
+        }
+    }
+
+    /// <summary>A pseudo-terminal pair: the test writes the "typed" keys to the master; the child reads the slave.</summary>
+    private sealed partial class PseudoTerminal : IDisposable
+    {
+        private readonly SafeFileHandle _master;
+
+        private PseudoTerminal(SafeFileHandle master, string slavePath)
+        {
+            _master = master;
+            SlavePath = slavePath;
+        }
+
+        public string SlavePath { get; }
+
+        public static PseudoTerminal Open()
+        {
+            const int ReadWrite = 2, NoControllingTerminal = 0x100;
+            int fd = PosixOpenPt(ReadWrite | NoControllingTerminal);
+            Assert.That(fd, Is.GreaterThanOrEqualTo(0), $"posix_openpt: errno {Marshal.GetLastPInvokeError()}");
+            var master = new SafeFileHandle(fd, ownsHandle: true);
+            Assert.That(GrantPt(fd) == 0 && UnlockPt(fd) == 0, Is.True, $"grantpt/unlockpt: errno {Marshal.GetLastPInvokeError()}");
+            string? slave = Marshal.PtrToStringUTF8(PtsName(fd));
+            Assert.That(slave, Is.Not.Null, "ptsname");
+            return new PseudoTerminal(master, slave!);
+        }
+
+        public void Write(string keys)
+        {
+            byte[] bytes = System.Text.Encoding.UTF8.GetBytes(keys);
+            Assert.That((int)WriteFd(_master, bytes, bytes.Length), Is.EqualTo(bytes.Length), $"write: errno {Marshal.GetLastPInvokeError()}");
+        }
+
+        public void Dispose() => _master.Dispose();
+
+        [LibraryImport("libc", EntryPoint = "posix_openpt", SetLastError = true)]
+        private static partial int PosixOpenPt(int flags);
+
+        [LibraryImport("libc", EntryPoint = "grantpt", SetLastError = true)]
+        private static partial int GrantPt(int fd);
+
+        [LibraryImport("libc", EntryPoint = "unlockpt", SetLastError = true)]
+        private static partial int UnlockPt(int fd);
+
+        [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
+        private static partial nint WriteFd(SafeFileHandle fd, byte[] buffer, nint count);
+
+        [LibraryImport("libc", EntryPoint = "ptsname")]
+        private static partial nint PtsName(int fd);
     }
 }
