@@ -111,9 +111,11 @@ internal static unsafe class SocketIo
             return false;
         hub.YieldPoint();
         long deadline = Deadline(hub, timeout);
+        bool waited = false;
         while (true)
         {
-            if (!TryCallFrom(handle, fd, buffer, (int)flags, address, out nint n, out int length, out int errno)) return false;
+            if (!TryCallFrom(handle, fd, buffer, (int)flags, address, out nint n, out int length, out int errno))
+                return ClosedWhileWaiting(s, waited, out error);
             if (n >= 0)
             {
                 (received, addressLength) = ((int)n, length);
@@ -127,10 +129,11 @@ internal static unsafe class SocketIo
             if (IsReceiveShutDown(handle, fd)) return true;
             switch (reactor.Wait(handle, fd, write: false, Remaining(hub, deadline)))
             {
-                case null: return false;
+                case null: return ClosedWhileWaiting(s, waited, out error);
                 case Readiness.TimedOut: error = SocketError.TimedOut; return true;
                 case Readiness.Closed: error = ClosedUnderCall(s); return true;
             }
+            waited = true;
         }
     }
 
@@ -251,22 +254,38 @@ internal static unsafe class SocketIo
             return false;
         hub.YieldPoint();
         long deadline = Deadline(hub, timeout);
+        bool waited = false;
         while (true)
         {
             switch (Attempt(s, handle, fd, send: false, buffer, flags, out received, out error))
             {
-                case Outcome.NotHandled: return false;
+                case Outcome.NotHandled: return ClosedWhileWaiting(s, waited, out error);
                 case Outcome.Done: return true;
             }
             if (readableIfShutDown && IsReceiveShutDown(handle, fd))
                 return true; // a receive returns at once (see IsReceiveShutDown), though the non-blocking peek says EAGAIN
             switch (reactor.Wait(handle, fd, write: false, Remaining(hub, deadline)))
             {
-                case null: return false;
+                case null: return ClosedWhileWaiting(s, waited, out error);
                 case Readiness.TimedOut: error = SocketError.TimedOut; return true;
                 case Readiness.Closed: error = ClosedUnderCall(s); return true;
             }
+            waited = true;
         }
+    }
+
+    /// <summary>
+    /// For a loop whose handle turned out closed (or no longer watched): before it waited, not handled, so that the caller's
+    /// original reports the socket's state as it does for a call made on a closed socket; once it waited, the socket was
+    /// closed under the call, as a thread blocked in the system call sees it (<see cref="ClosedUnderCall"/>). A socket
+    /// closed between the wake that said "readable" and the next attempt is not reported by the reactor, and the original
+    /// then threw ObjectDisposedException where a thread's receive ends with ConnectionAborted (HttpClient's cancellation
+    /// closes the connection's socket from the token's callback: 2–3 in 90 cancelled requests).
+    /// </summary>
+    private static bool ClosedWhileWaiting(Socket s, bool waited, out SocketError error)
+    {
+        error = waited ? ClosedUnderCall(s) : SocketError.Success;
+        return waited;
     }
 
     /// <summary>
@@ -286,12 +305,13 @@ internal static unsafe class SocketIo
         else
             hub.GiveWay();
         long deadline = Deadline(hub, timeout);
+        bool waited = false;
         while (sent < data.Length)
         {
             var rest = MemoryMarshal.CreateSpan(ref MemoryMarshal.GetReference(data[sent..]), data.Length - sent);
             switch (Attempt(s, handle, fd, send: true, rest, flags, out int n, out error))
             {
-                case Outcome.NotHandled when sent == 0: return false;
+                case Outcome.NotHandled when sent == 0: return ClosedWhileWaiting(s, waited, out error);
                 case Outcome.NotHandled: error = ClosedUnderCall(s); return true; // closed under us halfway
                 case Outcome.Done when error != SocketError.Success: return true;
                 case Outcome.Done: sent += n; continue;
@@ -301,11 +321,12 @@ internal static unsafe class SocketIo
                 readiness = reactor.Wait(handle, fd, write: true, Remaining(hub, deadline));
             switch (readiness)
             {
-                case null when sent == 0: return false;
+                case null when sent == 0: return ClosedWhileWaiting(s, waited, out error);
                 case null: error = SocketError.SocketError; return true;
                 case Readiness.TimedOut: error = SocketError.TimedOut; return true;
                 case Readiness.Closed: error = ClosedUnderCall(s); return true;
             }
+            waited = true;
         }
         return true;
     }

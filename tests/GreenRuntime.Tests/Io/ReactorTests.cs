@@ -190,6 +190,58 @@ public class ReactorTests : ReactorSocketTest
     }
 
     [Test]
+    public void A_socket_closed_after_its_wake_and_before_the_receive_ran_again_ends_it_as_a_closed_socket()
+    {
+        // The wake said "readable", and the socket was closed before the greenlet ran again (HttpClient's cancellation
+        // closes the connection from the token's callback): the receive must end as a thread's blocked receive does,
+        // not hand back to the original, which then throws ObjectDisposedException on the closed socket.
+        var (a, b) = Pair();
+        SocketError seen = SocketError.Success;
+        var waiter = Green.Spawn(() => SocketIo.TryReceive(Hub, b, new byte[8], SocketFlags.None, null, out _, out seen));
+        Green.Sleep(20);
+        Assert.That(waiter.WaitReason, Is.EqualTo(WaitReason.Socket));
+        Send(a, [1]);
+        // Yield until the reactor's poll has woken the waiter, which then waits in the ready queue behind this greenlet.
+        for (int i = 0; i < 1000 && waiter.State_ != GreenletState.Ready; i++) Green.Sleep(0);
+        Assert.That(waiter.State_, Is.EqualTo(GreenletState.Ready), "woken, and not run yet");
+        b.Dispose();
+        CooperativeSocket.NotifyClosed(b);
+        Assert.That(waiter.Join(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(waiter.Get(), Is.True, "handled: the original would throw ObjectDisposedException");
+        Assert.That(seen, Is.EqualTo(SocketError.ConnectionAborted), "what a thread blocked in Receive sees when its socket is closed");
+    }
+
+    [Test]
+    public void A_send_closed_after_its_wake_and_before_it_sent_anything_ends_it_as_a_closed_socket()
+    {
+        var (a, b) = Pair();
+        a.SendBufferSize = b.ReceiveBufferSize = 4096;
+        a.Blocking = false;
+        var chunk = new byte[4096];
+        while (a.Send(chunk, SocketFlags.None, out var full) > 0 && full == SocketError.Success) { }
+        a.Blocking = true;
+        SocketError seen = SocketError.Success;
+        int sent = -1;
+        var sender = Green.Spawn(() => SocketIo.TrySend(Hub, a, chunk, SocketFlags.None, null, out sent, out seen));
+        Green.Sleep(20);
+        Assert.That(sender.WaitReason, Is.EqualTo(WaitReason.Socket), "waits for room, nothing of it sent");
+        var drain = new byte[1 << 20];
+        // Room again: the reactor wakes the sender (the data queued on the sending side moves over as the reader drains).
+        var patience = Stopwatch.StartNew();
+        while (sender.State_ != GreenletState.Ready && !sender.Dead && patience.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            while (b.Available > 0) b.Receive(drain);
+            Green.Sleep(0);
+        }
+        Assert.That(sender.State_, Is.EqualTo(GreenletState.Ready), "woken, and not run yet");
+        a.Dispose();
+        CooperativeSocket.NotifyClosed(a);
+        Assert.That(sender.Join(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(sender.Get(), Is.True, "handled: the original would throw ObjectDisposedException");
+        Assert.That((seen, sent), Is.EqualTo((SocketError.ConnectionAborted, 0)), "what a thread blocked in Send sees when its socket is closed");
+    }
+
+    [Test]
     public void A_reported_close_wakes_the_waiters_at_once_whichever_thread_closes()
     {
         // The sweep alone takes up to 250 ms per close, 2.5 s on average for 20; reported, they take next to nothing.
