@@ -316,6 +316,72 @@ public class LegacyCancellationTests : PatchedHubTest
         Assert.That(got, Is.EqualTo("packet"));
     }
 
+    [TestCase("kill")]
+    [TestCase("timeout")]
+    public void AKillOrTimeoutDoesNotCutAMessageWrittenInSeveralSends(string how)
+    {
+        // NATS.Client writes a message through a BufferedStream: the buffered header goes out as one send, the large
+        // payload as the next. A kill or timeout raised at the start of the payload's send (it does not fit in the free
+        // buffer) left the header alone on the connection, and the server read the next message as its payload: the
+        // connection broke for every greenlet sharing it. The second send continues the first (no park between them), so
+        // it is held back. The kill or timeout comes as in the test above, in the yield the blocking monitor asks at the
+        // start of the first send.
+        const int header = 8, payload = 256 * 1024;
+        bool ended = false, sentAll = false;
+        long received = 0;
+        var runner = new Thread(() =>
+        {
+            using var hub = new Hub(new HubOptions { MaxBlockingTime = TimeSpan.FromMilliseconds(40) });
+            var (a, b) = GreenRuntime.TestSupport.LoopbackPair.Connect();
+            using (b)
+            {
+                a.SendBufferSize = 16 * 1024;
+                var reader = new Thread(() =>
+                {
+                    var buffer = new byte[64 * 1024];
+                    int n;
+                    while ((n = b.Receive(buffer)) > 0) received += n;
+                });
+                reader.Start();
+                var ticker = Green.Spawn(() => { while (true) Green.Sleep(5); });
+                var worker = Green.Spawn(() =>
+                {
+                    void Work()
+                    {
+                        using var stream = new BufferedStream(new NetworkStream(a, ownsSocket: false), 4096);
+                        var busy = Stopwatch.StartNew();
+                        while (busy.ElapsedMilliseconds < 300) { } // the kill or timeout comes while it computes
+                        stream.Write(new byte[header]);  // buffered
+                        stream.Write(new byte[payload]); // the header goes out as one send, this as the next
+                        sentAll = true;
+                        Thread.Sleep(10_000);
+                    }
+                    if (how == "kill") Work();
+                    else Green.WithTimeout(TimeSpan.FromMilliseconds(20), Work);
+                });
+                if (how == "kill")
+                {
+                    var killer = new Thread(() =>
+                    {
+                        Thread.Sleep(50);
+                        worker.Kill(block: false);
+                    });
+                    killer.Start();
+                }
+                ended = worker.Join(TimeSpan.FromSeconds(10));
+                ticker.Kill();
+                a.Shutdown(SocketShutdown.Send);
+                reader.Join();
+                a.Dispose();
+            }
+        }) { IsBackground = true };
+        runner.Start();
+        Assert.That(runner.Join(TimeSpan.FromSeconds(30)), Is.True);
+        Assert.That(ended, Is.True);
+        Assert.That(received, Is.EqualTo(header + payload), "the header's message went out whole");
+        Assert.That(sentAll, Is.True, "the kill or timeout was raised at the sleep after the message");
+    }
+
     /// <summary>The monitor SemaphoreSlim takes inside Wait and Release, to hold from another thread as CoreLib would.</summary>
     private static object InternalLockOf(SemaphoreSlim semaphore) =>
         typeof(SemaphoreSlim).GetField("m_lockObjAndDisposed", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!
