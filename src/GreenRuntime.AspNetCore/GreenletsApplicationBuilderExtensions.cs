@@ -19,9 +19,9 @@ public static class GreenletsApplicationBuilderExtensions
     /// <c>HttpContext.User</c> and the request's services are the request's. An exception from the pipeline reaches the
     /// middleware before this one (or Kestrel, which answers 500) unchanged.</para>
     /// <para><b>What changes.</b> Continuations run on the request's hub, one at a time with every other greenlet of that
-    /// hub; one that arrives while the request's greenlet is itself blocked (sync-over-async, <c>task.Result</c>) runs
-    /// in a helper greenlet of the same hub, so <c>Green.Current</c> and <c>GreenletLocal</c> values are not stable
-    /// across an <c>await</c> (use <c>HttpContext.Items</c> or an <c>AsyncLocal</c>). <c>ConfigureAwait(false)</c>
+    /// hub, each in a helper greenlet of that hub (a request suspended in an <c>await</c> holds no thread), so
+    /// <c>Green.Current</c> and <c>GreenletLocal</c> values are not stable across an <c>await</c> (use
+    /// <c>HttpContext.Items</c> or an <c>AsyncLocal</c>). <c>ConfigureAwait(false)</c>
     /// leaves the hub as it would leave any synchronization context. <c>HttpContext.RequestAborted</c> kills the
     /// request's greenlets: their next blocking point raises <c>GreenletExit</c>.</para>
     /// <para>Synchronous body I/O (with <c>AllowSynchronousIO</c>) parks the greenlet under <see cref="Patch.All"/>.</para>

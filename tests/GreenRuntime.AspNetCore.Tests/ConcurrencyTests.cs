@@ -14,6 +14,31 @@ namespace GreenRuntime.AspNetCore.Tests;
 public sealed class ConcurrencyTests
 {
     [Test]
+    public async Task RequestsSuspendedInAnAwaitHoldNoCarrierAndResumeOnTheirHub()
+    {
+        const int requests = 200;
+        int inside = 0;
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/await/{id}", async (int id, HubGroup group) =>
+        {
+            Thread.Sleep(1); // blocking code before the await
+            Interlocked.Increment(ref inside);
+            await gate.Task;
+            Thread.Sleep(1); // and after it
+            return Parking.CurrentHub is { } hub && group.Hubs.Contains(hub) ? $"{id} on the hub" : $"{id} elsewhere";
+        }));
+        var responses = Enumerable.Range(0, requests).Select(i => app.Client.GetStringAsync($"/await/{i}")).ToArray();
+        for (int i = 0; i < 600 && Volatile.Read(ref inside) < requests; i++) await Task.Delay(50);
+        Assert.That(Volatile.Read(ref inside), Is.EqualTo(requests), "every request reached its await");
+        await Task.Delay(200); // the request greenlets end after their call returns
+        int held = app.Group.Hubs.Sum(h => h.GetRunInfo().Carriers.HeldByThisHub);
+        gate.SetResult();
+        var bodies = await Task.WhenAll(responses).WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.That(bodies, Is.EqualTo(Enumerable.Range(0, requests).Select(i => $"{i} on the hub")));
+        Assert.That(held, Is.LessThan(requests / 4), "a request suspended in an await keeps no carrier thread");
+    }
+
+    [Test]
     public async Task FiveHundredRequestsThatSleep100MsOverlapOnKestrel()
     {
         var inside = new Concurrency();

@@ -3,10 +3,7 @@
 // Glossary
 //   request greenlet  the stackful greenlet that runs `next(context)` for one request, placed on the least-loaded hub
 //                     of the host's HubGroup; it stays on that hub.
-//   pump              what the request greenlet does once `next(context)` has returned an unfinished Task: it parks,
-//                     and runs each continuation handed to it, until that Task completes.
-//   helper            a stackful greenlet on the same hub that runs one continuation the request greenlet could not
-//                     take because it was busy (see step 3).
+//   helper            a stackful greenlet on the same hub that runs one continuation of the request (see step 3).
 //
 // The protocol
 //   1. The middleware (on a Kestrel thread-pool thread) spawns the request greenlet and awaits a Task that the
@@ -15,29 +12,30 @@
 //      The middleware reads what it needs of the HttpContext first: once spawned, the greenlet owns the context.
 //   2. The greenlet installs the request's RequestSynchronizationContext and calls `next(context)`: synchronous
 //      endpoint code runs on its stack, and a blocking call parks the greenlet (Patch.All), not a thread.
-//   3. Every continuation posted to that context (an `await` inside the pipeline, from whatever thread completes the
-//      awaited operation) is dispatched on the hub, under its baton: to the pump when the request greenlet is parked
-//      there waiting for work, otherwise to a new helper greenlet on the same hub. The "otherwise" is what keeps
-//      sync-over-async code from deadlocking: a greenlet parked in `task.Result` cannot run the continuation that
-//      would complete `task`, so a helper does, exactly as a pool thread would without the middleware. Either way
-//      the continuation runs on the request's hub, may block cooperatively, and never races with the request's other
-//      greenlets (one baton per hub).
-//   4. When the pipeline's Task completes (inline, or from a thread that posts to the hub), the pump ends; the
-//      greenlet completes the middleware's Task with the pipeline's outcome (an exception goes to Kestrel, which
-//      answers 500 as it would without the middleware), and Kestrel's continuation runs right there, shielded, until
-//      it awaits the next request: handing it to a pool thread cost a thread wake-up per request (measured with wrk
-//      on the "hello" endpoint: 19 instead of 23 µs of CPU per request).
+//   3. When `next(context)` returns an unfinished Task (the pipeline awaits something), the request greenlet ends and
+//      gives its carrier back: a suspended request holds no thread, as on plain Kestrel. Every continuation posted to
+//      the request's context (an `await` inside the pipeline, from whatever thread completes the awaited operation)
+//      is dispatched on the hub, under its baton, to a new helper greenlet on the same hub. So the continuation runs
+//      on the request's hub, may block cooperatively, and never races with the request's other greenlets (one baton
+//      per hub); and sync-over-async code does not deadlock: a greenlet parked in `task.Result` does not have to run
+//      the continuation that would complete `task`, a helper does, exactly as a pool thread would without the
+//      middleware.
+//   4. When the pipeline's Task completes, the middleware's Task is completed with the pipeline's outcome (an
+//      exception goes to Kestrel, which answers 500 as it would without the middleware), and Kestrel's continuation
+//      runs right there, on the greenlet that completed it (the request greenlet when the pipeline finished without
+//      awaiting, else the helper whose continuation finished it, else one spawned for it), shielded, until it awaits
+//      the next request: handing it to a pool thread cost a thread wake-up per request (measured with wrk on the
+//      "hello" endpoint: 19 instead of 23 µs of CPU per request).
 //   5. RequestAborted kills the request greenlet and its running helpers (on the hub), unless the app's own code asked
 //      for the abort (HttpContext.Abort(), recorded by AppAbortRecorder) or upgraded the request (a websocket, recorded
 //      by UpgradeRecorder: its RequestAborted is the connection's normal end): blocking code on their stacks
 //      raises GreenletExit at its next blocking call, as a killed greenlet's code does. What the kill does not do is end
-//      the request early. The pump parks inside a shield, so a kill that finds it idle (the pipeline suspended in an
-//      await) or just handed a continuation is recorded, not raised: the continuation still runs (an await cancelled
-//      by RequestAborted resumes and its finally blocks release what they hold), and the middleware's Task completes
-//      when the pipeline's Task does, as Kestrel waits for it without the middleware (before that, the HttpContext
-//      is still in use). A helper not yet started when the abort came is killed once its body begins, for the same
-//      reason: killing a greenlet that never ran would drop its continuation. Only a request greenlet killed before
-//      its body ran ends the request at once (nothing of the pipeline ever started).
+//      the request early. A helper not yet started when the abort came, or started after it, is killed once its body
+//      begins: the continuation still runs (an await cancelled by RequestAborted resumes and its finally blocks
+//      release what they hold; killing a greenlet that never ran would drop its continuation), and the middleware's
+//      Task completes when the pipeline's Task does, as Kestrel waits for it without the middleware (before that, the
+//      HttpContext is still in use). Only a request greenlet killed before its body ran ends the request at once
+//      (nothing of the pipeline ever started).
 //
 // SignalR hub methods run the same way (GreenletHubFilter): starting the hub method plays `next(context)`, and the
 // connection's ConnectionAborted plays RequestAborted.
@@ -47,13 +45,10 @@
 //
 // Rejected: awaiting the pipeline's Task on the request greenlet with no synchronization context (continuations would
 // run on pool threads, where blocking code after the first await blocks the pool again: the starvation this
-// integration exists to remove); running every continuation in the pump only (sync-over-async inside an endpoint
-// would deadlock: the continuation its `.Result` waits for would be queued behind it); a new greenlet for every
-// continuation (Green.Current and GreenletLocal would change at each await, and a kill would have no one greenlet to
-// aim at). The last was also measured with the request greenlet ending once the pipeline suspends: an endpoint that
-// only awaits ran 45 threads instead of 1,030, at 63-80 instead of 86-105 µs of CPU per request, but behind YARP
-// (wrk -c500) the p99 latency went from 0.14-0.5 s to 1-1.85 s, with hundreds of helpers in released waits for the
-// runtime's timer-queue lock (CancellationTokenSource.CancelAfter) at once.
+// integration exists to remove); keeping the request greenlet parked as a pump that runs the continuations while it is
+// free (Green.Current stayed the same across most awaits, but every suspended request held a carrier thread: an
+// endpoint awaiting a 20 ms delay under wrk at 1,000 connections ran 1,030 threads at 86-105 µs of CPU per request,
+// against 44-47 threads and 63-80 µs with helpers, and a websocket or SignalR connection held one for its lifetime).
 
 using GreenRuntime.LowLevel;
 using Microsoft.AspNetCore.Http;
@@ -78,13 +73,11 @@ internal sealed class RequestGreenlet
     private Greenlet? _main;
 
     // Hub-only state.
-    private ParkToken _idleToken;
-    private bool _idle;
     private bool _bodyBegan;
     private bool _finished;
     private bool _aborted;
-    private bool _completionHooked;
     private List<Greenlet>? _helpers;
+    private Task? _pipeline; // once the request greenlet has ended with the pipeline suspended
 
     // Set (any thread) when the app's own code called HttpContext.Abort(), or upgraded the request (a websocket); read by
     // OnAborted.
@@ -162,6 +155,7 @@ internal sealed class RequestGreenlet
         var previous = SynchronizationContext.Current;
         SynchronizationContext.SetSynchronizationContext(_sync);
         Task? outcome = null;
+        bool suspended = false;
         try
         {
             Task pipeline;
@@ -175,15 +169,24 @@ internal sealed class RequestGreenlet
                 // request ran is an endpoint failure (a 500), not the end of an aborted request.
                 pipeline = Task.FromException(e);
             }
-            Pump(pipeline);
+            if (!pipeline.IsCompleted)
+            {
+                // Step 3: the greenlet ends here and its carrier goes back to the pool; helpers run the continuations.
+                suspended = true;
+                _pipeline = pipeline;
+                pipeline.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(OnPipelineCompleted);
+                return;
+            }
             outcome = _aborted ? Task.CompletedTask : pipeline;
         }
         finally
         {
-            _finished = true;
-            _idle = false;
             SynchronizationContext.SetSynchronizationContext(previous);
-            End(outcome ?? Task.CompletedTask); // null: killed (or a bug of ours), the request ends without an outcome to report
+            if (!suspended)
+            {
+                _finished = true;
+                End(outcome ?? Task.CompletedTask); // null: killed (or a bug of ours), the request ends without an outcome to report
+            }
         }
     }
 
@@ -216,60 +219,15 @@ internal sealed class RequestGreenlet
     private void EndElsewhere() =>
         ThreadPool.UnsafeQueueUserWorkItem(static r => r._done.TrySetResult(Task.CompletedTask), this, preferLocal: false);
 
-    /// <summary>Step 3's pump: park until a continuation or the pipeline's completion arrives; run the continuation.</summary>
-    private void Pump(Task pipeline)
-    {
-        while (!pipeline.IsCompleted)
-        {
-            if (!_completionHooked)
-            {
-                _completionHooked = true;
-                pipeline.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(OnPipelineCompleted);
-            }
-            if (WaitForWork(pipeline) is PostedCallback callback) RunPosted(callback, inPump: true);
-        }
-    }
-
-    /// <summary>The pump's idle park, shielded (step 5): an abort is raised in the continuations it runs, never here.</summary>
-    /// <returns>The continuation handed over, or null when the pipeline completed.</returns>
-    private object? WaitForWork(Task pipeline)
-    {
-        using var shield = Green.Shield();
-        var token = Parking.BeginPark(WaitReason.Task, foreignWake: true);
-        _idleToken = token;
-        _idle = true;
-        // The completion may have run inline (on this thread) since the loop's check: it found the greenlet busy.
-        if (pipeline.IsCompleted)
-        {
-            _idle = false;
-            Parking.CancelPark(token);
-            return null;
-        }
-        try
-        {
-            return Parking.EndPark(token);
-        }
-        finally
-        {
-            _idle = false;
-            _idleToken = default;
-        }
-    }
-
-    /// <summary>Runs one posted callback in the calling greenlet (the pump or a helper), with the request's context.</summary>
+    /// <summary>Runs one posted callback in the calling helper, with the request's context.</summary>
     /// <param name="callback">The continuation.</param>
-    /// <param name="inPump">Run by the pump: an abort that ended the callback must not end the pump (step 5).</param>
-    private void RunPosted(PostedCallback callback, bool inPump = false)
+    private void RunPosted(PostedCallback callback)
     {
         var previous = SynchronizationContext.Current;
         SynchronizationContext.SetSynchronizationContext(_sync);
         try
         {
             callback.Callback(callback.State);
-        }
-        catch (GreenletExit) when (inPump)
-        {
-            // The abort, out of a raw Post; an await's continuation keeps it in its Task, which ends the pipeline.
         }
         catch (Exception e) when (e is not GreenletExit)
         {
@@ -306,11 +264,10 @@ internal sealed class RequestGreenlet
         }
     }
 
-    /// <summary>Hub-only: to the idle pump, else to a helper greenlet on this hub.</summary>
+    /// <summary>Hub-only: to a helper greenlet on this hub.</summary>
     internal void Dispatch(PostedCallback posted)
     {
         AssertOnHub();
-        if (TryWakePump(posted)) return;
         var helper = Green.Spawn(() => RunHelper(posted), HelperName);
         if (_finished) return; // a continuation after the request ended (fire-and-forget work): nothing to kill it for
         var helpers = _helpers ??= new List<Greenlet>();
@@ -331,34 +288,42 @@ internal sealed class RequestGreenlet
         RunPosted(posted);
     }
 
-    /// <summary>Hub-only: wakes the pump if it is parked waiting for work. The pump's park has exactly one wake: this
-    /// (guarded by <c>_idle</c>, which only the pump sets and only the first waker clears) or a kill.</summary>
-    private bool TryWakePump(object? value)
-    {
-        AssertOnHub();
-        if (!_idle) return false;
-        _idle = false;
-        return _idleToken.TryWake(value);
-    }
-
-    private static readonly object s_pipelineCompleted = new();
-
-    /// <summary>The pipeline's Task completed (any thread): wake the pump if it waits.</summary>
+    /// <summary>The suspended pipeline's Task completed (any thread): step 4, on a greenlet of the request's hub.</summary>
     private void OnPipelineCompleted()
     {
         var hub = Hub;
-        if (Parking.CurrentHub == hub)
+        if (Parking.CurrentHub == hub && Parking.CanPark)
         {
-            TryWakePump(s_pipelineCompleted);
+            Finish(); // in the helper (or another greenlet of the hub) whose code completed it
             return;
         }
         try
         {
-            hub.Post(() => TryWakePump(s_pipelineCompleted));
+            // A hub callback or another thread, where Kestrel's code must not run: a greenlet of the hub runs it.
+            hub.Post(() => Green.Spawn(Finish, GreenletName));
         }
         catch (ObjectDisposedException)
         {
-            // the hub is gone and took the request greenlet with it
+            EndElsewhere(); // the hub is gone
+        }
+    }
+
+    /// <summary>Hub-only, on a greenlet: completes the middleware's Task with the suspended pipeline's outcome, with no
+    /// synchronization context (the caller may be a helper running under the request's).</summary>
+    private void Finish()
+    {
+        AssertOnHub();
+        if (_finished) return;
+        _finished = true;
+        var previous = SynchronizationContext.Current;
+        SynchronizationContext.SetSynchronizationContext(null);
+        try
+        {
+            End(_aborted ? Task.CompletedTask : _pipeline!);
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
         }
     }
 
