@@ -56,6 +56,13 @@ internal static class CooperativeLock
         }
     };
 
+    // Waits in the runtime until the lock can be taken, takes it and gives it back at once (CooperativeMonitor.WaitUntilFreeThenEnter).
+    private static readonly Func<PolledEnter, bool> s_waitUntilFree = static p =>
+    {
+        if (s_wait((p.Self, Timeout.Infinite, p.Current)).Id != 0) p.Self.Exit();
+        return true;
+    };
+
     // Before patching, the original is reached through reflection (tests of the replacement without a detour).
     private static ThreadId CallDirect(Lock self, int timeoutMs, ThreadId current)
     {
@@ -80,6 +87,11 @@ internal static class CooperativeLock
             var again = new PolledEnter(self);
             if (s_tryEnterNow(again)) return again.Acquired;
         }
+        if (timeoutMs == Timeout.Infinite && Parking.CanReleaseBaton)
+        {
+            var free = new PolledEnter(self) { Current = current };
+            if (CooperativeMonitor.WaitUntilFreeThenEnter(s_waitUntilFree, s_tryEnterNow, free)) return free.Acquired;
+        }
         if (Parking.CanReleaseBaton)
             return Parking.RunReleased(s_wait, (self, timeoutMs, current), WaitReason.Lock, cancellationPoint: false, interruptible: true);
         // No carrier left to take over the hub: poll (CooperativeMonitor.PollEnter), not block with the baton.
@@ -90,6 +102,7 @@ internal static class CooperativeLock
     private sealed class PolledEnter(Lock self)
     {
         public readonly Lock Self = self;
+        public ThreadId Current;
         public ThreadId Acquired;
     }
 

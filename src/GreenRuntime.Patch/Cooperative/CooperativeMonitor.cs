@@ -88,10 +88,44 @@ internal static class CooperativeMonitor
             return;
         }
         if (TryEnterSlowpath.Call(obj, 0) || TryAgainAfterTheOthers(obj)) return;
+        if (Parking.CanReleaseBaton && WaitUntilFreeThenEnter(s_enterAndExit, s_tryEnterNow, obj)) return;
         if (Parking.CanReleaseBaton)
             Parking.RunReleased(s_enter, obj, WaitReason.Lock, cancellationPoint: false, interruptible: true);
         else
             PollEnter(s_tryEnterNow, obj, Timeout.Infinite, typeof(Monitor), IsCoreLibLock(obj));
+    }
+
+    private static readonly Func<object, bool> s_enterAndExit = static o =>
+    {
+        s_enter(o);
+        Monitor.Exit(o);
+        return true;
+    };
+
+    /// <summary>How many times a contended enter waits in the runtime for the lock to be free, before it waits to own it.</summary>
+    internal const int WaitsUntilFree = 3;
+
+    /// <summary>
+    /// A contended enter of a lock that only the calling thread may own (a monitor, a <see cref="Lock"/>), on a greenlet
+    /// that may release the baton: the runtime's wait runs with the baton released, but the lock it acquires is given
+    /// back at once (<paramref name="waitAndExit"/>) and taken again with the baton held (<paramref name="tryEnterNow"/>),
+    /// up to <see cref="WaitsUntilFree"/> times; false when every try found it taken again (the caller then waits to own
+    /// it, which always succeeds). A lock won in the released wait and kept stays held until the greenlet gets the baton
+    /// back: behind whatever the hub runs meanwhile, a millisecond or more under load, while every other thread and
+    /// greenlet that wants it (of this hub, of the other hubs, the pool's) waits, in the runtime, and each of those that is
+    /// a greenlet holds it in turn the same way once it wins it. Behind YARP, whose every request re-arms a
+    /// CancellationTokenSource timer several times under the runtime's timer-queue lock, that convoy held the lock away
+    /// from the baton for about half of the time, and hundreds of greenlets waited for it at once.
+    /// </summary>
+    internal static bool WaitUntilFreeThenEnter<TState>(Func<TState, bool> waitAndExit, Func<TState, bool> tryEnterNow, TState state)
+    {
+        for (int i = 0; i < WaitsUntilFree; i++)
+        {
+            if (!Parking.CanReleaseBaton) return false;
+            Parking.RunReleased(waitAndExit, state, WaitReason.Lock, cancellationPoint: false, interruptible: true);
+            if (tryEnterNow(state)) return true;
+        }
+        return false;
     }
 
     /// <summary>
