@@ -59,6 +59,8 @@ public partial class Greenlet
         public CancellationTokenSource? Cancellation;
         public GreenTimeout? InnermostTimeout;
         public Hub.StepWait? StepWait;
+        public Exception? SendHeldBack;
+        public long SendHeldBackSince;
     }
 
     private RareState? _rare;
@@ -77,6 +79,19 @@ public partial class Greenlet
 
     /// <summary>For a blocking step of a stackless greenlet (Hub.Steps.cs): the step as one of that greenlet's waits.</summary>
     internal Hub.StepWait? StepWait { get => _rare?.StepWait; set => Rare.StepWait = value; }
+
+    /// <summary>Since when (a <see cref="System.Diagnostics.Stopwatch"/> timestamp) sends have held back <paramref name="pending"/>,
+    /// the kill or timeout pending now: from this call on for one they had not seen (Io/SocketIo.cs). Hub-only.</summary>
+    internal long SendsHeldBackSince(Exception pending)
+    {
+        var rare = Rare;
+        if (!ReferenceEquals(rare.SendHeldBack, pending))
+        {
+            rare.SendHeldBack = pending;
+            rare.SendHeldBackSince = System.Diagnostics.Stopwatch.GetTimestamp();
+        }
+        return rare.SendHeldBackSince;
+    }
 
     /// <summary>
     /// Set by the first kill and never cleared: the level-triggered half of cancellation. While it is set, every

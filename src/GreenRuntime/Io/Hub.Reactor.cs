@@ -8,9 +8,6 @@ public sealed partial class Hub
     private bool _reactorRefused;
     private int _stepsSinceIoPoll;
 
-    /// <summary>The last whole send of a greenlet of this hub (SocketIo.TrySend). Hub-only.</summary>
-    internal SocketIo.WriteRun LastWrite;
-
     /// <summary>Scheduling steps between two non-waiting polls while greenlets keep the ready queue busy.</summary>
     private const int IoPollInterval = 64;
 

@@ -22,23 +22,24 @@
 // stays pending and is raised at the greenlet's next blocking point. Not as the send returns: the caller's bookkeeping
 // after a send that succeeded must run (SSH.NET counts the packet sent after Send returns; skipping that broke the
 // next packet's MAC just the same). A peer that never reads holds such a send as it holds the original (the socket's
-// SendTimeout, closing the socket, or the peer's going away end it); before anything went out the send is
-// interrupted, since it cuts nothing of the message. A send that starts with a kill or timeout pending, not raised yet
-// (held back by the previous send, or come while the greenlet computed), raises it only when the message does not fit
-// whole in the socket's free buffer, so that the send would have to wait: a library may have committed to the message
-// before the call, as SSH.NET encrypts its packet under a counter-mode cipher before it sends it, and a packet dropped
-// at the start of a send that would have gone out at once broke the session's cipher for every greenlet on it (a
-// thread's interrupt never lands in a send). A writer streaming to a slow reader finds its buffer full and ends there,
-// between two whole messages (12 MB, 5.7 s streamed after a kill when nothing there raised it); one whose reader keeps
-// up never waits, and streams on until its next other blocking point, as a thread would.
+// SendTimeout, closing the socket, or the peer's going away end it). Before anything went out, a kill or timeout is
+// held back too (see below); even then, a send never raises one when its message fits whole in the socket's free
+// buffer: a library may have committed to the message before the call, as SSH.NET encrypts its packet under a
+// counter-mode cipher before it sends it, and a packet dropped at the start of a send that would have gone out at once
+// broke the session's cipher for every greenlet on it (a thread's interrupt never lands in a send). A writer streaming
+// to a slow reader finds its buffer full and ends at such a start (12 MB, 5.7 s streamed after a kill when nothing
+// there raised it); one whose reader keeps up never waits, and streams on until its next other blocking point, as a
+// thread would.
 //
-// A message is not always one send. A writer behind a BufferedStream sends the buffered start of a message, then its
-// large rest straight from the caller's array (NATS.Client publishes so, under the connection's lock): a kill raised at
-// the second send's start left the header alone on the connection, and the server read the next message as its payload
-// (3 runs in 4 of thirty greenlets requesting under 15 ms timeouts broke the connection shared by all of them). So a
-// send that continues the greenlet's previous one (the same socket, no park in between: WriteRun) is treated as the
-// rest of a message: not interrupted at its start, and shielded while it waits with nothing sent. A writer that goes on
-// so for a second after its kill or timeout with no other blocking point is streaming, and is stopped as above.
+// A message is not always one send, and a send's bytes are not always one message. A writer behind a BufferedStream
+// sends a full buffer (a header and the start of a payload), then the rest of the payload straight from the caller's
+// array, and keeps a buffer whose send failed to send it later ahead of the next message (NATS.Client publishes so,
+// under the connection's lock): a kill raised at the start of any of those sends, or while one waited for room with
+// nothing sent, left part of a message on the connection, and the server read the next message as its rest (3 runs in 4
+// of thirty greenlets requesting under 15 ms timeouts broke the connection shared by all of them). So a send holds a kill
+// or timeout back, shielded while it waits, and the greenlet's next blocking point that is no send raises it; only one
+// held back for a second already (HeldBackLongEnough: a writer streaming on after it, or a peer that takes nothing) is
+// raised at the start of a send that must wait, or in such a wait once nothing of the send went out.
 //
 // On Unix .NET wraps a pipe in a Socket too (how PipeStream writes: a Process's redirected stdin, anonymous and named
 // pipes' sync writes). Its sends are the same loop, with pwritev2(RWF_NOWAIT) for send(), which a pipe refuses
@@ -308,15 +309,12 @@ internal static unsafe class SocketIo
         if (!PassesThrough(flags, send: true) || !IsByteStream(s) || !TryGetHandle(hub, s, out var reactor, out var handle, out int fd))
             return false;
         var g = hub.CurrentGreenlet;
-        var run = hub.LastWrite;
-        bool continues = run.ContinuedBy(g, handle);
-        if (g.ShieldDepth == 0 && g.UnraisedCancellation && !FitsWhole(handle, fd, data.Length) && !run.HoldsBack(continues))
-            hub.YieldPoint(); // would wait for room with nothing of it sent: raised, cutting nothing (see the header)
+        if (HeldBackLongEnough(g) && !FitsWhole(handle, fd, data.Length))
+            hub.YieldPoint(); // would wait for room with nothing of it sent: raised, cutting nothing of this send (see the header)
         else
             hub.GiveWay();
         long deadline = Deadline(hub, timeout);
         bool waited = false;
-        hub.LastWrite = default;
         while (sent < data.Length)
         {
             var rest = MemoryMarshal.CreateSpan(ref MemoryMarshal.GetReference(data[sent..]), data.Length - sent);
@@ -327,63 +325,38 @@ internal static unsafe class SocketIo
                 case Outcome.Done when error != SocketError.Success: return true;
                 case Outcome.Done: sent += n; continue;
             }
+            // Shielded (see the header); with nothing of it sent, woken every second to see whether a kill or timeout has
+            // been held back long enough to end it.
             Readiness? readiness;
-            // See the header: part of the message went out, in this send or in the one it continues.
-            using (sent > 0 || continues ? new CancellationShield(g) : default)
-                readiness = reactor.Wait(handle, fd, write: true, Remaining(hub, deadline));
+            var left = Remaining(hub, deadline);
+            bool slice = sent == 0 && (left is null || left > s_holdBack);
+            using (new CancellationShield(g))
+                readiness = reactor.Wait(handle, fd, write: true, slice ? s_holdBack : left);
             switch (readiness)
             {
                 case null when sent == 0: return ClosedWhileWaiting(s, waited, out error);
                 case null: error = SocketError.SocketError; return true;
+                case Readiness.TimedOut when slice:
+                    if (HeldBackLongEnough(g)) hub.YieldPoint();
+                    break;
                 case Readiness.TimedOut: error = SocketError.TimedOut; return true;
                 case Readiness.Closed: error = ClosedUnderCall(s); return true;
             }
             waited = true;
         }
-        hub.LastWrite = run.After(g, handle, continues);
         return true;
     }
 
-    /// <summary>
-    /// The hub's last whole send, to tell a send that continues a message written in several sends (see the header):
-    /// made by the same greenlet on the same socket with no park of that greenlet since. Hub-only.
-    /// </summary>
-    internal readonly struct WriteRun
+    /// <summary>How long sends hold back a kill or timeout (see the header).</summary>
+    private static readonly TimeSpan s_holdBack = TimeSpan.FromSeconds(1);
+
+    /// <summary>Whether the kill or timeout pending for <paramref name="g"/>, not raised yet, has been held back by its sends
+    /// for <see cref="s_holdBack"/> or more (its time starts when a send first sees it).</summary>
+    private static bool HeldBackLongEnough(Greenlet g)
     {
-        /// <summary>How long a kill or timeout is held back by sends that continue one another: a writer that goes on
-        /// writing this long after it with no other blocking point streams, and is stopped at its next send that must
-        /// wait, as a writer of one send per message is.</summary>
-        private static readonly long s_holdBackTicks = System.Diagnostics.Stopwatch.Frequency; // 1 s
-
-        private readonly Greenlet? _greenlet;
-        private readonly SafeSocketHandle? _handle;
-        private readonly int _parkSequence;
-        private readonly long _heldBackSince; // 0: no kill or timeout held back in this run yet
-
-        private WriteRun(Greenlet greenlet, SafeSocketHandle handle, long heldBackSince)
-        {
-            _greenlet = greenlet;
-            _handle = handle;
-            _parkSequence = greenlet.ParkSequence;
-            _heldBackSince = heldBackSince;
-        }
-
-        /// <summary>Whether a send of <paramref name="g"/> on <paramref name="handle"/> continues this one.</summary>
-        public bool ContinuedBy(Greenlet g, SafeSocketHandle handle) =>
-            ReferenceEquals(_greenlet, g) && ReferenceEquals(_handle, handle) && g.ParkSequence == _parkSequence;
-
-        /// <summary>Whether a send that continues this one (<paramref name="continues"/>) keeps the pending kill or timeout back.</summary>
-        public bool HoldsBack(bool continues) =>
-            continues && (_heldBackSince == 0 || System.Diagnostics.Stopwatch.GetTimestamp() - _heldBackSince < s_holdBackTicks);
-
-        /// <summary>The run after a whole send of <paramref name="g"/>, which <paramref name="continues"/> this one or not.</summary>
-        public WriteRun After(Greenlet g, SafeSocketHandle handle, bool continues)
-        {
-            long since = !g.UnraisedCancellation ? 0
-                : continues && _heldBackSince != 0 ? _heldBackSince
-                : System.Diagnostics.Stopwatch.GetTimestamp();
-            return new WriteRun(g, handle, since);
-        }
+        if (g.ShieldDepth != 0 || !g.UnraisedCancellation || (g.PendingException ?? g.StickyException()) is not { } pending)
+            return false;
+        return System.Diagnostics.Stopwatch.GetElapsedTime(g.SendsHeldBackSince(pending)) >= s_holdBack;
     }
 
     /// <summary>Whether a stream socket's send buffer has room for <paramref name="length"/> more bytes now (its size less

@@ -323,9 +323,9 @@ public class LegacyCancellationTests : PatchedHubTest
         // NATS.Client writes a message through a BufferedStream: the buffered header goes out as one send, the large
         // payload as the next. A kill or timeout raised at the start of the payload's send (it does not fit in the free
         // buffer) left the header alone on the connection, and the server read the next message as its payload: the
-        // connection broke for every greenlet sharing it. The second send continues the first (no park between them), so
-        // it is held back. The kill or timeout comes as in the test above, in the yield the blocking monitor asks at the
-        // start of the first send.
+        // connection broke for every greenlet sharing it. Sends hold a kill or timeout back; the next blocking point that
+        // is no send raises it. The kill or timeout comes as in the test above, in the yield the blocking monitor asks at
+        // the start of the first send.
         const int header = 8, payload = 256 * 1024;
         bool ended = false, sentAll = false;
         long received = 0;
@@ -380,6 +380,36 @@ public class LegacyCancellationTests : PatchedHubTest
         Assert.That(ended, Is.True);
         Assert.That(received, Is.EqualTo(header + payload), "the header's message went out whole");
         Assert.That(sentAll, Is.True, "the kill or timeout was raised at the sleep after the message");
+    }
+
+    [TestCase("kill")]
+    [TestCase("timeout")]
+    public void ASendToAPeerThatReadsNothingStillEndsAfterAKill(string how)
+    {
+        // Sends hold a kill or timeout back (test above), but not for ever: one waiting with nothing of it sent, for a
+        // reader that takes nothing, raises it once it has been held back for a second. A pipe, the same send loop as a
+        // socket's: once full it takes no byte more until its reader reads (a socket's buffers may still move a little).
+        using var pipe = new System.IO.Pipes.AnonymousPipeServerStream(System.IO.Pipes.PipeDirection.Out);
+        using var reader = new System.IO.Pipes.AnonymousPipeClientStream(System.IO.Pipes.PipeDirection.In, pipe.ClientSafePipeHandle);
+        pipe.Write(new byte[64 * 1024]); // the pipe's whole capacity: goes in at once
+        bool wrote = false;
+        var writer = Green.Spawn(() =>
+        {
+            void Write()
+            {
+                pipe.Write(new byte[4096]);
+                wrote = true;
+            }
+            if (how == "kill") Write();
+            else Green.WithTimeout(TimeSpan.FromMilliseconds(100), Write);
+        });
+        Green.Sleep(50);
+        Assert.That(writer.WaitReason, Is.EqualTo(WaitReason.Socket), "waits for room, nothing of it written");
+        if (how == "kill") writer.Kill(block: false);
+        Assert.That(writer.Join(TimeSpan.FromSeconds(10)), Is.True, "the write ended although nobody reads");
+        object? end = how == "kill" ? ((Greenlet)writer).Value : ((Greenlet)writer).Exception;
+        Assert.That(end, how == "kill" ? Is.InstanceOf<GreenletExit>() : Is.InstanceOf<GreenTimeoutException>());
+        Assert.That(wrote, Is.False);
     }
 
     /// <summary>The monitor SemaphoreSlim takes inside Wait and Release, to hold from another thread as CoreLib would.</summary>
