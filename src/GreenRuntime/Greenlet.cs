@@ -122,6 +122,15 @@ public partial class Greenlet
     internal List<LowLevel.KillLinkedSource>? LiveCancellations;
 
     internal int ShieldDepth;
+
+    /// <summary>A kill woke this greenlet's park and left the cancel of <see cref="CancellationToken"/> to the greenlet
+    /// itself, made as it resumes with the kill (<see cref="CancelOwnTokenBeforeUnwinding"/>). Hub-only.</summary>
+    internal bool OwnTokenCancelDeferred;
+
+    /// <summary><see cref="CancellationToken"/> was given to code outside the runtime, so an operation may observe it
+    /// (LowLevel/KillLinkedSource.cs, Settle). Set by whoever asks for the token; read on the hub.</summary>
+    internal bool OwnTokenHandedOut;
+
     /// <summary>While <see cref="OutsideBaton"/> in an interruptible wait: how a kill or timeout interrupts it (ReleasedInterrupt.cs).</summary>
     internal ReleasedInterrupt? ReleasedInterrupt;
     internal Carrier? Carrier;
@@ -644,9 +653,25 @@ public partial class Greenlet
     /// <c>await Task.Delay(1000, Green.Current.CancellationToken)</c>. Hub-only.
     /// </summary>
     /// <remarks>Already cancelled if the greenlet was killed before the token was asked for. A greenlet that finished
-    /// without being killed never cancels it. Its callbacks run on the hub, inside the call that killed the
-    /// greenlet: like link callbacks they must not block.</remarks>
+    /// without being killed never cancels it. A stackful greenlet that the kill wakes from a park cancels it itself,
+    /// shielded, as it resumes with the kill and before the kill unwinds its stack, so the callbacks run on its own
+    /// stack, where they may block cooperatively (a database driver's cancel sends a cancel request to its server).
+    /// Otherwise (a stackless greenlet, a shielded one, one that has not started or waits in a call that released the
+    /// baton) they run on the hub, inside the call that killed the greenlet: like link callbacks they must not block
+    /// there. A task wait that the kill ended, in a greenlet that gave its token out, waits for the task to end (at
+    /// most 5 seconds) before the kill unwinds (see docs/lowlevel.md, <c>Parking.SettleCancellation</c>).</remarks>
     public CancellationToken CancellationToken
+    {
+        get
+        {
+            var token = OwnToken;
+            if (token.CanBeCanceled) OwnTokenHandedOut = true;
+            return token;
+        }
+    }
+
+    /// <summary><see cref="CancellationToken"/> for the runtime's own registrations, which do not make it handed out.</summary>
+    internal CancellationToken OwnToken
     {
         get
         {
@@ -656,9 +681,28 @@ public partial class Greenlet
         }
     }
 
-    /// <summary>Cancels <see cref="CancellationToken"/> if anyone asked for it. Called by the hub once, when the greenlet is first killed.</summary>
+    /// <summary>Whether the kill has cancelled <see cref="CancellationToken"/> and code outside the runtime holds it.</summary>
+    internal bool OwnTokenCancelledByKill =>
+        OwnTokenHandedOut && KillException != null && _rare?.Cancellation is { IsCancellationRequested: true };
+
+    /// <summary>On this greenlet, as it resumes with the kill and before unwinding: the cancel of
+    /// <see cref="CancellationToken"/> that the kill left to it. Shielded, so that a callback that parks (its own
+    /// request to cancel, sent over a socket) is not interrupted by the very kill it serves.</summary>
+    internal void CancelOwnTokenBeforeUnwinding()
+    {
+        if (!OwnTokenCancelDeferred) return;
+        System.Diagnostics.Debug.Assert(Hub.CurrentOrNull is { } hub && hub.CurrentGreenlet == this,
+            $"Invariant broken: the cancel of {this}'s token that its kill left to it ran off that greenlet.");
+        OwnTokenCancelDeferred = false;
+        using (new CancellationShield(this))
+            CancelToken();
+    }
+
+    /// <summary>Cancels <see cref="CancellationToken"/> if anyone asked for it. Called once for the first kill: by the hub,
+    /// or by the greenlet itself (<see cref="CancelOwnTokenBeforeUnwinding"/>).</summary>
     internal void CancelToken()
     {
+        OwnTokenCancelDeferred = false;
         if (_rare?.Cancellation is not { } cts) return;
         try
         {

@@ -25,7 +25,9 @@ namespace GreenRuntime.Cooperative;
 /// task): raising the kill after that hand-over lost the connection for good, where a thread whose token is cancelled
 /// a moment after the hand-over receives the connection and returns it. Before deciding, the wait lets the cancellation
 /// that the kill began on another thread finish (<see cref="Parking.SettleCancellation"/>): its callback may be what
-/// withdraws the waiter from that queue.</para>
+/// withdraws the waiter from that queue. After a kill that cancelled the greenlet's own token, it also lets the task end
+/// (at most 5 s): the task is often a query given that token, still reading the connection the greenlet's <c>using</c>
+/// blocks are about to close.</para>
 /// </remarks>
 internal static class CooperativeTask
 {

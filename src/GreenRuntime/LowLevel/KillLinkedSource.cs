@@ -34,6 +34,18 @@
 // the kill interrupted comes back holding the monitor, which a callback (SemaphoreSlim's) may need. Every cancel of a
 // source goes through one gate (CancelQuietly), so a source is cancelled once and its end is known.
 //
+// The greenlet's own token (Greenlet.CancellationToken) is the other token foreign operations get, passed by the
+// greenlet's code itself (docs/patching.md, "Sync over a library's async API"). A kill cancels it inside the kill's
+// call, on the killer, unless it wakes the greenlet from a park: then the greenlet cancels it itself as it resumes
+// (CancelQueued), shielded, so that a callback that blocks (Npgsql sends its server a cancel request and waits for the
+// answer) parks the greenlet it serves instead of the killer. Neither ends the operation: the server answers the cancel
+// a moment later, and only then does the operation stop reading its connection. Unwinding at once ran the greenlet's
+// using blocks meanwhile, and Npgsql's Dispose read the same connection as the operation still running: it waited for
+// the whole command timeout (30 s) for data the operation had taken. A thread whose token is cancelled stays in its
+// wait until the task ends. So once the kill has cancelled the greenlet's token, and the greenlet gave that token out,
+// Settle also waits for the task itself, bounded (OwnTokenSettleLimit): the runtime cannot tell whether that task
+// observes the token, and a kill must still end a wait for one that does not.
+//
 // An operation another greenlet waits for is no longer the starter's alone (a single-flight cache: the first caller
 // starts the request, the others wait for the same task): the starter's kill or timeout then cancels nothing, or every
 // waiter would get the cancellation where threads get the result (Parking.TieCancellation, Parking.WaitingFor).
@@ -45,7 +57,7 @@ internal sealed class KillLinkedSource : CancellationTokenSource
 {
     private readonly Greenlet _greenlet;
     private readonly List<CancellationTokenRegistration> _registrations = new(3);
-    private bool _queued; // hub-only: a cancel was handed to the cancelling thread
+    private bool _queued; // hub-only: the kill or a timeout asked for a cancel (handed to the cancelling thread, or left to the greenlet by CancelQueued)
     private volatile bool _shared; // another greenlet waits for the operation (see the header)
     private int _cancelState; // NotCancelled, Cancelling, Cancelled: whoever moves it from the first runs the cancel
     private TaskCompletionSource? _cancelEnded; // made by the first greenlet that waits for a begun cancel (Settle)
@@ -78,7 +90,7 @@ internal sealed class KillLinkedSource : CancellationTokenSource
         Canceller.EnsureStarted(); // here, in the greenlet's own code: not inside a kill, which may run on the hub
         if (callerToken.CanBeCanceled)
             _registrations.Add(callerToken.UnsafeRegister(static s => ((KillLinkedSource)s!).CancelQuietly(), this));
-        _registrations.Add(greenlet.CancellationToken.UnsafeRegister(static s => ((KillLinkedSource)s!).OnKillOrTimeout(), this));
+        _registrations.Add(greenlet.OwnToken.UnsafeRegister(static s => ((KillLinkedSource)s!).OnKillOrTimeout(), this));
         for (var t = greenlet.InnermostTimeout; t != null; t = t.Outer)
             _registrations.Add(t.Token.UnsafeRegister(static s => ((KillLinkedSource)s!).OnKillOrTimeout(), this));
     }
@@ -97,6 +109,15 @@ internal sealed class KillLinkedSource : CancellationTokenSource
     {
         foreach (var source in Sources(greenlet))
             if (source._queued && !source._shared) source.CancelQuietly();
+        greenlet.CancelOwnTokenBeforeUnwinding();
+    }
+
+    /// <summary>On the hub, for a kill that left the cancel of the greenlet's own token to the greenlet (see the header):
+    /// what that cancel would have done here, so the sources take the same course as with any other kill.</summary>
+    internal static void OnKillLeavingOwnToken(Greenlet greenlet)
+    {
+        foreach (var source in Sources(greenlet))
+            source.OnKillOrTimeout();
     }
 
     /// <summary>A copy of <paramref name="greenlet"/>'s live sources, taken under their list's lock; none is the common
@@ -140,7 +161,15 @@ internal sealed class KillLinkedSource : CancellationTokenSource
         using var shield = new CancellationShield(greenlet);
         while (!awaited.IsCompleted && BegunElsewhere(greenlet) is { } ended)
             hub.WaitForTask(Task.WhenAny(awaited, ended), timeout: null, WaitReason.Task);
+        if (!awaited.IsCompleted && greenlet.OwnTokenCancelledByKill)
+            hub.WaitForTask(awaited, OwnTokenSettleLimit, WaitReason.Task);
     }
+
+    /// <summary>How long a task wait that a kill ended waits for its task once the kill has cancelled the greenlet's own
+    /// token, which the greenlet gave out (see the header): long enough for a library to hear back from its server
+    /// about the cancel (Npgsql gives up on that after 2 s), short enough that a task that never looked at the token
+    /// delays the kill only that much.</summary>
+    internal static readonly TimeSpan OwnTokenSettleLimit = TimeSpan.FromSeconds(5);
 
     /// <summary>The end of a cancel of one of <paramref name="greenlet"/>'s sources still running on another thread;
     /// null if there is none.</summary>

@@ -197,8 +197,11 @@ public static partial class Parking
     /// the cancellations of the greenlet's <see cref="LinkCancellation"/> tokens that another thread has begun have ended.
     /// Their callbacks may be what completes <paramref name="awaited"/> (a queue that hands out pooled connections cancels
     /// its waiter's task): unwinding first would unregister them before they ran, and a thread, which can leave such a
-    /// wait only through the callback, never loses one. Returns at once when no such cancellation runs; nothing off a
-    /// greenlet that may park.
+    /// wait only through the callback, never loses one. After a kill that cancelled the greenlet's own
+    /// <see cref="Greenlet.CancellationToken"/>, which the greenlet asked for, it then waits for <paramref name="awaited"/>
+    /// itself, at most 5 seconds: an operation given that token (a database query) may still be reading the connection
+    /// that the greenlet's cleanup is about to use, and a thread whose token is cancelled stays in its wait until the
+    /// operation ends. Returns at once when neither applies; nothing off a greenlet that may park.
     /// </summary>
     /// <param name="awaited">The task the interrupted wait was for.</param>
     /// <returns>Whether <paramref name="awaited"/> has completed.</returns>

@@ -75,10 +75,13 @@ public sealed partial class Hub
                 case GreenletState.Parked when g.ShieldDepth > 0:
                     return; // shielded: recorded (KillException), raised after the last shield closes
                 case GreenletState.Parked:
-                    TryWake(new WakeToken(g, g.ParkSequence), null, exception);
+                    // Woken with the kill, a stackful greenlet cancels its own token as it resumes (Greenlet.CancellationToken).
+                    if (TryWake(new WakeToken(g, g.ParkSequence), null, exception) && first && !g.IsStackless)
+                        g.OwnTokenCancelDeferred = true;
                     return;
                 case GreenletState.Ready:
                     g.PendingException = exception;
+                    if (first && !g.IsStackless && g.ShieldDepth == 0) g.OwnTokenCancelDeferred = true; // raised as it resumes (EndPark)
                     return;
                 case GreenletState.Awaiting when g.ShieldDepth > 0:
                     return;
@@ -92,7 +95,8 @@ public sealed partial class Hub
         }
         finally
         {
-            if (first) g.CancelToken(); // foreign code: after the greenlet's state is consistent
+            if (first && g.OwnTokenCancelDeferred) LowLevel.KillLinkedSource.OnKillLeavingOwnToken(g);
+            else if (first) g.CancelToken(); // foreign code: after the greenlet's state is consistent
         }
     }
 
@@ -100,6 +104,7 @@ public sealed partial class Hub
     internal void Finish(Greenlet g, object? value, Exception? error)
     {
         if (g.State == GreenletState.Dead) return;
+        if (g.OwnTokenCancelDeferred) g.CancelToken(); // it ended without resuming (its hub stopped): the kill's cancel is due
         bool alive = g.Started && (g.PrevAlive != null || g.NextAlive != null || _aliveHead == g);
         // The outcome first, then the state: other threads (a join or an await from another hub) read Dead without
         // the baton, and must then see the outcome.

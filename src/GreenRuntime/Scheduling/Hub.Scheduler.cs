@@ -353,7 +353,7 @@ public sealed partial class Hub
         if (task.IsCompletedSuccessfully) Finish(g, g.ResultOf(task), null);
         // Cancelled through the greenlet's own token, as docs/core.md tells async code to pass it: that is the kill
         // ending the greenlet, reported as a stackful greenlet's kill is, not as a failure.
-        else if (task.IsCanceled && g.KillException is { } kill && new TaskCanceledException(task).CancellationToken == g.CancellationToken)
+        else if (task.IsCanceled && g.KillException is { } kill && new TaskCanceledException(task).CancellationToken == g.OwnToken)
             Finish(g, null, kill);
         else if (task.IsCanceled) Finish(g, null, new TaskCanceledException(task));
         else Finish(g, null, task.Exception!.InnerExceptions.Count == 1 ? task.Exception.InnerException! : task.Exception);

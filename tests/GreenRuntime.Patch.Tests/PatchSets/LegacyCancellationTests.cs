@@ -737,6 +737,142 @@ public class LegacyCancellationTests : PatchedHubTest
         }
     }
 
+    [Test]
+    public void AKilledWaitForAnOperationGivenTheGreenletsOwnTokenLetsTheOperationEndBeforeUnwinding()
+    {
+        // docs/patching.md ("Sync over a library's async API") has code that waits synchronously for a library's async
+        // call pass the greenlet's own token. Npgsql's query then sends its server a cancel request from the token's
+        // callback and ends when the answer comes, a moment later. The kill ran that callback on the killer and unwound
+        // the greenlet at once: the connection's Dispose read the socket the query still read, and waited the whole
+        // command timeout for data the query had taken. A thread whose token is cancelled stays in its wait until the
+        // query ends, and Dispose finds the connection quiet. Modelled here without a database.
+        for (int round = 0; round < 3; round++)
+        {
+            var (client, server) = GreenRuntime.TestSupport.LoopbackPair.Connect();
+            using (client)
+            using (server)
+            {
+                var peer = ServeModelConnection(server);
+                ModelConnection? connection = null;
+                var victim = Green.Spawn(() =>
+                {
+                    using var c = connection = new ModelConnection(client);
+                    c.Query = c.RunQuery(Green.Current.CancellationToken);
+                    c.Query.GetAwaiter().GetResult();
+                });
+                Green.Sleep(50);
+                victim.Kill(block: false);
+                Assert.That(victim.Join(TimeSpan.FromSeconds(10)), Is.True, $"round {round}");
+                Assert.That(victim.Successful, Is.True, "the greenlet ended killed");
+                Assert.That(connection!.DisposedWhileQueryRan, Is.False, $"round {round}: Dispose waited for the query to end");
+                Assert.That((char)connection.Goodbye, Is.EqualTo('B'), $"round {round}: Dispose read its own answer");
+                Assert.That(connection.Query!.IsCanceled, Is.True, $"round {round}: the query ended through its token");
+                Assert.That(connection.CancelledOn, Is.SameAs(victim), $"round {round}: the token's callback ran on the killed greenlet, not on its killer");
+                client.Shutdown(SocketShutdown.Both);
+                peer.Join(TimeSpan.FromSeconds(10));
+            }
+        }
+
+        // The same on a thread, its token cancelled by another.
+        var (threadClient, threadServer) = GreenRuntime.TestSupport.LoopbackPair.Connect();
+        using (threadClient)
+        using (threadServer)
+        {
+            var peer = ServeModelConnection(threadServer);
+            using var cts = new CancellationTokenSource();
+            ModelConnection? connection = null;
+            var thread = new Thread(() =>
+            {
+                try
+                {
+                    using var c = connection = new ModelConnection(threadClient);
+                    c.Query = c.RunQuery(cts.Token);
+                    c.Query.GetAwaiter().GetResult();
+                }
+                catch (OperationCanceledException)
+                {
+                }
+            });
+            thread.Start();
+            Thread.Sleep(50);
+            cts.Cancel();
+            Assert.That(thread.Join(TimeSpan.FromSeconds(10)), Is.True);
+            Assert.That((connection!.DisposedWhileQueryRan, connection.Query!.IsCanceled, (char)connection.Goodbye), Is.EqualTo((false, true, 'B')));
+            threadClient.Shutdown(SocketShutdown.Both);
+            peer.Join(TimeSpan.FromSeconds(10));
+        }
+    }
+
+    /// <summary>A database connection as Npgsql's is, reduced: a query reads the socket asynchronously; its token's
+    /// callback sends the server a cancel request, and the query ends when the server answers it ('X'); Dispose says
+    /// goodbye ('Q') over the same socket and reads the answer ('B').</summary>
+    private sealed class ModelConnection(Socket socket) : IDisposable
+    {
+        public Task? Query;
+        public Greenlet? CancelledOn;
+        public bool DisposedWhileQueryRan;
+        public byte Goodbye;
+
+        public async Task RunQuery(CancellationToken token)
+        {
+            var buffer = new byte[1];
+            using (token.Register(() =>
+            {
+                CancelledOn = Hub.CurrentOrNull is { } hub ? hub.CurrentGreenlet : null;
+                socket.Send("C"u8);
+            }))
+            {
+                // No token: the driver reads with a timeout of its own.
+                if (await socket.ReceiveAsync(buffer, SocketFlags.None) == 1 && buffer[0] == (byte)'X')
+                    throw new OperationCanceledException(token);
+            }
+        }
+
+        public void Dispose()
+        {
+            DisposedWhileQueryRan = Query is { IsCompleted: false };
+            socket.Send("Q"u8);
+            socket.ReceiveTimeout = 5000;
+            var buffer = new byte[1];
+            try
+            {
+                Goodbye = socket.Receive(buffer) == 1 ? buffer[0] : (byte)0;
+            }
+            catch (SocketException)
+            {
+            }
+        }
+    }
+
+    /// <summary>The server of a <see cref="ModelConnection"/>, on a thread: answers a cancel request after 200 ms.</summary>
+    private static Thread ServeModelConnection(Socket socket)
+    {
+        var thread = new Thread(() =>
+        {
+            var buffer = new byte[1];
+            try
+            {
+                while (socket.Receive(buffer) == 1)
+                {
+                    if (buffer[0] == (byte)'C')
+                    {
+                        Thread.Sleep(200);
+                        socket.Send("X"u8);
+                    }
+                    else if (buffer[0] == (byte)'Q')
+                    {
+                        socket.Send("B"u8);
+                    }
+                }
+            }
+            catch (SocketException)
+            {
+            }
+        }) { IsBackground = true };
+        thread.Start();
+        return thread;
+    }
+
     /// <summary>A synchronous GET the legacy way (HttpClient.Send, the body read from its stream).</summary>
     private static string SendGet(HttpClient http, string url)
     {
