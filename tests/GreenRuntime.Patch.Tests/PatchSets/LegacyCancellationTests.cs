@@ -272,31 +272,11 @@ public class LegacyCancellationTests : PatchedHubTest
             using (a)
             using (b)
             {
-                var ticker = Green.Spawn(() => { while (true) Green.Sleep(5); });
-                var worker = Green.Spawn(() =>
+                ended = WriteAfterAKillOrTimeoutCameWhileComputing(how, () =>
                 {
-                    void Work()
-                    {
-                        var busy = Stopwatch.StartNew();
-                        while (busy.ElapsedMilliseconds < 300) { } // the kill or timeout comes while it computes
-                        a.Send("packet"u8);
-                        sent = true;
-                        Thread.Sleep(10_000);
-                    }
-                    if (how == "kill") Work();
-                    else Green.WithTimeout(TimeSpan.FromMilliseconds(20), Work);
+                    a.Send("packet"u8);
+                    sent = true;
                 });
-                if (how == "kill")
-                {
-                    var killer = new Thread(() =>
-                    {
-                        Thread.Sleep(50);
-                        worker.Kill(block: false);
-                    });
-                    killer.Start();
-                }
-                ended = worker.Join(TimeSpan.FromSeconds(10));
-                ticker.Kill();
                 var buffer = new byte[16];
                 b.ReceiveTimeout = 5000;
                 try
@@ -314,6 +294,39 @@ public class LegacyCancellationTests : PatchedHubTest
         Assert.That(ended, Is.True);
         Assert.That(sent, Is.True, "the send went out; the kill or timeout was raised at the sleep after it");
         Assert.That(got, Is.EqualTo("packet"));
+    }
+
+    /// <summary>On the current hub (its blocking monitor on), a worker greenlet computes for 300 ms, during which it is killed
+    /// (from another thread) or its 20 ms timeout expires, then calls <paramref name="write"/> and sleeps, where the kill
+    /// or timeout is raised; a ticker greenlet makes the monitor ask the worker to yield, which it does at its first send.
+    /// Returns whether the worker ended.</summary>
+    private static bool WriteAfterAKillOrTimeoutCameWhileComputing(string how, Action write)
+    {
+        var ticker = Green.Spawn(() => { while (true) Green.Sleep(5); });
+        var worker = Green.Spawn(() =>
+        {
+            void Work()
+            {
+                var busy = Stopwatch.StartNew();
+                while (busy.ElapsedMilliseconds < 300) { } // the kill or timeout comes while it computes
+                write();
+                Thread.Sleep(10_000);
+            }
+            if (how == "kill") Work();
+            else Green.WithTimeout(TimeSpan.FromMilliseconds(20), Work);
+        });
+        if (how == "kill")
+        {
+            var killer = new Thread(() =>
+            {
+                Thread.Sleep(50);
+                worker.Kill(block: false);
+            });
+            killer.Start();
+        }
+        bool ended = worker.Join(TimeSpan.FromSeconds(10));
+        ticker.Kill();
+        return ended;
     }
 
     [TestCase("kill")]
@@ -343,33 +356,13 @@ public class LegacyCancellationTests : PatchedHubTest
                     while ((n = b.Receive(buffer)) > 0) received += n;
                 });
                 reader.Start();
-                var ticker = Green.Spawn(() => { while (true) Green.Sleep(5); });
-                var worker = Green.Spawn(() =>
+                using var stream = new BufferedStream(new NetworkStream(a, ownsSocket: false), 4096);
+                ended = WriteAfterAKillOrTimeoutCameWhileComputing(how, () =>
                 {
-                    void Work()
-                    {
-                        using var stream = new BufferedStream(new NetworkStream(a, ownsSocket: false), 4096);
-                        var busy = Stopwatch.StartNew();
-                        while (busy.ElapsedMilliseconds < 300) { } // the kill or timeout comes while it computes
-                        stream.Write(new byte[header]);  // buffered
-                        stream.Write(new byte[payload]); // the header goes out as one send, this as the next
-                        sentAll = true;
-                        Thread.Sleep(10_000);
-                    }
-                    if (how == "kill") Work();
-                    else Green.WithTimeout(TimeSpan.FromMilliseconds(20), Work);
+                    stream.Write(new byte[header]);  // buffered
+                    stream.Write(new byte[payload]); // the header goes out as one send, this as the next
+                    sentAll = true;
                 });
-                if (how == "kill")
-                {
-                    var killer = new Thread(() =>
-                    {
-                        Thread.Sleep(50);
-                        worker.Kill(block: false);
-                    });
-                    killer.Start();
-                }
-                ended = worker.Join(TimeSpan.FromSeconds(10));
-                ticker.Kill();
                 a.Shutdown(SocketShutdown.Send);
                 reader.Join();
                 a.Dispose();
