@@ -326,7 +326,19 @@ public static partial class Green
                 throw new TimeoutException($"The task did not complete within {timeout}.");
             return;
         }
-        hub.WaitForTask(task, timeout, WaitReason.Task);
+        try
+        {
+            hub.WaitForTask(task, timeout, WaitReason.Task);
+        }
+        catch (Exception e)
+        {
+            // A kill or timeout: let the cancellation it began end first, as the patched task waits do (the task may be
+            // a query given the greenlet's own token, still reading the connection that cleanup is about to close). A
+            // task that completed meanwhile is the wait's result; the kill or timeout comes at the next blocking point.
+            if (!LowLevel.Parking.SettleCancellation(task) || !task.IsCompletedSuccessfully) throw;
+            LowLevel.Parking.KeepPending(e);
+            return;
+        }
         if (!task.IsCompleted)
             throw new TimeoutException($"The task did not complete within {timeout}.");
     }

@@ -181,6 +181,42 @@ public class LevelTriggeredCancellationTests : HubTest
     }
 
     [Test]
+    public void AKilledGreenWaitLetsATaskGivenTheGreenletsTokenEndBeforeUnwinding()
+    {
+        // As a thread whose token is cancelled stays in its wait: a query given the token reads its connection until the
+        // server confirms the cancel, and the greenlet's cleanup (the connection's Dispose) must not run beside it.
+        bool operationEnded = false, endedBeforeCleanup = false;
+        async Task Operation(CancellationToken token)
+        {
+            try
+            {
+                await Task.Delay(Timeout.Infinite, token);
+            }
+            catch (OperationCanceledException)
+            {
+                await Task.Delay(200); // the server's answer to the cancel
+                operationEnded = true;
+                throw;
+            }
+        }
+        var g = Green.Spawn(() =>
+        {
+            try
+            {
+                Green.Wait(Operation(Green.Current.CancellationToken));
+            }
+            finally
+            {
+                endedBeforeCleanup = operationEnded;
+            }
+        });
+        Green.Sleep(50);
+        g.Kill();
+        Assert.That(((Greenlet)g).Value, Is.InstanceOf<GreenletExit>());
+        Assert.That(endedBeforeCleanup, Is.True, "the operation ended before the greenlet's finally ran");
+    }
+
+    [Test]
     public void AStacklessGreenletAwaitingAForeignTaskWithItsTokenEndsOnKill()
     {
         var g = Green.SpawnAsync(async () =>
