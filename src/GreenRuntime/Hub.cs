@@ -189,7 +189,7 @@ public sealed partial class Hub : IDisposable
         _pendingExternal++;
         ReleaseBaton();
         var driver = new Thread(() => DriveSurvivors(survivors)) { IsBackground = true, Name = $"{this} after Dispose" };
-        driver.UnsafeStart(); // the default context: nothing of the user's thread flows into the hub's loop
+        RuntimeThread.Start(driver); // the default context: nothing of the user's thread flows into the hub's loop
     }
 
     /// <summary>The background thread's part: it becomes the main greenlet's carrier and parks it until every survivor

@@ -28,6 +28,7 @@ namespace GreenRuntime.Cooperative;
 /// above count what they acquire), so that only a body still holding a mutex at its end ends its carrier.</item>
 /// <item><c>GC.WaitForPendingFinalizers</c>: the original wait with the baton released (a finalizer may need a lock that
 /// a parked greenlet holds), not interrupted.</item>
+/// <item><c>Thread.Start</c> (funnel <c>StartCore</c>): see CooperativeThreading.Start.cs.</item>
 /// <item><c>Thread.Join</c>: the original join, released and interruptible the same way; when no carrier is left, polled
 /// with <c>Join(0)</c> and parks of 1–20 ms (no completion signal exists for another thread's end).</item>
 /// </list>

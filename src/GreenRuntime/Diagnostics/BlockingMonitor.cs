@@ -68,7 +68,7 @@ internal sealed class BlockingMonitor
     {
         var monitor = new BlockingMonitor(hub, max);
         var thread = new Thread(monitor.Run, 256 * 1024) { IsBackground = true, Name = $"GreenRuntime monitor {hub}" };
-        thread.UnsafeStart();
+        Scheduling.RuntimeThread.Start(thread);
         return monitor;
     }
 

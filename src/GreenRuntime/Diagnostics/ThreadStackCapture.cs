@@ -95,7 +95,7 @@ internal static class ThreadStackCapture
             return;
         }
         // On a thread of its own: the monitor must keep sampling meanwhile.
-        new Thread(WarmUp, 256 * 1024) { IsBackground = true, Name = "GreenRuntime stack-capture warm-up" }.UnsafeStart();
+        Scheduling.RuntimeThread.Start(new Thread(WarmUp, 256 * 1024) { IsBackground = true, Name = "GreenRuntime stack-capture warm-up" });
     }
 
     private static void WarmUp()

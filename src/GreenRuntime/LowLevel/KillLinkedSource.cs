@@ -209,7 +209,7 @@ internal sealed class KillLinkedSource : CancellationTokenSource
         public static void EnsureStarted()
         {
             if (Volatile.Read(ref s_started) == 0 && Interlocked.Exchange(ref s_started, 1) == 0)
-                new Thread(Run) { IsBackground = true, Name = "GreenRuntime cancellations" }.UnsafeStart();
+                Scheduling.RuntimeThread.Start(new Thread(Run) { IsBackground = true, Name = "GreenRuntime cancellations" });
         }
 
         public static void Queue(KillLinkedSource source)

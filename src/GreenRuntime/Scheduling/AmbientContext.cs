@@ -50,7 +50,7 @@ internal static class AmbientContext
     {
         ExecutionContext? captured = null;
         var thread = new Thread(() => captured = ExecutionContext.Capture()) { IsBackground = true, Name = "GreenRuntime context probe" };
-        thread.UnsafeStart(); // UnsafeStart: the probe must not inherit the caller's context
+        RuntimeThread.Start(thread); // unsafe: the probe must not inherit the caller's context
         thread.Join();
         return captured ?? throw new InvalidOperationException("Internal error: a fresh thread reported no execution context; the default context could not be determined.");
     }

@@ -110,7 +110,7 @@ internal sealed class Carrier
             return carrier;
         }
         var thread = new Thread(carrier.PoolLoop, stackSize) { IsBackground = true, Name = carrier.ThreadName };
-        thread.UnsafeStart();
+        RuntimeThread.Start(thread);
         return carrier;
     }
 

@@ -119,7 +119,7 @@ internal sealed class CarrierPool
     private Thread StartRefiller()
     {
         var thread = new Thread(RefillLoop) { IsBackground = true, Name = "GreenRuntime carrier refill" };
-        thread.UnsafeStart();
+        RuntimeThread.Start(thread);
         return thread;
     }
 

@@ -44,14 +44,19 @@ public sealed partial class Hub
     /// Whether the current greenlet can run a call with the baton released: code of a greenlet (not a
     /// callback or the scheduler), and a free carrier is allowed to take over the hub meanwhile.
     /// </summary>
-    internal bool CanReleaseBaton => CanBlockHere && !_closed && _carriersInUse < MaxCarriers;
+    internal bool CanReleaseBaton => CanBlockHere && !_closed && !ParkInProgress && _carriersInUse < MaxCarriers;
+
+    /// <summary>Whether the current stackful greenlet is between <see cref="BeginPark"/> and <see cref="EndPark"/>: code
+    /// there must not block (Invariant), yet CoreLib may run a patched call in it (the thread pool starts a worker thread
+    /// from whichever thread queues work, this park's own registration included). Such a call runs as the original.</summary>
+    private bool ParkInProgress => _current is { IsStackless: false, State: GreenletState.Parked or GreenletState.Ready };
 
     /// <summary>
     /// <see cref="CanReleaseBaton"/>, or every carrier is taken but a greenlet parked in an ordinary park keeps one that
     /// can run the hub meanwhile (step 2 with a stand-in).
     /// </summary>
     internal bool CanReleaseBatonToStandIn =>
-        CanBlockHere && !_closed && (_carriersInUse < MaxCarriers || ParkedCarrier(Carrier.ForCurrentThread()) != null);
+        CanBlockHere && !_closed && !ParkInProgress && (_carriersInUse < MaxCarriers || ParkedCarrier(Carrier.ForCurrentThread()) != null);
 
     /// <summary>The carrier of a stackful greenlet parked in an ordinary park (not itself in a released call), other than
     /// <paramref name="self"/>: parked in <see cref="ParkUntilOwnerResumes"/>, so it can take the baton and run the hub until its

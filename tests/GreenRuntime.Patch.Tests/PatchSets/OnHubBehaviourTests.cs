@@ -554,6 +554,38 @@ public class OnHubBehaviourTests : PatchedHubTest
     }
 
     [Test]
+    public void ThreadStartsLetTheHubRunAndStartThreadsAsTheOriginal()
+    {
+        // Starting a thread waits until it runs (0.2-0.4 ms each): with the baton held, a loop of starts stopped every
+        // other greenlet for its whole length.
+        int ticks = 0, ran = 0;
+        bool starting = true;
+        var ticker = Green.Spawn(() =>
+        {
+            while (starting) Green.Sleep(1);
+        });
+        var ticking = Green.Spawn(() =>
+        {
+            while (starting)
+            {
+                Green.Sleep(0);
+                ticks++;
+            }
+        });
+        Green.Sleep(5);
+        int ticksBefore = ticks;
+        var threads = Enumerable.Range(0, 200).Select(_ => new Thread(() => Interlocked.Increment(ref ran))).ToList();
+        foreach (var t in threads) t.Start(); // no other blocking call in this loop
+        int ticksDuring = ticks - ticksBefore;
+        starting = false;
+        foreach (var t in threads) t.Join();
+        Green.JoinAll([ticker, ticking]);
+        Assert.That(ran, Is.EqualTo(200), "every thread ran");
+        Assert.That(ticksDuring, Is.GreaterThan(0), "other greenlets ran while the threads started");
+        Assert.Throws<ThreadStateException>(() => threads[0].Start(), "a thread started twice: the original's exception");
+    }
+
+    [Test]
     public void RedirectedProcessStreamsAreReadAndWrittenByOverlappingGreenlets()
     {
         // On Unix a Process's redirected streams are pipes that .NET reads and writes through a Socket object that is no
