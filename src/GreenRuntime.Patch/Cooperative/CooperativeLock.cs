@@ -56,10 +56,12 @@ internal static class CooperativeLock
         }
     };
 
-    // Waits in the runtime until the lock can be taken, takes it and gives it back at once (CooperativeMonitor.WaitUntilFreeThenEnter).
-    private static readonly Func<PolledEnter, bool> s_waitUntilFree = static p =>
+    // Waits in the runtime until the lock can be taken (false: the time ran out), takes it and gives it back at once
+    // (CooperativeMonitor.WaitUntilFreeThenEnter).
+    private static readonly Func<(PolledEnter Enter, int Ms), bool> s_waitUntilFree = static s =>
     {
-        if (s_wait((p.Self, Timeout.Infinite, p.Current)).Id != 0) p.Self.Exit();
+        if (s_wait((s.Enter.Self, s.Ms, s.Enter.Current)).Id == 0) return false;
+        s.Enter.Self.Exit();
         return true;
     };
 
@@ -87,10 +89,11 @@ internal static class CooperativeLock
             var again = new PolledEnter(self);
             if (s_tryEnterNow(again)) return again.Acquired;
         }
-        if (timeoutMs == Timeout.Infinite && Parking.CanReleaseBaton)
+        var free = new PolledEnter(self) { Current = current };
+        switch (CooperativeMonitor.WaitUntilFreeThenEnter(s_waitUntilFree, s_tryEnterNow, free, ref timeoutMs))
         {
-            var free = new PolledEnter(self) { Current = current };
-            if (CooperativeMonitor.WaitUntilFreeThenEnter(s_waitUntilFree, s_tryEnterNow, free)) return free.Acquired;
+            case CooperativeMonitor.FreeWait.Entered: return free.Acquired;
+            case CooperativeMonitor.FreeWait.TimedOut: return default;
         }
         if (Parking.CanReleaseBaton)
             return Parking.RunReleased(s_wait, (self, timeoutMs, current), WaitReason.Lock, cancellationPoint: false, interruptible: true);

@@ -88,17 +88,20 @@ internal static class CooperativeMonitor
             return;
         }
         if (TryEnterSlowpath.Call(obj, 0) || TryAgainAfterTheOthers(obj)) return;
-        if (Parking.CanReleaseBaton && WaitUntilFreeThenEnter(s_enterAndExit, s_tryEnterNow, obj)) return;
+        int timeout = Timeout.Infinite;
+        if (WaitUntilFreeThenEnter(s_waitUntilFree, s_tryEnterNow, obj, ref timeout) == FreeWait.Entered) return;
         if (Parking.CanReleaseBaton)
             Parking.RunReleased(s_enter, obj, WaitReason.Lock, cancellationPoint: false, interruptible: true);
         else
             PollEnter(s_tryEnterNow, obj, Timeout.Infinite, typeof(Monitor), IsCoreLibLock(obj));
     }
 
-    private static readonly Func<object, bool> s_enterAndExit = static o =>
+    // Waits in the runtime until the monitor can be taken (false: the time ran out), takes it and gives it back at once.
+    private static readonly Func<(object Obj, int Ms), bool> s_waitUntilFree = static s =>
     {
-        s_enter(o);
-        Monitor.Exit(o);
+        if (s.Ms == Timeout.Infinite) s_enter(s.Obj);
+        else if (!TryEnterSlowpath.Call(s.Obj, s.Ms)) return false;
+        Monitor.Exit(s.Obj);
         return true;
     };
 
@@ -108,25 +111,48 @@ internal static class CooperativeMonitor
     /// <summary>
     /// A contended enter of a lock that only the calling thread may own (a monitor, a <see cref="Lock"/>), on a greenlet
     /// that may release the baton: the runtime's wait runs with the baton released, but the lock it acquires is given
-    /// back at once (<paramref name="waitAndExit"/>) and taken again with the baton held (<paramref name="tryEnterNow"/>),
-    /// up to <see cref="WaitsUntilFree"/> times; false when every try found it taken again (the caller then waits to own
-    /// it, which always succeeds). A lock won in the released wait and kept stays held until the greenlet gets the baton
-    /// back: behind whatever the hub runs meanwhile, a millisecond or more under load, while every other thread and
-    /// greenlet that wants it (of this hub, of the other hubs, the pool's) waits, in the runtime, and each of those that is
-    /// a greenlet holds it in turn the same way once it wins it. Behind YARP, whose every request re-arms a
-    /// CancellationTokenSource timer several times under the runtime's timer-queue lock, that convoy held the lock away
-    /// from the baton for about half of the time, and hundreds of greenlets waited for it at once.
+    /// back at once (<paramref name="waitAndExit"/>, given the time left) and taken again with the baton held
+    /// (<paramref name="tryEnterNow"/>), up to <see cref="WaitsUntilFree"/> times. A lock won in the released wait and
+    /// kept stays held until the greenlet gets the baton back: behind whatever the hub runs meanwhile, a millisecond or
+    /// more under load, while every other thread and greenlet that wants it (of this hub, of the other hubs, the pool's)
+    /// waits, in the runtime, and each of those that is a greenlet holds it in turn the same way once it wins it. Behind
+    /// YARP, whose every request re-arms a CancellationTokenSource timer several times under the runtime's timer-queue
+    /// lock, that convoy held the lock away from the baton for about half of the time, and hundreds of greenlets waited
+    /// for it at once. <see cref="FreeWait.StillTaken"/>: every try found it taken again, or the baton could not be
+    /// released; the caller then waits to own it, for the time left in <paramref name="millisecondsTimeout"/>
+    /// (<see cref="Timeout.Infinite"/> stays so). Bounded because <see cref="Lock"/>'s anti-starvation mode livelocks
+    /// waiters that only ever give the lock back.
     /// </summary>
-    internal static bool WaitUntilFreeThenEnter<TState>(Func<TState, bool> waitAndExit, Func<TState, bool> tryEnterNow, TState state)
+    internal static FreeWait WaitUntilFreeThenEnter<TState>(Func<(TState State, int Ms), bool> waitAndExit, Func<TState, bool> tryEnterNow, TState state, ref int millisecondsTimeout)
     {
+        long start = Environment.TickCount64;
+        int timeout = millisecondsTimeout;
         for (int i = 0; i < WaitsUntilFree; i++)
         {
-            if (!Parking.CanReleaseBaton) return false;
-            Parking.RunReleased(waitAndExit, state, WaitReason.Lock, cancellationPoint: false, interruptible: true);
-            if (tryEnterNow(state)) return true;
+            if (!Parking.CanReleaseBaton) break;
+            if (!Parking.RunReleased(waitAndExit, (state, TimeLeft(timeout, start)), WaitReason.Lock, cancellationPoint: false, interruptible: true))
+                return FreeWait.TimedOut;
+            if (tryEnterNow(state)) return FreeWait.Entered;
         }
-        return false;
+        millisecondsTimeout = TimeLeft(timeout, start);
+        return millisecondsTimeout == 0 ? FreeWait.TimedOut : FreeWait.StillTaken;
     }
+
+    /// <summary>What <see cref="WaitUntilFreeThenEnter"/> ended with.</summary>
+    internal enum FreeWait
+    {
+        /// <summary>The lock is the caller's.</summary>
+        Entered,
+        /// <summary>The time ran out before the lock was free.</summary>
+        TimedOut,
+        /// <summary>Not entered; the caller waits to own it for the time left.</summary>
+        StillTaken,
+    }
+
+    /// <summary>Milliseconds left of <paramref name="millisecondsTimeout"/> since <paramref name="start"/>
+    /// (<see cref="Environment.TickCount64"/>); <see cref="Timeout.Infinite"/> stays so.</summary>
+    internal static int TimeLeft(int millisecondsTimeout, long start) =>
+        millisecondsTimeout == Timeout.Infinite ? Timeout.Infinite : (int)Math.Max(0, millisecondsTimeout - (Environment.TickCount64 - start));
 
     /// <summary>
     /// After a contended attempt to enter a lock that only the calling thread may own (a monitor, a <see cref="Lock"/>),
@@ -147,6 +173,11 @@ internal static class CooperativeMonitor
         if (hub is null || millisecondsTimeout is 0 or < -1) // the original refuses < -1
             return TryEnterSlowpath.Call(obj, millisecondsTimeout);
         if (TryEnterSlowpath.Call(obj, 0) || TryAgainAfterTheOthers(obj)) return true;
+        switch (WaitUntilFreeThenEnter(s_waitUntilFree, s_tryEnterNow, obj, ref millisecondsTimeout))
+        {
+            case FreeWait.Entered: return true;
+            case FreeWait.TimedOut: return false;
+        }
         return Parking.CanReleaseBaton
             ? Parking.RunReleased(s_tryEnter, (obj, millisecondsTimeout), WaitReason.Lock, cancellationPoint: false, interruptible: true)
             : PollEnter(s_tryEnterNow, obj, millisecondsTimeout, typeof(Monitor), IsCoreLibLock(obj));
