@@ -26,6 +26,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 5, Level = LogLevel.Warning, Message = "{Hub} cannot create its I/O reactor ({Reason}); sockets wait through the .NET async engine instead, which is slower")]
     public static partial void ReactorUnavailable(ILogger logger, string hub, string reason);
 
+    [LoggerMessage(EventId = 7, Level = LogLevel.Warning, Message = "{Reason} {Hub} goes on with the {Carriers} carrier threads it has until one comes back: greenlets to start wait for one, and blocking calls that would release the baton hold it. Raise the limit that ran out (docs/core.md, \"Carrier threads\").")]
+    public static partial void CarrierRefused(ILogger logger, string reason, string hub, int carriers);
+
     // 10–19: the blocking monitor (Diagnostics/BlockingMonitor.cs). The stack is the one of the thread holding the
     // baton, captured while it was still blocked (see docs/diagnostics.md for how and what it costs).
     [LoggerMessage(EventId = 10, Level = LogLevel.Warning, Message = "{Holder} has held the baton of {Hub} for {Milliseconds} ms without yielding: every other greenlet of the hub is blocked. It is here (stack captured while blocked{StackNote}):\n{Stack}")]

@@ -83,8 +83,8 @@ internal sealed class CarrierPool
             lock (_idle)
             {
                 if (_created >= count) return;
+                _idle.Add(StartCarrier());
                 _created++;
-                _idle.Add(Carrier.StartPooled(this, _stackSize));
             }
         }
     }
@@ -113,7 +113,27 @@ internal sealed class CarrierPool
             }
         }
         if (refill) _refillWanted.Release();
-        return carrier ?? Carrier.StartPooled(this, _stackSize);
+        if (carrier != null) return carrier;
+        try
+        {
+            return StartCarrier();
+        }
+        catch
+        {
+            lock (_idle) _created--; // counted above, never started
+            throw;
+        }
+    }
+
+    /// <summary>Tests only: how many of the next thread starts fail as when the kernel refuses a thread.</summary>
+    internal int RefuseStartsForTesting;
+
+    /// <exception cref="OutOfMemoryException">The kernel refused the thread.</exception>
+    private Carrier StartCarrier()
+    {
+        if (RefuseStartsForTesting > 0 && Interlocked.Decrement(ref RefuseStartsForTesting) >= 0)
+            throw new OutOfMemoryException("The kernel refused a new carrier thread (refused for a test).");
+        return Carrier.StartPooled(this, _stackSize);
     }
 
     private Thread StartRefiller()
@@ -147,7 +167,7 @@ internal sealed class CarrierPool
                 Carrier carrier;
                 try
                 {
-                    carrier = Carrier.StartPooled(this, _stackSize);
+                    carrier = StartCarrier();
                 }
                 catch (Exception e) when (e is OutOfMemoryException or ThreadStartException)
                 {

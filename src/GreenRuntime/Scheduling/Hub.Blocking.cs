@@ -95,11 +95,17 @@ public sealed partial class Hub
         // A cancellation point raises a kill already pending before the call starts; entering a lock is not one (legacy
         // cleanup takes locks in finally blocks after a kill, and a thread's Monitor.Enter does not fail either).
         var owner = _current;
-        var token = BeginPark(reason, raise: raisePending);
+        AssertMayBlock();
+        if (raisePending) RaisePending(owner);
+        var self = Carrier.ForCurrentThread();
+        // The carrier that runs the hub meanwhile is found before anything changes: with none (the kernel refused a
+        // thread), the call runs with the baton held, as the original would.
+        var runner = ReleasedCallRunner(self, standIn);
+        if (runner is null) return call(state);
+        var token = BeginPark(reason, raise: false);
         var g = token.Greenlet; // a step of owner when owner is stackless (Hub.Steps.cs)
         if (g.OutsideBaton)
             throw new InvalidOperationException($"Internal error: {g} released the baton again from inside a released call.");
-        var self = Carrier.ForCurrentThread();
         var previousOwner = self.Owner;
         self.Owner = g;
         g.Carrier = self;
@@ -107,21 +113,7 @@ public sealed partial class Hub
         var interrupt = interruptible ? new ReleasedInterrupt(Thread.CurrentThread) : null;
         g.ReleasedInterrupt = interrupt;
         _pendingExternal++;
-        // From here on this is scheduler code (Invariant 2): the pool's own lock, if contended, must be waited for
-        // as the original wait, not released around again (that recursed until the stack ran out).
         _inScheduler = true;
-        Carrier runner;
-        if (_carriersInUse < MaxCarriers)
-        {
-            runner = RentCarrier();
-            runner.Job = this;
-        }
-        else
-        {
-            runner = (standIn ? ParkedCarrier(self) : null)
-                ?? throw new InvalidOperationException($"Internal error: {g} released the baton of {this} with no carrier left to run it.");
-            runner.StandIn = true;
-        }
         t_current = null;
         t_released = this;
         HandBaton(runner);
@@ -186,6 +178,34 @@ public sealed partial class Hub
             throw owner.Raising(interruptedBy);
         }
         return result;
+    }
+
+    /// <summary>
+    /// The carrier to hand the baton to for a released call of the greenlet on <paramref name="self"/>: a free pooled
+    /// one given this hub as its job, or at the cap, for a call that asks for it, a parked greenlet's carrier marked as a
+    /// stand-in. Null when the kernel refused a new thread and no stand-in may take over.
+    /// </summary>
+    private Carrier? ReleasedCallRunner(Carrier self, bool standIn)
+    {
+        Carrier? runner = null;
+        if (_carriersInUse < MaxCarriers)
+        {
+            // Scheduler code (Invariant 2): the pool's own lock, if contended, must be waited for as the original
+            // wait, not released around again (that recursed until the stack ran out).
+            _inScheduler = true;
+            runner = TryRentCarrier();
+            _inScheduler = false;
+            if (runner != null)
+            {
+                runner.Job = this;
+                return runner;
+            }
+        }
+        if (standIn) runner = ParkedCarrier(self);
+        if (runner != null) runner.StandIn = true;
+        else if (_carriersRefusedAt < 0)
+            throw new InvalidOperationException($"Internal error: {_current} released the baton of {this} with no carrier left to run it.");
+        return runner;
     }
 
     private static readonly Action<object?> s_returnFromBlocking = static state =>

@@ -120,7 +120,11 @@ public sealed partial class Hub
                         HandBatonAndPark(self, target);
                         return true;
                     }
-                    if (self.IsPooled) _carriersInUse--;
+                    if (self.IsPooled)
+                    {
+                        _carriersInUse--;
+                        _carriersRefusedAt = -1; // one came back: the kernel may give a thread again
+                    }
                     HandBaton(target, CarrierToNudge(self, target));
                     return false; // a free carrier goes back to the pool; the baton is gone
                 }
@@ -144,7 +148,8 @@ public sealed partial class Hub
                         break;
                     }
                     _carrierWaiters.PushFront(item); // the free carrier takes exactly this item first
-                    var free = RentCarrier();
+                    if (TryRentCarrier() is not { } free)
+                        break; // the kernel refused a thread: the item waits at the front for a carrier to come back
                     free.Job = this;
                     if (standIn)
                     {
@@ -230,11 +235,39 @@ public sealed partial class Hub
         return true;
     }
 
-    private Carrier RentCarrier()
+    /// <summary>
+    /// A pooled carrier for this hub, counted in <see cref="_carriersInUse"/>; null when the kernel refused a new thread
+    /// (a cgroup's pids.max or threads-max reached by the whole machine, which the cap computed at start could not
+    /// foresee). The hub then uses no more carriers than it has until one comes back (<see cref="_carriersRefusedAt"/>):
+    /// greenlets to start wait for one in FIFO order as at the cap, and a call that would release the baton runs with
+    /// it held. Thrown from the scheduler, the failure reached whichever greenlet was parking, half-parked.
+    /// </summary>
+    private Carrier? TryRentCarrier()
     {
+        Carrier carrier;
+        try
+        {
+            carrier = _pool.Rent();
+        }
+        catch (Exception e) when (e is OutOfMemoryException or ThreadStartException)
+        {
+            if (!_carrierRefusalLogged)
+            {
+                _carrierRefusalLogged = true;
+                Log.CarrierRefused(_logger, e.Message, ToString(), _carriersInUse);
+            }
+            _carriersRefusedAt = _carriersInUse;
+            return null;
+        }
         _carriersInUse++;
-        return _pool.Rent();
+        return carrier;
     }
+
+    /// <summary>The number of carriers in use when the kernel last refused a thread, until a carrier comes back or the
+    /// hub wakes from idling (then one more start is tried); -1: none refused. Lowers <see cref="MaxCarriers"/> meanwhile.</summary>
+    private int _carriersRefusedAt = -1;
+
+    private bool _carrierRefusalLogged; // once per hub: the refusal recurs until a limit is raised
 
     /// <summary>
     /// Greenlets to start (and stackless continuations) that need a free carrier while every carrier the hub may
@@ -245,10 +278,14 @@ public sealed partial class Hub
     private readonly Deque<RunItem> _carrierWaiters = new(4);
 
     /// <summary>The cap on pooled carriers: <see cref="HubOptions.MaxCarriers"/>, or the machine's limit when that is 0.</summary>
-    internal int MaxCarriers => Options.MaxCarriers > 0 ? Options.MaxCarriers : CarrierLimit.Machine.Value;
+    internal int MaxCarriers => _carriersRefusedAt >= 0 ? Math.Min(_carriersRefusedAt, ConfiguredMaxCarriers) : ConfiguredMaxCarriers;
+
+    private int ConfiguredMaxCarriers => Options.MaxCarriers > 0 ? Options.MaxCarriers : CarrierLimit.Machine.Value;
 
     /// <summary>What set <see cref="MaxCarriers"/>, for messages and run info.</summary>
-    internal string CarrierLimitSource => Options.MaxCarriers > 0 ? "set by HubOptions.MaxCarriers" : $"the machine's limit, set by {CarrierLimit.Machine.Source}";
+    internal string CarrierLimitSource =>
+        _carriersRefusedAt >= 0 && _carriersRefusedAt < ConfiguredMaxCarriers ? "the kernel refused more threads"
+        : Options.MaxCarriers > 0 ? "set by HubOptions.MaxCarriers" : $"the machine's limit, set by {CarrierLimit.Machine.Source}";
 
     /// <summary>Greenlets waiting for a carrier (see <see cref="_carrierWaiters"/>).</summary>
     internal int CarrierWaiters => _carrierWaiters.Count;
@@ -497,6 +534,7 @@ public sealed partial class Hub
         if (_reactor != null) SleepInReactor(timeoutNs);
         else _inboxSignal.Park(timeoutNs);
         NoteIdle(false);
+        _carriersRefusedAt = -1; // a carrier the kernel refused is asked for again once per wake, not in a spin
     }
 
     /// <summary>Nothing can ever wake anyone: fail the main greenlet's blocking call instead of hanging.</summary>

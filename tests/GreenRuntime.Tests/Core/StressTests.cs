@@ -112,6 +112,50 @@ public class StressTests : HubTest
     }
 
     [Test]
+    public void WhenTheKernelRefusesCarrierThreadsGreenletsWaitForOneAndBlockingCallsHoldTheBaton()
+    {
+        Hub.Dispose();
+        // A pool of its own (odd stack size), which the hub prestarts with two idle carriers; every later thread is refused.
+        Hub = new Hub(new HubOptions { CarrierStackSize = 256 * 1024 + 7 * 4096 });
+        var pool = GreenRuntime.Scheduling.CarrierPool.For(Hub.Options.CarrierStackSize);
+        pool.Prestart(2);
+        int created = pool.Created;
+        pool.RefuseStartsForTesting = int.MaxValue;
+        try
+        {
+            var started = new List<int>();
+            var sources = new List<string>();
+            var sleepers = Enumerable.Range(0, 30).Select(i => Green.Spawn(() =>
+            {
+                started.Add(i);
+                sources.Add(Hub.GetRunInfo().Carriers.LimitSource);
+                Green.Sleep(5);
+                return i;
+            })).ToList();
+            Assert.That(Green.JoinAll(sleepers, TimeSpan.FromSeconds(30)), Has.Count.EqualTo(30), "every sleeper ended");
+            Assert.That(sleepers.Select(g => g.Get()), Is.EqualTo(Enumerable.Range(0, 30)), "none failed for lack of a thread");
+            Assert.That(started, Is.EqualTo(Enumerable.Range(0, 30)), "those that waited started in spawn order");
+            Assert.That(sources, Has.Some.Contain("the kernel refused"), "run info says what capped the carriers");
+
+            // Both pooled carriers kept by parked greenlets: a call that would release the baton finds no thread to run
+            // the hub and runs with it held, as the original would.
+            var release = new Event();
+            var keepers = Enumerable.Range(0, 2).Select(_ => Green.Spawn(() => release.Wait())).ToList();
+            Green.Sleep(0);
+            int thread = Green.RunBlocking(() => Environment.CurrentManagedThreadId);
+            Assert.That(thread, Is.EqualTo(Environment.CurrentManagedThreadId));
+            release.Set();
+            Assert.That(Green.JoinAll(keepers, TimeSpan.FromSeconds(10)), Has.Count.EqualTo(2));
+            Assert.That(pool.Created, Is.EqualTo(created), "a refused thread is not counted");
+        }
+        finally
+        {
+            pool.RefuseStartsForTesting = 0;
+        }
+        Assert.That(Green.Spawn(() => Green.RunBlocking(() => 42)).Get(), Is.EqualTo(42), "the hub goes on once threads are given again");
+    }
+
+    [Test]
     public void DisposingTheHubKillsWhatIsLeft()
     {
         var finallyRan = 0;
