@@ -567,8 +567,9 @@ public partial class Greenlet
         // its socket call throws into an IOException, and a driver wraps that again. The greenlet was still
         // killed, so its own kill (matched by reference, never a GreenletExit it merely carries from elsewhere)
         // is its outcome.
-        // Likewise when unwinding from the raised kill ended in an exception that does not even wrap it (see Raising).
-        if (error is not (null or GreenletExit) && KillException is GreenletExit kill && (KillRaised || Wraps(error, kill)))
+        // Likewise when unwinding from the raised kill ended in an exception that does not even wrap it (see Raising), and
+        // when the greenlet ended with a cancellation before the kill was raised at all (CarriesCancellation).
+        if (error is not (null or GreenletExit) && KillException is GreenletExit kill && (KillRaised || Wraps(error, kill) || CarriesCancellation(error)))
             error = kill;
         // Only its own exit: another greenlet's kill that ends this one (a single-flight factory that greenlet ran, whose
         // outcome every waiter rethrows) is a failure here, not a quiet, successful end.
@@ -605,6 +606,24 @@ public partial class Greenlet
         LastRaised = e;
         LastRaisedAt = Scheduling.UnwindingCleanup.StackPointer();
         return e;
+    }
+
+    /// <summary>
+    /// Whether <paramref name="error"/> is or wraps an <see cref="OperationCanceledException"/>. A kill or timeout that
+    /// comes while its greenlet is in a released call that is not a cancellation point (a contended lock's wait) stays
+    /// pending, but the tokens of the greenlet's operations are cancelled there and then (LowLevel/KillLinkedSource.cs).
+    /// The code after the call may find its operation cancelled and throw the cancellation, wrapped or not, without
+    /// reaching a blocking point that would raise the kill or timeout first (WCF's and gRPC's first calls on a channel,
+    /// made while their locks are contended). Such a cancellation, met while the kill or timeout is pending, is its doing.
+    /// </summary>
+    internal static bool CarriesCancellation(Exception error)
+    {
+        for (var (x, depth) = (error, 0); x != null && depth < 32; x = x.InnerException, depth++)
+        {
+            if (x is OperationCanceledException)
+                return true;
+        }
+        return false;
     }
 
     private static bool Wraps(Exception error, Exception inner)

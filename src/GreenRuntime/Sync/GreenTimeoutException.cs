@@ -27,7 +27,8 @@ public class GreenTimeoutException : TimeoutException
     /// more (Npgsql: NpgsqlException ← IOException ← this). Those layers cannot know it was a timeout; the scope
     /// that raised it can, by reference. And once raised, the timeout is raised again at every later blocking point
     /// in its scope, so clean-up code that swallows it there and throws an exception of its own (not wrapping it)
-    /// leaves the scope with that exception: it too is the timeout's (Greenlet.Raising).
+    /// leaves the scope with that exception: it too is the timeout's (Greenlet.Raising). So is a cancellation the body
+    /// ends with after the timeout expired and before it was raised (Greenlet.CarriesCancellation).
     /// </summary>
     internal static GreenTimeoutException? RaisedBy(Exception e, GreenTimeout scope)
     {
@@ -39,6 +40,6 @@ public class GreenTimeoutException : TimeoutException
             if (x is GreenTimeoutException { Scope: not null } or GreenletExit)
                 return null; // an enclosing timeout's, or a kill: it goes on through this scope
         }
-        return scope.Raised ? scope.Exception as GreenTimeoutException : null;
+        return scope.Raised || (scope.Expired && Greenlet.CarriesCancellation(e)) ? scope.Exception as GreenTimeoutException : null;
     }
 }

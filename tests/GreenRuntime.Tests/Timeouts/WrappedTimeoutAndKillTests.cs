@@ -227,4 +227,60 @@ public class WrappedTimeoutAndKillTests : HubTest
         Assert.That(g.Successful, Is.False);
         Assert.That(g.Exception, Is.InstanceOf<InvalidOperationException>());
     }
+
+    /// <summary>
+    /// An operation given a linked token, whose kill or timeout comes while the greenlet is in a released call that is
+    /// not a cancellation point (a contended lock's wait): the token is cancelled there, and the code after the call
+    /// finds the operation cancelled and throws its cancellation without reaching a blocking point (WCF's and gRPC's
+    /// first calls, made while class initialisers and locks are contended, ended with TaskCanceledException).
+    /// </summary>
+    private static void OperationCancelledWhileInAReleasedCall()
+    {
+        var token = GreenRuntime.LowLevel.Parking.LinkCancellation(CancellationToken.None, out var linked);
+        using (linked)
+        {
+            var operation = Task.Delay(Timeout.Infinite, token);
+            GreenRuntime.LowLevel.Parking.RunReleased(static t => t.WaitHandle.WaitOne(10_000), token, WaitReason.Lock, cancellationPoint: false);
+            try
+            {
+                operation.GetAwaiter().GetResult(); // already cancelled: no blocking point
+            }
+            catch (OperationCanceledException e)
+            {
+                throw new InvalidOperationException("The operation was aborted.", e); // as a client library wraps it
+            }
+        }
+    }
+
+    [Test]
+    public void AGreenletThatEndsWithTheCancellationItsKillCausedBeforeItWasRaisedWasKilled()
+    {
+        var g = Green.Spawn(OperationCancelledWhileInAReleasedCall);
+        Green.Sleep(20); // g is in the released call
+        g.Kill(block: false);
+        Assert.That(g.Join(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That(g.Exception, Is.Null, "the kill's doing is not the greenlet's failure");
+        Assert.That(g.Value, Is.InstanceOf<GreenletExit>());
+    }
+
+    [Test]
+    public void WithTimeoutRaisesItsTimeoutWhenTheBodyEndsWithTheCancellationTheTimeoutCausedBeforeItWasRaised()
+    {
+        var error = Assert.Catch(() => Green.WithTimeout(TimeSpan.FromMilliseconds(30), OperationCancelledWhileInAReleasedCall));
+        Assert.That(error, Is.InstanceOf<GreenTimeoutException>());
+        Assert.That(Green.WithTimeout(TimeSpan.FromMilliseconds(30), () => { OperationCancelledWhileInAReleasedCall(); return 1; }, -1), Is.EqualTo(-1));
+    }
+
+    [Test]
+    public void AnExceptionWithoutACancellationInItIsTheBodysOwnEvenAfterTheTimeoutExpired()
+    {
+        // The timeout expired while the body ran without blocking; what the body throws itself is not the timeout's.
+        var error = Assert.Catch(() => Green.WithTimeout(TimeSpan.FromMilliseconds(10), () =>
+        {
+            var spin = System.Diagnostics.Stopwatch.StartNew();
+            while (spin.ElapsedMilliseconds < 50) { }
+            throw new ArgumentException("the body's own");
+        }));
+        Assert.That(error, Is.InstanceOf<ArgumentException>());
+    }
 }
