@@ -49,6 +49,21 @@ internal static class Cooperative
     public static Hub? ParkingHub() => Parking.ParkingHub() is { } hub && !NativeClassInit.Inside() ? hub : null;
 
     /// <summary>
+    /// <see cref="ParkingHub"/> for a wait (an event, a semaphore, a handle, a join, a task), which first gives way when
+    /// the hub's blocking monitor asks (<see cref="Parking.GiveWay"/>). A wait already satisfied does not park, so a
+    /// loop of them held the baton for good: Lucene.Net's <c>while (gen > searchingGen) available.WaitOne();</c> around
+    /// an event left set spun on the hub while the thread that would end it waited for a flush by a greenlet the hub no
+    /// longer ran (3 runs of 11 of a near-real-time search hung), and so does a <c>Wait(0)</c> poll. Not a
+    /// cancellation point: a satisfied wait never was one.
+    /// </summary>
+    public static Hub? WaitingHub()
+    {
+        var hub = ParkingHub();
+        if (hub is not null) Parking.GiveWay();
+        return hub;
+    }
+
+    /// <summary>
     /// <see cref="ParkingHub"/> without its warning for calls inside hub callbacks, and so without side effects: for
     /// replacements of runtime helpers that anything may reach, the warning's own code included (class
     /// initialisation), which must never allocate, log or initialise a class before deciding.

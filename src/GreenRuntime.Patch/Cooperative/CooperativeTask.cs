@@ -45,7 +45,7 @@ internal static class CooperativeTask
     /// <summary>Replaces <c>Task.InternalWait</c>.</summary>
     public static bool InternalWait(Task task, int millisecondsTimeout, CancellationToken cancellationToken)
     {
-        var hub = Cooperative.ParkingHub();
+        var hub = Cooperative.WaitingHub();
         if (hub is null || millisecondsTimeout == 0 || task.IsCompleted || cancellationToken.IsCancellationRequested)
             return Wait.Call(task, millisecondsTimeout, cancellationToken);
         Parking.WaitingFor(task);
@@ -134,7 +134,7 @@ internal static class CooperativeTask
     /// <summary>Replaces <c>Task.WaitAllCore</c>.</summary>
     public static bool WaitAllCore(ReadOnlySpan<Task> tasks, int millisecondsTimeout, CancellationToken cancellationToken)
     {
-        var hub = Cooperative.ParkingHub();
+        var hub = Cooperative.WaitingHub();
         if (hub is null || millisecondsTimeout == 0 || cancellationToken.IsCancellationRequested)
             return WaitAll.Call(tasks, millisecondsTimeout, cancellationToken);
         bool pending = false;

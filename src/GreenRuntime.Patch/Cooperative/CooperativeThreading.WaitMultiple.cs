@@ -66,7 +66,7 @@ internal static partial class CooperativeThreading
 
     private static int WaitMultipleCore(ReadOnlySpan<WaitHandle> waitHandles, bool waitAll, int millisecondsTimeout)
     {
-        var hub = Cooperative.ParkingHub();
+        var hub = Cooperative.WaitingHub();
         if (hub is null || millisecondsTimeout is 0 or < -1) return WaitMultipleSlot.Call(waitHandles, waitAll, millisecondsTimeout);
         int now = WaitMultipleSlot.Call(waitHandles, waitAll, 0);
         if (now != WaitHandle.WaitTimeout) return now;

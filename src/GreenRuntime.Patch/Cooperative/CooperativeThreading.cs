@@ -57,7 +57,7 @@ internal static partial class CooperativeThreading
     /// <summary>Replaces the private <c>SemaphoreSlim.WaitCore(long, CancellationToken)</c>.</summary>
     public static unsafe bool SemaphoreWaitCore(SemaphoreSlim semaphore, long millisecondsTimeout, CancellationToken cancellationToken)
     {
-        var hub = Cooperative.ParkingHub();
+        var hub = Cooperative.WaitingHub();
         if (hub is null || millisecondsTimeout == 0)
         {
             // The hot off-greenlet path: a direct calli to the original when bound (see OriginalSlot.Entry).
@@ -134,7 +134,7 @@ internal static partial class CooperativeThreading
     /// <summary>Replaces <c>ManualResetEventSlim.Wait(int, CancellationToken)</c>.</summary>
     public static unsafe bool EventSlimWait(ManualResetEventSlim e, int millisecondsTimeout, CancellationToken cancellationToken)
     {
-        var hub = Cooperative.ParkingHub();
+        var hub = Cooperative.WaitingHub();
         if (hub is null || millisecondsTimeout is 0 or < -1) // the original throws for < -1, set or not
         {
             nint entry = EventWait.Entry;
@@ -193,7 +193,7 @@ internal static partial class CooperativeThreading
     public static unsafe bool WaitOne(WaitHandle handle, int millisecondsTimeout)
     {
         if (handle is Mutex) return WaitOneMutex(handle, millisecondsTimeout);
-        var hub = Cooperative.ParkingHub();
+        var hub = Cooperative.WaitingHub();
         if (hub is null || millisecondsTimeout == 0 || millisecondsTimeout < -1)
         {
             nint entry = WaitOneInt.Entry;
@@ -209,7 +209,7 @@ internal static partial class CooperativeThreading
         NoteMutexWait();
         try
         {
-            var hub = Cooperative.ParkingHub();
+            var hub = Cooperative.WaitingHub();
             return CountIfAcquired(hub is null || millisecondsTimeout == 0 || millisecondsTimeout < -1
                 ? WaitOneInt.Call(handle, millisecondsTimeout)
                 : WaitOneOnHub(hub, handle, millisecondsTimeout));
@@ -223,7 +223,7 @@ internal static partial class CooperativeThreading
     public static bool WaitOne(WaitHandle handle)
     {
         if (handle is Mutex) return WaitOneMutex(handle, Timeout.Infinite);
-        var hub = Cooperative.ParkingHub();
+        var hub = Cooperative.WaitingHub();
         return hub is null ? WaitOneNone.Call(handle) : WaitOneOnHub(hub, handle, Timeout.Infinite);
     }
 
@@ -232,7 +232,7 @@ internal static partial class CooperativeThreading
         long ms = (long)timeout.TotalMilliseconds;
         bool original = ms is < -1 or > int.MaxValue;
         if (handle is Mutex && !original) return WaitOneMutex(handle, (int)ms);
-        var hub = Cooperative.ParkingHub();
+        var hub = Cooperative.WaitingHub();
         return hub is null || original || ms == 0
             ? WaitOneTimeSpan.Call(handle, timeout) // the original's argument check
             : WaitOneOnHub(hub, handle, (int)ms);
@@ -241,7 +241,7 @@ internal static partial class CooperativeThreading
     public static bool WaitOne(WaitHandle handle, int millisecondsTimeout, bool exitContext)
     {
         if (handle is Mutex) return WaitOneMutex(handle, millisecondsTimeout);
-        var hub = Cooperative.ParkingHub();
+        var hub = Cooperative.WaitingHub();
         return hub is null || millisecondsTimeout is 0 or < -1
             ? WaitOneIntContext.Call(handle, millisecondsTimeout, exitContext)
             : WaitOneOnHub(hub, handle, millisecondsTimeout);
@@ -252,7 +252,7 @@ internal static partial class CooperativeThreading
         long ms = (long)timeout.TotalMilliseconds;
         bool original = ms is < -1 or > int.MaxValue;
         if (handle is Mutex && !original) return WaitOneMutex(handle, (int)ms);
-        var hub = Cooperative.ParkingHub();
+        var hub = Cooperative.WaitingHub();
         return hub is null || original || ms == 0
             ? WaitOneTimeSpanContext.Call(handle, timeout, exitContext)
             : WaitOneOnHub(hub, handle, (int)ms);
@@ -308,14 +308,14 @@ internal static partial class CooperativeThreading
 
     public static bool Join(Thread thread, int millisecondsTimeout)
     {
-        var hub = Cooperative.ParkingHub();
+        var hub = Cooperative.WaitingHub();
         if (hub is null || millisecondsTimeout is 0 or < -1 || thread == Thread.CurrentThread) return JoinInt.Call(thread, millisecondsTimeout);
         return JoinOnHub(hub, thread, millisecondsTimeout);
     }
 
     public static void Join(Thread thread)
     {
-        var hub = Cooperative.ParkingHub();
+        var hub = Cooperative.WaitingHub();
         if (hub is null || thread == Thread.CurrentThread)
         {
             JoinNone.Call(thread);
@@ -326,7 +326,7 @@ internal static partial class CooperativeThreading
 
     public static bool Join(Thread thread, TimeSpan timeout)
     {
-        var hub = Cooperative.ParkingHub();
+        var hub = Cooperative.WaitingHub();
         long ms = (long)timeout.TotalMilliseconds;
         if (hub is null || ms is 0 or < -1 or > int.MaxValue || thread == Thread.CurrentThread) return JoinTimeSpan.Call(thread, timeout);
         return JoinOnHub(hub, thread, (int)ms);

@@ -161,4 +161,55 @@ public class BclPrimitivesTests : PatchedHubTest
         JoinAllSucceeded([holder, waiter]);
         Assert.That((s_finalizersEntered, s_finalizersGaveUp), Is.EqualTo((3, 0)), "every finalizer got the lock once its holder released it");
     }
+
+    [TestCase("WaitHandle")]
+    [TestCase("WaitHandle(0)")]
+    [TestCase("ManualResetEventSlim")]
+    [TestCase("SemaphoreSlim")]
+    [TestCase("Thread.Join")]
+    public void ALoopOfWaitsThatAreAlreadySatisfiedLetsTheOtherGreenletsRun(string kind)
+    {
+        // Lucene.Net's near-real-time reopen waits `while (targetGen > searchingGen) available.WaitOne();`, and the event
+        // stays set while the generation it waits for is still being made: none of those waits blocks, and the loop held
+        // the baton for good, so the greenlet that would end it never ran again.
+        // On a hub of its own, with the blocking monitor on (it asks the holder to give way), on a background thread: on
+        // the old source the loop never ended.
+        using var handle = new ManualResetEvent(true);
+        using var slim = new ManualResetEventSlim(true);
+        using var semaphore = new SemaphoreSlim(int.MaxValue);
+        var ended = new Thread(() => { });
+        ended.Start();
+        ended.Join();
+        long flag = 0;
+        int done = 0;
+        var runner = new Thread(() =>
+        {
+            using var hub = new Hub(new HubOptions { MaxBlockingTime = TimeSpan.FromMilliseconds(40) });
+            var spinner = Green.Spawn(() =>
+            {
+                while (Interlocked.Read(ref flag) == 0)
+                {
+                    switch (kind)
+                    {
+                        case "WaitHandle": handle.WaitOne(); break;
+                        case "WaitHandle(0)": handle.WaitOne(0); break;
+                        case "ManualResetEventSlim": slim.Wait(); break;
+                        case "SemaphoreSlim": semaphore.Wait(); break;
+                        case "Thread.Join": ended.Join(); break;
+                    }
+                }
+            });
+            var setter = Green.Spawn(() =>
+            {
+                Thread.Sleep(10);
+                Interlocked.Exchange(ref flag, 1);
+            });
+            done = Green.JoinAll([spinner, setter], TimeSpan.FromSeconds(20)).Count;
+        }) { IsBackground = true };
+        runner.Start();
+        bool returned = runner.Join(TimeSpan.FromSeconds(30));
+        Interlocked.Exchange(ref flag, 1); // lets a spinner that held its hub end
+        Assert.That(returned, Is.True, "the hub's thread came back");
+        Assert.That(done, Is.EqualTo(2), "the satisfied waits gave the hub up when its monitor asked");
+    }
 }
