@@ -586,6 +586,40 @@ public class OnHubBehaviourTests : PatchedHubTest
     }
 
     [Test]
+    public void AThreadCoreLibStartsUnderItsOwnLockKeepsTheBaton()
+    {
+        // The thread pool starts a wait thread for RegisterWaitForSingleObject when its wait threads are full, holding
+        // its wait-thread lock (a LowLevelLock, which greenlets wait for with the baton held). Started with the baton
+        // released, the next greenlet to register a wait took the baton and waited for that lock, and the greenlet that
+        // held the lock never got the baton back to release it: SSH.NET's SFTP transfers (a registered wait per request)
+        // hung the process. On a hub of its own, on a background thread: on the old source it never came back.
+        var registrations = new System.Collections.Concurrent.ConcurrentBag<RegisteredWaitHandle>();
+        var events = new System.Collections.Concurrent.ConcurrentBag<ManualResetEvent>();
+        int done = 0;
+        var runner = new Thread(() =>
+        {
+            using var hub = new Hub(new HubOptions { MaxBlockingTime = null });
+            var registering = Enumerable.Range(0, 40).Select(_ => Green.Spawn(() =>
+            {
+                for (int k = 0; k < 10; k++)
+                {
+                    var signal = new ManualResetEvent(false);
+                    events.Add(signal);
+                    registrations.Add(ThreadPool.RegisterWaitForSingleObject(signal, (_, _) => { }, null, Timeout.Infinite, true));
+                    Green.Sleep(0);
+                }
+            })).ToList();
+            done = Green.JoinAll(registering, TimeSpan.FromSeconds(20)).Count;
+        }) { IsBackground = true };
+        runner.Start();
+        bool returned = runner.Join(TimeSpan.FromSeconds(30));
+        Assert.That(returned, Is.True, "the hub's thread came back");
+        Assert.That(done, Is.EqualTo(40));
+        foreach (var registration in registrations) registration.Unregister(null);
+        foreach (var signal in events) signal.Dispose();
+    }
+
+    [Test]
     public void RedirectedProcessStreamsAreReadAndWrittenByOverlappingGreenlets()
     {
         // On Unix a Process's redirected streams are pipes that .NET reads and writes through a Socket object that is no
