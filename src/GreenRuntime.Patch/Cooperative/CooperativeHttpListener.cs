@@ -22,31 +22,49 @@ internal static class CooperativeHttpListener
     /// <summary>Replaces <see cref="HttpListener.GetContext"/>.</summary>
     public static HttpListenerContext GetContext(HttpListener listener)
     {
-        var hub = Cooperative.ParkingHub();
-        var pending = TakeAbandoned(listener);
-        if (hub is null)
-            return pending is null ? GetContextSlot.Call(listener) : Result(pending);
-        if (pending is null)
+        while (true)
         {
-            try
+            var hub = Cooperative.ParkingHub();
+            var pending = TakeAbandoned(listener);
+            bool kept = pending is not null;
+            if (hub is null)
             {
-                pending = listener.GetContextAsync();
+                if (pending is null) return GetContextSlot.Call(listener);
             }
-            catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException or HttpListenerException)
+            else
             {
-                return GetContextSlot.Call(listener); // not started, closed...: the original's own exception
+                if (pending is null)
+                {
+                    try
+                    {
+                        pending = listener.GetContextAsync();
+                    }
+                    catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException or HttpListenerException)
+                    {
+                        return GetContextSlot.Call(listener); // not started, closed...: the original's own exception
+                    }
+                }
+                try
+                {
+                    Cooperative.Park(hub, pending, null, WaitReason.Socket);
+                }
+                catch
+                {
+                    if (!pending.IsCompleted || pending.IsCompletedSuccessfully) Keep(listener, pending);
+                    throw;
+                }
             }
+            if (kept && WaitCompleted(pending).IsFaulted && listener.IsListening)
+                continue; // failed by a stop that a restart has followed since: nobody's (see TakeAbandoned)
+            return Result(pending);
         }
-        try
-        {
-            Cooperative.Park(hub, pending, null, WaitReason.Socket);
-        }
-        catch
-        {
-            if (!pending.IsCompleted || pending.IsCompletedSuccessfully) Keep(listener, pending);
-            throw;
-        }
-        return Result(pending);
+    }
+
+    /// <summary>Waits off a hub, where <see cref="GetContext"/> did not park, for a kept wait to end either way.</summary>
+    private static Task<HttpListenerContext> WaitCompleted(Task<HttpListenerContext> pending)
+    {
+        if (!pending.IsCompleted) ((IAsyncResult)pending).AsyncWaitHandle.WaitOne();
+        return pending;
     }
 
     /// <summary>The wait's context, or the exception the original's wait throws: a listener stopped or closed while it
@@ -66,7 +84,8 @@ internal static class CooperativeHttpListener
 
     /// <summary>The oldest kept wait still worth waiting for. One that failed since it was kept (the listener was stopped)
     /// has nobody to report to: on a thread, the wait that failed was the caller's own, and a restarted listener's next
-    /// <c>GetContext</c> serves the next request.</summary>
+    /// <c>GetContext</c> serves the next request. The stop fails the kept wait a moment later, on another thread, so one
+    /// taken before that is dropped when it fails while the listener listens again (<see cref="GetContext"/>).</summary>
     private static Task<HttpListenerContext>? TakeAbandoned(HttpListener listener)
     {
         if (!s_abandoned.TryGetValue(listener, out var queue)) return null;

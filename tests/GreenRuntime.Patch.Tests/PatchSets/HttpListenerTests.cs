@@ -161,4 +161,28 @@ public class HttpListenerTests : PatchedHubTest
         server.Kill();
         Assert.That(answers, Is.EqualTo(new[] { "/r0", "/r1" }));
     }
+
+    [Test]
+    public void AnAbandonedWaitThatFailsOnlyAfterTheRestartedListenersNextGetContextTookItIsDropped()
+    {
+        // The stop fails the kept wait a moment later, on another thread (here after the pool is let go): the restarted
+        // listener's GetContext had already taken it to wait for, and threw the stop's failure, ending the server loop.
+        using var listener = Start(out var prefix);
+        Assert.That(Green.WithTimeout(TimeSpan.FromMilliseconds(50), () => listener.GetContext(), null), Is.Null);
+        Greenlet server;
+        using (new HeldThreadPool())
+        {
+            listener.Stop();
+            listener.Start();
+            server = Green.Spawn(() =>
+            {
+                while (true) Answer(listener.GetContext());
+            });
+            Green.Sleep(50); // the server waits for the kept wait, which has not failed yet
+        }
+        var answers = RequestFromAThread(prefix, 2, TimeSpan.FromMilliseconds(20));
+        Assert.That(server.Dead, Is.False, "the server loop goes on");
+        server.Kill();
+        Assert.That(answers, Is.EqualTo(new[] { "/r0", "/r1" }));
+    }
 }
