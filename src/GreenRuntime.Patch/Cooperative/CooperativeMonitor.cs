@@ -189,7 +189,7 @@ internal static class CooperativeMonitor
     /// <c>lock</c> block, whose <c>finally</c> exits it — where an interrupted Monitor.Wait throws anyway.</remarks>
     public static bool Wait(object obj, int millisecondsTimeout)
     {
-        var hub = Cooperative.ParkingHub();
+        var hub = Cooperative.WaitingHub(); // Wait(obj, 0) in a loop never waits
         if (hub is null || millisecondsTimeout == 0)
             return WaitInt.Call(obj, millisecondsTimeout);
         if (!Parking.CanReleaseBatonToStandIn && !WaitForStandIn(hub, ref millisecondsTimeout))

@@ -167,6 +167,8 @@ public class BclPrimitivesTests : PatchedHubTest
     [TestCase("ManualResetEventSlim")]
     [TestCase("SemaphoreSlim")]
     [TestCase("Thread.Join")]
+    [TestCase("Monitor.Wait(0)")]
+    [TestCase("Socket.Poll(0)")]
     public void ALoopOfWaitsThatAreAlreadySatisfiedLetsTheOtherGreenletsRun(string kind)
     {
         // Lucene.Net's near-real-time reopen waits `while (targetGen > searchingGen) available.WaitOne();`, and the event
@@ -180,6 +182,12 @@ public class BclPrimitivesTests : PatchedHubTest
         var ended = new Thread(() => { });
         ended.Start();
         ended.Join();
+        var monitor = new object();
+        using var listener = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        listener.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
+        listener.Listen();
+        using var client = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        client.Connect(listener.LocalEndPoint!);
         long flag = 0;
         int done = 0;
         var runner = new Thread(() =>
@@ -196,6 +204,8 @@ public class BclPrimitivesTests : PatchedHubTest
                         case "ManualResetEventSlim": slim.Wait(); break;
                         case "SemaphoreSlim": semaphore.Wait(); break;
                         case "Thread.Join": ended.Join(); break;
+                        case "Monitor.Wait(0)": lock (monitor) Monitor.Wait(monitor, 0); break;
+                        case "Socket.Poll(0)": client.Poll(0, System.Net.Sockets.SelectMode.SelectWrite); break;
                     }
                 }
             });
