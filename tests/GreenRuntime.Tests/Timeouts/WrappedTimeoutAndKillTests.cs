@@ -240,7 +240,8 @@ public class WrappedTimeoutAndKillTests : HubTest
         using (linked)
         {
             var operation = Task.Delay(Timeout.Infinite, token);
-            GreenRuntime.LowLevel.Parking.RunReleased(static t => t.WaitHandle.WaitOne(10_000), token, WaitReason.Lock, cancellationPoint: false);
+            // Until the cancellation has completed the operation (the token's handle is set before its callbacks run).
+            GreenRuntime.LowLevel.Parking.RunReleased(static o => SpinWait.SpinUntil(() => o.IsCompleted, 10_000), operation, WaitReason.Lock, cancellationPoint: false);
             try
             {
                 operation.GetAwaiter().GetResult(); // already cancelled: no blocking point
