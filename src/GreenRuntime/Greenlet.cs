@@ -616,21 +616,19 @@ public partial class Greenlet
     /// reaching a blocking point that would raise the kill or timeout first (WCF's and gRPC's first calls on a channel,
     /// made while their locks are contended). Such a cancellation, met while the kill or timeout is pending, is its doing.
     /// </summary>
-    internal static bool CarriesCancellation(Exception error)
-    {
-        for (var (x, depth) = (error, 0); x != null && depth < 32; x = x.InnerException, depth++)
-        {
-            if (x is OperationCanceledException)
-                return true;
-        }
-        return false;
-    }
+    internal static bool CarriesCancellation(Exception error) =>
+        InChain(error, 0, static (x, _) => x is OperationCanceledException);
 
-    private static bool Wraps(Exception error, Exception inner)
+    private static bool Wraps(Exception error, Exception inner) =>
+        InChain(error.InnerException, inner, static (x, wrapped) => ReferenceEquals(x, wrapped));
+
+    /// <summary>Whether an exception of the <see cref="Exception.InnerException"/> chain from <paramref name="first"/>
+    /// matches. Bounded: a chain is finite, but a pathological wrapper could nest very deeply.</summary>
+    private static bool InChain<TState>(Exception? first, TState state, Func<Exception, TState, bool> match)
     {
-        for (var (x, depth) = (error.InnerException, 0); x != null && depth < 32; x = x.InnerException, depth++)
+        for (var (x, depth) = (first, 0); x != null && depth < 32; x = x.InnerException, depth++)
         {
-            if (ReferenceEquals(x, inner))
+            if (match(x, state))
                 return true;
         }
         return false;

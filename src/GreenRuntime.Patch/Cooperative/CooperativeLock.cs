@@ -50,8 +50,7 @@ internal static class CooperativeLock
                 if (!Cooperative.CallerKeepsInterruptsOut(typeof(Lock))) throw;
                 // A kill or timeout inside CoreLib's own bookkeeping: wait on for the rest of the time (see the
                 // remarks); the handshake sends one interrupt per wait, and the kill stays pending.
-                if (s.Ms != Timeout.Infinite)
-                    left = (int)Math.Max(0, s.Ms - (Environment.TickCount64 - started));
+                left = CooperativeMonitor.TimeLeft(s.Ms, started);
             }
         }
     };

@@ -44,7 +44,11 @@ public sealed partial class Hub
     /// Whether the current greenlet can run a call with the baton released: code of a greenlet (not a
     /// callback or the scheduler), and a free carrier is allowed to take over the hub meanwhile.
     /// </summary>
-    internal bool CanReleaseBaton => CanBlockHere && !_closed && !ParkInProgress && _carriersInUse < MaxCarriers;
+    internal bool CanReleaseBaton => MayReleaseHere && _carriersInUse < MaxCarriers;
+
+    /// <summary>The part of <see cref="CanReleaseBaton"/> that does not depend on carriers: code of a greenlet, on an open
+    /// hub, not inside a park.</summary>
+    private bool MayReleaseHere => CanBlockHere && !_closed && !ParkInProgress;
 
     /// <summary>Whether the current stackful greenlet is between <see cref="BeginPark"/> and <see cref="EndPark"/>: code
     /// there must not block (Invariant), yet CoreLib may run a patched call in it (the thread pool starts a worker thread
@@ -56,7 +60,7 @@ public sealed partial class Hub
     /// can run the hub meanwhile (step 2 with a stand-in).
     /// </summary>
     internal bool CanReleaseBatonToStandIn =>
-        CanBlockHere && !_closed && !ParkInProgress && (_carriersInUse < MaxCarriers || ParkedCarrier(Carrier.ForCurrentThread()) != null);
+        MayReleaseHere && (_carriersInUse < MaxCarriers || ParkedCarrier(Carrier.ForCurrentThread()) != null);
 
     /// <summary>The carrier of a stackful greenlet parked in an ordinary park (not itself in a released call), other than
     /// <paramref name="self"/>: parked in <see cref="ParkUntilOwnerResumes"/>, so it can take the baton and run the hub until its
