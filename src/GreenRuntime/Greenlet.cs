@@ -61,6 +61,7 @@ public partial class Greenlet
         public Hub.StepWait? StepWait;
         public Exception? SendHeldBack;
         public long SendHeldBackSince;
+        public bool InterruptPending;
     }
 
     private RareState? _rare;
@@ -76,6 +77,21 @@ public partial class Greenlet
     internal Exception? PendingException;
     /// <summary>True while its carrier runs a call with the baton released (Hub.Blocking.cs): only that call's return may wake it.</summary>
     internal bool OutsideBaton;
+
+    /// <summary>Whether its current park is a wait that <see cref="System.Threading.Thread.Interrupt"/> ends on a thread
+    /// (Hub.Interrupts.cs). Set by every <see cref="Hub.BeginPark"/>; hub-only.</summary>
+    internal bool ParkInterruptible;
+
+    /// <summary>A <see cref="System.Threading.Thread.Interrupt"/> of this greenlet's thread waits for its next interruptible
+    /// wait (Hub.Interrupts.cs). Hub-only.</summary>
+    internal bool InterruptPending
+    {
+        get => _rare?.InterruptPending ?? false;
+        set
+        {
+            if (value || _rare != null) Rare.InterruptPending = value;
+        }
+    }
 
     /// <summary>For a blocking step of a stackless greenlet (Hub.Steps.cs): the step as one of that greenlet's waits.</summary>
     internal Hub.StepWait? StepWait { get => _rare?.StepWait; set => Rare.StepWait = value; }

@@ -43,7 +43,7 @@ internal static class CooperativeTime
         bool others;
         using (Green.Shield())
             others = Parking.Yield();
-        RaiseUnlessBackingOff();
+        RaiseUnlessBackingOff(interruptible: false); // a thread's Yield is no wait: its interrupt waits for the next one
         return others;
     }
 
@@ -62,7 +62,7 @@ internal static class CooperativeTime
         }
         using (Green.Shield())
             Green.Sleep(TimeSpan.FromMilliseconds(milliseconds));
-        RaiseUnlessBackingOff();
+        RaiseUnlessBackingOff(interruptible: true);
     }
 
     // Thread.Sleep(0), Thread.Sleep(1) and Thread.Yield are how CoreLib's spin loops back off (SpinWait, and so
@@ -74,10 +74,15 @@ internal static class CooperativeTime
     // killable, a back-off inside CoreLib raises at the greenlet's next blocking call instead. A SpinWait counts as its
     // caller's: SpinLock's spins are CoreLib's, SpinWait.SpinUntil in user code or NamedPipeClientStream.Connect's wait
     // for its pipe are polling loops (a kill or timeout of either was ignored until the condition came true). The stack
-    // is looked at only when something is pending.
-    private static void RaiseUnlessBackingOff()
+    // is looked at only when something is pending. The interrupt of the greenlet's thread (Parking.InterruptGreenletOf)
+    // follows the same rule: a thread's short sleep throws it, CoreLib's back-off leaves it for the next wait.
+    private static void RaiseUnlessBackingOff(bool interruptible)
     {
-        if (Parking.CancellationPending && !Cooperative.CalledByCoreLib(typeof(Thread)))
+        bool interrupted = interruptible && Parking.InterruptPending;
+        if ((Parking.CancellationPending || interrupted) && !Cooperative.CalledByCoreLib(typeof(Thread)))
+        {
             Parking.Yield(); // a cancellation point: raises what is pending
+            if (interrupted) Parking.ThrowIfInterrupted();
+        }
     }
 }

@@ -47,6 +47,7 @@ internal sealed class ThreadingPatchSet : PatchSet
         new("System.Threading.WaitHandle.WaitMultiple(ReadOnlySpan`1, Boolean, Int32) (WaitAll, WaitAny)", CooperativeThreading.WaitMultipleMethod, C.GetMethod(nameof(CooperativeThreading.WaitMultiple))!, CooperativeThreading.WaitMultipleSlot, WarmUpWaitMultiple),
         Point(typeof(Mutex), "ReleaseMutex", [], C, nameof(CooperativeThreading.ReleaseMutex), CooperativeThreading.ReleaseMutexSlot) with { WarmUp = WarmUpReleaseMutex },
         Point(typeof(Thread), "StartCore", [], C, nameof(CooperativeThreading.StartCore), CooperativeThreading.StartCoreSlot),
+        Point(typeof(Thread), "Interrupt", [], C, nameof(CooperativeThreading.Interrupt), CooperativeThreading.InterruptSlot),
         Point(typeof(Thread), "Join", [typeof(int)], C, "Join", CooperativeThreading.JoinInt),
         Point(typeof(Thread), "Join", [], C, "Join", CooperativeThreading.JoinNone),
         Point(typeof(Thread), "Join", [typeof(TimeSpan)], C, "Join", CooperativeThreading.JoinTimeSpan),

@@ -78,6 +78,13 @@ internal sealed class Carrier
     /// <summary>The carrier of the calling thread, or null when it never was one (no allocation).</summary>
     public static Carrier? CurrentOrNull => t_current;
 
+    // Every carrier by its thread, for what other threads do to a greenlet's thread (Thread.Interrupt). Weak: a carrier
+    // made for a user's thread goes with the thread.
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Thread, Carrier> s_byThread = new();
+
+    /// <summary>The carrier <paramref name="thread"/> is, or null when it never was one. Any thread.</summary>
+    public static Carrier? Of(Thread thread) => s_byThread.TryGetValue(thread, out var carrier) ? carrier : null;
+
     /// <summary>The carrier of the calling thread, created for threads that are not pooled carriers.</summary>
     public static Carrier ForCurrentThread() => t_current ?? CreateForCurrentThread();
 
@@ -90,6 +97,7 @@ internal sealed class Carrier
 
     private void BindToCurrentThread()
     {
+        s_byThread.AddOrUpdate(Thread.CurrentThread, this);
         if (!IsPooled)
         {
             _originalMask = Affinity.Save(); // a thread of the user's (or a hub's own): its mask is its owner's

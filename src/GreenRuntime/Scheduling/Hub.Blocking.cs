@@ -100,7 +100,9 @@ public sealed partial class Hub
         // cleanup takes locks in finally blocks after a kill, and a thread's Monitor.Enter does not fail either).
         var owner = _current;
         AssertMayBlock();
-        if (raisePending) RaisePending(owner);
+        // A wait that a thread's interrupt ends (Hub.Interrupts.cs), whether or not kills interrupt it.
+        bool alertable = interruptible || IsInterruptible(reason);
+        if (raisePending) RaisePending(owner, alertable);
         var self = Carrier.ForCurrentThread();
         // The carrier that runs the hub meanwhile is found before anything changes: with none (the kernel refused a
         // thread), the call runs with the baton held, as the original would.
@@ -114,7 +116,7 @@ public sealed partial class Hub
         self.Owner = g;
         g.Carrier = self;
         g.OutsideBaton = true;
-        var interrupt = interruptible ? new ReleasedInterrupt(Thread.CurrentThread) : null;
+        var interrupt = alertable ? new ReleasedInterrupt(Thread.CurrentThread, forKills: interruptible) : null;
         g.ReleasedInterrupt = interrupt;
         _pendingExternal++;
         _inScheduler = true;

@@ -24,7 +24,8 @@ public sealed partial class Hub
     {
         AssertMayBlock();
         var g = _current;
-        if (raise) RaisePending(g);
+        bool interruptible = raise && IsInterruptible(reason);
+        if (raise) RaisePending(g, interruptible);
         // A stackless greenlet's steps may block at once: each parks an identity of its own (Hub.Steps.cs). Switch is
         // the exception: whoever switches back resumes the greenlet that switched away.
         if (g.IsStackless && reason != WaitReason.Switch) g = BeginStep(g);
@@ -34,13 +35,15 @@ public sealed partial class Hub
             $"Invariant broken: {g} began a park ({reason}) while its park for {g.WaitReason} had not ended; code between BeginPark and EndPark must not block.");
         g.State = GreenletState.Parked;
         g.WaitReason = reason;
+        g.ParkInterruptible = interruptible;
         g.ParkedAt = _time.GetTimestamp();
         _waitCounts[(int)reason]++;
         return new WakeToken(g, ++g.ParkSequence);
     }
 
-    /// <summary>At a cancellation point of <paramref name="g"/>: throws the kill or timeout pending for it, if any.</summary>
-    private void RaisePending(Greenlet g)
+    /// <summary>At a cancellation point of <paramref name="g"/>: throws the kill or timeout pending for it, if any, and
+    /// at an <paramref name="interruptible"/> one then the interrupt of its thread (Hub.Interrupts.cs).</summary>
+    private void RaisePending(Greenlet g, bool interruptible = false)
     {
         if (g.ShieldDepth > 0) return; // a shield holds kills and timeouts back (CancellationShield)
         if (g.PendingException is { } pending)
@@ -61,6 +64,11 @@ public sealed partial class Hub
             if (!g.IsStackless) GiveWay();
             LowLevel.KillLinkedSource.CancelQueued(g);
             throw g.Raising(sticky);
+        }
+        if (interruptible && g.InterruptPending)
+        {
+            g.InterruptPending = false;
+            throw new ThreadInterruptedException();
         }
     }
 
@@ -139,7 +147,7 @@ public sealed partial class Hub
             if (error != null)
             {
                 g.PendingException ??= error;
-                g.ReleasedInterrupt?.Request(error);
+                if (g.ReleasedInterrupt is { ForKills: true } interrupt) interrupt.Request(error);
             }
             return false;
         }

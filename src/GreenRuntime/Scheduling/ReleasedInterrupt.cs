@@ -33,8 +33,14 @@ namespace GreenRuntime.Scheduling;
 /// <param name="carrierThread">The thread that waits.</param>
 /// <param name="interrupt">How the interrupt is delivered: <see cref="Thread.Interrupt"/> (tests slow it down to hold the
 /// handshake in state Requested).</param>
-internal sealed class ReleasedInterrupt(Thread carrierThread, Action<Thread>? interrupt = null)
+/// <param name="forKills">Whether a kill or timeout interrupts the wait; when false, only the interrupt of the greenlet's
+/// thread that someone asked for does (Hub.Interrupts.cs): a wait that a thread's interrupt ends, whose interrupted form
+/// a kill must not rely on (SemaphoreSlim's, see CooperativeThreading).</param>
+internal sealed class ReleasedInterrupt(Thread carrierThread, Action<Thread>? interrupt = null, bool forKills = true)
 {
+    /// <summary>See the constructor's <c>forKills</c>.</summary>
+    public bool ForKills => forKills;
+
     private const int Waiting = 0, Returned = 1, Requested = 2, Delivered = 3;
 
     private int _state;
@@ -43,16 +49,33 @@ internal sealed class ReleasedInterrupt(Thread carrierThread, Action<Thread>? in
     public Exception? Reason { get; private set; }
 
     /// <summary>Hub side, on the baton holder: interrupts the wait if it has not returned yet. Never blocks.</summary>
-    /// <param name="reason">The kill or timeout the interrupt stands for.</param>
-    public void Request(Exception reason)
+    /// <param name="reason">The kill or timeout the interrupt stands for (or the interrupt of the greenlet's thread that
+    /// someone asked for: Hub.Interrupts.cs).</param>
+    /// <returns>False when the wait has returned already, or was interrupted before.</returns>
+    public bool Request(Exception reason)
     {
         if (Interlocked.CompareExchange(ref _state, Requested, Waiting) != Waiting)
-            return;
+            return false;
         Reason = reason;
-        if (interrupt is null) carrierThread.Interrupt();
-        else interrupt(carrierThread);
+        t_delivering = true; // the real interrupt, not one for a greenlet (Hub.Interrupts.cs)
+        try
+        {
+            if (interrupt is null) carrierThread.Interrupt();
+            else interrupt(carrierThread);
+        }
+        finally
+        {
+            t_delivering = false;
+        }
         Volatile.Write(ref _state, Delivered);
+        return true;
     }
+
+    [ThreadStatic] private static bool t_delivering;
+
+    /// <summary>Whether the calling thread is inside <see cref="Request"/>: its <see cref="Thread.Interrupt"/> is this
+    /// handshake's, for the carrier's own thread, even where Thread.Interrupt is patched to reach greenlets instead.</summary>
+    public static bool Delivering => t_delivering;
 
     /// <summary>
     /// Carrier side, right after the wait returned or threw (no baton): leaves no interrupt pending on this

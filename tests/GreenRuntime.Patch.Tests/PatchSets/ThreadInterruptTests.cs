@@ -1,0 +1,177 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+
+namespace GreenRuntime.Patch.Tests.PatchSets;
+
+/// <summary>
+/// <c>Thread.Interrupt</c> of a greenlet's thread, the old way of cancelling a worker, is the greenlet's: its interruptible
+/// waits throw <see cref="ThreadInterruptedException"/> at once, those a thread's interrupt does not end either (a socket
+/// read) leave it for the next one, and nothing of it is left on the carrier for whichever greenlet runs there next.
+/// </summary>
+public class ThreadInterruptTests : PatchedHubTest
+{
+    private static readonly TimeSpan Long = TimeSpan.FromSeconds(10);
+
+    public static IEnumerable<TestCaseData> Waits()
+    {
+        yield return new TestCaseData((Action)(() => Thread.Sleep(Long))).SetArgDisplayNames("Thread.Sleep");
+        yield return new TestCaseData((Action)(() => Task.Delay(Long).Wait())).SetArgDisplayNames("Task.Wait");
+        yield return new TestCaseData((Action)(() => SpinWait.SpinUntil(() => false, Long))).SetArgDisplayNames("SpinWait.SpinUntil");
+        yield return new TestCaseData((Action)(() => new ManualResetEventSlim().Wait(Long))).SetArgDisplayNames("ManualResetEventSlim.Wait");
+        yield return new TestCaseData((Action)(() => new SemaphoreSlim(0).Wait(Long))).SetArgDisplayNames("SemaphoreSlim.Wait");
+        yield return new TestCaseData((Action)(() => new AutoResetEvent(false).WaitOne(Long))).SetArgDisplayNames("WaitHandle.WaitOne");
+        yield return new TestCaseData((Action)(() =>
+        {
+            var gate = new object();
+            lock (gate) Monitor.Wait(gate, Long);
+        })).SetArgDisplayNames("Monitor.Wait");
+    }
+
+    [TestCaseSource(nameof(Waits))]
+    public void AnotherGreenletsInterruptEndsTheWaitAtOnce(Action wait) =>
+        InterruptEndsTheWait(wait, target => Green.Spawn(() => target.Interrupt()).Join());
+
+    [TestCaseSource(nameof(Waits))]
+    public void APlainThreadsInterruptEndsTheWaitAtOnce(Action wait) =>
+        InterruptEndsTheWait(wait, target =>
+        {
+            var thread = new Thread(target.Interrupt);
+            thread.Start();
+            thread.Join();
+        });
+
+    private static void InterruptEndsTheWait(Action wait, Action<Thread> interrupt)
+    {
+        for (int round = 0; round < 3; round++)
+        {
+            Thread? target = null;
+            Exception? outcome = null;
+            long ended = 0;
+            var waiter = Green.Spawn(() =>
+            {
+                target = Thread.CurrentThread;
+                try
+                {
+                    wait();
+                }
+                catch (Exception e)
+                {
+                    outcome = e;
+                }
+                ended = Stopwatch.GetTimestamp();
+            });
+            Green.Sleep(50);
+            long sent = Stopwatch.GetTimestamp();
+            interrupt(target!);
+            waiter.Join();
+            Assert.That(outcome, Is.InstanceOf<ThreadInterruptedException>(), $"round {round}");
+            Assert.That(Stopwatch.GetElapsedTime(sent, ended), Is.LessThan(TimeSpan.FromSeconds(5)), "the wait ran on instead of ending");
+            AssertNoInterruptLeftBehind();
+        }
+    }
+
+    [Test]
+    public void AnInterruptDuringASocketReadWaitsForTheGreenletsNextWaitAsOnAThread()
+    {
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen();
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        client.Connect(listener.LocalEndPoint!);
+        using var server = listener.Accept();
+        Thread? target = null;
+        int received = -1;
+        Exception? atNextWait = null;
+        var reader = Green.Spawn(() =>
+        {
+            target = Thread.CurrentThread;
+            received = client.Receive(new byte[1]); // a thread's interrupt does not end a socket read
+            try
+            {
+                Thread.Sleep(Long);
+            }
+            catch (ThreadInterruptedException e)
+            {
+                atNextWait = e;
+            }
+        });
+        Green.Sleep(50);
+        target!.Interrupt();
+        Green.Sleep(100);
+        Assert.That(reader.Ready, Is.False, "the read ended without its byte");
+        server.Send([42]);
+        reader.Join();
+        Assert.That(received, Is.EqualTo(1));
+        Assert.That(atNextWait, Is.Not.Null, "the interrupt was lost");
+        AssertNoInterruptLeftBehind();
+    }
+
+    [Test]
+    public void AGreenletThatInterruptsItselfGetsItAtItsNextWait()
+    {
+        var g = Green.Spawn(() =>
+        {
+            Thread.CurrentThread.Interrupt();
+            Thread.Sleep(10_000);
+        });
+        g.Join();
+        Assert.That(g.Exception, Is.InstanceOf<ThreadInterruptedException>());
+        AssertNoInterruptLeftBehind();
+    }
+
+    [Test]
+    public void TheThreadOfAGreenletThatHasEndedIsLeftAlone()
+    {
+        Thread? stale = null;
+        Green.Spawn(() => stale = Thread.CurrentThread).Join();
+        stale!.Interrupt(); // a pooled carrier now: the greenlet the caller knew has ended
+        AssertNoInterruptLeftBehind();
+    }
+
+    [Test]
+    public void APlainThreadIsInterruptedByTheOriginal()
+    {
+        Exception? outcome = null;
+        using var started = new ManualResetEventSlim();
+        var thread = new Thread(() =>
+        {
+            started.Set();
+            try
+            {
+                Thread.Sleep(Long);
+            }
+            catch (Exception e)
+            {
+                outcome = e;
+            }
+        });
+        thread.Start();
+        started.Wait();
+        thread.Interrupt();
+        Assert.That(thread.Join(TimeSpan.FromSeconds(5)), Is.True);
+        Assert.That(outcome, Is.InstanceOf<ThreadInterruptedException>());
+    }
+
+    /// <summary>Later greenlets, which reuse the carriers, wait without meeting an interrupt that was not theirs.</summary>
+    private static void AssertNoInterruptLeftBehind()
+    {
+        int stray = 0;
+        var later = Enumerable.Range(0, 20).Select(_ => Green.Spawn(() =>
+        {
+            try
+            {
+                new ManualResetEventSlim().Wait(5);
+                Thread.Sleep(1);
+                var gate = new object();
+                lock (gate) Monitor.Wait(gate, 1);
+            }
+            catch (ThreadInterruptedException)
+            {
+                Interlocked.Increment(ref stray);
+            }
+        })).ToList();
+        Green.JoinAll(later);
+        Assert.That(stray, Is.Zero, "an interrupt was left on a carrier");
+    }
+}
