@@ -158,8 +158,9 @@ internal static class Cooperative
             || (c.Flags == ExceptionHandlingClauseOptions.Clause && c.CatchType == typeof(ThreadInterruptedException)));
     }
 
-    /// <summary>The first frame of the stack that is neither the runtime's nor <paramref name="api"/>'s own, nor <see cref="SpinWait"/>'s.</summary>
-    private static System.Diagnostics.StackFrame? Caller(Type api)
+    /// <summary>The first frame of the stack that is neither the runtime's nor <paramref name="api"/>'s own, nor <see cref="SpinWait"/>'s.
+    /// Costs a stack walk, as CalledByCoreLib.</summary>
+    internal static System.Diagnostics.StackFrame? Caller(Type api)
     {
         foreach (var frame in new System.Diagnostics.StackTrace(1, false).GetFrames())
         {

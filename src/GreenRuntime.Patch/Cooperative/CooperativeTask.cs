@@ -28,6 +28,8 @@ namespace GreenRuntime.Cooperative;
 /// withdraws the waiter from that queue. After a kill that cancelled the greenlet's own token, it also lets the task end
 /// (at most 5 s): the task is often a query given that token, still reading the connection the greenlet's <c>using</c>
 /// blocks are about to close.</para>
+/// <para>The wait of <c>Parallel.For</c>, <c>ForEach</c> and <c>Invoke</c> for their iterations on pool threads is no
+/// cancellation point while a kill or timeout is pending (<see cref="ShieldParallelsOwnWait"/>).</para>
 /// </remarks>
 internal static class CooperativeTask
 {
@@ -48,14 +50,57 @@ internal static class CooperativeTask
         var hub = Cooperative.WaitingHub();
         if (hub is null || millisecondsTimeout == 0 || task.IsCompleted || cancellationToken.IsCancellationRequested)
             return Wait.Call(task, millisecondsTimeout, cancellationToken);
-        Parking.WaitingFor(task);
-        if (RunsContinuationsAsynchronously(task) && Parking.CanReleaseBaton)
-            return new ReleasedWait([task], all: false, millisecondsTimeout, cancellationToken).Run();
-        Park(hub, task, cancellationToken, millisecondsTimeout);
-        // The original with a zero timeout returns false for a cancelled token, where its wait would have thrown: throw
-        // as that wait does (Polly's pessimistic timeout waits with its timeout's token, then reads the Result).
-        if (!task.IsCompleted) cancellationToken.ThrowIfCancellationRequested();
-        return Wait.Call(task, 0, cancellationToken);
+        using (ShieldParallelsOwnWait())
+        {
+            Parking.WaitingFor(task);
+            if (RunsContinuationsAsynchronously(task) && Parking.CanReleaseBaton)
+                return new ReleasedWait([task], all: false, millisecondsTimeout, cancellationToken).Run();
+            Park(hub, task, cancellationToken, millisecondsTimeout);
+            // The original with a zero timeout returns false for a cancelled token, where its wait would have thrown: throw
+            // as that wait does (Polly's pessimistic timeout waits with its timeout's token, then reads the Result).
+            if (!task.IsCompleted) cancellationToken.ThrowIfCancellationRequested();
+            return Wait.Call(task, 0, cancellationToken);
+        }
+    }
+
+    private static readonly Type? s_taskReplicator = typeof(Parallel).Assembly.GetType("System.Threading.Tasks.TaskReplicator");
+
+    /// <summary>A shield around the wait when it is <see cref="Parallel"/>'s own wait for the work it started and a kill or
+    /// timeout is already pending; otherwise nothing (a default shield, whose disposal does nothing).</summary>
+    /// <remarks>
+    /// <para><c>Parallel.For</c>, <c>ForEach</c> and <c>Invoke</c> run part of the work on the calling greenlet and the rest
+    /// on pool threads, and wait for the pool's part before they return: <c>TaskReplicator.Run</c> waits for each replica
+    /// (<c>Replica.Wait</c>, a <c>Task.Wait</c> loop), <c>Parallel.Invoke</c> with at most 10 actions and no
+    /// <c>MaxDegreeOfParallelism</c> below their count waits with <c>Task.WaitAll</c>. A kill or timeout raised in the
+    /// greenlet's own part is caught there and recorded, and the loop tells the other replicas to stop; the wait that
+    /// follows then met the same kill again (cancellation is level-triggered, docs/core.md) and <c>Parallel</c> returned
+    /// at once, its iterations still running on pool threads after the greenlet's <c>finally</c> blocks and its
+    /// <c>Join</c> (2–3 of 4 in a loop of 50 ms iterations). A thread's interrupt is consumed where it is thrown, so on a
+    /// thread that wait completes and <c>Parallel</c> throws its <see cref="AggregateException"/> with the interrupt. So
+    /// with a kill or timeout pending, this wait is no cancellation point: shielded, it waits until the work has ended,
+    /// and the kill or timeout, inside the <see cref="AggregateException"/>, ends the greenlet or the timeout's scope as
+    /// a raised one does (Greenlet.SetResult, GreenTimeoutException.RaisedBy). A second kill that comes meanwhile waits as
+    /// well; the wait is bounded by the iterations under way, after which the loop's replicas stop, or by
+    /// <c>Parallel.Invoke</c>'s other actions, which a thread waits for too. A kill or timeout that comes while the wait is
+    /// under way with nothing pending ends it, as an interrupt ends a thread's.</para>
+    /// <para>Narrow on purpose: only these two callers, in the Parallel assembly. Other framework code that waits for a
+    /// task (a legacy <c>EndRead</c> through CoreLib's <c>TaskToAsyncResult.End</c>) stays a cancellation point. The caller
+    /// is read from the stack, and only when something is pending: the wait's fast path walks no stack.</para>
+    /// </remarks>
+    private static CancellationShield ShieldParallelsOwnWait() =>
+        Parking.CancellationPending && IsParallelsOwnWait() ? Green.Shield() : default;
+
+    private static bool IsParallelsOwnWait()
+    {
+        if (Cooperative.Caller(typeof(Task))?.GetMethod() is not { DeclaringType: { } type } method || type.Assembly != typeof(Parallel).Assembly)
+            return false;
+        if (type == typeof(Parallel)) return method.Name == nameof(Parallel.Invoke);
+        // Replica.Wait, or TaskReplicator.Run where the JIT inlined it there.
+        for (var t = type; t is not null; t = t.DeclaringType)
+        {
+            if (t == s_taskReplicator) return true;
+        }
+        return false;
     }
 
     /// <summary>Parks until <paramref name="done"/> completes, the token is cancelled or the time is up. A kill or timeout
@@ -144,20 +189,21 @@ internal static class CooperativeTask
             pending |= !t.IsCompleted;
             Parking.WaitingFor(t);
         }
-        if (pending && Parking.CanReleaseBaton)
+        if (!pending) return WaitAll.Call(tasks, 0, cancellationToken);
+        using (ShieldParallelsOwnWait())
         {
-            foreach (var t in tasks)
+            if (Parking.CanReleaseBaton)
             {
-                if (!t.IsCompleted && RunsContinuationsAsynchronously(t))
-                    return new ReleasedWait(tasks.ToArray(), all: true, millisecondsTimeout, cancellationToken).Run();
+                foreach (var t in tasks)
+                {
+                    if (!t.IsCompleted && RunsContinuationsAsynchronously(t))
+                        return new ReleasedWait(tasks.ToArray(), all: true, millisecondsTimeout, cancellationToken).Run();
+                }
             }
-        }
-        if (pending)
-        {
             var all = Task.WhenAll(tasks.ToArray());
             Park(hub, all, cancellationToken, millisecondsTimeout);
             if (all.IsFaulted) _ = all.Exception; // observed: the original reports the failures below
+            return WaitAll.Call(tasks, 0, cancellationToken);
         }
-        return WaitAll.Call(tasks, 0, cancellationToken);
     }
 }
