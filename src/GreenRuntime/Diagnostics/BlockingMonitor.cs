@@ -16,7 +16,8 @@
 //      stub before any named frame is retried once while the episode lasts; a stack whose top is the scheduler
 //      (taken after the holder released the baton) is dropped with that reason.
 //   3. Every sample also feeds the starvation window (StarvationWindow.cs): many holds each too short for step 2
-//      that together starve the hub are reported once per window (event 16).
+//      that together starve the hub are reported once per window (event 16); the windows a reported episode lasts
+//      into are not (NoteEpisode at the report, EndEpisode when its epoch ends).
 // Invariant: at most one report per epoch (the `reported` flag is cleared only when the epoch changes).
 // Cost: a sample is a few field reads and no allocation; the thread sleeps on a ManualResetEventSlim between
 // samples. Time is real time (Stopwatch), not HubOptions.TimeProvider: a blocked thread blocks in real time.
@@ -107,6 +108,7 @@ internal sealed class BlockingMonitor
                 {
                     if (reported)
                     {
+                        _starvation.EndEpisode();
                         // After a capture the monitor looks again only once it is done, so only a bound is known:
                         // the episode ended between the report and now.
                         if (endUncertain)

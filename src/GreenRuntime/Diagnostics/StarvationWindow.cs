@@ -33,10 +33,13 @@ internal sealed class StarvationWindow
     private long _windowStart = Stopwatch.GetTimestamp();
     private long _lastReport = long.MinValue / 2;
     private int _samples, _blocked;
-    private bool _episodeInWindow;
+    private bool _episodeInWindow, _episodeOngoing;
 
-    /// <summary>A blocked episode was reported in this window: the window is not reported again.</summary>
-    public void NoteEpisode() => _episodeInWindow = true;
+    /// <summary>A blocked episode was reported: this window, and every later one it lasts into, is not reported again.</summary>
+    public void NoteEpisode() => _episodeInWindow = _episodeOngoing = true;
+
+    /// <summary>The reported episode ended (the baton moved): windows from the next one on are judged again.</summary>
+    public void EndEpisode() => _episodeOngoing = false;
 
     /// <summary>Adds one sample; returns a report to log when the window just closed starved, else null.</summary>
     public (int Percent, int WindowMs, string Holders)? Sample(Hub hub, long now)
@@ -64,7 +67,9 @@ internal sealed class StarvationWindow
         }
         _windowStart = now;
         _samples = _blocked = 0;
-        _episodeInWindow = false;
+        // One hold reported once (event 10) filled every later window it lasted into with blocked samples: each was
+        // reported again as starvation, every ReportInterval, for as long as the hold went on.
+        _episodeInWindow = _episodeOngoing;
         _holders.Clear();
         return report;
     }

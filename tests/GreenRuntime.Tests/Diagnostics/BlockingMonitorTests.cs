@@ -284,6 +284,30 @@ public class BlockingMonitorTests
     }
 
     [Test]
+    public void OneLongHoldIsReportedOnceAndNotAgainAsStarvationInTheWindowsItLastsInto()
+    {
+        var saved = StarvationWindow.ReportInterval;
+        StarvationWindow.ReportInterval = TimeSpan.Zero; // every starved window would be reported
+        try
+        {
+            CreateHub(TimeSpan.FromMilliseconds(300), captureStacks: false);
+            // A ticker waits while one greenlet holds the baton 3.5 s in a real sleep (this test project does not
+            // patch): one blocked episode, lasting into three more 1 s windows that are all blocked samples.
+            var ticker = Green.Spawn(() => { for (int i = 0; i < 10; i++) Green.Sleep(5); }, "ticker");
+            var holder = Green.Spawn(() => Thread.Sleep(3500), "long-hold");
+            Green.JoinAll([ticker, holder]);
+            Green.Sleep(1300); // the window the hold ended in closes (idle, so not starved either way)
+            Assert.That(_logs.Entries.Where(e => e.EventId.Id is 10 or 11).Select(e => e.Message).ToList(), Has.Count.EqualTo(1).And.All.Contain("long-hold"));
+            Assert.That(_logs.Entries.Where(e => e.EventId.Id == 16).Select(e => e.Message), Is.Empty,
+                "the windows of an episode already reported are not reported again");
+        }
+        finally
+        {
+            StarvationWindow.ReportInterval = saved;
+        }
+    }
+
+    [Test]
     public void GreenletsThatWaitCooperativelyAreNotReportedAsStarvation()
     {
         var saved = StarvationWindow.ReportInterval;
