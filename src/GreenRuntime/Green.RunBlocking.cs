@@ -16,10 +16,18 @@ public static partial class Green
     /// greenlets share without synchronisation, and it cannot use greenlet operations (Spawn, Sleep, Join,
     /// waits on primitives: they throw <see cref="InvalidOperationException"/>). Patched BCL methods it calls
     /// run their blocking originals.</para>
-    /// <para>A kill or timeout that arrives meanwhile cannot interrupt the call: it is raised when the call has
-    /// returned.</para>
+    /// <para>A kill or timeout that arrives meanwhile cannot interrupt the call, nor take away what it did: a call that
+    /// returned returns its value, and the kill or timeout stays pending, raised at the greenlet's next blocking point,
+    /// as a thread's <see cref="Thread.Interrupt"/> during a native call is raised at its next wait. So
+    /// <c>using var c = Green.RunBlocking(() => Open());</c> disposes the connection when the kill unwinds from the next
+    /// call that blocks. <paramref name="action"/> follows the same rule: it has no value to lose, but it may have stored
+    /// what it made (<c>Green.RunBlocking(() => conn = Open())</c>), and one rule for both forms means that choosing one
+    /// never moves where a kill lands. One already pending when the call would start (a killed greenlet, an expired
+    /// <see cref="GreenTimeout"/>) is raised instead, before anything starts. A call that throws throws its own
+    /// exception.</para>
     /// <para>Off a hub, or where the hub cannot be given away (a link or timer callback), the call simply runs.
-    /// On a stackless greenlet it runs on the thread pool and is waited for cooperatively.</para>
+    /// On a stackless greenlet it runs on the thread pool and is waited for cooperatively: a kill or timeout ends that
+    /// wait at once, and what the call returns afterwards is dropped.</para>
     /// </remarks>
     /// <example>
     /// <code>
@@ -46,7 +54,7 @@ public static partial class Green
             return call(state);
         if (hub.CurrentGreenlet.IsStackless)
             return Wait(Task.Run(() => call(state)));
-        return hub.RunReleased(static s => OffTheHubsCpu(s.call, s.state), (call, state), WaitReason.Blocking, raisePending: true);
+        return hub.RunReleased(static s => OffTheHubsCpu(s.call, s.state), (call, state), WaitReason.Blocking, raisePending: true, keepResult: true);
     }
 
     /// <summary>The call, on the greenlet's carrier, with the process's CPU mask when the hub is pinned to one CPU: it runs

@@ -21,8 +21,9 @@
 // Every park has exactly one wake: while G is OutsideBaton, TryWake refuses every other waker. A kill or an
 // expired timeout is stored in PendingException instead and raised when the call has returned (a blocking
 // call cannot be interrupted halfway; Monitor.Wait is the exception, woken by Thread.Interrupt, see
-// ReleasedInterrupt.cs), except where the caller asks to keep it pending (a lock that was just acquired must
-// reach the code that releases it).
+// ReleasedInterrupt.cs), except where the caller asks to keep it pending: a lock that was just acquired must
+// reach the code that releases it, and what Green.RunBlocking's call returned (a connection it opened) must reach
+// the code that disposes it (keepResult).
 //
 // Invariant 1 holds throughout: between steps 2 and 5 C runs only the call, which is not greenlet code of
 // the hub; it touches no hub state (the comments below mark the one line after which it may not).
@@ -87,14 +88,18 @@ public sealed partial class Hub
     /// <param name="state">Passed to <paramref name="call"/> (so callers need no closure).</param>
     /// <param name="reason">What run-info reports the greenlet as waiting for meanwhile.</param>
     /// <param name="raisePending">Whether the call is a cancellation point: a kill or timeout already pending is raised
-    /// before it starts, and one that arrived meanwhile as soon as it has returned. False (entering a lock) leaves
-    /// both for the greenlet's next blocking point.</param>
+    /// before it starts, and one that arrived meanwhile as soon as it has returned (but see <paramref name="keepResult"/>).
+    /// False (entering a lock) leaves both for the greenlet's next blocking point.</param>
     /// <param name="interruptible">A kill or timeout interrupts the call with <see cref="Thread.Interrupt"/>
     /// (ReleasedInterrupt.cs): only for calls whose interrupted form leaves a consistent state (Monitor.Wait
     /// throws after re-acquiring the monitor); never for arbitrary user code.</param>
     /// <param name="standIn">With no free carrier left, a parked greenlet's carrier runs the hub meanwhile (step 2;
     /// <see cref="CanReleaseBatonToStandIn"/> must be true).</param>
-    internal TResult RunReleased<TState, TResult>(Func<TState, TResult> call, TState state, WaitReason reason, bool raisePending, bool interruptible = false, bool standIn = false)
+    /// <param name="keepResult">A call that returned is returned, and a kill or timeout that arrived meanwhile stays pending
+    /// for the greenlet's next blocking point (<see cref="Green.RunBlocking(Action)"/>: what the call made, a connection
+    /// it opened, must reach the code that disposes it). With <paramref name="raisePending"/>, one already pending is still
+    /// raised before the call starts.</param>
+    internal TResult RunReleased<TState, TResult>(Func<TState, TResult> call, TState state, WaitReason reason, bool raisePending, bool interruptible = false, bool standIn = false, bool keepResult = false)
     {
         // A cancellation point raises a kill already pending before the call starts; entering a lock is not one (legacy
         // cleanup takes locks in finally blocks after a kill, and a thread's Monitor.Enter does not fail either).
@@ -166,7 +171,7 @@ public sealed partial class Hub
             owner.Raising(failure.SourceException);
             failure.Throw();
         }
-        if (raisePending && owner.ShieldDepth == 0)
+        if (raisePending && !keepResult && owner.ShieldDepth == 0)
         {
             if (g != owner && g.PendingException is { } killed) throw owner.Raising(killed); // the step was failed for the greenlet
             if (owner.PendingException is { } pending)

@@ -82,28 +82,172 @@ public class RunBlockingTests : HubTest
         Assert.That(g.Exception!.StackTrace, Does.Contain(nameof(TheCallsExceptionPropagatesWithItsStack)));
     }
 
-    [Test]
-    public void AKillArrivingMeanwhileIsRaisedWhenTheCallReturns()
+    private sealed class Connection : IDisposable
     {
+        public bool Disposed;
+        public void Dispose() => Disposed = true;
+    }
+
+    [Test]
+    public void AKillArrivingMeanwhileLeavesTheReturnedValueToTheCallerAndIsRaisedAtTheNextBlockingPoint()
+    {
+        // `using var c = Green.RunBlocking(Open)`: a kill raised as the call returned lost the connection it opened (20 of
+        // 20 left open on the server under KillAll). A thread's interrupt during a native call is raised at its next wait,
+        // inside the using; so is the kill.
         using var entered = new ManualResetEventSlim();
-        var finishedCall = false;
+        Connection? opened = null;
+        var afterCall = false;
+        var g = Green.Spawn(() =>
+        {
+            using var c = Green.RunBlocking(() =>
+            {
+                entered.Set();
+                Thread.Sleep(200); // a real block: the test project does not patch
+                return opened = new Connection();
+            });
+            afterCall = true;
+            Green.Sleep(10_000); // the next blocking point
+            Assert.Fail("the kill must be raised at the next blocking point");
+        });
+        Green.Wait(Task.Run(() => entered.Wait()));
+        g.Kill(block: true);
+        Assert.Multiple(() =>
+        {
+            Assert.That(afterCall, Is.True, "the call's value reached the caller");
+            Assert.That(opened?.Disposed, Is.True, "the using disposed it as the kill unwound");
+            Assert.That(g.Value, Is.InstanceOf<GreenletExit>(), "killed, at the next blocking point");
+        });
+    }
+
+    [Test]
+    public void AnActionFollowsTheSameRuleAsAFunc()
+    {
+        // An Action has no value, but may store what it made; a kill meanwhile waits for the next blocking point too.
+        using var entered = new ManualResetEventSlim();
+        Connection? opened = null;
+        var sawIt = false;
         var g = Green.Spawn(() =>
         {
             Green.RunBlocking(() =>
             {
                 entered.Set();
                 Thread.Sleep(200);
-                finishedCall = true;
+                opened = new Connection();
             });
-            Assert.Fail("the kill must be raised when the call returns");
+            using var c = opened!;
+            sawIt = true;
+            Green.Sleep(10_000);
         });
         Green.Wait(Task.Run(() => entered.Wait()));
         g.Kill(block: true);
         Assert.Multiple(() =>
         {
-            Assert.That(finishedCall, Is.True, "the call is not interrupted");
-            Assert.That(g.Value, Is.InstanceOf<GreenletExit>(), "killed: the kill was raised after the call");
+            Assert.That(sawIt, Is.True);
+            Assert.That(opened!.Disposed, Is.True);
+            Assert.That(g.Value, Is.InstanceOf<GreenletExit>());
         });
+    }
+
+    [Test]
+    public void AKillPendingBeforeTheCallIsRaisedBeforeItStarts()
+    {
+        var ran = false;
+        var g = Green.Spawn(() =>
+        {
+            try
+            {
+                Green.Sleep(10_000);
+            }
+            catch (GreenletExit)
+            {
+            }
+            Green.RunBlocking(() => ran = true); // a killed greenlet: a cancellation point raises the kill again
+        });
+        Green.Sleep(0);
+        g.Kill(block: true);
+        Assert.Multiple(() =>
+        {
+            Assert.That(ran, Is.False, "nothing started");
+            Assert.That(g.Value, Is.InstanceOf<GreenletExit>());
+        });
+    }
+
+    [Test]
+    public void ACallThatThrowsWhileAKillArrivesThrowsItsOwnException()
+    {
+        using var entered = new ManualResetEventSlim();
+        Exception? caught = null;
+        var g = Green.Spawn(() =>
+        {
+            try
+            {
+                Green.RunBlocking<int>(() =>
+                {
+                    entered.Set();
+                    Thread.Sleep(200);
+                    throw new FormatException("bad");
+                });
+            }
+            catch (Exception e)
+            {
+                caught = e;
+            }
+            Green.Sleep(10_000);
+        });
+        Green.Wait(Task.Run(() => entered.Wait()));
+        g.Kill(block: true);
+        Assert.Multiple(() =>
+        {
+            Assert.That(caught, Is.TypeOf<FormatException>());
+            Assert.That(g.Value, Is.InstanceOf<GreenletExit>(), "the kill is raised at the next blocking point");
+        });
+    }
+
+    [Test]
+    public void ALoopOfCallsEndsOnAKill()
+    {
+        var calls = 0;
+        var g = Green.Spawn(() =>
+        {
+            while (true) Green.RunBlocking(() => { Interlocked.Increment(ref calls); Thread.Sleep(20); });
+        });
+        Green.Sleep(100);
+        g.Kill(block: true, timeout: TimeSpan.FromSeconds(10));
+        Assert.That(g.Dead, Is.True, "the next call raises the kill before it starts");
+        Assert.That(g.Value, Is.InstanceOf<GreenletExit>());
+        Assert.That(Volatile.Read(ref calls), Is.GreaterThan(0));
+    }
+
+    [Test]
+    public void ATimeoutThatExpiresDuringTheCallIsRaisedAtTheNextBlockingPointOfItsScope()
+    {
+        // gevent's Timeout interrupts only a blocking point: a body that returns before it blocks again returns its
+        // value, and the expired timeout ends with its scope. One that blocks again raises it there.
+        var returned = Green.WithTimeout(TimeSpan.FromMilliseconds(20), () => Green.RunBlocking(() =>
+        {
+            Thread.Sleep(200);
+            return 42;
+        }));
+        Assert.That(returned, Is.EqualTo(42), "the body returned before its next blocking point");
+
+        Connection? opened = null;
+        Assert.Throws<GreenTimeoutException>(() => Green.WithTimeout(TimeSpan.FromMilliseconds(20), () =>
+        {
+            using var c = Green.RunBlocking(() =>
+            {
+                Thread.Sleep(200);
+                return opened = new Connection();
+            });
+            Green.RunBlocking(() => Assert.Fail("the expired timeout is raised before the next call starts"));
+        }));
+        Assert.That(opened!.Disposed, Is.True, "the connection reached the using");
+
+        Assert.That(Green.WithTimeout(TimeSpan.FromMilliseconds(20), () => Green.RunBlocking(() =>
+        {
+            Thread.Sleep(200);
+            return 1;
+        }), timeoutValue: -1), Is.EqualTo(1));
+        Green.Sleep(1); // nothing stays pending once the scope is over
     }
 
     [Test]
