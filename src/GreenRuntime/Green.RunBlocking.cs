@@ -25,6 +25,10 @@ public static partial class Green
     /// never moves where a kill lands. One already pending when the call would start (a killed greenlet, an expired
     /// <see cref="GreenTimeout"/>) is raised instead, before anything starts. A call that throws throws its own
     /// exception.</para>
+    /// <para>When every carrier the hub may use is taken (<see cref="HubOptions.MaxCarriers"/>), the thread of a parked
+    /// greenlet runs the hub meanwhile; with none, the greenlet waits, parked and in arrival order, until a carrier comes
+    /// back or one can, and a kill or timeout ends that wait (nothing has started). Only when the kernel refuses a thread
+    /// and no parked greenlet's can stand in does the call run with the baton held.</para>
     /// <para>Off a hub, or where the hub cannot be given away (a link or timer callback), the call simply runs.
     /// On a stackless greenlet it runs on the thread pool and is waited for cooperatively: a kill or timeout ends that
     /// wait at once, and what the call returns afterwards is dropped.</para>
@@ -50,11 +54,14 @@ public static partial class Green
     private static TResult RunBlocking<TState, TResult>(Func<TState, TResult> call, TState state)
     {
         var hub = Hub.CurrentOrNull;
-        if (hub is null || !hub.CanReleaseBaton)
+        if (hub is null || !hub.MayReleaseHere)
             return call(state);
         if (hub.CurrentGreenlet.IsStackless)
             return Wait(Task.Run(() => call(state)));
-        return hub.RunReleased(static s => OffTheHubsCpu(s.call, s.state), (call, state), WaitReason.Blocking, raisePending: true, keepResult: true);
+        // At the carrier cap: a stand-in, or a cooperative wait for one. Run with the baton held, as it used to be there,
+        // the call stopped every greenlet, and for good when it waited for one of them.
+        hub.WaitForReleasedCallRunner();
+        return hub.RunReleased(static s => OffTheHubsCpu(s.call, s.state), (call, state), WaitReason.Blocking, raisePending: true, standIn: true, keepResult: true);
     }
 
     /// <summary>The call, on the greenlet's carrier, with the process's CPU mask when the hub is pinned to one CPU: it runs

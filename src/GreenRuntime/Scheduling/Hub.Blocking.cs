@@ -10,10 +10,14 @@
 //   1. Park G (reason Blocking) and mark it OutsideBaton. It counts as an outstanding operation, so the hub
 //      does not declare LoopExit while C is away.
 //   2. Hand the baton to a free pooled carrier, which runs the scheduler: other greenlets go on. At the carrier cap a
-//      call that asks for it (standIn: a Monitor.Wait, which cannot be polled) hands the baton instead to the carrier
-//      of a greenlet parked in an ordinary park: that thread runs the scheduler until its own greenlet is resumed,
-//      then goes on with it, and the next baton holder runs the hub from there. Without it such a wait had to hold
-//      the baton, or wait for a carrier that the greenlets waiting for its monitor kept for ever.
+//      call that asks for it (standIn: a Monitor.Wait, which cannot be polled; Green.RunBlocking) hands the baton
+//      instead to the carrier of a greenlet parked in an ordinary park: that thread runs the scheduler until its own
+//      greenlet is resumed, then goes on with it, and the next baton holder runs the hub from there. Without it such a
+//      wait had to hold the baton, or wait for a carrier that the greenlets waiting for its monitor kept for ever.
+//      Green.RunBlocking that finds neither waits for one before step 1 (WaitForReleasedCallRunner): parked, in
+//      arrival order, a cancellation point, since nothing has started. Run with the baton held instead, a call that
+//      waited for a greenlet parked on the same hub (a row lock it held across a sleep) stopped the hub until the
+//      call's own timeout.
 //   3. C runs the call with no baton. Its thread has no hub meanwhile (Hub.CurrentOrNull is null), so every
 //      patched method it reaches behaves exactly like the original and nothing it does can touch the hub.
 //   4. C posts "G's call returned" to the hub's inbox and parks on its own Parker.
@@ -49,7 +53,7 @@ public sealed partial class Hub
 
     /// <summary>The part of <see cref="CanReleaseBaton"/> that does not depend on carriers: code of a greenlet, on an open
     /// hub, not inside a park.</summary>
-    private bool MayReleaseHere => CanBlockHere && !_closed && !ParkInProgress;
+    internal bool MayReleaseHere => CanBlockHere && !_closed && !ParkInProgress;
 
     /// <summary>Whether the current stackful greenlet is between <see cref="BeginPark"/> and <see cref="EndPark"/>: code
     /// there must not block (Invariant), yet CoreLib may run a patched call in it (the thread pool starts a worker thread
@@ -75,6 +79,64 @@ public sealed partial class Hub
             if (MayStandIn(g, self) is { } c) return c;
         }
         return null;
+    }
+
+    /// <summary>
+    /// Greenlets whose <see cref="Green.RunBlocking(Action)"/> found every carrier taken and no stand-in, parked in
+    /// <see cref="WaitForReleasedCallRunner"/>, in arrival order. A token whose park a kill or timeout ended is stale and
+    /// dropped where it is met (<see cref="DropStaleReleaseWaiters"/>). Baton holder only.
+    /// </summary>
+    private readonly Deque<WakeToken> _releaseWaiters = new(4);
+
+    /// <summary>
+    /// Before <see cref="Green.RunBlocking(Action)"/> releases the baton: raises a kill or timeout already pending (a
+    /// cancellation point), and when every carrier the hub may use is taken and no parked greenlet's carrier can stand
+    /// in, parks until one can (in arrival order; the scheduler wakes the first waiter, <see cref="WakeReleaseWaiter"/>).
+    /// Returns with <see cref="RunReleased"/>'s <c>standIn</c> form able to release, or with the kernel refusing threads,
+    /// where the call runs with the baton held (event 7 said so once).
+    /// </summary>
+    internal void WaitForReleasedCallRunner()
+    {
+        RaisePending(_current);
+        bool woken = false; // taken off the queue by the scheduler: first in line, so it goes back to the front
+        while (true)
+        {
+            DropStaleReleaseWaiters();
+            if ((woken || _releaseWaiters.Count == 0) && ReleasedCallRunnerAtHand(Carrier.ForCurrentThread())) return;
+            var token = BeginPark(WaitReason.Blocking); // raises a kill or timeout that ended the last turn's wait first
+            if (woken) _releaseWaiters.PushFront(token);
+            else _releaseWaiters.PushBack(token);
+            EndPark(token);
+            woken = true;
+        }
+    }
+
+    /// <summary>Whether a released call of the greenlet on <paramref name="self"/> finds a carrier to run the hub (a free
+    /// one, or a stand-in: <see cref="ReleasedCallRunner"/> with <c>standIn</c>), or must run with the baton held because
+    /// the kernel refuses threads (waiting would not bring one: a LoopExit, where the call used to run).</summary>
+    private bool ReleasedCallRunnerAtHand(Carrier self) =>
+        _carriersInUse < MaxCarriers || _carriersRefusedAt >= 0 || ParkedCarrier(self) != null;
+
+    private void DropStaleReleaseWaiters()
+    {
+        while (_releaseWaiters.Count > 0 && !_releaseWaiters.PeekFront().IsCurrent) _releaseWaiters.PopFront();
+    }
+
+    /// <summary>
+    /// Scheduler step (Hub.Scheduler.cs, before a carrier waiter or a ready item is taken): resumes the first greenlet
+    /// waiting in <see cref="WaitForReleasedCallRunner"/> when a carrier can now run the hub for it, ahead of everything
+    /// queued, so that nothing changes before it looks again. <paramref name="self"/> counts when it is a free pooled
+    /// carrier: it goes back to the pool as it hands the baton over. One waiter per step: the next is looked at once
+    /// this one has taken its carrier.
+    /// </summary>
+    private bool WakeReleaseWaiter(Carrier self)
+    {
+        DropStaleReleaseWaiters();
+        if (_releaseWaiters.Count == 0) return false;
+        var next = _releaseWaiters.PeekFront();
+        if (!(self is { Owner: null, IsPooled: true } || ReleasedCallRunnerAtHand(next.Greenlet.Carrier!))) return false;
+        _releaseWaiters.PopFront();
+        return TryWake(next, first: true);
     }
 
     private static Carrier? MayStandIn(Greenlet g, Carrier self) =>

@@ -495,7 +495,10 @@ public sealed partial class Hub
         {
             _inLoopPhase = false;
         }
-        fromWaiters = _carrierWaiters.Count > 0 && MayStartWaiter(self);
+        // A greenlet waiting to release the baton for Green.RunBlocking goes first: the free carrier it takes runs the
+        // scheduler next and starts a carrier waiter itself (Hub.Blocking.cs).
+        bool releaseWaiterWoken = _releaseWaiters.Count > 0 && WakeReleaseWaiter(self);
+        fromWaiters = !releaseWaiterWoken && _carrierWaiters.Count > 0 && MayStartWaiter(self);
         if (fromWaiters)
         {
             item = _carrierWaiters.PopFront();

@@ -300,3 +300,93 @@ public class RunBlockingTests : HubTest
         Assert.That(Hub.AliveCount, Is.Zero);
     }
 }
+
+/// <summary><see cref="Green.RunBlocking(Action)"/> when every carrier the hub may use is taken (two here: the main
+/// greenlet's thread counts against no cap).</summary>
+public class RunBlockingAtTheCarrierCapTests : HubTest
+{
+    protected override HubOptions CreateOptions(Microsoft.Extensions.Logging.ILoggerFactory loggerFactory) =>
+        new() { LoggerFactory = loggerFactory, MaxCarriers = 2 };
+
+    [Test]
+    public void AParkedGreenletsThreadRunsTheHubMeanwhile()
+    {
+        // A keeps a carrier parked in a sleep while it holds a "row lock"; B keeps the other and waits for that lock in a
+        // released call. Run with the baton held, B's call kept A's sleep from ever ending: the hub stopped until B's
+        // own timeout (an ODBC UPDATE's 5 s CommandTimeout).
+        using var rowFree = new ManualResetEventSlim();
+        var a = Green.Spawn(() =>
+        {
+            Green.Sleep(300);
+            rowFree.Set();
+        }, "holder");
+        var b = Green.Spawn(() => Green.RunBlocking(() => rowFree.Wait(TimeSpan.FromSeconds(10))), "waiter");
+        Green.JoinAll([a, b]);
+        Assert.That(b.Get(), Is.True, "the holder ran while the call waited, and freed the lock");
+    }
+
+    /// <summary>Two greenlets each keep a carrier inside a released call waiting for its event; the main greenlet is
+    /// left with no carrier and no parked greenlet to stand in.</summary>
+    private static List<Greenlet> TwoCallsTakingEveryCarrier(ManualResetEventSlim first, ManualResetEventSlim second, Action? afterFirst = null)
+    {
+        using var entered = new CountdownEvent(2);
+        var all = new List<Greenlet>
+        {
+            Green.Spawn(() =>
+            {
+                Green.RunBlocking(() => { entered.Signal(); first.Wait(TimeSpan.FromSeconds(10)); });
+                afterFirst?.Invoke();
+            }, "first"),
+            Green.Spawn(() => Green.RunBlocking(() => { entered.Signal(); second.Wait(TimeSpan.FromSeconds(10)); }), "second"),
+        };
+        Green.Wait(Task.Run(() => entered.Wait(TimeSpan.FromSeconds(10))));
+        return all;
+    }
+
+    [Test]
+    public void WithNoThreadToRunTheHubTheCallWaitsForOneAsACancellationPoint()
+    {
+        using var first = new ManualResetEventSlim();
+        using var second = new ManualResetEventSlim();
+        var others = TwoCallsTakingEveryCarrier(first, second);
+        var ran = false;
+        Assert.Throws<GreenTimeoutException>(() => Green.WithTimeout(TimeSpan.FromMilliseconds(100), () => Green.RunBlocking(() => ran = true)),
+            "it waited for a carrier, and the timeout ended the wait");
+        Assert.That(ran, Is.False, "nothing started");
+        first.Set();
+        second.Set();
+        Assert.That(Green.JoinAll(others, TimeSpan.FromSeconds(10)), Has.Count.EqualTo(2));
+        Assert.That(Green.RunBlocking(() => 42), Is.EqualTo(42), "carriers are back");
+    }
+
+    [Test]
+    public void WaitersReleaseInArrivalOrderOnceAThreadCanRunTheHub()
+    {
+        using var first = new ManualResetEventSlim();
+        using var second = new ManualResetEventSlim();
+        var order = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        // "first" calls again once its call returned: the main greenlet waits for a carrier since before, so it goes
+        // first, with first's parked thread to run the hub.
+        var others = TwoCallsTakingEveryCarrier(first, second, () => Green.RunBlocking(() => order.Enqueue("first, again")));
+        var setter = Task.Run(async () =>
+        {
+            await Task.Delay(100);
+            first.Set();
+        });
+        bool waited = false;
+        Green.RunBlocking(() =>
+        {
+            waited = first.IsSet;
+            order.Enqueue("main");
+            Thread.Sleep(50);
+        });
+        second.Set();
+        Assert.That(Green.JoinAll(others, TimeSpan.FromSeconds(10)), Has.Count.EqualTo(2));
+        Green.Wait(setter);
+        Assert.Multiple(() =>
+        {
+            Assert.That(waited, Is.True, "the call waited for a carrier (with the baton held it ran at once)");
+            Assert.That(order, Is.EqualTo(new[] { "main", "first, again" }), "the one that waited longest went first");
+        });
+    }
+}
