@@ -112,11 +112,18 @@ public sealed partial class Hub
     /// <summary><see cref="LowLevel.Parking.YieldPoint"/> for a caller that knows it may park on this hub.</summary>
     internal void YieldPoint()
     {
+        if (!RaiseUnraised()) GiveWay();
+    }
+
+    /// <summary>The cancellation half of <see cref="YieldPoint"/>: raises a kill or timeout not raised in the greenlet yet.
+    /// False when there is none (or a shield holds it back), having done nothing. A read that may find its data at once
+    /// calls this before its first attempt and <see cref="GiveWay"/> only after it (Io/SocketIo.cs).</summary>
+    internal bool RaiseUnraised()
+    {
         var g = _current;
-        if (g.ShieldDepth == 0 && g.UnraisedCancellation)
-            YieldCurrent(); // a cancellation point: raises it
-        else
-            GiveWay();
+        if (g.ShieldDepth != 0 || !g.UnraisedCancellation) return false;
+        YieldCurrent(); // a cancellation point: raises it
+        return true;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

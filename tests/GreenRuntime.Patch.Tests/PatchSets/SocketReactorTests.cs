@@ -89,4 +89,43 @@ public class SocketReactorTests : PatchedHubTest
         Assert.That(() => reader.Get(), Throws.InstanceOf<SocketException>().With.Property("SocketErrorCode").EqualTo(SocketError.ConnectionReset));
         Assert.That(server.Connected, Is.False);
     }
+    [Test]
+    public void A_receive_that_finds_its_data_takes_it_before_giving_way_to_the_others()
+    {
+        // A connection pool's liveness check polls, then peeks at what the poll saw; the library's reader thread takes
+        // the data when it comes. On a thread the peek follows the poll within microseconds. A receive that gave way first
+        // (the blocking monitor had asked the holder to) let the other side take the data, and the peek then waited for
+        // data that never came. Here the other side is a greenlet that is ready while the first one computes, so the
+        // monitor asks; on a hub of its own with the monitor on, on a background thread.
+        var (reader, writer) = GreenRuntime.TestSupport.LoopbackPair.Connect();
+        using var _ = reader;
+        using var __ = writer;
+        reader.ReceiveTimeout = 2000;
+        writer.Send([7]);
+        int peeked = -1;
+        Exception? failure = null;
+        var runner = new Thread(() =>
+        {
+            using var hub = new Hub(new HubOptions { MaxBlockingTime = TimeSpan.FromMilliseconds(40) });
+            var checker = Green.Spawn(() =>
+            {
+                var watch = System.Diagnostics.Stopwatch.StartNew();
+                while (watch.ElapsedMilliseconds < 200) Thread.SpinWait(100); // holds the baton while the taker waits
+                try
+                {
+                    peeked = reader.Receive(new byte[1], SocketFlags.Peek); // what a poll just saw (a poll gives way before it looks)
+                }
+                catch (Exception e)
+                {
+                    failure = e;
+                }
+            });
+            var taker = Green.Spawn(() => reader.Receive(new byte[1]));
+            Green.JoinAll([checker, taker], TimeSpan.FromSeconds(10));
+        }) { IsBackground = true };
+        runner.Start();
+        Assert.That(runner.Join(TimeSpan.FromSeconds(20)), Is.True);
+        Assert.That(failure, Is.Null, "the peek waited for data the other greenlet had taken");
+        Assert.That(peeked, Is.EqualTo(1));
+    }
 }
