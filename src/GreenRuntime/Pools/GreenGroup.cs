@@ -3,6 +3,12 @@
 // the greenlet is created and given back by the greenlet's death link, so at most Size members are ever alive and
 // blocked spawners are served in arrival order. Map/IMap/IMapUnordered (GreenGroup.Mapping.cs) run a feeder greenlet
 // that spawns one member per input item (waiting for slots) and collect completions through a GreenQueue.
+//
+// A group or pool may be shared by greenlets of several hubs (a HubGroup's: one limit on the jobs of every hub): a
+// member runs on the hub of the greenlet that spawned it, and its death link runs on that hub, so the member set is
+// changed from several threads. It is guarded by a lock held only for the set's own bookkeeping, never across a wait;
+// the slots are a GreenSemaphore, which is thread-safe already. Unguarded, six spawners on three hubs left a pool
+// counting -4 members and failed with the collections' own exceptions in 3 runs of 5.
 
 using System.Collections;
 using System.Diagnostics;
@@ -12,7 +18,7 @@ namespace GreenRuntime;
 
 /// <summary>
 /// A set of greenlets that can be joined and killed together, like gevent's <c>Group</c>. A greenlet leaves the
-/// group when it dies. Hub-only.
+/// group when it dies. A group may be shared by greenlets of several hubs; each member runs on its spawner's hub.
 /// </summary>
 /// <example>
 /// <code>
@@ -24,18 +30,36 @@ namespace GreenRuntime;
 [DebuggerDisplay("{GetType().Name,nq} Count={Count}")]
 public partial class GreenGroup : IEnumerable<Greenlet>
 {
+    // Guarded by _lock (see the top of this file).
     private readonly Dictionary<Greenlet, LinkedListNode<Greenlet>> _index = new();
     private readonly LinkedList<Greenlet> _members = new();
+    private readonly Lock _lock = new();
     private readonly Action<Greenlet> _onDead;
 
     /// <summary>Creates an empty group.</summary>
     public GreenGroup() => _onDead = g => Discard(g);
 
     /// <summary>How many greenlets are in the group (alive, or dead with their removal still queued).</summary>
-    public int Count => _members.Count;
+    public int Count
+    {
+        get
+        {
+            lock (_lock) return _members.Count;
+        }
+    }
 
     /// <summary>Whether <paramref name="greenlet"/> is in the group.</summary>
-    public bool Contains(Greenlet greenlet) => greenlet != null && _index.ContainsKey(greenlet);
+    public bool Contains(Greenlet greenlet)
+    {
+        if (greenlet is null) return false;
+        lock (_lock) return _index.ContainsKey(greenlet);
+    }
+
+    /// <summary>The members, oldest first, at this moment.</summary>
+    private List<Greenlet> Snapshot()
+    {
+        lock (_lock) return _members.ToList();
+    }
 
     /// <summary>Spawns a stackful greenlet in the group.</summary>
     public Greenlet Spawn(Action body, string? name = null)
@@ -104,22 +128,31 @@ public partial class GreenGroup : IEnumerable<Greenlet>
         ArgumentNullException.ThrowIfNull(greenlet);
         if (Contains(greenlet)) return;
         ReserveSlot();
-        Track(greenlet);
+        if (!Track(greenlet)) ReturnSlot(); // added meanwhile by a greenlet of another hub
     }
 
-    private protected void Track(Greenlet greenlet)
+    /// <summary>Makes <paramref name="greenlet"/> a member; false, doing nothing, when it is one already.</summary>
+    private protected bool Track(Greenlet greenlet)
     {
         Hub.Current.AssertOnHub();
-        _index[greenlet] = _members.AddLast(greenlet);
-        greenlet.AddLink(_onDead, LinkKind.All);
+        lock (_lock)
+        {
+            if (_index.ContainsKey(greenlet)) return false;
+            _index[greenlet] = _members.AddLast(greenlet);
+        }
+        greenlet.AddLink(_onDead, LinkKind.All); // outside the lock: on a dead greenlet it runs Discard now
+        return true;
     }
 
     /// <summary>Removes a greenlet from the group without touching it. No-op if it is not a member.</summary>
     public void Discard(Greenlet greenlet)
     {
         ArgumentNullException.ThrowIfNull(greenlet);
-        if (!_index.Remove(greenlet, out var node)) return;
-        _members.Remove(node);
+        lock (_lock)
+        {
+            if (!_index.Remove(greenlet, out var node)) return;
+            _members.Remove(node);
+        }
         greenlet.Unlink(_onDead);
         ReturnSlot();
     }
@@ -136,7 +169,7 @@ public partial class GreenGroup : IEnumerable<Greenlet>
         long start = clock.GetTimestamp();
         while (true)
         {
-            var alive = _members.Where(g => !g.Dead).ToList();
+            var alive = Snapshot().FindAll(g => !g.Dead);
             if (alive.Count == 0) return true;
             TimeSpan? left = null;
             if (Blocking.IsFinite(timeout))
@@ -155,7 +188,7 @@ public partial class GreenGroup : IEnumerable<Greenlet>
     {
         try
         {
-            Green.KillAll(_members.ToList(), exception, block, timeout);
+            Green.KillAll(Snapshot(), exception, block, timeout);
         }
         catch (TimeoutException) when (timeout != null)
         {
@@ -171,7 +204,7 @@ public partial class GreenGroup : IEnumerable<Greenlet>
     }
 
     /// <summary>The members, oldest first (a snapshot).</summary>
-    public IEnumerator<Greenlet> GetEnumerator() => _members.ToList().GetEnumerator();
+    public IEnumerator<Greenlet> GetEnumerator() => Snapshot().GetEnumerator();
 
     IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
 

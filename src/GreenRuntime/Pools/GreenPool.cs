@@ -58,7 +58,7 @@ public sealed class GreenPool : GreenGroup
         if (Contains(greenlet)) return;
         bool got = _slots == null || (blocking ? _slots.Acquire(timeout) : _slots.TryAcquire());
         if (!got) throw new PoolFullException($"{this} has no free slot{(blocking ? $" after {timeout}" : "")}; wait with Add(greenlet) or WaitAvailable, or use a bigger pool.");
-        Track(greenlet);
+        if (!Track(greenlet)) ReturnSlot(); // added meanwhile by a greenlet of another hub
     }
 
     /// <summary>Adds a greenlet if a slot is free now.</summary>
@@ -68,7 +68,7 @@ public sealed class GreenPool : GreenGroup
         ArgumentNullException.ThrowIfNull(greenlet);
         if (Contains(greenlet)) return true;
         if (_slots != null && !_slots.TryAcquire()) return false;
-        Track(greenlet);
+        if (!Track(greenlet)) ReturnSlot(); // added meanwhile by a greenlet of another hub
         return true;
     }
 

@@ -312,4 +312,37 @@ public class CrossHubTests : GroupTest
         }
         Assert.That(taken + q.Count, Is.EqualTo(300));
     }
+    [Test]
+    public void APoolAndAGroupSharedByEveryHubKeepTheirCountsAndTheirLimit()
+    {
+        // One pool as the limit on the jobs of every hub, one group to join them all: members are spawned, and die, on
+        // four hubs at once. Unguarded, the member set broke (a count of -4, the collections' own exceptions).
+        var pool = new GreenPool(8);
+        var group = new GreenGroup();
+        int ran = 0, running = 0, mostRunning = 0;
+        var spawners = Enumerable.Range(0, 8).Select(i => Group.SpawnOn(i % 4, () =>
+        {
+            for (int k = 0; k < 1500; k++)
+            {
+                int n = k;
+                pool.Spawn(() =>
+                {
+                    int now = Interlocked.Increment(ref running);
+                    int most;
+                    while (now > (most = Volatile.Read(ref mostRunning)) && Interlocked.CompareExchange(ref mostRunning, now, most) != most) { }
+                    if (n % 5 == 0) Green.Sleep(0);
+                    Interlocked.Decrement(ref running);
+                    Interlocked.Increment(ref ran);
+                });
+                group.Spawn(() => Interlocked.Increment(ref ran));
+                if (n % 50 == 0) group.Add(Green.Spawn(() => Green.Sleep(1)));
+            }
+        })).ToList();
+        foreach (var s in spawners) Assert.That(s.Get(Long) is null && s.Successful, Is.True, $"{s.Exception}");
+        Assert.That(pool.Join(Long) && group.Join(Long), Is.True);
+        WaitUntil(() => pool.Count == 0 && group.Count == 0, "every member has left");
+        Assert.That(ran, Is.EqualTo(8 * 1500 * 2));
+        Assert.That(mostRunning, Is.LessThanOrEqualTo(8), "the pool's size held across hubs");
+        Assert.That(pool.FreeCount, Is.EqualTo(8));
+    }
 }
