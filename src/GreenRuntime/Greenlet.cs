@@ -62,6 +62,10 @@ public partial class Greenlet
         public Exception? SendHeldBack;
         public long SendHeldBackSince;
         public bool InterruptPending;
+        public WaitReason HeldWaitReason;
+        public bool HasRefusedWake;
+        public object? RefusedValue;
+        public Exception? RefusedError;
     }
 
     private RareState? _rare;
@@ -78,6 +82,11 @@ public partial class Greenlet
     /// <summary>True while its carrier runs a call with the baton released (Hub.Blocking.cs): only that call's return may wake it.</summary>
     internal bool OutsideBaton;
 
+    /// <summary>What woke its park, when it was a kill or timeout (or a thread's interrupt) that the greenlet has not seen
+    /// yet: a stackful greenlet inside a native call's callback keeps it pending and parks again (Hub.Parking.cs,
+    /// "Cancellation inside a native callback"). Hub-only.</summary>
+    internal CancellationWake CancellationWoke;
+
     /// <summary>Whether its current park is a wait that <see cref="System.Threading.Thread.Interrupt"/> ends on a thread
     /// (Hub.Interrupts.cs). Set by every <see cref="Hub.BeginPark"/>; hub-only.</summary>
     internal bool ParkInterruptible;
@@ -91,6 +100,33 @@ public partial class Greenlet
         {
             if (value || _rare != null) Rare.InterruptPending = value;
         }
+    }
+
+    /// <summary>The reason of the park a <see cref="CancellationWoke"/> ended, to park again for it. Hub-only.</summary>
+    internal WaitReason HeldWaitReason { get => _rare?.HeldWaitReason ?? WaitReason.None; set => Rare.HeldWaitReason = value; }
+
+    /// <summary>A waker refused while <see cref="CancellationWoke"/> waited to be seen, for the same park: the park's own end,
+    /// which the greenlet takes if it keeps the cancellation pending (Hub.Parking.cs). Hub-only.</summary>
+    internal void RefuseWake(object? value, Exception? error)
+    {
+        var rare = Rare;
+        if (rare.HasRefusedWake) return; // the first one ended the park
+        rare.HasRefusedWake = true;
+        rare.RefusedValue = value;
+        rare.RefusedError = error;
+    }
+
+    /// <summary>Takes (and forgets) the wake <see cref="RefuseWake"/> kept. Hub-only.</summary>
+    internal bool TakeRefusedWake(out object? value, out Exception? error)
+    {
+        var rare = _rare;
+        value = rare?.RefusedValue;
+        error = rare?.RefusedError;
+        if (rare is not { HasRefusedWake: true }) return false;
+        rare.HasRefusedWake = false;
+        rare.RefusedValue = null;
+        rare.RefusedError = null;
+        return true;
     }
 
     /// <summary>For a blocking step of a stackless greenlet (Hub.Steps.cs): the step as one of that greenlet's waits.</summary>
@@ -801,6 +837,14 @@ public partial class Greenlet
 
     /// <summary>gevent-style description: <c>&lt;Greenlet name#id&gt;</c>.</summary>
     public override string ToString() => $"<Greenlet {Name}#{Id}>";
+}
+
+/// <summary>See <see cref="Greenlet.CancellationWoke"/>.</summary>
+internal enum CancellationWake : byte
+{
+    None,
+    KillOrTimeout,
+    Interrupt,
 }
 
 internal enum LinkKind : byte

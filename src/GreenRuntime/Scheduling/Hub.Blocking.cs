@@ -233,7 +233,10 @@ public sealed partial class Hub
             owner.Raising(failure.SourceException);
             failure.Throw();
         }
-        if (raisePending && !keepResult && owner.ShieldDepth == 0)
+        // Inside a native callback nothing is raised: it stays pending for the first blocking point after the native call
+        // (Hub.Parking.cs); the walk that tells is paid only when something is pending.
+        if (raisePending && !keepResult && owner.ShieldDepth == 0 && (owner.PendingException != null || g.PendingException != null)
+            && !HeldInForeignCall(owner))
         {
             if (g != owner && g.PendingException is { } killed) throw owner.Raising(killed); // the step was failed for the greenlet
             if (owner.PendingException is { } pending)

@@ -76,7 +76,7 @@ public sealed partial class Hub
                     return; // shielded: recorded (KillException), raised after the last shield closes
                 case GreenletState.Parked:
                     // Woken with the kill, a stackful greenlet cancels its own token as it resumes (Greenlet.CancellationToken).
-                    if (TryWake(new WakeToken(g, g.ParkSequence), null, exception) && first && !g.IsStackless)
+                    if (TryWakeCancelling(g, exception) && first && !g.IsStackless)
                         g.OwnTokenCancelDeferred = true;
                     return;
                 case GreenletState.Ready:

@@ -35,7 +35,7 @@ public sealed partial class Hub
         if (g.ShieldDepth == 0)
         {
             if (g.State == GreenletState.Parked && !g.OutsideBaton && g.ParkInterruptible
-                && TryWake(new WakeToken(g, g.ParkSequence), error: new ThreadInterruptedException()))
+                && TryWakeCancelling(g, new ThreadInterruptedException(), CancellationWake.Interrupt))
                 return;
             if (g.OutsideBaton && g.ReleasedInterrupt is { } released && released.Request(new ThreadInterruptedException()))
                 return;

@@ -10,6 +10,19 @@
 // timeout racing an event, or a kill racing a completion, is decided by whichever comes first, and the
 // losers are told (false) so they can clean up. Code between steps 1 and 3 must not block; if it throws,
 // it calls CancelPark.
+//
+// Cancellation inside a native callback. Code that a native library called back (a comparer given to qsort, a progress
+// callback of LibGit2Sharp) is no cancellation point of a stackful greenlet (ForeignCalls.cs): an exception leaving it
+// would unwind through the library's frames, and the runtime ends the process. Kills, timeouts and a thread's interrupt
+// stay pending there and are raised at the first blocking point after the native call has returned. Parking inside the
+// callback stays allowed. The check costs a walk of the thread's Frame chain, paid only where something would be raised:
+//   - RaisePending (BeginPark, RunReleased's return) leaves it pending;
+//   - a park that a kill, timeout or interrupt woke (CancellationWoke, set only by those wakes) resumes, keeps it
+//     pending and parks again with the same token, so the park's own wakers (its timer, its waiter, its task) still
+//     end it. One that came while the greenlet was ready with the cancellation and was refused (TryWake's false) is
+//     kept (RefuseWake) and taken instead of parking again; a primitive's waiter is not dropped meanwhile
+//     (Waiter.AwaitsVerdict);
+//   - a Task-form wait (Blocking.TakePendingException) does not fault its task.
 
 using System.Diagnostics;
 using GreenRuntime.Scheduling;
@@ -48,6 +61,7 @@ public sealed partial class Hub
         if (g.ShieldDepth > 0) return; // a shield holds kills and timeouts back (CancellationShield)
         if (g.PendingException is { } pending)
         {
+            if (HeldInForeignCall(g)) return; // raised after the native call returns (see the top of this file)
             if (g.State != GreenletState.Dead) g.PendingException = null;
             LowLevel.KillLinkedSource.CancelQueued(g); // before unwinding
             throw g.Raising(pending);
@@ -57,6 +71,7 @@ public sealed partial class Hub
         {
             // Cleanup that the raised exception runs as it unwinds (a Dispose in a finally) waits, as on a thread.
             if (!g.IsStackless && ReferenceEquals(g.LastRaised, sticky) && UnwindingCleanup.RunsIn(sticky, g.LastRaisedAt)) return;
+            if (HeldInForeignCall(g)) return;
             // A loop that swallows what is raised here and blocks again (a driver's exception wraps the kill, and the
             // retry loop catches that) comes back at once, again and again, without ever parking: it gives way when
             // the blocking monitor asks, as a loop of calls that never wait does (GiveWay), or the hub stops for as
@@ -67,6 +82,7 @@ public sealed partial class Hub
         }
         if (interruptible && g.InterruptPending)
         {
+            if (HeldInForeignCall(g)) return;
             g.InterruptPending = false;
             throw new ThreadInterruptedException();
         }
@@ -76,6 +92,7 @@ public sealed partial class Hub
     internal void CancelPark(in WakeToken token)
     {
         var g = token.Greenlet;
+        g.CancellationWoke = CancellationWake.None;
         if (token.IsCurrent || g.State == GreenletState.Ready)
         {
             g.ParkSequence++;
@@ -115,6 +132,7 @@ public sealed partial class Hub
         g.ResumeValue = null;
         EndStep(g);
         g = _current; // the stackless greenlet again, after a step's park
+        var woke = error;
         if (g.ShieldDepth == 0 && g.PendingException is { } pending)
         {
             if (g.State != GreenletState.Dead) g.PendingException = null;
@@ -122,10 +140,66 @@ public sealed partial class Hub
         }
         if (error != null)
         {
+            if (!ReferenceEquals(error, woke) || g.CancellationWoke != CancellationWake.None)
+            {
+                // A pending kill or timeout, or a wake by one: inside a native callback it stays pending.
+                var wokeBy = g.CancellationWoke;
+                g.CancellationWoke = CancellationWake.None;
+                if (HeldInForeignCall(g))
+                {
+                    if (!ReferenceEquals(error, woke) && g.State != GreenletState.Dead) g.PendingException ??= error;
+                    if (wokeBy == CancellationWake.None)
+                    {
+                        // Woken by the park's own end: its value, or its error, is the wait's outcome.
+                        if (woke != null) throw g.Raising(woke);
+                        return value;
+                    }
+                    return ParkAgainInForeignCall(g, woke!, wokeBy);
+                }
+                g.TakeRefusedWake(out _, out _);
+            }
             LowLevel.KillLinkedSource.CancelQueued(g); // before unwinding
             throw g.Raising(error);
         }
         return value;
+    }
+
+    /// <summary>Whether <paramref name="g"/>, the current greenlet, runs inside a native call's callback, where nothing may be
+    /// raised (see the top of this file). A Frame-chain walk: call it only when something would be raised.</summary>
+    internal bool HeldInForeignCall(Greenlet g) => !g.IsStackless && g == _current && ForeignCalls.Inside();
+
+    /// <summary>The rest of <see cref="EndPark"/> for a park that a kill, timeout or interrupt (<paramref name="wokeBy"/>)
+    /// woke inside a native callback: that stays pending, and the park goes on for its own wakers, or ends with the one
+    /// that came meanwhile and was refused.</summary>
+    private object? ParkAgainInForeignCall(Greenlet g, Exception cancellation, CancellationWake wokeBy)
+    {
+        if (wokeBy == CancellationWake.Interrupt) g.InterruptPending = true;
+        else if (g.State != GreenletState.Dead) g.PendingException ??= cancellation;
+        if (g.TakeRefusedWake(out var value, out var error))
+        {
+            if (error != null) throw g.Raising(error);
+            return value;
+        }
+        // The same token: ParkSequence is not advanced, so the timer, waiter or task continuation that holds it ends
+        // this park as it would have ended the first.
+        g.State = GreenletState.Parked;
+        g.WaitReason = g.HeldWaitReason;
+        g.ParkedAt = _time.GetTimestamp();
+        return EndPark(new WakeToken(g, g.ParkSequence));
+    }
+
+    /// <summary>Wakes the park of the stackful or stackless greenlet <paramref name="g"/> with a kill or timeout (or a
+    /// thread's interrupt), noting that this is what woke it (<see cref="Greenlet.CancellationWoke"/>). Hub-only.</summary>
+    internal bool TryWakeCancelling(Greenlet g, Exception error, CancellationWake kind = CancellationWake.KillOrTimeout)
+    {
+        var reason = g.WaitReason;
+        if (!TryWake(new WakeToken(g, g.ParkSequence), null, error)) return false;
+        if (!g.IsStackless)
+        {
+            g.CancellationWoke = kind;
+            g.HeldWaitReason = reason;
+        }
+        return true;
     }
 
     /// <summary>Parks the current greenlet with no waker but <see cref="TryWake"/> by its token (for callers that register first).</summary>
@@ -138,7 +212,12 @@ public sealed partial class Hub
     internal bool TryWake(in WakeToken token, object? value = null, Exception? error = null, bool first = false)
     {
         if (!token.IsCurrent)
+        {
+            // The park's own end, after a kill or timeout woke it and before the greenlet has seen that: kept, in case
+            // the greenlet is inside a native callback and goes on waiting (see the top of this file).
+            if (token.AwaitsCancellationVerdict) token.Greenlet.RefuseWake(value, error);
             return false;
+        }
         var g = token.Greenlet;
         if (g.OutsideBaton)
         {

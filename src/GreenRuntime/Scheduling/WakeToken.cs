@@ -24,4 +24,9 @@ internal readonly struct WakeToken
 
     /// <summary>Whether this token still names the greenlet's current park.</summary>
     public bool IsCurrent => Greenlet.State == GreenletState.Parked && Greenlet.ParkSequence == Sequence;
+
+    /// <summary>Whether a kill, timeout or interrupt ended this park and the greenlet has not run since: inside a native
+    /// callback it parks again with this token (Hub.Parking.cs), so a waker of this park is not stale yet.</summary>
+    public bool AwaitsCancellationVerdict =>
+        Greenlet.CancellationWoke != CancellationWake.None && Greenlet.State == GreenletState.Ready && Greenlet.ParkSequence == Sequence;
 }

@@ -156,7 +156,12 @@ internal static class Blocking
     internal static Exception? TakePendingException(Greenlet? owner, GreenTimeout? scope)
     {
         if (owner == null || owner.ShieldDepth > 0) return null;
-        if (owner.PendingException is not { } pending) return owner.StickyException(scope); // a kill or expired scope raises every time
+        if (owner.PendingException is not { } pending)
+        {
+            var sticky = owner.StickyException(scope); // a kill or expired scope raises every time
+            return sticky != null && owner.Hub.HeldInForeignCall(owner) ? null : sticky;
+        }
+        if (owner.Hub.HeldInForeignCall(owner)) return null; // raised after the native call returns (Hub.Parking.cs)
         if (!owner.Dead) owner.PendingException = null;
         return pending;
     }

@@ -151,6 +151,11 @@ internal sealed class Waiter<T> : IAsyncWait
         }
     }
 
+    /// <summary>Whether it is a pending park that a kill or timeout woke and whose greenlet has not run since: not live, but
+    /// not stale either (WaiterList.FirstLive). Under the lock.</summary>
+    internal bool AwaitsCancellationVerdict =>
+        Kind == WaiterKind.Park && State == WaiterState.Pending && Hub!.IsOnHubThread && _token.AwaitsCancellationVerdict;
+
     /// <summary>Hands <paramref name="item"/> to the waiter. False (nothing done) if it is stale. Under the lock.</summary>
     internal bool TryServe(T item)
     {

@@ -41,15 +41,21 @@ internal sealed class WaiterList<T>
         Count--;
     }
 
-    /// <summary>The first live waiter (stale ones at the head are dropped), or null.</summary>
+    /// <summary>The first live waiter (stale ones before it are dropped), or null. A waiter whose park a kill or timeout
+    /// woke, not yet seen by its greenlet, is passed over but kept: inside a native callback that greenlet parks again for
+    /// it (Waiter.AwaitsCancellationVerdict).</summary>
     internal Waiter<T>? FirstLive()
     {
-        while (_head != null)
+        for (var w = _head; w != null;)
         {
-            if (_head.IsLive) return _head;
-            var stale = _head;
-            Remove(stale);
-            if (stale.Kind == WaiterKind.Task) stale.FailLocked(new GreenletExit()); // owner died: let its continuation unwind
+            if (w.IsLive) return w;
+            var next = w.Next;
+            if (!w.AwaitsCancellationVerdict)
+            {
+                Remove(w);
+                if (w.Kind == WaiterKind.Task) w.FailLocked(new GreenletExit()); // owner died: let its continuation unwind
+            }
+            w = next;
         }
         return null;
     }

@@ -292,7 +292,7 @@ public sealed class GreenTimeout : IDisposable
             case GreenletState.Parked when g.ShieldDepth > 0:
                 return; // shielded: the expired scope raises after the last shield closes
             case GreenletState.Parked:
-                _hub.TryWake(new WakeToken(g, g.ParkSequence), null, Exception);
+                _hub.TryWakeCancelling(g, Exception);
                 return;
             case GreenletState.Awaiting when g.ShieldDepth > 0:
                 return; // as Parked: a shield of its running step holds it back
