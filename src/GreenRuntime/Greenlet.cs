@@ -653,7 +653,7 @@ public partial class Greenlet
     internal Exception Raising(Exception e)
     {
         if (ReferenceEquals(e, KillException)) KillRaised = true;
-        else if (e is GreenTimeoutException { Scope: { } scope }) scope.Raised = true;
+        else if (e is GreenTimeoutException { Scope: { } scope }) scope.Raises++;
         else return e;
         LastRaised = e;
         LastRaisedAt = Scheduling.UnwindingCleanup.StackPointer();

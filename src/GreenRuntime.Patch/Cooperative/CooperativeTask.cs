@@ -27,7 +27,8 @@ namespace GreenRuntime.Cooperative;
 /// that the kill began on another thread finish (<see cref="Parking.SettleCancellation"/>): its callback may be what
 /// withdraws the waiter from that queue. After a kill that cancelled the greenlet's own token, it also lets the task end
 /// (at most 5 s): the task is often a query given that token, still reading the connection the greenlet's <c>using</c>
-/// blocks are about to close.</para>
+/// blocks are about to close. So does a timeout whose <c>Token</c> was asked for: a channel's read completes its task
+/// through the thread pool a moment after it took the item, and raising the timeout at once lost the item.</para>
 /// <para>The wait of <c>Parallel.For</c>, <c>ForEach</c> and <c>Invoke</c> for their iterations on pool threads is no
 /// cancellation point while a kill or timeout is pending (<see cref="ShieldParallelsOwnWait"/>).</para>
 /// </remarks>

@@ -7,7 +7,8 @@
 // baton) neither could go on, and an ASP.NET Core app under client disconnects (each one a kill from a hub callback)
 // stopped answering for good. So the greenlet's and the timeouts' cancellations are handed to one thread of the
 // process that does nothing else (the thread pool would do, but legacy code keeps it busy: a kill would wait for it),
-// and the callbacks run there, where waiting for a lock is only waiting. The caller's own token is linked directly,
+// and the callbacks run there, where waiting for a lock is only waiting (the gate and the thread are shared with
+// GreenTimeout.Token: LowLevel/GatedCancellationSource.cs). The caller's own token is linked directly,
 // as CancellationTokenSource.CreateLinkedTokenSource does.
 //
 // A kill or timeout that comes while the greenlet is shielded (Green.Shield) cancels nothing: the shield holds it back
@@ -44,7 +45,9 @@
 // the whole command timeout (30 s) for data the operation had taken. A thread whose token is cancelled stays in its
 // wait until the task ends. So once the kill has cancelled the greenlet's token, and the greenlet gave that token out,
 // Settle also waits for the task itself, bounded (OwnTokenSettleLimit): the runtime cannot tell whether that task
-// observes the token, and a kill must still end a wait for one that does not.
+// observes the token, and a kill must still end a wait for one that does not. A timeout's token (GreenTimeout.Token)
+// is the third, and settles the same way: Settle waits for a cancel of it begun on the cancelling thread, and then for
+// the task while the token, given out, has been cancelled (GreenTimeout.cs, "The token").
 //
 // An operation another greenlet waits for is no longer the starter's alone (a single-flight cache: the first caller
 // starts the request, the others wait for the same task): the starter's kill or timeout then cancels nothing, or every
@@ -53,16 +56,12 @@
 namespace GreenRuntime.LowLevel;
 
 /// <summary>See the header of this file. Dispose it once the operation is over.</summary>
-internal sealed class KillLinkedSource : CancellationTokenSource
+internal sealed class KillLinkedSource : GatedCancellationSource
 {
     private readonly Greenlet _greenlet;
     private readonly List<CancellationTokenRegistration> _registrations = new(3);
     private bool _queued; // hub-only: the kill or a timeout asked for a cancel (handed to the cancelling thread, or left to the greenlet by CancelQueued)
     private volatile bool _shared; // another greenlet waits for the operation (see the header)
-    private int _cancelState; // NotCancelled, Cancelling, Cancelled: whoever moves it from the first runs the cancel
-    private TaskCompletionSource? _cancelEnded; // made by the first greenlet that waits for a begun cancel (Settle)
-
-    private const int NotCancelled = 0, Cancelling = 1, Cancelled = 2;
 
     /// <summary>The operations given a source's token, for <see cref="WaitingFor"/>.</summary>
     private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Task, KillLinkedSource> s_operations = new();
@@ -87,12 +86,12 @@ internal sealed class KillLinkedSource : CancellationTokenSource
         _greenlet = greenlet;
         var live = greenlet.LiveCancellations ??= new();
         lock (live) live.Add(this);
-        Canceller.EnsureStarted(); // here, in the greenlet's own code: not inside a kill, which may run on the hub
+        EnsureCancellerStarted(); // here, in the greenlet's own code: not inside a kill, which may run on the hub
         if (callerToken.CanBeCanceled)
             _registrations.Add(callerToken.UnsafeRegister(static s => ((KillLinkedSource)s!).CancelQuietly(), this));
         _registrations.Add(greenlet.OwnToken.UnsafeRegister(static s => ((KillLinkedSource)s!).OnKillOrTimeout(), this));
         for (var t = greenlet.InnermostTimeout; t != null; t = t.Outer)
-            _registrations.Add(t.Token.UnsafeRegister(static s => ((KillLinkedSource)s!).OnKillOrTimeout(), this));
+            _registrations.Add(t.ExpiryToken.UnsafeRegister(static s => ((KillLinkedSource)s!).OnKillOrTimeout(), this));
     }
 
     /// <summary>On the hub, where the kill or the timeout's expiry cancelled its token.</summary>
@@ -100,7 +99,7 @@ internal sealed class KillLinkedSource : CancellationTokenSource
     {
         if (_greenlet.ShieldDepth > 0 || _queued || _shared) return;
         _queued = true;
-        Canceller.Queue(this);
+        QueueCancel();
     }
 
     /// <summary>On the greenlet, as it resumes with a kill or timeout: cancels, here and now, each of its sources whose
@@ -110,6 +109,7 @@ internal sealed class KillLinkedSource : CancellationTokenSource
         foreach (var source in Sources(greenlet))
             if (source._queued && !source._shared) source.CancelQuietly();
         greenlet.CancelOwnTokenBeforeUnwinding();
+        GreenTimeout.CancelTokensBeforeUnwinding(greenlet);
     }
 
     /// <summary>On the hub, for a kill that left the cancel of the greenlet's own token to the greenlet (see the header):
@@ -128,31 +128,6 @@ internal sealed class KillLinkedSource : CancellationTokenSource
         lock (live) return live.ToArray();
     }
 
-    /// <summary>The one way a source is cancelled (see the header): only the first caller cancels; a later one returns
-    /// at once, even while the first one still runs the callbacks.</summary>
-    internal void CancelQuietly()
-    {
-        if (Interlocked.CompareExchange(ref _cancelState, Cancelling, NotCancelled) != NotCancelled) return;
-        try
-        {
-            Cancel();
-        }
-        catch (ObjectDisposedException)
-        {
-            // The operation ended, and its caller disposed this, before the cancel came round.
-        }
-        catch (AggregateException)
-        {
-            // A callback of the operation threw: the operation's own failure, which it reports to its caller.
-        }
-        finally
-        {
-            // Both sides are full fences: a waiter that published its completion source after this read sees Cancelled.
-            Interlocked.Exchange(ref _cancelState, Cancelled);
-            Volatile.Read(ref _cancelEnded)?.TrySetResult();
-        }
-    }
-
     /// <summary>On <paramref name="greenlet"/>, after a kill or timeout ended its wait for <paramref name="awaited"/>:
     /// waits, shielded, until <paramref name="awaited"/> completes or no cancel of the greenlet's sources that another
     /// thread began is still running (see the header).</summary>
@@ -161,7 +136,7 @@ internal sealed class KillLinkedSource : CancellationTokenSource
         using var shield = new CancellationShield(greenlet);
         while (!awaited.IsCompleted && BegunElsewhere(greenlet) is { } ended)
             hub.WaitForTask(Task.WhenAny(awaited, ended), timeout: null, WaitReason.Task);
-        if (!awaited.IsCompleted && greenlet.OwnTokenCancelledByKill)
+        if (!awaited.IsCompleted && (greenlet.OwnTokenCancelledByKill || GreenTimeout.TokenCancelledFor(greenlet)))
             hub.WaitForTask(awaited, OwnTokenSettleLimit, WaitReason.Task);
     }
 
@@ -171,17 +146,13 @@ internal sealed class KillLinkedSource : CancellationTokenSource
     /// delays the kill only that much.</summary>
     internal static readonly TimeSpan OwnTokenSettleLimit = TimeSpan.FromSeconds(5);
 
-    /// <summary>The end of a cancel of one of <paramref name="greenlet"/>'s sources still running on another thread;
-    /// null if there is none.</summary>
+    /// <summary>The end of a cancel of one of <paramref name="greenlet"/>'s sources, or of the token of one of its
+    /// expired timeouts, still running on another thread; null if there is none.</summary>
     private static Task? BegunElsewhere(Greenlet greenlet)
     {
         foreach (var source in Sources(greenlet))
-        {
-            if (Volatile.Read(ref source._cancelState) != Cancelling) continue;
-            if (Volatile.Read(ref source._cancelEnded) is null) Interlocked.CompareExchange(ref source._cancelEnded, new(), null);
-            if (Volatile.Read(ref source._cancelState) == Cancelling) return source._cancelEnded!.Task; // else it ended meanwhile
-        }
-        return null;
+            if (source.CancelEnded() is { } ended) return ended;
+        return GreenTimeout.TokenCancelEnded(greenlet);
     }
 
     protected override void Dispose(bool disposing)
@@ -197,35 +168,8 @@ internal sealed class KillLinkedSource : CancellationTokenSource
         base.Dispose(disposing);
     }
 
-    /// <summary>The thread that cancels the sources handed to it, one after another.</summary>
-    private static class Canceller
+    protected override void CancelOnCancellingThread()
     {
-        private static readonly System.Collections.Concurrent.ConcurrentQueue<KillLinkedSource> s_queue = new();
-        // A futex word, not a SemaphoreSlim: queueing runs on the hub, where a semaphore's Release could meet its lock
-        // held by this thread's Wait and block the hub.
-        private static readonly Scheduling.Parker s_queued = new();
-        private static int s_started;
-
-        public static void EnsureStarted()
-        {
-            if (Volatile.Read(ref s_started) == 0 && Interlocked.Exchange(ref s_started, 1) == 0)
-                Scheduling.RuntimeThread.Start(new Thread(Run) { IsBackground = true, Name = "GreenRuntime cancellations" });
-        }
-
-        public static void Queue(KillLinkedSource source)
-        {
-            s_queue.Enqueue(source);
-            s_queued.Unpark();
-        }
-
-        private static void Run()
-        {
-            while (true)
-            {
-                s_queued.Park();
-                while (s_queue.TryDequeue(out var source))
-                    if (!source._shared) source.CancelQuietly();
-            }
-        }
+        if (!_shared) CancelQuietly();
     }
 }

@@ -201,7 +201,10 @@ public static partial class Parking
     /// <see cref="Greenlet.CancellationToken"/>, which the greenlet asked for, it then waits for <paramref name="awaited"/>
     /// itself, at most 5 seconds: an operation given that token (a database query) may still be reading the connection
     /// that the greenlet's cleanup is about to use, and a thread whose token is cancelled stays in its wait until the
-    /// operation ends. Returns at once when neither applies; nothing off a greenlet that may park.
+    /// operation ends. The same holds for the <see cref="GreenTimeout.Token"/> of an expired scope that was asked for: its
+    /// cancel begun on another thread is waited for, then <paramref name="awaited"/>, so that an operation that completed
+    /// anyway (an item a channel read took) is not lost. Returns at once when none applies; nothing off a greenlet that
+    /// may park.
     /// </summary>
     /// <param name="awaited">The task the interrupted wait was for.</param>
     /// <returns>Whether <paramref name="awaited"/> has completed.</returns>

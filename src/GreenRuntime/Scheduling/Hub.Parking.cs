@@ -175,6 +175,9 @@ public sealed partial class Hub
     {
         if (wokeBy == CancellationWake.Interrupt) g.InterruptPending = true;
         else if (g.State != GreenletState.Dead) g.PendingException ??= cancellation;
+        // The tokens the kill or timeout cancels are cancelled now, as for a thread, though nothing is raised: an
+        // operation the callback waits for with one of them (a timeout's Token) ends, and so does this park.
+        if (wokeBy != CancellationWake.Interrupt) LowLevel.KillLinkedSource.CancelQueued(g);
         if (g.TakeRefusedWake(out var value, out var error))
         {
             if (error != null) throw g.Raising(error);

@@ -27,10 +27,27 @@
 // only the waits begun inside this scope, and the level-triggered rule raises only at blocking points of flows inside
 // it; step 4 sets nothing pending, which any flow's next blocking point would have taken. A kill still ends them all.
 //
+// The token: Token is handed to foreign operations (docs/patching.md advises it), so its callbacks are foreign code,
+// and some take locks (a Dataflow receive's cleanup takes its block's lock). Cancelled inside Fire, a hub callback, such
+// a callback waited for the lock with the baton held, while the greenlet holding it was parked in a cooperative lock
+// wait: the hub stopped for good (3 of 45 runs of ten greenlets receiving under 1–5 ms timeouts). So the token is never
+// cancelled on the hub: when step 1 woke the stackful greenlet, the greenlet cancels it itself as it resumes, shielded
+// and before the exception unwinds the operation's code (which would unregister the callbacks first), as a kill's
+// woken greenlet cancels its own token (CancelTokensBeforeUnwinding, from KillLinkedSource.CancelQueued); otherwise the
+// runtime's cancelling thread does (LowLevel/GatedCancellationSource.cs), and a greenlet that resumes first claims
+// the cancel. The runtime's own registrations (KillLinkedSource) use ExpiryToken, cancelled in Fire: they only queue.
+// A task wait that the timeout ended then settles as a kill's does (KillLinkedSource.Settle): while the token, once
+// asked for, has been cancelled, the wait waits for its task, at most 5 s, and a task that completed anyway is its
+// result, the timeout staying pending. Raised at once, the wait dropped what the operation did: a channel's read
+// completes its task through the thread pool a moment after it took the item, and 2–50 of 300 items read under
+// 1–5 ms timeouts were lost in every run; writes into a full bounded channel were delivered while their callers saw
+// the timeout. Threads with a CancellationTokenSource lose none.
+//
 // Rejected: throwing from the timer callback into the greenlet "now" (impossible without stack switching), and a
 // per-call timeout parameter threaded through every blocking API (gevent's Timeout exists because blocking calls
 // nest arbitrarily deep in user code).
 
+using GreenRuntime.LowLevel;
 using GreenRuntime.Scheduling;
 using GreenRuntime.Sync;
 
@@ -50,7 +67,9 @@ namespace GreenRuntime;
 /// <para>A timeout that fires while the greenlet waits in <see cref="Green.Wait(Task, TimeSpan?)"/> (or a patched I/O
 /// call built on it) ends the <em>wait</em>: the greenlet resumes with the exception at once. The .NET operation
 /// itself is not aborted by this (a Task cannot be cancelled from outside); its completion is ignored when it
-/// arrives. Cooperative I/O that owns a CancellationToken cancels the operation as well.</para>
+/// arrives. Cooperative I/O that owns a CancellationToken cancels the operation as well. An operation given
+/// <see cref="Token"/> is waited for (at most 5 seconds) once the token is cancelled, and its result is the wait's if it
+/// completed anyway: see <see cref="Token"/>.</para>
 /// <para>In stackless code the timeout faults the task of a pending <c>WaitAsync</c>/<c>GetAsync</c>/<c>PutAsync</c>/<c>AcquireAsync</c>
 /// of this library; an await of another task is not interrupted, and the exception is raised at the next such call.
 /// Only waits of the code inside the scope count: the scope flows through that code's awaits like an
@@ -76,7 +95,9 @@ public sealed class GreenTimeout : IDisposable
     private int _deferrals;
     private bool _cancelled;
     private bool _open; // on its greenlet's scope stack
-    private CancellationTokenSource? _token;
+    private TokenSource? _token; // Token: handed out to code outside the runtime
+    private CancellationTokenSource? _expiry; // ExpiryToken: the runtime's own registrations
+    private bool _tokenCancelDeferred; // hub-only: Fire left the cancel of Token to the greenlet (see "The token" above)
 
     /// <summary>The scope opened before this one on the same greenlet and still open (the scope stack's next link).</summary>
     internal GreenTimeout? Outer;
@@ -196,17 +217,32 @@ public sealed class GreenTimeout : IDisposable
     public Greenlet Greenlet => _greenlet;
 
     /// <summary>Whether the exception has been thrown in the greenlet at a blocking point (Greenlet.Raising).</summary>
-    internal bool Raised { get; set; }
+    internal bool Raised => Raises > 0;
+
+    /// <summary>How many times the exception has been thrown in the greenlet (Greenlet.Raising).</summary>
+    internal int Raises;
 
     /// <summary>Whether the deadline has passed and the timeout fired (whether or not the exception was raised yet).</summary>
     public bool Expired { get; private set; }
 
     /// <summary>
     /// A token cancelled when the timeout expires, so async code and foreign Tasks started inside the scope can stop
-    /// too: <c>await httpClient.GetAsync(url, t.Token)</c>. Hub-only.
+    /// too: <c>await httpClient.GetAsync(url, t.Token)</c>, <c>reader.ReadAsync(t.Token).AsTask().Result</c>. Hub-only.
     /// </summary>
-    /// <remarks>Already cancelled if the timeout expired before the token was asked for; never cancelled if the scope
-    /// was disposed first. Its callbacks run on the hub when the timer fires: they must not block.</remarks>
+    /// <remarks>
+    /// <para>Already cancelled if the timeout expired before the token was asked for; never cancelled if the scope was
+    /// disposed first.</para>
+    /// <para>It is not cancelled on the hub: when the timeout wakes its stackful greenlet from a blocking call, the
+    /// greenlet cancels the token itself, shielded, as it resumes and before the exception unwinds anything; otherwise a
+    /// thread of the runtime's cancels it. So its callbacks may block and take locks (a Dataflow block's receive takes
+    /// the block's lock), but they may run on another thread than the greenlet's hub, where hub-only members throw.</para>
+    /// <para>A task wait the timeout's expiry ends (<c>Task.Wait</c>, <c>.Result</c> under <c>Patch.All()</c>, <see cref="Green.Wait(Task, TimeSpan?)"/>)
+    /// in a scope whose token was asked for waits, shielded, for its task to end, at most 5 seconds, as a thread whose
+    /// token is cancelled stays in its wait: an operation given the token that completed anyway (an item read from a
+    /// channel) is the wait's result, and the expired timeout stays pending, raised at the next blocking point inside
+    /// the scope or dropped when the scope is disposed first. An operation that ended with the cancellation raises the
+    /// timeout. A later wait inside the expired scope raises at once, as before.</para>
+    /// </remarks>
     public CancellationToken Token
     {
         get
@@ -214,8 +250,73 @@ public sealed class GreenTimeout : IDisposable
             if (_token != null) return _token.Token;
             if (Expired) return new CancellationToken(true);
             _hub.AssertOnHub();
-            return (_token = new CancellationTokenSource()).Token;
+            GatedCancellationSource.EnsureCancellerStarted(); // here, not in Fire: a hub callback must not start a thread
+            return (_token = new TokenSource(this)).Token;
         }
+    }
+
+    /// <summary>A token cancelled on the hub as the timeout fires, for the runtime's own registrations, whose callbacks only
+    /// hand work on (KillLinkedSource); <see cref="Token"/> is cancelled off the hub.</summary>
+    internal CancellationToken ExpiryToken
+    {
+        get
+        {
+            if (_expiry != null) return _expiry.Token;
+            if (Expired) return new CancellationToken(true);
+            return (_expiry = new CancellationTokenSource()).Token;
+        }
+    }
+
+    /// <summary>On <paramref name="greenlet"/>, a stackful one, as it resumes with a kill or timeout and before the exception
+    /// unwinds: cancels, shielded, the tokens of its expired scopes that nobody has begun to cancel (see "The token").</summary>
+    internal static void CancelTokensBeforeUnwinding(Greenlet greenlet)
+    {
+        if (greenlet.IsStackless || greenlet.ExpiredTimeouts == 0) return;
+        List<TokenSource>? due = null;
+        for (var t = greenlet.InnermostTimeout; t != null; t = t.Outer)
+        {
+            if (!t.Expired || t._token is not { CancelClaimed: false } token) continue;
+            t._tokenCancelDeferred = false;
+            (due ??= new()).Add(token);
+        }
+        if (due == null) return;
+        // Collected first: a callback may dispose a scope, which unlinks it from the chain walked above.
+        using (new CancellationShield(greenlet))
+            foreach (var token in due)
+                token.CancelQuietly();
+    }
+
+    /// <summary>Whether an open scope of <paramref name="greenlet"/> (of the running flow, on a stackless greenlet) gave out
+    /// its <see cref="Token"/> and has cancelled it, or begun to, and has raised its exception once at most: a task wait
+    /// that this first raise ended then waits for its task (KillLinkedSource.Settle).</summary>
+    /// <remarks>Only the first: the operation that was given the token was under way then. A later wait in the expired
+    /// scope is raised at its start (level-triggered), before its task could have seen the token, and waiting up to
+    /// 5 s there for a task that may ignore the token would only delay leaving the scope.</remarks>
+    internal static bool TokenCancelledFor(Greenlet greenlet)
+    {
+        for (var t = InnermostOf(greenlet); t != null; t = t.OuterInFlow)
+            if (t._token is { IsCancellationRequested: true } && t.Raises <= 1) return true;
+        return false;
+    }
+
+    /// <summary>The end of a cancel of the <see cref="Token"/> of one of <paramref name="greenlet"/>'s scopes still running
+    /// on another thread; null if there is none.</summary>
+    internal static Task? TokenCancelEnded(Greenlet greenlet)
+    {
+        for (var t = InnermostOf(greenlet); t != null; t = t.OuterInFlow)
+            if (t._token?.CancelEnded() is { } ended) return ended;
+        return null;
+    }
+
+    private static GreenTimeout? InnermostOf(Greenlet greenlet) => greenlet.IsStackless ? FlowScope : greenlet.InnermostTimeout;
+
+    private GreenTimeout? OuterInFlow => _greenlet.IsStackless ? FlowOuter : Outer;
+
+    /// <summary><see cref="Token"/>'s source: cancelled once, by the greenlet or the runtime's cancelling thread.</summary>
+    private sealed class TokenSource(GreenTimeout owner) : GatedCancellationSource
+    {
+        protected override void CallbacksFailed(AggregateException e) =>
+            Log.CallbackFailed(owner._hub.Logger, e, "GreenTimeout.Token callback");
     }
 
     /// <summary>Whether it is still waiting for its deadline.</summary>
@@ -228,6 +329,12 @@ public sealed class GreenTimeout : IDisposable
         _cancelled = true;
         _timer?.Cancel();
         _timer = null;
+        if (_tokenCancelDeferred)
+        {
+            // Disposed before the greenlet resumed with it (it cannot, but the cancel must not depend on that).
+            _tokenCancelDeferred = false;
+            _token!.QueueCancel();
+        }
         CloseScope();
         if (ReferenceEquals(_greenlet.PendingException, Exception) && _greenlet.State != GreenletState.Dead)
             _greenlet.PendingException = null;
@@ -259,22 +366,30 @@ public sealed class GreenTimeout : IDisposable
         _timer = null;
         Expired = true;
         if (_open) _greenlet.ExpiredTimeouts++; // from now on every blocking point in the scope raises
-        Deliver();
-        if (_token != null)
+        bool woke = Deliver();
+        if (_expiry != null)
         {
             try
             {
-                _token.Cancel();
+                _expiry.Cancel();
             }
             catch (AggregateException e)
             {
-                Log.CallbackFailed(_hub.Logger, e, "GreenTimeout.Token callback");
+                Log.CallbackFailed(_hub.Logger, e, "GreenTimeout expiry callback");
             }
+        }
+        // Never here, on the hub (see "The token" above). A greenlet this timeout woke resumes with it, and its EndPark
+        // cancels the token before anything unwinds (CancelTokensBeforeUnwinding); otherwise the cancelling thread does.
+        if (_token != null)
+        {
+            if (woke) _tokenCancelDeferred = true;
+            else _token.QueueCancel();
         }
     }
 
-    // The numbered steps of the header comment.
-    private void Deliver()
+    // The numbered steps of the header comment. Returns true when it woke a stackful greenlet's park with the exception,
+    // so that the greenlet resumes with it.
+    private bool Deliver()
     {
         var g = _greenlet;
         if (g.IsStackless)
@@ -283,32 +398,31 @@ public sealed class GreenTimeout : IDisposable
             // otherwise: the scope's own code raises at its next blocking point (Greenlet.StickyException), and code
             // the greenlet runs outside the scope must not.
             if (g.State != GreenletState.Dead && g.ShieldDepth == 0) g.FailAsyncWaits(Exception, this);
-            return;
+            return false;
         }
         switch (g.State)
         {
             case GreenletState.Dead:
-                return;
+                return false;
             case GreenletState.Parked when g.ShieldDepth > 0:
-                return; // shielded: the expired scope raises after the last shield closes
+                return false; // shielded: the expired scope raises after the last shield closes
             case GreenletState.Parked:
-                _hub.TryWakeCancelling(g, Exception);
-                return;
+                return _hub.TryWakeCancelling(g, Exception);
             case GreenletState.Awaiting when g.ShieldDepth > 0:
-                return; // as Parked: a shield of its running step holds it back
+                return false; // as Parked: a shield of its running step holds it back
             case GreenletState.Awaiting:
                 if (g.FailAsyncWaits(Exception) == 0) SetPending(g);
-                return;
+                return false;
             case GreenletState.Ready when (g.ResumeValue != null || g.ResumeError != null) && _deferrals < MaxDeferrals:
                 _deferrals++;
                 _hub.PostAction(() =>
                 {
                     if (!_cancelled) Deliver();
                 });
-                return;
+                return false;
             default:
                 SetPending(g);
-                return;
+                return false;
         }
     }
 
