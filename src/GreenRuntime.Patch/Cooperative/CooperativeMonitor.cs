@@ -76,7 +76,33 @@ internal static class CooperativeMonitor
     private static bool IsCoreLibLock(object o) => o.GetType() is var type && type != typeof(object) && type.Assembly == typeof(object).Assembly;
 
     private static readonly Func<(object Obj, int Ms), bool> s_tryEnter = static s => TryEnterSlowpath.Call(s.Obj, s.Ms);
-    private static readonly Func<(object Obj, int Ms), bool> s_wait = static s => WaitInt.Call(s.Obj, s.Ms);
+
+    /// <summary>A released <c>Monitor.Wait</c>: what it waits on, for how long, and how many times the monitor was held
+    /// (its recursion count) when the wait returned on the carrier and gave it back.</summary>
+    private sealed class ReleasedWait(object obj, int millisecondsTimeout)
+    {
+        public readonly object Obj = obj;
+        public readonly int Ms = millisecondsTimeout;
+        public int Recursion;
+    }
+
+    // The runtime's wait returns (or throws) holding the monitor, re-acquired on the carrier; it is given back at once,
+    // every recursion of it, and taken again once the baton is back (Wait below). Monitor.Exit is not patched.
+    private static readonly Func<ReleasedWait, bool> s_wait = static w =>
+    {
+        try
+        {
+            return WaitInt.Call(w.Obj, w.Ms);
+        }
+        finally
+        {
+            while (Monitor.IsEntered(w.Obj))
+            {
+                Monitor.Exit(w.Obj);
+                w.Recursion++;
+            }
+        }
+    };
 
     /// <summary>Replaces <c>Monitor.Enter_Slowpath(object)</c>: the contended <c>lock</c>/<c>Monitor.Enter</c>.</summary>
     public static void Enter(object obj)
@@ -184,9 +210,21 @@ internal static class CooperativeMonitor
     }
 
     /// <summary>Replaces <c>Monitor.Wait(object, int)</c>.</summary>
-    /// <remarks>A kill or timeout that arrives meanwhile interrupts the wait (the greenlet's thread is woken with
-    /// <see cref="Thread.Interrupt"/>) and is raised once the wait has re-acquired the monitor: inside the caller's
-    /// <c>lock</c> block, whose <c>finally</c> exits it — where an interrupted Monitor.Wait throws anyway.</remarks>
+    /// <remarks>
+    /// <para>The runtime's wait runs with the baton released. It returns having re-acquired the monitor on the carrier;
+    /// the carrier gives it back at once (every recursion of it) and the greenlet takes it again once the baton is back, by
+    /// the contended enter (<see cref="Enter"/>), so the monitor is not held while the greenlet waits for the baton. Kept
+    /// through that wait, it was held away from every thread that wanted it (the consumer that dequeues, the producers that
+    /// add), and a <c>PulseAll</c> woke every waiter into a chain: each re-acquired it in turn and held it across its own
+    /// hand-off of the baton. 50 greenlets producing into a bounded queue (<c>lock</c> + <c>Wait</c> + <c>PulseAll</c>, the
+    /// shape of the console logger's <c>QueueFullMode.Wait</c>) for one consumer thread held it that way for about a third of
+    /// the time. Letting another thread in between the wake and the re-acquire is what the runtime's own re-acquire does
+    /// too: callers re-check their condition in a loop.</para>
+    /// <para>A kill or timeout that arrives meanwhile interrupts the wait (the greenlet's thread is woken with
+    /// <see cref="Thread.Interrupt"/>) and is raised with the monitor held again: inside the caller's <c>lock</c> block,
+    /// whose <c>finally</c> exits it — where an interrupted Monitor.Wait throws anyway. The re-acquire is shielded: one that
+    /// comes while it waits stays pending for the next blocking point, as for any wait that had already returned.</para>
+    /// </remarks>
     public static bool Wait(object obj, int millisecondsTimeout)
     {
         var hub = Cooperative.WaitingHub(); // Wait(obj, 0) in a loop never waits
@@ -194,7 +232,32 @@ internal static class CooperativeMonitor
             return WaitInt.Call(obj, millisecondsTimeout);
         if (!Parking.CanReleaseBatonToStandIn && !WaitForStandIn(hub, ref millisecondsTimeout))
             return false; // timed out holding the monitor, as a Wait that nobody pulsed returns
-        return Parking.RunReleased(s_wait, (obj, millisecondsTimeout), WaitReason.Lock, cancellationPoint: true, interruptible: true, standIn: true);
+        // Per wait, not thread-static: while the greenlet waits for the baton its carrier may stand in for the hub and run
+        // another released wait itself.
+        var wait = new ReleasedWait(obj, millisecondsTimeout);
+        bool pulsed;
+        try
+        {
+            pulsed = Parking.RunReleased(s_wait, wait, WaitReason.Lock, cancellationPoint: true, interruptible: true, standIn: true);
+        }
+        catch
+        {
+            // The kill, the timeout or the wait's own exception leaves with the monitor held, as from the runtime's wait.
+            EnterAgain(obj, wait.Recursion);
+            throw;
+        }
+        EnterAgain(obj, wait.Recursion);
+        return pulsed;
+    }
+
+    /// <summary>Takes the monitor <paramref name="recursion"/> times, as a released <c>Monitor.Wait</c> gave it back, with the
+    /// baton held. Shielded: a <c>Monitor.Wait</c> returns, or throws, holding the monitor, so a kill or timeout must not
+    /// interrupt the contended enter; it stays pending for the next blocking point.</summary>
+    private static void EnterAgain(object obj, int recursion)
+    {
+        if (recursion == 0) return; // the wait threw before it waited (the monitor was not this thread's)
+        using (Green.Shield()) Enter(obj);
+        for (int i = 1; i < recursion; i++) Monitor.Enter(obj); // this thread's already: never contended
     }
 
     /// <summary>

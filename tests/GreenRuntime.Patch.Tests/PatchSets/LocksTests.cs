@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using GreenRuntime.LowLevel;
 using GreenRuntime.TestSupport;
 
 namespace GreenRuntime.Patch.Tests.PatchSets;
@@ -17,32 +18,87 @@ public class LocksTests : PatchedHubTest
     [Test]
     public void AGreenletThatMeetsALockWonInAReleasedWaitLetsItsWinnerRunBeforeWaitingInTheRuntime()
     {
-        // The winner's thread took the monitor back in the runtime's Monitor.Wait and holds it until its greenlet gets the
+        // The winner's thread took the monitor in a released wait (Parking.RunReleased with WaitReason.Lock, as a contended
+        // enter does once its tries to take a lock that was free have failed) and holds it until its greenlet gets the
         // baton: the greenlet that meets the monitor lets it run (it goes first), then takes it, instead of parking its own
         // thread in the runtime's wait. Every such waiter used to hold the lock in turn while it waited for the baton, a
         // convoy that cost ASP.NET Core's console logger most of its throughput. (A contended enter no longer keeps what it
-        // wins in the runtime: see ALockWonInAReleasedWaitIsNotHeldWhileItsGreenletWaitsForTheBaton.)
+        // wins in the runtime at first, nor does Monitor.Wait: see ALockWonInAReleasedWaitIsNotHeldWhileItsGreenletWaitsForTheBaton
+        // and AMonitorAPulsedWaitTookBackIsNotHeldWhileItsGreenletWaitsForTheBaton.)
         var monitor = new object();
         var states = new List<string>();
+        using var go = new ManualResetEventSlim();
         Greenlet first = null!;
         var winner = Green.Spawn(() =>
         {
-            lock (monitor)
+            Parking.RunReleased(static s => { s.go.Wait(); Monitor.Enter(s.monitor); return true; }, (go, monitor), WaitReason.Lock, cancellationPoint: false);
+            try
             {
-                if (!Monitor.Wait(monitor, 10_000)) throw new TimeoutException(); // released: the baton and the monitor
                 states.Add($"winner sees {first.State} {first.WaitReason}");
+            }
+            finally
+            {
+                Monitor.Exit(monitor);
             }
         });
         first = Green.Spawn(() =>
         {
-            Green.Sleep(20); // the winner waits
-            lock (monitor) Monitor.Pulse(monitor); // the winner's thread takes the monitor back and posts its return
-            var spin = System.Diagnostics.Stopwatch.StartNew();
+            Green.Sleep(20); // the winner's thread waits
+            go.Set(); // it takes the monitor and posts its return
+            var spin = Stopwatch.StartNew();
             while (spin.ElapsedMilliseconds < 50) { } // holding the baton while that happens
             lock (monitor) states.Add("entered again"); // held by the winner's thread: lets the winner run first
         });
         Green.JoinAll([winner, first], TimeSpan.FromSeconds(10));
         Assert.That(states, Is.EqualTo(new[] { "winner sees Ready Yield", "entered again" }), "the second enter yielded to the winner instead of waiting in the runtime");
+    }
+
+    [Test]
+    public void AMonitorAPulsedWaitTookBackIsNotHeldWhileItsGreenletWaitsForTheBaton()
+    {
+        // The runtime's Monitor.Wait returns owning the monitor again, on the greenlet's thread, with the baton elsewhere: the
+        // thread gives it back at once, every recursion of it, and the greenlet takes it again once it has the baton. Kept,
+        // it was held away from every thread that wanted it until then: 50 greenlets producing into a bounded queue for a
+        // consumer thread (lock + Monitor.Wait + PulseAll, as the console logger's QueueFullMode.Wait) took 0.9-2.7 s for
+        // 10,000 items, threads 0.02-0.12 s.
+        var monitor = new object();
+        using var pulsed = new ManualResetEventSlim();
+        var secondWaited = TimeSpan.Zero;
+        var second = new Thread(() =>
+        {
+            pulsed.Wait();
+            Thread.Sleep(50); // the waiter's thread has taken the monitor back by now
+            var watch = Stopwatch.StartNew();
+            lock (monitor) secondWaited = watch.Elapsed;
+        });
+        second.Start();
+        var outcome = new List<string>();
+        var waiter = Green.Spawn(() =>
+        {
+            lock (monitor)
+            {
+                lock (monitor)
+                {
+                    outcome.Add($"pulsed {Monitor.Wait(monitor, 10_000)}");
+                    outcome.Add($"held {Monitor.IsEntered(monitor)}");
+                }
+                outcome.Add($"held once exited {Monitor.IsEntered(monitor)}"); // the recursion came back too
+                outcome.Add($"timed out {!Monitor.Wait(monitor, 20)}, held {Monitor.IsEntered(monitor)}");
+            }
+            outcome.Add($"held after the block {Monitor.IsEntered(monitor)}");
+        });
+        var busy = Green.Spawn(() =>
+        {
+            Green.Sleep(30); // the waiter is in the runtime's wait, the baton released
+            lock (monitor) Monitor.Pulse(monitor);
+            pulsed.Set();
+            var spin = Stopwatch.StartNew();
+            while (spin.ElapsedMilliseconds < 400) { } // keeps the baton
+        });
+        Green.JoinAll([waiter, busy], TimeSpan.FromSeconds(10));
+        second.Join();
+        Assert.That(outcome, Is.EqualTo(new[] { "pulsed True", "held True", "held once exited True", "timed out True, held True", "held after the block False" }));
+        Assert.That(secondWaited, Is.LessThan(TimeSpan.FromMilliseconds(200)), "the monitor was held while the waiter waited for the baton");
     }
 
     [TestCase("monitor", false)]

@@ -58,6 +58,60 @@ public class MonitorWaitInterruptTests : PatchedHubTest
     }
 
     [Test]
+    public void AKilledWaitWhoseMonitorAThreadTookMeanwhileRaisesTheKillOnceItHoldsTheMonitorAgain()
+    {
+        // The interrupted wait re-acquires the monitor on the greenlet's thread and gives it back there; a plain thread takes
+        // it before the greenlet has the baton. The greenlet waits for it (a second kill does not end that wait) and the
+        // kill is raised inside the lock block, with the monitor held, after the thread let go.
+        var gate = new object();
+        var order = new List<string>();
+        using var killed = new ManualResetEventSlim();
+        var victim = Green.Spawn(() =>
+        {
+            lock (gate)
+            {
+                try
+                {
+                    Monitor.Wait(gate);
+                }
+                catch (GreenletExit)
+                {
+                    lock (order) order.Add($"raised, held {Monitor.IsEntered(gate)}");
+                    throw;
+                }
+            }
+        });
+        var taker = new Thread(() =>
+        {
+            killed.Wait();
+            Thread.Sleep(20); // the victim's thread has taken the monitor back and given it away by now
+            lock (gate)
+            {
+                lock (order) order.Add("thread holds");
+                Thread.Sleep(200);
+                lock (order) order.Add("thread lets go");
+            }
+        });
+        taker.Start();
+        Green.Sleep(50); // the victim waits
+        victim.Kill(block: false);
+        killed.Set();
+        var spin = Stopwatch.StartNew();
+        while (spin.ElapsedMilliseconds < 100) { } // keeps the baton while the thread takes the monitor
+        Green.Sleep(50); // the victim waits for the monitor now
+        victim.Kill(block: false);
+        victim.Join(TimeSpan.FromSeconds(10));
+        taker.Join();
+        Assert.Multiple(() =>
+        {
+            Assert.That(victim.Value, Is.InstanceOf<GreenletExit>());
+            Assert.That(order, Is.EqualTo(new[] { "thread holds", "thread lets go", "raised, held True" }));
+        });
+        Assert.That(Monitor.TryEnter(gate), Is.True, "the lock statement's finally released the monitor");
+        Monitor.Exit(gate);
+    }
+
+    [Test]
     public void ATimeoutInterruptsAWaitWithATimeout()
     {
         var gate = new object();
