@@ -347,8 +347,9 @@ public class ParkingTests : HubTest
         var g = Green.Spawn(() =>
         {
             using var timeout = GreenTimeout.Start(TimeSpan.FromMilliseconds(20));
-            // Runs on the hub right after the expired timeout interrupted the wait, before the greenlet has the baton back.
-            timeout.Token.Register(timeout.Cancel);
+            // Runs on the hub right after the expired timeout interrupted the wait, before the greenlet has the baton back:
+            // the runtime's own token, which the timeout cancels there (Token, handed to foreign code, is cancelled off the hub).
+            timeout.ExpiryToken.Register(timeout.Cancel);
             try
             {
                 outcome = Parking.RunReleased(static e => e.Wait(Timeout.Infinite), never, WaitReason.Event, interruptible: true);
