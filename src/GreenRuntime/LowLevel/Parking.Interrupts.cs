@@ -27,13 +27,11 @@ public static partial class Parking
 
     /// <summary>Throws the <see cref="ThreadInterruptedException"/> pending for the current greenlet's thread, if any, as an
     /// interruptible wait would; for a wait that does not park (a patched call that returns at once) and does not go
-    /// through <see cref="BeginPark"/>. Nothing while a shield is open.</summary>
+    /// through <see cref="BeginPark"/>. Nothing while a shield is open, nor inside a callback from native code (it
+    /// stays pending, as a kill does there).</summary>
     public static void ThrowIfInterrupted()
     {
         if (Hub.CurrentOrNull is not { IsOnHubThread: true } hub) return;
-        var g = hub.CurrentGreenlet;
-        if (g == hub.HubGreenlet || g.ShieldDepth > 0 || !g.InterruptPending) return;
-        g.InterruptPending = false;
-        throw new ThreadInterruptedException();
+        if (hub.CurrentGreenlet is var g && g != hub.HubGreenlet) hub.RaiseInterrupt(g);
     }
 }

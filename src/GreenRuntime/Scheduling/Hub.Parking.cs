@@ -80,12 +80,16 @@ public sealed partial class Hub
             LowLevel.KillLinkedSource.CancelQueued(g);
             throw g.Raising(sticky);
         }
-        if (interruptible && g.InterruptPending)
-        {
-            if (HeldInForeignCall(g)) return;
-            g.InterruptPending = false;
-            throw new ThreadInterruptedException();
-        }
+        if (interruptible) RaiseInterrupt(g);
+    }
+
+    /// <summary>Throws the interrupt of <paramref name="g"/>'s thread that waits for an interruptible wait (Hub.Interrupts.cs),
+    /// if any: not under a shield, nor inside a native call's callback, where it stays pending as a kill does.</summary>
+    internal void RaiseInterrupt(Greenlet g)
+    {
+        if (!g.InterruptPending || g.ShieldDepth > 0 || HeldInForeignCall(g)) return;
+        g.InterruptPending = false;
+        throw new ThreadInterruptedException();
     }
 
     /// <summary>Undoes <see cref="BeginPark"/> when registering the wakers failed.</summary>
