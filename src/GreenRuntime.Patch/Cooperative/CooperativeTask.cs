@@ -29,8 +29,8 @@ namespace GreenRuntime.Cooperative;
 /// (at most 5 s): the task is often a query given that token, still reading the connection the greenlet's <c>using</c>
 /// blocks are about to close. So does a timeout whose <c>Token</c> was asked for: a channel's read completes its task
 /// through the thread pool a moment after it took the item, and raising the timeout at once lost the item.</para>
-/// <para>The wait of <c>Parallel.For</c>, <c>ForEach</c> and <c>Invoke</c> for their iterations on pool threads is no
-/// cancellation point while a kill or timeout is pending (<see cref="ShieldParallelsOwnWait"/>).</para>
+/// <para>The wait of <c>Parallel.For</c>, <c>ForEach</c> and <c>Invoke</c>, and of PLINQ queries, for their work on pool
+/// threads is no cancellation point while a kill or timeout is pending (<see cref="ShieldForkJoinWait"/>).</para>
 /// </remarks>
 internal static class CooperativeTask
 {
@@ -51,7 +51,7 @@ internal static class CooperativeTask
         var hub = Cooperative.WaitingHub();
         if (hub is null || millisecondsTimeout == 0 || task.IsCompleted || cancellationToken.IsCancellationRequested)
             return Wait.Call(task, millisecondsTimeout, cancellationToken);
-        using (ShieldParallelsOwnWait())
+        using (ShieldForkJoinWait())
         {
             Parking.WaitingFor(task);
             if (RunsContinuationsAsynchronously(task) && Parking.CanReleaseBaton)
@@ -64,45 +64,73 @@ internal static class CooperativeTask
         }
     }
 
-    private static readonly Type? s_taskReplicator = typeof(Parallel).Assembly.GetType("System.Threading.Tasks.TaskReplicator");
-
-    /// <summary>A shield around the wait when it is <see cref="Parallel"/>'s own wait for the work it started and a kill or
-    /// timeout is already pending; otherwise nothing (a default shield, whose disposal does nothing).</summary>
+    /// <summary>A shield around the wait when it is a data-parallel library's own wait for the work it forked and a kill or
+    /// timeout is already pending; otherwise nothing (a default shield, whose disposal does nothing). For the replacements
+    /// of <c>Task</c>'s waits.</summary>
     /// <remarks>
-    /// <para><c>Parallel.For</c>, <c>ForEach</c> and <c>Invoke</c> run part of the work on the calling greenlet and the rest
-    /// on pool threads, and wait for the pool's part before they return: <c>TaskReplicator.Run</c> waits for each replica
-    /// (<c>Replica.Wait</c>, a <c>Task.Wait</c> loop), <c>Parallel.Invoke</c> with at most 10 actions and no
-    /// <c>MaxDegreeOfParallelism</c> below their count waits with <c>Task.WaitAll</c>. A kill or timeout raised in the
-    /// greenlet's own part is caught there and recorded, and the loop tells the other replicas to stop; the wait that
-    /// follows then met the same kill again (cancellation is level-triggered, docs/core.md) and <c>Parallel</c> returned
-    /// at once, its iterations still running on pool threads after the greenlet's <c>finally</c> blocks and its
-    /// <c>Join</c> (2–3 of 4 in a loop of 50 ms iterations). A thread's interrupt is consumed where it is thrown, so on a
-    /// thread that wait completes and <c>Parallel</c> throws its <see cref="AggregateException"/> with the interrupt. So
-    /// with a kill or timeout pending, this wait is no cancellation point: shielded, it waits until the work has ended,
-    /// and the kill or timeout, inside the <see cref="AggregateException"/>, ends the greenlet or the timeout's scope as
-    /// a raised one does (Greenlet.SetResult, GreenTimeoutException.RaisedBy). A second kill that comes meanwhile waits as
-    /// well; the wait is bounded by the iterations under way, after which the loop's replicas stop, or by
-    /// <c>Parallel.Invoke</c>'s other actions, which a thread waits for too. A kill or timeout that comes while the wait is
-    /// under way with nothing pending ends it, as an interrupt ends a thread's.</para>
-    /// <para>Narrow on purpose: only these two callers, in the Parallel assembly. Other framework code that waits for a
-    /// task (a legacy <c>EndRead</c> through CoreLib's <c>TaskToAsyncResult.End</c>) stays a cancellation point. The caller
-    /// is read from the stack, and only when something is pending: the wait's fast path walks no stack.</para>
+    /// <para><c>Parallel.For</c>, <c>ForEach</c> and <c>Invoke</c>, and every PLINQ query, run part of the work on the calling
+    /// greenlet and the rest on pool threads, and wait for the pool's part before they return: <c>TaskReplicator.Run</c>
+    /// waits for each replica (<c>Replica.Wait</c>, a <c>Task.Wait</c> loop), <c>Parallel.Invoke</c> with at most 10
+    /// actions and no <c>MaxDegreeOfParallelism</c> below their count waits with <c>Task.WaitAll</c>; PLINQ runs one
+    /// partition inline in a root task's <c>RunSynchronously</c>, whose wait for the partitions attached to it is
+    /// <c>Task</c>'s own wait on a <see cref="ManualResetEventSlim"/> (<see cref="ShieldForkJoinEventWait"/>), and
+    /// <c>QueryTaskGroupState.QueryEnd</c> waits for that root task (a pipelined query's, as the enumerator is disposed). A
+    /// kill or timeout raised in the greenlet's own part is caught there and recorded, and the library tells the other
+    /// workers to stop; the wait that follows then met the same kill again (cancellation is level-triggered,
+    /// docs/core.md) and the call returned at once, its work still running on pool threads after the greenlet's
+    /// <c>finally</c> blocks and its <c>Join</c> (2–3 of 4 iterations of <c>Parallel.For</c>; every element of a PLINQ
+    /// <c>ForAll</c>'s other partitions, since it polls its cancellation once per 64 elements). A thread's interrupt is
+    /// consumed where it is thrown, so on a thread that wait completes and the call throws its
+    /// <see cref="AggregateException"/> with the interrupt. So with a kill or timeout pending, this wait is no cancellation
+    /// point: shielded, it waits until the work has ended, and the kill or timeout, inside the
+    /// <see cref="AggregateException"/> (or alone, where a pipelined query's <c>MoveNext</c> raised it), ends the greenlet or
+    /// the timeout's scope as a raised one does (Greenlet.SetResult, GreenTimeoutException.RaisedBy). A second kill that
+    /// comes meanwhile waits as well; the wait is bounded by the work under way, which the library has told to stop, or
+    /// by <c>Parallel.Invoke</c>'s other actions, which a thread waits for too. A kill or timeout that comes while the
+    /// wait is under way with nothing pending ends it, as an interrupt ends a thread's.</para>
+    /// <para>Which waits: a task wait whose first caller outside <c>Task</c> is code of
+    /// <c>System.Threading.Tasks.Parallel</c> or <c>System.Linq.Parallel</c>. Every task wait those two assemblies make is
+    /// such a wait for their own workers (their other waits, on PLINQ's channels, are no task waits and stay cancellation
+    /// points). Read from .NET 10's IL: <c>Replica.Wait</c>, <c>Replica.Start</c>'s and <c>Parallel.Invoke</c>'s
+    /// <c>RunSynchronously</c>, <c>Parallel.Invoke</c>'s <c>WaitAll</c>; <c>QueryEnd</c>'s <c>Wait</c>, the
+    /// <c>RunSynchronously</c> of <c>SpoolingTask</c>, <c>OrderPreservingSpoolingTask</c> and <c>QueryTask</c>. So the test
+    /// is by assembly and survives the JIT inlining one of their methods into another. A wait that
+    /// the user's delegate makes under their frames has the delegate as its caller and stays a cancellation point, as does
+    /// any other framework wait for a task (a legacy <c>EndRead</c> through CoreLib's <c>TaskToAsyncResult.End</c>). The
+    /// caller is read from the stack, and only when something is pending: the wait's fast path walks no stack.</para>
     /// </remarks>
-    private static CancellationShield ShieldParallelsOwnWait() =>
-        Parking.CancellationPending && IsParallelsOwnWait() ? Green.Shield() : default;
+    private static CancellationShield ShieldForkJoinWait() =>
+        Parking.CancellationPending && IsForkJoinWait(inTaskWait: true) ? Green.Shield() : default;
 
-    private static bool IsParallelsOwnWait()
+    /// <summary><see cref="ShieldForkJoinWait"/> for a <see cref="ManualResetEventSlim"/> wait: only <c>Task</c>'s own
+    /// (<c>RunSynchronously</c>'s wait for the children of a task that ran inline) made for a data-parallel library. PLINQ's
+    /// consumer waiting on its channel's event is a wait for data, and stays a cancellation point.</summary>
+    internal static CancellationShield ShieldForkJoinEventWait() =>
+        Parking.CancellationPending && IsForkJoinWait(inTaskWait: false) ? Green.Shield() : default;
+
+    private static bool IsForkJoinWait(bool inTaskWait)
     {
-        if (Cooperative.Caller(typeof(Task))?.GetMethod() is not { DeclaringType: { } type } method || type.Assembly != typeof(Parallel).Assembly)
-            return false;
-        if (type == typeof(Parallel)) return method.Name == nameof(Parallel.Invoke);
-        // Replica.Wait, or TaskReplicator.Run where the JIT inlined it there.
-        for (var t = type; t is not null; t = t.DeclaringType)
+        foreach (var frame in new System.Diagnostics.StackTrace(1, false).GetFrames())
         {
-            if (t == s_taskReplicator) return true;
+            var type = frame.GetMethod()?.DeclaringType;
+            if (type is null || type.Assembly == typeof(CooperativeTask).Assembly || type.Assembly == typeof(Hub).Assembly)
+                continue;
+            if (type == typeof(Task) || (type.IsGenericType && type.GetGenericTypeDefinition() == typeof(Task<>)))
+            {
+                inTaskWait = true;
+                continue;
+            }
+            if (type == typeof(ManualResetEventSlim) && !inTaskWait) continue;
+            return inTaskWait && IsDataParallel(type.Assembly);
         }
         return false;
     }
+
+    /// <summary>The two libraries whose task waits are all waits for the workers they forked. PLINQ's assembly is
+    /// recognised by name, so that a process that never runs a query does not load it; the host resolves that name to the
+    /// framework's copy.</summary>
+    private static bool IsDataParallel(Assembly assembly) =>
+        assembly == typeof(Parallel).Assembly || assembly.GetName().Name == "System.Linq.Parallel";
 
     /// <summary>Parks until <paramref name="done"/> completes, the token is cancelled or the time is up. A kill or timeout
     /// that came as <paramref name="done"/> succeeded stays pending (see the remarks); the park throws nothing else.</summary>
@@ -191,7 +219,7 @@ internal static class CooperativeTask
             Parking.WaitingFor(t);
         }
         if (!pending) return WaitAll.Call(tasks, 0, cancellationToken);
-        using (ShieldParallelsOwnWait())
+        using (ShieldForkJoinWait())
         {
             if (Parking.CanReleaseBaton)
             {

@@ -143,6 +143,7 @@ internal static partial class CooperativeThreading
                 : EventWait.Call(e, millisecondsTimeout, cancellationToken);
         }
         if (EventWait.Call(e, 0, cancellationToken)) return true;
+        using var forkJoin = CooperativeTask.ShieldForkJoinEventWait(); // Task.RunSynchronously's wait for a PLINQ query's partitions
         if (Parking.CanReleaseBaton)
         {
             // The original wait on the greenlet's own thread, the baton released: Set() pulses that thread directly,
