@@ -172,6 +172,7 @@ public sealed partial class Hub : IDisposable
     private void Close()
     {
         _closed = true; // first: from here on nothing on this thread may park on the hub (Parking.ParkingHub)
+        RetireLentIdler(); // a carrier sleeping lent in the idle wait would sleep there for ever (Hub.IdleLending.cs)
         Unregister(this);
         StopDiagnostics();
         DisposeReactor();

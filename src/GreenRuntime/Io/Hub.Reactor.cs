@@ -20,6 +20,8 @@ public sealed partial class Hub
     private Reactor? CreateReactor()
     {
         if (_reactorRefused || _closed || !Epoll.IsSupported) return null;
+        // A carrier sleeping lent on the inbox signal's futex would not hear posts once they write the eventfd.
+        RetireLentIdler();
         try
         {
             _reactor = new Reactor(this);

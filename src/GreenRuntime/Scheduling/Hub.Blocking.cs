@@ -172,9 +172,11 @@ public sealed partial class Hub
         if (raisePending) RaisePending(owner, alertable);
         var self = Carrier.ForCurrentThread();
         // The carrier that runs the hub meanwhile is found before anything changes: with none (the kernel refused a
-        // thread), the call runs with the baton held, as the original would.
-        var runner = ReleasedCallRunner(self, standIn);
-        if (runner is null) return call(state);
+        // thread), the call runs with the baton held, as the original would. An idle carrier lent to this thread's last
+        // return (Hub.IdleLending.cs) runs it, with no carrier rented.
+        bool toIdler = IdlerLent;
+        var runner = toIdler ? null : ReleasedCallRunner(self, standIn);
+        if (runner is null && !toIdler) return call(state);
         var token = BeginPark(reason, raise: false);
         var g = token.Greenlet; // a step of owner when owner is stackless (Hub.Steps.cs)
         if (g.OutsideBaton)
@@ -189,7 +191,8 @@ public sealed partial class Hub
         _inScheduler = true;
         t_current = null;
         t_released = this;
-        HandBaton(runner);
+        if (toIdler) HandBackToIdler();
+        else HandBaton(runner!);
         // No baton from here to ParkUntilOwnerResumes: nothing below may touch the hub's state.
 
         TResult result = default!;
@@ -212,10 +215,20 @@ public sealed partial class Hub
         // A lock's released wait returns owning the lock, and every other thread that wants it waits until this greenlet
         // runs and releases it: it goes ahead of the ready queue, or a convoy of such holders forms.
         if (reason == WaitReason.Lock) Interlocked.Increment(ref _lockHoldersQueued); // counted from here: a return still in the inbox counts
-        PostItem(RunItem.ForCallback(s_returnFromBlocking, g)); // through the inbox: this thread is not the baton holder
         t_released = null;
         t_current = this;
-        ParkUntilOwnerResumes(self, self, spin: false);
+        // Through the inbox: this thread is not the baton holder. When the hub idles, its baton is taken here and this
+        // thread runs the scheduler step that the idle carrier would have woken for (Hub.IdleLending.cs): it drains the
+        // return and resumes g, on this very thread unless something goes first.
+        if (PostReturnTakingIdleBaton(RunItem.ForCallback(s_returnFromBlocking, g)))
+        {
+            if (!Schedule(self))
+                throw new InvalidOperationException($"Internal error: the carrier of {g} left the scheduler without its greenlet resumed.");
+        }
+        else
+        {
+            ParkUntilOwnerResumes(self, self, spin: false);
+        }
 
         // The baton is back (step 5).
         _pendingExternal--;

@@ -26,7 +26,9 @@ public sealed partial class Hub
             return;
         }
         _inbox.Enqueue(item);
-        _inboxSignal.Unpark();
+        // Lent (Hub.IdleLending.cs): the holder is awake and drains the inbox at its next step, and the idler drains it
+        // once it has the baton back; waking the idler would only put it to sleep again.
+        if (Volatile.Read(ref _idleBaton) != IdleLent) _inboxSignal.Unpark();
     }
 
     private void DrainInbox()

@@ -90,8 +90,15 @@ public sealed partial class Hub
         _inScheduler = true;
         while (true)
         {
-            if (!TryTakeNext(self, out var item, out bool fromWaiters))
-                continue;
+            if (!TryTakeNext(self, out var item, out bool fromWaiters, out var leave))
+            {
+                switch (leave)
+                {
+                    case Leave.ToIdler: return LeaveToIdler(self, standIn); // it gets the baton back and idles
+                    case Leave.Retired: return false; // this free carrier holds no baton: it goes back to the pool
+                    default: continue;
+                }
+            }
             switch (item.Kind)
             {
                 case RunKind.Callback:
@@ -481,9 +488,22 @@ public sealed partial class Hub
     }
 
     /// <summary>Steps 1, 2 and 4 of the protocol: returns the next item (a carrier waiter first when one may start now),
-    /// or false after an idle wait.</summary>
-    private bool TryTakeNext(Carrier self, out RunItem item, out bool fromWaiters)
+    /// or false after an idle wait, or false with <c>leave</c> set when this thread must leave the scheduler instead
+    /// (<see cref="Leave"/>).</summary>
+    /// <summary>Why Schedule must stop after <see cref="TryTakeNext"/> returned false (Hub.IdleLending.cs).</summary>
+    private enum Leave
     {
+        /// <summary>It goes on: an idle wait ended.</summary>
+        No,
+        /// <summary>Nothing to run while an idle carrier sleeps lent: that carrier gets the baton back.</summary>
+        ToIdler,
+        /// <summary>This free carrier slept lent and was retired: it holds no baton and must not touch the hub.</summary>
+        Retired,
+    }
+
+    private bool TryTakeNext(Carrier self, out RunItem item, out bool fromWaiters, out Leave leave)
+    {
+        leave = Leave.No;
         _inLoopPhase = true;
         try
         {
@@ -506,38 +526,50 @@ public sealed partial class Hub
         }
         if (TryTakeReady(self, out item))
             return true;
+        if (IdlerLent)
+        {
+            // Another carrier sleeps in this hub's idle wait, lent: it idles, not this thread (Hub.IdleLending.cs).
+            leave = Leave.ToIdler;
+            return false;
+        }
+        bool stillHeld = true;
         _inLoopPhase = true;
         try
         {
-            IdleWait();
+            stillHeld = IdleWait(self);
         }
         finally
         {
-            _inLoopPhase = false;
+            if (stillHeld) _inLoopPhase = false;
         }
+        if (!stillHeld) leave = Leave.Retired;
         return false;
     }
 
     /// <summary>A carrier waiter may start now: this thread is free, or the hub is below its carrier cap.</summary>
     private bool MayStartWaiter(Carrier self) => self.Owner == null || _carriersInUse < MaxCarriers;
 
-    private void IdleWait()
+    /// <returns>False when this free carrier was retired while it slept lent (Hub.IdleLending.cs): it holds no baton and
+    /// must leave the hub untouched.</returns>
+    private bool IdleWait(Carrier self)
     {
         long timeoutNs = -1;
         if (_timers.TryPeekDeadline(out var deadline))
         {
             timeoutNs = Math.Max(0, TicksToNanoseconds(deadline - _time.GetTimestamp()));
-            if (timeoutNs == 0) return;
+            if (timeoutNs == 0) return true;
         }
         else if (_pendingExternal == 0 && _awaitingStackless == 0 && _inbox.IsEmpty)
         {
-            if (RaiseLoopExit()) return;
+            if (RaiseLoopExit()) return true;
         }
         NoteIdle(true);
         if (_reactor != null) SleepInReactor(timeoutNs);
-        else _inboxSignal.Park(timeoutNs);
+        else if (!MayOfferIdleBaton(self)) _inboxSignal.Park(timeoutNs);
+        else if (!SleepOfferingBaton(timeoutNs)) return false;
         NoteIdle(false);
         _carriersRefusedAt = -1; // a carrier the kernel refused is asked for again once per wake, not in a spin
+        return true;
     }
 
     /// <summary>Nothing can ever wake anyone: fail the main greenlet's blocking call instead of hanging.</summary>
