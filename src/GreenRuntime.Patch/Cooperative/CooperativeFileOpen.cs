@@ -27,7 +27,10 @@ namespace GreenRuntime.Cooperative;
 /// it as it unwinds) and a delete that happened is not reported as failed. Only a kill or timeout not raised yet is
 /// raised before a FIFO open starts (<see cref="Parking.YieldPoint"/>); a truncation or a delete changes the file
 /// system, as a write does, and raises nothing (a scratch file's delete in a <c>finally</c> raised the kill that had
-/// come during the writes before it, and the file stayed). An <c>open()</c> cannot be interrupted, on a
+/// come during the writes before it, and the file stayed). At the carrier cap (<see cref="HubOptions.MaxCarriers"/>) with no
+/// parked greenlet's thread to run the hub meanwhile, the call waits for a carrier first, as
+/// <see cref="Green.RunBlocking(Action)"/> does: a kill or timeout that comes during that wait ends it, since nothing has
+/// been opened or changed yet (it used to be shielded, and an open stuck there could be neither killed nor timed out). An <c>open()</c> cannot be interrupted, on a
 /// thread either: a FIFO open whose other end never comes waits for ever, now without holding the hub.</para>
 /// </remarks>
 internal static unsafe partial class CooperativeFileOpen
@@ -115,13 +118,22 @@ internal static unsafe partial class CooperativeFileOpen
         && status.Blocks * 512 >= ReleaseBytes;
 
     /// <summary>The original on the greenlet's own thread with the baton released (see the class remarks). Where the baton
-    /// cannot be released (a stackless greenlet), <see cref="Green.RunBlocking{T}(Func{T})"/>'s way, shielded so that the
-    /// result still reaches the caller.</summary>
+    /// cannot be released at once, <see cref="Green.RunBlocking{T}(Func{T})"/>'s way: at the carrier cap, a parked
+    /// greenlet's thread runs the hub meanwhile or the greenlet waits for a carrier, and a kill or timeout ends that wait;
+    /// on a stackless greenlet, shielded, so that the result still reaches the caller.</summary>
     private static TResult Released<TState, TResult>(Func<TState, TResult> call, TState state, bool cancellationPoint)
     {
         if (cancellationPoint) Parking.YieldPoint();
         else Parking.GiveWay();
         if (Parking.CanReleaseBaton) return Parking.RunReleased(call, state, WaitReason.File, cancellationPoint: false);
+        // RunBlocking on a stackful greenlet raises a kill or timeout only before the call starts (where nothing is opened,
+        // truncated or deleted yet) and keeps what the call returned, the kill then pending: no handle is lost, so its wait
+        // for a carrier needs no shield. A shield there made that wait, possibly for good (every carrier in a released
+        // call), one that no kill or timeout could end. Still shielded: a stackless greenlet, whose RunBlocking is a
+        // Task.Run that a kill stops waiting for and whose handle it drops; and a call that is no cancellation point with
+        // a kill or timeout already pending, which RunBlocking would raise before the file changed (see the class remarks).
+        if (!Green.Current.IsStackless && (cancellationPoint || !Parking.CancellationPending))
+            return Green.RunBlocking(() => call(state));
         using (Green.Shield())
             return Green.RunBlocking(() => call(state));
     }

@@ -64,6 +64,104 @@ public partial class FileReadWriteTests
         }
     }
 
+    /// <summary>At the carrier cap with every carrier inside a released call (nothing parked to run the hub meanwhile), a
+    /// FIFO open waits for a carrier before it starts. That wait was shielded: a kill or timeout could not end it, and
+    /// the open went on once a carrier came back, then waited for a writer. Now the kill or timeout ends it at once, while
+    /// every carrier is still taken, and nothing was opened: a non-blocking open of the write end finds no reader.</summary>
+    [TestCase("timeout")]
+    [TestCase("kill")]
+    public void AKillOrTimeoutEndsAFifoOpensWaitForACarrier(string how)
+    {
+        string fifo = path + ".fifo";
+        Assert.That(MkFifo(fifo, 0x180 /* 0600 */), Is.Zero);
+        using var carriersBack = new ManualResetEventSlim();
+        bool endedWhileTaken = false, opened = false;
+        Exception? raised = null, failure = null;
+        var runner = new Thread(() =>
+        {
+            try
+            {
+                using var hub = new Hub(new HubOptions { MaxCarriers = 2, MaxBlockingTime = null });
+                void TakeACarrier() => Green.RunBlocking(() => carriersBack.Wait(TimeSpan.FromSeconds(5)));
+                void Open()
+                {
+                    try
+                    {
+                        using var stream = new FileStream(fifo, FileMode.Open, FileAccess.Read);
+                        opened = true;
+                    }
+                    catch (Exception e)
+                    {
+                        raised = e;
+                        endedWhileTaken = !carriersBack.IsSet;
+                        throw;
+                    }
+                }
+                if (how == "timeout")
+                {
+                    // Two greenlets keep the two carriers in released calls: the main greenlet's open finds no stand-in.
+                    var taking = new[] { Green.Spawn(TakeACarrier), Green.Spawn(TakeACarrier) };
+                    Green.Sleep(100);
+                    try
+                    {
+                        Green.WithTimeout(TimeSpan.FromMilliseconds(100), Open);
+                    }
+                    catch (GreenTimeoutException)
+                    {
+                    }
+                    carriersBack.Set();
+                    Green.JoinAll(taking, raiseError: true);
+                }
+                else
+                {
+                    // The opener keeps one carrier, a greenlet the other in a released call, and the main greenlet's
+                    // released call (whose thread counts against no cap) leaves no parked greenlet to stand in; a spawned
+                    // greenlet could not start at the cap, so the opener is there first. Killed from another thread.
+                    bool go = false;
+                    var opener = Green.Spawn(() =>
+                    {
+                        while (!go) Green.Sleep(5);
+                        Open();
+                    }, "opener");
+                    var taker = Green.Spawn(TakeACarrier);
+                    Green.Sleep(100);
+                    go = true;
+                    var killer = Task.Run(() =>
+                    {
+                        Thread.Sleep(300);
+                        opener.Kill(timeout: TimeSpan.FromSeconds(3));
+                        carriersBack.Set();
+                    });
+                    TakeACarrier();
+                    Green.JoinAll([opener, taker]);
+                    Green.Wait(killer);
+                }
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        }) { IsBackground = true };
+        try
+        {
+            runner.Start();
+            Assert.That(runner.Join(TimeSpan.FromSeconds(20)), Is.True, "the open went on after its wait for a carrier and waited for a writer");
+            Assert.That(failure, Is.Null);
+            Assert.That(raised, how == "timeout" ? Is.InstanceOf<GreenTimeoutException>() : Is.InstanceOf<GreenletExit>());
+            Assert.That(endedWhileTaken, Is.True, "the wait for a carrier ended only when the carriers came back");
+            Assert.That(opened, Is.False);
+            int writer = OpenNative(fifo, 0x801 /* O_WRONLY | O_NONBLOCK */);
+            if (writer >= 0) CloseNative(writer);
+            Assert.That(writer, Is.LessThan(0), "no read end is open (ENXIO)");
+        }
+        finally
+        {
+            carriersBack.Set();
+            ReleaseStuckFifoOpens(fifo, runner);
+            File.Delete(fifo);
+        }
+    }
+
     /// <summary>While a greenlet's FIFO open waits 500 ms for the other end (a thread), the hub goes on: a ticker's longest
     /// gap stays far below the wait (it was the whole wait). Both directions: a reader waits for a writer, a writer for a
     /// reader.</summary>
