@@ -119,6 +119,7 @@ public sealed partial class Hub
         var previousOwner = self.Owner;
         self.Owner = g;
         g.Carrier = self;
+        _standInEpoch++; // g, parked on its own carrier, may stand in from here (Hub.Blocking.cs)
         // The scheduler runs on this thread meanwhile: without the greenlet's synchronization context (AmbientContext.cs, step 3).
         var sync = SynchronizationContext.Current;
         if (sync != null) SynchronizationContext.SetSynchronizationContext(null);

@@ -192,6 +192,7 @@ public sealed partial class Hub
             TakeBaton();
             if (!self.StandIn) break;
             self.StandIn = false;
+            _standInEpoch++; // a stand-in again once it hands the baton on, its owner still parked (Hub.Blocking.cs)
             if (Schedule(self, standIn: true)) return; // the owner was resumed on the way
             spin = false;
         }
