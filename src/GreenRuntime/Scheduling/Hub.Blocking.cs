@@ -264,6 +264,12 @@ public sealed partial class Hub
         g.ResumeValue = null;
         g.ResumeError = null;
         EndStep(g);
+        // The interrupt of the greenlet's thread, handed to the call, that the call did not end with: it had returned by
+        // itself as the interrupt came (Finish consumed it on the carrier), or caught it to wait on (a lock enter of
+        // CoreLib's, or one whose caller catches it to retry: CooperativeMonitor). On a thread it stays pending for the
+        // next wait, or comes out of the enter; here it had nowhere else to be kept and was lost. Pending again, one-shot,
+        // for the greenlet's next interruptible wait (Hub.Interrupts.cs).
+        if (interrupt is { ForThreadInterrupt: true } && !interrupted && owner.State != GreenletState.Dead) owner.InterruptPending = true;
         LowLevel.KillLinkedSource.CancelQueued(owner); // a kill or timeout came meanwhile: before unwinding (KillLinkedSource.cs)
         if (failure != null)
         {

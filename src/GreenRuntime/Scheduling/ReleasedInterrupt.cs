@@ -48,15 +48,22 @@ internal sealed class ReleasedInterrupt(Thread carrierThread, Action<Thread>? in
     /// <summary>The kill or timeout that interrupted the wait (set on the hub; read once the baton is back).</summary>
     public Exception? Reason { get; private set; }
 
+    /// <summary>Whether what was requested is the interrupt of the greenlet's thread (Hub.Interrupts.cs), not a kill or
+    /// timeout: unlike those, it has nowhere else to stay pending, so one the wait did not end with is made the greenlet's
+    /// pending interrupt again once the baton is back (Hub.Blocking.cs). Set on the hub; read once the baton is back.</summary>
+    public bool ForThreadInterrupt { get; private set; }
+
     /// <summary>Hub side, on the baton holder: interrupts the wait if it has not returned yet. Never blocks.</summary>
     /// <param name="reason">The kill or timeout the interrupt stands for (or the interrupt of the greenlet's thread that
     /// someone asked for: Hub.Interrupts.cs).</param>
+    /// <param name="threadInterrupt">It is the interrupt of the greenlet's thread (see <see cref="ForThreadInterrupt"/>).</param>
     /// <returns>False when the wait has returned already, or was interrupted before.</returns>
-    public bool Request(Exception reason)
+    public bool Request(Exception reason, bool threadInterrupt = false)
     {
         if (Interlocked.CompareExchange(ref _state, Requested, Waiting) != Waiting)
             return false;
         Reason = reason;
+        ForThreadInterrupt = threadInterrupt;
         t_delivering = true; // the real interrupt, not one for a greenlet (Hub.Interrupts.cs)
         try
         {

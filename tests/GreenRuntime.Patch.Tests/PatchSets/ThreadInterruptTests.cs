@@ -107,6 +107,88 @@ public class ThreadInterruptTests : PatchedHubTest
         AssertNoInterruptLeftBehind();
     }
 
+    /// <summary>A contended enter waits with the baton released. On a thread, an interrupt during it throws from the enter,
+    /// CoreLib's own lock enters too (measured on .NET 10: <c>SemaphoreSlim.Release</c> with its internal lock held throws
+    /// and the permit is lost). A user's lock on a plain object does the same on a greenlet. An enter of CoreLib's, which
+    /// the runtime lets wait on (CoreLib's bookkeeping is not written for an exception there), consumed the interrupt: the
+    /// greenlet's next wait ran its full length. Now the interrupt stays pending for that next wait.</summary>
+    [TestCase("lock on an object")]
+    [TestCase("SemaphoreSlim.Release")]
+    [TestCase("lock on a List<int>")]
+    public void AnInterruptDuringAContendedLockEnterIsNeverLost(string kind)
+    {
+        var semaphore = new SemaphoreSlim(0);
+        object gate = kind switch
+        {
+            "SemaphoreSlim.Release" => typeof(SemaphoreSlim).GetField("m_lockObjAndDisposed", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!.GetValue(semaphore)!,
+            "lock on a List<int>" => new List<int>(),
+            _ => new object(),
+        };
+        using var held = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var holder = new Thread(() =>
+        {
+            lock (gate)
+            {
+                held.Set();
+                release.Wait();
+            }
+        });
+        holder.Start();
+        held.Wait();
+        Thread? target = null;
+        string? entered = null;
+        Exception? atEnter = null, atNextWait = null;
+        var waiter = Green.Spawn(() =>
+        {
+            target = Thread.CurrentThread;
+            try
+            {
+                if (kind == "SemaphoreSlim.Release") semaphore.Release();
+                else EnterAndExit(gate);
+                entered = "entered";
+            }
+            catch (ThreadInterruptedException e)
+            {
+                atEnter = e;
+            }
+            try
+            {
+                Thread.Sleep(atEnter is null ? Long : TimeSpan.FromMilliseconds(200)); // it ends at once when pending
+            }
+            catch (ThreadInterruptedException e)
+            {
+                atNextWait = e;
+            }
+        });
+        Green.Sleep(50); // waiting for the lock, released
+        target!.Interrupt();
+        Green.Sleep(50);
+        release.Set();
+        holder.Join();
+        Assert.That(waiter.Join(TimeSpan.FromSeconds(5)), Is.True, "the interrupt was lost: the next wait ran its full length");
+        if (kind == "lock on an object")
+        {
+            Assert.That(atEnter, Is.Not.Null, "the enter throws, as on a thread");
+            Assert.That(atNextWait, Is.Null, "one interrupt, one exception");
+        }
+        else
+        {
+            Assert.That(entered, Is.EqualTo("entered"), "CoreLib's enter waits on");
+            Assert.That(atNextWait, Is.Not.Null, "the interrupt stayed pending for the next wait");
+        }
+        if (kind == "SemaphoreSlim.Release") Assert.That(semaphore.CurrentCount, Is.EqualTo(1));
+        AssertNoInterruptLeftBehind();
+    }
+
+    // A frame of its own with no handler around the enter: one that catches ThreadInterruptedException there is taken for
+    // code that retries the enter (Cooperative.CallerKeepsInterruptsOut).
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void EnterAndExit(object gate)
+    {
+        lock (gate) { }
+    }
+
     [Test]
     public void AGreenletThatInterruptsItselfGetsItAtItsNextWait()
     {
