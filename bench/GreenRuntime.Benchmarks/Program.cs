@@ -11,6 +11,9 @@
 //                                                                                   hubs of a HubGroup (HubGroupThroughput.cs)
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-file     a cached 1 KB file read on a greenlet ([calls] [directory], e.g. /dev/shm)
 //                                                                                   vs the plain system call (FileReadCost.cs)
+//   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-disk-write [directory] [MiB]   small and large
+//                                                                                   file writes on greenlets, inline and
+//                                                                                   through the pool (FileWriteCost.cs)
 //   dotnet run -c Release --project bench/GreenRuntime.Benchmarks -- quick-gc [N ...]   GC pauses with N suspended stackful
 //                                                                                   greenlets (default 0 and 1000;
 //                                                                                   GcPauseWithParkedCarriers.cs)
@@ -33,6 +36,11 @@ if (args is ["patch-startup", ..])
 if (args is ["quick-file", ..])
 {
     FileReadCost.Run(args.Length > 1 ? int.Parse(args[1]) : 20_000, args.Length > 2 ? args[2] : null);
+    return;
+}
+if (args is ["quick-disk-write", ..])
+{
+    FileWriteCost.Run(args.Length > 1 ? args[1] : null, args.Length > 2 ? int.Parse(args[2]) : 256);
     return;
 }
 if (args is ["quick-gc", ..])
