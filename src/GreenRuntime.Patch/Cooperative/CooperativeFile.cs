@@ -8,7 +8,8 @@ namespace GreenRuntime.Cooperative;
 /// Synchronous file reads, writes and syncs on a greenlet, at the funnels every FileStream, File.* and RandomAccess
 /// call on Unix goes through (RandomAccess.ReadAtOffset/WriteAtOffset and their vectored forms, and
 /// FileStreamHelpers.FlushToDisk for FileStream.Flush(true) and RandomAccess.FlushToDisk): what the kernel
-/// can do without waiting (data in the page cache) is done inline with one system call (<see cref="NoWaitFileIo"/>);
+/// can do without waiting (data in the page cache; a small buffered write to a local disk's file, timed, under a
+/// back-off per device after one that stalled) is done inline with one system call (<see cref="NoWaitFileIo"/>);
 /// the rest runs on a thread-pool thread while only the greenlet waits, or, on a seekable file when the pool has no
 /// thread to spare, on the greenlet's own thread with the hub's baton released (<see cref="PoolClaim"/>).
 /// </summary>

@@ -26,8 +26,10 @@ namespace GreenRuntime.Cooperative;
 /// Any other error is not reported from here: the caller then runs the original on the thread pool, which raises
 /// the original's exception.</para>
 /// <para>Writes are attempted inline only on handles opened without <c>O_SYNC</c>/<c>O_DSYNC</c> (a synchronous
-/// write would wait for the disk inside the call) and only while the filesystem accepts <c>RWF_NOWAIT</c> for
-/// buffered writes (XFS and btrfs on recent kernels; not ext4 or tmpfs).</para>
+/// write would wait for the disk inside the call), with <c>RWF_NOWAIT</c> where the filesystem accepts it for
+/// buffered writes (XFS and btrfs on recent kernels). A regular file on a local disk whose filesystem refuses it
+/// (ext4) is written with plain <c>pwrite</c> up to <see cref="DiskWriteLimit"/>, each write timed, under a back-off
+/// per device after one that stalled (NoWaitFileIo.Disk.cs).</para>
 /// <para>Reads and writes larger than <see cref="InlineLimit"/> always go to the thread pool: even from the page
 /// cache, copying megabytes holds the hub for a visible time.</para>
 /// <para>A file whose file system keeps it in memory and nowhere else (tmpfs, ramfs: <c>/dev/shm</c>, <c>/run</c>,
@@ -54,6 +56,14 @@ internal static unsafe partial class NoWaitFileIo
     private const int FGetFl = 3;
     private const int OSync = 0x101000; // O_SYNC includes O_DSYNC (0x1000) on Linux
     private const int ODSync = 0x1000;
+
+    // O_DIRECT differs between architectures (asm-generic: 0x4000).
+    private static readonly int ODirect = RuntimeInformation.ProcessArchitecture switch
+    {
+        Architecture.Arm64 or Architecture.Arm or Architecture.Armv6 => 0x10000,
+        Architecture.Ppc64le => 0x20000,
+        _ => 0x4000,
+    };
     private const long TmpfsMagic = 0x01021994;
     private const long RamfsMagic = 0x858458f6; // the kernel widens the unsigned constant: no sign extension
     private const long ProcMagic = 0x9fa0;
@@ -90,6 +100,10 @@ internal static unsafe partial class NoWaitFileIo
         public volatile bool NoReads;
         public volatile bool NoWrites;
         public volatile bool InMemory; // tmpfs, ramfs or procfs: plain pread/pwrite never wait for a device
+
+        // A regular file on a local disk whose buffered writes refuse RWF_NOWAIT (ext4), opened without O_SYNC,
+        // O_DSYNC or O_DIRECT: small writes are plain pwrites under its device's guard (NoWaitFileIo.Disk.cs).
+        public volatile DiskWriteGuard? Disk;
         public int OpenFlags = -1; // F_GETFL, read at the first inline write
     }
 
@@ -119,7 +133,7 @@ internal static unsafe partial class NoWaitFileIo
             int fd = lease.Fd;
             if (state is null && readsGivenUp)
             {
-                state = InMemoryState(handle, fd);
+                state = PlainState(handle, fd, writes: false);
             }
 
             if (state?.InMemory == true)
@@ -165,7 +179,7 @@ internal static unsafe partial class NoWaitFileIo
                         continue;
                     }
 
-                    if (Remember(handle, fd, errno, reads: true))
+                    if (Remember(handle, fd, errno, reads: true) is not null)
                     {
                         return ReadInMemory(fd, buffer, fileOffset, ref read);
                     }
@@ -201,12 +215,17 @@ internal static unsafe partial class NoWaitFileIo
             int fd = lease.Fd;
             if (state is null && writesGivenUp)
             {
-                state = InMemoryState(handle, fd);
+                state = PlainState(handle, fd, writes: true);
             }
 
             if (state?.InMemory == true)
             {
-                return WriteInMemory(fd, buffer, fileOffset, written);
+                return WritePlain(fd, buffer, fileOffset, written);
+            }
+
+            if (state?.Disk is { } guard)
+            {
+                return WriteToDisk(fd, buffer, fileOffset, written, guard);
             }
 
             if (state?.NoWrites == true || writesGivenUp)
@@ -233,9 +252,11 @@ internal static unsafe partial class NoWaitFileIo
                 writeSucceeded = true;
             }
 
-            if (errno != 0 && Remember(handle, fd, errno, reads: false))
+            if (errno != 0 && Remember(handle, fd, errno, reads: false) is { } plain)
             {
-                return WriteInMemory(fd, buffer, fileOffset, written);
+                return plain.Disk is { } disk
+                    ? WriteToDisk(fd, buffer, fileOffset, written, disk)
+                    : WritePlain(fd, buffer, fileOffset, written);
             }
 
             return written;
@@ -319,9 +340,10 @@ internal static unsafe partial class NoWaitFileIo
         return true;
     }
 
-    /// <summary>Records what an error says of the handle or the process; true when the handle's file lives in memory
-    /// only, so the call goes on with plain <c>pread</c>/<c>pwrite</c>.</summary>
-    private static bool Remember(SafeFileHandle handle, int fd, int errno, bool reads)
+    /// <summary>Records what an error says of the handle or the process; the handle's state when the call goes on with
+    /// plain <c>pread</c>/<c>pwrite</c> (its file lives in memory only, or, for a write, it is a regular file on a local
+    /// disk: see <see cref="PlainState"/>), else null.</summary>
+    private static HandleState? Remember(SafeFileHandle handle, int fd, int errno, bool reads)
     {
         if (errno == ENoSys)
         {
@@ -330,12 +352,14 @@ internal static unsafe partial class NoWaitFileIo
         }
         else if (errno == EOpNotSupp)
         {
-            if (InMemoryState(handle, fd) is not null)
+            HandleState? plain = PlainState(handle, fd, writes: !reads);
+            if (plain?.InMemory == true)
             {
-                return true; // no refusal counted: files elsewhere may still take RWF_NOWAIT
+                return plain; // no refusal counted: files elsewhere may still take RWF_NOWAIT
             }
 
-            HandleState state = Handles.GetValue(handle, static _ => new HandleState());
+            // A disk file written plain is still a refusal: giving up saves the RWF_NOWAIT attempt per new handle.
+            HandleState state = plain ?? Handles.GetValue(handle, static _ => new HandleState());
 
             if (reads)
             {
@@ -353,10 +377,12 @@ internal static unsafe partial class NoWaitFileIo
                     writesGivenUp = true;
                 }
             }
+
+            return state.Disk is not null ? state : null;
         }
 
         // EAGAIN: not cached (or a lock is held) this time; anything else: the original will report it.
-        return false;
+        return null;
     }
 
     /// <summary>
@@ -385,9 +411,10 @@ internal static unsafe partial class NoWaitFileIo
         }
     }
 
-    /// <summary>The rest of a write to an in-memory file, from <paramref name="written"/> on, with plain <c>pwrite</c>
-    /// (EINTR retried); returns the bytes written in all (the caller writes what is left the usual way).</summary>
-    private static int WriteInMemory(int fd, ReadOnlySpan<byte> buffer, long fileOffset, int written)
+    /// <summary>The rest of a write, from <paramref name="written"/> on, with plain <c>pwrite</c> (EINTR retried);
+    /// returns the bytes written in all (the caller writes what is left the usual way, and the original reports an
+    /// error).</summary>
+    private static int WritePlain(int fd, ReadOnlySpan<byte> buffer, long fileOffset, int written)
     {
         fixed (byte* start = buffer)
         {
@@ -408,37 +435,57 @@ internal static unsafe partial class NoWaitFileIo
         }
     }
 
-    /// <summary>The handle's state, marked in memory, when its file is on tmpfs or ramfs; otherwise null, and nothing is
-    /// recorded (the process gave up on RWF_NOWAIT, and a table entry per handle is what giving up saves).</summary>
-    private static HandleState? InMemoryState(SafeFileHandle handle, int fd)
+    /// <summary>
+    /// The handle's state when its calls can go on with plain <c>pread</c>/<c>pwrite</c>: marked in memory when its file
+    /// is on tmpfs, ramfs or procfs (reads and writes); for a write, given its device's guard when it is a regular file
+    /// on a local disk file system (<see cref="IsLocalDiskFileSystem"/>) opened without <c>O_SYNC</c>, <c>O_DSYNC</c> or
+    /// <c>O_DIRECT</c>, whose writes wait for the device inside the call. Otherwise null; nothing is recorded for a
+    /// file elsewhere (the process gave up on RWF_NOWAIT, and a table entry per handle is what giving up saves), and a
+    /// local disk file that must not be written inline is marked so, which saves asking again at every call.
+    /// </summary>
+    private static HandleState? PlainState(SafeFileHandle handle, int fd, bool writes)
     {
-        if (!IsInMemoryFileSystem(fd))
+        long type = FileSystemType(fd);
+        if (type is TmpfsMagic or RamfsMagic or ProcMagic)
+        {
+            HandleState memory = Handles.GetValue(handle, static _ => new HandleState());
+            memory.InMemory = true;
+            return memory;
+        }
+
+        if (!writes || !IsLocalDiskFileSystem(type))
         {
             return null;
         }
 
         HandleState state = Handles.GetValue(handle, static _ => new HandleState());
-        state.InMemory = true;
+        if (state.OpenFlags < 0)
+        {
+            state.OpenFlags = Fcntl(fd, FGetFl);
+        }
+
+        if (state.OpenFlags < 0 || (state.OpenFlags & (OSync | ODSync | ODirect)) != 0 || RegularFileDevice(fd) is not { } device)
+        {
+            state.NoWrites = true;
+            return null;
+        }
+
+        state.Disk = DiskWriteGuard.For(device);
         return state;
     }
 
-    /// <summary>True for a descriptor on tmpfs or ramfs, whose files are memory and nothing else, or on procfs, whose
-    /// files the kernel writes as they are read.</summary>
-    private static bool IsInMemoryFileSystem(int fd)
+    /// <summary>The descriptor's file system type (<c>statfs</c>'s <c>f_type</c>), 0 when unknown. tmpfs and ramfs files
+    /// are memory and nothing else; procfs files the kernel writes as they are read.</summary>
+    private static long FileSystemType(int fd)
     {
         if (IntPtr.Size != 8)
         {
-            return false; // f_type is read as the 64-bit ABIs' leading long
+            return 0; // f_type is read as the 64-bit ABIs' leading long
         }
 
         // struct statfs is 120 bytes on the 64-bit Linux ABIs (glibc and musl alike), f_type its first field.
         long* statfs = stackalloc long[32];
-        if (FStatFs(fd, statfs) != 0)
-        {
-            return false;
-        }
-
-        return statfs[0] is TmpfsMagic or RamfsMagic or ProcMagic;
+        return FStatFs(fd, statfs) == 0 ? statfs[0] : 0;
     }
 
     [StructLayout(LayoutKind.Sequential)]
