@@ -53,6 +53,9 @@ internal static unsafe partial class Epoll
     [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
     public static partial nint Read(int fd, void* buffer, nint count);
 
+    [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
+    public static partial nint Write(int fd, void* buffer, nint count);
+
     public const int FGetFl = 3, FSetFl = 4;
 
     /// <summary>fcntl(fd, F_GETFL or F_SETFL, flags). Variadic in C; its int argument goes in the same register on x64.</summary>

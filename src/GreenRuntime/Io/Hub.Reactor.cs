@@ -20,7 +20,7 @@ public sealed partial class Hub
     private Reactor? CreateReactor()
     {
         if (_reactorRefused || _closed || !Epoll.IsSupported) return null;
-        // A carrier sleeping lent on the inbox signal's futex would not hear posts once they write the eventfd.
+        // A carrier sleeping lent on the inbox signal's futex would not hear its hand-back once unparks write the eventfd.
         RetireLentIdler();
         try
         {

@@ -22,6 +22,10 @@
 //      there is none, set the ready flag.
 // Lost wakes cannot happen: an edge that arrives after the caller's EAGAIN is either already in the flag
 // (step 2) or still in the kernel's ready list, which the next poll drains after the park is registered.
+// One wait runs off the baton holder: an idle carrier that has offered or lent the hub's baton (Hub.IdleLending.cs)
+// sleeps in epoll_wait without it, into a buffer of its own (SleepWithoutBaton), while the holder's non-waiting polls
+// use the reactor's. The edges it receives are reported to nobody else: it dispatches them once it holds the baton, or
+// passes them to the holder through the inbox (DispatchForwarded), never drops them.
 //
 // Stackless waiters (WaitAsync): a registration may hold, instead of a parked greenlet, an AsyncWait whose Task the
 // poll completes on the baton holder; the awaiting code's continuation then goes through the hub's synchronization
@@ -68,7 +72,8 @@ internal enum Readiness
 
 }
 
-/// <summary>One hub's epoll set. Everything but the constructor runs on the hub's baton holder.</summary>
+/// <summary>One hub's epoll set. Everything but the constructor, <see cref="SleepWithoutBaton"/>,
+/// <see cref="ForwardIdleEvents"/> and <see cref="Interrupt"/> runs on the hub's baton holder.</summary>
 internal sealed unsafe class Reactor : IDisposable
 {
     private const int MaxEvents = 256;
@@ -81,6 +86,10 @@ internal sealed unsafe class Reactor : IDisposable
     private readonly int _epfd;
     private readonly int _eventFd;
     private Epoll.Event* _events;
+    /// <summary>The buffer of the idle carrier that sleeps in epoll_wait with the baton offered or lent
+    /// (<see cref="SleepWithoutBaton"/>): the holder's own polls fill <see cref="_events"/> meanwhile. Used by one thread
+    /// at a time: only the baton holder offers the baton, and the next offer needs the baton back.</summary>
+    private Epoll.Event* _idleEvents;
     private readonly Dictionary<int, Registration> _registrations = new();
     private long _nextSweep;
 
@@ -213,6 +222,7 @@ internal sealed unsafe class Reactor : IDisposable
         var ev = new Epoll.Event { Events = Epoll.In, Data = EventFdMark };
         Epoll.Control(_epfd, Epoll.CtlAdd, _eventFd, &ev);
         _events = (Epoll.Event*)NativeMemory.Alloc(MaxEvents, (nuint)sizeof(Epoll.Event));
+        _idleEvents = (Epoll.Event*)NativeMemory.Alloc(MaxEvents, (nuint)sizeof(Epoll.Event));
     }
 
     /// <summary>The eventfd that interrupts a sleeping <see cref="Poll"/> (the inbox's Parker writes it).</summary>
@@ -468,13 +478,9 @@ internal sealed unsafe class Reactor : IDisposable
     /// </summary>
     public void Poll(long timeoutNs, Parker signal)
     {
-        if (_registrations.Count > 0)
-        {
-            long toSweep = Math.Max(0, (long)((_nextSweep - Stopwatch.GetTimestamp()) * (1e9 / Stopwatch.Frequency)));
-            if (timeoutNs < 0 || timeoutNs > toSweep) timeoutNs = toSweep;
-        }
+        timeoutNs = SleepLimit(timeoutNs);
         bool sleeping = timeoutNs != 0 && signal.BeginExternalSleep();
-        int n = WaitForEvents(sleeping ? timeoutNs : 0);
+        int n = WaitForEvents(_events, sleeping ? timeoutNs : 0);
         if (sleeping) signal.EndExternalSleep(); // a permit that came meanwhile only meant "inbox not empty": drained next step
         for (int i = 0; i < n; i++)
         {
@@ -492,7 +498,77 @@ internal sealed unsafe class Reactor : IDisposable
         if (_registrations.Count > 0 && Stopwatch.GetTimestamp() >= _nextSweep) Sweep();
     }
 
-    private int WaitForEvents(long timeoutNs)
+    /// <summary>How long a sleep in epoll may last (nanoseconds, negative: no limit): <paramref name="timeoutNs"/>, or
+    /// less when the 250 ms sweep falls due first. Baton holder only.</summary>
+    public long SleepLimit(long timeoutNs)
+    {
+        if (_registrations.Count > 0)
+        {
+            long toSweep = Math.Max(0, (long)((_nextSweep - Stopwatch.GetTimestamp()) * (1e9 / Stopwatch.Frequency)));
+            if (timeoutNs < 0 || timeoutNs > toSweep) timeoutNs = toSweep;
+        }
+        return timeoutNs;
+    }
+
+    /// <summary>
+    /// The idle carrier's sleep while the baton is offered or lent (Hub.IdleLending.cs), on a thread that does not hold
+    /// the baton: waits in epoll_wait into its own buffer until an event, <paramref name="timeoutNs"/> (negative: none) or
+    /// the eventfd (a post, or the baton handed back), unless <paramref name="signal"/> already holds a permit. Touches
+    /// nothing of the reactor but its fds and that buffer. Returns the number of socket events now at the start of the
+    /// buffer (the eventfd's are consumed here), which the caller must dispatch once it holds the baton
+    /// (<see cref="DispatchIdleEvents"/>) or forward to the holder (<see cref="ForwardIdleEvents"/>) before it sleeps here
+    /// again: with edge-triggered registrations the kernel reports them to nobody else.
+    /// </summary>
+    public int SleepWithoutBaton(long timeoutNs, Parker signal)
+    {
+        if (!signal.BeginExternalSleep()) return 0; // a permit: the edges, if any, stay in the kernel for the next poll
+        int n = WaitForEvents(_idleEvents, timeoutNs);
+        signal.EndExternalSleep();
+        int kept = 0;
+        for (int i = 0; i < n; i++)
+        {
+            if (_idleEvents[i].Data == EventFdMark)
+            {
+                ulong count;
+                Epoll.Read(_eventFd, &count, sizeof(ulong));
+            }
+            else
+            {
+                _idleEvents[kept++] = _idleEvents[i];
+            }
+        }
+        return kept;
+    }
+
+    /// <summary>The idle carrier has the baton again: dispatches the <paramref name="count"/> events its sleep left in its
+    /// buffer, and sweeps if due, as a <see cref="Poll"/> would have. Baton holder only.</summary>
+    public void DispatchIdleEvents(int count)
+    {
+        for (int i = 0; i < count; i++) Dispatch((int)_idleEvents[i].Data, _idleEvents[i].Events);
+        if (_registrations.Count > 0 && Stopwatch.GetTimestamp() >= _nextSweep) Sweep();
+    }
+
+    /// <summary>The idle carrier woke with <paramref name="count"/> events while another thread holds the baton: a copy
+    /// for an inbox item that the holder dispatches (<see cref="DispatchForwarded"/>). Called without the baton.</summary>
+    public Epoll.Event[] ForwardIdleEvents(int count) => new ReadOnlySpan<Epoll.Event>(_idleEvents, count).ToArray();
+
+    /// <summary>Dispatches events that the idle carrier received while it was lent (<see cref="ForwardIdleEvents"/>). Baton
+    /// holder only; nothing once the reactor is disposed.</summary>
+    public void DispatchForwarded(Epoll.Event[] events)
+    {
+        if (_events == null) return;
+        foreach (var ev in events) Dispatch((int)ev.Data, ev.Events);
+    }
+
+    /// <summary>Writes the eventfd: a sleep in epoll_wait on this set ends whatever the inbox signal's word says. Only
+    /// while the reactor cannot be disposed (its hub's baton held, or not yet handed on).</summary>
+    public void Interrupt()
+    {
+        ulong one = 1;
+        Epoll.Write(_eventFd, &one, sizeof(ulong)); // cannot block: the counter would have to reach 2^64-1
+    }
+
+    private int WaitForEvents(Epoll.Event* events, long timeoutNs)
     {
         while (true)
         {
@@ -501,14 +577,14 @@ internal sealed unsafe class Reactor : IDisposable
             {
                 // Milliseconds, rounded up: a timer must never fire early.
                 int ms = timeoutNs < 0 ? -1 : (int)Math.Min(int.MaxValue, (timeoutNs + 999_999) / 1_000_000);
-                n = Epoll.Wait(_epfd, _events, MaxEvents, ms);
+                n = Epoll.Wait(_epfd, events, MaxEvents, ms);
             }
             else
             {
                 var ts = new Epoll.Timespec { Seconds = timeoutNs / 1_000_000_000, Nanoseconds = timeoutNs % 1_000_000_000 };
                 try
                 {
-                    n = Epoll.WaitPrecise(_epfd, _events, MaxEvents, &ts, null);
+                    n = Epoll.WaitPrecise(_epfd, events, MaxEvents, &ts, null);
                 }
                 catch (EntryPointNotFoundException)
                 {
@@ -656,7 +732,9 @@ internal sealed unsafe class Reactor : IDisposable
         Epoll.Close(_eventFd);
         Epoll.Close(_epfd);
         NativeMemory.Free(_events);
+        NativeMemory.Free(_idleEvents);
         _events = null;
+        _idleEvents = null;
         _registrations.Clear();
     }
 }

@@ -39,6 +39,10 @@ public sealed partial class Hub
             // A released call's return is a wake too (Hub.Blocking.cs): made here, a lock's goes ahead of the greenlets
             // already ready, as it must, instead of waiting its turn as a callback behind them.
             else if (ReferenceEquals(item.Callback, s_returnFromBlocking)) s_returnFromBlocking(item.State);
+            // Edges a lent idle carrier heard (Hub.IdleLending.cs): dispatched here, in the loop phase, as a poll's are,
+            // not as a callback in the ready queue (whose synchronization context would send a stackless waiter's
+            // continuation to the thread pool).
+            else if (ReferenceEquals(item.Callback, s_dispatchForwarded)) s_dispatchForwarded(item.State);
             else Enqueue(item);
         }
     }

@@ -565,9 +565,12 @@ public sealed partial class Hub
             if (RaiseLoopExit()) return true;
         }
         NoteIdle(true);
-        if (_reactor != null) SleepInReactor(timeoutNs);
-        else if (!MayOfferIdleBaton(self)) _inboxSignal.Park(timeoutNs);
-        else if (!SleepOfferingBaton(timeoutNs)) return false;
+        if (MayOfferIdleBaton(self))
+        {
+            if (!SleepOfferingBaton(timeoutNs)) return false;
+        }
+        else if (_reactor != null) SleepInReactor(timeoutNs);
+        else _inboxSignal.Park(timeoutNs);
         NoteIdle(false);
         _carriersRefusedAt = -1; // a carrier the kernel refused is asked for again once per wake, not in a spin
         return true;
