@@ -11,80 +11,22 @@ namespace GreenRuntime.Patch.Tests.PatchSets;
 [TestFixture]
 public class ParallelLoopCancellationTests : PatchedHubTest
 {
-    /// <summary>What happened around one Parallel call.</summary>
-    private sealed class Scene
+    /// <summary>Makes the Parallel call named <paramref name="loop"/> in <paramref name="scene"/>.</summary>
+    private static void Run(SplitWorkScene scene, string loop)
     {
-        public int PoolRunning;
-        public int Running;
-        public int FinishedAfterReturn;
-        public int RunningAtReturn = -1;
-        public bool Returned;
-        public Exception? Thrown;
-
-        /// <summary>One iteration (or action). On the greenlet: waits, shielded, until the pool runs an iteration too, then
-        /// sleeps (patched) until the kill or timeout ends it. On a pool thread: a real 300 ms sleep.</summary>
-        public void Iteration()
+        var four = new ParallelOptions { MaxDegreeOfParallelism = 4 };
+        Action[] actions = [scene.Work, scene.Work, scene.Work];
+        scene.Run(() =>
         {
-            Interlocked.Increment(ref Running);
-            bool onGreenlet = Parking.CurrentHub is not null;
-            try
+            switch (loop)
             {
-                if (onGreenlet)
-                {
-                    var waited = Stopwatch.StartNew();
-                    using (Green.Shield())
-                    {
-                        while (Volatile.Read(ref PoolRunning) == 0 && waited.Elapsed < TimeSpan.FromSeconds(10)) Thread.Sleep(5);
-                    }
-                    Thread.Sleep(10_000);
-                }
-                else
-                {
-                    Interlocked.Increment(ref PoolRunning);
-                    try { Thread.Sleep(300); }
-                    finally { Interlocked.Decrement(ref PoolRunning); }
-                }
+                case "For": Parallel.For(0, 64, four, _ => scene.Work()); break;
+                case "ForEach": Parallel.ForEach(Enumerable.Range(0, 64), four, _ => scene.Work()); break;
+                case "Invoke": Parallel.Invoke(actions); break; // few actions: one task each, waited with Task.WaitAll
+                case "Invoke, bounded": Parallel.Invoke(new ParallelOptions { MaxDegreeOfParallelism = 2 }, actions); break; // replicas
+                default: throw new ArgumentOutOfRangeException(nameof(loop));
             }
-            finally
-            {
-                Interlocked.Decrement(ref Running);
-                if (Volatile.Read(ref Returned)) Interlocked.Increment(ref FinishedAfterReturn);
-            }
-        }
-
-        public void Run(string loop)
-        {
-            try
-            {
-                var four = new ParallelOptions { MaxDegreeOfParallelism = 4 };
-                Action[] actions = [Iteration, Iteration, Iteration];
-                switch (loop)
-                {
-                    case "For": Parallel.For(0, 64, four, _ => Iteration()); break;
-                    case "ForEach": Parallel.ForEach(Enumerable.Range(0, 64), four, _ => Iteration()); break;
-                    case "Invoke": Parallel.Invoke(actions); break; // few actions: one task each, waited with Task.WaitAll
-                    case "Invoke, bounded": Parallel.Invoke(new ParallelOptions { MaxDegreeOfParallelism = 2 }, actions); break; // replicas
-                    default: throw new ArgumentOutOfRangeException(nameof(loop));
-                }
-            }
-            catch (Exception e)
-            {
-                Thrown = e;
-                throw;
-            }
-            finally
-            {
-                RunningAtReturn = Volatile.Read(ref Running);
-                Volatile.Write(ref Returned, true);
-            }
-        }
-
-        /// <summary>Lets iterations that outlived the call end, so that they are counted.</summary>
-        public void Settle()
-        {
-            var watch = Stopwatch.StartNew();
-            while (Volatile.Read(ref Running) > 0 && watch.Elapsed < TimeSpan.FromSeconds(10)) Green.Sleep(10);
-        }
+        });
     }
 
     private static readonly string[] s_loops = ["For", "ForEach", "Invoke", "Invoke, bounded"];
@@ -92,8 +34,8 @@ public class ParallelLoopCancellationTests : PatchedHubTest
     [TestCaseSource(nameof(s_loops))]
     public void AKilledGreenletsParallelCallWaitsForItsIterationsThenEndsAsKilled(string loop)
     {
-        var scene = new Scene();
-        var g = Green.Spawn(() => scene.Run(loop));
+        var scene = new SplitWorkScene();
+        var g = Green.Spawn(() => Run(scene, loop));
         var watch = Stopwatch.StartNew();
         while (Volatile.Read(ref scene.PoolRunning) == 0 && watch.Elapsed < TimeSpan.FromSeconds(10)) Green.Sleep(5);
         Assert.That(scene.PoolRunning, Is.GreaterThan(0), "scene: an iteration runs on the pool");
@@ -112,8 +54,8 @@ public class ParallelLoopCancellationTests : PatchedHubTest
     [TestCaseSource(nameof(s_loops))]
     public void AParallelCallWhoseTimeoutExpiresWaitsForItsIterationsThenTheTimeoutIsRaised(string loop)
     {
-        var scene = new Scene();
-        var outcome = Green.Spawn(() => Green.WithTimeout(TimeSpan.FromMilliseconds(200), () => { scene.Run(loop); return "returned"; }, "timed out"));
+        var scene = new SplitWorkScene();
+        var outcome = Green.Spawn(() => Green.WithTimeout(TimeSpan.FromMilliseconds(200), () => { Run(scene, loop); return "returned"; }, "timed out"));
         Assert.That(outcome.Get(), Is.EqualTo("timed out"));
         scene.Settle();
 

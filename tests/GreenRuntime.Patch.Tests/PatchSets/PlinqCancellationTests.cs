@@ -16,75 +16,9 @@ public class PlinqCancellationTests : PatchedHubTest
 {
     private const int Elements = 8; // range-partitioned over 4 partitions: 2 each
 
-    /// <summary>What happened around one query.</summary>
-    private sealed class Scene
-    {
-        public int PoolRunning;
-        public int Running;
-        public int Started;
-        public int FinishedAfterReturn;
-        public int RunningAtReturn = -1;
-        public bool Returned;
-        public Exception? Thrown;
-
-        /// <summary>One element. On the greenlet (the partition a stop-and-go query or <c>ForAll</c> runs inline): waits,
-        /// shielded, until the pool runs an element too, then sleeps (patched) until the kill or timeout ends it. On a pool
-        /// thread: a real 300 ms sleep.</summary>
-        public int Element(int i)
-        {
-            Interlocked.Increment(ref Running);
-            Interlocked.Increment(ref Started);
-            try
-            {
-                if (Parking.CurrentHub is not null)
-                {
-                    var waited = Stopwatch.StartNew();
-                    using (Green.Shield())
-                    {
-                        while (Volatile.Read(ref PoolRunning) == 0 && waited.Elapsed < TimeSpan.FromSeconds(10)) Thread.Sleep(5);
-                    }
-                    Thread.Sleep(10_000);
-                }
-                else
-                {
-                    Interlocked.Increment(ref PoolRunning);
-                    try { Thread.Sleep(300); }
-                    finally { Interlocked.Decrement(ref PoolRunning); }
-                }
-                return i;
-            }
-            finally
-            {
-                Interlocked.Decrement(ref Running);
-                if (Volatile.Read(ref Returned)) Interlocked.Increment(ref FinishedAfterReturn);
-            }
-        }
-
-        public void Run(string query)
-        {
-            try
-            {
-                Query(query, Element);
-            }
-            catch (Exception e)
-            {
-                Thrown = e;
-                throw;
-            }
-            finally
-            {
-                RunningAtReturn = Volatile.Read(ref Running);
-                Volatile.Write(ref Returned, true);
-            }
-        }
-
-        /// <summary>Lets elements that outlived the query end, so that they are counted.</summary>
-        public void Settle()
-        {
-            var watch = Stopwatch.StartNew();
-            while (Volatile.Read(ref Running) > 0 && watch.Elapsed < TimeSpan.FromSeconds(10)) Green.Sleep(10);
-        }
-    }
+    /// <summary>Makes <paramref name="query"/> in <paramref name="scene"/>, each element one piece of its work.</summary>
+    private static void Run(SplitWorkScene scene, string query) =>
+        scene.Run(() => Query(query, i => { scene.Work(); return i; }));
 
     /// <summary>Runs <paramref name="query"/> over 0..<see cref="Elements"/> with <paramref name="element"/>; returns the
     /// elements it produced, in the order it produced them.</summary>
@@ -135,8 +69,8 @@ public class PlinqCancellationTests : PatchedHubTest
     [TestCaseSource(nameof(s_queries))]
     public void AKilledGreenletsQueryWaitsForItsWorkThenEndsAsKilled(string query)
     {
-        var scene = new Scene();
-        var g = Green.Spawn(() => scene.Run(query));
+        var scene = new SplitWorkScene();
+        var g = Green.Spawn(() => Run(scene, query));
         var watch = Stopwatch.StartNew();
         while (Volatile.Read(ref scene.PoolRunning) == 0 && watch.Elapsed < TimeSpan.FromSeconds(10)) Green.Sleep(5);
         Assert.That(scene.PoolRunning, Is.GreaterThan(0), "scene: an element runs on the pool");
@@ -157,8 +91,8 @@ public class PlinqCancellationTests : PatchedHubTest
     [TestCaseSource(nameof(s_queries))]
     public void AQueryWhoseTimeoutExpiresWaitsForItsWorkThenTheTimeoutIsRaised(string query)
     {
-        var scene = new Scene();
-        var outcome = Green.Spawn(() => Green.WithTimeout(TimeSpan.FromMilliseconds(200), () => { scene.Run(query); return "returned"; }, "timed out"));
+        var scene = new SplitWorkScene();
+        var outcome = Green.Spawn(() => Green.WithTimeout(TimeSpan.FromMilliseconds(200), () => { Run(scene, query); return "returned"; }, "timed out"));
         Assert.That(outcome.Get(), Is.EqualTo("timed out"));
         scene.Settle();
 
