@@ -410,9 +410,9 @@ public class GreenQueue<T> : IEnumerable<T>
     [Conditional("DEBUG")]
     private void AssertInvariants()
     {
-        if (StoredCount > 0 && _getters.HasLive)
+        if (StoredCount > 0 && _getters.HasCertainlyLive)
             throw new InvalidOperationException($"Invariant Q1 broken: {this} stores {StoredCount} item(s) while a getter waits.");
-        if (_putters.HasLive && MaxSize is { } max && StoredCount < max)
+        if (_putters.HasCertainlyLive && MaxSize is { } max && StoredCount < max)
             throw new InvalidOperationException($"Invariant Q2 broken: {this} has a free slot while a putter waits.");
     }
 }

@@ -111,7 +111,7 @@ public class GreenSemaphore
     [Conditional("DEBUG")]
     private void AssertInvariant()
     {
-        if (_count > 0 && _waiters.HasLive)
+        if (_count > 0 && _waiters.HasCertainlyLive)
             throw new InvalidOperationException($"Invariant S broken: {this} counts {_count} permit(s) while a greenlet waits for one.");
     }
 
