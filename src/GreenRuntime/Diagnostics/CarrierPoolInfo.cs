@@ -18,7 +18,8 @@ public sealed class CarrierPoolInfo
     public int Busy => Math.Max(0, Threads - Idle);
 
     /// <summary>Pooled carriers this hub holds now: each keeps a suspended greenlet's stack or runs the hub's code
-    /// (the hub's own thread is not counted). Bounded by <see cref="Limit"/>.</summary>
+    /// (the hub's own thread is not counted, nor a carrier that sleeps in the hub's idle wait while a released call's
+    /// thread runs the hub in its place). Bounded by <see cref="Limit"/>.</summary>
     public int HeldByThisHub { get; internal init; }
 
     /// <summary>The most pooled carriers this hub may hold (<see cref="HubOptions.MaxCarriers"/>, or the machine's limit).</summary>
