@@ -111,6 +111,26 @@ public class OrderTests : HubTest
     [Test]
     public void AWakePassedOverForStartsRunsOnceItsSliceIsSpent()
     {
+        // The slice is 5 ms of wall time, so a round in which x's thread is preempted, or compiles code for the first
+        // time, spends it before any start runs (y then comes right after x, as it would with no passing over at all:
+        // 2 rounds in 8 in a fresh test process). Up to three rounds; one must show the starts going first, and none may
+        // show y waiting for all of them.
+        var positions = new List<int>();
+        for (int round = 0; round < 3; round++)
+        {
+            int yAt = RoundOfStartsBetweenTwoWakes();
+            positions.Add(yAt);
+            if (yAt > 1) break;
+        }
+        Assert.That(positions, Has.Some.GreaterThan(1), "starts ran on x's freed thread first");
+        Assert.That(positions, Has.All.LessThan(500), "y waited for every start");
+    }
+
+    /// <summary>x and y wake from 1 ms sleeps behind 1,000 queued starts: returns where y ran among x, y and the starts.
+    /// x's thread, freed, runs starts instead of handing the baton to y, but only for 5 ms (about 50 starts here,
+    /// 100 ms in all): then y, which arrived before them, goes.</summary>
+    private static int RoundOfStartsBetweenTwoWakes()
+    {
         var order = new List<string>();
         var x = Green.Spawn(() => { Green.Sleep(1); order.Add("x"); });
         var y = Green.Spawn(() => { Green.Sleep(1); order.Add("y"); });
@@ -119,12 +139,8 @@ public class OrderTests : HubTest
         Green.Sleep(0); // x and y are queued as the loop's wakes
         var starts = Enumerable.Range(0, 1000).Select(i => Green.Spawn(() => { Spin(0.1); order.Add("s"); })).ToList();
         Green.JoinAll(starts.Append(x).Append(y));
-        // x's thread, freed, runs starts instead of handing the baton to y, but only for 5 ms (about 50 starts here,
-        // 100 ms in all): then y, which arrived before them, goes.
-        int yAt = order.IndexOf("y");
         Assert.That(order[0], Is.EqualTo("x"));
-        Assert.That(yAt, Is.GreaterThan(1), "starts ran on x's freed thread first");
-        Assert.That(yAt, Is.LessThan(500), "y waited for every start");
+        return order.IndexOf("y");
     }
 
     [Test]
