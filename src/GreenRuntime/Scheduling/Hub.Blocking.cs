@@ -246,13 +246,8 @@ public sealed partial class Hub
         // return and resumes g, on this very thread unless something goes first.
         if (PostReturnTakingIdleBaton(RunItem.ForCallback(s_returnFromBlocking, g)))
         {
-            // As in EndPark: the scheduler runs here with no synchronization context, so the hub callbacks it runs on this
-            // thread never post into the greenlet's (AmbientContext.cs, step 3), and the greenlet gets its own back.
-            var sync = SynchronizationContext.Current;
-            if (sync != null) SynchronizationContext.SetSynchronizationContext(null);
-            if (!Schedule(self))
+            if (!ScheduleOnGreenletsThread(self))
                 throw new InvalidOperationException($"Internal error: the carrier of {g} left the scheduler without its greenlet resumed.");
-            if (sync != null) SynchronizationContext.SetSynchronizationContext(sync);
         }
         else
         {

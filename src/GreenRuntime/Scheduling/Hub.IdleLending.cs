@@ -202,11 +202,7 @@ public sealed partial class Hub
     /// </summary>
     private bool LeaveToIdler(Carrier self, bool standIn)
     {
-        if (self.Owner == null && self.IsPooled)
-        {
-            _carriersInUse--;
-            _carriersRefusedAt = -1;
-        }
+        if (self.Owner == null && self.IsPooled) PooledCarrierLeft();
         HandBackToIdler();
         if (self.Owner == null || standIn) return false;
         ParkUntilOwnerResumes(self, self, spin: false);
@@ -221,8 +217,7 @@ public sealed partial class Hub
     private void RetireLentIdler()
     {
         if (!IdlerLent) return;
-        _carriersInUse--;
-        _carriersRefusedAt = -1;
+        PooledCarrierLeft();
         Interlocked.Exchange(ref _idleBaton, IdleRetire);
         _inboxSignal.Unpark();
         _reactor?.Interrupt(); // as in HandBackToIdler; the reactor is disposed only after the idler has left

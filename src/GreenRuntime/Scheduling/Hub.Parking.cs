@@ -120,11 +120,7 @@ public sealed partial class Hub
         self.Owner = g;
         g.Carrier = self;
         _standInEpoch++; // g, parked on its own carrier, may stand in from here (Hub.Blocking.cs)
-        // The scheduler runs on this thread meanwhile: without the greenlet's synchronization context (AmbientContext.cs, step 3).
-        var sync = SynchronizationContext.Current;
-        if (sync != null) SynchronizationContext.SetSynchronizationContext(null);
-        Schedule(self);
-        if (sync != null) SynchronizationContext.SetSynchronizationContext(sync);
+        ScheduleOnGreenletsThread(self); // the scheduler runs on this thread meanwhile
         // Resumed: Schedule returns only when this greenlet was picked from the ready queue.
         if (_current != g || g.State != GreenletState.Running)
             throw new InvalidOperationException($"Internal error: {g} resumed while {_current} holds the baton (every park has exactly one wake).");

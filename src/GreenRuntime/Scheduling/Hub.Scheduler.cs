@@ -127,11 +127,7 @@ public sealed partial class Hub
                         HandBatonAndPark(self, target);
                         return true;
                     }
-                    if (self.IsPooled)
-                    {
-                        _carriersInUse--;
-                        _carriersRefusedAt = -1; // one came back: the kernel may give a thread again
-                    }
+                    if (self.IsPooled) PooledCarrierLeft();
                     HandBaton(target, CarrierToNudge(self, target));
                     return false; // a free carrier goes back to the pool; the baton is gone
                 }
@@ -601,6 +597,27 @@ public sealed partial class Hub
     }
 
     private long TicksToNanoseconds(long timestampTicks) => (long)(timestampTicks * (1_000_000_000.0 / _time.TimestampFrequency));
+
+    /// <summary>A pooled carrier this hub held goes back to the pool. Baton holder only.</summary>
+    private void PooledCarrierLeft()
+    {
+        _carriersInUse--;
+        _carriersRefusedAt = -1; // one came back: the kernel may give a thread again
+    }
+
+    /// <summary>
+    /// Runs the scheduler on the thread of a greenlet that is not running (parked, or back from a released call) until
+    /// that greenlet is resumed: without the greenlet's synchronization context, so that the hub callbacks it runs here
+    /// never post into it (AmbientContext.cs, step 3), and with it again afterwards. Returns what Schedule returns.
+    /// </summary>
+    private bool ScheduleOnGreenletsThread(Carrier self)
+    {
+        var sync = SynchronizationContext.Current;
+        if (sync != null) SynchronizationContext.SetSynchronizationContext(null);
+        bool resumed = Schedule(self);
+        if (sync != null) SynchronizationContext.SetSynchronizationContext(sync);
+        return resumed;
+    }
 
     // Invariant 1 checks. The holder is recorded in every build (one store); it is compared only in DEBUG.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
