@@ -61,11 +61,11 @@
 //      beforeLive callback (GetOriginal works from here on and no call is redirected yet, so a replacement
 //      can have its original in hand before its first call), set the NotInline bit (CAS on the 32-bit word
 //      at MethodDesc+4), compute the jump (through a near stub if the replacement is beyond rel32 reach).
-//      Then sleep until 25 ms have passed since step 9, so that threads preempted inside a body's first
-//      bytes run again and leave them; compare-exchange `E9 rel32` into the aligned qword holding each
-//      body's start and point its cell back at it. One wait serves the whole batch: what it waits for
-//      (threads inside some body's first bytes when its calls were diverted) does not depend on how many
-//      bodies there are.
+//      Then sleep until 25 ms have passed since step 9, and until every thread that was preempted at step 9
+//      has run again (PreemptedThreads.cs), so that threads preempted inside a body's first bytes leave
+//      them; compare-exchange `E9 rel32` into the aligned qword holding each body's start and point its
+//      cell back at it. One wait serves the whole batch: what it waits for (threads inside some body's
+//      first bytes when its calls were diverted) does not depend on how many bodies there are.
 //  11. Walk once more; if a compile that was already running published another body meanwhile, patch that
 //      one too (again all together, with one wait).
 //
@@ -77,10 +77,11 @@
 //
 // Known hazard, reduced but not eliminated: the jump overwrites several instructions, so a thread that
 // has executed the first of them (`push rbp`) and not the rest would resume inside the jump's
-// displacement. Step 9's diversion plus a 25 ms wait lets such threads leave the window; a thread kept
-// off the CPU right there for the whole wait, or one entering through a backpatched vtable slot, is not
-// covered. Dispose has no such hazard (no thread can be inside a single jump instruction). See
-// docs/detours.md.
+// displacement. Step 9's diversion plus a 25 ms wait lets such threads leave the window, and a thread
+// the OS kept off the CPU past the wait is waited for until it has run again (PreemptedThreads.cs, up
+// to 5 s); a thread stopped for longer (a debugger, SIGSTOP), or one entering through a backpatched
+// vtable slot, is not covered. Dispose has no such hazard (no thread can be inside a single jump
+// instruction). See docs/detours.md.
 
 using System.Collections.Concurrent;
 using System.Diagnostics;
@@ -682,6 +683,8 @@ public sealed class Detour : IDisposable
         }
 
         long diverted = Stopwatch.GetTimestamp(); // the wait counts from the last diversion
+        bool quiesce = othersMayCall && writes.Exists(w => w.Diverted);
+        List<PreemptedThreads.Runnable> preempted = quiesce ? PreemptedThreads.Snapshot() : [];
         foreach (PendingWrite write in writes)
         {
             try
@@ -700,7 +703,7 @@ public sealed class Detour : IDisposable
         }
 
         long work = Stopwatch.GetTimestamp();
-        if (othersMayCall && writes.Exists(w => w.Diverted))
+        if (quiesce)
         {
             // A signal can end nanosleep early: sleep until the whole wait has passed.
             long remaining;
@@ -708,6 +711,9 @@ public sealed class Detour : IDisposable
             {
                 Quiesce(remaining);
             }
+
+            // Then each thread that was preempted (runnable, off a CPU) at the diversion must have run again.
+            PreemptedThreads.WaitUntilRunAgain(preempted, Quiesce);
         }
 
         long writing = Stopwatch.GetTimestamp();

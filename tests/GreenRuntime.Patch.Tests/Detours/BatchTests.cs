@@ -1,5 +1,6 @@
 using System.Reflection;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using GreenRuntime.Detours;
 
 namespace GreenRuntime.Patch.Tests.Detours;
@@ -185,6 +186,165 @@ public class BatchTests
         Assert.That(Enumerable.Range(0, Names.Length).Select(i => BatchTargets.Call(i, 7)), Is.EqualTo(Enumerable.Range(0, Names.Length).Select(i => BatchTargets.Expected(i, 7))));
     }
 
+    /// <summary>
+    /// Callers the OS keeps off the CPU for long stretches (SCHED_IDLE, sharing one CPU with a thread that spins) are
+    /// now and then preempted inside a body's first bytes, and stay off the CPU past the 25 ms minimum wait. The jump
+    /// must not be written under them: they would resume inside its displacement (on the engine without the wait for
+    /// preempted threads this crashed the test host with an access violation).
+    /// </summary>
+    [Test]
+    public void ACallerKeptOffTheCpuInsideABodyIsNotCaughtByItsJump()
+    {
+        if (Environment.ProcessorCount < 2)
+        {
+            Assert.Ignore("Needs two CPUs: one is shared by the starved caller and a spinning thread, the other patches.");
+        }
+
+        int cpu = Environment.ProcessorCount - 1;
+        long calls = 0;
+        Exception? failure = null;
+        using var stop = new CancellationTokenSource();
+        var hog = new Thread(() =>
+        {
+            // Wakes every 60 ms: a waking thread preempts a SCHED_IDLE one at once, wherever it is, then spins,
+            // keeping it off the CPU for longer than the wait.
+            Starving.PinToCpu(cpu);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (!stop.IsCancellationRequested)
+            {
+                Thread.Sleep(1);
+                long until = clock.ElapsedMilliseconds + 60;
+                while (clock.ElapsedMilliseconds < until)
+                {
+                    Thread.SpinWait(100);
+                }
+            }
+        }) { IsBackground = true };
+        // Several callers: while one runs, the others wait off the CPU wherever the last preemption left them.
+        var callers = Enumerable.Range(0, 3).Select(_ => new Thread(() =>
+        {
+            try
+            {
+                Starving.PinToCpu(cpu);
+                Starving.LowestPriority();
+                while (!stop.IsCancellationRequested)
+                {
+                    for (int n = 0; n < 1_000; n++)
+                    {
+                        int i = n & 3;
+                        int r = BatchTargets.Call(i, 7);
+                        if (r != BatchTargets.Replacement(7) && r != BatchTargets.Expected(i, 7))
+                        {
+                            throw new InvalidOperationException($"{Names[i]} returned {r}.");
+                        }
+                    }
+
+                    Interlocked.Add(ref calls, 1_000);
+                }
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        }) { IsBackground = true }).ToList();
+        hog.Start();
+        callers.ForEach(t => t.Start());
+        try
+        {
+            for (int cycle = 0; cycle < 40 && failure is null; cycle++)
+            {
+                DetourOutcome[] outcomes = Detour.CreateBatch(Names.Select(n => Request(n)).ToList());
+                foreach (DetourOutcome outcome in outcomes)
+                {
+                    Assert.That(outcome.Error, Is.Null);
+                    outcome.Detour!.Dispose();
+                }
+            }
+        }
+        finally
+        {
+            stop.Cancel();
+            Assert.That(callers.All(t => t.Join(TimeSpan.FromSeconds(30))), Is.True, "the starved callers end");
+            hog.Join();
+        }
+
+        TestContext.Out.WriteLine($"{calls} calls by the starved callers");
+        Assert.That(failure, Is.Null);
+    }
+
+    /// <summary>
+    /// The wait for preempted threads on its own: a thread kept off the CPU (SCHED_IDLE beside a spinning thread on
+    /// its CPU) is in the snapshot while it waits to run, and the wait returns only once it has run again.
+    /// </summary>
+    [Test]
+    public void TheWaitForPreemptedThreadsEndsOnlyOnceTheyRanAgain()
+    {
+        if (Environment.ProcessorCount < 2)
+        {
+            Assert.Ignore("Needs two CPUs: one is shared by the starved thread and a spinning thread, the other waits.");
+        }
+
+        int cpu = Environment.ProcessorCount - 1;
+        long progress = 0;
+        int starvedTid = 0;
+        using var stop = new CancellationTokenSource();
+        var hog = new Thread(() =>
+        {
+            Starving.PinToCpu(cpu);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (!stop.IsCancellationRequested)
+            {
+                Thread.Sleep(1);
+                long until = clock.ElapsedMilliseconds + 60;
+                while (clock.ElapsedMilliseconds < until)
+                {
+                    Thread.SpinWait(100);
+                }
+            }
+        }) { IsBackground = true };
+        var starved = new Thread(() =>
+        {
+            Starving.PinToCpu(cpu);
+            Starving.LowestPriority();
+            Volatile.Write(ref starvedTid, Starving.ThreadId());
+            while (!stop.IsCancellationRequested)
+            {
+                Interlocked.Increment(ref progress);
+            }
+        }) { IsBackground = true };
+        hog.Start();
+        starved.Start();
+        try
+        {
+            int seen = 0;
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            while (seen < 5 && watch.Elapsed < TimeSpan.FromSeconds(20))
+            {
+                int tid = Volatile.Read(ref starvedTid);
+                long before = Interlocked.Read(ref progress);
+                List<PreemptedThreads.Runnable> runnable = PreemptedThreads.Snapshot();
+                Thread.Sleep(2);
+                if (tid == 0 || Interlocked.Read(ref progress) != before || !runnable.Exists(r => r.Tid == tid))
+                {
+                    continue; // it was on the CPU: look again
+                }
+
+                int left = PreemptedThreads.WaitUntilRunAgain(runnable, _ => Thread.Sleep(1));
+                Assert.That(left, Is.Zero, "every preempted thread ran again within the wait's limit");
+                Assert.That(Interlocked.Read(ref progress), Is.GreaterThan(before), "the wait ended only once the starved thread had run");
+                seen++;
+            }
+
+            Assert.That(seen, Is.GreaterThan(0), "the starved thread was seen preempted");
+        }
+        finally
+        {
+            stop.Cancel();
+            starved.Join();
+            hog.Join();
+        }
+    }
+
     private static DetourRequest Request(string name, Action<Detour>? beforeLive = null) =>
         new(Method(typeof(BatchTargets), name), Method(typeof(BatchTargets), nameof(BatchTargets.Replacement)), beforeLive);
 }
@@ -216,4 +376,43 @@ internal static class BatchTargets
         2 => B2(x),
         _ => B3(x),
     };
+}
+
+/// <summary>The scheduling calls of the starved-caller test (Linux).</summary>
+internal static unsafe class Starving
+{
+    [DllImport("libc", SetLastError = true)]
+    private static extern int sched_setaffinity(int pid, nint size, ulong* mask);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int sched_setscheduler(int pid, int policy, int* param);
+
+    [DllImport("libc")]
+    private static extern int gettid();
+
+    /// <summary>The calling thread's kernel id.</summary>
+    public static int ThreadId() => gettid();
+
+    /// <summary>Pins the calling thread to <paramref name="cpu"/>.</summary>
+    public static void PinToCpu(int cpu)
+    {
+        ulong* mask = stackalloc ulong[16];
+        mask[cpu / 64] = 1UL << (cpu % 64);
+        if (sched_setaffinity(0, 16 * sizeof(ulong), mask) != 0)
+        {
+            throw new InvalidOperationException($"sched_setaffinity failed: errno {Marshal.GetLastPInvokeError()}.");
+        }
+    }
+
+    /// <summary>Puts the calling thread in SCHED_IDLE: it runs only when nothing else on its CPU wants to.</summary>
+    public static void LowestPriority()
+    {
+        int param = 0;
+        if (sched_setscheduler(gettid(), SchedIdle, &param) != 0)
+        {
+            throw new InvalidOperationException($"sched_setscheduler failed: errno {Marshal.GetLastPInvokeError()}.");
+        }
+    }
+
+    private const int SchedIdle = 5;
 }
