@@ -60,7 +60,8 @@ public sealed partial class Hub
     private void DisposeReactor()
     {
         if (_reactor == null) return;
-        _inboxSignal.WakeThroughEventFd(-1);
+        // Posts that already took the eventfd may still write it: it stays open until the last of them is done (SharedEventFd).
+        _inboxSignal.WakeThroughEventFd(null);
         _reactor.Dispose();
         _reactor = null;
     }

@@ -221,12 +221,14 @@ internal sealed unsafe class Reactor : IDisposable
         }
         var ev = new Epoll.Event { Events = Epoll.In, Data = EventFdMark };
         Epoll.Control(_epfd, Epoll.CtlAdd, _eventFd, &ev);
+        EventFd = new SharedEventFd(_eventFd);
         _events = (Epoll.Event*)NativeMemory.Alloc(MaxEvents, (nuint)sizeof(Epoll.Event));
         _idleEvents = (Epoll.Event*)NativeMemory.Alloc(MaxEvents, (nuint)sizeof(Epoll.Event));
     }
 
-    /// <summary>The eventfd that interrupts a sleeping <see cref="Poll"/> (the inbox's Parker writes it).</summary>
-    public int EventFd => _eventFd;
+    /// <summary>The eventfd that interrupts a sleeping <see cref="Poll"/>, which the inbox's Parker writes from any thread:
+    /// closed only once no such write can still be under way.</summary>
+    public SharedEventFd EventFd { get; }
 
     /// <summary>Registered sockets (for diagnostics and tests).</summary>
     public int RegistrationCount => _registrations.Count;
@@ -561,7 +563,8 @@ internal sealed unsafe class Reactor : IDisposable
     }
 
     /// <summary>Writes the eventfd: a sleep in epoll_wait on this set ends whatever the inbox signal's word says. Only
-    /// while the reactor cannot be disposed (its hub's baton held, or not yet handed on).</summary>
+    /// while the reactor cannot be disposed (its hub's baton held, or not yet handed on): it writes the number without
+    /// the reference a post takes (<see cref="SharedEventFd"/>).</summary>
     public void Interrupt()
     {
         ulong one = 1;
@@ -729,7 +732,7 @@ internal sealed unsafe class Reactor : IDisposable
             r.AsyncReader?.Complete(Readiness.Closed);
             r.AsyncWriter?.Complete(Readiness.Closed);
         }
-        Epoll.Close(_eventFd);
+        EventFd.Dispose(); // closed now, or by a post from another thread still writing it (SharedEventFd)
         Epoll.Close(_epfd);
         NativeMemory.Free(_events);
         NativeMemory.Free(_idleEvents);

@@ -192,6 +192,8 @@ public sealed partial class Hub
         // state moves on: once handed back the hub may close and dispose the reactor, and its eventfd's number be reused.
         if (reactor != null && !_inboxSignal.IsSleeping) reactor.Interrupt();
         Interlocked.Exchange(ref _idleBaton, IdleHandedBack);
+        // The idler may already hold the baton and have closed the hub: this unpark's eventfd write holds the
+        // descriptor open across it (Io/SharedEventFd.cs), as any post's does.
         _inboxSignal.Unpark();
     }
 

@@ -14,7 +14,12 @@ namespace GreenRuntime;
 public sealed partial class Hub
 {
     private readonly ConcurrentQueue<RunItem> _inbox = new();
+    // Never disposed: a post from another thread may unpark it after the hub closed, so its word must outlive every
+    // poster. Its eventfd, when the hub has a reactor, is closed only once no unpark holds it (Io/SharedEventFd.cs).
     private readonly Parker _inboxSignal = new();
+
+    /// <summary>The signal posts unpark (tests).</summary>
+    internal Parker InboxSignal => _inboxSignal;
 
     /// <summary>Queues an item for the hub. From the baton holder it goes straight to the ready queue.</summary>
     internal void PostItem(in RunItem item)

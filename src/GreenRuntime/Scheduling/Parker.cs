@@ -29,8 +29,15 @@ internal sealed unsafe class Parker : IDisposable
     private readonly AutoResetEvent? _fallback;
 
     // When the owner sleeps in epoll instead of on the futex (the hub's reactor), an unpark that finds it
-    // asleep writes this eventfd, which is in the epoll set. -1: wake through the futex.
-    private volatile int _eventFd = -1;
+    // asleep writes this eventfd, which is in the epoll set. Null: wake through the futex.
+    // Invariant: an unpark writes it only while holding a reference (SharedEventFd.TryAddRef): the owner may detach
+    // and close it at any moment (its hub closes), and a number read here and written after the close would land in
+    // whatever the process opened next under it.
+    private volatile Io.SharedEventFd? _eventFd;
+
+    /// <summary>Runs in <see cref="Unpark"/> between taking the eventfd and writing it (tests: holds a post there while the
+    /// owner closes).</summary>
+    internal Action? BeforeEventFdWrite;
 
     public Parker()
     {
@@ -171,7 +178,7 @@ internal sealed unsafe class Parker : IDisposable
     /// <returns>true when the owner was asleep and has been woken.</returns>
     public bool Nudge()
     {
-        if (_fallback != null || _eventFd >= 0) return false; // an external sleep (epoll) is woken only by a permit
+        if (_fallback != null || _eventFd != null) return false; // an external sleep (epoll) is woken only by a permit
         if (Interlocked.CompareExchange(ref *_word, Nudged, Sleeping) != Sleeping) return false;
         FutexWake(_word, 1);
         return true;
@@ -194,18 +201,42 @@ internal sealed unsafe class Parker : IDisposable
         int previous = Interlocked.Exchange(ref *_word, Permit);
         if (previous == Sleeping)
         {
-            int fd = _eventFd;
-            if (fd >= 0) SignalEventFd(fd);
-            else FutexWake(_word, 1);
+            var eventFd = _eventFd;
+            if (eventFd == null) FutexWake(_word, 1);
+            else SignalEventFd(eventFd);
         }
         // Nudged: the nudge's futex wake is already on its way, and the owner takes the permit when it arrives.
     }
 
+    // Out of line: only an owner asleep in epoll gets here, and the carriers' hand-offs never do.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private void SignalEventFd(Io.SharedEventFd eventFd)
+    {
+        if (!eventFd.TryAddRef())
+        {
+            // Closed: the owner sleeps on the futex now, if at all (a hub sleeps there once its reactor is gone).
+            FutexWake(_word, 1);
+            return;
+        }
+        try
+        {
+            BeforeEventFdWrite?.Invoke();
+            ulong one = 1;
+            Write(eventFd.Fd, &one, sizeof(ulong)); // cannot block: the counter would have to reach 2^64-1
+        }
+        finally
+        {
+            eventFd.Release();
+        }
+    }
+
     /// <summary>
     /// From now on the owner sleeps elsewhere (<see cref="BeginExternalSleep"/>): unparks that find it asleep
-    /// write <paramref name="eventFd"/> (-1: back to the futex). Only the owner calls this, while awake.
+    /// write <paramref name="eventFd"/> (null: back to the futex). Only the owner calls this, while awake. An unpark
+    /// still under way may write the previous eventfd after this returns: it holds a reference, so that one closes only
+    /// after it (<see cref="Io.SharedEventFd"/>).
     /// </summary>
-    public void WakeThroughEventFd(int eventFd)
+    public void WakeThroughEventFd(Io.SharedEventFd? eventFd)
     {
         if (_fallback != null) throw new PlatformNotSupportedException("An external sleep needs the futex parker (Linux).");
         _eventFd = eventFd;
@@ -252,12 +283,6 @@ internal sealed unsafe class Parker : IDisposable
         Syscall(SysFutex, word, FutexWaitPrivate, expected, timeout, null, 0);
 
     private static void FutexWake(int* word, int count) => SyscallNoTransition(SysFutex, word, FutexWakePrivate, count, null, null, 0);
-
-    private static void SignalEventFd(int fd)
-    {
-        ulong one = 1;
-        Write(fd, &one, sizeof(ulong)); // cannot block: the counter would have to reach 2^64-1
-    }
 
     [DllImport("libc", EntryPoint = "write")]
     [System.Runtime.InteropServices.SuppressGCTransition]
