@@ -97,6 +97,7 @@ internal static unsafe class CooperativeFile
             return;
         }
         Parking.GiveWay(); // no cancellation point: see GiveWay
+        CooperativeFileClose.NoteWritten(handle, fileOffset, buffer.Length); // its close may flush what it wrote
         int inline = NoWaitFileIo.TryWrite(handle, buffer, fileOffset);
         if (inline < buffer.Length) WriteOffloaded(hub, handle, buffer[inline..], fileOffset + inline);
     }
@@ -258,6 +259,9 @@ internal static unsafe class CooperativeFile
             return;
         }
         Parking.GiveWay();
+        long length = 0;
+        for (int i = 0; i < buffers.Count; i++) length += buffers[i].Length;
+        CooperativeFileClose.NoteWritten(handle, fileOffset, length);
         bool bounded = IsBounded(handle);
         using var shield = bounded ? Green.Shield() : default;
         Offload(hub, bounded ? PoolClaim.Offer() : null, s_writeGatherReleased, (handle, buffers, fileOffset), write: true);
