@@ -30,8 +30,11 @@ namespace GreenRuntime.Cooperative;
 /// come during the writes before it, and the file stayed). At the carrier cap (<see cref="HubOptions.MaxCarriers"/>) with no
 /// parked greenlet's thread to run the hub meanwhile, the call waits for a carrier first, as
 /// <see cref="Green.RunBlocking(Action)"/> does: a kill or timeout that comes during that wait ends it, since nothing has
-/// been opened or changed yet (it used to be shielded, and an open stuck there could be neither killed nor timed out). An <c>open()</c> cannot be interrupted, on a
-/// thread either: a FIFO open whose other end never comes waits for ever, now without holding the hub.</para>
+/// been opened or changed yet (it used to be shielded, and an open stuck there could be neither killed nor timed out).
+/// A truncation or a delete that finds a kill or timeout already pending there does not wait: it runs inline (it ends by
+/// itself, as a write at the cap does) and the kill stays pending; it used to wait for a carrier with the kill held back,
+/// for as long as every carrier stayed in a released call. An <c>open()</c> cannot be interrupted, on a thread either: a
+/// FIFO open whose other end never comes waits for ever, now without holding the hub.</para>
 /// </remarks>
 internal static unsafe partial class CooperativeFileOpen
 {
@@ -119,8 +122,9 @@ internal static unsafe partial class CooperativeFileOpen
 
     /// <summary>The original on the greenlet's own thread with the baton released (see the class remarks). Where the baton
     /// cannot be released at once, <see cref="Green.RunBlocking{T}(Func{T})"/>'s way: at the carrier cap, a parked
-    /// greenlet's thread runs the hub meanwhile or the greenlet waits for a carrier, and a kill or timeout ends that wait;
-    /// on a stackless greenlet, shielded, so that the result still reaches the caller.</summary>
+    /// greenlet's thread runs the hub meanwhile or the greenlet waits for a carrier, and a kill or timeout ends that wait
+    /// (a call that is no cancellation point with one already pending waits for no carrier: see the class remarks); on a
+    /// stackless greenlet, shielded, so that the result still reaches the caller.</summary>
     private static TResult Released<TState, TResult>(Func<TState, TResult> call, TState state, bool cancellationPoint)
     {
         if (cancellationPoint) Parking.YieldPoint();
@@ -130,10 +134,20 @@ internal static unsafe partial class CooperativeFileOpen
         // truncated or deleted yet) and keeps what the call returned, the kill then pending: no handle is lost, so its wait
         // for a carrier needs no shield. A shield there made that wait, possibly for good (every carrier in a released
         // call), one that no kill or timeout could end. Still shielded: a stackless greenlet, whose RunBlocking is a
-        // Task.Run that a kill stops waiting for and whose handle it drops; and a call that is no cancellation point with
-        // a kill or timeout already pending, which RunBlocking would raise before the file changed (see the class remarks).
-        if (!Green.Current.IsStackless && (cancellationPoint || !Parking.CancellationPending))
+        // Task.Run that a kill stops waiting for and whose handle it drops.
+        bool stackless = Green.Current.IsStackless;
+        if (!stackless && (cancellationPoint || !Parking.CancellationPending))
             return Green.RunBlocking(() => call(state));
+        if (!stackless)
+        {
+            // A truncation or delete with a kill or timeout already pending, which RunBlocking would raise before the file
+            // changed (see the class remarks): with a parked greenlet's thread to stand in, released; with none, inline,
+            // as a file write runs at the cap. It ends by itself, where a shielded wait for a carrier held the pending
+            // kill until one came back, for good if none did.
+            return Parking.CanReleaseBatonToStandIn
+                ? Parking.RunReleased(call, state, WaitReason.File, cancellationPoint: false, standIn: true)
+                : call(state);
+        }
         using (Green.Shield())
             return Green.RunBlocking(() => call(state));
     }

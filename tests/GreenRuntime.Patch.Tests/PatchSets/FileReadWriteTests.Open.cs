@@ -214,6 +214,86 @@ public partial class FileReadWriteTests
         }
     }
 
+    /// <summary>At the carrier cap with no parked greenlet to stand in, a truncation or a delete of a large file that finds
+    /// a kill already pending waited for a carrier, shielded, until one came back (here 2 s, when the carriers' released
+    /// calls end; for good if they never do). It is no cancellation point (a scratch file's delete in a <c>finally</c>
+    /// must happen), so it now runs at once, inline, while every carrier is still taken, and the kill is raised at the
+    /// greenlet's next blocking point.</summary>
+    [TestCase("delete")]
+    [TestCase("create")]
+    public void ATruncationOrDeleteWithAKillPendingAtTheCarrierCapRunsAtOnce(string operation)
+    {
+        string big = path + ".big";
+        using (var fs = new FileStream(big, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 0))
+            fs.Write(new byte[4 << 20]); // blocks written: a truncation or delete of it runs released
+        using var carriersBack = new ManualResetEventSlim();
+        bool doneWhileTaken = false, changed = false;
+        Exception? raised = null, failure = null;
+        var runner = new Thread(() =>
+        {
+            try
+            {
+                using var hub = new Hub(new HubOptions { MaxCarriers = 2, MaxBlockingTime = null });
+                void TakeACarrier() => Green.RunBlocking(() => carriersBack.Wait(TimeSpan.FromSeconds(20)));
+                // The changer keeps one carrier, a greenlet the other in a released call, and the main greenlet's released
+                // call (whose thread counts against no cap) leaves no parked greenlet to stand in; a spawned greenlet could
+                // not start at the cap, so the changer is there first. Its kill lands in a shielded sleep: pending.
+                bool go = false;
+                var changer = Green.Spawn(() =>
+                {
+                    try
+                    {
+                        using (Green.Shield())
+                            while (!go) Green.Sleep(5);
+                        if (operation == "delete") File.Delete(big);
+                        else File.OpenHandle(big, FileMode.Create, FileAccess.Write).Dispose();
+                        changed = true;
+                        doneWhileTaken = !carriersBack.IsSet;
+                        Green.Sleep(1);
+                    }
+                    catch (Exception e)
+                    {
+                        raised = e;
+                        throw;
+                    }
+                }, "changer");
+                var taker = Green.Spawn(TakeACarrier);
+                Green.Sleep(100);
+                changer.Kill(block: false);
+                go = true;
+                var giver = Task.Run(() =>
+                {
+                    Thread.Sleep(2000);
+                    carriersBack.Set();
+                });
+                TakeACarrier();
+                Green.JoinAll([changer, taker]);
+                Green.Wait(giver);
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        }) { IsBackground = true };
+        try
+        {
+            runner.Start();
+            Assert.That(runner.Join(TimeSpan.FromSeconds(30)), Is.True);
+            Assert.That(failure, Is.Null);
+            Assert.That(changed, Is.True, "the pending kill was raised by the truncation or delete");
+            Assert.That(raised, Is.InstanceOf<GreenletExit>(), "the kill was raised at the next blocking point");
+            Assert.That(doneWhileTaken, Is.True, "the call waited for a carrier with the kill pending");
+            if (operation == "delete") Assert.That(File.Exists(big), Is.False);
+            else Assert.That(new FileInfo(big).Length, Is.Zero);
+        }
+        finally
+        {
+            carriersBack.Set();
+            runner.Join(TimeSpan.FromSeconds(10));
+            File.Delete(big);
+        }
+    }
+
     /// <summary><c>File.Delete</c> of a large file and a truncating open of one (<c>FileMode.Create</c>,
     /// <c>FileMode.Truncate</c>) free its blocks and cached pages inside the call (40–100 ms for 64–256 MiB on ext4): they
     /// held the hub meanwhile, and now run with the baton released. Counted, not timed: the observer's turns while the call
