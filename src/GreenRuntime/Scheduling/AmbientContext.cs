@@ -61,9 +61,9 @@ internal static class AmbientContext
     {
         var now = ExecutionContext.Capture();
         if (now != null && !ReferenceEquals(now, Default))
-            throw new InvalidOperationException($"Invariant broken: free carrier #{carrier.Id} is about to run an item in a greenlet's ExecutionContext instead of the default one (a context would leak from one greenlet to the next).");
+            throw Sync.SyncLock.InvariantBroken($"Invariant broken: free carrier #{carrier.Id} is about to run an item in a greenlet's ExecutionContext instead of the default one (a context would leak from one greenlet to the next).");
         if (SynchronizationContext.Current is { } sync)
-            throw new InvalidOperationException($"Invariant broken: free carrier #{carrier.Id} is about to run an item under a greenlet's {sync.GetType().Name} (a synchronization context would leak from one greenlet to the next).");
+            throw Sync.SyncLock.InvariantBroken($"Invariant broken: free carrier #{carrier.Id} is about to run an item under a greenlet's {sync.GetType().Name} (a synchronization context would leak from one greenlet to the next).");
     }
 
     /// <summary>Switches the calling thread to <paramref name="context"/> (null = the default). Step 2 of the header.</summary>

@@ -619,7 +619,8 @@ public sealed partial class Hub
         return resumed;
     }
 
-    // Invariant 1 checks. The holder is recorded in every build (one store); it is compared only in DEBUG.
+    // Invariant 1 checks. The holder is recorded in every build (one store); it is compared only in DEBUG. A failure goes
+    // through SyncLock, as every DEBUG check's: a primitive's lock the thread holds is freed before it leaves.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void TakeBaton()
     {
@@ -643,7 +644,7 @@ public sealed partial class Hub
     {
         var holder = Volatile.Read(ref _batonHolder);
         if (holder != 0 && holder != Environment.CurrentManagedThreadId)
-            throw new InvalidOperationException($"Invariant 1 broken: thread {Environment.CurrentManagedThreadId} takes the baton of {this} while thread {holder} still holds it.");
+            throw Sync.SyncLock.InvariantBroken($"Invariant 1 broken: thread {Environment.CurrentManagedThreadId} takes the baton of {this} while thread {holder} still holds it.");
     }
 
     [Conditional("DEBUG")]
@@ -651,6 +652,6 @@ public sealed partial class Hub
     {
         var holder = Volatile.Read(ref _batonHolder);
         if (holder != Environment.CurrentManagedThreadId)
-            throw new InvalidOperationException($"Invariant 1 broken: thread {Environment.CurrentManagedThreadId} runs code of {this} without holding its baton (holder: {holder}).");
+            throw Sync.SyncLock.InvariantBroken($"Invariant 1 broken: thread {Environment.CurrentManagedThreadId} runs code of {this} without holding its baton (holder: {holder}).");
     }
 }

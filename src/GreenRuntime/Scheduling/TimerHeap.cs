@@ -181,13 +181,14 @@ internal sealed class TimerHeap
         for (int i = 0; i < _count; i++) CheckAround(i);
     }
 
+    // Fails through SyncLock: a hub timer is cancelled under a primitive's lock when a Task waiter is served there.
     [Conditional("DEBUG")]
     private void CheckAround(int index)
     {
         if (index > 0 && Earlier(_entries[index], _entries[(index - 1) >> 1]))
-            throw new InvalidOperationException($"Invariant broken: timer heap entry {index} (deadline {_entries[index].Deadline}) is earlier than its parent.");
+            throw Sync.SyncLock.InvariantBroken($"Invariant broken: timer heap entry {index} (deadline {_entries[index].Deadline}) is earlier than its parent.");
         for (int child = 2 * index + 1; child <= 2 * index + 2 && child < _count; child++)
             if (Earlier(_entries[child], _entries[index]))
-                throw new InvalidOperationException($"Invariant broken: timer heap entry {child} (deadline {_entries[child].Deadline}) is earlier than its parent {index}.");
+                throw Sync.SyncLock.InvariantBroken($"Invariant broken: timer heap entry {child} (deadline {_entries[child].Deadline}) is earlier than its parent {index}.");
     }
 }

@@ -410,9 +410,10 @@ public class GreenQueue<T> : IEnumerable<T>
     [Conditional("DEBUG")]
     private void AssertInvariants()
     {
-        if (StoredCount > 0 && _getters.HasCertainlyLive)
-            throw new InvalidOperationException($"Invariant Q1 broken: {this} stores {StoredCount} item(s) while a getter waits.");
-        if (_putters.HasCertainlyLive && MaxSize is { } max && StoredCount < max)
-            throw new InvalidOperationException($"Invariant Q2 broken: {this} has a free slot while a putter waits.");
+        // Through SyncLock: a check that fails frees the queue's lock before its exception leaves.
+        if (SyncLock.Violated(StoredCount > 0 && _getters.HasCertainlyLive))
+            throw SyncLock.InvariantBroken($"Invariant Q1 broken: {this} stores {StoredCount} item(s) while a getter waits.");
+        if (SyncLock.Violated(_putters.HasCertainlyLive && MaxSize is { } max && StoredCount < max))
+            throw SyncLock.InvariantBroken($"Invariant Q2 broken: {this} has a free slot while a putter waits.");
     }
 }

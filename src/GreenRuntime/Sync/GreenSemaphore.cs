@@ -111,8 +111,9 @@ public class GreenSemaphore
     [Conditional("DEBUG")]
     private void AssertInvariant()
     {
-        if (_count > 0 && _waiters.HasCertainlyLive)
-            throw new InvalidOperationException($"Invariant S broken: {this} counts {_count} permit(s) while a greenlet waits for one.");
+        // Through SyncLock: a check that fails frees the semaphore's lock before its exception leaves.
+        if (SyncLock.Violated(_count > 0 && _waiters.HasCertainlyLive))
+            throw SyncLock.InvariantBroken($"Invariant S broken: {this} counts {_count} permit(s) while a greenlet waits for one.");
     }
 
     /// <summary>Lets a subclass refuse a release that would take the count past its bound.</summary>

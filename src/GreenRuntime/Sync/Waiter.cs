@@ -332,7 +332,8 @@ internal sealed class Waiter<T> : IAsyncWait
     [Conditional("DEBUG")]
     internal void AssertServable()
     {
-        if (State != WaiterState.Pending)
-            throw new InvalidOperationException($"Invariant W broken: a {Kind} waiter in state {State} is being served again.");
+        // Through SyncLock: made under the primitive's lock, a check that fails frees it before its exception leaves.
+        if (SyncLock.Violated(State != WaiterState.Pending))
+            throw SyncLock.InvariantBroken($"Invariant W broken: a {Kind} waiter in state {State} is being served again.");
     }
 }

@@ -18,7 +18,7 @@ internal sealed class WaiterList<T>
 
     internal void AddLast(Waiter<T> w)
     {
-        Debug.Assert(w.List == null, "A waiter is linked in at most one list.");
+        AssertUnlinked(w);
         w.List = this;
         w.Prev = _tail;
         w.Next = null;
@@ -26,6 +26,14 @@ internal sealed class WaiterList<T>
         else _head = w;
         _tail = w;
         Count++;
+    }
+
+    [Conditional("DEBUG")]
+    private static void AssertUnlinked(Waiter<T> w)
+    {
+        // Not Debug.Assert: under the primitive's lock, a failure goes through SyncLock, which frees the lock first.
+        if (w.List != null)
+            throw SyncLock.InvariantBroken("Invariant broken: a waiter is linked in at most one list.");
     }
 
     /// <summary>Unlinks <paramref name="w"/> if it is in this list; idempotent.</summary>
