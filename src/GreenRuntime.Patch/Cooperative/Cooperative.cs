@@ -148,11 +148,19 @@ internal static class Cooperative
     /// catches the interrupt of its lock enter retries it (Lucene.Net's <c>UninterruptableMonitor</c>, around every lock
     /// it takes, also in <c>finally</c> blocks that do its flush bookkeeping): a kill, which it does not catch, would
     /// leave that bookkeeping half done, as no interrupt of a thread does. Costs a stack walk, as CalledByCoreLib.</summary>
-    internal static bool CallerKeepsInterruptsOut(Type api)
+    /// <param name="api">The API whose frames to look past.</param>
+    /// <param name="threadInterrupt">The interrupt is the greenlet's thread's (<see cref="Parking.ReleasedCallMetThreadInterrupt"/>),
+    /// not a kill's or timeout's: then only a CoreLib caller keeps it out. A handler of
+    /// <see cref="ThreadInterruptedException"/> is written for that very exception, and gets it from the enter, as a
+    /// thread's does; code that retries (Lucene.Net's) interrupts its thread again once it holds the lock, which leaves the
+    /// interrupt pending for the next wait. Kept out there too, a user's <c>lock</c> in a <c>try</c> that catches the
+    /// interrupt to give up entered instead, and the interrupt came out of its next wait, outside that handler.</param>
+    internal static bool CallerKeepsInterruptsOut(Type api, bool threadInterrupt = false)
     {
         if (Caller(api) is not { } frame) return false;
         var method = frame.GetMethod()!;
         if (method.DeclaringType!.Assembly == typeof(object).Assembly) return true;
+        if (threadInterrupt) return false;
         return StackInspection.TryClausesAround(frame).Any(static c =>
             c.Flags == ExceptionHandlingClauseOptions.Filter
             || (c.Flags == ExceptionHandlingClauseOptions.Clause && c.CatchType == typeof(ThreadInterruptedException)));

@@ -10,7 +10,9 @@ namespace GreenRuntime.Cooperative;
 /// <remarks>A kill or timeout interrupts the wait as for a monitor (the runtime's <c>Lock</c> wait honours
 /// <see cref="Thread.Interrupt"/> with nothing acquired and stays consistent), except where CoreLib itself enters the
 /// lock: as for a monitor, CoreLib's bookkeeping around it is not written for an exception in the middle, so such a
-/// wait goes on until the lock is taken and the kill is raised at the next blocking point. A kill that interrupted
+/// wait goes on until the lock is taken and the kill is raised at the next blocking point (code that catches
+/// <see cref="ThreadInterruptedException"/> around its enter is treated so for a kill, not for its thread's interrupt:
+/// see <see cref="CooperativeMonitor"/>). A kill that interrupted
 /// <c>CancellationTokenSource</c>'s <c>Dispose</c> (its registrations' lock, contended by a cancellation in progress)
 /// left a disposed linked source registered on its parent for good: one per killed <c>HttpClient.Send</c>, kept, with
 /// the dead greenlet, for the life of the client. The target is the NoInlining
@@ -47,9 +49,10 @@ internal static class CooperativeLock
             catch (ThreadInterruptedException)
             {
                 // Not a filter: inside one, the stack shows the exception dispatcher (CoreLib's) above the caller.
-                if (!Cooperative.CallerKeepsInterruptsOut(typeof(Lock))) throw;
-                // A kill or timeout inside CoreLib's own bookkeeping: wait on for the rest of the time (see the
-                // remarks); the handshake sends one interrupt per wait, and the kill stays pending.
+                if (!Cooperative.CallerKeepsInterruptsOut(typeof(Lock), Parking.ReleasedCallMetThreadInterrupt)) throw;
+                // A kill or timeout inside CoreLib's own bookkeeping or past a retrying caller's handler (or the thread's
+                // interrupt in an enter of CoreLib's): wait on for the rest of the time (see the remarks); the handshake
+                // sends one interrupt per wait, and the kill or the thread's interrupt stays pending.
                 left = CooperativeMonitor.TimeLeft(s.Ms, started);
             }
         }

@@ -32,6 +32,10 @@ namespace GreenRuntime.Cooperative;
 /// enter in <c>SemaphoreSlim.Release</c> under <c>BlockingCollection.Add</c> left the collection counting an adder that
 /// had gone, so its items were stranded and <c>CompleteAdding</c> spun for ever. The caller is read from the stack, and
 /// only when an interrupt came.</para>
+/// <para>The interrupt of the greenlet's thread (<see cref="Thread.Interrupt"/>) interrupts the wait the same way, and is
+/// kept out only of CoreLib's enters (its caller, or its lock): code that catches <see cref="ThreadInterruptedException"/>
+/// around its enter gets it from the enter, as a thread's code does, since that is the exception its handler is written
+/// for (a kill is not). Kept out there too, it came out of the greenlet's next wait instead, outside the handler.</para>
 /// </remarks>
 internal static class CooperativeMonitor
 {
@@ -61,9 +65,11 @@ internal static class CooperativeMonitor
             catch (ThreadInterruptedException)
             {
                 // Not a filter: inside one, the stack shows the exception dispatcher (CoreLib's) above the caller.
-                if (!IsCoreLibLock(o) && !Cooperative.CallerKeepsInterruptsOut(typeof(Monitor))) throw;
-                // A kill or timeout, not raised inside CoreLib's own bookkeeping (see the remarks): wait on. The
-                // handshake sends one interrupt per wait, and the kill stays pending for the next blocking point.
+                if (!IsCoreLibLock(o) && !Cooperative.CallerKeepsInterruptsOut(typeof(Monitor), Parking.ReleasedCallMetThreadInterrupt)) throw;
+                // A kill or timeout (or the thread's interrupt in an enter of CoreLib's), not raised inside CoreLib's own
+                // bookkeeping nor past a retrying caller's handler (see the remarks): wait on. The handshake sends one
+                // interrupt per wait; the kill stays pending for the next blocking point, and so does the thread's interrupt
+                // (Hub.Blocking.cs).
             }
         }
     };
@@ -289,7 +295,9 @@ internal static class CooperativeMonitor
     /// </summary>
     /// <remarks>Kills and timeouts as for the released wait: one already pending when the enter starts stays pending, and
     /// so does one that comes meanwhile to an enter that CoreLib makes; any other is raised from a pause, with nothing
-    /// acquired.</remarks>
+    /// acquired. The interrupt of the greenlet's thread that comes meanwhile ends the enter from the pause it came in, with
+    /// nothing acquired, also where a kill would stay pending, except in an enter of CoreLib's (its caller, or its lock),
+    /// where it stays pending.</remarks>
     /// <param name="tryEnter">The non-blocking attempt; true when it acquired the lock.</param>
     /// <param name="state">Passed to <paramref name="tryEnter"/>.</param>
     /// <param name="millisecondsTimeout">How long to keep trying; <see cref="Timeout.Infinite"/>: until acquired.</param>
@@ -302,8 +310,12 @@ internal static class CooperativeMonitor
         long start = time.GetTimestamp();
         var backoff = new PollBackoff();
         // Decided before the first pause: a kill that came during one would be raised from it at once, inside CoreLib's
-        // bookkeeping for an enter of CoreLib's. (One stack walk per polled enter, which waits a millisecond at least.)
-        bool keepPending = coreLibLock || Parking.CancellationPending || (callerApi != null && Cooperative.CallerKeepsInterruptsOut(callerApi));
+        // bookkeeping for an enter of CoreLib's. (Up to two stack walks per polled enter, which waits a millisecond at least.)
+        bool coreLibCaller = callerApi != null && Cooperative.CalledByCoreLib(callerApi);
+        bool keepPending = coreLibLock || coreLibCaller || Parking.CancellationPending || (callerApi != null && Cooperative.CallerKeepsInterruptsOut(callerApi));
+        // The shield holds the thread's interrupt back with the kills; one that comes during a pause is thrown after it, as
+        // from the released wait (CallerKeepsInterruptsOut's threadInterrupt). One pending before the enter stays so.
+        bool interruptOut = keepPending && !coreLibLock && !coreLibCaller && !Parking.InterruptPending;
         while (true)
         {
             if (tryEnter(state)) return true;
@@ -313,6 +325,7 @@ internal static class CooperativeMonitor
             if (keepPending)
             {
                 using (Green.Shield()) Green.Sleep(backoff.Next(left));
+                if (interruptOut) Parking.ThrowIfInterrupted();
             }
             else
             {

@@ -25,6 +25,16 @@ public static partial class Parking
     public static bool InterruptPending =>
         Hub.CurrentOrNull is { IsOnHubThread: true } hub && hub.CurrentGreenlet is var g && g != hub.HubGreenlet && g.InterruptPending;
 
+    /// <summary>
+    /// Inside a call that <see cref="RunReleased"/> runs, on its thread, once the call has met a
+    /// <see cref="ThreadInterruptedException"/>: whether it is the interrupt of the greenlet's thread that someone asked for
+    /// (<see cref="InterruptGreenletOf"/>, which patched <see cref="Thread.Interrupt"/> calls), rather than the one that
+    /// stands for a kill or timeout (which <see cref="RunReleased"/> raises in its place). Code around the wait that catches
+    /// <see cref="ThreadInterruptedException"/> is written for the first, as on a thread, and may be let have it; a kill
+    /// is no exception it catches. False elsewhere.
+    /// </summary>
+    public static bool ReleasedCallMetThreadInterrupt => Scheduling.ReleasedInterrupt.OfThisThread is { ForThreadInterrupt: true };
+
     /// <summary>Throws the <see cref="ThreadInterruptedException"/> pending for the current greenlet's thread, if any, as an
     /// interruptible wait would; for a wait that does not park (a patched call that returns at once) and does not go
     /// through <see cref="BeginPark"/>. Nothing while a shield is open, nor inside a callback from native code (it

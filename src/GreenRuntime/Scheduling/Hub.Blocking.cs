@@ -221,6 +221,7 @@ public sealed partial class Hub
 
         TResult result = default!;
         ExceptionDispatchInfo? failure = null;
+        ReleasedInterrupt.OfThisThread = interrupt; // for the call to tell a thread's interrupt from a kill's (Parking.ReleasedCallMetThreadInterrupt)
         try
         {
             result = call(state);
@@ -229,6 +230,7 @@ public sealed partial class Hub
         {
             failure = ExceptionDispatchInfo.Capture(e);
         }
+        ReleasedInterrupt.OfThisThread = null;
         bool interrupted = false;
         if (interrupt != null)
         {
@@ -266,7 +268,7 @@ public sealed partial class Hub
         EndStep(g);
         // The interrupt of the greenlet's thread, handed to the call, that the call did not end with: it had returned by
         // itself as the interrupt came (Finish consumed it on the carrier), or caught it to wait on (a lock enter of
-        // CoreLib's, or one whose caller catches it to retry: CooperativeMonitor). On a thread it stays pending for the
+        // CoreLib's: CooperativeMonitor). On a thread it stays pending for the
         // next wait, or comes out of the enter; here it had nowhere else to be kept and was lost. Pending again, one-shot,
         // for the greenlet's next interruptible wait (Hub.Interrupts.cs).
         if (interrupt is { ForThreadInterrupt: true } && !interrupted && owner.State != GreenletState.Dead) owner.InterruptPending = true;

@@ -11,8 +11,9 @@
 //     sleep, a join, a task, an event, a queue, a lock, a thread primitive): woken with ThreadInterruptedException;
 //   - in an interruptible released wait (Monitor.Wait, a WaitHandle's, Thread.Join): the handshake interrupts it, and
 //     the exception comes out of the wait as on a thread; where the wait does not end with it (it returned by itself
-//     as the interrupt came, or it is a lock enter that waits on, one of CoreLib's or one whose caller catches the
-//     exception to retry: CooperativeMonitor), it is pending again once the baton is back (Hub.Blocking.cs);
+//     as the interrupt came, or it is a lock enter of CoreLib's, which waits on: CooperativeMonitor), it is pending
+//     again once the baton is back (Hub.Blocking.cs). An enter whose caller catches the exception gets it, as on a
+//     thread: unlike a kill's, it is what that handler is written for (Parking.ReleasedCallMetThreadInterrupt);
 //   - otherwise (running, ready, parked in a socket, file or DNS call, which a thread's interrupt does not end either,
 //     or in a released call that is no wait): pending, one-shot, and thrown by its next interruptible wait.
 // Kills and timeouts go first. A shield holds the interrupt back, as it holds kills: the code it protects expects no

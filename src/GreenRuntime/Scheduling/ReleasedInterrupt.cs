@@ -80,6 +80,16 @@ internal sealed class ReleasedInterrupt(Thread carrierThread, Action<Thread>? in
 
     [ThreadStatic] private static bool t_delivering;
 
+    /// <summary>The handshake of the released call the calling thread runs now (Hub.Blocking.cs sets it around the call),
+    /// or null.</summary>
+    internal static ReleasedInterrupt? OfThisThread
+    {
+        get => t_ofThisThread;
+        set => t_ofThisThread = value;
+    }
+
+    [ThreadStatic] private static ReleasedInterrupt? t_ofThisThread;
+
     /// <summary>Whether the calling thread is inside <see cref="Request"/>: its <see cref="Thread.Interrupt"/> is this
     /// handshake's, for the carrier's own thread, even where Thread.Interrupt is patched to reach greenlets instead.</summary>
     public static bool Delivering => t_delivering;

@@ -94,6 +94,54 @@ public class NoCarrierLeftLockTests : PatchedHubTest
         Assert.That(result, Is.EqualTo((false, true, false, true)), "at the cap; ended by the kill; never entered; the lock is free afterwards");
     }
 
+    [Test]
+    public void AThreadInterruptEndsAPolledEnterInATryThatCatchesItAsOnAThread()
+    {
+        // The handler makes the pauses shielded (a kill stays pending there: see UnwindingCleanupTests), but the thread's
+        // interrupt is what it catches: on a thread it throws from the enter, and so it does here, after the pause it came
+        // in. It used to stay pending through the enter and come out of the next wait, outside the handler.
+        var result = OnOwnHub(2, () =>
+        {
+            var gate = new object();
+            var release = new Event();
+            Thread? target = null;
+            bool entered = false, atEnter = false, atNextWait = false;
+            var holder = Green.Spawn(() =>
+            {
+                lock (gate) release.Wait();
+            });
+            var waiter = Green.Spawn(() =>
+            {
+                target = Thread.CurrentThread;
+                Green.Sleep(5);
+                try
+                {
+                    lock (gate) entered = true;
+                }
+                catch (ThreadInterruptedException)
+                {
+                    atEnter = true;
+                }
+                try
+                {
+                    Thread.Sleep(200);
+                }
+                catch (ThreadInterruptedException)
+                {
+                    atNextWait = true;
+                }
+            });
+            Green.Sleep(100); // the waiter is polling: both carriers are taken
+            bool couldRelease = Parking.CanReleaseBaton;
+            target!.Interrupt();
+            Green.Sleep(100);
+            release.Set();
+            Green.JoinAll([holder, waiter], Bound);
+            return (couldRelease, waiter.Dead, entered, atEnter, atNextWait);
+        });
+        Assert.That(result, Is.EqualTo((false, true, false, true, false)), "at the cap; ended; never entered; the enter threw; nothing left for the next wait");
+    }
+
     [TestCase(2)]
     [TestCase(4)]
     public void ABoundedBufferWithMonitorWaitBetweenGreenletsMovesEveryItemOnce(int maxCarriers)

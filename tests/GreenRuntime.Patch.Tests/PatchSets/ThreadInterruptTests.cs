@@ -181,6 +181,86 @@ public class ThreadInterruptTests : PatchedHubTest
         AssertNoInterruptLeftBehind();
     }
 
+    /// <summary>A user's <c>lock</c> placed right in a <c>try</c> that catches <see cref="ThreadInterruptedException"/>: on a
+    /// thread the interrupt throws from the contended enter, into that handler, and nothing is left for the next wait. The
+    /// greenlet does the same. Such a handler keeps a kill's interrupt out of the enter (a kill is no exception it catches:
+    /// UnwindingCleanupTests), and it used to keep the thread's interrupt out too: the greenlet entered, and the interrupt
+    /// came out of its next wait instead, outside the handler.</summary>
+    [TestCase("object", false)]
+    [TestCase("object", true)]
+    [TestCase("Lock", false)]
+    [TestCase("Lock", true)]
+    public void AnInterruptDuringAContendedLockEnterInATryThatCatchesItThrowsFromTheEnterAsOnAThread(string kind, bool onGreenlet)
+    {
+        var monitor = new object();
+        var lockObject = new Lock();
+        using var held = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var holder = new Thread(() =>
+        {
+            if (kind == "Lock") lockObject.Enter();
+            else Monitor.Enter(monitor);
+            held.Set();
+            release.Wait();
+            if (kind == "Lock") lockObject.Exit();
+            else Monitor.Exit(monitor);
+        });
+        holder.Start();
+        held.Wait();
+        Thread? target = null;
+        bool entered = false;
+        Exception? atEnter = null, atNextWait = null;
+        void Body()
+        {
+            target = Thread.CurrentThread;
+            try
+            {
+                if (kind == "Lock")
+                {
+                    lock (lockObject) entered = true;
+                }
+                else
+                {
+                    lock (monitor) entered = true;
+                }
+            }
+            catch (ThreadInterruptedException e)
+            {
+                atEnter = e;
+            }
+            try
+            {
+                Thread.Sleep(TimeSpan.FromMilliseconds(200));
+            }
+            catch (ThreadInterruptedException e)
+            {
+                atNextWait = e;
+            }
+        }
+        Func<TimeSpan, bool> join;
+        if (onGreenlet)
+        {
+            var g = Green.Spawn(Body);
+            join = t => g.Join(t);
+        }
+        else
+        {
+            var thread = new Thread(Body);
+            thread.Start();
+            join = t => thread.Join(t);
+        }
+        Green.Sleep(100); // waiting for the lock
+        target!.Interrupt();
+        Green.Sleep(50);
+        release.Set();
+        holder.Join();
+        Assert.That(join(TimeSpan.FromSeconds(5)), Is.True);
+        Assert.That(atEnter, Is.Not.Null, "the enter throws into the handler around it, as on a thread");
+        Assert.That(entered, Is.False);
+        Assert.That(atNextWait, Is.Null, "one interrupt, one exception");
+        AssertNoInterruptLeftBehind();
+    }
+
     // A frame of its own with no handler around the enter: one that catches ThreadInterruptedException there is taken for
     // code that retries the enter (Cooperative.CallerKeepsInterruptsOut).
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
