@@ -81,36 +81,15 @@ internal sealed class GreenletsHost : IDisposable, IAsyncDisposable
     /// </summary>
     public bool InGreenlet => Parking.CurrentHub is { } hub && Group.Hubs.Contains(hub) && !RequestGreenlet.InCallerContinuation;
 
-    /// <summary>
-    /// Runs <paramref name="start"/> (which places work in a greenlet) counted as in flight until its Task completes.
-    /// Work that arrives while the host stops still runs in greenlets: the group is disposed only after the count has
-    /// dropped to zero (or the shutdown timeout passed).
-    /// </summary>
-    public Task CountInFlight(Func<Task> start)
-    {
-        Interlocked.Increment(ref _inFlight);
-        Task run;
-        try
-        {
-            run = start();
-        }
-        catch
-        {
-            Exit();
-            throw;
-        }
-        if (run.IsCompleted)
-        {
-            Exit();
-            return run;
-        }
-        return ExitAfter(run);
-    }
+    /// <summary>Counts a request (or hub method) in as it is placed in a greenlet; <see cref="RequestGreenlet"/> counts it
+    /// out exactly once, right before the Task it returned completes. Work that arrives while the host stops still runs in
+    /// greenlets: the group is disposed only after the count has dropped to zero (or the shutdown timeout passed).</summary>
+    internal void Enter() => Interlocked.Increment(ref _inFlight);
 
     /// <summary><paramref name="start"/> in a greenlet of this host's hubs, as a request's pipeline runs
     /// (<see cref="RequestGreenlet"/>), counted as in flight; <paramref name="aborted"/> kills the greenlets it runs in.</summary>
     public Task RunInGreenletAsync(Func<Task> start, CancellationToken aborted, string name) =>
-        CountInFlight(() => RequestGreenlet.RunAsync(this, start, aborted, name));
+        RequestGreenlet.RunAsync(this, start, aborted, name);
 
     /// <summary>
     /// <see cref="RunInGreenletAsync(Func{Task}, CancellationToken, string)"/> with the result of <paramref name="start"/>'s
@@ -121,26 +100,14 @@ internal sealed class GreenletsHost : IDisposable, IAsyncDisposable
     public async Task<T> RunInGreenletAsync<T>(Func<Task<T>> start, CancellationToken aborted, string name)
     {
         Task<T>? started = null;
-        await CountInFlight(() => RequestGreenlet.RunAsync(this, () => started = start(), aborted, name)).ConfigureAwait(false);
+        await RequestGreenlet.RunAsync(this, () => started = start(), aborted, name).ConfigureAwait(false);
         return started is null
             ? throw new OperationCanceledException("The connection was aborted before the work began in its greenlet.", aborted)
             : await started.ConfigureAwait(false);
     }
 
-    private async Task ExitAfter(Task run)
-    {
-        try
-        {
-            await run.ConfigureAwait(false);
-        }
-        finally
-        {
-            Exit();
-        }
-    }
-
     /// <summary>Counts work out; the last one out of a stopping host ends the shutdown wait.</summary>
-    private void Exit()
+    internal void Exit()
     {
         if (Interlocked.Decrement(ref _inFlight) == 0 && _stopping) _drained.TrySetResult();
     }

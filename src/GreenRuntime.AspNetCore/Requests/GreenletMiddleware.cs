@@ -49,5 +49,5 @@ internal sealed class GreenletMiddleware(RequestDelegate next, GreenletsHost hos
         }
     }
 
-    private Task RunAsync(HttpContext context) => host.CountInFlight(() => RequestGreenlet.RunAsync(host, context, next));
+    private Task RunAsync(HttpContext context) => RequestGreenlet.RunAsync(host, context, next);
 }

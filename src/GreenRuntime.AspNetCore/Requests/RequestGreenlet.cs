@@ -63,12 +63,18 @@ internal sealed class RequestGreenlet
     private const string HelperName = "aspnetcore continuation";
 
     private readonly GreenletsHost _host;
-    private readonly Func<Task> _start;
+    // What the greenlet runs: a work item's start, or else the rest of an HTTP request's pipeline (kept as the two, not
+    // as a closure over them: one allocation less per request).
+    private readonly Func<Task>? _start;
+    private readonly RequestDelegate? _next;
+    private readonly HttpContext? _http;
     // The pipeline's own Task once it has ended, which the middleware's Task mirrors through Unwrap (its exception
     // instances and its cancellation included, as if the middleware were not there), or a completed Task when the
     // request ends without an outcome to report.
     private readonly TaskCompletionSource<Task> _done = new(); // continuations inline: see End
     private readonly RequestSynchronizationContext _sync;
+    private CancellationTokenRegistration _abortRegistration;
+    private int _completed; // 1 once Complete has run: the in-flight count is left once, whichever path ends the request
     private Hub? _hub;
     private Greenlet? _main;
 
@@ -84,10 +90,12 @@ internal sealed class RequestGreenlet
     private volatile bool _abortedByApp;
     private volatile bool _upgraded;
 
-    private RequestGreenlet(GreenletsHost host, Func<Task> start)
+    private RequestGreenlet(GreenletsHost host, Func<Task>? start, RequestDelegate? next, HttpContext? http)
     {
         _host = host;
         _start = start;
+        _next = next;
+        _http = http;
         _sync = new RequestSynchronizationContext(this);
     }
 
@@ -101,7 +109,7 @@ internal sealed class RequestGreenlet
         // pipeline on a hub's thread, possibly at once, and HttpContext is not thread-safe (two threads filling its
         // feature cache can each see the other's reset, which surfaces as a NullReferenceException in the endpoint).
         var aborted = http.RequestAborted;
-        var request = new RequestGreenlet(host, () => next(http));
+        var request = new RequestGreenlet(host, null, next, http);
         if (http.Features.Get<IHttpRequestLifetimeFeature>() is { } lifetime)
             http.Features.Set<IHttpRequestLifetimeFeature>(new AppAbortRecorder(lifetime, request));
         if (http.Features.Get<IHttpUpgradeFeature>() is { IsUpgradableRequest: true } upgrade)
@@ -118,31 +126,55 @@ internal sealed class RequestGreenlet
     /// <param name="aborted">Kills the work's greenlets when it fires (step 5).</param>
     /// <param name="name">The greenlet's name.</param>
     public static Task RunAsync(GreenletsHost host, Func<Task> start, CancellationToken aborted, string name) =>
-        new RequestGreenlet(host, start).Start(aborted, name);
+        new RequestGreenlet(host, start, null, null).Start(aborted, name);
 
+    /// <summary>Counts the request in flight (<see cref="GreenletsHost.Enter"/>) and spawns its greenlet; <see cref="Complete"/>
+    /// counts it out.</summary>
     private Task Start(CancellationToken aborted, string name)
     {
-        var g = _host.Group.Spawn(Body, name);
-        _main = g;
-        _hub = g.Hub;
-        if (aborted.CanBeCanceled)
-        {
-            var registration = aborted.UnsafeRegister(static s => ((RequestGreenlet)s!).OnAborted(), this);
-            return CompleteAfter(registration).Unwrap();
-        }
-        return _done.Task.Unwrap();
-    }
-
-    private async Task<Task> CompleteAfter(CancellationTokenRegistration registration)
-    {
+        // The Task returned is the only one between the pipeline's outcome and the caller's await: the count and the abort
+        // registration are settled in Complete, on the thread that completes it, instead of by an async wrapper each
+        // (two state machines and their continuations per request).
+        var done = _done.Task.Unwrap();
+        _host.Enter();
+        Greenlet g;
         try
         {
-            return await _done.Task.ConfigureAwait(false);
+            g = _host.Group.Spawn(Body, name);
         }
-        finally
+        catch
         {
-            await registration.DisposeAsync().ConfigureAwait(false);
+            _host.Exit();
+            throw;
         }
+        _main = g;
+        _hub = g.Hub;
+        // Registered after the spawn: the callback reads _main and the hub. A greenlet that ends before the registration
+        // is made has already run Complete, which finds no registration to withdraw; the one made now is then withdrawn
+        // here, since nothing else would.
+        if (aborted.CanBeCanceled)
+        {
+            _abortRegistration = aborted.UnsafeRegister(static s => ((RequestGreenlet)s!).OnAborted(), this);
+            // A full fence between the write of the registration and the read of _completed, as Complete's exchange is
+            // between its write of _completed and its read of the registration: one of the two sees the other's write.
+            Interlocked.MemoryBarrier();
+            if (_completed != 0) _abortRegistration.Unregister();
+        }
+        return done;
+    }
+
+    /// <summary>Ends the request for its caller, once (any thread; the first call wins): withdraws the abort registration,
+    /// counts the request out of the host's in-flight count, and completes the Task <see cref="Start"/> returned, whose
+    /// continuation (the caller's) runs inline here.</summary>
+    /// <remarks>The registration is withdrawn without waiting for a callback running at that moment: that callback only
+    /// posts <see cref="AbortOnHub"/>, which finds the request finished, or ends the request through this method, which
+    /// has already run.</remarks>
+    private void Complete(Task outcome)
+    {
+        if (Interlocked.Exchange(ref _completed, 1) != 0) return;
+        _abortRegistration.Unregister();
+        _host.Exit();
+        _done.TrySetResult(outcome);
     }
 
     // ---- the request greenlet ------------------------------------------------------------------------------------
@@ -161,7 +193,7 @@ internal sealed class RequestGreenlet
             Task pipeline;
             try
             {
-                pipeline = _start();
+                pipeline = _start is { } start ? start() : _next!(_http!);
             }
             catch (Exception e) when (e is not GreenletExit || !_aborted)
             {
@@ -200,7 +232,7 @@ internal sealed class RequestGreenlet
         t_ending = true;
         try
         {
-            _done.TrySetResult(outcome);
+            Complete(outcome);
         }
         finally
         {
@@ -217,7 +249,7 @@ internal sealed class RequestGreenlet
 
     /// <summary><see cref="End"/> from a hub callback or a foreign thread, where Kestrel's code must not run inline.</summary>
     private void EndElsewhere() =>
-        ThreadPool.UnsafeQueueUserWorkItem(static r => r._done.TrySetResult(Task.CompletedTask), this, preferLocal: false);
+        ThreadPool.UnsafeQueueUserWorkItem(static r => r.Complete(Task.CompletedTask), this, preferLocal: false);
 
     /// <summary>Runs one posted callback in the calling helper, with the request's context.</summary>
     /// <param name="callback">The continuation.</param>
