@@ -59,7 +59,8 @@ namespace GreenRuntime.LowLevel;
 internal sealed class KillLinkedSource : GatedCancellationSource
 {
     private readonly Greenlet _greenlet;
-    private readonly List<CancellationTokenRegistration> _registrations = new(3);
+    private CancellationTokenRegistration _callerRegistration;
+    private List<CancellationTokenRegistration>? _timeoutRegistrations; // null without an open GreenTimeout scope
     private bool _queued; // hub-only: the kill or a timeout asked for a cancel (handed to the cancelling thread, or left to the greenlet by CancelQueued)
     private volatile bool _shared; // another greenlet waits for the operation (see the header)
 
@@ -88,10 +89,14 @@ internal sealed class KillLinkedSource : GatedCancellationSource
         lock (live) live.Add(this);
         EnsureCancellerStarted(); // here, in the greenlet's own code: not inside a kill, which may run on the hub
         if (callerToken.CanBeCanceled)
-            _registrations.Add(callerToken.UnsafeRegister(static s => ((KillLinkedSource)s!).CancelQuietly(), this));
-        _registrations.Add(greenlet.OwnToken.UnsafeRegister(static s => ((KillLinkedSource)s!).OnKillOrTimeout(), this));
+            _callerRegistration = callerToken.UnsafeRegister(static s => ((KillLinkedSource)s!).CancelQuietly(), this);
         for (var t = greenlet.InnermostTimeout; t != null; t = t.Outer)
-            _registrations.Add(t.ExpiryToken.UnsafeRegister(static s => ((KillLinkedSource)s!).OnKillOrTimeout(), this));
+            (_timeoutRegistrations ??= new(2)).Add(t.ExpiryToken.UnsafeRegister(static s => ((KillLinkedSource)s!).OnKillOrTimeout(), this));
+        // The kill reaches the greenlet's live sources itself (Hub.Kill calls OnKill, under the baton, as this runs):
+        // a registration on the greenlet's own token made that token's source, its registration list and a node for
+        // every request a greenlet linked, and withdrew them again when the request ended. A kill that came before
+        // this source counts as it would have through a token already cancelled.
+        if (greenlet.KillException != null) OnKillOrTimeout();
     }
 
     /// <summary>On the hub, where the kill or the timeout's expiry cancelled its token.</summary>
@@ -112,9 +117,10 @@ internal sealed class KillLinkedSource : GatedCancellationSource
         GreenTimeout.CancelTokensBeforeUnwinding(greenlet);
     }
 
-    /// <summary>On the hub, for a kill that left the cancel of the greenlet's own token to the greenlet (see the header):
-    /// what that cancel would have done here, so the sources take the same course as with any other kill.</summary>
-    internal static void OnKillLeavingOwnToken(Greenlet greenlet)
+    /// <summary>On the hub, for the first kill of <paramref name="greenlet"/> (Hub.Kill): each of its live sources takes its
+    /// course (queues its cancel, see the header), whether the kill cancels the greenlet's own token there or leaves that
+    /// cancel to the greenlet as it resumes.</summary>
+    internal static void OnKill(Greenlet greenlet)
     {
         foreach (var source in Sources(greenlet))
             source.OnKillOrTimeout();
@@ -159,8 +165,9 @@ internal sealed class KillLinkedSource : GatedCancellationSource
     {
         if (disposing)
         {
-            foreach (var r in _registrations) r.Dispose();
-            _registrations.Clear();
+            _callerRegistration.Dispose();
+            if (_timeoutRegistrations != null)
+                foreach (var r in _timeoutRegistrations) r.Dispose();
             if (_greenlet.LiveCancellations is { } live)
                 lock (live) live.Remove(this);
             if (_queued) return; // the cancelling thread still cancels it (see the header); nothing else holds on to it

@@ -95,8 +95,11 @@ public sealed partial class Hub
         }
         finally
         {
-            if (first && g.OwnTokenCancelDeferred) LowLevel.KillLinkedSource.OnKillLeavingOwnToken(g);
-            else if (first) g.CancelToken(); // foreign code: after the greenlet's state is consistent
+            if (first)
+            {
+                LowLevel.KillLinkedSource.OnKill(g); // its linked sources register on no token of the greenlet's
+                if (!g.OwnTokenCancelDeferred) g.CancelToken(); // foreign code: after the greenlet's state is consistent
+            }
         }
     }
 

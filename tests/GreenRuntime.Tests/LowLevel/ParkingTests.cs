@@ -413,4 +413,34 @@ public class ParkingTests : HubTest
         Assert.That(asked, Is.EqualTo(3));
         Assert.That(Parking.PollUntil(() => false, TimeSpan.FromMilliseconds(10)), Is.False);
     }
+
+    /// <summary>A linked token per foreign operation (every HttpClient call a greenlet makes): what it costs a greenlet that
+    /// links once, as a request's greenlet does, and that the kill still cancels it.</summary>
+    [Test]
+    public void ALinkedTokenCostsItsSourceOnlyAndTheKillStillCancelsIt()
+    {
+        static long LinkOnce()
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            Parking.LinkCancellation(CancellationToken.None, out var linked);
+            linked!.Dispose();
+            return GC.GetAllocatedBytesForCurrentThread() - before;
+        }
+        for (int i = 0; i < 20; i++) Green.Spawn(LinkOnce).Join();
+        var bytes = Enumerable.Range(0, 20).Select(_ => Green.Spawn(LinkOnce).Get()).Min();
+        TestContext.Out.WriteLine($"{bytes} bytes for a greenlet's first linked token");
+        // Measured: 592 bytes while the source registered on the greenlet's own token (which made that token's source, its
+        // registration list and a node), 264 since the kill reaches the greenlet's sources itself.
+        Assert.That(bytes, Is.LessThan(400));
+
+        CancellationToken token = default;
+        var g = Green.Spawn(() =>
+        {
+            token = Parking.LinkCancellation(CancellationToken.None, out var linked);
+            using (linked) Green.Sleep(TimeSpan.FromSeconds(30));
+        });
+        Green.Sleep(10);
+        g.Kill();
+        Assert.That(SpinWait.SpinUntil(() => token.IsCancellationRequested, TimeSpan.FromSeconds(10)), Is.True, "the kill cancelled the linked token");
+    }
 }
