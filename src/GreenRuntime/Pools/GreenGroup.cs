@@ -157,7 +157,8 @@ public partial class GreenGroup : IEnumerable<Greenlet>
         ReturnSlot();
     }
 
-    /// <summary>Waits until every member has died (including members added meanwhile).</summary>
+    /// <summary>Waits until every member has died (including members added meanwhile) and has left the group: on return
+    /// the group is empty unless members were added meanwhile, and a pool's slots are free.</summary>
     /// <param name="timeout">How long to wait; null waits as long as it takes.</param>
     /// <param name="raiseError">Rethrow the first failure of a member seen while joining.</param>
     /// <returns>false if some member was still alive after <paramref name="timeout"/>.</returns>
@@ -169,8 +170,16 @@ public partial class GreenGroup : IEnumerable<Greenlet>
         long start = clock.GetTimestamp();
         while (true)
         {
-            var alive = Snapshot().FindAll(g => !g.Dead);
-            if (alive.Count == 0) return true;
+            var members = Snapshot();
+            var alive = members.FindAll(g => !g.Dead);
+            if (alive.Count == 0)
+            {
+                // A dead member leaves through its death link, which its hub runs a little later; gevent's join waits
+                // for the group to be empty, so that a pool's slots are free when it returns. Removing those members
+                // here gives that at once (Discard is idempotent: the link finds them gone).
+                foreach (var dead in members) Discard(dead);
+                return true;
+            }
             TimeSpan? left = null;
             if (Blocking.IsFinite(timeout))
             {
