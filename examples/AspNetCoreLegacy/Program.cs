@@ -1,7 +1,7 @@
 // An ASP.NET Core minimal API whose endpoint is written the legacy way: a blocking "database" query over a socket,
 // an HttpClient.Send with a Thread.Sleep retry. AddGreenlets() + UseGreenlets() run each request in a greenlet, and
-// Patch.All() (done by AddGreenlets) makes those blocking calls park the request's greenlet instead of a thread-pool
-// thread, so 500 such requests at once finish in about the time of one.
+// Patch.All() (done once, as UseGreenlets builds the pipeline) makes those blocking calls park the request's
+// greenlet instead of a thread-pool thread, so 500 such requests at once finish in about the time of one.
 //
 //   dotnet run --project examples/AspNetCoreLegacy              serves on http://127.0.0.1:5080 after a self-test burst
 //   dotnet run --project examples/AspNetCoreLegacy -- --once    the burst only, then exits

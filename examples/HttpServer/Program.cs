@@ -22,6 +22,7 @@ using GreenRuntime.Servers;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
 var mode = args.Length > 0 ? args[0] : "bench";
@@ -134,8 +135,9 @@ static void ServeHelloKestrel(int port)
         ctx.Response.ContentType = "text/plain";
         return ctx.Response.WriteAsync("Hello, World!");
     }));
+    app.Start(); // listening from here: the line below is what a load client waits for
     Console.WriteLine($"hello (Kestrel) on http://127.0.0.1:{port}/");
-    app.Run();
+    app.WaitForShutdown();
 }
 
 static void ServeThreads(int port)
