@@ -204,22 +204,7 @@ public class BatchTests
         long calls = 0;
         Exception? failure = null;
         using var stop = new CancellationTokenSource();
-        var hog = new Thread(() =>
-        {
-            // Wakes every 60 ms: a waking thread preempts a SCHED_IDLE one at once, wherever it is, then spins,
-            // keeping it off the CPU for longer than the wait.
-            Starving.PinToCpu(cpu);
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            while (!stop.IsCancellationRequested)
-            {
-                Thread.Sleep(1);
-                long until = clock.ElapsedMilliseconds + 60;
-                while (clock.ElapsedMilliseconds < until)
-                {
-                    Thread.SpinWait(100);
-                }
-            }
-        }) { IsBackground = true };
+        var hog = Starving.Hog(cpu, stop.Token);
         // Several callers: while one runs, the others wait off the CPU wherever the last preemption left them.
         var callers = Enumerable.Range(0, 3).Select(_ => new Thread(() =>
         {
@@ -288,20 +273,7 @@ public class BatchTests
         long progress = 0;
         int starvedTid = 0;
         using var stop = new CancellationTokenSource();
-        var hog = new Thread(() =>
-        {
-            Starving.PinToCpu(cpu);
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            while (!stop.IsCancellationRequested)
-            {
-                Thread.Sleep(1);
-                long until = clock.ElapsedMilliseconds + 60;
-                while (clock.ElapsedMilliseconds < until)
-                {
-                    Thread.SpinWait(100);
-                }
-            }
-        }) { IsBackground = true };
+        var hog = Starving.Hog(cpu, stop.Token);
         var starved = new Thread(() =>
         {
             Starving.PinToCpu(cpu);
@@ -389,6 +361,24 @@ internal static unsafe class Starving
 
     [DllImport("libc")]
     private static extern int gettid();
+
+    /// <summary>A thread on <paramref name="cpu"/> that wakes every 60 ms and then spins until the next: waking, it
+    /// preempts a SCHED_IDLE thread of that CPU at once, wherever it is, and keeps it off the CPU for longer than the
+    /// detour engine's minimum wait. Not started.</summary>
+    public static Thread Hog(int cpu, CancellationToken stop) => new(() =>
+    {
+        PinToCpu(cpu);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!stop.IsCancellationRequested)
+        {
+            Thread.Sleep(1);
+            long until = clock.ElapsedMilliseconds + 60;
+            while (clock.ElapsedMilliseconds < until)
+            {
+                Thread.SpinWait(100);
+            }
+        }
+    }) { IsBackground = true };
 
     /// <summary>The calling thread's kernel id.</summary>
     public static int ThreadId() => gettid();
