@@ -619,32 +619,53 @@ public sealed partial class Hub
         return resumed;
     }
 
-    // Invariant 1 checks. The holder is recorded in every build (one store); it is compared only in DEBUG. A failure goes
-    // through SyncLock, as every DEBUG check's: a primitive's lock the thread holds is freed before it leaves.
+    // Invariant 1 checks. The holder is recorded in every build (one store); it is compared only in DEBUG, where a take is
+    // one compare-and-swap from "no holder", so two threads that each believe they were handed the baton at the same
+    // moment fail at the take itself (a read then a store let both through, and the break surfaced later, at whichever
+    // check one of them met next, far from where it happened), and the messages name the method of the last take and of
+    // the last release. A failure goes through SyncLock, as every DEBUG check's: a primitive's lock the
+    // thread holds is freed before it leaves.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void TakeBaton()
+    private void TakeBaton([CallerMemberName] string site = "")
     {
-        AssertBatonFree();
+        TakeBatonChecked(site);
+#if !DEBUG
         _batonHolder = Environment.CurrentManagedThreadId;
+#endif
         _batonHolderOsThread = Diagnostics.OsThread.CurrentId; // for the blocking monitor's stack capture
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void ReleaseBaton()
+    private void ReleaseBaton([CallerMemberName] string site = "")
     {
         AssertBatonHeld();
+        NoteRelease(site);
         _batonHolder = 0;
         // In transit: the carrier it was handed to may wait for a CPU a while. Meanwhile no thread holds it, so the
         // blocking monitor must not take the thread that just parked for a holder asleep in a blocking call.
         _batonHolderOsThread = 0;
     }
 
+    /// <summary>Where the baton was last taken and released, and by which thread (DEBUG: for Invariant 1's messages).</summary>
+    private string _batonTakenIn = "", _batonReleasedIn = "";
+
+    private int _batonReleasedBy;
+
     [Conditional("DEBUG")]
-    private void AssertBatonFree()
+    private void TakeBatonChecked(string site)
     {
-        var holder = Volatile.Read(ref _batonHolder);
-        if (holder != 0 && holder != Environment.CurrentManagedThreadId)
-            throw Sync.SyncLock.InvariantBroken($"Invariant 1 broken: thread {Environment.CurrentManagedThreadId} takes the baton of {this} while thread {holder} still holds it.");
+        int me = Environment.CurrentManagedThreadId;
+        int holder = Interlocked.CompareExchange(ref _batonHolder, me, 0);
+        if (holder != 0 && holder != me)
+            throw Sync.SyncLock.InvariantBroken($"Invariant 1 broken: thread {me} takes the baton of {this} in {site} while thread {holder} still holds it ({BatonHistory()}).");
+        _batonTakenIn = site;
+    }
+
+    [Conditional("DEBUG")]
+    private void NoteRelease(string site)
+    {
+        _batonReleasedIn = site;
+        _batonReleasedBy = Environment.CurrentManagedThreadId;
     }
 
     [Conditional("DEBUG")]
@@ -652,6 +673,9 @@ public sealed partial class Hub
     {
         var holder = Volatile.Read(ref _batonHolder);
         if (holder != Environment.CurrentManagedThreadId)
-            throw Sync.SyncLock.InvariantBroken($"Invariant 1 broken: thread {Environment.CurrentManagedThreadId} runs code of {this} without holding its baton (holder: {holder}).");
+            throw Sync.SyncLock.InvariantBroken($"Invariant 1 broken: thread {Environment.CurrentManagedThreadId} runs code of {this} without holding its baton (holder: {holder}; {BatonHistory()}).");
     }
+
+    private string BatonHistory() =>
+        $"last taken in {Volatile.Read(ref _batonTakenIn)}, last released in {Volatile.Read(ref _batonReleasedIn)} by thread {Volatile.Read(ref _batonReleasedBy)}";
 }
