@@ -61,16 +61,37 @@ public class BatonStressTests : PatchedHubTest
     }
 
     /// <summary>Every greenlet is in a released call most of the time, so the hub idles and its carrier offers the baton,
-    /// and the calls' returns race each other and the idler for it.</summary>
+    /// and the calls' returns race each other and the idler for it. Two greenlets a round talk over a loopback socket, so
+    /// the hub has a reactor: the idle carrier sleeps in epoll_wait and forwards the readiness it hears while lent.</summary>
     [Test]
     public void ReleasedCallsReturningToAnIdleHubAtOnce([Values(1, 2, 3, 4)] int run)
     {
         var gate = new object();
         int total = 0;
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        int port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
         for (int round = 0; round < 100; round++)
         {
-            RunInGreenlets(30, i =>
+            RunInGreenlets(32, i =>
             {
+                if (i == 30)
+                {
+                    using var accepted = listener.AcceptTcpClient();
+                    var stream = accepted.GetStream();
+                    stream.WriteByte((byte)stream.ReadByte());
+                    return;
+                }
+                if (i == 31)
+                {
+                    using var client = new System.Net.Sockets.TcpClient();
+                    client.Connect(System.Net.IPAddress.Loopback, port);
+                    var stream = client.GetStream();
+                    Thread.Sleep(1);
+                    stream.WriteByte(7);
+                    if (stream.ReadByte() != 7) throw new InvalidOperationException("the echo came back wrong");
+                    return;
+                }
                 for (int k = 0; k < 5; k++)
                 {
                     if ((i + k) % 3 == 0)
@@ -86,7 +107,7 @@ public class BatonStressTests : PatchedHubTest
                 }
             });
         }
-        TestContext.Progress.WriteLine($"{HubUnderTest.IdleBatonTakeovers} returns took the idle baton");
+        TestContext.Progress.WriteLine($"{HubUnderTest.IdleBatonTakeovers} returns took the idle baton; {HubUnderTest.IdleEventsForwarded} forwarded socket events");
         Assert.That(total, Is.EqualTo(100 * Enumerable.Range(0, 30).Sum(i => Enumerable.Range(0, 5).Count(k => (i + k) % 3 == 0))));
     }
 }
