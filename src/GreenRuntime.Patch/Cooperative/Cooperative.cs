@@ -155,15 +155,24 @@ internal static class Cooperative
     /// thread's does; code that retries (Lucene.Net's) interrupts its thread again once it holds the lock, which leaves the
     /// interrupt pending for the next wait. Kept out there too, a user's <c>lock</c> in a <c>try</c> that catches the
     /// interrupt to give up entered instead, and the interrupt came out of its next wait, outside that handler.</param>
-    internal static bool CallerKeepsInterruptsOut(Type api, bool threadInterrupt = false)
+    internal static bool CallerKeepsInterruptsOut(Type api, bool threadInterrupt = false) => CallerOf(api) switch
     {
-        if (Caller(api) is not { } frame) return false;
-        var method = frame.GetMethod()!;
-        if (method.DeclaringType!.Assembly == typeof(object).Assembly) return true;
-        if (threadInterrupt) return false;
+        InterruptCaller.CoreLib => true,
+        InterruptCaller.RetryingHandler => !threadInterrupt,
+        _ => false,
+    };
+
+    /// <summary>Who calls <paramref name="api"/>, as far as interrupts of its lock enter go (see
+    /// <see cref="CallerKeepsInterruptsOut"/>), in one stack walk.</summary>
+    internal static InterruptCaller CallerOf(Type api)
+    {
+        if (Caller(api) is not { } frame) return InterruptCaller.Other;
+        if (frame.GetMethod()!.DeclaringType!.Assembly == typeof(object).Assembly) return InterruptCaller.CoreLib;
         return StackInspection.TryClausesAround(frame).Any(static c =>
             c.Flags == ExceptionHandlingClauseOptions.Filter
-            || (c.Flags == ExceptionHandlingClauseOptions.Clause && c.CatchType == typeof(ThreadInterruptedException)));
+            || (c.Flags == ExceptionHandlingClauseOptions.Clause && c.CatchType == typeof(ThreadInterruptedException)))
+            ? InterruptCaller.RetryingHandler
+            : InterruptCaller.Other;
     }
 
     /// <summary>The first frame of the stack that is neither the runtime's nor <paramref name="api"/>'s own, nor <see cref="SpinWait"/>'s.
@@ -211,4 +220,17 @@ internal static class Cooperative
     /// </summary>
     /// <returns>Whether <paramref name="done"/> returned true.</returns>
     public static bool PollUntil(Hub hub, Func<bool> done, TimeSpan? timeout) => Parking.PollUntil(done, timeout);
+}
+
+/// <summary>Who makes a lock enter, for the interrupts that may end it (<see cref="Cooperative.CallerOf"/>).</summary>
+internal enum InterruptCaller
+{
+    /// <summary>Code that neither is CoreLib nor catches the interrupt.</summary>
+    Other,
+
+    /// <summary>CoreLib, whose bookkeeping around the enter is not written for an exception in the middle.</summary>
+    CoreLib,
+
+    /// <summary>Code whose call stands in a <c>try</c> that catches <see cref="ThreadInterruptedException"/> (or has a filter).</summary>
+    RetryingHandler,
 }

@@ -310,9 +310,10 @@ internal static class CooperativeMonitor
         long start = time.GetTimestamp();
         var backoff = new PollBackoff();
         // Decided before the first pause: a kill that came during one would be raised from it at once, inside CoreLib's
-        // bookkeeping for an enter of CoreLib's. (Up to two stack walks per polled enter, which waits a millisecond at least.)
-        bool coreLibCaller = callerApi != null && Cooperative.CalledByCoreLib(callerApi);
-        bool keepPending = coreLibLock || coreLibCaller || Parking.CancellationPending || (callerApi != null && Cooperative.CallerKeepsInterruptsOut(callerApi));
+        // bookkeeping for an enter of CoreLib's. (One stack walk per polled enter, which waits a millisecond at least.)
+        var caller = callerApi != null ? Cooperative.CallerOf(callerApi) : InterruptCaller.Other;
+        bool coreLibCaller = caller == InterruptCaller.CoreLib;
+        bool keepPending = coreLibLock || Parking.CancellationPending || caller != InterruptCaller.Other;
         // The shield holds the thread's interrupt back with the kills; one that comes during a pause is thrown after it, as
         // from the released wait (CallerKeepsInterruptsOut's threadInterrupt). One pending before the enter stays so.
         bool interruptOut = keepPending && !coreLibLock && !coreLibCaller && !Parking.InterruptPending;

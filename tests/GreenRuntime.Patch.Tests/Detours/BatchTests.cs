@@ -195,12 +195,7 @@ public class BatchTests
     [Test]
     public void ACallerKeptOffTheCpuInsideABodyIsNotCaughtByItsJump()
     {
-        if (Environment.ProcessorCount < 2)
-        {
-            Assert.Ignore("Needs two CPUs: one is shared by the starved caller and a spinning thread, the other patches.");
-        }
-
-        int cpu = Environment.ProcessorCount - 1;
+        int cpu = Starving.SharedCpu();
         long calls = 0;
         Exception? failure = null;
         using var stop = new CancellationTokenSource();
@@ -264,12 +259,7 @@ public class BatchTests
     [Test]
     public void TheWaitForPreemptedThreadsEndsOnlyOnceTheyRanAgain()
     {
-        if (Environment.ProcessorCount < 2)
-        {
-            Assert.Ignore("Needs two CPUs: one is shared by the starved thread and a spinning thread, the other waits.");
-        }
-
-        int cpu = Environment.ProcessorCount - 1;
+        int cpu = Starving.SharedCpu();
         long progress = 0;
         int starvedTid = 0;
         using var stop = new CancellationTokenSource();
@@ -361,6 +351,18 @@ internal static unsafe class Starving
 
     [DllImport("libc")]
     private static extern int gettid();
+
+    /// <summary>The CPU the starved threads share with <see cref="Hog"/>: the last one; the test is ignored on a machine
+    /// with one, where nothing would be left to patch or wait from.</summary>
+    public static int SharedCpu()
+    {
+        if (Environment.ProcessorCount < 2)
+        {
+            Assert.Ignore("Needs two CPUs: one shared by the starved threads and a spinning thread, the other for the test.");
+        }
+
+        return Environment.ProcessorCount - 1;
+    }
 
     /// <summary>A thread on <paramref name="cpu"/> that wakes every 60 ms and then spins until the next: waking, it
     /// preempts a SCHED_IDLE thread of that CPU at once, wherever it is, and keeps it off the CPU for longer than the
