@@ -26,6 +26,9 @@ public sealed partial class Hub
         s_hubsLock.Exit();
     }
 
+    /// <summary>Every hub not yet disposed (tests: who else holds carriers of a shared pool).</summary>
+    internal static Hub[] Live => Volatile.Read(ref s_hubs);
+
     private static void Unregister(Hub hub)
     {
         s_hubsLock.Enter();

@@ -21,7 +21,22 @@ public class StressTests : HubTest
         // Every carrier is back in the pool once the last one parks there (it hands the baton to main first).
         var deadline = DateTime.UtcNow.AddSeconds(10);
         while (pool.Idle < pool.Created && DateTime.UtcNow < deadline) Thread.Sleep(5);
-        Assert.That(pool.Idle, Is.EqualTo(pool.Created));
+        Assert.That(pool.Idle, Is.EqualTo(pool.Created), () =>
+            "carriers in use by this hub: " + Hub.CarriersInUse + "; other hubs not disposed: " +
+            string.Join(", ", Hub.Live.Where(h => h != Hub).Select(h => Describe(h))));
+    }
+
+    /// <summary>Another hub's carriers and greenlets, read from this thread (a failure message: may be stale).</summary>
+    private static string Describe(Hub other)
+    {
+        try
+        {
+            return $"{other} ({other.CarriersInUse} carriers, alive: {string.Join(" ", other.AliveGreenlets())})";
+        }
+        catch (InvalidOperationException)
+        {
+            return $"{other} ({other.CarriersInUse} carriers)";
+        }
     }
 
     [Test]
