@@ -145,9 +145,9 @@ public class WaitMultipleOnHubTests : PatchedHubTest
         int ticks = 0;
         var waiter = Green.Spawn(() => result = WaitHandle.WaitAll([manual, a, s]));
         var ticker = Ticker(() => waiter.Ready, () => ticks++);
-        Green.Sleep(40);
+        Green.Sleep(100);
         a.Set();
-        Green.Sleep(40);
+        Green.Sleep(100);
         Assert.That(waiter.Ready, Is.False, "two of three is not all");
         Assert.That(a.WaitOne(0), Is.True, "a partial WaitAll holds nothing");
         a.Set();

@@ -60,8 +60,9 @@ public class JoinAllTests : HubTest
     public void TimeoutReturnsTheFinishedOnes()
     {
         var quick = Green.Spawn(() => { });
-        var slow = Green.Spawn(() => Green.Sleep(5000));
-        var done = Green.JoinAll([quick, slow], timeout: TimeSpan.FromMilliseconds(30));
+        var slow = Green.Spawn(() => Green.Sleep(30_000));
+        // Long enough for the quick one's start on a busy machine (a new carrier thread must run), far shorter than the slow one.
+        var done = Green.JoinAll([quick, slow], timeout: TimeSpan.FromMilliseconds(500));
         Assert.That(done, Is.EqualTo(new[] { quick }));
         slow.Kill();
     }

@@ -74,7 +74,7 @@ public class LevelTriggeredCancellationTests : HubTest
                 Green.Sleep(20);
                 int before = ticks;
                 spinner.Kill(block: false);
-                new Thread(() => { Thread.Sleep(600); stop.Set(); }) { IsBackground = true }.Start();
+                new Thread(() => { Thread.Sleep(1500); stop.Set(); }) { IsBackground = true }.Start();
                 spinner.Join();
                 ticksDuringSpin = ticks - before;
                 ticker.Kill();

@@ -134,7 +134,9 @@ public class BlockingMonitorTests
     [Test]
     public void A_greenlet_that_yields_regularly_produces_no_report()
     {
-        CreateHub(TimeSpan.FromMilliseconds(100));
+        // The spin as a whole outlasts the limit, each stretch between yields (5 ms) is far below it, even when a busy
+        // machine preempts the spinning thread for a while.
+        CreateHub(TimeSpan.FromMilliseconds(250));
         var worker = Green.Spawn(() => Busy.SpinYieldingOften(TimeSpan.FromMilliseconds(400)), "polite");
         var other = Green.Spawn(() => { for (int i = 0; i < 20; i++) Green.Sleep(10); }, "ticker");
         Green.JoinAll([worker, other]);
