@@ -75,9 +75,10 @@ internal sealed class GreenletsHost : IDisposable, IAsyncDisposable
 
     /// <summary>
     /// Whether the caller already runs in one of this host's greenlets, so that work it starts needs no greenlet of its
-    /// own. Any other hub does not count: a pool thread keeps the hub that code calling Green.* on it once created; nor
-    /// does the continuation an ended request runs for its caller (Kestrel's, which may read the connection's next
-    /// request at once, or SignalR's dispatch loop, which may start the connection's next hub method).
+    /// own (the middleware's test). Any other hub does not count: a pool thread keeps the hub that code calling Green.*
+    /// on it once created; nor does the continuation an ended request runs for its caller (Kestrel's, which may read the
+    /// connection's next request at once). SignalR's hub filter does not use it: a hub method always gets a greenlet of
+    /// its own, the one its connection's abort kills (GreenletHubFilter).
     /// </summary>
     public bool InGreenlet => Parking.CurrentHub is { } hub && Group.Hubs.Contains(hub) && !RequestGreenlet.InCallerContinuation;
 

@@ -174,6 +174,46 @@ public sealed class SignalRTests
         Assert.That((await next.InvokeAsync<Where>(nameof(LegacyHub.Sleep), 1)).OnGreenlet, Is.True);
     }
 
+    /// <summary>A hub filter outside the host's (added before <c>AddGreenlets</c>) that calls the rest of the chain from
+    /// a greenlet of the host's hubs that the connection does not own: where SignalR's dispatch loop runs when its
+    /// continuations land on the connection's websocket request, which happens now and then.</summary>
+    private sealed class DispatchOnAnotherGreenlet : IHubFilter
+    {
+        public ValueTask<object?> InvokeMethodAsync(HubInvocationContext invocationContext, Func<HubInvocationContext, ValueTask<object?>> next)
+        {
+            var group = invocationContext.ServiceProvider.GetRequiredService<HubGroup>();
+            var invoked = new TaskCompletionSource<Task<object?>>(TaskCreationOptions.RunContinuationsAsynchronously);
+            group.Spawn(() => invoked.SetResult(next(invocationContext).AsTask()), "dispatch elsewhere");
+            return new ValueTask<object?>(invoked.Task.Unwrap());
+        }
+    }
+
+    [Test]
+    public async Task AClosedConnectionKillsItsHubMethodsGreenletWhenSignalRDispatchesFromAnotherGreenletOfTheHost()
+    {
+        LegacyHub.Started = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        LegacyHub.Killed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await TestApp.StartAsync(
+            a => a.MapHub<LegacyHub>("/legacy"),
+            services: s =>
+            {
+                s.AddSignalR();
+                s.AddHttpContextAccessor();
+                // First of the hub options' configurations, so before AddGreenlets' filter: the outer one.
+                s.Insert(0, ServiceDescriptor.Singleton<Microsoft.Extensions.Options.IConfigureOptions<Microsoft.AspNetCore.SignalR.HubOptions>>(
+                    new Microsoft.Extensions.Options.ConfigureOptions<Microsoft.AspNetCore.SignalR.HubOptions>(static o => o.AddFilter(new DispatchOnAnotherGreenlet()))));
+            });
+        var connection = await ConnectAsync(app, "gone");
+        var call = connection.InvokeAsync<string>(nameof(LegacyHub.Forever));
+        var greenlet = await LegacyHub.Started.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.That(greenlet.Name, Is.EqualTo("signalr hub method"), "the method got a greenlet of its own, not the dispatching one");
+        await connection.DisposeAsync();
+        Assert.That(async () => await LegacyHub.Killed.Task.WaitAsync(TimeSpan.FromSeconds(30)), Throws.Nothing, "ConnectionAborted killed the method");
+        for (int i = 0; i < 200 && !greenlet.Dead; i++) await Task.Delay(50);
+        Assert.That(greenlet.Dead, Is.True);
+        Assert.That(async () => await call, Throws.Exception);
+    }
+
     [Test]
     public async Task OnDisconnectedRunsItsBlockingCleanupToTheEndWhenClientsCloseTheirWebsockets()
     {

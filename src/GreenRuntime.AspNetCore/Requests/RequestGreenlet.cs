@@ -243,8 +243,8 @@ internal sealed class RequestGreenlet
     [ThreadStatic] private static bool t_ending;
 
     /// <summary>Whether the caller is the continuation run by <see cref="End"/> (Kestrel's, or SignalR's dispatch loop): the
-    /// next request of a connection that Kestrel reads at once (pipelined), or the next hub method of a connection, is not
-    /// "already in a greenlet", it needs one of its own.</summary>
+    /// next request of a connection that Kestrel reads at once (pipelined) is not "already in a greenlet", it needs one of
+    /// its own.</summary>
     internal static bool InCallerContinuation => t_ending;
 
     /// <summary><see cref="End"/> from a hub callback or a foreign thread, where Kestrel's code must not run inline.</summary>
