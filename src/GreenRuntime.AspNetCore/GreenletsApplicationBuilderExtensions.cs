@@ -22,8 +22,9 @@ public static class GreenletsApplicationBuilderExtensions
     /// hub, each in a helper greenlet of that hub (a request suspended in an <c>await</c> holds no thread), so
     /// <c>Green.Current</c> and <c>GreenletLocal</c> values are not stable across an <c>await</c> (use
     /// <c>HttpContext.Items</c> or an <c>AsyncLocal</c>). <c>ConfigureAwait(false)</c>
-    /// leaves the hub as it would leave any synchronization context. <c>HttpContext.RequestAborted</c> kills the
-    /// request's greenlets: their next blocking point raises <c>GreenletExit</c>.</para>
+    /// leaves the hub as it would leave any synchronization context. With <see cref="GreenletsOptions.KillAbortedRequests"/>,
+    /// <c>HttpContext.RequestAborted</c> kills the request's greenlets: their next blocking point raises
+    /// <c>GreenletExit</c>; without it (the default) an aborted request runs to its end, as on plain Kestrel.</para>
     /// <para>Synchronous body I/O (with <c>AllowSynchronousIO</c>) parks the greenlet under <see cref="Patch.All"/>.</para>
     /// <para>SignalR hub methods run in greenlets too, one per invocation (SignalR runs them off the connection's request,
     /// so they are not "after" this middleware): see <see cref="GreenletsServiceCollectionExtensions.AddGreenlets"/>.</para>

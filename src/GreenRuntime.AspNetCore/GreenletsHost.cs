@@ -37,6 +37,7 @@ internal sealed class GreenletsHost : IDisposable, IAsyncDisposable
         _shutdownTimeout = hostOptions?.Value.ShutdownTimeout ?? TimeSpan.FromSeconds(30);
         if (o.PatchAll) PatchOnce(loggerFactory);
         Limit = o.MaxConcurrentRequests > 0 ? new RequestQueue(o.MaxConcurrentRequests) : null;
+        KillsAborted = o.KillAbortedRequests;
         AspNetCoreLog.Started(_logger, group.Hubs.Count, o.MaxConcurrentRequests > 0 ? o.MaxConcurrentRequests.ToString(System.Globalization.CultureInfo.InvariantCulture) : "the carrier limit");
     }
 
@@ -47,6 +48,9 @@ internal sealed class GreenletsHost : IDisposable, IAsyncDisposable
     public RequestQueue? Limit { get; }
 
     public ILogger Logger => _logger;
+
+    /// <summary><see cref="GreenletsOptions.KillAbortedRequests"/>: whether an abort kills the work's greenlets.</summary>
+    public bool KillsAborted { get; }
 
     /// <summary>Requests that entered a greenlet and have not left it.</summary>
     public int InFlight => Volatile.Read(ref _inFlight);

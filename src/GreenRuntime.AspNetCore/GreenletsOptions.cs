@@ -31,6 +31,22 @@ public sealed class GreenletsOptions
     /// client goes away while it waits (<c>RequestAborted</c>), it leaves the queue.</remarks>
     public int MaxConcurrentRequests { get; set; }
 
+    /// <summary>
+    /// Whether a request whose client went away (<c>HttpContext.RequestAborted</c>), and a SignalR hub method whose
+    /// connection closed (<c>ConnectionAborted</c>), is killed: the blocking code on its greenlets raises
+    /// <see cref="GreenletExit"/> at its next blocking call. Default false: it runs to its end, as on plain Kestrel, and
+    /// code that wants to stop early watches the token.
+    /// </summary>
+    /// <remarks>A kill interrupts whatever the code waits in, and library waits are not all written for that. With a
+    /// database pool that is full, the kill of a request waiting in Npgsql's synchronous <c>Open()</c> leaves the pool's
+    /// queued read behind, which takes the next connection given back for nobody: measured with a pool of 10 under
+    /// ordinary client aborts, one or two bursts lost every slot, and every later <c>Open</c> failed with "the connection
+    /// pool has been exhausted" until the process restarted. A kill in the middle of a query reaches the driver as a network
+    /// failure, and Npgsql then closes every idle connection of the pool. Turn it on for servers whose endpoints do not
+    /// wait on such libraries, or together with a <see cref="MaxConcurrentRequests"/> no larger than the pool, and see
+    /// docs/patching.md ("Libraries whose waits must not be interrupted").</remarks>
+    public bool KillAbortedRequests { get; set; }
+
     /// <summary>Checks the ranges; the message says which setting is wrong.</summary>
     internal void Validate()
     {

@@ -28,7 +28,7 @@ public sealed class LifecycleTests
                 throw;
             }
             return "not killed";
-        }));
+        }), configure: o => o.KillAbortedRequests = true);
         using var cancel = new CancellationTokenSource();
         var request = app.Client.GetAsync("/forever", cancel.Token);
         var greenlet = await started.Task.WaitAsync(TimeSpan.FromSeconds(30));
@@ -38,6 +38,40 @@ public sealed class LifecycleTests
         for (int i = 0; i < 200 && !greenlet.Dead; i++) await Task.Delay(50);
         Assert.That(greenlet.Dead, Is.True, "the request's greenlet ended");
         // The hubs go on serving.
+        Assert.That((await app.Client.GetAsync("/missing")).StatusCode, Is.EqualTo(HttpStatusCode.NotFound));
+    }
+
+    [Test]
+    public async Task ByDefaultAnAbortedRequestRunsToItsEndAsOnPlainKestrel()
+    {
+        // A kill would interrupt whatever the endpoint waits in, a database pool's queue among them (see
+        // GreenletsOptions.KillAbortedRequests): by default the client's abort only signals RequestAborted.
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var ended = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/slow", (HttpContext context) =>
+        {
+            started.TrySetResult();
+            try
+            {
+                using var wake = new ManualResetEventSlim();
+                while (!context.RequestAborted.IsCancellationRequested) Thread.Sleep(20); // blocking, cooperative
+                wake.Wait(300); // a wait after the abort, as a pool's queue would be
+                Thread.Sleep(50);
+                ended.TrySetResult("ran to its end");
+            }
+            catch (Exception e)
+            {
+                ended.TrySetResult(e.GetType().Name);
+                throw;
+            }
+            return "late";
+        }));
+        using var cancel = new CancellationTokenSource();
+        var request = app.Client.GetAsync("/slow", cancel.Token);
+        await started.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        cancel.Cancel();
+        Assert.That(async () => await request, Throws.InstanceOf<OperationCanceledException>());
+        Assert.That(await ended.Task.WaitAsync(TimeSpan.FromSeconds(30)), Is.EqualTo("ran to its end"));
         Assert.That((await app.Client.GetAsync("/missing")).StatusCode, Is.EqualTo(HttpStatusCode.NotFound));
     }
 
@@ -60,7 +94,7 @@ public sealed class LifecycleTests
             {
                 after.TrySetResult(e.GetType().Name);
             }
-        }));
+        }), configure: o => o.KillAbortedRequests = true);
         Assert.That(async () => await app.Client.GetAsync("/reject"), Throws.InstanceOf<HttpRequestException>());
         Assert.That(await after.Task.WaitAsync(TimeSpan.FromSeconds(30)), Is.EqualTo("ran on"));
         Assert.That((await app.Client.GetAsync("/missing")).StatusCode, Is.EqualTo(HttpStatusCode.NotFound));
@@ -87,7 +121,7 @@ public sealed class LifecycleTests
                 permits.Release();
                 Interlocked.Increment(ref finallies);
             }
-        }), configure: o => o.Hubs = 1);
+        }), configure: o => { o.Hubs = 1; o.KillAbortedRequests = true; });
         for (int round = 1; round <= 10; round++)
         {
             using var cancel = new CancellationTokenSource();
@@ -119,7 +153,7 @@ public sealed class LifecycleTests
         {
             await next(ctx);
             if (ctx.Request.Path == "/gated") returned.TrySetResult(endpointEnded.Task.IsCompleted);
-        }));
+        }), configure: o => o.KillAbortedRequests = true);
         using var cancel = new CancellationTokenSource();
         var request = app.Client.GetAsync("/gated", cancel.Token);
         await inEndpoint.Task.WaitAsync(TimeSpan.FromSeconds(30));
@@ -168,7 +202,7 @@ public sealed class LifecycleTests
                 victimRan = true;
                 return "ran";
             });
-        }, configure: o => o.Hubs = 1, before: a => a.Use(async (ctx, next) =>
+        }, configure: o => { o.Hubs = 1; o.KillAbortedRequests = true; }, before: a => a.Use(async (ctx, next) =>
         {
             await next(ctx);
             if (ctx.Request.Path == "/victim") victimEnded.TrySetResult();

@@ -87,6 +87,7 @@ public sealed class SignalRTests
 
     private static Task<TestApp> StartAsync() => TestApp.StartAsync(
         a => a.MapHub<LegacyHub>("/legacy"),
+        configure: o => o.KillAbortedRequests = true,
         services: s =>
         {
             s.AddSignalR(o => o.EnableDetailedErrors = false);
@@ -195,6 +196,7 @@ public sealed class SignalRTests
         LegacyHub.Killed = new(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var app = await TestApp.StartAsync(
             a => a.MapHub<LegacyHub>("/legacy"),
+            configure: o => o.KillAbortedRequests = true,
             services: s =>
             {
                 s.AddSignalR();

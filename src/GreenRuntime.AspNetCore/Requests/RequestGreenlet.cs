@@ -26,7 +26,9 @@
 //      awaiting, else the helper whose continuation finished it, else one spawned for it), shielded, until it awaits
 //      the next request: handing it to a pool thread cost a thread wake-up per request (measured with wrk on the
 //      "hello" endpoint: 19 instead of 23 µs of CPU per request).
-//   5. RequestAborted kills the request greenlet and its running helpers (on the hub), unless the app's own code asked
+//   5. With GreenletsOptions.KillAbortedRequests (off by default: an aborted request runs to its end, as on plain Kestrel,
+//      since a kill interrupts library waits not written for it, such as a database pool's), RequestAborted kills the
+//      request greenlet and its running helpers (on the hub), unless the app's own code asked
 //      for the abort (HttpContext.Abort(), recorded by AppAbortRecorder) or upgraded the request (a websocket, recorded
 //      by UpgradeRecorder: its RequestAborted is the connection's normal end): blocking code on their stacks
 //      raises GreenletExit at its next blocking call, as a killed greenlet's code does. What the kill does not do is end
@@ -152,7 +154,7 @@ internal sealed class RequestGreenlet
         // Registered after the spawn: the callback reads _main and the hub. A greenlet that ends before the registration
         // is made has already run Complete, which finds no registration to withdraw; the one made now is then withdrawn
         // here, since nothing else would.
-        if (aborted.CanBeCanceled)
+        if (aborted.CanBeCanceled && _host.KillsAborted)
         {
             _abortRegistration = aborted.UnsafeRegister(static s => ((RequestGreenlet)s!).OnAborted(), this);
             // A full fence between the write of the registration and the read of _completed, as Complete's exchange is
