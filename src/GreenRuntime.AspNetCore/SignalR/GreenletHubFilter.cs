@@ -15,10 +15,10 @@ namespace GreenRuntime.AspNetCore.SignalR;
 /// middleware into the pipeline, so an app that uses the hubs only for background greenlets keeps SignalR as it is.
 /// Invocations count as in flight for the host's graceful stop but take no <see cref="GreenletsOptions.MaxConcurrentRequests"/>
 /// slot: the connection's own request already holds one, and waiting for another could wait on itself.</para>
-/// <para>With <see cref="GreenletsOptions.KillAbortedRequests"/>, the connection's <c>ConnectionAborted</c> kills a running
-/// hub method's greenlet, as <c>RequestAborted</c> kills a request's. A streaming method's items are produced after the method has returned, outside the filter: its
-/// <c>IAsyncEnumerable</c> is handed to SignalR wrapped (<see cref="GreenletStream"/>), so that each of its steps runs in a
-/// greenlet too.</para>
+/// <para>With <see cref="GreenletsOptions.KillAbortedRequests"/>, the connection's <c>ConnectionAborted</c> kills a
+/// running hub method's greenlet, as <c>RequestAborted</c> kills a request's. A streaming method's items are produced
+/// after the method has returned, outside the filter: its <c>IAsyncEnumerable</c> is handed to SignalR wrapped
+/// (<see cref="GreenletStream"/>), so that each of its steps runs in a greenlet too.</para>
 /// </remarks>
 internal sealed class GreenletHubFilter(GreenletsHost host) : IHubFilter
 {
@@ -29,8 +29,9 @@ internal sealed class GreenletHubFilter(GreenletsHost host) : IHubFilter
     /// <summary>Whether the call runs where it is: only without <c>UseGreenlets()</c> in the pipeline.</summary>
     /// <remarks>
     /// <para>Invariant: with <c>UseGreenlets()</c>, every invocation gets a greenlet of its own, which (with
-    /// <see cref="GreenletsOptions.KillAbortedRequests"/>) the connection's <c>ConnectionAborted</c> kills. Being in a greenlet of the host already is not enough: that greenlet
-    /// belongs to whatever placed it, and the connection's abort does not reach it.</para>
+    /// <see cref="GreenletsOptions.KillAbortedRequests"/>) the connection's <c>ConnectionAborted</c> kills. Being in a
+    /// greenlet of the host already is not enough: that greenlet belongs to whatever placed it, and the connection's
+    /// abort does not reach it.</para>
     /// <para>SignalR's dispatch does reach this filter on such greenlets. The websocket transport runs in the
     /// continuations of the connection's upgraded request, and now and then (timing: the handshake completing there) a
     /// continuation of SignalR's connection handler is posted to that request's synchronization context, so its dispatch
