@@ -61,6 +61,27 @@ internal sealed class Deque<T>
         return item;
     }
 
+    /// <summary>The index from the front of the first item that <paramref name="match"/> accepts, or -1.</summary>
+    public int FindIndex<TArg>(Func<T, TArg, bool> match, TArg arg)
+    {
+        for (int i = 0; i < _count; i++)
+        {
+            if (match(_items[(_head + i) & (_items.Length - 1)], arg)) return i;
+        }
+        return -1;
+    }
+
+    /// <summary>Removes the item <paramref name="index"/> places from the front; the others keep their order.</summary>
+    public void RemoveAt(int index)
+    {
+        if ((uint)index >= (uint)_count) throw new ArgumentOutOfRangeException(nameof(index), index, "Internal error: no such item in the deque.");
+        int mask = _items.Length - 1;
+        for (int i = index; i > 0; i--) _items[(_head + i) & mask] = _items[(_head + i - 1) & mask];
+        _items[_head] = default!;
+        _head = (_head + 1) & mask;
+        _count--;
+    }
+
     public IEnumerable<T> Snapshot()
     {
         var copy = new T[_count];

@@ -147,6 +147,30 @@ public sealed partial class Hub
         return true;
     }
 
+    /// <summary>
+    /// Takes the queued resume of <paramref name="g"/>, a greenlet that is <see cref="GreenletState.Ready"/>, out of the
+    /// ready queues: its park is being undone (<see cref="CancelPark"/>), and the queues hold a resume only for a ready
+    /// greenlet (Hub.Scheduler.cs checks it as it takes one). Left there, the resume named a greenlet that ran on: it
+    /// resumed the greenlet's next park without a wake, or, once the greenlet had ended, named no carrier, and the
+    /// scheduler failed after giving the baton away. Rare (a wake inside the registration that then failed), so a scan.
+    /// </summary>
+    private void WithdrawResume(Greenlet g)
+    {
+        int i = _ready.FindIndex(static (item, g) => item.Kind == RunKind.Resume && item.Greenlet == g, g);
+        if (i >= 0)
+        {
+            _ready.RemoveAt(i);
+            _readyTaken++; // as if taken: the wakes stamped after it stay ordered against what is left
+            if (i < _readyFirst) _readyFirst--;
+            return;
+        }
+        i = _wakes.FindIndex(static (item, g) => item.Kind == RunKind.Resume && item.Greenlet == g, g);
+        if (i >= 0) _wakes.RemoveAt(i);
+#if DEBUG
+        else throw Sync.SyncLock.InvariantBroken($"Invariant broken: {g} is ready but no resume of it is queued on {this}.");
+#endif
+    }
+
     private bool StartPhaseOutranItsSlice() =>
         _startsAheadOfWakesSince != 0 && Stopwatch.GetTimestamp() - _startsAheadOfWakesSince > SliceTicks;
 

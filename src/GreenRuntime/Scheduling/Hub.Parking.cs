@@ -92,13 +92,16 @@ public sealed partial class Hub
         throw new ThreadInterruptedException();
     }
 
-    /// <summary>Undoes <see cref="BeginPark"/> when registering the wakers failed.</summary>
+    /// <summary>Undoes <see cref="BeginPark"/> when registering the wakers failed. A waker may already have woken the park
+    /// (a registration that woke it, then threw): its resume is withdrawn, so the greenlet runs on with nothing queued for
+    /// it (Hub.Order.cs, WithdrawResume).</summary>
     internal void CancelPark(in WakeToken token)
     {
         var g = token.Greenlet;
         g.CancellationWoke = CancellationWake.None;
         if (token.IsCurrent || g.State == GreenletState.Ready)
         {
+            if (g.State == GreenletState.Ready) WithdrawResume(g);
             g.ParkSequence++;
             g.State = GreenletState.Running;
             g.WaitReason = WaitReason.None;

@@ -108,6 +108,7 @@ public sealed partial class Hub
                 case RunKind.Resume:
                 {
                     var g = item.Greenlet!;
+                    AssertResumable(g);
                     var target = g.Carrier!;
                     g.State = GreenletState.Running;
                     _current = g;
@@ -674,6 +675,20 @@ public sealed partial class Hub
         var holder = Volatile.Read(ref _batonHolder);
         if (holder != Environment.CurrentManagedThreadId)
             throw Sync.SyncLock.InvariantBroken($"Invariant 1 broken: thread {Environment.CurrentManagedThreadId} runs code of {this} without holding its baton (holder: {holder}; {BatonHistory()}).");
+    }
+
+    /// <summary>
+    /// A resume taken from the ready queues names a greenlet that is ready, on the carrier that keeps its stack: every
+    /// park has exactly one wake, and a park undone after its wake takes its resume back (CancelPark). A stale one resumed
+    /// the greenlet's next park without a wake, or, the greenlet dead, named no carrier: HandBaton released the baton
+    /// before it failed on the missing carrier, and the exception left the scheduler of a thread that no longer held it
+    /// (Invariant 1). Checked here, before anything moves, so that such an item is named where it is taken.
+    /// </summary>
+    [Conditional("DEBUG")]
+    private void AssertResumable(Greenlet g)
+    {
+        if (g.State != GreenletState.Ready || g.Carrier == null)
+            throw Sync.SyncLock.InvariantBroken($"Invariant broken: the ready queue of {this} resumes {g}, which is {g.State} (carrier {(g.Carrier is { } c ? "#" + c.Id : "none")}), not ready: a resume outlived its park.");
     }
 
     private string BatonHistory() =>

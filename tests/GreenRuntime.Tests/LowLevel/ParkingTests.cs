@@ -150,6 +150,38 @@ public class ParkingTests : HubTest
         Assert.That(g.Successful, Is.True, g.Exception?.ToString());
     }
 
+    /// <summary>A registration that hands the token to a waker which fires at once, and then fails: Park cancels the park
+    /// that was already woken. Its resume stayed queued, and the scheduler took it for the greenlet's next park, which
+    /// returned at once with no value and before its waker ran; once the greenlet had ended, it named no carrier, and the
+    /// scheduler failed after giving the baton away (a NullReferenceException in the hand-off; greenlet code running
+    /// without the baton, Invariant 1).</summary>
+    [Test]
+    public void AParkCancelledAfterItsWakeLeavesNoResumeForTheNextPark()
+    {
+        var order = new List<string>();
+        var g = Green.Spawn(() =>
+        {
+            var e = Assert.Throws<InvalidOperationException>(() => Parking.Park(WaitReason.Other, token =>
+            {
+                Assert.That(token.TryWake("early"), Is.True);
+                throw new InvalidOperationException("registration failed");
+            }));
+            Assert.That(e!.Message, Is.EqualTo("registration failed"));
+            var next = Parking.BeginPark(WaitReason.Event);
+            Green.Spawn(() =>
+            {
+                order.Add("waker");
+                Assert.That(next.TryWake("its own"), Is.True);
+            });
+            order.Add("woken with " + (Parking.EndPark(next) ?? "nothing"));
+        });
+        g.Join();
+        Assert.That(g.Successful, Is.True, g.Exception?.ToString());
+        Assert.That(order, Is.EqualTo(new[] { "waker", "woken with its own" }));
+        // The greenlet is dead now: nothing of its parks is left for the scheduler to resume.
+        Assert.That(Green.Spawn(() => Green.Sleep(1)).Join(TimeSpan.FromSeconds(10)), Is.True);
+    }
+
     [Test]
     public void EndParkTwiceIsRefused()
     {
