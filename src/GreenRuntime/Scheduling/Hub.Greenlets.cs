@@ -112,6 +112,24 @@ public sealed partial class Hub
         // The outcome first, then the state: other threads (a join or an await from another hub) read Dead without
         // the baton, and must then see the outcome.
         g.SetResult(value, error);
+        // The app's logger runs here, before the state says Dead: a logger may block (a file sink behind a lock), and a
+        // cooperative block parks the current greenlet, often this one, which must then still be a running greenlet: a
+        // dead one parked and resumed came back Running and stayed so, never Dead again. Shielded, so that a kill landing
+        // in the logger cannot leave this greenlet half-finished; nor can a logger that throws, which has nobody to tell.
+        if (g.Exception != null)
+        {
+            using (Green.Shield())
+            {
+                try
+                {
+                    Log.GreenletFailed(_logger, g.Exception, g.ToString(), g.Exception.GetType().Name);
+                }
+                catch (Exception)
+                {
+                    // the greenlet's outcome is recorded; a broken logger must not keep it from ending
+                }
+            }
+        }
         g.FinishSequence = ++_finishSequence;
         g.WaitReason = WaitReason.None;
         Interlocked.MemoryBarrier();
@@ -127,8 +145,6 @@ public sealed partial class Hub
             _finishedCount++;
             if (g.Exception != null) _failedCount++;
         }
-        if (g.Exception != null)
-            Log.GreenletFailed(_logger, g.Exception, g.ToString(), g.Exception.GetType().Name);
         if (g.HasLinks)
             Enqueue(RunItem.ForCallback(static s => ((Greenlet)s!).NotifyLinks(), g));
         if (g.StartedBySwitch && g.Parent is { State: GreenletState.Parked, WaitReason: WaitReason.Switch } parent)

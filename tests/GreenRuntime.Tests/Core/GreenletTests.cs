@@ -96,6 +96,47 @@ public class GreenletTests : HubTest
         });
     }
 
+    [TestCase(false)]
+    [TestCase(true)]
+    public void AFailedGreenletEndsDeadWhenTheLoggerBlocksOrThrows(bool throws)
+    {
+        // The app's logger runs as the greenlet ends; one that blocks cooperatively (a file sink behind a lock) parked the
+        // greenlet after it was marked dead, and the resume left it Running for good.
+        var logger = new BlockingLogger(throws);
+        Hub.Dispose();
+        Hub = new Hub(new HubOptions { LoggerFactory = LoggerFactory.Create(b => b.AddProvider(logger)) });
+        for (int round = 0; round < 5; round++)
+        {
+            var failing = Green.Spawn(() => { Green.Sleep(1); throw new InvalidOperationException("boom"); }, "failing");
+            var other = Green.Spawn(() => { for (int i = 0; i < 5; i++) Green.Sleep(1); return 7; });
+            Green.JoinAll([failing, other]);
+            Green.Sleep(20);
+            Assert.That(failing.State, Is.EqualTo(GreenletState.Dead));
+            Assert.That(failing.Exception, Is.InstanceOf<InvalidOperationException>());
+            Assert.That(other.Get(), Is.EqualTo(7));
+            Assert.That(Hub.AliveCount, Is.Zero);
+        }
+        Assert.That(logger.Blocked, Is.EqualTo(5), "the logger ran, blocking, once per failure");
+    }
+
+    private sealed class BlockingLogger(bool throws) : ILoggerProvider, ILogger
+    {
+        public int Blocked;
+
+        public ILogger CreateLogger(string categoryName) => this;
+        public void Dispose() { }
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Error;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (logLevel < LogLevel.Error) return;
+            Green.Sleep(5);
+            Blocked++;
+            if (throws) throw new IOException("the log file's disk is full");
+        }
+    }
+
     [Test]
     public void GetWithTimeoutThrowsTimeoutWhileRunning()
     {
