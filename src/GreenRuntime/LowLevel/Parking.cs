@@ -75,7 +75,9 @@ public static partial class Parking
     /// The hub the caller may park on, or null when a cooperative operation must do the ordinary blocking thing:
     /// no hub on this thread, inside a hub callback (which must not block: the hub logs a warning once per
     /// callback, event 6), a disposed hub that has stopped (one still running greenlets that outlived its
-    /// <see cref="Hub.Dispose()"/> lets them park), or inside <see cref="SuppressCooperation"/>. Any thread.
+    /// <see cref="Hub.Dispose()"/> lets them park), inside <see cref="SuppressCooperation"/>, or between the current
+    /// greenlet's <see cref="BeginPark"/> and <see cref="EndPark(in ParkToken)"/> (code registering a park's wakers must
+    /// not block, and a blocking call made there blocks the thread, as the original does). Any thread.
     /// </summary>
     /// <remarks>One thread-static read when the thread has no hub: cheap enough for the entry of every replaced
     /// BCL call.</remarks>

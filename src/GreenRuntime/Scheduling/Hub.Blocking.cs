@@ -53,11 +53,12 @@ public sealed partial class Hub
 
     /// <summary>The part of <see cref="CanReleaseBaton"/> that does not depend on carriers: code of a greenlet, on an open
     /// hub, not inside a park.</summary>
-    internal bool MayReleaseHere => CanBlockHere && !_closed && !ParkInProgress;
+    internal bool MayReleaseHere => CanBlockHere && !_closed;
 
     /// <summary>Whether the current stackful greenlet is between <see cref="BeginPark"/> and <see cref="EndPark"/>: code
     /// there must not block (Invariant), yet CoreLib may run a patched call in it (the thread pool starts a worker thread
-    /// from whichever thread queues work, this park's own registration included). Such a call runs as the original.</summary>
+    /// from whichever thread queues work, this park's own registration included). Such a call runs as the original
+    /// (<see cref="CanBlockHere"/> is false).</summary>
     private bool ParkInProgress => _current is { IsStackless: false, State: GreenletState.Parked or GreenletState.Ready };
 
     /// <summary>

@@ -24,11 +24,14 @@ public sealed partial class Hub
     }
 
     /// <summary>
-    /// Whether the code running now may park: greenlet code may; callbacks and the scheduler itself may not.
-    /// Patched BCL methods ask this before acting cooperatively, so a BCL call the scheduler makes (a
-    /// ConcurrentQueue spinning calls Thread.Yield, which may be patched) runs the original.
+    /// Whether the code running now may park: greenlet code may; callbacks, the scheduler itself and a greenlet between
+    /// its BeginPark and EndPark (ParkInProgress) may not. Patched BCL methods ask this before acting cooperatively, so
+    /// a BCL call the scheduler makes (a ConcurrentQueue spinning calls Thread.Yield, which may be patched) runs the
+    /// original, and so does one made while a park's wakers are registered (a registration that sleeps, takes a
+    /// contended lock or reads a socket): parked there, the greenlet began a second park over the first, whose token
+    /// its wakers then no longer matched.
     /// </summary>
-    internal bool CanBlockHere => _callbackDepth == 0 && !_inScheduler;
+    internal bool CanBlockHere => _callbackDepth == 0 && !_inScheduler && !ParkInProgress;
 
     internal void StartGreenlet(Greenlet g, bool first = false)
     {

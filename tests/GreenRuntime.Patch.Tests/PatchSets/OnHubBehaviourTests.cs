@@ -11,6 +11,29 @@ namespace GreenRuntime.Patch.Tests.PatchSets;
 [TestFixture]
 public class OnHubBehaviourTests : PatchedHubTest
 {
+    [Test]
+    public void APatchedCallWhileAParksWakersAreRegisteredRunsAsTheOriginal()
+    {
+        // A registration that sleeps in a retry (or takes a lock another thread holds) runs between BeginPark and EndPark:
+        // parked there, the greenlet began a second park over the first.
+        var ticks = 0;
+        var ticker = Green.Spawn(() => { while (true) { Green.Sleep(1); ticks++; } });
+        Green.Sleep(10);
+        var g = Green.Spawn(() =>
+        {
+            var token = GreenRuntime.LowLevel.Parking.BeginPark(WaitReason.Other);
+            int before = ticks;
+            Thread.Sleep(30); // the original: the thread sleeps with the baton, nothing else runs
+            int during = ticks - before;
+            token.TryWake("registered");
+            return (GreenRuntime.LowLevel.Parking.EndPark(token), during);
+        });
+        var (value, ticksDuringSleep) = g.Get();
+        ticker.Kill();
+        Assert.That(value, Is.EqualTo("registered"));
+        Assert.That(ticksDuringSleep, Is.Zero, "the sleep inside the park's registration held the hub, as a blocking call there must");
+    }
+
     private static (Socket Client, Socket Server, TcpListener Listener) ConnectedPair()
     {
         var listener = new TcpListener(IPAddress.Loopback, 0);

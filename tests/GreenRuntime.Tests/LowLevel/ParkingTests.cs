@@ -28,6 +28,32 @@ public class ParkingTests : HubTest
     }
 
     [Test]
+    public void NoOperationMayParkWhileAParksWakersAreRegistered()
+    {
+        // Between BeginPark and EndPark the greenlet is already parked as far as the hub knows: a cooperative call made
+        // there (a registration that sleeps or takes a contended lock) must block the thread as the original, not begin
+        // a second park over the first.
+        Hub? beforePark = null, insidePark = null, afterPark = null;
+        bool canParkInside = true;
+        var g = Green.Spawn(() =>
+        {
+            beforePark = Parking.ParkingHub();
+            var token = Parking.BeginPark(WaitReason.Other);
+            insidePark = Parking.ParkingHub();
+            canParkInside = Parking.CanPark;
+            token.TryWake("woken by its own registration");
+            var value = Parking.EndPark(token);
+            afterPark = Parking.ParkingHub();
+            return value;
+        });
+        Assert.That(g.Get(), Is.EqualTo("woken by its own registration"));
+        Assert.That(beforePark, Is.SameAs(Hub));
+        Assert.That(insidePark, Is.Null);
+        Assert.That(canParkInside, Is.False);
+        Assert.That(afterPark, Is.SameAs(Hub));
+    }
+
+    [Test]
     public void EveryParkHasExactlyOneWake()
     {
         ParkToken token = default;
