@@ -51,4 +51,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 17, Level = LogLevel.Critical, Message = "Hub {Index} of a hub group failed and stopped; its greenlets no longer run and the group places no more greenlets on it")]
     public static partial void GroupHubFailed(ILogger logger, Exception exception, int index);
+
+    [LoggerMessage(EventId = 18, Level = LogLevel.Critical, Message = "The ready queue of {Hub} held a resume of {Greenlet}, which is {State} with {Carrier}: a resume that outlived its park (a bug of the runtime); it was dropped and the hub goes on")]
+    public static partial void StaleResumeDropped(ILogger logger, string hub, string greenlet, string state, string carrier);
 }
