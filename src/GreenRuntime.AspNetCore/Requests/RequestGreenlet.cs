@@ -112,12 +112,16 @@ internal sealed class RequestGreenlet
         // feature cache can each see the other's reset, which surfaces as a NullReferenceException in the endpoint).
         var aborted = http.RequestAborted;
         var request = new RequestGreenlet(host, null, next, http);
-        if (http.Features.Get<IHttpRequestLifetimeFeature>() is { } lifetime)
-            http.Features.Set<IHttpRequestLifetimeFeature>(new AppAbortRecorder(lifetime, request));
-        if (http.Features.Get<IHttpUpgradeFeature>() is { IsUpgradableRequest: true } upgrade)
-            http.Features.Set<IHttpUpgradeFeature>(new UpgradeRecorder(upgrade, request));
-        if (http.Features.Get<IHttpExtendedConnectFeature>() is { IsExtendedConnect: true } connect)
-            http.Features.Set<IHttpExtendedConnectFeature>(new ExtendedConnectRecorder(connect, request));
+        // What the recorders note only decides whether an abort kills (OnAborted): without kills, nothing to wrap.
+        if (host.KillsAborted)
+        {
+            if (http.Features.Get<IHttpRequestLifetimeFeature>() is { } lifetime)
+                http.Features.Set<IHttpRequestLifetimeFeature>(new AppAbortRecorder(lifetime, request));
+            if (http.Features.Get<IHttpUpgradeFeature>() is { IsUpgradableRequest: true } upgrade)
+                http.Features.Set<IHttpUpgradeFeature>(new UpgradeRecorder(upgrade, request));
+            if (http.Features.Get<IHttpExtendedConnectFeature>() is { IsExtendedConnect: true } connect)
+                http.Features.Set<IHttpExtendedConnectFeature>(new ExtendedConnectRecorder(connect, request));
+        }
         return request.Start(aborted, GreenletName);
     }
 
