@@ -42,6 +42,9 @@ namespace GreenRuntime;
 
 public sealed partial class Hub
 {
+    /// <summary>Tests only: runs on the thread of a released call that has returned, before it queues for the baton.</summary>
+    internal static Action? ReturningFromReleasedCallForTesting;
+
     /// <summary>The hub this thread gave its baton away from, while it runs a released call (step 3).</summary>
     [ThreadStatic] private static Hub? t_released;
 
@@ -243,7 +246,8 @@ public sealed partial class Hub
         // runs and releases it: it goes ahead of the ready queue, or a convoy of such holders forms.
         if (reason == WaitReason.Lock) Interlocked.Increment(ref _lockHoldersQueued); // counted from here: a return still in the inbox counts
         t_released = null;
-        t_current = this;
+        t_current = this; // a thread of the hub again, though without the baton until below (Hub.CanBlockHere)
+        ReturningFromReleasedCallForTesting?.Invoke();
         // Through the inbox: this thread is not the baton holder. When the hub idles, its baton is taken here and this
         // thread runs the scheduler step that the idle carrier would have woken for (Hub.IdleLending.cs): it drains the
         // return and resumes g, on this very thread unless something goes first.

@@ -30,8 +30,17 @@ public sealed partial class Hub
     /// original, and so does one made while a park's wakers are registered (a registration that sleeps, takes a
     /// contended lock or reads a socket): parked there, the greenlet began a second park over the first, whose token
     /// its wakers then no longer matched.
+    /// Only the baton holder may: a thread of the hub is its current thread (<c>Hub.CurrentOrNull</c>) also while it
+    /// runs without the baton, as when a released call's return goes into the inbox (Hub.Blocking.cs) or an idle
+    /// carrier that lent its baton forwards socket events there (Hub.IdleLending.cs). The inbox's queue takes a lock
+    /// when it grows; patched, that lock found contended released a baton this thread did not hold, and the hub had two
+    /// holders (a cold HTTP server under wrk failed requests with 500s and
+    /// crashed in HandBaton). The other conditions read state only the holder may read.
     /// </summary>
-    internal bool CanBlockHere => _callbackDepth == 0 && !_inScheduler && !ParkInProgress;
+    internal bool CanBlockHere => HoldsBaton && _callbackDepth == 0 && !_inScheduler && !ParkInProgress;
+
+    /// <summary>Whether this thread holds the hub's baton (Invariant 1). Any thread may ask.</summary>
+    private bool HoldsBaton => Volatile.Read(ref _batonHolder) == Environment.CurrentManagedThreadId;
 
     internal void StartGreenlet(Greenlet g, bool first = false)
     {

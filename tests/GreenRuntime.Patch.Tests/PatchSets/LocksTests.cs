@@ -746,4 +746,53 @@ public class LocksTests : PatchedHubTest
             hammer.Join();
         }
     }
+
+    [Test]
+    public void AContendedLockTakenByAThreadOfTheHubWithoutTheBatonBlocksItAsOffAHub()
+    {
+        // Regression: the thread of a released call that has returned is a thread of the hub again before it holds the
+        // baton, and queues its return through the inbox, whose queue takes a lock when it grows. Found contended, the
+        // patched lock released the baton that another greenlet's thread held: two holders (a cold HTTP server under
+        // wrk answered 500s, then crashed in HandBaton). Here the returning thread meets a lock a plain thread holds
+        // while another greenlet runs, holding the baton: the thread waits for the lock as any thread would.
+        var gate = new object();
+        using var held = new ManualResetEventSlim();
+        var plain = new Thread(() =>
+        {
+            lock (gate)
+            {
+                held.Set();
+                Thread.Sleep(150); // off any hub: the original
+            }
+        });
+        bool contended = false;
+        int returnerThread = 0;
+        Hub.ReturningFromReleasedCallForTesting = () =>
+        {
+            Hub.ReturningFromReleasedCallForTesting = null; // this call only
+            returnerThread = Environment.CurrentManagedThreadId;
+            contended = !Monitor.TryEnter(gate);
+            if (!contended) Monitor.Exit(gate);
+            lock (gate) { }
+        };
+        try
+        {
+            int callThread = 0;
+            var caller = Green.Spawn(() => Green.RunBlocking(() =>
+            {
+                callThread = Environment.CurrentManagedThreadId;
+                plain.Start();
+                held.Wait();
+            }), "caller");
+            var busy = Green.Spawn(HoldTheBaton, "busy"); // runs as the call is released, and holds the baton while it returns
+            Green.JoinAll([busy, caller], raiseError: true);
+            Assert.That(contended, Is.True, "the lock was free when the returning thread took it: nothing was tested");
+            Assert.That(returnerThread, Is.EqualTo(callThread));
+        }
+        finally
+        {
+            Hub.ReturningFromReleasedCallForTesting = null;
+            plain.Join();
+        }
+    }
 }
