@@ -65,7 +65,10 @@ int HubsArg()
 static void ServeGreen(int port, int hubs)
 {
     ApplyPatchAll();
-    var options = new HubOptions { MaxBlockingTime = null };
+    // Warnings and errors (a handler that failed, a connection that broke mid-request) go to the console, as a
+    // production server's would: without a LoggerFactory the runtime logs nothing.
+    var logging = LoggerFactory.Create(b => b.AddSimpleConsole(c => c.SingleLine = true).SetMinimumLevel(LogLevel.Warning));
+    var options = new HubOptions { MaxBlockingTime = null, LoggerFactory = logging };
     static void Handle(GreenRuntime.Servers.HttpContext ctx)
     {
         var body = LegacyApp.Handle(ctx.Request.Path);
