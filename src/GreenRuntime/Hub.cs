@@ -237,9 +237,12 @@ public sealed partial class Hub : IDisposable
     private void ThrowNotOnHub() =>
         throw new InvalidOperationException($"This operation belongs to {this} and must be called from its thread or one of its greenlets. From other threads use Hub.Post or Greenlet.Kill, which are thread-safe.");
 
-    internal bool IsOnHubThread => t_current == this;
+    /// <summary>Whether the caller runs code of this hub holding its baton, and so may read and change the hub's state.
+    /// A thread of the hub that runs without the baton (a released call's return, an idle carrier that lent it: see
+    /// <see cref="CanBlockHere"/>) is elsewhere, as any other thread: it reaches the hub through the inbox.</summary>
+    internal bool IsOnHubThread => t_current == this && HoldsBaton;
 
     /// <summary>Whether the caller is hub code with no greenlet running (a callback, a link, the scheduler), on the hub's
     /// thread of a hub that has not stopped: code that cannot park.</summary>
-    internal bool InHubContext => t_current == this && _current == HubGreenlet && !_closed;
+    internal bool InHubContext => IsOnHubThread && _current == HubGreenlet && !_closed;
 }

@@ -24,7 +24,7 @@ public sealed partial class Hub
     /// <summary>Queues an item for the hub. From the baton holder it goes straight to the ready queue.</summary>
     internal void PostItem(in RunItem item)
     {
-        if (t_current == this)
+        if (IsOnHubThread)
         {
             if (item.Kind == RunKind.Wake) TryWake(item.Token, item.State, item.Error);
             else Enqueue(item);

@@ -440,7 +440,8 @@ public sealed partial class Hub
     /// </summary>
     internal void NoteNotCooperative()
     {
-        if (_callbackDepth == 0 || CallbackSite is not { } site) return;
+        // A thread of the hub without the baton (Hub.CanBlockHere) sees the holder's callback, not one of its own.
+        if (!HoldsBaton || _callbackDepth == 0 || CallbackSite is not { } site) return;
         if (!(_warnedCallbackSites ??= new()).Add(site)) return;
         // The call site: the first frame outside this assembly and the extension that asked (the patch assembly, through
         // Parking.ParkingHub); the patched call: the frame above it.
