@@ -687,8 +687,9 @@ public sealed partial class Hub
     /// </summary>
     /// <remarks>A release build does not trust it with the process: such an item is dropped and logged (event 18), since
     /// acting on it fails on a thread that no longer holds the baton, and on a pooled carrier's thread that exception
-    /// ended the process (a cold HTTP server under wrk, once in 5 processes). Dropping it is right whatever made it: the
-    /// greenlet it names is not parked in its EndPark, so nothing waits for it.</remarks>
+    /// ended the process (a cold HTTP server under wrk, once in 5 processes, when a thread without the baton could still
+    /// release it: see CanBlockHere). Dropping it is right whatever made it: the greenlet it names is not parked in its
+    /// EndPark, so nothing waits for it.</remarks>
     private bool IsResumable(Greenlet g)
     {
         if (g.State == GreenletState.Ready && g.Carrier != null) return true;
