@@ -405,7 +405,11 @@ public sealed partial class Hub
     {
         var saved = SynchronizationContext.Current;
         SynchronizationContext.SetSynchronizationContext(g.SyncContext);
-        if (g.State != GreenletState.Dead) g.State = GreenletState.Running;
+        // Only an awaiting greenlet runs now. One suspended in Switch (parked, or ready to be switched back to) stays so:
+        // its park's wake must still find it there. One already running (a continuation inline in its own code) or dead
+        // keeps its state too.
+        bool awaited = g.State == GreenletState.Awaiting;
+        if (awaited) g.State = GreenletState.Running;
         _current = g;
         NoteSwitch();
         // An await's continuation restores the context it captured itself; anything else posted to the greenlet's
@@ -425,7 +429,7 @@ public sealed partial class Hub
             AmbientContext.Reset();
             SynchronizationContext.SetSynchronizationContext(saved);
         }
-        if (g.State == GreenletState.Running) g.State = GreenletState.Awaiting;
+        if (awaited && g.State == GreenletState.Running) g.State = GreenletState.Awaiting;
     }
 
     /// <summary>The user code the running hub callback stands for (a posted Action, a raw link), for event 6.</summary>

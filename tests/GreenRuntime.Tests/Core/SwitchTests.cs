@@ -56,4 +56,31 @@ public class SwitchTests : HubTest
 
     [Test]
     public void SwitchToSelfReturnsTheValue() => Assert.That(Green.Current.Switch(5), Is.EqualTo(5));
+
+    [Test]
+    public void AStacklessGreenletSwitchedAwayStaysSuspendedWhileAContinuationOfItsOwnRuns()
+    {
+        // A continuation posted to the greenlet's context (another async branch of its own) ran while the greenlet
+        // waited in Switch, and marked it running, then awaiting: the child's end then found no Switch to return to.
+        bool branchRan = false;
+        var parent = Green.SpawnAsync(async () =>
+        {
+            _ = Branch();
+            var child = new Greenlet<int>(() =>
+            {
+                Green.Sleep(100); // the branch's continuation comes meanwhile
+                return 42;
+            });
+            return (int)child.Switch()!;
+
+            async Task Branch()
+            {
+                await Task.Delay(10);
+                branchRan = true;
+            }
+        });
+        Assert.That(parent.Join(TimeSpan.FromSeconds(10)), Is.True, $"the parent's Switch never returned ({parent.State}, {parent.WaitReason})");
+        Assert.That(parent.Value, Is.EqualTo(42));
+        Assert.That(branchRan, Is.True);
+    }
 }
