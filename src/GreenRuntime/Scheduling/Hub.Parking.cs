@@ -260,6 +260,7 @@ public sealed partial class Hub
     internal void AssertMayBlock()
     {
         AssertOnHub();
+        AssertBatonHeld(); // DEBUG: a thread of the hub waiting for the baton is not on it (CanBlockHere)
         if (_callbackDepth > 0)
             throw new InvalidOperationException("Link callbacks, timer callbacks and Hub.Post actions run on the hub and must not block (no Sleep, Join, Wait or blocking I/O there). Spawn a greenlet from the callback to do blocking work.");
         if (_inScheduler)
