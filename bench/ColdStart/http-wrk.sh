@@ -3,7 +3,8 @@
 # listens (before any request has warmed anything up), each checked for a clean run:
 #   - wrk got answers, and its only socket errors are timeouts (a request still waiting when the 2 s wrk
 #     timeout or the run's end came is not a failure of the server);
-#   - the server still answers a plain curl afterwards (a hung server does not).
+#   - the server still answers a plain curl afterwards (a hung server does not);
+#   - the server logged no error (a failed handler, a scheduler fault: it logs warnings and errors to its console).
 # Usage: bench/ColdStart/http-wrk.sh [processes=20] [connections=1000] [seconds=5]
 # wrk is a Debian package (apt-get install wrk); without it the script says so and exits 0.
 set -uo pipefail
@@ -41,13 +42,14 @@ for run in $(seq 1 "$processes"); do
   non2xx=$(sed -n 's/.*Non-2xx or 3xx responses: \([0-9]*\).*/\1/p' "$log/wrk-$run.txt")
   rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$log/wrk-$run.txt")
   after=$(curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/after" || true)
+  logged=$(grep -cE '^(fail|crit):' "$log/server-$run.txt")
   verdict=ok
-  if [ "${requests:-0}" -eq 0 ] || [ "$connect" -ne 0 ] || [ "$read" -ne 0 ] || [ "$write" -ne 0 ] || [ "${non2xx:-0}" -ne 0 ] || [ "$after" != "200" ]; then
+  if [ "${requests:-0}" -eq 0 ] || [ "$connect" -ne 0 ] || [ "$read" -ne 0 ] || [ "$write" -ne 0 ] || [ "${non2xx:-0}" -ne 0 ] || [ "$after" != "200" ] || [ "$logged" -ne 0 ]; then
     verdict=FAILED
     failures=$((failures + 1))
   fi
-  printf 'run %2d: listening after %5s ms, %7s requests, %8s req/s, errors connect %s read %s write %s timeout %s, non-2xx %s, curl after: %s  %s\n' \
-    "$run" "$listening_ms" "${requests:-0}" "${rps:-0}" "$connect" "$read" "$write" "$timeout" "${non2xx:-0}" "$after" "$verdict"
+  printf 'run %2d: listening after %5s ms, %7s requests, %8s req/s, errors connect %s read %s write %s timeout %s, non-2xx %s, curl after: %s, errors logged %s  %s\n' \
+    "$run" "$listening_ms" "${requests:-0}" "${rps:-0}" "$connect" "$read" "$write" "$timeout" "${non2xx:-0}" "$after" "$logged" "$verdict"
   if [ "$verdict" = FAILED ]; then
     sed 's/^/    wrk: /' "$log/wrk-$run.txt"
     sed 's/^/    server: /' "$log/server-$run.txt" | tail -n 20
