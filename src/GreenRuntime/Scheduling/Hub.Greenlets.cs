@@ -34,8 +34,8 @@ public sealed partial class Hub
     /// runs without the baton, as when a released call's return goes into the inbox (Hub.Blocking.cs) or an idle
     /// carrier that lent its baton forwards socket events there (Hub.IdleLending.cs). The inbox's queue takes a lock
     /// when it grows; patched, that lock found contended released a baton this thread did not hold, and the hub had two
-    /// holders (a cold HTTP server under wrk failed requests with 500s and
-    /// crashed in HandBaton). The other conditions read state only the holder may read.
+    /// holders (a cold HTTP server under wrk failed requests with 500s and crashed in HandBaton). The other conditions
+    /// read state only the holder may read.
     /// </summary>
     internal bool CanBlockHere => HoldsBaton && _callbackDepth == 0 && !_inScheduler && !ParkInProgress;
 
