@@ -757,12 +757,14 @@ public class LocksTests : PatchedHubTest
         // while another greenlet runs, holding the baton: the thread waits for the lock as any thread would.
         var gate = new object();
         using var held = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
         var plain = new Thread(() =>
         {
             lock (gate)
             {
                 held.Set();
-                Thread.Sleep(150); // off any hub: the original
+                release.Wait(); // until the returning thread has seen the lock taken
+                Thread.Sleep(50); // off any hub, the original: the returning thread's enter meets the lock held
             }
         });
         bool contended = false;
@@ -773,6 +775,7 @@ public class LocksTests : PatchedHubTest
             returnerThread = Environment.CurrentManagedThreadId;
             contended = !Monitor.TryEnter(gate);
             if (!contended) Monitor.Exit(gate);
+            release.Set();
             lock (gate) { }
         };
         try
@@ -792,7 +795,8 @@ public class LocksTests : PatchedHubTest
         finally
         {
             Hub.ReturningFromReleasedCallForTesting = null;
-            plain.Join();
+            release.Set();
+            if (plain.ThreadState != System.Threading.ThreadState.Unstarted) plain.Join();
         }
     }
 }
