@@ -677,9 +677,8 @@ public sealed partial class Hub
     [Conditional("DEBUG")]
     internal void AssertBatonHeld()
     {
-        var holder = Volatile.Read(ref _batonHolder);
-        if (holder != Environment.CurrentManagedThreadId)
-            throw Sync.SyncLock.InvariantBroken($"Invariant 1 broken: thread {Environment.CurrentManagedThreadId} runs code of {this} without holding its baton (holder: {holder}; {BatonHistory()}).");
+        if (!HoldsBaton)
+            throw Sync.SyncLock.InvariantBroken($"Invariant 1 broken: thread {Environment.CurrentManagedThreadId} runs code of {this} without holding its baton (holder: {Volatile.Read(ref _batonHolder)}; {BatonHistory()}).");
     }
 
     /// <summary>
