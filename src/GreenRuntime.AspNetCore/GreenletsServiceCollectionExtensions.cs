@@ -56,6 +56,7 @@ public static class GreenletsServiceCollectionExtensions
                     // A server must not pause: capturing a blocked thread's stack suspends the whole process (see
                     // HubOptions.CaptureBlockedStacks); the report still names the greenlet and the duration.
                     CaptureBlockedStacks = false,
+                    PrestartCarriers = options.PrestartCarriers,
                 },
             });
         });

@@ -50,7 +50,15 @@ public sealed partial class Hub : IDisposable
         _logger = logger;
         _time = options.TimeProvider;
         _pool = CarrierPool.For(options.CarrierStackSize);
-        _pool.Prestart(2);
+        try
+        {
+            _pool.Prestart(Math.Max(2, options.PrestartCarriers), keep: options.PrestartCarriers > 0);
+        }
+        catch (OutOfMemoryException e) when (options.PrestartCarriers > 0)
+        {
+            throw new OutOfMemoryException(
+                $"HubOptions.PrestartCarriers = {options.PrestartCarriers:N0}: {e.Message} The pool keeps the {_pool.Created:N0} carriers it has; ask for fewer, or raise the kernel's limit (docs/core.md, \"How many greenlets can be suspended\").", e);
+        }
         _mainCarrier = Carrier.ForCurrentThread();
         HubGreenlet = Greenlet.CreateSpecial(this, "Hub");
         MainGreenlet = Greenlet.CreateSpecial(this, "Main");

@@ -401,6 +401,22 @@ public sealed class LifecycleTests
     }
 
     [Test]
+    public async Task PrestartCarriersReachesEveryHubAndIsRefusedNegative()
+    {
+        // The endpoint reads its hub's run info: the carriers of the process's pool, made when the host created its hubs.
+        await using (var app = await TestApp.StartAsync(a => a.MapGet("/", () => Hub.Current.GetRunInfo().Carriers.Threads.ToString()),
+            configure: o => { o.Hubs = 2; o.PrestartCarriers = 24; }))
+        {
+            Assert.That(app.Group.Hubs.Select(h => h.Options.PrestartCarriers), Is.All.EqualTo(24));
+            Assert.That(int.Parse(await app.Client.GetStringAsync("/")), Is.GreaterThanOrEqualTo(24));
+        }
+        var builder = WebApplication.CreateBuilder();
+        builder.Services.AddGreenlets(o => o.PrestartCarriers = -1);
+        var refused = builder.Build();
+        Assert.That(() => refused.UseGreenlets(), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Message.Contains("PrestartCarriers"));
+    }
+
+    [Test]
     public async Task TheHostPatchesOnceAndLogsTheReport()
     {
         await using var app = await TestApp.StartAsync(a => a.MapGet("/", () => "x"));

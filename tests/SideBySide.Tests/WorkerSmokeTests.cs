@@ -31,6 +31,16 @@ public class WorkerSmokeTests
     }
 
     [Test]
+    public void PrestartedSleepersMakeTheirCarriersBeforeTheClockStarts()
+    {
+        var figures = Run("sleepers_stackful_prestarted 300");
+
+        Assert.That(figures["failed"], Is.Zero);
+        Assert.That(figures["threads_created"], Is.Zero, "300 sleepers fit in the 2,000 carriers made by the hub's constructor");
+        Assert.That(figures["hub_start_s"], Is.GreaterThan(0));
+    }
+
+    [Test]
     public void ContendedSleepersRunBesideOneBusyThreadPerCpuAndAllFinish()
     {
         var figures = Run("sleepers_stackful_warm_contended 200");

@@ -10,8 +10,9 @@ namespace GreenRuntime.Scheduling;
 /// in parallel with the hubs, until <see cref="LowWater"/> are idle; the hubs then rent those, and create one
 /// themselves only when they drain the pool again.</para>
 /// <para>A carrier idle for <see cref="IdleTimeoutNs"/> ends its thread, unless the pool is down to
-/// <see cref="MinIdle"/> idle carriers: a burst of 10,000 blocked greenlets must not leave 10,000 parked threads
-/// behind, because every gen0 GC suspends and scans every thread (20 ms with 10k threads, measured here).
+/// <see cref="MinIdle"/> idle carriers, or to the number of carriers a hub asked to prestart: a burst of 10,000 blocked
+/// greenlets must not leave 10,000 parked threads behind, because every gen0 GC suspends and scans every thread (20 ms
+/// with 10k threads, measured here).
 /// Hot carriers are never destroyed: only one that nobody rented for the whole timeout retires.</para>
 /// </remarks>
 internal sealed class CarrierPool
@@ -30,6 +31,7 @@ internal sealed class CarrierPool
     private readonly List<Carrier> _idle = new(); // used as a stack: the most recently returned carrier is rented first
     private readonly int _stackSize;
     private int _created;
+    private int _kept; // carriers kept however long they idle (the largest HubOptions.PrestartCarriers asked for)
     private readonly SemaphoreSlim _refillWanted = new(0);
     private Thread? _refiller;   // started on the first demand (guarded by _idle)
     private bool _refilling;     // a refill was asked for and has not finished (guarded by _idle)
@@ -75,17 +77,34 @@ internal sealed class CarrierPool
         get { lock (_idle) return _idle.Count; }
     }
 
-    /// <summary>Makes sure at least <paramref name="count"/> threads exist.</summary>
-    public void Prestart(int count)
+    /// <summary>Makes sure at least <paramref name="count"/> threads exist, creating them on the calling thread; with
+    /// <paramref name="keep"/>, the pool also keeps that many however long they idle (HubOptions.PrestartCarriers). Threads
+    /// are created outside the pool's lock, so hubs rent meanwhile.</summary>
+    /// <exception cref="OutOfMemoryException">The kernel refused a thread: the ones made before it stay in the pool.</exception>
+    public void Prestart(int count, bool keep = false)
     {
+        if (keep)
+        {
+            lock (_idle) _kept = Math.Max(_kept, count);
+        }
         while (true)
         {
             lock (_idle)
             {
                 if (_created >= count) return;
-                _idle.Add(StartCarrier());
                 _created++;
             }
+            Carrier carrier;
+            try
+            {
+                carrier = StartCarrier();
+            }
+            catch
+            {
+                lock (_idle) _created--; // counted above, never started
+                throw;
+            }
+            lock (_idle) _idle.Add(carrier);
         }
     }
 
@@ -201,7 +220,7 @@ internal sealed class CarrierPool
     {
         lock (_idle)
         {
-            if (_idle.Count <= MinIdle) return false;
+            if (_idle.Count <= MinIdle || _created <= _kept) return false;
             // The longest-idle carriers sit at the bottom of the stack, so this search is short for them.
             int index = _idle.IndexOf(carrier);
             if (index < 0) return false;

@@ -117,6 +117,54 @@ public class StressTests : HubTest
     }
 
     [Test]
+    public void PrestartedCarriersServeABurstWithoutNewThreadsAndNeverRetire()
+    {
+        Hub.Dispose();
+        // A pool of its own (odd stack size): it holds only what this hub asks for.
+        Hub = new Hub(new HubOptions { CarrierStackSize = 256 * 1024 + 9 * 4096, PrestartCarriers = 60 });
+        var pool = GreenRuntime.Scheduling.CarrierPool.For(Hub.Options.CarrierStackSize);
+        Assert.That(pool.Created, Is.EqualTo(60), "made before the constructor returned");
+        // 50 suspended at once, and a carrier that runs the hub while main waits: within what was prestarted.
+        var gs = Enumerable.Range(0, 50).Select(i => Green.Spawn(() => { Green.Sleep(30); return i; })).ToList();
+        Green.JoinAll(gs, raiseError: true);
+        Assert.That(gs.Select(g => g.Get()), Is.EqualTo(Enumerable.Range(0, 50)));
+        Assert.That(pool.Created, Is.EqualTo(60), "the burst created no thread");
+        // An idle carrier whose wait timed out asks to retire; the pool keeps the prestarted ones.
+        var carrier = pool.Rent();
+        pool.Return(carrier);
+        Assert.That(pool.TryRetire(carrier), Is.False, "a prestarted carrier is kept however long it idles");
+        Assert.That(pool.Created, Is.EqualTo(60));
+    }
+
+    [Test]
+    public void PrestartCarriersOutsideItsRangeIsRefusedNamingTheLimit()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => new HubOptions { PrestartCarriers = -1 }.Validate());
+        var overCap = Assert.Throws<ArgumentOutOfRangeException>(() => new HubOptions { MaxCarriers = 10, PrestartCarriers = 11 }.Validate());
+        Assert.That(overCap!.Message, Does.Contain("PrestartCarriers").And.Contain("MaxCarriers"));
+        var machine = GreenRuntime.Scheduling.CarrierLimit.Machine.Value;
+        var overMachine = Assert.Throws<ArgumentOutOfRangeException>(() => new HubOptions { PrestartCarriers = machine + 1 }.Validate());
+        Assert.That(overMachine!.Message, Does.Contain($"{machine:N0}"));
+        Assert.DoesNotThrow(() => new HubOptions { MaxCarriers = 10, PrestartCarriers = 10 }.Validate());
+    }
+
+    [Test]
+    public void AThreadTheKernelRefusesWhilePrestartingFailsTheConstructorNamingTheOptionAndLeavesTheThreadFree()
+    {
+        Hub.Dispose();
+        int stackSize = 256 * 1024 + 11 * 4096;
+        var pool = GreenRuntime.Scheduling.CarrierPool.For(stackSize);
+        pool.Prestart(3); // a pool of its own that already has some
+        pool.RefuseStartsForTesting = 1;
+        var error = Assert.Throws<OutOfMemoryException>(() => new Hub(new HubOptions { CarrierStackSize = stackSize, PrestartCarriers = 8 }));
+        Assert.That(error!.Message, Does.Contain("PrestartCarriers = 8").And.Contain("keeps the 3 carriers"));
+        Assert.That(Hub.CurrentOrNull, Is.Null, "no half-made hub on this thread");
+        Hub = new Hub(new HubOptions { CarrierStackSize = stackSize, PrestartCarriers = 8 });
+        Assert.That(pool.Created, Is.EqualTo(8), "asked again, it makes the rest");
+        Assert.That(Green.Spawn(() => { Green.Sleep(1); return 7; }).Get(), Is.EqualTo(7));
+    }
+
+    [Test]
     public void AYieldNeverRunsBeforeGreenletsSpawnedEarlierHaveStartedEvenWhenEachNeedsANewThread()
     {
         Hub.Dispose();
