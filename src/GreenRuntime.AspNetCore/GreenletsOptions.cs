@@ -48,7 +48,7 @@ public sealed class GreenletsOptions
     public bool KillAbortedRequests { get; set; }
 
     /// <summary>
-    /// Carrier threads created when the host creates its hubs, and kept however long they idle
+    /// Carrier threads created when the host creates its hubs, and kept until it stops, however long they idle
     /// (<see cref="HubOptions.PrestartCarriers"/>). Default 0: carriers are created as requests first block (a thread each,
     /// 0.1–0.4 ms, inside the first burst of traffic) and those idle for 10 s end. Set it to the number of requests you
     /// expect to be blocked at once in the first seconds after a start (at most <see cref="MaxConcurrentRequests"/> when

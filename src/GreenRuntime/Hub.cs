@@ -52,13 +52,14 @@ public sealed partial class Hub : IDisposable
         _pool = CarrierPool.For(options.CarrierStackSize);
         try
         {
-            _pool.Prestart(Math.Max(2, options.PrestartCarriers), keep: options.PrestartCarriers > 0);
+            _pool.Prestart(Math.Max(2, options.PrestartCarriers));
         }
         catch (OutOfMemoryException e) when (options.PrestartCarriers > 0)
         {
             throw new OutOfMemoryException(
                 $"HubOptions.PrestartCarriers = {options.PrestartCarriers:N0}: {e.Message} The pool keeps the {_pool.Created:N0} carriers it has; ask for fewer, or raise the kernel's limit (docs/core.md, \"How many greenlets can be suspended\").", e);
         }
+        if (options.PrestartCarriers > 0) _pool.Keep(options.PrestartCarriers); // until Close
         _mainCarrier = Carrier.ForCurrentThread();
         HubGreenlet = Greenlet.CreateSpecial(this, "Hub");
         MainGreenlet = Greenlet.CreateSpecial(this, "Main");
@@ -184,6 +185,7 @@ public sealed partial class Hub : IDisposable
         Unregister(this);
         StopDiagnostics();
         DisposeReactor();
+        if (Options.PrestartCarriers > 0) _pool.Unkeep(Options.PrestartCarriers); // they may retire when idle again
     }
 
     /// <summary>

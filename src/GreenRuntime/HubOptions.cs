@@ -47,18 +47,19 @@ public sealed class HubOptions
     public int MaxCarriers { get; init; }
 
     /// <summary>
-    /// Carrier threads created before the hub's constructor returns, and kept ready however long they stay idle. Default
-    /// 0: the pool creates carriers when greenlets first need them (a thread each, 0.1–0.4 ms) and lets those idle for
-    /// 10 s end. A program that meets a burst of suspended stackful greenlets right after it starts (a server's first
-    /// seconds, a batch of blocking jobs) pays those thread creations inside the burst; with this set it pays them up
-    /// front. Range 0 to the carrier limit (<see cref="MaxCarriers"/>, or the machine's).
+    /// Carrier threads created before the hub's constructor returns, and kept ready while the hub lives, however long
+    /// they stay idle. Default 0: the pool creates carriers when greenlets first need them (a thread each, 0.1–0.4 ms)
+    /// and lets those idle for 10 s end. A program that meets a burst of suspended stackful greenlets right after it
+    /// starts (a server's first seconds, a batch of blocking jobs) pays those thread creations inside the burst; with
+    /// this set it pays them up front. Range 0 to the carrier limit (<see cref="MaxCarriers"/>, or the machine's).
     /// </summary>
     /// <remarks>Carriers are shared by the hubs of the process (one pool per <see cref="CarrierStackSize"/>): the pool
-    /// keeps at least the largest number any hub asked for, not one set per hub. Each parked carrier costs about 17 KiB of
-    /// resident memory and 22 KiB of kernel memory, and every gen-0 garbage collection scans every thread (about 2 µs per
-    /// parked thread), so ask for the burst you expect, not more. The constructing thread makes them, about 0.1 ms each
-    /// (2,000 in 0.17 s on a 2-CPU VM). A thread the kernel refuses makes the constructor throw
-    /// <see cref="OutOfMemoryException"/>, having kept the carriers it made.</remarks>
+    /// keeps at least the largest number a live hub asked for, not one set per hub; once the hub is disposed they retire
+    /// after 10 s idle like any other carrier. Each parked carrier costs about 17 KiB of resident memory and 22 KiB of
+    /// kernel memory, and every gen-0 garbage collection scans every thread (about 2 µs per parked thread), so ask for
+    /// the burst you expect, not more. The constructing thread makes them, about 0.1 ms each (2,000 in 0.17 s on a
+    /// 2-CPU VM). A thread the kernel refuses makes the constructor throw <see cref="OutOfMemoryException"/>; the
+    /// carriers made before it stay in the pool.</remarks>
     public int PrestartCarriers { get; init; }
 
     /// <summary>

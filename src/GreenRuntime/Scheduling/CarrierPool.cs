@@ -10,9 +10,9 @@ namespace GreenRuntime.Scheduling;
 /// in parallel with the hubs, until <see cref="LowWater"/> are idle; the hubs then rent those, and create one
 /// themselves only when they drain the pool again.</para>
 /// <para>A carrier idle for <see cref="IdleTimeoutNs"/> ends its thread, unless the pool is down to
-/// <see cref="MinIdle"/> idle carriers, or to the number of carriers a hub asked to prestart: a burst of 10,000 blocked
-/// greenlets must not leave 10,000 parked threads behind, because every gen0 GC suspends and scans every thread (20 ms
-/// with 10k threads, measured here).
+/// <see cref="MinIdle"/> idle carriers, or to the number a live hub asked to keep (<see cref="Keep"/>): a burst of
+/// 10,000 blocked greenlets must not leave 10,000 parked threads behind, because every gen0 GC suspends and scans
+/// every thread (20 ms with 10k threads, measured here).
 /// Hot carriers are never destroyed: only one that nobody rented for the whole timeout retires.</para>
 /// </remarks>
 internal sealed class CarrierPool
@@ -31,7 +31,7 @@ internal sealed class CarrierPool
     private readonly List<Carrier> _idle = new(); // used as a stack: the most recently returned carrier is rented first
     private readonly int _stackSize;
     private int _created;
-    private int _kept; // carriers kept however long they idle (the largest HubOptions.PrestartCarriers asked for)
+    private readonly List<int> _keeps = new(); // HubOptions.PrestartCarriers of each live hub that set it (guarded by _idle)
     private readonly SemaphoreSlim _refillWanted = new(0);
     private Thread? _refiller;   // started on the first demand (guarded by _idle)
     private bool _refilling;     // a refill was asked for and has not finished (guarded by _idle)
@@ -77,16 +77,11 @@ internal sealed class CarrierPool
         get { lock (_idle) return _idle.Count; }
     }
 
-    /// <summary>Makes sure at least <paramref name="count"/> threads exist, creating them on the calling thread; with
-    /// <paramref name="keep"/>, the pool also keeps that many however long they idle (HubOptions.PrestartCarriers). Threads
-    /// are created outside the pool's lock, so hubs rent meanwhile.</summary>
+    /// <summary>Makes sure at least <paramref name="count"/> threads exist, creating them on the calling thread, outside
+    /// the pool's lock (hubs rent meanwhile).</summary>
     /// <exception cref="OutOfMemoryException">The kernel refused a thread: the ones made before it stay in the pool.</exception>
-    public void Prestart(int count, bool keep = false)
+    public void Prestart(int count)
     {
-        if (keep)
-        {
-            lock (_idle) _kept = Math.Max(_kept, count);
-        }
         while (true)
         {
             lock (_idle)
@@ -94,19 +89,31 @@ internal sealed class CarrierPool
                 if (_created >= count) return;
                 _created++;
             }
-            Carrier carrier;
-            try
-            {
-                carrier = StartCarrier();
-            }
-            catch
-            {
-                lock (_idle) _created--; // counted above, never started
-                throw;
-            }
+            var carrier = StartCounted();
             lock (_idle) _idle.Add(carrier);
         }
     }
+
+    /// <summary>Keeps at least <paramref name="count"/> carriers however long they idle, until <see cref="Unkeep"/>: a hub's
+    /// HubOptions.PrestartCarriers, from its construction to its close. The largest count of the live hubs applies.</summary>
+    public void Keep(int count)
+    {
+        lock (_idle) _keeps.Add(count);
+    }
+
+    /// <summary>Withdraws one <see cref="Keep"/> of <paramref name="count"/>.</summary>
+    public void Unkeep(int count)
+    {
+        lock (_idle) _keeps.Remove(count);
+    }
+
+    /// <summary>How many carriers the pool keeps whatever their idleness (tests).</summary>
+    internal int Kept
+    {
+        get { lock (_idle) return KeptLocked; }
+    }
+
+    private int KeptLocked => _keeps.Count == 0 ? 0 : _keeps.Max();
 
     public Carrier Rent()
     {
@@ -132,14 +139,19 @@ internal sealed class CarrierPool
             }
         }
         if (refill) _refillWanted.Release();
-        if (carrier != null) return carrier;
+        return carrier ?? StartCounted();
+    }
+
+    /// <summary>Starts a carrier already counted in <see cref="Created"/>, and uncounts it when the kernel refuses the thread.</summary>
+    private Carrier StartCounted()
+    {
         try
         {
             return StartCarrier();
         }
         catch
         {
-            lock (_idle) _created--; // counted above, never started
+            lock (_idle) _created--;
             throw;
         }
     }
@@ -220,7 +232,7 @@ internal sealed class CarrierPool
     {
         lock (_idle)
         {
-            if (_idle.Count <= MinIdle || _created <= _kept) return false;
+            if (_idle.Count <= MinIdle || _created <= KeptLocked) return false;
             // The longest-idle carriers sit at the bottom of the stack, so this search is short for them.
             int index = _idle.IndexOf(carrier);
             if (index < 0) return false;
