@@ -179,6 +179,23 @@ public class HubGroupTests : GroupTest
     }
 
     [Test]
+    public void HubsPrestartingTogetherShareOnePoolAndReleaseWhatTheyKeptWhenDisposed()
+    {
+        // A pool of its own (odd stack size); both hubs ask at once, each from its own thread.
+        var options = new HubOptions { MaxBlockingTime = null, CarrierStackSize = 256 * 1024 + 13 * 4096, PrestartCarriers = 16 };
+        var pool = GreenRuntime.Scheduling.CarrierPool.For(options.CarrierStackSize);
+        using (var group = new HubGroup(new HubGroupOptions { HubCount = 2, Hub = options }))
+        {
+            Assert.That(group.Hubs.Select(h => h.Options.PrestartCarriers), Is.All.EqualTo(16));
+            Assert.That(pool.Created, Is.EqualTo(16), "one number for the pool, not one per hub");
+            Assert.That(pool.Kept, Is.EqualTo(16));
+            var sleepers = Enumerable.Range(0, 12).Select(i => group.SpawnOn(i % 2, () => { Green.Sleep(20); return i; })).ToList();
+            Assert.That(sleepers.Select(g => g.Get(TimeSpan.FromSeconds(10))), Is.EqualTo(Enumerable.Range(0, 12)));
+        }
+        Assert.That(pool.Kept, Is.Zero, "both hubs closed");
+    }
+
+    [Test]
     public void SpawnWorksFromPlainThreadsPoolThreadsAndGreenletsOfAnyHub()
     {
         var hubs = new ConcurrentBag<Hub>();
