@@ -14,6 +14,10 @@ public sealed class CarrierPoolInfo
     /// <summary>Threads parked in the pool, ready for work.</summary>
     public int Idle { get; internal init; }
 
+    /// <summary>Threads the pool keeps however long they idle, because a live hub asked for them
+    /// (<see cref="HubOptions.PrestartCarriers"/>: the largest such number); 0 when none did.</summary>
+    public int Kept { get; internal init; }
+
     /// <summary>Threads out of the pool: keeping a suspended greenlet's stack or running hub code, for any hub.</summary>
     public int Busy => Math.Max(0, Threads - Idle);
 

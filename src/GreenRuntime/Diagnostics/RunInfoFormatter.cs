@@ -43,7 +43,9 @@ internal static class RunInfoFormatter
             }
         }
         var c = info.Carriers;
-        sb.Append(inv, $"  carriers ({c.StackSize / 1024} KiB stacks, pool shared by every hub): {c.Threads} threads, {c.Idle} idle, {c.Busy} busy; ");
+        sb.Append(inv, $"  carriers ({c.StackSize / 1024} KiB stacks, pool shared by every hub): {c.Threads} threads, {c.Idle} idle, {c.Busy} busy");
+        if (c.Kept > 0) sb.Append(inv, $", {c.Kept} kept (PrestartCarriers)");
+        sb.Append("; ");
         sb.Append(inv, $"{c.HeldByThisHub} held by this hub, at most {c.Limit} ({c.LimitSource})");
         if (c.Waiting > 0) sb.Append(inv, $"; {c.Waiting} greenlets waiting for one");
         sb.AppendLine();

@@ -107,7 +107,7 @@ internal sealed class CarrierPool
         lock (_idle) _keeps.Remove(count);
     }
 
-    /// <summary>How many carriers the pool keeps whatever their idleness (tests).</summary>
+    /// <summary>How many carriers the pool keeps whatever their idleness (run info).</summary>
     internal int Kept
     {
         get { lock (_idle) return KeptLocked; }

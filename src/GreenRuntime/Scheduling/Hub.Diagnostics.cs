@@ -268,6 +268,7 @@ public sealed partial class Hub
                 StackSize = _pool.StackSize,
                 Threads = _pool.Created,
                 Idle = _pool.Idle,
+                Kept = _pool.Kept,
                 HeldByThisHub = _carriersInUse - (IdlerLent ? 1 : 0), // a lent idler keeps no greenlet and runs nothing (Hub.IdleLending.cs)
                 Limit = MaxCarriers,
                 LimitSource = CarrierLimitSource,

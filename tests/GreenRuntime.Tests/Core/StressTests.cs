@@ -136,6 +136,8 @@ public class StressTests : HubTest
         Assert.That(pool.TryRetire(carrier), Is.False, "a prestarted carrier is kept however long it idles");
         Assert.That(pool.Created, Is.EqualTo(24));
         Assert.That(pool.Kept, Is.EqualTo(24));
+        Assert.That(Hub.GetRunInfo().Carriers.Kept, Is.EqualTo(24));
+        Assert.That(Hub.FormatRunInfo(), Does.Contain("24 kept (PrestartCarriers)"));
         Hub.Dispose();
         Assert.That(pool.Kept, Is.Zero, "once the hub is closed its carriers retire when idle, as any other");
         Hub = new Hub();
