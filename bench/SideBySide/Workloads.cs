@@ -39,10 +39,8 @@ internal static class Workloads
 
         // "<workload>_pinned" runs the same workload on a hub with PinCarriersToOneCpu; "<workload>_prestarted" on a hub
         // that creates PrestartedCarriers carriers before it starts (the time that takes is reported as hub_start_s).
-        bool pinned = name.EndsWith("_pinned", StringComparison.Ordinal);
-        if (pinned) name = name[..^"_pinned".Length];
-        bool prestarted = name.EndsWith("_prestarted", StringComparison.Ordinal);
-        if (prestarted) name = name[..^"_prestarted".Length];
+        bool pinned = StripSuffix(ref name, "_pinned");
+        bool prestarted = StripSuffix(ref name, "_prestarted");
         var hubStart = Stopwatch.StartNew();
         using var hub = new Hub(new HubOptions { MaxBlockingTime = null, PinCarriersToOneCpu = pinned, PrestartCarriers = prestarted ? PrestartedCarriers : 0 });
         double hubStartSeconds = hubStart.Elapsed.TotalSeconds;
@@ -175,6 +173,13 @@ internal static class Workloads
     }
 
     /// <summary>N stackful greenlets each sleeping a random 0–49 ms (seeded like gevent's side), then ending.</summary>
+    private static bool StripSuffix(ref string name, string suffix)
+    {
+        if (!name.EndsWith(suffix, StringComparison.Ordinal)) return false;
+        name = name[..^suffix.Length];
+        return true;
+    }
+
     /// <summary>Carriers a "_prestarted" hub creates before it starts: more than the 10k random sleepers keep suspended at
     /// once in a cold process (1,300–1,700), fewer than the 20k need.</summary>
     private const int PrestartedCarriers = 2_000;

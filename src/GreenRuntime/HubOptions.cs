@@ -113,9 +113,15 @@ public sealed class HubOptions
         var machine = Scheduling.CarrierLimit.Machine;
         if (MaxCarriers > machine.Value)
             throw new ArgumentOutOfRangeException(nameof(MaxCarriers), MaxCarriers, $"MaxCarriers may be at most {machine.Value:N0} on this machine, the limit set by {machine.Source}; past it the runtime aborts the process when a thread cannot be created.");
-        int limit = MaxCarriers > 0 ? MaxCarriers : machine.Value;
-        if (PrestartCarriers < 0 || PrestartCarriers > limit)
+        if (PrestartCarriers < 0 || PrestartCarriers > CarrierCap)
             throw new ArgumentOutOfRangeException(nameof(PrestartCarriers), PrestartCarriers,
-                $"PrestartCarriers must be between 0 and the carrier limit, {limit:N0} ({(MaxCarriers > 0 ? "MaxCarriers" : $"this machine's, set by {machine.Source}")}).");
+                $"PrestartCarriers must be between 0 and the carrier limit, {CarrierCap:N0} ({CarrierCapSource}).");
     }
+
+    /// <summary>The cap on pooled carriers these options set: <see cref="MaxCarriers"/>, or the machine's limit when that is 0.</summary>
+    internal int CarrierCap => MaxCarriers > 0 ? MaxCarriers : Scheduling.CarrierLimit.Machine.Value;
+
+    /// <summary>What sets <see cref="CarrierCap"/>, for messages and run info.</summary>
+    internal string CarrierCapSource =>
+        MaxCarriers > 0 ? "set by HubOptions.MaxCarriers" : $"the machine's limit, set by {Scheduling.CarrierLimit.Machine.Source}";
 }
