@@ -18,6 +18,14 @@ public sealed class CarrierPoolInfo
     /// (<see cref="HubOptions.PrestartCarriers"/>: the largest such number); 0 when none did.</summary>
     public int Kept { get; internal init; }
 
+    /// <summary>Threads the pool made while a hub waited for them (a greenlet needed a carrier and none was idle), since the
+    /// process started; a burst of them is what <see cref="HubOptions.PrestartCarriers"/> avoids.</summary>
+    public long MadeOnDemand { get; internal init; }
+
+    /// <summary>Threads the pool made before anyone needed them (its refill thread, <see cref="HubOptions.PrestartCarriers"/>),
+    /// since the process started.</summary>
+    public long MadeAhead { get; internal init; }
+
     /// <summary>Threads out of the pool: keeping a suspended greenlet's stack or running hub code, for any hub.</summary>
     public int Busy => Math.Max(0, Threads - Idle);
 

@@ -43,6 +43,8 @@ internal static class GreenMetrics
             "{thread}", "Carrier threads out of the pool: keeping a suspended greenlet's stack or running hub code.");
         Meter.CreateObservableUpDownCounter("greenruntime.carriers.idle", static () => Carriers(busy: false),
             "{thread}", "Carrier threads parked in the pool.");
+        Meter.CreateObservableCounter("greenruntime.carriers.created", CarriersCreated,
+            "{thread}", "Carrier threads made, tagged by when: on_demand (a greenlet waited for it) or ahead (the pool's refill thread, HubOptions.PrestartCarriers).");
         Meter.CreateObservableCounter("greenruntime.waits", Waits,
             "{wait}", "Cooperative waits (parks), tagged by reason: sleep, socket, dns, file, task, thread, join, event, queue, lock, yield, switch, other.");
         Meter.CreateObservableCounter("greenruntime.hub.blocked", () => Sum(static () => s_retiredBlocked, static h => h.ReadBlockedEpisodes()),
@@ -93,6 +95,19 @@ internal static class GreenMetrics
             total += busy ? Math.Max(0, pool.Created - idle) : idle;
         }
         return total;
+    }
+
+    private static readonly KeyValuePair<string, object?>[] s_onDemandTag = [new("made", "on_demand")], s_aheadTag = [new("made", "ahead")];
+
+    private static Measurement<long>[] CarriersCreated()
+    {
+        long onDemand = 0, ahead = 0;
+        foreach (var pool in CarrierPool.All())
+        {
+            onDemand += pool.MadeOnDemand;
+            ahead += pool.MadeAhead;
+        }
+        return [new Measurement<long>(onDemand, s_onDemandTag), new Measurement<long>(ahead, s_aheadTag)];
     }
 
     private static IEnumerable<Measurement<long>> Waits()

@@ -46,8 +46,9 @@ internal static class RunInfoFormatter
         sb.Append(inv, $"  carriers ({c.StackSize / 1024} KiB stacks, pool shared by every hub): {c.Threads} threads, {c.Idle} idle, {c.Busy} busy");
         if (c.Kept > 0) sb.Append(inv, $", {c.Kept} kept (PrestartCarriers)");
         sb.Append("; ");
-        sb.Append(inv, $"{c.HeldByThisHub} held by this hub, at most {c.Limit} ({c.LimitSource})");
+        sb.Append(inv, $"{c.HeldByThisHub} held by this hub, at most {c.Limit:N0} ({c.LimitSource})");
         if (c.Waiting > 0) sb.Append(inv, $"; {c.Waiting} greenlets waiting for one");
+        sb.Append(inv, $"; made {c.MadeOnDemand:N0} on demand, {c.MadeAhead:N0} ahead");
         sb.AppendLine();
         return sb.ToString();
     }

@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace GreenRuntime.Scheduling;
 
 /// <summary>
@@ -35,6 +37,20 @@ internal sealed class CarrierPool
     private readonly SemaphoreSlim _refillWanted = new(0);
     private Thread? _refiller;   // started on the first demand (guarded by _idle)
     private bool _refilling;     // a refill was asked for and has not finished (guarded by _idle)
+    private long _madeOnDemand, _madeAhead;
+
+    // A burst: threads made on demand, each with a hub waiting for it (the renter holds its baton), counted over a window
+    // that starts at the first of them. Guarded by _idle but _burstNote, which the renting hub takes with an exchange.
+    private long _burstStart;
+    private int _burstCount;
+    private long _burstCreatingTicks;
+    private bool _burstNoted;      // once per pool: the note names a setting, which one burst is enough to point at
+    private BurstNote? _burstNote; // made by the rent that reached the threshold, taken by a hub's next rent to log
+
+    /// <summary>Threads made on demand within <see cref="BurstWindowTicks"/> that make a burst worth a note to the user.</summary>
+    internal int BurstNoteThreshold = 256;
+
+    private static readonly long BurstWindowTicks = Stopwatch.Frequency; // 1 s
 
     private CarrierPool(int stackSize) => _stackSize = stackSize;
 
@@ -71,6 +87,12 @@ internal sealed class CarrierPool
     /// <summary>Carrier threads of this pool alive now, idle or working.</summary>
     public int Created => Volatile.Read(ref _created);
 
+    /// <summary>Threads made while a hub waited for them (a rent found the pool empty), since the pool was created.</summary>
+    public long MadeOnDemand => Volatile.Read(ref _madeOnDemand);
+
+    /// <summary>Threads made before anyone needed them (the refill thread, <see cref="Prestart"/>), since the pool was created.</summary>
+    public long MadeAhead => Volatile.Read(ref _madeAhead);
+
     /// <summary>Threads parked in the pool right now.</summary>
     public int Idle
     {
@@ -90,6 +112,7 @@ internal sealed class CarrierPool
                 _created++;
             }
             var carrier = StartCounted();
+            Interlocked.Increment(ref _madeAhead);
             lock (_idle) _idle.Add(carrier);
         }
     }
@@ -139,8 +162,43 @@ internal sealed class CarrierPool
             }
         }
         if (refill) _refillWanted.Release();
-        return carrier ?? StartCounted();
+        return carrier ?? StartOnDemand();
     }
+
+    private Carrier StartOnDemand()
+    {
+        long started = Stopwatch.GetTimestamp();
+        var carrier = StartCounted();
+        long now = Stopwatch.GetTimestamp();
+        Interlocked.Increment(ref _madeOnDemand);
+        lock (_idle)
+        {
+            if (_burstNoted) return carrier;
+            if (_burstCount == 0 || now - _burstStart > BurstWindowTicks)
+            {
+                _burstStart = started;
+                _burstCount = 0;
+                _burstCreatingTicks = 0;
+            }
+            _burstCount++;
+            _burstCreatingTicks += now - started;
+            if (_burstCount >= BurstNoteThreshold)
+            {
+                _burstNoted = true;
+                Volatile.Write(ref _burstNote, new BurstNote(_burstCount, Stopwatch.GetElapsedTime(_burstStart, now), Stopwatch.GetElapsedTime(0, _burstCreatingTicks)));
+            }
+        }
+        return carrier;
+    }
+
+    /// <summary>
+    /// The burst of threads made on demand that has just crossed <see cref="BurstNoteThreshold"/> within a second, for the
+    /// next hub that takes it to log (once per pool); null otherwise. A read of one field on every rent.
+    /// </summary>
+    public BurstNote? TakeBurstNote() => Volatile.Read(ref _burstNote) == null ? null : Interlocked.Exchange(ref _burstNote, null);
+
+    /// <summary>A burst of carrier threads made on demand: how many, over how long, and how much of that went to making them.</summary>
+    public sealed record BurstNote(int Threads, TimeSpan Within, TimeSpan Creating);
 
     /// <summary>Starts a carrier already counted in <see cref="Created"/>, and uncounts it when the kernel refuses the thread.</summary>
     private Carrier StartCounted()
@@ -211,6 +269,7 @@ internal sealed class CarrierPool
                     }
                     break;
                 }
+                Interlocked.Increment(ref _madeAhead);
                 lock (_idle) _idle.Add(carrier);
             }
         }

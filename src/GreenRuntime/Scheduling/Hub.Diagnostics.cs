@@ -269,6 +269,8 @@ public sealed partial class Hub
                 Threads = _pool.Created,
                 Idle = _pool.Idle,
                 Kept = _pool.Kept,
+                MadeOnDemand = _pool.MadeOnDemand,
+                MadeAhead = _pool.MadeAhead,
                 HeldByThisHub = _carriersInUse - (IdlerLent ? 1 : 0), // a lent idler keeps no greenlet and runs nothing (Hub.IdleLending.cs)
                 Limit = MaxCarriers,
                 LimitSource = CarrierLimitSource,

@@ -265,8 +265,18 @@ public sealed partial class Hub
             return null;
         }
         _carriersInUse++;
+        // Logged from a callback, where the hub's logger queues it for a greenlet to write: here, in the middle of a step
+        // and with a parked greenlet still current, a sink's contended lock would be waited for as that greenlet's.
+        if (_pool.TakeBurstNote() is { } burst)
+            Enqueue(RunItem.ForCallback(s_logCarrierBurst, (this, burst)));
         return carrier;
     }
+
+    private static readonly Action<object?> s_logCarrierBurst = static state =>
+    {
+        var (hub, burst) = ((Hub, CarrierPool.BurstNote))state!;
+        Log.CarrierBurst(hub._logger, hub.ToString(), burst.Threads, (long)burst.Within.TotalMilliseconds, (long)burst.Creating.TotalMilliseconds);
+    };
 
     /// <summary>The number of carriers in use when the kernel last refused a thread, until a carrier comes back or the
     /// hub wakes from idling (then one more start is tried); -1: none refused. Lowers <see cref="MaxCarriers"/> meanwhile.</summary>

@@ -34,4 +34,27 @@ public class LoggingTests
         g.Kill();
         Assert.That(logs.Entries.Where(e => e.Level >= LogLevel.Warning), Is.Empty);
     }
+
+    [Test]
+    public void A_burst_of_carrier_threads_made_on_demand_is_noted_once_naming_PrestartCarriers()
+    {
+        int stackSize = 256 * 1024 + 17 * 4096; // a pool of its own
+        var pool = GreenRuntime.Scheduling.CarrierPool.For(stackSize);
+        pool.BurstNoteThreshold = 1; // the first thread made on demand is a burst (256 within a second by default)
+        var logs = new ListLoggerProvider();
+        using var hub = new Hub(new HubOptions { LoggerFactory = logs, CarrierStackSize = stackSize });
+        for (int round = 0; round < 2; round++)
+        {
+            // Two carriers made ahead by the constructor; six suspended greenlets need more, made while the hub waits.
+            var sleepers = Enumerable.Range(0, 6).Select(_ => Green.Spawn(() => Green.Sleep(30))).ToList();
+            Green.JoinAll(sleepers, raiseError: true);
+            Green.Sleep(10); // the note is written by the hub's log writer greenlet
+        }
+        var notes = logs.Entries.Where(e => e.EventId.Id == 8).ToList();
+        Assert.That(notes, Has.Count.EqualTo(1), "once per pool, however many bursts");
+        Assert.That(notes[0].Level, Is.EqualTo(LogLevel.Information));
+        Assert.That(notes[0].Message, Does.StartWith($"{hub} waited for 1 new carrier threads within").And.Contain("HubOptions.PrestartCarriers"));
+        Assert.That(hub.GetRunInfo().Carriers.MadeOnDemand, Is.GreaterThanOrEqualTo(1));
+        Assert.That(hub.FormatRunInfo(), Does.Match(@"made [0-9,]+ on demand, [0-9,]+ ahead"));
+    }
 }

@@ -55,7 +55,7 @@ public class MetricsTests
         {
             "greenruntime.greenlets.spawned", "greenruntime.greenlets.finished", "greenruntime.greenlets.failed",
             "greenruntime.greenlets.alive", "greenruntime.switches", "greenruntime.carriers.busy", "greenruntime.carriers.idle",
-            "greenruntime.waits", "greenruntime.hub.blocked", "greenruntime.timers",
+            "greenruntime.waits", "greenruntime.hub.blocked", "greenruntime.timers", "greenruntime.carriers.created",
         }));
         Assert.That(Snapshot().Keys, Does.Contain("greenruntime.waits{reason=sleep}").And.Contain("greenruntime.waits{reason=socket}")
             .And.Contain("greenruntime.waits{reason=dns}").And.Contain("greenruntime.waits{reason=file}")
@@ -87,6 +87,26 @@ public class MetricsTests
         Assert.That(Delta(after, "greenruntime.waits{reason=join}"), Is.EqualTo(1));
         Assert.That(Delta(after, "greenruntime.waits{reason=task}"), Is.EqualTo(1));
         Assert.That(after["greenruntime.carriers.idle"], Is.GreaterThanOrEqualTo(0));
+    }
+
+    [Test]
+    public void Carrier_threads_are_counted_by_whether_a_greenlet_waited_for_them()
+    {
+        _hub.Dispose();
+        // A pool of its own (odd stack size): the hub's constructor makes two ahead; the third suspended greenlet waits for
+        // a thread made on demand, which also wakes the refill thread to make some ahead.
+        _hub = new Hub(new HubOptions { CarrierStackSize = 256 * 1024 + 15 * 4096 });
+        var before = Snapshot();
+        var sleepers = Enumerable.Range(0, 6).Select(_ => Green.Spawn(() => Green.Sleep(30))).ToList();
+        Green.JoinAll(sleepers, raiseError: true);
+        var after = Snapshot();
+        long onDemand = after["greenruntime.carriers.created{made=on_demand}"] - before["greenruntime.carriers.created{made=on_demand}"];
+        long ahead = after["greenruntime.carriers.created{made=ahead}"] - before["greenruntime.carriers.created{made=ahead}"];
+        var pool = GreenRuntime.Scheduling.CarrierPool.For(_hub.Options.CarrierStackSize);
+        Assert.That(onDemand, Is.GreaterThanOrEqualTo(1), "the pool had two; six suspended greenlets needed more");
+        Assert.That(pool.MadeOnDemand + pool.MadeAhead, Is.EqualTo(pool.Created), "every thread of this pool was counted once");
+        Assert.That(onDemand, Is.LessThanOrEqualTo(pool.MadeOnDemand));
+        Assert.That(ahead, Is.GreaterThanOrEqualTo(0));
     }
 
     [Test]
