@@ -31,8 +31,8 @@ internal static partial class Log
 
     // 10–19: the blocking monitor (Diagnostics/BlockingMonitor.cs). The stack is the one of the thread holding the
     // baton, captured while it was still blocked (see docs/diagnostics.md for how and what it costs).
-    [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "{Hub} waited for {Threads} new carrier threads within {WithinMs} ms ({CreatingMs} ms of it making them): a burst of suspended stackful greenlets outran the pool. HubOptions.PrestartCarriers (GreenletsOptions.PrestartCarriers in ASP.NET Core) makes them before a burst the program expects (docs/core.md, \"A burst right after start\"). Logged once per process for each carrier stack size.")]
-    public static partial void CarrierBurst(ILogger logger, string hub, int threads, long withinMs, long creatingMs);
+    [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "A burst of suspended stackful greenlets on {Hub} made {Threads} carrier threads within {WithinMs} ms ({OnDemand} of them while the hub waited, the rest by the pool's refill thread beside it): a new thread costs 0.1-0.4 ms of CPU time, and the greenlet that first runs on it waits until it has started. HubOptions.PrestartCarriers (GreenletsOptions.PrestartCarriers in ASP.NET Core) makes them before a burst the program expects (docs/core.md, \"A burst right after start\"). Logged once per process for each carrier stack size.")]
+    public static partial void CarrierBurst(ILogger logger, string hub, int threads, long withinMs, int onDemand);
 
     [LoggerMessage(EventId = 10, Level = LogLevel.Warning, Message = "{Holder} has held the baton of {Hub} for {Milliseconds} ms without yielding: every other greenlet of the hub is blocked. It is here (stack captured while blocked{StackNote}):\n{Stack}")]
     public static partial void HubBlocked(ILogger logger, string holder, string hub, long milliseconds, string stackNote, string stack);

@@ -19,12 +19,17 @@ public sealed class CarrierPoolInfo
     public int Kept { get; internal init; }
 
     /// <summary>Threads the pool made while a hub waited for them (a greenlet needed a carrier and none was idle), since the
-    /// process started; a burst of them is what <see cref="HubOptions.PrestartCarriers"/> avoids.</summary>
+    /// process started.</summary>
     public long MadeOnDemand { get; internal init; }
 
-    /// <summary>Threads the pool made before anyone needed them (its refill thread, <see cref="HubOptions.PrestartCarriers"/>),
-    /// since the process started.</summary>
-    public long MadeAhead { get; internal init; }
+    /// <summary>Threads the pool's refill thread made beside the hubs once a rent had found the pool empty, since the process
+    /// started. They cost CPU time during the burst that asked for them, and the greenlet that first runs on one waits until it
+    /// has started; a burst of them, with <see cref="MadeOnDemand"/>, is what <see cref="HubOptions.PrestartCarriers"/> saves.</summary>
+    public long MadeByRefill { get; internal init; }
+
+    /// <summary>Threads made before any greenlet needed them, by hubs' constructors (<see cref="HubOptions.PrestartCarriers"/>,
+    /// and two for every hub), since the process started.</summary>
+    public long Prestarted { get; internal init; }
 
     /// <summary>Threads out of the pool: keeping a suspended greenlet's stack or running hub code, for any hub.</summary>
     public int Busy => Math.Max(0, Threads - Idle);

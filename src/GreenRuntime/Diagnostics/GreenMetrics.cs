@@ -44,7 +44,7 @@ internal static class GreenMetrics
         Meter.CreateObservableUpDownCounter("greenruntime.carriers.idle", static () => Carriers(busy: false),
             "{thread}", "Carrier threads parked in the pool.");
         Meter.CreateObservableCounter("greenruntime.carriers.created", CarriersCreated,
-            "{thread}", "Carrier threads made, tagged by when: on_demand (a greenlet waited for it) or ahead (the pool's refill thread, HubOptions.PrestartCarriers).");
+            "{thread}", "Carrier threads made, tagged by how: on_demand (a hub waited for it), refill (the pool's refill thread, beside the hubs) or prestart (HubOptions.PrestartCarriers, and two per hub).");
         Meter.CreateObservableCounter("greenruntime.waits", Waits,
             "{wait}", "Cooperative waits (parks), tagged by reason: sleep, socket, dns, file, task, thread, join, event, queue, lock, yield, switch, other.");
         Meter.CreateObservableCounter("greenruntime.hub.blocked", () => Sum(static () => s_retiredBlocked, static h => h.ReadBlockedEpisodes()),
@@ -97,17 +97,19 @@ internal static class GreenMetrics
         return total;
     }
 
-    private static readonly KeyValuePair<string, object?>[] s_onDemandTag = [new("made", "on_demand")], s_aheadTag = [new("made", "ahead")];
+    private static readonly KeyValuePair<string, object?>[] s_onDemandTag = [new("made", "on_demand")],
+        s_refillTag = [new("made", "refill")], s_prestartTag = [new("made", "prestart")];
 
     private static Measurement<long>[] CarriersCreated()
     {
-        long onDemand = 0, ahead = 0;
+        long onDemand = 0, refill = 0, prestart = 0;
         foreach (var pool in CarrierPool.All())
         {
             onDemand += pool.MadeOnDemand;
-            ahead += pool.MadeAhead;
+            refill += pool.MadeByRefill;
+            prestart += pool.Prestarted;
         }
-        return [new Measurement<long>(onDemand, s_onDemandTag), new Measurement<long>(ahead, s_aheadTag)];
+        return [new(onDemand, s_onDemandTag), new(refill, s_refillTag), new(prestart, s_prestartTag)];
     }
 
     private static IEnumerable<Measurement<long>> Waits()

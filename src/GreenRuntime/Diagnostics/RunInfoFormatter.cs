@@ -48,7 +48,7 @@ internal static class RunInfoFormatter
         sb.Append("; ");
         sb.Append(inv, $"{c.HeldByThisHub} held by this hub, at most {c.Limit:N0} ({c.LimitSource})");
         if (c.Waiting > 0) sb.Append(inv, $"; {c.Waiting} greenlets waiting for one");
-        sb.Append(inv, $"; made {c.MadeOnDemand:N0} on demand, {c.MadeAhead:N0} ahead");
+        sb.Append(inv, $"; made {c.MadeOnDemand:N0} on demand, {c.MadeByRefill:N0} by refill, {c.Prestarted:N0} prestarted");
         sb.AppendLine();
         return sb.ToString();
     }

@@ -37,17 +37,16 @@ internal sealed class CarrierPool
     private readonly SemaphoreSlim _refillWanted = new(0);
     private Thread? _refiller;   // started on the first demand (guarded by _idle)
     private bool _refilling;     // a refill was asked for and has not finished (guarded by _idle)
-    private long _madeOnDemand, _madeAhead;
+    private long _madeOnDemand, _madeByRefill, _prestarted; // since the pool was created (guarded by _idle)
 
-    // A burst: threads made on demand, each with a hub waiting for it (the renter holds its baton), counted over a window
-    // that starts at the first of them. Guarded by _idle but _burstNote, which the renting hub takes with an exchange.
+    // A burst: threads made on demand or by the refill thread, counted over a window that starts at the first of them
+    // (guarded by _idle, but _burstNote, which a renting hub takes with an exchange). Prestarted ones were asked for.
     private long _burstStart;
-    private int _burstCount;
-    private long _burstCreatingTicks;
+    private int _burstCount, _burstOnDemand;
     private bool _burstNoted;      // once per pool: the note names a setting, which one burst is enough to point at
-    private BurstNote? _burstNote; // made by the rent that reached the threshold, taken by a hub's next rent to log
+    private BurstNote? _burstNote; // made by the creation that reached the threshold, taken by a hub's next rent to log
 
-    /// <summary>Threads made on demand within <see cref="BurstWindowTicks"/> that make a burst worth a note to the user.</summary>
+    /// <summary>Threads made within <see cref="BurstWindowTicks"/> that make a burst worth a note to the user.</summary>
     internal int BurstNoteThreshold = 256;
 
     private static readonly long BurstWindowTicks = Stopwatch.Frequency; // 1 s
@@ -88,10 +87,22 @@ internal sealed class CarrierPool
     public int Created => Volatile.Read(ref _created);
 
     /// <summary>Threads made while a hub waited for them (a rent found the pool empty), since the pool was created.</summary>
-    public long MadeOnDemand => Volatile.Read(ref _madeOnDemand);
+    public long MadeOnDemand
+    {
+        get { lock (_idle) return _madeOnDemand; }
+    }
 
-    /// <summary>Threads made before anyone needed them (the refill thread, <see cref="Prestart"/>), since the pool was created.</summary>
-    public long MadeAhead => Volatile.Read(ref _madeAhead);
+    /// <summary>Threads the refill thread made beside the hubs after a rent found the pool empty, since the pool was created.</summary>
+    public long MadeByRefill
+    {
+        get { lock (_idle) return _madeByRefill; }
+    }
+
+    /// <summary>Threads made by <see cref="Prestart"/> (HubOptions.PrestartCarriers, and the two every hub asks for).</summary>
+    public long Prestarted
+    {
+        get { lock (_idle) return _prestarted; }
+    }
 
     /// <summary>Threads parked in the pool right now.</summary>
     public int Idle
@@ -112,8 +123,11 @@ internal sealed class CarrierPool
                 _created++;
             }
             var carrier = StartCounted();
-            Interlocked.Increment(ref _madeAhead);
-            lock (_idle) _idle.Add(carrier);
+            lock (_idle)
+            {
+                _prestarted++;
+                _idle.Add(carrier);
+            }
         }
     }
 
@@ -167,38 +181,40 @@ internal sealed class CarrierPool
 
     private Carrier StartOnDemand()
     {
-        long started = Stopwatch.GetTimestamp();
         var carrier = StartCounted();
-        long now = Stopwatch.GetTimestamp();
-        Interlocked.Increment(ref _madeOnDemand);
         lock (_idle)
         {
-            if (_burstNoted) return carrier;
-            if (_burstCount == 0 || now - _burstStart > BurstWindowTicks)
-            {
-                _burstStart = started;
-                _burstCount = 0;
-                _burstCreatingTicks = 0;
-            }
-            _burstCount++;
-            _burstCreatingTicks += now - started;
-            if (_burstCount >= BurstNoteThreshold)
-            {
-                _burstNoted = true;
-                Volatile.Write(ref _burstNote, new BurstNote(_burstCount, Stopwatch.GetElapsedTime(_burstStart, now), Stopwatch.GetElapsedTime(0, _burstCreatingTicks)));
-            }
+            _madeOnDemand++;
+            NoteMadeInBurst(onDemand: true);
         }
         return carrier;
     }
 
+    /// <summary>Counts a thread made for demand, by a rent or the refill thread, in the current burst. Under the pool's lock.</summary>
+    private void NoteMadeInBurst(bool onDemand)
+    {
+        if (_burstNoted) return;
+        long now = Stopwatch.GetTimestamp();
+        if (_burstCount == 0 || now - _burstStart > BurstWindowTicks)
+        {
+            _burstStart = now;
+            _burstCount = _burstOnDemand = 0;
+        }
+        _burstCount++;
+        if (onDemand) _burstOnDemand++;
+        if (_burstCount < BurstNoteThreshold) return;
+        _burstNoted = true;
+        Volatile.Write(ref _burstNote, new BurstNote(_burstCount, _burstOnDemand, Stopwatch.GetElapsedTime(_burstStart, now)));
+    }
+
     /// <summary>
-    /// The burst of threads made on demand that has just crossed <see cref="BurstNoteThreshold"/> within a second, for the
+    /// The burst of threads made for demand that has just reached <see cref="BurstNoteThreshold"/> within a second, for the
     /// next hub that takes it to log (once per pool); null otherwise. A read of one field on every rent.
     /// </summary>
     public BurstNote? TakeBurstNote() => Volatile.Read(ref _burstNote) == null ? null : Interlocked.Exchange(ref _burstNote, null);
 
-    /// <summary>A burst of carrier threads made on demand: how many, over how long, and how much of that went to making them.</summary>
-    public sealed record BurstNote(int Threads, TimeSpan Within, TimeSpan Creating);
+    /// <summary>A burst of carrier threads made for demand: how many, how many of them while a hub waited, over how long.</summary>
+    public sealed record BurstNote(int Threads, int OnDemand, TimeSpan Within);
 
     /// <summary>Starts a carrier already counted in <see cref="Created"/>, and uncounts it when the kernel refuses the thread.</summary>
     private Carrier StartCounted()
@@ -269,8 +285,12 @@ internal sealed class CarrierPool
                     }
                     break;
                 }
-                Interlocked.Increment(ref _madeAhead);
-                lock (_idle) _idle.Add(carrier);
+                lock (_idle)
+                {
+                    _madeByRefill++;
+                    NoteMadeInBurst(onDemand: false);
+                    _idle.Add(carrier);
+                }
             }
         }
     }

@@ -270,7 +270,8 @@ public sealed partial class Hub
                 Idle = _pool.Idle,
                 Kept = _pool.Kept,
                 MadeOnDemand = _pool.MadeOnDemand,
-                MadeAhead = _pool.MadeAhead,
+                MadeByRefill = _pool.MadeByRefill,
+                Prestarted = _pool.Prestarted,
                 HeldByThisHub = _carriersInUse - (IdlerLent ? 1 : 0), // a lent idler keeps no greenlet and runs nothing (Hub.IdleLending.cs)
                 Limit = MaxCarriers,
                 LimitSource = CarrierLimitSource,

@@ -275,7 +275,7 @@ public sealed partial class Hub
     private static readonly Action<object?> s_logCarrierBurst = static state =>
     {
         var (hub, burst) = ((Hub, CarrierPool.BurstNote))state!;
-        Log.CarrierBurst(hub._logger, hub.ToString(), burst.Threads, (long)burst.Within.TotalMilliseconds, (long)burst.Creating.TotalMilliseconds);
+        Log.CarrierBurst(hub._logger, hub.ToString(), burst.Threads, (long)burst.Within.TotalMilliseconds, burst.OnDemand);
     };
 
     /// <summary>The number of carriers in use when the kernel last refused a thread, until a carrier comes back or the

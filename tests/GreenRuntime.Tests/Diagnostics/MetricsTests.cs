@@ -100,13 +100,14 @@ public class MetricsTests
         var sleepers = Enumerable.Range(0, 6).Select(_ => Green.Spawn(() => Green.Sleep(30))).ToList();
         Green.JoinAll(sleepers, raiseError: true);
         var after = Snapshot();
-        long onDemand = after["greenruntime.carriers.created{made=on_demand}"] - before["greenruntime.carriers.created{made=on_demand}"];
-        long ahead = after["greenruntime.carriers.created{made=ahead}"] - before["greenruntime.carriers.created{made=ahead}"];
+        long Delta(string made) => after[$"greenruntime.carriers.created{{made={made}}}"] - before[$"greenruntime.carriers.created{{made={made}}}"];
         var pool = GreenRuntime.Scheduling.CarrierPool.For(_hub.Options.CarrierStackSize);
-        Assert.That(onDemand, Is.GreaterThanOrEqualTo(1), "the pool had two; six suspended greenlets needed more");
-        Assert.That(pool.MadeOnDemand + pool.MadeAhead, Is.EqualTo(pool.Created), "every thread of this pool was counted once");
-        Assert.That(onDemand, Is.LessThanOrEqualTo(pool.MadeOnDemand));
-        Assert.That(ahead, Is.GreaterThanOrEqualTo(0));
+        Assert.That(pool.Prestarted, Is.EqualTo(2), "the constructor's two");
+        Assert.That(pool.MadeOnDemand, Is.GreaterThanOrEqualTo(1), "the pool had two; six suspended greenlets needed more");
+        Assert.That(pool.MadeOnDemand + pool.MadeByRefill + pool.Prestarted, Is.EqualTo(pool.Created), "every thread of this pool was counted once");
+        Assert.That(Delta("on_demand"), Is.EqualTo(pool.MadeOnDemand), "made after the first snapshot, in this pool only");
+        Assert.That(Delta("refill"), Is.EqualTo(pool.MadeByRefill));
+        Assert.That(Delta("prestart"), Is.Zero, "prestarted before the first snapshot");
     }
 
     [Test]
