@@ -29,11 +29,11 @@ internal static partial class Log
     [LoggerMessage(EventId = 7, Level = LogLevel.Warning, Message = "{Reason} {Hub} goes on with the {Carriers} carrier threads it has until one comes back: greenlets to start wait for one, and blocking calls that would release the baton hold it. Raise the limit that ran out (docs/core.md, \"Carrier threads\").")]
     public static partial void CarrierRefused(ILogger logger, string reason, string hub, int carriers);
 
-    // 10–19: the blocking monitor (Diagnostics/BlockingMonitor.cs). The stack is the one of the thread holding the
-    // baton, captured while it was still blocked (see docs/diagnostics.md for how and what it costs).
-    [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "A burst of suspended stackful greenlets on {Hub} made {Threads} carrier threads within {WithinMs} ms ({OnDemand} of them while the hub waited, the rest by the pool's refill thread beside it): a new thread costs 0.1-0.4 ms of CPU time, and the greenlet that first runs on it waits until it has started. HubOptions.PrestartCarriers (GreenletsOptions.PrestartCarriers in ASP.NET Core) makes them before a burst the program expects (docs/core.md, \"A burst right after start\"). Logged once per process for each carrier stack size.")]
+    [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "A burst of suspended stackful greenlets on {Hub} made {Threads} carrier threads within {WithinMs} ms ({OnDemand} of them while the hub waited, the rest by the pool's refill thread beside it): a new thread costs about 0.1 ms of CPU time, and the greenlet that first runs on it waits until it has started. HubOptions.PrestartCarriers (GreenletsOptions.PrestartCarriers in ASP.NET Core) makes them before a burst the program expects (docs/core.md, \"A burst right after start\"). Logged once per process for each carrier stack size.")]
     public static partial void CarrierBurst(ILogger logger, string hub, int threads, long withinMs, int onDemand);
 
+    // 10–19: the blocking monitor (Diagnostics/BlockingMonitor.cs). The stack is the one of the thread holding the
+    // baton, captured while it was still blocked (see docs/diagnostics.md for how and what it costs).
     [LoggerMessage(EventId = 10, Level = LogLevel.Warning, Message = "{Holder} has held the baton of {Hub} for {Milliseconds} ms without yielding: every other greenlet of the hub is blocked. It is here (stack captured while blocked{StackNote}):\n{Stack}")]
     public static partial void HubBlocked(ILogger logger, string holder, string hub, long milliseconds, string stackNote, string stack);
 

@@ -53,9 +53,9 @@ public class LoggingTests
         var notes = logs.Entries.Where(e => e.EventId.Id == 8).ToList();
         Assert.That(notes, Has.Count.EqualTo(1), "once per pool, however many bursts");
         Assert.That(notes[0].Level, Is.EqualTo(LogLevel.Information));
-        // The first thread made for demand is always made on demand: the refill thread starts on a rent that found none idle.
+        // The rent that found none idle wakes the refill thread before it makes its own thread: either may be counted first.
         Assert.That(notes[0].Message, Does.StartWith($"A burst of suspended stackful greenlets on {hub} made 1 carrier threads within")
-            .And.Contain("(1 of them while the hub waited").And.Contain("HubOptions.PrestartCarriers"));
+            .And.Match(@"within [0-9]+ ms \([01] of them while the hub waited").And.Contain("HubOptions.PrestartCarriers"));
         var carriers = hub.GetRunInfo().Carriers;
         Assert.That(carriers.MadeOnDemand, Is.GreaterThanOrEqualTo(1));
         Assert.That(carriers.Prestarted, Is.EqualTo(2));
