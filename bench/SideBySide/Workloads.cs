@@ -172,7 +172,7 @@ internal static class Workloads
         return new() { ["wall_s"] = wall, ["bytes_per_greenlet"] = (PeakRssKb() - baseKb) * 1024.0 / n };
     }
 
-    /// <summary>N stackful greenlets each sleeping a random 0–49 ms (seeded like gevent's side), then ending.</summary>
+    /// <summary>Removes <paramref name="suffix"/> from the end of <paramref name="name"/>; whether it was there.</summary>
     private static bool StripSuffix(ref string name, string suffix)
     {
         if (!name.EndsWith(suffix, StringComparison.Ordinal)) return false;
@@ -184,6 +184,7 @@ internal static class Workloads
     /// once in a cold process (1,300–1,700), fewer than the 20k need.</summary>
     private const int PrestartedCarriers = 2_000;
 
+    /// <summary>N stackful greenlets each sleeping a random 0–49 ms (seeded like gevent's side), then ending.</summary>
     private static Dictionary<string, double> SleepersStackful(int n)
     {
         var random = new Random(42);

@@ -272,17 +272,13 @@ internal sealed class CarrierPool
                 Carrier carrier;
                 try
                 {
-                    carrier = StartCarrier();
+                    carrier = StartCounted();
                 }
                 catch (Exception e) when (e is OutOfMemoryException or ThreadStartException)
                 {
                     // The kernel refused a thread now: stop refilling; a hub that finds the pool empty creates its own
                     // and reports the failure where it can (to the greenlet that needed the carrier).
-                    lock (_idle)
-                    {
-                        _created--;
-                        _refilling = false;
-                    }
+                    lock (_idle) _refilling = false;
                     break;
                 }
                 lock (_idle)

@@ -293,13 +293,11 @@ public sealed partial class Hub
     private readonly Deque<RunItem> _carrierWaiters = new(4);
 
     /// <summary>The cap on pooled carriers: <see cref="HubOptions.MaxCarriers"/>, or the machine's limit when that is 0.</summary>
-    internal int MaxCarriers => _carriersRefusedAt >= 0 ? Math.Min(_carriersRefusedAt, ConfiguredMaxCarriers) : ConfiguredMaxCarriers;
-
-    private int ConfiguredMaxCarriers => Options.CarrierCap;
+    internal int MaxCarriers => _carriersRefusedAt >= 0 ? Math.Min(_carriersRefusedAt, Options.CarrierCap) : Options.CarrierCap;
 
     /// <summary>What set <see cref="MaxCarriers"/>, for messages and run info.</summary>
     internal string CarrierLimitSource =>
-        _carriersRefusedAt >= 0 && _carriersRefusedAt < ConfiguredMaxCarriers ? "the kernel refused more threads" : Options.CarrierCapSource;
+        _carriersRefusedAt >= 0 && _carriersRefusedAt < Options.CarrierCap ? "the kernel refused more threads" : Options.CarrierCapSource;
 
     /// <summary>Greenlets waiting for a carrier (see <see cref="_carrierWaiters"/>).</summary>
     internal int CarrierWaiters => _carrierWaiters.Count;
