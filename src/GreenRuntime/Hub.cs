@@ -253,6 +253,8 @@ public sealed partial class Hub : IDisposable
     internal bool IsOnHubThread => t_current == this && HoldsBaton;
 
     /// <summary>Whether the caller is hub code with no greenlet running (a callback, a link, the scheduler), on the hub's
-    /// thread of a hub that has not stopped: code that cannot park.</summary>
-    internal bool InHubContext => IsOnHubThread && _current == HubGreenlet && !_closed;
+    /// thread of a hub that has not stopped: code that cannot park. In the middle of a scheduler step the current greenlet
+    /// may still be the one that is parking (the scheduler names the next one only when it switches), so a step counts
+    /// whichever greenlet it names.</summary>
+    internal bool InHubContext => IsOnHubThread && (_current == HubGreenlet || _inScheduler) && !_closed;
 }

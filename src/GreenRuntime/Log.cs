@@ -26,7 +26,7 @@ internal static partial class Log
     [LoggerMessage(EventId = 5, Level = LogLevel.Warning, Message = "{Hub} cannot create its I/O reactor ({Reason}); sockets wait through the .NET async engine instead, which is slower")]
     public static partial void ReactorUnavailable(ILogger logger, string hub, string reason);
 
-    [LoggerMessage(EventId = 7, Level = LogLevel.Warning, Message = "{Reason} {Hub} goes on with the {Carriers} carrier threads it has until one comes back: greenlets to start wait for one, and blocking calls that would release the baton hold it. Raise the limit that ran out (docs/core.md, \"Carrier threads\").")]
+    [LoggerMessage(EventId = 7, Level = LogLevel.Warning, Message = "{Reason} {Hub} goes on with the {Carriers} carrier threads it has until one comes back: greenlets to start wait for one, and blocking calls that would release the baton hold it. Raise the limit that ran out (docs/core.md, \"How many greenlets can be suspended\").")]
     public static partial void CarrierRefused(ILogger logger, string reason, string hub, int carriers);
 
     [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "A burst of suspended stackful greenlets on {Hub} made {Threads} carrier threads within {WithinMs} ms ({OnDemand} of them while the hub waited, the rest by the pool's refill thread beside it): a new thread costs about 0.1 ms of CPU time, and the greenlet that first runs on it waits until it has started. HubOptions.PrestartCarriers (GreenletsOptions.PrestartCarriers in ASP.NET Core) makes them before a burst the program expects (docs/core.md, \"A burst right after start\"). Logged once per process for each carrier stack size.")]

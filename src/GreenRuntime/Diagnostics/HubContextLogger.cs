@@ -1,9 +1,10 @@
 // The hub's logger: what the runtime logs where no greenlet runs is written by a greenlet.
 //
 // The runtime logs from hub context: a greenlet failure recorded by a hub callback (a stackless greenlet's end), a
-// callback or link that threw, a patched call made inside a callback (event 6). Such code cannot park, so a contended
-// lock inside the application's logger (every file sink takes one: Serilog's, NLog's, log4net's) is waited for with the
-// baton held. When a greenlet of the same hub holds that lock — parked in the sink's file write, or queued for the
+// callback or link that threw, a patched call made inside a callback (event 6), the scheduler's own notes made in the
+// middle of a step, while the greenlet that parks is still the current one (a stale resume dropped, a burst of carrier
+// threads). Such code cannot park, so a contended lock inside the application's logger (every file sink takes one:
+// Serilog's, NLog's, log4net's) is waited for with the baton held. When a greenlet of the same hub holds that lock — parked in the sink's file write, or queued for the
 // baton after its released lock wait — neither can go on, and the hub hung for good (HubOptions.LoggerFactory is the
 // application's own; under AddGreenlets it is the host's).
 //
@@ -11,6 +12,9 @@
 // makes it: a greenlet can wait for the sink's lock with the baton released, like any greenlet that logs. The order of
 // the hub's own messages is kept; against the application's messages they may come a scheduling round later. Calls
 // made by greenlets, by other threads (the blocking monitor's) or while the hub is disposed go straight through.
+//
+// The one message that does not come here is the kernel's refusal of a carrier thread (event 7): the writer is a
+// greenlet and may need the very carrier that was refused, so a pool thread writes that one.
 //
 // Rejected: a thread of its own for the queue (a wake through it for every message, and one more thread per process
 // whose lifetime nothing owns); deferring every message (greenlet code can log where it is, and tests and users expect
@@ -48,7 +52,9 @@ internal sealed class HubContextLogger(ILogger inner) : ILogger
         (_queued ??= new()).Enqueue(() => inner.Log(logLevel, eventId, state, exception, formatter));
         if (_writer is null)
         {
-            _writer = new Greenlet(Write, WriterName);
+            // It writes for the hub, under the default context: in the middle of a step this thread may still be in the
+            // context of the greenlet that parks, whose AsyncLocal values (a request's trace) are not the hub's.
+            _writer = new Greenlet(Write, WriterName) { Context = null };
             _writer.Start();
         }
     }

@@ -259,24 +259,20 @@ public sealed partial class Hub
             if (!_carrierRefusalLogged)
             {
                 _carrierRefusalLogged = true;
-                Log.CarrierRefused(_logger, e.Message, ToString(), _carriersInUse);
+                // Written by a pool thread, not queued for the hub's log writer (Diagnostics/HubContextLogger.cs): that
+                // writer is a greenlet, which may need the very carrier refused here and so wait until one comes back,
+                // never if none does, while this warning is what explains the wait.
+                ThreadPool.UnsafeQueueUserWorkItem(static s => Log.CarrierRefused(s.Logger, s.Reason, s.Hub, s.Carriers),
+                    (Logger: _logger, Reason: e.Message, Hub: ToString(), Carriers: _carriersInUse), preferLocal: false);
             }
             _carriersRefusedAt = _carriersInUse;
             return null;
         }
         _carriersInUse++;
-        // Logged from a callback, where the hub's logger queues it for a greenlet to write: here, in the middle of a step
-        // and with a parked greenlet still current, a sink's contended lock would be waited for as that greenlet's.
-        if (_pool.TakeBurstNote() is { } burst)
-            Enqueue(RunItem.ForCallback(s_logCarrierBurst, (this, burst)));
+        if (_pool.TakeBurstNote() is { } burst) // queued by the hub's logger for its writer greenlet, as in any step
+            Log.CarrierBurst(_logger, ToString(), burst.Threads, (long)burst.Within.TotalMilliseconds, burst.OnDemand);
         return carrier;
     }
-
-    private static readonly Action<object?> s_logCarrierBurst = static state =>
-    {
-        var (hub, burst) = ((Hub, CarrierPool.BurstNote))state!;
-        Log.CarrierBurst(hub._logger, hub.ToString(), burst.Threads, (long)burst.Within.TotalMilliseconds, burst.OnDemand);
-    };
 
     /// <summary>The number of carriers in use when the kernel last refused a thread, until a carrier comes back or the
     /// hub wakes from idling (then one more start is tried); -1: none refused. Lowers <see cref="MaxCarriers"/> meanwhile.</summary>

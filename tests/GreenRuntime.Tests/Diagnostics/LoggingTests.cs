@@ -61,4 +61,65 @@ public class LoggingTests
         Assert.That(carriers.Prestarted, Is.EqualTo(2));
         Assert.That(hub.FormatRunInfo(), Does.Match(@"made [0-9,]+ on demand, [0-9,]+ by refill, 2 prestarted"));
     }
+
+    [Test]
+    public void A_carrier_thread_the_kernel_refuses_is_logged_while_every_carrier_stays_taken()
+    {
+        int stackSize = 256 * 1024 + 19 * 4096; // a pool of its own
+        var pool = GreenRuntime.Scheduling.CarrierPool.For(stackSize);
+        var logs = new ListLoggerProvider();
+        using var hub = new Hub(new HubOptions { LoggerFactory = logs, CarrierStackSize = stackSize, PrestartCarriers = 2 });
+        pool.RefuseStartsForTesting = int.MaxValue;
+        try
+        {
+            // Both carriers kept by parked greenlets: the third needs a thread the kernel refuses, and waits for one. The
+            // warning must not wait with it (the hub's log writer is a greenlet, which would need a carrier too).
+            var release = new Event();
+            var keepers = Enumerable.Range(0, 2).Select(_ => Green.Spawn(() => release.Wait())).ToList();
+            var waiter = Green.Spawn(() => 3);
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (!logs.Entries.Any(e => e.EventId.Id == 7) && DateTime.UtcNow < deadline) Green.Sleep(5);
+            Assert.That(waiter.Ready, Is.False, "the greenlet still waits for a carrier");
+            var refused = logs.Entries.Where(e => e.EventId.Id == 7).ToList();
+            Assert.That(refused, Has.Count.EqualTo(1));
+            Assert.That(refused[0].Level, Is.EqualTo(LogLevel.Warning));
+            Assert.That(refused[0].OnThreadPool, Is.True, "written off the hub");
+            Assert.That(refused[0].Message, Does.StartWith("The kernel refused a new carrier thread (refused for a test).")
+                .And.Contain($"{hub} goes on with the 2 carrier threads it has"));
+            release.Set();
+            Assert.That(waiter.Get(), Is.EqualTo(3));
+            Assert.That(Green.JoinAll(keepers, TimeSpan.FromSeconds(10)), Has.Count.EqualTo(2));
+        }
+        finally
+        {
+            pool.RefuseStartsForTesting = 0;
+        }
+        Assert.That(logs.Entries.Count(e => e.EventId.Id == 7), Is.EqualTo(1), "once per hub");
+    }
+
+    [Test]
+    public void What_the_scheduler_logs_in_the_middle_of_a_step_is_written_by_the_hub_in_the_default_context()
+    {
+        var logs = new ListLoggerProvider();
+        using var hub = new Hub(new HubOptions { LoggerFactory = logs });
+        var ended = Green.Spawn(() => 1, "ended");
+        ended.Join();
+        Hub.DropStaleResumesForTesting = true;
+        try
+        {
+            // A stale resume is dropped and logged (event 18) by main's own thread as it yields, in main's context.
+            ListLoggerProvider.Ambient.Value = "main's request";
+            hub.EnqueueForTesting(GreenRuntime.Scheduling.RunItem.ForResume(ended));
+            Green.Sleep(0);
+            Green.Sleep(10);
+        }
+        finally
+        {
+            Hub.DropStaleResumesForTesting = false;
+            ListLoggerProvider.Ambient.Value = null;
+        }
+        var dropped = logs.Entries.Single(e => e.EventId.Id == 18);
+        Assert.That(dropped.Ambient, Is.Null, "not in the context of the greenlet whose thread ran the step");
+        Assert.That(dropped.OnThreadPool, Is.False);
+    }
 }
