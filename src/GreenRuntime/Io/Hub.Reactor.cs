@@ -50,6 +50,10 @@ public sealed partial class Hub
         _reactor!.Poll(0, _inboxSignal);
     }
 
+    /// <summary>Makes the next scheduling step poll the reactor (a greenlet that gives way after a long turn of calls that
+    /// did not wait: those waiting for I/O get their turn too, not only what is already queued).</summary>
+    private void PollIoAtNextStep() => _stepsSinceIoPoll = IoPollInterval;
+
     /// <summary>Nothing is ready: sleep until I/O, a post to the inbox, or <paramref name="timeoutNs"/> (negative: no limit).</summary>
     private void SleepInReactor(long timeoutNs)
     {

@@ -80,20 +80,42 @@ public sealed partial class Hub
     internal void AskToYield(long epoch) => Volatile.Write(ref _yieldAskedAtEpoch, epoch);
 
     /// <summary>
-    /// Hub-only, at the start of a socket or file call on a greenlet that may park: yields if the monitor asked the
-    /// holder to. A greenlet streaming a large result (a database reader, a bulk copy) finds data at every receive and
-    /// room at every send, so none of its calls waits and it never gave the baton up: the other greenlets stalled for the
-    /// whole transfer. The yield is shielded, so no cancellation point: a kill already raised is not raised again there
-    /// (clean-up code that writes after a kill, a LiteDB rollback, lost its write whenever the monitor had asked), and
-    /// whether a kill not raised yet is raised at the call is the caller's choice (<see cref="YieldPoint"/>).
+    /// Hub-only, at a socket or file call on a greenlet that may park, when the call completed without waiting: yields
+    /// once the greenlet's turn has lasted a slice (5 ms, as long as the ready queue's exceptions may pass others over:
+    /// Hub.Order.cs), or when the monitor asked the holder to. A greenlet streaming a large result (a database reader, a
+    /// bulk copy) finds data at every receive and room at every send, and so does one making request after request to a
+    /// server that answers within microseconds (a cache on loopback): none of its calls waits, and it never gave the
+    /// baton up. With the monitor alone it gave way every 25–50 ms (never with the monitor off), and a greenlet woken
+    /// behind several such greenlets waited for each: a 5 ms ticker beside 40 greenlets making loopback round trips saw
+    /// gaps of 60–200 ms. The yield also polls the reactor, so greenlets waiting for I/O are woken for the turn.
+    /// The yield is shielded, so no cancellation point: a kill already raised is not raised again there (clean-up code
+    /// that writes after a kill, a LiteDB rollback, lost its write whenever the monitor had asked), and whether a kill
+    /// not raised yet is raised at the call is the caller's choice (<see cref="YieldPoint"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void GiveWay()
     {
-        if (Volatile.Read(ref _yieldAskedAtEpoch) != _batonEpoch) return;
+        if (Volatile.Read(ref _yieldAskedAtEpoch) != _batonEpoch && !TurnOutranSlice()) return;
         _yieldAskedAtEpoch = -1;
+        PollIoAtNextStep();
         using (new CancellationShield(_current))
             YieldCurrent();
+    }
+
+    // When the current turn (baton epoch) met its first call that did not wait: a turn is timed from there, so a greenlet
+    // that computed for a while before its I/O is not made to yield at once for it (the monitor reports that time).
+    private long _turnEpoch = -1, _turnStartedAt;
+
+    private bool TurnOutranSlice()
+    {
+        long now = Stopwatch.GetTimestamp();
+        if (_turnEpoch != _batonEpoch)
+        {
+            _turnEpoch = _batonEpoch;
+            _turnStartedAt = now;
+            return false;
+        }
+        return now - _turnStartedAt > SliceTicks;
     }
 
     /// <summary>Greenlets whose released lock wait has returned owning the lock and that wait for the baton (Hub.Blocking.cs):

@@ -51,6 +51,49 @@ public class CooperativeSocketTests : HubTest
     }
 
     [Test]
+    public void AGreenletWhoseReceivesNeverWaitGivesTheOthersATurnEverySlice()
+    {
+        // The blocking monitor off: only the length of the reader's turn can make it give way.
+        Hub.Dispose();
+        Hub = new Hub(new HubOptions { MaxBlockingTime = null });
+        // A plain thread keeps the socket's buffers full, far ahead of the reader: none of its receives waits.
+        var feeder = new Thread(() =>
+        {
+            var chunk = new byte[64 * 1024];
+            try
+            {
+                while (true) _client.Send(chunk);
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            {
+                // the test is over
+            }
+        }) { IsBackground = true };
+        feeder.Start();
+        int ticks = 0, ticksWhileReading = -1;
+        var ticker = Green.Spawn(() => { while (true) { Green.Sleep(1); ticks++; } });
+        Green.Sleep(20);
+        var reader = Green.Spawn(() =>
+        {
+            var buffer = new byte[16];
+            int before = ticks;
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (clock.ElapsedMilliseconds < 300)
+            {
+                CooperativeSocket.Receive(_server, buffer, SocketFlags.None, null, out _);
+                var spin = System.Diagnostics.Stopwatch.StartNew();
+                while (spin.Elapsed.TotalMilliseconds < 0.02) { } // a little work per message
+            }
+            ticksWhileReading = ticks - before;
+        });
+        Assert.That(reader.Join(TimeSpan.FromSeconds(30)), Is.True);
+        ticker.Kill();
+        // A turn lasts at most a slice (5 ms) from its first call that did not wait: about 50 turns for the ticker in
+        // 300 ms; holding the hub throughout, none.
+        Assert.That(ticksWhileReading, Is.GreaterThanOrEqualTo(10));
+    }
+
+    [Test]
     public void AContinuationThatWaitsOnAnotherSocketWhenItsSocketWasClosedLeavesTheReactorWorking()
     {
         // A ConfigureAwait(false) continuation of the readiness wait runs where the wait completes: inside the reactor's
