@@ -4,9 +4,9 @@
 // callback or link that threw, a patched call made inside a callback (event 6), the scheduler's own notes made in the
 // middle of a step, while the greenlet that parks is still the current one (a stale resume dropped, a burst of carrier
 // threads). Such code cannot park, so a contended lock inside the application's logger (every file sink takes one:
-// Serilog's, NLog's, log4net's) is waited for with the baton held. When a greenlet of the same hub holds that lock — parked in the sink's file write, or queued for the
-// baton after its released lock wait — neither can go on, and the hub hung for good (HubOptions.LoggerFactory is the
-// application's own; under AddGreenlets it is the host's).
+// Serilog's, NLog's, log4net's) is waited for with the baton held. When a greenlet of the same hub holds that lock —
+// parked in the sink's file write, or queued for the baton after its released lock wait — neither can go on, and the
+// hub hung for good (HubOptions.LoggerFactory is the application's own; under AddGreenlets it is the host's).
 //
 // So a log call made in hub context is queued, and a greenlet of the hub (the writer, started when the queue was empty)
 // makes it: a greenlet can wait for the sink's lock with the baton released, like any greenlet that logs. The order of
