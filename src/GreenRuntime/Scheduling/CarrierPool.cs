@@ -182,17 +182,16 @@ internal sealed class CarrierPool
     private Carrier StartOnDemand()
     {
         var carrier = StartCounted();
-        lock (_idle)
-        {
-            _madeOnDemand++;
-            NoteMadeInBurst(onDemand: true);
-        }
+        lock (_idle) CountMadeForDemand(onDemand: true);
         return carrier;
     }
 
-    /// <summary>Counts a thread made for demand, by a rent or the refill thread, in the current burst. Under the pool's lock.</summary>
-    private void NoteMadeInBurst(bool onDemand)
+    /// <summary>Counts a thread made for demand, by a rent or the refill thread, in its total and in the current burst. Under
+    /// the pool's lock.</summary>
+    private void CountMadeForDemand(bool onDemand)
     {
+        if (onDemand) _madeOnDemand++;
+        else _madeByRefill++;
         if (_burstNoted) return;
         long now = Stopwatch.GetTimestamp();
         if (_burstCount == 0 || now - _burstStart > BurstWindowTicks)
@@ -283,8 +282,7 @@ internal sealed class CarrierPool
                 }
                 lock (_idle)
                 {
-                    _madeByRefill++;
-                    NoteMadeInBurst(onDemand: false);
+                    CountMadeForDemand(onDemand: false);
                     _idle.Add(carrier);
                 }
             }
