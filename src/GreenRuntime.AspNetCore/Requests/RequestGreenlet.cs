@@ -412,11 +412,6 @@ internal sealed class RequestGreenlet
         if (!_bodyBegan && main.Dead) EndElsewhere();
     }
 
-    /// <summary>
-    /// The request's lifetime feature, as seen by the pipeline after <c>UseGreenlets()</c>: it records an abort the app
-    /// asks for (<see cref="HttpContext.Abort"/>), which Kestrel reports through <c>RequestAborted</c> like a client that
-    /// went away. Only the second kills the request greenlet (step 5).
-    /// </summary>
     /// <summary>The request's upgrade feature, as seen by the pipeline after <c>UseGreenlets()</c>: it records that the
     /// request was upgraded (<see cref="OnAborted"/>).</summary>
     private sealed class UpgradeRecorder(IHttpUpgradeFeature inner, RequestGreenlet request) : IHttpUpgradeFeature
@@ -444,6 +439,11 @@ internal sealed class RequestGreenlet
         }
     }
 
+    /// <summary>
+    /// The request's lifetime feature, as seen by the pipeline after <c>UseGreenlets()</c>: it records an abort the app
+    /// asks for (<see cref="HttpContext.Abort"/>), which Kestrel reports through <c>RequestAborted</c> like a client that
+    /// went away. Only the second kills the request greenlet (step 5).
+    /// </summary>
     private sealed class AppAbortRecorder(IHttpRequestLifetimeFeature inner, RequestGreenlet request) : IHttpRequestLifetimeFeature
     {
         public CancellationToken RequestAborted
