@@ -53,6 +53,7 @@
 // k, 10,000 warm sleepers 0.28–0.34 s against 0.26 s; one ping-pong pair the same (38–39 k).
 
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using GreenRuntime.Scheduling;
 
 namespace GreenRuntime;
@@ -84,6 +85,7 @@ public sealed partial class Hub
     /// Parks <paramref name="self"/>, which has just handed the baton to <paramref name="handedTo"/>, spinning
     /// first when <paramref name="spin"/> (decided by <see cref="MaySpin"/>).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // no frame under a parked greenlet (Hub.Scheduler.cs, "Frames")
     private void ParkCarrier(Carrier self, Carrier handedTo, bool spin)
     {
         long started = Stopwatch.GetTimestamp();
@@ -111,6 +113,7 @@ public sealed partial class Hub
 
     /// <summary>Parks <paramref name="self"/> until it is handed the baton, watching for it whenever a nudge wakes it
     /// ahead of its turn, and scores how the nudges to this hub fare.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // no frame under a parked greenlet (Hub.Scheduler.cs, "Frames")
     private void ParkUntilHanded(Carrier self)
     {
         bool caught = self.Parker.ParkWatchingWhenNudged(s_spinLimitTicks, ref _spinning, self.Id, out int missed);
