@@ -48,8 +48,8 @@
 // 0.5 µs per managed frame on the 2-vCPU VM (1,000 greenlets parked 5, 50 and 100 frames deep: a gen-0 collection
 // took 10, 25 and 50 ms), and a server keeps a parked carrier per request in flight. So the small steps of the
 // scheduler between a park and the thread's sleep, and between a carrier's loop and a greenlet's body, are inlined
-// ([MethodImpl(AggressiveInlining)], marked "no frame under a parked greenlet"): the runtime's frames under a parked
-// greenlet parked in Event.Wait went from 16 to 10 (dotnet-stack, Release build).
+// ([MethodImpl(AggressiveInlining)], marked "no frame under a parked greenlet"): the runtime's frames on the stack of
+// a greenlet parked in Event.Wait went from 16 to 10 (dotnet-stack, Release build).
 
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
