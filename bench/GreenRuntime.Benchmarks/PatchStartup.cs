@@ -78,6 +78,7 @@ internal static class PatchStartup
             ["finishing_while_diverted_ms"] = t.Engine.Finishing.TotalMilliseconds,
             ["slept_ms"] = t.Engine.Slept.TotalMilliseconds,
             ["writing_ms"] = t.Engine.Writing.TotalMilliseconds,
+            ["rediverted"] = t.Engine.Rediverted,
             ["under_lock_ms"] = t.Total.TotalMilliseconds,
         };
         Console.WriteLine("{" + string.Join(", ", figures.Select(kv => $"\"{kv.Key}\": {kv.Value.ToString("0.#", CultureInfo.InvariantCulture)}")) + "}");

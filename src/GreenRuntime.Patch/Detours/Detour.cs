@@ -63,8 +63,10 @@
 //      at MethodDesc+4), compute the jump (through a near stub if the replacement is beyond rel32 reach).
 //      Then sleep until 25 ms have passed since step 9, and until every thread that was preempted at step 9
 //      has run again (PreemptedThreads.cs), so that threads preempted inside a body's first bytes leave
-//      them; compare-exchange `E9 rel32` into the aligned qword holding each body's start and point its
-//      cell back at it. One wait serves the whole batch: what it waits for (threads inside some body's
+//      them. Walk to each body again: where the runtime re-pointed its stubs meanwhile (tiering does) and
+//      new calls reach the body once more, divert the cell found now and wait again from there (at most 8
+//      diversions). Compare-exchange `E9 rel32` into the aligned qword holding each body's start and point
+//      its cell back at what it held. One wait serves the whole batch: what it waits for (threads inside some body's
 //      first bytes when its calls were diverted) does not depend on how many bodies there are.
 //  11. Walk once more; if a compile that was already running published another body meanwhile, patch that
 //      one too (again all together, with one wait).
@@ -77,10 +79,11 @@
 //
 // Known hazard, reduced but not eliminated: the jump overwrites several instructions, so a thread that
 // has executed the first of them (`push rbp`) and not the rest would resume inside the jump's
-// displacement. Step 9's diversion plus a 25 ms wait lets such threads leave the window, and a thread
+// displacement. Step 9's diversion plus a 25 ms wait lets such threads leave the window, a thread
 // the OS kept off the CPU past the wait is waited for until it has run again (PreemptedThreads.cs, up
-// to 5 s); a thread stopped for longer (a debugger, SIGSTOP), or one entering through a backpatched
-// vtable slot, is not covered. Dispose has no such hazard (no thread can be inside a single jump
+// to 5 s), and a diversion the runtime undoes during the wait is made again; a thread stopped for
+// longer (a debugger, SIGSTOP), one entering through a backpatched vtable slot, or a runtime write to
+// the stubs between the last check and the jump is not covered. Dispose has no such hazard (no thread can be inside a single jump
 // instruction). See docs/detours.md.
 
 using System.Collections.Concurrent;
@@ -124,6 +127,9 @@ public sealed class Detour : IDisposable
     /// <summary>The least time between diverting a body's calls and writing its jump: 25 ms, several CFS scheduling periods.</summary>
     private const long QuiesceNanoseconds = 25_000_000;
 
+    /// <summary>How many times a batch diverts its calls before it writes its jumps anyway (see <see cref="GoLive"/>).</summary>
+    private const int MaxDiversions = 8;
+
     private static readonly Lock Gate = new();
     private static readonly Dictionary<nint, Detour> Active = new();
     private static Exception? supportFailure;
@@ -146,14 +152,17 @@ public sealed class Detour : IDisposable
     /// One body about to be patched: where calls are diverted meanwhile, and what is still to do before its
     /// jump can be written.
     /// </summary>
-    private sealed class PendingWrite(Detour detour, nint body, nint cell, nint divertTo, Action<Detour>? beforeLive, bool firstBody)
+    private sealed class PendingWrite(Detour detour, nint body, nint divertTo, Action<Detour>? beforeLive, bool firstBody)
     {
         public Detour Detour { get; } = detour;
 
         public nint Body { get; } = body;
 
-        /// <summary>The runtime cell the last entry stub reads the body's address from (0: none).</summary>
-        public nint Cell { get; } = cell;
+        /// <summary>The runtime cell pointed at <see cref="DivertTo"/> while the jump waits (0: none).</summary>
+        public nint Cell { get; set; }
+
+        /// <summary>What <see cref="Cell"/> held before: it goes back once the jump is written.</summary>
+        public nint CellWas { get; set; }
 
         /// <summary>The body's trampoline: runs the same first instructions elsewhere.</summary>
         public nint DivertTo { get; } = divertTo;
@@ -163,6 +172,7 @@ public sealed class Detour : IDisposable
         /// <summary>The detour's first body (not a late one): its replacement still has to be compiled, its callback run.</summary>
         public bool FirstBody { get; } = firstBody;
 
+        /// <summary>New calls do not reach the body's first bytes (they run the trampoline instead).</summary>
         public bool Diverted { get; set; }
 
         public BodyPatch Patch { get; set; }
@@ -545,7 +555,7 @@ public sealed class Detour : IDisposable
         // Step 8.
         nint trampoline = Trampoline.Build(prologue);
         var detour = new Detour(target, replacement, md, trampoline, entry);
-        return new PendingWrite(detour, current.Address, current.Cell, trampoline, beforeLive, firstBody: true);
+        return new PendingWrite(detour, current.Address, trampoline, beforeLive, firstBody: true);
     }
 
     /// <summary>
@@ -573,7 +583,7 @@ public sealed class Detour : IDisposable
                 try
                 {
                     nint laterTrampoline = Trampoline.Build(Trampoline.Analyze(later.Address, TargetRules.Describe(detour.Target), detour.methodDesc));
-                    late.Add(new PendingWrite(detour, later.Address, later.Cell, laterTrampoline, null, firstBody: false));
+                    late.Add(new PendingWrite(detour, later.Address, laterTrampoline, null, firstBody: false));
                 }
                 catch (NotSupportedException)
                 {
@@ -656,7 +666,8 @@ public sealed class Detour : IDisposable
     /// call-counting target) is pointed at the trampoline, which runs the same prologue elsewhere and jumps
     /// back past it. At least <see cref="QuiesceNanoseconds"/> later, no thread that was inside the
     /// overwritten bytes is still there; the jump is written and the cell is pointed back at the (now
-    /// patched) body. Callers that reach a body without that cell (backpatched vtable slots of virtual
+    /// patched) body. The runtime may rewrite its stubs during the wait and so undo a diversion; the
+    /// entry stubs are walked again after it, and a lost diversion is made again and waited for again. Callers that reach a body without that cell (backpatched vtable slots of virtual
     /// methods) and a thread kept off the CPU inside the first instructions for the whole wait are not
     /// covered; see docs/detours.md.
     /// </para>
@@ -677,9 +688,7 @@ public sealed class Detour : IDisposable
         long start = Stopwatch.GetTimestamp();
         foreach (PendingWrite write in writes)
         {
-            write.Diverted = write.Cell != 0
-                && CodeMemory.FindRegion(write.Cell) is { } region && (region.Protection & Libc.ProtWrite) != 0
-                && Interlocked.CompareExchange(ref *(nint*)write.Cell, write.DivertTo, write.Body) == write.Body;
+            write.Diverted = TryDivert(write);
         }
 
         long diverted = Stopwatch.GetTimestamp(); // the wait counts from the last diversion
@@ -703,7 +712,7 @@ public sealed class Detour : IDisposable
         }
 
         long work = Stopwatch.GetTimestamp();
-        if (quiesce)
+        for (int round = 1; quiesce; round++)
         {
             // A signal can end nanosleep early: sleep until the whole wait has passed.
             long remaining;
@@ -714,6 +723,26 @@ public sealed class Detour : IDisposable
 
             // Then each thread that was preempted (runnable, off a CPU) at the diversion must have run again.
             PreemptedThreads.WaitUntilRunAgain(preempted, Quiesce);
+
+            // The runtime re-points its entry stubs on its own (tiering installs and removes call counting), and
+            // such a write can undo a diversion in the middle of the wait: calls then entered the body itself,
+            // and the wait proves nothing for them. Divert again and wait again, from the new diversion.
+            List<PendingWrite> lost = writes.FindAll(w => w.Diverted && w.Error is null && CallsReachBody(w));
+            if (lost.Count == 0 || round == MaxDiversions)
+            {
+                break;
+            }
+
+            CodeMemory.Refresh(); // the runtime may have moved the path onto stubs allocated since
+            foreach (PendingWrite write in lost)
+            {
+                Undivert(write);
+                write.Diverted = TryDivert(write);
+            }
+
+            diverted = Stopwatch.GetTimestamp();
+            preempted = PreemptedThreads.Snapshot();
+            timings = timings with { Rediverted = timings.Rediverted + lost.Count };
         }
 
         long writing = Stopwatch.GetTimestamp();
@@ -738,11 +767,7 @@ public sealed class Detour : IDisposable
                 }
             }
 
-            if (write.Diverted)
-            {
-                // If the runtime re-pointed the cell meanwhile (call counting, a publish), its value wins.
-                _ = Interlocked.CompareExchange(ref *(nint*)write.Cell, write.Body, write.DivertTo);
-            }
+            Undivert(write);
         }
 
         timings = timings with
@@ -751,6 +776,56 @@ public sealed class Detour : IDisposable
             Slept = timings.Slept + Stopwatch.GetElapsedTime(work, writing),
             Writing = timings.Writing + Stopwatch.GetElapsedTime(writing),
         };
+    }
+
+    /// <summary>
+    /// Points the runtime cell through which new calls reach the write's body (the FixupPrecode target or the
+    /// call-counting stub's target) at its trampoline, and records what it held. True when new calls no longer
+    /// reach the body's first bytes; false when they reach it without a cell we can write (an immediate jump
+    /// stub, a read-only page).
+    /// </summary>
+    private static unsafe bool TryDivert(PendingWrite write)
+    {
+        if (!CallsReachBody(write, out CodeLocator.Body path))
+        {
+            return true; // new calls run another body (one published late) or the trampoline already
+        }
+
+        if (path.Cell == 0 || CodeMemory.FindRegion(path.Cell) is not { } region || (region.Protection & Libc.ProtWrite) == 0)
+        {
+            return false;
+        }
+
+        // The cell holds the body or, for a method whose precode the runtime sent back to its prestub, the
+        // precode's own fixup half, which ends in the same body: either way it is what goes back afterwards.
+        nint held = Volatile.Read(ref *(nint*)path.Cell);
+        if (Interlocked.CompareExchange(ref *(nint*)path.Cell, write.DivertTo, held) != held)
+        {
+            return false;
+        }
+
+        write.Cell = path.Cell;
+        write.CellWas = held;
+        return true;
+    }
+
+    /// <summary>Points a diverted cell back at what it held, unless the runtime has written it since: then its value wins.</summary>
+    private static unsafe void Undivert(PendingWrite write)
+    {
+        if (write.Cell != 0)
+        {
+            _ = Interlocked.CompareExchange(ref *(nint*)write.Cell, write.CellWas, write.DivertTo);
+            write.Cell = 0;
+        }
+    }
+
+    /// <summary>Whether a new call of the write's method, entering at its stable entry point, would run the body's first bytes.</summary>
+    private static bool CallsReachBody(PendingWrite write) => CallsReachBody(write, out _);
+
+    private static bool CallsReachBody(PendingWrite write, out CodeLocator.Body path)
+    {
+        path = CodeLocator.FindBody(write.Detour.entry);
+        return path.Address == write.Body || path.HasNoCode;
     }
 
     /// <summary>
