@@ -809,12 +809,20 @@ public sealed class Detour : IDisposable
         return true;
     }
 
-    /// <summary>Points a diverted cell back at what it held, unless the runtime has written it since: then its value wins.</summary>
+    /// <summary>
+    /// Points a diverted cell back at what it held, if calls still pass through it. A cell the runtime has written
+    /// since keeps its value; a cell the runtime took off the path (a call-counting stub it stopped using) is left
+    /// alone, as the runtime may free the stub's memory.
+    /// </summary>
     private static unsafe void Undivert(PendingWrite write)
     {
         if (write.Cell != 0)
         {
-            _ = Interlocked.CompareExchange(ref *(nint*)write.Cell, write.CellWas, write.DivertTo);
+            if (CodeLocator.FindBody(write.Detour.entry).Cell == write.Cell)
+            {
+                _ = Interlocked.CompareExchange(ref *(nint*)write.Cell, write.CellWas, write.DivertTo);
+            }
+
             write.Cell = 0;
         }
     }
