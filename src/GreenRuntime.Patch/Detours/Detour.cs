@@ -66,8 +66,8 @@
 //      them. Walk to each body again: where the runtime re-pointed its stubs meanwhile (tiering does) and
 //      new calls reach the body once more, divert the cell found now and wait again from there (at most 8
 //      diversions). Compare-exchange `E9 rel32` into the aligned qword holding each body's start and point
-//      its cell back at what it held. One wait serves the whole batch: what it waits for (threads inside some body's
-//      first bytes when its calls were diverted) does not depend on how many bodies there are.
+//      its cell back at what it held. One wait serves the whole batch: what it waits for (threads inside
+//      some body's first bytes when its calls were diverted) does not depend on how many bodies there are.
 //  11. Walk once more; if a compile that was already running published another body meanwhile, patch that
 //      one too (again all together, with one wait).
 //
@@ -83,8 +83,8 @@
 // the OS kept off the CPU past the wait is waited for until it has run again (PreemptedThreads.cs, up
 // to 5 s), and a diversion the runtime undoes during the wait is made again; a thread stopped for
 // longer (a debugger, SIGSTOP), one entering through a backpatched vtable slot, or a runtime write to
-// the stubs between the last check and the jump is not covered. Dispose has no such hazard (no thread can be inside a single jump
-// instruction). See docs/detours.md.
+// the stubs between the last check and the jump is not covered. Dispose has no such hazard (no thread
+// can be inside a single jump instruction). See docs/detours.md.
 
 using System.Collections.Concurrent;
 using System.Diagnostics;
@@ -667,9 +667,10 @@ public sealed class Detour : IDisposable
     /// back past it. At least <see cref="QuiesceNanoseconds"/> later, no thread that was inside the
     /// overwritten bytes is still there; the jump is written and the cell is pointed back at the (now
     /// patched) body. The runtime may rewrite its stubs during the wait and so undo a diversion; the
-    /// entry stubs are walked again after it, and a lost diversion is made again and waited for again. Callers that reach a body without that cell (backpatched vtable slots of virtual
-    /// methods) and a thread kept off the CPU inside the first instructions for the whole wait are not
-    /// covered; see docs/detours.md.
+    /// entry stubs are walked again after it, and a lost diversion is made again and waited for again.
+    /// Callers that reach a body without that cell (backpatched vtable slots of virtual methods) and a
+    /// thread kept off the CPU inside the first instructions for the whole wait are not covered; see
+    /// docs/detours.md.
     /// </para>
     /// <para>
     /// One wait serves the whole batch: every cell is diverted before it starts and every jump is written
