@@ -728,7 +728,7 @@ public sealed class Detour : IDisposable
             // The runtime re-points its entry stubs on its own (tiering installs and removes call counting), and
             // such a write can undo a diversion in the middle of the wait: calls then entered the body itself,
             // and the wait proves nothing for them. Divert again and wait again, from the new diversion.
-            List<PendingWrite> lost = writes.FindAll(w => w.Diverted && w.Error is null && CallsReachBody(w));
+            List<PendingWrite> lost = writes.FindAll(w => w.Diverted && w.Error is null && CallsReachBody(w, out _));
             if (lost.Count == 0 || round == MaxDiversions)
             {
                 break;
@@ -828,9 +828,8 @@ public sealed class Detour : IDisposable
         }
     }
 
-    /// <summary>Whether a new call of the write's method, entering at its stable entry point, would run the body's first bytes.</summary>
-    private static bool CallsReachBody(PendingWrite write) => CallsReachBody(write, out _);
-
+    /// <summary>Whether a new call of the write's method, entering at its stable entry point, would run the body's
+    /// first bytes; <paramref name="path"/> is where the walk of its entry stubs ended.</summary>
     private static bool CallsReachBody(PendingWrite write, out CodeLocator.Body path)
     {
         path = CodeLocator.FindBody(write.Detour.entry);
