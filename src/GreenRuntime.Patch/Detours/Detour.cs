@@ -63,11 +63,12 @@
 //      at MethodDesc+4), compute the jump (through a near stub if the replacement is beyond rel32 reach).
 //      Then sleep until 25 ms have passed since step 9, and until every thread that was preempted at step 9
 //      has run again (PreemptedThreads.cs), so that threads preempted inside a body's first bytes leave
-//      them. Walk to each body again: where the runtime re-pointed its stubs meanwhile (tiering does) and
-//      new calls reach the body once more, divert the cell found now and wait again from there (at most 8
-//      diversions). Compare-exchange `E9 rel32` into the aligned qword holding each body's start and point
-//      its cell back at what it held. One wait serves the whole batch: what it waits for (threads inside
-//      some body's first bytes when its calls were diverted) does not depend on how many bodies there are.
+//      them. Then body by body, right before its jump: walk to it again; where the runtime re-pointed its
+//      stubs meanwhile (tiering does) and new calls reach the body once more, divert the cell found now and
+//      leave this jump to a whole wait of its own after the others (at most 8 diversions); otherwise
+//      compare-exchange `E9 rel32` into the aligned qword holding the body's start and point its cell back
+//      at what it held. One wait serves the whole batch: what it waits for (threads inside some body's
+//      first bytes when its calls were diverted) does not depend on how many bodies there are.
 //  11. Walk once more; if a compile that was already running published another body meanwhile, patch that
 //      one too (again all together, with one wait).
 //
@@ -81,9 +82,9 @@
 // has executed the first of them (`push rbp`) and not the rest would resume inside the jump's
 // displacement. Step 9's diversion plus a 25 ms wait lets such threads leave the window, a thread
 // the OS kept off the CPU past the wait is waited for until it has run again (PreemptedThreads.cs, up
-// to 5 s), and a diversion the runtime undoes during the wait is made again; a thread stopped for
+// to 5 s), and a diversion the runtime undoes before the jump is made again; a thread stopped for
 // longer (a debugger, SIGSTOP), one entering through a backpatched vtable slot, or a runtime write to
-// the stubs between the last check and the jump is not covered. Dispose has no such hazard (no thread
+// the stubs in the microseconds between a body's last check and its jump is not covered. Dispose has no such hazard (no thread
 // can be inside a single jump instruction). See docs/detours.md.
 
 using System.Collections.Concurrent;
@@ -666,8 +667,9 @@ public sealed class Detour : IDisposable
     /// call-counting target) is pointed at the trampoline, which runs the same prologue elsewhere and jumps
     /// back past it. At least <see cref="QuiesceNanoseconds"/> later, no thread that was inside the
     /// overwritten bytes is still there; the jump is written and the cell is pointed back at the (now
-    /// patched) body. The runtime may rewrite its stubs during the wait and so undo a diversion; the
-    /// entry stubs are walked again after it, and a lost diversion is made again and waited for again.
+    /// patched) body. The runtime may rewrite its stubs during the wait and so undo a diversion; each
+    /// method's entry stubs are walked again right before its jump, and a lost diversion is made again and
+    /// its jump waits again.
     /// Callers that reach a body without that cell (backpatched vtable slots of virtual methods) and a
     /// thread kept off the CPU inside the first instructions for the whole wait are not covered; see
     /// docs/detours.md.
@@ -713,70 +715,97 @@ public sealed class Detour : IDisposable
         }
 
         long work = Stopwatch.GetTimestamp();
-        for (int round = 1; quiesce; round++)
+        TimeSpan slept = default, writing = default;
+        List<PendingWrite> pending = writes;
+        for (int round = 1; ; round++)
         {
-            // A signal can end nanosleep early: sleep until the whole wait has passed.
-            long remaining;
-            while ((remaining = QuiesceNanoseconds - (long)Stopwatch.GetElapsedTime(diverted).TotalNanoseconds) > 0)
+            long waitFrom = Stopwatch.GetTimestamp();
+            if (quiesce)
             {
-                Quiesce(remaining);
+                // A signal can end nanosleep early: sleep until the whole wait has passed.
+                long remaining;
+                while ((remaining = QuiesceNanoseconds - (long)Stopwatch.GetElapsedTime(diverted).TotalNanoseconds) > 0)
+                {
+                    Quiesce(remaining);
+                }
+
+                // Then each thread that was preempted (runnable, off a CPU) at the diversion must have run again.
+                PreemptedThreads.WaitUntilRunAgain(preempted, Quiesce);
             }
 
-            // Then each thread that was preempted (runnable, off a CPU) at the diversion must have run again.
-            PreemptedThreads.WaitUntilRunAgain(preempted, Quiesce);
+            long writeFrom = Stopwatch.GetTimestamp();
+            List<PendingWrite> lost = [];
+            foreach (PendingWrite write in pending)
+            {
+                BeforeWriteForTesting?.Invoke(write.Detour);
 
-            // The runtime re-points its entry stubs on its own (tiering installs and removes call counting), and
-            // such a write can undo a diversion in the middle of the wait: calls then entered the body itself,
-            // and the wait proves nothing for them. Divert again and wait again, from the new diversion.
-            List<PendingWrite> lost = writes.FindAll(w => w.Diverted && w.Error is null && CallsReachBody(w, out _));
-            if (lost.Count == 0 || round == MaxDiversions)
+                // The runtime re-points its entry stubs on its own (tiering installs and removes call counting), and
+                // such a write can undo a diversion at any moment of the wait, or while the jumps before this one were
+                // written: calls then entered the body itself, and the wait proves nothing for them. Checked right
+                // before this jump, so what is left uncovered is this one write's microseconds, not the batch's; a lost
+                // diversion is made again and its jump waits a whole wait again, after the others have gone live.
+                if (quiesce && round < MaxDiversions && write.Diverted && write.Error is null && CallsReachBody(write, out _))
+                {
+                    if (lost.Count == 0)
+                    {
+                        CodeMemory.Refresh(); // the runtime may have moved the path onto stubs allocated since
+                    }
+
+                    Undivert(write);
+                    write.Diverted = TryDivert(write);
+                    lost.Add(write);
+                    continue;
+                }
+
+                WriteJump(write);
+                Undivert(write);
+            }
+
+            slept += Stopwatch.GetElapsedTime(waitFrom, writeFrom);
+            writing += Stopwatch.GetElapsedTime(writeFrom);
+            if (lost.Count == 0)
             {
                 break;
             }
 
-            CodeMemory.Refresh(); // the runtime may have moved the path onto stubs allocated since
-            foreach (PendingWrite write in lost)
-            {
-                Undivert(write);
-                write.Diverted = TryDivert(write);
-            }
-
+            pending = lost;
             diverted = Stopwatch.GetTimestamp();
             preempted = PreemptedThreads.Snapshot();
             timings = timings with { Rediverted = timings.Rediverted + lost.Count };
         }
 
-        long writing = Stopwatch.GetTimestamp();
-        foreach (PendingWrite write in writes)
-        {
-            bool swapped = false;
-            if (write.Error is null)
-            {
-                BodyPatch patch = write.Patch;
-                try
-                {
-                    swapped = CodeMemory.CompareExchangeCode(patch.Qword, patch.Original, patch.Patched);
-                    if (!swapped)
-                    {
-                        write.Error = new InvalidOperationException(
-                            $"Internal error: the first bytes of {TargetRules.Describe(write.Detour.Target)}'s body changed while the detour was being written.");
-                    }
-                }
-                catch (Exception e)
-                {
-                    write.Error = e;
-                }
-            }
-
-            Undivert(write);
-        }
-
         timings = timings with
         {
             Finishing = timings.Finishing + Stopwatch.GetElapsedTime(start, work),
-            Slept = timings.Slept + Stopwatch.GetElapsedTime(work, writing),
-            Writing = timings.Writing + Stopwatch.GetElapsedTime(writing),
+            Slept = timings.Slept + slept,
+            Writing = timings.Writing + writing,
         };
+    }
+
+    /// <summary>Tests only: called before each jump of a batch is checked and written, from the thread that writes it.</summary>
+    internal static Action<Detour>? BeforeWriteForTesting;
+
+    /// <summary>Compare-exchanges the write's jump into its body; a failure becomes the write's <see cref="PendingWrite.Error"/>.</summary>
+    private static void WriteJump(PendingWrite write)
+    {
+        if (write.Error is not null)
+        {
+            return;
+        }
+
+        BodyPatch patch = write.Patch;
+        try
+        {
+            if (!CodeMemory.CompareExchangeCode(patch.Qword, patch.Original, patch.Patched))
+            {
+                write.Error = new InvalidOperationException(
+                    $"Internal error: the first bytes of {TargetRules.Describe(write.Detour.Target)}'s body changed while the detour was being written.");
+            }
+        }
+        catch (Exception e)
+        {
+            write.Error = e;
+        }
     }
 
     /// <summary>

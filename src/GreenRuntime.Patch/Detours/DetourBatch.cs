@@ -20,5 +20,5 @@ internal readonly record struct DetourOutcome(Detour? Detour, Exception? Error);
 /// <param name="Finishing">While calls are diverted: compiling the replacements, beforeLive callbacks, NotInline bits.</param>
 /// <param name="Slept">The rest of the wait for threads inside the bodies' first bytes (25 ms minus <paramref name="Finishing"/>).</param>
 /// <param name="Writing">Writing the jumps and the late-body check.</param>
-/// <param name="Rediverted">Diversions the runtime undid during a wait, each diverted again with a new wait.</param>
+/// <param name="Rediverted">Diversions the runtime undid before their jump was written, each made again with a new wait.</param>
 internal readonly record struct BatchTimings(int Requested, int Created, TimeSpan Staging, TimeSpan Finishing, TimeSpan Slept, TimeSpan Writing, int Rediverted = 0);
