@@ -32,6 +32,7 @@ internal sealed class SoakRun(int seconds, int seed, int warmup, int holdQuiet)
 
     private readonly ConcurrentQueue<HubBlockedReport> _stalls = new();
     private SoakContext _context = null!;
+    private SoakLog _log = null!;
     private List<Workload> _workloads = [];
     private List<Greenlet> _drivers = [];
     private readonly Stopwatch _clock = new();
@@ -49,7 +50,9 @@ internal sealed class SoakRun(int seconds, int seed, int warmup, int holdQuiet)
         var scratch = Directory.CreateTempSubdirectory("greenruntime-soak-").FullName;
         try
         {
-            using var hub = new Hub(new HubOptions { MaxBlockingTime = TimeSpan.FromSeconds(1) });
+            _context = new SoakContext(seed, scratch);
+            _log = new SoakLog(_context.Ledger);
+            using var hub = new Hub(new HubOptions { MaxBlockingTime = TimeSpan.FromSeconds(1), LoggerFactory = _log });
             hub.Blocked += (_, report) =>
             {
                 _stalls.Enqueue(report);
@@ -65,7 +68,6 @@ internal sealed class SoakRun(int seconds, int seed, int warmup, int holdQuiet)
 
     private int Soak(Hub hub, string scratch)
     {
-        _context = new SoakContext(seed, scratch) { };
         _context.BigFile = FileWorkload.WriteBigFile(scratch);
         _workloads = [new EchoWorkload(_context), new HttpWorkload(_context), new PrimitiveWorkload(_context), new FileWorkload(_context), new StacklessWorkload(_context)];
         foreach (var w in _workloads) w.Start();
@@ -106,6 +108,7 @@ internal sealed class SoakRun(int seconds, int seed, int warmup, int holdQuiet)
         Console.WriteLine();
         foreach (var line in ledger.Summary()) Console.WriteLine("  " + line);
         Console.WriteLine($"  total: {ledger.Spawned} spawned = {ledger.Succeeded} success + {ledger.Failed} failure + {ledger.Killed} killed + {ledger.Alive} alive");
+        Console.WriteLine($"  errors logged (the injected faults'): {_log.Summary()}");
         foreach (var stall in _stalls) ledger.Violate($"the blocking monitor reported a hub stall: {stall}");
         if (ledger.ViolationCount == 0)
         {

@@ -66,7 +66,7 @@ static void ServeGreen(int port, int hubs)
 {
     ApplyPatchAll();
     // Warnings and errors (a handler that failed, a connection that broke mid-request) go to the console, as a
-    // production server's would: without a LoggerFactory the runtime logs nothing.
+    // production server's would: without a LoggerFactory the runtime writes only errors, to standard error.
     var logging = LoggerFactory.Create(b => b.AddSimpleConsole(c => c.SingleLine = true).SetMinimumLevel(LogLevel.Warning));
     var options = new HubOptions { MaxBlockingTime = null, LoggerFactory = logging };
     static void Handle(GreenRuntime.Servers.HttpContext ctx)

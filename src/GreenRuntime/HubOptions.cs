@@ -6,8 +6,12 @@ namespace GreenRuntime;
 /// <summary>Settings of one <see cref="Hub"/>. Every property has a documented default and range.</summary>
 public sealed class HubOptions
 {
-    /// <summary>Where the hub logs (failed greenlets, failing callbacks, blocked hub). Default: no logging.</summary>
-    public ILoggerFactory LoggerFactory { get; init; } = NullLoggerFactory.Instance;
+    /// <summary>
+    /// Where the hub logs (failed greenlets, failing callbacks, blocked hub). Default: errors only (a greenlet that
+    /// failed, a callback that threw), written to standard error, as gevent prints a failed greenlet's traceback;
+    /// <see cref="NullLoggerFactory.Instance"/> logs nothing.
+    /// </summary>
+    public ILoggerFactory LoggerFactory { get; init; } = Diagnostics.StandardErrorLoggerFactory.Instance;
 
     /// <summary>
     /// How long one greenlet may hold the baton before the blocking monitor reports it. Default 100 ms;

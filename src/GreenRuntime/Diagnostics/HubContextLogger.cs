@@ -46,16 +46,37 @@ internal sealed class HubContextLogger(ILogger inner) : ILogger
     {
         if (_hub is not { InHubContext: true })
         {
-            inner.Log(logLevel, eventId, state, exception, formatter);
+            LogKeepingContext(logLevel, eventId, state, exception, formatter);
             return;
         }
-        (_queued ??= new()).Enqueue(() => inner.Log(logLevel, eventId, state, exception, formatter));
+        (_queued ??= new()).Enqueue(() => LogKeepingContext(logLevel, eventId, state, exception, formatter));
         if (_writer is null)
         {
             // It writes for the hub, under the default context: in the middle of a step this thread may still be in the
             // context of the greenlet that parks, whose AsyncLocal values (a request's trace) are not the hub's.
             _writer = new Greenlet(Write, WriterName) { Context = null };
             _writer.Start();
+        }
+    }
+
+    /// <summary>
+    /// Calls the application's logger and gives the thread back the ambient context it had. A sink may set an AsyncLocal
+    /// or a synchronization context as it writes (NUnit's console capture does); the runtime logs a failed greenlet on its
+    /// carrier after the body's context was reset (Hub.RunStackful), and what the sink left there went with the free
+    /// carrier to its next item (Scheduling/AmbientContext.cs, step 2).
+    /// </summary>
+    private void LogKeepingContext<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+    {
+        var context = ExecutionContext.Capture(); // null while the flow is suppressed: then nothing can be put back
+        var sync = SynchronizationContext.Current;
+        try
+        {
+            inner.Log(logLevel, eventId, state, exception, formatter);
+        }
+        finally
+        {
+            if (context != null && !ReferenceEquals(ExecutionContext.Capture(), context)) ExecutionContext.Restore(context);
+            if (!ReferenceEquals(SynchronizationContext.Current, sync)) SynchronizationContext.SetSynchronizationContext(sync);
         }
     }
 

@@ -25,6 +25,97 @@ public class LoggingTests
     }
 
     [Test]
+    public void Without_a_logger_factory_a_failed_greenlet_is_written_to_standard_error_and_nothing_below_an_error_is()
+    {
+        var stderr = new StringWriter();
+        var saved = Console.Error;
+        Console.SetError(TextWriter.Synchronized(stderr));
+        try
+        {
+            // A 20 ms blocking monitor: the CPU-bound greenlet below makes it report (a warning, not written).
+            using var hub = new Hub(new HubOptions { MaxBlockingTime = TimeSpan.FromMilliseconds(20) });
+            var doomed = Green.Spawn(() => throw new InvalidOperationException("boom, unjoined"), "unjoined-doomed");
+            var victim = Green.Spawn(() => Green.Sleep(TimeSpan.FromSeconds(30)), "unjoined-victim");
+            var hog = Green.Spawn(() => Thread.Sleep(120), "unjoined-hog");
+            Green.Sleep(0);
+            victim.Kill();
+            hog.Join();
+            Green.Sleep(10); // a message made in hub context is written by the hub's log writer greenlet
+            Assert.That(doomed.Exception, Is.InstanceOf<InvalidOperationException>());
+        }
+        finally
+        {
+            Console.SetError(saved);
+        }
+
+        string written = stderr.ToString();
+        Assert.That(written, Does.Contain($"fail: GreenRuntime.Hub[1] <Greenlet unjoined-doomed#").And.Contain("> failed with InvalidOperationException"
+            + Environment.NewLine + "System.InvalidOperationException: boom, unjoined"));
+        Assert.That(written, Does.Not.Contain("unjoined-victim"), "a kill is not a failure");
+        Assert.That(written, Does.Not.Contain("unjoined-hog"), "the blocking monitor's warning needs a factory of the application's");
+    }
+
+    [Test]
+    public void A_logger_that_sets_an_AsyncLocal_as_it_writes_leaves_nothing_on_the_carrier_that_logged()
+    {
+        // NUnit's console capture sets one as it writes. The failure is logged on the greenlet's carrier once the body's
+        // context was reset: what the sink left there stayed on the free carrier, holding the value alive (and broke step
+        // 2 of Scheduling/AmbientContext.cs at the carrier's next item, which Debug builds check).
+        var logger = new AsyncLocalSettingLogger();
+        using (var hub = new Hub(new HubOptions { LoggerFactory = logger }))
+        {
+            var doomed = Green.Spawn(() => throw new InvalidOperationException("logged by a sink that sets an AsyncLocal"));
+            doomed.Join();
+            Green.Sleep(10); // the carrier that ran it is back in the pool, parked
+        }
+        Assert.That(logger.Logged, Is.EqualTo(1));
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        Assert.That(logger.Payload!.IsAlive, Is.False, "the value the sink set is not kept by the carrier's context");
+    }
+
+    private sealed class AsyncLocalSettingLogger : ILoggerFactory, ILogger
+    {
+        private static readonly AsyncLocal<object?> Marker = new();
+
+        public int Logged;
+
+        public WeakReference? Payload;
+
+        public ILogger CreateLogger(string categoryName) => this;
+
+        public void AddProvider(ILoggerProvider provider)
+        {
+        }
+
+        public void Dispose()
+        {
+        }
+
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Error;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (!IsEnabled(logLevel)) return;
+            Logged++;
+            var payload = new byte[1024];
+            Payload = new WeakReference(payload);
+            Marker.Value = payload;
+        }
+    }
+
+    [Test]
+    public void The_default_logger_factory_takes_no_providers_and_says_what_to_do_instead()
+    {
+        var factory = new HubOptions().LoggerFactory;
+        var e = Assert.Throws<InvalidOperationException>(() => factory.AddProvider(new ListLoggerProvider()))!;
+        Assert.That(e.Message, Does.Contain("give HubOptions.LoggerFactory a factory of your own"));
+    }
+
+    [Test]
     public void A_killed_greenlet_is_not_a_failure_and_is_not_logged()
     {
         var logs = new ListLoggerProvider();
