@@ -27,7 +27,7 @@ public sealed partial class Hub : IDisposable
     private static int s_nextId;
     [ThreadStatic] private static Hub? t_current;
 
-    private readonly ILogger _logger;
+    private readonly Diagnostics.HubContextLogger _logger;
     private readonly TimeProvider _time;
     private readonly CarrierPool _pool;
     private readonly Carrier _mainCarrier;

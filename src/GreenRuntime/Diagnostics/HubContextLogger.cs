@@ -46,10 +46,11 @@ internal sealed class HubContextLogger(ILogger inner) : ILogger
     {
         if (_hub is not { InHubContext: true })
         {
-            LogKeepingContext(logLevel, eventId, state, exception, formatter);
+            LogKeepingContext(null, logLevel, eventId, state, exception, formatter);
             return;
         }
-        (_queued ??= new()).Enqueue(() => LogKeepingContext(logLevel, eventId, state, exception, formatter));
+        var under = QueuedUnder;
+        (_queued ??= new()).Enqueue(() => LogKeepingContext(under, logLevel, eventId, state, exception, formatter));
         if (_writer is null)
         {
             // It writes for the hub, under the default context: in the middle of a step this thread may still be in the
@@ -60,15 +61,23 @@ internal sealed class HubContextLogger(ILogger inner) : ILogger
     }
 
     /// <summary>
-    /// Calls the application's logger and gives the thread back the ambient context it had. A sink may set an AsyncLocal
-    /// or a synchronization context as it writes (NUnit's console capture does); the runtime logs a failed greenlet on its
-    /// carrier after the body's context was reset (Hub.RunStackful), and what the sink left there went with the free
-    /// carrier to its next item (Scheduling/AmbientContext.cs, step 2).
+    /// The context a message queued now is written under, instead of the writer's default one (hub-only): set around the
+    /// log call that reports a greenlet's failure (Hub.Finish), so that its creator's logging scopes and Activity go with
+    /// the message also when it is queued.
     /// </summary>
-    private void LogKeepingContext<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+    internal ExecutionContext? QueuedUnder;
+
+    /// <summary>
+    /// Calls the application's logger, under <paramref name="under"/> when given, and gives the thread back the ambient
+    /// context it had. A sink may set an AsyncLocal or a synchronization context as it writes (NUnit's console capture
+    /// does); the runtime logs a failed greenlet on its carrier after the body's context was reset (Hub.RunStackful), and
+    /// what the sink left there went with the free carrier to its next item (Scheduling/AmbientContext.cs, step 2).
+    /// </summary>
+    private void LogKeepingContext<TState>(ExecutionContext? under, LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
     {
         var context = ExecutionContext.Capture(); // null while the flow is suppressed: then nothing can be put back
         var sync = SynchronizationContext.Current;
+        if (under != null && context != null) ExecutionContext.Restore(under);
         try
         {
             inner.Log(logLevel, eventId, state, exception, formatter);

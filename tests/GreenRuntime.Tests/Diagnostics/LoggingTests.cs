@@ -75,6 +75,63 @@ public class LoggingTests
         Assert.That(logger.Payload!.IsAlive, Is.False, "the value the sink set is not kept by the carrier's context");
     }
 
+    [Test]
+    public void A_failed_greenlet_is_logged_under_the_context_it_was_spawned_in()
+    {
+        // What a logging scope or the request's Activity is: an AsyncLocal of the creator (a request that spawned it).
+        var request = new AsyncLocal<string?>();
+        var logger = new AsyncLocalReadingLogger(request);
+        using var hub = new Hub(new HubOptions { LoggerFactory = logger });
+        Greenlet failed, killed, stackless;
+        request.Value = "request 7";
+        try
+        {
+            failed = Green.Spawn(() => throw new InvalidOperationException("failed in its body"), "failed-in-body");
+            killed = Green.Spawn(() => { }, "killed-unstarted");
+            stackless = Green.SpawnAsync(async () =>
+            {
+                await Task.Yield();
+                throw new InvalidOperationException("failed after an await");
+            }, "failed-stackless");
+        }
+        finally
+        {
+            request.Value = null;
+        }
+        killed.Kill(new InvalidOperationException("killed before it started"), block: false); // finished by this greenlet
+        failed.Join();
+        stackless.Join(); // its end is recorded by a hub callback, and the message queued for the hub's log writer
+        Green.Sleep(10);
+        Assert.That(logger.Seen, Is.EquivalentTo(new[] { ("failed-in-body", "request 7"), ("killed-unstarted", "request 7"), ("failed-stackless", "request 7") }));
+        Assert.That(request.Value, Is.Null, "the killer's own context is given back");
+    }
+
+    private sealed class AsyncLocalReadingLogger(AsyncLocal<string?> request) : ILoggerFactory, ILogger
+    {
+        public readonly List<(string Greenlet, string? Request)> Seen = [];
+
+        public ILogger CreateLogger(string categoryName) => this;
+
+        public void AddProvider(ILoggerProvider provider)
+        {
+        }
+
+        public void Dispose()
+        {
+        }
+
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Error;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (eventId.Id != 1) return;
+            string name = formatter(state, exception).Split(' ')[1].Split('#')[0];
+            Seen.Add((name, request.Value));
+        }
+    }
+
     private sealed class AsyncLocalSettingLogger : ILoggerFactory, ILogger
     {
         private static readonly AsyncLocal<object?> Marker = new();
