@@ -106,10 +106,9 @@ public class LoggingTests
         Assert.That(request.Value, Is.Null, "the killer's own context is given back");
     }
 
-    private sealed class AsyncLocalReadingLogger(AsyncLocal<string?> request) : ILoggerFactory, ILogger
+    /// <summary>A factory that is its own logger, of errors: for the tests that watch what a sink sees as it writes.</summary>
+    private abstract class ErrorSink : ILoggerFactory, ILogger
     {
-        public readonly List<(string Greenlet, string? Request)> Seen = [];
-
         public ILogger CreateLogger(string categoryName) => this;
 
         public void AddProvider(ILoggerProvider provider)
@@ -124,7 +123,14 @@ public class LoggingTests
 
         public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Error;
 
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        public abstract void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter);
+    }
+
+    private sealed class AsyncLocalReadingLogger(AsyncLocal<string?> request) : ErrorSink
+    {
+        public readonly List<(string Greenlet, string? Request)> Seen = [];
+
+        public override void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
         {
             if (eventId.Id != 1) return;
             string name = formatter(state, exception).Split(' ')[1].Split('#')[0];
@@ -132,7 +138,7 @@ public class LoggingTests
         }
     }
 
-    private sealed class AsyncLocalSettingLogger : ILoggerFactory, ILogger
+    private sealed class AsyncLocalSettingLogger : ErrorSink
     {
         private static readonly AsyncLocal<object?> Marker = new();
 
@@ -140,21 +146,7 @@ public class LoggingTests
 
         public WeakReference? Payload;
 
-        public ILogger CreateLogger(string categoryName) => this;
-
-        public void AddProvider(ILoggerProvider provider)
-        {
-        }
-
-        public void Dispose()
-        {
-        }
-
-        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Error;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        public override void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
         {
             if (!IsEnabled(logLevel)) return;
             Logged++;
