@@ -84,8 +84,8 @@
 // the OS kept off the CPU past the wait is waited for until it has run again (PreemptedThreads.cs, up
 // to 5 s), and a diversion the runtime undoes before the jump is made again; a thread stopped for
 // longer (a debugger, SIGSTOP), one entering through a backpatched vtable slot, or a runtime write to
-// the stubs in the microseconds between a body's last check and its jump is not covered. Dispose has no such hazard (no thread
-// can be inside a single jump instruction). See docs/detours.md.
+// the stubs in the microseconds between a body's last check and its jump is not covered. Dispose has
+// no such hazard (no thread can be inside a single jump instruction). See docs/detours.md.
 
 using System.Collections.Concurrent;
 using System.Diagnostics;

@@ -42,14 +42,23 @@ internal sealed class HubContextLogger(ILogger inner) : ILogger
 
     public bool IsEnabled(LogLevel logLevel) => inner.IsEnabled(logLevel);
 
-    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+        Log(null, logLevel, eventId, state, exception, formatter);
+
+    /// <summary>
+    /// This logger, writing its messages under <paramref name="context"/>, inline or queued for the writer: what a
+    /// greenlet's failure is logged through (Hub.Finish), so that its creator's logging scopes and Activity go with the
+    /// message wherever its end is recorded.
+    /// </summary>
+    public ILogger Under(ExecutionContext context) => new ContextBound(this, context);
+
+    private void Log<TState>(ExecutionContext? under, LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
     {
         if (_hub is not { InHubContext: true })
         {
-            LogKeepingContext(null, logLevel, eventId, state, exception, formatter);
+            LogKeepingContext(under, logLevel, eventId, state, exception, formatter);
             return;
         }
-        var under = QueuedUnder;
         (_queued ??= new()).Enqueue(() => LogKeepingContext(under, logLevel, eventId, state, exception, formatter));
         if (_writer is null)
         {
@@ -59,13 +68,6 @@ internal sealed class HubContextLogger(ILogger inner) : ILogger
             _writer.Start();
         }
     }
-
-    /// <summary>
-    /// The context a message queued now is written under, instead of the writer's default one (hub-only): set around the
-    /// log call that reports a greenlet's failure (Hub.Finish), so that its creator's logging scopes and Activity go with
-    /// the message also when it is queued.
-    /// </summary>
-    internal ExecutionContext? QueuedUnder;
 
     /// <summary>
     /// Calls the application's logger, under <paramref name="under"/> when given, and gives the thread back the ambient
@@ -87,6 +89,17 @@ internal sealed class HubContextLogger(ILogger inner) : ILogger
             if (context != null && !ReferenceEquals(ExecutionContext.Capture(), context)) ExecutionContext.Restore(context);
             if (!ReferenceEquals(SynchronizationContext.Current, sync)) SynchronizationContext.SetSynchronizationContext(sync);
         }
+    }
+
+    /// <summary>What <see cref="Under"/> returns.</summary>
+    private sealed class ContextBound(HubContextLogger logger, ExecutionContext context) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => logger.BeginScope(state);
+
+        public bool IsEnabled(LogLevel logLevel) => logger.IsEnabled(logLevel);
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            logger.Log(context, logLevel, eventId, state, exception, formatter);
     }
 
     private void Write()

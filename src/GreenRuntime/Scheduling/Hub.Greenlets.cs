@@ -130,29 +130,21 @@ public sealed partial class Hub
         // in the logger cannot leave this greenlet half-finished; nor can a logger that throws, which has nobody to tell.
         // Under the greenlet's own context: the failure is the greenlet's, so its creator's logging scopes and Activity
         // (the request a greenlet was spawned in) go with the message, wherever Finish runs (its carrier after the body's
-        // context was reset, a hub callback, the greenlet that killed it before it started), and also when the message
-        // is queued for the hub's log writer (Diagnostics/HubContextLogger.cs). Not while the flow is suppressed here:
-        // that thread's context must stay as its AsyncFlowControl expects it.
+        // context was reset, a hub callback, the greenlet that killed it before it started), also when the message is
+        // queued for the hub's log writer (Diagnostics/HubContextLogger.cs).
         if (g.Exception != null)
         {
-            var here = ExecutionContext.Capture();
-            if (here != null) AmbientContext.Enter(g.Context);
-            // Queued (no park in between, so no other message can take it) only in hub context.
-            bool queued = InHubContext;
-            if (queued) _logger.QueuedUnder = g.Context;
             using (Green.Shield())
             {
                 try
                 {
-                    Log.GreenletFailed(_logger, g.Exception, g.ToString(), g.Exception.GetType().Name);
+                    Log.GreenletFailed(_logger.Under(g.Context ?? AmbientContext.Default), g.Exception, g.ToString(), g.Exception.GetType().Name);
                 }
                 catch (Exception)
                 {
                     // the greenlet's outcome is recorded; a broken logger must not keep it from ending
                 }
             }
-            if (queued) _logger.QueuedUnder = null;
-            if (here != null) AmbientContext.Enter(here);
         }
         g.FinishSequence = ++_finishSequence;
         g.WaitReason = WaitReason.None;
