@@ -189,7 +189,8 @@ internal static class Workloads
     {
         var random = new Random(42);
         var delays = Enumerable.Range(0, n).Select(_ => random.Next(50)).ToArray();
-        int threadsBefore = Hub.Current.GetRunInfo().Carriers.Threads;
+        var poolBefore = Hub.Current.GetRunInfo().Carriers;
+        int threadsBefore = poolBefore.Threads;
         long allocated = GC.GetTotalAllocatedBytes();
         var switches = ContextSwitches();
         var watch = Stopwatch.StartNew();
@@ -215,6 +216,9 @@ internal static class Workloads
             ["allocated_per_greenlet"] = (GC.GetTotalAllocatedBytes() - allocated) / (double)n,
             ["failed"] = all.Count(g => !g.Successful),
             ["threads_created"] = Math.Max(0, info.Threads - threadsBefore),
+            // Made while the hub waited (a rent found the pool empty) against made beside it by the pool's refill thread.
+            ["made_on_demand"] = info.MadeOnDemand - poolBefore.MadeOnDemand,
+            ["made_by_refill"] = info.MadeByRefill - poolBefore.MadeByRefill,
             ["carrier_limit"] = info.Limit,
             // Each baton hand-off to a sleeping carrier puts the giver to sleep: the round's cost in thread hops.
             ["voluntary_switches_per_greenlet"] = (voluntary - switches.Voluntary) / (double)n,
