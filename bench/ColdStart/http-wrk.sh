@@ -15,12 +15,10 @@ connections=${2:-1000}
 seconds=${3:-5}
 port=${PORT:-18120}
 
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "skipped: wrk is not installed (apt-get install wrk)"
-  exit 0
-fi
-
-dotnet build -c Release examples/HttpServer -v q -nologo >/dev/null || { echo "build failed"; exit 1; }
+# shellcheck source=../wrk-common.sh
+source bench/wrk-common.sh
+require_wrk
+build_release examples/HttpServer
 server=examples/HttpServer/bin/Release/net10.0/HttpServerExample.dll
 log=$(mktemp -d)
 failures=0

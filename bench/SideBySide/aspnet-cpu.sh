@@ -27,12 +27,10 @@ runs=${3:-3}
 conns=${CONNS:-1000}
 warm=${WARM:-10}
 
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "skipped: wrk is not installed (apt-get install wrk)"
-  exit 0
-fi
-
-dotnet build -c Release bench/SideBySide -v q -nologo >/dev/null || { echo "build failed"; exit 1; }
+# shellcheck source=../wrk-common.sh
+source bench/wrk-common.sh
+require_wrk
+build_release bench/SideBySide
 harness=bench/SideBySide/bin/Release/net10.0/SideBySide.dll
 log=$(mktemp -d)
 ticks=$(getconf CLK_TCK)
